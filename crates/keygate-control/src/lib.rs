@@ -1,0 +1,1 @@
+//! keygate-control (in progress).

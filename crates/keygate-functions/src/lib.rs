@@ -1,0 +1,1 @@
+//! keygate-functions (in progress).

@@ -1,0 +1,18 @@
+//! Domain types shared by every keygate crate.
+//!
+//! Layout:
+//! - [`service`]: the validated form of a `serverless.yml` (what `keygate-config` produces and what
+//!   a deployment snapshots).
+//! - [`key`]: API keys, their secret values and digests.
+//! - [`model`]: stored control-plane records (APIs, stages, deployments, usage plans).
+//! - [`response`]: the one table of gateway-made responses (status, body, AWS error type).
+//!
+//! Architecture invariant: this crate does no IO and knows nothing of tokio, hyper or sqlx.
+
+pub mod key;
+pub mod model;
+pub mod response;
+pub mod service;
+
+pub use key::{ApiKeyValue, KeyDigest};
+pub use service::{Cors, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition};

@@ -1,0 +1,126 @@
+//! Control-plane records as the store keeps them, and the snapshot the data plane serves from.
+//!
+//! Timestamps are epoch seconds, as Amazon API Gateway returns them.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::key::{ApiKeyValue, KeyDigest};
+use crate::service::ServiceDefinition;
+
+/// A new random id of `len` lowercase alphanumerics (AWS-style: 10 for keys and APIs, 6 for plans
+/// and deployments).
+pub fn new_id(len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// A REST API: one per `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Api {
+    pub id: String,
+    pub name: String,
+    pub created_date: i64,
+}
+
+/// A stage of an API and the deployment it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    pub api_id: String,
+    pub name: String,
+    pub deployment_id: String,
+    pub created_date: i64,
+    pub last_updated_date: i64,
+}
+
+/// An immutable snapshot of a service definition. Deploying creates one; nothing edits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub api_id: String,
+    pub created_date: i64,
+    pub definition: ServiceDefinition,
+}
+
+/// An API key's stored fields. The value is not among them: only its digest and prefix are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub customer_id: Option<String>,
+    pub created_date: i64,
+    pub last_updated_date: i64,
+    /// First characters of the value, safe to show (`AbC1…`).
+    pub prefix: String,
+}
+
+/// What is needed to create a key.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub value: ApiKeyValue,
+    pub description: Option<String>,
+    pub customer_id: Option<String>,
+    pub enabled: bool,
+}
+
+/// A change to a key's mutable fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub enabled: Option<bool>,
+    pub customer_id: Option<Option<String>>,
+}
+
+/// A usage plan: which keys may call which API stages. Throttle and quota are enforced later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsagePlan {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub api_stages: Vec<ApiStage>,
+    /// Throttle and quota settings as declared, kept verbatim until enforcement lands.
+    pub limits: Option<serde_json::Value>,
+}
+
+/// An API stage a usage plan covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiStage {
+    pub api_id: String,
+    pub stage: String,
+}
+
+/// Everything the data plane needs, read in one go from the store.
+#[derive(Debug, Clone, Default)]
+pub struct GatewaySnapshot {
+    /// Changes whenever anything in the store changes; the gateway reloads when it moves.
+    pub version: i64,
+    pub stages: Vec<DeployedStage>,
+    pub keys: Vec<KeyGrant>,
+}
+
+/// A stage and the definition of the deployment it serves.
+#[derive(Debug, Clone)]
+pub struct DeployedStage {
+    pub api_id: String,
+    pub stage: String,
+    pub deployment_id: String,
+    pub definition: ServiceDefinition,
+}
+
+/// A key as the gateway sees it: digest, whether it may be used, and where.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    pub id: String,
+    pub digest: KeyDigest,
+    pub enabled: bool,
+    /// API stages of the usage plans this key belongs to.
+    pub stages: Vec<ApiStage>,
+}

@@ -1,0 +1,186 @@
+//! The validated service definition: what a `serverless.yml` means to keygate.
+//!
+//! `keygate-config` builds these from YAML; a deployment stores them as an immutable JSON snapshot,
+//! so every type here is serde-serialisable and stable on disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::ApiKeyValue;
+
+/// A whole service after variables are resolved and every field is validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceDefinition {
+    /// `service:`; becomes the API (REST API) name.
+    pub service: String,
+    /// The stage this definition was resolved for (`--stage`, else `provider.stage`, else `dev`).
+    pub stage: String,
+    /// `provider.region` (default `us-east-1`).
+    pub region: String,
+    /// Absolute directory of the `serverless.yml`; function processes run with it as their working
+    /// directory (as serverless-offline does), so relative paths in `environment` resolve there.
+    pub base_dir: PathBuf,
+    /// Functions in file order.
+    pub functions: Vec<FunctionSpec>,
+    /// Keys declared under `provider.apiGateway.apiKeys` (or the deprecated `provider.apiKeys`).
+    pub api_keys: Vec<ApiKeyDecl>,
+    /// `provider.apiGateway.usagePlan`, kept verbatim as JSON until usage plans are enforced.
+    pub usage_plan: Option<serde_json::Value>,
+}
+
+/// One declared API key. A bare string in the yml is a key *name* (AWS generates the value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyDecl {
+    pub name: String,
+    /// A custom value; `None` means keygate generates one on first deploy. Never serialised, so a
+    /// deployment snapshot holds no secret.
+    #[serde(skip)]
+    pub value: Option<ApiKeyValue>,
+    pub description: Option<String>,
+    pub customer_id: Option<String>,
+    /// Default `true`, as Serverless.
+    pub enabled: bool,
+}
+
+/// One function and the HTTP events that route to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    /// The key under `functions:`.
+    pub name: String,
+    /// `<service>-<stage>-<name>` unless `name:` overrides it; exported as `AWS_LAMBDA_FUNCTION_NAME`.
+    pub function_name: String,
+    pub handler: String,
+    /// Function runtime, else the provider's.
+    pub runtime: String,
+    /// Provider environment merged with the function's (function wins).
+    pub environment: BTreeMap<String, String>,
+    /// Seconds; default 6.
+    pub timeout_secs: u32,
+    /// MB; default 1024.
+    pub memory_size: u32,
+    pub description: Option<String>,
+    pub reserved_concurrency: Option<u32>,
+    /// `package.artifact` resolved against the yml's directory (absolute). `None` when the function
+    /// has no artifact; invoking it then fails with a 502 and a logged cause.
+    pub artifact: Option<PathBuf>,
+    pub events: Vec<HttpEvent>,
+}
+
+/// One `- http:` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpEvent {
+    /// Normalised path template: leading `/`, no trailing `/` (root is `/`), e.g. `/candidates/{id}`.
+    pub path: String,
+    pub method: HttpMethod,
+    pub private: bool,
+    pub cors: Option<Cors>,
+    pub integration: Integration,
+}
+
+/// HTTP methods Serverless accepts for `http` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+    Options,
+    /// `any` / `*`: every method.
+    Any,
+}
+
+impl HttpMethod {
+    /// Parses a method as Serverless does: case-insensitive, `*` means ANY.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "GET" => Self::Get,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "PATCH" => Self::Patch,
+            "DELETE" => Self::Delete,
+            "HEAD" => Self::Head,
+            "OPTIONS" => Self::Options,
+            "ANY" | "*" => Self::Any,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+            Self::Head => "HEAD",
+            Self::Options => "OPTIONS",
+            Self::Any => "ANY",
+        }
+    }
+
+    /// Whether a route declared with `self` serves a request with method `m`.
+    pub fn matches(self, m: &str) -> bool {
+        self == Self::Any || self.as_str().eq_ignore_ascii_case(m)
+    }
+}
+
+impl fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// CORS settings of an event (`cors: true` gives [`Cors::default`], Serverless's defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cors {
+    /// Allowed origins; `*` allows any.
+    pub origins: Vec<String>,
+    pub headers: Vec<String>,
+    /// Methods listed in the preflight answer; empty means "the methods of this path".
+    pub methods: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: Option<u32>,
+    pub cache_control: Option<String>,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            origins: vec!["*".to_owned()],
+            headers: [
+                "Content-Type",
+                "X-Amz-Date",
+                "Authorization",
+                "X-Api-Key",
+                "X-Amz-Security-Token",
+                "X-Amz-User-Agent",
+                "X-Amzn-Trace-Id",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+            methods: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+            cache_control: None,
+        }
+    }
+}
+
+/// How a route reaches its backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Integration {
+    /// The function behind the event, with the REST payload 1.0 event (the default).
+    LambdaProxy,
+    /// Forward to `uri` (with `{proxy}` and path parameters substituted).
+    HttpProxy { uri: String },
+    /// Answer 200 with an empty body without calling anything, as API Gateway's MOCK does by default.
+    Mock,
+}
