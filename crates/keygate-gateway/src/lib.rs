@@ -1,1 +1,359 @@
-//! keygate-gateway (in progress).
+//! keygate data plane: serves deployed stages behind API keys.
+//!
+//! Request path, in order (each step may answer on its own):
+//! 1. request id (`x-amzn-RequestId` on every response) and one access-log line per request;
+//! 2. stage and route lookup in the in-memory [`table::Table`] (no match: 403 Missing
+//!    Authentication Token; `OPTIONS` on a CORS resource: preflight answered here, no key);
+//! 3. key check on private routes: `x-api-key` digest looked up in the table; missing, unknown,
+//!    disabled or not on this API stage: 403 Forbidden;
+//! 4. body read (at most 10 MB: 413);
+//! 5. integration: lambda-proxy through [`keygate_functions::FunctionHost`], http-proxy through
+//!    a pooled client, or mock.
+//!
+//! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from, `event`
+//! builds lambda-proxy events and maps responses, `respond` makes AWS gateway responses,
+//! `upstream` is the http-proxy client, this file holds [`Gateway`] and [`serve`].
+//!
+//! Architecture invariants: no store access per request (the table is refreshed in the
+//! background when the store's version moves); key values are never logged.
+
+pub mod router;
+pub mod table;
+
+mod event;
+mod respond;
+mod upstream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
+use keygate_store::ConfigStore;
+use keygate_types::response::GatewayError;
+use keygate_types::{Cors, HttpMethod, Integration, KeyDigest};
+use tokio::net::TcpListener;
+
+use crate::respond::Body;
+use crate::router::Lookup;
+use crate::table::Table;
+
+/// Largest request body accepted (API Gateway's payload limit).
+pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+/// How often the gateway asks the store whether anything changed.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// How long open connections may take to finish after shutdown starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The data plane's shared state. Cheap to share behind an `Arc`.
+pub struct Gateway {
+    table: ArcSwap<Table>,
+    store: Arc<dyn ConfigStore>,
+    functions: FunctionHost,
+    upstream: upstream::Upstream,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.table.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Loads the first table from the store.
+    ///
+    /// # Errors
+    /// The store's error when the snapshot cannot be read.
+    pub async fn new(
+        store: Arc<dyn ConfigStore>,
+        functions: FunctionHost,
+    ) -> Result<Arc<Self>, keygate_store::Error> {
+        let table = Table::build(store.snapshot().await?);
+        Ok(Arc::new(Self {
+            table: ArcSwap::from_pointee(table),
+            store,
+            functions,
+            upstream: upstream::Upstream::new(),
+        }))
+    }
+
+    /// The table currently served.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    /// Reloads the table if the store changed. Returns whether it did.
+    ///
+    /// # Errors
+    /// The store's error; the current table stays in service.
+    pub async fn refresh(&self) -> Result<bool, keygate_store::Error> {
+        let current = self.table.load().version;
+        if self.store.version().await? == current {
+            return Ok(false);
+        }
+        let table = Table::build(self.store.snapshot().await?);
+        tracing::debug!(version = table.version, "gateway table reloaded");
+        self.table.store(Arc::new(table));
+        Ok(true)
+    }
+
+    /// Refreshes every [`REFRESH_INTERVAL`] until the gateway is dropped, so changes made by any
+    /// keygate process (CLI, another node) reach this one within a second.
+    pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                match gw.refresh().await {
+                    Ok(_) if failing => {
+                        tracing::info!("store reachable again");
+                        failing = false;
+                    }
+                    Ok(_) => {}
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "cannot refresh from the store; serving the last table");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut key_id = None;
+        let mut res = self.dispatch(req, peer, &request_id, &mut key_id).await;
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
+        }
+        tracing::info!(
+            target: "keygate::access",
+            request_id = %request_id,
+            method = %method,
+            path = %path,
+            status = res.status().as_u16(),
+            key_id = key_id.as_deref().unwrap_or("-"),
+            micros = started.elapsed().as_micros() as u64,
+        );
+        res
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &str,
+        key_id: &mut Option<String>,
+    ) -> Response<Body> {
+        let table = self.table.load_full();
+        let full_path = req.uri().path();
+        // `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.
+        let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
+        let (stage, path) = match trimmed.split_once('/') {
+            Some((stage, rest)) => (stage, format!("/{rest}")),
+            None => (trimmed, "/".to_owned()),
+        };
+        let Some(stage_table) = table.stages.get(stage) else {
+            return respond::error(GatewayError::MissingAuthenticationToken, None);
+        };
+        let origin = req.headers().get(http::header::ORIGIN).cloned();
+        let found = match stage_table.router.lookup(&path, req.method().as_str()) {
+            Lookup::Found(m) => m,
+            Lookup::NoMethod { routes } => {
+                let cors_route =
+                    routes.iter().find_map(|&r| stage_table.routes[r].event.cors.as_ref());
+                if let Some(cors) = cors_route {
+                    if req.method() == http::Method::OPTIONS {
+                        let methods: Vec<HttpMethod> =
+                            routes.iter().map(|&r| stage_table.routes[r].event.method).collect();
+                        return respond::preflight(cors, &methods, origin.as_ref());
+                    }
+                    return respond::error(
+                        GatewayError::MissingAuthenticationToken,
+                        Some((cors, origin.as_ref())),
+                    );
+                }
+                return respond::error(GatewayError::MissingAuthenticationToken, None);
+            }
+            Lookup::NotFound => {
+                return respond::error(GatewayError::MissingAuthenticationToken, None);
+            }
+        };
+        let route = &stage_table.routes[found.route];
+        let cors: Option<(&Cors, Option<&HeaderValue>)> =
+            route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
+
+        // The key check: digest the presented value and look it up; no store access.
+        let mut api_key: Option<String> = None;
+        if route.event.private {
+            let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
+            let entry =
+                presented.filter(|v| !v.is_empty()).and_then(|v| table.keys.get(&KeyDigest::of(v)));
+            match entry {
+                Some(k) if k.allows(&route.api_id, &route.stage) => {
+                    *key_id = Some(k.id.clone());
+                    api_key =
+                        presented.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+                }
+                _ => return respond::error(GatewayError::Forbidden, cors),
+            }
+        }
+
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return respond::error(GatewayError::RequestTooLarge, cors);
+                }
+                tracing::debug!(error = %e, "client body failed");
+                let mut res = Response::new(Full::new(Bytes::new()));
+                *res.status_mut() = StatusCode::BAD_REQUEST;
+                return res;
+            }
+        };
+
+        let def = &route.definition;
+        match &route.event.integration {
+            Integration::Mock => {
+                let mut res = Response::new(Full::new(Bytes::new()));
+                res.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            Integration::HttpProxy { uri } => match self
+                .upstream
+                .forward(uri, &found.params, parts.uri.query(), &parts.method, &parts.headers, body)
+                .await
+            {
+                Ok(res) => res,
+                Err(e) => respond::error(e, cors),
+            },
+            Integration::LambdaProxy => {
+                let spec = &def.functions[route.function];
+                let event = event::build(&event::EventInput {
+                    method: parts.method.as_str(),
+                    path: &path,
+                    stage: &route.stage,
+                    resource: &route.event.path,
+                    headers: &parts.headers,
+                    query: parts.uri.query(),
+                    params: &found.params,
+                    body: &body,
+                    peer,
+                    request_id,
+                    api_id: &route.api_id,
+                    deployment_id: &route.deployment_id,
+                    api_key: api_key.as_deref().zip(key_id.as_deref()),
+                    time: time::OffsetDateTime::now_utc(),
+                });
+                let f = FunctionRef { spec, base_dir: &def.base_dir, region: &def.region };
+                let raw = match self.functions.invoke(&f, event).await {
+                    Ok(raw) => raw,
+                    Err(InvokeError::Timeout) => {
+                        tracing::warn!(function = %spec.name, request_id, "function timed out");
+                        return respond::error(GatewayError::EndpointRequestTimedOut, cors);
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = %spec.name, request_id, error = %e, "function failed");
+                        return respond::error(GatewayError::InternalServerError, cors);
+                    }
+                };
+                match event::parse_response(&raw) {
+                    Ok(p) => {
+                        let mut res = Response::new(Full::new(p.body));
+                        *res.status_mut() = p.status;
+                        let h = res.headers_mut();
+                        for (n, v) in p.headers {
+                            if n != http::header::CONTENT_LENGTH
+                                && n != http::header::TRANSFER_ENCODING
+                            {
+                                h.append(n, v);
+                            }
+                        }
+                        res
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            function = %spec.name,
+                            request_id,
+                            "Execution failed due to configuration error: Malformed Lambda proxy response: {why}"
+                        );
+                        respond::error(GatewayError::InternalServerError, cors)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every function process.
+    pub async fn shutdown(&self) {
+        self.functions.shutdown().await;
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then lets open connections finish for up to
+/// [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = Arc::clone(&gateway);
+        let service = service_fn(move |req| {
+            let gw = Arc::clone(&gw);
+            async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}

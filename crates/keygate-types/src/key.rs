@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use rand::{Rng, TryRngCore};
 use rand::distr::Alphanumeric;
+use rand::{Rng, TryRngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -54,8 +54,7 @@ impl ApiKeyValue {
     /// A fresh value: [`GENERATED_LEN`] alphanumeric characters from the OS CSPRNG.
     pub fn generate() -> Self {
         let mut rng = rand::rngs::OsRng.unwrap_err();
-        let s: String =
-            (0..GENERATED_LEN).map(|_| char::from(rng.sample(Alphanumeric))).collect();
+        let s: String = (0..GENERATED_LEN).map(|_| char::from(rng.sample(Alphanumeric))).collect();
         Self(s)
     }
 

@@ -45,13 +45,17 @@ impl GatewayError {
             Self::TooManyRequests => {
                 (429, "TooManyRequestsException", r#"{"message":"Too Many Requests"}"#)
             }
-            Self::LimitExceeded => (429, "LimitExceededException", r#"{"message":"Limit Exceeded"}"#),
+            Self::LimitExceeded => {
+                (429, "LimitExceededException", r#"{"message":"Limit Exceeded"}"#)
+            }
             Self::InternalServerError => {
                 (502, "InternalServerErrorException", r#"{"message": "Internal server error"}"#)
             }
-            Self::EndpointRequestTimedOut => {
-                (504, "InternalServerErrorException", r#"{"message": "Endpoint request timed out"}"#)
-            }
+            Self::EndpointRequestTimedOut => (
+                504,
+                "InternalServerErrorException",
+                r#"{"message": "Endpoint request timed out"}"#,
+            ),
             Self::RequestTooLarge => {
                 (413, "RequestEntityTooLargeException", r#"{"message":"Request Too Long"}"#)
             }

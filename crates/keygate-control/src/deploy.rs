@@ -1,0 +1,171 @@
+//! `deploy`: snapshot a service definition as a deployment of one stage.
+//!
+//! Artifacts are copied into the data directory first (content-addressed), so a deployment keeps
+//! running the code it was deployed with even when the build output changes. Keys named in the
+//! definition are created once and reused by every later deploy: never a new value per deploy.
+
+use std::path::Path;
+
+use keygate_functions::SUPPORTED_RUNTIMES;
+use keygate_store::{DeployRequest, KeyStatus};
+use keygate_types::model::{ApiKey, NewApiKey};
+use keygate_types::{ApiKeyValue, HttpMethod, ServiceDefinition};
+use serde::Serialize;
+
+use crate::{Error, Result, Store};
+
+/// What a deploy did, ready to print (`--json` prints it as is).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployReport {
+    pub service: String,
+    pub stage: String,
+    pub api_id: String,
+    pub deployment_id: String,
+    pub usage_plan: String,
+    pub endpoints: Vec<Endpoint>,
+    pub api_keys: Vec<DeployedKey>,
+    /// Keys in the stage's plan that the file no longer declares (kept, not deleted).
+    pub undeclared_api_keys: Vec<DeployedKey>,
+    pub functions: Vec<String>,
+    /// Notes for the user (deprecations, ignored settings, functions keygate cannot run).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub method: HttpMethod,
+    pub url: String,
+    pub private: bool,
+}
+
+/// A key of the deployment. `value` is set only for keys this deploy created: it is shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployedKey {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Deploys `definition` to its stage.
+///
+/// `artifacts_root` is where function artifacts are staged; `base_url` prefixes endpoint URLs.
+///
+/// # Errors
+/// [`Error::Invalid`] for an artifact that is missing or unusable (nothing is written then), or a
+/// store error.
+pub async fn deploy(
+    store: &Store,
+    mut definition: ServiceDefinition,
+    mut notes: Vec<String>,
+    artifacts_root: &Path,
+    base_url: &str,
+) -> Result<DeployReport> {
+    // Stage artifacts before touching the store, so a bad artifact deploys nothing.
+    for f in &mut definition.functions {
+        if !SUPPORTED_RUNTIMES.contains(&f.runtime.as_str()) {
+            notes.push(format!(
+                "function {} uses runtime {}, which keygate cannot run yet (it runs {}); its \
+                 routes will answer 502",
+                f.name,
+                f.runtime,
+                SUPPORTED_RUNTIMES.join(", ")
+            ));
+            continue;
+        }
+        let Some(src) = &f.artifact else {
+            return Err(Error::Invalid(format!(
+                "functions.{}.package.artifact: required for runtime {}: the path of the function's \
+                 bootstrap executable, a directory holding `bootstrap`, or a zip holding it",
+                f.name, f.runtime
+            )));
+        };
+        let staged = keygate_functions::stage_artifact(src, artifacts_root)
+            .map_err(|e| Error::Invalid(format!("functions.{}.package.artifact: {e}", f.name)))?;
+        f.artifact = Some(staged);
+    }
+
+    let keys = definition
+        .api_keys
+        .iter()
+        .map(|k| NewApiKey {
+            name: k.name.clone(),
+            value: k.value.clone().unwrap_or_else(ApiKeyValue::generate),
+            description: k.description.clone(),
+            customer_id: k.customer_id.clone(),
+            enabled: k.enabled,
+        })
+        .collect::<Vec<_>>();
+    // Values the deploy may create, by name, so they can be shown once.
+    let values: Vec<(String, ApiKeyValue)> =
+        keys.iter().map(|k| (k.name.clone(), k.value.clone())).collect();
+    let plan_name = format!("{}-{}", definition.service, definition.stage);
+    let outcome = store
+        .deploy(DeployRequest {
+            plan_limits: definition.usage_plan.clone(),
+            definition,
+            keys,
+            plan_name,
+        })
+        .await?;
+
+    let def = &outcome.deployment.definition;
+    let endpoints = endpoints(def, base_url);
+    let api_keys = outcome
+        .keys
+        .iter()
+        .map(|(k, status)| DeployedKey {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            value: (*status == KeyStatus::Created).then(|| {
+                values
+                    .iter()
+                    .find(|(n, _)| *n == k.name)
+                    .map(|(_, v)| v.expose().to_owned())
+                    .unwrap_or_default()
+            }),
+        })
+        .collect();
+    let undeclared_api_keys: Vec<DeployedKey> = outcome.undeclared.iter().map(key_ref).collect();
+    for k in &undeclared_api_keys {
+        notes.push(format!(
+            "API key {} ({}) is no longer declared in the file; it was kept so its users are not \
+             locked out (delete it with `keygate keys delete {}`)",
+            k.name, k.id, k.id
+        ));
+    }
+    Ok(DeployReport {
+        service: def.service.clone(),
+        stage: def.stage.clone(),
+        api_id: outcome.api.id.clone(),
+        deployment_id: outcome.deployment.id.clone(),
+        usage_plan: outcome.plan.name.clone(),
+        endpoints,
+        api_keys,
+        undeclared_api_keys,
+        functions: def.functions.iter().map(|f| f.function_name.clone()).collect(),
+        notes,
+    })
+}
+
+/// The endpoint URLs of a definition, in file order.
+pub fn endpoints(def: &ServiceDefinition, base_url: &str) -> Vec<Endpoint> {
+    let base = base_url.trim_end_matches('/');
+    let mut out = Vec::new();
+    for f in &def.functions {
+        for e in &f.events {
+            let path = if e.path == "/" { "" } else { e.path.as_str() };
+            out.push(Endpoint {
+                method: e.method,
+                url: format!("{base}/{}{path}", def.stage),
+                private: e.private,
+            });
+        }
+    }
+    out
+}
+
+fn key_ref(k: &ApiKey) -> DeployedKey {
+    DeployedKey { id: k.id.clone(), name: k.name.clone(), value: None }
+}

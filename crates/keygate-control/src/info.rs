@@ -1,0 +1,66 @@
+//! `info`: what is deployed for a service and stage (like `serverless info`).
+
+use keygate_types::model::ApiKey;
+use serde::Serialize;
+
+use crate::deploy::{Endpoint, endpoints};
+use crate::{Error, Result, Store};
+
+/// A deployed stage, ready to print.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Info {
+    pub service: String,
+    pub stage: String,
+    pub region: String,
+    pub api_id: String,
+    pub deployment_id: String,
+    pub deployed_date: i64,
+    pub endpoints: Vec<Endpoint>,
+    pub functions: Vec<String>,
+    /// Keys of the stage's usage plan (no values: keygate does not keep them).
+    pub api_keys: Vec<ApiKey>,
+    pub usage_plan: Option<String>,
+}
+
+/// Describes `service`'s deployed `stage`.
+///
+/// # Errors
+/// [`Error::NotFound`] when the service or stage was never deployed.
+pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> Result<Info> {
+    let not_deployed = || {
+        Error::NotFound(format!(
+            "service {service} has no deployed stage {stage}; run `keygate deploy -c <file> --stage {stage}`"
+        ))
+    };
+    let api = store.get_api_by_name(service).await?.ok_or_else(not_deployed)?;
+    let st = store
+        .list_stages(&api.id)
+        .await?
+        .into_iter()
+        .find(|s| s.name == stage)
+        .ok_or_else(not_deployed)?;
+    let deployment = store.get_deployment(&st.deployment_id).await?.ok_or_else(not_deployed)?;
+    let def = &deployment.definition;
+    let plan = store.get_plan_by_name(&format!("{service}-{stage}")).await?;
+    let api_keys = match &plan {
+        Some(p) => store.list_plan_keys(&p.id).await?,
+        None => Vec::new(),
+    };
+    Ok(Info {
+        service: service.to_owned(),
+        stage: stage.to_owned(),
+        region: def.region.clone(),
+        api_id: api.id,
+        deployment_id: deployment.id.clone(),
+        deployed_date: deployment.created_date,
+        endpoints: endpoints(def, base_url),
+        functions: def
+            .functions
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.function_name))
+            .collect(),
+        api_keys,
+        usage_plan: plan.map(|p| p.name),
+    })
+}

@@ -1,0 +1,175 @@
+//! One function per command; each opens the store, calls `keygate-control`, prints the result.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use keygate_control::Store;
+use keygate_control::keys::{self, CreateKey};
+use keygate_functions::FunctionHost;
+use keygate_gateway::Gateway;
+use keygate_store::SqliteStore;
+use tokio::net::TcpListener;
+
+use crate::cli::{Cli, Command, KeysCommand, ServiceArgs};
+use crate::output;
+
+/// Base URL printed for endpoints when the command does not itself listen.
+const DEFAULT_BASE_URL: &str = "http://127.0.0.1:4000";
+
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Up { service, listen } => {
+            let listener = bind(listen.listen).await?;
+            let base = format!("http://{}", listener.local_addr()?);
+            let store = open(&data_dir).await?;
+            let report = deploy(&store, &service, &data_dir, &base).await?;
+            output::deploy_report(&report, false)?;
+            serve(store, listener).await
+        }
+        Command::Deploy { service, json } => {
+            let store = open(&data_dir).await?;
+            let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
+            let report = deploy(&store, &service, &data_dir, &base).await?;
+            output::deploy_report(&report, json)
+        }
+        Command::Serve { listen } => {
+            let listener = bind(listen.listen).await?;
+            let store = open(&data_dir).await?;
+            serve(store, listener).await
+        }
+        Command::Info { service, json } => {
+            let store = open(&data_dir).await?;
+            let loaded = load(&service)?;
+            let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
+            let info = keygate_control::info::info(
+                &store,
+                &loaded.definition.service,
+                &loaded.definition.stage,
+                &base,
+            )
+            .await?;
+            output::info(&info, json)
+        }
+        Command::Keys(cmd) => {
+            let store = open(&data_dir).await?;
+            run_keys(&store, cmd).await
+        }
+    }
+}
+
+async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            name,
+            value,
+            description,
+            customer_id,
+            disabled,
+            usage_plan,
+            json,
+        } => {
+            let (key, value) = keys::create(
+                store,
+                CreateKey { name, value, description, customer_id, enabled: !disabled, usage_plan },
+            )
+            .await?;
+            output::created_key(&key, &value, json)
+        }
+        KeysCommand::List { json } => output::keys(&store.list_keys().await?, json),
+        KeysCommand::Get { key, json } => output::key(&keys::find(store, &key).await?, json),
+        KeysCommand::Enable { key, json } => {
+            output::key(&keys::set_enabled(store, &key, true).await?, json)
+        }
+        KeysCommand::Disable { key, json } => {
+            output::key(&keys::set_enabled(store, &key, false).await?, json)
+        }
+        KeysCommand::Delete { key, json } => {
+            let deleted = keys::delete(store, &key).await?;
+            if json {
+                output::key(&deleted, true)
+            } else {
+                println!("deleted API key {} ({})", deleted.name, deleted.id);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn open(data_dir: &Path) -> Result<Store> {
+    let store = SqliteStore::open(data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
+
+fn load(service: &ServiceArgs) -> Result<keygate_config::Loaded> {
+    let env = |name: &str| std::env::var(name).ok();
+    let opts = keygate_config::LoadOptions { stage: service.stage.clone(), env: &env };
+    match keygate_config::load(&service.config, &opts) {
+        Ok(loaded) => Ok(loaded),
+        // Every diagnostic on its own line; the first is the cause.
+        Err(e) => bail!("{e}"),
+    }
+}
+
+async fn deploy(
+    store: &Store,
+    service: &ServiceArgs,
+    data_dir: &Path,
+    base_url: &str,
+) -> Result<keygate_control::DeployReport> {
+    let loaded = load(service)?;
+    let report = keygate_control::deploy(
+        store,
+        loaded.definition,
+        loaded.notes,
+        &data_dir.join("artifacts"),
+        base_url,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Serves until SIGINT or SIGTERM, then drains connections and stops function processes.
+async fn serve(store: Store, listener: TcpListener) -> Result<()> {
+    let addr = listener.local_addr()?;
+    let gateway = Gateway::new(store, FunctionHost::default())
+        .await
+        .context("cannot read the deployed stages from the store")?;
+    let refresh = gateway.spawn_refresh();
+    println!("keygate listening on http://{addr}");
+    tracing::info!(%addr, "gateway listening");
+    keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown_signal()).await;
+    refresh.abort();
+    gateway.shutdown().await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
