@@ -104,7 +104,7 @@ impl fmt::Debug for ApiKeyValue {
 }
 
 /// SHA-256 of a key value: what the store keeps and what the gateway looks up.
-#[derive(Clone, Copy, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, PartialOrd, Ord)]
 pub struct KeyDigest(pub [u8; 32]);
 
 impl KeyDigest {
@@ -127,6 +127,13 @@ impl PartialEq for KeyDigest {
     /// Constant-time comparison, so equality checks leak no timing about stored digests.
     fn eq(&self, other: &Self) -> bool {
         self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::hash::Hash for KeyDigest {
+    // Written out because `PartialEq` is: equal digests have equal bytes, so this agrees with it.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
     }
 }
 

@@ -1,0 +1,87 @@
+//! Deploy semantics: idempotent keys, immutable deployments, undeclared keys kept.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_is_idempotent_and_deployments_are_snapshots() {
+    let env = Env::new();
+    let yml = env.write("serverless.yml", &testfn_yml("svc", ""));
+    let first = env.deploy(&yml, &[]);
+    let key = Env::key_value(&first);
+    let second = env.deploy(&yml, &[]);
+    assert_eq!(first["apiKeys"][0]["id"], second["apiKeys"][0]["id"]);
+    assert!(second["apiKeys"][0].get("value").is_none(), "no new value on redeploy");
+    assert_ne!(first["deploymentId"], second["deploymentId"]);
+    assert_eq!(env.json(&["keys", "list"]).as_array().unwrap().len(), 1);
+    let endpoints = first["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints[0]["method"], "ANY");
+    assert!(endpoints[0]["url"].as_str().unwrap().ends_with("/dev/echo/{proxy+}"));
+
+    let srv = env.serve();
+    let url = srv.url("/dev/echo/a/b");
+    get(&url, None).await.assert_forbidden();
+    assert_eq!(get(&url, Some(&key)).await.status, 200);
+
+    // Editing the file changes nothing until deploy.
+    let open = testfn_yml("svc", "").replace("          private: true\n", "");
+    std::fs::write(&yml, &open).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    get(&url, None).await.assert_forbidden();
+
+    // Deploying the edit opens the route on the running gateway.
+    env.deploy(&yml, &[]);
+    eventually(Duration::from_secs(1), || async { get(&url, None).await.status == 200 }).await;
+    srv.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undeclared_keys_are_kept_and_reported() {
+    let env = Env::new();
+    let yml = env.write("serverless.yml", &testfn_yml("svc", ""));
+    let first = env.deploy(&yml, &[]);
+    let key = Env::key_value(&first);
+    std::fs::write(&yml, testfn_yml("svc", "").replace("svc-key", "svc-key-2")).unwrap();
+    let second = env.deploy(&yml, &[]);
+    assert_eq!(second["undeclaredApiKeys"][0]["name"], "svc-key");
+    assert!(second["notes"].to_string().contains("no longer declared"));
+    let srv = env.serve();
+    assert_eq!(get(&srv.url("/dev/echo/x"), Some(&key)).await.status, 200, "old key still works");
+    srv.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn info_shows_the_deployed_stage() {
+    let env = Env::new();
+    let yml = example_yml();
+    let out = env.run(&["info", "-c", yml.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no deployed stage dev"));
+    let report = env.deploy(&yml, &[]);
+    let key = Env::key_value(&report);
+    let info = env.json(&["info", "-c", yml.to_str().unwrap()]);
+    assert_eq!(info["service"], "candidate-service");
+    assert_eq!(info["stage"], "dev");
+    assert_eq!(info["endpoints"].as_array().unwrap().len(), 3);
+    assert_eq!(info["apiKeys"][0]["name"], "candidate-service-api-key");
+    assert!(!info.to_string().contains(&key));
+    let text = env.ok(&["info", "-c", yml.to_str().unwrap()]);
+    assert!(text.contains("POST - http://127.0.0.1:4000/dev/candidates"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_artifact_deploys_nothing() {
+    let env = Env::new();
+    let yml = env.write(
+        "serverless.yml",
+        &testfn_yml("svc", "")
+            .replace(workspace_bin("keygate-testfn").to_str().unwrap(), "./target/nope/bootstrap"),
+    );
+    let out = env.run(&["deploy", "-c", yml.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("functions.echo.package.artifact"), "{err}");
+    assert!(err.contains("target/nope/bootstrap"), "{err}");
+    assert_eq!(env.json(&["keys", "list"]).as_array().unwrap().len(), 0);
+}

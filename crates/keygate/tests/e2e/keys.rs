@@ -1,0 +1,120 @@
+//! Which keys the gateway refuses, and key management from the CLI while it runs.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_keys() {
+    let env = Env::new();
+    let yml = example_yml();
+    let dev = env.deploy(&yml, &[]);
+    let key = Env::key_value(&dev);
+    // A prod stage with its own key (the shared declared key is reused across stages, as on AWS).
+    env.deploy(&yml, &["--stage", "prod"]);
+    let prod_only = env.json(&[
+        "keys",
+        "create",
+        "--name",
+        "prod-only",
+        "--usage-plan",
+        "candidate-service-prod",
+    ]);
+    let prod_value = prod_only["value"].as_str().unwrap().to_owned();
+    let srv = env.serve();
+    let url = srv.url("/dev/candidates");
+
+    assert_eq!(get(&srv.url("/prod/candidates"), Some(&prod_value)).await.status, 200);
+    get(&url, Some(&prod_value)).await.assert_forbidden();
+    get(&url, Some("")).await.assert_forbidden();
+    get(&url, Some(&"A".repeat(10 * 1024))).await.assert_forbidden();
+    let mut one_off = key.clone().into_bytes();
+    one_off[17] = if one_off[17] == b'a' { b'b' } else { b'a' };
+    get(&url, Some(std::str::from_utf8(&one_off).unwrap())).await.assert_forbidden();
+    // A key in no plan at all.
+    let loose = env.json(&["keys", "create", "--name", "loose"]);
+    get(&url, Some(loose["value"].as_str().unwrap())).await.assert_forbidden();
+    // Header name in any case.
+    let r = send(client().get(&url).header("X-API-KEY", &key)).await;
+    assert_eq!(r.status, 200);
+
+    // Disabled from the CLI while the gateway runs: refused within a second.
+    let id = dev["apiKeys"][0]["id"].as_str().unwrap().to_owned();
+    let k = env.json(&["keys", "disable", &id]);
+    assert_eq!(k["enabled"], false);
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&key)).await.status == 403 })
+        .await;
+    get(&url, Some(&key)).await.assert_forbidden();
+    env.json(&["keys", "enable", "candidate-service-api-key"]);
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&key)).await.status == 200 })
+        .await;
+
+    // Deleted: refused.
+    env.ok(&["keys", "delete", &id]);
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&key)).await.status == 403 })
+        .await;
+    get(&url, Some(&key)).await.assert_forbidden();
+    srv.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_management_cli() {
+    let env = Env::new();
+    let created = env.json(&[
+        "keys",
+        "create",
+        "--name",
+        "partner",
+        "--value",
+        "PartnerKey0123456789abcd",
+        "--description",
+        "for the partner",
+        "--customer-id",
+        "cust-1",
+        "--disabled",
+    ]);
+    assert_eq!(created["value"], "PartnerKey0123456789abcd");
+    assert_eq!(created["enabled"], false);
+    assert_eq!(created["customerId"], "cust-1");
+    assert_eq!(created["prefix"], "Part");
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(id.len(), 10);
+
+    // Get by id or name never shows the value.
+    for who in [id, "partner"] {
+        let k = env.json(&["keys", "get", who]);
+        assert_eq!(k["id"], id);
+        assert!(k.get("value").is_none());
+    }
+    let listed = env.json(&["keys", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(!serde_json::to_string(&listed).unwrap().contains("PartnerKey0123456789abcd"));
+
+    // Generated values: 40 alphanumerics.
+    let generated = env.json(&["keys", "create", "--name", "generated"]);
+    let v = generated["value"].as_str().unwrap();
+    assert_eq!(v.len(), 40);
+    assert!(v.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+    // Bad input: clear error, exit non-zero, nothing stored, the value never echoed.
+    for (args, expect) in [
+        (vec!["keys", "create", "--name", "x", "--value", "short-secret!"], "letters"),
+        (vec!["keys", "create", "--name", "y", "--value", "TooShortSecret"], "20 to 128"),
+        (vec!["keys", "create", "--name", "partner"], "already exists"),
+        (vec!["keys", "create", "--name", "dup", "--value", "PartnerKey0123456789abcd"], "unique"),
+        (vec!["keys", "create", "--name", "z", "--usage-plan", "nope"], "usage plan"),
+        (vec!["keys", "get", "nope"], "not found"),
+        (vec!["keys", "disable", "nope"], "not found"),
+    ] {
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("short-secret") && !err.contains("TooShortSecret"), "{err}");
+        assert!(!err.contains("PartnerKey0123456789abcd"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one-line cause: {err}");
+    }
+    assert_eq!(env.json(&["keys", "list"]).as_array().unwrap().len(), 2);
+    env.ok(&["keys", "delete", "partner"]);
+    assert_eq!(env.json(&["keys", "list"]).as_array().unwrap().len(), 1);
+}

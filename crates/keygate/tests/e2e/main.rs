@@ -1,0 +1,18 @@
+#![allow(
+    unreachable_pub,
+    reason = "helpers are shared between the modules of this one test binary"
+)]
+
+//! End-to-end tests: the real `keygate` binary, real function processes, real HTTP on ephemeral
+//! ports. One test binary with topic modules.
+//!
+//! The tests need the example and test-function binaries built beside `keygate`
+//! (`cargo build --workspace` does it; the README's test command runs it first).
+
+mod config_errors;
+mod deploy;
+mod functions;
+mod keys;
+mod logs;
+mod seed;
+mod support;
