@@ -1,0 +1,924 @@
+//! From the spanned tree to a [`ServiceDefinition`]: the top level, `provider` and `functions`.
+//!
+//! [`Ctx`] walks the document key by key, resolving variables only in the values it uses, and
+//! collects every problem it finds plus the notes (deprecations, ignored keys). The `http`
+//! events live in `http.rs` and the API keys in `keys.rs`, as further `impl Ctx` blocks.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use keygate_types::{FunctionSpec, ServiceDefinition};
+
+use crate::LoadOptions;
+use crate::diag::{Diag, FieldPath};
+use crate::http::Route;
+use crate::keys::KeyRecord;
+use crate::vars::Resolver;
+use crate::yaml::{Entry, Mark, Node, Value, int_value, quote};
+
+/// Top-level keys Serverless knows that keygate does not use.
+const TOP_IGNORED: &[&str] = &[
+    "app",
+    "build",
+    "configValidationMode",
+    "console",
+    "custom",
+    "dashboard",
+    "deprecationNotificationMode",
+    "disabledDeprecations",
+    "frameworkVersion",
+    "layers",
+    "license",
+    "org",
+    "outputs",
+    "package",
+    "params",
+    "plugins",
+    "resources",
+    "stages",
+    "stepFunctions",
+    "unresolvedVariablesNotificationMode",
+    "useDotenv",
+    "variablesResolutionMode",
+];
+
+/// `provider` keys Serverless knows that keygate does not use.
+const PROVIDER_IGNORED: &[&str] = &[
+    "alb",
+    "apiName",
+    "architecture",
+    "cfnRole",
+    "cloudFront",
+    "deploymentBucket",
+    "deploymentMethod",
+    "deploymentPrefix",
+    "disableRollback",
+    "ecr",
+    "endpointType",
+    "ephemeralStorageSize",
+    "eventBridge",
+    "httpApi",
+    "iam",
+    "iamManagedPolicies",
+    "iamRoleStatements",
+    "kmsKeyArn",
+    "lambdaHashingVersion",
+    "layers",
+    "logRetentionInDays",
+    "logDataProtectionPolicy",
+    "logs",
+    "notificationArns",
+    "profile",
+    "resourcePolicy",
+    "role",
+    "rolePermissionsBoundary",
+    "rollbackConfiguration",
+    "runtimeManagement",
+    "s3",
+    "stackName",
+    "stackParameters",
+    "stackPolicy",
+    "stackTags",
+    "tags",
+    "tracing",
+    "versionFunctions",
+    "vpc",
+    "vpcEndpointIds",
+    "websocketsApiName",
+    "websocketsApiRouteSelectionExpression",
+    "websocketsDescription",
+];
+
+/// `provider.apiGateway` keys keygate does not use.
+const API_GATEWAY_IGNORED: &[&str] = &[
+    "apiKeySourceType",
+    "binaryMediaTypes",
+    "description",
+    "disableDefaultEndpoint",
+    "metrics",
+    "minimumCompressionSize",
+    "request",
+    "resourcePolicy",
+    "restApiId",
+    "restApiResources",
+    "restApiRootResourceId",
+    "shouldStartNameWithService",
+    "timeoutInMillis",
+    "websocketApiId",
+];
+
+/// Function keys Serverless knows that keygate does not use.
+const FUNCTION_IGNORED: &[&str] = &[
+    "alarms",
+    "architecture",
+    "awsKmsKeyArn",
+    "condition",
+    "dependsOn",
+    "destinations",
+    "disableLogs",
+    "environmentFile",
+    "ephemeralStorageSize",
+    "fileSystemConfig",
+    "iamRoleStatements",
+    "iamRoleStatementsInherit",
+    "iamRoleStatementsName",
+    "image",
+    "kmsKeyArn",
+    "layers",
+    "logDataProtectionPolicy",
+    "logRetentionInDays",
+    "logs",
+    "maximumEventAge",
+    "maximumRetryAttempts",
+    "onError",
+    "provisionedConcurrency",
+    "role",
+    "runtimeManagement",
+    "snapStart",
+    "tags",
+    "tracing",
+    "url",
+    "versionFunction",
+    "vpc",
+];
+
+/// The default function timeout in seconds (Serverless's).
+const DEFAULT_TIMEOUT: u32 = 6;
+/// The default function memory in MB (Serverless's).
+const DEFAULT_MEMORY: u32 = 1024;
+
+/// What the loader produced: the definition (meaningful only without diagnostics), problems and
+/// notes.
+pub(crate) struct Built {
+    pub(crate) definition: ServiceDefinition,
+    pub(crate) diags: Vec<Diag>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// Function defaults taken from `provider`.
+#[derive(Default)]
+struct Defaults {
+    runtime: Option<String>,
+    environment: BTreeMap<String, String>,
+    memory: Option<u32>,
+    timeout: Option<u32>,
+}
+
+/// What `provider:` gives the rest of the file.
+#[derive(Default)]
+struct Provider {
+    defaults: Defaults,
+    stage: Option<String>,
+    region: Option<String>,
+    /// The `apiKeys:` list to read, with its path.
+    keys: Option<(Node, FieldPath)>,
+    /// The `usagePlan:` to keep, with its path.
+    plan: Option<(Node, FieldPath)>,
+}
+
+/// What every function is read against.
+struct Service<'s> {
+    name: &'s str,
+    stage: &'s str,
+    base_dir: &'s Path,
+    defaults: &'s Defaults,
+}
+
+/// Walks the document, collecting problems and notes.
+pub(crate) struct Ctx<'a> {
+    pub(crate) r: Resolver<'a>,
+    notes: Vec<String>,
+    ignored: Vec<String>,
+    unknown: Vec<String>,
+    pub(crate) other_events: Vec<String>,
+    pub(crate) authorizers: Vec<String>,
+    pub(crate) grouped_keys: Vec<String>,
+    pub(crate) routes: Vec<Route>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(r: Resolver<'a>) -> Self {
+        Self {
+            r,
+            notes: Vec::new(),
+            ignored: Vec::new(),
+            unknown: Vec::new(),
+            other_events: Vec::new(),
+            authorizers: Vec::new(),
+            grouped_keys: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn error(&mut self, mark: Mark, path: &FieldPath, message: impl Into<String>) {
+        self.r.error(mark, path, message);
+    }
+
+    pub(crate) fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
+    /// A key Serverless knows and keygate does not use.
+    pub(crate) fn ignore(&mut self, path: &FieldPath) {
+        let p = path.to_string();
+        if !self.ignored.contains(&p) {
+            self.ignored.push(p);
+        }
+    }
+
+    /// A key neither Serverless nor keygate knows (probably a typo).
+    pub(crate) fn unknown(&mut self, path: &FieldPath) {
+        let p = path.to_string();
+        if !self.unknown.contains(&p) {
+            self.unknown.push(p);
+        }
+    }
+
+    pub(crate) fn expand(&mut self, node: &Node, path: &FieldPath) -> Node {
+        self.r.expand(node, path)
+    }
+
+    fn mismatch(&mut self, node: &Node, path: &FieldPath, what: &str) {
+        let found = node.describe();
+        self.error(node.mark, path, format!("expected {what}, found {found}"));
+    }
+
+    /// A string value (strictly a string).
+    pub(crate) fn string(&mut self, node: &Node, path: &FieldPath, what: &str) -> Option<String> {
+        let v = self.expand(node, path);
+        match v.value {
+            Value::Str(s) if v.tag.is_none() => Some(s),
+            Value::Invalid => None,
+            _ => {
+                self.mismatch(&v, path, what);
+                None
+            }
+        }
+    }
+
+    /// A string, number or boolean, as text.
+    pub(crate) fn text(&mut self, node: &Node, path: &FieldPath, what: &str) -> Option<String> {
+        let v = self.expand(node, path);
+        if let Value::Invalid = v.value {
+            return None;
+        }
+        match v.scalar_text() {
+            Some(t) if v.tag.is_none() => Some(t),
+            _ => {
+                self.mismatch(&v, path, what);
+                None
+            }
+        }
+    }
+
+    /// `true` or `false` (also as the strings `"true"` / `"false"`, as variables give them).
+    pub(crate) fn boolean(&mut self, node: &Node, path: &FieldPath) -> Option<bool> {
+        let v = self.expand(node, path);
+        match &v.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Value::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            Value::Invalid => None,
+            _ => {
+                self.mismatch(&v, path, "true or false");
+                None
+            }
+        }
+    }
+
+    /// A whole number (also as a numeric string, as variables give them), within `range`.
+    pub(crate) fn integer(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        what: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let v = self.expand(node, path);
+        let n = match &v.value {
+            Value::Num(n) => int_value(n),
+            Value::Str(s) => int_value(s.trim()),
+            Value::Invalid => return None,
+            _ => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.mismatch(&v, path, what);
+                None
+            }
+        }
+    }
+
+    /// The entries of a map; nothing (`key:` with no value) is an empty map.
+    pub(crate) fn map(&mut self, node: &Node, path: &FieldPath, what: &str) -> Option<Vec<Entry>> {
+        let v = self.expand(node, path);
+        match v.value {
+            Value::Map(entries) if v.tag.is_none() => Some(entries),
+            Value::Null => Some(Vec::new()),
+            Value::Invalid => None,
+            _ => {
+                self.mismatch(&v, path, what);
+                None
+            }
+        }
+    }
+
+    /// The items of a list; nothing is an empty list.
+    pub(crate) fn list(&mut self, node: &Node, path: &FieldPath, what: &str) -> Option<Vec<Node>> {
+        let v = self.expand(node, path);
+        match v.value {
+            Value::Seq(items) if v.tag.is_none() => Some(items),
+            Value::Null => Some(Vec::new()),
+            Value::Invalid => None,
+            _ => {
+                self.mismatch(&v, path, what);
+                None
+            }
+        }
+    }
+
+    /// A list of strings (or one comma-separated string when `comma` is set).
+    pub(crate) fn strings(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        what: &str,
+        comma: bool,
+    ) -> Option<Vec<String>> {
+        let v = self.expand(node, path);
+        match &v.value {
+            Value::Str(s) if comma => Some(
+                s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            ),
+            Value::Seq(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.string(item, &path.index(i), "a string")?);
+                }
+                Some(out)
+            }
+            Value::Invalid => None,
+            _ => {
+                self.mismatch(&v, path, what);
+                None
+            }
+        }
+    }
+
+    /// An `environment` map: names of letters, digits and `_`; scalar values become text.
+    fn environment(&mut self, node: &Node, path: &FieldPath) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(entries) = self.map(node, path, "a map of environment variables") else {
+            return out;
+        };
+        for e in entries {
+            let p = path.key(&e.key);
+            let mut chars = e.key.chars();
+            let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                self.error(
+                    e.key_mark,
+                    &p,
+                    format!(
+                        "{} is not a valid environment variable name; use letters, digits and `_`, \
+                         starting with a letter",
+                        quote(&e.key)
+                    ),
+                );
+                continue;
+            }
+            if let Some(v) = self.text(&e.value, &p, "a string, number or boolean") {
+                out.insert(e.key, v);
+            }
+        }
+        out
+    }
+
+    fn memory(&mut self, node: &Node, path: &FieldPath) -> Option<u32> {
+        self.integer(node, path, "a memory size in MB from 128 to 10240", 128..=10240)
+            .map(|n| n as u32)
+    }
+
+    fn timeout(&mut self, node: &Node, path: &FieldPath) -> Option<u32> {
+        self.integer(node, path, "a timeout in whole seconds from 1 to 900", 1..=900)
+            .map(|n| n as u32)
+    }
+
+    fn service(&mut self, entry: &Entry) -> Option<String> {
+        let path = FieldPath::root().key("service");
+        let v = self.expand(&entry.value, &path);
+        let (name, mark, name_path) = match &v.value {
+            Value::Map(entries) => {
+                let mut name = None;
+                for e in entries {
+                    let p = path.key(&e.key);
+                    if e.key == "name" {
+                        name = self
+                            .string(&e.value, &p, "the service name")
+                            .map(|n| (n, e.value.mark));
+                    } else {
+                        self.ignore(&p);
+                    }
+                }
+                let Some((name, mark)) = name else {
+                    self.error(
+                        entry.key_mark,
+                        &path.key("name"),
+                        "missing; name the service, e.g. `service: candidate-service`",
+                    );
+                    return None;
+                };
+                (name, mark, path.key("name"))
+            }
+            _ => (self.string(&v, &path, "the service name")?, v.mark, path),
+        };
+        let mut chars = name.chars();
+        let ok = name.len() >= 2
+            && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            self.error(
+                mark,
+                &name_path,
+                format!(
+                    "expected a service name of letters, digits and `-` that starts with a \
+                    letter, found {}",
+                    quote(&name)
+                ),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// `provider:`: the function defaults, stage, region, API keys and usage plan.
+    fn provider(&mut self, entry: &Entry) -> Provider {
+        let mut out = Provider::default();
+        let path = FieldPath::root().key("provider");
+        let Some(entries) =
+            self.map(&entry.value, &path, "the provider settings (a map with name: aws, ...)")
+        else {
+            return out;
+        };
+        let mut has_name = false;
+        // (value, path, key position) of provider.apiKeys / provider.usagePlan (deprecated).
+        let mut old_keys = None;
+        let mut old_plan = None;
+        let mut keys = None;
+        let mut plan = None;
+        for e in entries {
+            let p = path.key(&e.key);
+            match e.key.as_str() {
+                "name" => {
+                    has_name = true;
+                    if let Some(name) = self.string(&e.value, &p, "\"aws\"")
+                        && name != "aws"
+                    {
+                        let message = format!(
+                            "expected \"aws\", found {}; keygate runs AWS-style (Lambda and API \
+                             Gateway) services only",
+                            quote(&name)
+                        );
+                        self.error(e.value.mark, &p, message);
+                    }
+                }
+                "runtime" => {
+                    out.defaults.runtime =
+                        self.string(&e.value, &p, "a runtime such as nodejs20.x");
+                }
+                "stage" => {
+                    let stage = self.string(&e.value, &p, "a stage name such as dev");
+                    match stage {
+                        Some(s) if stage_ok(&s) => out.stage = Some(s),
+                        Some(s) => {
+                            let message = format!(
+                                "expected a stage name of letters, digits, `-` and `_`, found {}",
+                                quote(&s)
+                            );
+                            self.error(e.value.mark, &p, message);
+                        }
+                        None => {}
+                    }
+                }
+                "region" => out.region = self.string(&e.value, &p, "a region such as us-east-1"),
+                "environment" => out.defaults.environment = self.environment(&e.value, &p),
+                "memorySize" => out.defaults.memory = self.memory(&e.value, &p),
+                "timeout" => out.defaults.timeout = self.timeout(&e.value, &p),
+                "apiKeys" => old_keys = Some((e.value, p, e.key_mark)),
+                "usagePlan" => old_plan = Some((e.value, p, e.key_mark)),
+                "apiGateway" => {
+                    let what = "the API Gateway settings (a map)";
+                    for g in self.map(&e.value, &p, what).unwrap_or_default() {
+                        let gp = p.key(&g.key);
+                        match g.key.as_str() {
+                            "apiKeys" => keys = Some((g.value, gp)),
+                            "usagePlan" => plan = Some((g.value, gp)),
+                            k if API_GATEWAY_IGNORED.contains(&k) => self.ignore(&gp),
+                            _ => self.unknown(&gp),
+                        }
+                    }
+                }
+                k if PROVIDER_IGNORED.contains(&k) => self.ignore(&p),
+                _ => self.unknown(&p),
+            }
+        }
+        if !has_name {
+            self.error(entry.key_mark, &path.key("name"), "missing; set `name: aws`");
+        }
+        if let Some((node, p, mark)) = old_keys {
+            self.note(
+                "provider.apiKeys is deprecated: move it under provider.apiGateway.apiKeys \
+                 (Serverless v3 removed provider.apiKeys; keygate still accepts it)"
+                    .to_owned(),
+            );
+            if keys.is_some() {
+                let message = "API keys are declared both here and under \
+                               provider.apiGateway.apiKeys; keep only provider.apiGateway.apiKeys";
+                self.error(mark, &p, message);
+            } else {
+                keys = Some((node, p));
+            }
+        }
+        if let Some((node, p, mark)) = old_plan {
+            self.note(
+                "provider.usagePlan is deprecated: move it under provider.apiGateway.usagePlan \
+                 (Serverless v3 removed provider.usagePlan; keygate still accepts it)"
+                    .to_owned(),
+            );
+            if plan.is_some() {
+                let message = "a usage plan is declared both here and under \
+                               provider.apiGateway.usagePlan; keep only \
+                               provider.apiGateway.usagePlan";
+                self.error(mark, &p, message);
+            } else {
+                plan = Some((node, p));
+            }
+        }
+        out.keys = keys;
+        out.plan = plan;
+        out
+    }
+
+    /// `functions:`, a map of functions (or, as Serverless also accepts, a list of such maps).
+    fn functions(&mut self, entry: &Entry, svc: &Service<'_>) -> Vec<FunctionSpec> {
+        let path = FieldPath::root().key("functions");
+        let v = self.expand(&entry.value, &path);
+        let mut entries: Vec<Entry> = Vec::new();
+        match v.value {
+            Value::Map(es) => entries = es,
+            Value::Null | Value::Invalid => {}
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let more = self.map(item, &path.index(i), "a map of functions");
+                    for e in more.unwrap_or_default() {
+                        match entries.iter().find(|f| f.key == e.key) {
+                            Some(first) => {
+                                let message = format!(
+                                    "the function `{}` is already defined on line {}",
+                                    e.key, first.key_mark.line
+                                );
+                                self.error(e.key_mark, &path.key(&e.key), message);
+                            }
+                            None => entries.push(e),
+                        }
+                    }
+                }
+            }
+            _ => {
+                let found = v.describe();
+                self.error(v.mark, &path, format!("expected a map of functions, found {found}"));
+            }
+        }
+        entries.iter().filter_map(|e| self.function(&e.key, e.key_mark, &e.value, svc)).collect()
+    }
+
+    fn function(
+        &mut self,
+        name: &str,
+        name_mark: Mark,
+        node: &Node,
+        svc: &Service<'_>,
+    ) -> Option<FunctionSpec> {
+        let defaults = svc.defaults;
+        let path = FieldPath::root().key("functions").key(name);
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.error(
+                name_mark,
+                &path,
+                format!(
+                    "{} is not a valid function name; use letters, digits, `-` and `_`",
+                    quote(name)
+                ),
+            );
+        }
+        let entries =
+            self.map(node, &path, "the function's settings (a map with handler, events, ...)")?;
+        let mut handler = None;
+        let mut runtime = None;
+        let mut environment = BTreeMap::new();
+        let mut timeout = None;
+        let mut memory = None;
+        let mut description = None;
+        let mut reserved = None;
+        let mut function_name = None;
+        let mut artifact = None;
+        let mut events = Vec::new();
+        let mut has_handler = false;
+        for e in &entries {
+            let p = path.key(&e.key);
+            match e.key.as_str() {
+                "handler" => {
+                    has_handler = true;
+                    handler = self.string(&e.value, &p, "a handler such as api/candidates.submit");
+                    if handler.as_deref() == Some("") {
+                        self.error(
+                            e.value.mark,
+                            &p,
+                            "expected a handler such as \
+                         api/candidates.submit, found an empty string",
+                        );
+                        handler = None;
+                    }
+                }
+                "runtime" => runtime = self.string(&e.value, &p, "a runtime such as nodejs20.x"),
+                "environment" => environment = self.environment(&e.value, &p),
+                "timeout" => timeout = self.timeout(&e.value, &p),
+                "memorySize" => memory = self.memory(&e.value, &p),
+                "description" => description = self.text(&e.value, &p, "a description"),
+                "reservedConcurrency" => reserved = self.reserved(&e.value, &p),
+                "name" => function_name = self.string(&e.value, &p, "a function name"),
+                "package" => artifact = self.package(&e.value, &p, svc.base_dir),
+                "events" => events = self.events(&e.value, &p),
+                k if FUNCTION_IGNORED.contains(&k) => self.ignore(&p),
+                _ => self.unknown(&p),
+            }
+        }
+        if !has_handler {
+            self.error(
+                name_mark,
+                &path.key("handler"),
+                "missing; every function needs a handler, e.g. `handler: api/candidates.submit`",
+            );
+        }
+        let runtime = runtime.or_else(|| defaults.runtime.clone());
+        if runtime.is_none() && !entries.iter().any(|e| e.key == "runtime") {
+            self.error(
+                name_mark,
+                &path.key("runtime"),
+                format!(
+                    "missing; set provider.runtime or functions.{name}.runtime (e.g. nodejs20.x)"
+                ),
+            );
+        }
+        let mut env = defaults.environment.clone();
+        env.extend(environment);
+        Some(FunctionSpec {
+            name: name.to_owned(),
+            function_name: function_name
+                .unwrap_or_else(|| format!("{}-{}-{name}", svc.name, svc.stage)),
+            handler: handler?,
+            runtime: runtime?,
+            environment: env,
+            timeout_secs: timeout.or(defaults.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            memory_size: memory.or(defaults.memory).unwrap_or(DEFAULT_MEMORY),
+            description,
+            reserved_concurrency: reserved,
+            artifact,
+            events,
+        })
+    }
+
+    fn reserved(&mut self, node: &Node, path: &FieldPath) -> Option<u32> {
+        let v = self.expand(node, path);
+        let zero = match &v.value {
+            Value::Num(n) => int_value(n) == Some(0),
+            Value::Str(s) => int_value(s.trim()) == Some(0),
+            _ => false,
+        };
+        if zero {
+            self.error(
+                v.mark,
+                path,
+                "0 would disable the function (every invocation is throttled); remove \
+                 reservedConcurrency or set it to at least 1",
+            );
+            return None;
+        }
+        self.integer(&v, path, "a whole number of at least 1", 1..=i64::from(u32::MAX))
+            .map(|n| n as u32)
+    }
+
+    /// `package.artifact`, made absolute against the file's directory (not checked to exist).
+    fn package(&mut self, node: &Node, path: &FieldPath, base_dir: &Path) -> Option<PathBuf> {
+        let entries = self.map(node, path, "a map with artifact")?;
+        let mut artifact = None;
+        for e in entries {
+            let p = path.key(&e.key);
+            if e.key == "artifact" {
+                if let Some(a) = self.string(&e.value, &p, "the path of a zip file") {
+                    if a.is_empty() {
+                        self.error(
+                            e.value.mark,
+                            &p,
+                            "expected the path of a zip file, found an empty string",
+                        );
+                    } else {
+                        artifact = Some(absolute(base_dir, Path::new(&a)));
+                    }
+                }
+            } else {
+                self.ignore(&p);
+            }
+        }
+        artifact
+    }
+}
+
+/// `rel` against `base`, normalised lexically as Serverless's `path.resolve` does: `.` removed
+/// and `..` taking off the component before it.
+fn absolute(base: &Path, rel: &Path) -> PathBuf {
+    let joined = if rel.is_absolute() { rel.to_path_buf() } else { base.join(rel) };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn stage_ok(stage: &str) -> bool {
+    !stage.is_empty()
+        && stage.len() <= 128
+        && stage.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Builds the service definition from the document root.
+pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> Built {
+    let mut cx = Ctx::new(Resolver::new(root, opts.stage.as_deref(), opts.env));
+    let mut definition = ServiceDefinition {
+        service: String::new(),
+        stage: String::new(),
+        region: String::new(),
+        base_dir,
+        functions: Vec::new(),
+        api_keys: Vec::new(),
+        usage_plan: None,
+    };
+    let top = FieldPath::root();
+    let Value::Map(entries) = &root.value else {
+        cx.error(
+            root.mark,
+            &top,
+            format!(
+                "expected the service settings as a map (service, provider, functions, ...), \
+                 found {}",
+                root.describe()
+            ),
+        );
+        return cx.finish(definition);
+    };
+
+    let mut service = None;
+    let mut provider = None;
+    let mut functions = None;
+    for e in entries {
+        match e.key.as_str() {
+            "service" => service = Some(e),
+            "provider" => provider = Some(e),
+            "functions" => functions = Some(e),
+            k if TOP_IGNORED.contains(&k) => cx.ignore(&top.key(k)),
+            k => cx.unknown(&top.key(k)),
+        }
+    }
+
+    let service = match service {
+        Some(e) => cx.service(e),
+        None => {
+            cx.error(
+                Mark::START,
+                &top.key("service"),
+                "missing; name the service, e.g. `service: candidate-service`",
+            );
+            None
+        }
+    };
+
+    let provider = match provider {
+        Some(e) => cx.provider(e),
+        None => {
+            cx.error(
+                Mark::START,
+                &top.key("provider"),
+                "missing; expected `provider:` with `name: aws`",
+            );
+            Provider::default()
+        }
+    };
+    let Provider { defaults, stage: provider_stage, region, keys, plan } = provider;
+
+    if let Some(stage) = &opts.stage
+        && !stage_ok(stage)
+    {
+        cx.error(
+            Mark::START,
+            &FieldPath::root().key("--stage"),
+            format!(
+                "expected a stage name of letters, digits, `-` and `_`, found {}",
+                quote(stage)
+            ),
+        );
+    }
+    let stage = opts.stage.clone().or(provider_stage).unwrap_or_else(|| "dev".to_owned());
+    let service = service.unwrap_or_default();
+
+    if let Some(entry) = functions {
+        let base_dir = definition.base_dir.clone();
+        let svc =
+            Service { name: &service, stage: &stage, base_dir: &base_dir, defaults: &defaults };
+        definition.functions = cx.functions(entry, &svc);
+    }
+
+    let mut records: Vec<KeyRecord> = Vec::new();
+    if let Some((node, path)) = &keys {
+        cx.api_keys(node, path, &mut records);
+    }
+    definition.api_keys = cx.finish_keys(records, &service, &stage);
+
+    if let Some((node, path)) = plan {
+        let resolved = cx.r.deep(&node, &path);
+        if !matches!(resolved.value, Value::Null) {
+            definition.usage_plan = Some(resolved.to_json());
+        }
+    }
+
+    definition.service = service;
+    definition.stage = stage;
+    definition.region = region.unwrap_or_else(|| "us-east-1".to_owned());
+    cx.finish(definition)
+}
+
+impl Ctx<'_> {
+    fn finish(mut self, definition: ServiceDefinition) -> Built {
+        if !self.grouped_keys.is_empty() {
+            let groups = self.grouped_keys.join(", ");
+            self.note(format!(
+                "API keys grouped under usage plans ({groups}) are loaded as ordinary keys; \
+                 keygate does not attach keys to usage plans yet"
+            ));
+        }
+        if !self.other_events.is_empty() {
+            let events = self.other_events.join(", ");
+            self.note(format!("ignored events (keygate serves only http events): {events}"));
+        }
+        if !self.authorizers.is_empty() {
+            let routes = self.authorizers.join(", ");
+            self.note(format!(
+                "keygate does not run authorizers yet, so these routes are served without their \
+                 authorizer's check: {routes}"
+            ));
+        }
+        if !self.ignored.is_empty() {
+            let keys = self.ignored.join(", ");
+            self.note(format!("ignored (not used by keygate): {keys}"));
+        }
+        if !self.unknown.is_empty() {
+            let keys = self.unknown.join(", ");
+            self.note(format!("not recognised, so ignored (check the spelling): {keys}"));
+        }
+        Built { definition, diags: self.r.diags, notes: self.notes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_become_absolute() {
+        assert_eq!(
+            absolute(Path::new("/srv/app"), Path::new("./dist/fn.zip")),
+            PathBuf::from("/srv/app/dist/fn.zip")
+        );
+        assert_eq!(
+            absolute(Path::new("/srv/app"), Path::new("/abs/x.zip")),
+            PathBuf::from("/abs/x.zip")
+        );
+        assert_eq!(
+            absolute(Path::new("/srv/app/x"), Path::new("../../target/bin")),
+            PathBuf::from("/srv/target/bin")
+        );
+    }
+}

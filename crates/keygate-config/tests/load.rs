@@ -1,0 +1,1246 @@
+//! Loads `serverless.yml` texts through the public API, table-driven through [`run`].
+//!
+//! YAML is written with a `|` margin (see [`y`]); [`HEAD`] is lines 1-4 of most cases, so their
+//! own lines start at 5.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use keygate_config::{Error, LoadOptions, Loaded, load, load_str};
+use keygate_types::{Cors, HttpMethod, Integration};
+
+/// A YAML text written with a margin: on each line everything up to and including the first `|`
+/// is dropped; leading blank lines are skipped.
+fn y(s: &str) -> String {
+    s.lines()
+        .skip_while(|l| l.trim().is_empty())
+        .map(|l| format!("{}\n", l.split_once('|').map_or("", |(_, rest)| rest)))
+        .collect()
+}
+
+/// Lines 1-4 of most cases: a valid service and provider.
+const HEAD: &str = "service: svc\nprovider:\n  name: aws\n  runtime: nodejs20.x\n";
+
+fn with_head(rest: &str) -> String {
+    format!("{HEAD}{}", y(rest))
+}
+
+/// The seed service (the article's snippets, with `- http:` indented under `events:`).
+fn seed() -> String {
+    y("
+        |service: candidate-service
+        |provider:
+        |  name: aws
+        |  runtime: nodejs4.3
+        |  stage: dev
+        |  region: us-east-1
+        |  environment:
+        |    CANDIDATE_TABLE: candidate-${opt:stage, self:provider.stage}
+        |  apiKeys:
+        |    - candidate-service-api-key
+        |functions:
+        |  candidateSubmission:
+        |    handler: api/candidates.submit
+        |    memorySize: 128
+        |    description: Submit candidate information and starts interview process.
+        |    events:
+        |      - http:
+        |          path: candidates
+        |          method: post
+        |          cors: true
+        |          private: true
+    ")
+}
+
+/// A value that must never appear in an error or a note.
+const SECRET: &str = "SuperSecretKeyValue0123456789";
+
+enum Expect {
+    /// Loads; the closure checks the result.
+    Ok(fn(&Loaded)),
+    /// Fails with exactly these lines, in this order.
+    Err(&'static [&'static str]),
+}
+
+struct Case {
+    name: &'static str,
+    yml: String,
+    stage: Option<&'static str>,
+    env: &'static [(&'static str, &'static str)],
+    expect: Expect,
+}
+
+fn case(name: &'static str, yml: String, expect: Expect) -> Case {
+    Case { name, yml, stage: None, env: &[], expect }
+}
+
+/// The case run with `--stage stage`.
+fn staged(stage: &'static str, mut c: Case) -> Case {
+    c.stage = Some(stage);
+    c
+}
+
+fn load_case(c: &Case) -> Result<Loaded, Error> {
+    let env: BTreeMap<&str, &str> = c.env.iter().copied().collect();
+    let lookup = move |k: &str| env.get(k).map(|v| (*v).to_owned());
+    let opts = LoadOptions { stage: c.stage.map(str::to_owned), env: &lookup };
+    load_str("serverless.yml", &c.yml, Path::new("/srv/app"), &opts)
+}
+
+/// Runs every case, collecting all failures before panicking. Whatever the case, no error, note
+/// or debug output may contain [`SECRET`].
+fn run(cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for c in &cases {
+        let result = load_case(c);
+        match (&c.expect, result) {
+            (Expect::Ok(check), Ok(loaded)) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&loaded)));
+                if r.is_err() {
+                    failures.push(format!("{}: check failed for {loaded:#?}", c.name));
+                }
+                if format!("{loaded:?}").contains(SECRET) {
+                    failures
+                        .push(format!("{}: a key value leaked into the notes or debug", c.name));
+                }
+            }
+            (Expect::Ok(_), Err(e)) => failures.push(format!("{}: unexpected error:\n{e}", c.name)),
+            (Expect::Err(want), Ok(_)) => {
+                failures.push(format!("{}: loaded, expected errors {want:#?}", c.name))
+            }
+            (Expect::Err(want), Err(e)) => {
+                let text = e.to_string();
+                let got: Vec<&str> = text.lines().collect();
+                if got != *want {
+                    failures.push(format!("{}:\n got:  {got:#?}\n want: {want:#?}", c.name));
+                }
+                if text.contains(SECRET) || format!("{e:?}").contains(SECRET) {
+                    failures.push(format!("{}: a key value leaked into the error", c.name));
+                }
+                if e.diagnostics().len() != got.len() {
+                    failures.push(format!("{}: one diagnostic per line expected", c.name));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+fn env(l: &Loaded, f: usize, k: &str) -> String {
+    l.definition.functions[f].environment.get(k).cloned().unwrap_or_else(|| panic!("no {k}"))
+}
+
+#[test]
+fn seed_service() {
+    let prod = staged(
+        "prod",
+        case(
+            "seed with --stage prod",
+            seed(),
+            Expect::Ok(|l| {
+                assert_eq!(l.definition.stage, "prod");
+                assert_eq!(env(l, 0, "CANDIDATE_TABLE"), "candidate-prod");
+                assert_eq!(
+                    l.definition.functions[0].function_name,
+                    "candidate-service-prod-candidateSubmission"
+                );
+            }),
+        ),
+    );
+    run(vec![
+        case(
+            "seed",
+            seed(),
+            Expect::Ok(|l| {
+                let d = &l.definition;
+                assert_eq!(d.service, "candidate-service");
+                assert_eq!((d.stage.as_str(), d.region.as_str()), ("dev", "us-east-1"));
+                assert_eq!(d.base_dir, PathBuf::from("/srv/app"));
+                assert_eq!(d.usage_plan, None);
+                assert_eq!(d.api_keys.len(), 1);
+                let key = &d.api_keys[0];
+                assert_eq!(key.name, "candidate-service-api-key");
+                assert!(key.value.is_none() && key.enabled);
+                assert_eq!(d.functions.len(), 1);
+                let f = &d.functions[0];
+                assert_eq!(f.name, "candidateSubmission");
+                assert_eq!(f.function_name, "candidate-service-dev-candidateSubmission");
+                assert_eq!(f.handler, "api/candidates.submit");
+                assert_eq!(f.runtime, "nodejs4.3");
+                assert_eq!((f.memory_size, f.timeout_secs), (128, 6));
+                assert_eq!(
+                    f.description.as_deref(),
+                    Some("Submit candidate information and starts interview process.")
+                );
+                assert_eq!(env(l, 0, "CANDIDATE_TABLE"), "candidate-dev");
+                assert_eq!(f.artifact, None);
+                assert_eq!(f.events.len(), 1);
+                let e = &f.events[0];
+                assert_eq!((e.path.as_str(), e.method), ("/candidates", HttpMethod::Post));
+                assert!(e.private);
+                assert_eq!(e.cors, Some(Cors::default()));
+                assert_eq!(e.integration, Integration::LambdaProxy);
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "provider.apiKeys is deprecated: move it under provider.apiGateway.apiKeys \
+                         (Serverless v3 removed provider.apiKeys; keygate still accepts it)"
+                    ]
+                );
+            }),
+        ),
+        prod,
+        case(
+            "the article's snippet as printed, `- http:` at column 1 under `events:`",
+            y("
+                |service: candidate-service
+                |provider:
+                |  name: aws
+                |  runtime: nodejs4.3
+                |functions:
+                |  candidateSubmission:
+                |    handler: api/candidates.submit
+                |    memorySize: 128
+                |    description: Submit candidate information and starts interview process.
+                |    events:
+                |- http:
+                |    path: candidates
+                |    method: post
+                |    cors: true
+                |    private: true
+            "),
+            Expect::Err(&[
+                "serverless.yml:11:3: invalid YAML: while parsing a block mapping, did not find \
+                 expected key (the list item on line 11 starts at column 1, left of `events:` on \
+                 line 10 at column 5; indent the `-` to at least column 5 so the list belongs to \
+                 `events:`)",
+            ]),
+        ),
+    ]);
+}
+
+#[test]
+fn variables() {
+    let mut cases = vec![
+        case(
+            "env, quoted defaults, numbers and booleans as text",
+            with_head(
+                "
+                |  environment:
+                |    A: ${env:HOME_DIR}
+                |    B: ${env:NOPE, 'single'}
+                |    C: ${env:NOPE, \"double\"}
+                |    D: 42
+                |    E: true
+                |    F: ${env:NOPE, 7}
+                |functions:
+                |  f:
+                |    handler: h.h
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(env(l, 0, "A"), "/home/me");
+                assert_eq!(env(l, 0, "B"), "single");
+                assert_eq!(env(l, 0, "C"), "double");
+                assert_eq!(env(l, 0, "D"), "42");
+                assert_eq!(env(l, 0, "E"), "true");
+                assert_eq!(env(l, 0, "F"), "7");
+            }),
+        ),
+        case(
+            "nesting in self and env addresses, several variables in one string",
+            with_head(
+                "
+                |  environment:
+                |    TABLE: ${self:custom.${sls:stage}.table}
+                |    SECRET_NAME: ${env:${self:custom.var}}
+                |    FULL: ${self:service}-${sls:stage}-${self:provider.region}
+                |custom:
+                |  var: DB_NAME
+                |  dev:
+                |    table: dev-table
+                |  prod:
+                |    table: prod-table
+                |functions:
+                |  f:
+                |    handler: h.h
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(env(l, 0, "TABLE"), "dev-table");
+                assert_eq!(env(l, 0, "SECRET_NAME"), "db1");
+                assert_eq!(env(l, 0, "FULL"), "svc-dev-us-east-1");
+            }),
+        ),
+        case(
+            "whole-value variables keep their type",
+            with_head(
+                "
+                |  timeout: ${self:custom.timeout}
+                |  memorySize: ${env:MEM}
+                |  environment: ${self:custom.env}
+                |custom:
+                |  timeout: 30
+                |  private: true
+                |  env:
+                |    X: from-custom
+                |  path: items
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    reservedConcurrency: ${opt:rc, 3}
+                |    events:
+                |      - http:
+                |          path: ${self:custom.path}
+                |          method: get
+                |          private: ${self:custom.private}
+                ",
+            ),
+            Expect::Ok(|l| {
+                let f = &l.definition.functions[0];
+                assert_eq!((f.timeout_secs, f.memory_size), (30, 256));
+                assert_eq!(f.reserved_concurrency, Some(3));
+                assert_eq!(env(l, 0, "X"), "from-custom");
+                assert!(f.events[0].private);
+                assert_eq!(f.events[0].path, "/items");
+            }),
+        ),
+        case(
+            "self through a variable-valued map and a list index",
+            with_head(
+                "
+                |custom:
+                |  base: ${self:custom.other}
+                |  other:
+                |    name: deep
+                |  list: [a, b]
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    environment:
+                |      N: ${self:custom.base.name}
+                |      L: ${self:custom.list.1}
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(env(l, 0, "N"), "deep");
+                assert_eq!(env(l, 0, "L"), "b");
+            }),
+        ),
+        case(
+            "fallback chain to provider.stage, sls:stage, the old service form",
+            y("
+                |service:
+                |  name: svc
+                |provider:
+                |  name: aws
+                |  runtime: nodejs20.x
+                |  stage: qa
+                |  environment:
+                |    S: ${opt:stage, self:provider.stage}
+                |    T: ${sls:stage}
+                |    U: ${self:service}
+                |functions:
+                |  f:
+                |    handler: h.h
+            "),
+            Expect::Ok(|l| {
+                assert_eq!(l.definition.stage, "qa");
+                assert_eq!(env(l, 0, "S"), "qa");
+                assert_eq!(env(l, 0, "T"), "qa");
+                assert_eq!(env(l, 0, "U"), "svc");
+            }),
+        ),
+        case(
+            "variables in ignored sections are not resolved",
+            with_head(
+                "
+                |resources:
+                |  Resources:
+                |    T:
+                |      Properties:
+                |        Name: ${ssm:/my/param}
+                |        Arn: !GetAtt X.Arn
+                |functions:
+                |  f:
+                |    handler: h.h
+                ",
+            ),
+            Expect::Ok(|l| assert_eq!(l.notes, vec!["ignored (not used by keygate): resources"])),
+        ),
+        case(
+            "unset environment variable",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: ${env:FOO}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:14: functions.f.handler: cannot resolve ${env:FOO}: environment \
+                 variable FOO is not set; set it or give a default: ${env:FOO, 'value'}",
+            ]),
+        ),
+        case(
+            "no --stage and no default",
+            with_head(
+                "
+                |  environment:
+                |    TABLE: table-${opt:stage}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:12: provider.environment.TABLE: cannot resolve ${opt:stage}: no \
+                 --stage option was given; pass --stage or give a default: ${opt:stage, 'dev'}",
+            ]),
+        ),
+        case(
+            "no fallback has a value",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: ${opt:runtime, self:custom.runtime}
+            "),
+            Expect::Err(&["serverless.yml:4:12: provider.runtime: cannot resolve ${opt:runtime, \
+                 self:custom.runtime}: keygate has no --runtime option, and custom.runtime is not \
+                 defined in this file; add a default at the end, e.g. ${opt:runtime, \
+                 self:custom.runtime, 'value'}"]),
+        ),
+        case(
+            "self reference to a missing key",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: ${self:custom.handler}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:14: functions.f.handler: cannot resolve ${self:custom.handler}: \
+                 custom.handler is not defined in this file; define it or give a default: \
+                 ${self:custom.handler, 'value'}",
+            ]),
+        ),
+        case(
+            "a cycle is reported once, where it closes",
+            with_head(
+                "
+                |custom:
+                |  a: ${self:custom.b}
+                |  b: x-${self:custom.a}
+                |functions:
+                |  f:
+                |    handler: ${self:custom.a}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:6: custom.a: the variables here refer back to this value \
+                 (custom.a -> custom.b -> custom.a); break the cycle",
+            ]),
+        ),
+        case(
+            "unsupported and unknown sources",
+            with_head(
+                "
+                |  environment:
+                |    A: ${ssm:/path/to/param}
+                |    B: ${file(./config.json):key}
+                |    C: ${sls:instanceId}
+                |    D: ${cf:stack.output}
+                |    E: ${foo:bar}
+                |    F: ${env:K, 'SuperSecretKeyValue0123456789'} and ${aws:accountId}
+                |    G: ${param:domain}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:8: provider.environment.A: keygate does not support the `ssm:` \
+                 variable source yet; use a literal value or ${env:NAME} instead",
+                "serverless.yml:7:8: provider.environment.B: keygate does not support the \
+                 `file(...)` variable source yet; use a literal value or ${env:NAME} instead",
+                "serverless.yml:8:8: provider.environment.C: ${sls:instanceId} is not supported by \
+                 keygate (it changes on every deploy); use a fixed value or ${env:NAME}",
+                "serverless.yml:9:8: provider.environment.D: keygate does not support the `cf:` \
+                 variable source yet; use a literal value or ${env:NAME} instead",
+                "serverless.yml:10:8: provider.environment.E: unknown variable source `foo`; \
+                 keygate \
+                 supports self, opt, env and sls",
+                "serverless.yml:11:8: provider.environment.F: keygate does not support the `aws:` \
+                 variable source yet; use a literal value or ${env:NAME} instead",
+                "serverless.yml:12:8: provider.environment.G: keygate does not support the \
+                 `param:` variable source yet; use a literal value or ${env:NAME} instead",
+            ]),
+        ),
+        case(
+            "a map cannot be embedded in text; an unquoted fallback; an unclosed variable",
+            with_head(
+                "
+                |  environment:
+                |    A: x-${self:custom}
+                |    B: ${env:NOPE, dev}
+                |    C: ${env:X
+                |custom:
+                |  a: 1
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:8: provider.environment.A: ${self:custom} resolves to a map, \
+                 which cannot be placed inside text; only strings, numbers and booleans can (or \
+                 make the variable the whole value)",
+                "serverless.yml:7:8: provider.environment.B: a fallback must be a variable \
+                 (source:address), a quoted string, a number or true/false; quote text fallbacks, \
+                 e.g. ${opt:stage, 'dev'}",
+                "serverless.yml:8:8: provider.environment.C: the variable starting with `${env:X` \
+                 has no closing `}`",
+            ]),
+        ),
+    ];
+    for c in &mut cases {
+        c.env = &[("HOME_DIR", "/home/me"), ("DB_NAME", "db1"), ("MEM", "256")];
+    }
+    run(cases);
+}
+
+#[test]
+fn http_events() {
+    run(vec![
+        case(
+            "short forms",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http: GET candidates
+                |      - http: get /candidates/{id}
+                |      - http: ANY {proxy+}
+                |      - http: post /
+                ",
+            ),
+            Expect::Ok(|l| {
+                let ev = &l.definition.functions[0].events;
+                let got: Vec<(&str, HttpMethod)> =
+                    ev.iter().map(|e| (e.path.as_str(), e.method)).collect();
+                assert_eq!(
+                    got,
+                    vec![
+                        ("/candidates", HttpMethod::Get),
+                        ("/candidates/{id}", HttpMethod::Get),
+                        ("/{proxy+}", HttpMethod::Any),
+                        ("/", HttpMethod::Post),
+                    ]
+                );
+                assert!(ev.iter().all(|e| !e.private && e.cors.is_none()));
+            }),
+        ),
+        case(
+            "long forms: any, *, greedy path, cors object, integrations",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: /files/{path+}/
+                |          method: '*'
+                |          cors:
+                |            origin: 'https://a.example, https://b.example'
+                |            headers: '*'
+                |            allowCredentials: true
+                |            maxAge: 86400
+                |            cacheControl: max-age=600
+                |            methods: [get, post]
+                |      - http:
+                |          path: proxy/{proxy+}
+                |          method: any
+                |          integration: http-proxy
+                |          request:
+                |            uri: https://backend.example/{proxy}
+                |            parameters:
+                |              paths:
+                |                proxy: true
+                |      - http:
+                |          path: ping
+                |          method: GET
+                |          integration: MOCK
+                |          cors:
+                |            origins: ['https://c.example']
+                |      - http:
+                |          path: ''
+                |          method: head
+                |          integration: aws_proxy
+                |          cors: false
+                ",
+            ),
+            Expect::Ok(|l| {
+                let ev = &l.definition.functions[0].events;
+                assert_eq!(
+                    (ev[0].path.as_str(), ev[0].method),
+                    ("/files/{path+}", HttpMethod::Any)
+                );
+                let cors = ev[0].cors.as_ref().unwrap();
+                assert_eq!(cors.origins, vec!["https://a.example", "https://b.example"]);
+                assert_eq!(cors.headers, vec!["*"]);
+                assert_eq!(cors.methods, vec!["GET", "POST"]);
+                assert!(cors.allow_credentials);
+                assert_eq!(cors.max_age, Some(86400));
+                assert_eq!(cors.cache_control.as_deref(), Some("max-age=600"));
+                assert_eq!(
+                    ev[1].integration,
+                    Integration::HttpProxy { uri: "https://backend.example/{proxy}".into() }
+                );
+                assert_eq!(ev[2].integration, Integration::Mock);
+                let c2 = ev[2].cors.as_ref().unwrap();
+                assert_eq!(c2.origins, vec!["https://c.example"]);
+                assert_eq!(c2.headers, Cors::default().headers);
+                assert_eq!((ev[3].path.as_str(), ev[3].method), ("/", HttpMethod::Head));
+                assert_eq!(ev[3].integration, Integration::LambdaProxy);
+                assert_eq!(ev[3].cors, None);
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "ignored (not used by keygate): \
+                         functions.f.events[1].http.request.parameters"
+                    ]
+                );
+            }),
+        ),
+        case(
+            "other event types and authorizers are noted",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - schedule: rate(1 minute)
+                |      - http:
+                |          path: a
+                |          method: get
+                |          authorizer: auth
+                |          timeoutInMillis: 5000
+                |      - sqs: arn:aws:sqs:x
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(l.definition.functions[0].events.len(), 1);
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "ignored events (keygate serves only http events): schedule \
+                         (functions.f.events[0]), sqs (functions.f.events[2])",
+                        "keygate does not run authorizers yet, so these routes are served without \
+                         their authorizer's check: functions.f.events[1].http.authorizer",
+                        "ignored (not used by keygate): functions.f.events[1].http.timeoutInMillis",
+                    ]
+                );
+            }),
+        ),
+        case(
+            "bad method, bad paths, missing fields",
+            with_head(
+                "
+                |functions:
+                |  candidateList:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: candidates
+                |          method: FETCH
+                |      - http: GET a//b
+                |      - http:
+                |          path: '{proxy+}/x'
+                |          method: get
+                |      - http:
+                |          method: get
+                |      - http: GET
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:11:19: functions.candidateList.events[0].http.method: expected one \
+                 of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, ANY, found \"FETCH\"",
+                "serverless.yml:12:15: functions.candidateList.events[1].http: the path \"a//b\" \
+                 has \
+                 an empty segment (`//`); remove the extra `/`",
+                "serverless.yml:14:17: functions.candidateList.events[2].http.path: the path \
+                 \"{proxy+}/x\" has the greedy parameter `{proxy+}` before its end; `{proxy+}` can \
+                 only be the last segment",
+                "serverless.yml:16:9: functions.candidateList.events[3].http.path: missing; \
+                 expected the route path, e.g. `path: candidates/{id}`",
+                "serverless.yml:18:15: functions.candidateList.events[4].http: expected `METHOD \
+                 path` (e.g. `GET candidates`) or a map with path and method, found \"GET\"",
+            ]),
+        ),
+        case(
+            "duplicate route across functions (parameter names do not matter)",
+            with_head(
+                "
+                |functions:
+                |  a:
+                |    handler: h.a
+                |    events:
+                |      - http: GET items/{id}
+                |  b:
+                |    handler: h.b
+                |    events:
+                |      - http: POST items/{id}
+                |      - http:
+                |          path: /items/{itemId}/
+                |          method: get
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:14:9: functions.b.events[1].http: the route GET /items/{itemId} is \
+                 already declared at functions.a.events[0].http (line 9); declare each method and \
+                 path once",
+            ]),
+        ),
+        case(
+            "unsupported integrations, missing uri, bad cors, mis-indented event settings",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          integration: lambda
+                |      - http:
+                |          path: b
+                |          method: get
+                |          integration: http
+                |      - http:
+                |          path: c
+                |          method: get
+                |          integration: http-proxy
+                |      - http:
+                |          path: d
+                |          method: get
+                |          cors:
+                |            origin: '*'
+                |            origins: ['*']
+                |            credentials: true
+                |      - http:
+                |        path: e
+                |        method: get
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:12:24: functions.f.events[0].http.integration: the `lambda` \
+                 integration (non-proxy, with request and response templates) is not supported by \
+                 keygate yet; use lambda-proxy (the default)",
+                "serverless.yml:16:24: functions.f.events[1].http.integration: the `http` \
+                 integration (non-proxy, with request and response templates) is not supported by \
+                 keygate yet; use http-proxy",
+                "serverless.yml:17:9: functions.f.events[2].http.request.uri: missing; an \
+                 http-proxy integration needs `request: {uri: https://...}`",
+                "serverless.yml:26:13: functions.f.events[3].http.cors.origins: use either \
+                 origin or \
+                 origins, not both (`origin` is already given)",
+                "serverless.yml:27:13: functions.f.events[3].http.cors.credentials: unknown CORS \
+                 setting `credentials`; expected origin, origins, headers, methods, \
+                 allowCredentials, maxAge or cacheControl",
+                "serverless.yml:28:9: functions.f.events[4]: one event has the keys http, path, \
+                 method; put the http settings under `http:` (indent them further than `http`) and \
+                 start each event with its own `-`",
+            ]),
+        ),
+        case(
+            "bad uri, private and cors values; an event that is not a map",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          integration: http_proxy
+                |          request:
+                |            uri: ftp://files.example/a
+                |      - http:
+                |          path: b
+                |          method: get
+                |          private: yes
+                |          cors: [x]
+                |      - http
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:14:18: functions.f.events[0].http.request.uri: expected a URL \
+                 starting with http:// or https://, found \"ftp://files.example/a\"",
+                "serverless.yml:18:20: functions.f.events[1].http.private: expected true or false, \
+                 found \"yes\"",
+                "serverless.yml:19:17: functions.f.events[1].http.cors: expected true, false or a \
+                 map of CORS settings, found a list",
+                "serverless.yml:20:9: functions.f.events[2]: expected an event such as `- http: \
+                 GET candidates`, found \"http\"",
+            ]),
+        ),
+    ]);
+}
+
+#[test]
+fn functions_and_provider() {
+    run(vec![
+        case(
+            "defaults, overrides, merges, artifacts, anchors",
+            y("
+                |service:
+                |  name: svc
+                |provider:
+                |  name: aws
+                |  runtime: nodejs20.x
+                |  stage: test
+                |  region: eu-west-1
+                |  timeout: 20
+                |  memorySize: 512
+                |  environment:
+                |    A: p
+                |    B: p
+                |custom:
+                |  common: &common
+                |    handler: h.common
+                |    timeout: 10
+                |functions:
+                |  f:
+                |    handler: h.f
+                |    runtime: python3.12
+                |    timeout: 900
+                |    memorySize: 2048
+                |    name: custom-name
+                |    reservedConcurrency: 5
+                |    environment:
+                |      B: f
+                |      C: 3
+                |    package:
+                |      artifact: ./dist/f.zip
+                |      patterns: ['!node_modules/**']
+                |  g:
+                |    <<: *common
+                |    package:
+                |      artifact: /abs/g.zip
+            "),
+            Expect::Ok(|l| {
+                let d = &l.definition;
+                assert_eq!((d.service.as_str(), d.stage.as_str()), ("svc", "test"));
+                assert_eq!(d.region, "eu-west-1");
+                let f = &d.functions[0];
+                assert_eq!(f.function_name, "custom-name");
+                assert_eq!(f.runtime, "python3.12");
+                assert_eq!((f.timeout_secs, f.memory_size), (900, 2048));
+                assert_eq!(f.reserved_concurrency, Some(5));
+                let want: BTreeMap<String, String> =
+                    [("A", "p"), ("B", "f"), ("C", "3")].map(|(k, v)| (k.into(), v.into())).into();
+                assert_eq!(f.environment, want);
+                assert_eq!(f.artifact, Some(PathBuf::from("/srv/app/dist/f.zip")));
+                let g = &d.functions[1];
+                assert_eq!(g.handler, "h.common");
+                assert_eq!(g.function_name, "svc-test-g");
+                assert_eq!(g.runtime, "nodejs20.x");
+                assert_eq!((g.timeout_secs, g.memory_size), (10, 512));
+                assert_eq!(g.artifact, Some(PathBuf::from("/abs/g.zip")));
+                assert_eq!(
+                    l.notes,
+                    vec!["ignored (not used by keygate): custom, functions.f.package.patterns"]
+                );
+            }),
+        ),
+        case(
+            "ignored keys are listed in one note, unknown keys in another",
+            y("
+                |service: svc
+                |frameworkVersion: '3'
+                |plugins:
+                |  - serverless-offline
+                |provider:
+                |  name: aws
+                |  runtime: nodejs20.x
+                |  iam:
+                |    role: x
+                |  apiGateway:
+                |    apiKeySourceType: HEADER
+                |  tags:
+                |    a: b
+                |custom:
+                |  x: 1
+                |resources:
+                |  Resources: {}
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    layers: [x]
+                |    hanlder: typo
+                |  g:
+                |    handler: h.g
+                |    layers: [y]
+                |fucntions: {}
+            "),
+            Expect::Ok(|l| {
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "ignored (not used by keygate): frameworkVersion, plugins, custom, \
+                         resources, \
+                         provider.iam, provider.apiGateway.apiKeySourceType, provider.tags, \
+                         functions.f.layers, functions.g.layers",
+                        "not recognised, so ignored (check the spelling): fucntions, \
+                         functions.f.hanlder",
+                    ]
+                );
+            }),
+        ),
+        case(
+            "missing handler and runtime, bad numbers, reservedConcurrency 0, bad names",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |functions:
+                |  f:
+                |    runtime: nodejs20.x
+                |  g:
+                |    handler: h.g
+                |    timeout: 901
+                |    memorySize: 1.5
+                |    reservedConcurrency: 0
+                |  bad name:
+                |    handler: h.b
+                |    runtime: x
+            "),
+            Expect::Err(&[
+                "serverless.yml:5:3: functions.f.handler: missing; every function needs a handler, \
+                 e.g. `handler: api/candidates.submit`",
+                "serverless.yml:7:3: functions.g.runtime: missing; set provider.runtime or \
+                 functions.g.runtime (e.g. nodejs20.x)",
+                "serverless.yml:9:14: functions.g.timeout: expected a timeout in whole seconds \
+                 from \
+                 1 to 900, found 901",
+                "serverless.yml:10:17: functions.g.memorySize: expected a memory size in MB from \
+                 128 \
+                 to 10240, found 1.5",
+                "serverless.yml:11:26: functions.g.reservedConcurrency: 0 would disable the \
+                 function \
+                 (every invocation is throttled); remove reservedConcurrency or set it to at least \
+                 1",
+                "serverless.yml:12:3: functions.bad name: \"bad name\" is not a valid function \
+                 name; \
+                 use letters, digits, `-` and `_`",
+            ]),
+        ),
+        case(
+            "service and provider problems",
+            y("
+                |service: 1bad
+                |provider:
+                |  name: azure
+                |  stage: 'my stage'
+                |  environment:
+                |    1X: y
+                |    Y: [a]
+            "),
+            Expect::Err(&[
+                "serverless.yml:1:10: service: expected a service name of letters, digits and `-` \
+                 that starts with a letter, found \"1bad\"",
+                "serverless.yml:3:9: provider.name: expected \"aws\", found \"azure\"; keygate \
+                 runs \
+                 AWS-style (Lambda and API Gateway) services only",
+                "serverless.yml:4:10: provider.stage: expected a stage name of letters, digits, \
+                 `-` \
+                 and `_`, found \"my stage\"",
+                "serverless.yml:6:5: provider.environment.1X: \"1X\" is not a valid environment \
+                 variable name; use letters, digits and `_`, starting with a letter",
+                "serverless.yml:7:8: provider.environment.Y: expected a string, number or boolean, \
+                 found a list",
+            ]),
+        ),
+        staged(
+            "a/b",
+            case(
+                "a --stage that cannot name a stage",
+                with_head("|functions: {}"),
+                Expect::Err(&[
+                    "serverless.yml:1:1: --stage: expected a stage name of letters, digits, `-` \
+                     and `_`, found \"a/b\"",
+                ]),
+            ),
+        ),
+        case(
+            "missing service and provider",
+            y("|functions: {}"),
+            Expect::Err(&[
+                "serverless.yml:1:1: service: missing; name the service, e.g. `service: \
+                 candidate-service`",
+                "serverless.yml:1:1: provider: missing; expected `provider:` with `name: aws`",
+            ]),
+        ),
+        case(
+            "top level is not a map",
+            y("
+                |- a
+                |- b
+            "),
+            Expect::Err(&[
+                "serverless.yml:1:1: expected the service settings as a map (service, provider, \
+                 functions, ...), found a list",
+            ]),
+        ),
+        case(
+            "empty file",
+            y("|# nothing"),
+            Expect::Err(&[
+                "serverless.yml:1:1: the file is empty; expected service, provider and functions",
+            ]),
+        ),
+        case(
+            "broken YAML",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: [nodejs20.x
+                |functions: {}
+            "),
+            Expect::Err(&["serverless.yml:5:10: invalid YAML: illegal placement of ':' indicator"]),
+        ),
+        case(
+            "duplicate YAML keys and CloudFormation functions",
+            with_head(
+                "
+                |  environment:
+                |    T: !Ref Table
+                |    U:
+                |      Fn::GetAtt: [T, Arn]
+                |  runtime: x
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:13: provider.environment.T: expected a string, number or \
+                 boolean, \
+                 found `!Ref` (a CloudFormation function, which keygate does not evaluate)",
+                "serverless.yml:8:7: provider.environment.U: expected a string, number or boolean, \
+                 found `Fn::GetAtt` (a CloudFormation function, which keygate does not evaluate)",
+                "serverless.yml:9:3: provider.runtime: duplicate key `runtime` (first defined on \
+                 line 4); keep only one",
+            ]),
+        ),
+    ]);
+}
+
+#[test]
+fn api_keys() {
+    let mut cases = vec![
+        case(
+            "object and grouped forms under apiGateway, usage plan verbatim",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - plain-name
+                |      - name: full
+                |        value: ${env:KEY_VALUE}
+                |        description: the full one
+                |        customerId: cust-1
+                |        enabled: false
+                |      - free:
+                |          - free-key
+                |          - name: free-2
+                |      - paid:
+                |          - paid-key
+                |      - value: AnotherValueOf20Chars
+                |    usagePlan:
+                |      - free:
+                |          quota: {limit: 5000, period: MONTH}
+                |          throttle: {burstLimit: 200, rateLimit: 100.5}
+                |      - paid:
+                |          quota:
+                |            limit: ${self:custom.paidLimit}
+                |custom:
+                |  paidLimit: 50000
+                ",
+            ),
+            Expect::Ok(|l| {
+                let keys = &l.definition.api_keys;
+                let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+                assert_eq!(
+                    names,
+                    vec!["plain-name", "full", "free-key", "free-2", "paid-key", "svc-dev-key6"]
+                );
+                let full = &keys[1];
+                assert_eq!(full.value.as_ref().unwrap().expose(), SECRET);
+                assert_eq!(full.description.as_deref(), Some("the full one"));
+                assert_eq!(full.customer_id.as_deref(), Some("cust-1"));
+                assert!(!full.enabled);
+                assert!(keys[0].enabled && keys[0].value.is_none());
+                assert_eq!(
+                    l.definition.usage_plan,
+                    Some(serde_json::json!([
+                        {"free": {"quota": {"limit": 5000, "period": "MONTH"},
+                                  "throttle": {"burstLimit": 200, "rateLimit": 100.5}}},
+                        {"paid": {"quota": {"limit": 50000}}}
+                    ]))
+                );
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "API keys without a name (provider.apiGateway.apiKeys[4]) are named \
+                         <service>-<stage>-key<N> by their position; give them a name so \
+                         reordering the list does not rename them",
+                        "API keys grouped under usage plans (free, paid) are loaded as ordinary \
+                         keys; keygate does not attach keys to usage plans yet",
+                        "ignored (not used by keygate): custom",
+                    ]
+                );
+            }),
+        ),
+        case(
+            "bad values, duplicates, unknown properties: no value in any message",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - name: short
+                |        value: abcde
+                |      - name: dashed
+                |        value: SuperSecretKeyValue-0123456789
+                |      - name: one
+                |        value: SuperSecretKeyValue0123456789
+                |      - name: two
+                |        value: ${env:KEY_VALUE}
+                |      - one
+                |      - name: x
+                |        valu: SuperSecretKeyValue0123456789
+                |      - name: y
+                |        value: [SuperSecretKeyValue0123456789]
+                |      - name: z
+                |        value: ${env:MISSING, 'SuperSecretKeyValue0123456789'} ${ssm:/x}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:8:16: provider.apiGateway.apiKeys[0].value: an API key value \
+                 must be \
+                 20 to 128 characters long, this one has 5",
+                "serverless.yml:10:16: provider.apiGateway.apiKeys[1].value: an API key value may \
+                 contain only letters A-Z, a-z and digits 0-9; character 20 is not one of them",
+                "serverless.yml:14:16: provider.apiGateway.apiKeys[3].value: this key has the same \
+                 value as provider.apiGateway.apiKeys[2]; every key needs its own value",
+                "serverless.yml:15:9: provider.apiGateway.apiKeys[4]: the API key name \"one\" is \
+                 already used by provider.apiGateway.apiKeys[2]; key names must be unique",
+                "serverless.yml:17:9: provider.apiGateway.apiKeys[5].valu: unknown API key \
+                 property \
+                 \"valu\"; a key has only name, value, description, customerId and enabled",
+                "serverless.yml:19:16: provider.apiGateway.apiKeys[6].value: expected the key \
+                 value \
+                 as a string, found a list",
+                "serverless.yml:21:16: provider.apiGateway.apiKeys[7].value: keygate does not \
+                 support the `ssm:` variable source yet; use a literal value or ${env:NAME} \
+                 instead",
+            ]),
+        ),
+        case(
+            "both the deprecated and the current key lists",
+            with_head(
+                "
+                |  apiKeys:
+                |    - a
+                |  apiGateway:
+                |    apiKeys:
+                |      - b
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:5:3: provider.apiKeys: API keys are declared both here and under \
+                 provider.apiGateway.apiKeys; keep only provider.apiGateway.apiKeys",
+            ]),
+        ),
+    ];
+    for c in &mut cases {
+        c.env = &[("KEY_VALUE", SECRET)];
+    }
+    run(cases);
+}
+
+#[test]
+fn many_independent_errors_are_collected_in_file_order() {
+    let yml = with_head(
+        "
+        |functions:
+        |  a:
+        |    events:
+        |      - http: FETCH x
+        |  b:
+        |    handler: ${env:NOPE}
+        |    timeout: 0
+        ",
+    );
+    let e = load_case(&case("many", yml, Expect::Err(&[]))).unwrap_err();
+    let got: Vec<(usize, usize, &str)> =
+        e.diagnostics().iter().map(|d| (d.line, d.column, d.field.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (6, 3, "functions.a.handler"),
+            (8, 15, "functions.a.events[0].http"),
+            (10, 14, "functions.b.handler"),
+            (11, 14, "functions.b.timeout"),
+        ]
+    );
+    assert!(e.diagnostics().iter().all(|d| d.file == "serverless.yml"));
+}
+
+#[test]
+fn load_reads_a_file_and_resolves_paths_against_its_directory() {
+    let dir = std::env::temp_dir().join(format!("keygate-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("serverless.yml");
+    let yml = with_head(
+        "
+        |functions:
+        |  f:
+        |    handler: h.h
+        |    package:
+        |      artifact: build/../build/f.zip
+        ",
+    );
+    std::fs::write(&file, yml).unwrap();
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: Some("prod".into()), env: &none };
+    let loaded = load(&file, &opts).unwrap();
+    assert_eq!(loaded.definition.base_dir, dir);
+    assert_eq!(loaded.definition.stage, "prod");
+    assert_eq!(loaded.definition.functions[0].artifact, Some(dir.join("build/f.zip")));
+
+    std::fs::write(&file, "service: svc\nprovider: [\n").unwrap();
+    let e = load(&file, &opts).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}:3:1: invalid YAML", file.display())), "{e}");
+
+    let missing = dir.join("nope.yml");
+    let e = load(&missing, &opts).unwrap_err();
+    assert!(matches!(e, Error::Read { .. }));
+    assert!(e.to_string().starts_with(&format!("cannot read {}", missing.display())));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The example service in this repository (the seed's API as Rust functions) loads as is.
+#[test]
+fn the_example_service_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/candidate-service/serverless.yml");
+    if !path.exists() {
+        return;
+    }
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none };
+    let loaded = load(&path, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let d = &loaded.definition;
+    assert_eq!(d.service, "candidate-service");
+    assert!(!d.functions.is_empty());
+    assert!(d.functions.iter().flat_map(|f| &f.events).all(|e| e.private));
+    assert!(d.functions.iter().all(|f| f.artifact.as_ref().is_some_and(|a| a.is_absolute())));
+}
