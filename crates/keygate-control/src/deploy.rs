@@ -9,7 +9,7 @@ use std::path::Path;
 use keygate_functions::SUPPORTED_RUNTIMES;
 use keygate_store::{DeployRequest, KeyStatus};
 use keygate_types::model::{ApiKey, NewApiKey};
-use keygate_types::{ApiKeyValue, HttpMethod, ServiceDefinition};
+use keygate_types::{ApiKeyValue, HttpMethod, Integration, ServiceDefinition};
 use serde::Serialize;
 
 use crate::{Error, Result, Store};
@@ -64,6 +64,10 @@ pub async fn deploy(
 ) -> Result<DeployReport> {
     // Stage artifacts before touching the store, so a bad artifact deploys nothing.
     for f in &mut definition.functions {
+        // A function reached only through http-proxy or mock events never runs.
+        if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) {
+            continue;
+        }
         if !SUPPORTED_RUNTIMES.contains(&f.runtime.as_str()) {
             notes.push(format!(
                 "function {} uses runtime {}, which keygate cannot run yet (it runs {}); its \

@@ -1,1 +1,252 @@
-//! keygate-functions (in progress).
+//! keygate-functions: the function host. It runs the functions of a deployed `serverless.yml`
+//! as local processes, exactly as AWS Lambda runs `provided.*` functions, so a handler built with
+//! the official `lambda_runtime` / `lambda_http` crates runs unchanged.
+//!
+//! Layout:
+//! - [`artifact`]: staging a function's build output (`bootstrap` file, directory or cargo-lambda
+//!   `.zip`) into an immutable, content-addressed directory at deploy time.
+//! - `runtime_api`: the Lambda Runtime API (2018-06-01) one function process talks to.
+//! - `process`: starting one function process (environment, working directory, log forwarding)
+//!   and killing/reaping it.
+//! - `pool`: the warm processes of one function version and its concurrency limit.
+//! - this file: [`FunctionHost`], the public entry point, and [`InvokeError`].
+//!
+//! Design: every process gets its own Runtime API listener on `127.0.0.1:0`, so the host always
+//! knows which process is asking and can kill exactly the one that timed out. Processes start
+//! lazily on the first invocation and stay warm; at most `reserved_concurrency` of a function run
+//! at once ([`DEFAULT_RESERVED_CONCURRENCY`] when unset) and further invocations queue (FIFO) up
+//! to their own deadline. Like serverless-offline, a function runs with the service directory
+//! (`ServiceDefinition::base_dir`) as its working directory.
+//!
+//! The Runtime API listeners are on loopback only, but any local process that learns a port may
+//! talk to it (as on a developer machine with serverless-offline); request ids are random UUIDs and
+//! every input from that side is treated as untrusted.
+//!
+//! Event and response bodies are never logged: events carry API keys
+//! (`requestContext.identity.apiKey`). A function's stdout/stderr lines are emitted as `tracing`
+//! events with target `keygate::function` and a `function` field.
+
+pub mod artifact;
+mod pool;
+mod process;
+mod runtime_api;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use keygate_types::FunctionSpec;
+use tokio::time::Instant;
+
+pub use artifact::{ArtifactError, stage_artifact};
+
+use pool::{Pool, PoolKey};
+use process::Launch;
+
+/// How many processes of one function may run at once when its `reservedConcurrency` is unset.
+/// (AWS's limit is the account's unreserved concurrency, typically 1000; on one machine a small
+/// number keeps a burst of requests from forking a process per request.)
+pub const DEFAULT_RESERVED_CONCURRENCY: u32 = 4;
+
+/// Runtimes keygate can run: the OS-only runtimes whose entry point is an executable `bootstrap`.
+pub const SUPPORTED_RUNTIMES: &[&str] = &["provided", "provided.al2", "provided.al2023"];
+
+/// Settings of a [`FunctionHost`].
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// How long a warm process may sit idle before it is stopped (default 10 minutes). The next
+    /// invocation after that is a cold start again.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        Self { idle_timeout: Duration::from_secs(600) }
+    }
+}
+
+/// The function to invoke: its spec plus the service facts that shape its process.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionRef<'a> {
+    pub spec: &'a FunctionSpec,
+    /// The service directory (`ServiceDefinition::base_dir`): the process's working directory.
+    pub base_dir: &'a Path,
+    /// `ServiceDefinition::region`: `AWS_REGION` and the region in the function ARN.
+    pub region: &'a str,
+}
+
+/// Why an invocation produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The function ran past `timeout_secs` (or waited that long for a free slot); its process
+    /// was killed.
+    #[error("task timed out")]
+    Timeout,
+    /// The handler failed and the runtime posted `/runtime/invocation/{id}/error`.
+    #[error("function error {error_type}: {message}")]
+    FunctionError { error_type: String, message: String },
+    /// The process exited (or was killed) before answering.
+    #[error("function process crashed: {0}")]
+    Crashed(String),
+    /// The runtime posted `/runtime/init/error`.
+    #[error("function failed to initialise: {0}")]
+    InitFailed(String),
+    /// Keygate cannot run this function (runtime, configuration).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The process could not be started (missing artifact, not executable, host shutting down).
+    #[error("cannot start function: {0}")]
+    Spawn(String),
+}
+
+/// Runs functions as warm local processes. Cheap to clone: clones share the same pools.
+///
+/// Dropping the last clone stops every process in the background; call [`FunctionHost::shutdown`]
+/// to stop them and wait until they are gone.
+#[derive(Clone)]
+pub struct FunctionHost {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    opts: HostOptions,
+    /// One pool per function fingerprint ([`PoolKey`]): a redeploy that changes anything about
+    /// the process gets a fresh pool while an unchanged function keeps its warm processes.
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    shutting_down: AtomicBool,
+    sweeper_started: AtomicBool,
+}
+
+impl fmt::Debug for FunctionHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pools = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("FunctionHost")
+            .field("opts", &self.inner.opts)
+            .field("pools", &pools)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FunctionHost {
+    fn default() -> Self {
+        Self::new(HostOptions::default())
+    }
+}
+
+impl FunctionHost {
+    /// Creates a host. No process starts until a function is invoked.
+    pub fn new(opts: HostOptions) -> Self {
+        Self {
+            inner: Arc::new(HostInner {
+                opts,
+                pools: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+                sweeper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Invokes `f` with the raw event JSON and returns the function's response body verbatim (the
+    /// gateway judges whether it is a valid proxy response).
+    ///
+    /// Waits (FIFO) for a free slot when the function already runs `reserved_concurrency`
+    /// invocations; the function's timeout covers that wait, a cold start and the run. Dropping
+    /// the returned future while it waits in the queue leaves the queue; once the event has been
+    /// handed to a process the invocation runs to completion (or timeout) in the background, as
+    /// a Lambda function keeps running after its caller has gone.
+    pub async fn invoke(&self, f: &FunctionRef<'_>, event: Bytes) -> Result<Bytes, InvokeError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(InvokeError::Spawn("the function host is shutting down".to_owned()));
+        }
+        let spec = f.spec;
+        if !SUPPORTED_RUNTIMES.contains(&spec.runtime.as_str()) {
+            return Err(InvokeError::Unsupported(format!(
+                "runtime {} of function {} is not supported yet; keygate runs provided.* runtimes \
+                 (provided, provided.al2, provided.al2023)",
+                spec.runtime, spec.name
+            )));
+        }
+        let concurrency = spec.reserved_concurrency.unwrap_or(DEFAULT_RESERVED_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(InvokeError::Unsupported(format!(
+                "function {} has reservedConcurrency 0, so every invocation is throttled",
+                spec.name
+            )));
+        }
+        // The deadline starts now: queueing and a cold start count against the timeout, so a
+        // caller never waits longer than `timeout_secs` (plus the kill) for an answer.
+        let deadline = Instant::now() + Duration::from_secs(u64::from(spec.timeout_secs.max(1)));
+        let launch = Launch::from_ref(f)?;
+        let key = PoolKey { launch, runtime: spec.runtime.clone(), concurrency };
+        let pool = self.pool_for(key)?;
+        self.start_sweeper();
+        pool.invoke(event, deadline).await
+    }
+
+    /// Stops every function process and waits until all have exited. Invocations in flight fail
+    /// with [`InvokeError::Crashed`]; later ones fail with [`InvokeError::Spawn`].
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let pools: Vec<Arc<Pool>> = {
+            let mut map = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner);
+            map.drain().map(|(_, pool)| pool).collect()
+        };
+        for pool in pools {
+            pool.close().await;
+        }
+    }
+
+    fn pool_for(&self, key: PoolKey) -> Result<Arc<Pool>, InvokeError> {
+        let mut map = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the map lock: `shutdown` sets the flag before draining under the same
+        // lock, so no pool can be added after the drain and escape the shutdown.
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(InvokeError::Spawn("the function host is shutting down".to_owned()));
+        }
+        if let Some(pool) = map.get(&key) {
+            return Ok(Arc::clone(pool));
+        }
+        let pool = Arc::new(Pool::new(key.clone()));
+        map.insert(key, Arc::clone(&pool));
+        Ok(pool)
+    }
+
+    /// Starts (once, from inside the tokio runtime) the task that stops processes idle for longer
+    /// than `idle_timeout`. It holds only a `Weak` so it ends when the host is dropped.
+    fn start_sweeper(&self) {
+        if self.inner.sweeper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<HostInner> = Arc::downgrade(&self.inner);
+        let idle_timeout = self.inner.opts.idle_timeout;
+        let period = (idle_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.shutting_down.load(Ordering::Acquire) {
+                    break;
+                }
+                inner.sweep(idle_timeout);
+            }
+        });
+    }
+}
+
+impl HostInner {
+    /// Stops idle processes past `idle_timeout` and forgets pools nobody uses any more (for
+    /// example the old version of a redeployed function).
+    fn sweep(&self, idle_timeout: Duration) {
+        let mut map = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, pool| {
+            pool.reap_idle(idle_timeout);
+            // strong_count == 1: only the map holds the pool, so no invocation is queued or
+            // running on it, and none can start without taking the map lock we hold.
+            !(Arc::strong_count(pool) == 1 && pool.is_unused_for(idle_timeout))
+        });
+    }
+}

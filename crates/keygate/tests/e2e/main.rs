@@ -12,6 +12,7 @@
 mod config_errors;
 mod deploy;
 mod functions;
+mod integrations;
 mod keys;
 mod logs;
 mod seed;

@@ -1,0 +1,279 @@
+//! Deploy-time staging of function artifacts into immutable, content-addressed directories.
+//!
+//! A function's `package.artifact` may be an executable (copied as `bootstrap`), a directory
+//! holding an executable `bootstrap` (copied recursively), or a `.zip` holding `bootstrap` at its
+//! root, as `cargo lambda build --output-format zip` makes (extracted; `bootstrap` is made
+//! executable). The copy lands in `<artifacts_root>/<sha256 prefix>/`, so a deployment is a
+//! snapshot: rebuilding the binary afterwards changes nothing until the next deploy, and staging
+//! the same content twice reuses the same directory.
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Hex digits of the SHA-256 that name a staged directory (64 bits: collisions are not a concern
+/// for the artifacts of one installation).
+const DIGEST_PREFIX_LEN: usize = 16;
+/// Directory symlink loops and absurdly deep trees are refused rather than followed forever.
+const MAX_DEPTH: usize = 32;
+
+/// Why an artifact cannot be staged.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact {} does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error(
+        "artifact directory {} has no `bootstrap`; a provided.* function needs an executable named \
+         bootstrap at the root of its package",
+        path.display()
+    )]
+    NoBootstrapInDir { path: PathBuf },
+    #[error(
+        "artifact zip {} has no `bootstrap` at its root (cargo lambda build --output-format zip \
+         makes one)",
+        path.display()
+    )]
+    NoBootstrapInZip { path: PathBuf },
+    #[error("{} is not executable; run `chmod +x {}`", path.display(), path.display())]
+    NotExecutable { path: PathBuf },
+    #[error("artifact zip {} cannot be read: {message}", path.display())]
+    BadZip { path: PathBuf, message: String },
+    #[error("staging artifact {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io { path: path.to_owned(), source }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    File,
+    Dir,
+    Zip,
+}
+
+/// Copies the artifact `src` into `<artifacts_root>/<sha256 prefix>/` (see the module docs) and
+/// returns that directory, which holds an executable `bootstrap`. Idempotent: the same content
+/// gives the same directory, and an existing one is reused as is.
+pub fn stage_artifact(src: &Path, artifacts_root: &Path) -> Result<PathBuf, ArtifactError> {
+    let meta = fs::metadata(src).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ArtifactError::Missing { path: src.to_owned() },
+        _ => io_err(src)(e),
+    })?;
+    let kind = if meta.is_dir() {
+        let bootstrap = src.join("bootstrap");
+        match fs::metadata(&bootstrap) {
+            Ok(m) if m.is_file() && is_executable(&m) => {}
+            Ok(m) if m.is_file() => return Err(ArtifactError::NotExecutable { path: bootstrap }),
+            _ => return Err(ArtifactError::NoBootstrapInDir { path: src.to_owned() }),
+        }
+        Kind::Dir
+    } else if is_zip(src)? {
+        Kind::Zip
+    } else if is_executable(&meta) {
+        Kind::File
+    } else {
+        return Err(ArtifactError::NotExecutable { path: src.to_owned() });
+    };
+
+    let mut hasher = Sha256::new();
+    match kind {
+        Kind::File => {
+            hasher.update(b"file\0");
+            hash_file(&mut hasher, src)?;
+        }
+        Kind::Zip => {
+            hasher.update(b"zip\0");
+            hash_file(&mut hasher, src)?;
+        }
+        Kind::Dir => {
+            hasher.update(b"dir\0");
+            hash_dir(&mut hasher, src, Path::new(""), 0)?;
+        }
+    }
+    let digest = format!("{:x}", hasher.finalize());
+    let target = artifacts_root.join(&digest[..DIGEST_PREFIX_LEN]);
+    if target.join("bootstrap").is_file() {
+        return Ok(target);
+    }
+
+    // Build in a private temporary directory and rename it into place, so a half-copied
+    // artifact is never visible and two concurrent deploys of the same content cannot clash.
+    fs::create_dir_all(artifacts_root).map_err(io_err(artifacts_root))?;
+    let tmp = artifacts_root.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    let filled = match kind {
+        Kind::File => copy_file(src, &tmp.join("bootstrap"), true),
+        Kind::Dir => copy_dir(src, &tmp, 0),
+        Kind::Zip => extract_zip(src, &tmp),
+    };
+    if let Err(err) = filled {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(err);
+    }
+    if target.exists() && !target.join("bootstrap").is_file() {
+        // Left over from an interrupted manual copy; the content address says what belongs here.
+        let _ = fs::remove_dir_all(&target);
+    }
+    match fs::rename(&tmp, &target) {
+        Ok(()) => Ok(target),
+        Err(_) if target.join("bootstrap").is_file() => {
+            // Another deploy staged the same content first.
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(target)
+        }
+        Err(err) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(io_err(&target)(err))
+        }
+    }
+}
+
+/// Whether anyone may execute the file.
+#[cfg(unix)]
+pub(crate) fn is_executable(meta: &Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+/// Whether anyone may execute the file (no execute bit outside Unix).
+#[cfg(not(unix))]
+pub(crate) fn is_executable(_meta: &Metadata) -> bool {
+    true
+}
+
+fn is_zip(path: &Path) -> Result<bool, ArtifactError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+        return Ok(true);
+    }
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).map_err(io_err(path))?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"PK\x03\x04"),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<(), ArtifactError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    io::copy(&mut file, hasher).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Hashes a tree: sorted relative paths, kinds, execute bits and contents.
+fn hash_dir(
+    hasher: &mut Sha256,
+    root: &Path,
+    rel: &Path,
+    depth: usize,
+) -> Result<(), ArtifactError> {
+    let dir = root.join(rel);
+    if depth > MAX_DEPTH {
+        return Err(io_err(&dir)(io::Error::other("directory tree too deep (symlink loop?)")));
+    }
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(&dir))?;
+    names.sort();
+    for name in names {
+        let rel = rel.join(&name);
+        let path = root.join(&rel);
+        let meta = fs::metadata(&path).map_err(io_err(&path))?;
+        hasher.update(rel.to_string_lossy().as_bytes());
+        if meta.is_dir() {
+            hasher.update(b"\0d\0");
+            hash_dir(hasher, root, &rel, depth + 1)?;
+        } else if meta.is_file() {
+            hasher.update(if is_executable(&meta) { b"\0x\0" } else { b"\0f\0" });
+            hasher.update(meta.len().to_le_bytes());
+            hash_file(hasher, &path)?;
+        }
+        // Sockets, fifos and devices are not part of a package and are skipped.
+    }
+    Ok(())
+}
+
+fn copy_file(src: &Path, dst: &Path, executable: bool) -> Result<(), ArtifactError> {
+    // fs::copy keeps the permission bits.
+    fs::copy(src, dst).map_err(io_err(src))?;
+    if executable {
+        set_executable(dst)?;
+    }
+    Ok(())
+}
+
+fn copy_dir(src: &Path, dst: &Path, depth: usize) -> Result<(), ArtifactError> {
+    if depth > MAX_DEPTH {
+        return Err(io_err(src)(io::Error::other("directory tree too deep (symlink loop?)")));
+    }
+    for entry in fs::read_dir(src).map_err(io_err(src))? {
+        let entry = entry.map_err(io_err(src))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        // Follow symlinks: the snapshot must not depend on files outside it.
+        let meta = fs::metadata(&from).map_err(io_err(&from))?;
+        if meta.is_dir() {
+            fs::create_dir(&to).map_err(io_err(&to))?;
+            copy_dir(&from, &to, depth + 1)?;
+        } else if meta.is_file() {
+            copy_file(&from, &to, false)?;
+        }
+    }
+    Ok(())
+}
+
+fn extract_zip(src: &Path, dst: &Path) -> Result<(), ArtifactError> {
+    let bad = |message: String| ArtifactError::BadZip { path: src.to_owned(), message };
+    let file = File::open(src).map_err(io_err(src))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
+    if !archive.file_names().any(|name| name == "bootstrap" || name == "./bootstrap") {
+        return Err(ArtifactError::NoBootstrapInZip { path: src.to_owned() });
+    }
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index).map_err(|e| bad(e.to_string()))?;
+        // enclosed_name refuses absolute paths and `..` (zip-slip).
+        let Some(rel) = entry.enclosed_name() else {
+            return Err(bad(format!("entry {:?} points outside the archive", entry.name())));
+        };
+        let out = dst.join(&rel);
+        if entry.is_dir() {
+            fs::create_dir_all(&out).map_err(io_err(&out))?;
+            continue;
+        }
+        if let Some(parent) = out.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let mut file = File::create(&out).map_err(io_err(&out))?;
+        io::copy(&mut entry, &mut file).map_err(|e| bad(format!("{}: {e}", rel.display())))?;
+        drop(file);
+        let executable =
+            rel == Path::new("bootstrap") || entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        if executable {
+            set_executable(&out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_executable(path: &Path) -> Result<(), ArtifactError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut perms = fs::metadata(path).map_err(io_err(path))?.permissions();
+    perms.set_mode(perms.mode() | 0o755);
+    fs::set_permissions(path, perms).map_err(io_err(path))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_path: &Path) -> Result<(), ArtifactError> {
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! The warm processes of one function version (one [`PoolKey`]) and its concurrency limit.
+//!
+//! Concurrency: a fair (FIFO) semaphore with `reserved_concurrency` permits gates invocations. A
+//! process is only ever used by the holder of a permit, and a new one is spawned only when no idle
+//! process exists, so the number of live processes never exceeds the number of permits. Processes
+//! are reused most-recently-used first (the warmest); one that fails in any way other than a
+//! handler error is killed and replaced on the next demand.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::InvokeError;
+use crate::process::{Launch, ProcShared, Process};
+
+/// Everything that affects a function's processes. Equal keys share warm processes; a redeploy
+/// that changes any of it gets a fresh pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) launch: Launch,
+    pub(crate) runtime: String,
+    pub(crate) concurrency: u32,
+}
+
+pub(crate) struct Pool {
+    key: PoolKey,
+    permits: Arc<Semaphore>,
+    state: Mutex<PoolState>,
+}
+
+struct PoolState {
+    /// Processes waiting for an event, oldest first.
+    idle: Vec<Process>,
+    /// Every process started and not yet known to be reaped, busy ones included, so that
+    /// shutdown can kill them all.
+    live: Vec<Arc<ProcShared>>,
+    last_used: Instant,
+    /// Set by shutdown: nothing new starts and returning processes are killed.
+    closed: bool,
+}
+
+impl Pool {
+    pub(crate) fn new(key: PoolKey) -> Self {
+        let permits = Arc::new(Semaphore::new(key.concurrency as usize));
+        let state = PoolState {
+            idle: Vec::new(),
+            live: Vec::new(),
+            last_used: Instant::now(),
+            closed: false,
+        };
+        Self { key, permits, state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // Critical sections never panic midway, so a poisoned lock still guards consistent data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn function(&self) -> &str {
+        &self.key.launch.function_name
+    }
+
+    /// Runs one invocation: waits for a slot (until `deadline`), then runs it on a warm or new
+    /// process.
+    pub(crate) async fn invoke(
+        self: &Arc<Self>,
+        event: Bytes,
+        deadline: Instant,
+    ) -> Result<Bytes, InvokeError> {
+        self.lock().last_used = Instant::now();
+        // Waiting here is cancel-safe: a caller that goes away simply leaves the queue.
+        let permit = match tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return Err(InvokeError::Spawn("the function host is shutting down".to_owned()));
+            }
+            Err(_elapsed) => {
+                tracing::warn!(
+                    function = %self.function(),
+                    concurrency = self.key.concurrency,
+                    "invocation waited for a free slot until its timeout"
+                );
+                return Err(InvokeError::Timeout);
+            }
+        };
+        // From here on the invocation runs in its own task, holding the permit: if the caller
+        // drops us (client gone), the process still finishes or times out, goes back to the pool
+        // or is killed, and only then frees its slot. That keeps "busy processes <= permits" true
+        // and never leaves a process stranded outside the pool.
+        let pool = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let result = pool.run(event, deadline).await;
+            drop(permit);
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(err) => {
+                Err(InvokeError::Crashed(format!("internal error in the function host: {err}")))
+            }
+        }
+    }
+
+    async fn run(&self, event: Bytes, deadline: Instant) -> Result<Bytes, InvokeError> {
+        loop {
+            let (mut process, warm) = match self.take_idle() {
+                Some(process) => (process, true),
+                None => (self.spawn().await?, false),
+            };
+            let (result, delivered) = process.invoke(event.clone(), deadline).await;
+            match &result {
+                // A handler error leaves the runtime healthy: it polls `/next` again.
+                Ok(_) | Err(InvokeError::FunctionError { .. }) => {
+                    self.put_idle(process);
+                    return result;
+                }
+                Err(err) => {
+                    let pid = process.pid();
+                    if matches!(err, InvokeError::Timeout) {
+                        tracing::warn!(
+                            function = %self.function(),
+                            pid,
+                            "Task timed out after {}.00 seconds; killing the process",
+                            self.key.launch.timeout_secs
+                        );
+                    } else {
+                        tracing::warn!(function = %self.function(), pid, %err, "invocation failed");
+                    }
+                    process.kill_and_wait().await;
+                    // A warm process that died while idle never saw the event: running it on a
+                    // fresh process cannot run the handler twice. A fresh process that dies is
+                    // the function's own fault and is reported.
+                    if warm && !delivered && !matches!(err, InvokeError::Timeout) {
+                        continue;
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<Process> {
+        let mut state = self.lock();
+        while let Some(process) = state.idle.pop() {
+            if process.is_usable() {
+                return Some(process);
+            }
+            // Dead while idle: dropping it makes sure it is reaped.
+        }
+        None
+    }
+
+    fn put_idle(&self, mut process: Process) {
+        let mut state = self.lock();
+        state.last_used = Instant::now();
+        if state.closed {
+            return; // `process` is dropped (killed) on return.
+        }
+        process.idle_since = Instant::now();
+        state.idle.push(process);
+    }
+
+    async fn spawn(&self) -> Result<Process, InvokeError> {
+        let process = Process::spawn(&self.key.launch).await?;
+        {
+            let mut state = self.lock();
+            if !state.closed {
+                state.live.retain(|p| !p.is_reaped());
+                state.live.push(process.shared());
+                return Ok(process);
+            }
+        }
+        process.kill_and_wait().await;
+        Err(InvokeError::Spawn("the function host is shutting down".to_owned()))
+    }
+
+    /// Stops idle processes unused for `idle_timeout`.
+    pub(crate) fn reap_idle(&self, idle_timeout: Duration) {
+        let expired: Vec<Process> = {
+            let mut state = self.lock();
+            let (expired, keep) = std::mem::take(&mut state.idle)
+                .into_iter()
+                .partition(|p| p.idle_since.elapsed() >= idle_timeout);
+            state.idle = keep;
+            state.live.retain(|p| !p.is_reaped());
+            expired
+        };
+        for process in &expired {
+            tracing::debug!(function = %self.function(), pid = process.pid(), "stopping idle function process");
+        }
+        drop(expired); // Drop kills; the reapers wait for the exits.
+    }
+
+    /// No process left and nothing ran for `idle_timeout`.
+    pub(crate) fn is_unused_for(&self, idle_timeout: Duration) -> bool {
+        let state = self.lock();
+        state.idle.is_empty()
+            && state.live.iter().all(|p| p.is_reaped())
+            && state.last_used.elapsed() >= idle_timeout
+    }
+
+    /// Shutdown: refuses new work, kills every process (idle or busy) and waits until each has
+    /// been reaped.
+    pub(crate) async fn close(&self) {
+        self.permits.close();
+        let (idle, live) = {
+            let mut state = self.lock();
+            state.closed = true;
+            (std::mem::take(&mut state.idle), std::mem::take(&mut state.live))
+        };
+        drop(idle);
+        for process in &live {
+            process.kill();
+        }
+        for process in live {
+            process.wait_reaped().await;
+        }
+    }
+}

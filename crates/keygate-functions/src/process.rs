@@ -1,0 +1,468 @@
+//! One function process: how it is started (its `bootstrap`, environment and working directory),
+//! how its stdout/stderr become `tracing` events, how an event is handed to it and its answer
+//! awaited, and how it is killed and reaped.
+//!
+//! Each process owns a Runtime API listener ([`crate::runtime_api`]) and a reaper task that owns
+//! the child: the reaper waits for the exit (or a kill request), always `wait`s so no zombie is
+//! left, then records the exit as the process's [`Failure`] and stops the listener.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::runtime_api::{self, Failure, Invocation, Outcome, Phase, RuntimeApi};
+use crate::{FunctionRef, InvokeError};
+
+/// Host variables a function inherits; everything else in the host's environment (keygate's own
+/// settings, `RUST_LOG`, credentials) is withheld, as Lambda starts from a clean environment.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "RUST_BACKTRACE"];
+/// Variables Lambda reserves: set by keygate, never by the function's `environment`.
+const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_TIMEOUT",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+/// Output lines longer than this are split: a function printing without newlines must not make
+/// the host buffer without bound.
+const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+/// How long to wait for a killed process to be reaped before giving up waiting (the reaper
+/// keeps waiting in the background). SIGKILL normally takes milliseconds.
+const REAP_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything that shapes a function's process. Two invocations with equal `Launch`es can share
+/// warm processes; it is part of the pool fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Launch {
+    /// `AWS_LAMBDA_FUNCTION_NAME` (`<service>-<stage>-<fn>`), also the log field.
+    pub(crate) function_name: String,
+    pub(crate) bootstrap: PathBuf,
+    /// `LAMBDA_TASK_ROOT`: the directory holding `bootstrap`.
+    pub(crate) task_root: PathBuf,
+    /// Working directory: the service directory, as serverless-offline does.
+    pub(crate) cwd: PathBuf,
+    pub(crate) handler: String,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) memory_size: u32,
+    pub(crate) timeout_secs: u32,
+    pub(crate) region: String,
+}
+
+impl Launch {
+    pub(crate) fn from_ref(f: &FunctionRef<'_>) -> Result<Self, InvokeError> {
+        let spec = f.spec;
+        let (bootstrap, task_root) = resolve_artifact(spec, f.base_dir)?;
+        Ok(Self {
+            function_name: spec.function_name.clone(),
+            bootstrap,
+            task_root,
+            cwd: f.base_dir.to_owned(),
+            handler: spec.handler.clone(),
+            env: spec.environment.clone(),
+            memory_size: spec.memory_size,
+            timeout_secs: spec.timeout_secs,
+            region: f.region.to_owned(),
+        })
+    }
+
+    fn arn(&self) -> String {
+        format!("arn:aws:lambda:{}:000000000000:function:{}", self.region, self.function_name)
+    }
+
+    /// The whole environment of a new process.
+    fn environment(&self, runtime_api: SocketAddr) -> BTreeMap<String, OsString> {
+        let mut env: BTreeMap<String, OsString> = BTreeMap::new();
+        for key in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(key) {
+                env.insert((*key).to_owned(), value);
+            }
+        }
+        env.entry("PATH".to_owned()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+        env.entry("LANG".to_owned()).or_insert_with(|| "en_US.UTF-8".into());
+        env.insert("TZ".to_owned(), "UTC".into());
+        for (key, value) in &self.env {
+            if RESERVED_ENV.contains(&key.as_str()) {
+                tracing::warn!(
+                    function = %self.function_name,
+                    variable = %key,
+                    "ignoring a reserved Lambda environment variable set in serverless.yml"
+                );
+                continue;
+            }
+            env.insert(key.clone(), value.into());
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let log_stream = format!(
+            "{:04}/{:02}/{:02}/[$LATEST]{}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let task_root: OsString = self.task_root.clone().into();
+        let reserved: [(&str, OsString); 13] = [
+            ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string().into()),
+            ("AWS_LAMBDA_FUNCTION_NAME", self.function_name.clone().into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", self.memory_size.to_string().into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_FUNCTION_TIMEOUT", self.timeout_secs.to_string().into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", self.function_name).into()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.into()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+            ("_HANDLER", self.handler.clone().into()),
+            ("LAMBDA_TASK_ROOT", task_root.clone()),
+            ("LAMBDA_RUNTIME_DIR", task_root),
+            ("AWS_REGION", self.region.clone().into()),
+            ("AWS_DEFAULT_REGION", self.region.clone().into()),
+        ];
+        env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        env
+    }
+}
+
+/// Where a function's `bootstrap` and task root are. The artifact is normally a directory made
+/// by [`crate::stage_artifact`]; a plain executable file also works (its directory is the task
+/// root). Relative paths are taken from the service directory.
+fn resolve_artifact(
+    spec: &keygate_types::FunctionSpec,
+    base_dir: &Path,
+) -> Result<(PathBuf, PathBuf), InvokeError> {
+    let Some(artifact) = &spec.artifact else {
+        return Err(InvokeError::Spawn(format!(
+            "function {} has no artifact: set `package.artifact` to its bootstrap (a file, a \
+             directory holding `bootstrap`, or a cargo-lambda .zip) and deploy again",
+            spec.name
+        )));
+    };
+    let artifact = base_dir.join(artifact);
+    if artifact.is_dir() {
+        return Ok((artifact.join("bootstrap"), artifact));
+    }
+    if artifact.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+        return Err(InvokeError::Spawn(format!(
+            "artifact {} of function {} is a zip that was never staged (deploying stages it)",
+            artifact.display(),
+            spec.name
+        )));
+    }
+    let task_root = artifact.parent().map_or_else(|| base_dir.to_owned(), Path::to_path_buf);
+    Ok((artifact, task_root))
+}
+
+/// What the pool, the reaper and shutdown share about one process.
+pub(crate) struct ProcShared {
+    pub(crate) api: Arc<RuntimeApi>,
+    pub(crate) pid: Option<u32>,
+    /// Wakes the reaper to kill the child. `notify_one` keeps a permit, so a kill requested before
+    /// the reaper first waits is not lost.
+    kill: Notify,
+    killed_by_host: AtomicBool,
+    reaped: watch::Sender<bool>,
+}
+
+impl ProcShared {
+    /// Asks the reaper to kill the process (idempotent, returns at once).
+    pub(crate) fn kill(&self) {
+        self.killed_by_host.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    pub(crate) fn is_reaped(&self) -> bool {
+        *self.reaped.borrow()
+    }
+
+    /// Waits until the child has been waited for (bounded by [`REAP_WAIT`]).
+    pub(crate) async fn wait_reaped(&self) {
+        let mut reaped = self.reaped.subscribe();
+        let _ = tokio::time::timeout(REAP_WAIT, reaped.wait_for(|r| *r)).await;
+    }
+}
+
+/// A running function process, owned by whoever may send it an event: the pool's idle list or
+/// the one invocation using it. Dropping it kills the process.
+pub(crate) struct Process {
+    shared: Arc<ProcShared>,
+    inbox: mpsc::Sender<Invocation>,
+    pub(crate) idle_since: Instant,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.shared.kill();
+    }
+}
+
+impl Process {
+    /// Starts `launch`'s bootstrap with its own Runtime API listener.
+    pub(crate) async fn spawn(launch: &Launch) -> Result<Self, InvokeError> {
+        check_bootstrap(launch)?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
+        let (api, inbox) = RuntimeApi::new(&launch.arn());
+        let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
+
+        let mut command = Command::new(&launch.bootstrap);
+        command
+            .current_dir(&launch.cwd)
+            .env_clear()
+            .envs(launch.environment(addr))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Backstop for a reaper task dropped with the tokio runtime; normally the reaper
+            // kills and waits itself.
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                server.abort();
+                return Err(InvokeError::Spawn(format!(
+                    "cannot start {}: {err}",
+                    launch.bootstrap.display()
+                )));
+            }
+        };
+        let pid = child.id();
+        let function: Arc<str> = Arc::from(launch.function_name.as_str());
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward_output(stdout, Arc::clone(&function), "stdout"));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_output(stderr, Arc::clone(&function), "stderr"));
+        }
+        tracing::info!(
+            function = %function,
+            pid,
+            runtime_api = %addr,
+            "started function process (cold start)"
+        );
+
+        let shared = Arc::new(ProcShared {
+            api,
+            pid,
+            kill: Notify::new(),
+            killed_by_host: AtomicBool::new(false),
+            reaped: watch::channel(false).0,
+        });
+        let reaper_shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let shared = reaper_shared;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = shared.kill.notified() => {
+                    if let Err(err) = child.start_kill() {
+                        tracing::debug!(function = %function, pid, %err, "kill failed (already exited?)");
+                    }
+                    child.wait().await
+                }
+            };
+            let status = match status {
+                Ok(status) => status.to_string(),
+                Err(err) => format!("wait failed: {err}"),
+            };
+            let killed = shared.killed_by_host.load(Ordering::Acquire);
+            let phase = match shared.api.phase() {
+                Phase::Init => "during init, before asking for an invocation",
+                Phase::Idle => "between invocations",
+                Phase::Busy => "while handling an invocation",
+            };
+            let message = if killed {
+                format!("the process was stopped by the function host ({status})")
+            } else {
+                format!("the process exited {phase} ({status})")
+            };
+            // Record the death first: from now on the pool skips this process and a `/next`
+            // still parked for it hands out no event.
+            shared.api.fail(Failure::Exited(message));
+            server.abort();
+            if killed {
+                tracing::debug!(function = %function, pid, %status, "function process stopped");
+            } else {
+                tracing::warn!(function = %function, pid, %status, "function process exited {phase}");
+            }
+            shared.reaped.send_replace(true);
+        });
+
+        Ok(Self { shared, inbox, idle_since: Instant::now() })
+    }
+
+    pub(crate) fn shared(&self) -> Arc<ProcShared> {
+        Arc::clone(&self.shared)
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.shared.pid
+    }
+
+    /// Whether the process can still take an event.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.shared.api.failure().borrow().is_none()
+    }
+
+    /// Hands `event` to the process and waits for its answer, its death or `deadline`, whichever
+    /// comes first. Also returns whether the event reached the process (an event that did not may
+    /// be retried elsewhere).
+    pub(crate) async fn invoke(
+        &mut self,
+        event: Bytes,
+        deadline: Instant,
+    ) -> (Result<Bytes, InvokeError>, bool) {
+        let mut failure = self.shared.api.failure();
+        if let Some(f) = failure.borrow().clone() {
+            return (Err(f.into()), false);
+        }
+        let (reply, answer) = oneshot::channel();
+        let delivered = Arc::new(AtomicBool::new(false));
+        let invocation = Invocation {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            event,
+            deadline_ms: epoch_ms(deadline),
+            trace_id: runtime_api::new_trace_id(),
+            reply,
+            delivered: Arc::clone(&delivered),
+        };
+        // The process is ours alone and its previous event was answered, so the one-slot inbox is
+        // empty; a full or closed inbox means the process is unusable.
+        if self.inbox.try_send(invocation).is_err() {
+            return (
+                Err(InvokeError::Crashed("the process no longer takes events".to_owned())),
+                false,
+            );
+        }
+        // `biased`: an answer that arrived just before the process exited still counts.
+        let result = tokio::select! {
+            biased;
+            answer = answer => match answer {
+                Ok(Outcome::Response(body)) => Ok(body),
+                Ok(Outcome::Error { error_type, message }) => {
+                    Err(InvokeError::FunctionError { error_type, message })
+                }
+                Err(_) => Err(InvokeError::Crashed("the runtime dropped the invocation".to_owned())),
+            },
+            failed = failure.wait_for(Option::is_some) => {
+                let failed = failed.ok().and_then(|f| f.clone());
+                Err(failed.map_or_else(|| InvokeError::Crashed("the process is gone".to_owned()), InvokeError::from))
+            }
+            () = tokio::time::sleep_until(deadline) => Err(InvokeError::Timeout),
+        };
+        (result, delivered.load(Ordering::Acquire))
+    }
+
+    /// Kills the process and waits until it has been reaped.
+    pub(crate) async fn kill_and_wait(self) {
+        let shared = Arc::clone(&self.shared);
+        drop(self); // Drop requests the kill.
+        shared.wait_reaped().await;
+    }
+}
+
+impl From<Failure> for InvokeError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::InitError(message) => Self::InitFailed(message),
+            Failure::Exited(message) => Self::Crashed(message),
+        }
+    }
+}
+
+/// Refuses clearly before spawning: a missing or non-executable bootstrap, or a missing service
+/// directory, would otherwise surface as a bare "No such file or directory".
+fn check_bootstrap(launch: &Launch) -> Result<(), InvokeError> {
+    if !launch.cwd.is_dir() {
+        return Err(InvokeError::Spawn(format!(
+            "service directory {} does not exist",
+            launch.cwd.display()
+        )));
+    }
+    let path = &launch.bootstrap;
+    match std::fs::metadata(path) {
+        Err(err) => Err(InvokeError::Spawn(format!(
+            "bootstrap {} of function {}: {err}",
+            path.display(),
+            launch.function_name
+        ))),
+        Ok(meta) if !meta.is_file() => Err(InvokeError::Spawn(format!(
+            "bootstrap {} of function {} is not a file",
+            path.display(),
+            launch.function_name
+        ))),
+        Ok(meta) if !crate::artifact::is_executable(&meta) => Err(InvokeError::Spawn(format!(
+            "bootstrap {} of function {} is not executable; run `chmod +x {}`",
+            path.display(),
+            launch.function_name,
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `deadline` as Unix epoch milliseconds (`Lambda-Runtime-Deadline-Ms`).
+fn epoch_ms(deadline: Instant) -> u64 {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let at = SystemTime::now() + remaining;
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Emits each line the function prints as a `tracing` event (target `keygate::function`). Bytes
+/// that are not UTF-8 are replaced; over-long lines are split.
+async fn forward_output(output: impl AsyncRead + Unpin, function: Arc<str>, stream: &'static str) {
+    let mut reader = BufReader::new(output);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(newline) => {
+                line.extend_from_slice(&chunk[..newline]);
+                reader.consume(newline + 1);
+                emit(&function, stream, &line);
+                line.clear();
+            }
+            None => {
+                let n = chunk.len();
+                line.extend_from_slice(chunk);
+                reader.consume(n);
+                if line.len() >= MAX_LOG_LINE_BYTES {
+                    emit(&function, stream, &line);
+                    line.clear();
+                }
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&function, stream, &line);
+    }
+}
+
+fn emit(function: &str, stream: &'static str, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = String::from_utf8_lossy(line);
+    tracing::info!(target: "keygate::function", function, stream, "{text}");
+}

@@ -1,0 +1,740 @@
+//! The Lambda Runtime API (2018-06-01) served to one function process.
+//!
+//! Every process gets its own listener on `127.0.0.1:0` (the listener's address is the process's
+//! `AWS_LAMBDA_RUNTIME_API`), so a request that arrives here comes from that process and the host
+//! never has to guess whose answer it is. Everything a process sends is untrusted input: a bad
+//! request gets a 4xx JSON error shaped like the Runtime Interface Emulator's, never a panic.
+//!
+//! States, as in the RIE: *init* until the first `GET …/invocation/next`; then *ready* (waiting for
+//! an event) and *busy* (one event handed out, until `POST …/{id}/response` or `…/{id}/error`
+//! for exactly that request id). `POST …/init/error` is only accepted during init.
+//!
+//! Event and response bodies pass through untouched and are never logged.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// Largest response a function may post (Lambda's synchronous payload limit, 6 MB).
+pub(crate) const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Error messages are cut to this many bytes: they end up in logs and gateway answers.
+const MAX_ERROR_MESSAGE_BYTES: usize = 8 * 1024;
+const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+
+/// One event on its way to the process.
+pub(crate) struct Invocation {
+    pub(crate) request_id: String,
+    pub(crate) event: Bytes,
+    /// `Lambda-Runtime-Deadline-Ms`: Unix epoch milliseconds.
+    pub(crate) deadline_ms: u64,
+    pub(crate) trace_id: String,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+    /// Set once the event has been handed to the process; an event that never was may be retried
+    /// on another process without running the handler twice.
+    pub(crate) delivered: Arc<AtomicBool>,
+}
+
+/// What the runtime posted for an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Response(Bytes),
+    Error { error_type: String, message: String },
+}
+
+/// Why a process can take no more invocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The runtime posted `/runtime/init/error` (`"<errorType>: <errorMessage>"`).
+    InitError(String),
+    /// The process exited (or was killed).
+    Exited(String),
+}
+
+/// The Runtime API state of one process.
+pub(crate) struct RuntimeApi {
+    arn: HeaderValue,
+    /// Events for the process. Only the pool hands out events, one at a time per process, so the
+    /// channel has room for one; `/next` takes the receiver's lock so that even a runtime that
+    /// polls twice at once gets each event once.
+    inbox: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    state: Mutex<State>,
+    failure: watch::Sender<Option<Failure>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// A `/next` has been received: init is over.
+    initialized: bool,
+    /// The event handed out and not yet answered.
+    current: Option<Current>,
+}
+
+struct Current {
+    request_id: String,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The phase a process was in, for crash messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Init,
+    Idle,
+    Busy,
+}
+
+impl RuntimeApi {
+    /// A fresh API in the init state, and the sender the pool hands events in through.
+    pub(crate) fn new(arn: &str) -> (Arc<Self>, mpsc::Sender<Invocation>) {
+        let (tx, rx) = mpsc::channel(1);
+        let arn = HeaderValue::from_str(arn)
+            .unwrap_or_else(|_| HeaderValue::from_static("arn:aws:lambda:invalid"));
+        let api = Self {
+            arn,
+            inbox: tokio::sync::Mutex::new(rx),
+            state: Mutex::new(State::default()),
+            failure: watch::channel(None).0,
+        };
+        (Arc::new(api), tx)
+    }
+
+    /// Watches for the process becoming unusable.
+    pub(crate) fn failure(&self) -> watch::Receiver<Option<Failure>> {
+        self.failure.subscribe()
+    }
+
+    /// Records why the process is unusable; the first cause wins.
+    pub(crate) fn fail(&self, failure: Failure) {
+        self.failure.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(failure);
+            true
+        });
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        let state = self.lock();
+        match (state.initialized, state.current.is_some()) {
+            (false, _) => Phase::Init,
+            (true, false) => Phase::Idle,
+            (true, true) => Phase::Busy,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state itself is always consistent
+        // (every critical section is a few assignments), so keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn next(&self) -> Response<Full<Bytes>> {
+        {
+            let mut state = self.lock();
+            if self.failure.borrow().is_some() {
+                return invalid_state("the runtime already failed; it must exit");
+            }
+            if let Some(current) = &state.current {
+                let message = format!(
+                    "State transition from Invoke to Ready failed for runtime: invocation {} has \
+                     no response or error yet",
+                    current.request_id
+                );
+                return invalid_state(&message);
+            }
+            state.initialized = true;
+        }
+        // Long poll: no timeout (the runtime must wait as long as it takes). Cancel-safe: if the
+        // connection goes away while waiting, no event has been taken.
+        let invocation = self.inbox.lock().await.recv().await;
+        let Some(invocation) = invocation else {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                "the function host is stopping this process",
+            );
+        };
+        if self.failure.borrow().is_some() {
+            // The process died while this poll was parked (the connection task outlives it
+            // briefly). Dropping the event undelivered lets the pool retry it elsewhere.
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                "the function host is stopping this process",
+            );
+        }
+        // No await between taking the event and recording it as current: either the event is
+        // still in the channel or the state knows it was handed out.
+        invocation.delivered.store(true, Ordering::Release);
+        let Invocation { request_id, event, deadline_ms, trace_id, reply, .. } = invocation;
+        let mut response = Response::new(Full::new(event));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline_ms));
+        headers.insert("lambda-runtime-invoked-function-arn", self.arn.clone());
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            headers.insert("lambda-runtime-aws-request-id", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&trace_id) {
+            headers.insert("lambda-runtime-trace-id", v);
+        }
+        self.lock().current = Some(Current { request_id, reply });
+        response
+    }
+
+    /// Takes the pending reply for `request_id` (`take`), or only checks that it is pending so a
+    /// bad request is refused before its body is read.
+    fn current_reply(
+        &self,
+        request_id: &str,
+        take: bool,
+    ) -> Result<Option<oneshot::Sender<Outcome>>, Refusal> {
+        let mut state = self.lock();
+        match &state.current {
+            None => Err(Refusal::NoInvocation),
+            Some(current) if current.request_id != request_id => Err(Refusal::WrongRequestId),
+            Some(_) if take => Ok(state.current.take().map(|c| c.reply)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    fn complete(&self, request_id: &str, outcome: Outcome) -> Response<Full<Bytes>> {
+        match self.current_reply(request_id, true) {
+            Ok(reply) => {
+                // The invoker may have given up (timeout); then the process is being killed and
+                // nobody needs the answer.
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+                accepted()
+            }
+            Err(refusal) => refusal.into_response(),
+        }
+    }
+
+    async fn response(&self, request_id: &str, body: Incoming) -> Response<Full<Bytes>> {
+        if let Err(refusal) = self.current_reply(request_id, false) {
+            return refusal.into_response();
+        }
+        match read_body(body).await {
+            Ok(bytes) => self.complete(request_id, Outcome::Response(bytes)),
+            Err(BodyError::TooLarge) => {
+                let outcome = Outcome::Error {
+                    error_type: "Function.ResponseSizeTooLarge".to_owned(),
+                    message: format!(
+                        "Response payload size exceeded maximum allowed payload size \
+                         ({MAX_RESPONSE_BYTES} bytes)."
+                    ),
+                };
+                let _ = self.complete(request_id, outcome);
+                too_large()
+            }
+            Err(BodyError::Truncated) => truncated(),
+        }
+    }
+
+    async fn error(
+        &self,
+        request_id: &str,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Response<Full<Bytes>> {
+        if let Err(refusal) = self.current_reply(request_id, false) {
+            return refusal.into_response();
+        }
+        match read_body(body).await {
+            Ok(bytes) => {
+                let (error_type, message) = parse_error(headers, &bytes);
+                self.complete(request_id, Outcome::Error { error_type, message })
+            }
+            Err(BodyError::TooLarge) => too_large(),
+            Err(BodyError::Truncated) => truncated(),
+        }
+    }
+
+    async fn init_error(&self, headers: &HeaderMap, body: Incoming) -> Response<Full<Bytes>> {
+        if self.lock().initialized {
+            return invalid_state(
+                "State transition from Ready to InitError failed for runtime: init is over",
+            );
+        }
+        match read_body(body).await {
+            Ok(bytes) => {
+                let (error_type, message) = parse_error(headers, &bytes);
+                self.fail(Failure::InitError(format!("{error_type}: {message}")));
+                accepted()
+            }
+            Err(BodyError::TooLarge) => too_large(),
+            Err(BodyError::Truncated) => truncated(),
+        }
+    }
+}
+
+/// Serves the Runtime API on `listener` until the task is aborted. Connections run in a
+/// `JoinSet` owned by this task, so aborting it (when the process is reaped) also drops every
+/// connection, including a `/next` long poll that would otherwise wait forever.
+pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let api = Arc::clone(&api);
+                    connections.spawn(async move {
+                        let service = service_fn(move |req| handle(Arc::clone(&api), req));
+                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                        if let Err(err) = conn.await {
+                            tracing::debug!(%err, "runtime API connection ended with an error");
+                        }
+                    });
+                }
+                Err(err) => {
+                    // Typically EMFILE; back off instead of spinning.
+                    tracing::warn!(%err, "runtime API cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+enum Route {
+    Next,
+    Response(String),
+    Error(String),
+    InitError,
+    MethodNotAllowed,
+    NotFound,
+}
+
+fn route(method: &Method, path: &str) -> Route {
+    let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else { return Route::NotFound };
+    let (allowed, route) = match rest {
+        "invocation/next" => (Method::GET, Route::Next),
+        "init/error" => (Method::POST, Route::InitError),
+        _ => match rest.strip_prefix("invocation/").and_then(|r| r.split_once('/')) {
+            Some((id, "response")) if !id.is_empty() => {
+                (Method::POST, Route::Response(id.to_owned()))
+            }
+            Some((id, "error")) if !id.is_empty() => (Method::POST, Route::Error(id.to_owned())),
+            _ => return Route::NotFound,
+        },
+    };
+    if method == allowed { route } else { Route::MethodNotAllowed }
+}
+
+async fn handle(
+    api: Arc<RuntimeApi>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let response = match route(&parts.method, parts.uri.path()) {
+        Route::Next => api.next().await,
+        Route::Response(id) => api.response(&id, body).await,
+        Route::Error(id) => api.error(&id, &parts.headers, body).await,
+        Route::InitError => api.init_error(&parts.headers, body).await,
+        Route::MethodNotAllowed => {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "Method Not Allowed")
+        }
+        Route::NotFound => json_error(StatusCode::NOT_FOUND, "NotFound", "404 page not found"),
+    };
+    Ok(response)
+}
+
+/// Why a `/response` or `/error` is refused (as the RIE refuses it).
+enum Refusal {
+    NoInvocation,
+    WrongRequestId,
+}
+
+impl Refusal {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        match self {
+            Self::NoInvocation => invalid_state(
+                "State transition from Ready to InvocationResponse failed for runtime: no \
+                 invocation is in progress",
+            ),
+            Self::WrongRequestId => invalid_request_id(),
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Truncated,
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Truncated),
+    }
+}
+
+/// Reads `{"errorMessage", "errorType", "stackTrace"}` leniently: the type falls back to the
+/// `Lambda-Runtime-Function-Error-Type` header, then `Unhandled`; a body that is not that JSON
+/// becomes the message.
+fn parse_error(headers: &HeaderMap, body: &[u8]) -> (String, String) {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let error_type = field("errorType")
+        .or_else(|| {
+            headers
+                .get(ERROR_TYPE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "Unhandled".to_owned());
+    let message = match (&parsed, field("errorMessage")) {
+        (_, Some(message)) => message,
+        (Some(Value::Object(_)), None) => String::new(),
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    (truncate(error_type), truncate(message))
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_MESSAGE_BYTES {
+        let mut end = MAX_ERROR_MESSAGE_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// An X-Ray style trace header (`Sampled=0`: nothing is traced).
+pub(crate) fn new_trace_id() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let root = uuid::Uuid::new_v4().simple().to_string();
+    let parent = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{:08x}-{};Parent={};Sampled=0", secs & 0xffff_ffff, &root[..24], &parent[..16])
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn json_error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({"errorMessage": message, "errorType": error_type}))
+}
+
+fn accepted() -> Response<Full<Bytes>> {
+    json_response(StatusCode::ACCEPTED, &json!({"status": "OK"}))
+}
+
+fn invalid_state(message: &str) -> Response<Full<Bytes>> {
+    json_error(StatusCode::FORBIDDEN, "InvalidStateTransition", message)
+}
+
+fn invalid_request_id() -> Response<Full<Bytes>> {
+    json_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        &format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+    )
+}
+
+fn truncated() -> Response<Full<Bytes>> {
+    json_error(
+        StatusCode::BAD_REQUEST,
+        "TruncatedHTTPRequest",
+        "HTTP request detected as truncated",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    struct Harness {
+        api: Arc<RuntimeApi>,
+        inbox: mpsc::Sender<Invocation>,
+        addr: SocketAddr,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.server.abort();
+        }
+    }
+
+    async fn harness() -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (api, inbox) =
+            RuntimeApi::new("arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f");
+        let server = tokio::spawn(serve(listener, Arc::clone(&api)));
+        Harness { api, inbox, addr, server }
+    }
+
+    struct Reply {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    impl Reply {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap()
+        }
+    }
+
+    async fn send(
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp =
+            sender.send_request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, headers, body }
+    }
+
+    fn invocation(id: &str, event: &'static str) -> (Invocation, oneshot::Receiver<Outcome>) {
+        let (reply, rx) = oneshot::channel();
+        let inv = Invocation {
+            request_id: id.to_owned(),
+            event: Bytes::from_static(event.as_bytes()),
+            deadline_ms: 1_700_000_000_000,
+            trace_id: new_trace_id(),
+            reply,
+            delivered: Arc::new(AtomicBool::new(false)),
+        };
+        (inv, rx)
+    }
+
+    const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+    #[tokio::test]
+    async fn next_hands_out_the_event_with_lambda_headers() {
+        let h = harness().await;
+        let (inv, _rx) = invocation("req-1", r#"{"k":"v"}"#);
+        let delivered = Arc::clone(&inv.delivered);
+        h.inbox.send(inv).await.unwrap();
+        let r = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&r.body[..], br#"{"k":"v"}"#);
+        assert_eq!(r.headers["lambda-runtime-aws-request-id"], "req-1");
+        assert_eq!(r.headers["lambda-runtime-deadline-ms"], "1700000000000");
+        assert_eq!(
+            r.headers["lambda-runtime-invoked-function-arn"],
+            "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f"
+        );
+        let trace = r.headers["lambda-runtime-trace-id"].to_str().unwrap();
+        assert!(trace.starts_with("Root=1-") && trace.ends_with(";Sampled=0"), "{trace}");
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert!(delivered.load(Ordering::Acquire));
+        assert_eq!(h.api.phase(), Phase::Busy);
+    }
+
+    #[tokio::test]
+    async fn response_for_the_current_id_is_delivered_verbatim() {
+        let h = harness().await;
+        let (inv, rx) = invocation("req-1", "{}");
+        h.inbox.send(inv).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+
+        let wrong = send(
+            h.addr,
+            Method::POST,
+            "/2018-06-01/runtime/invocation/other/response",
+            &[],
+            b"x".to_vec(),
+        )
+        .await;
+        assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+        assert_eq!(wrong.json()["errorType"], "InvalidRequestID");
+
+        let ok = send(
+            h.addr,
+            Method::POST,
+            "/2018-06-01/runtime/invocation/req-1/response",
+            &[],
+            b"not json \xff".to_vec(),
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::ACCEPTED);
+        assert_eq!(ok.json(), json!({"status": "OK"}));
+        assert_eq!(rx.await.unwrap(), Outcome::Response(Bytes::from_static(b"not json \xff")));
+
+        // Answering twice is a state error.
+        let again = send(
+            h.addr,
+            Method::POST,
+            "/2018-06-01/runtime/invocation/req-1/response",
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::FORBIDDEN);
+        assert_eq!(again.json()["errorType"], "InvalidStateTransition");
+        assert_eq!(h.api.phase(), Phase::Idle);
+    }
+
+    #[tokio::test]
+    async fn error_is_parsed_leniently() {
+        let h = harness().await;
+        let (inv, rx) = invocation("req-1", "{}");
+        h.inbox.send(inv).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let body = br#"{"errorType":"MyError","errorMessage":"boom","stackTrace":[]}"#.to_vec();
+        let r = send(
+            h.addr,
+            Method::POST,
+            "/2018-06-01/runtime/invocation/req-1/error",
+            &[(ERROR_TYPE_HEADER, "Unhandled")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            rx.await.unwrap(),
+            Outcome::Error { error_type: "MyError".into(), message: "boom".into() }
+        );
+
+        let (inv, rx) = invocation("req-2", "{}");
+        h.inbox.send(inv).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let r = send(
+            h.addr,
+            Method::POST,
+            "/2018-06-01/runtime/invocation/req-2/error",
+            &[(ERROR_TYPE_HEADER, "Runtime.Weird")],
+            b"plain text".to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            rx.await.unwrap(),
+            Outcome::Error { error_type: "Runtime.Weird".into(), message: "plain text".into() }
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_paths_methods_and_states_are_refused() {
+        let h = harness().await;
+        let r = send(h.addr, Method::GET, "/2018-06-01/runtime/nope", &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = send(h.addr, Method::GET, "/", &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = send(h.addr, Method::POST, NEXT, &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        let r = send(h.addr, Method::POST, "/2018-06-01/runtime/invocation//response", &[], vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        // A response before any event was handed out.
+        let r =
+            send(h.addr, Method::POST, "/2018-06-01/runtime/invocation/x/response", &[], vec![])
+                .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.json()["errorType"], "InvalidStateTransition");
+        assert_eq!(h.api.phase(), Phase::Init);
+    }
+
+    #[tokio::test]
+    async fn init_error_is_accepted_only_during_init() {
+        let h = harness().await;
+        let mut failure = h.api.failure();
+        let body = br#"{"errorType":"Runtime.NoSuchHandler","errorMessage":"no handler"}"#.to_vec();
+        let r =
+            send(h.addr, Method::POST, "/2018-06-01/runtime/init/error", &[], body.clone()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        let f = failure.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(f, Some(Failure::InitError("Runtime.NoSuchHandler: no handler".into())));
+        // After a failure /next is refused.
+        let r = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        let h = harness().await;
+        let (inv, _rx) = invocation("req-1", "{}");
+        h.inbox.send(inv).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let r = send(h.addr, Method::POST, "/2018-06-01/runtime/init/error", &[], body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn second_next_while_busy_is_a_state_error() {
+        let h = harness().await;
+        let (inv, _rx) = invocation("req-1", "{}");
+        h.inbox.send(inv).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let r = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn oversized_response_fails_the_invocation() {
+        let h = harness().await;
+        let (inv, rx) = invocation("req-1", "{}");
+        h.inbox.send(inv).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let big = vec![b'a'; MAX_RESPONSE_BYTES + 1];
+        let r =
+            send(h.addr, Method::POST, "/2018-06-01/runtime/invocation/req-1/response", &[], big)
+                .await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        match rx.await.unwrap() {
+            Outcome::Error { error_type, .. } => {
+                assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_on_a_char_boundary() {
+        let s = truncate("é".repeat(MAX_ERROR_MESSAGE_BYTES));
+        assert!(s.len() <= MAX_ERROR_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(s.ends_with('…'));
+    }
+}

@@ -1,0 +1,141 @@
+//! Deploy-time staging of artifacts: file, directory, zip, errors and idempotence.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use keygate_functions::{ArtifactError, FunctionHost, stage_artifact};
+use serde_json::json;
+use tempfile::TempDir;
+use zip::write::SimpleFileOptions;
+
+use crate::common::{Service, invoke, json, script, spec, testfn_binary};
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o111 != 0
+}
+
+fn write_zip(path: &Path, entries: &[(&str, &[u8], u32)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, data, mode) in entries {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .unix_permissions(*mode);
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn an_executable_file_is_staged_as_bootstrap() {
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("my-fn");
+    script(&src, "exit 0");
+    let staged = stage_artifact(&src, &tmp.path().join("artifacts")).unwrap();
+    assert!(staged.starts_with(tmp.path().join("artifacts")));
+    let bootstrap = staged.join("bootstrap");
+    assert_eq!(std::fs::read(&bootstrap).unwrap(), std::fs::read(&src).unwrap());
+    assert!(is_executable(&bootstrap));
+}
+
+#[test]
+fn a_directory_is_copied_recursively() {
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("pkg");
+    std::fs::create_dir_all(src.join("assets/deep")).unwrap();
+    script(&src.join("bootstrap"), "exit 0");
+    std::fs::write(src.join("assets/deep/data.txt"), "hello").unwrap();
+    let staged = stage_artifact(&src, &tmp.path().join("artifacts")).unwrap();
+    assert!(is_executable(&staged.join("bootstrap")));
+    assert_eq!(std::fs::read_to_string(staged.join("assets/deep/data.txt")).unwrap(), "hello");
+}
+
+#[test]
+fn a_zip_is_extracted_and_bootstrap_made_executable() {
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("bootstrap.zip");
+    write_zip(
+        &src,
+        &[("bootstrap", b"#!/bin/sh\nexit 0\n", 0o644), ("conf/app.json", b"{}", 0o644)],
+    );
+    let staged = stage_artifact(&src, &tmp.path().join("artifacts")).unwrap();
+    assert!(is_executable(&staged.join("bootstrap")));
+    assert_eq!(std::fs::read_to_string(staged.join("conf/app.json")).unwrap(), "{}");
+}
+
+#[tokio::test]
+async fn a_cargo_lambda_style_zip_runs() {
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("bootstrap.zip");
+    let binary = std::fs::read(testfn_binary()).unwrap();
+    write_zip(&src, &[("bootstrap", &binary, 0o755)]);
+    let staged = stage_artifact(&src, &tmp.path().join("artifacts")).unwrap();
+
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = spec("echo");
+    spec.artifact = Some(staged);
+    let answer = json(&invoke(&host, &svc.f(&spec), json!({"hello": "zip"})).await.unwrap());
+    assert_eq!(answer["statusCode"], 200);
+    host.shutdown().await;
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("artifacts");
+
+    let missing = tmp.path().join("target/lambda/fn/bootstrap");
+    let err = stage_artifact(&missing, &root).unwrap_err();
+    assert!(matches!(err, ArtifactError::Missing { .. }));
+    assert!(err.to_string().contains("target/lambda/fn/bootstrap"), "{err}");
+
+    let empty_dir = tmp.path().join("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let err = stage_artifact(&empty_dir, &root).unwrap_err();
+    assert!(matches!(err, ArtifactError::NoBootstrapInDir { .. }), "{err}");
+
+    let zip = tmp.path().join("nothing.zip");
+    write_zip(&zip, &[("README", b"hi", 0o644)]);
+    let err = stage_artifact(&zip, &root).unwrap_err();
+    assert!(matches!(err, ArtifactError::NoBootstrapInZip { .. }), "{err}");
+
+    let broken = tmp.path().join("broken.zip");
+    std::fs::write(&broken, "not a zip").unwrap();
+    assert!(matches!(stage_artifact(&broken, &root), Err(ArtifactError::BadZip { .. })));
+
+    let plain = tmp.path().join("plain");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    let err = stage_artifact(&plain, &root).unwrap_err();
+    assert!(matches!(err, ArtifactError::NotExecutable { .. }));
+    assert!(err.to_string().contains("chmod +x"), "{err}");
+
+    let dir = tmp.path().join("dir-with-plain-bootstrap");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("bootstrap"), "#!/bin/sh\n").unwrap();
+    assert!(matches!(stage_artifact(&dir, &root), Err(ArtifactError::NotExecutable { .. })));
+
+    // Nothing half-staged is left behind.
+    let leftovers = std::fs::read_dir(&root).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn staging_is_idempotent_and_content_addressed() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("artifacts");
+    let src = tmp.path().join("bootstrap");
+    script(&src, "echo v1");
+    let first = stage_artifact(&src, &root).unwrap();
+    let again = stage_artifact(&src, &root).unwrap();
+    assert_eq!(first, again);
+
+    // Rebuilding changes nothing already staged: the new content gets its own directory.
+    script(&src, "echo v2");
+    let second = stage_artifact(&src, &root).unwrap();
+    assert_ne!(first, second);
+    assert!(std::fs::read_to_string(first.join("bootstrap")).unwrap().contains("v1"));
+    assert!(std::fs::read_to_string(second.join("bootstrap")).unwrap().contains("v2"));
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
+}

@@ -1,0 +1,112 @@
+//! Shared fixtures: locating and staging the test function, building specs and reading answers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use keygate_functions::{FunctionHost, FunctionRef, InvokeError, stage_artifact};
+use keygate_types::FunctionSpec;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The `keygate-testfn` binary: `$KEYGATE_TESTFN`, else next to this test binary's directory
+/// (`target/<profile>/`), else `target/debug/` of the workspace.
+pub(crate) fn testfn_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("KEYGATE_TESTFN") {
+        return PathBuf::from(path);
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/deps/functions-<hash> -> target/<profile>/keygate-testfn
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile_dir.join("keygate-testfn"));
+        }
+    }
+    candidates
+        .push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/keygate-testfn"));
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "the keygate-testfn binary is missing: run `cargo build -p keygate-testfn` before \
+             `cargo test -p keygate-functions` (or set KEYGATE_TESTFN to its path)"
+        )
+    })
+}
+
+/// The test function staged once per test binary, as a deploy would stage it.
+pub(crate) fn staged_testfn() -> &'static Path {
+    static STAGED: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    let (_, dir) = STAGED.get_or_init(|| {
+        let root = TempDir::new().unwrap();
+        let dir = stage_artifact(&testfn_binary(), root.path()).unwrap();
+        (root, dir)
+    });
+    dir
+}
+
+/// A service directory for one test.
+pub(crate) struct Service {
+    pub(crate) dir: TempDir,
+}
+
+impl Service {
+    pub(crate) fn new() -> Self {
+        Self { dir: TempDir::new().unwrap() }
+    }
+
+    pub(crate) fn base_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn f<'a>(&'a self, spec: &'a FunctionSpec) -> FunctionRef<'a> {
+        FunctionRef { spec, base_dir: self.dir.path(), region: "eu-west-1" }
+    }
+}
+
+/// A spec of the test function with the given handler.
+pub(crate) fn spec(handler: &str) -> FunctionSpec {
+    FunctionSpec {
+        name: "fn".to_owned(),
+        function_name: "svc-dev-fn".to_owned(),
+        handler: handler.to_owned(),
+        runtime: "provided.al2023".to_owned(),
+        environment: BTreeMap::new(),
+        timeout_secs: 30,
+        memory_size: 128,
+        description: None,
+        reserved_concurrency: None,
+        artifact: Some(staged_testfn().to_owned()),
+        events: Vec::new(),
+    }
+}
+
+pub(crate) async fn invoke(
+    host: &FunctionHost,
+    f: &FunctionRef<'_>,
+    event: Value,
+) -> Result<Bytes, InvokeError> {
+    host.invoke(f, Bytes::from(event.to_string())).await
+}
+
+/// A proxy response as JSON.
+pub(crate) fn json(raw: &[u8]) -> Value {
+    serde_json::from_slice(raw)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(raw)))
+}
+
+/// The `x-pid` header of an `env` or `sleep` response.
+pub(crate) fn pid(raw: &[u8]) -> u32 {
+    json(raw)["headers"]["x-pid"].as_str().expect("x-pid header").parse().unwrap()
+}
+
+/// Whether a process exists at all (a zombie still has a /proc entry).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Writes an executable shell script.
+pub(crate) fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

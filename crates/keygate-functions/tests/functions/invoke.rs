@@ -1,0 +1,188 @@
+//! Invocations: answers passed through verbatim, handler errors, crashes, timeouts, concurrency.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use keygate_functions::{FunctionHost, FunctionRef, HostOptions, InvokeError};
+use serde_json::{Value, json};
+
+use crate::common::{Service, invoke, json, pid, process_exists, spec};
+
+#[tokio::test]
+async fn echo_gets_the_event_and_the_answer_comes_back_verbatim() {
+    let host = FunctionHost::new(HostOptions::default());
+    let svc = Service::new();
+    let spec = spec("echo");
+    let event = json!({"httpMethod": "GET", "path": "/x", "requestContext": {"identity": {"apiKey": "secret"}}});
+    let raw = invoke(&host, &svc.f(&spec), event.clone()).await.unwrap();
+    let answer = json(&raw);
+    assert_eq!(answer["statusCode"], 200);
+    assert_eq!(answer["headers"]["content-type"], "application/json");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, event);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_warm_process_is_reused() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spec("env");
+    let first = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    let second = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    assert_eq!(first, second, "the second invocation should reuse the warm process");
+    host.shutdown().await;
+    assert!(!process_exists(first), "shutdown must kill and reap the process");
+}
+
+#[tokio::test]
+async fn malformed_proxy_answers_are_returned_as_is() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let garbage = spec("garbage");
+    let raw = invoke(&host, &svc.f(&garbage), json!({})).await.unwrap();
+    assert_eq!(&raw[..], br#""this is not a proxy response""#);
+    // Garbage on stdout does not hurt the process: it answers again.
+    let raw = invoke(&host, &svc.f(&garbage), json!({})).await.unwrap();
+    assert_eq!(&raw[..], br#""this is not a proxy response""#);
+
+    let nonstring = spec("nonstring");
+    let raw = invoke(&host, &svc.f(&nonstring), json!({})).await.unwrap();
+    assert_eq!(json(&raw), json!({"statusCode": 200, "body": {"a": 1}}));
+
+    let base64 = spec("base64");
+    let answer = json(&invoke(&host, &svc.f(&base64), json!({})).await.unwrap());
+    assert_eq!(answer["isBase64Encoded"], true);
+    assert_eq!(answer["body"], "AAECAwQFBgcICQoLDA0ODw==");
+
+    let status = spec("status");
+    let event = json!({"queryStringParameters": {"code": "418"}});
+    let answer = json(&invoke(&host, &svc.f(&status), event).await.unwrap());
+    assert_eq!(answer["statusCode"], 418);
+    assert_eq!(answer["multiValueHeaders"]["set-cookie"].as_array().unwrap().len(), 2);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_error_is_a_function_error_and_the_process_stays_warm() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spec("env");
+    let before = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    match invoke(&host, &svc.f(&spec), json!({"testfn": "error"})).await {
+        Err(InvokeError::FunctionError { error_type, message }) => {
+            assert!(!error_type.is_empty());
+            assert!(message.contains("asked to fail"), "{message}");
+        }
+        other => panic!("expected a function error, got {other:?}"),
+    }
+    let after = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    assert_eq!(before, after, "a handler error must not cost the warm process");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_is_reported_and_the_next_invocation_gets_a_fresh_process() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spec("env");
+    let before = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    match invoke(&host, &svc.f(&spec), json!({"testfn": "crash"})).await {
+        Err(InvokeError::Crashed(why)) => {
+            assert!(why.contains("while handling an invocation"), "{why}");
+            assert!(why.contains('3'), "exit status 3 expected in {why}");
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert!(!process_exists(before), "the crashed process must be reaped (no zombie)");
+    let after = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    assert_ne!(before, after);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_process_promptly() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = spec("sleep");
+    spec.timeout_secs = 1;
+    let before = pid(&invoke(&host, &svc.f(&spec), json!({"sleep_ms": 0})).await.unwrap());
+
+    let started = Instant::now();
+    let result = invoke(&host, &svc.f(&spec), json!({"sleep_ms": 10_000})).await;
+    let took = started.elapsed();
+    assert_eq!(result, Err(InvokeError::Timeout));
+    assert!(took >= Duration::from_millis(900), "timed out too early: {took:?}");
+    assert!(took < Duration::from_secs(6), "timeout took {took:?}");
+    assert!(!process_exists(before), "the timed-out process must be killed and reaped");
+
+    let after = pid(&invoke(&host, &svc.f(&spec), json!({"sleep_ms": 0})).await.unwrap());
+    assert_ne!(before, after, "the next invocation needs a fresh process");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn reserved_concurrency_caps_the_processes_and_the_rest_wait_their_turn() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = spec("sleep");
+    spec.reserved_concurrency = Some(2);
+    spec.timeout_secs = 120;
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
+        calls.spawn(async move {
+            let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+            invoke(&host, &f, json!({"sleep_ms": 400})).await
+        });
+    }
+    let results = calls.join_all().await;
+    let took = started.elapsed();
+    let pids: HashSet<u32> =
+        results.iter().map(|r| pid(r.as_ref().expect("every call completes"))).collect();
+    assert!(pids.len() <= 2, "at most 2 processes, got {pids:?}");
+    // 5 calls of 400 ms on 2 processes need at least 3 rounds.
+    assert!(took >= Duration::from_millis(1150), "the calls did not queue: {took:?}");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_break_the_pool() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = spec("sleep");
+    spec.reserved_concurrency = Some(1);
+    let f = svc.f(&spec);
+    // Give up on a slow call; it keeps running in the background and keeps its slot.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        invoke(&host, &f, json!({"sleep_ms": 800})),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    let raw = invoke(&host, &f, json!({"sleep_ms": 0})).await.unwrap();
+    assert_eq!(json(&raw)["statusCode"], 200);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_process_that_dies_while_idle_is_replaced_transparently() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spec("env");
+    let first = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    let killed =
+        std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap();
+    assert!(killed.success());
+    // The host reaps its children: once the process is gone from /proc the host knows it died.
+    // (An event racing the death itself may fail as Crashed, as on Lambda.)
+    let started = Instant::now();
+    while process_exists(first) {
+        assert!(started.elapsed() < Duration::from_secs(10), "process {first} was never reaped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    assert_ne!(first, second);
+    host.shutdown().await;
+}

@@ -1,0 +1,93 @@
+//! Logging: a function's output becomes `keygate::function` events; event bodies never do.
+//!
+//! These tests use a current-thread runtime so the thread-local subscriber sees the events of
+//! every task the host spawns.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keygate_functions::FunctionHost;
+use serde_json::json;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+use crate::common::{Service, invoke, spec};
+
+/// Every event seen: target and rendered fields.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Captured {
+    fn events(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        struct Fields(String);
+        impl Visit for Fields {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                let _ = write!(self.0, "{}={:?} ", field.name(), value);
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push((event.metadata().target().to_owned(), fields.0));
+    }
+}
+
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(captured.clone());
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn function_output_becomes_tracing_events() {
+    let (captured, _guard) = capture();
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spec("garbage");
+    invoke(&host, &svc.f(&spec), json!({})).await.unwrap();
+    let started = Instant::now();
+    let found = loop {
+        let found = captured.events().into_iter().find(|(target, fields)| {
+            target == "keygate::function"
+                && fields.contains("svc-dev-fn")
+                && fields.contains("stdout")
+                && fields.contains("garbage")
+        });
+        if found.is_some() || started.elapsed() > Duration::from_secs(10) {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(found.is_some(), "no stdout event in {:#?}", captured.events());
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn event_and_response_bodies_are_never_logged() {
+    let (captured, _guard) = capture();
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let secret = "kg-secret-api-key-0123456789";
+    let event = json!({"httpMethod": "GET", "requestContext": {"identity": {"apiKey": secret}}});
+    let echo = spec("echo");
+    let raw = invoke(&host, &svc.f(&echo), event.clone()).await.unwrap();
+    assert!(String::from_utf8_lossy(&raw).contains(secret));
+    // Failures must not log the event either.
+    let mut env = spec("env");
+    env.timeout_secs = 1;
+    let _ = invoke(&host, &svc.f(&env), json!({"testfn": "sleep", "sleep_ms": 5000, "k": secret}))
+        .await;
+    let _ = invoke(&host, &svc.f(&env), json!({"testfn": "crash", "k": secret})).await;
+    host.shutdown().await;
+    let events = captured.events();
+    assert!(!events.is_empty());
+    for (target, fields) in events {
+        assert!(!fields.contains(secret), "{target} logged the secret: {fields}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the function host, run against the real `keygate-testfn` Lambda function
+//! (built on the official `lambda_runtime`). Build it first: `cargo build -p keygate-testfn`.
+
+mod artifacts;
+mod common;
+mod invoke;
+mod lifecycle;
+mod logs;
