@@ -2,7 +2,8 @@
 //!
 //! [`Ctx`] walks the document key by key, resolving variables only in the values it uses, and
 //! collects every problem it finds plus the notes (deprecations, ignored keys). The `http`
-//! events live in `http.rs` and the API keys in `keys.rs`, as further `impl Ctx` blocks.
+//! events live in `http.rs`, the API keys in `keys.rs` and the usage plans in `plans.rs`, as
+//! further `impl Ctx` blocks.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -172,7 +173,7 @@ struct Provider {
     region: Option<String>,
     /// The `apiKeys:` list to read, with its path.
     keys: Option<(Node, FieldPath)>,
-    /// The `usagePlan:` to keep, with its path.
+    /// The `usagePlan:` to read, with its path.
     plan: Option<(Node, FieldPath)>,
 }
 
@@ -192,7 +193,6 @@ pub(crate) struct Ctx<'a> {
     unknown: Vec<String>,
     pub(crate) other_events: Vec<String>,
     pub(crate) authorizers: Vec<String>,
-    pub(crate) grouped_keys: Vec<String>,
     pub(crate) routes: Vec<Route>,
 }
 
@@ -205,7 +205,6 @@ impl<'a> Ctx<'a> {
             unknown: Vec::new(),
             other_events: Vec::new(),
             authorizers: Vec::new(),
-            grouped_keys: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -240,7 +239,7 @@ impl<'a> Ctx<'a> {
         self.r.expand(node, path)
     }
 
-    fn mismatch(&mut self, node: &Node, path: &FieldPath, what: &str) {
+    pub(crate) fn mismatch(&mut self, node: &Node, path: &FieldPath, what: &str) {
         let found = node.describe();
         self.error(node.mark, path, format!("expected {what}, found {found}"));
     }
@@ -775,7 +774,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         base_dir,
         functions: Vec::new(),
         api_keys: Vec::new(),
-        usage_plan: None,
+        usage_plans: Vec::new(),
     };
     let top = FieldPath::root();
     let Value::Map(entries) = &root.value else {
@@ -851,18 +850,13 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         definition.functions = cx.functions(entry, &svc);
     }
 
+    let plans = cx.usage_plans(plan.as_ref(), &service, &stage);
     let mut records: Vec<KeyRecord> = Vec::new();
     if let Some((node, path)) = &keys {
-        cx.api_keys(node, path, &mut records);
+        cx.api_keys(node, path, &plans, &mut records);
     }
     definition.api_keys = cx.finish_keys(records, &service, &stage);
-
-    if let Some((node, path)) = plan {
-        let resolved = cx.r.deep(&node, &path);
-        if !matches!(resolved.value, Value::Null) {
-            definition.usage_plan = Some(resolved.to_json());
-        }
-    }
+    definition.usage_plans = plans.decls;
 
     definition.service = service;
     definition.stage = stage;
@@ -872,13 +866,6 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
 
 impl Ctx<'_> {
     fn finish(mut self, definition: ServiceDefinition) -> Built {
-        if !self.grouped_keys.is_empty() {
-            let groups = self.grouped_keys.join(", ");
-            self.note(format!(
-                "API keys grouped under usage plans ({groups}) are loaded as ordinary keys; \
-                 keygate does not attach keys to usage plans yet"
-            ));
-        }
         if !self.other_events.is_empty() {
             let events = self.other_events.join(", ");
             self.note(format!("ignored events (keygate serves only http events): {events}"));

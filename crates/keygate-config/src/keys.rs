@@ -1,14 +1,18 @@
 //! API key declarations: `provider.apiGateway.apiKeys` (and the deprecated `provider.apiKeys`).
 //!
 //! Entries are a name string, a map `{name, value, description, customerId, enabled}`, or a
-//! usage-plan group `{<plan>: [entries...]}` (flattened; plans are not enforced yet). Values are
-//! checked with [`ApiKeyValue::parse`]; no message here ever contains a value.
+//! usage-plan group `{<plan>: [entries...]}` whose keys join the plan of that short name. As in
+//! Serverless (`API_GATEWAY_KEY_WITHOUT_USAGE_PLAN`), a group must name a plan of the list form of
+//! `usagePlan`; and since a key may belong to only one plan per API stage, with a list of plans
+//! every key must be grouped. Values are checked with [`ApiKeyValue::parse`]; no message here
+//! ever contains a value.
 
 use keygate_types::ApiKeyValue;
 use keygate_types::service::ApiKeyDecl;
 
 use crate::build::Ctx;
 use crate::diag::FieldPath;
+use crate::plans::{Declared, Plans};
 use crate::yaml::{Entry, Mark, Node, Value, quote};
 
 const PROPERTIES: &[&str] = &["name", "value", "description", "customerId", "enabled"];
@@ -21,13 +25,21 @@ pub(crate) struct KeyRecord {
     description: Option<String>,
     customer_id: Option<String>,
     enabled: bool,
+    /// The short name of the plan group the key is listed under.
+    plan: Option<String>,
     field: FieldPath,
     mark: Mark,
 }
 
 impl Ctx<'_> {
-    /// Reads one `apiKeys:` list into `out`.
-    pub(crate) fn api_keys(&mut self, node: &Node, path: &FieldPath, out: &mut Vec<KeyRecord>) {
+    /// Reads one `apiKeys:` list into `out`, checking its groups against `plans`.
+    pub(crate) fn api_keys(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        plans: &Plans,
+        out: &mut Vec<KeyRecord>,
+    ) {
         let what = "a list of API keys (names or maps with name and value)";
         let Some(items) = self.list(node, path, what) else { return };
         for (i, item) in items.iter().enumerate() {
@@ -39,12 +51,8 @@ impl Ctx<'_> {
                 {
                     let group = &entries[0];
                     let gpath = ipath.key(&group.key);
-                    self.grouped_keys.push(group.key.clone());
-                    let Some(keys) =
-                        self.list(&group.value, &gpath, "a list of the plan's API keys")
-                    else {
-                        continue;
-                    };
+                    self.key_group(group, &gpath, plans);
+                    let Some(keys) = self.group_keys(&group.value, &gpath) else { continue };
                     for (j, key) in keys.iter().enumerate() {
                         let kpath = gpath.index(j);
                         let kv = self.expand(key, &kpath);
@@ -59,18 +67,86 @@ impl Ctx<'_> {
                             );
                             continue;
                         }
-                        if let Some(r) = self.api_key(&kv, &kpath) {
+                        if let Some(mut r) = self.api_key(&kv, &kpath) {
+                            r.plan = Some(group.key.clone());
                             out.push(r);
                         }
                     }
                 }
+                Value::Invalid => {}
                 _ => {
+                    self.ungrouped_key(v.mark, &ipath, plans);
                     if let Some(r) = self.api_key(&v, &ipath) {
                         out.push(r);
                     }
                 }
             }
         }
+    }
+
+    /// The keys of a group. Never shows what was found instead of a list: `- myKey: <value>`
+    /// (a name and a value written as a group) must not put the value in a message.
+    fn group_keys(&mut self, node: &Node, path: &FieldPath) -> Option<Vec<Node>> {
+        let v = self.expand(node, path);
+        match v.value {
+            Value::Seq(items) if v.tag.is_none() => Some(items),
+            Value::Null => Some(Vec::new()),
+            Value::Invalid => None,
+            _ => {
+                let message = format!(
+                    "expected a list of the plan's API keys, found {}; a key with a value is \
+                     written `- name: ...` with `value: ...` on the next line",
+                    v.kind()
+                );
+                self.error(v.mark, path, message);
+                None
+            }
+        }
+    }
+
+    /// Checks that the group `{<plan>: [...]}` names a plan of the list form of `usagePlan`.
+    fn key_group(&mut self, group: &Entry, path: &FieldPath, plans: &Plans) {
+        let name = group.key.as_str();
+        let why = match &plans.declared {
+            Declared::Unknown => return,
+            Declared::Named { names, complete } => {
+                if names.iter().any(|n| n == name) || !complete {
+                    return;
+                }
+                let list = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                format!("declared plans: {list}")
+            }
+            Declared::Single => format!(
+                "{} declares one plan without a name; to group keys, declare named plans as a \
+                 list, e.g. `- {name}: {{quota: ..., throttle: ...}}`",
+                plans.path
+            ),
+            Declared::Nothing => format!(
+                "no usage plans are declared; declare named plans as a list under {}, e.g. \
+                 `- {name}: {{quota: ..., throttle: ...}}`",
+                plans.path
+            ),
+        };
+        self.error(
+            group.key_mark,
+            path,
+            format!("API key group {} names no usage plan; {why}", quote(name)),
+        );
+    }
+
+    /// With a list of plans every key must be in a group: a key may belong to only one plan per
+    /// API stage, and nothing says which one an ungrouped key joins.
+    fn ungrouped_key(&mut self, mark: Mark, path: &FieldPath, plans: &Plans) {
+        let Declared::Named { names, .. } = &plans.declared else { return };
+        let Some(first) = names.first() else { return };
+        let message = format!(
+            "this key is not listed under a usage plan, but {} declares named plans ({}); a key \
+             may belong to only one plan per API stage, so list each key under its plan, e.g. \
+             `- {first}: [...]`",
+            plans.path,
+            names.join(", ")
+        );
+        self.error(mark, path, message);
     }
 
     /// One key: a name or a map of properties.
@@ -82,6 +158,7 @@ impl Ctx<'_> {
             description: None,
             customer_id: None,
             enabled: true,
+            plan: None,
             field: path.clone(),
             mark: v.mark,
         };
@@ -233,6 +310,7 @@ impl Ctx<'_> {
                 description: rec.description,
                 customer_id: rec.customer_id,
                 enabled: rec.enabled,
+                usage_plan: rec.plan,
             });
         }
         if !unnamed.is_empty() {

@@ -7,7 +7,8 @@
 //! - `vars`: Serverless variables (`${opt:..}`, `${self:..}`, `${env:..}`, `${sls:stage}`,
 //!   fallbacks, nesting), resolved lazily in the values keygate uses.
 //! - `build`: the top level, `provider` and `functions`; `http`: `- http:` events; `keys`: API key
-//!   declarations; `path`: route path templates.
+//!   declarations and their usage-plan groups; `plans`: usage plans (quota, throttle); `path`:
+//!   route path templates.
 //! - `diag`: [`Error`] and [`Diagnostic`] (file, line, column, field path, message).
 //!
 //! Every problem found is reported, not only the first, and no message or note ever contains an
@@ -18,6 +19,7 @@ mod diag;
 mod http;
 mod keys;
 mod path;
+mod plans;
 mod vars;
 mod yaml;
 

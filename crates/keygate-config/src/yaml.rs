@@ -124,28 +124,6 @@ impl Node {
             _ => None,
         }
     }
-
-    /// The node as JSON (numbers as numbers, maps in file order of keys).
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        use serde_json::Value as J;
-        match &self.value {
-            Value::Null | Value::Invalid => J::Null,
-            Value::Bool(b) => J::Bool(*b),
-            Value::Num(n) => match int_value(n) {
-                Some(i) => J::from(i),
-                None => n
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or_else(|| J::String(n.clone()), J::Number),
-            },
-            Value::Str(s) | Value::Template(s) => J::String(s.clone()),
-            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => {
-                J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
-            }
-        }
-    }
 }
 
 /// A string quoted for a message, cut when long.
@@ -625,11 +603,5 @@ mod tests {
         let p = parse("a: [1, 2\n");
         assert!(p.syntax_error);
         assert!(p.diags[0].message.starts_with("invalid YAML: "));
-    }
-
-    #[test]
-    fn json_conversion() {
-        let r = root("a: {b: [1, 2.5, x, true, ~]}\n");
-        assert_eq!(r.to_json(), serde_json::json!({"a": {"b": [1, 2.5, "x", true, null]}}));
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use keygate_config::{Error, LoadOptions, Loaded, load, load_str};
+use keygate_types::plan::{Quota, QuotaPeriod, Throttle, UsagePlanDecl};
 use keygate_types::{Cors, HttpMethod, Integration};
 
 /// A YAML text written with a margin: on each line everything up to and including the first `|`
@@ -156,11 +157,12 @@ fn seed_service() {
                 assert_eq!(d.service, "candidate-service");
                 assert_eq!((d.stage.as_str(), d.region.as_str()), ("dev", "us-east-1"));
                 assert_eq!(d.base_dir, PathBuf::from("/srv/app"));
-                assert_eq!(d.usage_plan, None);
+                assert!(d.usage_plans.is_empty());
                 assert_eq!(d.api_keys.len(), 1);
                 let key = &d.api_keys[0];
                 assert_eq!(key.name, "candidate-service-api-key");
                 assert!(key.value.is_none() && key.enabled);
+                assert_eq!(key.usage_plan, None);
                 assert_eq!(d.functions.len(), 1);
                 let f = &d.functions[0];
                 assert_eq!(f.name, "candidateSubmission");
@@ -1037,7 +1039,7 @@ fn functions_and_provider() {
 fn api_keys() {
     let mut cases = vec![
         case(
-            "object and grouped forms under apiGateway, usage plan verbatim",
+            "name and object forms under apiGateway, no usage plan",
             with_head(
                 "
                 |  apiGateway:
@@ -1048,53 +1050,28 @@ fn api_keys() {
                 |        description: the full one
                 |        customerId: cust-1
                 |        enabled: false
-                |      - free:
-                |          - free-key
-                |          - name: free-2
-                |      - paid:
-                |          - paid-key
                 |      - value: AnotherValueOf20Chars
-                |    usagePlan:
-                |      - free:
-                |          quota: {limit: 5000, period: MONTH}
-                |          throttle: {burstLimit: 200, rateLimit: 100.5}
-                |      - paid:
-                |          quota:
-                |            limit: ${self:custom.paidLimit}
-                |custom:
-                |  paidLimit: 50000
                 ",
             ),
             Expect::Ok(|l| {
-                let keys = &l.definition.api_keys;
+                let d = &l.definition;
+                let keys = &d.api_keys;
                 let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-                assert_eq!(
-                    names,
-                    vec!["plain-name", "full", "free-key", "free-2", "paid-key", "svc-dev-key6"]
-                );
+                assert_eq!(names, vec!["plain-name", "full", "svc-dev-key3"]);
                 let full = &keys[1];
                 assert_eq!(full.value.as_ref().unwrap().expose(), SECRET);
                 assert_eq!(full.description.as_deref(), Some("the full one"));
                 assert_eq!(full.customer_id.as_deref(), Some("cust-1"));
                 assert!(!full.enabled);
                 assert!(keys[0].enabled && keys[0].value.is_none());
-                assert_eq!(
-                    l.definition.usage_plan,
-                    Some(serde_json::json!([
-                        {"free": {"quota": {"limit": 5000, "period": "MONTH"},
-                                  "throttle": {"burstLimit": 200, "rateLimit": 100.5}}},
-                        {"paid": {"quota": {"limit": 50000}}}
-                    ]))
-                );
+                assert!(keys.iter().all(|k| k.usage_plan.is_none()));
+                assert!(d.usage_plans.is_empty());
                 assert_eq!(
                     l.notes,
                     vec![
-                        "API keys without a name (provider.apiGateway.apiKeys[4]) are named \
+                        "API keys without a name (provider.apiGateway.apiKeys[2]) are named \
                          <service>-<stage>-key<N> by their position; give them a name so \
                          reordering the list does not rename them",
-                        "API keys grouped under usage plans (free, paid) are loaded as ordinary \
-                         keys; keygate does not attach keys to usage plans yet",
-                        "ignored (not used by keygate): custom",
                     ]
                 );
             }),
@@ -1162,6 +1139,504 @@ fn api_keys() {
     ];
     for c in &mut cases {
         c.env = &[("KEY_VALUE", SECRET)];
+    }
+    run(cases);
+}
+
+fn plan(l: &Loaded, i: usize) -> &UsagePlanDecl {
+    &l.definition.usage_plans[i]
+}
+
+/// (key name, usage plan) of every key.
+fn key_plans(l: &Loaded) -> Vec<(&str, Option<&str>)> {
+    l.definition.api_keys.iter().map(|k| (k.name.as_str(), k.usage_plan.as_deref())).collect()
+}
+
+#[test]
+fn usage_plans() {
+    let list_form = "
+        |  apiGateway:
+        |    apiKeys:
+        |      - free:
+        |          - free-key
+        |          - name: free-2
+        |            value: ${env:KEY_VALUE}
+        |      - paid:
+        |          - paid-key
+        |      - free:
+        |          - free-3
+        |    usagePlan:
+        |      - free:
+        |          quota: {limit: 5000, period: MONTH}
+        |          throttle: {burstLimit: 1, rateLimit: 0.5}
+        |      - paid:
+        |          quota:
+        |            limit: ${self:custom.paidLimit}
+        |            period: ${env:PERIOD, 'week'}
+        |            offset: ${env:OFFSET, '1'}
+        |          throttle:
+        |            rateLimit: ${env:RATE, '5'}
+        |            burstLimit: ${env:BURST, '10'}
+        |      - internal:
+        |custom:
+        |  paidLimit: '50000'
+        ";
+    let mut cases = vec![
+        case(
+            "single form: one plan named <service>-<stage>, keys ungrouped",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - k1
+                |      - name: k2
+                |        value: ${env:KEY_VALUE}
+                |    usagePlan:
+                |      quota:
+                |        limit: 5000
+                |        offset: 2
+                |        period: month
+                |      throttle:
+                |        burstLimit: 200
+                |        rateLimit: 100
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(
+                    l.definition.usage_plans,
+                    vec![UsagePlanDecl {
+                        name: "svc-dev".into(),
+                        short_name: None,
+                        throttle: Some(Throttle { rate_limit: 100.0, burst_limit: 200 }),
+                        quota: Some(Quota { limit: 5000, period: QuotaPeriod::Month, offset: 2 }),
+                    }]
+                );
+                assert_eq!(key_plans(l), vec![("k1", None), ("k2", None)]);
+                assert!(l.notes.is_empty(), "{:?}", l.notes);
+            }),
+        ),
+        case(
+            "single form with only a throttle; quota offset defaults to 0",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      throttle: {rateLimit: 0.25, burstLimit: 0}
+                |      quota: {limit: 0, period: DAY}
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(
+                    plan(l, 0).throttle,
+                    Some(Throttle { rate_limit: 0.25, burst_limit: 0 })
+                );
+                assert_eq!(
+                    plan(l, 0).quota,
+                    Some(Quota { limit: 0, period: QuotaPeriod::Day, offset: 0 })
+                );
+                assert!(l.definition.api_keys.is_empty());
+            }),
+        ),
+        case(
+            "list form: named plans, grouped keys, fractional rate, numbers as strings",
+            with_head(list_form),
+            Expect::Ok(|l| {
+                let d = &l.definition;
+                let names: Vec<(&str, Option<&str>)> = d
+                    .usage_plans
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.short_name.as_deref()))
+                    .collect();
+                assert_eq!(
+                    names,
+                    vec![
+                        ("svc-free-dev", Some("free")),
+                        ("svc-paid-dev", Some("paid")),
+                        ("svc-internal-dev", Some("internal")),
+                    ]
+                );
+                assert_eq!(plan(l, 0).throttle, Some(Throttle { rate_limit: 0.5, burst_limit: 1 }));
+                assert_eq!(
+                    plan(l, 0).quota,
+                    Some(Quota { limit: 5000, period: QuotaPeriod::Month, offset: 0 })
+                );
+                // RATE comes from the environment ("2.5"), the rest from quoted fallbacks and a
+                // quoted custom value: strings that parse as numbers.
+                assert_eq!(
+                    plan(l, 1).throttle,
+                    Some(Throttle { rate_limit: 2.5, burst_limit: 10 })
+                );
+                assert_eq!(
+                    plan(l, 1).quota,
+                    Some(Quota { limit: 50000, period: QuotaPeriod::Week, offset: 1 })
+                );
+                assert_eq!((plan(l, 2).throttle, plan(l, 2).quota), (None, None));
+                assert_eq!(
+                    key_plans(l),
+                    vec![
+                        ("free-key", Some("free")),
+                        ("free-2", Some("free")),
+                        ("paid-key", Some("paid")),
+                        ("free-3", Some("free")),
+                    ]
+                );
+                assert_eq!(d.api_keys[1].value.as_ref().unwrap().expose(), SECRET);
+                // The deployment snapshot's shape.
+                assert_eq!(
+                    serde_json::to_value(&d.usage_plans[1]).unwrap(),
+                    serde_json::json!({
+                        "name": "svc-paid-dev",
+                        "shortName": "paid",
+                        "throttle": {"rateLimit": 2.5, "burstLimit": 10},
+                        "quota": {"limit": 50000, "period": "WEEK", "offset": 1},
+                    })
+                );
+                assert_eq!(l.notes, vec!["ignored (not used by keygate): custom"]);
+            }),
+        ),
+        staged(
+            "prod",
+            case(
+                "list form with --stage prod",
+                with_head(list_form),
+                Expect::Ok(|l| {
+                    let names: Vec<&str> =
+                        l.definition.usage_plans.iter().map(|p| p.name.as_str()).collect();
+                    assert_eq!(names, vec!["svc-free-prod", "svc-paid-prod", "svc-internal-prod"]);
+                }),
+            ),
+        ),
+        case(
+            "deprecated provider.usagePlan and provider.apiKeys",
+            with_head(
+                "
+                |  apiKeys:
+                |    - gold:
+                |        - g1
+                |  usagePlan:
+                |    - gold:
+                |        throttle: {rateLimit: 10, burstLimit: 20}
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(plan(l, 0).name, "svc-gold-dev");
+                assert_eq!(
+                    plan(l, 0).throttle,
+                    Some(Throttle { rate_limit: 10.0, burst_limit: 20 })
+                );
+                assert_eq!(key_plans(l), vec![("g1", Some("gold"))]);
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "provider.apiKeys is deprecated: move it under provider.apiGateway.apiKeys \
+                         (Serverless v3 removed provider.apiKeys; keygate still accepts it)",
+                        "provider.usagePlan is deprecated: move it under \
+                         provider.apiGateway.usagePlan (Serverless v3 removed provider.usagePlan; \
+                         keygate still accepts it)",
+                    ]
+                );
+            }),
+        ),
+        case(
+            "no plans declared: an empty usagePlan, ungrouped keys",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys: [a, b]
+                |    usagePlan:
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert!(l.definition.usage_plans.is_empty());
+                assert_eq!(key_plans(l), vec![("a", None), ("b", None)]);
+            }),
+        ),
+        case(
+            "no plans declared: an empty list",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys: [a]
+                |    usagePlan: []
+                ",
+            ),
+            Expect::Ok(|l| assert!(l.definition.usage_plans.is_empty())),
+        ),
+        case(
+            "single form: bad values and an unknown property",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      quota:
+                |        limit: -1
+                |        offset: 7
+                |        period: WEEK
+                |      throttle:
+                |        rateLimit: fast
+                |        burstLimit: 1.5
+                |      quotas: {}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:8:16: provider.apiGateway.usagePlan.quota.limit: expected a whole \
+                 number of requests of at least 0, found -1",
+                "serverless.yml:9:17: provider.apiGateway.usagePlan.quota.offset: expected an \
+                 offset from 0 to 6 for a WEEK quota, found 7; for WEEK the offset is the weekday \
+                 the week starts (0 = Sunday .. 6 = Saturday)",
+                "serverless.yml:12:20: provider.apiGateway.usagePlan.throttle.rateLimit: expected \
+                 a number of requests per second of at least 0 (fractions such as 0.5 are \
+                 allowed), found \"fast\"",
+                "serverless.yml:13:21: provider.apiGateway.usagePlan.throttle.burstLimit: \
+                 expected a whole number of requests from 0 to 4294967295, found 1.5",
+                "serverless.yml:14:7: provider.apiGateway.usagePlan.quotas: unknown usage plan \
+                 property \"quotas\"; a usage plan has only quota and throttle",
+            ]),
+        ),
+        case(
+            "single form: missing quota and throttle fields",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      quota: {offset: 0}
+                |      throttle: {rateLimit: 5}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:7: provider.apiGateway.usagePlan.quota.limit: missing; a quota \
+                 needs limit, the number of requests allowed per period",
+                "serverless.yml:7:7: provider.apiGateway.usagePlan.quota.period: missing; a quota \
+                 needs period: DAY, WEEK or MONTH",
+                "serverless.yml:8:7: provider.apiGateway.usagePlan.throttle.burstLimit: missing; \
+                 a throttle needs both rateLimit (the steady rate, in requests per second) and \
+                 burstLimit (how many requests may arrive at once); keygate does not guess one \
+                 from the other",
+            ]),
+        ),
+        case(
+            "a map of plans without the list, and a usagePlan that is not a map or list",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      free:
+                |        quota: {limit: 1, period: DAY}
+                |  usagePlan: monthly
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:7: provider.apiGateway.usagePlan.free: unknown usage plan \
+                 property \"free\"; a usage plan has only quota and throttle (to declare named \
+                 plans, write a list: `- free: {quota: ..., throttle: ...}`)",
+                "serverless.yml:9:3: provider.usagePlan: a usage plan is declared both here and \
+                 under provider.apiGateway.usagePlan; keep only provider.apiGateway.usagePlan",
+            ]),
+        ),
+        case(
+            "a usagePlan that is neither a map nor a list",
+            with_head("|  usagePlan: monthly"),
+            Expect::Err(&[
+                "serverless.yml:5:14: provider.usagePlan: expected a usage plan (a map with quota \
+                 and throttle) or a list of named plans (e.g. `- free: {quota: {limit: 1000, \
+                 period: MONTH}}`), found \"monthly\"",
+            ]),
+        ),
+        case(
+            "list form: plan names",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      - free: {}
+                |      - free: {}
+                |      - '': {}
+                |      - quota: {limit: 5, period: DAY}
+                |      - a: {}
+                |        b: {}
+                |      - quota: {limit: 5, period: DAY}
+                |        throttle: {rateLimit: 1, burstLimit: 1}
+                |      - {}
+                |      - [x]
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:8:9: provider.apiGateway.usagePlan[1].free: the usage plan \
+                 \"free\" is already declared at provider.apiGateway.usagePlan[0]; plan names \
+                 must be unique",
+                "serverless.yml:9:9: provider.apiGateway.usagePlan[2]: a usage plan name cannot \
+                 be empty; name the plan, e.g. `- free: {...}`",
+                "serverless.yml:10:9: provider.apiGateway.usagePlan[3].quota: \"quota\" is a \
+                 usage plan setting, not a plan name; for one plan without a name write \
+                 usagePlan as a map `{quota, throttle}` (without `-`), for named plans write `- \
+                 free: {quota: ..., throttle: ...}`",
+                "serverless.yml:11:9: provider.apiGateway.usagePlan[4]: each item names one plan \
+                 (`- free: {quota: ..., throttle: ...}`), this one has the keys a, b",
+                "serverless.yml:13:9: provider.apiGateway.usagePlan[5]: each item names one plan \
+                 (`- free: {quota: ..., throttle: ...}`), this one has the keys quota, throttle; \
+                 for one plan without a name, write usagePlan as a map (without `-`)",
+                "serverless.yml:15:9: provider.apiGateway.usagePlan[6]: expected a named plan \
+                 such as `free: {quota: ..., throttle: ...}`, found nothing",
+                "serverless.yml:16:9: provider.apiGateway.usagePlan[7]: expected a named plan \
+                 such as `free: {quota: ..., throttle: ...}`, found a list",
+            ]),
+        ),
+        case(
+            "list form: settings",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      - free:
+                |          quota: {limit: 10}
+                |          throttle: {rateLimit: 5}
+                |      - paid:
+                |          quota: {limit: 10, period: YEAR, offset: 1}
+                |          throttle: {rateLimit: .nan, burstLimit: 5, burst: 1}
+                |      - gold:
+                |          quota: {limit: 1, period: day, offset: 1}
+                |          throttle: {rateLimit: -0.5, burstLimit: -1}
+                |      - silver:
+                |          quota: {limit: 1, period: Month, offset: 28}
+                |          quota2: x
+                |      - bronze:
+                |          quota: {limit: 1, period: WEEK, offset: \"${env:OFFSET, '-1'}\"}
+                |          throttle: {rateLimit: '${env:RATE, 1} per second', burstLimit: 1}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:8:11: provider.apiGateway.usagePlan[0].free.quota.period: \
+                 missing; a quota needs period: DAY, WEEK or MONTH",
+                "serverless.yml:9:11: provider.apiGateway.usagePlan[0].free.throttle.burstLimit: \
+                 missing; a throttle needs both rateLimit (the steady rate, in requests per \
+                 second) and burstLimit (how many requests may arrive at once); keygate does not \
+                 guess one from the other",
+                "serverless.yml:11:38: provider.apiGateway.usagePlan[1].paid.quota.period: \
+                 expected DAY, WEEK or MONTH, found \"YEAR\"",
+                "serverless.yml:12:33: provider.apiGateway.usagePlan[1].paid.throttle.rateLimit: \
+                 expected a number of requests per second of at least 0 (fractions such as 0.5 \
+                 are allowed), found .nan",
+                "serverless.yml:12:54: provider.apiGateway.usagePlan[1].paid.throttle.burst: \
+                 unknown throttle setting \"burst\"; a throttle has only rateLimit and burstLimit",
+                "serverless.yml:14:50: provider.apiGateway.usagePlan[2].gold.quota.offset: \
+                 expected offset 0 for a DAY quota, found 1; a day has no offset (it starts at \
+                 00:00 UTC)",
+                "serverless.yml:15:33: provider.apiGateway.usagePlan[2].gold.throttle.rateLimit: \
+                 expected a number of requests per second of at least 0 (fractions such as 0.5 \
+                 are allowed), found -0.5",
+                "serverless.yml:15:51: provider.apiGateway.usagePlan[2].gold.throttle.burstLimit: \
+                 expected a whole number of requests from 0 to 4294967295, found -1",
+                "serverless.yml:17:52: provider.apiGateway.usagePlan[3].silver.quota.offset: \
+                 expected an offset from 0 to 27 for a MONTH quota, found 28; for MONTH the \
+                 offset is the number of days after the 1st that the period starts (0-27)",
+                "serverless.yml:18:11: provider.apiGateway.usagePlan[3].silver.quota2: unknown \
+                 usage plan property \"quota2\"; a usage plan has only quota and throttle",
+                "serverless.yml:20:51: provider.apiGateway.usagePlan[4].bronze.quota.offset: \
+                 expected a whole number of at least 0, found \"-1\"",
+                "serverless.yml:21:33: provider.apiGateway.usagePlan[4].bronze.throttle.rateLimit: \
+                 expected a number of requests per second of at least 0 (fractions such as 0.5 \
+                 are allowed), found \"2.5 per second\"",
+            ]),
+        ),
+        case(
+            "key groups naming no plan; ungrouped keys with a list of plans",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - free:
+                |          - a
+                |      - gold:
+                |          - b
+                |      - c
+                |      - name: d
+                |        value: ${env:KEY_VALUE}
+                |    usagePlan:
+                |      - free: {}
+                |      - paid: {}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:9:9: provider.apiGateway.apiKeys[1].gold: API key group \"gold\" \
+                 names no usage plan; declared plans: free, paid",
+                "serverless.yml:11:9: provider.apiGateway.apiKeys[2]: this key is not listed \
+                 under a usage plan, but provider.apiGateway.usagePlan declares named plans \
+                 (free, paid); a key may belong to only one plan per API stage, so list each key \
+                 under its plan, e.g. `- free: [...]`",
+                "serverless.yml:12:9: provider.apiGateway.apiKeys[3]: this key is not listed \
+                 under a usage plan, but provider.apiGateway.usagePlan declares named plans \
+                 (free, paid); a key may belong to only one plan per API stage, so list each key \
+                 under its plan, e.g. `- free: [...]`",
+            ]),
+        ),
+        case(
+            "a name and a value written as a group: the value is not shown",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - free: SuperSecretKeyValue0123456789
+                |    usagePlan:
+                |      - free: {}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:15: provider.apiGateway.apiKeys[0].free: expected a list of the \
+                 plan's API keys, found a string; a key with a value is written `- name: ...` \
+                 with `value: ...` on the next line",
+            ]),
+        ),
+        case(
+            "key groups with the single form",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - free:
+                |          - a
+                |    usagePlan:
+                |      quota: {limit: 1, period: DAY}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:9: provider.apiGateway.apiKeys[0].free: API key group \"free\" \
+                 names no usage plan; provider.apiGateway.usagePlan declares one plan without a \
+                 name; to group keys, declare named plans as a list, e.g. `- free: {quota: ..., \
+                 throttle: ...}`",
+            ]),
+        ),
+        case(
+            "key groups without usagePlan (deprecated keys: the message names the current place)",
+            with_head(
+                "
+                |  apiKeys:
+                |    - free: [a]
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:7: provider.apiKeys[0].free: API key group \"free\" names no \
+                 usage plan; no usage plans are declared; declare named plans as a list under \
+                 provider.apiGateway.usagePlan, e.g. `- free: {quota: ..., throttle: ...}`",
+            ]),
+        ),
+        case(
+            "a plan that cannot be read is not reported again by the key groups",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeys:
+                |      - free: [a]
+                |    usagePlan:
+                |      - ${env:PLAN}
+                ",
+            ),
+            Expect::Err(&["serverless.yml:9:9: provider.apiGateway.usagePlan[0]: cannot resolve \
+                 ${env:PLAN}: environment variable PLAN is not set; set it or give a default: \
+                 ${env:PLAN, 'value'}"]),
+        ),
+    ];
+    for c in &mut cases {
+        c.env = &[("KEY_VALUE", SECRET), ("RATE", "2.5")];
     }
     run(cases);
 }

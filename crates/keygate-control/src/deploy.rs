@@ -8,7 +8,7 @@ use std::path::Path;
 
 use keygate_functions::SUPPORTED_RUNTIMES;
 use keygate_store::{DeployRequest, KeyStatus};
-use keygate_types::model::{ApiKey, NewApiKey};
+use keygate_types::model::{ApiKey, NewApiKey, NewUsagePlan, UsagePlan};
 use keygate_types::{ApiKeyValue, HttpMethod, Integration, ServiceDefinition};
 use serde::Serialize;
 
@@ -22,7 +22,7 @@ pub struct DeployReport {
     pub stage: String,
     pub api_id: String,
     pub deployment_id: String,
-    pub usage_plan: String,
+    pub usage_plans: Vec<UsagePlan>,
     pub endpoints: Vec<Endpoint>,
     pub api_keys: Vec<DeployedKey>,
     /// Keys in the stage's plan that the file no longer declares (kept, not deleted).
@@ -46,6 +46,8 @@ pub struct DeployedKey {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_plan: Option<String>,
 }
 
 /// Deploys `definition` to its stage.
@@ -90,38 +92,67 @@ pub async fn deploy(
         f.artifact = Some(staged);
     }
 
-    let keys = definition
-        .api_keys
+    // The stage's plans: as declared, else `<service>-<stage>` without limits when keys are
+    // declared (as Serverless compiles them).
+    let mut plans: Vec<NewUsagePlan> = definition
+        .usage_plans
         .iter()
-        .map(|k| NewApiKey {
+        .map(|p| NewUsagePlan {
+            name: p.name.clone(),
+            description: Some(format!("{} {} stage", definition.service, definition.stage)),
+            throttle: p.throttle,
+            quota: p.quota,
+        })
+        .collect();
+    if plans.is_empty() && !definition.api_keys.is_empty() {
+        plans.push(NewUsagePlan {
+            name: format!("{}-{}", definition.service, definition.stage),
+            description: Some(format!("{} {} stage", definition.service, definition.stage)),
+            throttle: None,
+            quota: None,
+        });
+    }
+    let mut keys = Vec::with_capacity(definition.api_keys.len());
+    for k in &definition.api_keys {
+        let plan = match &k.usage_plan {
+            Some(short) => definition
+                .usage_plans
+                .iter()
+                .find(|p| p.short_name.as_deref() == Some(short))
+                .map(|p| p.name.clone()),
+            None if plans.len() == 1 => Some(plans[0].name.clone()),
+            None => None,
+        }
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "API key {} belongs to no declared usage plan; group it under one of: {}",
+                k.name,
+                plans.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let new = NewApiKey {
             name: k.name.clone(),
             value: k.value.clone().unwrap_or_else(ApiKeyValue::generate),
             description: k.description.clone(),
             customer_id: k.customer_id.clone(),
             enabled: k.enabled,
-        })
-        .collect::<Vec<_>>();
+        };
+        keys.push((new, plan));
+    }
     // Values the deploy may create, by name, so they can be shown once.
     let values: Vec<(String, ApiKeyValue)> =
-        keys.iter().map(|k| (k.name.clone(), k.value.clone())).collect();
-    let plan_name = format!("{}-{}", definition.service, definition.stage);
-    let outcome = store
-        .deploy(DeployRequest {
-            plan_limits: definition.usage_plan.clone(),
-            definition,
-            keys,
-            plan_name,
-        })
-        .await?;
+        keys.iter().map(|(k, _)| (k.name.clone(), k.value.clone())).collect();
+    let outcome = store.deploy(DeployRequest { definition, keys, plans }).await?;
 
     let def = &outcome.deployment.definition;
     let endpoints = endpoints(def, base_url);
     let api_keys = outcome
         .keys
         .iter()
-        .map(|(k, status)| DeployedKey {
+        .map(|(k, status, plan)| DeployedKey {
             id: k.id.clone(),
             name: k.name.clone(),
+            usage_plan: Some(plan.clone()),
             value: (*status == KeyStatus::Created).then(|| {
                 values
                     .iter()
@@ -144,7 +175,7 @@ pub async fn deploy(
         stage: def.stage.clone(),
         api_id: outcome.api.id.clone(),
         deployment_id: outcome.deployment.id.clone(),
-        usage_plan: outcome.plan.name.clone(),
+        usage_plans: outcome.plans.clone(),
         endpoints,
         api_keys,
         undeclared_api_keys,
@@ -171,5 +202,5 @@ pub fn endpoints(def: &ServiceDefinition, base_url: &str) -> Vec<Endpoint> {
 }
 
 fn key_ref(k: &ApiKey) -> DeployedKey {
-    DeployedKey { id: k.id.clone(), name: k.name.clone(), value: None }
+    DeployedKey { id: k.id.clone(), name: k.name.clone(), value: None, usage_plan: None }
 }

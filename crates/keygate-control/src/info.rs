@@ -1,6 +1,6 @@
 //! `info`: what is deployed for a service and stage (like `serverless info`).
 
-use keygate_types::model::ApiKey;
+use keygate_types::model::{ApiKey, UsagePlan};
 use serde::Serialize;
 
 use crate::deploy::{Endpoint, endpoints};
@@ -18,9 +18,10 @@ pub struct Info {
     pub deployed_date: i64,
     pub endpoints: Vec<Endpoint>,
     pub functions: Vec<String>,
-    /// Keys of the stage's usage plan (no values: keygate does not keep them).
+    /// Keys of the stage's usage plans (no values: keygate does not keep them).
     pub api_keys: Vec<ApiKey>,
-    pub usage_plan: Option<String>,
+    /// Usage plans covering this API stage.
+    pub usage_plans: Vec<UsagePlan>,
 }
 
 /// Describes `service`'s deployed `stage`.
@@ -42,11 +43,16 @@ pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> 
         .ok_or_else(not_deployed)?;
     let deployment = store.get_deployment(&st.deployment_id).await?.ok_or_else(not_deployed)?;
     let def = &deployment.definition;
-    let plan = store.get_plan_by_name(&format!("{service}-{stage}")).await?;
-    let api_keys = match &plan {
-        Some(p) => store.list_plan_keys(&p.id).await?,
-        None => Vec::new(),
-    };
+    let plans: Vec<UsagePlan> = store
+        .list_plans()
+        .await?
+        .into_iter()
+        .filter(|p| p.api_stages.iter().any(|s| s.api_id == api.id && s.stage == stage))
+        .collect();
+    let mut api_keys = Vec::new();
+    for p in &plans {
+        api_keys.extend(store.list_plan_keys(&p.id).await?);
+    }
     Ok(Info {
         service: service.to_owned(),
         stage: stage.to_owned(),
@@ -61,6 +67,6 @@ pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> 
             .map(|f| format!("{}: {}", f.name, f.function_name))
             .collect(),
         api_keys,
-        usage_plan: plan.map(|p| p.name),
+        usage_plans: plans,
     })
 }

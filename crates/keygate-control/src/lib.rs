@@ -14,6 +14,7 @@ use keygate_store::ConfigStore;
 pub mod deploy;
 pub mod info;
 pub mod keys;
+pub mod plans;
 
 pub use deploy::{DeployReport, deploy};
 

@@ -17,6 +17,7 @@
 //! Architecture invariants: no store access per request (the table is refreshed in the
 //! background when the store's version moves); key values are never logged.
 
+pub mod meter;
 pub mod router;
 pub mod table;
 
@@ -39,11 +40,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
+use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
 use keygate_types::response::GatewayError;
 use keygate_types::{Cors, HttpMethod, Integration, KeyDigest};
 use tokio::net::TcpListener;
 
+use crate::meter::{Admission, Meter};
 use crate::respond::Body;
 use crate::router::Lookup;
 use crate::table::Table;
@@ -52,6 +55,8 @@ use crate::table::Table;
 pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 /// How often the gateway asks the store whether anything changed.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often admitted usage is written to the store (so it is at most this far behind).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// How long open connections may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -61,6 +66,7 @@ pub struct Gateway {
     store: Arc<dyn ConfigStore>,
     functions: FunctionHost,
     upstream: upstream::Upstream,
+    meter: Meter,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -79,13 +85,17 @@ impl Gateway {
     pub async fn new(
         store: Arc<dyn ConfigStore>,
         functions: FunctionHost,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        let table = Table::build(store.snapshot().await?);
+        let meter = Meter::new(clock);
+        let (table, fresh) = Table::build(store.snapshot().await?, &meter);
+        meter.seed(&*store, &fresh).await?;
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,
             functions,
             upstream: upstream::Upstream::new(),
+            meter,
         }))
     }
 
@@ -103,10 +113,35 @@ impl Gateway {
         if self.store.version().await? == current {
             return Ok(false);
         }
-        let table = Table::build(self.store.snapshot().await?);
+        let (table, fresh) = Table::build(self.store.snapshot().await?, &self.meter);
+        self.meter.seed(&*self.store, &fresh).await?;
         tracing::debug!(version = table.version, "gateway table reloaded");
         self.table.store(Arc::new(table));
         Ok(true)
+    }
+
+    /// Writes pending usage to the store.
+    ///
+    /// # Errors
+    /// The store's error; the usage stays pending.
+    pub async fn flush_usage(&self) -> Result<usize, keygate_store::Error> {
+        self.meter.flush(&*self.store).await
+    }
+
+    /// Writes pending usage every [`FLUSH_INTERVAL`] until the gateway is dropped.
+    pub fn spawn_flush(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(gw) = weak.upgrade() else { return };
+                if let Err(e) = gw.flush_usage().await {
+                    tracing::warn!(error = %e, "cannot write usage to the store; keeping it pending");
+                }
+            }
+        })
     }
 
     /// Refreshes every [`REFRESH_INTERVAL`] until the gateway is dropped, so changes made by any
@@ -206,17 +241,46 @@ impl Gateway {
 
         // The key check: digest the presented value and look it up; no store access.
         let mut api_key: Option<String> = None;
+        let mut rate_headers: Option<(Option<String>, Option<String>)> = None;
         if route.event.private {
             let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
             let entry =
                 presented.filter(|v| !v.is_empty()).and_then(|v| table.keys.get(&KeyDigest::of(v)));
-            match entry {
-                Some(k) if k.allows(&route.api_id, &route.stage) => {
-                    *key_id = Some(k.id.clone());
-                    api_key =
-                        presented.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+            let Some((k, grant)) =
+                entry.and_then(|k| k.grant_for(&route.api_id, &route.stage).map(|g| (k, g)))
+            else {
+                return respond::error(GatewayError::Forbidden, cors);
+            };
+            *key_id = Some(k.id.clone());
+            api_key = presented.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+
+            // Usage plan: method throttle, plan throttle, quota (no store access either).
+            let clock = self.meter.clock();
+            let method_key = if grant.limits.methods.is_empty() {
+                String::new()
+            } else {
+                let exact = format!("{}/{}", route.event.path, req.method());
+                if grant.limits.methods.contains_key(&exact) {
+                    exact
+                } else {
+                    format!("{}/ANY", route.event.path)
                 }
-                _ => return respond::error(GatewayError::Forbidden, cors),
+            };
+            match grant.meter.admit(
+                &grant.limits,
+                &method_key,
+                clock.now_mono(),
+                clock.now_unix_ms(),
+            ) {
+                Admission::Allowed { policy, ratelimit } => {
+                    rate_headers = Some((policy, ratelimit))
+                }
+                Admission::Throttled { retry_after } => {
+                    return respond::limited(GatewayError::TooManyRequests, retry_after, cors);
+                }
+                Admission::QuotaExceeded { retry_after } => {
+                    return respond::limited(GatewayError::LimitExceeded, Some(retry_after), cors);
+                }
             }
         }
 
@@ -234,6 +298,47 @@ impl Gateway {
             }
         };
 
+        let mut res = self
+            .integrate(
+                route,
+                &found.params,
+                parts,
+                body,
+                &path,
+                peer,
+                request_id,
+                api_key.as_deref(),
+                key_id.as_deref(),
+                cors,
+            )
+            .await;
+        if let Some((policy, ratelimit)) = rate_headers {
+            let h = res.headers_mut();
+            if let Some(v) = policy.and_then(|p| HeaderValue::from_str(p.as_str()).ok()) {
+                h.insert("ratelimit-policy", v);
+            }
+            if let Some(v) = ratelimit.and_then(|p| HeaderValue::from_str(p.as_str()).ok()) {
+                h.insert("ratelimit", v);
+            }
+        }
+        res
+    }
+
+    /// Runs the route's integration.
+    #[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+    async fn integrate(
+        &self,
+        route: &table::Route,
+        params: &[(String, String)],
+        parts: http::request::Parts,
+        body: Bytes,
+        path: &str,
+        peer: SocketAddr,
+        request_id: &str,
+        api_key: Option<&str>,
+        key_id: Option<&str>,
+        cors: Option<(&Cors, Option<&HeaderValue>)>,
+    ) -> Response<Body> {
         let def = &route.definition;
         match &route.event.integration {
             Integration::Mock => {
@@ -246,7 +351,7 @@ impl Gateway {
             }
             Integration::HttpProxy { uri } => match self
                 .upstream
-                .forward(uri, &found.params, parts.uri.query(), &parts.method, &parts.headers, body)
+                .forward(uri, params, parts.uri.query(), &parts.method, &parts.headers, body)
                 .await
             {
                 Ok(res) => res,
@@ -256,18 +361,18 @@ impl Gateway {
                 let spec = &def.functions[route.function];
                 let event = event::build(&event::EventInput {
                     method: parts.method.as_str(),
-                    path: &path,
+                    path,
                     stage: &route.stage,
                     resource: &route.event.path,
                     headers: &parts.headers,
                     query: parts.uri.query(),
-                    params: &found.params,
+                    params,
                     body: &body,
                     peer,
                     request_id,
                     api_id: &route.api_id,
                     deployment_id: &route.deployment_id,
-                    api_key: api_key.as_deref().zip(key_id.as_deref()),
+                    api_key: api_key.zip(key_id),
                     time: time::OffsetDateTime::now_utc(),
                 });
                 let f = FunctionRef { spec, base_dir: &def.base_dir, region: &def.region };
@@ -309,8 +414,12 @@ impl Gateway {
         }
     }
 
-    /// Stops every function process.
+    /// Writes the last pending usage and stops every function process. Call after the server
+    /// has drained, so every admitted request is counted.
     pub async fn shutdown(&self) {
+        if let Err(e) = self.flush_usage().await {
+            tracing::error!(error = %e, "cannot write the last usage to the store; it is lost");
+        }
         self.functions.shutdown().await;
     }
 }

@@ -34,6 +34,19 @@ pub(crate) fn error(
     res
 }
 
+/// A 429 with `Retry-After` (beyond AWS, which sends none), when waiting can help.
+pub(crate) fn limited(
+    err: GatewayError,
+    retry_after: Option<u64>,
+    cors: Option<(&Cors, Option<&HeaderValue>)>,
+) -> Response<Body> {
+    let mut res = error(err, cors);
+    if let Some(secs) = retry_after {
+        res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
 /// The answer to an `OPTIONS` preflight on a CORS resource: 200, no key needed, with the
 /// resource's methods.
 pub(crate) fn preflight(

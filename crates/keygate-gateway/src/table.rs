@@ -9,6 +9,9 @@ use std::sync::Arc;
 use keygate_types::model::GatewaySnapshot;
 use keygate_types::{HttpEvent, KeyDigest, ServiceDefinition};
 
+use keygate_limits::bucket::BucketLimits;
+
+use crate::meter::{KeyPlan, Meter, StageLimits};
 use crate::router::{AddError, Router};
 
 /// One routable method of a deployed stage.
@@ -36,14 +39,29 @@ pub struct StageTable {
 pub struct KeyEntry {
     pub id: String,
     pub enabled: bool,
-    /// `(api_id, stage)` pairs of the usage plans the key belongs to.
-    pub stages: Vec<(String, String)>,
+    /// The API stages of the usage plans the key belongs to.
+    pub grants: Vec<Grant>,
+}
+
+/// A key's access to one API stage through one usage plan, with the limits that apply and the
+/// key's counters in that plan.
+#[derive(Debug)]
+pub struct Grant {
+    pub plan_id: String,
+    pub api_id: String,
+    pub stage: String,
+    pub limits: Arc<StageLimits>,
+    pub meter: Arc<KeyPlan>,
 }
 
 impl KeyEntry {
-    /// Whether the key may call `api_id`'s `stage` (AWS: only stages of the key's usage plans).
-    pub fn allows(&self, api_id: &str, stage: &str) -> bool {
-        self.enabled && self.stages.iter().any(|(a, s)| a == api_id && s == stage)
+    /// The grant through which the key may call `api_id`'s `stage`, if any (AWS: a key works
+    /// only on the stages of its usage plans, and is in at most one plan per stage).
+    pub fn grant_for(&self, api_id: &str, stage: &str) -> Option<&Grant> {
+        if !self.enabled {
+            return None;
+        }
+        self.grants.iter().find(|g| g.api_id == api_id && g.stage == stage)
     }
 }
 
@@ -56,11 +74,13 @@ pub struct Table {
 }
 
 impl Table {
-    /// Builds the table. Routes that clash (two APIs deployed to the same stage name with the
-    /// same method and path) keep the first and log the rest.
-    pub fn build(snapshot: GatewaySnapshot) -> Self {
+    /// Builds the table, attaching each key's counters from `meter` (created when new: they are
+    /// returned so the caller can seed them from the store before serving). Routes that clash
+    /// (two APIs deployed to the same stage name with the same method and path) keep the first
+    /// and log the rest.
+    pub fn build(snapshot: GatewaySnapshot, meter: &Meter) -> (Self, Vec<Arc<KeyPlan>>) {
         let mut stages: HashMap<String, StageTable> = HashMap::new();
-        for deployed in snapshot.stages {
+        for deployed in snapshot.stages.iter().cloned() {
             let definition = Arc::new(deployed.definition);
             let table = stages.entry(deployed.stage.clone()).or_default();
             for (fi, f) in definition.functions.iter().enumerate() {
@@ -87,18 +107,48 @@ impl Table {
                 }
             }
         }
-        let keys = snapshot
-            .keys
-            .into_iter()
-            .map(|k| {
-                let entry = KeyEntry {
-                    id: k.id,
-                    enabled: k.enabled,
-                    stages: k.stages.into_iter().map(|s| (s.api_id, s.stage)).collect(),
+        // The limits of every (plan, api, stage), shared by the plan's keys.
+        let mut limits: HashMap<(&str, &str, &str), Arc<StageLimits>> = HashMap::new();
+        for p in &snapshot.plans {
+            for s in &p.api_stages {
+                let l = StageLimits {
+                    throttle: p.throttle.as_ref().map(BucketLimits::from_throttle),
+                    quota: p.quota,
+                    methods: s
+                        .throttle
+                        .iter()
+                        .map(|(k, t)| (k.clone(), BucketLimits::from_throttle(t)))
+                        .collect(),
                 };
-                (k.digest, entry)
-            })
-            .collect();
-        Self { version: snapshot.version, stages, keys }
+                limits.insert((&p.id, &s.api_id, &s.stage), Arc::new(l));
+            }
+        }
+        let mut fresh = Vec::new();
+        let mut keys = HashMap::with_capacity(snapshot.keys.len());
+        for k in &snapshot.keys {
+            let grants = k
+                .stages
+                .iter()
+                .map(|(plan_id, api_id, stage)| {
+                    let (meter, new) = meter.get_or_create(&k.id, plan_id);
+                    if new {
+                        fresh.push(Arc::clone(&meter));
+                    }
+                    Grant {
+                        plan_id: plan_id.clone(),
+                        api_id: api_id.clone(),
+                        stage: stage.clone(),
+                        limits: limits
+                            .get(&(plan_id.as_str(), api_id.as_str(), stage.as_str()))
+                            .cloned()
+                            .unwrap_or_default(),
+                        meter,
+                    }
+                })
+                .collect();
+            keys.insert(k.digest, KeyEntry { id: k.id.clone(), enabled: k.enabled, grants });
+        }
+        meter.set_grants(&snapshot.grants);
+        (Self { version: snapshot.version, stages, keys }, fresh)
     }
 }

@@ -12,7 +12,8 @@
 use async_trait::async_trait;
 use keygate_types::ServiceDefinition;
 use keygate_types::model::{
-    Api, ApiKey, ApiKeyPatch, Deployment, GatewaySnapshot, NewApiKey, Stage, UsagePlan,
+    Api, ApiKey, ApiKeyPatch, ApiStage, DailyUsage, Deployment, GatewaySnapshot, NewApiKey,
+    NewUsagePlan, Stage, UsageGrant, UsagePlan, UsagePlanPatch,
 };
 
 pub mod sqlite;
@@ -41,12 +42,12 @@ pub struct DeployRequest {
     /// The validated definition (its key declarations carry no values: see `keys`).
     pub definition: ServiceDefinition,
     /// One entry per declared key, in declaration order, each with the value to use if the key has
-    /// to be created (the declared custom value or a freshly generated one).
-    pub keys: Vec<NewApiKey>,
-    /// Name of the usage plan that ties the keys to this API stage (`<service>-<stage>`).
-    pub plan_name: String,
-    /// The plan's declared limits, kept verbatim.
-    pub plan_limits: Option<serde_json::Value>,
+    /// to be created (the declared custom value or a freshly generated one) and the name of the
+    /// plan it joins.
+    pub keys: Vec<(NewApiKey, String)>,
+    /// The plans of this API stage, by full name. Existing plans are updated in place (same id,
+    /// so the usage counted so far is kept); missing ones are created.
+    pub plans: Vec<NewUsagePlan>,
 }
 
 /// What a deployment did.
@@ -54,10 +55,10 @@ pub struct DeployRequest {
 pub struct DeployOutcome {
     pub api: Api,
     pub deployment: Deployment,
-    pub plan: UsagePlan,
-    /// Declared keys, in declaration order, with whether this deploy created them.
-    pub keys: Vec<(ApiKey, KeyStatus)>,
-    /// Keys in the plan that the definition no longer declares. They are kept, not deleted.
+    pub plans: Vec<UsagePlan>,
+    /// Declared keys, in declaration order, with whether this deploy created them and their plan.
+    pub keys: Vec<(ApiKey, KeyStatus, String)>,
+    /// Keys in the stage's plans that the definition no longer declares. Kept, not deleted.
     pub undeclared: Vec<ApiKey>,
 }
 
@@ -89,6 +90,18 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn update_key(&self, id: &str, patch: ApiKeyPatch) -> Result<ApiKey>;
     async fn delete_key(&self, id: &str) -> Result<()>;
 
+    async fn create_plan(&self, plan: NewUsagePlan) -> Result<UsagePlan>;
+    async fn update_plan(&self, id: &str, patch: UsagePlanPatch) -> Result<UsagePlan>;
+    /// Deletes a plan with its key and stage associations and its usage records.
+    async fn delete_plan(&self, id: &str) -> Result<()>;
+    /// Adds a key to a plan. [`Error::Conflict`] when the key is already in another plan that
+    /// covers one of this plan's API stages (a key may be in only one plan per API stage).
+    async fn add_plan_key(&self, plan_id: &str, key_id: &str) -> Result<()>;
+    async fn remove_plan_key(&self, plan_id: &str, key_id: &str) -> Result<()>;
+    /// Adds an API stage to a plan, or replaces its method throttles if it is there already.
+    /// [`Error::Conflict`] when one of the plan's keys is in another plan covering that stage.
+    async fn put_plan_stage(&self, plan_id: &str, stage: ApiStage) -> Result<()>;
+    async fn remove_plan_stage(&self, plan_id: &str, api_id: &str, stage: &str) -> Result<()>;
     async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>>;
     async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>>;
     async fn list_plans(&self) -> Result<Vec<UsagePlan>>;
@@ -96,6 +109,19 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn list_plan_keys(&self, plan_id: &str) -> Result<Vec<ApiKey>>;
     /// Ids of the usage plans a key belongs to.
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>>;
+
+    /// Adds admitted requests to the daily counters (increments, never overwrites).
+    async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()>;
+    /// Daily usage between two days (inclusive, `YYYY-MM-DD`), optionally for one plan and key.
+    async fn usage(
+        &self,
+        plan_id: Option<&str>,
+        key_id: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<DailyUsage>>;
+    /// Sets the extra quota of a key in a plan for one period (replacing an earlier grant).
+    async fn put_grant(&self, grant: UsageGrant) -> Result<()>;
 
     /// A number that changes whenever anything in the store changes. Cheap: gateways poll it.
     async fn version(&self) -> Result<i64>;

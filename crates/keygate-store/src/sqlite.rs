@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use keygate_types::KeyDigest;
 use keygate_types::model::{
-    Api, ApiKey, ApiKeyPatch, ApiStage, DeployedStage, Deployment, GatewaySnapshot, KeyGrant,
-    NewApiKey, Stage, UsagePlan, new_id,
+    Api, ApiKey, ApiKeyPatch, ApiStage, DailyUsage, DeployedStage, Deployment, GatewaySnapshot,
+    KeyGrant, NewApiKey, NewUsagePlan, Stage, UsageGrant, UsagePlan, UsagePlanPatch, new_id,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 // `AssertSqlSafe` wraps SQL built only from this file's constant column and table names.
@@ -175,8 +175,10 @@ async fn insert_key(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<ApiK
     })
 }
 
+const PLAN_COLUMNS: &str = "id, name, description, throttle, quota";
+
 async fn plan_by(conn: &mut SqliteConnection, column: &str, v: &str) -> Result<Option<UsagePlan>> {
-    let sql = format!("SELECT id, name, description, limits FROM usage_plans WHERE {column} = ?");
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM usage_plans WHERE {column} = ?");
     let Some(row) = sqlx::query(AssertSqlSafe(sql))
         .bind(v)
         .fetch_optional(&mut *conn)
@@ -191,23 +193,113 @@ async fn plan_by(conn: &mut SqliteConnection, column: &str, v: &str) -> Result<O
 async fn plan_from_row(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<UsagePlan> {
     let id: String = row.get("id");
     let stages = sqlx::query(
-        "SELECT api_id, stage FROM usage_plan_stages WHERE plan_id = ? ORDER BY api_id, stage",
+        "SELECT api_id, stage, throttle FROM usage_plan_stages WHERE plan_id = ? \
+         ORDER BY api_id, stage",
     )
     .bind(&id)
     .fetch_all(conn)
     .await
     .map_err(map_err)?;
-    let limits: Option<String> = row.get("limits");
+    let mut api_stages = Vec::with_capacity(stages.len());
+    for r in &stages {
+        api_stages.push(ApiStage {
+            api_id: r.get("api_id"),
+            stage: r.get("stage"),
+            throttle: parse_json(r.get("throttle"), "method throttles")?,
+        });
+    }
+    let throttle: Option<String> = row.get("throttle");
+    let quota: Option<String> = row.get("quota");
     Ok(UsagePlan {
         name: row.get("name"),
         description: row.get("description"),
-        api_stages: stages
-            .iter()
-            .map(|r| ApiStage { api_id: r.get("api_id"), stage: r.get("stage") })
-            .collect(),
-        limits: limits.as_deref().map(|s| parse_json(s, "usage plan limits")).transpose()?,
+        throttle: throttle.as_deref().map(|s| parse_json(s, "plan throttle")).transpose()?,
+        quota: quota.as_deref().map(|s| parse_json(s, "plan quota")).transpose()?,
+        api_stages,
         id,
     })
+}
+
+fn plan_name_conflict(e: sqlx::Error, name: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::Conflict(format!("a usage plan named {name:?} already exists"))
+        }
+        _ => map_err(e),
+    }
+}
+
+async fn insert_plan(conn: &mut SqliteConnection, plan: &NewUsagePlan) -> Result<String> {
+    let id = new_id(6);
+    sqlx::query(
+        "INSERT INTO usage_plans (id, name, description, throttle, quota, created_date) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&plan.name)
+    .bind(&plan.description)
+    .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+    .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(|e| plan_name_conflict(e, &plan.name))?;
+    Ok(id)
+}
+
+/// The plan (other than `plan_id`) through which `key_id` already reaches one of `plan_id`'s
+/// stages, if any: a key may be in only one plan per API stage.
+async fn key_stage_clash(
+    conn: &mut SqliteConnection,
+    plan_id: &str,
+    key_id: &str,
+) -> Result<Option<(String, String, String)>> {
+    let row = sqlx::query(
+        "SELECT p.name, s1.api_id, s1.stage FROM usage_plan_keys pk \
+         JOIN usage_plans p ON p.id = pk.plan_id \
+         JOIN usage_plan_stages s1 ON s1.plan_id = pk.plan_id \
+         JOIN usage_plan_stages s2 ON s2.api_id = s1.api_id AND s2.stage = s1.stage \
+              AND s2.plan_id = ? \
+         WHERE pk.key_id = ? AND pk.plan_id <> ? LIMIT 1",
+    )
+    .bind(plan_id)
+    .bind(key_id)
+    .bind(plan_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+async fn add_key_to_plan(
+    conn: &mut SqliteConnection,
+    plan_id: &str,
+    key_id: &str,
+    key_name: &str,
+) -> Result<()> {
+    require_plan(conn, plan_id).await?;
+    if let Some((other, api, stage)) = key_stage_clash(conn, plan_id, key_id).await? {
+        return Err(Error::Conflict(format!(
+            "API key {key_name} is already in usage plan {other}, which covers {api}/{stage} too; \
+             a key may be in only one plan per API stage (remove it from {other} first)"
+        )));
+    }
+    sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
+        .bind(plan_id)
+        .bind(key_id)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+async fn require_plan(conn: &mut SqliteConnection, plan_id: &str) -> Result<()> {
+    let found = sqlx::query("SELECT 1 FROM usage_plans WHERE id = ?")
+        .bind(plan_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    found.map(|_| ()).ok_or_else(|| Error::NotFound(format!("usage plan {plan_id} not found")))
 }
 
 #[async_trait]
@@ -256,81 +348,99 @@ impl ConfigStore for SqliteStore {
             }
         };
 
-        // Declared keys: created once, reused by every later deploy.
-        let mut keys = Vec::with_capacity(req.keys.len());
-        for k in &req.keys {
-            match key_by(&mut tx, "name", &k.name).await? {
-                Some(existing) => keys.push((existing, KeyStatus::Existing)),
-                None => keys.push((insert_key(&mut tx, k).await?, KeyStatus::Created)),
-            }
-        }
-
-        // The usage plan `<service>-<stage>`, its keys and its API stage.
-        let limits = req.plan_limits.as_ref().map(to_json).transpose()?;
-        let plan_id = match sqlx::query("SELECT id FROM usage_plans WHERE name = ?")
-            .bind(&req.plan_name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?
-        {
-            Some(r) => {
-                let id: String = r.get("id");
-                sqlx::query("UPDATE usage_plans SET limits = ? WHERE id = ?")
-                    .bind(&limits)
-                    .bind(&id)
-                    .execute(&mut *tx)
+        // The stage's plans: updated in place (same id, so usage counted so far is kept).
+        let mut plan_ids = Vec::with_capacity(req.plans.len());
+        for plan in &req.plans {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM usage_plans WHERE name = ?")
+                    .bind(&plan.name)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                id
+            let id = match existing {
+                Some(id) => {
+                    sqlx::query("UPDATE usage_plans SET throttle = ?, quota = ? WHERE id = ?")
+                        .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+                        .bind(plan.quota.as_ref().map(to_json).transpose()?)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    id
+                }
+                None => insert_plan(&mut tx, plan).await?,
+            };
+            sqlx::query(
+                "INSERT OR IGNORE INTO usage_plan_stages (plan_id, api_id, stage) VALUES (?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(&api.id)
+            .bind(&def.stage)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            plan_ids.push((plan.name.clone(), id));
+        }
+
+        // Declared keys: created once, reused by every later deploy. The file is authoritative
+        // for which of this stage's plans a declared key is in, so a key moved between groups
+        // leaves its old plan here.
+        let mut keys = Vec::with_capacity(req.keys.len());
+        for (k, plan_name) in &req.keys {
+            let (key, status) = match key_by(&mut tx, "name", &k.name).await? {
+                Some(existing) => (existing, KeyStatus::Existing),
+                None => (insert_key(&mut tx, k).await?, KeyStatus::Created),
+            };
+            let plan_id = plan_ids
+                .iter()
+                .find(|(n, _)| n == plan_name)
+                .map(|(_, id)| id.clone())
+                .ok_or_else(|| {
+                Error::NotFound(format!("usage plan {plan_name} is not declared"))
+            })?;
+            sqlx::query(
+                "DELETE FROM usage_plan_keys WHERE key_id = ? AND plan_id <> ? AND plan_id IN \
+                 (SELECT plan_id FROM usage_plan_stages WHERE api_id = ? AND stage = ?)",
+            )
+            .bind(&key.id)
+            .bind(&plan_id)
+            .bind(&api.id)
+            .bind(&def.stage)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if let Some((other, a, st)) = key_stage_clash(&mut tx, &plan_id, &key.id).await? {
+                return Err(Error::Conflict(format!(
+                    "API key {} is in usage plan {other}, which also covers {a}/{st}; a key may be \
+                     in only one plan per API stage",
+                    key.name
+                )));
             }
-            None => {
-                let id = new_id(6);
-                sqlx::query(
-                    "INSERT INTO usage_plans (id, name, description, limits, created_date) \
-                     VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&id)
-                .bind(&req.plan_name)
-                .bind(format!("Usage plan for {} {} stage", def.service, def.stage))
-                .bind(&limits)
-                .bind(t)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                id
-            }
-        };
-        for (k, _) in &keys {
             sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
                 .bind(&plan_id)
-                .bind(&k.id)
+                .bind(&key.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+            keys.push((key, status, plan_name.clone()));
         }
-        sqlx::query(
-            "INSERT OR IGNORE INTO usage_plan_stages (plan_id, api_id, stage) VALUES (?, ?, ?)",
-        )
-        .bind(&plan_id)
-        .bind(&api.id)
-        .bind(&def.stage)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
 
-        // Keys still in the plan that the file no longer declares: reported, never deleted.
+        // Keys still in this stage's plans that the file no longer declares: reported, never
+        // deleted.
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN \
-             (SELECT key_id FROM usage_plan_keys WHERE plan_id = ?) ORDER BY name"
+             (SELECT pk.key_id FROM usage_plan_keys pk JOIN usage_plan_stages s \
+              ON s.plan_id = pk.plan_id WHERE s.api_id = ? AND s.stage = ?) ORDER BY name"
         );
         let undeclared = sqlx::query(AssertSqlSafe(sql))
-            .bind(&plan_id)
+            .bind(&api.id)
+            .bind(&def.stage)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?
             .iter()
             .map(key_from_row)
-            .filter(|k| !keys.iter().any(|(d, _)| d.id == k.id))
+            .filter(|k| !keys.iter().any(|(d, _, _)| d.id == k.id))
             .collect();
 
         // The immutable snapshot, and the stage pointing at it.
@@ -364,11 +474,12 @@ impl ConfigStore for SqliteStore {
         .await
         .map_err(map_err)?;
 
-        let plan = plan_by(&mut tx, "id", &plan_id)
-            .await?
-            .ok_or_else(|| Error::Other("usage plan vanished during deployment".to_owned()))?;
+        let mut plans = Vec::with_capacity(plan_ids.len());
+        for (_, id) in &plan_ids {
+            plans.extend(plan_by(&mut tx, "id", id).await?);
+        }
         tx.commit().await.map_err(map_err)?;
-        Ok(DeployOutcome { api, deployment, plan, keys, undeclared })
+        Ok(DeployOutcome { api, deployment, plans, keys, undeclared })
     }
 
     async fn list_apis(&self) -> Result<Vec<Api>> {
@@ -444,15 +555,7 @@ impl ConfigStore for SqliteStore {
         bump(&mut tx).await?;
         let created = insert_key(&mut tx, &key).await?;
         for plan_id in plan_ids {
-            if plan_by(&mut tx, "id", plan_id).await?.is_none() {
-                return Err(Error::NotFound(format!("usage plan {plan_id} not found")));
-            }
-            sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
-                .bind(plan_id)
-                .bind(&created.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            add_key_to_plan(&mut tx, plan_id, &created.id, &created.name).await?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(created)
@@ -529,6 +632,221 @@ impl ConfigStore for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn create_plan(&self, plan: NewUsagePlan) -> Result<UsagePlan> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let id = insert_plan(&mut tx, &plan).await?;
+        let created = plan_by(&mut tx, "id", &id).await?;
+        tx.commit().await.map_err(map_err)?;
+        created.ok_or_else(|| Error::Other("created plan vanished".to_owned()))
+    }
+
+    async fn update_plan(&self, id: &str, patch: UsagePlanPatch) -> Result<UsagePlan> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let mut plan = plan_by(&mut tx, "id", id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("usage plan {id} not found")))?;
+        if let Some(n) = patch.name {
+            plan.name = n;
+        }
+        if let Some(d) = patch.description {
+            plan.description = d;
+        }
+        if let Some(t) = patch.throttle {
+            plan.throttle = t;
+        }
+        if let Some(q) = patch.quota {
+            plan.quota = q;
+        }
+        sqlx::query(
+            "UPDATE usage_plans SET name = ?, description = ?, throttle = ?, quota = ? WHERE id = ?",
+        )
+        .bind(&plan.name)
+        .bind(&plan.description)
+        .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+        .bind(plan.quota.as_ref().map(to_json).transpose()?)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| plan_name_conflict(e, &plan.name))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(plan)
+    }
+
+    async fn delete_plan(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM usage_plans WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("usage plan {id} not found")));
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn add_plan_key(&self, plan_id: &str, key_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let key = key_by(&mut tx, "id", key_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("API key {key_id} not found")))?;
+        add_key_to_plan(&mut tx, plan_id, &key.id, &key.name).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn remove_plan_key(&self, plan_id: &str, key_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM usage_plan_keys WHERE plan_id = ? AND key_id = ?")
+            .bind(plan_id)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "API key {key_id} is not in usage plan {plan_id}"
+            )));
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn put_plan_stage(&self, plan_id: &str, stage: ApiStage) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        require_plan(&mut tx, plan_id).await?;
+        let clash = sqlx::query(
+            "SELECT k.name, p.name FROM usage_plan_keys mine \
+             JOIN usage_plan_keys other ON other.key_id = mine.key_id AND other.plan_id <> mine.plan_id \
+             JOIN usage_plan_stages s ON s.plan_id = other.plan_id AND s.api_id = ? AND s.stage = ? \
+             JOIN api_keys k ON k.id = mine.key_id JOIN usage_plans p ON p.id = other.plan_id \
+             WHERE mine.plan_id = ? LIMIT 1",
+        )
+        .bind(&stage.api_id)
+        .bind(&stage.stage)
+        .bind(plan_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(r) = clash {
+            let (key, other): (String, String) = (r.get(0), r.get(1));
+            return Err(Error::Conflict(format!(
+                "API key {key} of this plan is also in usage plan {other}, which covers {}/{}; a \
+                 key may be in only one plan per API stage",
+                stage.api_id, stage.stage
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO usage_plan_stages (plan_id, api_id, stage, throttle) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (plan_id, api_id, stage) DO UPDATE SET throttle = excluded.throttle",
+        )
+        .bind(plan_id)
+        .bind(&stage.api_id)
+        .bind(&stage.stage)
+        .bind(to_json(&stage.throttle)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn remove_plan_stage(&self, plan_id: &str, api_id: &str, stage: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let done = sqlx::query(
+            "DELETE FROM usage_plan_stages WHERE plan_id = ? AND api_id = ? AND stage = ?",
+        )
+        .bind(plan_id)
+        .bind(api_id)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!(
+                "usage plan {plan_id} does not cover {api_id}/{stage}"
+            )));
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        // Counters are data, not configuration: no version bump, so gateways do not reload.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for u in usage {
+            sqlx::query(
+                "INSERT INTO usage_days (plan_id, key_id, day, used) \
+                 SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM usage_plans WHERE id = ?) \
+                 AND EXISTS (SELECT 1 FROM api_keys WHERE id = ?) \
+                 ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used",
+            )
+            .bind(&u.plan_id)
+            .bind(&u.key_id)
+            .bind(&u.day)
+            .bind(u.used as i64)
+            .bind(&u.plan_id)
+            .bind(&u.key_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn usage(
+        &self,
+        plan_id: Option<&str>,
+        key_id: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<DailyUsage>> {
+        let rows = sqlx::query(
+            "SELECT plan_id, key_id, day, used FROM usage_days \
+             WHERE plan_id = COALESCE(?, plan_id) AND key_id = COALESCE(?, key_id) \
+             AND day >= ? AND day <= ? ORDER BY plan_id, key_id, day",
+        )
+        .bind(plan_id)
+        .bind(key_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| DailyUsage {
+                plan_id: r.get("plan_id"),
+                key_id: r.get("key_id"),
+                day: r.get("day"),
+                used: r.get::<i64, _>("used").max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn put_grant(&self, grant: UsageGrant) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO usage_grants (plan_id, key_id, period_start, extra) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (plan_id, key_id, period_start) DO UPDATE SET extra = excluded.extra",
+        )
+        .bind(&grant.plan_id)
+        .bind(&grant.key_id)
+        .bind(&grant.period_start)
+        .bind(grant.extra)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
         plan_by(&mut conn, "id", id).await
@@ -541,11 +859,12 @@ impl ConfigStore for SqliteStore {
 
     async fn list_plans(&self) -> Result<Vec<UsagePlan>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        let rows =
-            sqlx::query("SELECT id, name, description, limits FROM usage_plans ORDER BY name")
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT id, name, description, throttle, quota FROM usage_plans ORDER BY name",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
         let mut plans = Vec::with_capacity(rows.len());
         for r in &rows {
             plans.push(plan_from_row(&mut conn, r).await?);
@@ -607,7 +926,7 @@ impl ConfigStore for SqliteStore {
             });
         }
         let rows = sqlx::query(
-            "SELECT k.id, k.digest, k.enabled, s.api_id, s.stage FROM api_keys k \
+            "SELECT k.id, k.digest, k.enabled, s.plan_id, s.api_id, s.stage FROM api_keys k \
              LEFT JOIN usage_plan_keys pk ON pk.key_id = k.id \
              LEFT JOIN usage_plan_stages s ON s.plan_id = pk.plan_id ORDER BY k.id",
         )
@@ -628,13 +947,38 @@ impl ConfigStore for SqliteStore {
                     stages: Vec::new(),
                 });
             }
+            let plan_id: Option<String> = r.get("plan_id");
             let api_id: Option<String> = r.get("api_id");
             let stage: Option<String> = r.get("stage");
-            if let (Some(api_id), Some(stage), Some(k)) = (api_id, stage, keys.last_mut()) {
-                k.stages.push(ApiStage { api_id, stage });
+            if let (Some(plan_id), Some(api_id), Some(stage), Some(k)) =
+                (plan_id, api_id, stage, keys.last_mut())
+            {
+                k.stages.push((plan_id, api_id, stage));
             }
         }
+        let rows = sqlx::query(
+            "SELECT id, name, description, throttle, quota FROM usage_plans ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut plans = Vec::with_capacity(rows.len());
+        for r in &rows {
+            plans.push(plan_from_row(&mut tx, r).await?);
+        }
+        let grants = sqlx::query("SELECT plan_id, key_id, period_start, extra FROM usage_grants")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| UsageGrant {
+                plan_id: r.get("plan_id"),
+                key_id: r.get("key_id"),
+                period_start: r.get("period_start"),
+                extra: r.get("extra"),
+            })
+            .collect();
         tx.commit().await.map_err(map_err)?;
-        Ok(GatewaySnapshot { version, stages, keys })
+        Ok(GatewaySnapshot { version, stages, keys, plans, grants })
     }
 }

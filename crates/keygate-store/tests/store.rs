@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keygate_store::{ConfigStore, DeployRequest, Error, KeyStatus, SqliteStore};
-use keygate_types::model::{ApiKeyPatch, NewApiKey};
+use keygate_types::model::{
+    ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlanPatch,
+};
+use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
 use keygate_types::{
     ApiKeyValue, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition,
 };
@@ -36,7 +39,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
             }],
         }],
         api_keys: vec![],
-        usage_plan: None,
+        usage_plans: vec![],
     }
 }
 
@@ -50,12 +53,16 @@ fn new_key(name: &str) -> NewApiKey {
     }
 }
 
+fn plan(name: &str) -> NewUsagePlan {
+    NewUsagePlan { name: name.into(), ..Default::default() }
+}
+
 fn request(stage: &str, keys: &[&str]) -> DeployRequest {
+    let plan_name = format!("svc-{stage}");
     DeployRequest {
         definition: definition(stage, true),
-        keys: keys.iter().map(|k| new_key(k)).collect(),
-        plan_name: format!("svc-{stage}"),
-        plan_limits: None,
+        keys: keys.iter().map(|k| (new_key(k), plan_name.clone())).collect(),
+        plans: vec![plan(&plan_name)],
     }
 }
 
@@ -76,7 +83,7 @@ async fn deploy_creates_keys_once_and_snapshots() {
     assert_eq!(second.keys[0].1, KeyStatus::Existing);
     assert_eq!(second.keys[0].0.id, first.keys[0].0.id);
     assert_eq!(second.api.id, first.api.id);
-    assert_eq!(second.plan.id, first.plan.id);
+    assert_eq!(second.plans[0].id, first.plans[0].id);
     assert_ne!(second.deployment.id, first.deployment.id);
     assert_eq!(s.list_keys().await.unwrap().len(), 1);
 
@@ -90,7 +97,8 @@ async fn deploy_creates_keys_once_and_snapshots() {
     assert_eq!(snap.stages[0].deployment_id, second.deployment.id);
     assert_eq!(snap.keys.len(), 1);
     assert_eq!(snap.keys[0].stages.len(), 1);
-    assert_eq!(snap.keys[0].stages[0].stage, "dev");
+    assert_eq!(snap.keys[0].stages[0].2, "dev");
+    assert_eq!(snap.keys[0].stages[0].0, first.plans[0].id);
 
     // A second stage: the same key is reused and granted there too, through the new plan.
     let prod = s.deploy(request("prod", &["k1"])).await.unwrap();
@@ -165,9 +173,10 @@ async fn keys_join_plans_and_data_survives_reopen() {
     {
         let s = SqliteStore::open(&data).await.unwrap();
         let out = s.deploy(request("dev", &[])).await.unwrap();
-        let k = s.create_key(new_key("later"), std::slice::from_ref(&out.plan.id)).await.unwrap();
-        assert_eq!(s.key_plan_ids(&k.id).await.unwrap(), vec![out.plan.id.clone()]);
-        assert_eq!(s.list_plan_keys(&out.plan.id).await.unwrap()[0].id, k.id);
+        let k =
+            s.create_key(new_key("later"), std::slice::from_ref(&out.plans[0].id)).await.unwrap();
+        assert_eq!(s.key_plan_ids(&k.id).await.unwrap(), vec![out.plans[0].id.clone()]);
+        assert_eq!(s.list_plan_keys(&out.plans[0].id).await.unwrap()[0].id, k.id);
         key_id = k.id;
         s.close().await;
     }
@@ -175,4 +184,92 @@ async fn keys_join_plans_and_data_survives_reopen() {
     assert!(s.get_key(&key_id).await.unwrap().is_some());
     assert_eq!(s.list_apis().await.unwrap().len(), 1);
     assert_eq!(s.list_plans().await.unwrap()[0].api_stages.len(), 1);
+}
+
+#[tokio::test]
+async fn plans_keep_their_id_and_usage_across_deploys() {
+    let (_dir, s) = store().await;
+    let first = s.deploy(request("dev", &["k"])).await.unwrap();
+    let plan_id = first.plans[0].id.clone();
+    let key_id = first.keys[0].0.id.clone();
+    let day = |d: &str| DailyUsage {
+        plan_id: plan_id.clone(),
+        key_id: key_id.clone(),
+        day: d.into(),
+        used: 3,
+    };
+    let v = s.version().await.unwrap();
+    s.add_usage(&[day("2026-11-01"), day("2026-11-01"), day("2026-11-02")]).await.unwrap();
+    assert_eq!(s.version().await.unwrap(), v, "usage is data: no reload for gateways");
+    assert_eq!(s.usage(None, None, "2026-01-01", "2026-12-31").await.unwrap().len(), 2, "recorded");
+    // Usage of a deleted key or plan is dropped, not an error.
+    s.add_usage(&[DailyUsage { key_id: "gone".into(), ..day("2026-11-02") }]).await.unwrap();
+
+    let mut req = request("dev", &["k"]);
+    req.plans[0].quota = Some(Quota { limit: 100, period: QuotaPeriod::Day, offset: 0 });
+    req.plans[0].throttle = Some(Throttle { rate_limit: 0.5, burst_limit: 2 });
+    let second = s.deploy(req).await.unwrap();
+    assert_eq!(second.plans[0].id, plan_id, "editing limits updates the plan");
+    assert_eq!(second.plans[0].quota.unwrap().limit, 100);
+    assert_eq!(s.list_plans().await.unwrap().len(), 1);
+    let used = s.usage(Some(&plan_id), None, "2026-11-01", "2026-11-30").await.unwrap();
+    assert_eq!(
+        used.iter().map(|u| (u.day.as_str(), u.used)).collect::<Vec<_>>(),
+        [("2026-11-01", 6), ("2026-11-02", 3)]
+    );
+    assert_eq!(s.usage(None, Some(&key_id), "2026-11-02", "2026-11-02").await.unwrap().len(), 1);
+
+    s.put_grant(UsageGrant {
+        plan_id: plan_id.clone(),
+        key_id: key_id.clone(),
+        period_start: "2026-11-02".into(),
+        extra: 7,
+    })
+    .await
+    .unwrap();
+    assert!(s.version().await.unwrap() > v);
+    assert_eq!(s.snapshot().await.unwrap().grants[0].extra, 7);
+}
+
+#[tokio::test]
+async fn a_key_is_in_one_plan_per_stage() {
+    let (_dir, s) = store().await;
+    let out = s.deploy(request("dev", &["k"])).await.unwrap();
+    let key = out.keys[0].0.id.clone();
+    let api = out.api.id.clone();
+    let other = s.create_plan(plan("other")).await.unwrap();
+    // Not covering the stage yet: the key may join.
+    s.add_plan_key(&other.id, &key).await.unwrap();
+    // Now the stage would be reached through two plans.
+    let stage = ApiStage { api_id: api.clone(), stage: "dev".into(), throttle: Default::default() };
+    match s.put_plan_stage(&other.id, stage.clone()).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("only one plan per API stage"), "{m}"),
+        r => panic!("{r:?}"),
+    }
+    s.remove_plan_key(&other.id, &key).await.unwrap();
+    s.put_plan_stage(&other.id, stage).await.unwrap();
+    match s.add_plan_key(&other.id, &key).await {
+        Err(Error::Conflict(m)) => assert!(m.contains("svc-dev"), "{m}"),
+        r => panic!("{r:?}"),
+    }
+    // Updates and deletes.
+    let renamed = s
+        .update_plan(
+            &other.id,
+            UsagePlanPatch { name: Some("renamed".into()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "renamed");
+    assert!(matches!(
+        s.update_plan(
+            &other.id,
+            UsagePlanPatch { name: Some("svc-dev".into()), ..Default::default() }
+        )
+        .await,
+        Err(Error::Conflict(_))
+    ));
+    s.delete_plan(&other.id).await.unwrap();
+    assert!(matches!(s.delete_plan(&other.id).await, Err(Error::NotFound(_))));
+    assert!(matches!(s.remove_plan_stage(&other.id, &api, "dev").await, Err(Error::NotFound(_))));
 }

@@ -2,10 +2,13 @@
 //!
 //! Timestamps are epoch seconds, as Amazon API Gateway returns them.
 
+use std::collections::BTreeMap;
+
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{ApiKeyValue, KeyDigest};
+use crate::plan::{Quota, Throttle};
 use crate::service::ServiceDefinition;
 
 /// A new random id of `len` lowercase alphanumerics (AWS-style: 10 for keys and APIs, 6 for plans
@@ -77,24 +80,66 @@ pub struct ApiKeyPatch {
     pub customer_id: Option<Option<String>>,
 }
 
-/// A usage plan: which keys may call which API stages. Throttle and quota are enforced later.
+/// A usage plan: which keys may call which API stages, how fast and how much.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsagePlan {
     pub id: String,
     pub name: String,
     pub description: Option<String>,
+    pub throttle: Option<Throttle>,
+    pub quota: Option<Quota>,
     pub api_stages: Vec<ApiStage>,
-    /// Throttle and quota settings as declared, kept verbatim until enforcement lands.
-    pub limits: Option<serde_json::Value>,
 }
 
-/// An API stage a usage plan covers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An API stage a usage plan covers, with optional per-method throttles keyed like AWS
+/// (`"/candidates/GET"`, root `"//GET"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiStage {
     pub api_id: String,
     pub stage: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub throttle: BTreeMap<String, Throttle>,
+}
+
+/// What is needed to create a usage plan.
+#[derive(Debug, Clone, Default)]
+pub struct NewUsagePlan {
+    pub name: String,
+    pub description: Option<String>,
+    pub throttle: Option<Throttle>,
+    pub quota: Option<Quota>,
+}
+
+/// A change to a plan; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct UsagePlanPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub throttle: Option<Option<Throttle>>,
+    pub quota: Option<Option<Quota>>,
+}
+
+/// Requests a key made through a plan on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub plan_id: String,
+    pub key_id: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub used: u64,
+}
+
+/// Quota granted on top of a plan's limit for one period (AWS update-usage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageGrant {
+    pub plan_id: String,
+    pub key_id: String,
+    /// First day of the period, `YYYY-MM-DD`.
+    pub period_start: String,
+    /// May be negative (remaining cut below what the limit leaves).
+    pub extra: i64,
 }
 
 /// Everything the data plane needs, read in one go from the store.
@@ -104,6 +149,8 @@ pub struct GatewaySnapshot {
     pub version: i64,
     pub stages: Vec<DeployedStage>,
     pub keys: Vec<KeyGrant>,
+    pub plans: Vec<UsagePlan>,
+    pub grants: Vec<UsageGrant>,
 }
 
 /// A stage and the definition of the deployment it serves.
@@ -121,6 +168,6 @@ pub struct KeyGrant {
     pub id: String,
     pub digest: KeyDigest,
     pub enabled: bool,
-    /// API stages of the usage plans this key belongs to.
-    pub stages: Vec<ApiStage>,
+    /// `(plan id, api id, stage)` for every API stage of every plan the key belongs to.
+    pub stages: Vec<(String, String, String)>,
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::key::ApiKeyValue;
+use crate::plan::UsagePlanDecl;
 
 /// A whole service after variables are resolved and every field is validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,8 +28,9 @@ pub struct ServiceDefinition {
     pub functions: Vec<FunctionSpec>,
     /// Keys declared under `provider.apiGateway.apiKeys` (or the deprecated `provider.apiKeys`).
     pub api_keys: Vec<ApiKeyDecl>,
-    /// `provider.apiGateway.usagePlan`, kept verbatim as JSON until usage plans are enforced.
-    pub usage_plan: Option<serde_json::Value>,
+    /// Plans from `provider.apiGateway.usagePlan`. Empty when none is declared; deploy then
+    /// creates the plan `<service>-<stage>` without limits if there are keys, as Serverless does.
+    pub usage_plans: Vec<UsagePlanDecl>,
 }
 
 /// One declared API key. A bare string in the yml is a key *name* (AWS generates the value).
@@ -43,6 +45,10 @@ pub struct ApiKeyDecl {
     pub customer_id: Option<String>,
     /// Default `true`, as Serverless.
     pub enabled: bool,
+    /// The short name of the plan group the key was declared under (`apiKeys: [{free: [...]}]`);
+    /// `None` for an ungrouped key, which joins the one plan of the stage (with a list of plans,
+    /// keys must be grouped: a key may be in only one plan per API stage).
+    pub usage_plan: Option<String>,
 }
 
 /// One function and the HTTP events that route to it.

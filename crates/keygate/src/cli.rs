@@ -50,6 +50,9 @@ pub(crate) enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage usage plans: throttle, quota, their keys and API stages.
+    #[command(subcommand)]
+    Plans(PlansCommand),
 }
 
 impl Command {
@@ -130,6 +133,134 @@ pub(crate) enum KeysCommand {
     Delete {
         /// Key id or name.
         key: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Throttle and quota flags shared by `plans create` and `plans update`.
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Steady-state requests per second (fractions allowed, e.g. 0.5).
+    #[arg(long, value_parser = non_negative_rate, allow_hyphen_values = true)]
+    pub(crate) rate: Option<f64>,
+    /// Bucket size: requests allowed in a burst.
+    #[arg(long)]
+    pub(crate) burst: Option<u32>,
+    /// Requests allowed per quota period.
+    #[arg(long)]
+    pub(crate) quota_limit: Option<u64>,
+    /// Quota period: DAY, WEEK or MONTH (UTC calendar periods).
+    #[arg(long, value_parser = quota_period)]
+    pub(crate) quota_period: Option<keygate_types::plan::QuotaPeriod>,
+    /// WEEK: weekday the week starts on (0 = Sunday .. 6); MONTH: days after the 1st (0-27).
+    #[arg(long)]
+    pub(crate) quota_offset: Option<u32>,
+}
+
+fn non_negative_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s} is not a rate: give requests per second, 0 or more"));
+    }
+    Ok(v)
+}
+
+fn quota_period(s: &str) -> Result<keygate_types::plan::QuotaPeriod, String> {
+    keygate_types::plan::QuotaPeriod::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a quota period: use DAY, WEEK or MONTH"))
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PlansCommand {
+    /// Create a usage plan.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List usage plans.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a usage plan with its stages and keys.
+    Get {
+        /// Plan id or name.
+        plan: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a plan's name, description, throttle or quota (usage counted so far is kept).
+    Update {
+        /// Plan id or name.
+        plan: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove the plan's throttle.
+        #[arg(long, conflicts_with_all = ["rate", "burst"])]
+        no_throttle: bool,
+        /// Remove the plan's quota.
+        #[arg(long, conflicts_with_all = ["quota_limit", "quota_period", "quota_offset"])]
+        no_quota: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a plan (its keys stay, but lose access to its stages).
+    Delete {
+        /// Plan id or name.
+        plan: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a key to a plan.
+    AddKey {
+        plan: String,
+        /// Key id or name.
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key from a plan.
+    RemoveKey {
+        plan: String,
+        /// Key id or name.
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a deployed API stage to a plan, optionally with per-method throttles.
+    AddStage {
+        plan: String,
+        /// API id or service name.
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        stage: String,
+        /// Per-method throttle `<path>/<METHOD>=<rate>:<burst>`, e.g. `/candidates/GET=5:10`;
+        /// repeatable.
+        #[arg(long = "method-throttle", value_name = "PATH/METHOD=RATE:BURST")]
+        method_throttle: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an API stage from a plan.
+    RemoveStage {
+        plan: String,
+        /// API id or service name.
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        stage: String,
         #[arg(long)]
         json: bool,
     },

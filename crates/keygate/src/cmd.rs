@@ -1,17 +1,21 @@
 //! One function per command; each opens the store, calls `keygate-control`, prints the result.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use keygate_control::Store;
 use keygate_control::keys::{self, CreateKey};
+use keygate_control::plans;
 use keygate_functions::FunctionHost;
 use keygate_gateway::Gateway;
 use keygate_store::SqliteStore;
+use keygate_types::model::{NewUsagePlan, UsagePlan, UsagePlanPatch};
+use keygate_types::plan::{Quota, Throttle};
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, KeysCommand, ServiceArgs};
+use crate::cli::{Cli, Command, KeysCommand, LimitArgs, PlansCommand, ServiceArgs};
 use crate::output;
 
 /// Base URL printed for endpoints when the command does not itself listen.
@@ -55,6 +59,102 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Keys(cmd) => {
             let store = open(&data_dir).await?;
             run_keys(&store, cmd).await
+        }
+        Command::Plans(cmd) => {
+            let store = open(&data_dir).await?;
+            run_plans(&store, cmd).await
+        }
+    }
+}
+
+/// Builds the throttle and quota a create or update asks for. `current` fills in the parts the
+/// flags leave out (for updates).
+fn limits(a: &LimitArgs, current: Option<&UsagePlan>) -> Result<(Option<Throttle>, Option<Quota>)> {
+    let cur_t = current.and_then(|p| p.throttle);
+    let throttle = match (a.rate, a.burst, cur_t) {
+        (None, None, _) => None,
+        (Some(r), Some(b), _) => Some(Throttle { rate_limit: r, burst_limit: b }),
+        (Some(r), None, Some(t)) => Some(Throttle { rate_limit: r, ..t }),
+        (None, Some(b), Some(t)) => Some(Throttle { burst_limit: b, ..t }),
+        _ => bail!("a throttle needs both --rate and --burst"),
+    };
+    let cur_q = current.and_then(|p| p.quota);
+    let quota = match (a.quota_limit, a.quota_period, cur_q) {
+        (None, None, _) if a.quota_offset.is_none() => None,
+        (l, p, Some(q)) => Some(Quota {
+            limit: l.unwrap_or(q.limit),
+            period: p.unwrap_or(q.period),
+            offset: a.quota_offset.unwrap_or(q.offset),
+        }),
+        (Some(limit), Some(period), None) => {
+            Some(Quota { limit, period, offset: a.quota_offset.unwrap_or(0) })
+        }
+        _ => bail!("a quota needs both --quota-limit and --quota-period"),
+    };
+    Ok((throttle, quota))
+}
+
+async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {
+    match cmd {
+        PlansCommand::Create { name, description, limits: l, json } => {
+            let (throttle, quota) = limits(&l, None)?;
+            let p =
+                plans::create(store, NewUsagePlan { name, description, throttle, quota }).await?;
+            output::plan(store, &p, json).await
+        }
+        PlansCommand::List { json } => output::plans(&store.list_plans().await?, json),
+        PlansCommand::Get { plan, json } => {
+            output::plan(store, &plans::find(store, &plan).await?, json).await
+        }
+        PlansCommand::Update {
+            plan,
+            name,
+            description,
+            limits: l,
+            no_throttle,
+            no_quota,
+            json,
+        } => {
+            let current = plans::find(store, &plan).await?;
+            let (throttle, quota) = limits(&l, Some(&current))?;
+            let patch = UsagePlanPatch {
+                name,
+                description: description.map(Some),
+                throttle: if no_throttle { Some(None) } else { throttle.map(Some) },
+                quota: if no_quota { Some(None) } else { quota.map(Some) },
+            };
+            let p = plans::update(store, &current.id, patch).await?;
+            output::plan(store, &p, json).await
+        }
+        PlansCommand::Delete { plan, json } => {
+            let p = plans::delete(store, &plan).await?;
+            if json {
+                output::json(&p)
+            } else {
+                println!("deleted usage plan {} ({})", p.name, p.id);
+                Ok(())
+            }
+        }
+        PlansCommand::AddKey { plan, key, json } => {
+            let (p, _) = plans::add_key(store, &plan, &key).await?;
+            output::plan(store, &p, json).await
+        }
+        PlansCommand::RemoveKey { plan, key, json } => {
+            let (p, _) = plans::remove_key(store, &plan, &key).await?;
+            output::plan(store, &p, json).await
+        }
+        PlansCommand::AddStage { plan, api, stage, method_throttle, json } => {
+            let mut throttles = BTreeMap::new();
+            for t in &method_throttle {
+                let (k, v) = plans::parse_method_throttle(t)?;
+                throttles.insert(k, v);
+            }
+            let p = plans::add_stage(store, &plan, &api, &stage, throttles).await?;
+            output::plan(store, &p, json).await
+        }
+        PlansCommand::RemoveStage { plan, api, stage, json } => {
+            let p = plans::remove_stage(store, &plan, &api, &stage).await?;
+            output::plan(store, &p, json).await
         }
     }
 }
@@ -139,14 +239,18 @@ async fn deploy(
 /// Serves until SIGINT or SIGTERM, then drains connections and stops function processes.
 async fn serve(store: Store, listener: TcpListener) -> Result<()> {
     let addr = listener.local_addr()?;
-    let gateway = Gateway::new(store, FunctionHost::default())
+    let clock = Arc::new(keygate_limits::clock::SystemClock);
+    let gateway = Gateway::new(store, FunctionHost::default(), clock)
         .await
         .context("cannot read the deployed stages from the store")?;
     let refresh = gateway.spawn_refresh();
+    let flush = gateway.spawn_flush();
     println!("keygate listening on http://{addr}");
     tracing::info!(%addr, "gateway listening");
     keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown_signal()).await;
     refresh.abort();
+    flush.abort();
+    // After the drain: every admitted request is counted before the usage is written.
     gateway.shutdown().await;
     tracing::info!("gateway stopped");
     Ok(())

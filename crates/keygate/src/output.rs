@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 use keygate_control::DeployReport;
+use keygate_control::Store;
 use keygate_control::info::Info;
 use keygate_types::ApiKeyValue;
-use keygate_types::model::ApiKey;
+use keygate_types::model::{ApiKey, UsagePlan};
 use serde::Serialize;
 
 /// The error and its causes on one line.
@@ -20,7 +21,7 @@ pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     s
 }
 
-fn json<T: Serialize>(v: &T) -> Result<()> {
+pub(crate) fn json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -50,7 +51,8 @@ pub(crate) fn deploy_report(r: &DeployReport, as_json: bool) -> Result<()> {
         println!("  {f}");
     }
     if !r.api_keys.is_empty() {
-        println!("api keys (usage plan {}):", r.usage_plan);
+        let plans: Vec<&str> = r.usage_plans.iter().map(|p| p.name.as_str()).collect();
+        println!("api keys (usage plan {}):", plans.join(", "));
         for k in &r.api_keys {
             match &k.value {
                 Some(v) => {
@@ -144,6 +146,71 @@ pub(crate) fn keys(list: &[ApiKey], as_json: bool) -> Result<()> {
             k.name,
             k.prefix,
             if k.enabled { "enabled" } else { "disabled" }
+        );
+    }
+    Ok(())
+}
+
+/// A plan with the ids of its keys, as `plans get` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanWithKeys<'a> {
+    #[serde(flatten)]
+    plan: &'a UsagePlan,
+    key_ids: Vec<String>,
+}
+
+pub(crate) async fn plan(store: &Store, p: &UsagePlan, as_json: bool) -> Result<()> {
+    let keys = store.list_plan_keys(&p.id).await?;
+    if as_json {
+        return json(&PlanWithKeys {
+            plan: p,
+            key_ids: keys.iter().map(|k| k.id.clone()).collect(),
+        });
+    }
+    println!("id: {}", p.id);
+    println!("name: {}", p.name);
+    if let Some(d) = &p.description {
+        println!("description: {d}");
+    }
+    match &p.throttle {
+        Some(t) => println!("throttle: {} req/s, burst {}", t.rate_limit, t.burst_limit),
+        None => println!("throttle: none"),
+    }
+    match &p.quota {
+        Some(q) => println!("quota: {} per {} (offset {})", q.limit, q.period, q.offset),
+        None => println!("quota: none"),
+    }
+    println!("api stages:");
+    for s in &p.api_stages {
+        println!("  {}/{}", s.api_id, s.stage);
+        for (m, t) in &s.throttle {
+            println!("    {m}: {} req/s, burst {}", t.rate_limit, t.burst_limit);
+        }
+    }
+    println!("keys:");
+    for k in &keys {
+        println!("  {} ({})", k.name, k.id);
+    }
+    Ok(())
+}
+
+pub(crate) fn plans(list: &[UsagePlan], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&list);
+    }
+    if list.is_empty() {
+        println!("no usage plans");
+    }
+    for p in list {
+        let throttle = p.throttle.map(|t| format!("{}/s burst {}", t.rate_limit, t.burst_limit));
+        let quota = p.quota.map(|q| format!("{}/{}", q.limit, q.period));
+        println!(
+            "{}  {:<30}  throttle {:<18}  quota {}",
+            p.id,
+            p.name,
+            throttle.as_deref().unwrap_or("-"),
+            quota.as_deref().unwrap_or("-")
         );
     }
     Ok(())

@@ -44,11 +44,13 @@ CREATE TABLE api_keys (
     last_updated_date INTEGER NOT NULL
 );
 
+-- throttle and quota are JSON ({"rateLimit","burstLimit"} and {"limit","period","offset"}) or NULL.
 CREATE TABLE usage_plans (
     id           TEXT PRIMARY KEY,
     name         TEXT NOT NULL UNIQUE,
     description  TEXT,
-    limits       TEXT,
+    throttle     TEXT,
+    quota        TEXT,
     created_date INTEGER NOT NULL
 );
 
@@ -59,9 +61,29 @@ CREATE TABLE usage_plan_keys (
 );
 CREATE INDEX usage_plan_keys_key ON usage_plan_keys (key_id);
 
+-- throttle: JSON map of method key ("/candidates/GET") to {"rateLimit","burstLimit"}.
 CREATE TABLE usage_plan_stages (
-    plan_id TEXT NOT NULL REFERENCES usage_plans (id) ON DELETE CASCADE,
-    api_id  TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
-    stage   TEXT NOT NULL,
+    plan_id  TEXT NOT NULL REFERENCES usage_plans (id) ON DELETE CASCADE,
+    api_id   TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
+    stage    TEXT NOT NULL,
+    throttle TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (plan_id, api_id, stage)
+);
+
+-- Requests admitted per key, plan and UTC day (YYYY-MM-DD). Written by gateways in batches.
+CREATE TABLE usage_days (
+    plan_id TEXT NOT NULL REFERENCES usage_plans (id) ON DELETE CASCADE,
+    key_id  TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    day     TEXT NOT NULL,
+    used    INTEGER NOT NULL,
+    PRIMARY KEY (plan_id, key_id, day)
+);
+
+-- Quota granted on top of the plan's limit for one period (AWS update-usage), by period start day.
+CREATE TABLE usage_grants (
+    plan_id      TEXT NOT NULL REFERENCES usage_plans (id) ON DELETE CASCADE,
+    key_id       TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    period_start TEXT NOT NULL,
+    extra        INTEGER NOT NULL,
+    PRIMARY KEY (plan_id, key_id, period_start)
 );

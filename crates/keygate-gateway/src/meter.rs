@@ -1,0 +1,307 @@
+//! Usage-plan enforcement on the hot path: throttles and quotas per (key, plan), in memory.
+//!
+//! Order, as API Gateway applies it: the method throttle of the plan's API stage (if set), the
+//! plan throttle, then the quota. A request is admitted only if all three allow it, and only
+//! then does it consume anything: refused requests cost nothing, so a client retrying while
+//! refused is not locked out longer.
+//!
+//! The state of each (key, plan) lives in a [`KeyPlan`] that outlives table rebuilds (the
+//! registry in [`Meter`]), so a plan change keeps the tokens and usage counted so far. Admitted
+//! requests are also recorded per UTC day as *pending* usage, which [`Meter::flush`] moves to
+//! the store in the background (at most a second behind) and once more on shutdown.
+//!
+//! One short `std::sync::Mutex` per (key, plan) guards its buckets and counters: uncontended
+//! unless one key is used from many connections at once, never held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keygate_limits::bucket::{BucketLimits, Decision, TokenBucket};
+use keygate_limits::calendar::{Date, QuotaWindow};
+use keygate_limits::clock::{Clock, Nanos};
+use keygate_limits::headers::{BurstInfo, QuotaInfo};
+use keygate_limits::quota::{QuotaDecision, allowance, check_quota};
+use keygate_store::ConfigStore;
+use keygate_types::model::DailyUsage;
+use keygate_types::plan::Quota;
+
+/// The limits that apply to one key on one API stage through one plan.
+#[derive(Debug, Clone, Default)]
+pub struct StageLimits {
+    pub throttle: Option<BucketLimits>,
+    pub quota: Option<Quota>,
+    /// Method throttles of the plan's API stage, by method key (`/candidates/GET`).
+    pub methods: HashMap<String, BucketLimits>,
+}
+
+/// What the meter decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; the values of the `RateLimit-Policy` and `RateLimit` headers, if any limit
+    /// applies.
+    Allowed { policy: Option<String>, ratelimit: Option<String> },
+    /// Over a throttle (429 Too Many Requests); `Retry-After` seconds, if waiting helps.
+    Throttled { retry_after: Option<u64> },
+    /// Over the quota (429 Limit Exceeded); seconds until the period ends.
+    QuotaExceeded { retry_after: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    bucket: Option<TokenBucket>,
+    methods: HashMap<String, TokenBucket>,
+    /// The quota period `used` counts in.
+    window: Option<QuotaWindow>,
+    used: u64,
+    /// Usage grants by period start day (AWS update-usage).
+    grants: HashMap<Date, i64>,
+    /// Admitted requests not yet written to the store, by UTC day.
+    pending: BTreeMap<Date, u64>,
+    /// Usage already in the store for recent days, used to seed `used` when a period opens.
+    stored: BTreeMap<Date, u64>,
+}
+
+/// The counters of one key in one plan.
+#[derive(Debug)]
+pub struct KeyPlan {
+    pub key_id: String,
+    pub plan_id: String,
+    counters: Mutex<Counters>,
+}
+
+impl KeyPlan {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides one request at `now` and, if admitted, counts it.
+    pub fn admit(
+        &self,
+        limits: &StageLimits,
+        method_key: &str,
+        mono: Nanos,
+        unix_ms: i64,
+    ) -> Admission {
+        let mut c = self.lock();
+        // Check everything on copies first; commit only when all allow.
+        let mut method = limits.methods.get(method_key).map(|l| {
+            let mut b = c.methods.get(method_key).cloned().unwrap_or_else(|| TokenBucket::new(*l));
+            b.update_limits(*l);
+            b
+        });
+        if let Some(b) = method.as_mut()
+            && let Decision::Limited { retry_after } = b.try_acquire(mono)
+        {
+            return Admission::Throttled { retry_after: retry_secs(retry_after) };
+        }
+        let mut plan = limits.throttle.map(|l| {
+            let mut b = c.bucket.clone().unwrap_or_else(|| TokenBucket::new(l));
+            b.update_limits(l);
+            b
+        });
+        let mut burst = None;
+        if let Some(b) = plan.as_mut() {
+            match b.try_acquire(mono) {
+                Decision::Limited { retry_after } => {
+                    return Admission::Throttled { retry_after: retry_secs(retry_after) };
+                }
+                Decision::Allowed { .. } => {
+                    burst = Some(BurstInfo::new(&b.limits(), &b.state(mono)))
+                }
+            }
+        }
+        let mut quota_info = None;
+        if let Some(q) = &limits.quota {
+            let window = QuotaWindow::for_quota(unix_ms, q);
+            if c.window != Some(window) {
+                // A new period (or the first request): count what the store and this process
+                // already recorded for its days.
+                let start = window.start_date();
+                let seeded: u64 = c.stored.range(start..).map(|(_, n)| n).sum::<u64>()
+                    + c.pending.range(start..).map(|(_, n)| n).sum::<u64>();
+                c.window = Some(window);
+                c.used = seeded;
+            }
+            let extra = c.grants.get(&window.start_date()).copied().unwrap_or(0);
+            match check_quota(q, c.used, extra, unix_ms) {
+                QuotaDecision::Exceeded { retry_after_secs } => {
+                    return Admission::QuotaExceeded { retry_after: retry_after_secs };
+                }
+                QuotaDecision::Allowed { remaining } => {
+                    quota_info = Some(QuotaInfo::new(
+                        allowance(q.limit, extra),
+                        remaining,
+                        &window,
+                        unix_ms,
+                    ));
+                }
+            }
+        }
+        // Admitted: commit.
+        if let Some(b) = method {
+            c.methods.insert(method_key.to_owned(), b);
+        }
+        if let Some(b) = plan {
+            c.bucket = Some(b);
+        }
+        c.used += 1;
+        *c.pending.entry(Date::from_unix_ms(unix_ms)).or_default() += 1;
+        Admission::Allowed {
+            policy: keygate_limits::headers::ratelimit_policy(burst.as_ref(), quota_info.as_ref()),
+            ratelimit: keygate_limits::headers::ratelimit(burst.as_ref(), quota_info.as_ref()),
+        }
+    }
+}
+
+fn retry_secs(d: Duration) -> Option<u64> {
+    (d != keygate_limits::bucket::NEVER).then(|| keygate_limits::headers::retry_after_secs(d))
+}
+
+/// The registry of (key, plan) counters and the clock they run on.
+pub struct Meter {
+    clock: Arc<dyn Clock>,
+    states: Mutex<HashMap<(String, String), Arc<KeyPlan>>>,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter").finish_non_exhaustive()
+    }
+}
+
+/// How far back stored usage is loaded to seed quota periods (the longest period is a month).
+const SEED_DAYS: i64 = 32;
+
+impl Meter {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, states: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<KeyPlan>>> {
+        self.states.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The counters of `key_id` in `plan_id`, and whether they were just created (and so need
+    /// [`Meter::seed`]).
+    pub fn get_or_create(&self, key_id: &str, plan_id: &str) -> (Arc<KeyPlan>, bool) {
+        let mut reg = self.registry();
+        if let Some(kp) = reg.get(&(key_id.to_owned(), plan_id.to_owned())) {
+            return (Arc::clone(kp), false);
+        }
+        let kp = Arc::new(KeyPlan {
+            key_id: key_id.to_owned(),
+            plan_id: plan_id.to_owned(),
+            counters: Mutex::new(Counters::default()),
+        });
+        reg.insert((key_id.to_owned(), plan_id.to_owned()), Arc::clone(&kp));
+        (kp, true)
+    }
+
+    /// Loads the recent stored usage of newly created counters, so a restart continues the
+    /// quota where it was. Call before the counters serve requests.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn seed(
+        &self,
+        store: &dyn ConfigStore,
+        fresh: &[Arc<KeyPlan>],
+    ) -> Result<(), keygate_store::Error> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let today = Date::from_unix_ms(self.clock.now_unix_ms());
+        let from = today.add_days(-SEED_DAYS).to_string();
+        let rows = store.usage(None, None, &from, &today.to_string()).await?;
+        let mut by_pair: HashMap<(&str, &str), Vec<(Date, u64)>> = HashMap::new();
+        for r in &rows {
+            if let Ok(day) = r.day.parse::<Date>() {
+                by_pair
+                    .entry((r.key_id.as_str(), r.plan_id.as_str()))
+                    .or_default()
+                    .push((day, r.used));
+            }
+        }
+        for kp in fresh {
+            let mut c = kp.lock();
+            c.stored = by_pair
+                .get(&(kp.key_id.as_str(), kp.plan_id.as_str()))
+                .map(|v| v.iter().copied().collect())
+                .unwrap_or_default();
+            c.window = None;
+        }
+        Ok(())
+    }
+
+    /// Replaces every counter's usage grants (from a new snapshot).
+    pub fn set_grants(&self, grants: &[keygate_types::model::UsageGrant]) {
+        let mut by_pair: HashMap<(&str, &str), HashMap<Date, i64>> = HashMap::new();
+        for g in grants {
+            if let Ok(day) = g.period_start.parse::<Date>() {
+                by_pair
+                    .entry((g.key_id.as_str(), g.plan_id.as_str()))
+                    .or_default()
+                    .insert(day, g.extra);
+            }
+        }
+        for kp in self.registry().values() {
+            let grants =
+                by_pair.remove(&(kp.key_id.as_str(), kp.plan_id.as_str())).unwrap_or_default();
+            let mut c = kp.lock();
+            c.grants = grants;
+        }
+    }
+
+    /// Writes pending usage to the store. On failure the usage stays pending for the next try:
+    /// nothing counted is lost while the process lives.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn flush(&self, store: &dyn ConfigStore) -> Result<usize, keygate_store::Error> {
+        let states: Vec<Arc<KeyPlan>> = self.registry().values().cloned().collect();
+        let mut batch = Vec::new();
+        let mut taken = Vec::new();
+        for kp in &states {
+            let pending = std::mem::take(&mut kp.lock().pending);
+            for (day, used) in &pending {
+                batch.push(DailyUsage {
+                    plan_id: kp.plan_id.clone(),
+                    key_id: kp.key_id.clone(),
+                    day: day.to_string(),
+                    used: *used,
+                });
+            }
+            if !pending.is_empty() {
+                taken.push((Arc::clone(kp), pending));
+            }
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.add_usage(&batch).await {
+            Ok(()) => {
+                for (kp, pending) in taken {
+                    let mut c = kp.lock();
+                    for (day, used) in pending {
+                        *c.stored.entry(day).or_default() += used;
+                    }
+                }
+                Ok(batch.len())
+            }
+            Err(e) => {
+                for (kp, pending) in taken {
+                    let mut c = kp.lock();
+                    for (day, used) in pending {
+                        *c.pending.entry(day).or_default() += used;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Criterion benches of the per-request limit decisions, against a naive baseline: a token
+//! bucket as `Mutex<(f64 tokens, Instant)>`, the shape most hand-written limiters take.
+//!
+//! Run: `cargo bench -p keygate-limits` (add `-- --warm-up-time 1 --measurement-time 2` for a
+//! quick look).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use keygate_limits::{
+    AtomicQuotaCounter, AtomicTokenBucket, BucketLimits, Nanos, QuotaWindow, period_start,
+};
+use keygate_types::plan::{Quota, QuotaPeriod};
+
+/// The baseline: float tokens refilled from the elapsed time, under a mutex.
+struct NaiveBucket {
+    state: Mutex<(f64, Instant)>,
+}
+
+impl NaiveBucket {
+    fn new(burst: f64, now: Instant) -> Self {
+        Self { state: Mutex::new((burst, now)) }
+    }
+
+    fn try_acquire(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        let mut guard = self.state.lock().unwrap();
+        let (tokens, last) = &mut *guard;
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// xorshift64*: a deterministic, dependency-free stream of key indices.
+fn key_indices(n_keys: usize, count: usize) -> Vec<usize> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n_keys as u64) as usize
+        })
+        .collect()
+}
+
+const RATE: f64 = 1000.0;
+const BURST: u32 = 100;
+
+fn hot_key(c: &mut Criterion) {
+    let limits = BucketLimits::new(RATE, BURST);
+    let mut g = c.benchmark_group("hot_key");
+
+    // Time advances 1 ms per call: one token per call, so every call is admitted (a CAS).
+    let bucket = AtomicTokenBucket::new();
+    let mut now = 0u64;
+    g.bench_function("atomic_gcra/allowed", |b| {
+        b.iter(|| {
+            now += 1_000_000;
+            black_box(bucket.try_acquire(&limits, Nanos(now)))
+        })
+    });
+
+    // Time stands still on an empty bucket: every call is refused (a load, no write).
+    let empty = AtomicTokenBucket::new();
+    for _ in 0..BURST {
+        empty.try_acquire(&limits, Nanos(0));
+    }
+    g.bench_function("atomic_gcra/limited", |b| {
+        b.iter(|| black_box(empty.try_acquire(&limits, black_box(Nanos(0)))))
+    });
+
+    let base = Instant::now();
+    let naive = NaiveBucket::new(f64::from(BURST), base);
+    let mut offset = Duration::ZERO;
+    g.bench_function("naive_mutex_f64/allowed", |b| {
+        b.iter(|| {
+            offset += Duration::from_millis(1);
+            black_box(naive.try_acquire(RATE, f64::from(BURST), base + offset))
+        })
+    });
+    g.finish();
+}
+
+fn many_keys(c: &mut Criterion) {
+    let limits = BucketLimits::new(RATE, BURST);
+    let mut g = c.benchmark_group("many_keys");
+    for n_keys in [10_000usize, 1_000_000] {
+        let indices = key_indices(n_keys, 1 << 16);
+
+        let buckets: Vec<AtomicTokenBucket> =
+            (0..n_keys).map(|_| AtomicTokenBucket::new()).collect();
+        let (mut i, mut now) = (0usize, 0u64);
+        g.bench_with_input(BenchmarkId::new("atomic_gcra_vec", n_keys), &n_keys, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 0xFFFF;
+                now += 1_000;
+                black_box(buckets[indices[i]].try_acquire(&limits, Nanos(now)))
+            })
+        });
+        drop(buckets);
+
+        let map: HashMap<u64, AtomicTokenBucket> =
+            (0..n_keys as u64).map(|k| (k, AtomicTokenBucket::new())).collect();
+        let (mut i, mut now) = (0usize, 0u64);
+        g.bench_with_input(BenchmarkId::new("atomic_gcra_hashmap", n_keys), &n_keys, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 0xFFFF;
+                now += 1_000;
+                black_box(map[&(indices[i] as u64)].try_acquire(&limits, Nanos(now)))
+            })
+        });
+        drop(map);
+
+        let base = Instant::now();
+        let naive: Vec<NaiveBucket> =
+            (0..n_keys).map(|_| NaiveBucket::new(f64::from(BURST), base)).collect();
+        let (mut i, mut offset) = (0usize, Duration::ZERO);
+        g.bench_with_input(BenchmarkId::new("naive_mutex_f64_vec", n_keys), &n_keys, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 0xFFFF;
+                offset += Duration::from_micros(1);
+                black_box(naive[indices[i]].try_acquire(RATE, f64::from(BURST), base + offset))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn quota(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quota");
+    let q = Quota { limit: u64::MAX >> 20, period: QuotaPeriod::Month, offset: 27 };
+    let now = 1_795_000_000_000i64; // 2026-11-18
+
+    // Computes the month window on every call (calendar math + one CAS).
+    let counter = AtomicQuotaCounter::new();
+    g.bench_function("atomic_counter/month_window_per_call", |b| {
+        b.iter(|| black_box(counter.try_acquire(&q, 0, black_box(now))))
+    });
+
+    // The window computed once, as a gateway would cache it per plan: one CAS.
+    let window = QuotaWindow::for_quota(now, &q);
+    let counter = AtomicQuotaCounter::new();
+    g.bench_function("atomic_counter/cached_window", |b| {
+        b.iter(|| black_box(counter.try_acquire_in(&window, q.limit, black_box(now))))
+    });
+
+    g.bench_function("period_start/month", |b| {
+        b.iter(|| black_box(period_start(black_box(now), QuotaPeriod::Month, 27)))
+    });
+
+    let naive = Mutex::new((window, 0u64));
+    g.bench_function("naive_mutex_counter", |b| {
+        b.iter(|| {
+            let mut guard = naive.lock().unwrap();
+            let (w, used) = &mut *guard;
+            if !w.contains(now) {
+                *w = QuotaWindow::for_quota(now, &q);
+                *used = 0;
+            }
+            let ok = *used < q.limit;
+            *used += u64::from(ok);
+            black_box(ok)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hot_key, many_keys, quota);
+criterion_main!(benches);

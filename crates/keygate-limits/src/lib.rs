@@ -1,0 +1,71 @@
+//! keygate's limit algorithms: the usage-plan **throttle** (a token bucket, implemented as GCRA)
+//! and **quota** (requests per UTC calendar period), plus the values of the `RateLimit`,
+//! `RateLimit-Policy` and `Retry-After` response headers.
+//!
+//! This crate is **pure**: no IO, no async runtime, no global state in the algorithms. Time is
+//! always **injected**: every decision takes `now` as an argument — a monotonic [`Nanos`] for
+//! buckets, UTC unix milliseconds (`i64`) for quotas. The [`Clock`] trait, with [`SystemClock`]
+//! for production and [`ManualClock`] for tests, is only a convenience for callers; nothing in
+//! the algorithms reads it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`clock`] | [`Nanos`], [`Clock`], [`SystemClock`], [`ManualClock`] |
+//! | [`bucket`] | [`BucketLimits`], [`TokenBucket`], [`AtomicTokenBucket`], [`Decision`] |
+//! | [`calendar`] | [`Date`], [`period_start`], [`period_end`], [`QuotaWindow`] |
+//! | [`quota`] | [`check_quota`], [`AtomicQuotaCounter`], [`QuotaDecision`] |
+//! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` values |
+//!
+//! A typical gateway request path, per API key:
+//!
+//! ```
+//! use keygate_limits::{AtomicQuotaCounter, AtomicTokenBucket, BucketLimits, Clock, Decision,
+//!     ManualClock, QuotaDecision};
+//! use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
+//!
+//! let clock = ManualClock::new();
+//! let limits = BucketLimits::from_throttle(&Throttle { rate_limit: 10.0, burst_limit: 5 });
+//! let quota = Quota { limit: 1000, period: QuotaPeriod::Month, offset: 0 };
+//! let (bucket, counter) = (AtomicTokenBucket::new(), AtomicQuotaCounter::new());
+//!
+//! match bucket.try_acquire(&limits, clock.now_mono()) {
+//!     Decision::Allowed { .. } => {}
+//!     Decision::Limited { retry_after } => panic!("429, retry in {retry_after:?}"),
+//! }
+//! match counter.try_acquire(&quota, 0, clock.now_unix_ms()) {
+//!     QuotaDecision::Allowed { remaining } => assert_eq!(remaining, 999),
+//!     QuotaDecision::Exceeded { retry_after_secs } => panic!("429, retry in {retry_after_secs}s"),
+//! }
+//! ```
+//!
+//! Note the order: a request refused by the throttle must not count against the quota, so check
+//! the bucket first (refusals do not consume tokens either).
+
+pub mod bucket;
+pub mod calendar;
+pub mod clock;
+pub mod headers;
+pub mod quota;
+
+pub use bucket::{AtomicTokenBucket, BucketLimits, BucketState, Decision, NEVER, TokenBucket};
+pub use calendar::{Date, QuotaWindow, day_of, period_end, period_start};
+pub use clock::{Clock, ManualClock, Nanos, SystemClock};
+pub use quota::{AtomicQuotaCounter, QuotaDecision, check_quota};
+
+/// Errors of this crate: only parsing can fail; every decision is total.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The text is not of the form `YYYY-MM-DD` (four-digit year, two-digit month and day).
+    #[error("invalid date {input:?}: expected YYYY-MM-DD")]
+    DateFormat { input: String },
+    /// The month is not 01-12.
+    #[error("invalid date {input:?}: month {month} is not 01-12")]
+    DateMonth { input: String, month: u32 },
+    /// The day does not exist in that month.
+    #[error("invalid date {input:?}: day {day} does not exist in {year:04}-{month:02}")]
+    DateDay { input: String, year: i32, month: u32, day: u32 },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
