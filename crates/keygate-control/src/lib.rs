@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod info;
 pub mod keys;
 pub mod plans;
+pub mod usage;
 
 pub use deploy::{DeployReport, deploy};
 

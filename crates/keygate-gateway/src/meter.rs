@@ -1,7 +1,8 @@
 //! Usage-plan enforcement on the hot path: throttles and quotas per (key, plan), in memory.
 //!
-//! Order, as API Gateway applies it: the method throttle of the plan's API stage (if set), the
-//! plan throttle, then the quota. A request is admitted only if all three allow it, and only
+//! Order, as API Gateway applies it: the throttle (the method throttle of the plan's API stage
+//! when one is set for the method, which overrides the plan throttle for that method only; else
+//! the plan throttle), then the quota. A request is admitted only if both allow it, and only
 //! then does it consume anything: refused requests cost nothing, so a client retrying while
 //! refused is not locked out longer.
 //!
@@ -95,12 +96,20 @@ impl KeyPlan {
         {
             return Admission::Throttled { retry_after: retry_secs(retry_after) };
         }
-        let mut plan = limits.throttle.map(|l| {
-            let mut b = c.bucket.clone().unwrap_or_else(|| TokenBucket::new(l));
-            b.update_limits(l);
-            b
-        });
+        // A method throttle overrides the plan throttle for its method.
+        let mut plan = if method.is_some() {
+            None
+        } else {
+            limits.throttle.map(|l| {
+                let mut b = c.bucket.clone().unwrap_or_else(|| TokenBucket::new(l));
+                b.update_limits(l);
+                b
+            })
+        };
         let mut burst = None;
+        if let Some(b) = method.as_ref() {
+            burst = Some(BurstInfo::new(&b.limits(), &b.state(mono)));
+        }
         if let Some(b) = plan.as_mut() {
             match b.try_acquire(mono) {
                 Decision::Limited { retry_after } => {
@@ -303,5 +312,93 @@ impl Meter {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_limits::clock::ManualClock;
+    use keygate_types::plan::{QuotaPeriod, Throttle};
+
+    use super::*;
+
+    fn limits(
+        throttle: Option<(f64, u32)>,
+        quota: Option<u64>,
+        methods: &[(&str, f64, u32)],
+    ) -> StageLimits {
+        StageLimits {
+            throttle: throttle.map(|(r, b)| {
+                BucketLimits::from_throttle(&Throttle { rate_limit: r, burst_limit: b })
+            }),
+            quota: quota.map(|limit| Quota { limit, period: QuotaPeriod::Day, offset: 0 }),
+            methods: methods
+                .iter()
+                .map(|(k, r, b)| {
+                    (
+                        (*k).to_owned(),
+                        BucketLimits::from_throttle(&Throttle { rate_limit: *r, burst_limit: *b }),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn allowed(a: &Admission) -> bool {
+        matches!(a, Admission::Allowed { .. })
+    }
+
+    // 2026-11-28T23:59:59Z
+    const NEAR_MIDNIGHT_MS: i64 = 1_795_910_399_000;
+
+    #[test]
+    fn quota_is_exact_refusals_are_free_and_periods_roll_over() {
+        let clock = ManualClock::starting_at(Nanos(1_000_000_000), NEAR_MIDNIGHT_MS);
+        let meter = Meter::new(Arc::new(ManualClock::new()));
+        let (kp, fresh) = meter.get_or_create("k", "p");
+        assert!(fresh);
+        let l = limits(None, Some(3), &[]);
+        let admit = || kp.admit(&l, "", clock.now_mono(), clock.now_unix_ms());
+        assert!((0..3).all(|_| allowed(&admit())));
+        for _ in 0..10 {
+            assert_eq!(admit(), Admission::QuotaExceeded { retry_after: 1 });
+        }
+        // Midnight UTC: a new period.
+        clock.advance(Duration::from_secs(1));
+        assert!(allowed(&admit()));
+        let pending = kp.lock().pending.clone();
+        assert_eq!(pending.values().sum::<u64>(), 4, "only admitted requests count: {pending:?}");
+    }
+
+    #[test]
+    fn a_new_bucket_is_full_even_right_after_process_start() {
+        // The monotonic clock starts near 0 when the process starts.
+        let clock = ManualClock::starting_at(Nanos(1_000), NEAR_MIDNIGHT_MS);
+        let meter = Meter::new(Arc::new(ManualClock::new()));
+        let (kp, _) = meter.get_or_create("k", "p");
+        let l = limits(Some((20.0, 10)), None, &[]);
+        let n = (0..30)
+            .filter(|_| allowed(&kp.admit(&l, "", clock.now_mono(), clock.now_unix_ms())))
+            .count();
+        assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn method_throttles_override_and_limit_changes_carry_over() {
+        let clock = ManualClock::starting_at(Nanos(1_000_000_000), NEAR_MIDNIGHT_MS);
+        let meter = Meter::new(Arc::new(ManualClock::new()));
+        let (kp, _) = meter.get_or_create("k", "p");
+        let l = limits(Some((1.0, 1)), None, &[("/a/GET", 100.0, 50)]);
+        let admit =
+            |l: &StageLimits, m: &str| kp.admit(l, m, clock.now_mono(), clock.now_unix_ms());
+        assert!((0..20).all(|_| allowed(&admit(&l, "/a/GET"))));
+        assert!(allowed(&admit(&l, "")));
+        assert!(matches!(admit(&l, ""), Admission::Throttled { retry_after: Some(1) }));
+        // Stricter limits take over at once; idle long enough, the new burst is available.
+        let stricter = limits(Some((1.0, 1)), None, &[("/a/GET", 0.5, 2)]);
+        assert!(!allowed(&admit(&stricter, "/a/GET")));
+        clock.advance(Duration::from_secs(5));
+        let got: Vec<bool> = (0..3).map(|_| allowed(&admit(&stricter, "/a/GET"))).collect();
+        assert_eq!(got, [true, true, false]);
     }
 }

@@ -61,6 +61,7 @@ const MAX_WINDOW_NS: u64 = 1 << 62;
 /// Internally, instants are shifted by one maximal window, so that the initial state `z = 0` is
 /// at least a full window before any `now`: a new bucket starts full even at `Nanos::ZERO`.
 /// `Nanos` below 2^63 (292 years after the clock's origin) never saturate.
+#[inline]
 fn shifted(now: Nanos) -> u64 {
     now.0.saturating_add(MAX_WINDOW_NS)
 }
@@ -171,14 +172,20 @@ fn step(z: u64, limits: &BucketLimits, now: u64) -> (Decision, Option<u64>) {
         return (Decision::Limited { retry_after: NEVER }, None);
     }
     let t = limits.interval_ns;
-    let avail = now.saturating_sub(z).min(limits.window_ns());
+    let window = limits.window_ns();
+    let avail = now.saturating_sub(z).min(window);
     if avail < t {
         // `z + t - now`, also when a racing caller's older `now` is before `z`.
         let retry_after = z.saturating_add(t).saturating_sub(now);
         return (Decision::Limited { retry_after: Duration::from_nanos(retry_after) }, None);
     }
-    // `(avail - t) / t < capacity`, so the cast cannot truncate.
-    let remaining = ((avail - t) / t) as u32;
+    let remaining = if avail == window {
+        // A full bucket, the common case for a key that is not hammering: skip the division.
+        limits.capacity - 1
+    } else {
+        // `(avail - t) / t < capacity`, so the cast cannot truncate.
+        ((avail - t) / t) as u32
+    };
     (Decision::Allowed { remaining }, Some(now - avail + t))
 }
 
@@ -213,6 +220,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one. Refusals consume nothing.
+    #[inline]
     pub fn try_acquire(&mut self, now: Nanos) -> Decision {
         let (decision, new) = step(self.empty_at, &self.limits, shifted(now));
         if let Some(z) = new {
@@ -257,6 +265,7 @@ impl AtomicTokenBucket {
     /// Lock-free: a failed compare-and-swap means another caller changed the state, and the
     /// decision is recomputed from the state it left; so exactly as many requests are admitted as
     /// a sequential bucket would admit in some order of the calls.
+    #[inline]
     pub fn try_acquire(&self, limits: &BucketLimits, now: Nanos) -> Decision {
         let now = shifted(now);
         // Relaxed is enough: the state publishes no other memory, and every compare-and-swap

@@ -215,7 +215,7 @@ pub fn day_of(unix_ms: i64) -> Date {
 /// Unix ms of the start of the quota period containing `unix_ms` (see the
 /// [module docs](self) for the periods; `offset` is clamped to `period.max_offset()`).
 pub fn period_start(unix_ms: i64, period: QuotaPeriod, offset: u32) -> i64 {
-    day_start_ms(period_start_day(day_number(unix_ms), period, offset))
+    day_start_ms(period_days(day_number(unix_ms), period, offset).0)
 }
 
 /// Unix ms of the end of the quota period containing `unix_ms`, which is the start of the next
@@ -224,35 +224,25 @@ pub fn period_end(unix_ms: i64, period: QuotaPeriod, offset: u32) -> i64 {
     QuotaWindow::containing(unix_ms, period, offset).end_ms
 }
 
-fn period_start_day(days: i64, period: QuotaPeriod, offset: u32) -> i64 {
+/// First day of the period containing day `days`, and first day of the next period.
+fn period_days(days: i64, period: QuotaPeriod, offset: u32) -> (i64, i64) {
     let offset = offset.min(period.max_offset());
     match period {
-        QuotaPeriod::Day => days,
-        QuotaPeriod::Week => days - i64::from((weekday(days) + 7 - offset) % 7),
+        QuotaPeriod::Day => (days, days + 1),
+        QuotaPeriod::Week => {
+            let start = days - i64::from((weekday(days) + 7 - offset) % 7);
+            (start, start + 7)
+        }
         QuotaPeriod::Month => {
+            // The period starts on day `first` (1-28, which every month has) of this month if
+            // that day has come, else of the previous month; it ends on that day a month later.
             let (y, m, d) = civil_from_days(days);
             let first = 1 + offset;
-            let (y, m) = if d >= first {
-                (y, m)
-            } else if m == 1 {
-                (y - 1, 12)
-            } else {
-                (y, m - 1)
-            };
-            days_from_civil(y, m, first)
-        }
-    }
-}
-
-fn next_period_start_day(start: i64, period: QuotaPeriod) -> i64 {
-    match period {
-        QuotaPeriod::Day => start + 1,
-        QuotaPeriod::Week => start + 7,
-        QuotaPeriod::Month => {
-            // `start` is day 1-28 of its month, so the same day exists next month.
-            let (y, m, d) = civil_from_days(start);
-            let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            days_from_civil(y, m, d)
+            let prev = |y: i64, m: u32| if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+            let next = |y: i64, m: u32| if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let ((sy, sm), (ey, em)) =
+                if d >= first { ((y, m), next(y, m)) } else { (prev(y, m), (y, m)) };
+            (days_from_civil(sy, sm, first), days_from_civil(ey, em, first))
         }
     }
 }
@@ -267,8 +257,7 @@ pub struct QuotaWindow {
 impl QuotaWindow {
     /// The period of `period`/`offset` containing `unix_ms`.
     pub fn containing(unix_ms: i64, period: QuotaPeriod, offset: u32) -> Self {
-        let start = period_start_day(day_number(unix_ms), period, offset);
-        let end = next_period_start_day(start, period);
+        let (start, end) = period_days(day_number(unix_ms), period, offset);
         Self { start_ms: day_start_ms(start), end_ms: day_start_ms(end) }
     }
 
@@ -402,6 +391,39 @@ mod tests {
         check("2025-07-15T00:00:00Z", Month, 14, "2025-07-15", "2025-08-15");
         // Offsets above 27 are clamped.
         check("2025-03-30T00:00:00Z", Month, 30, "2025-03-28", "2025-04-28");
+    }
+
+    #[test]
+    fn windows_tile_the_timeline() {
+        // Every day from 1968 to 2104, for weeks with every offset and months with three: each
+        // instant lies in its window, the window starts on the right weekday / day of month, and
+        // consecutive windows meet exactly.
+        let configs =
+            (0..7).map(|o| (Week, o)).chain([(Month, 0), (Month, 13), (Month, 27), (Day, 0)]);
+        let (first, last) =
+            (date("1968-01-01").start_unix_ms(), date("2104-12-31").start_unix_ms());
+        for (period, offset) in configs {
+            let mut window = QuotaWindow::containing(first, period, offset);
+            let mut t = first;
+            while t <= last {
+                // Probe early and late in each day.
+                for probe in [t, t + DAY_MS - 1] {
+                    if !window.contains(probe) {
+                        let next = QuotaWindow::containing(probe, period, offset);
+                        assert_eq!(next.start_ms, window.end_ms, "{period} {offset} at {probe}");
+                        window = next;
+                    }
+                    assert!(window.contains(probe));
+                }
+                let start = window.start_date();
+                match period {
+                    Week => assert_eq!(start.weekday(), offset),
+                    Month => assert_eq!(start.day(), offset + 1),
+                    Day => assert_eq!(window.len_secs(), 86_400),
+                }
+                t += DAY_MS;
+            }
+        }
     }
 
     #[test]

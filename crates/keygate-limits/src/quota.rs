@@ -73,11 +73,13 @@ const TAG_RING: i64 = 0xFFFF;
 const EMPTY: u64 = 0;
 
 /// The tag of the period starting at `start_ms`.
+#[inline]
 fn tag_of(start_ms: i64) -> u64 {
     (start_ms.div_euclid(DAY_MS).rem_euclid(TAG_RING) + 1) as u64
 }
 
 /// Whether period tag `a` is newer than tag `b` (both non-empty), on the ring.
+#[inline]
 fn is_newer(a: u64, b: u64) -> bool {
     let diff = (a as i64 - b as i64).rem_euclid(TAG_RING);
     diff != 0 && diff <= TAG_RING / 2
@@ -119,6 +121,7 @@ impl AtomicQuotaCounter {
     /// [`try_acquire`](Self::try_acquire) with the period and allowance precomputed (a gateway
     /// can compute the window once per plan and reuse it until it ends). `window` must contain
     /// `now_ms`.
+    #[inline]
     pub fn try_acquire_in(
         &self,
         window: &QuotaWindow,

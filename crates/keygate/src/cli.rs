@@ -53,6 +53,47 @@ pub(crate) enum Command {
     /// Manage usage plans: throttle, quota, their keys and API stages.
     #[command(subcommand)]
     Plans(PlansCommand),
+    /// Requests per key and day with the quota remaining (AWS get-usage); `set-remaining`
+    /// changes the quota left in the current period (AWS update-usage).
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct UsageArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<UsageCommand>,
+    /// Usage plan id or name.
+    #[arg(long, required = true)]
+    pub(crate) plan: Option<String>,
+    /// Only this key (id or name).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// First day, YYYY-MM-DD (UTC).
+    #[arg(long, required = true)]
+    pub(crate) from: Option<String>,
+    /// Last day, YYYY-MM-DD (UTC), inclusive.
+    #[arg(long, required = true)]
+    pub(crate) to: Option<String>,
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsageCommand {
+    /// Set the quota remaining for a key in the current period; gateways apply it within a second.
+    SetRemaining {
+        /// Usage plan id or name.
+        #[arg(long)]
+        plan: String,
+        /// Key id or name.
+        #[arg(long)]
+        key: String,
+        /// Requests the key may still make in this period.
+        remaining: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Command {

@@ -7,15 +7,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use keygate_control::Store;
 use keygate_control::keys::{self, CreateKey};
-use keygate_control::plans;
+use keygate_control::{plans, usage};
 use keygate_functions::FunctionHost;
 use keygate_gateway::Gateway;
+use keygate_limits::clock::Clock;
 use keygate_store::SqliteStore;
 use keygate_types::model::{NewUsagePlan, UsagePlan, UsagePlanPatch};
 use keygate_types::plan::{Quota, Throttle};
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, KeysCommand, LimitArgs, PlansCommand, ServiceArgs};
+use crate::cli::{
+    Cli, Command, KeysCommand, LimitArgs, PlansCommand, ServiceArgs, UsageArgs, UsageCommand,
+};
 use crate::output;
 
 /// Base URL printed for endpoints when the command does not itself listen.
@@ -64,6 +67,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let store = open(&data_dir).await?;
             run_plans(&store, cmd).await
         }
+        Command::Usage(args) => {
+            let store = open(&data_dir).await?;
+            run_usage(&store, args).await
+        }
     }
 }
 
@@ -92,6 +99,34 @@ fn limits(a: &LimitArgs, current: Option<&UsagePlan>) -> Result<(Option<Throttle
         _ => bail!("a quota needs both --quota-limit and --quota-period"),
     };
     Ok((throttle, quota))
+}
+
+async fn run_usage(store: &Store, args: UsageArgs) -> Result<()> {
+    if let Some(UsageCommand::SetRemaining { plan, key, remaining, json }) = args.command {
+        let now = keygate_limits::clock::SystemClock.now_unix_ms();
+        let grant = usage::set_remaining(store, &plan, &key, remaining, now).await?;
+        if json {
+            return output::json(&serde_json::json!({
+                "usagePlanId": grant.plan_id,
+                "keyId": grant.key_id,
+                "periodStart": grant.period_start,
+                "remaining": remaining,
+            }));
+        }
+        println!(
+            "API key {} may make {remaining} more requests in usage plan {} this period (from {})",
+            grant.key_id, grant.plan_id, grant.period_start
+        );
+        return Ok(());
+    }
+    // clap enforces these without a subcommand.
+    let (Some(plan), Some(from), Some(to)) = (args.plan, args.from, args.to) else {
+        bail!("--plan, --from and --to are required");
+    };
+    let from = usage::parse_day(&from, "--from")?;
+    let to = usage::parse_day(&to, "--to")?;
+    let report = usage::report(store, &plan, args.key.as_deref(), from, to).await?;
+    output::usage(&report, args.json)
 }
 
 async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {

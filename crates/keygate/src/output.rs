@@ -215,3 +215,22 @@ pub(crate) fn plans(list: &[UsagePlan], as_json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+pub(crate) fn usage(r: &keygate_control::usage::UsageReport, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(r);
+    }
+    println!("usage plan {} from {} to {}", r.usage_plan_id, r.start_date, r.end_date);
+    for (key, days) in &r.values {
+        println!("key {key}:");
+        let mut day = r.start_date.parse::<keygate_limits::calendar::Date>()?;
+        for (used, remaining) in days {
+            match remaining {
+                Some(rem) => println!("  {day}  used {used:>8}  remaining {rem}"),
+                None => println!("  {day}  used {used:>8}"),
+            }
+            day = day.add_days(1);
+        }
+    }
+    Ok(())
+}

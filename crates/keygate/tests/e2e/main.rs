@@ -15,5 +15,6 @@ mod functions;
 mod integrations;
 mod keys;
 mod logs;
+mod plans;
 mod seed;
 mod support;

@@ -1,0 +1,346 @@
+//! Usage plans on the running gateway: throttle accuracy, quotas, method throttles, usage
+//! reports, grants, restarts, and bad input.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::support::*;
+
+/// A service whose private routes are mock integrations (no function in the way), with
+/// `usage_plan` as the body of `provider.apiGateway.usagePlan`.
+fn mock_service(env: &Env, usage_plan: &str) -> std::path::PathBuf {
+    env.write(
+        "serverless.yml",
+        &format!(
+            "service: lim
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys:
+      - lim-key
+    usagePlan:
+{usage_plan}
+functions:
+  mocked:
+    handler: unused
+    events:
+      - http: {{path: a, method: get, private: true, integration: mock}}
+      - http: {{path: b, method: get, private: true, integration: mock}}
+"
+        ),
+    )
+}
+
+/// Sends requests on `clients` connections for `secs`; returns (admitted, throttled).
+async fn hammer(url: &str, key: &str, clients: usize, secs: f64) -> (u64, u64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (ok, limited) = (Arc::clone(&ok), Arc::clone(&limited));
+        let (url, key) = (url.to_owned(), key.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            while Instant::now() < deadline {
+                let r = c.get(&url).header("x-api-key", &key).send().await.unwrap();
+                match r.status().as_u16() {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    429 => limited.fetch_add(1, Ordering::Relaxed),
+                    s => panic!("unexpected status {s}"),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (ok.load(Ordering::Relaxed), limited.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttle_is_accurate_for_one_and_many_clients() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      throttle: {rateLimit: 20, burstLimit: 10}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let srv = env.serve();
+    // 10 + 20 * 3 = 70, within 2% (69..=71).
+    let (ok, limited) = hammer(&srv.url("/dev/a"), &key, 1, 3.0).await;
+    assert!((69..=71).contains(&ok), "one client: {ok} admitted, {limited} throttled");
+    assert!(limited > 0);
+    // Let the bucket refill, then the same with 8 concurrent clients on the key.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (ok, limited) = hammer(&srv.url("/dev/b"), &key, 8, 3.0).await;
+    assert!((69..=71).contains(&ok), "8 clients: {ok} admitted, {limited} throttled");
+
+    // Empty the bucket again and look at a refusal.
+    let mut r = get(&srv.url("/dev/a"), Some(&key)).await;
+    for _ in 0..100 {
+        if r.status == 429 {
+            break;
+        }
+        r = get(&srv.url("/dev/a"), Some(&key)).await;
+    }
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Too Many Requests"}"#);
+    assert_eq!(r.header("x-amzn-errortype"), Some("TooManyRequestsException"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = get(&srv.url("/dev/a"), Some(&key)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("ratelimit-policy").unwrap().contains(r#""burst";q=10;w=1"#), "{r:?}");
+    assert!(r.header("ratelimit").unwrap().starts_with(r#""burst";r="#), "{r:?}");
+    srv.stop();
+}
+
+fn secs_to_utc_midnight() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    86_400 - now % 86_400
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_admits_exactly_the_limit_then_points_at_midnight() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      quota: {limit: 100, period: DAY}");
+    let report = env.deploy(&yml, &[]);
+    let key = Env::key_value(&report);
+    let srv = env.serve();
+    let (ok, limited) = hammer(&srv.url("/dev/a"), &key, 8, 1.5).await;
+    assert_eq!(ok, 100, "{limited} refused");
+    let r = get(&srv.url("/dev/b"), Some(&key)).await;
+    assert_eq!(r.status, 429, "{r:?}");
+    assert_eq!(r.body, r#"{"message":"Limit Exceeded"}"#);
+    assert_eq!(r.header("x-amzn-errortype"), Some("LimitExceededException"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry.abs_diff(secs_to_utc_midnight()) <= 2, "Retry-After {retry}");
+
+    // The report counts exactly the admitted requests (after the background flush).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let today = today();
+    let usage = env.json(&["usage", "--plan", "lim-dev", "--from", &today, "--to", &today]);
+    let key_id = report["apiKeys"][0]["id"].as_str().unwrap();
+    assert_eq!(usage["values"][key_id], serde_json::json!([[100, 0]]), "{usage}");
+
+    // update-usage: 3 more, taken into account by the running gateway.
+    env.json(&["usage", "set-remaining", "--plan", "lim-dev", "--key", "lim-key", "3"]);
+    eventually(Duration::from_secs(1), || async {
+        get(&srv.url("/dev/a"), Some(&key)).await.status == 200
+    })
+    .await;
+    let mut admitted = 1;
+    for _ in 0..5 {
+        if get(&srv.url("/dev/a"), Some(&key)).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+
+    // Raising the limit by redeploying keeps what was counted: 100 + 3 used of 110.
+    std::fs::write(
+        &yml,
+        std::fs::read_to_string(&yml).unwrap().replace("limit: 100", "limit: 110"),
+    )
+    .unwrap();
+    let redeployed = env.deploy(&yml, &[]);
+    assert_eq!(redeployed["usagePlans"][0]["id"], report["usagePlans"][0]["id"]);
+    // The grant of +3 for today still applies on top of the new limit: 113 - 103 = 10 more.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (ok, _) = hammer(&srv.url("/dev/a"), &key, 2, 1.0).await;
+    assert_eq!(ok, 10);
+    srv.stop();
+}
+
+fn today() -> String {
+    let days = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn method_throttles_override_the_plan_throttle_for_their_method_only() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      throttle: {rateLimit: 1, burstLimit: 1}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    // More generous for GET /a than the plan; /b keeps the plan's 1 request.
+    env.json(&[
+        "plans",
+        "add-stage",
+        "lim-dev",
+        "--api",
+        "lim",
+        "--stage",
+        "dev",
+        "--method-throttle",
+        "/a/GET=100:50",
+    ]);
+    let srv = env.serve();
+    let mut a_ok = 0;
+    for _ in 0..20 {
+        if get(&srv.url("/dev/a"), Some(&key)).await.status == 200 {
+            a_ok += 1;
+        }
+    }
+    assert_eq!(a_ok, 20, "the method throttle (burst 50) applies to GET /a");
+    assert_eq!(get(&srv.url("/dev/b"), Some(&key)).await.status, 200);
+    assert_eq!(
+        get(&srv.url("/dev/b"), Some(&key)).await.status,
+        429,
+        "the plan throttle applies to /b"
+    );
+
+    // Stricter than the plan, changed while the gateway runs.
+    env.json(&[
+        "plans",
+        "add-stage",
+        "lim-dev",
+        "--api",
+        "lim",
+        "--stage",
+        "dev",
+        "--method-throttle",
+        "/a/GET=0.5:2",
+    ]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(get(&srv.url("/dev/a"), Some(&key)).await.status);
+        }
+        v
+    };
+    // Tokens consumed under the old limits stay consumed (measured in time), so at most the new
+    // burst of 2 passes and the third request is refused.
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert_eq!(statuses[2], 429, "{statuses:?}");
+    srv.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_restart_during_load_loses_no_usage() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      throttle: {rateLimit: 10000, burstLimit: 10000}");
+    let report = env.deploy(&yml, &[]);
+    let key = Env::key_value(&report);
+    let key_id = report["apiKeys"][0]["id"].as_str().unwrap().to_owned();
+    let mut admitted = 0u64;
+    for _round in 0..2 {
+        let srv = env.serve();
+        let url = srv.url("/dev/a");
+        let ok = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (ok, stop, url, key) =
+                (Arc::clone(&ok), Arc::clone(&stop), url.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) {
+                    // Connection errors while the server stops are expected: not admitted.
+                    if let Ok(r) = c.get(&url).header("x-api-key", &key).send().await
+                        && r.status() == 200
+                    {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // SIGTERM under load, then let the clients notice.
+        tokio::task::spawn_blocking(move || srv.stop()).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        admitted += ok.load(Ordering::Relaxed);
+    }
+    assert!(admitted > 50, "the load ran: {admitted}");
+    let today = today();
+    let usage = env.json(&[
+        "usage", "--plan", "lim-dev", "--key", "lim-key", "--from", &today, "--to", &today,
+    ]);
+    assert_eq!(usage["values"][&key_id][0][0], admitted, "{usage}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_plan_input_changes_nothing() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      quota: {limit: 5, period: DAY}");
+    env.deploy(&yml, &[]);
+    let before = env.json(&["plans", "list"]);
+    for (args, expect) in [
+        (vec!["plans", "create", "--name", "x", "--rate", "-1", "--burst", "1"], "not a rate"),
+        (vec!["plans", "create", "--name", "x", "--rate", "abc", "--burst", "1"], "not a number"),
+        (vec!["plans", "create", "--name", "x", "--rate", "1", "--burst", "-3"], "-3"),
+        (vec!["plans", "create", "--name", "x", "--rate", "1"], "both --rate and --burst"),
+        (
+            vec!["plans", "create", "--name", "x", "--quota-limit", "5", "--quota-period", "YEAR"],
+            "DAY, WEEK or MONTH",
+        ),
+        (
+            vec![
+                "plans",
+                "create",
+                "--name",
+                "x",
+                "--quota-limit",
+                "5",
+                "--quota-period",
+                "WEEK",
+                "--quota-offset",
+                "7",
+            ],
+            "0 = Sunday",
+        ),
+        (vec!["plans", "create", "--name", "lim-dev"], "already exists"),
+        (vec!["plans", "update", "nope", "--rate", "1", "--burst", "1"], "not found"),
+        (vec!["plans", "update", "lim-dev", "--quota-period", "fortnight"], "DAY, WEEK or MONTH"),
+        (vec!["plans", "add-key", "nope", "lim-key"], "not found"),
+        (vec!["plans", "add-key", "lim-dev", "nope"], "not found"),
+        (
+            vec!["plans", "add-stage", "lim-dev", "--api", "lim", "--stage", "prod"],
+            "no deployed stage",
+        ),
+        (
+            vec![
+                "plans",
+                "add-stage",
+                "lim-dev",
+                "--api",
+                "lim",
+                "--stage",
+                "dev",
+                "--method-throttle",
+                "/zzz/GET=1:1",
+            ],
+            "no method",
+        ),
+        (vec!["plans", "delete", "nope"], "not found"),
+        (
+            vec!["usage", "--plan", "nope", "--from", "2026-01-01", "--to", "2026-01-02"],
+            "not found",
+        ),
+        (
+            vec!["usage", "--plan", "lim-dev", "--from", "2026-02-30", "--to", "2026-03-01"],
+            "2026-02-30",
+        ),
+        (vec!["usage", "set-remaining", "--plan", "lim-dev", "--key", "nope", "3"], "not found"),
+        (vec!["usage", "set-remaining", "--plan", "lim-dev", "--key", "lim-key", "-3"], "-3"),
+    ] {
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    assert_eq!(env.json(&["plans", "list"]), before, "nothing changed");
+}
