@@ -3,8 +3,8 @@
 //! [`check_quota`] is the pure decision from a count kept elsewhere. [`AtomicQuotaCounter`] keeps
 //! the count itself, for one key, lock-free:
 //!
-//! - **One word.** The counter is a single `AtomicU64` holding a 16-bit *period tag* (derived from
-//!   the period's first day) and a 48-bit count. Admitting a request is one compare-and-swap
+//! - **One word.** The counter is a single `AtomicU64` holding a 16-bit *period tag* (the
+//!   period's first day number, modulo 2^16), an "opened" bit and a 47-bit count. Admitting a request is one compare-and-swap
 //!   that increments the count only while it is below the allowance, so a quota of 100 admits
 //!   exactly 100 however many threads race for it.
 //! - **Rollover in the same CAS.** When the caller's period is newer than the stored tag, the CAS
@@ -15,9 +15,9 @@
 //! - **Limits per call.** The allowance (`limit + extra`) is an argument, so grants and plan
 //!   changes take effect on the next request without touching the counter.
 //!
-//! Tags are compared on a ring of 65 535 values, so "newer" is meaningful as long as a counter
-//! is not left untouched for ~90 years (half the ring, in days). Counts saturate at 2^48 − 1
-//! (2.8 × 10^14 requests per period; allowances above that are treated as that).
+//! Tags are compared on a ring of 2^16 days, so "newer" is meaningful as long as a counter is not
+//! left untouched for ~89 years (half the ring). Counts saturate at 2^47 − 1 (1.4 × 10^14
+//! requests per period; allowances above that are treated as that).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -66,23 +66,26 @@ pub fn check_quota(quota: &Quota, used: u64, extra: i64, now_ms: i64) -> QuotaDe
     }
 }
 
-const COUNT_BITS: u32 = 48;
+/// The word: `[opened: 1 bit][period tag: 16 bits][count: 47 bits]`.
+const COUNT_BITS: u32 = 47;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
-/// Tags live in `1..=TAG_RING`; tag 0 marks a counter that has seen no period yet.
-const TAG_RING: i64 = 0xFFFF;
+/// Set in every tag of an opened period, so that tag 0 means "no period yet".
+const OPENED: u64 = 1 << 16;
+const RING_MASK: u64 = 0xFFFF;
 const EMPTY: u64 = 0;
 
-/// The tag of the period starting at `start_ms`.
+/// The tag of the period starting at `start_ms`: its first day number, modulo 2^16.
 #[inline]
 fn tag_of(start_ms: i64) -> u64 {
-    (start_ms.div_euclid(DAY_MS).rem_euclid(TAG_RING) + 1) as u64
+    // Window starts are whole days, so plain division is exact (and monotonic regardless).
+    OPENED | ((start_ms / DAY_MS) as u64 & RING_MASK)
 }
 
-/// Whether period tag `a` is newer than tag `b` (both non-empty), on the ring.
+/// Whether period tag `a` is newer than tag `b` (both opened), on the ring of 2^16 days.
 #[inline]
 fn is_newer(a: u64, b: u64) -> bool {
-    let diff = (a as i64 - b as i64).rem_euclid(TAG_RING);
-    diff != 0 && diff <= TAG_RING / 2
+    let diff = a.wrapping_sub(b) & RING_MASK;
+    diff != 0 && diff < 1 << 15
 }
 
 fn pack(tag: u64, count: u64) -> u64 {
@@ -259,7 +262,7 @@ mod tests {
         assert_eq!(c.used(&QuotaWindow::for_quota(march, &q)), 0);
         assert_eq!(c.try_acquire(&q, 0, march), QuotaDecision::Allowed { remaining: 9 });
         assert_eq!(AtomicQuotaCounter::new().used(&window), 0);
-        // Counts and allowances beyond 48 bits saturate instead of spilling into the tag.
+        // Counts and allowances beyond 47 bits saturate instead of spilling into the tag.
         let big = AtomicQuotaCounter::with_used(&window, u64::MAX);
         assert_eq!(big.used(&window), COUNT_MAX);
         assert!(!big.try_acquire_in(&window, u64::MAX, now).is_allowed());
@@ -275,6 +278,7 @@ mod tests {
 
     #[test]
     fn period_tags_order_on_the_ring() {
+        const TAG_RING: i64 = 1 << 16;
         let t = |day: i64| tag_of(day * DAY_MS);
         assert!(is_newer(t(20_000), t(19_999)));
         assert!(!is_newer(t(19_999), t(20_000)));
@@ -287,7 +291,8 @@ mod tests {
         // Before 1970.
         assert!(is_newer(t(0), t(-1)));
         for day in [-TAG_RING - 1, -1, 0, 1, TAG_RING - 1, TAG_RING, 1 << 30] {
-            assert!((1..=TAG_RING as u64).contains(&t(day)), "{day}");
+            assert_ne!(t(day), EMPTY, "{day}");
+            assert_eq!(unpack(pack(t(day), COUNT_MAX)), (t(day), COUNT_MAX));
         }
     }
 
