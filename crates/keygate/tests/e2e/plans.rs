@@ -344,3 +344,37 @@ async fn bad_plan_input_changes_nothing() {
     }
     assert_eq!(env.json(&["plans", "list"]), before, "nothing changed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_moved_between_plans_gets_its_new_limits() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      quota: {limit: 2, period: DAY}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    env.json(&[
+        "plans",
+        "create",
+        "--name",
+        "gold",
+        "--quota-limit",
+        "1000",
+        "--quota-period",
+        "DAY",
+    ]);
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    for expected in [200, 200, 429] {
+        assert_eq!(get(&url, Some(&key)).await.status, expected);
+    }
+    // Moving: out of the old plan, into gold, and gold onto the stage.
+    env.json(&["plans", "remove-key", "lim-dev", "lim-key"]);
+    env.json(&["plans", "add-key", "gold", "lim-key"]);
+    env.json(&["plans", "add-stage", "gold", "--api", "lim", "--stage", "dev"]);
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&key)).await.status == 200 })
+        .await;
+    for _ in 0..5 {
+        assert_eq!(get(&url, Some(&key)).await.status, 200);
+    }
+    let r = get(&url, Some(&key)).await;
+    assert!(r.header("ratelimit-policy").unwrap().contains("q=1000"), "{r:?}");
+    srv.stop();
+}
