@@ -40,8 +40,9 @@
 //! refills would admit one burst per process lifetime, an accident of restart timing. So
 //! `burst_limit == 0` or `rate_limit <= 0` (or NaN) gives [`BucketLimits::is_blocked`] limits:
 //! every request is [`Decision::Limited`] with `retry_after == NEVER` ([`Duration::MAX`]), and
-//! callers should send no `Retry-After` then. This matches how a zero throttle is used in
-//! Amazon API Gateway configurations: to shut traffic off, not to allow a trickle.
+//! callers should send no `Retry-After` then. A zero throttle is thus read as "shut this traffic
+//! off", never as "allow a trickle" (the alternative, `max(burst, 1)` when the rate is positive,
+//! would silently admit traffic the plan says to refuse).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -13,7 +13,7 @@
 //! | [`clock`] | [`Nanos`], [`Clock`], [`SystemClock`], [`ManualClock`] |
 //! | [`bucket`] | [`BucketLimits`], [`TokenBucket`], [`AtomicTokenBucket`], [`Decision`] |
 //! | [`calendar`] | [`Date`], [`period_start`], [`period_end`], [`QuotaWindow`] |
-//! | [`quota`] | [`check_quota`], [`AtomicQuotaCounter`], [`QuotaDecision`] |
+//! | [`quota`] | [`check_quota`], [`allowance`], [`AtomicQuotaCounter`], [`QuotaDecision`] |
 //! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` values |
 //!
 //! A typical gateway request path, per API key:
@@ -50,7 +50,7 @@ pub mod quota;
 pub use bucket::{AtomicTokenBucket, BucketLimits, BucketState, Decision, NEVER, TokenBucket};
 pub use calendar::{Date, QuotaWindow, day_of, period_end, period_start};
 pub use clock::{Clock, ManualClock, Nanos, SystemClock};
-pub use quota::{AtomicQuotaCounter, QuotaDecision, check_quota};
+pub use quota::{AtomicQuotaCounter, QuotaDecision, allowance, check_quota};
 
 /// Errors of this crate: only parsing can fail; every decision is total.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
