@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use keygate_store::ConfigStore;
 
+pub mod admin;
+pub mod audit;
 pub mod deploy;
+pub mod import;
 pub mod info;
 pub mod keys;
 pub mod plans;

@@ -12,8 +12,9 @@
 use async_trait::async_trait;
 use keygate_types::ServiceDefinition;
 use keygate_types::model::{
-    Api, ApiKey, ApiKeyPatch, ApiStage, DailyUsage, Deployment, GatewaySnapshot, NewApiKey,
-    NewUsagePlan, Stage, UsageGrant, UsagePlan, UsagePlanPatch,
+    AdminCredential, AdminToken, Api, ApiKey, ApiKeyPatch, ApiStage, AuditEntry, DailyUsage,
+    Deployment, GatewaySnapshot, NewApiKey, NewUsagePlan, Stage, UsageGrant, UsagePlan,
+    UsagePlanPatch,
 };
 
 pub mod sqlite;
@@ -80,10 +81,23 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn list_apis(&self) -> Result<Vec<Api>>;
     async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>>;
     async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>>;
+    async fn get_api(&self, id: &str) -> Result<Option<Api>>;
+    /// The API's current definition: what the next deployment snapshots.
+    async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>>;
+    /// Replaces the API's current definition; deployed stages are unchanged until a deployment.
+    async fn put_api_definition(&self, api_id: &str, definition: &ServiceDefinition) -> Result<()>;
+    /// Snapshots the API's current definition as a new deployment of `stage` (the definition's
+    /// stage field is set to `stage`) and points the stage at it.
+    async fn create_deployment(&self, api_id: &str, stage: &str) -> Result<Deployment>;
+    async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>>;
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>>;
 
     /// Creates a key and adds it to the given usage plans (by id).
     async fn create_key(&self, key: NewApiKey, plan_ids: &[String]) -> Result<ApiKey>;
+    /// Creates several keys and their plan memberships in one transaction: all or nothing.
+    async fn import_keys(&self, keys: Vec<(NewApiKey, Vec<String>)>) -> Result<Vec<ApiKey>>;
+    /// Whether a key with this value digest exists.
+    async fn key_digest_exists(&self, digest: &keygate_types::KeyDigest) -> Result<bool>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>>;
     async fn list_keys(&self) -> Result<Vec<ApiKey>>;
@@ -122,6 +136,20 @@ pub trait ConfigStore: Send + Sync + 'static {
     ) -> Result<Vec<DailyUsage>>;
     /// Sets the extra quota of a key in a plan for one period (replacing an earlier grant).
     async fn put_grant(&self, grant: UsageGrant) -> Result<()>;
+
+    async fn create_admin_credential(&self, c: AdminCredential) -> Result<()>;
+    async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>>;
+    async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>>;
+    /// Marks a credential revoked (kept for the audit trail).
+    async fn revoke_admin_credential(&self, access_key_id: &str) -> Result<()>;
+    async fn create_admin_token(&self, t: AdminToken) -> Result<()>;
+    async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>>;
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>>;
+    async fn revoke_admin_token(&self, id: &str) -> Result<()>;
+    /// Appends to the audit log (`seq` and `time` of the entry are ignored and assigned).
+    async fn append_audit(&self, e: AuditEntry) -> Result<()>;
+    /// Audit entries after `after_seq`, oldest first, at most `limit`.
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
 
     /// A number that changes whenever anything in the store changes. Cheap: gateways poll it.
     async fn version(&self) -> Result<i64>;

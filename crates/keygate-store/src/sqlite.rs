@@ -6,11 +6,12 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use keygate_types::KeyDigest;
 use keygate_types::model::{
-    Api, ApiKey, ApiKeyPatch, ApiStage, DailyUsage, DeployedStage, Deployment, GatewaySnapshot,
-    KeyGrant, NewApiKey, NewUsagePlan, Stage, UsageGrant, UsagePlan, UsagePlanPatch, new_id,
+    AdminCredential, AdminToken, Api, ApiKey, ApiKeyPatch, ApiStage, AuditEntry, DailyUsage,
+    DeployedStage, Deployment, GatewaySnapshot, KeyGrant, NewApiKey, NewUsagePlan, Stage,
+    UsageGrant, UsagePlan, UsagePlanPatch, new_id,
 };
+use keygate_types::{KeyDigest, ServiceDefinition};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 // `AssertSqlSafe` wraps SQL built only from this file's constant column and table names.
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
@@ -114,6 +115,27 @@ fn key_from_row(r: &SqliteRow) -> ApiKey {
         enabled: r.get::<i64, _>("enabled") != 0,
         created_date: r.get("created_date"),
         last_updated_date: r.get("last_updated_date"),
+    }
+}
+
+fn credential_from_row(r: &SqliteRow) -> AdminCredential {
+    AdminCredential {
+        access_key_id: r.get("access_key_id"),
+        secret_sealed: r.get("secret_sealed"),
+        description: r.get("description"),
+        created_date: r.get("created_date"),
+        revoked_date: r.get("revoked_date"),
+    }
+}
+
+fn token_from_row(r: &SqliteRow) -> AdminToken {
+    AdminToken {
+        id: r.get("id"),
+        digest: r.get("digest"),
+        prefix: r.get("prefix"),
+        description: r.get("description"),
+        created_date: r.get("created_date"),
+        revoked_date: r.get("revoked_date"),
     }
 }
 
@@ -531,6 +553,105 @@ impl ConfigStore for SqliteStore {
             .collect())
     }
 
+    async fn get_api(&self, id: &str) -> Result<Option<Api>> {
+        let row = sqlx::query("SELECT id, name, created_date FROM apis WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(row.map(|r| Api {
+            id: r.get("id"),
+            name: r.get("name"),
+            created_date: r.get("created_date"),
+        }))
+    }
+
+    async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>> {
+        let row: Option<String> = sqlx::query_scalar("SELECT definition FROM apis WHERE id = ?")
+            .bind(api_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|d| parse_json(&d, "API definition")).transpose()
+    }
+
+    async fn put_api_definition(&self, api_id: &str, definition: &ServiceDefinition) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let done = sqlx::query("UPDATE apis SET definition = ? WHERE id = ?")
+            .bind(to_json(definition)?)
+            .bind(api_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("REST API {api_id} not found")));
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn create_deployment(&self, api_id: &str, stage: &str) -> Result<Deployment> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let def: Option<String> = sqlx::query_scalar("SELECT definition FROM apis WHERE id = ?")
+            .bind(api_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let def = def.ok_or_else(|| Error::NotFound(format!("REST API {api_id} not found")))?;
+        let mut definition: ServiceDefinition = parse_json(&def, "API definition")?;
+        definition.stage = stage.to_owned();
+        let t = now();
+        let deployment =
+            Deployment { id: new_id(6), api_id: api_id.to_owned(), created_date: t, definition };
+        sqlx::query(
+            "INSERT INTO deployments (id, api_id, created_date, definition) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&deployment.id)
+        .bind(api_id)
+        .bind(t)
+        .bind(to_json(&deployment.definition)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO stages (api_id, name, deployment_id, created_date, last_updated_date) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (api_id, name) DO UPDATE SET \
+             deployment_id = excluded.deployment_id, last_updated_date = excluded.last_updated_date",
+        )
+        .bind(api_id)
+        .bind(stage)
+        .bind(&deployment.id)
+        .bind(t)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(deployment)
+    }
+
+    async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(
+            "SELECT id, api_id, created_date, definition FROM deployments WHERE api_id = ? \
+             ORDER BY created_date, id",
+        )
+        .bind(api_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Deployment {
+                    id: r.get("id"),
+                    api_id: r.get("api_id"),
+                    created_date: r.get("created_date"),
+                    definition: parse_json(r.get("definition"), "deployment")?,
+                })
+            })
+            .collect()
+    }
+
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>> {
         let row = sqlx::query(
             "SELECT id, api_id, created_date, definition FROM deployments WHERE id = ?",
@@ -559,6 +680,30 @@ impl ConfigStore for SqliteStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(created)
+    }
+
+    async fn import_keys(&self, keys: Vec<(NewApiKey, Vec<String>)>) -> Result<Vec<ApiKey>> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, plans) in &keys {
+            let created = insert_key(&mut tx, key).await?;
+            for plan_id in plans {
+                add_key_to_plan(&mut tx, plan_id, &created.id, &created.name).await?;
+            }
+            out.push(created);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool> {
+        let found = sqlx::query("SELECT 1 FROM api_keys WHERE digest = ?")
+            .bind(&digest.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(found.is_some())
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
@@ -893,6 +1038,154 @@ impl ConfigStore for SqliteStore {
                 .await
                 .map_err(map_err)?;
         Ok(rows.iter().map(|r| r.get("plan_id")).collect())
+    }
+
+    async fn create_admin_credential(&self, c: AdminCredential) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO admin_credentials (access_key_id, secret_sealed, description, created_date) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&c.access_key_id)
+        .bind(&c.secret_sealed)
+        .bind(&c.description)
+        .bind(c.created_date)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>> {
+        let row = sqlx::query(
+            "SELECT access_key_id, secret_sealed, description, created_date, revoked_date \
+             FROM admin_credentials WHERE access_key_id = ?",
+        )
+        .bind(access_key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(row.as_ref().map(credential_from_row))
+    }
+
+    async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>> {
+        let rows = sqlx::query(
+            "SELECT access_key_id, secret_sealed, description, created_date, revoked_date \
+             FROM admin_credentials ORDER BY created_date, access_key_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.iter().map(credential_from_row).collect())
+    }
+
+    async fn revoke_admin_credential(&self, access_key_id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE admin_credentials SET revoked_date = COALESCE(revoked_date, ?) \
+             WHERE access_key_id = ?",
+        )
+        .bind(now())
+        .bind(access_key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("admin credential {access_key_id} not found")));
+        }
+        Ok(())
+    }
+
+    async fn create_admin_token(&self, t: AdminToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, digest, prefix, description, created_date) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.digest)
+        .bind(&t.prefix)
+        .bind(&t.description)
+        .bind(t.created_date)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>> {
+        let row = sqlx::query(
+            "SELECT id, digest, prefix, description, created_date, revoked_date FROM admin_tokens \
+             WHERE digest = ?",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(row.as_ref().map(token_from_row))
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        let rows = sqlx::query(
+            "SELECT id, digest, prefix, description, created_date, revoked_date FROM admin_tokens \
+             ORDER BY created_date, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.iter().map(token_from_row).collect())
+    }
+
+    async fn revoke_admin_token(&self, id: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE admin_tokens SET revoked_date = COALESCE(revoked_date, ?) WHERE id = ?",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("admin token {id} not found")));
+        }
+        Ok(())
+    }
+
+    async fn append_audit(&self, e: AuditEntry) -> Result<()> {
+        let time_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        sqlx::query(
+            "INSERT INTO audit_log (time_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(time_ms)
+        .bind(&e.actor)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, actor, action, target, detail FROM audit_log WHERE seq > ? \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                seq: r.get("seq"),
+                time: r.get("time_ms"),
+                actor: r.get("actor"),
+                action: r.get("action"),
+                target: r.get("target"),
+                detail: r.get("detail"),
+            })
+            .collect())
     }
 
     async fn version(&self) -> Result<i64> {

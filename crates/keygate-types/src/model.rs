@@ -171,3 +171,44 @@ pub struct KeyGrant {
     /// `(plan id, api id, stage)` for every API stage of every plan the key belongs to.
     pub stages: Vec<(String, String, String)>,
 }
+
+/// An admin credential for AWS Signature Version 4. The secret is sealed (encrypted) at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminCredential {
+    pub access_key_id: String,
+    #[serde(skip)]
+    pub secret_sealed: Vec<u8>,
+    pub description: Option<String>,
+    pub created_date: i64,
+    pub revoked_date: Option<i64>,
+}
+
+/// An admin bearer token; only its digest and a display prefix are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminToken {
+    pub id: String,
+    #[serde(skip)]
+    pub digest: Vec<u8>,
+    pub prefix: String,
+    pub description: Option<String>,
+    pub created_date: i64,
+    pub revoked_date: Option<i64>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub time: i64,
+    /// `cli:<user>`, `sigv4:<access key id>` or `token:<token id>`.
+    pub actor: String,
+    /// AWS-style operation name, e.g. `CreateApiKey`.
+    pub action: String,
+    /// The id (or name) of what changed.
+    pub target: String,
+    pub detail: Option<String>,
+}

@@ -53,6 +53,14 @@ pub(crate) enum Command {
     /// Manage usage plans: throttle, quota, their keys and API stages.
     #[command(subcommand)]
     Plans(PlansCommand),
+    /// Admin API access: SigV4 credentials and bearer tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The audit log: every change, who made it and when (never a key value or secret).
+    Audit {
+        #[arg(long)]
+        json: bool,
+    },
     /// Requests per key and day with the quota remaining (AWS get-usage); `set-remaining`
     /// changes the quota left in the current period (AWS update-usage).
     Usage(UsageArgs),
@@ -118,6 +126,55 @@ pub(crate) struct ListenArgs {
     /// Address the gateway listens on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:4000", env = "KEYGATE_LISTEN")]
     pub(crate) listen: SocketAddr,
+    /// Address of the admin API (AWS API Gateway's paths; SigV4 or bearer token required).
+    #[arg(long, default_value = "127.0.0.1:4001", env = "KEYGATE_ADMIN_LISTEN")]
+    pub(crate) admin_listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// SigV4 credentials for `aws` and boto3 (access key id + secret).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// Bearer tokens for curl and the console.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CredentialsCommand {
+    /// Issue an access key id and secret (the secret is printed once).
+    Create {
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List credentials (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a credential; requests signed with it are refused at once.
+    Revoke { access_key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Issue a bearer token (printed once).
+    Create {
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (id and prefix only).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

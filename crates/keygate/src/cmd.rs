@@ -16,8 +16,12 @@ use keygate_types::model::{NewUsagePlan, UsagePlan, UsagePlanPatch};
 use keygate_types::plan::{Quota, Throttle};
 use tokio::net::TcpListener;
 
+use keygate_control::admin::{self, MasterKey};
+use keygate_control::audit::Audited;
+
 use crate::cli::{
-    Cli, Command, KeysCommand, LimitArgs, PlansCommand, ServiceArgs, UsageArgs, UsageCommand,
+    AdminCommand, Cli, Command, CredentialsCommand, KeysCommand, LimitArgs, PlansCommand,
+    ServiceArgs, TokenCommand, UsageArgs, UsageCommand,
 };
 use crate::output;
 
@@ -29,22 +33,25 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up { service, listen } => {
             let listener = bind(listen.listen).await?;
+            let admin = bind(listen.admin_listen).await?;
             let base = format!("http://{}", listener.local_addr()?);
             let store = open(&data_dir).await?;
-            let report = deploy(&store, &service, &data_dir, &base).await?;
+            let report =
+                deploy(&open_audited(&data_dir).await?, &service, &data_dir, &base).await?;
             output::deploy_report(&report, false)?;
-            serve(store, listener).await
+            serve(store, &data_dir, listener, admin).await
         }
         Command::Deploy { service, json } => {
-            let store = open(&data_dir).await?;
+            let store = open_audited(&data_dir).await?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
             let report = deploy(&store, &service, &data_dir, &base).await?;
             output::deploy_report(&report, json)
         }
         Command::Serve { listen } => {
             let listener = bind(listen.listen).await?;
+            let admin = bind(listen.admin_listen).await?;
             let store = open(&data_dir).await?;
-            serve(store, listener).await
+            serve(store, &data_dir, listener, admin).await
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -60,15 +67,31 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::info(&info, json)
         }
         Command::Keys(cmd) => {
-            let store = open(&data_dir).await?;
+            let store = open_audited(&data_dir).await?;
             run_keys(&store, cmd).await
         }
         Command::Plans(cmd) => {
-            let store = open(&data_dir).await?;
+            let store = open_audited(&data_dir).await?;
             run_plans(&store, cmd).await
         }
-        Command::Usage(args) => {
+        Command::Admin(cmd) => {
+            let store = open_audited(&data_dir).await?;
+            run_admin(&store, &data_dir, cmd).await
+        }
+        Command::Audit { json } => {
             let store = open(&data_dir).await?;
+            let mut entries = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = store.list_audit(after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                entries.extend(page);
+            }
+            output::audit(&entries, json)
+        }
+        Command::Usage(args) => {
+            let store = open_audited(&data_dir).await?;
             run_usage(&store, args).await
         }
     }
@@ -232,6 +255,79 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
     }
 }
 
+/// The store wrapped so that every change is recorded in the audit log as `cli:<user>`.
+async fn open_audited(data_dir: &Path) -> Result<Store> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    Ok(Arc::new(Audited::new(open(data_dir).await?, format!("cli:{user}"))))
+}
+
+fn master_key(data_dir: &Path) -> Result<MasterKey> {
+    let env = std::env::var(admin::MASTER_KEY_ENV).ok();
+    Ok(MasterKey::load(data_dir, env.as_deref())?)
+}
+
+async fn run_admin(store: &Store, data_dir: &Path, cmd: AdminCommand) -> Result<()> {
+    match cmd {
+        AdminCommand::Credentials(CredentialsCommand::Create { description, json }) => {
+            let c = admin::create_credential(store, &master_key(data_dir)?, description).await?;
+            if json {
+                return output::json(&c);
+            }
+            println!("access key id:     {}", c.access_key_id);
+            println!("secret access key: {}", c.secret_access_key);
+            println!(
+                "(shown once; use them as an AWS profile with --endpoint-url of the admin API)"
+            );
+            Ok(())
+        }
+        AdminCommand::Credentials(CredentialsCommand::List { json }) => {
+            let list = store.list_admin_credentials().await?;
+            if json {
+                return output::json(&list);
+            }
+            for c in &list {
+                let state = if c.revoked_date.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{}  {state}  {}",
+                    c.access_key_id,
+                    c.description.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::Credentials(CredentialsCommand::Revoke { access_key_id }) => {
+            store.revoke_admin_credential(&access_key_id).await?;
+            println!("revoked {access_key_id}");
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::Create { description, json }) => {
+            let t = admin::create_token(store, description).await?;
+            if json {
+                return output::json(&t);
+            }
+            println!("token: {}", t.token);
+            println!("(id {}; shown once: send it as `Authorization: Bearer <token>`)", t.id);
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::List { json }) => {
+            let list = store.list_admin_tokens().await?;
+            if json {
+                return output::json(&list);
+            }
+            for t in &list {
+                let state = if t.revoked_date.is_some() { "revoked" } else { "active" };
+                println!("{}  {}…  {state}", t.id, t.prefix);
+            }
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::Revoke { id }) => {
+            store.revoke_admin_token(&id).await?;
+            println!("revoked token {id}");
+            Ok(())
+        }
+    }
+}
+
 async fn open(data_dir: &Path) -> Result<Store> {
     let store = SqliteStore::open(data_dir)
         .await
@@ -271,9 +367,30 @@ async fn deploy(
     Ok(report)
 }
 
-/// Serves until SIGINT or SIGTERM, then drains connections and stops function processes.
-async fn serve(store: Store, listener: TcpListener) -> Result<()> {
+/// Serves traffic and the admin API until SIGINT or SIGTERM, then drains connections, writes
+/// the last usage and stops function processes.
+async fn serve(
+    store: Store,
+    data_dir: &Path,
+    listener: TcpListener,
+    admin: TcpListener,
+) -> Result<()> {
     let addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let admin_state = Arc::new(keygate_admin::AdminState {
+        store: Arc::clone(&store),
+        master: master_key(data_dir)?,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = tokio::spawn(async move {
+        let mut rx = stop_rx;
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = keygate_admin::serve(admin, admin_state, stopped).await {
+            tracing::error!(error = %e, "admin API failed");
+        }
+    });
     let clock = Arc::new(keygate_limits::clock::SystemClock);
     let gateway = Gateway::new(store, FunctionHost::default(), clock)
         .await
@@ -281,8 +398,11 @@ async fn serve(store: Store, listener: TcpListener) -> Result<()> {
     let refresh = gateway.spawn_refresh();
     let flush = gateway.spawn_flush();
     println!("keygate listening on http://{addr}");
-    tracing::info!(%addr, "gateway listening");
+    println!("keygate admin listening on http://{admin_addr}");
+    tracing::info!(%addr, %admin_addr, "gateway listening");
     keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
     refresh.abort();
     flush.abort();
     // After the drain: every admitted request is counted before the usage is written.

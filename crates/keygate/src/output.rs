@@ -234,3 +234,13 @@ pub(crate) fn usage(r: &keygate_control::usage::UsageReport, as_json: bool) -> R
     }
     Ok(())
 }
+
+pub(crate) fn audit(entries: &[keygate_types::model::AuditEntry], as_json: bool) -> Result<()> {
+    if as_json {
+        return json(&entries);
+    }
+    for e in entries {
+        println!("{:>6}  {}  {:<24}  {:<32}  {}", e.seq, e.time, e.actor, e.action, e.target);
+    }
+    Ok(())
+}

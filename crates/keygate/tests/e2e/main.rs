@@ -9,6 +9,7 @@
 //! The tests need the example and test-function binaries built beside `keygate`
 //! (`cargo build --workspace` does it; the README's test command runs it first).
 
+mod admin;
 mod config_errors;
 mod deploy;
 mod functions;

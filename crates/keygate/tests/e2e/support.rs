@@ -111,7 +111,12 @@ impl Env {
     pub fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = self.path().join(format!("keygate-{}.log", rand_suffix()));
         let mut cmd = self.cmd();
-        cmd.args(args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
+        // Tests run in parallel: never the fixed default admin port.
+        let mut args = args.to_vec();
+        if !args.contains(&"--admin-listen") {
+            args.extend(["--admin-listen", "127.0.0.1:0"]);
+        }
+        cmd.args(&args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -120,17 +125,25 @@ impl Env {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = Vec::new();
+            let mut base = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.strip_prefix("keygate listening on ") {
-                    let _ = tx.send(Ok((addr.to_owned(), lines.clone())));
+                    base = Some(addr.to_owned());
+                }
+                if let Some(admin) = line.strip_prefix("keygate admin listening on ") {
+                    let _ = tx.send(Ok((
+                        base.clone().unwrap_or_default(),
+                        admin.to_owned(),
+                        lines.clone(),
+                    )));
                 }
                 lines.push(line);
             }
             let _ = tx.send(Err(lines));
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok((base, stdout))) => Server { child, base, log, stdout },
+            Ok(Ok((base, admin, stdout))) => Server { child, base, admin, log, stdout },
             other => {
                 let _ = child.kill();
                 panic!(
@@ -150,6 +163,8 @@ fn rand_suffix() -> u128 {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// Base URL of the admin API.
+    pub admin: String,
     pub log: PathBuf,
     /// What it printed before listening (deploy report for `up`).
     pub stdout: Vec<String>,

@@ -1,0 +1,94 @@
+//! The admin API: authentication, its own listener, one code path with the CLI, the audit log.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_authenticates_and_audits() {
+    let env = Env::new();
+    let report = env.deploy(&example_yml(), &[]);
+    let traffic_key = Env::key_value(&report);
+    let token = env.json(&["admin", "token", "create"]);
+    let (token_id, token) = (token["id"].as_str().unwrap(), token["token"].as_str().unwrap());
+    let srv = env.serve();
+    let admin = |path: &str| format!("{}{path}", srv.admin);
+
+    // No credentials, a bad token, a SigV4 header with an unknown key: 403 as AWS answers.
+    let r = get(&admin("/apikeys"), None).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body, r#"{"message":"Missing Authentication Token"}"#);
+    let r = send(client().get(admin("/apikeys")).bearer_auth("kgt_nope")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("x-amzn-errortype"), Some("UnrecognizedClientException"));
+    // The traffic listener serves no admin path.
+    for path in ["/apikeys", "/usageplans", "/restapis", "/audit"] {
+        let r = send(client().get(srv.url(path)).bearer_auth(token)).await;
+        assert_eq!(r.status, 403, "{path}");
+        assert_eq!(r.body, r#"{"message":"Missing Authentication Token"}"#, "{path}");
+    }
+
+    // A bearer token works; the API and the CLI share one code path and one store.
+    let r = send(
+        client()
+            .post(admin("/apikeys"))
+            .bearer_auth(token)
+            .json(&json!({"name": "api-made", "enabled": true})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let created = r.json();
+    let value = created["value"].as_str().unwrap().to_owned();
+    assert_eq!(value.len(), 40);
+    assert_eq!(env.json(&["keys", "get", "api-made"])["id"], created["id"]);
+    let r = send(
+        client()
+            .get(admin(&format!("/apikeys/{}?includeValue=true", created["id"].as_str().unwrap())))
+            .bearer_auth(token),
+    )
+    .await;
+    assert!(r.json().get("value").is_none(), "values are hashed: shown only at creation");
+    // Disable through the API: the gateway refuses the traffic key within a second.
+    let key_id = report["apiKeys"][0]["id"].as_str().unwrap();
+    let r = send(client().patch(admin(&format!("/apikeys/{key_id}"))).bearer_auth(token).json(
+        &json!({"patchOperations": [{"op": "replace", "path": "/enabled", "value": "false"}]}),
+    ))
+    .await;
+    assert_eq!(r.json()["enabled"], false, "{r:?}");
+    let url = srv.url("/dev/candidates");
+    eventually(Duration::from_secs(1), || async {
+        get(&url, Some(&traffic_key)).await.status == 403
+    })
+    .await;
+    // Errors in AWS's shape.
+    let r = send(client().get(admin("/apikeys/nope")).bearer_auth(token)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-amzn-errortype"), Some("NotFoundException"));
+    let r = send(
+        client().post(admin("/apikeys")).bearer_auth(token).json(&json!({"name": "api-made"})),
+    )
+    .await;
+    assert_eq!((r.status, r.header("x-amzn-errortype")), (409, Some("ConflictException")));
+
+    // Revoked: refused at once.
+    env.ok(&["admin", "token", "revoke", token_id]);
+    let r = send(client().get(admin("/apikeys")).bearer_auth(token)).await;
+    assert_eq!(r.status, 403);
+
+    // The audit log has every change, with actors, and no secret.
+    let audit = env.json(&["audit"]);
+    let text = audit.to_string();
+    let actions: Vec<&str> =
+        audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["Deploy", "CreateAdminToken", "CreateApiKey", "UpdateApiKey", "RevokeAdminToken"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    assert!(text.contains(&format!("token:{token_id}")), "{text}");
+    assert!(text.contains("cli:"), "{text}");
+    for secret in [value.as_str(), traffic_key.as_str(), token] {
+        assert!(!text.contains(secret), "a secret is in the audit log");
+    }
+    srv.stop();
+}
