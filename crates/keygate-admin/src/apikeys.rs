@@ -41,6 +41,12 @@ pub(crate) fn key_json(k: &ApiKey, value: Option<&str>) -> Value {
     if let Some(value) = value {
         v["value"] = json!(value);
     }
+    if let Some(e) = k.expires {
+        v["expires"] = json!(e);
+    }
+    if let Some(u) = k.last_used_date {
+        v["lastUsedDate"] = json!(u);
+    }
     v
 }
 
@@ -75,6 +81,8 @@ pub(crate) struct CreateBody {
     enabled: bool,
     value: Option<String>,
     customer_id: Option<String>,
+    /// Unix seconds (beyond AWS).
+    expires: Option<i64>,
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
@@ -113,6 +121,7 @@ pub(crate) async fn create_or_import(
             customer_id: b.customer_id,
             enabled: b.enabled,
             usage_plan: None,
+            expires: b.expires,
         },
     )
     .await?;
@@ -227,4 +236,20 @@ pub(crate) async fn delete(
     }
     store.delete_key(&id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /apikeys/{id}/rotate?grace=24h` (beyond AWS): a new value, returned once; the old one
+/// keeps working for the grace period with the same plans and quota.
+pub(crate) async fn rotate(
+    State(state): State<Arc<AdminState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let grace = match q.get("grace") {
+        Some(g) => keys::parse_duration(g)?,
+        None => 0,
+    };
+    let (key, value) = keys::rotate(&audited(&state, &actor), &id, grace).await?;
+    Ok(Json(key_json(&key, Some(value.expose()))))
 }

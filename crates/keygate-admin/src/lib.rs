@@ -48,6 +48,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/apikeys", post(apikeys::create_or_import).get(apikeys::list))
         .route("/apikeys/{id}", get(apikeys::get).patch(apikeys::update).delete(apikeys::delete))
+        .route("/apikeys/{id}/rotate", post(apikeys::rotate))
         .route("/usageplans", post(plans::create).get(plans::list))
         .route("/usageplans/{id}", get(plans::get).patch(plans::update).delete(plans::delete))
         .route("/usageplans/{id}/keys", post(plans::add_key).get(plans::list_keys))

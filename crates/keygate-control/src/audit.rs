@@ -114,6 +114,22 @@ impl ConfigStore for Audited {
         self.inner.key_digest_exists(digest).await
     }
 
+    async fn rotate_key(
+        &self,
+        id: &str,
+        value: keygate_types::ApiKeyValue,
+        grace_secs: i64,
+    ) -> Result<ApiKey> {
+        let target = id.to_owned();
+        let out = self.inner.rotate_key(id, value, grace_secs).await?;
+        self.record("RotateApiKey", target).await;
+        Ok(out)
+    }
+
+    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
+        self.inner.set_last_used(used).await
+    }
+
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
         self.inner.get_key(id).await
     }

@@ -136,6 +136,7 @@ pub async fn deploy(
             description: k.description.clone(),
             customer_id: k.customer_id.clone(),
             enabled: k.enabled,
+            expires: None,
         };
         keys.push((new, plan));
     }

@@ -108,7 +108,14 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
         }
         let description = Some(field(desc_col)).filter(|d| !d.is_empty()).map(str::to_owned);
         rows.push((
-            NewApiKey { name: name.to_owned(), value, description, customer_id: None, enabled },
+            NewApiKey {
+                name: name.to_owned(),
+                value,
+                description,
+                customer_id: None,
+                enabled,
+                expires: None,
+            },
             plan_ids,
         ));
     }

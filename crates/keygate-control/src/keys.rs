@@ -20,6 +20,8 @@ pub struct CreateKey {
     pub enabled: bool,
     /// Usage plan (id or name) to add the key to.
     pub usage_plan: Option<String>,
+    /// Unix seconds after which the key is refused.
+    pub expires: Option<i64>,
 }
 
 /// Creates a key and returns it with its value, which is never available again.
@@ -53,6 +55,7 @@ pub async fn create(store: &Store, input: CreateKey) -> Result<(ApiKey, ApiKeyVa
                 description: input.description,
                 customer_id: input.customer_id,
                 enabled: input.enabled,
+                expires: input.expires,
             },
             &plan_ids,
         )
@@ -107,4 +110,113 @@ pub async fn delete(store: &Store, id_or_name: &str) -> Result<ApiKey> {
     let key = find(store, id_or_name).await?;
     store.delete_key(&key.id).await?;
     Ok(key)
+}
+
+/// Parses a duration like `90s`, `30m`, `24h`, `7d` (or plain seconds).
+///
+/// # Errors
+/// [`Error::Invalid`] saying the expected form.
+pub fn parse_duration(s: &str) -> Result<i64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| bad_duration(s))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad_duration(s)),
+    };
+    n.checked_mul(mult).ok_or_else(|| bad_duration(s))
+}
+
+fn bad_duration(s: &str) -> Error {
+    Error::Invalid(format!(
+        "{s:?} is not a duration: use a whole number with s, m, h or d, e.g. 24h or 7d"
+    ))
+}
+
+/// Parses an expiry: `never`, unix seconds, `+<duration>` from `now`, or `YYYY-MM-DD[THH:MM:SSZ]`
+/// (UTC).
+///
+/// # Errors
+/// [`Error::Invalid`] saying the accepted forms.
+pub fn parse_expiry(s: &str, now_unix_secs: i64) -> Result<Option<i64>> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    if let Some(d) = s.strip_prefix('+') {
+        return Ok(Some(now_unix_secs.saturating_add(parse_duration(d)?)));
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(Some(n));
+    }
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let bad = || {
+        Error::Invalid(format!(
+            "{s:?} is not an expiry: use never, +<duration> (e.g. +30d), unix seconds, or \
+             YYYY-MM-DD[THH:MM:SSZ] in UTC"
+        ))
+    };
+    let day: keygate_limits::calendar::Date = date.parse().map_err(|_| bad())?;
+    let t = time.strip_suffix('Z').ok_or_else(bad)?;
+    let parts: Vec<i64> = t
+        .split(':')
+        .map(|p| p.parse::<i64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    let [h, m, sec] = parts[..] else { return Err(bad()) };
+    if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0..60).contains(&sec) {
+        return Err(bad());
+    }
+    Ok(Some(day.start_unix_ms() / 1000 + h * 3600 + m * 60 + sec))
+}
+
+/// Gives a key a new value, returned once. The old value keeps working for `grace_secs`, with
+/// the same plans and the same quota counters; after that it is refused.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown key, [`Error::Invalid`] for a negative grace.
+pub async fn rotate(
+    store: &Store,
+    id_or_name: &str,
+    grace_secs: i64,
+) -> Result<(ApiKey, ApiKeyValue)> {
+    if grace_secs < 0 {
+        return Err(Error::Invalid("the grace period cannot be negative".to_owned()));
+    }
+    let key = find(store, id_or_name).await?;
+    let value = ApiKeyValue::generate();
+    let key = store.rotate_key(&key.id, value.clone(), grace_secs).await?;
+    Ok((key, value))
+}
+
+/// Sets or clears a key's expiry.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown key.
+pub async fn set_expiry(store: &Store, id_or_name: &str, expires: Option<i64>) -> Result<ApiKey> {
+    let key = find(store, id_or_name).await?;
+    Ok(store
+        .update_key(&key.id, ApiKeyPatch { expires: Some(expires), ..Default::default() })
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_expiries_parse() {
+        assert_eq!(parse_duration("24h").unwrap(), 86_400);
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert!(parse_duration("1w").is_err() && parse_duration("h").is_err());
+        assert_eq!(parse_expiry("never", 5).unwrap(), None);
+        assert_eq!(parse_expiry("+1m", 5).unwrap(), Some(65));
+        assert_eq!(parse_expiry("2026-11-28", 0).unwrap(), Some(1_795_824_000));
+        assert_eq!(parse_expiry("2026-11-28T01:00:00Z", 0).unwrap(), Some(1_795_827_600));
+        assert!(parse_expiry("2026-11-28T25:00:00Z", 0).is_err());
+        assert!(parse_expiry("tomorrow", 0).is_err());
+    }
 }

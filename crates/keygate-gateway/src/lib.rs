@@ -246,16 +246,17 @@ impl Gateway {
             let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
             let entry =
                 presented.filter(|v| !v.is_empty()).and_then(|v| table.keys.get(&KeyDigest::of(v)));
-            let Some((k, grant)) =
-                entry.and_then(|k| k.grant_for(&route.api_id, &route.stage).map(|g| (k, g)))
-            else {
+            let clock = self.meter.clock();
+            let now_ms = clock.now_unix_ms();
+            let Some((k, grant)) = entry.and_then(|k| {
+                k.grant_for(&route.api_id, &route.stage, now_ms / 1000).map(|g| (k, g))
+            }) else {
                 return respond::error(GatewayError::Forbidden, cors);
             };
             *key_id = Some(k.id.clone());
             api_key = presented.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
 
             // Usage plan: method throttle, plan throttle, quota (no store access either).
-            let clock = self.meter.clock();
             let method_key = if grant.limits.methods.is_empty() {
                 String::new()
             } else {

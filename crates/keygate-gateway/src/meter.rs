@@ -61,6 +61,8 @@ struct Counters {
     pending: BTreeMap<Date, u64>,
     /// Usage already in the store for recent days, used to seed `used` when a period opens.
     stored: BTreeMap<Date, u64>,
+    /// Unix seconds of the last admitted request not yet written to the store.
+    last_used: Option<i64>,
 }
 
 /// The counters of one key in one plan.
@@ -156,6 +158,7 @@ impl KeyPlan {
         }
         c.used += 1;
         *c.pending.entry(Date::from_unix_ms(unix_ms)).or_default() += 1;
+        c.last_used = Some(unix_ms.div_euclid(1000));
         Admission::Allowed {
             policy: keygate_limits::headers::ratelimit_policy(burst.as_ref(), quota_info.as_ref()),
             ratelimit: keygate_limits::headers::ratelimit(burst.as_ref(), quota_info.as_ref()),
@@ -275,8 +278,16 @@ impl Meter {
         let states: Vec<Arc<KeyPlan>> = self.registry().values().cloned().collect();
         let mut batch = Vec::new();
         let mut taken = Vec::new();
+        let mut last_used: HashMap<String, i64> = HashMap::new();
         for kp in &states {
-            let pending = std::mem::take(&mut kp.lock().pending);
+            let (pending, used_at) = {
+                let mut c = kp.lock();
+                (std::mem::take(&mut c.pending), c.last_used.take())
+            };
+            if let Some(at) = used_at {
+                let e = last_used.entry(kp.key_id.clone()).or_insert(at);
+                *e = (*e).max(at);
+            }
             for (day, used) in &pending {
                 batch.push(DailyUsage {
                     plan_id: kp.plan_id.clone(),
@@ -287,6 +298,13 @@ impl Meter {
             }
             if !pending.is_empty() {
                 taken.push((Arc::clone(kp), pending));
+            }
+        }
+        if !last_used.is_empty() {
+            let list: Vec<(String, i64)> = last_used.into_iter().collect();
+            // Best effort: a missed lastUsedDate is corrected by the next request.
+            if let Err(e) = store.set_last_used(&list).await {
+                tracing::debug!(error = %e, "cannot record lastUsedDate");
             }
         }
         if batch.is_empty() {

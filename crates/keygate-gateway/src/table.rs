@@ -39,6 +39,8 @@ pub struct StageTable {
 pub struct KeyEntry {
     pub id: String,
     pub enabled: bool,
+    /// Unix seconds from which this value is refused (expiry, or end of a rotation's grace).
+    pub expires: Option<i64>,
     /// The API stages of the usage plans the key belongs to.
     pub grants: Vec<Grant>,
 }
@@ -57,8 +59,8 @@ pub struct Grant {
 impl KeyEntry {
     /// The grant through which the key may call `api_id`'s `stage`, if any (AWS: a key works
     /// only on the stages of its usage plans, and is in at most one plan per stage).
-    pub fn grant_for(&self, api_id: &str, stage: &str) -> Option<&Grant> {
-        if !self.enabled {
+    pub fn grant_for(&self, api_id: &str, stage: &str, now_unix_secs: i64) -> Option<&Grant> {
+        if !self.enabled || self.expires.is_some_and(|e| now_unix_secs >= e) {
             return None;
         }
         self.grants.iter().find(|g| g.api_id == api_id && g.stage == stage)
@@ -146,7 +148,10 @@ impl Table {
                     }
                 })
                 .collect();
-            keys.insert(k.digest, KeyEntry { id: k.id.clone(), enabled: k.enabled, grants });
+            keys.insert(
+                k.digest,
+                KeyEntry { id: k.id.clone(), enabled: k.enabled, expires: k.expires, grants },
+            );
         }
         meter.set_grants(&snapshot.grants);
         (Self { version: snapshot.version, stages, keys }, fresh)

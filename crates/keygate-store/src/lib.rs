@@ -98,6 +98,16 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn import_keys(&self, keys: Vec<(NewApiKey, Vec<String>)>) -> Result<Vec<ApiKey>>;
     /// Whether a key with this value digest exists.
     async fn key_digest_exists(&self, digest: &keygate_types::KeyDigest) -> Result<bool>;
+    /// Gives a key a new value. The old value keeps working for `grace_secs` (0: not at all),
+    /// with the same plans and counters.
+    async fn rotate_key(
+        &self,
+        id: &str,
+        value: keygate_types::ApiKeyValue,
+        grace_secs: i64,
+    ) -> Result<ApiKey>;
+    /// Records when keys were last used (`(key id, unix seconds)`); never moves a date back.
+    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>>;
     async fn list_keys(&self) -> Result<Vec<ApiKey>>;

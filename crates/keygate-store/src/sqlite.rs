@@ -11,7 +11,7 @@ use keygate_types::model::{
     DeployedStage, Deployment, GatewaySnapshot, KeyGrant, NewApiKey, NewUsagePlan, Stage,
     UsageGrant, UsagePlan, UsagePlanPatch, new_id,
 };
-use keygate_types::{KeyDigest, ServiceDefinition};
+use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 // `AssertSqlSafe` wraps SQL built only from this file's constant column and table names.
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
@@ -102,8 +102,8 @@ async fn bump(conn: &mut SqliteConnection) -> Result<()> {
     Ok(())
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, prefix, description, customer_id, enabled, created_date, last_updated_date";
+const KEY_COLUMNS: &str = "id, name, prefix, description, customer_id, enabled, created_date, \
+                           last_updated_date, expires, last_used_date";
 
 fn key_from_row(r: &SqliteRow) -> ApiKey {
     ApiKey {
@@ -115,6 +115,8 @@ fn key_from_row(r: &SqliteRow) -> ApiKey {
         enabled: r.get::<i64, _>("enabled") != 0,
         created_date: r.get("created_date"),
         last_updated_date: r.get("last_updated_date"),
+        expires: r.get("expires"),
+        last_used_date: r.get("last_used_date"),
     }
 }
 
@@ -160,7 +162,7 @@ async fn insert_key(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<ApiK
     let digest = key.value.digest();
     let res = sqlx::query(
         "INSERT INTO api_keys (id, name, digest, prefix, description, customer_id, enabled, \
-         created_date, last_updated_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_date, last_updated_date, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(&key.name)
@@ -171,6 +173,7 @@ async fn insert_key(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<ApiK
     .bind(key.enabled as i64)
     .bind(t)
     .bind(t)
+    .bind(key.expires)
     .execute(&mut *conn)
     .await;
     if let Err(sqlx::Error::Database(db)) = &res
@@ -194,6 +197,8 @@ async fn insert_key(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<ApiK
         created_date: t,
         last_updated_date: t,
         prefix: key.value.prefix(),
+        expires: key.expires,
+        last_used_date: None,
     })
 }
 
@@ -698,12 +703,76 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool> {
-        let found = sqlx::query("SELECT 1 FROM api_keys WHERE digest = ?")
-            .bind(&digest.as_bytes()[..])
-            .fetch_optional(&self.pool)
+        let found = sqlx::query(
+            "SELECT 1 FROM api_keys WHERE digest = ? UNION ALL \
+             SELECT 1 FROM api_key_old_values WHERE digest = ?",
+        )
+        .bind(&digest.as_bytes()[..])
+        .bind(&digest.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(found.is_some())
+    }
+
+    async fn rotate_key(&self, id: &str, value: ApiKeyValue, grace_secs: i64) -> Result<ApiKey> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        let old: Option<Vec<u8>> = sqlx::query_scalar("SELECT digest FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
-        Ok(found.is_some())
+        let old = old.ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
+        let t = now();
+        if grace_secs > 0 {
+            sqlx::query(
+                "INSERT INTO api_key_old_values (digest, key_id, expires) VALUES (?, ?, ?)",
+            )
+            .bind(&old)
+            .bind(id)
+            .bind(t.saturating_add(grace_secs))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        sqlx::query(
+            "UPDATE api_keys SET digest = ?, prefix = ?, last_updated_date = ? WHERE id = ?",
+        )
+        .bind(&value.digest().as_bytes()[..])
+        .bind(value.prefix())
+        .bind(t)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        // Old values past their grace period are of no use any more.
+        sqlx::query("DELETE FROM api_key_old_values WHERE expires < ?")
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let key = key_by(&mut tx, "id", id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(key)
+    }
+
+    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
+        // Data, not configuration: no version bump.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for (id, at) in used {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_date = MAX(COALESCE(last_used_date, 0), ?) WHERE id = ?",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
@@ -740,16 +809,20 @@ impl ConfigStore for SqliteStore {
         if let Some(c) = patch.customer_id {
             key.customer_id = c;
         }
+        if let Some(x) = patch.expires {
+            key.expires = x;
+        }
         key.last_updated_date = now();
         let res = sqlx::query(
             "UPDATE api_keys SET name = ?, description = ?, enabled = ?, customer_id = ?, \
-             last_updated_date = ? WHERE id = ?",
+             last_updated_date = ?, expires = ? WHERE id = ?",
         )
         .bind(&key.name)
         .bind(&key.description)
         .bind(key.enabled as i64)
         .bind(&key.customer_id)
         .bind(key.last_updated_date)
+        .bind(key.expires)
         .bind(id)
         .execute(&mut *tx)
         .await;
@@ -1219,7 +1292,7 @@ impl ConfigStore for SqliteStore {
             });
         }
         let rows = sqlx::query(
-            "SELECT k.id, k.digest, k.enabled, s.plan_id, s.api_id, s.stage FROM api_keys k \
+            "SELECT k.id, k.digest, k.enabled, k.expires, s.plan_id, s.api_id, s.stage FROM api_keys k \
              LEFT JOIN usage_plan_keys pk ON pk.key_id = k.id \
              LEFT JOIN usage_plan_stages s ON s.plan_id = pk.plan_id ORDER BY k.id",
         )
@@ -1237,6 +1310,7 @@ impl ConfigStore for SqliteStore {
                     id,
                     digest,
                     enabled: r.get::<i64, _>("enabled") != 0,
+                    expires: r.get("expires"),
                     stages: Vec::new(),
                 });
             }
@@ -1247,6 +1321,22 @@ impl ConfigStore for SqliteStore {
                 (plan_id, api_id, stage, keys.last_mut())
             {
                 k.stages.push((plan_id, api_id, stage));
+            }
+        }
+        // Values replaced by a rotation: the same key, until the grace period ends.
+        let old = sqlx::query("SELECT digest, key_id, expires FROM api_key_old_values")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        for r in &old {
+            let key_id: String = r.get("key_id");
+            let digest: Vec<u8> = r.get("digest");
+            let grace_end: i64 = r.get("expires");
+            if let (Some(k), Some(digest)) =
+                (keys.iter().find(|k| k.id == key_id).cloned(), KeyDigest::from_slice(&digest))
+            {
+                let expires = Some(k.expires.map_or(grace_end, |e| e.min(grace_end)));
+                keys.push(KeyGrant { digest, expires, ..k });
             }
         }
         let rows = sqlx::query(

@@ -50,6 +50,7 @@ fn new_key(name: &str) -> NewApiKey {
         description: None,
         customer_id: None,
         enabled: true,
+        expires: None,
     }
 }
 

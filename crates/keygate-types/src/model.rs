@@ -59,6 +59,12 @@ pub struct ApiKey {
     pub last_updated_date: i64,
     /// First characters of the value, safe to show (`AbC1…`).
     pub prefix: String,
+    /// Unix seconds after which the key is refused (beyond AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+    /// Unix seconds of the last request the key made (written by gateways, ~1 s behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_date: Option<i64>,
 }
 
 /// What is needed to create a key.
@@ -69,6 +75,8 @@ pub struct NewApiKey {
     pub description: Option<String>,
     pub customer_id: Option<String>,
     pub enabled: bool,
+    /// Unix seconds after which the key is refused.
+    pub expires: Option<i64>,
 }
 
 /// A change to a key's mutable fields; `None` leaves a field as it is.
@@ -78,6 +86,7 @@ pub struct ApiKeyPatch {
     pub description: Option<Option<String>>,
     pub enabled: Option<bool>,
     pub customer_id: Option<Option<String>>,
+    pub expires: Option<Option<i64>>,
 }
 
 /// A usage plan: which keys may call which API stages, how fast and how much.
@@ -168,6 +177,9 @@ pub struct KeyGrant {
     pub id: String,
     pub digest: KeyDigest,
     pub enabled: bool,
+    /// Unix seconds after which this value is refused: the key's expiry, or the end of the
+    /// grace period of a value replaced by a rotation.
+    pub expires: Option<i64>,
     /// `(plan id, api id, stage)` for every API stage of every plan the key belongs to.
     pub stages: Vec<(String, String, String)>,
 }

@@ -198,6 +198,30 @@ pub(crate) enum KeysCommand {
         /// Usage plan (id or name) to add the key to; the key works on that plan's stages.
         #[arg(long)]
         usage_plan: Option<String>,
+        /// When the key stops working: +<duration> (e.g. +30d), YYYY-MM-DD[THH:MM:SSZ] (UTC) or
+        /// unix seconds.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a key a new value (printed once); the old one keeps working during the grace period,
+    /// with the same plans and quota.
+    Rotate {
+        /// Key id or name.
+        key: String,
+        /// How long the old value keeps working: e.g. 24h, 30m, 7d, 0 (default 24h).
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set or clear a key's expiry.
+    Expire {
+        /// Key id or name.
+        key: String,
+        /// +<duration>, YYYY-MM-DD[THH:MM:SSZ] (UTC), unix seconds, or `never`.
+        when: String,
         #[arg(long)]
         json: bool,
     },

@@ -226,14 +226,36 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             customer_id,
             disabled,
             usage_plan,
+            expires,
             json,
         } => {
+            let now = keygate_limits::clock::SystemClock.now_unix_ms() / 1000;
+            let expires = expires.map(|e| keys::parse_expiry(&e, now)).transpose()?.flatten();
             let (key, value) = keys::create(
                 store,
-                CreateKey { name, value, description, customer_id, enabled: !disabled, usage_plan },
+                CreateKey {
+                    name,
+                    value,
+                    description,
+                    customer_id,
+                    enabled: !disabled,
+                    usage_plan,
+                    expires,
+                },
             )
             .await?;
             output::created_key(&key, &value, json)
+        }
+        KeysCommand::Rotate { key, grace, json } => {
+            let (key, value) = keys::rotate(store, &key, keys::parse_duration(&grace)?).await?;
+            output::created_key(&key, &value, json)
+        }
+        KeysCommand::Expire { key, when, json } => {
+            let now = keygate_limits::clock::SystemClock.now_unix_ms() / 1000;
+            output::key(
+                &keys::set_expiry(store, &key, keys::parse_expiry(&when, now)?).await?,
+                json,
+            )
         }
         KeysCommand::List { json } => output::keys(&store.list_keys().await?, json),
         KeysCommand::Get { key, json } => output::key(&keys::find(store, &key).await?, json),

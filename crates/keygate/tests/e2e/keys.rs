@@ -118,3 +118,74 @@ async fn key_management_cli() {
     env.ok(&["keys", "delete", "partner"]);
     assert_eq!(env.json(&["keys", "list"]).as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_grace_expiry_and_last_use() {
+    let env = Env::new();
+    let yml = env.write(
+        "serverless.yml",
+        "service: rot
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys: [rot-key]
+    usagePlan:
+      quota: {limit: 5, period: DAY}
+functions:
+  mocked:
+    handler: unused
+    events:
+      - http: {path: a, method: get, private: true, integration: mock}
+",
+    );
+    let old = Env::key_value(&env.deploy(&yml, &[]));
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    assert_eq!(get(&url, Some(&old)).await.status, 200);
+    assert_eq!(get(&url, Some(&old)).await.status, 200);
+
+    // Rotate with a 3 s grace: both values pass and share one quota.
+    let rotated = env.json(&["keys", "rotate", "rot-key", "--grace", "3s"]);
+    let new = rotated["value"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&new)).await.status == 200 })
+        .await;
+    assert_eq!(get(&url, Some(&old)).await.status, 200);
+    assert_eq!(get(&url, Some(&new)).await.status, 200);
+    // 2 + 3 = 5: the quota is used up for both values.
+    assert_eq!(get(&url, Some(&old)).await.status, 429);
+    assert_eq!(get(&url, Some(&new)).await.status, 429);
+    // After the grace period the old value is refused.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    get(&url, Some(&old)).await.assert_forbidden();
+    assert_eq!(get(&url, Some(&new)).await.status, 429, "the new value still works (over quota)");
+
+    // lastUsedDate is recorded (within a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let k = env.json(&["keys", "get", "rot-key"]);
+    assert!(k["lastUsedDate"].as_i64().unwrap() > 1_700_000_000, "{k}");
+
+    // Expiry: a key past its expiry is refused; clearing it restores access.
+    let exp = env.json(&[
+        "keys",
+        "create",
+        "--name",
+        "temp",
+        "--usage-plan",
+        "rot-dev",
+        "--expires",
+        "+2s",
+    ]);
+    let temp = exp["value"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&temp)).await.status == 200 })
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    get(&url, Some(&temp)).await.assert_forbidden();
+    env.json(&["keys", "expire", "temp", "never"]);
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&temp)).await.status == 200 })
+        .await;
+    let out = env.run(&["keys", "expire", "temp", "next tuesday"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an expiry"));
+    srv.stop();
+}
