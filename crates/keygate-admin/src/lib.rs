@@ -73,7 +73,21 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/audit", get(restapis::audit))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Every admin response carries `x-amzn-RequestId`, as AWS's do (outermost layer, so refusals
+/// by the authentication layer carry it too).
+async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut res = next.run(req).await;
+    if let Ok(v) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        res.headers_mut().insert("x-amzn-requestid", v);
+    }
+    res
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes.

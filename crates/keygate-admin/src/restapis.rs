@@ -28,6 +28,7 @@ fn api_json(a: &Api) -> Value {
         "id": a.id,
         "name": a.name,
         "createdDate": a.created_date,
+        "rootResourceId": resource_id(&a.id, "/"),
         "apiKeySource": "HEADER",
         "endpointConfiguration": { "types": ["REGIONAL"] },
         "disableExecuteApiEndpoint": false,
@@ -210,6 +211,7 @@ fn deployment_json(d: &Deployment) -> Value {
 #[serde(rename_all = "camelCase")]
 struct DeploymentBody {
     stage_name: Option<String>,
+    description: Option<String>,
 }
 
 pub(crate) async fn create_deployment(
@@ -231,7 +233,12 @@ pub(crate) async fn create_deployment(
     }
     let api = find_api(&state, &id).await?;
     let d = audited(&state, &actor).create_deployment(&api.id, &stage).await?;
-    Ok((StatusCode::CREATED, Json(deployment_json(&d))))
+    let mut out = deployment_json(&d);
+    // FIXME: the description is echoed, not stored, so get-deployment does not return it.
+    if let Some(desc) = b.description {
+        out["description"] = json!(desc);
+    }
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 pub(crate) async fn deployments(

@@ -21,6 +21,20 @@ pub struct ImportResult {
     pub warnings: Vec<String>,
 }
 
+/// AWS allows a list of plan ids in single quotes (`'a,b'`), which a CSV parser splits at the
+/// comma: put those fields back together.
+fn rejoin_single_quoted(record: &csv::StringRecord, col: Option<usize>) -> Vec<String> {
+    let mut fields: Vec<String> = record.iter().map(str::to_owned).collect();
+    let Some(col) = col else { return fields };
+    if fields.get(col).is_some_and(|f| f.starts_with('\'') && !(f.len() > 1 && f.ends_with('\'')))
+        && let Some(end) = (col + 1..fields.len()).find(|&j| fields[j].ends_with('\''))
+    {
+        let joined = fields[col..=end].join(",");
+        fields.splice(col..=end, [joined]);
+    }
+    fields
+}
+
 /// Imports keys from CSV text.
 ///
 /// # Errors
@@ -60,7 +74,8 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             }
         };
         let line = record.position().map_or(0, |p| p.line());
-        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("").trim();
+        let record = rejoin_single_quoted(&record, plans_col);
+        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map_or("", |v| v.trim());
         let name = field(Some(name_col));
         if name.is_empty() {
             warnings.push(format!("line {line}: Name is empty"));

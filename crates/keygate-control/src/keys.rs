@@ -32,7 +32,7 @@ pub struct CreateKey {
 pub async fn create(store: &Store, input: CreateKey) -> Result<(ApiKey, ApiKeyValue)> {
     check_name(&input.name)?;
     let value = match &input.value {
-        Some(v) => ApiKeyValue::parse(v).map_err(|e| Error::Invalid(format!("--value: {e}")))?,
+        Some(v) => ApiKeyValue::parse(v).map_err(|e| Error::Invalid(format!("value: {e}")))?,
         None => ApiKeyValue::generate(),
     };
     let mut plan_ids = Vec::new();
