@@ -216,6 +216,17 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Import keys from a CSV file in AWS's format (Name, Key; optional Description, Enabled,
+    /// UsagePlanIds). Bad rows are reported with their line numbers; the good ones are imported
+    /// in one transaction.
+    Import {
+        file: std::path::PathBuf,
+        /// Import nothing if any row is bad.
+        #[arg(long)]
+        fail_on_warnings: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Set or clear a key's expiry.
     Expire {
         /// Key id or name.

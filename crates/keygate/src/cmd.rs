@@ -250,6 +250,19 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             let (key, value) = keys::rotate(store, &key, keys::parse_duration(&grace)?).await?;
             output::created_key(&key, &value, json)
         }
+        KeysCommand::Import { file, fail_on_warnings, json } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let result = keygate_control::import::import(store, &text, fail_on_warnings).await?;
+            if json {
+                return output::json(&result);
+            }
+            println!("imported {} API key(s): {}", result.ids.len(), result.ids.join(", "));
+            for w in &result.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(())
+        }
         KeysCommand::Expire { key, when, json } => {
             let now = keygate_limits::clock::SystemClock.now_unix_ms() / 1000;
             output::key(

@@ -189,3 +189,34 @@ functions:
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an expiry"));
     srv.stop();
 }
+
+#[test]
+fn csv_import_from_the_cli() {
+    let env = Env::new();
+    // AWS's documented format: header names in any case and order, quoted lists, spaces.
+    let good = env.write(
+        "keys.csv",
+        "key,name,description,Enabled\n\
+         KeyValue0123456789abcdefghij, partner-a, first partner, TRUE\n\
+         KeyValue0123456789abcdefghik,partner-b,,tRuE\n",
+    );
+    let out = env.json(&["keys", "import", good.to_str().unwrap()]);
+    assert_eq!(out["ids"].as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(env.json(&["keys", "get", "partner-a"])["description"], "first partner");
+
+    // One bad row: with --fail-on-warnings nothing is imported; without, the rest is.
+    let mixed = env
+        .write("mixed.csv", "Name,Key\npartner-c,KeyValue0123456789abcdefghil\npartner-d,short\n");
+    let r = env.run(&["keys", "import", mixed.to_str().unwrap(), "--fail-on-warnings"]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("line 3") && !err.contains("short,"), "{err}");
+    assert_eq!(env.json(&["keys", "list"]).as_array().unwrap().len(), 2);
+    let out = env.json(&["keys", "import", mixed.to_str().unwrap()]);
+    assert_eq!(out["ids"].as_array().unwrap().len(), 1);
+    assert!(out["warnings"][0].as_str().unwrap().starts_with("line 3"), "{out}");
+    // Duplicate values are refused.
+    let out = env.json(&["keys", "import", good.to_str().unwrap()]);
+    assert_eq!(out["ids"].as_array().unwrap().len(), 0);
+    assert_eq!(out["warnings"].as_array().unwrap().len(), 2);
+}
