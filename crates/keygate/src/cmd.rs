@@ -29,7 +29,10 @@ use crate::output;
 const DEFAULT_BASE_URL: &str = "http://127.0.0.1:4000";
 
 pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let data_dir = cli.data_dir;
+    // Absolute, because stored paths (staged artifacts) must not depend on the working directory
+    // of whoever reads them: function processes run in the service's directory.
+    let data_dir = std::path::absolute(&cli.data_dir)
+        .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
     match cli.command {
         Command::Up { service, listen } => {
             let listener = bind(listen.listen).await?;

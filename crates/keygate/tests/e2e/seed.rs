@@ -94,3 +94,25 @@ async fn up_deploys_prints_the_key_and_serves() {
     }
     srv.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relative_data_dir_works_as_in_the_readme() {
+    // The README runs `keygate up` with the default relative `.keygate`: stored artifact paths must
+    // not depend on the working directory (function processes run in the service's directory).
+    let env = Env::new();
+    let yml = example_yml();
+    let mut cmd_env = vec![];
+    cmd_env.push(("KEYGATE_DATA_DIR", ".keygate"));
+    let srv = env.start(&["up", "-c", yml.to_str().unwrap(), "--listen", "127.0.0.1:0"], &cmd_env);
+    let printed = srv.stdout.join("\n");
+    let key = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("candidate-service-api-key: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no key in output:\n{printed}"))
+        .to_owned();
+    let r = get(&srv.url("/dev/candidates"), Some(&key)).await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"candidates":[]}"#), "{}", srv.logs());
+    assert!(env.path().join(".keygate/keygate.db").exists());
+    srv.stop();
+}
