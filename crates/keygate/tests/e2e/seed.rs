@@ -101,9 +101,10 @@ async fn a_relative_data_dir_works_as_in_the_readme() {
     // not depend on the working directory (function processes run in the service's directory).
     let env = Env::new();
     let yml = example_yml();
-    let mut cmd_env = vec![];
-    cmd_env.push(("KEYGATE_DATA_DIR", ".keygate"));
-    let srv = env.start(&["up", "-c", yml.to_str().unwrap(), "--listen", "127.0.0.1:0"], &cmd_env);
+    let srv = env.start(
+        &["up", "-c", yml.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[("KEYGATE_DATA_DIR", ".keygate")],
+    );
     let printed = srv.stdout.join("\n");
     let key = printed
         .lines()
