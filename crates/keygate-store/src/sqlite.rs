@@ -120,6 +120,19 @@ fn key_from_row(r: &SqliteRow) -> ApiKey {
     }
 }
 
+fn api_from_row(r: &SqliteRow) -> Api {
+    Api { id: r.get("id"), name: r.get("name"), created_date: r.get("created_date") }
+}
+
+fn deployment_from_row(r: &SqliteRow) -> Result<Deployment> {
+    Ok(Deployment {
+        id: r.get("id"),
+        api_id: r.get("api_id"),
+        created_date: r.get("created_date"),
+        definition: parse_json(r.get("definition"), "deployment")?,
+    })
+}
+
 fn credential_from_row(r: &SqliteRow) -> AdminCredential {
     AdminCredential {
         access_key_id: r.get("access_key_id"),
@@ -514,14 +527,7 @@ impl ConfigStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| Api {
-                id: r.get("id"),
-                name: r.get("name"),
-                created_date: r.get("created_date"),
-            })
-            .collect())
+        Ok(rows.iter().map(api_from_row).collect())
     }
 
     async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>> {
@@ -530,11 +536,7 @@ impl ConfigStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(row.map(|r| Api {
-            id: r.get("id"),
-            name: r.get("name"),
-            created_date: r.get("created_date"),
-        }))
+        Ok(row.as_ref().map(api_from_row))
     }
 
     async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
@@ -564,11 +566,7 @@ impl ConfigStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(row.map(|r| Api {
-            id: r.get("id"),
-            name: r.get("name"),
-            created_date: r.get("created_date"),
-        }))
+        Ok(row.as_ref().map(api_from_row))
     }
 
     async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>> {
@@ -645,16 +643,7 @@ impl ConfigStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Deployment {
-                    id: r.get("id"),
-                    api_id: r.get("api_id"),
-                    created_date: r.get("created_date"),
-                    definition: parse_json(r.get("definition"), "deployment")?,
-                })
-            })
-            .collect()
+        rows.iter().map(deployment_from_row).collect()
     }
 
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>> {
@@ -665,15 +654,7 @@ impl ConfigStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| {
-            Ok(Deployment {
-                id: r.get("id"),
-                api_id: r.get("api_id"),
-                created_date: r.get("created_date"),
-                definition: parse_json(r.get("definition"), "deployment")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(deployment_from_row).transpose()
     }
 
     async fn create_key(&self, key: NewApiKey, plan_ids: &[String]) -> Result<ApiKey> {
