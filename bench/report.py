@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's results.tsv into the markdown report: every case, then keygate's ratios
+against the peers and the targets of docs/benchmarks.md.
+
+Usage: report.py RESULTS_TSV VERSIONS_TXT STARTUPS   (STARTUPS: "name<TAB>ms<TAB>idle_kib" lines)
+"""
+import csv
+import sys
+
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+versions = open(sys.argv[2]).read().strip()
+startups = [l.split("\t") for l in sys.argv[3].splitlines() if l.strip()]
+
+
+def find(peer, case, conns=None):
+    for r in rows:
+        if r["peer"] == peer and r["case"] == case and (conns is None or r["conns"] == str(conns)):
+            return r
+    return None
+
+
+out = ["# keygate benchmark", "", "```", versions, "```", "", "## Cases", ""]
+out.append("| peer | case | conns | status | req/s | p50 ms | p99 ms | RSS MiB (max, whole tree) | CPU µs/req | non-2xx | socket errors |")
+out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    out.append(f"| {r['peer']} | {r['case']} | {r['conns']} | {r['status']} | {float(r['rps']):,.0f} | "
+               f"{r['p50_ms']} | {r['p99_ms']} | {r['rss_mb']} | {r['cpu_us_per_req']} | {r['non2xx3xx']} | {r['sock_errors']} |")
+
+out += ["", "## Startup (spawn to first HTTP answer) and idle RSS", "",
+        "| server | ready after ms | idle RSS MiB |", "|---|---:|---:|"]
+for name, ms, kib in startups:
+    out.append(f"| {name} | {ms} | {int(kib) / 1024:.1f} |")
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+out += ["", "## keygate against the peers", "",
+        "| comparison | keygate | peer | ratio | target | met |", "|---|---:|---:|---:|---|---|"]
+
+
+def line(label, k, p, target, ok, fmt="{:,.0f}"):
+    r = ratio(k, p)
+    out.append(f"| {label} | {fmt.format(k)} | {fmt.format(p)} | {r:.2f}× | {target} | {'yes' if ok(r) else 'NO'} |")
+
+
+for c in sorted({r["conns"] for r in rows if r["case"] == "valid" and r["peer"] == "keygate"}, key=int):
+    k, n = find("keygate", "valid", c), find("nginx", "valid", c)
+    if k and n:
+        line(f"valid key, c{c}: req/s vs nginx", float(k["rps"]), float(n["rps"]), "≥ 1.10×", lambda r: r >= 1.1)
+        line(f"valid key, c{c}: p99 ms vs nginx", float(k["p99_ms"]), float(n["p99_ms"]), "≤ 1.00×",
+             lambda r: r <= 1.0, "{:.3f}")
+k, n = find("keygate", "missing"), find("nginx", "missing")
+if k and n:
+    line("missing key 403: req/s vs nginx", float(k["rps"]), float(n["rps"]), "≥ 1.00×", lambda r: r >= 1.0)
+k, n = find("keygate", "limited"), find("nginx", "limited")
+if k and n:
+    line("throttled 429: req/s vs nginx", float(k["rps"]), float(n["rps"]), "(no target)", lambda r: True)
+k, s = find("keygate", "function"), find("sls", "function")
+if k and s:
+    line("function route: req/s vs serverless-offline", float(k["rps"]), float(s["rps"]), "≥ 10×",
+         lambda r: r >= 10)
+    line("function route: RSS MiB vs serverless-offline", float(k["rss_mb"]), float(s["rss_mb"]), "≤ 0.05×",
+         lambda r: r <= 0.05, "{:.1f}")
+k, s = find("keygate", "missing"), find("sls", "missing")
+if k and s:
+    line("missing key 403: req/s vs serverless-offline", float(k["rps"]), float(s["rps"]), "(no target)",
+         lambda r: True)
+kg = [x for x in startups if x[0].startswith("keygate")]
+if kg:
+    ms = int(kg[0][1])
+    out.append(f"| keygate ready after (ms), {kg[0][0]} | {ms} | | | ≤ 100 ms at 10k keys | {'yes' if ms <= 100 else 'NO'} |")
+out += ["", "Node handler route: not measured on keygate yet (keygate runs `provided.*` runtimes only)."]
+print("\n".join(out))

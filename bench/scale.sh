@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# keygate with many keys: import KEY_COUNT (default 1,000,000) keys, then report the import
+# time, the time until the gateway answers, its RSS (and RSS per key against the same gateway
+# with no keys), and the proxy route's throughput with a random valid key on every request.
+#
+# Usage: bench/scale.sh [--quick] [--no-setup]
+#   --quick     100,000 keys and 2 s of load (CI runs this so the script never rots)
+# Env knobs: WORK (default target/bench-scale), KEY_COUNT, DURATION (10s), WARMUP (2s), CONNS (32),
+#   SERVER_CPU / CLIENT_CPU, PIN, KEYGATE_BIN, OUT.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+QUICK=0 SETUP=1
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    --no-setup) SETUP=0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "bench/scale.sh: unknown argument $a (use --quick, --no-setup)" >&2; exit 2 ;;
+  esac
+done
+WORK="${WORK:-$REPO/target/bench-scale}"
+if [ "$QUICK" = 1 ]; then KEY_COUNT="${KEY_COUNT:-100000}" DURATION="${DURATION:-2s}" WARMUP="${WARMUP:-1s}"; fi
+KEY_COUNT="${KEY_COUNT:-1000000}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-2s}"
+CONNS="${CONNS:-32}"
+SERVER_CPU="${SERVER_CPU:-0}"
+CLIENT_CPU="${CLIENT_CPU:-1}"
+PROFILE="${PROFILE:-release}"
+KEYGATE_BIN="${KEYGATE_BIN:-$REPO/target/$PROFILE/keygate}"
+KEYGATE_LOG="${KEYGATE_LOG:-warn}"
+OUT="${OUT:-$WORK/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+REPORT_LUA="$HERE/report.lua"
+TSV="$OUT/results.tsv"
+FAILED=()
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+mkdir -p "$OUT" "$WORK"/{run,logs,tmp}
+[ "$(nproc)" -ge 2 ] || PIN=0
+
+if [ "$SETUP" = 1 ]; then
+  for b in wrk nginx; do
+    command -v "$b" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; break; }
+  done
+  (cd "$REPO" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p keygate)
+fi
+[ -x "$KEYGATE_BIN" ] || die "$KEYGATE_BIN missing: cargo build --release -p keygate"
+
+KG_DATA="$WORK/keygate-data"
+rm -rf "$KG_DATA"
+kg() { "$KEYGATE_BIN" --data-dir "$KG_DATA" "$@"; }
+# The proxy route only: no function artifact needed.
+sed -e '/^  listCandidates:/,$d' -e '/CANDIDATE_DB/d' -e '/^  environment:/d' \
+  "$HERE/keygate/serverless.yml" > "$WORK/serverless.yml"
+kg deploy -c "$WORK/serverless.yml" >/dev/null
+PLAN="$(kg plans get keygate-bench-dev --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+log "bench: generating $KEY_COUNT keys"
+python3 "$HERE/gen_keys.py" "$WORK" "$KEY_COUNT" "$PLAN"
+sed "s#@WORK@#$WORK#g" "$HERE/peers/nginx-upstream.conf" > "$WORK/nginx-upstream.conf"
+
+printf 'peer\tcase\tconns\tstatus\trequests\trps\tp50_ms\tp99_ms\trss_mb\tcpu_us_per_req\tstartup_ms\tnon2xx3xx\tsock_errors\n' > "$TSV"
+[ "${PIN:-1}" = 1 ] && taskset -pc "$CLIENT_CPU" $$ >/dev/null
+start_server upstream http://127.0.0.1:18080/dev/candidates \
+  nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
+serve() { start_server "keygate-$1" http://127.0.0.1:18085/dev/candidates \
+  env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086; }
+
+serve empty
+EMPTY_MS=$STARTUP_MS EMPTY_KB=$IDLE_RSS_KB
+stop_pid "$SERVER_PID"
+
+t0=$(now_ms)
+kg keys import "$WORK/keys.csv" --fail-on-warnings >/dev/null
+IMPORT_MS=$(( $(now_ms) - t0 ))
+log "bench: imported $KEY_COUNT keys in ${IMPORT_MS} ms"
+DB_MB=$(du -sm "$KG_DATA" | awk '{print $1}')
+
+serve full
+FULL_MS=$STARTUP_MS FULL_KB=$IDLE_RSS_KB
+KEYS_FILE="$WORK/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
+  measure keygate random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$WORK/valid_key.txt")"
+measure keygate missing "$CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
+stop_pid "$SERVER_PID"
+
+PER_KEY=$(( (FULL_KB - EMPTY_KB) * 1024 / KEY_COUNT ))
+{
+  echo "# keygate with $KEY_COUNT keys"
+  echo
+  echo "| measure | value | target |"
+  echo "|---|---:|---|"
+  echo "| import ($KEY_COUNT keys, \`keygate keys import\`) | ${IMPORT_MS} ms | |"
+  echo "| store size on disk | ${DB_MB} MiB | |"
+  echo "| ready after (no keys) | ${EMPTY_MS} ms | |"
+  echo "| ready after ($KEY_COUNT keys) | ${FULL_MS} ms | ≤ 2000 ms at 1M |"
+  echo "| idle RSS (no keys) | $(( EMPTY_KB / 1024 )) MiB | |"
+  echo "| idle RSS ($KEY_COUNT keys) | $(( FULL_KB / 1024 )) MiB | |"
+  echo "| RSS per key | ${PER_KEY} B | ≤ 200 B |"
+  awk -F'\t' 'NR>1 { printf "| %s, c%s: req/s (p50 / p99 ms) | %.0f (%s / %s), status %s | |\n", $2, $3, $6, $7, $8, $4 }' "$TSV"
+} > "$OUT/results.md"
+cat "$OUT/results.md"
+log "bench: results in $OUT"
+if [ "${#FAILED[@]}" -gt 0 ]; then printf 'bench: FAILED: %s\n' "${FAILED[@]}" >&2; exit 1; fi
