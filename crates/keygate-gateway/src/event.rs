@@ -1,5 +1,8 @@
 //! Lambda proxy integration: the REST API payload format 1.0 event, and mapping the function's
 //! answer back to HTTP exactly as API Gateway does (anything malformed is a 502).
+//!
+//! Public (and hidden from the docs) only so the benches in `benches/hot_path.rs` can call
+//! [`build`] and [`parse_response`]; not a stable API.
 
 use std::net::SocketAddr;
 
@@ -11,23 +14,34 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
 /// What the event is built from.
-pub(crate) struct EventInput<'a> {
+pub struct EventInput<'a> {
+    /// The request method, e.g. `GET`.
     pub method: &'a str,
     /// Request path without the stage, e.g. `/candidates/42`.
     pub path: &'a str,
+    /// The stage name, e.g. `dev`.
     pub stage: &'a str,
     /// The resource template, e.g. `/candidates/{id}`.
     pub resource: &'a str,
+    /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The raw query string (without `?`), if any.
     pub query: Option<&'a str>,
+    /// The path parameters matched by the router (already percent-decoded).
     pub params: &'a [(String, String)],
+    /// The request body.
     pub body: &'a [u8],
+    /// The client's address (`identity.sourceIp`).
     pub peer: SocketAddr,
+    /// The request id (`x-amzn-RequestId`).
     pub request_id: &'a str,
+    /// The id of the API serving the route.
     pub api_id: &'a str,
+    /// The id of the deployment the stage serves.
     pub deployment_id: &'a str,
     /// The key used (value, id) on a private route.
     pub api_key: Option<(&'a str, &'a str)>,
+    /// When the request was received (`requestTime`, `requestTimeEpoch`).
     pub time: time::OffsetDateTime,
 }
 
@@ -36,7 +50,7 @@ const CLF: &[time::format_description::BorrowedFormatItem<'static>] = time::macr
 );
 
 /// Builds the event JSON.
-pub(crate) fn build(i: &EventInput<'_>) -> Bytes {
+pub fn build(i: &EventInput<'_>) -> Bytes {
     let mut headers = Map::new();
     let mut multi_headers: Map<String, Value> = Map::new();
     for (name, value) in i.headers {
@@ -130,14 +144,17 @@ pub(crate) fn build(i: &EventInput<'_>) -> Bytes {
 
 /// A function's answer, ready to send.
 #[derive(Debug)]
-pub(crate) struct ProxyResponse {
+pub struct ProxyResponse {
+    /// The response status (`statusCode`).
     pub status: StatusCode,
+    /// The response headers, `headers` merged with `multiValueHeaders`, in order.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The response body (base64-decoded when `isBase64Encoded`).
     pub body: Bytes,
 }
 
 /// Maps a lambda-proxy answer. `Err` says why it is malformed (logged; the client gets a 502).
-pub(crate) fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
+pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
     let v: Value =
         serde_json::from_slice(raw).map_err(|e| format!("response is not JSON ({e})"))?;
     let Value::Object(obj) = v else {
