@@ -21,7 +21,8 @@ pub mod meter;
 pub mod router;
 pub mod table;
 
-mod event;
+#[doc(hidden)]
+pub mod event;
 mod respond;
 mod upstream;
 
@@ -43,7 +44,7 @@ use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
 use keygate_types::response::GatewayError;
-use keygate_types::{Cors, HttpMethod, Integration, KeyDigest};
+use keygate_types::{Cors, HttpMethod, Integration};
 use tokio::net::TcpListener;
 
 use crate::meter::{Admission, Meter};
@@ -174,23 +175,28 @@ impl Gateway {
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // The request id is a v4 UUID (AWS's format) formatted on the stack; the method and path
+        // are copied for the access log only when that log is on.
+        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+        let access = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().clone()));
         let mut key_id = None;
-        let mut res = self.dispatch(req, peer, &request_id, &mut key_id).await;
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        let mut res = self.dispatch(req, peer, request_id, &mut key_id).await;
+        if let Ok(v) = HeaderValue::from_str(request_id) {
             res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
         }
-        tracing::info!(
-            target: "keygate::access",
-            request_id = %request_id,
-            method = %method,
-            path = %path,
-            status = res.status().as_u16(),
-            key_id = key_id.as_deref().unwrap_or("-"),
-            micros = started.elapsed().as_micros() as u64,
-        );
+        if let Some((method, uri)) = access {
+            tracing::info!(
+                target: "keygate::access",
+                request_id,
+                method = %method,
+                path = uri.path(),
+                status = res.status().as_u16(),
+                key_id = key_id.as_deref().unwrap_or("-"),
+                micros = started.elapsed().as_micros() as u64,
+            );
+        }
         res
     }
 
@@ -202,18 +208,19 @@ impl Gateway {
         key_id: &mut Option<String>,
     ) -> Response<Body> {
         let table = self.table.load_full();
-        let full_path = req.uri().path();
+        let uri = req.uri().clone(); // shares the request's bytes
+        let full_path = uri.path();
         // `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.
         let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
-        let (stage, path) = match trimmed.split_once('/') {
-            Some((stage, rest)) => (stage, format!("/{rest}")),
-            None => (trimmed, "/".to_owned()),
+        let (stage, path) = match trimmed.find('/') {
+            Some(i) => (&trimmed[..i], &trimmed[i..]),
+            None => (trimmed, "/"),
         };
         let Some(stage_table) = table.stages.get(stage) else {
             return respond::error(GatewayError::MissingAuthenticationToken, None);
         };
         let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let found = match stage_table.router.lookup(&path, req.method().as_str()) {
+        let found = match stage_table.router.lookup(path, req.method().as_str()) {
             Lookup::Found(m) => m,
             Lookup::NoMethod { routes } => {
                 let cors_route =
@@ -244,13 +251,11 @@ impl Gateway {
         let mut rate_headers: Option<(Option<String>, Option<String>)> = None;
         if route.event.private {
             let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
-            let entry =
-                presented.filter(|v| !v.is_empty()).and_then(|v| table.keys.get(&KeyDigest::of(v)));
             let clock = self.meter.clock();
             let now_ms = clock.now_unix_ms();
-            let Some((k, grant)) = entry.and_then(|k| {
-                k.grant_for(&route.api_id, &route.stage, now_ms / 1000).map(|g| (k, g))
-            }) else {
+            let Some((k, grant)) = presented
+                .and_then(|v| table.authorize(v, &route.api_id, &route.stage, now_ms / 1000))
+            else {
                 return respond::error(GatewayError::Forbidden, cors);
             };
             *key_id = Some(k.id.clone());
@@ -305,7 +310,7 @@ impl Gateway {
                 &found.params,
                 parts,
                 body,
-                &path,
+                path,
                 peer,
                 request_id,
                 api_key.as_deref(),

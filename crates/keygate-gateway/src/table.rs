@@ -67,6 +67,25 @@ impl KeyEntry {
     }
 }
 
+impl Table {
+    /// The key check of a private route: the entry and grant of the presented `x-api-key` value
+    /// if it is known, enabled, not expired and granted `api_id`'s `stage`. One SHA-256 and one
+    /// hash lookup; no store access.
+    pub fn authorize(
+        &self,
+        presented: &[u8],
+        api_id: &str,
+        stage: &str,
+        now_unix_secs: i64,
+    ) -> Option<(&KeyEntry, &Grant)> {
+        if presented.is_empty() {
+            return None;
+        }
+        let entry = self.keys.get(&KeyDigest::of(presented))?;
+        entry.grant_for(api_id, stage, now_unix_secs).map(|g| (entry, g))
+    }
+}
+
 /// The whole data-plane table.
 #[derive(Debug, Default)]
 pub struct Table {

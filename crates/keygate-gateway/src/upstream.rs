@@ -73,8 +73,10 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|_| GatewayError::InternalServerError)?;
         let out = req.headers_mut();
+        out.reserve(headers.len());
+        let connection = connection_tokens(headers);
         for (name, value) in headers {
-            if name == header::HOST || is_hop_by_hop(name, headers) {
+            if name == header::HOST || is_hop_by_hop(name, &connection) {
                 continue;
             }
             out.append(name.clone(), value.clone());
@@ -87,33 +89,50 @@ impl Upstream {
             }
             Ok(Ok(res)) => res,
         };
-        let (parts, body) = res.into_parts();
+        let (mut parts, body) = res.into_parts();
         let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
             tracing::warn!(uri = %target, error = %e, "http-proxy upstream body failed");
             GatewayError::InternalServerError
         })?;
-        let mut res = Response::new(Full::new(body.to_bytes()));
-        *res.status_mut() = parts.status;
-        for (name, value) in &parts.headers {
-            if !is_hop_by_hop(name, &parts.headers) && name != header::CONTENT_LENGTH {
-                res.headers_mut().append(name.clone(), value.clone());
+        // The upstream's head is passed on as it is, minus hop-by-hop headers and the length
+        // (hyper sets it from the collected body).
+        let connection = connection_tokens(&parts.headers);
+        if !connection.is_empty() || HOP_BY_HOP.iter().any(|h| parts.headers.contains_key(*h)) {
+            let names: Vec<HeaderName> =
+                parts.headers.keys().filter(|n| is_hop_by_hop(n, &connection)).cloned().collect();
+            for n in names {
+                parts.headers.remove(n);
             }
         }
-        Ok(res)
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.version = http::Version::HTTP_11;
+        parts.extensions.clear();
+        Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-        || headers.get_all(header::CONNECTION).iter().any(|v: &HeaderValue| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name.as_str())))
-        })
+/// The header names listed in `Connection` (lower case): hop-by-hop for this message.
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v: &HeaderValue| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|t| t == name.as_str())
 }
 
 /// Replaces `{name}` and `{name+}` in the URI template with the (re-encoded) path parameters.
 fn substitute(template: &str, params: &[(String, String)]) -> String {
     let mut out = template.to_owned();
+    if params.is_empty() {
+        return out;
+    }
     for (name, value) in params {
         let encoded: String = value
             .split('/')

@@ -15,7 +15,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.command.is_server());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keygate: error: cannot start the async runtime: {e}");
@@ -28,6 +28,26 @@ fn main() -> ExitCode {
             eprintln!("keygate: error: {}", output::error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One worker thread per CPU this process may run on (`taskset` and cgroup limits count), and no
+/// worker pool at all when that is one CPU: a current-thread runtime then serves everything on
+/// the main thread, without the cross-thread wakeups of a one-worker pool (see
+/// docs/benchmarks.md). `KEYGATE_WORKER_THREADS` overrides the count; 1 means current-thread.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let threads = std::env::var("KEYGATE_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(std::num::NonZeroUsize::get))
+        .unwrap_or(1);
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
     }
 }
 

@@ -28,7 +28,10 @@ impl InitFailure {
     }
 }
 
-#[tokio::main]
+// A function process handles one event at a time (the Runtime API hands out the next event only
+// after the previous response), so one thread is enough: a current-thread runtime saves the
+// cross-thread wakeups of a worker pool on every invocation (docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing::init_default_subscriber();
 
