@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -114,16 +114,27 @@ pub struct FunctionHost {
 
 struct HostInner {
     opts: HostOptions,
-    /// One pool per function fingerprint ([`PoolKey`]): a redeploy that changes anything about
-    /// the process gets a fresh pool while an unchanged function keeps its warm processes.
-    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// One pool per function fingerprint ([`PoolKey`]), grouped by `AWS_LAMBDA_FUNCTION_NAME`: a
+    /// redeploy that changes anything about the process gets a fresh pool (next to the old one
+    /// until the sweeper forgets it) while an unchanged function keeps its warm processes.
+    pools: Mutex<Pools>,
     shutting_down: AtomicBool,
     sweeper_started: AtomicBool,
 }
 
+/// The pools by `AWS_LAMBDA_FUNCTION_NAME`.
+type Pools = HashMap<String, Vec<Arc<Pool>>>;
+
 impl fmt::Debug for FunctionHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pools = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner).len();
+        let pools: usize = self
+            .inner
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(Vec::len)
+            .sum();
         f.debug_struct("FunctionHost")
             .field("opts", &self.inner.opts)
             .field("pools", &pools)
@@ -180,9 +191,7 @@ impl FunctionHost {
         // The deadline starts now: queueing and a cold start count against the timeout, so a
         // caller never waits longer than `timeout_secs` (plus the kill) for an answer.
         let deadline = Instant::now() + Duration::from_secs(u64::from(spec.timeout_secs.max(1)));
-        let launch = Launch::from_ref(f)?;
-        let key = PoolKey { launch, runtime: spec.runtime.clone(), concurrency };
-        let pool = self.pool_for(key)?;
+        let pool = self.pool_for(f, concurrency)?;
         self.start_sweeper();
         pool.invoke(event, deadline).await
     }
@@ -193,26 +202,50 @@ impl FunctionHost {
         self.inner.shutting_down.store(true, Ordering::Release);
         let pools: Vec<Arc<Pool>> = {
             let mut map = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner);
-            map.drain().map(|(_, pool)| pool).collect()
+            map.drain().flat_map(|(_, pools)| pools).collect()
         };
         for pool in pools {
             pool.close().await;
         }
     }
 
-    fn pool_for(&self, key: PoolKey) -> Result<Arc<Pool>, InvokeError> {
-        let mut map = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The pool of `f`. Once it exists this is one map lookup by function name and a field-by-field
+    /// comparison with the pool's key: no allocation, no file access.
+    fn pool_for(&self, f: &FunctionRef<'_>, concurrency: u32) -> Result<Arc<Pool>, InvokeError> {
+        if let Some(pool) = self.existing_pool(f, concurrency)? {
+            return Ok(pool);
+        }
+        let key =
+            PoolKey { launch: Launch::from_ref(f)?, runtime: f.spec.runtime.clone(), concurrency };
+        let mut map = self.lock_pools()?;
+        let pools = map.entry(key.launch.function_name.clone()).or_default();
+        // Another invocation may have created it meanwhile.
+        if let Some(pool) = pools.iter().find(|p| p.key().is_for(f, concurrency)) {
+            return Ok(Arc::clone(pool));
+        }
+        let pool = Arc::new(Pool::new(key));
+        pools.push(Arc::clone(&pool));
+        Ok(pool)
+    }
+
+    fn existing_pool(
+        &self,
+        f: &FunctionRef<'_>,
+        concurrency: u32,
+    ) -> Result<Option<Arc<Pool>>, InvokeError> {
+        let map = self.lock_pools()?;
+        let pools = map.get(f.spec.function_name.as_str()).map_or(&[][..], Vec::as_slice);
+        Ok(pools.iter().find(|p| p.key().is_for(f, concurrency)).map(Arc::clone))
+    }
+
+    fn lock_pools(&self) -> Result<MutexGuard<'_, Pools>, InvokeError> {
+        let map = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked under the map lock: `shutdown` sets the flag before draining under the same
         // lock, so no pool can be added after the drain and escape the shutdown.
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(InvokeError::Spawn("the function host is shutting down".to_owned()));
         }
-        if let Some(pool) = map.get(&key) {
-            return Ok(Arc::clone(pool));
-        }
-        let pool = Arc::new(Pool::new(key.clone()));
-        map.insert(key, Arc::clone(&pool));
-        Ok(pool)
+        Ok(map)
     }
 
     /// Starts (once, from inside the tokio runtime) the task that stops processes idle for longer
@@ -242,11 +275,14 @@ impl HostInner {
     /// example the old version of a redeployed function).
     fn sweep(&self, idle_timeout: Duration) {
         let mut map = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, pool| {
-            pool.reap_idle(idle_timeout);
-            // strong_count == 1: only the map holds the pool, so no invocation is queued or
-            // running on it, and none can start without taking the map lock we hold.
-            !(Arc::strong_count(pool) == 1 && pool.is_unused_for(idle_timeout))
+        map.retain(|_, pools| {
+            pools.retain(|pool| {
+                pool.reap_idle(idle_timeout);
+                // strong_count == 1: only the map holds the pool, so no invocation is queued or
+                // running on it, and none can start without taking the map lock we hold.
+                !(Arc::strong_count(pool) == 1 && pool.is_unused_for(idle_timeout))
+            });
+            !pools.is_empty()
         });
     }
 }

@@ -13,16 +13,25 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::InvokeError;
 use crate::process::{Launch, ProcShared, Process};
+use crate::{FunctionRef, InvokeError};
 
-/// Everything that affects a function's processes. Equal keys share warm processes; a redeploy
-/// that changes any of it gets a fresh pool.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Everything that affects a function's processes. Invocations of a function matching a key
+/// ([`PoolKey::is_for`]) share its warm processes; a redeploy that changes any of it gets a fresh
+/// pool.
+#[derive(Debug)]
 pub(crate) struct PoolKey {
     pub(crate) launch: Launch,
     pub(crate) runtime: String,
     pub(crate) concurrency: u32,
+}
+
+impl PoolKey {
+    /// Whether invoking `f` with `concurrency` slots belongs to this pool. Cheap (compares, never
+    /// allocates nor touches a file): it runs on every invocation.
+    pub(crate) fn is_for(&self, f: &FunctionRef<'_>, concurrency: u32) -> bool {
+        self.concurrency == concurrency && self.runtime == f.spec.runtime && self.launch.is_for(f)
+    }
 }
 
 pub(crate) struct Pool {
@@ -57,6 +66,10 @@ impl Pool {
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // Critical sections never panic midway, so a poisoned lock still guards consistent data.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn key(&self) -> &PoolKey {
+        &self.key
     }
 
     fn function(&self) -> &str {

@@ -51,15 +51,17 @@ const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 /// keeps waiting in the background). SIGKILL normally takes milliseconds.
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
-/// Everything that shapes a function's process. Two invocations with equal `Launch`es can share
-/// warm processes; it is part of the pool fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Everything that shapes a function's process, as deployed. Invocations whose function matches
+/// a `Launch` ([`Launch::is_for`]) share its warm processes; it is part of the pool fingerprint.
+#[derive(Debug, Clone)]
 pub(crate) struct Launch {
+    /// The key under `functions:`, for messages.
+    pub(crate) name: String,
     /// `AWS_LAMBDA_FUNCTION_NAME` (`<service>-<stage>-<fn>`), also the log field.
     pub(crate) function_name: String,
-    pub(crate) bootstrap: PathBuf,
-    /// `LAMBDA_TASK_ROOT`: the directory holding `bootstrap`.
-    pub(crate) task_root: PathBuf,
+    /// `spec.artifact`: normally a staged (content-addressed, immutable) directory, so a redeploy
+    /// of changed code has a different path. Resolved to a `bootstrap` at each process start.
+    pub(crate) artifact: PathBuf,
     /// Working directory: the service directory, as serverless-offline does.
     pub(crate) cwd: PathBuf,
     pub(crate) handler: String,
@@ -70,13 +72,20 @@ pub(crate) struct Launch {
 }
 
 impl Launch {
+    /// The launch of `f`. Touches no file: the artifact is only checked when a process starts.
     pub(crate) fn from_ref(f: &FunctionRef<'_>) -> Result<Self, InvokeError> {
         let spec = f.spec;
-        let (bootstrap, task_root) = resolve_artifact(spec, f.base_dir)?;
+        let Some(artifact) = &spec.artifact else {
+            return Err(InvokeError::Spawn(format!(
+                "function {} has no artifact: set `package.artifact` to its bootstrap (a file, a \
+                 directory holding `bootstrap`, or a cargo-lambda .zip) and deploy again",
+                spec.name
+            )));
+        };
         Ok(Self {
+            name: spec.name.clone(),
             function_name: spec.function_name.clone(),
-            bootstrap,
-            task_root,
+            artifact: artifact.clone(),
             cwd: f.base_dir.to_owned(),
             handler: spec.handler.clone(),
             env: spec.environment.clone(),
@@ -86,12 +95,39 @@ impl Launch {
         })
     }
 
+    /// Whether `f` is the function this launch was made from (`Launch::from_ref(f)` would be
+    /// equal), compared field by field without allocating: the per-invocation pool lookup.
+    pub(crate) fn is_for(&self, f: &FunctionRef<'_>) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            name,
+            function_name,
+            artifact,
+            cwd,
+            handler,
+            env,
+            memory_size,
+            timeout_secs,
+            region,
+        } = self;
+        let spec = f.spec;
+        *function_name == spec.function_name
+            && *memory_size == spec.memory_size
+            && *timeout_secs == spec.timeout_secs
+            && *handler == spec.handler
+            && *region == f.region
+            && spec.artifact.as_deref() == Some(artifact.as_path())
+            && cwd == f.base_dir
+            && *env == spec.environment
+            && *name == spec.name
+    }
+
     fn arn(&self) -> String {
         format!("arn:aws:lambda:{}:000000000000:function:{}", self.region, self.function_name)
     }
 
     /// The whole environment of a new process.
-    fn environment(&self, runtime_api: SocketAddr) -> BTreeMap<String, OsString> {
+    fn environment(&self, runtime_api: SocketAddr, task_root: &Path) -> BTreeMap<String, OsString> {
         let mut env: BTreeMap<String, OsString> = BTreeMap::new();
         for key in INHERITED_ENV {
             if let Some(value) = std::env::var_os(key) {
@@ -120,7 +156,7 @@ impl Launch {
             now.day(),
             uuid::Uuid::new_v4().simple()
         );
-        let task_root: OsString = self.task_root.clone().into();
+        let task_root: OsString = task_root.into();
         let reserved: [(&str, OsString); 13] = [
             ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string().into()),
             ("AWS_LAMBDA_FUNCTION_NAME", self.function_name.clone().into()),
@@ -144,18 +180,9 @@ impl Launch {
 /// Where a function's `bootstrap` and task root are. The artifact is normally a directory made
 /// by [`crate::stage_artifact`]; a plain executable file also works (its directory is the task
 /// root). Relative paths are taken from the service directory.
-fn resolve_artifact(
-    spec: &keygate_types::FunctionSpec,
-    base_dir: &Path,
-) -> Result<(PathBuf, PathBuf), InvokeError> {
-    let Some(artifact) = &spec.artifact else {
-        return Err(InvokeError::Spawn(format!(
-            "function {} has no artifact: set `package.artifact` to its bootstrap (a file, a \
-             directory holding `bootstrap`, or a cargo-lambda .zip) and deploy again",
-            spec.name
-        )));
-    };
-    let artifact = base_dir.join(artifact);
+fn resolve_artifact(launch: &Launch) -> Result<(PathBuf, PathBuf), InvokeError> {
+    let base_dir = &launch.cwd;
+    let artifact = base_dir.join(&launch.artifact);
     if artifact.is_dir() {
         return Ok((artifact.join("bootstrap"), artifact));
     }
@@ -163,7 +190,7 @@ fn resolve_artifact(
         return Err(InvokeError::Spawn(format!(
             "artifact {} of function {} is a zip that was never staged (deploying stages it)",
             artifact.display(),
-            spec.name
+            launch.name
         )));
     }
     let task_root = artifact.parent().map_or_else(|| base_dir.to_owned(), Path::to_path_buf);
@@ -216,7 +243,8 @@ impl Drop for Process {
 impl Process {
     /// Starts `launch`'s bootstrap with its own Runtime API listener.
     pub(crate) async fn spawn(launch: &Launch) -> Result<Self, InvokeError> {
-        check_bootstrap(launch)?;
+        let (bootstrap, task_root) = resolve_artifact(launch)?;
+        check_bootstrap(launch, &bootstrap)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
@@ -226,11 +254,11 @@ impl Process {
         let (api, inbox) = RuntimeApi::new(&launch.arn());
         let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
 
-        let mut command = Command::new(&launch.bootstrap);
+        let mut command = Command::new(&bootstrap);
         command
             .current_dir(&launch.cwd)
             .env_clear()
-            .envs(launch.environment(addr))
+            .envs(launch.environment(addr, &task_root))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -243,7 +271,7 @@ impl Process {
                 server.abort();
                 return Err(InvokeError::Spawn(format!(
                     "cannot start {}: {err}",
-                    launch.bootstrap.display()
+                    bootstrap.display()
                 )));
             }
         };
@@ -338,8 +366,9 @@ impl Process {
         }
         let (reply, answer) = oneshot::channel();
         let delivered = Arc::new(AtomicBool::new(false));
+        let mut request_id = [0; uuid::fmt::Hyphenated::LENGTH];
         let invocation = Invocation {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: uuid::Uuid::new_v4().hyphenated().encode_lower(&mut request_id).to_owned(),
             event,
             deadline_ms: epoch_ms(deadline),
             trace_id: runtime_api::new_trace_id(),
@@ -392,14 +421,14 @@ impl From<Failure> for InvokeError {
 
 /// Refuses clearly before spawning: a missing or non-executable bootstrap, or a missing service
 /// directory, would otherwise surface as a bare "No such file or directory".
-fn check_bootstrap(launch: &Launch) -> Result<(), InvokeError> {
+fn check_bootstrap(launch: &Launch, bootstrap: &Path) -> Result<(), InvokeError> {
     if !launch.cwd.is_dir() {
         return Err(InvokeError::Spawn(format!(
             "service directory {} does not exist",
             launch.cwd.display()
         )));
     }
-    let path = &launch.bootstrap;
+    let path = bootstrap;
     match std::fs::metadata(path) {
         Err(err) => Err(InvokeError::Spawn(format!(
             "bootstrap {} of function {}: {err}",
@@ -465,4 +494,69 @@ fn emit(function: &str, stream: &'static str, line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = String::from_utf8_lossy(line);
     tracing::info!(target: "keygate::function", function, stream, "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_types::FunctionSpec;
+
+    use super::*;
+
+    fn spec() -> FunctionSpec {
+        FunctionSpec {
+            name: "fn".to_owned(),
+            function_name: "svc-dev-fn".to_owned(),
+            handler: "bootstrap".to_owned(),
+            runtime: "provided.al2023".to_owned(),
+            environment: BTreeMap::from([("A".to_owned(), "1".to_owned())]),
+            timeout_secs: 30,
+            memory_size: 128,
+            description: None,
+            reserved_concurrency: None,
+            artifact: Some(PathBuf::from("/artifacts/0123456789abcdef")),
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_launch_is_for_exactly_the_function_it_was_made_from() {
+        let base = spec();
+        let dir = Path::new("/srv/service");
+        fn f(spec: &FunctionSpec) -> FunctionRef<'_> {
+            FunctionRef { spec, base_dir: Path::new("/srv/service"), region: "eu-west-1" }
+        }
+        let launch = Launch::from_ref(&f(&base)).unwrap();
+        assert!(launch.is_for(&f(&base)));
+        assert!(launch.is_for(&f(&base.clone())));
+        // Fields that do not shape the process.
+        let mut other = base.clone();
+        other.description = Some("docs".to_owned());
+        other.events = Vec::new();
+        assert!(launch.is_for(&f(&other)));
+
+        let changes: [fn(&mut FunctionSpec); 8] = [
+            |s| s.name = "other".to_owned(),
+            |s| s.function_name = "svc-prod-fn".to_owned(),
+            |s| s.handler = "other".to_owned(),
+            |s| _ = s.environment.insert("A".to_owned(), "2".to_owned()),
+            |s| _ = s.environment.insert("B".to_owned(), "1".to_owned()),
+            |s| s.timeout_secs = 31,
+            |s| s.memory_size = 256,
+            |s| s.artifact = Some(PathBuf::from("/artifacts/fedcba9876543210")),
+        ];
+        for (n, change) in changes.iter().enumerate() {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert!(!launch.is_for(&f(&changed)), "change #{n}");
+        }
+        let mut no_artifact = base.clone();
+        no_artifact.artifact = None;
+        assert!(!launch.is_for(&f(&no_artifact)));
+        assert!(Launch::from_ref(&f(&no_artifact)).is_err());
+        let elsewhere =
+            FunctionRef { spec: &base, base_dir: Path::new("/srv/other"), region: "eu-west-1" };
+        assert!(!launch.is_for(&elsewhere));
+        let region = FunctionRef { spec: &base, base_dir: dir, region: "us-east-1" };
+        assert!(!launch.is_for(&region));
+    }
 }

@@ -432,24 +432,28 @@ fn truncate(mut s: String) -> String {
 /// An X-Ray style trace header (`Sampled=0`: nothing is traced).
 pub(crate) fn new_trace_id() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let root = uuid::Uuid::new_v4().simple().to_string();
-    let parent = uuid::Uuid::new_v4().simple().to_string();
+    let mut root = [0; uuid::fmt::Simple::LENGTH];
+    let mut parent = [0; uuid::fmt::Simple::LENGTH];
+    let root = uuid::Uuid::new_v4().simple().encode_lower(&mut root);
+    let parent = uuid::Uuid::new_v4().simple().encode_lower(&mut parent);
     format!("Root=1-{:08x}-{};Parent={};Sampled=0", secs & 0xffff_ffff, &root[..24], &parent[..16])
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 fn json_error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
-    json_response(status, &json!({"errorMessage": message, "errorType": error_type}))
+    let body = json!({"errorMessage": message, "errorType": error_type});
+    json_response(status, Bytes::from(body.to_string()))
 }
 
+/// The answer to every accepted `/response` and `/error` (once per invocation: no JSON building).
 fn accepted() -> Response<Full<Bytes>> {
-    json_response(StatusCode::ACCEPTED, &json!({"status": "OK"}))
+    json_response(StatusCode::ACCEPTED, Bytes::from_static(br#"{"status":"OK"}"#))
 }
 
 fn invalid_state(message: &str) -> Response<Full<Bytes>> {

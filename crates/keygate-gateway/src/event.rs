@@ -1,9 +1,16 @@
 //! Lambda proxy integration: the REST API payload format 1.0 event, and mapping the function's
 //! answer back to HTTP exactly as API Gateway does (anything malformed is a 502).
 //!
+//! Both directions run on every function invocation, so neither builds a `serde_json::Value`
+//! tree: the event is serialized straight from the request (borrowed strings, maps written from
+//! iterators), and the answer is read into a small tree borrowing from the raw bytes before it is
+//! checked.
+//!
 //! Public (and hidden from the docs) only so the benches in `benches/hot_path.rs` can call
 //! [`build`] and [`parse_response`]; not a stable API.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::SocketAddr;
 
 use base64::Engine;
@@ -11,7 +18,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::Number;
 
 /// What the event is built from.
 pub struct EventInput<'a> {
@@ -50,96 +59,340 @@ const CLF: &[time::format_description::BorrowedFormatItem<'static>] = time::macr
 );
 
 /// Builds the event JSON.
+///
+/// Every field of the payload is always present (`null` when there is nothing to say), as API
+/// Gateway sends it: `headers`/`multiValueHeaders` are `null` without headers, the query maps
+/// are `null` without a query string, `pathParameters` is `null` without parameters, and a body
+/// that is not UTF-8 is sent base64-encoded with `isBase64Encoded: true`.
 pub fn build(i: &EventInput<'_>) -> Bytes {
-    let mut headers = Map::new();
-    let mut multi_headers: Map<String, Value> = Map::new();
-    for (name, value) in i.headers {
-        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers.insert(name.as_str().to_owned(), Value::String(v.clone()));
-        match multi_headers.get_mut(name.as_str()) {
-            Some(Value::Array(a)) => a.push(Value::String(v)),
-            _ => {
-                multi_headers.insert(name.as_str().to_owned(), json!([v]));
-            }
-        }
-    }
-    let (query, multi_query) = match i.query.filter(|q| !q.is_empty()) {
-        Some(q) => {
-            let mut single = Map::new();
-            let mut multi: Map<String, Value> = Map::new();
-            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-                single.insert(k.to_string(), Value::String(v.to_string()));
-                match multi.get_mut(k.as_ref()) {
-                    Some(Value::Array(a)) => a.push(Value::String(v.into_owned())),
-                    _ => {
-                        multi.insert(k.into_owned(), json!([v]));
-                    }
-                }
-            }
-            (Value::Object(single), Value::Object(multi))
-        }
-        None => (Value::Null, Value::Null),
-    };
-    let path_params = if i.params.is_empty() {
-        Value::Null
-    } else {
-        Value::Object(i.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
-    };
-    let (body, is_b64) = if i.body.is_empty() {
-        (Value::Null, false)
-    } else {
-        match std::str::from_utf8(i.body) {
-            Ok(s) => (Value::String(s.to_owned()), false),
-            Err(_) => (Value::String(B64.encode(i.body)), true),
-        }
-    };
     let header = |n: &str| i.headers.get(n).and_then(|v| v.to_str().ok());
     let host = header("host").unwrap_or("127.0.0.1");
-    let (api_key, api_key_id) = match i.api_key {
-        Some((v, id)) => (json!(v), json!(id)),
-        None => (Value::Null, Value::Null),
+    let query = i.query.filter(|q| !q.is_empty()).map(Query::parse);
+    let (body, is_base64_encoded) = if i.body.is_empty() {
+        (None, false)
+    } else {
+        match std::str::from_utf8(i.body) {
+            Ok(s) => (Some(Cow::Borrowed(s)), false),
+            Err(_) => (Some(Cow::Owned(B64.encode(i.body))), true),
+        }
     };
-    let event = json!({
-        "resource": i.resource,
-        "path": i.path,
-        "httpMethod": i.method,
-        "headers": if headers.is_empty() { Value::Null } else { Value::Object(headers) },
-        "multiValueHeaders": if multi_headers.is_empty() { Value::Null } else { Value::Object(multi_headers) },
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": multi_query,
-        "pathParameters": path_params,
-        "stageVariables": Value::Null,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": i.api_id,
-            "resourceId": i.deployment_id,
-            "resourcePath": i.resource,
-            "httpMethod": i.method,
-            "path": format!("/{}{}", i.stage, i.path),
-            "stage": i.stage,
-            "requestId": i.request_id,
-            "extendedRequestId": i.request_id,
-            "requestTime": i.time.format(CLF).unwrap_or_default(),
-            "requestTimeEpoch": i.time.unix_timestamp_nanos() / 1_000_000,
-            "protocol": "HTTP/1.1",
-            "domainName": host,
-            "domainPrefix": host.split('.').next().unwrap_or(host),
-            "identity": {
-                "apiKey": api_key,
-                "apiKeyId": api_key_id,
-                "sourceIp": i.peer.ip().to_string(),
-                "userAgent": header("user-agent"),
-                "accountId": null, "caller": null, "user": null, "userArn": null,
-                "accessKey": null, "cognitoIdentityPoolId": null, "cognitoIdentityId": null,
-                "cognitoAuthenticationType": null, "cognitoAuthenticationProvider": null,
-                "principalOrgId": null, "clientCert": null,
+    let has_headers = !i.headers.is_empty();
+    let event = Event {
+        resource: i.resource,
+        path: i.path,
+        http_method: i.method,
+        headers: has_headers.then_some(Headers(i.headers)),
+        multi_value_headers: has_headers.then_some(MultiHeaders(i.headers)),
+        query_string_parameters: query.as_ref().map(QuerySingle),
+        multi_value_query_string_parameters: query.as_ref().map(QueryMulti),
+        path_parameters: (!i.params.is_empty()).then_some(PathParams(i.params)),
+        stage_variables: (),
+        request_context: RequestContext {
+            account_id: "000000000000",
+            api_id: i.api_id,
+            resource_id: i.deployment_id,
+            resource_path: i.resource,
+            http_method: i.method,
+            path: StagePath { stage: i.stage, path: i.path },
+            stage: i.stage,
+            request_id: i.request_id,
+            extended_request_id: i.request_id,
+            request_time: RequestTime(i.time),
+            request_time_epoch: i.time.unix_timestamp_nanos() / 1_000_000,
+            protocol: "HTTP/1.1",
+            domain_name: host,
+            domain_prefix: host.split('.').next().unwrap_or(host),
+            identity: Identity {
+                api_key: i.api_key.map(|(value, _)| value),
+                api_key_id: i.api_key.map(|(_, id)| id),
+                source_ip: Display(i.peer.ip()),
+                user_agent: header("user-agent"),
+                account_id: (),
+                caller: (),
+                user: (),
+                user_arn: (),
+                access_key: (),
+                cognito_identity_pool_id: (),
+                cognito_identity_id: (),
+                cognito_authentication_type: (),
+                cognito_authentication_provider: (),
+                principal_org_id: (),
+                client_cert: (),
             },
-            "authorizer": null,
+            authorizer: (),
         },
-        "body": body,
-        "isBase64Encoded": is_b64,
-    });
-    Bytes::from(serde_json::to_vec(&event).unwrap_or_default())
+        body,
+        is_base64_encoded,
+    };
+    let mut out = Vec::with_capacity(capacity_hint(i));
+    match serde_json::to_writer(&mut out, &event) {
+        Ok(()) => Bytes::from(out),
+        // Unreachable (writing to a Vec cannot fail and every map key is a string); kept as the
+        // old `to_vec(..).unwrap_or_default()` behaved.
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// Roughly how long the event will be, so it is written without reallocating: the fixed part
+/// plus every header twice (single and multi), the query twice, and the body (grown by base64).
+fn capacity_hint(i: &EventInput<'_>) -> usize {
+    let headers: usize = i.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 8).sum();
+    let params: usize = i.params.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    1280 + 2 * headers
+        + 2 * i.query.map_or(0, str::len)
+        + params
+        + i.body.len() / 3 * 4
+        + 2 * (i.path.len() + i.resource.len())
+}
+
+/// `null` fields are `()`: serde_json writes a unit as `null`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    resource: &'a str,
+    path: &'a str,
+    http_method: &'a str,
+    headers: Option<Headers<'a>>,
+    multi_value_headers: Option<MultiHeaders<'a>>,
+    query_string_parameters: Option<QuerySingle<'a>>,
+    multi_value_query_string_parameters: Option<QueryMulti<'a>>,
+    path_parameters: Option<PathParams<'a>>,
+    stage_variables: (),
+    request_context: RequestContext<'a>,
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestContext<'a> {
+    account_id: &'static str,
+    api_id: &'a str,
+    resource_id: &'a str,
+    resource_path: &'a str,
+    http_method: &'a str,
+    path: StagePath<'a>,
+    stage: &'a str,
+    request_id: &'a str,
+    extended_request_id: &'a str,
+    request_time: RequestTime,
+    request_time_epoch: i128,
+    protocol: &'static str,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    identity: Identity<'a>,
+    authorizer: (),
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    api_key: Option<&'a str>,
+    api_key_id: Option<&'a str>,
+    source_ip: Display<std::net::IpAddr>,
+    user_agent: Option<&'a str>,
+    account_id: (),
+    caller: (),
+    user: (),
+    user_arn: (),
+    access_key: (),
+    cognito_identity_pool_id: (),
+    cognito_identity_id: (),
+    cognito_authentication_type: (),
+    cognito_authentication_provider: (),
+    principal_org_id: (),
+    client_cert: (),
+}
+
+/// A JSON string written from a `Display` value, without an intermediate `String`.
+struct Display<T>(T);
+
+impl<T: fmt::Display> Serialize for Display<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// `requestContext.path`: `/<stage><path>`.
+struct StagePath<'a> {
+    stage: &'a str,
+    path: &'a str,
+}
+
+impl Serialize for StagePath<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("/{}{}", self.stage, self.path))
+    }
+}
+
+/// `requestContext.requestTime` in the common log format, e.g. `18/Nov/2026:09:30:00 +0000`.
+struct RequestTime(time::OffsetDateTime);
+
+impl Serialize for RequestTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const MONTHS: [&[u8; 3]; 12] = [
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+            b"Dec",
+        ];
+        let t = self.0;
+        let Ok(year) = u16::try_from(t.year()) else {
+            return s.serialize_str(&t.format(CLF).unwrap_or_default());
+        };
+        if year > 9999 {
+            // `[year]` writes a sign and more digits out there; leave that to `time`.
+            return s.serialize_str(&t.format(CLF).unwrap_or_default());
+        }
+        fn two(out: &mut [u8], n: u8) {
+            out[0] = b'0' + n / 10 % 10;
+            out[1] = b'0' + n % 10;
+        }
+        let mut buf = *b"dd/Mon/yyyy:hh:mm:ss +0000";
+        two(&mut buf[0..2], t.day());
+        buf[3..6].copy_from_slice(MONTHS[usize::from(u8::from(t.month())) - 1]);
+        two(&mut buf[7..9], (year / 100) as u8);
+        two(&mut buf[9..11], (year % 100) as u8);
+        two(&mut buf[12..14], t.hour());
+        two(&mut buf[15..17], t.minute());
+        two(&mut buf[18..20], t.second());
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+/// A header value as text: invalid UTF-8 is replaced.
+fn text(value: &HeaderValue) -> Cow<'_, str> {
+    let bytes = value.as_bytes();
+    // `from_utf8` is much faster than `from_utf8_lossy` on the usual ASCII values.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// `headers`: each name with its last value.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let headers = self.0;
+        let mut map = s.serialize_map(Some(headers.keys_len()))?;
+        if headers.len() == headers.keys_len() {
+            // One value per name, the usual case: each pair once, no lookups.
+            for (name, value) in headers {
+                map.serialize_entry(name.as_str(), &text(value))?;
+            }
+        } else {
+            for name in headers.keys() {
+                if let Some(last) = headers.get_all(name).iter().next_back() {
+                    map.serialize_entry(name.as_str(), &text(last))?;
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+/// `multiValueHeaders`: each name with all its values, in order.
+struct MultiHeaders<'a>(&'a HeaderMap);
+
+impl Serialize for MultiHeaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let headers = self.0;
+        let mut map = s.serialize_map(Some(headers.keys_len()))?;
+        if headers.len() == headers.keys_len() {
+            for (name, value) in headers {
+                map.serialize_entry(name.as_str(), std::slice::from_ref(&text(value)))?;
+            }
+        } else {
+            for name in headers.keys() {
+                map.serialize_entry(name.as_str(), &HeaderValues(headers.get_all(name)))?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct HeaderValues<'a>(http::header::GetAll<'a, HeaderValue>);
+
+impl Serialize for HeaderValues<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for value in self.0.iter() {
+            seq.serialize_element(&text(value))?;
+        }
+        seq.end()
+    }
+}
+
+/// The decoded query pairs, sorted by name (stable: the values of one name keep their order).
+struct Query<'q> {
+    pairs: Vec<(Cow<'q, str>, Cow<'q, str>)>,
+}
+
+impl<'q> Query<'q> {
+    fn parse(query: &'q str) -> Self {
+        let mut pairs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { pairs }
+    }
+
+    /// One run of equal names at a time.
+    fn groups(&self) -> impl Iterator<Item = &[(Cow<'q, str>, Cow<'q, str>)]> {
+        self.pairs.chunk_by(|a, b| a.0 == b.0)
+    }
+}
+
+/// `queryStringParameters`: each name with its last value.
+struct QuerySingle<'a>(&'a Query<'a>);
+
+impl Serialize for QuerySingle<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for group in self.0.groups() {
+            if let Some((name, value)) = group.last() {
+                map.serialize_entry(name.as_ref(), value.as_ref())?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// `multiValueQueryStringParameters`: each name with all its values, in order.
+struct QueryMulti<'a>(&'a Query<'a>);
+
+impl Serialize for QueryMulti<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for group in self.0.groups() {
+            if let Some((name, _)) = group.first() {
+                map.serialize_entry(name.as_ref(), &QueryValues(group))?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct QueryValues<'a, 'q>(&'a [(Cow<'q, str>, Cow<'q, str>)]);
+
+impl Serialize for QueryValues<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(_, value)| value.as_ref()))
+    }
+}
+
+/// `pathParameters`; should a name repeat, its last value wins.
+struct PathParams<'a>(&'a [(String, String)]);
+
+impl Serialize for PathParams<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (n, (name, value)) in self.0.iter().enumerate() {
+            // A handful of parameters at most (one per `{...}` of the template).
+            if !self.0[n + 1..].iter().any(|(later, _)| later == name) {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// A function's answer, ready to send.
@@ -154,15 +407,23 @@ pub struct ProxyResponse {
 }
 
 /// Maps a lambda-proxy answer. `Err` says why it is malformed (logged; the client gets a 502).
+///
+/// The whole answer must be valid JSON (unknown fields included); then, in this order:
+/// `statusCode`, `multiValueHeaders`, `headers`, `isBase64Encoded` and `body` are checked. Object
+/// keys are taken in sorted order and a repeated key keeps its last value, so headers come out
+/// sorted by name, `headers` first (minus the names in `multiValueHeaders`, which wins), then
+/// `multiValueHeaders`.
 pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
-    let v: Value =
+    let v: Raw<'_> =
         serde_json::from_slice(raw).map_err(|e| format!("response is not JSON ({e})"))?;
-    let Value::Object(obj) = v else {
+    let Raw::Object(obj) = v else {
         return Err("response is not a JSON object".to_owned());
     };
-    let status = match obj.get("statusCode") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.parse().ok(),
+    // A repeated key keeps its last value.
+    let get = |name: &str| obj.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+    let status = match get("statusCode") {
+        Some(Raw::Num(n)) => n.as_u64(),
+        Some(Raw::Str(s)) => s.parse().ok(),
         _ => None,
     }
     .and_then(|n| u16::try_from(n).ok())
@@ -170,16 +431,16 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
     .ok_or("statusCode is missing or not an HTTP status")?;
     let mut headers = Vec::new();
     // multiValueHeaders wins for names present in both, as API Gateway merges them.
-    let multi = match obj.get("multiValueHeaders") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+    let multi = match get("multiValueHeaders") {
+        None | Some(Raw::Null) => Vec::new(),
+        Some(Raw::Object(m)) => sorted(m),
         Some(_) => return Err("multiValueHeaders is not an object".to_owned()),
     };
-    match obj.get("headers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                if multi.contains_key(k) {
+    match get("headers") {
+        None | Some(Raw::Null) => {}
+        Some(Raw::Object(m)) => {
+            for (k, v) in sorted(m) {
+                if multi.binary_search_by(|(name, _)| (*name).cmp(k)).is_ok() {
                     continue;
                 }
                 headers.push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
@@ -188,34 +449,49 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
         Some(_) => return Err("headers is not an object".to_owned()),
     }
     for (k, v) in &multi {
-        let Value::Array(values) = v else {
+        let Raw::List(values) = v else {
             return Err(format!("multiValueHeaders.{k} is not a list"));
         };
         for v in values {
             headers.push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
         }
     }
-    let is_b64 = match obj.get("isBase64Encoded") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+    let is_b64 = match get("isBase64Encoded") {
+        None | Some(Raw::Null) => false,
+        Some(Raw::Bool(b)) => *b,
         Some(_) => return Err("isBase64Encoded is not a boolean".to_owned()),
     };
-    let body = match obj.get("body") {
-        None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(s)) if is_b64 => {
-            Bytes::from(B64.decode(s).map_err(|e| format!("body is not valid base64 ({e})"))?)
+    let body = match get("body") {
+        None | Some(Raw::Null) => Bytes::new(),
+        Some(Raw::Str(s)) if is_b64 => {
+            Bytes::from(B64.decode(&**s).map_err(|e| format!("body is not valid base64 ({e})"))?)
         }
-        Some(Value::String(s)) => Bytes::from(s.clone()),
+        Some(Raw::Str(s)) => Bytes::copy_from_slice(s.as_bytes()),
         Some(_) => return Err("body is not a string".to_owned()),
     };
     Ok(ProxyResponse { status, headers, body })
 }
 
-fn scalar(v: &Value) -> Option<String> {
+/// An object's entries sorted by key, the last of repeated keys winning (as a JSON object read
+/// into a sorted map).
+fn sorted<'r, 'a>(entries: &'r [(Cow<'a, str>, Raw<'a>)]) -> Vec<(&'r str, &'r Raw<'a>)> {
+    let mut all: Vec<(&str, &Raw<'a>)> = entries.iter().map(|(k, v)| (k.as_ref(), v)).collect();
+    all.sort_by(|a, b| a.0.cmp(b.0)); // stable: repeated keys stay in document order
+    let mut out: Vec<(&str, &Raw<'a>)> = Vec::with_capacity(all.len());
+    for entry in all {
+        match out.last_mut() {
+            Some(last) if last.0 == entry.0 => *last = entry,
+            _ => out.push(entry),
+        }
+    }
+    out
+}
+
+fn scalar<'r>(v: &'r Raw<'_>) -> Option<Cow<'r, str>> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Raw::Str(s) => Some(Cow::Borrowed(s)),
+        Raw::Num(n) => Some(Cow::Owned(n.to_string())),
+        Raw::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -228,8 +504,124 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> 
     Ok((n, v))
 }
 
+/// A JSON value borrowing its strings from the input where it can. Reading one accepts exactly
+/// the documents a `serde_json::Value` accepts (every value goes through `deserialize_any`), so
+/// the "not JSON" cases and their messages are the same.
+enum Raw<'a> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'a, str>),
+    List(Vec<Raw<'a>>),
+    Object(Vec<(Cow<'a, str>, Raw<'a>)>),
+}
+
+/// An object key, borrowed unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Raw::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Raw::Num(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Raw::Num(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // As `Value` does: a non-finite float (never produced by the parser) is null.
+        Ok(Number::from_f64(v).map_or(Raw::Null, Raw::Num))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Raw::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Raw::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element()? {
+            list.push(v);
+        }
+        Ok(Raw::List(list))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some((Key(k), v)) = map.next_entry()? {
+            entries.push((k, v));
+        }
+        Ok(Raw::Object(entries))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::{Map, Value, json};
+
     use super::*;
 
     #[test]
@@ -260,5 +652,355 @@ mod tests {
         ] {
             assert!(parse_response(raw).is_err(), "{}", String::from_utf8_lossy(raw));
         }
+    }
+
+    /// The `serde_json::Value` mapping `parse_response` replaced, kept as the reference.
+    fn reference_parse(raw: &[u8]) -> Result<ProxyResponse, String> {
+        fn scalar(v: &Value) -> Option<String> {
+            match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            }
+        }
+        let v: Value =
+            serde_json::from_slice(raw).map_err(|e| format!("response is not JSON ({e})"))?;
+        let Value::Object(obj) = v else {
+            return Err("response is not a JSON object".to_owned());
+        };
+        let status = match obj.get("statusCode") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .and_then(|n| u16::try_from(n).ok())
+        .and_then(|n| StatusCode::from_u16(n).ok())
+        .ok_or("statusCode is missing or not an HTTP status")?;
+        let mut headers = Vec::new();
+        let multi = match obj.get("multiValueHeaders") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err("multiValueHeaders is not an object".to_owned()),
+        };
+        match obj.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    if multi.contains_key(k) {
+                        continue;
+                    }
+                    headers
+                        .push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
+                }
+            }
+            Some(_) => return Err("headers is not an object".to_owned()),
+        }
+        for (k, v) in &multi {
+            let Value::Array(values) = v else {
+                return Err(format!("multiValueHeaders.{k} is not a list"));
+            };
+            for v in values {
+                headers.push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
+            }
+        }
+        let is_b64 = match obj.get("isBase64Encoded") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("isBase64Encoded is not a boolean".to_owned()),
+        };
+        let body = match obj.get("body") {
+            None | Some(Value::Null) => Bytes::new(),
+            Some(Value::String(s)) if is_b64 => {
+                Bytes::from(B64.decode(s).map_err(|e| format!("body is not valid base64 ({e})"))?)
+            }
+            Some(Value::String(s)) => Bytes::from(s.clone()),
+            Some(_) => return Err("body is not a string".to_owned()),
+        };
+        Ok(ProxyResponse { status, headers, body })
+    }
+
+    /// Everything about a mapping result, comparable.
+    fn summary(r: Result<ProxyResponse, String>) -> Result<String, String> {
+        r.map(|p| format!("{} {:?} {:?}", p.status, p.headers, p.body))
+    }
+
+    #[test]
+    fn parse_response_behaves_as_the_value_mapping() {
+        let deep = format!(r#"{{"statusCode":200,"x":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let cases: Vec<Vec<u8>> = [
+            r#"{"statusCode":200}"#,
+            r#"{"statusCode":"404","body":null,"headers":null,"multiValueHeaders":null}"#,
+            r#"{"statusCode":200.0}"#,
+            r#"{"statusCode":-1}"#,
+            r#"{"statusCode":1e400}"#,
+            r#"{"statusCode":"abc"}"#,
+            r#"{"statusCode":true}"#,
+            r#"{"statusCode":[200]}"#,
+            r#"{"statusCode":99}"#,
+            r#"{"statusCode":1000}"#,
+            r#"{"statusCode":65736}"#,
+            r#"{"statusCode":200,"statusCode":500}"#,
+            r#"{"statusCode":"x","statusCode":201}"#,
+            r#"{"statusCode":200,"headers":{"b":"2","a":"1","c":3,"d":true,"e":1.5,"f":-7}}"#,
+            r#"{"statusCode":200,"headers":{"a":"1","a":"2"}}"#,
+            r#"{"statusCode":200,"headers":{"a":{"x":1},"a":"2"}}"#,
+            r#"{"statusCode":200,"headers":{"a":"2","a":{"x":1}}}"#,
+            r#"{"statusCode":200,"headers":{"a":null}}"#,
+            r#"{"statusCode":200,"headers":{"a":[1]},"multiValueHeaders":{"a":["1"]}}"#,
+            r#"{"statusCode":200,"headers":{"z":"1","b":"x"},"multiValueHeaders":{"b":["2",3,false],"a":[]}}"#,
+            r#"{"statusCode":200,"multiValueHeaders":{"b":"2"}}"#,
+            r#"{"statusCode":200,"multiValueHeaders":{"b":[null]}}"#,
+            r#"{"statusCode":200,"multiValueHeaders":[]}"#,
+            r#"{"statusCode":200,"headers":"x"}"#,
+            r#"{"statusCode":200,"headers":"x","multiValueHeaders":1}"#,
+            r#"{"statusCode":200,"headers":{"bad name":"1"}}"#,
+            r#"{"statusCode":200,"headers":{"a":"line\nbreak"}}"#,
+            r#"{"statusCode":200,"headers":{"\u0041b":"\u00e9"}}"#,
+            r#"{"statusCode":200,"headers":{"x":"é"}}"#,
+            r#"{"statusCode":200,"isBase64Encoded":"true"}"#,
+            r#"{"statusCode":200,"isBase64Encoded":false,"body":"aGk="}"#,
+            r#"{"statusCode":200,"isBase64Encoded":true,"body":"!!"}"#,
+            r#"{"statusCode":200,"isBase64Encoded":true,"body":5}"#,
+            r#"{"statusCode":200,"isBase64Encoded":true}"#,
+            r#"{"statusCode":200,"body":"esc\"aped\\ \u00e9 \ud83d\ude00"}"#,
+            r#"{"statusCode":200,"body":["x"]}"#,
+            r#"{"statusCode":200,"body":"x","body":"y"}"#,
+            r#"{"statusCode":200,"extra":{"nested":[1,2,{"k":"v"}],"n":1e5},"body":"ok"}"#,
+            r#"{"statusCode":200,"extra":1e400}"#,
+            r#"{"statusCode":200,"extra":"\ud800"}"#,
+            r#"{"statusCode":200,"extra":"\q"}"#,
+            r#"{"statusCode":200,"body":"x",}"#,
+            r#"{"statusCode":200} trailing"#,
+            r#"{"statusCode":200"#,
+            r#"[1,2,"#,
+            r#"[1,{"a":1e400}]"#,
+            r#"[]"#,
+            r#"null"#,
+            r#"12"#,
+            r#"-3.5"#,
+            r#"true"#,
+            r#""s""#,
+            "",
+            "  {\"statusCode\" : 204 }  ",
+            &deep,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .chain([
+            b"{\"statusCode\":200,\"body\":\"\xff\"}".to_vec(),
+            b"{\"statusCode\":200,\"extra\":\"\xff\"}".to_vec(),
+            b"{\"statusCode\":200,\"headers\":{\"\xff\":\"1\"}}".to_vec(),
+        ])
+        .collect();
+        for raw in &cases {
+            assert_eq!(
+                summary(parse_response(raw)),
+                summary(reference_parse(raw)),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    /// The `serde_json::Value` builder `build` replaced, kept as the reference.
+    fn reference_build(i: &EventInput<'_>) -> Value {
+        let mut headers = Map::new();
+        let mut multi_headers: Map<String, Value> = Map::new();
+        for (name, value) in i.headers {
+            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers.insert(name.as_str().to_owned(), Value::String(v.clone()));
+            match multi_headers.get_mut(name.as_str()) {
+                Some(Value::Array(a)) => a.push(Value::String(v)),
+                _ => {
+                    multi_headers.insert(name.as_str().to_owned(), json!([v]));
+                }
+            }
+        }
+        let (query, multi_query) = match i.query.filter(|q| !q.is_empty()) {
+            Some(q) => {
+                let mut single = Map::new();
+                let mut multi: Map<String, Value> = Map::new();
+                for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                    single.insert(k.to_string(), Value::String(v.to_string()));
+                    match multi.get_mut(k.as_ref()) {
+                        Some(Value::Array(a)) => a.push(Value::String(v.into_owned())),
+                        _ => {
+                            multi.insert(k.into_owned(), json!([v]));
+                        }
+                    }
+                }
+                (Value::Object(single), Value::Object(multi))
+            }
+            None => (Value::Null, Value::Null),
+        };
+        let path_params = if i.params.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(
+                i.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            )
+        };
+        let (body, is_b64) = if i.body.is_empty() {
+            (Value::Null, false)
+        } else {
+            match std::str::from_utf8(i.body) {
+                Ok(s) => (Value::String(s.to_owned()), false),
+                Err(_) => (Value::String(B64.encode(i.body)), true),
+            }
+        };
+        let header = |n: &str| i.headers.get(n).and_then(|v| v.to_str().ok());
+        let host = header("host").unwrap_or("127.0.0.1");
+        let (api_key, api_key_id) = match i.api_key {
+            Some((v, id)) => (json!(v), json!(id)),
+            None => (Value::Null, Value::Null),
+        };
+        json!({
+            "resource": i.resource,
+            "path": i.path,
+            "httpMethod": i.method,
+            "headers": if headers.is_empty() { Value::Null } else { Value::Object(headers) },
+            "multiValueHeaders": if multi_headers.is_empty() { Value::Null } else { Value::Object(multi_headers) },
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "pathParameters": path_params,
+            "stageVariables": Value::Null,
+            "requestContext": {
+                "accountId": "000000000000",
+                "apiId": i.api_id,
+                "resourceId": i.deployment_id,
+                "resourcePath": i.resource,
+                "httpMethod": i.method,
+                "path": format!("/{}{}", i.stage, i.path),
+                "stage": i.stage,
+                "requestId": i.request_id,
+                "extendedRequestId": i.request_id,
+                "requestTime": i.time.format(CLF).unwrap_or_default(),
+                "requestTimeEpoch": i.time.unix_timestamp_nanos() / 1_000_000,
+                "protocol": "HTTP/1.1",
+                "domainName": host,
+                "domainPrefix": host.split('.').next().unwrap_or(host),
+                "identity": {
+                    "apiKey": api_key,
+                    "apiKeyId": api_key_id,
+                    "sourceIp": i.peer.ip().to_string(),
+                    "userAgent": header("user-agent"),
+                    "accountId": null, "caller": null, "user": null, "userArn": null,
+                    "accessKey": null, "cognitoIdentityPoolId": null, "cognitoIdentityId": null,
+                    "cognitoAuthenticationType": null, "cognitoAuthenticationProvider": null,
+                    "principalOrgId": null, "clientCert": null,
+                },
+                "authorizer": null,
+            },
+            "body": body,
+            "isBase64Encoded": is_b64,
+        })
+    }
+
+    fn header_map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(HeaderName::from_static(n), HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn build_writes_the_same_event_as_the_value_builder() {
+        let rich = header_map(&[
+            ("host", b"api.example.com"),
+            ("user-agent", b"curl/8.5"),
+            ("x-multi", b"1"),
+            ("accept", b"*/*"),
+            ("x-multi", b"2"),
+            ("x-quote", b"a \"q\" \\ b"),
+            ("x-latin1", b"caf\xe9"),
+            ("x-multi", b"3"),
+        ]);
+        let odd = header_map(&[("host", b"localhost:3000"), ("user-agent", b"\xff\xfe")]);
+        let empty = HeaderMap::new();
+        let params = vec![
+            ("id".to_owned(), "42".to_owned()),
+            ("proxy".to_owned(), "a/b c".to_owned()),
+            ("id".to_owned(), "43".to_owned()),
+        ];
+        let times = [
+            time::macros::datetime!(2026-11-18 09:05:07.123456 UTC),
+            time::macros::datetime!(1999-01-01 00:00:00 UTC),
+            time::macros::datetime!(0042-12-31 23:59:59.999 UTC),
+            time::macros::datetime!(2026-06-30 12:00:00 +02:00),
+        ];
+        let peers: [SocketAddr; 2] =
+            ["127.0.0.1:5555".parse().unwrap(), "[::1]:80".parse().unwrap()];
+        let queries = [
+            None,
+            Some(""),
+            Some("&"),
+            Some("x=1&y=z&x=2&=e&flag&x=3"),
+            Some("a+b=c%20d&%E2%82%AC=%ff&b=1&a+b=2"),
+        ];
+        let bodies: [&[u8]; 4] =
+            [b"", b"hello \"json\" \n\t\x01", b"\xff\x00\x01binary", "é".as_bytes()];
+        let mut n = 0;
+        for (h, headers) in [&rich, &odd, &empty].into_iter().enumerate() {
+            for (q, query) in queries.iter().enumerate() {
+                let input = EventInput {
+                    method: "POST",
+                    path: "/candidates/42",
+                    stage: "dev",
+                    resource: "/candidates/{id}",
+                    headers,
+                    query: *query,
+                    params: if q % 2 == 0 { &params } else { &[] },
+                    body: bodies[(h + q) % bodies.len()],
+                    peer: peers[q % 2],
+                    request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+                    api_id: "a1b2c3d4e5",
+                    deployment_id: "dep123",
+                    api_key: (q % 2 == 1).then_some(("secret-key-value", "key-id-1")),
+                    time: times[(h + q) % times.len()],
+                };
+                let built: Value = serde_json::from_slice(&build(&input)).unwrap();
+                assert_eq!(built, reference_build(&input), "headers #{h}, query {query:?}");
+                n += 1;
+            }
+        }
+        assert_eq!(n, 15);
+    }
+
+    #[test]
+    fn build_fields() {
+        let headers = header_map(&[("host", b"abc.execute-api.eu-west-1.amazonaws.com")]);
+        let input = EventInput {
+            method: "GET",
+            path: "/x",
+            stage: "prod",
+            resource: "/x",
+            headers: &headers,
+            query: None,
+            params: &[],
+            body: b"",
+            peer: "10.0.0.1:1".parse().unwrap(),
+            request_id: "rid",
+            api_id: "api",
+            deployment_id: "dep",
+            api_key: None,
+            time: time::macros::datetime!(2026-11-18 09:05:07.123 UTC),
+        };
+        let ev: Value = serde_json::from_slice(&build(&input)).unwrap();
+        assert_eq!(ev["headers"], json!({"host": "abc.execute-api.eu-west-1.amazonaws.com"}));
+        assert_eq!(ev["queryStringParameters"], Value::Null);
+        assert_eq!(ev["body"], Value::Null);
+        assert_eq!(ev["isBase64Encoded"], false);
+        let ctx = &ev["requestContext"];
+        assert_eq!(ctx["requestTime"], "18/Nov/2026:09:05:07 +0000");
+        assert_eq!(ctx["requestTimeEpoch"], 1_794_992_707_123_i64);
+        assert_eq!(ctx["path"], "/prod/x");
+        assert_eq!(ctx["domainPrefix"], "abc");
+        assert_eq!(ctx["identity"]["sourceIp"], "10.0.0.1");
+        assert_eq!(ctx["identity"]["userAgent"], Value::Null);
+        assert_eq!(ctx["identity"].as_object().unwrap().len(), 15);
+        assert_eq!(ev.as_object().unwrap().len(), 12);
+        assert_eq!(ctx.as_object().unwrap().len(), 16);
     }
 }
