@@ -50,10 +50,7 @@ fi
 KG_DATA="$WORK/keygate-data"
 rm -rf "$KG_DATA"
 kg() { "$KEYGATE_BIN" --data-dir "$KG_DATA" "$@"; }
-# The proxy route only: no function artifact needed.
-sed -e '/^  listCandidates:/,$d' -e '/CANDIDATE_DB/d' -e '/^  environment:/d' \
-  "$HERE/keygate/serverless.yml" > "$WORK/serverless.yml"
-kg deploy -c "$WORK/serverless.yml" >/dev/null
+kg deploy -c "$HERE/keygate/scale.yml" >/dev/null
 PLAN="$(kg plans get keygate-bench-dev --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 log "bench: generating $KEY_COUNT keys"
 python3 "$HERE/gen_keys.py" "$WORK" "$KEY_COUNT" "$PLAN"

@@ -114,6 +114,13 @@ impl ConfigStore for Audited {
         self.inner.key_digest_exists(digest).await
     }
 
+    async fn existing_key_digests(
+        &self,
+        digests: &[keygate_types::KeyDigest],
+    ) -> Result<std::collections::HashSet<keygate_types::KeyDigest>> {
+        self.inner.existing_key_digests(digests).await
+    }
+
     async fn rotate_key(
         &self,
         id: &str,

@@ -6,10 +6,10 @@
 //! `fail_on_warnings` any warning imports nothing; without it the good rows are imported. Either
 //! way the import is one transaction: all the good rows or none.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use keygate_types::ApiKeyValue;
 use keygate_types::model::NewApiKey;
+use keygate_types::{ApiKeyValue, KeyDigest};
 use serde::Serialize;
 
 use crate::{Error, Result, Store};
@@ -19,6 +19,21 @@ use crate::{Error, Result, Store};
 pub struct ImportResult {
     pub ids: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+/// The outcome of the checks of one CSV row that need no store lookup.
+enum Checked {
+    Warning(String),
+    Row(Candidate),
+}
+
+/// A row that passed those checks; its value and plans are checked against the store next.
+struct Candidate {
+    line: u64,
+    digest: KeyDigest,
+    /// The raw `UsagePlanIds` field.
+    plans: String,
+    key: NewApiKey,
 }
 
 /// AWS allows a list of plan ids in single quotes (`'a,b'`), which a CSV parser splits at the
@@ -60,16 +75,16 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
 
     let existing_names: HashSet<String> =
         store.list_keys().await?.into_iter().map(|k| k.name).collect();
+    // First pass: every check that needs no store lookup, in file order. A row passing them all
+    // is kept with its value digest, so the digests can be looked up in the store at once.
     let mut seen_names = HashSet::new();
-    let mut seen_values = HashSet::new();
-    let mut rows = Vec::new();
-    let mut warnings = Vec::new();
+    let mut checked = Vec::new();
     for record in reader.records() {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                warnings.push(format!("line {line}: not a valid CSV row ({e})"));
+                checked.push(Checked::Warning(format!("line {line}: not a valid CSV row ({e})")));
                 continue;
             }
         };
@@ -78,13 +93,13 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map_or("", |v| v.trim());
         let name = field(Some(name_col));
         if name.is_empty() {
-            warnings.push(format!("line {line}: Name is empty"));
+            checked.push(Checked::Warning(format!("line {line}: Name is empty")));
             continue;
         }
         let value = match ApiKeyValue::parse(field(Some(key_col))) {
             Ok(v) => v,
             Err(e) => {
-                warnings.push(format!("line {line}: Key: {e}"));
+                checked.push(Checked::Warning(format!("line {line}: Key: {e}")));
                 continue;
             }
         };
@@ -92,38 +107,25 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             "" | "true" => true,
             "false" => false,
             other => {
-                warnings.push(format!("line {line}: Enabled must be true or false, not {other:?}"));
+                checked.push(Checked::Warning(format!(
+                    "line {line}: Enabled must be true or false, not {other:?}"
+                )));
                 continue;
             }
         };
         if existing_names.contains(name) || !seen_names.insert(name.to_owned()) {
-            warnings.push(format!("line {line}: an API key named {name:?} already exists"));
+            checked.push(Checked::Warning(format!(
+                "line {line}: an API key named {name:?} already exists"
+            )));
             continue;
         }
         let digest = value.digest();
-        if !seen_values.insert(digest) || store.key_digest_exists(&digest).await? {
-            warnings.push(format!("line {line}: another API key already has this Key value"));
-            continue;
-        }
-        let mut plan_ids = Vec::new();
-        let mut bad_plan = None;
-        for p in field(plans_col).trim_matches(|c| c == '"' || c == '\'').split(',') {
-            let p = p.trim();
-            if p.is_empty() {
-                continue;
-            }
-            match store.get_plan(p).await? {
-                Some(plan) => plan_ids.push(plan.id),
-                None => bad_plan = Some(p.to_owned()),
-            }
-        }
-        if let Some(p) = bad_plan {
-            warnings.push(format!("line {line}: usage plan {p} not found"));
-            continue;
-        }
         let description = Some(field(desc_col)).filter(|d| !d.is_empty()).map(str::to_owned);
-        rows.push((
-            NewApiKey {
+        checked.push(Checked::Row(Candidate {
+            line,
+            digest,
+            plans: field(plans_col).to_owned(),
+            key: NewApiKey {
                 name: name.to_owned(),
                 value,
                 description,
@@ -131,8 +133,67 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
                 enabled,
                 expires: None,
             },
-            plan_ids,
-        ));
+        }));
+    }
+
+    // One bulk lookup instead of one query per row.
+    let digests: Vec<KeyDigest> = checked
+        .iter()
+        .filter_map(|c| match c {
+            Checked::Row(r) => Some(r.digest),
+            Checked::Warning(_) => None,
+        })
+        .collect();
+    let existing_values = if digests.is_empty() {
+        HashSet::new()
+    } else {
+        store.existing_key_digests(&digests).await?
+    };
+
+    // Second pass, in file order again: duplicate values, then usage plans (each plan id is
+    // looked up once per import).
+    let mut seen_values = HashSet::new();
+    let mut plan_cache: HashMap<String, Option<String>> = HashMap::new();
+    let mut rows = Vec::new();
+    let mut warnings = Vec::new();
+    for c in checked {
+        let row = match c {
+            Checked::Warning(w) => {
+                warnings.push(w);
+                continue;
+            }
+            Checked::Row(row) => row,
+        };
+        let Candidate { line, digest, plans, key } = row;
+        if !seen_values.insert(digest) || existing_values.contains(&digest) {
+            warnings.push(format!("line {line}: another API key already has this Key value"));
+            continue;
+        }
+        let mut plan_ids = Vec::new();
+        let mut bad_plan = None;
+        for p in plans.trim_matches(|c| c == '"' || c == '\'').split(',') {
+            let p = p.trim();
+            if p.is_empty() {
+                continue;
+            }
+            let found = match plan_cache.get(p) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = store.get_plan(p).await?.map(|plan| plan.id);
+                    plan_cache.insert(p.to_owned(), found.clone());
+                    found
+                }
+            };
+            match found {
+                Some(id) => plan_ids.push(id),
+                None => bad_plan = Some(p.to_owned()),
+            }
+        }
+        if let Some(p) = bad_plan {
+            warnings.push(format!("line {line}: usage plan {p} not found"));
+            continue;
+        }
+        rows.push((key, plan_ids));
     }
     if fail_on_warnings && !warnings.is_empty() {
         return Err(Error::Invalid(format!(

@@ -33,7 +33,8 @@ use keygate_gateway::meter::Meter;
 use keygate_gateway::router::{Lookup, Router};
 use keygate_gateway::table::Table;
 use keygate_limits::clock::{Clock, ManualClock, Nanos};
-use keygate_types::model::{ApiStage, GatewaySnapshot, KeyGrant, UsagePlan};
+use keygate_types::keyset::KeySet;
+use keygate_types::model::{ApiStage, GatewaySnapshot, UsagePlan};
 use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
 use keygate_types::{HttpMethod, KeyDigest};
 
@@ -89,8 +90,8 @@ fn spread_indices(n: usize, count: usize) -> Vec<u64> {
 struct KeyFixture {
     n: usize,
     table: Table,
-    /// Kept alive as the gateway keeps it (it owns the key counters' registry).
-    _meter: Meter,
+    /// The table's number for (`API_ID`, `STAGE`).
+    api_stage: u32,
     /// [`PROBES`] known values.
     probes: Vec<[u8; 40]>,
 }
@@ -101,7 +102,7 @@ impl KeyFixture {
         let probes: Vec<[u8; 40]> =
             spread_indices(self.n, count).into_iter().map(key_value).collect();
         for p in &probes {
-            assert!(self.table.authorize(p, API_ID, STAGE, NOW_SECS).is_some(), "unknown probe");
+            assert!(self.table.authorize(p, self.api_stage, NOW_SECS).is_some(), "unknown probe");
         }
         probes
     }
@@ -109,15 +110,10 @@ impl KeyFixture {
 
 /// `n` enabled keys in one usage plan granting (`API_ID`, `STAGE`).
 fn key_fixture(n: usize) -> KeyFixture {
-    let keys = (0..n as u64)
-        .map(|i| KeyGrant {
-            id: format!("k{i:09}"),
-            digest: KeyDigest::of(&key_value(i)),
-            enabled: true,
-            expires: None,
-            stages: vec![(PLAN_ID.to_owned(), API_ID.to_owned(), STAGE.to_owned())],
-        })
-        .collect();
+    let mut keys = KeySet::with_capacity(n, n * 10);
+    for i in 0..n as u64 {
+        keys.push(&format!("k{i:09}"), KeyDigest::of(&key_value(i)), true, None, &[PLAN_ID]);
+    }
     let plan = UsagePlan {
         id: PLAN_ID.to_owned(),
         name: "standard".to_owned(),
@@ -132,18 +128,19 @@ fn key_fixture(n: usize) -> KeyFixture {
     };
     let snapshot = GatewaySnapshot { version: 1, keys, plans: vec![plan], ..Default::default() };
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_at(Nanos::ZERO, NOW_SECS * 1000));
-    let meter = Meter::new(clock);
-    let (table, _fresh) = Table::build(snapshot, &meter);
-    assert_eq!(table.keys.len(), n, "key values must be distinct");
-    let mut f = KeyFixture { n, table, _meter: meter, probes: Vec::new() };
+    let meter = Arc::new(Meter::new(clock));
+    let table = Table::build(snapshot, &meter);
+    assert_eq!(table.key_count(), n);
+    let api_stage = table.api_stage(API_ID, STAGE).expect("the plan names the API stage");
+    let mut f = KeyFixture { n, table, api_stage, probes: Vec::new() };
     f.probes = f.probes(PROBES);
     f
 }
 
 /// What the gateway does with the answer: branch on it and use the key id.
-fn check(table: &Table, presented: &[u8]) -> usize {
-    match table.authorize(presented, black_box(API_ID), black_box(STAGE), NOW_SECS) {
-        Some((entry, _grant)) => entry.id.len(),
+fn check(f: &KeyFixture, presented: &[u8]) -> usize {
+    match f.table.authorize(presented, black_box(f.api_stage), NOW_SECS) {
+        Some(auth) => auth.key_id().len(),
         None => usize::MAX,
     }
 }
@@ -157,7 +154,7 @@ fn key_check(c: &mut Criterion) {
         let f = small.get_or_init(|| key_fixture(10_000));
         b.iter(|| {
             i = (i + 1) & (PROBES - 1);
-            black_box(check(&f.table, &f.probes[i]))
+            black_box(check(f, &f.probes[i]))
         })
     });
     drop(small);
@@ -168,7 +165,7 @@ fn key_check(c: &mut Criterion) {
         let f = big.get_or_init(|| key_fixture(1_000_000));
         b.iter(|| {
             i = (i + 1) & (PROBES - 1);
-            black_box(check(&f.table, &f.probes[i]))
+            black_box(check(f, &f.probes[i]))
         })
     });
 
@@ -179,7 +176,7 @@ fn key_check(c: &mut Criterion) {
         let probes = cold.get_or_init(|| f.probes(COLD_PROBES));
         b.iter(|| {
             i = (i + 1) & (COLD_PROBES - 1);
-            black_box(check(&f.table, &probes[i]))
+            black_box(check(f, &probes[i]))
         })
     });
     drop(cold);
@@ -188,8 +185,8 @@ fn key_check(c: &mut Criterion) {
     let unknown = key_value(u64::MAX - 7);
     g.bench_function("unknown", |b| {
         let f = big.get_or_init(|| key_fixture(1_000_000));
-        assert!(f.table.authorize(&unknown, API_ID, STAGE, NOW_SECS).is_none());
-        b.iter(|| black_box(check(&f.table, black_box(&unknown))))
+        assert!(f.table.authorize(&unknown, f.api_stage, NOW_SECS).is_none());
+        b.iter(|| black_box(check(f, black_box(&unknown))))
     });
     g.finish();
 }

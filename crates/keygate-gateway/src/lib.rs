@@ -67,7 +67,7 @@ pub struct Gateway {
     store: Arc<dyn ConfigStore>,
     functions: FunctionHost,
     upstream: upstream::Upstream,
-    meter: Meter,
+    meter: Arc<Meter>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -88,9 +88,9 @@ impl Gateway {
         functions: FunctionHost,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        let meter = Meter::new(clock);
-        let (table, fresh) = Table::build(store.snapshot().await?, &meter);
-        meter.seed(&*store, &fresh).await?;
+        let meter = Arc::new(Meter::new(clock));
+        meter.load_recent(&*store).await?;
+        let table = build_table(store.snapshot().await?, &meter).await;
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,
@@ -114,8 +114,7 @@ impl Gateway {
         if self.store.version().await? == current {
             return Ok(false);
         }
-        let (table, fresh) = Table::build(self.store.snapshot().await?, &self.meter);
-        self.meter.seed(&*self.store, &fresh).await?;
+        let table = build_table(self.store.snapshot().await?, &self.meter).await;
         tracing::debug!(version = table.version, "gateway table reloaded");
         self.table.store(Arc::new(table));
         Ok(true)
@@ -181,8 +180,9 @@ impl Gateway {
         let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
         let access = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().clone()));
+        let table = self.table.load_full();
         let mut key_id = None;
-        let mut res = self.dispatch(req, peer, request_id, &mut key_id).await;
+        let mut res = self.dispatch(&table, req, peer, request_id, &mut key_id).await;
         if let Ok(v) = HeaderValue::from_str(request_id) {
             res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
         }
@@ -193,21 +193,21 @@ impl Gateway {
                 method = %method,
                 path = uri.path(),
                 status = res.status().as_u16(),
-                key_id = key_id.as_deref().unwrap_or("-"),
+                key_id = key_id.unwrap_or("-"),
                 micros = started.elapsed().as_micros() as u64,
             );
         }
         res
     }
 
-    async fn dispatch(
+    async fn dispatch<'t>(
         &self,
+        table: &'t Table,
         req: Request<Incoming>,
         peer: SocketAddr,
         request_id: &str,
-        key_id: &mut Option<String>,
+        key_id: &mut Option<&'t str>,
     ) -> Response<Body> {
-        let table = self.table.load_full();
         let uri = req.uri().clone(); // shares the request's bytes
         let full_path = uri.path();
         // `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.
@@ -247,19 +247,18 @@ impl Gateway {
             route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
 
         // The key check: digest the presented value and look it up; no store access.
-        let mut api_key: Option<String> = None;
         let mut rate_headers: Option<(Option<String>, Option<String>)> = None;
         if route.event.private {
             let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
             let clock = self.meter.clock();
             let now_ms = clock.now_unix_ms();
-            let Some((k, grant)) = presented
-                .and_then(|v| table.authorize(v, &route.api_id, &route.stage, now_ms / 1000))
+            let Some(auth) =
+                presented.and_then(|v| table.authorize(v, route.api_stage, now_ms / 1000))
             else {
                 return respond::error(GatewayError::Forbidden, cors);
             };
-            *key_id = Some(k.id.clone());
-            api_key = presented.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+            let grant = auth.grant;
+            *key_id = Some(auth.key_id());
 
             // Usage plan: method throttle, plan throttle, quota (no store access either).
             let method_key = if grant.limits.methods.is_empty() {
@@ -272,7 +271,7 @@ impl Gateway {
                     format!("{}/ANY", route.event.path)
                 }
             };
-            match grant.meter.admit(
+            match auth.counters().admit(
                 &grant.limits,
                 &method_key,
                 clock.now_mono(),
@@ -305,25 +304,16 @@ impl Gateway {
         };
 
         let mut res = self
-            .integrate(
-                route,
-                &found.params,
-                parts,
-                body,
-                path,
-                peer,
-                request_id,
-                api_key.as_deref(),
-                key_id.as_deref(),
-                cors,
-            )
+            .integrate(route, &found.params, parts, body, path, peer, request_id, *key_id, cors)
             .await;
         if let Some((policy, ratelimit)) = rate_headers {
             let h = res.headers_mut();
-            if let Some(v) = policy.and_then(|p| HeaderValue::from_str(p.as_str()).ok()) {
+            // The strings become the header values without another copy.
+            let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
+            if let Some(v) = policy.and_then(value) {
                 h.insert("ratelimit-policy", v);
             }
-            if let Some(v) = ratelimit.and_then(|p| HeaderValue::from_str(p.as_str()).ok()) {
+            if let Some(v) = ratelimit.and_then(value) {
                 h.insert("ratelimit", v);
             }
         }
@@ -341,7 +331,6 @@ impl Gateway {
         path: &str,
         peer: SocketAddr,
         request_id: &str,
-        api_key: Option<&str>,
         key_id: Option<&str>,
         cors: Option<(&Cors, Option<&HeaderValue>)>,
     ) -> Response<Body> {
@@ -378,7 +367,11 @@ impl Gateway {
                     request_id,
                     api_id: &route.api_id,
                     deployment_id: &route.deployment_id,
-                    api_key: api_key.zip(key_id),
+                    // The value as presented (the route is private when a key id is known).
+                    api_key: key_id.and_then(|id| {
+                        let v = parts.headers.get("x-api-key")?.to_str().ok()?;
+                        Some((v, id))
+                    }),
                     time: time::OffsetDateTime::now_utc(),
                 });
                 let f = FunctionRef { spec, base_dir: &def.base_dir, region: &def.region };
@@ -427,6 +420,16 @@ impl Gateway {
             tracing::error!(error = %e, "cannot write the last usage to the store; it is lost");
         }
         self.functions.shutdown().await;
+    }
+}
+
+/// Builds a table on the blocking pool: with a million keys it takes CPU time that would
+/// otherwise stall every connection served by this thread.
+async fn build_table(snapshot: keygate_types::model::GatewaySnapshot, meter: &Arc<Meter>) -> Table {
+    let meter = Arc::clone(meter);
+    match tokio::task::spawn_blocking(move || Table::build(snapshot, &meter)).await {
+        Ok(table) => table,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

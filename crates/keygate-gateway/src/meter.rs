@@ -171,9 +171,18 @@ fn retry_secs(d: Duration) -> Option<u64> {
 }
 
 /// The registry of (key, plan) counters and the clock they run on.
+///
+/// Counters exist only for keys that were used: a gateway with a million keys holds counters for
+/// the few thousand in use, and [`Meter::flush`] walks only those. A new counter starts from the
+/// usage stored before this process started ([`Meter::load_recent`]) and the usage grants of the
+/// last snapshot; after that, every admitted request of the pair goes through it.
 pub struct Meter {
     clock: Arc<dyn Clock>,
     states: Mutex<HashMap<(String, String), Arc<KeyPlan>>>,
+    /// Stored usage of recent days by (key, plan), for counters not created yet.
+    recent: Mutex<HashMap<(String, String), BTreeMap<Date, u64>>>,
+    /// Usage grants by (key, plan) and period start, from the last snapshot.
+    grants: Mutex<HashMap<(String, String), HashMap<Date, i64>>>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -185,9 +194,18 @@ impl std::fmt::Debug for Meter {
 /// How far back stored usage is loaded to seed quota periods (the longest period is a month).
 const SEED_DAYS: i64 = 32;
 
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Meter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, states: Mutex::new(HashMap::new()) }
+        Self {
+            clock,
+            states: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            grants: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -195,78 +213,69 @@ impl Meter {
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<KeyPlan>>> {
-        self.states.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.states)
     }
 
-    /// The counters of `key_id` in `plan_id`, and whether they were just created (and so need
-    /// [`Meter::seed`]).
+    /// The counters of `key_id` in `plan_id`, created on first use (seeded from the stored usage
+    /// and the grants known), and whether they were just created.
     pub fn get_or_create(&self, key_id: &str, plan_id: &str) -> (Arc<KeyPlan>, bool) {
         let mut reg = self.registry();
-        if let Some(kp) = reg.get(&(key_id.to_owned(), plan_id.to_owned())) {
+        let pair = (key_id.to_owned(), plan_id.to_owned());
+        if let Some(kp) = reg.get(&pair) {
             return (Arc::clone(kp), false);
         }
+        let counters = Counters {
+            stored: locked(&self.recent).remove(&pair).unwrap_or_default(),
+            grants: locked(&self.grants).get(&pair).cloned().unwrap_or_default(),
+            ..Counters::default()
+        };
         let kp = Arc::new(KeyPlan {
             key_id: key_id.to_owned(),
             plan_id: plan_id.to_owned(),
-            counters: Mutex::new(Counters::default()),
+            counters: Mutex::new(counters),
         });
-        reg.insert((key_id.to_owned(), plan_id.to_owned()), Arc::clone(&kp));
+        reg.insert(pair, Arc::clone(&kp));
         (kp, true)
     }
 
-    /// Loads the recent stored usage of newly created counters, so a restart continues the
-    /// quota where it was. Call before the counters serve requests.
+    /// Loads the usage stored for the last [`SEED_DAYS`] days, so counters created later continue
+    /// each quota where it was. Call once before serving: afterwards every request this process
+    /// admits is counted by the counters themselves.
     ///
     /// # Errors
     /// The store's error.
-    pub async fn seed(
-        &self,
-        store: &dyn ConfigStore,
-        fresh: &[Arc<KeyPlan>],
-    ) -> Result<(), keygate_store::Error> {
-        if fresh.is_empty() {
-            return Ok(());
-        }
+    pub async fn load_recent(&self, store: &dyn ConfigStore) -> Result<(), keygate_store::Error> {
         let today = Date::from_unix_ms(self.clock.now_unix_ms());
         let from = today.add_days(-SEED_DAYS).to_string();
         let rows = store.usage(None, None, &from, &today.to_string()).await?;
-        let mut by_pair: HashMap<(&str, &str), Vec<(Date, u64)>> = HashMap::new();
-        for r in &rows {
+        let mut recent: HashMap<(String, String), BTreeMap<Date, u64>> = HashMap::new();
+        for r in rows {
             if let Ok(day) = r.day.parse::<Date>() {
-                by_pair
-                    .entry((r.key_id.as_str(), r.plan_id.as_str()))
-                    .or_default()
-                    .push((day, r.used));
+                *recent.entry((r.key_id, r.plan_id)).or_default().entry(day).or_default() += r.used;
             }
         }
-        for kp in fresh {
-            let mut c = kp.lock();
-            c.stored = by_pair
-                .get(&(kp.key_id.as_str(), kp.plan_id.as_str()))
-                .map(|v| v.iter().copied().collect())
-                .unwrap_or_default();
-            c.window = None;
-        }
+        let reg = self.registry();
+        recent.retain(|pair, _| !reg.contains_key(pair));
+        *locked(&self.recent) = recent;
         Ok(())
     }
 
     /// Replaces every counter's usage grants (from a new snapshot).
     pub fn set_grants(&self, grants: &[keygate_types::model::UsageGrant]) {
-        let mut by_pair: HashMap<(&str, &str), HashMap<Date, i64>> = HashMap::new();
+        let mut by_pair: HashMap<(String, String), HashMap<Date, i64>> = HashMap::new();
         for g in grants {
             if let Ok(day) = g.period_start.parse::<Date>() {
                 by_pair
-                    .entry((g.key_id.as_str(), g.plan_id.as_str()))
+                    .entry((g.key_id.clone(), g.plan_id.clone()))
                     .or_default()
                     .insert(day, g.extra);
             }
         }
-        for kp in self.registry().values() {
-            let grants =
-                by_pair.remove(&(kp.key_id.as_str(), kp.plan_id.as_str())).unwrap_or_default();
-            let mut c = kp.lock();
-            c.grants = grants;
+        let reg = self.registry();
+        for (pair, kp) in reg.iter() {
+            kp.lock().grants = by_pair.get(pair).cloned().unwrap_or_default();
         }
+        *locked(&self.grants) = by_pair;
     }
 
     /// Writes pending usage to the store. On failure the usage stays pending for the next try:

@@ -2,14 +2,22 @@
 //!
 //! Built from a [`GatewaySnapshot`] whenever the store's version moves and swapped in atomically,
 //! so a request never reads the store (architecture invariant: no per-request SQL).
+//!
+//! The key index is laid out for millions of keys (docs/benchmarks.md): the snapshot's packed
+//! [`KeySet`] records are kept as they are, and a `hashbrown::HashTable` of 4-byte record indexes,
+//! hashed by the digest's first bytes (SHA-256 output is uniform), finds a presented value. The
+//! usage plans a key belongs to are interned, resolved once per plan combination into the API
+//! stages they grant, and API stages are numbered so the per-request check compares integers.
+//! Rate and quota counters are attached to a key the first time it is used.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use hashbrown::HashTable;
+use keygate_limits::bucket::BucketLimits;
+use keygate_types::keyset::KeyRecord;
 use keygate_types::model::GatewaySnapshot;
 use keygate_types::{HttpEvent, KeyDigest, ServiceDefinition};
-
-use keygate_limits::bucket::BucketLimits;
 
 use crate::meter::{KeyPlan, Meter, StageLimits};
 use crate::router::{AddError, Router};
@@ -19,6 +27,8 @@ use crate::router::{AddError, Router};
 pub struct Route {
     pub api_id: String,
     pub stage: String,
+    /// The table's number for (`api_id`, `stage`), what key grants are matched against.
+    pub api_stage: u32,
     pub deployment_id: String,
     /// The deployment's definition (shared by all its routes).
     pub definition: Arc<ServiceDefinition>,
@@ -34,74 +44,92 @@ pub struct StageTable {
     pub routes: Vec<Route>,
 }
 
-/// What the gateway knows of a key.
-#[derive(Debug)]
-pub struct KeyEntry {
-    pub id: String,
-    pub enabled: bool,
-    /// Unix seconds from which this value is refused (expiry, or end of a rotation's grace).
-    pub expires: Option<i64>,
-    /// The API stages of the usage plans the key belongs to.
-    pub grants: Vec<Grant>,
-}
-
-/// A key's access to one API stage through one usage plan, with the limits that apply and the
-/// key's counters in that plan.
+/// A key's access to one API stage through one usage plan, with the limits that apply. Shared by
+/// every key with the same plans.
 #[derive(Debug)]
 pub struct Grant {
-    pub plan_id: String,
-    pub api_id: String,
-    pub stage: String,
+    pub plan_id: Arc<str>,
+    pub api_stage: u32,
+    /// Position of the plan in the key's (sorted) plan list, which is also the position of the
+    /// key's counters for that plan.
+    plan_pos: usize,
     pub limits: Arc<StageLimits>,
-    pub meter: Arc<KeyPlan>,
 }
 
-impl KeyEntry {
-    /// The grant through which the key may call `api_id`'s `stage`, if any (AWS: a key works
-    /// only on the stages of its usage plans, and is in at most one plan per stage).
-    pub fn grant_for(&self, api_id: &str, stage: &str, now_unix_secs: i64) -> Option<&Grant> {
-        if !self.enabled || self.expires.is_some_and(|e| now_unix_secs >= e) {
-            return None;
-        }
-        self.grants.iter().find(|g| g.api_id == api_id && g.stage == stage)
+/// What a combination of usage plans grants: plan ids in order, and one grant per API stage.
+#[derive(Debug)]
+struct PlanSet {
+    plan_ids: Vec<Arc<str>>,
+    grants: Vec<Grant>,
+}
+
+/// A key value that passed the key check on a route's API stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized<'t> {
+    table: &'t Table,
+    index: u32,
+    pub grant: &'t Grant,
+}
+
+impl<'t> Authorized<'t> {
+    /// The id of the key (never its value).
+    pub fn key_id(&self) -> &'t str {
+        self.table.key_id(self.index)
     }
-}
 
-impl Table {
-    /// The key check of a private route: the entry and grant of the presented `x-api-key` value
-    /// if it is known, enabled, not expired and granted `api_id`'s `stage`. One SHA-256 and one
-    /// hash lookup; no store access.
-    pub fn authorize(
-        &self,
-        presented: &[u8],
-        api_id: &str,
-        stage: &str,
-        now_unix_secs: i64,
-    ) -> Option<(&KeyEntry, &Grant)> {
-        if presented.is_empty() {
-            return None;
-        }
-        let entry = self.keys.get(&KeyDigest::of(presented))?;
-        entry.grant_for(api_id, stage, now_unix_secs).map(|g| (entry, g))
+    /// The key's counters in the grant's plan, created on first use.
+    pub fn counters(&self) -> &'t Arc<KeyPlan> {
+        let t = self.table;
+        let record = &t.records[self.index as usize];
+        let all = t.counters[self.index as usize].get_or_init(|| {
+            let key_id = t.key_id(self.index);
+            t.plan_sets[record.plans as usize]
+                .plan_ids
+                .iter()
+                .map(|plan| t.meter.get_or_create(key_id, plan).0)
+                .collect()
+        });
+        &all[self.grant.plan_pos]
     }
 }
 
 /// The whole data-plane table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Table {
     pub version: i64,
     pub stages: HashMap<String, StageTable>,
-    pub keys: HashMap<KeyDigest, KeyEntry>,
+    /// Every accepted key value, indexed by `by_digest`.
+    records: Vec<KeyRecord>,
+    /// The key ids `records` point into.
+    ids: String,
+    by_digest: HashTable<u32>,
+    plan_sets: Vec<PlanSet>,
+    /// Each record's counters per plan, attached on first use.
+    counters: Vec<OnceLock<Box<[Arc<KeyPlan>]>>>,
+    meter: Arc<Meter>,
+    api_stages: HashMap<(String, String), u32>,
+}
+
+/// The hash of a digest: its first eight bytes (SHA-256 output is uniform, and presented values
+/// only look up, so nobody can fill a bucket).
+fn digest_hash(d: &KeyDigest) -> u64 {
+    let b = d.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 impl Table {
-    /// Builds the table, attaching each key's counters from `meter` (created when new: they are
-    /// returned so the caller can seed them from the store before serving). Routes that clash
-    /// (two APIs deployed to the same stage name with the same method and path) keep the first
-    /// and log the rest.
-    pub fn build(snapshot: GatewaySnapshot, meter: &Meter) -> (Self, Vec<Arc<KeyPlan>>) {
+    /// Builds the table. Routes that clash (two APIs deployed to the same stage name with the
+    /// same method and path) keep the first and log the rest. CPU-bound (about a second for a
+    /// million keys): run it off the async threads.
+    pub fn build(snapshot: GatewaySnapshot, meter: &Arc<Meter>) -> Self {
+        let mut api_stages: HashMap<(String, String), u32> = HashMap::new();
+        let mut number = |api: &str, stage: &str| -> u32 {
+            let next = u32::try_from(api_stages.len()).unwrap_or(u32::MAX);
+            *api_stages.entry((api.to_owned(), stage.to_owned())).or_insert(next)
+        };
         let mut stages: HashMap<String, StageTable> = HashMap::new();
-        for deployed in snapshot.stages.iter().cloned() {
+        for deployed in snapshot.stages {
+            let api_stage = number(&deployed.api_id, &deployed.stage);
             let definition = Arc::new(deployed.definition);
             let table = stages.entry(deployed.stage.clone()).or_default();
             for (fi, f) in definition.functions.iter().enumerate() {
@@ -111,6 +139,7 @@ impl Table {
                         Ok(()) => table.routes.push(Route {
                             api_id: deployed.api_id.clone(),
                             stage: deployed.stage.clone(),
+                            api_stage,
                             deployment_id: deployed.deployment_id.clone(),
                             definition: Arc::clone(&definition),
                             function: fi,
@@ -128,9 +157,10 @@ impl Table {
                 }
             }
         }
-        // The limits of every (plan, api, stage), shared by the plan's keys.
-        let mut limits: HashMap<(&str, &str, &str), Arc<StageLimits>> = HashMap::new();
+        // What each plan grants: its API stages with their limits.
+        let mut by_plan: HashMap<&str, Vec<(u32, Arc<StageLimits>)>> = HashMap::new();
         for p in &snapshot.plans {
+            let grants = by_plan.entry(p.id.as_str()).or_default();
             for s in &p.api_stages {
                 let l = StageLimits {
                     throttle: p.throttle.as_ref().map(BucketLimits::from_throttle),
@@ -141,38 +171,89 @@ impl Table {
                         .map(|(k, t)| (k.clone(), BucketLimits::from_throttle(t)))
                         .collect(),
                 };
-                limits.insert((&p.id, &s.api_id, &s.stage), Arc::new(l));
+                grants.push((number(&s.api_id, &s.stage), Arc::new(l)));
             }
         }
-        let mut fresh = Vec::new();
-        let mut keys = HashMap::with_capacity(snapshot.keys.len());
-        for k in &snapshot.keys {
-            let grants = k
-                .stages
-                .iter()
-                .map(|(plan_id, api_id, stage)| {
-                    let (meter, new) = meter.get_or_create(&k.id, plan_id);
-                    if new {
-                        fresh.push(Arc::clone(&meter));
+        let (records, ids, sets) = snapshot.keys.into_parts();
+        let plan_sets = sets
+            .into_iter()
+            .map(|plans| {
+                let mut grants = Vec::new();
+                for (plan_pos, plan) in plans.iter().enumerate() {
+                    let plan_id: Arc<str> = Arc::from(plan.as_str());
+                    for (api_stage, limits) in by_plan.get(plan.as_str()).into_iter().flatten() {
+                        grants.push(Grant {
+                            plan_id: Arc::clone(&plan_id),
+                            api_stage: *api_stage,
+                            plan_pos,
+                            limits: Arc::clone(limits),
+                        });
                     }
-                    Grant {
-                        plan_id: plan_id.clone(),
-                        api_id: api_id.clone(),
-                        stage: stage.clone(),
-                        limits: limits
-                            .get(&(plan_id.as_str(), api_id.as_str(), stage.as_str()))
-                            .cloned()
-                            .unwrap_or_default(),
-                        meter,
-                    }
-                })
-                .collect();
-            keys.insert(
-                k.digest,
-                KeyEntry { id: k.id.clone(), enabled: k.enabled, expires: k.expires, grants },
-            );
+                }
+                PlanSet { plan_ids: plans.iter().map(|p| Arc::from(p.as_str())).collect(), grants }
+            })
+            .collect();
+        let mut by_digest = HashTable::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let i = u32::try_from(i).expect("fewer than 2^32 key values");
+            by_digest.insert_unique(digest_hash(&r.digest), i, |&j| {
+                digest_hash(&records[j as usize].digest)
+            });
         }
+        let counters = std::iter::repeat_with(OnceLock::new).take(records.len()).collect();
         meter.set_grants(&snapshot.grants);
-        (Self { version: snapshot.version, stages, keys }, fresh)
+        Self {
+            version: snapshot.version,
+            stages,
+            records,
+            ids,
+            by_digest,
+            plan_sets,
+            counters,
+            meter: Arc::clone(meter),
+            api_stages,
+        }
+    }
+
+    /// The key check of a private route: the presented `x-api-key` value is known, enabled, not
+    /// expired and one of its usage plans grants `api_stage`. One SHA-256 and one hash probe;
+    /// no store access, no allocation.
+    pub fn authorize(
+        &self,
+        presented: &[u8],
+        api_stage: u32,
+        now_unix_secs: i64,
+    ) -> Option<Authorized<'_>> {
+        if presented.is_empty() {
+            return None;
+        }
+        let digest = KeyDigest::of(presented);
+        let &index = self
+            .by_digest
+            .find(digest_hash(&digest), |&i| self.records[i as usize].digest == digest)?;
+        let r = &self.records[index as usize];
+        if !r.enabled || now_unix_secs >= r.expires {
+            return None;
+        }
+        let grant =
+            self.plan_sets[r.plans as usize].grants.iter().find(|g| g.api_stage == api_stage)?;
+        Some(Authorized { table: self, index, grant })
+    }
+
+    /// The table's number for an API stage (what [`Table::authorize`] takes), if any route or
+    /// plan names it.
+    pub fn api_stage(&self, api_id: &str, stage: &str) -> Option<u32> {
+        self.api_stages.get(&(api_id.to_owned(), stage.to_owned())).copied()
+    }
+
+    /// Number of accepted key values.
+    pub fn key_count(&self) -> usize {
+        self.records.len()
+    }
+
+    fn key_id(&self, index: u32) -> &str {
+        let r = &self.records[index as usize];
+        // Records index `ids` as they were built by the store.
+        keygate_types::keyset::KeySet::id_in(&self.ids, r)
     }
 }

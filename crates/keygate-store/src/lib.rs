@@ -98,6 +98,13 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn import_keys(&self, keys: Vec<(NewApiKey, Vec<String>)>) -> Result<Vec<ApiKey>>;
     /// Whether a key with this value digest exists.
     async fn key_digest_exists(&self, digest: &keygate_types::KeyDigest) -> Result<bool>;
+    /// Which of `digests` a key has, as its value or as a rotated-out value still kept: what
+    /// [`key_digest_exists`](Self::key_digest_exists) answers for one, for many at once (an
+    /// import checks all its rows with one call).
+    async fn existing_key_digests(
+        &self,
+        digests: &[keygate_types::KeyDigest],
+    ) -> Result<std::collections::HashSet<keygate_types::KeyDigest>>;
     /// Gives a key a new value. The old value keeps working for `grace_secs` (0: not at all),
     /// with the same plans and counters.
     async fn rotate_key(

@@ -1,15 +1,17 @@
 //! The embedded SQLite store: one file (`keygate.db`) in the data directory, WAL journal, foreign
 //! keys on, schema from the embedded migrations in `migrations/sqlite`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use keygate_types::keyset::{KeyRecord, KeySet};
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, ApiKeyPatch, ApiStage, AuditEntry, DailyUsage,
-    DeployedStage, Deployment, GatewaySnapshot, KeyGrant, NewApiKey, NewUsagePlan, Stage,
-    UsageGrant, UsagePlan, UsagePlanPatch, new_id,
+    DeployedStage, Deployment, GatewaySnapshot, NewApiKey, NewUsagePlan, Stage, UsageGrant,
+    UsagePlan, UsagePlanPatch, new_id,
 };
 use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
@@ -46,7 +48,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Rows come from the connection's worker thread through a channel; sqlx's default of
+            // 50 rows woke the reader per handful of rows, which made loading a million keys
+            // mostly context switches (docs/benchmarks.md).
+            .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -669,7 +675,146 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn import_keys(&self, keys: Vec<(NewApiKey, Vec<String>)>) -> Result<Vec<ApiKey>> {
-        let mut tx = self.begin().await?;
+        /// [`ConfigStore::import_keys`] with multi-row statements, in one transaction; `None`
+        /// (having written nothing) when a row would fail: the caller then imports row by row to
+        /// report it.
+        async fn import_keys_in_bulk(
+            conn: &mut SqliteConnection,
+            keys: &[(NewApiKey, Vec<String>)],
+        ) -> Result<Option<Vec<ApiKey>>> {
+            use std::collections::{HashMap, HashSet};
+
+            // Keys per INSERT: 10 parameters each, under SQLite's limit of 32766.
+            const BATCH: usize = 3000;
+            const KEY_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+            bump(&mut tx).await?;
+            // Each plan is read once: its API stages, or `None` when there is no such plan.
+            let mut plans: HashMap<&str, Option<HashSet<(String, String)>>> = HashMap::new();
+            for plan_id in keys.iter().flat_map(|(_, ids)| ids) {
+                if plans.contains_key(plan_id.as_str()) {
+                    continue;
+                }
+                let found = sqlx::query("SELECT 1 FROM usage_plans WHERE id = ?")
+                    .bind(plan_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let stages = match found {
+                    Some(_) => Some(
+                        sqlx::query(
+                            "SELECT api_id, stage FROM usage_plan_stages WHERE plan_id = ?",
+                        )
+                        .bind(plan_id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect(),
+                    ),
+                    None => None,
+                };
+                plans.insert(plan_id, stages);
+            }
+            // Every plan must exist, and no key may join two plans that cover the same API stage.
+            let plans_ok = |ids: &[String]| {
+                ids.iter().enumerate().all(|(i, a)| {
+                    let Some(Some(sa)) = plans.get(a.as_str()) else { return false };
+                    ids[..i].iter().filter(|b| *b != a).all(
+                        |b| matches!(plans.get(b.as_str()), Some(Some(sb)) if sa.is_disjoint(sb)),
+                    )
+                })
+            };
+            if !keys.iter().all(|(_, ids)| plans_ok(ids)) {
+                return Ok(None);
+            }
+            let t = now();
+            let mut out = Vec::with_capacity(keys.len());
+            for batch in keys.chunks(BATCH) {
+                let ids: Vec<String> = batch.iter().map(|_| new_id(10)).collect();
+                let digests: Vec<KeyDigest> = batch.iter().map(|(k, _)| k.value.digest()).collect();
+                let prefixes: Vec<String> = batch.iter().map(|(k, _)| k.value.prefix()).collect();
+                // OR IGNORE, so that SQLite needs no statement journal; a taken id, name or value
+                // shows as a missing row, and then nothing of this transaction is kept.
+                let sql = format!(
+                    "INSERT OR IGNORE INTO api_keys (id, name, digest, prefix, description, \
+                     customer_id, enabled, created_date, last_updated_date, expires) VALUES {}",
+                    vec![KEY_ROW; batch.len()].join(", ")
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (i, (key, _)) in batch.iter().enumerate() {
+                    q = q
+                        .bind(&ids[i])
+                        .bind(&key.name)
+                        .bind(&digests[i].as_bytes()[..])
+                        .bind(&prefixes[i])
+                        .bind(&key.description)
+                        .bind(&key.customer_id)
+                        .bind(key.enabled as i64)
+                        .bind(t)
+                        .bind(t)
+                        .bind(key.expires);
+                }
+                let inserted = q.execute(&mut *tx).await.map_err(map_err)?.rows_affected();
+                if inserted != batch.len() as u64 {
+                    return Ok(None);
+                }
+                let members: Vec<(&String, &String)> = batch
+                    .iter()
+                    .zip(&ids)
+                    .flat_map(|((_, plan_ids), id)| plan_ids.iter().map(move |p| (p, id)))
+                    .collect();
+                for chunk in members.chunks(BATCH * 5) {
+                    let sql = format!(
+                        "INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES {}",
+                        vec!["(?, ?)"; chunk.len()].join(", ")
+                    );
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for (plan_id, key_id) in chunk {
+                        q = q.bind(*plan_id).bind(*key_id);
+                    }
+                    q.execute(&mut *tx).await.map_err(map_err)?;
+                }
+                out.extend(batch.iter().zip(ids.into_iter().zip(prefixes)).map(
+                    |((key, _), (id, prefix))| ApiKey {
+                        id,
+                        name: key.name.clone(),
+                        description: key.description.clone(),
+                        enabled: key.enabled,
+                        customer_id: key.customer_id.clone(),
+                        created_date: t,
+                        last_updated_date: t,
+                        prefix,
+                        expires: key.expires,
+                        last_used_date: None,
+                    },
+                ));
+            }
+            tx.commit().await.map_err(map_err)?;
+            Ok(Some(out))
+        }
+
+        // Big imports touch pages all over the key tables' indexes: with SQLite's default 2 MiB
+        // page cache they keep spilling and re-reading them (a million keys: 18 s instead of 8).
+        // This connection gets a 64 MiB cache (a limit, not an allocation) and in-memory
+        // temporary files; it is closed afterwards rather than returned to the pool like that.
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        conn.close_on_drop();
+        sqlx::query("PRAGMA cache_size = -65536").execute(&mut *conn).await.map_err(map_err)?;
+        sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await.map_err(map_err)?;
+        // The bulk way fails for any bad row (a taken name or value, a missing plan, two plans
+        // sharing an API stage); then the import starts over row by row, which stops at the
+        // first bad row with the same error `create_key` would give. It checks that the plans
+        // exist in its own (write) transaction, so the memberships it adds cannot break a foreign
+        // key; with foreign keys off, SQLite need not journal each multi-row INSERT to undo it.
+        sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await.map_err(map_err)?;
+        if let Ok(Some(created)) = import_keys_in_bulk(&mut conn, &keys).await {
+            return Ok(created);
+        }
+        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await.map_err(map_err)?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
         bump(&mut tx).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (key, plans) in &keys {
@@ -694,6 +839,30 @@ impl ConfigStore for SqliteStore {
         .await
         .map_err(map_err)?;
         Ok(found.is_some())
+    }
+
+    async fn existing_key_digests(
+        &self,
+        digests: &[KeyDigest],
+    ) -> Result<std::collections::HashSet<KeyDigest>> {
+        // Digests per query; each is bound twice, well under SQLite's limit of 32766 parameters.
+        const CHUNK: usize = 5000;
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let mut found = std::collections::HashSet::new();
+        for chunk in digests.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT digest FROM api_keys WHERE digest IN ({marks}) UNION ALL \
+                 SELECT digest FROM api_key_old_values WHERE digest IN ({marks})"
+            );
+            let mut q = sqlx::query_scalar::<_, Vec<u8>>(AssertSqlSafe(sql));
+            for d in chunk.iter().chain(chunk) {
+                q = q.bind(&d.as_bytes()[..]);
+            }
+            let rows = q.fetch_all(&mut *conn).await.map_err(map_err)?;
+            found.extend(rows.iter().filter_map(|b| KeyDigest::from_slice(b)));
+        }
+        Ok(found)
     }
 
     async fn rotate_key(&self, id: &str, value: ApiKeyValue, grace_secs: i64) -> Result<ApiKey> {
@@ -1272,54 +1441,7 @@ impl ConfigStore for SqliteStore {
                 definition: parse_json(r.get("definition"), "deployment")?,
             });
         }
-        let rows = sqlx::query(
-            "SELECT k.id, k.digest, k.enabled, k.expires, s.plan_id, s.api_id, s.stage FROM api_keys k \
-             LEFT JOIN usage_plan_keys pk ON pk.key_id = k.id \
-             LEFT JOIN usage_plan_stages s ON s.plan_id = pk.plan_id ORDER BY k.id",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let mut keys: Vec<KeyGrant> = Vec::new();
-        for r in &rows {
-            let id: String = r.get("id");
-            if keys.last().is_none_or(|k| k.id != id) {
-                let digest: Vec<u8> = r.get("digest");
-                let digest = KeyDigest::from_slice(&digest)
-                    .ok_or_else(|| Error::Other(format!("stored digest of key {id} is corrupt")))?;
-                keys.push(KeyGrant {
-                    id,
-                    digest,
-                    enabled: r.get::<i64, _>("enabled") != 0,
-                    expires: r.get("expires"),
-                    stages: Vec::new(),
-                });
-            }
-            let plan_id: Option<String> = r.get("plan_id");
-            let api_id: Option<String> = r.get("api_id");
-            let stage: Option<String> = r.get("stage");
-            if let (Some(plan_id), Some(api_id), Some(stage), Some(k)) =
-                (plan_id, api_id, stage, keys.last_mut())
-            {
-                k.stages.push((plan_id, api_id, stage));
-            }
-        }
-        // Values replaced by a rotation: the same key, until the grace period ends.
-        let old = sqlx::query("SELECT digest, key_id, expires FROM api_key_old_values")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        for r in &old {
-            let key_id: String = r.get("key_id");
-            let digest: Vec<u8> = r.get("digest");
-            let grace_end: i64 = r.get("expires");
-            if let (Some(k), Some(digest)) =
-                (keys.iter().find(|k| k.id == key_id).cloned(), KeyDigest::from_slice(&digest))
-            {
-                let expires = Some(k.expires.map_or(grace_end, |e| e.min(grace_end)));
-                keys.push(KeyGrant { digest, expires, ..k });
-            }
-        }
+        let keys = load_keys(&mut tx).await?;
         let rows = sqlx::query(
             "SELECT id, name, description, throttle, quota FROM usage_plans ORDER BY id",
         )
@@ -1345,4 +1467,83 @@ impl ConfigStore for SqliteStore {
         tx.commit().await.map_err(map_err)?;
         Ok(GatewaySnapshot { version, stages, keys, plans, grants })
     }
+}
+
+/// Every accepted key value, packed (see [`KeySet`]): streamed row by row so a million keys never
+/// exist as a million records with their own allocations.
+async fn load_keys(conn: &mut SqliteConnection) -> Result<KeySet> {
+    use futures_util::TryStreamExt;
+
+    let (count, id_bytes): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(LENGTH(id)), 0) FROM api_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let mut keys = KeySet::with_capacity(
+        usize::try_from(count).unwrap_or(0),
+        usize::try_from(id_bytes).unwrap_or(0),
+    );
+    {
+        let mut rows = sqlx::query(
+            "SELECT k.id, k.digest, k.enabled, k.expires, \
+             (SELECT group_concat(pk.plan_id, ',') FROM usage_plan_keys pk WHERE pk.key_id = k.id) \
+             AS plans FROM api_keys k",
+        )
+        .fetch(&mut *conn);
+        while let Some(r) = rows.try_next().await.map_err(map_err)? {
+            let id: &str = r.try_get("id").map_err(map_err)?;
+            let digest: &[u8] = r.try_get("digest").map_err(map_err)?;
+            let digest = KeyDigest::from_slice(digest)
+                .ok_or_else(|| Error::Other(format!("stored digest of key {id} is corrupt")))?;
+            let plans: Option<&str> = r.try_get("plans").map_err(map_err)?;
+            // Almost every key is in one or two plans: no allocation for the list.
+            let mut buf = [""; 4];
+            let mut many = Vec::new();
+            let plan_ids: &[&str] = match plans {
+                None => &[],
+                Some(p) if p.matches(',').count() < buf.len() => {
+                    let mut n = 0;
+                    for (slot, id) in buf.iter_mut().zip(p.split(',')) {
+                        *slot = id;
+                        n += 1;
+                    }
+                    &buf[..n]
+                }
+                Some(p) => {
+                    many.extend(p.split(','));
+                    &many
+                }
+            };
+            keys.push(
+                id,
+                digest,
+                r.try_get::<i64, _>("enabled").map_err(map_err)? != 0,
+                r.try_get("expires").map_err(map_err)?,
+                plan_ids,
+            );
+        }
+    }
+    // Values replaced by a rotation: the same key, until the grace period ends.
+    let old = sqlx::query("SELECT digest, key_id, expires FROM api_key_old_values")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    if !old.is_empty() {
+        let by_id: HashMap<&str, KeyRecord> =
+            keys.records().iter().map(|r| (keys.id(r), *r)).collect();
+        let mut aliases = Vec::new();
+        for r in &old {
+            let key_id: &str = r.get("key_id");
+            let digest: &[u8] = r.get("digest");
+            let grace_end: i64 = r.get("expires");
+            if let (Some(k), Some(digest)) = (by_id.get(key_id), KeyDigest::from_slice(digest)) {
+                aliases.push((*k, digest, k.expires.min(grace_end)));
+            }
+        }
+        drop(by_id);
+        for (k, digest, expires) in aliases {
+            keys.push_alias(&k, digest, Some(expires));
+        }
+    }
+    Ok(keys)
 }

@@ -97,16 +97,19 @@ async fn deploy_creates_keys_once_and_snapshots() {
     assert_eq!(snap.stages.len(), 1);
     assert_eq!(snap.stages[0].deployment_id, second.deployment.id);
     assert_eq!(snap.keys.len(), 1);
-    assert_eq!(snap.keys[0].stages.len(), 1);
-    assert_eq!(snap.keys[0].stages[0].2, "dev");
-    assert_eq!(snap.keys[0].stages[0].0, first.plans[0].id);
+    let key = snap.keys.records()[0];
+    assert_eq!(snap.keys.plans(&key), [first.plans[0].id.clone()]);
+    let plan = snap.plans.iter().find(|p| p.id == first.plans[0].id).unwrap();
+    assert_eq!(plan.api_stages.len(), 1);
+    assert_eq!(plan.api_stages[0].stage, "dev");
 
     // A second stage: the same key is reused and granted there too, through the new plan.
     let prod = s.deploy(request("prod", &["k1"])).await.unwrap();
     assert_eq!(prod.keys[0].0.id, first.keys[0].0.id);
     let snap = s.snapshot().await.unwrap();
     assert_eq!(snap.stages.len(), 2);
-    assert_eq!(snap.keys[0].stages.len(), 2);
+    let key = snap.keys.records()[0];
+    assert_eq!(snap.keys.plans(&key).len(), 2, "one plan per stage");
 }
 
 #[tokio::test]
@@ -157,8 +160,8 @@ async fn key_crud_and_conflicts() {
         .unwrap();
     assert!(!updated.enabled);
     let snap = s.snapshot().await.unwrap();
-    assert!(!snap.keys[0].enabled);
-    assert_eq!(snap.keys[0].digest, value.digest());
+    assert!(!snap.keys.records()[0].enabled);
+    assert_eq!(snap.keys.records()[0].digest, value.digest());
 
     s.delete_key(&created.id).await.unwrap();
     assert!(s.get_key(&created.id).await.unwrap().is_none());

@@ -4,6 +4,7 @@
 //! - [`service`]: the validated form of a `serverless.yml` (what `keygate-config` produces and what
 //!   a deployment snapshots).
 //! - [`key`]: API keys, their secret values and digests.
+//! - [`keyset`]: every accepted key value, packed for the gateway (millions of keys).
 //! - [`plan`]: usage-plan settings (throttle, quota).
 //! - [`model`]: stored control-plane records (APIs, stages, deployments, usage plans).
 //! - [`response`]: the one table of gateway-made responses (status, body, AWS error type).
@@ -11,6 +12,7 @@
 //! Architecture invariant: this crate does no IO and knows nothing of tokio, hyper or sqlx.
 
 pub mod key;
+pub mod keyset;
 pub mod model;
 pub mod plan;
 pub mod response;

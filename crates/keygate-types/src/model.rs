@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::key::{ApiKeyValue, KeyDigest};
+use crate::key::ApiKeyValue;
 use crate::plan::{Quota, Throttle};
 use crate::service::ServiceDefinition;
 
@@ -157,7 +157,8 @@ pub struct GatewaySnapshot {
     /// Changes whenever anything in the store changes; the gateway reloads when it moves.
     pub version: i64,
     pub stages: Vec<DeployedStage>,
-    pub keys: Vec<KeyGrant>,
+    /// Every accepted key value (a rotated key's old value too, until its grace period ends).
+    pub keys: crate::keyset::KeySet,
     pub plans: Vec<UsagePlan>,
     pub grants: Vec<UsageGrant>,
 }
@@ -169,19 +170,6 @@ pub struct DeployedStage {
     pub stage: String,
     pub deployment_id: String,
     pub definition: ServiceDefinition,
-}
-
-/// A key as the gateway sees it: digest, whether it may be used, and where.
-#[derive(Debug, Clone)]
-pub struct KeyGrant {
-    pub id: String,
-    pub digest: KeyDigest,
-    pub enabled: bool,
-    /// Unix seconds after which this value is refused: the key's expiry, or the end of the
-    /// grace period of a value replaced by a rotation.
-    pub expires: Option<i64>,
-    /// `(plan id, api id, stage)` for every API stage of every plan the key belongs to.
-    pub stages: Vec<(String, String, String)>,
 }
 
 /// An admin credential for AWS Signature Version 4. The secret is sealed (encrypted) at rest.
