@@ -90,7 +90,7 @@ impl Gateway {
     ) -> Result<Arc<Self>, keygate_store::Error> {
         let meter = Arc::new(Meter::new(clock));
         meter.load_recent(&*store).await?;
-        let table = build_table(store.snapshot().await?, &meter).await;
+        let table = build_table(load_snapshot(&*store).await?, &meter).await;
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,
@@ -114,7 +114,7 @@ impl Gateway {
         if self.store.version().await? == current {
             return Ok(false);
         }
-        let table = build_table(self.store.snapshot().await?, &self.meter).await;
+        let table = build_table(load_snapshot(&*self.store).await?, &self.meter).await;
         tracing::debug!(version = table.version, "gateway table reloaded");
         self.table.store(Arc::new(table));
         Ok(true)
@@ -427,10 +427,29 @@ impl Gateway {
 /// otherwise stall every connection served by this thread.
 async fn build_table(snapshot: keygate_types::model::GatewaySnapshot, meter: &Arc<Meter>) -> Table {
     let meter = Arc::clone(meter);
+    let started = Instant::now();
+    let keys = snapshot.keys.len();
     match tokio::task::spawn_blocking(move || Table::build(snapshot, &meter)).await {
-        Ok(table) => table,
+        Ok(table) => {
+            tracing::debug!(keys, millis = started.elapsed().as_millis() as u64, "table built");
+            table
+        }
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
+}
+
+/// Reads the store's snapshot, logging how long it took (at debug level).
+async fn load_snapshot(
+    store: &dyn ConfigStore,
+) -> Result<keygate_types::model::GatewaySnapshot, keygate_store::Error> {
+    let started = Instant::now();
+    let snapshot = store.snapshot().await?;
+    tracing::debug!(
+        keys = snapshot.keys.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "snapshot read"
+    );
+    Ok(snapshot)
 }
 
 /// Serves `listener` until `shutdown` completes, then lets open connections finish for up to

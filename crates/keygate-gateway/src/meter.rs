@@ -63,6 +63,8 @@ struct Counters {
     stored: BTreeMap<Date, u64>,
     /// Unix seconds of the last admitted request not yet written to the store.
     last_used: Option<i64>,
+    /// Whether this is in the meter's list of counters to flush.
+    queued: bool,
 }
 
 /// The counters of one key in one plan.
@@ -71,6 +73,9 @@ pub struct KeyPlan {
     pub key_id: String,
     pub plan_id: String,
     counters: Mutex<Counters>,
+    /// The meter's list of counters with usage to write, which this joins on its first admitted
+    /// request after a flush.
+    dirty: Arc<Mutex<Vec<Arc<KeyPlan>>>>,
 }
 
 impl KeyPlan {
@@ -80,7 +85,7 @@ impl KeyPlan {
 
     /// Decides one request at `now` and, if admitted, counts it.
     pub fn admit(
-        &self,
+        self: &Arc<Self>,
         limits: &StageLimits,
         method_key: &str,
         mono: Nanos,
@@ -159,6 +164,10 @@ impl KeyPlan {
         c.used += 1;
         *c.pending.entry(Date::from_unix_ms(unix_ms)).or_default() += 1;
         c.last_used = Some(unix_ms.div_euclid(1000));
+        if !c.queued {
+            c.queued = true;
+            locked(&self.dirty).push(Arc::clone(self));
+        }
         Admission::Allowed {
             policy: keygate_limits::headers::ratelimit_policy(burst.as_ref(), quota_info.as_ref()),
             ratelimit: keygate_limits::headers::ratelimit(burst.as_ref(), quota_info.as_ref()),
@@ -179,6 +188,8 @@ fn retry_secs(d: Duration) -> Option<u64> {
 pub struct Meter {
     clock: Arc<dyn Clock>,
     states: Mutex<HashMap<(String, String), Arc<KeyPlan>>>,
+    /// Counters with usage not yet written: the flush visits only these.
+    dirty: Arc<Mutex<Vec<Arc<KeyPlan>>>>,
     /// Stored usage of recent days by (key, plan), for counters not created yet.
     recent: Mutex<HashMap<(String, String), BTreeMap<Date, u64>>>,
     /// Usage grants by (key, plan) and period start, from the last snapshot.
@@ -203,6 +214,7 @@ impl Meter {
         Self {
             clock,
             states: Mutex::new(HashMap::new()),
+            dirty: Arc::new(Mutex::new(Vec::new())),
             recent: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
         }
@@ -233,6 +245,7 @@ impl Meter {
             key_id: key_id.to_owned(),
             plan_id: plan_id.to_owned(),
             counters: Mutex::new(counters),
+            dirty: Arc::clone(&self.dirty),
         });
         reg.insert(pair, Arc::clone(&kp));
         (kp, true)
@@ -284,13 +297,14 @@ impl Meter {
     /// # Errors
     /// The store's error.
     pub async fn flush(&self, store: &dyn ConfigStore) -> Result<usize, keygate_store::Error> {
-        let states: Vec<Arc<KeyPlan>> = self.registry().values().cloned().collect();
+        let states: Vec<Arc<KeyPlan>> = std::mem::take(&mut *locked(&self.dirty));
         let mut batch = Vec::new();
         let mut taken = Vec::new();
         let mut last_used: HashMap<String, i64> = HashMap::new();
         for kp in &states {
             let (pending, used_at) = {
                 let mut c = kp.lock();
+                c.queued = false;
                 (std::mem::take(&mut c.pending), c.last_used.take())
             };
             if let Some(at) = used_at {
@@ -334,6 +348,10 @@ impl Meter {
                     let mut c = kp.lock();
                     for (day, used) in pending {
                         *c.pending.entry(day).or_default() += used;
+                    }
+                    if !c.queued {
+                        c.queued = true;
+                        locked(&self.dirty).push(Arc::clone(&kp));
                     }
                 }
                 Err(e)

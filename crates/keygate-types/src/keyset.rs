@@ -34,6 +34,8 @@ pub struct KeySet {
     /// `plan_sets` by their sorted ids joined with newlines.
     plan_set_index: HashMap<String, u32>,
     scratch: String,
+    /// The index of the empty plan list, once interned.
+    no_plans: Option<u32>,
 }
 
 impl KeySet {
@@ -59,6 +61,16 @@ impl KeySet {
     ) {
         let plans = self.intern(plan_ids);
         self.push_record(id, digest, enabled, expires, plans);
+    }
+
+    /// Replaces the usage plans of the record at `index` (for stores that read memberships
+    /// separately).
+    ///
+    /// # Panics
+    /// When `index` is out of range.
+    pub fn set_plans(&mut self, index: usize, plan_ids: &[&str]) {
+        let plans = self.intern(plan_ids);
+        self.records[index].plans = plans;
     }
 
     /// Adds another value of a key already pushed (a rotated key's old value), sharing its plans.
@@ -91,6 +103,14 @@ impl KeySet {
     /// The index of `plan_ids` as a set in `plan_sets`, added when new. Allocation-free when the
     /// set is known (the common case: millions of keys, a few plan combinations).
     fn intern(&mut self, plan_ids: &[&str]) -> u32 {
+        if plan_ids.is_empty() {
+            if let Some(i) = self.no_plans {
+                return i;
+            }
+            let i = self.intern_sorted(&[]);
+            self.no_plans = Some(i);
+            return i;
+        }
         let mut small = [""; 8];
         let mut large = Vec::new();
         let sorted: &mut [&str] = if plan_ids.len() <= small.len() {
@@ -108,7 +128,11 @@ impl KeySet {
                 n += 1;
             }
         }
-        let sorted = &sorted[..n];
+        self.intern_sorted(&sorted[..n])
+    }
+
+    /// `intern` for sorted, distinct ids.
+    fn intern_sorted(&mut self, sorted: &[&str]) -> u32 {
         self.scratch.clear();
         for id in sorted {
             self.scratch.push_str(id);
