@@ -41,8 +41,11 @@ impl Upstream {
     pub(crate) fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // Requests are small: one copied buffer and one write() beat writev() with several
+        // slices (docs/benchmarks.md), as on the server side.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .http1_writev(false)
             .build(connector);
         Self { client }
     }
