@@ -89,8 +89,11 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, keygate_store::Error> {
         let meter = Arc::new(Meter::new(clock));
-        meter.load_recent(&*store).await?;
-        let table = build_table(load_snapshot(&*store).await?, &meter).await;
+        let snapshot = load_snapshot(&*store).await?;
+        let quota_plans: Vec<&str> =
+            snapshot.plans.iter().filter(|p| p.quota.is_some()).map(|p| p.id.as_str()).collect();
+        meter.load_recent(&*store, &quota_plans).await?;
+        let table = build_table(snapshot, &meter).await;
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,

@@ -251,20 +251,27 @@ impl Meter {
         (kp, true)
     }
 
-    /// Loads the usage stored for the last [`SEED_DAYS`] days, so counters created later continue
-    /// each quota where it was. Call once before serving: afterwards every request this process
-    /// admits is counted by the counters themselves.
+    /// Loads the usage stored for the last [`SEED_DAYS`] days in the plans that have a quota
+    /// (usage only matters to a quota), so counters created later continue each quota where it
+    /// was. Call once before serving: afterwards every request this process admits is counted by
+    /// the counters themselves.
     ///
     /// # Errors
     /// The store's error.
-    pub async fn load_recent(&self, store: &dyn ConfigStore) -> Result<(), keygate_store::Error> {
+    pub async fn load_recent(
+        &self,
+        store: &dyn ConfigStore,
+        quota_plans: &[&str],
+    ) -> Result<(), keygate_store::Error> {
         let today = Date::from_unix_ms(self.clock.now_unix_ms());
-        let from = today.add_days(-SEED_DAYS).to_string();
-        let rows = store.usage(None, None, &from, &today.to_string()).await?;
+        let (from, to) = (today.add_days(-SEED_DAYS).to_string(), today.to_string());
         let mut recent: HashMap<(String, String), BTreeMap<Date, u64>> = HashMap::new();
-        for r in rows {
-            if let Ok(day) = r.day.parse::<Date>() {
-                *recent.entry((r.key_id, r.plan_id)).or_default().entry(day).or_default() += r.used;
+        for plan in quota_plans {
+            for r in store.usage(Some(plan), None, &from, &to).await? {
+                if let Ok(day) = r.day.parse::<Date>() {
+                    *recent.entry((r.key_id, r.plan_id)).or_default().entry(day).or_default() +=
+                        r.used;
+                }
             }
         }
         let reg = self.registry();
