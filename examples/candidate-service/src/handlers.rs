@@ -97,11 +97,11 @@ pub async fn handle(app: &App, handler: Handler, req: Request) -> Result<Respons
 /// Why a handler did not produce its normal reply.
 enum Failure {
     Client(StatusCode, String),
-    Storage(sqlx::Error),
+    Storage(rusqlite::Error),
 }
 
-impl From<sqlx::Error> for Failure {
-    fn from(err: sqlx::Error) -> Self {
+impl From<rusqlite::Error> for Failure {
+    fn from(err: rusqlite::Error) -> Self {
         Self::Storage(err)
     }
 }
@@ -117,8 +117,7 @@ type Reply = Result<(StatusCode, Value), Failure>;
 /// a created resource).
 async fn submit(app: &App, req: &Request) -> Reply {
     let submission = Submission::parse(req.body())?;
-    let candidate =
-        app.insert(submission.fullname, submission.email, submission.experience).await?;
+    let candidate = app.insert(submission.fullname, submission.email, submission.experience)?;
     tracing::info!(candidate_id = %candidate.id, "candidate submitted");
     Ok((
         StatusCode::CREATED,
@@ -132,7 +131,7 @@ async fn submit(app: &App, req: &Request) -> Reply {
 
 /// `GET /candidates`: every stored candidate.
 async fn list(app: &App) -> Reply {
-    let candidates = app.list().await?;
+    let candidates = app.list()?;
     Ok((StatusCode::OK, json!({ "candidates": candidates })))
 }
 
@@ -142,7 +141,7 @@ async fn get(app: &App, req: &Request) -> Reply {
     let Some(id) = params.first("id").filter(|id| !id.is_empty()) else {
         return Err(bad_request("path parameter id is required"));
     };
-    match app.get(id).await? {
+    match app.get(id)? {
         Some(candidate) => Ok((StatusCode::OK, to_value(&candidate))),
         None => Err(Failure::Client(StatusCode::NOT_FOUND, format!("candidate {id} not found"))),
     }

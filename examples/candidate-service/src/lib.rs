@@ -6,7 +6,7 @@
 //! once, at init, from the `_HANDLER` environment variable (see [`Handler`]),
 //! exactly as Lambda's `provided.al2023` runtime would pass it. Candidates are
 //! stored in SQLite (see [`App`]); every process opens the database once at
-//! cold start and reuses the pool for all warm invocations.
+//! cold start and reuses the connection for all warm invocations.
 //!
 //! The HTTP-facing logic lives in [`handle`], which takes a plain
 //! [`lambda_http::Request`] so it can be exercised without a Runtime API.
@@ -17,4 +17,4 @@ mod store;
 
 pub use config::{Config, ConfigError, DB_ENV, TABLE_ENV, TableName, TableNameError};
 pub use handlers::{Handler, UnknownHandler, handle};
-pub use store::{App, Candidate, Experience};
+pub use store::{App, Candidate, Experience, OpenError};

@@ -35,7 +35,7 @@ impl InitFailure {
 async fn main() -> ExitCode {
     tracing::init_default_subscriber();
 
-    let (handler, app) = match init().await {
+    let (handler, app) = match init() {
         Ok(ready) => ready,
         Err(failure) => {
             eprintln!("candidate-service: init failed: {}", failure.message);
@@ -55,14 +55,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn init() -> Result<(Handler, App), InitFailure> {
+fn init() -> Result<(Handler, App), InitFailure> {
     let name = std::env::var("_HANDLER").map_err(|_| {
         InitFailure::new("Runtime.HandlerNotFound", "environment variable _HANDLER is not set")
     })?;
     let handler: Handler =
         name.parse().map_err(|e| InitFailure::new("Runtime.HandlerNotFound", e))?;
     let config = Config::from_env().map_err(|e| InitFailure::new("Runtime.InitError", e))?;
-    let app = App::connect(&config).await.map_err(|e| {
+    let app = App::connect(&config).map_err(|e| {
         InitFailure::new(
             "Runtime.InitError",
             format!("cannot open database {}: {e}", config.db_path.display()),

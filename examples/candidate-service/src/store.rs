@@ -5,39 +5,81 @@
 //! table name comes from configuration and is validated and quoted before it
 //! is spliced into SQL; all values are bound parameters.
 
+use std::fmt;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row};
 
 use crate::config::{Config, TableName};
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Columns in the order the `SELECT`s return them.
+/// Columns in the order the `SELECT`s return them (see [`candidate_from_row`]).
 const COLUMNS: &str = "id, fullname, email, experience, submitted_at, updated_at";
 
-/// Process-wide state: the connection pool and the prepared SQL text for the
+/// Process-wide state: the database connection and the SQL text for the
 /// configured table. Built once per process (cold start) and shared by every
 /// invocation.
+///
+/// Queries run synchronously on the calling thread. A Lambda function
+/// process handles one event at a time (the Runtime API hands out the next
+/// event only after the previous response) on a current-thread runtime, so a
+/// blocking SQLite call there holds up nothing else, while handing each query
+/// to a worker thread (as an async driver does) costs thread wakeups on every
+/// invocation. The `Mutex` is only there because `lambda_http::run` needs a
+/// `Send` handler future, hence a `Sync` `App`; it is never contended.
 #[derive(Debug)]
 pub struct App {
-    pool: SqlitePool,
+    conn: Mutex<Connection>,
     table: TableName,
     sql: Statements,
 }
 
+/// SQL text per operation; the prepared statements live in the connection's
+/// statement cache (`prepare_cached`), keyed by this text.
 #[derive(Debug)]
 struct Statements {
     insert: String,
     list: String,
     get: String,
+}
+
+/// Why [`App::open`] failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The database file's parent directory could not be created.
+    CreateDir(std::io::Error),
+    /// SQLite could not open or set up the database.
+    Sqlite(rusqlite::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CreateDir(err) => write!(f, "cannot create its directory: {err}"),
+            Self::Sqlite(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::CreateDir(err) => Some(err),
+            Self::Sqlite(err) => Some(err),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Sqlite(err)
+    }
 }
 
 /// Years of experience, kept as an integer when the client sent one so that
@@ -73,35 +115,25 @@ pub struct Candidate {
 impl App {
     /// Opens (creating if needed) the database at `config.db_path` and the
     /// table `config.table`.
-    pub async fn connect(config: &Config) -> Result<Self, sqlx::Error> {
-        Self::open(&config.db_path, config.table.clone()).await
+    pub fn connect(config: &Config) -> Result<Self, OpenError> {
+        Self::open(&config.db_path, config.table.clone())
     }
 
     /// Opens (creating if needed) the database file at `path`, its parent
     /// directories, and the table `table`.
-    pub async fn open(path: &Path, table: TableName) -> Result<Self, sqlx::Error> {
+    pub fn open(path: &Path, table: TableName) -> Result<Self, OpenError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent).map_err(OpenError::CreateDir)?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
-        // A function process handles one invocation at a time, so a single
-        // connection is enough; `connect_with` opens it eagerly, which makes a
-        // bad path fail the cold start instead of the first request.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
+        // One connection per process, opened now so that a bad path fails the
+        // cold start instead of the first request. The busy timeout is set
+        // before switching to WAL, which may have to wait for another process.
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
 
         let quoted = table.quoted();
-        let create = format!(
+        conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {quoted} (
                 id TEXT PRIMARY KEY NOT NULL,
                 fullname TEXT NOT NULL,
@@ -110,15 +142,14 @@ impl App {
                 submitted_at INTEGER NOT NULL,
                 updated_at INTEGER NOT NULL
             )"
-        );
-        sqlx::query(AssertSqlSafe(create)).execute(&pool).await?;
+        ))?;
 
         let sql = Statements {
             insert: format!("INSERT INTO {quoted} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
             list: format!("SELECT {COLUMNS} FROM {quoted} ORDER BY submitted_at, rowid"),
             get: format!("SELECT {COLUMNS} FROM {quoted} WHERE id = ?1"),
         };
-        Ok(Self { pool, table, sql })
+        Ok(Self { conn: Mutex::new(conn), table, sql })
     }
 
     /// The table this process reads and writes.
@@ -127,12 +158,12 @@ impl App {
     }
 
     /// Stores a new candidate with a fresh id and timestamps and returns it.
-    pub(crate) async fn insert(
+    pub(crate) fn insert(
         &self,
         fullname: String,
         email: String,
         experience: Experience,
-    ) -> Result<Candidate, sqlx::Error> {
+    ) -> rusqlite::Result<Candidate> {
         let now = now_millis();
         let candidate = Candidate {
             id: uuid::Uuid::new_v4().to_string(),
@@ -142,48 +173,64 @@ impl App {
             submitted_at: now,
             updated_at: now,
         };
-        let query = sqlx::query(AssertSqlSafe(self.sql.insert.as_str()))
-            .bind(&candidate.id)
-            .bind(&candidate.fullname)
-            .bind(&candidate.email);
-        let query = match candidate.experience {
-            Experience::Whole(n) => query.bind(n),
-            Experience::Fractional(x) => query.bind(x),
+        let experience: &dyn ToSql = match &candidate.experience {
+            Experience::Whole(n) => n,
+            Experience::Fractional(x) => x,
         };
-        query.bind(candidate.submitted_at).bind(candidate.updated_at).execute(&self.pool).await?;
+        let conn = self.conn();
+        conn.prepare_cached(&self.sql.insert)?.execute(params![
+            candidate.id,
+            candidate.fullname,
+            candidate.email,
+            experience,
+            candidate.submitted_at,
+            candidate.updated_at,
+        ])?;
         Ok(candidate)
     }
 
     /// All candidates, oldest submission first.
-    pub(crate) async fn list(&self) -> Result<Vec<Candidate>, sqlx::Error> {
-        let rows = sqlx::query(AssertSqlSafe(self.sql.list.as_str())).fetch_all(&self.pool).await?;
-        rows.iter().map(candidate_from_row).collect()
+    pub(crate) fn list(&self) -> rusqlite::Result<Vec<Candidate>> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(&self.sql.list)?;
+        statement.query_map([], candidate_from_row)?.collect()
     }
 
     /// The candidate with `id`, if any.
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<Candidate>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(self.sql.get.as_str()))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(candidate_from_row).transpose()
+    pub(crate) fn get(&self, id: &str) -> rusqlite::Result<Option<Candidate>> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(&self.sql.get)?;
+        statement.query_row([id], candidate_from_row).optional()
+    }
+
+    /// The connection. A panic while it was held cannot leave it unusable
+    /// (a cached statement is reset when dropped), so poisoning is ignored.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn candidate_from_row(row: &SqliteRow) -> Result<Candidate, sqlx::Error> {
-    // NUMERIC affinity keeps whole numbers as INTEGER and others as REAL;
-    // sqlx checks the stored value's type, so try the integer first.
-    let experience = match row.try_get::<i64, _>("experience") {
-        Ok(n) => Experience::Whole(n),
-        Err(_) => Experience::Fractional(row.try_get::<f64, _>("experience")?),
+/// Reads a row of [`COLUMNS`].
+fn candidate_from_row(row: &Row<'_>) -> rusqlite::Result<Candidate> {
+    // NUMERIC affinity keeps whole numbers as INTEGER and others as REAL.
+    let experience = match row.get_ref(3)? {
+        ValueRef::Integer(n) => Experience::Whole(n),
+        ValueRef::Real(x) => Experience::Fractional(x),
+        other => {
+            return Err(rusqlite::Error::InvalidColumnType(
+                3,
+                "experience".to_owned(),
+                other.data_type(),
+            ));
+        }
     };
     Ok(Candidate {
-        id: row.try_get("id")?,
-        fullname: row.try_get("fullname")?,
-        email: row.try_get("email")?,
+        id: row.get(0)?,
+        fullname: row.get(1)?,
+        email: row.get(2)?,
         experience,
-        submitted_at: row.try_get("submitted_at")?,
-        updated_at: row.try_get("updated_at")?,
+        submitted_at: row.get(4)?,
+        updated_at: row.get(5)?,
     })
 }
 

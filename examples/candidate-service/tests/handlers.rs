@@ -10,12 +10,12 @@ use lambda_http::http::{Request as HttpRequest, Response, StatusCode};
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::{Value, json};
 
-async fn open(path: &Path) -> App {
-    App::open(path, TableName::new("candidate-dev").unwrap()).await.unwrap()
+fn open(path: &Path) -> App {
+    App::open(path, TableName::new("candidate-dev").unwrap()).unwrap()
 }
 
-async fn app_in(dir: &tempfile::TempDir) -> App {
-    open(&dir.path().join("candidates.db")).await
+fn app_in(dir: &tempfile::TempDir) -> App {
+    open(&dir.path().join("candidates.db"))
 }
 
 fn post(body: &str) -> Request {
@@ -66,7 +66,7 @@ async fn submit(app: &App, body: Value) -> String {
 #[tokio::test]
 async fn submit_list_and_get_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
 
     let body = json!({"fullname": "Shekhar Gulati", "email": "test@test.com", "experience": 12});
     let response = handle(&app, Handler::Submit, post(&body.to_string())).await.unwrap();
@@ -103,7 +103,7 @@ async fn submit_list_and_get_round_trip() {
 #[tokio::test]
 async fn list_when_empty_is_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let response = handle(&app, Handler::List, list_request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_headers(&response);
@@ -113,7 +113,7 @@ async fn list_when_empty_is_exact() {
 #[tokio::test]
 async fn list_keeps_submission_order() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let mut ids = Vec::new();
     for n in 0..3 {
         let body =
@@ -133,7 +133,7 @@ async fn list_keeps_submission_order() {
 #[tokio::test]
 async fn get_unknown_is_404() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let response = handle(&app, Handler::Get, get_request("nope-123")).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_headers(&response);
@@ -143,7 +143,7 @@ async fn get_unknown_is_404() {
 #[tokio::test]
 async fn get_without_path_parameter_is_400() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let response = handle(&app, Handler::Get, list_request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json_of(&response)["message"], "path parameter id is required");
@@ -152,7 +152,7 @@ async fn get_without_path_parameter_is_400() {
 #[tokio::test]
 async fn bad_json_is_400_with_detail() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let response = handle(&app, Handler::Submit, post("{not json")).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_headers(&response);
@@ -174,7 +174,7 @@ async fn bad_json_is_400_with_detail() {
 #[tokio::test]
 async fn invalid_fields_are_400_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let cases = [
         (json!({"email": "a@x.io", "experience": 1}), "fullname is required"),
         (json!({"fullname": "", "email": "a@x.io", "experience": 1}), "fullname must not be empty"),
@@ -202,7 +202,7 @@ async fn invalid_fields_are_400_naming_the_field() {
 #[tokio::test]
 async fn fractional_experience_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
     let id = submit(&app, json!({"fullname": "A", "email": "a@x.io", "experience": 2.5})).await;
     let other = submit(&app, json!({"fullname": "B", "email": "b@x.io", "experience": 0})).await;
     let got = json_of(&handle(&app, Handler::Get, get_request(&id)).await.unwrap());
@@ -217,27 +217,24 @@ async fn processes_share_the_database_file() {
     // list); the parent directories do not exist yet.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested").join(".keygate").join("candidates.db");
-    let submitter = open(&path).await;
-    let lister = open(&path).await;
+    let submitter = open(&path);
+    let lister = open(&path);
     let id = submit(&submitter, json!({"fullname": "A", "email": "a@x.io", "experience": 1})).await;
     let listed = json_of(&handle(&lister, Handler::List, list_request()).await.unwrap());
     assert_eq!(listed["candidates"][0]["id"], id.as_str());
-    let mode: String =
-        sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&open_pool(&path).await).await.unwrap();
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
-}
-
-async fn open_pool(path: &Path) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-    sqlx::SqlitePool::connect_with(options).await.unwrap()
 }
 
 #[tokio::test]
 async fn tables_are_separate_per_stage() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("candidates.db");
-    let dev = open(&path).await;
-    let prod = App::open(&path, TableName::new("candidate-prod").unwrap()).await.unwrap();
+    let dev = open(&path);
+    let prod = App::open(&path, TableName::new("candidate-prod").unwrap()).unwrap();
     submit(&dev, json!({"fullname": "A", "email": "a@x.io", "experience": 1})).await;
     let listed = handle(&prod, Handler::List, list_request()).await.unwrap();
     assert_eq!(text(&listed), r#"{"candidates":[]}"#);
@@ -253,7 +250,7 @@ async fn connect_uses_config() {
         _ => None,
     })
     .unwrap();
-    let app = App::connect(&config).await.unwrap();
+    let app = App::connect(&config).unwrap();
     assert_eq!(app.table().as_str(), "candidate-test");
     let listed = handle(&app, Handler::List, list_request()).await.unwrap();
     assert_eq!(text(&listed), r#"{"candidates":[]}"#);
@@ -332,7 +329,7 @@ async fn rest_v1_proxy_event_yields_path_parameter() {
 #[tokio::test]
 async fn handlers_work_on_deserialised_events() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(&dir).await;
+    let app = app_in(&dir);
 
     let body = json!({"fullname": "Event Person", "email": "e@x.io", "experience": 4}).to_string();
     let event = rest_event("POST", "/candidates", "/candidates", None, Some(&body));
