@@ -14,7 +14,7 @@
 //! Design: every process gets its own Runtime API listener on `127.0.0.1:0`, so the host always
 //! knows which process is asking and can kill exactly the one that timed out. Processes start
 //! lazily on the first invocation and stay warm; at most `reserved_concurrency` of a function run
-//! at once ([`DEFAULT_RESERVED_CONCURRENCY`] when unset) and further invocations queue (FIFO) up
+//! at once ([`default_reserved_concurrency`] when unset) and further invocations queue (FIFO) up
 //! to their own deadline. Like serverless-offline, a function runs with the service directory
 //! (`ServiceDefinition::base_dir`) as its working directory.
 //!
@@ -47,10 +47,16 @@ pub use artifact::{ArtifactError, stage_artifact};
 use pool::{Pool, PoolKey};
 use process::Launch;
 
-/// How many processes of one function may run at once when its `reservedConcurrency` is unset.
-/// (AWS's limit is the account's unreserved concurrency, typically 1000; on one machine a small
-/// number keeps a burst of requests from forking a process per request.)
-pub const DEFAULT_RESERVED_CONCURRENCY: u32 = 4;
+/// How many processes of one function may run at once when its `reservedConcurrency` is unset:
+/// twice the CPUs this process may run on (`taskset`, cgroups), at least 2. AWS's limit is the
+/// account's unreserved concurrency, typically 1000; on one machine, processes beyond the CPUs
+/// only take turns on them: pinned to one CPU, 4 processes of the example served 6.4k req/s at
+/// 60 MiB and 2 served 8.4k at 48 MiB (docs/benchmarks.md). Functions that mostly wait (on a
+/// database, another service) should set `reservedConcurrency` to what they need.
+pub fn default_reserved_concurrency() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u32::try_from(cpus.saturating_mul(2)).unwrap_or(u32::MAX).max(2)
+}
 
 /// Runtimes keygate can run: the OS-only runtimes whose entry point is an executable `bootstrap`.
 pub const SUPPORTED_RUNTIMES: &[&str] = &["provided", "provided.al2", "provided.al2023"];
@@ -61,11 +67,17 @@ pub struct HostOptions {
     /// How long a warm process may sit idle before it is stopped (default 10 minutes). The next
     /// invocation after that is a cold start again.
     pub idle_timeout: Duration,
+    /// Processes per function when its `reservedConcurrency` is unset (default
+    /// [`default_reserved_concurrency`]).
+    pub default_concurrency: u32,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { idle_timeout: Duration::from_secs(600) }
+        Self {
+            idle_timeout: Duration::from_secs(600),
+            default_concurrency: default_reserved_concurrency(),
+        }
     }
 }
 
@@ -181,7 +193,7 @@ impl FunctionHost {
                 spec.runtime, spec.name
             )));
         }
-        let concurrency = spec.reserved_concurrency.unwrap_or(DEFAULT_RESERVED_CONCURRENCY);
+        let concurrency = spec.reserved_concurrency.unwrap_or(self.inner.opts.default_concurrency);
         if concurrency == 0 {
             return Err(InvokeError::Unsupported(format!(
                 "function {} has reservedConcurrency 0, so every invocation is throttled",

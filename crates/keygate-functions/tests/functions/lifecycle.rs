@@ -144,7 +144,10 @@ async fn a_changed_function_gets_a_fresh_pool_and_an_unchanged_one_stays_warm() 
 
 #[tokio::test]
 async fn idle_processes_are_stopped_after_the_idle_timeout() {
-    let host = FunctionHost::new(HostOptions { idle_timeout: Duration::from_millis(500) });
+    let host = FunctionHost::new(HostOptions {
+        idle_timeout: Duration::from_millis(500),
+        ..HostOptions::default()
+    });
     let svc = Service::new();
     let spec = spec("env");
     let first = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
