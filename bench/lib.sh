@@ -2,6 +2,20 @@
 # Process-tree sampling reads /proc; every server started with start_server is stopped by PID
 # on exit (also on Ctrl-C), children included.
 
+# parse_args "$@": --quick (QUICK=1), --no-setup (SETUP=0), --help (the script's header comment).
+parse_args() {
+  QUICK=0 SETUP=1
+  local a
+  for a in "$@"; do
+    case "$a" in
+      --quick) QUICK=1 ;;
+      --no-setup) SETUP=0 ;;
+      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+      *) echo "$(basename "$0"): unknown argument $a (use --quick, --no-setup)" >&2; exit 2 ;;
+    esac
+  done
+}
+
 STARTED_PIDS=()
 declare -A STOPPED=()
 TICK="$(getconf CLK_TCK)"

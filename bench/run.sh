@@ -20,15 +20,9 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-QUICK=0 SETUP=1
-for a in "$@"; do
-  case "$a" in
-    --quick) QUICK=1 ;;
-    --no-setup) SETUP=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "bench/run.sh: unknown argument $a (use --quick, --no-setup)" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+parse_args "$@"
 WORK="${WORK:-$REPO/target/bench}"
 KEY_COUNT="${KEY_COUNT:-10000}"
 if [ "$QUICK" = 1 ]; then DURATION="${DURATION:-2s}" WARMUP="${WARMUP:-1s}"; fi
@@ -49,8 +43,6 @@ OUT="${OUT:-$WORK/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 REPORT_LUA="$HERE/report.lua"
 TSV="$OUT/results.tsv"
 FAILED=()
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
 mkdir -p "$OUT" "$WORK"/{run,logs,tmp}
 [ "$(nproc)" -ge 2 ] || { PIN=0; log "bench: one CPU: not pinning"; }
 

@@ -172,11 +172,6 @@ impl KeySet {
         &self.records
     }
 
-    /// The record of a key id's current value (the first pushed).
-    pub fn find_id(&self, id: &str) -> Option<&KeyRecord> {
-        self.records.iter().find(|r| self.id(r) == id)
-    }
-
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -201,7 +196,7 @@ mod tests {
         s.push("k1", KeyDigest([1; 32]), true, None, &["p2", "p1"]);
         s.push("key-two", KeyDigest([2; 32]), false, Some(5), &["p1", "p2", "p1"]);
         s.push("k3", KeyDigest([3; 32]), true, None, &[]);
-        let first = *s.find_id("k1").unwrap();
+        let first = s.records()[0];
         s.push_alias(&first, KeyDigest([4; 32]), Some(9));
         let r = s.records();
         assert_eq!(r.len(), 4);
