@@ -910,19 +910,24 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
-        // Data, not configuration: no version bump.
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for (id, at) in used {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_date = MAX(COALESCE(last_used_date, 0), ?) WHERE id = ?",
-            )
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        if used.is_empty() {
+            return Ok(());
         }
-        tx.commit().await.map_err(map_err)
+        // Data, not configuration: no version bump. One statement for the whole batch (the rows
+        // travel as one JSON array): a flush after traffic on thousands of keys would otherwise
+        // cost a round trip to SQLite's worker thread per key.
+        let rows = serde_json::to_string(used).map_err(|e| Error::Other(e.to_string()))?;
+        sqlx::query(
+            "UPDATE api_keys SET last_used_date = MAX(COALESCE(last_used_date, 0), u.at) \
+             FROM (SELECT json_extract(value, '$[0]') AS id, MAX(json_extract(value, '$[1]')) AS at \
+                   FROM json_each(?) GROUP BY 1) AS u \
+             WHERE api_keys.id = u.id",
+        )
+        .bind(rows)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
@@ -1147,25 +1152,28 @@ impl ConfigStore for SqliteStore {
             return Ok(());
         }
         // Counters are data, not configuration: no version bump, so gateways do not reload.
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for u in usage {
-            sqlx::query(
-                "INSERT INTO usage_days (plan_id, key_id, day, used) \
-                 SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM usage_plans WHERE id = ?) \
-                 AND EXISTS (SELECT 1 FROM api_keys WHERE id = ?) \
-                 ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used",
-            )
-            .bind(&u.plan_id)
-            .bind(&u.key_id)
-            .bind(&u.day)
-            .bind(u.used as i64)
-            .bind(&u.plan_id)
-            .bind(&u.key_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
+        // One statement for the batch (rows as one JSON array), atomic as a whole; usage of a
+        // key or plan deleted meanwhile is dropped with it.
+        let rows: Vec<(&str, &str, &str, u64)> = usage
+            .iter()
+            .map(|u| (u.plan_id.as_str(), u.key_id.as_str(), u.day.as_str(), u.used))
+            .collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| Error::Other(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO usage_days (plan_id, key_id, day, used) \
+             SELECT u.plan_id, u.key_id, u.day, u.used FROM \
+               (SELECT json_extract(value, '$[0]') AS plan_id, json_extract(value, '$[1]') AS key_id, \
+                       json_extract(value, '$[2]') AS day, json_extract(value, '$[3]') AS used \
+                FROM json_each(?)) AS u \
+             WHERE EXISTS (SELECT 1 FROM usage_plans WHERE id = u.plan_id) \
+               AND EXISTS (SELECT 1 FROM api_keys WHERE id = u.key_id) \
+             ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used",
+        )
+        .bind(rows)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn usage(

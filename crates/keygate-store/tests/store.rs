@@ -209,6 +209,13 @@ async fn plans_keep_their_id_and_usage_across_deploys() {
     // Usage of a deleted key or plan is dropped, not an error.
     s.add_usage(&[DailyUsage { key_id: "gone".into(), ..day("2026-11-02") }]).await.unwrap();
 
+    // lastUsedDate only moves forward, whatever order a batch (or batches) bring.
+    let used = [(key_id.clone(), 200), ("gone".to_owned(), 300), (key_id.clone(), 150)];
+    s.set_last_used(&used).await.unwrap();
+    s.set_last_used(&[(key_id.clone(), 100)]).await.unwrap();
+    assert_eq!(s.get_key(&key_id).await.unwrap().unwrap().last_used_date, Some(200));
+    assert_eq!(s.version().await.unwrap(), v, "lastUsedDate is data too");
+
     let mut req = request("dev", &["k"]);
     req.plans[0].quota = Some(Quota { limit: 100, period: QuotaPeriod::Day, offset: 0 });
     req.plans[0].throttle = Some(Throttle { rate_limit: 0.5, burst_limit: 2 });
