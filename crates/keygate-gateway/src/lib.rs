@@ -52,6 +52,9 @@ use crate::respond::Body;
 use crate::router::Lookup;
 use crate::table::Table;
 
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 /// Largest request body accepted (API Gateway's payload limit).
 pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 /// How often the gateway asks the store whether anything changed.
@@ -250,7 +253,7 @@ impl Gateway {
             route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
 
         // The key check: digest the presented value and look it up; no store access.
-        let mut rate_headers: Option<(Option<String>, Option<String>)> = None;
+        let mut rate_headers: Option<meter::RateLimitValues> = None;
         if route.event.private {
             let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
             let clock = self.meter.clock();
@@ -280,9 +283,7 @@ impl Gateway {
                 clock.now_mono(),
                 clock.now_unix_ms(),
             ) {
-                Admission::Allowed { policy, ratelimit } => {
-                    rate_headers = Some((policy, ratelimit))
-                }
+                Admission::Allowed { headers } => rate_headers = headers,
                 Admission::Throttled { retry_after } => {
                     return respond::limited(GatewayError::TooManyRequests, retry_after, cors);
                 }
@@ -309,15 +310,15 @@ impl Gateway {
         let mut res = self
             .integrate(route, &found.params, parts, body, path, peer, request_id, *key_id, cors)
             .await;
-        if let Some((policy, ratelimit)) = rate_headers {
+        if let Some(values) = rate_headers {
             let h = res.headers_mut();
-            // The strings become the header values without another copy.
-            let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
-            if let Some(v) = policy.and_then(value) {
-                h.insert("ratelimit-policy", v);
+            // One buffer becomes both header values without another copy.
+            let (policy, ratelimit) = values.into_bytes();
+            if let Ok(v) = HeaderValue::from_maybe_shared(policy) {
+                h.insert(RATELIMIT_POLICY.clone(), v);
             }
-            if let Some(v) = ratelimit.and_then(value) {
-                h.insert("ratelimit", v);
+            if let Ok(v) = HeaderValue::from_maybe_shared(ratelimit) {
+                h.insert(RATELIMIT.clone(), v);
             }
         }
         res

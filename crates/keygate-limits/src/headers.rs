@@ -91,36 +91,65 @@ fn sf_int(n: u64) -> u64 {
     n.min(SF_INTEGER_MAX)
 }
 
-fn join(items: [Option<String>; 2]) -> Option<String> {
-    let items: Vec<String> = items.into_iter().flatten().collect();
-    (!items.is_empty()).then(|| items.join(", "))
+/// Appends `RateLimit-Policy` to `out`; false (nothing written) when there is neither throttle
+/// nor quota. Writing into the caller's buffer lets the gateway build both header values in one
+/// allocation per request.
+pub fn write_ratelimit_policy(
+    out: &mut String,
+    burst: Option<&BurstInfo>,
+    quota: Option<&QuotaInfo>,
+) -> bool {
+    // Writing to a String cannot fail.
+    if let Some(b) = burst {
+        let _ = write!(out, "\"{BURST_POLICY}\";q={};w=1", b.capacity);
+    }
+    if let Some(q) = quota {
+        if burst.is_some() {
+            out.push_str(", ");
+        }
+        let _ = write!(
+            out,
+            "\"{QUOTA_POLICY}\";q={};w={}",
+            sf_int(q.limit),
+            sf_int(q.window_secs.max(1))
+        );
+    }
+    burst.is_some() || quota.is_some()
+}
+
+/// Appends `RateLimit` to `out`; false (nothing written) when there is neither throttle nor
+/// quota.
+pub fn write_ratelimit(
+    out: &mut String,
+    burst: Option<&BurstInfo>,
+    quota: Option<&QuotaInfo>,
+) -> bool {
+    if let Some(b) = burst {
+        let _ = write!(out, "\"{BURST_POLICY}\";r={}", b.remaining);
+        if b.next_token != NEVER {
+            let _ = write!(out, ";t={}", sf_int(ceil_secs(b.next_token)));
+        }
+    }
+    if let Some(q) = quota {
+        if burst.is_some() {
+            out.push_str(", ");
+        }
+        let _ =
+            write!(out, "\"{QUOTA_POLICY}\";r={};t={}", sf_int(q.remaining), sf_int(q.reset_secs));
+    }
+    burst.is_some() || quota.is_some()
 }
 
 /// The `RateLimit-Policy` value, or `None` when there is neither throttle nor quota.
 pub fn ratelimit_policy(burst: Option<&BurstInfo>, quota: Option<&QuotaInfo>) -> Option<String> {
-    join([
-        burst.map(|b| format!("\"{BURST_POLICY}\";q={};w=1", b.capacity)),
-        quota.map(|q| {
-            format!("\"{QUOTA_POLICY}\";q={};w={}", sf_int(q.limit), sf_int(q.window_secs.max(1)))
-        }),
-    ])
+    let mut s = String::new();
+    write_ratelimit_policy(&mut s, burst, quota).then_some(s)
 }
 
 /// The `RateLimit` value, or `None` when there is neither throttle nor quota.
 pub fn ratelimit(burst: Option<&BurstInfo>, quota: Option<&QuotaInfo>) -> Option<String> {
-    join([
-        burst.map(|b| {
-            let mut s = format!("\"{BURST_POLICY}\";r={}", b.remaining);
-            if b.next_token != NEVER {
-                // Writing to a String cannot fail.
-                let _ = write!(s, ";t={}", sf_int(ceil_secs(b.next_token)));
-            }
-            s
-        }),
-        quota.map(|q| {
-            format!("\"{QUOTA_POLICY}\";r={};t={}", sf_int(q.remaining), sf_int(q.reset_secs))
-        }),
-    ])
+    let mut s = String::new();
+    write_ratelimit(&mut s, burst, quota).then_some(s)
 }
 
 fn ceil_secs(d: Duration) -> u64 {
