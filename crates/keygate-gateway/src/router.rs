@@ -8,6 +8,10 @@ use std::collections::HashMap;
 
 use keygate_types::HttpMethod;
 
+/// Literal segments are matched per request: foldhash instead of SipHash (the keys are the
+/// deployed paths, so a client can only look up, never fill a bucket).
+type Literals = HashMap<String, Node, foldhash::fast::RandomState>;
+
 /// A matched route: its index in the table and the path parameters (already percent-decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
@@ -29,7 +33,7 @@ pub enum Lookup {
 
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<String, Node>,
+    literals: Literals,
     param: Option<(String, Box<Node>)>,
     greedy: Option<(String, Vec<(HttpMethod, usize)>)>,
     methods: Vec<(HttpMethod, usize)>,
@@ -81,7 +85,9 @@ impl Router {
 
     /// Finds the route for `path` (the request path after the stage, e.g. `/candidates/42`).
     pub fn lookup(&self, path: &str, method: &str) -> Lookup {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // Paths rarely have more than a handful of segments: no allocation for them.
+        let segments: smallvec::SmallVec<[&str; 12]> =
+            path.split('/').filter(|s| !s.is_empty()).collect();
         let mut params = Vec::new();
         match find(&self.root, &segments, &mut params) {
             Some(methods) => {

@@ -97,7 +97,8 @@ impl<'t> Authorized<'t> {
 #[derive(Debug)]
 pub struct Table {
     pub version: i64,
-    pub stages: HashMap<String, StageTable>,
+    /// By stage name, looked up per request (foldhash: see `router`).
+    pub stages: HashMap<String, StageTable, foldhash::fast::RandomState>,
     /// Every accepted key value, indexed by `by_digest`.
     records: Vec<KeyRecord>,
     /// The key ids `records` point into.
@@ -127,7 +128,8 @@ impl Table {
             let next = u32::try_from(api_stages.len()).unwrap_or(u32::MAX);
             *api_stages.entry((api.to_owned(), stage.to_owned())).or_insert(next)
         };
-        let mut stages: HashMap<String, StageTable> = HashMap::new();
+        let mut stages: HashMap<String, StageTable, foldhash::fast::RandomState> =
+            HashMap::default();
         for deployed in snapshot.stages {
             let api_stage = number(&deployed.api_id, &deployed.stage);
             let definition = Arc::new(deployed.definition);

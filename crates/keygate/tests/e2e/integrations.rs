@@ -119,3 +119,86 @@ async fn http_proxy_and_mock() {
     assert_eq!(r.status, 200, "{r:?}");
     srv.stop();
 }
+
+/// A raw HTTP/1.1 upstream answering `ok` that counts its connections. With `close_each`, it
+/// closes every connection after its first answer without saying so (no `Connection: close`):
+/// a pooled connection is dead by the next request, as with an upstream whose keep-alive
+/// timeout is shorter than the gateway's. Without, it keeps connections open.
+async fn raw_upstream(
+    close_each: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                loop {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    if close_each {
+                        return; // closed without saying so beforehand
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_proxy_reuses_connections_and_survives_upstreams_closing_them() {
+    let (closing, accepted) = raw_upstream(true).await;
+    let (keeping, kept) = raw_upstream(false).await;
+    let env = Env::new();
+    let extra = format!(
+        r#"  proxied:
+    handler: unused
+    events:
+      - http:
+          path: closing
+          method: get
+          integration: http-proxy
+          request:
+            uri: {closing}/x
+      - http:
+          path: keeping
+          method: get
+          integration: http-proxy
+          request:
+            uri: {keeping}/x
+"#
+    );
+    let yml = env.write("serverless.yml", &testfn_yml("pxc", &extra));
+    env.deploy(&yml, &[]);
+    let srv = env.serve();
+    for i in 0..5 {
+        let r = get(&srv.url("/dev/closing"), None).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "request {i}: {r:?}");
+        // Give the close time to arrive in some rounds and none in others.
+        if i % 2 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5, "one connection per request");
+    for i in 0..5 {
+        let r = get(&srv.url("/dev/keeping"), None).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "request {i}: {r:?}");
+    }
+    assert_eq!(kept.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection");
+    srv.stop();
+}
