@@ -429,14 +429,26 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// An X-Ray style trace header (`Sampled=0`: nothing is traced).
+/// An X-Ray style trace header (`Sampled=0`: nothing is traced), e.g.
+/// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0`. Written in
+/// place: one per invocation.
 pub(crate) fn new_trace_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(out: &mut String, v: u128, digits: u32) {
+        for i in (0..digits).rev() {
+            out.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+        }
+    }
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut root = [0; uuid::fmt::Simple::LENGTH];
-    let mut parent = [0; uuid::fmt::Simple::LENGTH];
-    let root = uuid::Uuid::new_v4().simple().encode_lower(&mut root);
-    let parent = uuid::Uuid::new_v4().simple().encode_lower(&mut parent);
-    format!("Root=1-{:08x}-{};Parent={};Sampled=0", secs & 0xffff_ffff, &root[..24], &parent[..16])
+    let mut out = String::with_capacity(72);
+    out.push_str("Root=1-");
+    hex(&mut out, u128::from(secs & 0xffff_ffff), 8);
+    out.push('-');
+    hex(&mut out, uuid::Uuid::new_v4().as_u128() >> 32, 24);
+    out.push_str(";Parent=");
+    hex(&mut out, uuid::Uuid::new_v4().as_u128() >> 64, 16);
+    out.push_str(";Sampled=0");
+    out
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -557,6 +569,17 @@ mod tests {
     }
 
     const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+    #[test]
+    fn trace_ids_have_the_x_ray_shape_and_differ() {
+        let a = new_trace_id();
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let rest = a.strip_prefix("Root=1-").and_then(|r| r.strip_suffix(";Sampled=0")).unwrap();
+        let (root, parent) = rest.split_once(";Parent=").unwrap();
+        let (time, id) = root.split_once('-').unwrap();
+        assert!(hex(time, 8) && hex(id, 24) && hex(parent, 16), "{a}");
+        assert_ne!(a, new_trace_id());
+    }
 
     #[tokio::test]
     async fn next_hands_out_the_event_with_lambda_headers() {
