@@ -246,9 +246,11 @@ impl Upstream {
         let mut req = Some(req);
         let mut reused = true;
         let (mut c, res) = loop {
-            let mut c = match self.pool.checkout(&target.authority).await {
-                Some(c) if reused => c,
-                _ => {
+            // A retry always takes a new connection (and leaves the pool alone).
+            let pooled = if reused { self.pool.checkout(&target.authority).await } else { None };
+            let mut c = match pooled {
+                Some(c) => c,
+                None => {
                     reused = false;
                     self.connect(target).await?
                 }
