@@ -75,12 +75,9 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
     let host = header("host").unwrap_or("127.0.0.1");
     let query = i.query.filter(|q| !q.is_empty()).map(Query::parse);
     let mut o = Json(Vec::with_capacity(capacity_hint(i)));
-    o.raw("{\"resource\":");
-    o.str(i.resource);
-    o.raw(",\"path\":");
-    o.str(i.path);
-    o.raw(",\"httpMethod\":");
-    o.str(i.method);
+    o.field("{\"resource\":", i.resource);
+    o.field(",\"path\":", i.path);
+    o.field(",\"httpMethod\":", i.method);
     o.raw(",\"headers\":");
     headers(&mut o, i.headers, false);
     o.raw(",\"multiValueHeaders\":");
@@ -91,40 +88,31 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
     query_map(&mut o, query.as_ref(), true);
     o.raw(",\"pathParameters\":");
     path_params(&mut o, i.params);
-    o.raw(",\"stageVariables\":null,\"requestContext\":{\"accountId\":\"000000000000\",\"apiId\":");
-    o.str(i.api_id);
-    o.raw(",\"resourceId\":");
-    o.str(i.deployment_id);
-    o.raw(",\"resourcePath\":");
-    o.str(i.resource);
-    o.raw(",\"httpMethod\":");
-    o.str(i.method);
+    o.field(
+        ",\"stageVariables\":null,\"requestContext\":{\"accountId\":\"000000000000\",\"apiId\":",
+        i.api_id,
+    );
+    o.field(",\"resourceId\":", i.deployment_id);
+    o.field(",\"resourcePath\":", i.resource);
+    o.field(",\"httpMethod\":", i.method);
     o.raw(",\"path\":\"/");
     o.contents(i.stage);
     o.contents(i.path);
-    o.raw("\",\"stage\":");
-    o.str(i.stage);
-    o.raw(",\"requestId\":");
-    o.str(i.request_id);
-    o.raw(",\"extendedRequestId\":");
-    o.str(i.request_id);
+    o.field("\",\"stage\":", i.stage);
+    o.field(",\"requestId\":", i.request_id);
+    o.field(",\"extendedRequestId\":", i.request_id);
     o.raw(",\"requestTime\":");
     request_time(&mut o, i.time);
     o.raw(",\"requestTimeEpoch\":");
     o.raw(&(i.time.unix_timestamp_nanos() / 1_000_000).to_string());
-    o.raw(",\"protocol\":\"HTTP/1.1\",\"domainName\":");
-    o.str(host);
-    o.raw(",\"domainPrefix\":");
-    o.str(host.split('.').next().unwrap_or(host));
-    o.raw(",\"identity\":{\"apiKey\":");
-    o.opt_str(i.api_key.map(|(value, _)| value));
-    o.raw(",\"apiKeyId\":");
-    o.opt_str(i.api_key.map(|(_, id)| id));
+    o.field(",\"protocol\":\"HTTP/1.1\",\"domainName\":", host);
+    o.field(",\"domainPrefix\":", host.split('.').next().unwrap_or(host));
+    o.opt_field(",\"identity\":{\"apiKey\":", i.api_key.map(|(value, _)| value));
+    o.opt_field(",\"apiKeyId\":", i.api_key.map(|(_, id)| id));
     o.raw(",\"sourceIp\":\"");
     // An IP address needs no escaping.
     let _ = write!(o.0, "{}", i.peer.ip());
-    o.raw("\",\"userAgent\":");
-    o.opt_str(header("user-agent"));
+    o.opt_field("\",\"userAgent\":", header("user-agent"));
     o.raw(
         ",\"accountId\":null,\"caller\":null,\"user\":null,\"userArn\":null,\"accessKey\":null,\
          \"cognitoIdentityPoolId\":null,\"cognitoIdentityId\":null,\
@@ -176,6 +164,18 @@ impl Json {
         self.0.push(b'"');
         self.contents(s);
         self.0.push(b'"');
+    }
+
+    /// `prefix` as it is (a key with its `,`/`{` and `:`), then `value` as a JSON string.
+    fn field(&mut self, prefix: &str, value: &str) {
+        self.raw(prefix);
+        self.str(value);
+    }
+
+    /// As [`Json::field`], `null` for `None`.
+    fn opt_field(&mut self, prefix: &str, value: Option<&str>) {
+        self.raw(prefix);
+        self.opt_str(value);
     }
 
     fn opt_str(&mut self, s: Option<&str>) {

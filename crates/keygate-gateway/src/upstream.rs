@@ -67,15 +67,22 @@ struct Pooled {
 }
 
 impl Pooled {
+    /// Drives the connection's I/O; once it has ended, drops it. Dropping the connection
+    /// completes whatever waits on it (with an error, or with the request handed back when it
+    /// was never written).
+    fn poll_conn(&mut self, cx: &mut std::task::Context<'_>) {
+        if let Some(conn) = self.conn.as_mut()
+            && Pin::new(conn).poll(cx).is_ready()
+        {
+            self.conn = None;
+        }
+    }
+
     /// Polls the connection once (without waiting) so it notices a close by the upstream, and
     /// tells whether it can take a request now.
     async fn usable(&mut self) -> bool {
         poll_fn(|cx| {
-            if let Some(conn) = self.conn.as_mut()
-                && Pin::new(conn).poll(cx).is_ready()
-            {
-                self.conn = None;
-            }
+            self.poll_conn(cx);
             Poll::Ready(self.conn.is_some() && !self.sender.is_closed() && self.sender.is_ready())
         })
         .await
@@ -86,13 +93,7 @@ impl Pooled {
     async fn drive<F: Future>(&mut self, fut: F) -> Option<F::Output> {
         let mut fut = pin!(fut);
         poll_fn(|cx| {
-            if let Some(conn) = self.conn.as_mut()
-                && Pin::new(conn).poll(cx).is_ready()
-            {
-                // Dropping the connection completes whatever waits on it (with an error, or
-                // with the request handed back when it was never written).
-                self.conn = None;
-            }
+            self.poll_conn(cx);
             match fut.as_mut().poll(cx) {
                 Poll::Ready(out) => Poll::Ready(Some(out)),
                 Poll::Pending if self.conn.is_none() => Poll::Ready(None),

@@ -91,6 +91,27 @@ fn sf_int(n: u64) -> u64 {
     n.min(SF_INTEGER_MAX)
 }
 
+/// Appends the throttle's and the quota's parts (those that apply) to `out`, separated by `, `;
+/// false (nothing written) when neither applies.
+fn write_parts(
+    out: &mut String,
+    burst: Option<&BurstInfo>,
+    quota: Option<&QuotaInfo>,
+    write_burst: impl FnOnce(&mut String, &BurstInfo),
+    write_quota: impl FnOnce(&mut String, &QuotaInfo),
+) -> bool {
+    if let Some(b) = burst {
+        write_burst(out, b);
+    }
+    if let Some(q) = quota {
+        if burst.is_some() {
+            out.push_str(", ");
+        }
+        write_quota(out, q);
+    }
+    burst.is_some() || quota.is_some()
+}
+
 /// Appends `RateLimit-Policy` to `out`; false (nothing written) when there is neither throttle
 /// nor quota. Writing into the caller's buffer lets the gateway build both header values in one
 /// allocation per request.
@@ -100,21 +121,22 @@ pub fn write_ratelimit_policy(
     quota: Option<&QuotaInfo>,
 ) -> bool {
     // Writing to a String cannot fail.
-    if let Some(b) = burst {
-        let _ = write!(out, "\"{BURST_POLICY}\";q={};w=1", b.capacity);
-    }
-    if let Some(q) = quota {
-        if burst.is_some() {
-            out.push_str(", ");
-        }
-        let _ = write!(
-            out,
-            "\"{QUOTA_POLICY}\";q={};w={}",
-            sf_int(q.limit),
-            sf_int(q.window_secs.max(1))
-        );
-    }
-    burst.is_some() || quota.is_some()
+    write_parts(
+        out,
+        burst,
+        quota,
+        |out, b| {
+            let _ = write!(out, "\"{BURST_POLICY}\";q={};w=1", b.capacity);
+        },
+        |out, q| {
+            let _ = write!(
+                out,
+                "\"{QUOTA_POLICY}\";q={};w={}",
+                sf_int(q.limit),
+                sf_int(q.window_secs.max(1))
+            );
+        },
+    )
 }
 
 /// Appends `RateLimit` to `out`; false (nothing written) when there is neither throttle nor
@@ -124,20 +146,25 @@ pub fn write_ratelimit(
     burst: Option<&BurstInfo>,
     quota: Option<&QuotaInfo>,
 ) -> bool {
-    if let Some(b) = burst {
-        let _ = write!(out, "\"{BURST_POLICY}\";r={}", b.remaining);
-        if b.next_token != NEVER {
-            let _ = write!(out, ";t={}", sf_int(ceil_secs(b.next_token)));
-        }
-    }
-    if let Some(q) = quota {
-        if burst.is_some() {
-            out.push_str(", ");
-        }
-        let _ =
-            write!(out, "\"{QUOTA_POLICY}\";r={};t={}", sf_int(q.remaining), sf_int(q.reset_secs));
-    }
-    burst.is_some() || quota.is_some()
+    write_parts(
+        out,
+        burst,
+        quota,
+        |out, b| {
+            let _ = write!(out, "\"{BURST_POLICY}\";r={}", b.remaining);
+            if b.next_token != NEVER {
+                let _ = write!(out, ";t={}", sf_int(ceil_secs(b.next_token)));
+            }
+        },
+        |out, q| {
+            let _ = write!(
+                out,
+                "\"{QUOTA_POLICY}\";r={};t={}",
+                sf_int(q.remaining),
+                sf_int(q.reset_secs)
+            );
+        },
+    )
 }
 
 /// The `RateLimit-Policy` value, or `None` when there is neither throttle nor quota.

@@ -207,7 +207,12 @@ async fn insert_key(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<ApiK
         return Err(Error::Conflict(msg));
     }
     res.map_err(map_err)?;
-    Ok(ApiKey {
+    Ok(inserted_key(key, id, key.value.prefix(), t))
+}
+
+/// The stored record of `key` as just inserted (single or bulk) at `t`.
+fn inserted_key(key: &NewApiKey, id: String, prefix: String, t: i64) -> ApiKey {
+    ApiKey {
         id,
         name: key.name.clone(),
         description: key.description.clone(),
@@ -215,10 +220,10 @@ async fn insert_key(conn: &mut SqliteConnection, key: &NewApiKey) -> Result<ApiK
         customer_id: key.customer_id.clone(),
         created_date: t,
         last_updated_date: t,
-        prefix: key.value.prefix(),
+        prefix,
         expires: key.expires,
         last_used_date: None,
-    })
+    }
 }
 
 const PLAN_COLUMNS: &str = "id, name, description, throttle, quota";
@@ -777,20 +782,12 @@ impl ConfigStore for SqliteStore {
                     }
                     q.execute(&mut *tx).await.map_err(map_err)?;
                 }
-                out.extend(batch.iter().zip(ids.into_iter().zip(prefixes)).map(
-                    |((key, _), (id, prefix))| ApiKey {
-                        id,
-                        name: key.name.clone(),
-                        description: key.description.clone(),
-                        enabled: key.enabled,
-                        customer_id: key.customer_id.clone(),
-                        created_date: t,
-                        last_updated_date: t,
-                        prefix,
-                        expires: key.expires,
-                        last_used_date: None,
-                    },
-                ));
+                out.extend(
+                    batch
+                        .iter()
+                        .zip(ids.into_iter().zip(prefixes))
+                        .map(|((key, _), (id, prefix))| inserted_key(key, id, prefix, t)),
+                );
             }
             tx.commit().await.map_err(map_err)?;
             Ok(Some(out))
