@@ -23,10 +23,11 @@ pub mod table;
 
 #[doc(hidden)]
 pub mod event;
+mod h1;
 mod respond;
+mod server;
 mod upstream;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -35,11 +36,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http::{Request, Response};
 use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
@@ -178,7 +175,7 @@ impl Gateway {
     }
 
     /// Handles one request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Bytes>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         // The request id is a v4 UUID (AWS's format) formatted on the stack; the method and path
         // are copied for the access log only when that log is on.
@@ -209,7 +206,7 @@ impl Gateway {
     async fn dispatch<'t>(
         &self,
         table: &'t Table,
-        req: Request<Incoming>,
+        req: Request<Bytes>,
         peer: SocketAddr,
         request_id: &str,
         key_id: &mut Option<&'t str>,
@@ -294,19 +291,6 @@ impl Gateway {
         }
 
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    return respond::error(GatewayError::RequestTooLarge, cors);
-                }
-                tracing::debug!(error = %e, "client body failed");
-                let mut res = Response::new(Full::new(Bytes::new()));
-                *res.status_mut() = StatusCode::BAD_REQUEST;
-                return res;
-            }
-        };
-
         let mut res = self
             .integrate(route, &found.params, parts, body, path, peer, request_id, *key_id, cors)
             .await;
@@ -341,7 +325,7 @@ impl Gateway {
         let def = &route.definition;
         match &route.event.integration {
             Integration::Mock => {
-                let mut res = Response::new(Full::new(Bytes::new()));
+                let mut res = Response::new(Bytes::new());
                 res.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
@@ -350,7 +334,7 @@ impl Gateway {
             }
             Integration::HttpProxy { uri } => match self
                 .upstream
-                .forward(uri, params, parts.uri.query(), &parts.method, &parts.headers, body)
+                .forward(uri, route.proxy_target.as_ref(), params, &parts, body)
                 .await
             {
                 Ok(res) => res,
@@ -392,7 +376,7 @@ impl Gateway {
                 };
                 match event::parse_response(&raw) {
                     Ok(p) => {
-                        let mut res = Response::new(Full::new(p.body));
+                        let mut res = Response::new(p.body);
                         *res.status_mut() = p.status;
                         let h = res.headers_mut();
                         for (n, v) in p.headers {
@@ -463,44 +447,31 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Gateway responses are small: hyper copies head and body into one buffer and writes it
-    // with one write() instead of writev() with two slices (403 path: 148k -> 154k req/s on one
-    // core, docs/benchmarks.md). Bodies near the 10 MB limit cost one extra copy.
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .writev(false)
-        .header_read_timeout(Duration::from_secs(30));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let gw = Arc::clone(&gateway);
-        let service = service_fn(move |req| {
-            let gw = Arc::clone(&gw);
-            async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+    server::serve(listener, gateway, shutdown, DRAIN_TIMEOUT).await;
+}
+
+impl server::Service for Gateway {
+    fn call(
+        &self,
+        req: Request<Bytes>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req, peer)
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after the drain timeout; closing them");
+
+    fn refuse(&self, err: GatewayError) -> Response<Body> {
+        let mut res = respond::error(err, None);
+        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
+        }
+        tracing::info!(
+            target: "keygate::access",
+            request_id,
+            status = res.status().as_u16(),
+            "request refused before routing"
+        );
+        res
     }
 }

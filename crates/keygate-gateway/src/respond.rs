@@ -2,13 +2,12 @@
 //! `keygate_types::response`) and CORS preflight answers.
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
-use http_body_util::Full;
 use keygate_types::response::GatewayError;
 use keygate_types::{Cors, HttpMethod};
 
-pub(crate) type Body = Full<Bytes>;
+pub(crate) type Body = Bytes;
 
 pub(crate) static X_AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 pub(crate) static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
@@ -22,11 +21,10 @@ pub(crate) fn error(
     cors: Option<(&Cors, Option<&HeaderValue>)>,
 ) -> Response<Body> {
     let spec = err.spec();
-    let mut res = Response::new(Full::new(Bytes::from_static(spec.body.as_bytes())));
+    let mut res = Response::new(Bytes::from_static(spec.body.as_bytes()));
     *res.status_mut() = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::FORBIDDEN);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, APPLICATION_JSON.clone());
-    h.insert(CONTENT_LENGTH, HeaderValue::from(spec.body.len()));
     h.insert(X_AMZN_ERROR_TYPE.clone(), HeaderValue::from_static(spec.error_type));
     if let Some((cors, origin)) = cors {
         allow_origin(h, cors, origin);
@@ -54,7 +52,7 @@ pub(crate) fn preflight(
     methods: &[HttpMethod],
     origin: Option<&HeaderValue>,
 ) -> Response<Body> {
-    let mut res = Response::new(Full::new(Bytes::new()));
+    let mut res = Response::new(Bytes::new());
     let h = res.headers_mut();
     allow_origin(h, cors, origin);
     if let Ok(v) = HeaderValue::from_str(&cors.headers.join(",")) {
@@ -84,7 +82,6 @@ pub(crate) fn preflight(
     if let Some(cc) = cors.cache_control.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
         h.insert("cache-control", cc);
     }
-    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
     res
 }
 

@@ -35,6 +35,9 @@ pub struct Route {
     /// Index of the function in `definition.functions`.
     pub function: usize,
     pub event: HttpEvent,
+    /// The parsed upstream of an `http-proxy` route whose URI has no path parameters, so a
+    /// request does not parse it again.
+    pub(crate) proxy_target: Option<crate::upstream::Target>,
 }
 
 /// The routes of one stage name (across APIs).
@@ -146,6 +149,7 @@ impl Table {
                             definition: Arc::clone(&definition),
                             function: fi,
                             event: e.clone(),
+                            proxy_target: crate::upstream::Target::fixed(&e.integration),
                         }),
                         Err(AddError::Duplicate(other)) => tracing::warn!(
                             stage = %deployed.stage,

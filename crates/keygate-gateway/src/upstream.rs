@@ -1,34 +1,32 @@
 //! The `http-proxy` integration: forward the request to `request.uri` with path parameters
 //! substituted, over pooled keep-alive HTTP/1.1 connections.
 //!
-//! Each proxied request checks a connection out of the pool and drives it from its own task
-//! (the connection future and the response future are polled together), then puts it back.
-//! hyper-util's pooled client instead runs every connection in a task of its own, so a request
-//! crossed tasks through a channel both ways, and its pool hashed the upstream's authority byte
-//! by byte with SipHash three times per request; callgrind counted ~13% fewer instructions per
-//! proxied request this way (docs/benchmarks.md).
+//! The client is keygate's own, on the same wire pieces as the server ([`crate::h1`]): the
+//! request's head is written with its body in one `write()`, the response head is parsed with
+//! `httparse` and its body read whole (length, chunked or until close). hyper's client (with
+//! hyper-util's pool, then with a pool of ours) spent about a third of the instructions of a
+//! proxied request in its dispatcher, body streams and header encoding (docs/benchmarks.md,
+//! changes 18 and 20).
 //!
-//! A pooled connection the upstream closed while idle is noticed when it is checked out (or by
-//! the sweeper); a request that hyper reports as never written is retried once on a new
-//! connection, as hyper-util's client does.
+//! A pooled connection the upstream closed while idle is noticed when it is checked out (the
+//! reactor has seen it become readable: no syscall otherwise) or by the sweeper. When a reused
+//! connection fails before any byte of the answer arrives, an idempotent request is sent once
+//! more on a new connection, as nginx does (`proxy_next_upstream`); other methods get the 502,
+//! since the upstream may have acted on them.
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use keygate_types::response::GatewayError;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::h1::{self, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 use crate::respond::Body;
 
 /// API Gateway's default integration timeout.
@@ -41,89 +39,57 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_HOST: usize = 512;
 /// How often idle connections are checked for expiry and for being closed by the upstream.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+/// Bodies up to this size are copied behind the head and sent with it in one write.
+const COALESCE: usize = 16 * 1024;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded in either direction.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-type Conn = Connection<TokioIo<TcpStream>, Full<Bytes>>;
-
-/// One upstream connection: the handle requests are sent through and the connection future that
-/// does the I/O, polled by whichever request holds it.
+/// One upstream connection, idle in the pool or carrying one exchange. Its deadline (set once
+/// per exchange) bounds the whole exchange to [`TIMEOUT`].
 struct Pooled {
-    sender: SendRequest<Full<Bytes>>,
-    /// `None` once the connection has ended.
-    conn: Option<Conn>,
+    wire: Wire,
     idle_since: Instant,
 }
 
 impl Pooled {
-    /// Drives the connection's I/O; once it has ended, drops it. Dropping the connection
-    /// completes whatever waits on it (with an error, or with the request handed back when it
-    /// was never written).
-    fn poll_conn(&mut self, cx: &mut std::task::Context<'_>) {
-        if let Some(conn) = self.conn.as_mut()
-            && Pin::new(conn).poll(cx).is_ready()
-        {
-            self.conn = None;
+    /// Whether an idle connection still looks open: nothing (no bytes, no close) arrived while
+    /// it was idle. No syscall unless the reactor saw the socket become readable.
+    fn usable(&mut self) -> bool {
+        if !self.wire.buf.is_empty() {
+            return false;
         }
+        let mut probe = [0u8; 1];
+        matches!(
+            self.wire.stream.try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
-    /// Polls the connection once (without waiting) so it notices a close by the upstream, and
-    /// tells whether it can take a request now.
-    async fn usable(&mut self) -> bool {
-        poll_fn(|cx| {
-            self.poll_conn(cx);
-            Poll::Ready(self.conn.is_some() && !self.sender.is_closed() && self.sender.is_ready())
-        })
-        .await
-    }
-
-    /// Runs `fut` while driving the connection; the connection ends (and is dropped) if the
-    /// upstream closes it, which also resolves `fut`.
-    async fn drive<F: Future>(&mut self, fut: F) -> Option<F::Output> {
-        let mut fut = pin!(fut);
-        poll_fn(|cx| {
-            self.poll_conn(cx);
-            match fut.as_mut().poll(cx) {
-                Poll::Ready(out) => Poll::Ready(Some(out)),
-                Poll::Pending if self.conn.is_none() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+    fn fresh(&mut self) -> bool {
+        self.idle_since.elapsed() < IDLE_TIMEOUT && self.usable()
     }
 }
+
+type IdleMap = HashMap<String, Vec<Pooled>, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<String, Vec<Pooled>, foldhash::fast::RandomState>>,
+    idle: Mutex<IdleMap>,
 }
 
 impl Pool {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Pooled>, foldhash::fast::RandomState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection to `authority` that is still usable.
-    async fn checkout(&self, authority: &str) -> Option<Pooled> {
-        loop {
-            let mut c = self.lock().get_mut(authority)?.pop()?;
-            if c.idle_since.elapsed() < IDLE_TIMEOUT && c.usable().await {
+    fn checkout(&self, authority: &str) -> Option<Pooled> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(authority)?;
+        while let Some(mut c) = list.pop() {
+            if c.fresh() {
                 return Some(c);
             }
         }
+        None
     }
 
     fn checkin(&self, authority: &str, mut c: Pooled) {
@@ -139,35 +105,34 @@ impl Pool {
     }
 
     /// Closes idle connections that expired or that the upstream closed.
-    async fn sweep(&self) {
-        let taken: Vec<(String, Vec<Pooled>)> = self.lock().drain().collect();
-        let mut kept = Vec::with_capacity(taken.len());
-        for (authority, list) in taken {
-            let mut alive = Vec::with_capacity(list.len());
-            for mut c in list {
-                if c.idle_since.elapsed() < IDLE_TIMEOUT && c.usable().await {
-                    alive.push(c);
-                }
-            }
-            kept.push((authority, alive));
-        }
+    fn sweep(&self) {
         let mut idle = self.lock();
-        for (authority, mut alive) in kept {
-            if alive.is_empty() {
-                continue;
-            }
-            // Connections checked in meanwhile are newer: keep them on top.
-            let list = idle.entry(authority).or_default();
-            alive.append(list);
-            *list = alive;
-            list.truncate(MAX_IDLE_PER_HOST);
+        for list in idle.values_mut() {
+            list.retain_mut(Pooled::fresh);
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+}
+
+/// Why an exchange failed: a 504 or a 502.
+enum Failure {
+    TimedOut,
+    Broken(String),
+}
+
+impl From<ReadError> for Failure {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::TimedOut => Self::TimedOut,
+            ReadError::Closed => Self::Broken("connection closed during the response".into()),
+            ReadError::Malformed => Self::Broken("malformed response body".into()),
+            ReadError::TooLarge => Self::Broken(format!("response body over {MAX_BODY} bytes")),
         }
     }
 }
 
 pub(crate) struct Upstream {
     pool: Arc<Pool>,
-    builder: http1::Builder,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -180,10 +145,6 @@ impl Upstream {
     /// A client with an empty pool; its sweeper runs on the current runtime until the client is
     /// dropped.
     pub(crate) fn new() -> Self {
-        let mut builder = http1::Builder::new();
-        // Requests are small: one copied buffer and one write() beat writev() with several
-        // slices (docs/benchmarks.md), as on the server side.
-        builder.writev(false);
         let pool = Arc::new(Pool::default());
         let weak: Weak<Pool> = Arc::downgrade(&pool);
         tokio::spawn(async move {
@@ -192,10 +153,10 @@ impl Upstream {
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { return };
-                pool.sweep().await;
+                pool.sweep();
             }
         });
-        Self { pool, builder }
+        Self { pool }
     }
 
     /// Forwards one request. Gateway errors: 502 `Internal server error` for an unreachable or
@@ -203,129 +164,253 @@ impl Upstream {
     pub(crate) async fn forward(
         &self,
         template: &str,
+        fixed: Option<&Target>,
         params: &[(String, String)],
-        query: Option<&str>,
-        method: &http::Method,
-        headers: &HeaderMap,
+        request: &http::request::Parts,
         body: Bytes,
     ) -> Result<http::Response<Body>, GatewayError> {
-        let target = Target::new(template, params, query).map_err(|why| {
-            tracing::warn!(uri = %template, "http-proxy target is not usable: {why}");
-            GatewayError::InternalServerError
-        })?;
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = Uri::from(target.path.clone());
-        let out = req.headers_mut();
-        out.reserve(headers.len() + 1);
-        if let Ok(host) = HeaderValue::from_str(&target.authority) {
-            out.insert(header::HOST, host);
-        }
-        // Names the client's `Connection` header lists are only looked for when it has one.
-        let connection = headers.contains_key(header::CONNECTION).then_some(headers);
-        for (name, value) in headers {
-            if name != header::HOST && !is_hop_by_hop(name, connection) {
-                out.append(name.clone(), value.clone());
+        let built;
+        let target = match fixed {
+            Some(t) if request.uri.query().is_none_or(str::is_empty) => t,
+            _ => {
+                built = Target::new(template, params, request.uri.query()).map_err(|why| {
+                    tracing::warn!(uri = %template, "http-proxy target is not usable: {why}");
+                    GatewayError::InternalServerError
+                })?;
+                &built
             }
-        }
-        match tokio::time::timeout(TIMEOUT, self.exchange(&target, req)).await {
-            Err(_) => Err(GatewayError::EndpointRequestTimedOut),
-            Ok(Err(why)) => {
+        };
+        let mut out = Vec::with_capacity(512 + if body.len() <= COALESCE { body.len() } else { 0 });
+        encode_request(&mut out, target, request, &body);
+        match self.exchange(target, &request.method, &out, &body).await {
+            Ok(res) => Ok(res),
+            Err(Failure::TimedOut) => Err(GatewayError::EndpointRequestTimedOut),
+            Err(Failure::Broken(why)) => {
                 tracing::warn!(uri = %template, authority = %target.authority, "http-proxy upstream failed: {why}");
                 Err(GatewayError::InternalServerError)
             }
-            Ok(Ok(res)) => Ok(res),
         }
     }
 
-    /// Sends `req` on a pooled (or new) connection and reads the whole response.
+    /// Sends the encoded request (`head`, which holds a small body too, then `body` if it is
+    /// large) on a pooled or new connection and reads the whole response.
     async fn exchange(
         &self,
         target: &Target,
-        req: Request<Full<Bytes>>,
-    ) -> Result<http::Response<Body>, String> {
-        let mut req = Some(req);
-        let mut reused = true;
-        let (mut c, res) = loop {
-            // A retry always takes a new connection (and leaves the pool alone).
-            let pooled = if reused { self.pool.checkout(&target.authority).await } else { None };
+        method: &Method,
+        head: &[u8],
+        body: &Bytes,
+    ) -> Result<http::Response<Body>, Failure> {
+        let mut reuse = true;
+        loop {
+            let pooled = if reuse { self.pool.checkout(&target.authority) } else { None };
+            let reused = pooled.is_some();
             let mut c = match pooled {
                 Some(c) => c,
-                None => {
-                    reused = false;
-                    self.connect(target).await?
-                }
+                None => connect(target).await?,
             };
-            let Some(r) = req.take() else { return Err("no request to send".into()) };
-            let sent = c.sender.try_send_request(r);
-            match c.drive(sent).await {
-                Some(Ok(res)) => break (c, res),
-                Some(Err(mut e)) => match e.take_message() {
-                    // Never written: the pooled connection had been closed. Once more, fresh.
-                    Some(r) if reused => {
-                        req = Some(r);
-                        reused = false;
+            c.wire.deadline.restart();
+            match round_trip(&mut c, method, head, body).await {
+                Ok((res, keep)) => {
+                    if keep {
+                        self.pool.checkin(&target.authority, c);
                     }
-                    _ => return Err(e.into_error().to_string()),
-                },
-                None => return Err("connection closed before the response".into()),
-            }
-        };
-        let (mut parts, mut body) = res.into_parts();
-        let mut first: Option<Bytes> = None;
-        let mut rest = BytesMut::new();
-        let mut total = 0usize;
-        loop {
-            match c.drive(body.frame()).await {
-                Some(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    total += data.len();
-                    if total > MAX_BODY {
-                        return Err(format!("response body over {MAX_BODY} bytes"));
-                    }
-                    match &first {
-                        None => first = Some(data),
-                        Some(f) => {
-                            if rest.is_empty() {
-                                rest.extend_from_slice(f);
-                            }
-                            rest.extend_from_slice(&data);
-                        }
-                    }
+                    return Ok(res);
                 }
-                Some(None) => break,
-                Some(Some(Err(e))) => return Err(format!("response body failed: {e}")),
-                None => return Err("connection closed during the response body".into()),
+                // The upstream closed a kept-alive connection before answering: once more on a
+                // new connection, when repeating the request is safe.
+                Err(Trip::Unanswered(_)) if reused && idempotent(method) => reuse = false,
+                Err(Trip::Unanswered(f) | Trip::Failed(f)) => return Err(f),
             }
         }
-        let body = if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() };
-        if c.usable().await {
-            self.pool.checkin(&target.authority, c);
+    }
+}
+
+/// How a round trip failed: before any byte of the answer (the request may be repeated on
+/// another connection if it is idempotent), or after.
+enum Trip {
+    Unanswered(Failure),
+    Failed(Failure),
+}
+
+/// Writes the request on `c` and reads the answer; also tells whether `c` can be reused.
+async fn round_trip(
+    c: &mut Pooled,
+    method: &Method,
+    head: &[u8],
+    body: &Bytes,
+) -> Result<(http::Response<Body>, bool), Trip> {
+    let wire = &mut c.wire;
+    let write = async {
+        wire.stream.write_all(head).await?;
+        if body.len() > COALESCE {
+            wire.stream.write_all(body).await?;
         }
-        strip_hop_by_hop(&mut parts.headers);
-        // hyper sets the length from the body.
-        parts.headers.remove(header::CONTENT_LENGTH);
-        parts.version = http::Version::HTTP_11;
-        parts.extensions.clear();
-        Ok(http::Response::from_parts(parts, Full::new(body)))
+        Ok::<_, std::io::Error>(())
+    };
+    let written = tokio::select! {
+        biased;
+        w = write => w,
+        () = wire.deadline.passed() => return Err(Trip::Failed(Failure::TimedOut)),
+    };
+    if let Err(e) = written {
+        return Err(Trip::Unanswered(Failure::Broken(format!("cannot send the request: {e}"))));
     }
 
-    async fn connect(&self, target: &Target) -> Result<Pooled, String> {
-        let stream = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = self
-            .builder
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake failed: {e}"))?;
-        Ok(Pooled { sender, conn: Some(conn), idle_since: Instant::now() })
+    // The head; informational answers (100 Continue, 103 Early Hints) are skipped.
+    let mut answered = false;
+    let (status, version, headers) = loop {
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, &wire.buf, &mut slots)
+        {
+            Ok(httparse::Status::Complete(len)) => {
+                let code = res.code.unwrap_or_default();
+                let version =
+                    if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+                if (100..200).contains(&code) && code != 101 {
+                    let _ = wire.buf.split_to(len);
+                    answered = true;
+                    continue;
+                }
+                let status = StatusCode::from_u16(code)
+                    .ok()
+                    .filter(|s| *s != StatusCode::SWITCHING_PROTOCOLS)
+                    .ok_or_else(|| {
+                        Trip::Failed(Failure::Broken(format!("unusable status {code}")))
+                    })?;
+                let spans = h1::spans(&wire.buf, res.headers);
+                let head = wire.buf.split_to(len).freeze();
+                let headers = h1::header_map(&head, &spans).ok_or_else(|| {
+                    Trip::Failed(Failure::Broken("malformed response header".into()))
+                })?;
+                break (status, version, headers);
+            }
+            Ok(httparse::Status::Partial) if wire.buf.len() < MAX_HEAD => {
+                let got_nothing = !answered && wire.buf.is_empty();
+                match wire.fill().await {
+                    Ok(()) => {}
+                    Err(ReadError::Closed) if got_nothing => {
+                        return Err(Trip::Unanswered(Failure::Broken(
+                            "connection closed before the response".into(),
+                        )));
+                    }
+                    Err(e) => return Err(Trip::Failed(e.into())),
+                }
+            }
+            Ok(httparse::Status::Partial) => {
+                return Err(Trip::Failed(Failure::Broken("response head too large".into())));
+            }
+            Err(e) => {
+                return Err(Trip::Failed(Failure::Broken(format!("malformed response: {e}"))));
+            }
+        }
+    };
+
+    // The body (RFC 9112 §6.3).
+    let (close, keep_alive) = h1::connection_tokens(&headers);
+    let mut reusable = !close && (version == Version::HTTP_11 || keep_alive);
+    let bodiless = *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let body = if bodiless {
+        Bytes::new()
+    } else {
+        let read = match (h1::chunked(&headers), h1::content_length(&headers)) {
+            (Some(true), _) => wire.read_chunked(MAX_BODY).await,
+            (None, Ok(Some(n))) if n > MAX_BODY => Err(ReadError::TooLarge),
+            (None, Ok(Some(n))) => wire.read_length(n).await,
+            (None, Err(())) => Err(ReadError::Malformed),
+            // No length: the body ends when the upstream closes.
+            (Some(false), _) | (None, Ok(None)) => {
+                reusable = false;
+                wire.read_to_close(MAX_BODY).await
+            }
+        };
+        read.map_err(|e| Trip::Failed(e.into()))?
+    };
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    strip_hop_by_hop(res.headers_mut());
+    // The server writes the length of the body it sends; a HEAD answer keeps this one.
+    Ok((res, reusable && wire.buf.is_empty()))
+}
+
+/// Whether repeating `method` is safe (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+async fn connect(target: &Target) -> Result<Pooled, Failure> {
+    let stream = match tokio::time::timeout(
+        TIMEOUT,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    {
+        Err(_) => return Err(Failure::TimedOut),
+        Ok(Err(e)) => return Err(Failure::Broken(format!("cannot connect: {e}"))),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Pooled { wire: Wire::new(stream, TIMEOUT, false), idle_since: Instant::now() })
+}
+
+/// The request line, `host`, the client's end-to-end headers, the length, and a small body.
+fn encode_request(
+    out: &mut Vec<u8>,
+    target: &Target,
+    request: &http::request::Parts,
+    body: &Bytes,
+) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.path.as_str().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(target.authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let headers = &request.headers;
+    // Names the client's `Connection` header lists are only looked for when it has one.
+    let connection = headers.contains_key(header::CONNECTION).then_some(headers);
+    for (name, value) in headers {
+        // The body is whole: its length is written below, and there is nothing to expect.
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || is_hop_by_hop(name, connection)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let method = &request.method;
+    if !body.is_empty()
+        || *method == Method::POST
+        || *method == Method::PUT
+        || *method == Method::PATCH
+    {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if body.len() <= COALESCE {
+        out.extend_from_slice(body);
     }
 }
 
 /// Where one request goes: the pool key, the address and the request target.
-struct Target {
+#[derive(Debug)]
+pub(crate) struct Target {
     /// `host[:port]` as written in the template: the pool key and the `Host` header.
     authority: String,
     host: String,
@@ -334,6 +419,17 @@ struct Target {
 }
 
 impl Target {
+    /// The target of an `http-proxy` integration whose URI has no parameters to substitute
+    /// (parsed once, when the table is built); `None` for other integrations.
+    pub(crate) fn fixed(integration: &keygate_types::Integration) -> Option<Self> {
+        match integration {
+            keygate_types::Integration::HttpProxy { uri } if !uri.contains('{') => {
+                Self::new(uri, &[], None).ok()
+            }
+            _ => None,
+        }
+    }
+
     fn new(
         template: &str,
         params: &[(String, String)],
@@ -357,7 +453,7 @@ impl Target {
     }
 }
 
-/// Whether `name` is hop-by-hop in a message whose `Connection` header lists `connection`: one
+/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1: not forwarded in either direction) in a message whose `Connection` header lists `connection`: one
 /// of RFC 9110's, or listed there. Allocation-free: it runs for every forwarded header.
 fn is_hop_by_hop(name: &HeaderName, connection: Option<&HeaderMap>) -> bool {
     matches!(
@@ -382,20 +478,12 @@ fn is_hop_by_hop(name: &HeaderName, connection: Option<&HeaderMap>) -> bool {
 }
 
 /// Removes the hop-by-hop headers of an upstream response, the ones its `Connection` lists too.
+/// One pass over the names finds them (usually just `connection`), so absent ones cost no lookup.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in listed {
-            headers.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
+    let connection = headers.contains_key(header::CONNECTION).then_some(&*headers);
+    let doomed: smallvec::SmallVec<[HeaderName; 4]> =
+        headers.keys().filter(|n| is_hop_by_hop(n, connection)).cloned().collect();
+    for n in doomed {
         headers.remove(n);
     }
 }
@@ -424,6 +512,8 @@ const SEGMENT: &percent_encoding::AsciiSet =
 
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -459,5 +549,178 @@ mod tests {
         assert!(!is_hop_by_hop(&header::CONTENT_TYPE, Some(&h)));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+    }
+
+    /// A scripted upstream: answers the n-th request it reads (on any connection) with
+    /// `answers[n]`, then closes that connection when the answer's `close` flag says so, without
+    /// saying so beforehand. Returns its address, the requests it read and its connection count.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    async fn scripted(
+        answers: Vec<(&'static str, bool)>,
+    ) -> (String, Seen, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::default();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
+        let answers = Arc::new(answers);
+        let (seen2, conns2) = (Arc::clone(&seen), Arc::clone(&conns));
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                conns2.fetch_add(1, Ordering::SeqCst);
+                let (seen, next, answers) =
+                    (Arc::clone(&seen2), Arc::clone(&next), Arc::clone(&answers));
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: head, then content-length bytes.
+                        let mut chunk = [0u8; 4096];
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let n = s.read(&mut chunk).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .split("\r\n")
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.parse().unwrap());
+                        while buf.len() < end + len {
+                            let n = s.read(&mut chunk).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        let request = String::from_utf8_lossy(&buf[..end + len]).into_owned();
+                        buf.drain(..end + len);
+                        seen.lock().unwrap().push(request);
+                        let (answer, close) = answers[next.fetch_add(1, Ordering::SeqCst)];
+                        s.write_all(answer.as_bytes()).await.unwrap();
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/up"), seen, conns)
+    }
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    async fn forward(
+        up: &Upstream,
+        uri: &str,
+        req: &http::request::Parts,
+        body: &'static str,
+    ) -> Result<http::Response<Body>, GatewayError> {
+        let fixed = Target::new(uri, &[], None).ok();
+        up.forward(uri, fixed.as_ref(), &[], req, Bytes::from_static(body.as_bytes())).await
+    }
+
+    #[tokio::test]
+    async fn reads_every_framing_and_reuses_connections_that_allow_it() {
+        let (uri, seen, conns) = scripted(vec![
+            ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\nok", false),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n\
+                 3;x=y\r\nabc\r\n2\r\nde\r\n0\r\ntrailer: t\r\n\r\n",
+                false,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil close", true),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold", true),
+        ])
+        .await;
+        let up = Upstream::new();
+        let get =
+            parts("GET", "/x", &[("x-api-key", "k"), ("connection", "x-gone"), ("x-gone", "1")]);
+        let r = forward(&up, &uri, &get, "").await.unwrap();
+        assert_eq!((r.status(), r.body().as_ref()), (StatusCode::OK, &b"ok"[..]));
+        assert_eq!(r.headers()["x-a"], "1");
+        let post = parts("POST", "/x", &[("expect", "100-continue"), ("content-length", "4")]);
+        let r = forward(&up, &uri, &post, "data").await.unwrap();
+        assert_eq!((r.status(), r.body().as_ref()), (StatusCode::CREATED, &b"abcde"[..]));
+        assert!(r.headers().get("transfer-encoding").is_none());
+        let r = forward(&up, &uri, &get, "").await.unwrap();
+        assert_eq!((r.status(), r.body().len()), (StatusCode::NO_CONTENT, 0));
+        // A HEAD answer has no body, whatever its length says; the length is passed on.
+        let head = parts("HEAD", "/x", &[]);
+        let r = forward(&up, &uri, &head, "").await.unwrap();
+        assert_eq!((r.body().len(), r.headers()["content-length"].to_str().unwrap()), (0, "5"));
+        let r = forward(&up, &uri, &get, "").await.unwrap();
+        assert_eq!(r.body().as_ref(), b"until close");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "kept alive until then");
+        let r = forward(&up, &uri, &get, "").await.unwrap();
+        assert_eq!(r.body().as_ref(), b"old");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let seen = seen.lock().unwrap();
+        let first = seen[0].to_lowercase();
+        assert!(first.starts_with("get /up http/1.1\r\nhost: 127.0.0.1:"), "{first}");
+        assert!(first.contains("\r\nx-api-key: k\r\n"), "{first}");
+        assert!(!first.contains("x-gone") && !first.contains("connection"), "{first}");
+        assert!(!first.contains("content-length"), "a GET without a body gets no length");
+        let second = seen[1].to_lowercase();
+        assert!(second.ends_with("content-length: 4\r\n\r\ndata"), "{second}");
+        assert!(!second.contains("expect"), "{second}");
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_closed_before_answering_is_retried_only_when_idempotent() {
+        let (uri, _seen, conns) = scripted(vec![
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1", false),
+            // Read, then closed without an answer (as an upstream restarting would).
+            ("", true),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2", false),
+            ("", true),
+        ])
+        .await;
+        let up = Upstream::new();
+        let get = parts("GET", "/x", &[]);
+        assert_eq!(forward(&up, &uri, &get, "").await.unwrap().body().as_ref(), b"1");
+        // Retried on a new connection.
+        assert_eq!(forward(&up, &uri, &get, "").await.unwrap().body().as_ref(), b"2");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A POST is not repeated: the upstream may have acted on it.
+        let post = parts("POST", "/x", &[]);
+        assert_eq!(
+            forward(&up, &uri, &post, "x").await.unwrap_err(),
+            GatewayError::InternalServerError
+        );
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_502() {
+        for answer in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 10485761\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+            "nonsense\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        ] {
+            let (uri, _, _) = scripted(vec![(answer, true)]).await;
+            let up = Upstream::new();
+            let r = forward(&up, &uri, &parts("POST", "/x", &[]), "").await;
+            assert_eq!(r.unwrap_err(), GatewayError::InternalServerError, "{answer}");
+        }
     }
 }

@@ -73,6 +73,12 @@ async fn http_proxy_and_mock() {
           integration: http-proxy
           request:
             uri: http://127.0.0.1:9/nothing-listens-here
+      - http:
+          path: fixed
+          method: any
+          integration: http-proxy
+          request:
+            uri: {upstream}/static/path?a=1
   mocked:
     handler: unused
     events:
@@ -115,9 +121,52 @@ async fn http_proxy_and_mock() {
     assert_eq!(r.status, 502, "{r:?}");
     assert_eq!(r.body, r#"{"message": "Internal server error"}"#);
 
+    // A URI without parameters is parsed once; the request's query is still appended.
+    assert_eq!(get(&srv.url("/dev/fixed"), None).await.json()["uri"], "/static/path?a=1");
+    assert_eq!(get(&srv.url("/dev/fixed?b=2"), None).await.json()["uri"], "/static/path?a=1&b=2");
+
+    // A chunked request body is decoded and forwarded with its length.
+    let host = srv.base.trim_start_matches("http://").to_owned();
+    let raw = raw_exchange(
+        &host,
+        "POST /dev/fixed HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 202 Accepted\r\n"), "{raw}");
+    let body: serde_json::Value =
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["body"], "abcdefg");
+    assert_eq!(body["headers"]["content-length"], "7");
+    assert!(body["headers"].get("transfer-encoding").is_none());
+
+    // A body over API Gateway's 10 MB limit: 413 before it is read, with a request id.
+    let raw = raw_exchange(
+        &host,
+        "POST /dev/fixed HTTP/1.1\r\nhost: x\r\ncontent-length: 10485761\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{raw}");
+    assert!(raw.contains("\r\nx-amzn-requestid: "), "{raw}");
+    assert!(raw.contains("\r\nx-amzn-errortype: RequestEntityTooLargeException\r\n"), "{raw}");
+    assert!(raw.ends_with(r#"{"message":"Request Too Long"}"#), "{raw}");
+
     let r = get(&srv.url("/dev/mock"), None).await;
     assert_eq!(r.status, 200, "{r:?}");
     srv.stop();
+}
+
+/// Writes `request` on a new connection and reads until the server closes it.
+async fn raw_exchange(host: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8(out).unwrap()
 }
 
 /// A raw HTTP/1.1 upstream answering `ok` that counts its connections. With `close_each`, it

@@ -1,0 +1,766 @@
+//! The data plane's HTTP/1.1 server: one task per connection reads a request head with
+//! `httparse`, reads the whole body (Content-Length or chunked, at most [`MAX_REQUEST_BODY`]),
+//! hands an `http::Request<Bytes>` to the [`Service`] and writes its `http::Response<Bytes>` back
+//! with one `write()`.
+//!
+//! Why not hyper's server, as the admin API uses: the gateway always reads bodies whole and
+//! answers with whole bodies, so hyper's general machinery (a dispatcher state machine, body
+//! streams, a timer per read) was most of what keygate added per request on the 403 path.
+//! callgrind counts are in docs/benchmarks.md (change 20).
+//!
+//! Framing rules (RFC 9112), strict because a gateway in front of other servers must not let a
+//! request be read two ways: `Transfer-Encoding` other than `chunked` is refused (501); both
+//! `Transfer-Encoding` and `Content-Length`, or differing `Content-Length`s, are a 400 and the
+//! connection is closed; a head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers is a 431. A
+//! connection that sends no complete head for [`HEAD_TIMEOUT`] (idle keep-alive included) or no
+//! body bytes for as long is closed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use keygate_types::response::GatewayError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::MAX_REQUEST_BODY;
+use crate::h1::{self, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
+
+/// How long a connection may take to send a request head, or go without sending body bytes.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bodies up to this size are copied behind the head and sent with it in one write.
+const COALESCE: usize = 16 * 1024;
+
+/// What the server calls for each request.
+pub(crate) trait Service: Send + Sync + 'static {
+    /// Answers one request whose body has been read.
+    fn call(
+        &self,
+        req: Request<Bytes>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Bytes>> + Send;
+
+    /// Answers a request that cannot be handed over (its body is over the limit).
+    fn refuse(&self, err: GatewayError) -> Response<Bytes>;
+}
+
+/// Serves `listener` until `shutdown` completes, then lets open connections finish the request
+/// they are on for up to `drain`; idle connections close at once.
+pub(crate) async fn serve<S: Service>(
+    listener: TcpListener,
+    service: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection::new(stream, peer, Arc::clone(&service), stopped.clone());
+        tokio::spawn(conn.run());
+    }
+    drop(listener);
+    drop(stopped);
+    let _ = stop.send(true);
+    // Every connection holds a receiver: `closed` resolves when the last one has ended.
+    if tokio::time::timeout(drain, stop.closed()).await.is_err() {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Why a connection stops reading requests.
+#[derive(Debug)]
+enum Stop {
+    /// The peer closed, timed out or failed; nothing more is written.
+    Quiet,
+    /// The request cannot be read: answer with this status and close.
+    Answer(StatusCode),
+    /// The body is over the limit: the service's refusal, then close.
+    TooLarge,
+}
+
+impl From<ReadError> for Stop {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Closed | ReadError::TimedOut => Self::Quiet,
+            ReadError::Malformed => Self::Answer(StatusCode::BAD_REQUEST),
+            ReadError::TooLarge => Self::TooLarge,
+        }
+    }
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// A parsed head, its values still pointing into the connection's buffer.
+struct Head {
+    parts: http::request::Parts,
+    framing: Framing,
+    keep_alive: bool,
+    expects_continue: bool,
+}
+
+struct Connection<S> {
+    wire: Wire,
+    peer: SocketAddr,
+    service: Arc<S>,
+    /// Whether the server is stopping (read after each response).
+    stopped: watch::Receiver<bool>,
+    /// Completes when the server starts stopping; polled only while the connection is idle.
+    /// Made once per connection: a new `changed()` per request cost a waiter-list lock each.
+    stop_signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+    out: Vec<u8>,
+}
+
+impl<S: Service> Connection<S> {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        service: Arc<S>,
+        stopped: watch::Receiver<bool>,
+    ) -> Self {
+        let mut signal = stopped.clone();
+        let stop_signal = Box::pin(async move {
+            // An error means the server is gone: stopping too.
+            let _ = signal.wait_for(|stopping| *stopping).await;
+        });
+        Self {
+            wire: Wire::new(stream, HEAD_TIMEOUT, true),
+            peer,
+            service,
+            stopped,
+            stop_signal,
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let head = match self.read_head().await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(stop) => return self.stop(stop, false).await,
+            };
+            let Head { parts, framing, keep_alive, expects_continue } = head;
+            let body = match self.read_body(framing, expects_continue).await {
+                Ok(body) => body,
+                Err(stop) => return self.stop(stop, parts.method == Method::HEAD).await,
+            };
+            let head_request = parts.method == Method::HEAD;
+            let version = parts.version;
+            let res = self.service.call(Request::from_parts(parts, body), self.peer).await;
+            let keep_alive = keep_alive && !*self.stopped.borrow();
+            if self.write(&res, head_request, version, keep_alive).await.is_err() || !keep_alive {
+                return;
+            }
+        }
+    }
+
+    /// Answers what ended the connection, if anything is to be said, and closes it.
+    async fn stop(mut self, stop: Stop, head_request: bool) {
+        let res = match stop {
+            Stop::Quiet => return,
+            Stop::TooLarge => self.service.refuse(GatewayError::RequestTooLarge),
+            Stop::Answer(status) => {
+                let mut res = Response::new(Bytes::new());
+                *res.status_mut() = status;
+                res
+            }
+        };
+        let _ = self.write(&res, head_request, Version::HTTP_11, false).await;
+    }
+
+    /// Reads until a whole head is buffered and parses it. `None`: the peer closed (or the
+    /// server is stopping) between requests.
+    async fn read_head(&mut self) -> Result<Option<Head>, Stop> {
+        let wire = &mut self.wire;
+        loop {
+            if !wire.buf.is_empty() {
+                if let Some(head) = parse_head(wire, self.peer)? {
+                    return Ok(Some(head));
+                }
+                if wire.buf.len() >= MAX_HEAD {
+                    return Err(Stop::Answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+                }
+            }
+            let idle = wire.buf.is_empty();
+            if idle {
+                if *self.stopped.borrow() {
+                    return Ok(None);
+                }
+                // The whole head must arrive within the timeout of the first wait for it.
+                wire.deadline.restart();
+            }
+            let read = tokio::select! {
+                biased;
+                read = wire.stream.read_buf(&mut wire.buf) => Ok(Some(read)),
+                () = &mut self.stop_signal, if idle => Ok(None),
+                () = wire.deadline.passed() => Err(()),
+            };
+            match read {
+                Ok(Some(Ok(0))) | Err(()) => {
+                    if !wire.buf.is_empty() {
+                        tracing::debug!(peer = %self.peer, "connection ended inside a request head");
+                    }
+                    return Ok(None);
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "read failed");
+                    return Ok(None);
+                }
+                // Stopping while idle: close.
+                Ok(None) => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads the whole body as `framing` delimits it.
+    async fn read_body(&mut self, framing: Framing, expects_continue: bool) -> Result<Bytes, Stop> {
+        let wanted = match framing {
+            Framing::Length(0) => return Ok(Bytes::new()),
+            Framing::Length(n) if n > MAX_REQUEST_BODY => return Err(Stop::TooLarge),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
+        if expects_continue && self.wire.buf.is_empty() {
+            self.wire
+                .stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Stop::Quiet)?;
+        }
+        let body = match wanted {
+            Some(n) => self.wire.read_length(n).await,
+            None => self.wire.read_chunked(MAX_REQUEST_BODY).await,
+        };
+        body.map_err(|e| {
+            if e == ReadError::Closed || e == ReadError::TimedOut {
+                tracing::debug!(peer = %self.peer, "connection ended inside a request body");
+            }
+            Stop::from(e)
+        })
+    }
+
+    /// Writes `res`: status line, `date`, the response's headers, `content-length` (from the
+    /// body, except that a HEAD answer keeps the one it was given), the body.
+    async fn write(
+        &mut self,
+        res: &Response<Bytes>,
+        head_request: bool,
+        version: Version,
+        keep_alive: bool,
+    ) -> std::io::Result<()> {
+        let out = &mut self.out;
+        out.clear();
+        encode_head(out, res, head_request, version, keep_alive);
+        let status = res.status();
+        let body = res.body();
+        let send_body = !head_request
+            && status != StatusCode::NO_CONTENT
+            && status != StatusCode::NOT_MODIFIED
+            && !body.is_empty();
+        let stream = &mut self.wire.stream;
+        if send_body && body.len() <= COALESCE {
+            out.extend_from_slice(body);
+            stream.write_all(out).await
+        } else {
+            stream.write_all(out).await?;
+            if send_body {
+                stream.write_all(body).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parses the buffered head, if it is complete, and takes it out of the buffer.
+fn parse_head(wire: &mut Wire, peer: SocketAddr) -> Result<Option<Head>, Stop> {
+    // Uninitialised slots: zeroing 100 of them cost more than parsing a small head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(&wire.buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Stop::Answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        }
+        Err(e) => {
+            tracing::debug!(peer = %peer, error = %e, "malformed request head");
+            return Err(Stop::Answer(StatusCode::BAD_REQUEST));
+        }
+    };
+    let bad = || Stop::Answer(StatusCode::BAD_REQUEST);
+    let method =
+        Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| bad())?;
+    let (target_at, target_len) = h1::span(&wire.buf, req.path.unwrap_or_default().as_bytes());
+    let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let spans = h1::spans(&wire.buf, req.headers);
+    // The head's bytes become shared: the URI and header values point into them.
+    let head = wire.buf.split_to(len).freeze();
+    let uri =
+        Uri::from_maybe_shared(head.slice(target_at..target_at + target_len)).map_err(|_| bad())?;
+    let headers = h1::header_map(&head, &spans).ok_or_else(bad)?;
+    let framing = framing(&headers, version)?;
+    let (close, keep) = h1::connection_tokens(&headers);
+    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let expects_continue = version == Version::HTTP_11
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(Head { parts, framing, keep_alive, expects_continue }))
+}
+
+/// How the body is delimited (RFC 9112 §6.3), refusing what could be read two ways.
+fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Stop> {
+    match h1::chunked(headers) {
+        Some(_) if version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) => {
+            Err(Stop::Answer(StatusCode::BAD_REQUEST))
+        }
+        // Only `chunked`, once, is understood.
+        Some(true) => Ok(Framing::Chunked),
+        Some(false) => Err(Stop::Answer(StatusCode::NOT_IMPLEMENTED)),
+        None => match h1::content_length(headers) {
+            Ok(length) => Ok(Framing::Length(length.unwrap_or(0))),
+            Err(()) => Err(Stop::Answer(StatusCode::BAD_REQUEST)),
+        },
+    }
+}
+
+/// Writes the status line and headers of `res`, ending with the empty line.
+fn encode_head(
+    out: &mut Vec<u8>,
+    res: &Response<Bytes>,
+    head_request: bool,
+    version: Version,
+    keep_alive: bool,
+) {
+    let status = res.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let headers = res.headers();
+    // An upstream's own `date` is passed on; otherwise the server's.
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::with(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut length_given = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            if !head_request {
+                continue;
+            }
+            length_given = true;
+        } else if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational();
+    if !bodiless && !length_given {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(res.body().len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `date` header's value, formatted once per second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    pub(super) fn with(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs || c.1.is_empty() {
+                *c = (secs, httpdate::fmt_http_date(now));
+            }
+            f(c.1.as_bytes());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use http::header::HeaderValue;
+
+    use super::*;
+
+    /// Answers with the method, target, body length and body, and `x-seen-<header>` for every
+    /// request header, so a test can read back what the server handed over.
+    struct Echo;
+
+    impl Service for Echo {
+        async fn call(&self, req: Request<Bytes>, _peer: SocketAddr) -> Response<Bytes> {
+            let (parts, body) = req.into_parts();
+            let text = format!("{} {} {} ", parts.method, parts.uri, body.len());
+            let mut out = text.into_bytes();
+            out.extend_from_slice(&body);
+            let mut res = Response::new(Bytes::from(out));
+            if parts.uri.path() == "/created" {
+                *res.status_mut() = StatusCode::NO_CONTENT;
+            }
+            if parts.uri.path() == "/length" {
+                res.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+            }
+            if let Some(v) = parts.headers.get("x-probe") {
+                res.headers_mut().insert("x-seen-probe", v.clone());
+            }
+            res
+        }
+
+        fn refuse(&self, err: GatewayError) -> Response<Bytes> {
+            let spec = err.spec();
+            let mut res = Response::new(Bytes::from_static(spec.body.as_bytes()));
+            *res.status_mut() = StatusCode::from_u16(spec.status).unwrap();
+            res
+        }
+    }
+
+    /// A server on an ephemeral port with a stop switch.
+    struct Running {
+        addr: SocketAddr,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        done: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start() -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(serve(
+            listener,
+            Arc::new(Echo),
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Running { addr, stop: Some(stop), done }
+    }
+
+    /// Sends `raw` on a new blocking connection and reads until the server closes it or
+    /// `responses` responses are complete.
+    fn exchange(addr: SocketAddr, raw: &[u8], responses: usize) -> Vec<(u16, String, String)> {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(raw).unwrap();
+        read_responses(&mut s, responses)
+    }
+
+    /// Reads `n` responses (status, head, body) off `s`, or until it closes.
+    fn read_responses(s: &mut std::net::TcpStream, n: usize) -> Vec<(u16, String, String)> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while out.len() < n {
+            // Parse what is buffered first.
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut res = httparse::Response::new(&mut slots);
+            if let Ok(httparse::Status::Complete(len)) = res.parse(&buf) {
+                let status = res.code.unwrap();
+                let head = String::from_utf8_lossy(&buf[..len]).to_lowercase();
+                let body_len = if status == 100 || status == 204 || head.contains("\r\nx-head: 1") {
+                    0
+                } else {
+                    head.split("\r\n")
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.parse().unwrap())
+                };
+                if buf.len() >= len + body_len {
+                    let body = String::from_utf8_lossy(&buf[len..len + body_len]).into_owned();
+                    buf.drain(..len + body_len);
+                    out.push((status, head, body));
+                    continue;
+                }
+            }
+            let got = s.read(&mut chunk).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        out
+    }
+
+    fn closed(s: &mut std::net::TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(0))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keeps_connections_alive_and_answers_pipelined_requests_in_order() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let raw = b"GET /a?x=1 HTTP/1.1\r\nhost: h\r\nx-probe: one\r\n\r\n\
+                        POST /b HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\nhello\
+                        GET /c HTTP/1.1\r\nhost: h\r\n\r\n";
+            let got = exchange(addr, raw, 3);
+            assert_eq!(got.len(), 3);
+            assert_eq!(got[0].0, 200);
+            assert_eq!(got[0].2, "GET /a?x=1 0 ");
+            assert!(got[0].1.contains("\r\nx-seen-probe: one\r\n"), "{}", got[0].1);
+            assert!(got[0].1.contains("\r\ndate: "), "{}", got[0].1);
+            assert!(!got[0].1.contains("connection: close"));
+            assert_eq!(got[1].2, "POST /b 5 hello");
+            assert_eq!(got[2].2, "GET /c 0 ");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decodes_chunked_bodies_with_extensions_and_trailers() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let raw = b"POST /c HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n\
+                        5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n\
+                        GET /next HTTP/1.1\r\nhost: h\r\n\r\n";
+            let got = exchange(addr, raw, 2);
+            assert_eq!(got[0].2, "POST /c 11 hello world");
+            assert_eq!(got[1].2, "GET /next 0 ");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_framing_that_could_be_read_two_ways_and_closes() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            for (raw, status) in [
+                (
+                    &b"POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+                    400,
+                ),
+                (&b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"[..], 400),
+                (&b"POST / HTTP/1.1\r\ncontent-length: 5, 6\r\n\r\nhello!"[..], 400),
+                (&b"POST / HTTP/1.1\r\ncontent-length: -5\r\n\r\n"[..], 400),
+                (&b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n"[..], 501),
+                (&b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..], 400),
+                (&b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"[..], 400),
+                (&b"GET / HTTP/1.1\r\nbad header\r\n\r\n"[..], 400),
+                (&b"\x00\x01garbage\r\n\r\n"[..], 400),
+            ] {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.write_all(raw).unwrap();
+                let got = read_responses(&mut s, 1);
+                assert_eq!(got[0].0, status, "{}", String::from_utf8_lossy(raw));
+                assert!(got[0].1.contains("connection: close"));
+                assert!(closed(&mut s), "{}", String::from_utf8_lossy(raw));
+            }
+            // Equal repeated lengths are one length.
+            let got = exchange(addr, b"POST /same HTTP/1.1\r\ncontent-length: 2, 2\r\n\r\nok", 1);
+            assert_eq!(got[0].2, "POST /same 2 ok");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_over_the_limit_get_the_services_refusal_without_being_read() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+                MAX_REQUEST_BODY + 1
+            );
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(raw.as_bytes()).unwrap();
+            let got = read_responses(&mut s, 1);
+            assert_eq!(got[0].0, 413);
+            assert_eq!(got[0].2, r#"{"message":"Request Too Long"}"#);
+            assert!(closed(&mut s));
+
+            // Chunked: counted as it arrives.
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let big = format!(
+                "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                MAX_REQUEST_BODY + 1
+            );
+            s.write_all(big.as_bytes()).unwrap();
+            assert_eq!(read_responses(&mut s, 1)[0].0, 413);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_100_continue_before_reading_an_expected_body() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"PUT /up HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_responses(&mut s, 1)[0].0, 100);
+            s.write_all(b"abc").unwrap();
+            assert_eq!(read_responses(&mut s, 1)[0].2, "PUT /up 3 abc");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_1_0_closes_unless_asked_to_keep_alive() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /old HTTP/1.0\r\n\r\n").unwrap();
+            let got = read_responses(&mut s, 1);
+            assert!(got[0].1.contains("connection: close"));
+            assert!(closed(&mut s));
+
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /old HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").unwrap();
+            let got = read_responses(&mut s, 1);
+            assert!(got[0].1.contains("connection: keep-alive"), "{}", got[0].1);
+            s.write_all(b"GET /again HTTP/1.1\r\nconnection: close\r\n\r\n").unwrap();
+            let got = read_responses(&mut s, 1);
+            assert_eq!(got[0].2, "GET /again 0 ");
+            assert!(closed(&mut s));
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn head_and_no_content_answers_carry_no_body() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // HEAD: the length of the body it would have had, or the one the service gave.
+            s.write_all(b"HEAD /h HTTP/1.1\r\nx-head: 1\r\n\r\nHEAD /length HTTP/1.1\r\nx-head: 1\r\n\r\nGET /created HTTP/1.1\r\n\r\nGET /z HTTP/1.1\r\n\r\n")
+                .unwrap();
+            // The echo does not copy x-head; read the raw bytes instead.
+            let mut all = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !String::from_utf8_lossy(&all).contains("GET /z 0 ") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0);
+                all.extend_from_slice(&chunk[..n]);
+            }
+            let text = String::from_utf8_lossy(&all);
+            let parts: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+            assert_eq!(parts.len(), 4, "{text}");
+            assert!(parts[0].starts_with("200 OK") && parts[0].contains("content-length: 10\r\n"));
+            assert!(parts[0].ends_with("\r\n\r\n"), "no body after a HEAD answer: {text}");
+            assert!(parts[1].contains("content-length: 99\r\n") && parts[1].ends_with("\r\n\r\n"));
+            assert!(parts[2].starts_with("204 No Content") && !parts[2].contains("content-length"));
+            assert!(parts[3].ends_with("GET /z 0 "));
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heads_over_the_limit_are_431() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..=MAX_HEADERS {
+                raw.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n");
+            assert_eq!(exchange(addr, &raw, 1)[0].0, 431);
+
+            let mut raw = b"GET / HTTP/1.1\r\nx-long: ".to_vec();
+            raw.resize(MAX_HEAD + 10, b'a');
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // The server may close before reading it all.
+            let _ = s.write_all(&raw);
+            assert_eq!(read_responses(&mut s, 1)[0].0, 431);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_closes_idle_connections_and_finishes_the_drain() {
+        let mut srv = start().await;
+        let addr = srv.addr;
+        let mut idle = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /first HTTP/1.1\r\n\r\n").unwrap();
+            assert_eq!(read_responses(&mut s, 1)[0].0, 200);
+            s
+        })
+        .await
+        .unwrap();
+        srv.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut srv.done)
+            .await
+            .expect("the drain ends when the idle connection is closed")
+            .unwrap();
+        tokio::task::spawn_blocking(move || assert!(closed(&mut idle))).await.unwrap();
+        assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
+    }
+}
