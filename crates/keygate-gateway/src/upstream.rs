@@ -376,14 +376,13 @@ fn encode_request(
     out.extend_from_slice(target.authority.as_bytes());
     out.extend_from_slice(b"\r\n");
     let headers = &request.headers;
-    // Names the client's `Connection` header lists are only looked for when it has one.
-    let connection = headers.contains_key(header::CONNECTION).then_some(headers);
+    let hop = HopByHop::of(headers);
     for (name, value) in headers {
         // The body is whole: its length is written below, and there is nothing to expect.
         if name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::EXPECT
-            || is_hop_by_hop(name, connection)
+            || hop.contains(name)
         {
             continue;
         }
@@ -453,36 +452,48 @@ impl Target {
     }
 }
 
-/// Whether `name` is hop-by-hop (RFC 9110 §7.6.1: not forwarded in either direction) in a message whose `Connection` header lists `connection`: one
-/// of RFC 9110's, or listed there. Allocation-free: it runs for every forwarded header.
-fn is_hop_by_hop(name: &HeaderName, connection: Option<&HeaderMap>) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    ) || connection.is_some_and(|headers| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-    })
+/// The hop-by-hop headers of one message (RFC 9110 §7.6.1: not forwarded in either
+/// direction): RFC 9110's list and the names its `Connection` header lists. The list is read
+/// once per message; checking a name costs no allocation and no lookup.
+struct HopByHop {
+    listed: smallvec::SmallVec<[HeaderName; 2]>,
 }
 
-/// Removes the hop-by-hop headers of an upstream response, the ones its `Connection` lists too.
-/// One pass over the names finds them (usually just `connection`), so absent ones cost no lookup.
+impl HopByHop {
+    fn of(headers: &HeaderMap) -> Self {
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        Self { listed }
+    }
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        ) || self.listed.contains(name)
+    }
+}
+
+/// Removes the hop-by-hop headers of an upstream response. One pass over the names finds them
+/// (usually just `connection`), so absent ones cost no lookup.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let connection = headers.contains_key(header::CONNECTION).then_some(&*headers);
+    let hop = HopByHop::of(headers);
     let doomed: smallvec::SmallVec<[HeaderName; 4]> =
-        headers.keys().filter(|n| is_hop_by_hop(n, connection)).cloned().collect();
+        headers.keys().filter(|n| hop.contains(n)).cloned().collect();
     for n in doomed {
         headers.remove(n);
     }
@@ -543,10 +554,11 @@ mod tests {
         h.insert("x-trace", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(is_hop_by_hop(&HeaderName::from_static("x-trace"), Some(&h)));
-        assert!(!is_hop_by_hop(&HeaderName::from_static("x-trace"), None));
-        assert!(is_hop_by_hop(&header::TRANSFER_ENCODING, None));
-        assert!(!is_hop_by_hop(&header::CONTENT_TYPE, Some(&h)));
+        let hop = HopByHop::of(&h);
+        assert!(hop.contains(&HeaderName::from_static("x-trace")));
+        assert!(!HopByHop::of(&HeaderMap::new()).contains(&HeaderName::from_static("x-trace")));
+        assert!(hop.contains(&header::TRANSFER_ENCODING));
+        assert!(!hop.contains(&header::CONTENT_TYPE));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
     }
