@@ -70,6 +70,11 @@ pub struct HostOptions {
     /// Processes per function when its `reservedConcurrency` is unset (default
     /// [`default_reserved_concurrency`]).
     pub default_concurrency: u32,
+    /// With every process of a function busy, how long an invocation waits for one to come back
+    /// before another process is started (default 20 ms). A function that answers faster runs
+    /// on as few processes as its load needs; one that waits on I/O scales out to its reserved
+    /// concurrency, each new process that much later.
+    pub scale_out_after: Duration,
 }
 
 impl Default for HostOptions {
@@ -77,6 +82,7 @@ impl Default for HostOptions {
         Self {
             idle_timeout: Duration::from_secs(600),
             default_concurrency: default_reserved_concurrency(),
+            scale_out_after: Duration::from_millis(20),
         }
     }
 }
@@ -235,7 +241,7 @@ impl FunctionHost {
         if let Some(pool) = pools.iter().find(|p| p.key().is_for(f, concurrency)) {
             return Ok(Arc::clone(pool));
         }
-        let pool = Arc::new(Pool::new(key));
+        let pool = Arc::new(Pool::new(key, self.inner.opts.scale_out_after));
         pools.push(Arc::clone(&pool));
         Ok(pool)
     }

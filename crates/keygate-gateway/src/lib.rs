@@ -1,18 +1,19 @@
 //! keygate data plane: serves deployed stages behind API keys.
 //!
-//! Request path, in order (each step may answer on its own):
+//! Request path, in order (each step may answer on its own), after the server has read the
+//! whole body (at most 10 MB: 413):
 //! 1. request id (`x-amzn-RequestId` on every response) and one access-log line per request;
 //! 2. stage and route lookup in the in-memory [`table::Table`] (no match: 403 Missing
 //!    Authentication Token; `OPTIONS` on a CORS resource: preflight answered here, no key);
 //! 3. key check on private routes: `x-api-key` digest looked up in the table; missing, unknown,
 //!    disabled or not on this API stage: 403 Forbidden;
-//! 4. body read (at most 10 MB: 413);
-//! 5. integration: lambda-proxy through [`keygate_functions::FunctionHost`], http-proxy through
+//! 4. integration: lambda-proxy through [`keygate_functions::FunctionHost`], http-proxy through
 //!    a pooled client, or mock.
 //!
 //! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from, `event`
 //! builds lambda-proxy events and maps responses, `respond` makes AWS gateway responses,
-//! `upstream` is the http-proxy client, this file holds [`Gateway`] and [`serve`].
+//! `server` is the HTTP/1.1 server and `upstream` the http-proxy client (both on the wire pieces
+//! in `h1`), this file holds [`Gateway`] and [`serve`].
 //!
 //! Architecture invariants: no store access per request (the table is refreshed in the
 //! background when the store's version moves); key values are never logged.

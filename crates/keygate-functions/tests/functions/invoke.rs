@@ -148,6 +148,53 @@ async fn reserved_concurrency_caps_the_processes_and_the_rest_wait_their_turn() 
 }
 
 #[tokio::test]
+async fn processes_scale_out_only_when_busy_ones_do_not_come_back_in_time() {
+    async fn concurrent(
+        host: &FunctionHost,
+        spec: &keygate_types::FunctionSpec,
+        svc: &Service,
+        n: usize,
+        sleep_ms: u64,
+    ) -> HashSet<u32> {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
+            calls.spawn(async move {
+                let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+                invoke(&host, &f, json!({"sleep_ms": sleep_ms})).await
+            });
+        }
+        calls
+            .join_all()
+            .await
+            .iter()
+            .map(|r| pid(r.as_ref().expect("every call completes")))
+            .collect()
+    }
+    let svc = Service::new();
+    let mut spec = spec("sleep");
+    spec.reserved_concurrency = Some(4);
+
+    // Quick answers come back within the delay: concurrent calls share the one warm process.
+    let host = FunctionHost::new(HostOptions {
+        scale_out_after: Duration::from_secs(10),
+        ..HostOptions::default()
+    });
+    let warm = pid(&invoke(&host, &svc.f(&spec), json!({"sleep_ms": 0})).await.unwrap());
+    let pids = concurrent(&host, &spec, &svc, 8, 0).await;
+    assert_eq!(pids, HashSet::from([warm]), "no process beyond the warm one");
+    host.shutdown().await;
+
+    // Slow answers outlast the default delay: calls run side by side up to the reserved
+    // concurrency.
+    spec.reserved_concurrency = Some(2);
+    let host = FunctionHost::default();
+    let pids = concurrent(&host, &spec, &svc, 3, 400).await;
+    assert_eq!(pids.len(), 2, "scaled out to the reserved concurrency: {pids:?}");
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_caller_that_goes_away_does_not_break_the_pool() {
     let host = FunctionHost::default();
     let svc = Service::new();
