@@ -34,9 +34,13 @@ pub(crate) fn span(buf: &[u8], part: &[u8]) -> Span {
     (part.as_ptr() as usize - buf.as_ptr() as usize, part.len())
 }
 
+/// Room left in a parsed header map for what the gateway adds to a response it passes on
+/// (request id, two `RateLimit` headers, CORS), so adding them does not grow the map.
+const ROOM: usize = 4;
+
 /// The headers at `spans` in `head`, values sharing its bytes. `None`: a name `http` refuses.
 pub(crate) fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM);
     for &((name_at, name_len), (value_at, value_len)) in spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
         let value =
