@@ -180,6 +180,9 @@ async fn processes_scale_out_only_when_busy_ones_do_not_come_back_in_time() {
         scale_out_after: Duration::from_secs(10),
         ..HostOptions::default()
     });
+    // From cold, they wait for the process being started rather than each starting one.
+    let cold = concurrent(&host, &spec, &svc, 6, 0).await;
+    assert_eq!(cold.len(), 1, "one cold start for all: {cold:?}");
     let warm = pid(&invoke(&host, &svc.f(&spec), json!({"sleep_ms": 0})).await.unwrap());
     let pids = concurrent(&host, &spec, &svc, 8, 0).await;
     assert_eq!(pids, HashSet::from([warm]), "no process beyond the warm one");
