@@ -36,6 +36,9 @@ use crate::h1::{self, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bodies up to this size are copied behind the head and sent with it in one write.
 const COALESCE: usize = 16 * 1024;
+/// How long a connection closed after an error answer goes on reading (and dropping) what the
+/// client still sends.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// What the server calls for each request.
 pub(crate) trait Service: Send + Sync + 'static {
@@ -189,7 +192,19 @@ impl<S: Service> Connection<S> {
                 res
             }
         };
-        let _ = self.write(&res, head_request, Version::HTTP_11, false).await;
+        if self.write(&res, head_request, Version::HTTP_11, false).await.is_err() {
+            return;
+        }
+        // Lingering close, as nginx does: the client may still be sending the body just refused,
+        // and closing with unread bytes would reset the connection, so the client could lose the
+        // answer. Say we are done (FIN), then read and drop what still comes, for a while.
+        let stream = &mut self.wire.stream;
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut sink = [0u8; 16 * 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     /// Reads until a whole head is buffered and parses it. `None`: the peer closed (or the
@@ -629,6 +644,20 @@ mod tests {
             assert_eq!(got[0].0, 413);
             assert_eq!(got[0].2, r#"{"message":"Request Too Long"}"#);
             assert!(closed(&mut s));
+
+            // A client that sends the whole body anyway still reads the answer (lingering close).
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut writer = s.try_clone().unwrap();
+            let sent = std::thread::spawn(move || {
+                let head =
+                    format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n\r\n", MAX_REQUEST_BODY + 1);
+                writer.write_all(head.as_bytes())?;
+                writer.write_all(&vec![b'x'; MAX_REQUEST_BODY + 1])
+            });
+            assert_eq!(read_responses(&mut s, 1)[0].0, 413);
+            assert!(closed(&mut s));
+            sent.join().unwrap().expect("the body is read and dropped, not reset");
 
             // Chunked: counted as it arrives.
             let mut s = std::net::TcpStream::connect(addr).unwrap();
