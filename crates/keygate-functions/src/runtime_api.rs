@@ -11,7 +11,8 @@
 //!
 //! Event and response bodies pass through untouched and are never logged.
 
-use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,15 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 
 /// Largest response a function may post (Lambda's synchronous payload limit, 6 MB).
 pub(crate) const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -142,7 +137,7 @@ impl RuntimeApi {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn next(&self) -> Response<Full<Bytes>> {
+    async fn next(&self) -> Response<Bytes> {
         {
             let mut state = self.lock();
             if self.failure.borrow().is_some() {
@@ -181,7 +176,7 @@ impl RuntimeApi {
         // still in the channel or the state knows it was handed out.
         invocation.delivered.store(true, Ordering::Release);
         let Invocation { request_id, event, deadline_ms, trace_id, reply, .. } = invocation;
-        let mut response = Response::new(Full::new(event));
+        let mut response = Response::new(event);
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline_ms));
@@ -212,7 +207,7 @@ impl RuntimeApi {
         }
     }
 
-    fn complete(&self, request_id: &str, outcome: Outcome) -> Response<Full<Bytes>> {
+    fn complete(&self, request_id: &str, outcome: Outcome) -> Response<Bytes> {
         match self.current_reply(request_id, true) {
             Ok(reply) => {
                 // The invoker may have given up (timeout); then the process is being killed and
@@ -226,91 +221,74 @@ impl RuntimeApi {
         }
     }
 
-    async fn response(&self, request_id: &str, body: Incoming) -> Response<Full<Bytes>> {
+    fn response(&self, request_id: &str, body: Bytes) -> Response<Bytes> {
+        self.complete(request_id, Outcome::Response(body))
+    }
+
+    /// A `/response` over [`MAX_RESPONSE_BYTES`] fails its invocation, as on Lambda.
+    fn response_too_large(&self, request_id: &str) -> Response<Bytes> {
         if let Err(refusal) = self.current_reply(request_id, false) {
             return refusal.into_response();
         }
-        match read_body(body).await {
-            Ok(bytes) => self.complete(request_id, Outcome::Response(bytes)),
-            Err(BodyError::TooLarge) => {
-                let outcome = Outcome::Error {
-                    error_type: "Function.ResponseSizeTooLarge".to_owned(),
-                    message: format!(
-                        "Response payload size exceeded maximum allowed payload size \
-                         ({MAX_RESPONSE_BYTES} bytes)."
-                    ),
-                };
-                let _ = self.complete(request_id, outcome);
-                too_large()
-            }
-            Err(BodyError::Truncated) => truncated(),
-        }
+        let outcome = Outcome::Error {
+            error_type: "Function.ResponseSizeTooLarge".to_owned(),
+            message: format!(
+                "Response payload size exceeded maximum allowed payload size \
+                 ({MAX_RESPONSE_BYTES} bytes)."
+            ),
+        };
+        let _ = self.complete(request_id, outcome);
+        too_large()
     }
 
-    async fn error(
-        &self,
-        request_id: &str,
-        headers: &HeaderMap,
-        body: Incoming,
-    ) -> Response<Full<Bytes>> {
+    fn error(&self, request_id: &str, headers: &HeaderMap, body: &[u8]) -> Response<Bytes> {
         if let Err(refusal) = self.current_reply(request_id, false) {
             return refusal.into_response();
         }
-        match read_body(body).await {
-            Ok(bytes) => {
-                let (error_type, message) = parse_error(headers, &bytes);
-                self.complete(request_id, Outcome::Error { error_type, message })
-            }
-            Err(BodyError::TooLarge) => too_large(),
-            Err(BodyError::Truncated) => truncated(),
-        }
+        let (error_type, message) = parse_error(headers, body);
+        self.complete(request_id, Outcome::Error { error_type, message })
     }
 
-    async fn init_error(&self, headers: &HeaderMap, body: Incoming) -> Response<Full<Bytes>> {
+    fn init_error(&self, headers: &HeaderMap, body: &[u8]) -> Response<Bytes> {
         if self.lock().initialized {
             return invalid_state(
                 "State transition from Ready to InitError failed for runtime: init is over",
             );
         }
-        match read_body(body).await {
-            Ok(bytes) => {
-                let (error_type, message) = parse_error(headers, &bytes);
-                self.fail(Failure::InitError(format!("{error_type}: {message}")));
-                accepted()
-            }
-            Err(BodyError::TooLarge) => too_large(),
-            Err(BodyError::Truncated) => truncated(),
+        let (error_type, message) = parse_error(headers, body);
+        self.fail(Failure::InitError(format!("{error_type}: {message}")));
+        accepted()
+    }
+}
+
+impl keygate_http::Service for RuntimeApi {
+    fn call(
+        &self,
+        req: Request<Bytes>,
+        _peer: SocketAddr,
+    ) -> impl Future<Output = Response<Bytes>> + Send {
+        handle(self, req)
+    }
+
+    fn too_large(&self, head: &http::request::Parts) -> Response<Bytes> {
+        match route(&head.method, head.uri.path()) {
+            Route::Response(id) => self.response_too_large(&id),
+            _ => too_large(),
         }
     }
 }
 
-/// Serves the Runtime API on `listener` until the task is aborted. Connections run in a
-/// `JoinSet` owned by this task, so aborting it (when the process is reaped) also drops every
-/// connection, including a `/next` long poll that would otherwise wait forever.
+/// Serves the Runtime API on `listener` until the task is aborted. Connections belong to this
+/// task, so aborting it (when the process is reaped) also drops every connection, including a
+/// `/next` long poll that would otherwise wait forever. Reads have no timeout: a runtime may sit
+/// in `/next` or between requests as long as it likes.
 pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let api = Arc::clone(&api);
-                    connections.spawn(async move {
-                        let service = service_fn(move |req| handle(Arc::clone(&api), req));
-                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                        if let Err(err) = conn.await {
-                            tracing::debug!(%err, "runtime API connection ended with an error");
-                        }
-                    });
-                }
-                Err(err) => {
-                    // Typically EMFILE; back off instead of spinning.
-                    tracing::warn!(%err, "runtime API cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    let options = keygate_http::Options {
+        max_body: MAX_RESPONSE_BYTES,
+        read_timeout: None,
+        drain: Duration::ZERO,
+    };
+    keygate_http::serve(listener, api, options, std::future::pending()).await;
 }
 
 enum Route {
@@ -338,22 +316,18 @@ fn route(method: &Method, path: &str) -> Route {
     if method == allowed { route } else { Route::MethodNotAllowed }
 }
 
-async fn handle(
-    api: Arc<RuntimeApi>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(api: &RuntimeApi, req: Request<Bytes>) -> Response<Bytes> {
     let (parts, body) = req.into_parts();
-    let response = match route(&parts.method, parts.uri.path()) {
+    match route(&parts.method, parts.uri.path()) {
         Route::Next => api.next().await,
-        Route::Response(id) => api.response(&id, body).await,
-        Route::Error(id) => api.error(&id, &parts.headers, body).await,
-        Route::InitError => api.init_error(&parts.headers, body).await,
+        Route::Response(id) => api.response(&id, body),
+        Route::Error(id) => api.error(&id, &parts.headers, &body),
+        Route::InitError => api.init_error(&parts.headers, &body),
         Route::MethodNotAllowed => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "Method Not Allowed")
         }
         Route::NotFound => json_error(StatusCode::NOT_FOUND, "NotFound", "404 page not found"),
-    };
-    Ok(response)
+    }
 }
 
 /// Why a `/response` or `/error` is refused (as the RIE refuses it).
@@ -363,7 +337,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_response(self) -> Response<Full<Bytes>> {
+    fn into_response(self) -> Response<Bytes> {
         match self {
             Self::NoInvocation => invalid_state(
                 "State transition from Ready to InvocationResponse failed for runtime: no \
@@ -371,19 +345,6 @@ impl Refusal {
             ),
             Self::WrongRequestId => invalid_request_id(),
         }
-    }
-}
-
-enum BodyError {
-    TooLarge,
-    Truncated,
-}
-
-async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
-    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::Truncated),
     }
 }
 
@@ -451,32 +412,32 @@ pub(crate) fn new_trace_id() -> String {
     out
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn json_error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+fn json_error(status: StatusCode, error_type: &str, message: &str) -> Response<Bytes> {
     let body = json!({"errorMessage": message, "errorType": error_type});
     json_response(status, Bytes::from(body.to_string()))
 }
 
 /// The answer to every accepted `/response` and `/error` (once per invocation: no JSON building).
-fn accepted() -> Response<Full<Bytes>> {
+fn accepted() -> Response<Bytes> {
     json_response(StatusCode::ACCEPTED, Bytes::from_static(br#"{"status":"OK"}"#))
 }
 
-fn invalid_state(message: &str) -> Response<Full<Bytes>> {
+fn invalid_state(message: &str) -> Response<Bytes> {
     json_error(StatusCode::FORBIDDEN, "InvalidStateTransition", message)
 }
 
-fn invalid_request_id() -> Response<Full<Bytes>> {
+fn invalid_request_id() -> Response<Bytes> {
     json_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
 }
 
-fn too_large() -> Response<Full<Bytes>> {
+fn too_large() -> Response<Bytes> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestEntityTooLarge",
@@ -484,17 +445,10 @@ fn too_large() -> Response<Full<Bytes>> {
     )
 }
 
-fn truncated() -> Response<Full<Bytes>> {
-    json_error(
-        StatusCode::BAD_REQUEST,
-        "TruncatedHTTPRequest",
-        "HTTP request detected as truncated",
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
 
     use super::*;
 

@@ -12,8 +12,8 @@
 //!
 //! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from, `event`
 //! builds lambda-proxy events and maps responses, `respond` makes AWS gateway responses,
-//! `server` is the HTTP/1.1 server and `upstream` the http-proxy client (both on the wire pieces
-//! in `h1`), this file holds [`Gateway`] and [`serve`].
+//! `upstream` is the http-proxy client (on `keygate_http`'s wire pieces), this file holds
+//! [`Gateway`] and [`serve`] (on `keygate_http`'s server).
 //!
 //! Architecture invariants: no store access per request (the table is refreshed in the
 //! background when the store's version moves); key values are never logged.
@@ -24,9 +24,7 @@ pub mod table;
 
 #[doc(hidden)]
 pub mod event;
-mod h1;
 mod respond;
-mod server;
 mod upstream;
 
 use std::future::Future;
@@ -59,6 +57,9 @@ pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often admitted usage is written to the store (so it is at most this far behind).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a client may take to send a request head (idle keep-alive included) or go without
+/// sending body bytes.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -448,10 +449,15 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
-    server::serve(listener, gateway, shutdown, DRAIN_TIMEOUT).await;
+    let options = keygate_http::Options {
+        max_body: MAX_REQUEST_BODY,
+        read_timeout: Some(READ_TIMEOUT),
+        drain: DRAIN_TIMEOUT,
+    };
+    keygate_http::serve(listener, gateway, options, shutdown).await;
 }
 
-impl server::Service for Gateway {
+impl keygate_http::Service for Gateway {
     fn call(
         &self,
         req: Request<Bytes>,
@@ -460,8 +466,8 @@ impl server::Service for Gateway {
         self.handle(req, peer)
     }
 
-    fn refuse(&self, err: GatewayError) -> Response<Body> {
-        let mut res = respond::error(err, None);
+    fn too_large(&self, _head: &http::request::Parts) -> Response<Body> {
+        let mut res = respond::error(GatewayError::RequestTooLarge, None);
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
         if let Ok(v) = HeaderValue::from_str(request_id) {

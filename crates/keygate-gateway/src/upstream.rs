@@ -1,7 +1,7 @@
 //! The `http-proxy` integration: forward the request to `request.uri` with path parameters
 //! substituted, over pooled keep-alive HTTP/1.1 connections.
 //!
-//! The client is keygate's own, on the same wire pieces as the server ([`crate::h1`]): the
+//! The client is keygate's own, on the same wire pieces as the server (`keygate_http::wire`): the
 //! request's head is written with its body in one `write()`, the response head is parsed with
 //! `httparse` and its body read whole (length, chunked or until close). hyper's client (with
 //! hyper-util's pool, then with a pool of ours) spent about a third of the instructions of a
@@ -26,8 +26,8 @@ use keygate_types::response::GatewayError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::h1::{self, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 use crate::respond::Body;
+use keygate_http::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 
 /// API Gateway's default integration timeout.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(29);
@@ -209,7 +209,7 @@ impl Upstream {
                 Some(c) => c,
                 None => connect(target).await?,
             };
-            c.wire.deadline.restart();
+            c.wire.restart_deadline();
             match round_trip(&mut c, method, head, body).await {
                 Ok((res, keep)) => {
                     if keep {
@@ -251,7 +251,7 @@ async fn round_trip(
     let written = tokio::select! {
         biased;
         w = write => w,
-        () = wire.deadline.passed() => return Err(Trip::Failed(Failure::TimedOut)),
+        () = h1::passed(&mut wire.deadline) => return Err(Trip::Failed(Failure::TimedOut)),
     };
     if let Err(e) = written {
         return Err(Trip::Unanswered(Failure::Broken(format!("cannot send the request: {e}"))));
@@ -322,7 +322,7 @@ async fn round_trip(
             (Some(true), _) => wire.read_chunked(MAX_BODY).await,
             (None, Ok(Some(n))) if n > MAX_BODY => Err(ReadError::TooLarge),
             (None, Ok(Some(n))) => wire.read_length(n).await,
-            (None, Err(())) => Err(ReadError::Malformed),
+            (None, Err(e)) => Err(e),
             // No length: the body ends when the upstream closes.
             (Some(false), _) | (None, Ok(None)) => {
                 reusable = false;
@@ -359,7 +359,7 @@ async fn connect(target: &Target) -> Result<Pooled, Failure> {
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    Ok(Pooled { wire: Wire::new(stream, TIMEOUT, false), idle_since: Instant::now() })
+    Ok(Pooled { wire: Wire::new(stream, Some(TIMEOUT), false), idle_since: Instant::now() })
 }
 
 /// The request line, `host`, the client's end-to-end headers, the length, and a small body.

@@ -1,19 +1,15 @@
-//! The data plane's HTTP/1.1 server: one task per connection reads a request head with
-//! `httparse`, reads the whole body (Content-Length or chunked, at most [`MAX_REQUEST_BODY`]),
-//! hands an `http::Request<Bytes>` to the [`Service`] and writes its `http::Response<Bytes>` back
-//! with one `write()`.
-//!
-//! Why not hyper's server, as the admin API uses: the gateway always reads bodies whole and
-//! answers with whole bodies, so hyper's general machinery (a dispatcher state machine, body
-//! streams, a timer per read) was most of what keygate added per request on the 403 path.
-//! callgrind counts are in docs/benchmarks.md (change 20).
+//! The HTTP/1.1 server: one task per connection reads a request head with `httparse`, reads the
+//! whole body (Content-Length or chunked, at most [`Options::max_body`]), hands an
+//! `http::Request<Bytes>` to the [`Service`] and writes its `http::Response<Bytes>` back with one
+//! `write()`. Connections belong to the [`serve`] future: dropping it (aborting its task) closes
+//! them all, which the Runtime API relies on when its process is gone.
 //!
 //! Framing rules (RFC 9112), strict because a gateway in front of other servers must not let a
 //! request be read two ways: `Transfer-Encoding` other than `chunked` is refused (501); both
 //! `Transfer-Encoding` and `Content-Length`, or differing `Content-Length`s, are a 400 and the
 //! connection is closed; a head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers is a 431. A
-//! connection that sends no complete head for [`HEAD_TIMEOUT`] (idle keep-alive included) or no
-//! body bytes for as long is closed.
+//! connection that sends no complete head for [`Options::read_timeout`] (idle keep-alive
+//! included) or no body bytes for as long is closed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,16 +20,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use keygate_types::response::GatewayError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::MAX_REQUEST_BODY;
-use crate::h1::{self, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
+use crate::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 
-/// How long a connection may take to send a request head, or go without sending body bytes.
-pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a server reads requests and stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Largest request body read; a larger one gets [`Service::too_large`] and the connection is
+    /// closed.
+    pub max_body: usize,
+    /// How long a connection may take to send a request head (idle keep-alive included) or go
+    /// without sending body bytes; `None`: no limit.
+    pub read_timeout: Option<Duration>,
+    /// After shutdown starts, how long connections may take to finish the request they are on.
+    pub drain: Duration,
+}
 /// Bodies up to this size are copied behind the head and sent with it in one write.
 const COALESCE: usize = 16 * 1024;
 /// How long a connection closed after an error answer goes on reading (and dropping) what the
@@ -41,7 +46,7 @@ const COALESCE: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(5);
 
 /// What the server calls for each request.
-pub(crate) trait Service: Send + Sync + 'static {
+pub trait Service: Send + Sync + 'static {
     /// Answers one request whose body has been read.
     fn call(
         &self,
@@ -49,19 +54,21 @@ pub(crate) trait Service: Send + Sync + 'static {
         peer: SocketAddr,
     ) -> impl Future<Output = Response<Bytes>> + Send;
 
-    /// Answers a request that cannot be handed over (its body is over the limit).
-    fn refuse(&self, err: GatewayError) -> Response<Bytes>;
+    /// Answers a request whose body is over [`Options::max_body`] (not read; the connection is
+    /// closed after the answer).
+    fn too_large(&self, head: &http::request::Parts) -> Response<Bytes>;
 }
 
 /// Serves `listener` until `shutdown` completes, then lets open connections finish the request
-/// they are on for up to `drain`; idle connections close at once.
-pub(crate) async fn serve<S: Service>(
+/// they are on for up to [`Options::drain`]; idle connections close at once.
+pub async fn serve<S: Service>(
     listener: TcpListener,
     service: Arc<S>,
+    options: Options,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
 ) {
     let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,19 +81,20 @@ pub(crate) async fn serve<S: Service>(
                     continue;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection::new(stream, peer, Arc::clone(&service), stopped.clone());
-        tokio::spawn(conn.run());
+        let conn = Connection::new(stream, peer, Arc::clone(&service), &options, stopped.clone());
+        connections.spawn(conn.run());
     }
     drop(listener);
-    drop(stopped);
     let _ = stop.send(true);
-    // Every connection holds a receiver: `closed` resolves when the last one has ended.
-    if tokio::time::timeout(drain, stop.closed()).await.is_err() {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(options.drain, drained).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
+    // Dropping the set aborts what is left.
 }
 
 /// Why a connection stops reading requests.
@@ -96,7 +104,7 @@ enum Stop {
     Quiet,
     /// The request cannot be read: answer with this status and close.
     Answer(StatusCode),
-    /// The body is over the limit: the service's refusal, then close.
+    /// The body is over the limit: the service's answer, then close.
     TooLarge,
 }
 
@@ -135,6 +143,7 @@ struct Connection<S> {
     /// Made once per connection: a new `changed()` per request cost a waiter-list lock each.
     stop_signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     out: Vec<u8>,
+    max_body: usize,
 }
 
 impl<S: Service> Connection<S> {
@@ -142,6 +151,7 @@ impl<S: Service> Connection<S> {
         stream: TcpStream,
         peer: SocketAddr,
         service: Arc<S>,
+        options: &Options,
         stopped: watch::Receiver<bool>,
     ) -> Self {
         let mut signal = stopped.clone();
@@ -150,12 +160,13 @@ impl<S: Service> Connection<S> {
             let _ = signal.wait_for(|stopping| *stopping).await;
         });
         Self {
-            wire: Wire::new(stream, HEAD_TIMEOUT, true),
+            wire: Wire::new(stream, options.read_timeout, true),
             peer,
             service,
             stopped,
             stop_signal,
             out: Vec::with_capacity(1024),
+            max_body: options.max_body,
         }
     }
 
@@ -164,16 +175,16 @@ impl<S: Service> Connection<S> {
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
-                Err(stop) => return self.stop(stop, false).await,
+                Err(stop) => return self.stop(stop, None).await,
             };
             let Head { parts, framing, keep_alive, expects_continue } = head;
             let body = match self.read_body(framing, expects_continue).await {
                 Ok(body) => body,
-                Err(stop) => return self.stop(stop, parts.method == Method::HEAD).await,
+                Err(stop) => return self.stop(stop, Some(&parts)).await,
             };
             let head_request = parts.method == Method::HEAD;
             let version = parts.version;
-            let res = self.service.call(Request::from_parts(parts, body), self.peer).await;
+            let Some(res) = self.call(Request::from_parts(parts, body)).await else { return };
             let keep_alive = keep_alive && !*self.stopped.borrow();
             if self.write(&res, head_request, version, keep_alive).await.is_err() || !keep_alive {
                 return;
@@ -181,12 +192,39 @@ impl<S: Service> Connection<S> {
         }
     }
 
+    /// Runs the service on `req` while watching the connection: a client that closes it before
+    /// the answer cancels the call (`None`), as hyper does; bytes it sends meanwhile (the next
+    /// request, pipelined) are kept for later.
+    async fn call(&mut self, req: Request<Bytes>) -> Option<Response<Bytes>> {
+        let call = self.service.call(req, self.peer);
+        tokio::pin!(call);
+        let wire = &mut self.wire;
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                biased;
+                res = &mut call => return Some(res),
+                read = wire.stream.read_buf(&mut wire.buf), if watching => match read {
+                    Ok(0) | Err(_) => return None,
+                    // Pipelined bytes; past the head limit, stop reading until the answer.
+                    Ok(_) => watching = wire.buf.len() < MAX_HEAD,
+                },
+            }
+        }
+    }
+
     /// Answers what ended the connection, if anything is to be said, and closes it.
-    async fn stop(mut self, stop: Stop, head_request: bool) {
-        let res = match stop {
-            Stop::Quiet => return,
-            Stop::TooLarge => self.service.refuse(GatewayError::RequestTooLarge),
-            Stop::Answer(status) => {
+    async fn stop(mut self, stop: Stop, head: Option<&http::request::Parts>) {
+        let head_request = head.is_some_and(|h| h.method == Method::HEAD);
+        let res = match (stop, head) {
+            (Stop::Quiet, _) => return,
+            (Stop::TooLarge, Some(head)) => self.service.too_large(head),
+            (Stop::TooLarge, None) => {
+                let mut res = Response::new(Bytes::new());
+                *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                res
+            }
+            (Stop::Answer(status), _) => {
                 let mut res = Response::new(Bytes::new());
                 *res.status_mut() = status;
                 res
@@ -226,13 +264,13 @@ impl<S: Service> Connection<S> {
                     return Ok(None);
                 }
                 // The whole head must arrive within the timeout of the first wait for it.
-                wire.deadline.restart();
+                wire.restart_deadline();
             }
             let read = tokio::select! {
                 biased;
                 read = wire.stream.read_buf(&mut wire.buf) => Ok(Some(read)),
                 () = &mut self.stop_signal, if idle => Ok(None),
-                () = wire.deadline.passed() => Err(()),
+                () = h1::passed(&mut wire.deadline) => Err(()),
             };
             match read {
                 Ok(Some(Ok(0))) | Err(()) => {
@@ -256,7 +294,7 @@ impl<S: Service> Connection<S> {
     async fn read_body(&mut self, framing: Framing, expects_continue: bool) -> Result<Bytes, Stop> {
         let wanted = match framing {
             Framing::Length(0) => return Ok(Bytes::new()),
-            Framing::Length(n) if n > MAX_REQUEST_BODY => return Err(Stop::TooLarge),
+            Framing::Length(n) if n > self.max_body => return Err(Stop::TooLarge),
             Framing::Length(n) => Some(n),
             Framing::Chunked => None,
         };
@@ -269,7 +307,7 @@ impl<S: Service> Connection<S> {
         }
         let body = match wanted {
             Some(n) => self.wire.read_length(n).await,
-            None => self.wire.read_chunked(MAX_REQUEST_BODY).await,
+            None => self.wire.read_chunked(self.max_body).await,
         };
         body.map_err(|e| {
             if e == ReadError::Closed || e == ReadError::TimedOut {
@@ -366,7 +404,7 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Stop> {
         Some(false) => Err(Stop::Answer(StatusCode::NOT_IMPLEMENTED)),
         None => match h1::content_length(headers) {
             Ok(length) => Ok(Framing::Length(length.unwrap_or(0))),
-            Err(()) => Err(Stop::Answer(StatusCode::BAD_REQUEST)),
+            Err(_) => Err(Stop::Answer(StatusCode::BAD_REQUEST)),
         },
     }
 }
@@ -453,6 +491,8 @@ mod tests {
 
     use super::*;
 
+    const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+
     /// Answers with the method, target, body length and body, and `x-seen-<header>` for every
     /// request header, so a test can read back what the server handed over.
     struct Echo;
@@ -460,6 +500,17 @@ mod tests {
     impl Service for Echo {
         async fn call(&self, req: Request<Bytes>, _peer: SocketAddr) -> Response<Bytes> {
             let (parts, body) = req.into_parts();
+            if parts.uri.path() == "/hang" {
+                // Never answers; records being dropped (cancelled).
+                struct Flag;
+                impl Drop for Flag {
+                    fn drop(&mut self) {
+                        HANG_DROPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                let _flag = Flag;
+                std::future::pending::<()>().await;
+            }
             let text = format!("{} {} {} ", parts.method, parts.uri, body.len());
             let mut out = text.into_bytes();
             out.extend_from_slice(&body);
@@ -476,11 +527,31 @@ mod tests {
             res
         }
 
-        fn refuse(&self, err: GatewayError) -> Response<Bytes> {
-            let spec = err.spec();
-            let mut res = Response::new(Bytes::from_static(spec.body.as_bytes()));
-            *res.status_mut() = StatusCode::from_u16(spec.status).unwrap();
+        fn too_large(&self, _head: &http::request::Parts) -> Response<Bytes> {
+            let mut res = Response::new(Bytes::from_static(br#"{"message":"Request Too Long"}"#));
+            *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
             res
+        }
+    }
+
+    static HANG_DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_goes_away_cancels_the_call() {
+        let srv = start().await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /hang HTTP/1.1\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            drop(s);
+        })
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        while !HANG_DROPPED.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(started.elapsed() < Duration::from_secs(10), "the call was never cancelled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -495,14 +566,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(serve(
-            listener,
-            Arc::new(Echo),
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(5),
-        ));
+        let options = Options {
+            max_body: MAX_REQUEST_BODY,
+            read_timeout: Some(Duration::from_secs(30)),
+            drain: Duration::from_secs(5),
+        };
+        let done = tokio::spawn(serve(listener, Arc::new(Echo), options, async move {
+            let _ = stopped.await;
+        }));
         Running { addr, stop: Some(stop), done }
     }
 

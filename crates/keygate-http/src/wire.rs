@@ -1,7 +1,7 @@
-//! HTTP/1.1 wire pieces shared by the data plane's server ([`crate::server`]) and its upstream
-//! client ([`crate::upstream`]): a connection with its read buffer and deadline, body readers
-//! for the three framings (length, chunked, until close), and the step from `httparse`'s
-//! borrowed headers to an `http::HeaderMap` whose values share the head's bytes.
+//! HTTP/1.1 wire pieces shared by the server ([`crate::server`]) and the data plane's upstream
+//! client: a connection with its read buffer and deadline, body readers for the three framings
+//! (length, chunked, until close), and the step from `httparse`'s borrowed headers to an
+//! `http::HeaderMap` whose values share the head's bytes.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -14,23 +14,23 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// Largest head (request or status line and headers) read.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in one head.
-pub(crate) const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 
 /// Where a name or value is in the buffer it was parsed from: (start, length).
-pub(crate) type Span = (usize, usize);
+pub type Span = (usize, usize);
 
 /// The name and value spans of parsed headers.
-pub(crate) type Spans = SmallVec<[(Span, Span); 16]>;
+pub type Spans = SmallVec<[(Span, Span); 16]>;
 
 /// Records where `headers` (parsed from `buf`) are, so `buf` can be frozen and shared.
-pub(crate) fn spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
+pub fn spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
     headers.iter().map(|h| (span(buf, h.name.as_bytes()), span(buf, h.value))).collect()
 }
 
 /// Where `part`, a slice of `buf`, is in it.
-pub(crate) fn span(buf: &[u8], part: &[u8]) -> Span {
+pub fn span(buf: &[u8], part: &[u8]) -> Span {
     (part.as_ptr() as usize - buf.as_ptr() as usize, part.len())
 }
 
@@ -39,7 +39,7 @@ pub(crate) fn span(buf: &[u8], part: &[u8]) -> Span {
 const ROOM: usize = 4;
 
 /// The headers at `spans` in `head`, values sharing its bytes. `None`: a name `http` refuses.
-pub(crate) fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
+pub fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(spans.len() + ROOM);
     for &((name_at, name_len), (value_at, value_len)) in spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
@@ -51,7 +51,7 @@ pub(crate) fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderM
 }
 
 /// Whether the `Connection` header says `close`, and whether it says `keep-alive`.
-pub(crate) fn connection_tokens(headers: &HeaderMap) -> (bool, bool) {
+pub fn connection_tokens(headers: &HeaderMap) -> (bool, bool) {
     let (mut close, mut keep) = (false, false);
     for value in headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|&b| b == b',') {
@@ -64,20 +64,21 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> (bool, bool) {
 }
 
 /// The single `Content-Length` of `headers` (repeats must agree); `Ok(None)` when there is none.
-/// A value beyond `usize` reads as `usize::MAX` (over any limit).
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ()> {
+/// A value beyond `usize` reads as `usize::MAX` (over any limit). A value that is not digits, or
+/// repeats that differ: [`ReadError::Malformed`].
+pub fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ReadError> {
     let mut length: Option<usize> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return Err(());
+                return Err(ReadError::Malformed);
             }
             let n = part
                 .iter()
                 .fold(0usize, |n, &d| n.saturating_mul(10).saturating_add(usize::from(d - b'0')));
             if length.is_some_and(|l| l != n) {
-                return Err(());
+                return Err(ReadError::Malformed);
             }
             length = Some(n);
         }
@@ -87,7 +88,7 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ()> {
 
 /// Whether `Transfer-Encoding` is exactly `chunked` (`Some(true)`), something else
 /// (`Some(false)`), or absent (`None`).
-pub(crate) fn chunked(headers: &HeaderMap) -> Option<bool> {
+pub fn chunked(headers: &HeaderMap) -> Option<bool> {
     if !headers.contains_key(header::TRANSFER_ENCODING) {
         return None;
     }
@@ -105,7 +106,7 @@ pub(crate) fn chunked(headers: &HeaderMap) -> Option<bool> {
 
 /// Why reading stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The peer closed the connection (or reading failed).
     Closed,
     /// The deadline passed.
@@ -119,25 +120,25 @@ pub(crate) enum ReadError {
 /// A deadline that can be pushed back on every read without touching the timer wheel each
 /// time: the timer is set once, and when it fires early (the deadline moved on meanwhile) it is
 /// set again. A timer per read was ~10% of the instructions of a 403 (docs/benchmarks.md).
-pub(crate) struct Deadline {
+pub struct Deadline {
     timer: Pin<Box<Sleep>>,
     at: Instant,
     len: Duration,
 }
 
 impl Deadline {
-    pub(crate) fn new(len: Duration) -> Self {
+    pub fn new(len: Duration) -> Self {
         let at = Instant::now() + len;
         Self { timer: Box::pin(tokio::time::sleep_until(at)), at, len }
     }
 
     /// Starts the deadline again from now.
-    pub(crate) fn restart(&mut self) {
+    pub fn restart(&mut self) {
         self.at = Instant::now() + self.len;
     }
 
     /// Completes once the deadline has passed.
-    pub(crate) async fn passed(&mut self) {
+    pub async fn passed(&mut self) {
         loop {
             self.timer.as_mut().await;
             if Instant::now() >= self.at {
@@ -149,35 +150,51 @@ impl Deadline {
     }
 }
 
+/// Completes once `deadline` has passed; never without one.
+pub async fn passed(deadline: &mut Option<Deadline>) {
+    match deadline {
+        Some(d) => d.passed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One connection: the stream, what has been read and not consumed, and the read deadline.
-pub(crate) struct Wire {
-    pub(crate) stream: TcpStream,
-    pub(crate) buf: BytesMut,
-    pub(crate) deadline: Deadline,
+pub struct Wire {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    /// `None`: reads never time out.
+    pub deadline: Option<Deadline>,
     /// Whether every read that makes progress restarts the deadline (the server's "no bytes for
     /// that long") or only the owner does (the client's "whole exchange within that long").
     restart_on_progress: bool,
 }
 
 impl Wire {
-    pub(crate) fn new(stream: TcpStream, timeout: Duration, restart_on_progress: bool) -> Self {
+    pub fn new(stream: TcpStream, timeout: Option<Duration>, restart_on_progress: bool) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(4096),
-            deadline: Deadline::new(timeout),
+            deadline: timeout.map(Deadline::new),
             restart_on_progress,
         }
     }
 
+    /// Starts the deadline again from now (if there is one).
+    pub fn restart_deadline(&mut self) {
+        if let Some(d) = self.deadline.as_mut() {
+            d.restart();
+        }
+    }
+
     /// Reads more bytes into the buffer.
-    pub(crate) async fn fill(&mut self) -> Result<(), ReadError> {
+    pub async fn fill(&mut self) -> Result<(), ReadError> {
         if self.restart_on_progress {
-            self.deadline.restart();
+            self.restart_deadline();
         }
         let read = tokio::select! {
             biased;
             read = self.stream.read_buf(&mut self.buf) => read,
-            () = self.deadline.passed() => return Err(ReadError::TimedOut),
+            () = passed(&mut self.deadline) => return Err(ReadError::TimedOut),
         };
         match read {
             Ok(n) if n > 0 => Ok(()),
@@ -186,7 +203,7 @@ impl Wire {
     }
 
     /// The next `n` bytes.
-    pub(crate) async fn read_length(&mut self, n: usize) -> Result<Bytes, ReadError> {
+    pub async fn read_length(&mut self, n: usize) -> Result<Bytes, ReadError> {
         self.buf.reserve(n.saturating_sub(self.buf.len()));
         while self.buf.len() < n {
             self.fill().await?;
@@ -195,7 +212,7 @@ impl Wire {
     }
 
     /// Everything until the peer closes, at most `max` bytes.
-    pub(crate) async fn read_to_close(&mut self, max: usize) -> Result<Bytes, ReadError> {
+    pub async fn read_to_close(&mut self, max: usize) -> Result<Bytes, ReadError> {
         loop {
             if self.buf.len() > max {
                 return Err(ReadError::TooLarge);
@@ -209,7 +226,7 @@ impl Wire {
     }
 
     /// A chunked body, decoded, at most `max` bytes; extensions and trailers are dropped.
-    pub(crate) async fn read_chunked(&mut self, max: usize) -> Result<Bytes, ReadError> {
+    pub async fn read_chunked(&mut self, max: usize) -> Result<Bytes, ReadError> {
         let mut body = BytesMut::new();
         loop {
             let (consumed, size) = loop {
