@@ -75,6 +75,11 @@ pub struct HostOptions {
     /// on as few processes as its load needs; one that waits on I/O scales out to its reserved
     /// concurrency, each new process that much later.
     pub scale_out_after: Duration,
+    /// A process that has answered this many invocations is stopped and replaced on the next
+    /// demand (default 100,000), as Lambda recycles execution environments: what a long-lived
+    /// process accumulates is bounded. (Every `lambda_runtime` function grows ~130 bytes per
+    /// invocation: it `setenv`s each trace id and glibc keeps every value; docs/benchmarks.md.)
+    pub max_invocations: u64,
 }
 
 impl Default for HostOptions {
@@ -83,6 +88,7 @@ impl Default for HostOptions {
             idle_timeout: Duration::from_secs(600),
             default_concurrency: default_reserved_concurrency(),
             scale_out_after: Duration::from_millis(20),
+            max_invocations: 100_000,
         }
     }
 }
@@ -241,7 +247,8 @@ impl FunctionHost {
         if let Some(pool) = pools.iter().find(|p| p.key().is_for(f, concurrency)) {
             return Ok(Arc::clone(pool));
         }
-        let pool = Arc::new(Pool::new(key, self.inner.opts.scale_out_after));
+        let opts = &self.inner.opts;
+        let pool = Arc::new(Pool::new(key, opts.scale_out_after, opts.max_invocations.max(1)));
         pools.push(Arc::clone(&pool));
         Ok(pool)
     }

@@ -48,6 +48,7 @@ pub(crate) struct Pool {
     /// Signalled when a process goes back to `idle`.
     freed: Notify,
     scale_out_after: Duration,
+    max_invocations: u64,
 }
 
 struct PoolState {
@@ -64,7 +65,7 @@ struct PoolState {
 }
 
 impl Pool {
-    pub(crate) fn new(key: PoolKey, scale_out_after: Duration) -> Self {
+    pub(crate) fn new(key: PoolKey, scale_out_after: Duration, max_invocations: u64) -> Self {
         let permits = Arc::new(Semaphore::new(key.concurrency as usize));
         let state = PoolState {
             idle: Vec::new(),
@@ -73,7 +74,14 @@ impl Pool {
             starting: 0,
             closed: false,
         };
-        Self { key, permits, state: Mutex::new(state), freed: Notify::new(), scale_out_after }
+        Self {
+            key,
+            permits,
+            state: Mutex::new(state),
+            freed: Notify::new(),
+            scale_out_after,
+            max_invocations,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -148,7 +156,22 @@ impl Pool {
             match &result {
                 // A handler error leaves the runtime healthy: it polls `/next` again.
                 Ok(_) | Err(InvokeError::FunctionError { .. }) => {
-                    self.put_idle(process);
+                    process.answered += 1;
+                    if process.answered >= self.max_invocations {
+                        // Retired, as Lambda recycles execution environments: whatever the
+                        // process accumulated (lambda_runtime's `setenv` of every trace id, say)
+                        // goes with it. Dropping it kills it; the next demand starts a new one.
+                        tracing::debug!(
+                            function = %self.function(),
+                            pid = process.pid(),
+                            answered = process.answered,
+                            "retiring function process"
+                        );
+                        drop(process);
+                        self.freed.notify_waiters();
+                    } else {
+                        self.put_idle(process);
+                    }
                     return result;
                 }
                 Err(err) => {

@@ -232,6 +232,8 @@ pub(crate) struct Process {
     shared: Arc<ProcShared>,
     inbox: mpsc::Sender<Invocation>,
     pub(crate) idle_since: Instant,
+    /// Invocations this process has answered (see `HostOptions::max_invocations`).
+    pub(crate) answered: u64,
 }
 
 impl Drop for Process {
@@ -336,7 +338,7 @@ impl Process {
             shared.reaped.send_replace(true);
         });
 
-        Ok(Self { shared, inbox, idle_since: Instant::now() })
+        Ok(Self { shared, inbox, idle_since: Instant::now(), answered: 0 })
     }
 
     pub(crate) fn shared(&self) -> Arc<ProcShared> {

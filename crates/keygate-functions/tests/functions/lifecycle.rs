@@ -165,6 +165,25 @@ async fn idle_processes_are_stopped_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_process_is_retired_after_max_invocations() {
+    let host = FunctionHost::new(HostOptions { max_invocations: 3, ..HostOptions::default() });
+    let svc = Service::new();
+    let spec = spec("env");
+    let mut pids = Vec::new();
+    for _ in 0..4 {
+        pids.push(pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap()));
+    }
+    assert_eq!((pids[0], pids[0]), (pids[1], pids[2]), "three answers from one process");
+    assert_ne!(pids[2], pids[3], "the fourth from a new one");
+    let started = Instant::now();
+    while process_exists(pids[0]) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the retired process still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_stops_busy_processes_and_refuses_new_work() {
     let host = FunctionHost::default();
     let svc = Service::new();
