@@ -179,18 +179,15 @@ impl Gateway {
     /// Handles one request.
     pub async fn handle(&self, req: Request<Bytes>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
-        // The request id is a v4 UUID (AWS's format) formatted on the stack; the method and path
-        // are copied for the access log only when that log is on.
+        // The method and path are copied for the access log only when that log is on.
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+        let request_id = new_request_id(&mut id_buf);
         let access = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
             .then(|| (req.method().clone(), req.uri().clone()));
         let table = self.table.load_full();
         let mut key_id = None;
         let mut res = self.dispatch(&table, req, peer, request_id, &mut key_id).await;
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
-        }
+        set_request_id(&mut res, request_id);
         if let Some((method, uri)) = access {
             tracing::info!(
                 target: "keygate::access",
@@ -413,6 +410,18 @@ impl Gateway {
     }
 }
 
+/// A new request id: a v4 UUID (AWS's format), formatted on the caller's stack.
+fn new_request_id(buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    uuid::Uuid::new_v4().hyphenated().encode_lower(buf)
+}
+
+/// Sets `x-amzn-RequestId` on a response.
+fn set_request_id(res: &mut Response<Body>, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
+    }
+}
+
 /// Builds a table on the blocking pool: with a million keys it takes CPU time that would
 /// otherwise stall every connection served by this thread.
 async fn build_table(snapshot: keygate_types::model::GatewaySnapshot, meter: &Arc<Meter>) -> Table {
@@ -469,10 +478,8 @@ impl keygate_http::Service for Gateway {
     fn too_large(&self, _head: &http::request::Parts) -> Response<Body> {
         let mut res = respond::error(GatewayError::RequestTooLarge, None);
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
-        }
+        let request_id = new_request_id(&mut id_buf);
+        set_request_id(&mut res, request_id);
         tracing::info!(
             target: "keygate::access",
             request_id,

@@ -219,16 +219,8 @@ impl<S: Service> Connection<S> {
         let res = match (stop, head) {
             (Stop::Quiet, _) => return,
             (Stop::TooLarge, Some(head)) => self.service.too_large(head),
-            (Stop::TooLarge, None) => {
-                let mut res = Response::new(Bytes::new());
-                *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                res
-            }
-            (Stop::Answer(status), _) => {
-                let mut res = Response::new(Bytes::new());
-                *res.status_mut() = status;
-                res
-            }
+            (Stop::TooLarge, None) => empty(StatusCode::PAYLOAD_TOO_LARGE),
+            (Stop::Answer(status), _) => empty(status),
         };
         if self.write(&res, head_request, Version::HTTP_11, false).await.is_err() {
             return;
@@ -347,6 +339,13 @@ impl<S: Service> Connection<S> {
             Ok(())
         }
     }
+}
+
+/// An answer with `status` and no body.
+fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
+    *res.status_mut() = status;
+    res
 }
 
 /// Parses the buffered head, if it is complete, and takes it out of the buffer.
