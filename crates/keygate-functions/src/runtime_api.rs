@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
+use keygate_http::{Fields, Request, Response};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -61,7 +61,8 @@ pub(crate) enum Failure {
 
 /// The Runtime API state of one process.
 pub(crate) struct RuntimeApi {
-    arn: HeaderValue,
+    /// The function's ARN, checked to be a header value.
+    arn: Bytes,
     /// Events for the process. Only the pool hands out events, one at a time per process, so the
     /// channel has room for one; `/next` takes the receiver's lock so that even a runtime that
     /// polls twice at once gets each event once.
@@ -95,8 +96,10 @@ impl RuntimeApi {
     /// A fresh API in the init state, and the sender the pool hands events in through.
     pub(crate) fn new(arn: &str) -> (Arc<Self>, mpsc::Sender<Invocation>) {
         let (tx, rx) = mpsc::channel(1);
-        let arn = HeaderValue::from_str(arn)
-            .unwrap_or_else(|_| HeaderValue::from_static("arn:aws:lambda:invalid"));
+        let arn = match HeaderValue::from_str(arn) {
+            Ok(_) => Bytes::copy_from_slice(arn.as_bytes()),
+            Err(_) => Bytes::from_static(b"arn:aws:lambda:invalid"),
+        };
         let api = Self {
             arn,
             inbox: tokio::sync::Mutex::new(rx),
@@ -137,7 +140,7 @@ impl RuntimeApi {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn next(&self) -> Response<Bytes> {
+    async fn next(&self) -> Response {
         {
             let mut state = self.lock();
             if self.failure.borrow().is_some() {
@@ -176,17 +179,15 @@ impl RuntimeApi {
         // still in the channel or the state knows it was handed out.
         invocation.delivered.store(true, Ordering::Release);
         let Invocation { request_id, event, deadline_ms, trace_id, reply, .. } = invocation;
-        let mut response = Response::new(event);
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline_ms));
-        headers.insert("lambda-runtime-invoked-function-arn", self.arn.clone());
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            headers.insert("lambda-runtime-aws-request-id", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&trace_id) {
-            headers.insert("lambda-runtime-trace-id", v);
-        }
+        let mut response = Response::new(StatusCode::OK, event);
+        let headers = &mut response.headers;
+        headers.push_static("content-type", "application/json");
+        let deadline = deadline_ms.to_string();
+        headers.push_value("lambda-runtime-deadline-ms", Bytes::from(deadline));
+        headers.push_value("lambda-runtime-invoked-function-arn", self.arn.clone());
+        // Both made by keygate (a UUID, an X-Ray header), so valid header values.
+        headers.push_value("lambda-runtime-aws-request-id", Bytes::from(request_id.clone()));
+        headers.push_value("lambda-runtime-trace-id", Bytes::from(trace_id));
         self.lock().current = Some(Current { request_id, reply });
         response
     }
@@ -207,7 +208,7 @@ impl RuntimeApi {
         }
     }
 
-    fn complete(&self, request_id: &str, outcome: Outcome) -> Response<Bytes> {
+    fn complete(&self, request_id: &str, outcome: Outcome) -> Response {
         match self.current_reply(request_id, true) {
             Ok(reply) => {
                 // The invoker may have given up (timeout); then the process is being killed and
@@ -221,12 +222,12 @@ impl RuntimeApi {
         }
     }
 
-    fn response(&self, request_id: &str, body: Bytes) -> Response<Bytes> {
+    fn response(&self, request_id: &str, body: Bytes) -> Response {
         self.complete(request_id, Outcome::Response(body))
     }
 
     /// A `/response` over [`MAX_RESPONSE_BYTES`] fails its invocation, as on Lambda.
-    fn response_too_large(&self, request_id: &str) -> Response<Bytes> {
+    fn response_too_large(&self, request_id: &str) -> Response {
         if let Err(refusal) = self.current_reply(request_id, false) {
             return refusal.into_response();
         }
@@ -241,7 +242,7 @@ impl RuntimeApi {
         too_large()
     }
 
-    fn error(&self, request_id: &str, headers: &HeaderMap, body: &[u8]) -> Response<Bytes> {
+    fn error(&self, request_id: &str, headers: &Fields, body: &[u8]) -> Response {
         if let Err(refusal) = self.current_reply(request_id, false) {
             return refusal.into_response();
         }
@@ -249,7 +250,7 @@ impl RuntimeApi {
         self.complete(request_id, Outcome::Error { error_type, message })
     }
 
-    fn init_error(&self, headers: &HeaderMap, body: &[u8]) -> Response<Bytes> {
+    fn init_error(&self, headers: &Fields, body: &[u8]) -> Response {
         if self.lock().initialized {
             return invalid_state(
                 "State transition from Ready to InitError failed for runtime: init is over",
@@ -262,16 +263,12 @@ impl RuntimeApi {
 }
 
 impl keygate_http::Service for RuntimeApi {
-    fn call(
-        &self,
-        req: Request<Bytes>,
-        _peer: SocketAddr,
-    ) -> impl Future<Output = Response<Bytes>> + Send {
+    fn call(&self, req: Request, _peer: SocketAddr) -> impl Future<Output = Response> + Send {
         handle(self, req)
     }
 
-    fn too_large(&self, head: &http::request::Parts) -> Response<Bytes> {
-        match route(&head.method, head.uri.path()) {
+    fn too_large(&self, head: &Request) -> Response {
+        match route(&head.method, head.path()) {
             Route::Response(id) => self.response_too_large(&id),
             _ => too_large(),
         }
@@ -316,13 +313,12 @@ fn route(method: &Method, path: &str) -> Route {
     if method == allowed { route } else { Route::MethodNotAllowed }
 }
 
-async fn handle(api: &RuntimeApi, req: Request<Bytes>) -> Response<Bytes> {
-    let (parts, body) = req.into_parts();
-    match route(&parts.method, parts.uri.path()) {
+async fn handle(api: &RuntimeApi, req: Request) -> Response {
+    match route(&req.method, req.path()) {
         Route::Next => api.next().await,
-        Route::Response(id) => api.response(&id, body),
-        Route::Error(id) => api.error(&id, &parts.headers, &body),
-        Route::InitError => api.init_error(&parts.headers, &body),
+        Route::Response(id) => api.response(&id, req.body),
+        Route::Error(id) => api.error(&id, &req.headers, &req.body),
+        Route::InitError => api.init_error(&req.headers, &req.body),
         Route::MethodNotAllowed => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "Method Not Allowed")
         }
@@ -337,7 +333,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_response(self) -> Response<Bytes> {
+    fn into_response(self) -> Response {
         match self {
             Self::NoInvocation => invalid_state(
                 "State transition from Ready to InvocationResponse failed for runtime: no \
@@ -351,7 +347,7 @@ impl Refusal {
 /// Reads `{"errorMessage", "errorType", "stackTrace"}` leniently: the type falls back to the
 /// `Lambda-Runtime-Function-Error-Type` header, then `Unhandled`; a body that is not that JSON
 /// becomes the message.
-fn parse_error(headers: &HeaderMap, body: &[u8]) -> (String, String) {
+fn parse_error(headers: &Fields, body: &[u8]) -> (String, String) {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| {
         parsed
@@ -365,7 +361,7 @@ fn parse_error(headers: &HeaderMap, body: &[u8]) -> (String, String) {
         .or_else(|| {
             headers
                 .get(ERROR_TYPE_HEADER)
-                .and_then(|v| v.to_str().ok())
+                .and_then(|v| std::str::from_utf8(v).ok())
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         })
@@ -412,32 +408,31 @@ pub(crate) fn new_trace_id() -> String {
     out
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = Response::new(status, body);
+    response.headers.push_static("content-type", "application/json");
     response
 }
 
-fn json_error(status: StatusCode, error_type: &str, message: &str) -> Response<Bytes> {
+fn json_error(status: StatusCode, error_type: &str, message: &str) -> Response {
     let body = json!({"errorMessage": message, "errorType": error_type});
     json_response(status, Bytes::from(body.to_string()))
 }
 
 /// The answer to every accepted `/response` and `/error` (once per invocation: no JSON building).
-fn accepted() -> Response<Bytes> {
+fn accepted() -> Response {
     json_response(StatusCode::ACCEPTED, Bytes::from_static(br#"{"status":"OK"}"#))
 }
 
-fn invalid_state(message: &str) -> Response<Bytes> {
+fn invalid_state(message: &str) -> Response {
     json_error(StatusCode::FORBIDDEN, "InvalidStateTransition", message)
 }
 
-fn invalid_request_id() -> Response<Bytes> {
+fn invalid_request_id() -> Response {
     json_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
 }
 
-fn too_large() -> Response<Bytes> {
+fn too_large() -> Response {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestEntityTooLarge",
@@ -476,7 +471,7 @@ mod tests {
 
     struct Reply {
         status: StatusCode,
-        headers: HeaderMap,
+        headers: http::HeaderMap,
         body: Bytes,
     }
 
@@ -497,7 +492,8 @@ mod tests {
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+        let mut req =
+            http::Request::builder().method(method).uri(path).header("host", addr.to_string());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use keygate_gateway::event::{self, EventInput};
 use keygate_gateway::meter::Meter;
 use keygate_gateway::router::{Lookup, Router};
@@ -270,12 +269,14 @@ fn route_match(c: &mut Criterion) {
     g.finish();
 }
 
-fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
+/// The fields of a request head holding `pairs`, parsed as the server parses them.
+fn headers(pairs: &[(&'static str, &str)]) -> keygate_http::Fields {
+    let mut head = String::from("GET / HTTP/1.1\r\n");
     for (n, v) in pairs {
-        h.append(HeaderName::from_static(n), HeaderValue::from_str(v).expect("valid header"));
+        head.push_str(&format!("{n}: {v}\r\n"));
     }
-    h
+    head.push_str("\r\n");
+    keygate_http::Request::parse(head.as_bytes(), bytes::Bytes::new()).expect("valid head").headers
 }
 
 /// A ~1 KB JSON body, as a client creating a candidate would send.

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
+use keygate_http::{Fields, Headers};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
@@ -33,7 +33,7 @@ pub struct EventInput<'a> {
     /// The resource template, e.g. `/candidates/{id}`.
     pub resource: &'a str,
     /// The request headers.
-    pub headers: &'a HeaderMap,
+    pub headers: &'a Fields,
     /// The raw query string (without `?`), if any.
     pub query: Option<&'a str>,
     /// The path parameters matched by the router (already percent-decoded).
@@ -71,7 +71,7 @@ const CLF: &[time::format_description::BorrowedFormatItem<'static>] = time::macr
 /// test `build_writes_the_same_event_as_the_value_builder` holds it to the `serde_json::Value`
 /// builder it replaced.
 pub fn build(i: &EventInput<'_>) -> Bytes {
-    let header = |n: &str| i.headers.get(n).and_then(|v| v.to_str().ok());
+    let header = |n: &str| i.headers.get(n).and_then(|v| std::str::from_utf8(v).ok());
     let host = header("host").unwrap_or("127.0.0.1");
     let query = i.query.filter(|q| !q.is_empty()).map(Query::parse);
     let mut o = Json(Vec::with_capacity(capacity_hint(i)));
@@ -141,7 +141,7 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
 /// Roughly how long the event will be, so it is written without reallocating: the fixed part
 /// plus every header twice (single and multi), the query twice, and the body (grown by base64).
 fn capacity_hint(i: &EventInput<'_>) -> usize {
-    let headers: usize = i.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 8).sum();
+    let headers: usize = i.headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum();
     let params: usize = i.params.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
     1280 + 2 * headers
         + 2 * i.query.map_or(0, str::len)
@@ -228,8 +228,7 @@ fn request_time(o: &mut Json, t: time::OffsetDateTime) {
 }
 
 /// A header value as text: invalid UTF-8 is replaced.
-fn text(value: &HeaderValue) -> Cow<'_, str> {
-    let bytes = value.as_bytes();
+fn text(bytes: &[u8]) -> Cow<'_, str> {
     // `from_utf8` is much faster than `from_utf8_lossy` on the usual ASCII values.
     match std::str::from_utf8(bytes) {
         Ok(s) => Cow::Borrowed(s),
@@ -238,53 +237,38 @@ fn text(value: &HeaderValue) -> Cow<'_, str> {
 }
 
 /// `headers` (each name with its last value) or, with `multi`, `multiValueHeaders` (each name
-/// with all its values, in order); `null` without headers.
-fn headers(o: &mut Json, headers: &HeaderMap, multi: bool) {
+/// with all its values, in order); `null` without headers. Names are written in lower case, each
+/// where it first appears (a repeated name is grouped, case ignored).
+fn headers(o: &mut Json, headers: &Fields, multi: bool) {
     if headers.is_empty() {
         o.raw("null");
         return;
     }
+    let fields: smallvec::SmallVec<[(&str, &[u8]); 16]> = headers.iter().collect();
     o.0.push(b'{');
-    let mut first = true;
-    let mut entry = |o: &mut Json, name: &HeaderName| {
-        if !std::mem::take(&mut first) {
+    for (at, &(name, value)) in fields.iter().enumerate() {
+        if fields[..at].iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            continue; // written with its first appearance
+        }
+        if o.0.last() != Some(&b'{') {
             o.0.push(b',');
         }
-        // Header names are lower-case tokens: nothing to escape.
+        // Header names are tokens: nothing to escape.
         o.0.push(b'"');
-        o.raw(name.as_str());
+        o.0.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
         o.raw("\":");
-    };
-    if headers.len() == headers.keys_len() {
-        // One value per name, the usual case: each pair once, no lookups.
-        for (name, value) in headers {
-            entry(o, name);
-            if multi {
-                o.0.push(b'[');
-                o.str(&text(value));
-                o.0.push(b']');
-            } else {
-                o.str(&text(value));
+        let mut repeats =
+            fields[at + 1..].iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|f| f.1);
+        if multi {
+            o.0.push(b'[');
+            o.str(&text(value));
+            for v in repeats {
+                o.0.push(b',');
+                o.str(&text(v));
             }
-        }
-    } else {
-        for name in headers.keys() {
-            entry(o, name);
-            let values = headers.get_all(name);
-            if multi {
-                o.0.push(b'[');
-                for (n, v) in values.iter().enumerate() {
-                    if n > 0 {
-                        o.0.push(b',');
-                    }
-                    o.str(&text(v));
-                }
-                o.0.push(b']');
-            } else if let Some(last) = values.iter().next_back() {
-                o.str(&text(last));
-            } else {
-                o.raw("null");
-            }
+            o.0.push(b']');
+        } else {
+            o.str(&text(repeats.next_back().unwrap_or(value)));
         }
     }
     o.0.push(b'}');
@@ -368,8 +352,9 @@ fn path_params(o: &mut Json, params: &[(String, String)]) {
 pub struct ProxyResponse {
     /// The response status (`statusCode`).
     pub status: StatusCode,
-    /// The response headers, `headers` merged with `multiValueHeaders`, in order.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The response headers, `headers` merged with `multiValueHeaders`, in order; names as the
+    /// function wrote them.
+    pub headers: Headers,
     /// The response body (base64-decoded when `isBase64Encoded`).
     pub body: Bytes,
 }
@@ -397,7 +382,7 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
     .and_then(|n| u16::try_from(n).ok())
     .and_then(|n| StatusCode::from_u16(n).ok())
     .ok_or("statusCode is missing or not an HTTP status")?;
-    let mut headers = Vec::new();
+    let mut headers = Headers::default();
     // multiValueHeaders wins for names present in both, as API Gateway merges them.
     let multi = match get("multiValueHeaders") {
         None | Some(Raw::Null) => Vec::new(),
@@ -411,7 +396,7 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
                 if multi.binary_search_by(|(name, _)| (*name).cmp(k)).is_ok() {
                     continue;
                 }
-                headers.push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
+                header(&mut headers, k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?;
             }
         }
         Some(_) => return Err("headers is not an object".to_owned()),
@@ -421,7 +406,7 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
             return Err(format!("multiValueHeaders.{k} is not a list"));
         };
         for v in values {
-            headers.push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
+            header(&mut headers, k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?;
         }
     }
     let is_b64 = match get("isBase64Encoded") {
@@ -464,12 +449,15 @@ fn scalar<'r>(v: &'r Raw<'_>) -> Option<Cow<'r, str>> {
     }
 }
 
-fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let n = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{name:?} is not a valid header name"))?;
-    let v =
-        HeaderValue::from_str(value).map_err(|_| format!("header {name} has an invalid value"))?;
-    Ok((n, v))
+/// Adds `name: value` after checking both (a function's answer must not be able to end the head
+/// or smuggle a field in).
+fn header(headers: &mut Headers, name: &str, value: &str) -> Result<(), String> {
+    let n = Bytes::copy_from_slice(name.as_bytes());
+    let v = Bytes::copy_from_slice(value.as_bytes());
+    headers.push(n, v).map_err(|e| match e {
+        keygate_http::InvalidHeader::Name => format!("{name:?} is not a valid header name"),
+        keygate_http::InvalidHeader::Value => format!("header {name} has an invalid value"),
+    })
 }
 
 /// A JSON value borrowing its strings from the input where it can. Reading one accepts exactly
@@ -601,7 +589,7 @@ mod tests {
         assert_eq!(r.status, 201);
         assert_eq!(r.body, "hi");
         let names: Vec<_> =
-            r.headers.iter().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect();
+            r.headers.iter().map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v))).collect();
         assert_eq!(names, ["a=1", "b=2", "b=3"]);
         let r =
             parse_response(br#"{"statusCode":200,"isBase64Encoded":true,"body":"AAEC"}"#).unwrap();
@@ -645,7 +633,7 @@ mod tests {
         .and_then(|n| u16::try_from(n).ok())
         .and_then(|n| StatusCode::from_u16(n).ok())
         .ok_or("statusCode is missing or not an HTTP status")?;
-        let mut headers = Vec::new();
+        let mut headers = Headers::default();
         let multi = match obj.get("multiValueHeaders") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -658,8 +646,8 @@ mod tests {
                     if multi.contains_key(k) {
                         continue;
                     }
-                    headers
-                        .push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
+                    let v = scalar(v).ok_or(format!("header {k} is not a string"))?;
+                    header(&mut headers, k, &v)?;
                 }
             }
             Some(_) => return Err("headers is not an object".to_owned()),
@@ -669,7 +657,7 @@ mod tests {
                 return Err(format!("multiValueHeaders.{k} is not a list"));
             };
             for v in values {
-                headers.push(header(k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?);
+                header(&mut headers, k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?;
             }
         }
         let is_b64 = match obj.get("isBase64Encoded") {
@@ -775,13 +763,14 @@ mod tests {
     fn reference_build(i: &EventInput<'_>) -> Value {
         let mut headers = Map::new();
         let mut multi_headers: Map<String, Value> = Map::new();
-        for (name, value) in i.headers {
-            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            headers.insert(name.as_str().to_owned(), Value::String(v.clone()));
-            match multi_headers.get_mut(name.as_str()) {
+        for (name, value) in i.headers.iter() {
+            let name = name.to_ascii_lowercase();
+            let v = String::from_utf8_lossy(value).into_owned();
+            headers.insert(name.clone(), Value::String(v.clone()));
+            match multi_headers.get_mut(&name) {
                 Some(Value::Array(a)) => a.push(Value::String(v)),
                 _ => {
-                    multi_headers.insert(name.as_str().to_owned(), json!([v]));
+                    multi_headers.insert(name, json!([v]));
                 }
             }
         }
@@ -817,7 +806,7 @@ mod tests {
                 Err(_) => (Value::String(B64.encode(i.body)), true),
             }
         };
-        let header = |n: &str| i.headers.get(n).and_then(|v| v.to_str().ok());
+        let header = |n: &str| i.headers.get(n).and_then(|v| std::str::from_utf8(v).ok());
         let host = header("host").unwrap_or("127.0.0.1");
         let (api_key, api_key_id) = match i.api_key {
             Some((v, id)) => (json!(v), json!(id)),
@@ -865,12 +854,16 @@ mod tests {
         })
     }
 
-    fn header_map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    /// The fields of a request head holding `pairs`, parsed as the server parses them.
+    fn header_map(pairs: &[(&'static str, &[u8])]) -> Fields {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
         for (n, v) in pairs {
-            h.append(HeaderName::from_static(n), HeaderValue::from_bytes(v).unwrap());
+            head.extend_from_slice(format!("{n}: ").as_bytes());
+            head.extend_from_slice(v);
+            head.extend_from_slice(b"\r\n");
         }
-        h
+        head.extend_from_slice(b"\r\n");
+        keygate_http::Request::parse(&head, Bytes::new()).expect("a valid head").headers
     }
 
     #[test]
@@ -886,7 +879,7 @@ mod tests {
             ("x-multi", b"3"),
         ]);
         let odd = header_map(&[("host", b"localhost:3000"), ("user-agent", b"\xff\xfe")]);
-        let empty = HeaderMap::new();
+        let empty = header_map(&[]);
         let params = vec![
             ("id".to_owned(), "42".to_owned()),
             ("proxy".to_owned(), "a/b c".to_owned()),

@@ -34,22 +34,18 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::HeaderValue;
-use http::{Request, Response};
 use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
+use keygate_http::{Request, Response};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
 use keygate_types::response::GatewayError;
-use keygate_types::{Cors, HttpMethod, Integration};
+use keygate_types::{HttpMethod, Integration};
 use tokio::net::TcpListener;
 
 use crate::meter::{Admission, Meter};
-use crate::respond::Body;
+use crate::respond::CorsOrigin;
 use crate::router::Lookup;
 use crate::table::Table;
-
-static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 /// Largest request body accepted (API Gateway's payload limit).
 pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
@@ -177,24 +173,24 @@ impl Gateway {
     }
 
     /// Handles one request.
-    pub async fn handle(&self, req: Request<Bytes>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request, peer: SocketAddr) -> Response {
         let started = Instant::now();
         // The method and path are copied for the access log only when that log is on.
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id = new_request_id(&mut id_buf);
         let access = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
-            .then(|| (req.method().clone(), req.uri().clone()));
+            .then(|| (req.method.clone(), req.path().to_owned()));
         let table = self.table.load_full();
         let mut key_id = None;
         let mut res = self.dispatch(&table, req, peer, request_id, &mut key_id).await;
         set_request_id(&mut res, request_id);
-        if let Some((method, uri)) = access {
+        if let Some((method, path)) = access {
             tracing::info!(
                 target: "keygate::access",
                 request_id,
                 method = %method,
-                path = uri.path(),
-                status = res.status().as_u16(),
+                path,
+                status = res.status.as_u16(),
                 key_id = key_id.unwrap_or("-"),
                 micros = started.elapsed().as_micros() as u64,
             );
@@ -205,13 +201,12 @@ impl Gateway {
     async fn dispatch<'t>(
         &self,
         table: &'t Table,
-        req: Request<Bytes>,
+        req: Request,
         peer: SocketAddr,
         request_id: &str,
         key_id: &mut Option<&'t str>,
-    ) -> Response<Body> {
-        let uri = req.uri().clone(); // shares the request's bytes
-        let full_path = uri.path();
+    ) -> Response {
+        let full_path = req.path();
         // `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.
         let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
         let (stage, path) = match trimmed.find('/') {
@@ -221,14 +216,16 @@ impl Gateway {
         let Some(stage_table) = table.stages.get(stage) else {
             return respond::error(GatewayError::MissingAuthenticationToken, None);
         };
-        let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let found = match stage_table.router.lookup(path, req.method().as_str()) {
+        // Read only for CORS routes; shares the request's bytes.
+        let origin = || req.headers.get("origin").map(|o| req.headers.share(o));
+        let found = match stage_table.router.lookup(path, req.method.as_str()) {
             Lookup::Found(m) => m,
             Lookup::NoMethod { routes } => {
                 let cors_route =
                     routes.iter().find_map(|&r| stage_table.routes[r].event.cors.as_ref());
                 if let Some(cors) = cors_route {
-                    if req.method() == http::Method::OPTIONS {
+                    let origin = origin();
+                    if req.method == http::Method::OPTIONS {
                         let methods: Vec<HttpMethod> =
                             routes.iter().map(|&r| stage_table.routes[r].event.method).collect();
                         return respond::preflight(cors, &methods, origin.as_ref());
@@ -245,13 +242,13 @@ impl Gateway {
             }
         };
         let route = &stage_table.routes[found.route];
-        let cors: Option<(&Cors, Option<&HeaderValue>)> =
-            route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
+        let origin = route.event.cors.as_ref().and_then(|_| origin());
+        let cors: CorsOrigin<'_> = route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
 
         // The key check: digest the presented value and look it up; no store access.
         let mut rate_headers: Option<meter::RateLimitValues> = None;
         if route.event.private {
-            let presented = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
+            let presented = req.headers.get("x-api-key");
             let clock = self.meter.clock();
             let now_ms = clock.now_unix_ms();
             let Some(auth) =
@@ -266,7 +263,7 @@ impl Gateway {
             let method_key = if grant.limits.methods.is_empty() {
                 String::new()
             } else {
-                let exact = format!("{}/{}", route.event.path, req.method());
+                let exact = format!("{}/{}", route.event.path, req.method);
                 if grant.limits.methods.contains_key(&exact) {
                     exact
                 } else {
@@ -289,20 +286,18 @@ impl Gateway {
             }
         }
 
-        let (parts, body) = req.into_parts();
-        let mut res = self
-            .integrate(route, &found.params, parts, body, path, peer, request_id, *key_id, cors)
-            .await;
+        let mut res =
+            self.integrate(route, &found.params, &req, path, peer, request_id, *key_id, cors).await;
         if let Some(values) = rate_headers {
-            let h = res.headers_mut();
-            // One buffer becomes both header values without another copy.
+            let h = &mut res.headers;
+            // The gateway's own figures replace any the integration sent.
+            h.retain(|n, _| {
+                !n.eq_ignore_ascii_case("ratelimit-policy") && !n.eq_ignore_ascii_case("ratelimit")
+            });
+            // One buffer becomes both header values without another copy; digits and `;=,`.
             let (policy, ratelimit) = values.into_bytes();
-            if let Ok(v) = HeaderValue::from_maybe_shared(policy) {
-                h.insert(RATELIMIT_POLICY.clone(), v);
-            }
-            if let Ok(v) = HeaderValue::from_maybe_shared(ratelimit) {
-                h.insert(RATELIMIT.clone(), v);
-            }
+            h.push_value("ratelimit-policy", policy);
+            h.push_value("ratelimit", ratelimit);
         }
         res
     }
@@ -313,50 +308,44 @@ impl Gateway {
         &self,
         route: &table::Route,
         params: &[(String, String)],
-        parts: http::request::Parts,
-        body: Bytes,
+        req: &Request,
         path: &str,
         peer: SocketAddr,
         request_id: &str,
         key_id: Option<&str>,
-        cors: Option<(&Cors, Option<&HeaderValue>)>,
-    ) -> Response<Body> {
+        cors: CorsOrigin<'_>,
+    ) -> Response {
         let def = &route.definition;
         match &route.event.integration {
             Integration::Mock => {
-                let mut res = Response::new(Bytes::new());
-                res.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                let mut res = Response::new(http::StatusCode::OK, Bytes::new());
+                res.headers.push_static("content-type", "application/json");
                 res
             }
-            Integration::HttpProxy { uri } => match self
-                .upstream
-                .forward(uri, route.proxy_target.as_ref(), params, &parts, body)
-                .await
-            {
-                Ok(res) => res,
-                Err(e) => respond::error(e, cors),
-            },
+            Integration::HttpProxy { uri } => {
+                match self.upstream.forward(uri, route.proxy_target.as_ref(), params, req).await {
+                    Ok(res) => res,
+                    Err(e) => respond::error(e, cors),
+                }
+            }
             Integration::LambdaProxy => {
                 let spec = &def.functions[route.function];
                 let event = event::build(&event::EventInput {
-                    method: parts.method.as_str(),
+                    method: req.method.as_str(),
                     path,
                     stage: &route.stage,
                     resource: &route.event.path,
-                    headers: &parts.headers,
-                    query: parts.uri.query(),
+                    headers: &req.headers,
+                    query: req.query(),
                     params,
-                    body: &body,
+                    body: &req.body,
                     peer,
                     request_id,
                     api_id: &route.api_id,
                     deployment_id: &route.deployment_id,
                     // The value as presented (the route is private when a key id is known).
                     api_key: key_id.and_then(|id| {
-                        let v = parts.headers.get("x-api-key")?.to_str().ok()?;
+                        let v = std::str::from_utf8(req.headers.get("x-api-key")?).ok()?;
                         Some((v, id))
                     }),
                     time: time::OffsetDateTime::now_utc(),
@@ -375,17 +364,14 @@ impl Gateway {
                 };
                 match event::parse_response(&raw) {
                     Ok(p) => {
-                        let mut res = Response::new(p.body);
-                        *res.status_mut() = p.status;
-                        let h = res.headers_mut();
-                        for (n, v) in p.headers {
-                            if n != http::header::CONTENT_LENGTH
-                                && n != http::header::TRANSFER_ENCODING
-                            {
-                                h.append(n, v);
-                            }
-                        }
-                        res
+                        let mut headers = p.headers;
+                        // Framing is the server's; the request id the gateway's.
+                        headers.retain(|n, _| {
+                            !n.eq_ignore_ascii_case("content-length")
+                                && !n.eq_ignore_ascii_case("transfer-encoding")
+                                && !n.eq_ignore_ascii_case(respond::X_AMZN_REQUEST_ID)
+                        });
+                        Response { status: p.status, headers, body: p.body }
                     }
                     Err(why) => {
                         tracing::warn!(
@@ -415,11 +401,12 @@ fn new_request_id(buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
     uuid::Uuid::new_v4().hyphenated().encode_lower(buf)
 }
 
-/// Sets `x-amzn-RequestId` on a response.
-fn set_request_id(res: &mut Response<Body>, request_id: &str) {
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        res.headers_mut().insert(respond::X_AMZN_REQUEST_ID.clone(), v);
-    }
+/// Sets `x-amzn-RequestId` on a response (integrations' own are left out when their answer is
+/// read).
+fn set_request_id(res: &mut Response, request_id: &str) {
+    // A UUID: a valid header value.
+    let id = Bytes::copy_from_slice(request_id.as_bytes());
+    res.headers.push_value(respond::X_AMZN_REQUEST_ID, id);
 }
 
 /// Builds a table on the blocking pool: with a million keys it takes CPU time that would
@@ -467,15 +454,11 @@ pub async fn serve(
 }
 
 impl keygate_http::Service for Gateway {
-    fn call(
-        &self,
-        req: Request<Bytes>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send {
+    fn call(&self, req: Request, peer: SocketAddr) -> impl Future<Output = Response> + Send {
         self.handle(req, peer)
     }
 
-    fn too_large(&self, _head: &http::request::Parts) -> Response<Body> {
+    fn too_large(&self, _head: &Request) -> Response {
         let mut res = respond::error(GatewayError::RequestTooLarge, None);
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id = new_request_id(&mut id_buf);
@@ -483,7 +466,7 @@ impl keygate_http::Service for Gateway {
         tracing::info!(
             target: "keygate::access",
             request_id,
-            status = res.status().as_u16(),
+            status = res.status.as_u16(),
             "request refused before routing"
         );
         res

@@ -2,34 +2,28 @@
 //! `keygate_types::response`) and CORS preflight answers.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Response, StatusCode};
+use http::StatusCode;
+use keygate_http::{Headers, Response};
 use keygate_types::response::GatewayError;
 use keygate_types::{Cors, HttpMethod};
 
-pub(crate) type Body = Bytes;
+/// The request id header on every answer.
+pub(crate) const X_AMZN_REQUEST_ID: &str = "x-amzn-requestid";
 
-pub(crate) static X_AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
-pub(crate) static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// The CORS configuration of the route and the request's `Origin`, if it sent one.
+pub(crate) type CorsOrigin<'a> = Option<(&'a Cors, Option<&'a Bytes>)>;
 
 /// A gateway-made error. On a CORS route it also carries `Access-Control-Allow-Origin`, so a
 /// browser can read the 403 (API Gateway needs a custom gateway response for that; keygate does
-/// it by default).
-pub(crate) fn error(
-    err: GatewayError,
-    cors: Option<(&Cors, Option<&HeaderValue>)>,
-) -> Response<Body> {
+/// it by default). Everything but CORS is static: no formatting, no copies.
+pub(crate) fn error(err: GatewayError, cors: CorsOrigin<'_>) -> Response {
     let spec = err.spec();
-    let mut res = Response::new(Bytes::from_static(spec.body.as_bytes()));
-    *res.status_mut() = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::FORBIDDEN);
-    // Sized once for these, the request id and CORS, instead of growing twice.
-    *res.headers_mut() = HeaderMap::with_capacity(6);
-    let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, APPLICATION_JSON.clone());
-    h.insert(X_AMZN_ERROR_TYPE.clone(), HeaderValue::from_static(spec.error_type));
+    let status = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut res = Response::new(status, Bytes::from_static(spec.body.as_bytes()));
+    res.headers.push_static("content-type", "application/json");
+    res.headers.push_static("x-amzn-errortype", spec.error_type);
     if let Some((cors, origin)) = cors {
-        allow_origin(h, cors, origin);
+        allow_origin(&mut res.headers, cors, origin);
     }
     res
 }
@@ -38,28 +32,23 @@ pub(crate) fn error(
 pub(crate) fn limited(
     err: GatewayError,
     retry_after: Option<u64>,
-    cors: Option<(&Cors, Option<&HeaderValue>)>,
-) -> Response<Body> {
+    cors: CorsOrigin<'_>,
+) -> Response {
     let mut res = error(err, cors);
     if let Some(secs) = retry_after {
-        res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        let secs = itoa::Buffer::new().format(secs).as_bytes().to_vec();
+        res.headers.push_value("retry-after", Bytes::from(secs));
     }
     res
 }
 
 /// The answer to an `OPTIONS` preflight on a CORS resource: 200, no key needed, with the
 /// resource's methods.
-pub(crate) fn preflight(
-    cors: &Cors,
-    methods: &[HttpMethod],
-    origin: Option<&HeaderValue>,
-) -> Response<Body> {
-    let mut res = Response::new(Bytes::new());
-    let h = res.headers_mut();
+pub(crate) fn preflight(cors: &Cors, methods: &[HttpMethod], origin: Option<&Bytes>) -> Response {
+    let mut res = Response::new(StatusCode::OK, Bytes::new());
+    let h = &mut res.headers;
     allow_origin(h, cors, origin);
-    if let Ok(v) = HeaderValue::from_str(&cors.headers.join(",")) {
-        h.insert("access-control-allow-headers", v);
-    }
+    push_text(h, "access-control-allow-headers", cors.headers.join(","));
     let mut listed: Vec<&str> = if cors.methods.is_empty() {
         let mut m: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
         if m.contains(&"ANY") {
@@ -72,46 +61,49 @@ pub(crate) fn preflight(
     if !listed.contains(&"OPTIONS") {
         listed.push("OPTIONS");
     }
-    if let Ok(v) = HeaderValue::from_str(&listed.join(",")) {
-        h.insert("access-control-allow-methods", v);
-    }
+    push_text(h, "access-control-allow-methods", listed.join(","));
     if cors.allow_credentials {
-        h.insert("access-control-allow-credentials", HeaderValue::from_static("true"));
+        h.push_static("access-control-allow-credentials", "true");
     }
     if let Some(age) = cors.max_age {
-        h.insert("access-control-max-age", HeaderValue::from(age));
+        push_text(h, "access-control-max-age", age.to_string());
     }
-    if let Some(cc) = cors.cache_control.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
-        h.insert("cache-control", cc);
+    if let Some(cc) = &cors.cache_control {
+        push_text(h, "cache-control", cc.clone());
     }
     res
 }
 
+/// Adds `name: value` when `value` is a valid header value (configuration is checked when it is
+/// loaded; this is the last guard).
+fn push_text(h: &mut Headers, name: &'static str, value: String) {
+    let _ = h.push(Bytes::from_static(name.as_bytes()), Bytes::from(value));
+}
+
 /// `Access-Control-Allow-Origin`: `*`, the request's origin when it is allowed, else the first
 /// configured origin (browsers then refuse, as they should).
-fn allow_origin(h: &mut HeaderMap, cors: &Cors, origin: Option<&HeaderValue>) {
-    let value = if cors.origins.iter().any(|o| o == "*") && !cors.allow_credentials {
-        HeaderValue::from_static("*")
-    } else if let Some(o) = origin.filter(|o| origin_allowed(cors, o)) {
-        o.clone()
-    } else {
-        match cors.origins.first().and_then(|o| HeaderValue::from_str(o).ok()) {
-            Some(v) => v,
+fn allow_origin(h: &mut Headers, cors: &Cors, origin: Option<&Bytes>) {
+    const NAME: &str = "access-control-allow-origin";
+    if cors.origins.iter().any(|o| o == "*") && !cors.allow_credentials {
+        h.push_static(NAME, "*");
+        return;
+    }
+    let value = match origin.filter(|o| origin_allowed(cors, o)) {
+        // A value of the request's head, checked by the parser.
+        Some(o) => o.clone(),
+        None => match cors.origins.first() {
+            Some(o) => Bytes::from(o.clone()),
             None => return,
-        }
+        },
     };
-    h.insert("access-control-allow-origin", value);
-    if value_is_specific(h) {
-        h.append(http::header::VARY, HeaderValue::from_static("Origin"));
+    let specific = value != "*";
+    if h.push(Bytes::from_static(NAME.as_bytes()), value).is_ok() && specific {
+        h.push_static("vary", "Origin");
     }
 }
 
-fn value_is_specific(h: &HeaderMap) -> bool {
-    h.get("access-control-allow-origin").is_some_and(|v| v != "*")
-}
-
-fn origin_allowed(cors: &Cors, origin: &HeaderValue) -> bool {
-    let Ok(origin) = origin.to_str() else { return false };
+fn origin_allowed(cors: &Cors, origin: &[u8]) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else { return false };
     cors.origins.iter().any(|allowed| {
         allowed == "*"
             || allowed == origin

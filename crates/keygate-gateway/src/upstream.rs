@@ -19,15 +19,16 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 use keygate_types::response::GatewayError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::respond::Body;
 use keygate_http::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
+use keygate_http::{Fields, Headers, Request, Response};
+
+use crate::respond::X_AMZN_REQUEST_ID;
 
 /// API Gateway's default integration timeout.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(29);
@@ -166,14 +167,14 @@ impl Upstream {
         template: &str,
         fixed: Option<&Target>,
         params: &[(String, String)],
-        request: &http::request::Parts,
-        body: Bytes,
-    ) -> Result<http::Response<Body>, GatewayError> {
+        request: &Request,
+    ) -> Result<Response, GatewayError> {
+        let body = &request.body;
         let built;
         let target = match fixed {
-            Some(t) if request.uri.query().is_none_or(str::is_empty) => t,
+            Some(t) if request.query().is_none_or(str::is_empty) => t,
             _ => {
-                built = Target::new(template, params, request.uri.query()).map_err(|why| {
+                built = Target::new(template, params, request.query()).map_err(|why| {
                     tracing::warn!(uri = %template, "http-proxy target is not usable: {why}");
                     GatewayError::InternalServerError
                 })?;
@@ -181,8 +182,8 @@ impl Upstream {
             }
         };
         let mut out = Vec::with_capacity(512 + if body.len() <= COALESCE { body.len() } else { 0 });
-        encode_request(&mut out, target, request, &body);
-        match self.exchange(target, &request.method, &out, &body).await {
+        encode_request(&mut out, target, request);
+        match self.exchange(target, &request.method, &out, body).await {
             Ok(res) => Ok(res),
             Err(Failure::TimedOut) => Err(GatewayError::EndpointRequestTimedOut),
             Err(Failure::Broken(why)) => {
@@ -200,7 +201,7 @@ impl Upstream {
         method: &Method,
         head: &[u8],
         body: &Bytes,
-    ) -> Result<http::Response<Body>, Failure> {
+    ) -> Result<Response, Failure> {
         let mut reuse = true;
         loop {
             let pooled = if reuse { self.pool.checkout(&target.authority) } else { None };
@@ -239,7 +240,7 @@ async fn round_trip(
     method: &Method,
     head: &[u8],
     body: &Bytes,
-) -> Result<(http::Response<Body>, bool), Trip> {
+) -> Result<(Response, bool), Trip> {
     let wire = &mut c.wire;
     let write = async {
         wire.stream.write_all(head).await?;
@@ -283,10 +284,7 @@ async fn round_trip(
                     })?;
                 let spans = h1::spans(&wire.buf, res.headers);
                 let head = wire.buf.split_to(len).freeze();
-                let headers = h1::header_map(&head, &spans).ok_or_else(|| {
-                    Trip::Failed(Failure::Broken("malformed response header".into()))
-                })?;
-                break (status, version, headers);
+                break (status, version, Fields::new(head, spans));
             }
             Ok(httparse::Status::Partial) if wire.buf.len() < MAX_HEAD => {
                 let got_nothing = !answered && wire.buf.is_empty();
@@ -331,11 +329,8 @@ async fn round_trip(
         };
         read.map_err(|e| Trip::Failed(e.into()))?
     };
-    let mut res = http::Response::new(body);
-    *res.status_mut() = status;
-    *res.headers_mut() = headers;
-    strip_hop_by_hop(res.headers_mut());
     // The server writes the length of the body it sends; a HEAD answer keeps this one.
+    let res = Response { status, headers: end_to_end(&headers), body };
     Ok((res, reusable && wire.buf.is_empty()))
 }
 
@@ -363,12 +358,8 @@ async fn connect(target: &Target) -> Result<Pooled, Failure> {
 }
 
 /// The request line, `host`, the client's end-to-end headers, the length, and a small body.
-fn encode_request(
-    out: &mut Vec<u8>,
-    target: &Target,
-    request: &http::request::Parts,
-    body: &Bytes,
-) {
+fn encode_request(out: &mut Vec<u8>, target: &Target, request: &Request) {
+    let body = &request.body;
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.path.as_str().as_bytes());
@@ -377,18 +368,18 @@ fn encode_request(
     out.extend_from_slice(b"\r\n");
     let headers = &request.headers;
     let hop = HopByHop::of(headers);
-    for (name, value) in headers {
+    for (name, value) in headers.iter() {
         // The body is whole: its length is written below, and there is nothing to expect.
-        if name == header::HOST
-            || name == header::CONTENT_LENGTH
-            || name == header::EXPECT
+        if name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("expect")
             || hop.contains(name)
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     let method = &request.method;
@@ -454,49 +445,53 @@ impl Target {
 
 /// The hop-by-hop headers of one message (RFC 9110 §7.6.1: not forwarded in either
 /// direction): RFC 9110's list and the names its `Connection` header lists. The list is read
-/// once per message; checking a name costs no allocation and no lookup.
-struct HopByHop {
-    listed: smallvec::SmallVec<[HeaderName; 2]>,
+/// once per message; checking a name costs no allocation.
+struct HopByHop<'a> {
+    listed: smallvec::SmallVec<[&'a [u8]; 2]>,
 }
 
-impl HopByHop {
-    fn of(headers: &HeaderMap) -> Self {
+impl<'a> HopByHop<'a> {
+    /// Names every message treats as hop-by-hop.
+    const ALWAYS: [&'static str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+
+    fn of(headers: &'a Fields) -> Self {
         let listed = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .get_all("connection")
+            .flat_map(|v| v.split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close"))
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         Self { listed }
     }
 
-    fn contains(&self, name: &HeaderName) -> bool {
-        matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        ) || self.listed.contains(name)
+    fn contains(&self, name: &str) -> bool {
+        Self::ALWAYS.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self.listed.iter().any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
-/// Removes the hop-by-hop headers of an upstream response. One pass over the names finds them
-/// (usually just `connection`), so absent ones cost no lookup.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let hop = HopByHop::of(headers);
-    let doomed: smallvec::SmallVec<[HeaderName; 4]> =
-        headers.keys().filter(|n| hop.contains(n)).cloned().collect();
-    for n in doomed {
-        headers.remove(n);
+/// The fields of an upstream answer that are passed on: not the hop-by-hop ones, and not a
+/// request id (the gateway sets its own). Values share the answer's head.
+fn end_to_end(fields: &Fields) -> Headers {
+    let hop = HopByHop::of(fields);
+    // Room for what the gateway adds: request id, two `RateLimit` fields, CORS.
+    let mut headers = Headers::with_capacity(fields.len() + 4);
+    for (name, value) in fields.iter() {
+        if !hop.contains(name) && !name.eq_ignore_ascii_case(X_AMZN_REQUEST_ID) {
+            headers.push_field(fields, name, value);
+        }
     }
+    headers
 }
 
 /// Replaces `{name}` and `{name+}` in the URI template with the (re-encoded) path parameters.
@@ -523,7 +518,6 @@ const SEGMENT: &percent_encoding::AsciiSet =
 
 #[cfg(test)]
 mod tests {
-    use http::header::HeaderValue;
 
     use super::*;
 
@@ -549,18 +543,26 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_lists_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Trace"));
-        h.insert("x-trace", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let hop = HopByHop::of(&h);
-        assert!(hop.contains(&HeaderName::from_static("x-trace")));
-        assert!(!HopByHop::of(&HeaderMap::new()).contains(&HeaderName::from_static("x-trace")));
-        assert!(hop.contains(&header::TRANSFER_ENCODING));
-        assert!(!hop.contains(&header::CONTENT_TYPE));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+        let answer = parts(
+            "GET",
+            "/",
+            &[
+                ("Connection", "keep-alive, X-Trace"),
+                ("x-trace", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Content-Type", "text/plain"),
+                ("x-amzn-RequestId", "upstream's"),
+            ],
+        );
+        let h = &answer.headers;
+        let hop = HopByHop::of(h);
+        assert!(hop.contains("X-Trace"));
+        assert!(!HopByHop::of(&Fields::default()).contains("x-trace"));
+        assert!(hop.contains("Transfer-Encoding"));
+        assert!(!hop.contains("content-type"));
+        let kept = end_to_end(h);
+        let kept: Vec<&str> = kept.iter().map(|(n, _)| n).collect();
+        assert_eq!(kept, ["Content-Type"]);
     }
 
     /// A scripted upstream: answers the n-th request it reads (on any connection) with
@@ -628,22 +630,26 @@ mod tests {
         (format!("http://{addr}/up"), seen, conns)
     }
 
-    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
-        let mut b = http::Request::builder().method(method).uri(uri);
+    /// A request head as a client would send it (the body is given to `forward`).
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request {
+        let mut head = format!("{method} {uri} HTTP/1.1\r\n");
         for (n, v) in headers {
-            b = b.header(*n, *v);
+            head.push_str(&format!("{n}: {v}\r\n"));
         }
-        b.body(()).unwrap().into_parts().0
+        head.push_str("\r\n");
+        Request::parse(head.as_bytes(), Bytes::new()).expect("a valid head")
     }
 
     async fn forward(
         up: &Upstream,
         uri: &str,
-        req: &http::request::Parts,
+        req: &Request,
         body: &'static str,
-    ) -> Result<http::Response<Body>, GatewayError> {
+    ) -> Result<Response, GatewayError> {
         let fixed = Target::new(uri, &[], None).ok();
-        up.forward(uri, fixed.as_ref(), &[], req, Bytes::from_static(body.as_bytes())).await
+        let mut req = req.clone();
+        req.body = Bytes::from_static(body.as_bytes());
+        up.forward(uri, fixed.as_ref(), &[], &req).await
     }
 
     #[tokio::test]
@@ -665,23 +671,23 @@ mod tests {
         let get =
             parts("GET", "/x", &[("x-api-key", "k"), ("connection", "x-gone"), ("x-gone", "1")]);
         let r = forward(&up, &uri, &get, "").await.unwrap();
-        assert_eq!((r.status(), r.body().as_ref()), (StatusCode::OK, &b"ok"[..]));
-        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!((r.status, r.body.as_ref()), (StatusCode::OK, &b"ok"[..]));
+        assert_eq!(r.headers.get("x-a"), Some(&b"1"[..]));
         let post = parts("POST", "/x", &[("expect", "100-continue"), ("content-length", "4")]);
         let r = forward(&up, &uri, &post, "data").await.unwrap();
-        assert_eq!((r.status(), r.body().as_ref()), (StatusCode::CREATED, &b"abcde"[..]));
-        assert!(r.headers().get("transfer-encoding").is_none());
+        assert_eq!((r.status, r.body.as_ref()), (StatusCode::CREATED, &b"abcde"[..]));
+        assert!(r.headers.get("transfer-encoding").is_none());
         let r = forward(&up, &uri, &get, "").await.unwrap();
-        assert_eq!((r.status(), r.body().len()), (StatusCode::NO_CONTENT, 0));
+        assert_eq!((r.status, r.body.len()), (StatusCode::NO_CONTENT, 0));
         // A HEAD answer has no body, whatever its length says; the length is passed on.
         let head = parts("HEAD", "/x", &[]);
         let r = forward(&up, &uri, &head, "").await.unwrap();
-        assert_eq!((r.body().len(), r.headers()["content-length"].to_str().unwrap()), (0, "5"));
+        assert_eq!((r.body.len(), r.headers.get("content-length")), (0, Some(&b"5"[..])));
         let r = forward(&up, &uri, &get, "").await.unwrap();
-        assert_eq!(r.body().as_ref(), b"until close");
+        assert_eq!(r.body.as_ref(), b"until close");
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "kept alive until then");
         let r = forward(&up, &uri, &get, "").await.unwrap();
-        assert_eq!(r.body().as_ref(), b"old");
+        assert_eq!(r.body.as_ref(), b"old");
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 
         let seen = seen.lock().unwrap();
@@ -707,9 +713,9 @@ mod tests {
         .await;
         let up = Upstream::new();
         let get = parts("GET", "/x", &[]);
-        assert_eq!(forward(&up, &uri, &get, "").await.unwrap().body().as_ref(), b"1");
+        assert_eq!(forward(&up, &uri, &get, "").await.unwrap().body.as_ref(), b"1");
         // Retried on a new connection.
-        assert_eq!(forward(&up, &uri, &get, "").await.unwrap().body().as_ref(), b"2");
+        assert_eq!(forward(&up, &uri, &get, "").await.unwrap().body.as_ref(), b"2");
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
         // A POST is not repeated: the upstream may have acted on it.
         let post = parts("POST", "/x", &[]);

@@ -4,9 +4,12 @@
 //! Why not hyper, as the admin API uses (through axum): keygate's listeners read bodies whole and
 //! answer whole, so hyper's general machinery (dispatcher state machines, body streams, a timer
 //! registration per read) was most of what keygate added per request (docs/benchmarks.md,
-//! change 20). Heads are parsed with `httparse`, what hyper uses inside, into `http` types.
+//! change 20). Heads are parsed with `httparse`, what hyper uses inside; the messages keep their
+//! header fields as flat lists rather than `http::HeaderMap`s ([`message`]).
 
+pub mod message;
 pub mod server;
 pub mod wire;
 
+pub use message::{Fields, Headers, InvalidHeader, Request, Response};
 pub use server::{Options, Service, serve};

@@ -1,7 +1,6 @@
 //! The HTTP/1.1 server: one task per connection reads a request head with `httparse`, reads the
-//! whole body (Content-Length or chunked, at most [`Options::max_body`]), hands an
-//! `http::Request<Bytes>` to the [`Service`] and writes its `http::Response<Bytes>` back with one
-//! `write()`. Connections belong to the [`serve`] future: dropping it (aborting its task) closes
+//! whole body (Content-Length or chunked, at most [`Options::max_body`]), hands a [`Request`] to
+//! the [`Service`] and writes its [`Response`] back with one `write()`. Connections belong to the [`serve`] future: dropping it (aborting its task) closes
 //! them all, which the Runtime API relies on when its process is gone.
 //!
 //! Framing rules (RFC 9112), strict because a gateway in front of other servers must not let a
@@ -17,14 +16,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::message::{Fields, Request, Response};
 use crate::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 
 /// How a server reads requests and stops.
@@ -48,15 +47,11 @@ const LINGER: Duration = Duration::from_secs(5);
 /// What the server calls for each request.
 pub trait Service: Send + Sync + 'static {
     /// Answers one request whose body has been read.
-    fn call(
-        &self,
-        req: Request<Bytes>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Response<Bytes>> + Send;
+    fn call(&self, req: Request, peer: SocketAddr) -> impl Future<Output = Response> + Send;
 
-    /// Answers a request whose body is over [`Options::max_body`] (not read; the connection is
-    /// closed after the answer).
-    fn too_large(&self, head: &http::request::Parts) -> Response<Bytes>;
+    /// Answers a request whose body is over [`Options::max_body`] (not read, so `head.body` is
+    /// empty; the connection is closed after the answer).
+    fn too_large(&self, head: &Request) -> Response;
 }
 
 /// Serves `listener` until `shutdown` completes, then lets open connections finish the request
@@ -125,9 +120,9 @@ enum Framing {
     Chunked,
 }
 
-/// A parsed head, its values still pointing into the connection's buffer.
+/// A parsed head (the request without its body yet) and how to read the rest.
 struct Head {
-    parts: http::request::Parts,
+    request: Request,
     framing: Framing,
     keep_alive: bool,
     expects_continue: bool,
@@ -177,14 +172,14 @@ impl<S: Service> Connection<S> {
                 Ok(None) => return,
                 Err(stop) => return self.stop(stop, None).await,
             };
-            let Head { parts, framing, keep_alive, expects_continue } = head;
-            let body = match self.read_body(framing, expects_continue).await {
+            let Head { mut request, framing, keep_alive, expects_continue } = head;
+            request.body = match self.read_body(framing, expects_continue).await {
                 Ok(body) => body,
-                Err(stop) => return self.stop(stop, Some(&parts)).await,
+                Err(stop) => return self.stop(stop, Some(&request)).await,
             };
-            let head_request = parts.method == Method::HEAD;
-            let version = parts.version;
-            let Some(res) = self.call(Request::from_parts(parts, body)).await else { return };
+            let head_request = request.method == Method::HEAD;
+            let version = request.version;
+            let Some(res) = self.call(request).await else { return };
             let keep_alive = keep_alive && !*self.stopped.borrow();
             if self.write(&res, head_request, version, keep_alive).await.is_err() || !keep_alive {
                 return;
@@ -195,7 +190,7 @@ impl<S: Service> Connection<S> {
     /// Runs the service on `req` while watching the connection: a client that closes it before
     /// the answer cancels the call (`None`), as hyper does; bytes it sends meanwhile (the next
     /// request, pipelined) are kept for later.
-    async fn call(&mut self, req: Request<Bytes>) -> Option<Response<Bytes>> {
+    async fn call(&mut self, req: Request) -> Option<Response> {
         let call = self.service.call(req, self.peer);
         tokio::pin!(call);
         let wire = &mut self.wire;
@@ -214,13 +209,13 @@ impl<S: Service> Connection<S> {
     }
 
     /// Answers what ended the connection, if anything is to be said, and closes it.
-    async fn stop(mut self, stop: Stop, head: Option<&http::request::Parts>) {
+    async fn stop(mut self, stop: Stop, head: Option<&Request>) {
         let head_request = head.is_some_and(|h| h.method == Method::HEAD);
         let res = match (stop, head) {
             (Stop::Quiet, _) => return,
             (Stop::TooLarge, Some(head)) => self.service.too_large(head),
-            (Stop::TooLarge, None) => empty(StatusCode::PAYLOAD_TOO_LARGE),
-            (Stop::Answer(status), _) => empty(status),
+            (Stop::TooLarge, None) => Response::empty(StatusCode::PAYLOAD_TOO_LARGE),
+            (Stop::Answer(status), _) => Response::empty(status),
         };
         if self.write(&res, head_request, Version::HTTP_11, false).await.is_err() {
             return;
@@ -243,7 +238,7 @@ impl<S: Service> Connection<S> {
         let wire = &mut self.wire;
         loop {
             if !wire.buf.is_empty() {
-                if let Some(head) = parse_head(wire, self.peer)? {
+                if let Some(head) = parse_head(&mut wire.buf, self.peer)? {
                     return Ok(Some(head));
                 }
                 if wire.buf.len() >= MAX_HEAD {
@@ -313,7 +308,7 @@ impl<S: Service> Connection<S> {
     /// body, except that a HEAD answer keeps the one it was given), the body.
     async fn write(
         &mut self,
-        res: &Response<Bytes>,
+        res: &Response,
         head_request: bool,
         version: Version,
         keep_alive: bool,
@@ -321,8 +316,8 @@ impl<S: Service> Connection<S> {
         let out = &mut self.out;
         out.clear();
         encode_head(out, res, head_request, version, keep_alive);
-        let status = res.status();
-        let body = res.body();
+        let status = res.status;
+        let body = &res.body;
         let send_body = !head_request
             && status != StatusCode::NO_CONTENT
             && status != StatusCode::NOT_MODIFIED
@@ -341,61 +336,65 @@ impl<S: Service> Connection<S> {
     }
 }
 
-/// An answer with `status` and no body.
-fn empty(status: StatusCode) -> Response<Bytes> {
-    let mut res = Response::new(Bytes::new());
-    *res.status_mut() = status;
-    res
+/// Parses the buffered head, if it is complete, and takes it out of the buffer.
+fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Head>, Stop> {
+    let Some(request) = parse_request(buf).map_err(|e| {
+        if e == StatusCode::BAD_REQUEST {
+            tracing::debug!(peer = %peer, "malformed request head");
+        }
+        Stop::Answer(e)
+    })?
+    else {
+        return Ok(None);
+    };
+    let headers = &request.headers;
+    let version = request.version;
+    let framing = framing(headers, version)?;
+    let (close, keep) = h1::connection_tokens(headers);
+    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let expects_continue = version == Version::HTTP_11
+        && headers.get("expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+    Ok(Some(Head { request, framing, keep_alive, expects_continue }))
 }
 
-/// Parses the buffered head, if it is complete, and takes it out of the buffer.
-fn parse_head(wire: &mut Wire, peer: SocketAddr) -> Result<Option<Head>, Stop> {
+/// Parses a complete head at the start of `buf` into a [`Request`] (without its body) and takes
+/// it out of `buf`; `Ok(None)` while the head is incomplete. Errors: the status to answer with.
+pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<Request>, StatusCode> {
     // Uninitialised slots: zeroing 100 of them cost more than parsing a small head.
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(&wire.buf, &mut slots) {
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Stop::Answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
-        Err(e) => {
-            tracing::debug!(peer = %peer, error = %e, "malformed request head");
-            return Err(Stop::Answer(StatusCode::BAD_REQUEST));
-        }
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
     };
-    let bad = || Stop::Answer(StatusCode::BAD_REQUEST);
-    let method =
-        Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| bad())?;
-    let (target_at, target_len) = h1::span(&wire.buf, req.path.unwrap_or_default().as_bytes());
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    let target = req.path.unwrap_or_default().as_bytes();
+    // `httparse` lets bytes over 0x7f through in the target; keygate's paths are ASCII (a
+    // client percent-encodes anything else).
+    if !target.is_ascii() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let (target_at, target_len) = h1::span(buf, target);
     let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let spans = h1::spans(&wire.buf, req.headers);
-    // The head's bytes become shared: the URI and header values point into them.
-    let head = wire.buf.split_to(len).freeze();
-    let uri =
-        Uri::from_maybe_shared(head.slice(target_at..target_at + target_len)).map_err(|_| bad())?;
-    let headers = h1::header_map(&head, &spans).ok_or_else(bad)?;
-    let framing = framing(&headers, version)?;
-    let (close, keep) = h1::connection_tokens(&headers);
-    let keep_alive = !close && (version == Version::HTTP_11 || keep);
-    let expects_continue = version == Version::HTTP_11
-        && headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some(Head { parts, framing, keep_alive, expects_continue }))
+    let spans = h1::spans(buf, req.headers);
+    // The head's bytes become shared: the target and the fields point into them.
+    let head = buf.split_to(len).freeze();
+    let target = head.slice(target_at..target_at + target_len);
+    Request::new(method, version, target, Fields::new(head, spans))
+        .map(Some)
+        .ok_or(StatusCode::BAD_REQUEST)
 }
 
 /// How the body is delimited (RFC 9112 §6.3), refusing what could be read two ways.
-fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Stop> {
+fn framing(headers: &Fields, version: Version) -> Result<Framing, Stop> {
     match h1::chunked(headers) {
-        Some(_) if version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) => {
+        Some(_) if version == Version::HTTP_10 || headers.contains("content-length") => {
             Err(Stop::Answer(StatusCode::BAD_REQUEST))
         }
         // Only `chunked`, once, is understood.
@@ -411,37 +410,39 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Stop> {
 /// Writes the status line and headers of `res`, ending with the empty line.
 fn encode_head(
     out: &mut Vec<u8>,
-    res: &Response<Bytes>,
+    res: &Response,
     head_request: bool,
     version: Version,
     keep_alive: bool,
 ) {
-    let status = res.status();
+    let status = res.status;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let headers = res.headers();
+    let headers = &res.headers;
     // An upstream's own `date` is passed on; otherwise the server's.
-    if !headers.contains_key(header::DATE) {
+    if !headers.contains("date") {
         out.extend_from_slice(b"date: ");
         date::with(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
     let mut length_given = false;
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH {
+    for (name, value) in headers.iter() {
+        if name.eq_ignore_ascii_case("content-length") {
             if !head_request {
                 continue;
             }
             length_given = true;
-        } else if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("connection")
+        {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     let bodiless = status == StatusCode::NO_CONTENT
@@ -449,7 +450,7 @@ fn encode_head(
         || status.is_informational();
     if !bodiless && !length_given {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(res.body().len()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(res.body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
@@ -486,8 +487,6 @@ mod date {
 mod tests {
     use std::io::{Read, Write};
 
-    use http::header::HeaderValue;
-
     use super::*;
 
     const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
@@ -497,9 +496,8 @@ mod tests {
     struct Echo;
 
     impl Service for Echo {
-        async fn call(&self, req: Request<Bytes>, _peer: SocketAddr) -> Response<Bytes> {
-            let (parts, body) = req.into_parts();
-            if parts.uri.path() == "/hang" {
+        async fn call(&self, req: Request, _peer: SocketAddr) -> Response {
+            if req.path() == "/hang" {
                 // Never answers; records being dropped (cancelled).
                 struct Flag;
                 impl Drop for Flag {
@@ -510,26 +508,27 @@ mod tests {
                 let _flag = Flag;
                 std::future::pending::<()>().await;
             }
-            let text = format!("{} {} {} ", parts.method, parts.uri, body.len());
+            let text = format!("{} {} {} ", req.method, req.target(), req.body.len());
             let mut out = text.into_bytes();
-            out.extend_from_slice(&body);
-            let mut res = Response::new(Bytes::from(out));
-            if parts.uri.path() == "/created" {
-                *res.status_mut() = StatusCode::NO_CONTENT;
+            out.extend_from_slice(&req.body);
+            let mut res = Response::new(StatusCode::OK, Bytes::from(out));
+            if req.path() == "/created" {
+                res.status = StatusCode::NO_CONTENT;
             }
-            if parts.uri.path() == "/length" {
-                res.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+            if req.path() == "/length" {
+                res.headers.push_static("content-length", "99");
             }
-            if let Some(v) = parts.headers.get("x-probe") {
-                res.headers_mut().insert("x-seen-probe", v.clone());
+            if let Some(v) = req.headers.get("x-probe") {
+                res.headers.push_value("x-seen-probe", req.headers.share(v));
             }
             res
         }
 
-        fn too_large(&self, _head: &http::request::Parts) -> Response<Bytes> {
-            let mut res = Response::new(Bytes::from_static(br#"{"message":"Request Too Long"}"#));
-            *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            res
+        fn too_large(&self, _head: &Request) -> Response {
+            Response::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Bytes::from_static(br#"{"message":"Request Too Long"}"#),
+            )
         }
     }
 

@@ -1,17 +1,18 @@
 //! HTTP/1.1 wire pieces shared by the server ([`crate::server`]) and the data plane's upstream
 //! client: a connection with its read buffer and deadline, body readers for the three framings
-//! (length, chunked, until close), and the step from `httparse`'s borrowed headers to an
-//! `http::HeaderMap` whose values share the head's bytes.
+//! (length, chunked, until close), and the step from `httparse`'s borrowed headers to spans into
+//! the head's bytes ([`Fields`]).
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::message::Fields;
 
 /// Largest head (request or status line and headers) read.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -34,27 +35,11 @@ pub fn span(buf: &[u8], part: &[u8]) -> Span {
     (part.as_ptr() as usize - buf.as_ptr() as usize, part.len())
 }
 
-/// Room left in a parsed header map for what the gateway adds to a response it passes on
-/// (request id, two `RateLimit` headers, CORS), so adding them does not grow the map.
-const ROOM: usize = 4;
-
-/// The headers at `spans` in `head`, values sharing its bytes. `None`: a name `http` refuses.
-pub fn header_map(head: &Bytes, spans: &[(Span, Span)]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM);
-    for &((name_at, name_len), (value_at, value_len)) in spans {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len)).ok()?;
-        headers.append(name, value);
-    }
-    Some(headers)
-}
-
 /// Whether the `Connection` header says `close`, and whether it says `keep-alive`.
-pub fn connection_tokens(headers: &HeaderMap) -> (bool, bool) {
+pub fn connection_tokens(headers: &Fields) -> (bool, bool) {
     let (mut close, mut keep) = (false, false);
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
+    for value in headers.get_all("connection") {
+        for token in value.split(|&b| b == b',') {
             let token = token.trim_ascii();
             close |= token.eq_ignore_ascii_case(b"close");
             keep |= token.eq_ignore_ascii_case(b"keep-alive");
@@ -66,10 +51,10 @@ pub fn connection_tokens(headers: &HeaderMap) -> (bool, bool) {
 /// The single `Content-Length` of `headers` (repeats must agree); `Ok(None)` when there is none.
 /// A value beyond `usize` reads as `usize::MAX` (over any limit). A value that is not digits, or
 /// repeats that differ: [`ReadError::Malformed`].
-pub fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ReadError> {
+pub fn content_length(headers: &Fields) -> Result<Option<usize>, ReadError> {
     let mut length: Option<usize> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in headers.get_all("content-length") {
+        for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
                 return Err(ReadError::Malformed);
@@ -88,14 +73,13 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ReadError> {
 
 /// Whether `Transfer-Encoding` is exactly `chunked` (`Some(true)`), something else
 /// (`Some(false)`), or absent (`None`).
-pub fn chunked(headers: &HeaderMap) -> Option<bool> {
-    if !headers.contains_key(header::TRANSFER_ENCODING) {
+pub fn chunked(headers: &Fields) -> Option<bool> {
+    if !headers.contains("transfer-encoding") {
         return None;
     }
     let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .get_all("transfer-encoding")
+        .flat_map(|v| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|c| !c.is_empty());
     Some(matches!(
