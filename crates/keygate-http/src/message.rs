@@ -41,8 +41,8 @@ impl Fields {
         self.spans.is_empty()
     }
 
-    fn at(&self, (at, len): Span) -> &[u8] {
-        &self.head[at..at + len]
+    fn at(&self, span: Span) -> &[u8] {
+        crate::wire::at(&self.head, span)
     }
 
     /// Every field, in order, as (name as sent, value).
@@ -130,13 +130,12 @@ impl Request {
 
     /// The path (`/` when an absolute-form target has none), still percent-encoded.
     pub fn path(&self) -> &str {
-        let (at, len) = self.path;
-        if len == 0 { "/" } else { ascii(&self.target[at..at + len]) }
+        if self.path.1 == 0 { "/" } else { ascii(crate::wire::at(&self.target, self.path)) }
     }
 
     /// The query string without its `?`, if the target has one (possibly empty).
     pub fn query(&self) -> Option<&str> {
-        self.query.map(|(at, len)| ascii(&self.target[at..at + len]))
+        self.query.map(|q| ascii(crate::wire::at(&self.target, q)))
     }
 }
 
@@ -160,9 +159,11 @@ fn ascii(bytes: &[u8]) -> &str {
 
 /// The path and query of a request target (RFC 9112 §3.2). `None` for a form that has no path.
 fn split_target(target: &[u8]) -> Option<(Span, Option<Span>)> {
+    // A target is part of a head: far below 4 GiB.
+    let span = |at: usize, len: usize| (at as u32, len as u32);
     let path_at = match target {
         [b'/', ..] => 0,
-        b"*" => return Some(((0, 1), None)),
+        b"*" => return Some((span(0, 1), None)),
         _ => {
             // Absolute form: `scheme://authority[/path][?query]`.
             let scheme_end = target.windows(3).position(|w| w == b"://")?;
@@ -178,8 +179,8 @@ fn split_target(target: &[u8]) -> Option<(Span, Option<Span>)> {
     };
     let end = target.iter().position(|&b| b == b'#').unwrap_or(target.len());
     Some(match target[path_at..end].iter().position(|&b| b == b'?') {
-        Some(q) => ((path_at, q), Some((path_at + q + 1, end - path_at - q - 1))),
-        None => ((path_at, end - path_at), None),
+        Some(q) => (span(path_at, q), Some(span(path_at + q + 1, end - path_at - q - 1))),
+        None => (span(path_at, end - path_at), None),
     })
 }
 
@@ -271,6 +272,11 @@ impl Headers {
     /// Every field, in order, as (name as given, value).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.0.iter().map(|(n, v)| (token(n), &v[..]))
+    }
+
+    /// Every field as bytes, for writing.
+    pub(crate) fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.0.iter().map(|(n, v)| (&n[..], &v[..]))
     }
 
     /// How many fields there are.

@@ -385,7 +385,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<Request>, Statu
     let spans = h1::spans(buf, req.headers);
     // The head's bytes become shared: the target and the fields point into them.
     let head = buf.split_to(len).freeze();
-    let target = head.slice(target_at..target_at + target_len);
+    let target = head.slice(target_at as usize..(target_at + target_len) as usize);
     Request::new(method, version, target, Fields::new(head, spans))
         .map(Some)
         .ok_or(StatusCode::BAD_REQUEST)
@@ -429,18 +429,18 @@ fn encode_head(
         out.extend_from_slice(b"\r\n");
     }
     let mut length_given = false;
-    for (name, value) in headers.iter() {
-        if name.eq_ignore_ascii_case("content-length") {
+    for (name, value) in headers.raw() {
+        if name.eq_ignore_ascii_case(b"content-length") {
             if !head_request {
                 continue;
             }
             length_given = true;
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("connection")
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"connection")
         {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");

@@ -19,20 +19,28 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in one head.
 pub const MAX_HEADERS: usize = 100;
 
-/// Where a name or value is in the buffer it was parsed from: (start, length).
-pub type Span = (usize, usize);
+/// Where a name or value is in the buffer it was parsed from: (start, length). 32 bits: heads
+/// are at most a few times [`MAX_HEAD`], and a request carrying these is moved between futures,
+/// so its size counts (docs/benchmarks.md, change 23).
+pub type Span = (u32, u32);
 
-/// The name and value spans of parsed headers.
-pub type Spans = SmallVec<[(Span, Span); 16]>;
+/// The name and value spans of parsed headers (most heads have fewer than 8 fields).
+pub type Spans = SmallVec<[(Span, Span); 8]>;
 
 /// Records where `headers` (parsed from `buf`) are, so `buf` can be frozen and shared.
 pub fn spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Spans {
     headers.iter().map(|h| (span(buf, h.name.as_bytes()), span(buf, h.value))).collect()
 }
 
-/// Where `part`, a slice of `buf`, is in it.
+/// Where `part`, a slice of `buf` (a head's buffer, far below 4 GiB), is in it.
 pub fn span(buf: &[u8], part: &[u8]) -> Span {
-    (part.as_ptr() as usize - buf.as_ptr() as usize, part.len())
+    let at = part.as_ptr() as usize - buf.as_ptr() as usize;
+    (at as u32, part.len() as u32)
+}
+
+/// The bytes at `span` in `buf`.
+pub fn at(buf: &[u8], (at, len): Span) -> &[u8] {
+    &buf[at as usize..(at + len) as usize]
 }
 
 /// Whether the `Connection` header says `close`, and whether it says `keep-alive`.
