@@ -359,6 +359,17 @@ mod tests {
     }
 
     #[test]
+    fn heads_the_server_refuses_do_not_parse() {
+        for head in [
+            &b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n"[..],
+            b"GET h:80 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad name: v\r\n\r\n",
+        ] {
+            assert!(Request::parse(head, Bytes::new()).is_none(), "{}", head.escape_ascii());
+        }
+    }
+
+    #[test]
     fn fields_are_found_ignoring_case_in_order() {
         let req = Request::parse(
             b"GET / HTTP/1.1\r\nHost: h\r\nX-Api-Key: s3cret\r\nAccept: a\r\naccept: b\r\n\r\n",
