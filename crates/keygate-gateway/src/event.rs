@@ -227,12 +227,18 @@ fn request_time(o: &mut Json, t: time::OffsetDateTime) {
     o.0.push(b'"');
 }
 
-/// A header value as text: invalid UTF-8 is replaced.
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    // `from_utf8` is much faster than `from_utf8_lossy` on the usual ASCII values.
+/// A header value as a JSON string: invalid UTF-8 is replaced.
+fn text(o: &mut Json, bytes: &[u8]) {
+    // ASCII (nearly every value) is UTF-8 already: no decoding, only the escape check.
+    if bytes.is_ascii() && !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        o.0.push(b'"');
+        o.0.extend_from_slice(bytes);
+        o.0.push(b'"');
+        return;
+    }
     match std::str::from_utf8(bytes) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(bytes),
+        Ok(s) => o.str(s),
+        Err(_) => o.str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -244,7 +250,7 @@ fn headers(o: &mut Json, headers: &Fields, multi: bool) {
         o.raw("null");
         return;
     }
-    let fields: smallvec::SmallVec<[(&str, &[u8]); 16]> = headers.iter().collect();
+    let fields: smallvec::SmallVec<[(&[u8], &[u8]); 16]> = headers.iter().collect();
     o.0.push(b'{');
     for (at, &(name, value)) in fields.iter().enumerate() {
         if fields[..at].iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -255,20 +261,20 @@ fn headers(o: &mut Json, headers: &Fields, multi: bool) {
         }
         // Header names are tokens: nothing to escape.
         o.0.push(b'"');
-        o.0.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+        o.0.extend(name.iter().map(u8::to_ascii_lowercase));
         o.raw("\":");
         let mut repeats =
             fields[at + 1..].iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|f| f.1);
         if multi {
             o.0.push(b'[');
-            o.str(&text(value));
+            text(o, value);
             for v in repeats {
                 o.0.push(b',');
-                o.str(&text(v));
+                text(o, v);
             }
             o.0.push(b']');
         } else {
-            o.str(&text(repeats.next_back().unwrap_or(value)));
+            text(o, repeats.next_back().unwrap_or(value));
         }
     }
     o.0.push(b'}');
@@ -764,7 +770,7 @@ mod tests {
         let mut headers = Map::new();
         let mut multi_headers: Map<String, Value> = Map::new();
         for (name, value) in i.headers.iter() {
-            let name = name.to_ascii_lowercase();
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             let v = String::from_utf8_lossy(value).into_owned();
             headers.insert(name.clone(), Value::String(v.clone()));
             match multi_headers.get_mut(&name) {

@@ -292,7 +292,8 @@ impl Gateway {
             let h = &mut res.headers;
             // The gateway's own figures replace any the integration sent.
             h.retain(|n, _| {
-                !n.eq_ignore_ascii_case("ratelimit-policy") && !n.eq_ignore_ascii_case("ratelimit")
+                !n.eq_ignore_ascii_case(b"ratelimit-policy")
+                    && !n.eq_ignore_ascii_case(b"ratelimit")
             });
             // One buffer becomes both header values without another copy; digits and `;=,`.
             let (policy, ratelimit) = values.into_bytes();
@@ -367,9 +368,9 @@ impl Gateway {
                         let mut headers = p.headers;
                         // Framing is the server's; the request id the gateway's.
                         headers.retain(|n, _| {
-                            !n.eq_ignore_ascii_case("content-length")
-                                && !n.eq_ignore_ascii_case("transfer-encoding")
-                                && !n.eq_ignore_ascii_case(respond::X_AMZN_REQUEST_ID)
+                            !n.eq_ignore_ascii_case(b"content-length")
+                                && !n.eq_ignore_ascii_case(b"transfer-encoding")
+                                && !n.eq_ignore_ascii_case(respond::X_AMZN_REQUEST_ID.as_bytes())
                         });
                         Response { status: p.status, headers, body: p.body }
                     }

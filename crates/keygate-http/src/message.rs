@@ -45,9 +45,11 @@ impl Fields {
         crate::wire::at(&self.head, span)
     }
 
-    /// Every field, in order, as (name as sent, value).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.spans.iter().map(|&(name, value)| (token(self.at(name)), self.at(value)))
+    /// Every field, in order, as (name as sent, value). Names are tokens (ASCII), given as bytes:
+    /// callers compare them ignoring case or copy them, and a UTF-8 check per name would cost more
+    /// than either.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|&(name, value)| (self.at(name), self.at(value)))
     }
 
     /// The first value of `name`.
@@ -79,7 +81,7 @@ impl Fields {
 impl fmt::Debug for Fields {
     /// Names only: values may be credentials (`x-api-key`, `authorization`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|(name, _)| name)).finish()
+        f.debug_list().entries(self.iter().map(|(name, _)| token(name))).finish()
     }
 }
 
@@ -245,8 +247,8 @@ impl Headers {
     }
 
     /// Adds the field `name: value` of a parsed head (checked by `httparse`), sharing its bytes.
-    pub fn push_field(&mut self, fields: &Fields, name: &str, value: &[u8]) {
-        self.0.push((fields.share(name.as_bytes()), fields.share(value)));
+    pub fn push_field(&mut self, fields: &Fields, name: &[u8], value: &[u8]) {
+        self.0.push((fields.share(name), fields.share(value)));
     }
 
     /// The first value of `name` (ASCII case ignored).
@@ -259,9 +261,10 @@ impl Headers {
         self.get(name).is_some()
     }
 
-    /// Keeps only the fields for which `keep(name, value)` holds.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
-        self.0.retain(|(n, v)| keep(token(n), v));
+    /// Keeps only the fields for which `keep(name, value)` holds (names as bytes, as
+    /// [`Fields::iter`] gives them).
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.0.retain(|(n, v)| keep(n, v));
     }
 
     /// Removes every field named `name`.
@@ -379,8 +382,8 @@ mod tests {
         assert_eq!(req.headers.get("x-api-key"), Some(&b"s3cret"[..]));
         assert_eq!(req.headers.get_all("ACCEPT").collect::<Vec<_>>(), [&b"a"[..], b"b"]);
         assert!(!req.headers.contains("cookie"));
-        let names: Vec<&str> = req.headers.iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["Host", "X-Api-Key", "Accept", "accept"]);
+        let names: Vec<&[u8]> = req.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"Host"[..], b"X-Api-Key", b"Accept", b"accept"]);
         // Debug shows names, never values.
         assert!(!format!("{req:?}").contains("s3cret"));
     }
