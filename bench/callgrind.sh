@@ -3,7 +3,9 @@
 # with a noisy neighbour (wall-clock req/s on shared VMs moves ±15%, and differs 3x between the
 # hosts this project runs on), so a change to the hot path can be judged by itself.
 #
-# Usage: bench/callgrind.sh [case ...]     cases: valid missing limited function (default: all)
+# Usage: bench/callgrind.sh [case ...]     cases: valid missing limited function (default: all),
+#   and nginx-valid nginx-missing: the nginx gateway peer's instructions for the same requests
+#   (one process, `master_process off`), to set keygate's figures against.
 #   Needs a data dir prepared by bench/run.sh (run it once, even with --quick) and valgrind
 #   (installed with apt when missing). Env: WORK (target/bench), KEYGATE_BIN
 #   (target/release/keygate), REQUESTS (2000 per case), CONNS (8), OUT (callgrind files).
@@ -42,15 +44,16 @@ nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstre
 PIDS+=($!)
 
 # Sends exactly $1 requests over $CONNS keep-alive connections and checks every status is one of
-# $4 (comma-separated).
+# $4 (comma-separated), on port $port.
 load() {
-  python3 - "$1" "$CONNS" "$2" "$3" "$4" <<'EOF'
+  python3 - "$1" "$CONNS" "$2" "$3" "$4" "$port" <<'EOF'
 import http.client, sys, threading
 n, conns, path, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 want = {int(s) for s in sys.argv[5].split(",")}
+port = int(sys.argv[6])
 bad = []
 def worker(count):
-    c = http.client.HTTPConnection("127.0.0.1", 18085, timeout=60)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"x-api-key": key} if key else {}
     for _ in range(count):
         c.request("GET", path, headers=headers)
@@ -63,24 +66,36 @@ EOF
 }
 
 for case in "${CASES[@]}"; do
+  server=keygate port=18085
   case "$case" in
     valid) path=/dev/candidates key="$VALID_KEY" want=200 ;;
     missing) path=/dev/candidates key="" want=403 ;;
     # 1 r/s: under valgrind a run spans seconds, so the bucket admits a request now and then.
     limited) path=/limited/candidates key="$VALID_KEY" want=429,200 ;;
     function) path=/dev/fn/candidates key="$VALID_KEY" want=200 ;;
-    *) die "unknown case $case (valid missing limited function)" ;;
+    nginx-valid) server=nginx port=18081 path=/dev/candidates key="$VALID_KEY" want=200 ;;
+    nginx-missing) server=nginx port=18081 path=/dev/candidates key="" want=403 ;;
+    *) die "unknown case $case (valid missing limited function nginx-valid nginx-missing)" ;;
   esac
   file="$OUT/callgrind.$case.out"
   rm -f "$file"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$file" --instr-atstart=no \
-    "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086 \
-    >"$WORK/logs/callgrind.$case.log" 2>&1 &
+  if [ "$server" = nginx ]; then
+    [ -f "$WORK/nginx-gateway.conf" ] || die "no $WORK/nginx-gateway.conf: run bench/run.sh first"
+    # One process: callgrind follows the worker only when there is no master to fork it.
+    sed '1i master_process off;' "$WORK/nginx-gateway.conf" > "$WORK/nginx-gateway-callgrind.conf"
+    valgrind --tool=callgrind --callgrind-out-file="$file" --instr-atstart=no \
+      nginx -p "$WORK" -e "$WORK/logs/nginx-gateway.error.log" -c "$WORK/nginx-gateway-callgrind.conf" \
+      >"$WORK/logs/callgrind.$case.log" 2>&1 &
+  else
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$file" --instr-atstart=no \
+      "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086 \
+      >"$WORK/logs/callgrind.$case.log" 2>&1 &
+  fi
   vg=$!
   PIDS+=("$vg")
   for _ in $(seq 1200); do
-    [ "$(http_code http://127.0.0.1:18085/dev/candidates)" != 000 ] && break
-    kill -0 "$vg" 2>/dev/null || die "keygate under valgrind exited (see $WORK/logs/callgrind.$case.log)"
+    [ "$(http_code "http://127.0.0.1:$port/dev/candidates")" != 000 ] && break
+    kill -0 "$vg" 2>/dev/null || die "$server under valgrind exited (see $WORK/logs/callgrind.$case.log)"
     sleep 0.1
   done
   # Warm up (connections, counters, function processes), then count exactly REQUESTS requests.
