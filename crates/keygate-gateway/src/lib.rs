@@ -182,7 +182,7 @@ impl Gateway {
             .then(|| (req.method.clone(), req.path().to_owned()));
         let table = self.table.load_full();
         let mut key_id = None;
-        let mut res = self.dispatch(&table, req, peer, request_id, &mut key_id).await;
+        let mut res = self.dispatch(&table, &req, peer, request_id, &mut key_id).await;
         set_request_id(&mut res, request_id);
         if let Some((method, path)) = access {
             tracing::info!(
@@ -201,7 +201,7 @@ impl Gateway {
     async fn dispatch<'t>(
         &self,
         table: &'t Table,
-        req: Request,
+        req: &Request,
         peer: SocketAddr,
         request_id: &str,
         key_id: &mut Option<&'t str>,
@@ -287,7 +287,7 @@ impl Gateway {
         }
 
         let mut res =
-            self.integrate(route, &found.params, &req, path, peer, request_id, *key_id, cors).await;
+            self.integrate(route, &found.params, req, path, peer, request_id, *key_id, cors).await;
         if let Some(values) = rate_headers {
             let h = &mut res.headers;
             // The gateway's own figures replace any the integration sent.

@@ -1514,18 +1514,36 @@ async fn load_keys(conn: &mut SqliteConnection) -> Result<KeySet> {
     let mut plan_names: Vec<String> = Vec::new();
     let mut members: Vec<(u32, u32)> = Vec::new();
     {
-        // Ids are the store's own (no untrusted input reaches this map): a fast hasher is enough.
-        let index: HashMap<&str, u32, foldhash::fast::RandomState> = keys
-            .records()
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (keys.id(r), u32::try_from(i).unwrap_or(u32::MAX)))
-            .collect();
+        let records = keys.records();
+        // Memberships are usually stored in their keys' order (an import writes both in one
+        // pass), so the record after (or at) the last one found is tried first: a sequential
+        // walk instead of a hash probe into a million ids, which missed the cache on every
+        // lookup (docs/benchmarks.md, change 25). The id index is built only when that guess
+        // fails, once. Ids are the store's own (no untrusted input): a fast hasher is enough.
+        let mut index: Option<HashMap<&str, u32, foldhash::fast::RandomState>> = None;
+        let mut next = 0usize;
         scan_chunks(conn, "usage_plan_keys", "key_id || ',' || plan_id", |line| {
             let (key_id, plan_id) = line.split_once(',').ok_or_else(|| {
                 Error::Other("a stored usage plan membership is corrupt".to_owned())
             })?;
-            let Some(&record) = index.get(key_id) else { return Ok(()) };
+            let guess = [next.wrapping_sub(1), next]
+                .into_iter()
+                .find(|&i| records.get(i).is_some_and(|r| keys.id(r) == key_id));
+            let record = match guess {
+                Some(i) => i,
+                None => {
+                    let index = index.get_or_insert_with(|| {
+                        records
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| (keys.id(r), u32::try_from(i).unwrap_or(u32::MAX)))
+                            .collect()
+                    });
+                    let Some(&record) = index.get(key_id) else { return Ok(()) };
+                    record as usize
+                }
+            };
+            next = record + 1;
             let plan = match plan_names.iter().position(|p| p == plan_id) {
                 Some(n) => n,
                 None => {
@@ -1533,7 +1551,10 @@ async fn load_keys(conn: &mut SqliteConnection) -> Result<KeySet> {
                     plan_names.len() - 1
                 }
             };
-            members.push((record, u32::try_from(plan).unwrap_or(u32::MAX)));
+            members.push((
+                u32::try_from(record).unwrap_or(u32::MAX),
+                u32::try_from(plan).unwrap_or(u32::MAX),
+            ));
             Ok(())
         })
         .await?;

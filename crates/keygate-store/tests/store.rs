@@ -333,3 +333,34 @@ async fn the_snapshot_has_every_key_across_chunks() {
     assert_eq!(snap.keys.plans(values[0]), snap.keys.plans(values[1]));
     assert_eq!(snap.keys.plans(values[0]).len(), expected[1].4);
 }
+
+/// Memberships stored out of their keys' order (keys added to plans later, in any order, some
+/// twice over, one key in none) still reach the right keys: the snapshot's sequential guess
+/// falls back to its id index.
+#[tokio::test]
+async fn the_snapshot_matches_memberships_stored_in_any_order() {
+    let (_dir, s) = store().await;
+    let (a, b) = (s.create_plan(plan("a")).await.unwrap(), s.create_plan(plan("b")).await.unwrap());
+    let rows: Vec<_> = (0..50).map(|i| (new_key(&format!("k{i:02}")), vec![])).collect();
+    let created = s.import_keys(rows).await.unwrap();
+    // Reverse order, every third key in both plans, key 0 in none.
+    for (i, key) in created.iter().enumerate().rev().filter(|(i, _)| *i != 0) {
+        s.add_plan_key(&a.id, &key.id).await.unwrap();
+        if i % 3 == 0 {
+            s.add_plan_key(&b.id, &key.id).await.unwrap();
+        }
+    }
+    let snap = s.snapshot().await.unwrap();
+    for (i, key) in created.iter().enumerate() {
+        let r = snap.keys.records().iter().find(|r| snap.keys.id(r) == key.id).unwrap();
+        let mut plans: Vec<&str> = snap.keys.plans(r).iter().map(String::as_str).collect();
+        plans.sort_unstable();
+        let mut want: Vec<&str> = match i {
+            0 => vec![],
+            i if i % 3 == 0 => vec![a.id.as_str(), b.id.as_str()],
+            _ => vec![a.id.as_str()],
+        };
+        want.sort_unstable();
+        assert_eq!(plans, want, "key {i}");
+    }
+}
