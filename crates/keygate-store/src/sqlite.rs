@@ -1628,23 +1628,54 @@ async fn scan_chunks(
     }
 }
 
-/// A digest from its 64 hexadecimal digits (as SQLite's `hex()` writes them).
+/// A digest from its 64 hexadecimal digits (as SQLite's `hex()` writes them). Table-driven: it
+/// runs once per key at load, a million times for a million keys.
 fn decode_digest(hex: &str) -> Option<KeyDigest> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
+    /// Each byte's value as a hex digit, or 0xff.
+    const NIBBLE: [u8; 256] = {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-    }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
     let b = hex.as_bytes();
     if b.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(KeyDigest(out))
+    // A non-digit set the high bits of `bad` (0xff); digits never do.
+    (bad & 0xf0 == 0).then_some(KeyDigest(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_decode_from_either_case_and_refuse_anything_else() {
+        let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37)).collect();
+        let lower: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let want = KeyDigest::from_slice(&bytes).unwrap();
+        assert_eq!(decode_digest(&lower), Some(want));
+        assert_eq!(decode_digest(&lower.to_uppercase()), Some(want));
+        for bad in [&lower[..62], "", &format!("{}g", &lower[..63]), &format!("{} ", &lower[..63])]
+        {
+            assert_eq!(decode_digest(bad), None, "{bad:?}");
+        }
+    }
 }
