@@ -271,12 +271,8 @@ fn route_match(c: &mut Criterion) {
 
 /// The fields of a request head holding `pairs`, parsed as the server parses them.
 fn headers(pairs: &[(&'static str, &str)]) -> keygate_http::Fields {
-    let mut head = String::from("GET / HTTP/1.1\r\n");
-    for (n, v) in pairs {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    keygate_http::Request::parse(head.as_bytes(), bytes::Bytes::new()).expect("valid head").headers
+    let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|&(n, v)| (n, v.as_bytes())).collect();
+    keygate_http::Request::build("GET", "/", &pairs).expect("valid head").headers
 }
 
 /// A ~1 KB JSON body, as a client creating a candidate would send.

@@ -862,14 +862,7 @@ mod tests {
 
     /// The fields of a request head holding `pairs`, parsed as the server parses them.
     fn header_map(pairs: &[(&'static str, &[u8])]) -> Fields {
-        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
-        for (n, v) in pairs {
-            head.extend_from_slice(format!("{n}: ").as_bytes());
-            head.extend_from_slice(v);
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        keygate_http::Request::parse(&head, Bytes::new()).expect("a valid head").headers
+        keygate_http::Request::build("GET", "/", pairs).expect("a valid head").headers
     }
 
     #[test]

@@ -632,12 +632,8 @@ mod tests {
 
     /// A request head as a client would send it (the body is given to `forward`).
     fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request {
-        let mut head = format!("{method} {uri} HTTP/1.1\r\n");
-        for (n, v) in headers {
-            head.push_str(&format!("{n}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        Request::parse(head.as_bytes(), Bytes::new()).expect("a valid head")
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|&(n, v)| (n, v.as_bytes())).collect();
+        Request::build(method, uri, &headers).expect("a valid head")
     }
 
     async fn forward(
