@@ -24,9 +24,6 @@ DURATION="${DURATION:-5s}"
 WARMUP="${WARMUP:-2s}"
 CONNS="${CONNS:-32 128}"
 DENY_CONNS="${DENY_CONNS:-32}"
-SERVER_CPU="${SERVER_CPU:-0}"
-CLIENT_CPU="${CLIENT_CPU:-1}"
-KEYGATE_BIN="${KEYGATE_BIN:-$REPO/target/release/keygate}"
 OUT="${OUT:-$WORK/ab/$(date -u +%Y%m%dT%H%M%SZ)}"
 REPORT_LUA="$HERE/report.lua"
 KG_DATA="$WORK/keygate-data"
@@ -38,7 +35,7 @@ VALID_KEY="$(cat "$WORK/valid_key.txt")"
 mkdir -p "$OUT" "$WORK/logs"
 TSV="$OUT/results.tsv"
 printf 'peer\tcase\tconns\tstatus\trequests\trps\tp50_ms\tp99_ms\trss_mb\tcpu_us_per_req\tstartup_ms\tnon2xx3xx\tsock_errors\n' > "$TSV"
-[ "${PIN:-1}" = 1 ] && taskset -pc "$CLIENT_CPU" $$ >/dev/null
+pin_to_client_cpu
 
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"

@@ -17,7 +17,6 @@ REPO="$(cd "$HERE/.." && pwd)"
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 WORK="${WORK:-$REPO/target/bench}"
-KEYGATE_BIN="${KEYGATE_BIN:-$REPO/target/release/keygate}"
 REQUESTS="${REQUESTS:-2000}"
 CONNS="${CONNS:-8}"
 OUT="${OUT:-$WORK/callgrind}"

@@ -1,4 +1,4 @@
-# Shared helpers of bench/run.sh and bench/scale.sh (sourced, not run).
+# Shared helpers and knobs of the bench scripts (sourced, not run).
 # Process-tree sampling reads /proc; every server started with start_server is stopped by PID
 # on exit (also on Ctrl-C), children included.
 
@@ -24,6 +24,22 @@ log() { printf '%s\n' "$*" >&2; }
 die() { log "bench: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" 2>/dev/null || true; }
+
+# The knobs every script shares (each script's header documents them): servers on SERVER_CPU,
+# the load and the sampler on CLIENT_CPU, PIN=0 to pin nothing (forced on a one-CPU machine),
+# and the keygate binary of PROFILE.
+BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVER_CPU="${SERVER_CPU:-0}"
+CLIENT_CPU="${CLIENT_CPU:-1}"
+PIN="${PIN:-1}"
+[ "$(nproc)" -ge 2 ] || { [ "$PIN" = 0 ] || log "bench: one CPU: not pinning"; PIN=0; }
+PROFILE="${PROFILE:-release}"
+KEYGATE_BIN="${KEYGATE_BIN:-$BENCH_REPO/target/$PROFILE/keygate}"
+
+# Moves this script (the load's side: wrk's parent, the sampler) to CLIENT_CPU when pinning.
+pin_to_client_cpu() {
+  if [ "$PIN" = 1 ]; then taskset -pc "$CLIENT_CPU" $$ >/dev/null; fi
+}
 
 descendants() { # PID -> PID and all its descendants, one per line
   ps -eo pid=,ppid= | awk -v root="$1" '
@@ -74,7 +90,7 @@ trap 'exit 130' INT TERM
 start_server() {
   local name="$1" ready="$2"; shift 2
   local pin=() t0
-  [ "${PIN:-1}" = 1 ] && pin=(taskset -c "$SERVER_CPU")
+  [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
   t0=$(now_ms)
   "${pin[@]}" "$@" >"$WORK/logs/$name.log" 2>&1 &
   SERVER_PID=$!
@@ -99,7 +115,7 @@ measure() {
   local hdr=() pin=() status raw rssmax=0 r c0 c1 res
   [ -n "$key" ] && hdr=(-H "x-api-key: $key")
   local args=("${hdr[@]}" "$@")
-  [ "${PIN:-1}" = 1 ] && pin=(taskset -c "$CLIENT_CPU")
+  [ "$PIN" = 1 ] && pin=(taskset -c "$CLIENT_CPU")
   "${pin[@]}" wrk -t1 -c"$conns" -d"$WARMUP" --timeout 5s "${args[@]}" "$url" >/dev/null 2>&1 || true
   # Right after the warm-up and twice, so a 1 r/s route shows its 429 even if a token came back.
   http_code "${hdr[@]}" "$url" >/dev/null

@@ -31,10 +31,6 @@ WARMUP="${WARMUP:-3s}"
 CONNS="${CONNS:-32 128}"
 DENY_CONNS="${DENY_CONNS:-32}"
 PEERS="${PEERS:-upstream nginx sls keygate}"
-SERVER_CPU="${SERVER_CPU:-0}"
-CLIENT_CPU="${CLIENT_CPU:-1}"
-PROFILE="${PROFILE:-release}"
-KEYGATE_BIN="${KEYGATE_BIN:-$REPO/target/$PROFILE/keygate}"
 KEYGATE_LOG="${KEYGATE_LOG:-warn}"
 CANDIDATE_BIN="${CANDIDATE_BIN:-$REPO/target/$PROFILE/candidate-service}"
 SLS_VERSION=3.40.0
@@ -44,7 +40,6 @@ REPORT_LUA="$HERE/report.lua"
 TSV="$OUT/results.tsv"
 FAILED=()
 mkdir -p "$OUT" "$WORK"/{run,logs,tmp}
-[ "$(nproc)" -ge 2 ] || { PIN=0; log "bench: one CPU: not pinning"; }
 
 # --- setup --------------------------------------------------------------------------------
 if [ "$SETUP" = 1 ]; then
@@ -108,12 +103,12 @@ fi
     echo "serverless-offline: $(node -p "require('$SLS_DIR/node_modules/serverless-offline/package.json').version")"
   fi
   echo "cpu:     $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores"
-  echo "mode:    $([ "$QUICK" = 1 ] && echo quick || echo full), $DURATION per case after $WARMUP warm-up, $KEY_COUNT keys, pinning $([ "${PIN:-1}" = 1 ] && echo "servers cpu $SERVER_CPU, wrk cpu $CLIENT_CPU" || echo off)"
+  echo "mode:    $([ "$QUICK" = 1 ] && echo quick || echo full), $DURATION per case after $WARMUP warm-up, $KEY_COUNT keys, pinning $([ "$PIN" = 1 ] && echo "servers cpu $SERVER_CPU, wrk cpu $CLIENT_CPU" || echo off)"
 } > "$OUT/versions.txt"
 
 # --- run ----------------------------------------------------------------------------------
 printf 'peer\tcase\tconns\tstatus\trequests\trps\tp50_ms\tp99_ms\trss_mb\tcpu_us_per_req\tstartup_ms\tnon2xx3xx\tsock_errors\n' > "$TSV"
-[ "${PIN:-1}" = 1 ] && taskset -pc "$CLIENT_CPU" $$ >/dev/null   # keep the sampler off the server core
+pin_to_client_cpu   # keep the sampler off the server core
 STARTUPS=()
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"

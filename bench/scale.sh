@@ -19,17 +19,12 @@ KEY_COUNT="${KEY_COUNT:-1000000}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONNS="${CONNS:-32}"
-SERVER_CPU="${SERVER_CPU:-0}"
-CLIENT_CPU="${CLIENT_CPU:-1}"
-PROFILE="${PROFILE:-release}"
-KEYGATE_BIN="${KEYGATE_BIN:-$REPO/target/$PROFILE/keygate}"
 KEYGATE_LOG="${KEYGATE_LOG:-warn}"
 OUT="${OUT:-$WORK/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 REPORT_LUA="$HERE/report.lua"
 TSV="$OUT/results.tsv"
 FAILED=()
 mkdir -p "$OUT" "$WORK"/{run,logs,tmp}
-[ "$(nproc)" -ge 2 ] || PIN=0
 
 if [ "$SETUP" = 1 ]; then
   for b in wrk nginx; do
@@ -49,7 +44,7 @@ python3 "$HERE/gen_keys.py" "$WORK" "$KEY_COUNT" "$PLAN"
 sed "s#@WORK@#$WORK#g" "$HERE/peers/nginx-upstream.conf" > "$WORK/nginx-upstream.conf"
 
 printf 'peer\tcase\tconns\tstatus\trequests\trps\tp50_ms\tp99_ms\trss_mb\tcpu_us_per_req\tstartup_ms\tnon2xx3xx\tsock_errors\n' > "$TSV"
-[ "${PIN:-1}" = 1 ] && taskset -pc "$CLIENT_CPU" $$ >/dev/null
+pin_to_client_cpu
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
 serve() { start_server "keygate-$1" http://127.0.0.1:18085/dev/candidates \
