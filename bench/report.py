@@ -57,12 +57,14 @@ if k and n:
 k, n = find("keygate", "limited"), find("nginx", "limited")
 if k and n:
     line("throttled 429: req/s vs nginx", float(k["rps"]), float(n["rps"]), "(no target)", lambda r: True)
-k, s = find("keygate", "function"), find("sls", "function")
-if k and s:
-    line("function route: req/s vs serverless-offline", float(k["rps"]), float(s["rps"]), "≥ 10×",
-         lambda r: r >= 10)
-    line("function route: RSS MiB vs serverless-offline", float(k["rss_mb"]), float(s["rss_mb"]), "≤ 0.05×",
-         lambda r: r <= 0.05, "{:.1f}")
+for case, label in (("function", "function route"),
+                    ("function-mi", "function route, managed instances (16 per process)")):
+    k, s = find("keygate", case), find("sls", "function")
+    if k and s:
+        line(f"{label}: req/s vs serverless-offline", float(k["rps"]), float(s["rps"]), "≥ 10×",
+             lambda r: r >= 10)
+        line(f"{label}: RSS MiB vs serverless-offline", float(k["rss_mb"]), float(s["rss_mb"]), "≤ 0.05×",
+             lambda r: r <= 0.05, "{:.1f}")
 k, s = find("keygate", "missing"), find("sls", "missing")
 if k and s:
     line("missing key 403: req/s vs serverless-offline", float(k["rps"]), float(s["rps"]), "(no target)",

@@ -144,6 +144,11 @@ for peer in $PEERS; do
       measure keygate missing "$DENY_CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
       measure keygate limited "$DENY_CONNS" 429 http://127.0.0.1:18085/limited/candidates "$SERVER_PID" "$VALID_KEY"
       measure keygate function 32 200 http://127.0.0.1:18085/dev/fn/candidates "$SERVER_PID" "$VALID_KEY"
+      stop_pid "$SERVER_PID"
+      # The managed-instances function on a fresh keygate, so the tree's RSS holds only its process.
+      start_server keygate http://127.0.0.1:18085/dev/candidates \
+        env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+      measure keygate function-mi 32 200 http://127.0.0.1:18085/dev/fn-mi/candidates "$SERVER_PID" "$VALID_KEY"
       stop_pid "$SERVER_PID" ;;
     *) die "unknown peer $peer (use upstream nginx sls keygate)" ;;
   esac

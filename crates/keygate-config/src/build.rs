@@ -45,6 +45,7 @@ const TOP_IGNORED: &[&str] = &[
 
 /// `provider` keys Serverless knows that keygate does not use.
 const PROVIDER_IGNORED: &[&str] = &[
+    "capacityProviders",
     "alb",
     "apiName",
     "architecture",
@@ -107,6 +108,19 @@ const API_GATEWAY_IGNORED: &[&str] = &[
     "timeoutInMillis",
     "websocketApiId",
 ];
+
+/// `maxConcurrency` of a Lambda Managed Instances function that does not set it: the defaults
+/// Serverless documents per runtime (Node.js 64, Java and .NET 32, Python 16), and 16 for the
+/// others (`provided.*`, where AWS documents none).
+fn default_max_concurrency(runtime: &str) -> u32 {
+    if runtime.starts_with("nodejs") {
+        64
+    } else if runtime.starts_with("java") || runtime.starts_with("dotnet") {
+        32
+    } else {
+        16
+    }
+}
 
 /// Function keys Serverless knows that keygate does not use.
 const FUNCTION_IGNORED: &[&str] = &[
@@ -625,6 +639,7 @@ impl<'a> Ctx<'a> {
         let mut memory = None;
         let mut description = None;
         let mut reserved = None;
+        let mut max_concurrency = None;
         let mut function_name = None;
         let mut artifact = None;
         let mut events = Vec::new();
@@ -651,6 +666,7 @@ impl<'a> Ctx<'a> {
                 "memorySize" => memory = self.memory(&e.value, &p),
                 "description" => description = self.text(&e.value, &p, "a description"),
                 "reservedConcurrency" => reserved = self.reserved(&e.value, &p),
+                "capacityProvider" => max_concurrency = self.capacity_provider(&e.value, &p),
                 "name" => function_name = self.string(&e.value, &p, "a function name"),
                 "package" => artifact = self.package(&e.value, &p, svc.base_dir),
                 "events" => events = self.events(&e.value, &p),
@@ -677,6 +693,9 @@ impl<'a> Ctx<'a> {
         }
         let mut env = defaults.environment.clone();
         env.extend(environment);
+        let max_concurrency = max_concurrency.map(|n: Option<u32>| {
+            n.unwrap_or_else(|| default_max_concurrency(runtime.as_deref().unwrap_or_default()))
+        });
         Some(FunctionSpec {
             name: name.to_owned(),
             function_name: function_name
@@ -688,6 +707,7 @@ impl<'a> Ctx<'a> {
             memory_size: memory.or(defaults.memory).unwrap_or(DEFAULT_MEMORY),
             description,
             reserved_concurrency: reserved,
+            max_concurrency,
             artifact,
             events,
         })
@@ -711,6 +731,54 @@ impl<'a> Ctx<'a> {
         }
         self.integer(&v, path, "a whole number of at least 1", 1..=i64::from(u32::MAX))
             .map(|n| n as u32)
+    }
+
+    /// `capacityProvider`: Lambda Managed Instances. A name or ARN (a string, or an intrinsic such
+    /// as `!GetAtt`) or a map with `name`, `maxConcurrency` (1–1600), `memoryPerVCpu` and
+    /// `scaling`. keygate runs no EC2 capacity: what it takes from this is that the function's
+    /// processes take several invocations at once. `Some(None)`: the runtime's default
+    /// concurrency.
+    fn capacity_provider(&mut self, node: &Node, path: &FieldPath) -> Option<Option<u32>> {
+        let v = self.expand(node, path);
+        match &v.value {
+            Value::Invalid => return None,
+            Value::Map(_) if v.tag.is_none() => {}
+            Value::Null => {
+                self.mismatch(
+                    &v,
+                    path,
+                    "a capacity provider name, or a map with name and maxConcurrency",
+                );
+                return None;
+            }
+            _ => return Some(None),
+        }
+        let entries = self.map(&v, path, "a map with name and maxConcurrency")?;
+        let mut max = None;
+        let mut named = false;
+        for e in &entries {
+            let p = path.key(&e.key);
+            match e.key.as_str() {
+                "name" => named = true,
+                "maxConcurrency" => {
+                    max = self
+                        .integer(&e.value, &p, "a whole number from 1 to 1600", 1..=1600)
+                        .map(|n| n as u32);
+                }
+                "memoryPerVCpu" | "scaling" => self.ignore(&p),
+                _ => self.unknown(&p),
+            }
+        }
+        if !named {
+            self.error(
+                v.mark,
+                &path.key("name"),
+                "missing; name the capacity provider (a key of provider.capacityProviders, or an \
+                 ARN), e.g. `name: default`",
+            );
+            return None;
+        }
+        Some(max)
     }
 
     /// `package.artifact`, made absolute against the file's directory (not checked to exist).

@@ -855,6 +855,68 @@ fn functions_and_provider() {
             }),
         ),
         case(
+            "capacityProvider makes a Lambda Managed Instances function",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: provided.al2023
+                |  capacityProviders:
+                |    big:
+                |      scaling:
+                |        maxVCpuCount: 100
+                |functions:
+                |  named:
+                |    handler: h.a
+                |    capacityProvider: big
+                |  tuned:
+                |    handler: h.b
+                |    capacityProvider:
+                |      name: big
+                |      maxConcurrency: 32
+                |      memoryPerVCpu: 4
+                |  node:
+                |    handler: h.c
+                |    runtime: nodejs20.x
+                |    capacityProvider: arn:aws:lambda:us-east-1:123456789012:capacity-provider:x
+                |  classic:
+                |    handler: h.d
+            "),
+            Expect::Ok(|l| {
+                let max: Vec<Option<u32>> =
+                    l.definition.functions.iter().map(|f| f.max_concurrency).collect();
+                assert_eq!(max, [Some(16), Some(32), Some(64), None]);
+                assert_eq!(
+                    l.notes,
+                    vec![
+                        "ignored (not used by keygate): provider.capacityProviders, \
+                         functions.tuned.capacityProvider.memoryPerVCpu"
+                    ]
+                );
+            }),
+        ),
+        case(
+            "a bad capacityProvider says what is wrong",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: provided.al2023
+                |functions:
+                |  f:
+                |    handler: h.f
+                |    capacityProvider:
+                |      maxConcurrency: 2000
+            "),
+            Expect::Err(&[
+                "serverless.yml:9:7: functions.f.capacityProvider.name: missing; name the \
+                 capacity provider (a key of provider.capacityProviders, or an ARN), e.g. `name: \
+                 default`",
+                "serverless.yml:9:23: functions.f.capacityProvider.maxConcurrency: expected a \
+                 whole number from 1 to 1600, found 2000",
+            ]),
+        ),
+        case(
             "ignored keys are listed in one note, unknown keys in another",
             y("
                 |service: svc

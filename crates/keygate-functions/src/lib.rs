@@ -13,9 +13,13 @@
 //!
 //! Design: every process gets its own Runtime API listener on `127.0.0.1:0`, so the host always
 //! knows which process is asking and can kill exactly the one that timed out. Processes start
-//! lazily on the first invocation and stay warm; at most `reserved_concurrency` of a function run
-//! at once ([`default_reserved_concurrency`] when unset) and further invocations queue (FIFO) up
-//! to their own deadline. Like serverless-offline, a function runs with the service directory
+//! lazily on the first invocation and stay warm; at most `reserved_concurrency` invocations of a
+//! function run at once ([`default_reserved_concurrency`] processes' worth when unset) and further
+//! invocations queue (FIFO) up to their own deadline. A process takes one invocation at a time, or
+//! up to `maxConcurrency` for a Lambda Managed Instances function (`capacityProvider:` in
+//! serverless.yml; the process sees `AWS_LAMBDA_MAX_CONCURRENCY` and polls `/next` that many
+//! times, as `lambda_runtime::run_concurrent` does). There, as on AWS, a timeout fails only its
+//! own invocation: the process is not killed, and its slot is taken until it answers. Like serverless-offline, a function runs with the service directory
 //! (`ServiceDefinition::base_dir`) as its working directory.
 //!
 //! The Runtime API listeners are on loopback only, but any local process that learns a port may
@@ -205,7 +209,12 @@ impl FunctionHost {
                 spec.runtime, spec.name
             )));
         }
-        let concurrency = spec.reserved_concurrency.unwrap_or(self.inner.opts.default_concurrency);
+        // Unset: the default number of processes, each taking as many invocations at once as it
+        // may (one, or a Lambda Managed Instances function's `maxConcurrency`).
+        let concurrency = spec.reserved_concurrency.unwrap_or_else(|| {
+            let per_process = spec.max_concurrency.unwrap_or(1).max(1);
+            self.inner.opts.default_concurrency.saturating_mul(per_process)
+        });
         if concurrency == 0 {
             return Err(InvokeError::Unsupported(format!(
                 "function {} has reservedConcurrency 0, so every invocation is throttled",

@@ -1,10 +1,12 @@
 //! The warm processes of one function version (one [`PoolKey`]) and its concurrency limit.
 //!
-//! Concurrency: a fair (FIFO) semaphore with `reserved_concurrency` permits gates invocations. A
-//! process is only ever used by the holder of a permit, and a new one is spawned only when no idle
-//! process exists, so the number of live processes never exceeds the number of permits. Processes
-//! are reused most-recently-used first (the warmest); one that fails in any way other than a
-//! handler error is killed and replaced on the next demand.
+//! Concurrency: a fair (FIFO) semaphore with `reserved_concurrency` permits gates invocations.
+//! Each process has slots: one for a classic Lambda function, `maxConcurrency` for a Lambda
+//! Managed Instances one (`AWS_LAMBDA_MAX_CONCURRENCY`). A slot is only ever used by the holder of
+//! a permit, and a new process is spawned only when no free slot exists, so busy slots never
+//! exceed the permits. Slots are reused most-recently-used first (the warmest process, and the
+//! fullest one with several slots); a process that fails in any way other than a handler error
+//! is killed (whatever else it was running fails with it) and replaced on the next demand.
 //!
 //! Scale-out on demand: when every process is busy, a permit holder first waits up to
 //! `scale_out_after` for one to come back, and starts another process only if none does; while
@@ -20,7 +22,13 @@ use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::process::{Launch, ProcShared, Process};
+use crate::process::{Handed, Launch, ProcShared, Process};
+
+/// The right to hand one invocation to a process. A process lives as long as one of its slots.
+pub(crate) struct Slot {
+    process: Arc<Process>,
+    idle_since: Instant,
+}
 use crate::{FunctionRef, InvokeError};
 
 /// Everything that affects a function's processes. Invocations of a function matching a key
@@ -45,15 +53,15 @@ pub(crate) struct Pool {
     key: PoolKey,
     permits: Arc<Semaphore>,
     state: Mutex<PoolState>,
-    /// Signalled when a process goes back to `idle`.
+    /// Signalled when a slot goes back to `idle`.
     freed: Notify,
     scale_out_after: Duration,
     max_invocations: u64,
 }
 
 struct PoolState {
-    /// Processes waiting for an event, oldest first.
-    idle: Vec<Process>,
+    /// Free slots, oldest first.
+    idle: Vec<Slot>,
     /// Every process started and not yet known to be reaped, busy ones included, so that
     /// shutdown can kill them all.
     live: Vec<Arc<ProcShared>>,
@@ -143,34 +151,56 @@ impl Pool {
         }
     }
 
-    async fn run(&self, event: Bytes, deadline: Instant) -> Result<Bytes, InvokeError> {
+    async fn run(self: &Arc<Self>, event: Bytes, deadline: Instant) -> Result<Bytes, InvokeError> {
         loop {
-            let (mut process, warm) = match self.take_idle() {
-                Some(process) => (process, true),
+            let (slot, warm) = match self.take_idle() {
+                Some(slot) => (slot, true),
                 None => match self.wait_for_idle(deadline).await {
-                    Some(process) => (process, true),
+                    Some(slot) => (slot, true),
                     None => (self.spawn().await?, false),
                 },
             };
-            let (result, delivered) = process.invoke(event.clone(), deadline).await;
+            let process = &slot.process;
+            let Handed { result, delivered, late } = process.invoke(event.clone(), deadline).await;
             match &result {
                 // A handler error leaves the runtime healthy: it polls `/next` again.
                 Ok(_) | Err(InvokeError::FunctionError { .. }) => {
-                    process.answered += 1;
-                    if process.answered >= self.max_invocations {
+                    if process.count_answer(self.max_invocations) {
                         // Retired, as Lambda recycles execution environments: whatever the
                         // process accumulated (lambda_runtime's `setenv` of every trace id, say)
-                        // goes with it. Dropping it kills it; the next demand starts a new one.
+                        // goes with it. It is stopped when its last slot is dropped (its other
+                        // invocations finish first); the next demand starts a new one.
                         tracing::debug!(
                             function = %self.function(),
                             pid = process.pid(),
-                            answered = process.answered,
+                            answered = process.answered(),
                             "retiring function process"
                         );
-                        drop(process);
+                        process.retire();
+                        self.forget_idle_slots(process);
+                        drop(slot);
                         self.freed.notify_waiters();
                     } else {
-                        self.put_idle(process);
+                        self.put_idle(slot);
+                    }
+                    return result;
+                }
+                Err(InvokeError::Timeout) if self.key.launch.slots() > 1 => {
+                    // Lambda Managed Instances: a timeout fails that invocation only; the process
+                    // and its other invocations run on. The slot stays taken until the process
+                    // answers (or dies), so it never holds more events than it asked for.
+                    tracing::warn!(
+                        function = %self.function(),
+                        pid = process.pid(),
+                        "Task timed out after {}.00 seconds",
+                        self.key.launch.timeout_secs
+                    );
+                    if let Some(late) = late {
+                        let pool = Arc::clone(self);
+                        tokio::spawn(async move {
+                            slot.process.until_answered(late).await;
+                            pool.put_idle(slot);
+                        });
                     }
                     return result;
                 }
@@ -187,6 +217,8 @@ impl Pool {
                         tracing::warn!(function = %self.function(), pid, %err, "invocation failed");
                     }
                     process.kill_and_wait().await;
+                    self.forget_idle_slots(process);
+                    drop(slot);
                     // A warm process that died while idle never saw the event: running it on a
                     // fresh process cannot run the handler twice. A fresh process that dies is
                     // the function's own fault and is reported.
@@ -199,29 +231,42 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<Process> {
+    fn take_idle(&self) -> Option<Slot> {
         let mut state = self.lock();
-        while let Some(process) = state.idle.pop() {
-            if process.is_usable() {
-                return Some(process);
+        while let Some(slot) = state.idle.pop() {
+            if slot.process.is_usable() {
+                return Some(slot);
             }
-            // Dead while idle: dropping it makes sure it is reaped.
+            // Dead or retired: dropping the slot makes sure the process is stopped and reaped.
         }
         None
     }
 
-    /// With processes busy, waits up to `scale_out_after` (counted from when one is busy, so a
+    /// Drops the free slots of `process` (retired or dead), so it stops with its running ones.
+    fn forget_idle_slots(&self, process: &Arc<Process>) {
+        let forgotten: Vec<Slot> = {
+            let mut state = self.lock();
+            let (forgotten, keep) = std::mem::take(&mut state.idle)
+                .into_iter()
+                .partition(|s| Arc::ptr_eq(&s.process, process));
+            state.idle = keep;
+            forgotten
+        };
+        drop(forgotten); // Outside the lock: the last one kills the process.
+    }
+
+    /// With every slot busy, waits up to `scale_out_after` (counted from when one is busy, so a
     /// cold start in progress is waited for, up to `until`) for one to come back. `None`: none
-    /// did (or none will), so the caller starts a new one.
-    async fn wait_for_idle(&self, until: Instant) -> Option<Process> {
+    /// did (or none will), so the caller starts a new process.
+    async fn wait_for_idle(&self, until: Instant) -> Option<Slot> {
         let mut scale_out_at: Option<Instant> = None;
         loop {
-            // Registered before looking, so a process returned in between is not missed.
+            // Registered before looking, so a slot returned in between is not missed.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(process) = self.take_idle() {
-                return Some(process);
+            if let Some(slot) = self.take_idle() {
+                return Some(slot);
             }
             {
                 let state = self.lock();
@@ -243,22 +288,24 @@ impl Pool {
         }
     }
 
-    fn put_idle(&self, mut process: Process) {
+    fn put_idle(&self, mut slot: Slot) {
         {
             let mut state = self.lock();
             state.last_used = Instant::now();
-            if state.closed {
-                return; // `process` is dropped (killed) on return.
+            if state.closed || !slot.process.is_usable() {
+                return; // `slot` is dropped on return (the last one kills the process).
             }
-            process.idle_since = Instant::now();
-            state.idle.push(process);
+            slot.idle_since = Instant::now();
+            state.idle.push(slot);
         }
         self.freed.notify_one();
     }
 
-    async fn spawn(&self) -> Result<Process, InvokeError> {
+    /// Starts a process: returns one of its slots, and puts the others (a Lambda Managed
+    /// Instances function's) in the idle list for the invocations waiting meanwhile.
+    async fn spawn(&self) -> Result<Slot, InvokeError> {
         self.lock().starting += 1;
-        let spawned = Process::spawn(&self.key.launch).await;
+        let spawned = Process::spawn(&self.key.launch).await.map(Arc::new);
         let kept = {
             let mut state = self.lock();
             state.starting -= 1;
@@ -266,36 +313,62 @@ impl Pool {
                 Ok(process) if !state.closed => {
                     state.live.retain(|p| !p.is_reaped());
                     state.live.push(process.shared());
+                    for _ in 1..self.key.launch.slots() {
+                        let slot =
+                            Slot { process: Arc::clone(process), idle_since: Instant::now() };
+                        state.idle.push(slot);
+                    }
                     true
                 }
                 _ => false,
             }
         };
-        // Invocations waiting for this start look again: at a busy process now, or at nothing.
+        // Invocations waiting for this start look again: at its free slots, a busy process now,
+        // or at nothing.
         self.freed.notify_waiters();
         let process = spawned?;
         if kept {
-            return Ok(process);
+            return Ok(Slot { process, idle_since: Instant::now() });
         }
         process.kill_and_wait().await;
         Err(InvokeError::Spawn("the function host is shutting down".to_owned()))
     }
 
-    /// Stops idle processes unused for `idle_timeout`.
+    /// Stops processes whose every slot has been free for `idle_timeout`. (A process with one slot
+    /// in use or recently used keeps all of them: its capacity does not shrink under light load.)
     pub(crate) fn reap_idle(&self, idle_timeout: Duration) {
-        let expired: Vec<Process> = {
+        let expired: Vec<Slot> = {
             let mut state = self.lock();
-            let (expired, keep) = std::mem::take(&mut state.idle)
-                .into_iter()
-                .partition(|p| p.idle_since.elapsed() >= idle_timeout);
-            state.idle = keep;
+            let idle = std::mem::take(&mut state.idle);
+            let now = Instant::now();
+            let stale = |s: &Slot| now.duration_since(s.idle_since) >= idle_timeout;
+            // A process goes when every reference to it is a stale free slot.
+            let gone: Vec<bool> = idle
+                .iter()
+                .map(|s| {
+                    let stale_slots = idle
+                        .iter()
+                        .filter(|o| Arc::ptr_eq(&o.process, &s.process) && stale(o))
+                        .count();
+                    stale(s) && Arc::strong_count(&s.process) == stale_slots
+                })
+                .collect();
+            let (expired, keep): (Vec<_>, Vec<_>) =
+                idle.into_iter().zip(gone).partition(|(_, gone)| *gone);
+            state.idle = keep.into_iter().map(|(slot, _)| slot).collect();
+            let expired: Vec<Slot> = expired.into_iter().map(|(slot, _)| slot).collect();
             state.live.retain(|p| !p.is_reaped());
             expired
         };
-        for process in &expired {
-            tracing::debug!(function = %self.function(), pid = process.pid(), "stopping idle function process");
+        let mut stopped: Vec<&Arc<Process>> = Vec::new();
+        for slot in &expired {
+            if !stopped.iter().any(|p| Arc::ptr_eq(p, &slot.process)) {
+                stopped.push(&slot.process);
+                tracing::debug!(function = %self.function(), pid = slot.process.pid(), "stopping idle function process");
+            }
         }
-        drop(expired); // Drop kills; the reapers wait for the exits.
+        drop(stopped);
+        drop(expired); // The last slot of a process kills it; the reapers wait for the exits.
     }
 
     /// No process left and nothing ran for `idle_timeout`.

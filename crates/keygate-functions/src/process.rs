@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -40,6 +40,7 @@ const RESERVED_ENV: &[&str] = &[
     "AWS_LAMBDA_INITIALIZATION_TYPE",
     "AWS_LAMBDA_LOG_GROUP_NAME",
     "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_MAX_CONCURRENCY",
     "AWS_LAMBDA_RUNTIME_API",
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
@@ -69,6 +70,9 @@ pub(crate) struct Launch {
     pub(crate) memory_size: u32,
     pub(crate) timeout_secs: u32,
     pub(crate) region: String,
+    /// Invocations one process takes at once (`AWS_LAMBDA_MAX_CONCURRENCY`); `None`: one, and the
+    /// variable is not set (classic Lambda).
+    pub(crate) max_concurrency: Option<u32>,
 }
 
 impl Launch {
@@ -92,6 +96,7 @@ impl Launch {
             memory_size: spec.memory_size,
             timeout_secs: spec.timeout_secs,
             region: f.region.to_owned(),
+            max_concurrency: spec.max_concurrency,
         })
     }
 
@@ -109,6 +114,7 @@ impl Launch {
             memory_size,
             timeout_secs,
             region,
+            max_concurrency,
         } = self;
         let spec = f.spec;
         *function_name == spec.function_name
@@ -116,6 +122,7 @@ impl Launch {
             && *timeout_secs == spec.timeout_secs
             && *handler == spec.handler
             && *region == f.region
+            && *max_concurrency == spec.max_concurrency
             && spec.artifact.as_deref() == Some(artifact.as_path())
             && cwd == f.base_dir
             && *env == spec.environment
@@ -173,7 +180,15 @@ impl Launch {
             ("AWS_DEFAULT_REGION", self.region.clone().into()),
         ];
         env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        if let Some(n) = self.max_concurrency {
+            env.insert("AWS_LAMBDA_MAX_CONCURRENCY".to_owned(), n.to_string().into());
+        }
         env
+    }
+
+    /// Invocations one process takes at once.
+    pub(crate) fn slots(&self) -> u32 {
+        self.max_concurrency.unwrap_or(1).max(1)
     }
 }
 
@@ -226,14 +241,17 @@ impl ProcShared {
     }
 }
 
-/// A running function process, owned by whoever may send it an event: the pool's idle list or
-/// the one invocation using it. Dropping it kills the process.
+/// A running function process, shared by its slots (one per invocation it may hold at once: the
+/// pool's idle list holds the free ones, each running invocation its own). Dropping the last
+/// slot, and so this, kills the process.
 pub(crate) struct Process {
     shared: Arc<ProcShared>,
     inbox: mpsc::Sender<Invocation>,
-    pub(crate) idle_since: Instant,
     /// Invocations this process has answered (see `HostOptions::max_invocations`).
-    pub(crate) answered: u64,
+    answered: AtomicU64,
+    /// Set once the process is to take no new invocations (retired, or failed): its slots are
+    /// dropped as they come back, and the process is stopped with the last one.
+    retired: AtomicBool,
 }
 
 impl Drop for Process {
@@ -253,7 +271,7 @@ impl Process {
         let addr = listener
             .local_addr()
             .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
-        let (api, inbox) = RuntimeApi::new(&launch.arn());
+        let (api, inbox) = RuntimeApi::new(&launch.arn(), launch.slots());
         let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
 
         let mut command = Command::new(&bootstrap);
@@ -338,7 +356,7 @@ impl Process {
             shared.reaped.send_replace(true);
         });
 
-        Ok(Self { shared, inbox, idle_since: Instant::now(), answered: 0 })
+        Ok(Self { shared, inbox, answered: AtomicU64::new(0), retired: AtomicBool::new(false) })
     }
 
     pub(crate) fn shared(&self) -> Arc<ProcShared> {
@@ -351,20 +369,29 @@ impl Process {
 
     /// Whether the process can still take an event.
     pub(crate) fn is_usable(&self) -> bool {
-        self.shared.api.failure().borrow().is_none()
+        !self.retired.load(Ordering::Acquire) && self.shared.api.failure().borrow().is_none()
+    }
+
+    /// Counts an answered invocation; true when that makes `limit`, so the process is to retire.
+    pub(crate) fn count_answer(&self, limit: u64) -> bool {
+        self.answered.fetch_add(1, Ordering::AcqRel) + 1 == limit
+    }
+
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Takes no new invocations from now on; those running finish.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
     }
 
     /// Hands `event` to the process and waits for its answer, its death or `deadline`, whichever
-    /// comes first. Also returns whether the event reached the process (an event that did not may
-    /// be retried elsewhere).
-    pub(crate) async fn invoke(
-        &mut self,
-        event: Bytes,
-        deadline: Instant,
-    ) -> (Result<Bytes, InvokeError>, bool) {
+    /// comes first.
+    pub(crate) async fn invoke(&self, event: Bytes, deadline: Instant) -> Handed {
         let mut failure = self.shared.api.failure();
         if let Some(f) = failure.borrow().clone() {
-            return (Err(f.into()), false);
+            return Handed::refused(f.into());
         }
         let (reply, answer) = oneshot::channel();
         let delivered = Arc::new(AtomicBool::new(false));
@@ -377,18 +404,19 @@ impl Process {
             reply,
             delivered: Arc::clone(&delivered),
         };
-        // The process is ours alone and its previous event was answered, so the one-slot inbox is
-        // empty; a full or closed inbox means the process is unusable.
+        // The caller holds one of the process's slots, and the inbox has room for one event per
+        // slot, so it is never full; a closed inbox means the process is unusable.
         if self.inbox.try_send(invocation).is_err() {
-            return (
-                Err(InvokeError::Crashed("the process no longer takes events".to_owned())),
-                false,
-            );
+            return Handed::refused(InvokeError::Crashed(
+                "the process no longer takes events".to_owned(),
+            ));
         }
+        let mut answer = answer;
+        let mut late = None;
         // `biased`: an answer that arrived just before the process exited still counts.
         let result = tokio::select! {
             biased;
-            answer = answer => match answer {
+            answer = &mut answer => match answer {
                 Ok(Outcome::Response(body)) => Ok(body),
                 Ok(Outcome::Error { error_type, message }) => {
                     Err(InvokeError::FunctionError { error_type, message })
@@ -399,16 +427,43 @@ impl Process {
                 let failed = failed.ok().and_then(|f| f.clone());
                 Err(failed.map_or_else(|| InvokeError::Crashed("the process is gone".to_owned()), InvokeError::from))
             }
-            () = tokio::time::sleep_until(deadline) => Err(InvokeError::Timeout),
+            () = tokio::time::sleep_until(deadline) => {
+                late = Some(answer);
+                Err(InvokeError::Timeout)
+            }
         };
-        (result, delivered.load(Ordering::Acquire))
+        Handed { result, delivered: delivered.load(Ordering::Acquire), late }
     }
 
-    /// Kills the process and waits until it has been reaped.
-    pub(crate) async fn kill_and_wait(self) {
-        let shared = Arc::clone(&self.shared);
-        drop(self); // Drop requests the kill.
-        shared.wait_reaped().await;
+    /// Waits until the process answers an invocation that timed out (`late`), or dies.
+    pub(crate) async fn until_answered(&self, late: oneshot::Receiver<Outcome>) {
+        let mut failure = self.shared.api.failure();
+        tokio::select! {
+            _ = late => {}
+            _ = failure.wait_for(Option::is_some) => {}
+        }
+    }
+
+    /// Kills the process (whoever else holds its slots) and waits until it has been reaped.
+    pub(crate) async fn kill_and_wait(&self) {
+        self.retire();
+        self.shared.kill();
+        self.shared.wait_reaped().await;
+    }
+}
+
+/// What became of an event handed to a process.
+pub(crate) struct Handed {
+    pub(crate) result: Result<Bytes, InvokeError>,
+    /// Whether the event reached the process (one that did not may be retried elsewhere).
+    pub(crate) delivered: bool,
+    /// On a timeout, the answer the process may still post.
+    pub(crate) late: Option<oneshot::Receiver<Outcome>>,
+}
+
+impl Handed {
+    fn refused(err: InvokeError) -> Self {
+        Self { result: Err(err), delivered: false, late: None }
     }
 }
 
@@ -515,6 +570,7 @@ mod tests {
             memory_size: 128,
             description: None,
             reserved_concurrency: None,
+            max_concurrency: None,
             artifact: Some(PathBuf::from("/artifacts/0123456789abcdef")),
             events: Vec::new(),
         }
@@ -536,7 +592,7 @@ mod tests {
         other.events = Vec::new();
         assert!(launch.is_for(&f(&other)));
 
-        let changes: [fn(&mut FunctionSpec); 8] = [
+        let changes: [fn(&mut FunctionSpec); 9] = [
             |s| s.name = "other".to_owned(),
             |s| s.function_name = "svc-prod-fn".to_owned(),
             |s| s.handler = "other".to_owned(),
@@ -545,6 +601,7 @@ mod tests {
             |s| s.timeout_secs = 31,
             |s| s.memory_size = 256,
             |s| s.artifact = Some(PathBuf::from("/artifacts/fedcba9876543210")),
+            |s| s.max_concurrency = Some(4),
         ];
         for (n, change) in changes.iter().enumerate() {
             let mut changed = base.clone();

@@ -9,6 +9,10 @@
 //! an event) and *busy* (one event handed out, until `POST …/{id}/response` or `…/{id}/error`
 //! for exactly that request id). `POST …/init/error` is only accepted during init.
 //!
+//! A process of a Lambda Managed Instances function (`AWS_LAMBDA_MAX_CONCURRENCY` = N > 1) may
+//! hold up to N events at once: it polls `/next` from N workers, and each `/response` or `/error`
+//! names the request id it answers. A `/next` beyond N outstanding events is a state error.
+//!
 //! Event and response bodies pass through untouched and are never logged.
 
 use std::future::Future;
@@ -63,10 +67,12 @@ pub(crate) enum Failure {
 pub(crate) struct RuntimeApi {
     /// The function's ARN, checked to be a header value.
     arn: Bytes,
-    /// Events for the process. Only the pool hands out events, one at a time per process, so the
-    /// channel has room for one; `/next` takes the receiver's lock so that even a runtime that
-    /// polls twice at once gets each event once.
+    /// Events for the process. The pool hands a process at most `max_concurrency` events at once,
+    /// so the channel has room for that many; `/next` takes the receiver's lock so that runtime
+    /// workers polling at once get each event once.
     inbox: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    /// Events the process may hold at once (`AWS_LAMBDA_MAX_CONCURRENCY`, 1 for classic Lambda).
+    max_concurrency: usize,
     state: Mutex<State>,
     failure: watch::Sender<Option<Failure>>,
 }
@@ -75,8 +81,8 @@ pub(crate) struct RuntimeApi {
 struct State {
     /// A `/next` has been received: init is over.
     initialized: bool,
-    /// The event handed out and not yet answered.
-    current: Option<Current>,
+    /// The events handed out and not yet answered (at most `max_concurrency`).
+    current: Vec<Current>,
 }
 
 struct Current {
@@ -93,9 +99,11 @@ pub(crate) enum Phase {
 }
 
 impl RuntimeApi {
-    /// A fresh API in the init state, and the sender the pool hands events in through.
-    pub(crate) fn new(arn: &str) -> (Arc<Self>, mpsc::Sender<Invocation>) {
-        let (tx, rx) = mpsc::channel(1);
+    /// A fresh API in the init state for a process that takes `max_concurrency` events at once,
+    /// and the sender the pool hands events in through.
+    pub(crate) fn new(arn: &str, max_concurrency: u32) -> (Arc<Self>, mpsc::Sender<Invocation>) {
+        let max_concurrency = (max_concurrency as usize).max(1);
+        let (tx, rx) = mpsc::channel(max_concurrency);
         let arn = match HeaderValue::from_str(arn) {
             Ok(_) => Bytes::copy_from_slice(arn.as_bytes()),
             Err(_) => Bytes::from_static(b"arn:aws:lambda:invalid"),
@@ -103,6 +111,7 @@ impl RuntimeApi {
         let api = Self {
             arn,
             inbox: tokio::sync::Mutex::new(rx),
+            max_concurrency,
             state: Mutex::new(State::default()),
             failure: watch::channel(None).0,
         };
@@ -127,7 +136,7 @@ impl RuntimeApi {
 
     pub(crate) fn phase(&self) -> Phase {
         let state = self.lock();
-        match (state.initialized, state.current.is_some()) {
+        match (state.initialized, !state.current.is_empty()) {
             (false, _) => Phase::Init,
             (true, false) => Phase::Idle,
             (true, true) => Phase::Busy,
@@ -146,12 +155,20 @@ impl RuntimeApi {
             if self.failure.borrow().is_some() {
                 return invalid_state("the runtime already failed; it must exit");
             }
-            if let Some(current) = &state.current {
-                let message = format!(
-                    "State transition from Invoke to Ready failed for runtime: invocation {} has \
-                     no response or error yet",
-                    current.request_id
-                );
+            if state.current.len() >= self.max_concurrency {
+                let message = if self.max_concurrency == 1 {
+                    format!(
+                        "State transition from Invoke to Ready failed for runtime: invocation {} \
+                         has no response or error yet",
+                        state.current[0].request_id
+                    )
+                } else {
+                    format!(
+                        "State transition from Invoke to Ready failed for runtime: all {} \
+                         invocations (AWS_LAMBDA_MAX_CONCURRENCY) have no response or error yet",
+                        self.max_concurrency
+                    )
+                };
                 return invalid_state(&message);
             }
             state.initialized = true;
@@ -188,7 +205,7 @@ impl RuntimeApi {
         // Both made by keygate (a UUID, an X-Ray header), so valid header values.
         headers.push_value("lambda-runtime-aws-request-id", Bytes::from(request_id.clone()));
         headers.push_value("lambda-runtime-trace-id", Bytes::from(trace_id));
-        self.lock().current = Some(Current { request_id, reply });
+        self.lock().current.push(Current { request_id, reply });
         response
     }
 
@@ -200,10 +217,12 @@ impl RuntimeApi {
         take: bool,
     ) -> Result<Option<oneshot::Sender<Outcome>>, Refusal> {
         let mut state = self.lock();
-        match &state.current {
-            None => Err(Refusal::NoInvocation),
-            Some(current) if current.request_id != request_id => Err(Refusal::WrongRequestId),
-            Some(_) if take => Ok(state.current.take().map(|c| c.reply)),
+        if state.current.is_empty() {
+            return Err(Refusal::NoInvocation);
+        }
+        match state.current.iter().position(|c| c.request_id == request_id) {
+            None => Err(Refusal::WrongRequestId),
+            Some(at) if take => Ok(Some(state.current.swap_remove(at).reply)),
             Some(_) => Ok(None),
         }
     }
@@ -461,10 +480,16 @@ mod tests {
     }
 
     async fn harness() -> Harness {
+        harness_with(1).await
+    }
+
+    async fn harness_with(max_concurrency: u32) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (api, inbox) =
-            RuntimeApi::new("arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f");
+        let (api, inbox) = RuntimeApi::new(
+            "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f",
+            max_concurrency,
+        );
         let server = tokio::spawn(serve(listener, Arc::clone(&api)));
         Harness { api, inbox, addr, server }
     }
@@ -687,6 +712,36 @@ mod tests {
         send(h.addr, Method::GET, NEXT, &[], vec![]).await;
         let r = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_managed_instances_runtime_holds_up_to_its_max_concurrency() {
+        let h = harness_with(2).await;
+        let (one, one_rx) = invocation("req-1", r#"{"n":1}"#);
+        let (two, two_rx) = invocation("req-2", r#"{"n":2}"#);
+        h.inbox.send(one).await.unwrap();
+        h.inbox.send(two).await.unwrap();
+        let a = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let b = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        let ids = [&a, &b].map(|r| r.headers["lambda-runtime-aws-request-id"].clone());
+        assert_eq!(ids, ["req-1", "req-2"]);
+        assert_eq!(&b.body[..], br#"{"n":2}"#);
+        // A third poll while both are held is a state error, as a second one is with one slot.
+        let third = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        assert_eq!(third.status, StatusCode::FORBIDDEN);
+        assert_eq!(third.json()["errorType"], "InvalidStateTransition");
+        // Answered in any order, each by its own id.
+        let path = |id: &str| format!("/2018-06-01/runtime/invocation/{id}/response");
+        let r = send(h.addr, Method::POST, &path("req-2"), &[], b"two".to_vec()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert_eq!(h.api.phase(), Phase::Busy);
+        let r = send(h.addr, Method::POST, &path("nope"), &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = send(h.addr, Method::POST, &path("req-1"), &[], b"one".to_vec()).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        assert_eq!(two_rx.await.unwrap(), Outcome::Response(Bytes::from_static(b"two")));
+        assert_eq!(one_rx.await.unwrap(), Outcome::Response(Bytes::from_static(b"one")));
+        assert_eq!(h.api.phase(), Phase::Idle);
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
             memory_size: 1024,
             description: None,
             reserved_concurrency: None,
+            max_concurrency: None,
             artifact: None,
             events: vec![HttpEvent {
                 path: "/x".into(),

@@ -18,7 +18,9 @@
 //! | `env`       | 200 with the process environment as a JSON object body |
 //!
 //! `env` and `sleep` responses carry `x-pid` (and `env` also `x-cwd`) headers so tests can tell
-//! warm reuse from cold starts. An unknown `_HANDLER` is reported to `/runtime/init/error` with
+//! warm reuse from cold starts; `sleep` also `x-started-ms` and `x-ended-ms`. The runtime loop is
+//! `run_concurrent`, so a Lambda Managed Instances function (`AWS_LAMBDA_MAX_CONCURRENCY`) takes
+//! several events at once. An unknown `_HANDLER` is reported to `/runtime/init/error` with
 //! `Runtime.NoSuchHandler`, as a real runtime does, and the process exits.
 
 use std::collections::BTreeMap;
@@ -34,6 +36,8 @@ const HANDLERS: &[&str] =
 /// Base64 of the bytes `0..16`, spelled out so the test function needs no base64 crate.
 const BYTES_0_TO_16_BASE64: &str = "AAECAwQFBgcICQoLDA0ODw==";
 
+// `run_concurrent`: with `AWS_LAMBDA_MAX_CONCURRENCY` > 1 (a Lambda Managed Instances function)
+// it polls for that many events at once; without it, one at a time as `run` does.
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let handler = std::env::var("_HANDLER").unwrap_or_default();
@@ -41,11 +45,17 @@ async fn main() -> Result<(), Error> {
         report_init_error(&format!("keygate-testfn has no handler {handler:?}"));
         std::process::exit(1);
     }
-    lambda_runtime::run(service_fn(move |event| {
+    lambda_runtime::run_concurrent(service_fn(move |event| {
         let handler = handler.clone();
         async move { handle(&handler, event).await }
     }))
     .await
+}
+
+/// Now as Unix epoch milliseconds (`sleep`'s `x-started-ms` / `x-ended-ms`: tests check that
+/// invocations overlapped).
+fn epoch_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
 async fn handle(default: &str, event: LambdaEvent<Value>) -> Result<Value, Error> {
@@ -78,10 +88,17 @@ async fn handle(default: &str, event: LambdaEvent<Value>) -> Result<Value, Error
                 .and_then(Value::as_u64)
                 .or_else(|| std::env::var("SLEEP_MS").ok()?.parse().ok())
                 .unwrap_or(10_000);
+            let started = epoch_ms();
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            let ended = epoch_ms();
             Ok(json!({
                 "statusCode": 200,
-                "headers": {"content-type": "text/plain", "x-pid": pid},
+                "headers": {
+                    "content-type": "text/plain",
+                    "x-pid": pid,
+                    "x-started-ms": started.to_string(),
+                    "x-ended-ms": ended.to_string(),
+                },
                 "body": format!("slept {ms} ms"),
             }))
         }

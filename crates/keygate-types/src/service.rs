@@ -68,7 +68,14 @@ pub struct FunctionSpec {
     /// MB; default 1024.
     pub memory_size: u32,
     pub description: Option<String>,
+    /// Concurrent invocations of the function (AWS's reserved concurrency); `None`: the host's
+    /// default.
     pub reserved_concurrency: Option<u32>,
+    /// Invocations one process takes at once: `capacityProvider.maxConcurrency` (Lambda Managed
+    /// Instances' `PerExecutionEnvironmentMaxConcurrency`, exported as
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`). `None`: one at a time, as classic Lambda.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// `package.artifact` resolved against the yml's directory (absolute). `None` when the function
     /// has no artifact; invoking it then fails with a 502 and a logged cause.
     pub artifact: Option<PathBuf>,

@@ -9,6 +9,7 @@
 //! `/runtime/invocation/next` and answers every event with the chosen handler.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use candidate_service::{App, Config, Handler, handle};
@@ -28,9 +29,11 @@ impl InitFailure {
     }
 }
 
-// A function process handles one event at a time (the Runtime API hands out the next event only
-// after the previous response), so one thread is enough: a current-thread runtime saves the
-// cross-thread wakeups of a worker pool on every invocation (docs/benchmarks.md).
+// One thread is enough: a classic Lambda process handles one event at a time (the Runtime API
+// hands out the next only after the previous response), and a Lambda Managed Instances one
+// (`AWS_LAMBDA_MAX_CONCURRENCY`) interleaves its events on this thread, the handlers being short
+// and their SQLite calls quick. A current-thread runtime saves the cross-thread wakeups of a worker
+// pool on every invocation (docs/benchmarks.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing::init_default_subscriber();
@@ -45,8 +48,14 @@ async fn main() -> ExitCode {
     };
     tracing::info!(handler = handler.name(), table = %app.table(), "candidate-service ready");
 
-    let app = &app;
-    match lambda_http::run(service_fn(move |req| handle(app, handler, req))).await {
+    // `run_concurrent` polls for `AWS_LAMBDA_MAX_CONCURRENCY` events at once when that is set
+    // (`capacityProvider.maxConcurrency` in serverless.yml), one at a time otherwise.
+    let app = Arc::new(app);
+    let service = service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { handle(&app, handler, req).await }
+    });
+    match lambda_http::run_concurrent(service).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "runtime loop failed");

@@ -26,13 +26,14 @@ const COLUMNS: &str = "id, fullname, email, experience, submitted_at, updated_at
 /// configured table. Built once per process (cold start) and shared by every
 /// invocation.
 ///
-/// Queries run synchronously on the calling thread. A Lambda function
-/// process handles one event at a time (the Runtime API hands out the next
-/// event only after the previous response) on a current-thread runtime, so a
-/// blocking SQLite call there holds up nothing else, while handing each query
-/// to a worker thread (as an async driver does) costs thread wakeups on every
-/// invocation. The `Mutex` is only there because `lambda_http::run` needs a
-/// `Send` handler future, hence a `Sync` `App`; it is never contended.
+/// Queries run synchronously on the calling thread, a current-thread runtime:
+/// a classic Lambda process handles one event at a time, and a Lambda Managed
+/// Instances one interleaves its events on that thread, so a quick blocking
+/// SQLite call holds up little, while handing each query to a worker thread
+/// (as an async driver does) costs thread wakeups on every invocation. The
+/// `Mutex` is there because `lambda_http::run_concurrent` needs a `Send`
+/// handler future, hence a `Sync` `App`; it is never held across an `.await`,
+/// so on one thread it is never contended.
 #[derive(Debug)]
 pub struct App {
     conn: Mutex<Connection>,

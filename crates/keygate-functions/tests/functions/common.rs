@@ -75,6 +75,7 @@ pub(crate) fn spec(handler: &str) -> FunctionSpec {
         memory_size: 128,
         description: None,
         reserved_concurrency: None,
+        max_concurrency: None,
         artifact: Some(staged_testfn().to_owned()),
         events: Vec::new(),
     }

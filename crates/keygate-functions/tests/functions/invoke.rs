@@ -236,3 +236,68 @@ async fn a_process_that_dies_while_idle_is_replaced_transparently() {
     assert_ne!(first, second);
     host.shutdown().await;
 }
+
+/// A Lambda Managed Instances function (`capacityProvider.maxConcurrency`): one process takes
+/// several invocations at once.
+fn managed(handler: &str, max_concurrency: u32) -> keygate_types::FunctionSpec {
+    keygate_types::FunctionSpec { max_concurrency: Some(max_concurrency), ..spec(handler) }
+}
+
+/// The `x-started-ms` and `x-ended-ms` headers of a `sleep` response.
+fn span(raw: &[u8]) -> (u128, u128) {
+    let headers = &json(raw)["headers"];
+    let at = |name: &str| headers[name].as_str().unwrap().parse::<u128>().unwrap();
+    (at("x-started-ms"), at("x-ended-ms"))
+}
+
+#[tokio::test]
+async fn a_managed_instances_process_runs_its_max_concurrency_at_once() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = managed("sleep", 4);
+    let env = invoke(&host, &svc.f(&managed("env", 4)), json!({})).await.unwrap();
+    let env: Value = serde_json::from_str(json(&env)["body"].as_str().unwrap()).unwrap();
+    assert_eq!(env["AWS_LAMBDA_MAX_CONCURRENCY"], "4");
+
+    let f = svc.f(&spec);
+    let call = || invoke(&host, &f, json!({"sleep_ms": 1500}));
+    let (a, b, c, d) = tokio::join!(call(), call(), call(), call());
+    let answers = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+    let pids: Vec<u32> = answers.iter().map(|a| pid(a)).collect();
+    assert!(pids.iter().all(|&p| p == pids[0]), "one process took all four: {pids:?}");
+    // Every call started before any ended: they ran at the same time, not in turn.
+    let spans: Vec<(u128, u128)> = answers.iter().map(|a| span(a)).collect();
+    let last_start = spans.iter().map(|s| s.0).max().unwrap();
+    let first_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(last_start < first_end, "the invocations did not overlap: {spans:?}");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_managed_instances_timeout_fails_one_invocation_and_keeps_the_process() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = keygate_types::FunctionSpec {
+        timeout_secs: 1,
+        reserved_concurrency: Some(2),
+        ..managed("sleep", 2)
+    };
+    let f = svc.f(&spec);
+    let slow = invoke(&host, &f, json!({"sleep_ms": 2500}));
+    let quick = async {
+        // After the slow one has its slot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        invoke(&host, &f, json!({"sleep_ms": 10})).await
+    };
+    let (slow, quick) = tokio::join!(slow, quick);
+    assert_eq!(slow.unwrap_err(), InvokeError::Timeout);
+    let process = pid(&quick.unwrap());
+    // The process that timed out lives on and, once it has answered late, has both slots again:
+    // two calls at once run on it (a lost slot would start a second process).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(process_exists(process));
+    let call = || invoke(&host, &f, json!({"sleep_ms": 300}));
+    let (a, b) = tokio::join!(call(), call());
+    assert_eq!((pid(&a.unwrap()), pid(&b.unwrap())), (process, process));
+    host.shutdown().await;
+}
