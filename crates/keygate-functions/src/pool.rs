@@ -273,7 +273,9 @@ impl Pool {
                 if !state.idle.is_empty() {
                     continue; // One came back just now: take it.
                 }
-                let busy = state.live.iter().any(|p| !p.is_reaped());
+                // Only a process that will give a slot back is worth waiting for: not one
+                // retiring (it finishes what it runs, then stops).
+                let busy = state.live.iter().any(|p| !p.is_reaped() && !p.is_retired());
                 if !busy && state.starting == 0 {
                     return None; // Nothing will come back.
                 }

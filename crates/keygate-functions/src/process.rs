@@ -220,6 +220,9 @@ pub(crate) struct ProcShared {
     /// the reaper first waits is not lost.
     kill: Notify,
     killed_by_host: AtomicBool,
+    /// Set once the process is to take no new invocations (retired, or failed): its slots are
+    /// dropped as they come back, and the process is stopped with the last one.
+    retired: AtomicBool,
     reaped: watch::Sender<bool>,
 }
 
@@ -228,6 +231,11 @@ impl ProcShared {
     pub(crate) fn kill(&self) {
         self.killed_by_host.store(true, Ordering::Release);
         self.kill.notify_one();
+    }
+
+    /// Whether the process takes no new invocations (its busy slots will not come back).
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_reaped(&self) -> bool {
@@ -249,9 +257,6 @@ pub(crate) struct Process {
     inbox: mpsc::Sender<Invocation>,
     /// Invocations this process has answered (see `HostOptions::max_invocations`).
     answered: AtomicU64,
-    /// Set once the process is to take no new invocations (retired, or failed): its slots are
-    /// dropped as they come back, and the process is stopped with the last one.
-    retired: AtomicBool,
 }
 
 impl Drop for Process {
@@ -315,6 +320,7 @@ impl Process {
             pid,
             kill: Notify::new(),
             killed_by_host: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             reaped: watch::channel(false).0,
         });
         let reaper_shared = Arc::clone(&shared);
@@ -356,7 +362,7 @@ impl Process {
             shared.reaped.send_replace(true);
         });
 
-        Ok(Self { shared, inbox, answered: AtomicU64::new(0), retired: AtomicBool::new(false) })
+        Ok(Self { shared, inbox, answered: AtomicU64::new(0) })
     }
 
     pub(crate) fn shared(&self) -> Arc<ProcShared> {
@@ -369,7 +375,7 @@ impl Process {
 
     /// Whether the process can still take an event.
     pub(crate) fn is_usable(&self) -> bool {
-        !self.retired.load(Ordering::Acquire) && self.shared.api.failure().borrow().is_none()
+        !self.shared.is_retired() && self.shared.api.failure().borrow().is_none()
     }
 
     /// Counts an answered invocation; true when that makes `limit`, so the process is to retire.
@@ -383,7 +389,7 @@ impl Process {
 
     /// Takes no new invocations from now on; those running finish.
     pub(crate) fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
+        self.shared.retired.store(true, Ordering::Release);
     }
 
     /// Hands `event` to the process and waits for its answer, its death or `deadline`, whichever
