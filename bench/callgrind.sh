@@ -3,7 +3,8 @@
 # with a noisy neighbour (wall-clock req/s on shared VMs moves ±15%, and differs 3x between the
 # hosts this project runs on), so a change to the hot path can be judged by itself.
 #
-# Usage: bench/callgrind.sh [case ...]     cases: valid missing limited function (default: all),
+# Usage: bench/callgrind.sh [case ...]     cases: valid missing limited function function-mi
+#                                          (default: all five),
 #   and nginx-valid nginx-missing: the nginx gateway peer's instructions for the same requests
 #   (one process, `master_process off`), to set keygate's figures against.
 #   Needs a data dir prepared by bench/run.sh (run it once, even with --quick) and valgrind
@@ -21,7 +22,7 @@ REQUESTS="${REQUESTS:-2000}"
 CONNS="${CONNS:-8}"
 OUT="${OUT:-$WORK/callgrind}"
 CASES=("$@")
-[ "${#CASES[@]}" -gt 0 ] || CASES=(valid missing limited function)
+[ "${#CASES[@]}" -gt 0 ] || CASES=(valid missing limited function function-mi)
 KG_DATA="$WORK/keygate-data"
 [ -d "$KG_DATA" ] && [ -f "$WORK/valid_key.txt" ] || die "no bench data in $WORK: run bench/run.sh --quick first"
 [ -x "$KEYGATE_BIN" ] || die "$KEYGATE_BIN missing: cargo build --release -p keygate"
@@ -72,9 +73,10 @@ for case in "${CASES[@]}"; do
     # 1 r/s: under valgrind a run spans seconds, so the bucket admits a request now and then.
     limited) path=/limited/candidates key="$VALID_KEY" want=429,200 ;;
     function) path=/dev/fn/candidates key="$VALID_KEY" want=200 ;;
+    function-mi) path=/dev/fn-mi/candidates key="$VALID_KEY" want=200 ;;
     nginx-valid) server=nginx port=18081 path=/dev/candidates key="$VALID_KEY" want=200 ;;
     nginx-missing) server=nginx port=18081 path=/dev/candidates key="" want=403 ;;
-    *) die "unknown case $case (valid missing limited function nginx-valid nginx-missing)" ;;
+    *) die "unknown case $case (valid missing limited function function-mi nginx-valid nginx-missing)" ;;
   esac
   file="$OUT/callgrind.$case.out"
   rm -f "$file"

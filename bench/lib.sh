@@ -57,10 +57,12 @@ rss_kb() { # PID -> summed RSS (KiB) of its process tree
   done
   echo "$s"
 }
-cpu_ticks() { # PID -> utime+stime (clock ticks) of its process tree
+cpu_ticks() { # PID -> CPU (clock ticks) of its process tree, exited members included
   local s=0 t p
+  # utime+stime of each live process, plus cutime+cstime: the CPU of children it has reaped (a
+  # function process retired mid-run still counts; a live one is counted once, by itself).
   for p in $(descendants "$1"); do
-    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true); s=$(( s + ${t:-0} ))
+    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || true); s=$(( s + ${t:-0} ))
   done
   echo "$s"
 }

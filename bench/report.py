@@ -58,7 +58,7 @@ k, n = find("keygate", "limited"), find("nginx", "limited")
 if k and n:
     line("throttled 429: req/s vs nginx", float(k["rps"]), float(n["rps"]), "(no target)", lambda r: True)
 for case, label in (("function", "function route"),
-                    ("function-mi", "function route, managed instances (16 per process)")):
+                    ("function-mi", "function route, managed instances (maxConcurrency 32)")):
     k, s = find("keygate", case), find("sls", "function")
     if k and s:
         line(f"{label}: req/s vs serverless-offline", float(k["rps"]), float(s["rps"]), "≥ 10×",

@@ -14,6 +14,9 @@ use serde::Serialize;
 
 use crate::{Error, Result, Store};
 
+/// Undeclared keys named one note each; more are counted in one further note.
+const MAX_KEY_NOTES: usize = 10;
+
 /// What a deploy did, ready to print (`--json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,11 +167,19 @@ pub async fn deploy(
         })
         .collect();
     let undeclared_api_keys: Vec<DeployedKey> = outcome.undeclared.iter().map(key_ref).collect();
-    for k in &undeclared_api_keys {
+    // One note per key, up to a screenful: a file that stopped declaring 10,000 imported keys
+    // (they are managed with `keygate keys` now) must not print 10,000 lines.
+    for k in undeclared_api_keys.iter().take(MAX_KEY_NOTES) {
         notes.push(format!(
             "API key {} ({}) is no longer declared in the file; it was kept so its users are not \
              locked out (delete it with `keygate keys delete {}`)",
             k.name, k.id, k.id
+        ));
+    }
+    if let Some(more) = undeclared_api_keys.len().checked_sub(MAX_KEY_NOTES).filter(|&n| n > 0) {
+        notes.push(format!(
+            "{more} more API keys are no longer declared in the file and were kept (all are \
+             listed under undeclaredApiKeys in `keygate deploy --json`)"
         ));
     }
     Ok(DeployReport {

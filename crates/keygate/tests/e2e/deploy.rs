@@ -52,6 +52,26 @@ async fn undeclared_keys_are_kept_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn many_undeclared_keys_are_summed_up_in_one_note() {
+    let env = Env::new();
+    let names: Vec<String> = (0..13).map(|n| format!("      - k{n:02}\n")).collect();
+    let many = testfn_yml("svc", "").replace("      - svc-key\n", &names.concat());
+    let yml = env.write("serverless.yml", &many);
+    env.deploy(&yml, &[]);
+    std::fs::write(&yml, testfn_yml("svc", "")).unwrap();
+    let report = env.deploy(&yml, &[]);
+    assert_eq!(report["undeclaredApiKeys"].as_array().unwrap().len(), 13, "all in the report");
+    let notes: Vec<&str> =
+        report["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+    let named = notes.iter().filter(|n| n.starts_with("API key k")).count();
+    assert_eq!(named, 10, "{notes:#?}");
+    assert!(
+        notes.iter().any(|n| n.starts_with("3 more API keys are no longer declared")),
+        "{notes:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn info_shows_the_deployed_stage() {
     let env = Env::new();
     let yml = example_yml();
