@@ -110,3 +110,41 @@ async fn the_event_is_the_rest_payload() {
     assert!(r.json()["requestContext"]["identity"]["apiKey"].is_null());
     srv.stop();
 }
+
+const MANAGED: &str = r#"
+  managed:
+    handler: sleep
+    package: {artifact: ART}
+    environment: {SLEEP_MS: "1500"}
+    capacityProvider:
+      name: default
+      maxConcurrency: 4
+    events: [{http: GET managed}]
+"#;
+
+/// A Lambda Managed Instances function deployed from serverless.yml: one process answers four
+/// requests at the same time (a one-at-a-time process would answer them in turn).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_managed_instances_function_takes_several_requests_per_process() {
+    let env = Env::new();
+    let art = workspace_bin("keygate-testfn");
+    let extra = MANAGED.replace("ART", art.to_str().unwrap());
+    let yml = env.write("serverless.yml", &testfn_yml("mi", &extra));
+    env.deploy(&yml, &[]);
+    let srv = env.serve();
+    let url = srv.url("/dev/managed");
+    let (a, b, c, d) =
+        tokio::join!(get(&url, None), get(&url, None), get(&url, None), get(&url, None));
+    let replies = [a, b, c, d];
+    for r in &replies {
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let header = |r: &Reply, name: &str| r.header(name).unwrap().to_owned();
+    let pids: Vec<String> = replies.iter().map(|r| header(r, "x-pid")).collect();
+    assert!(pids.iter().all(|p| *p == pids[0]), "one process: {pids:?}");
+    let ms = |r: &Reply, name: &str| header(r, name).parse::<u128>().unwrap();
+    let last_start = replies.iter().map(|r| ms(r, "x-started-ms")).max().unwrap();
+    let first_end = replies.iter().map(|r| ms(r, "x-ended-ms")).min().unwrap();
+    assert!(last_start < first_end, "the four did not run at the same time");
+    srv.stop();
+}
