@@ -20,7 +20,7 @@
 //! `env` and `sleep` responses carry `x-pid` (and `env` also `x-cwd`) headers so tests can tell
 //! warm reuse from cold starts; `sleep` also `x-started-ms` and `x-ended-ms`. The runtime loop is
 //! `run_concurrent`, so a Lambda Managed Instances function (`AWS_LAMBDA_MAX_CONCURRENCY`) takes
-//! several events at once. An unknown `_HANDLER` is reported to `/runtime/init/error` with
+//! several events at once, unless `TESTFN_SEQUENTIAL` is set (then it is `run`, one at a time). An unknown `_HANDLER` is reported to `/runtime/init/error` with
 //! `Runtime.NoSuchHandler`, as a real runtime does, and the process exits.
 
 use std::collections::BTreeMap;
@@ -45,11 +45,16 @@ async fn main() -> Result<(), Error> {
         report_init_error(&format!("keygate-testfn has no handler {handler:?}"));
         std::process::exit(1);
     }
-    lambda_runtime::run_concurrent(service_fn(move |event| {
+    let service = service_fn(move |event| {
         let handler = handler.clone();
         async move { handle(&handler, event).await }
-    }))
-    .await
+    });
+    // `TESTFN_SEQUENTIAL`: a runtime that ignores AWS_LAMBDA_MAX_CONCURRENCY (polls one at a time).
+    if std::env::var_os("TESTFN_SEQUENTIAL").is_some() {
+        lambda_runtime::run(service).await
+    } else {
+        lambda_runtime::run_concurrent(service).await
+    }
 }
 
 /// Now as Unix epoch milliseconds (`sleep`'s `x-started-ms` / `x-ended-ms`: tests check that

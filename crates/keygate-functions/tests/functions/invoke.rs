@@ -301,3 +301,22 @@ async fn a_managed_instances_timeout_fails_one_invocation_and_keeps_the_process(
     assert_eq!((pid(&a.unwrap()), pid(&b.unwrap())), (process, process));
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_runtime_that_polls_one_at_a_time_still_serves_a_managed_function() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = managed("sleep", 3);
+    spec.environment.insert("TESTFN_SEQUENTIAL".to_owned(), "1".to_owned());
+    let f = svc.f(&spec);
+    let call = || invoke(&host, &f, json!({"sleep_ms": 200}));
+    let (a, b, c) = tokio::join!(call(), call(), call());
+    let answers = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let pids: Vec<u32> = answers.iter().map(|a| pid(a)).collect();
+    assert!(pids.iter().all(|&p| p == pids[0]), "one process: {pids:?}");
+    // Its events waited their turn: no two ran at the same time.
+    let mut spans: Vec<(u128, u128)> = answers.iter().map(|a| span(a)).collect();
+    spans.sort_unstable();
+    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "overlapping: {spans:?}");
+    host.shutdown().await;
+}
