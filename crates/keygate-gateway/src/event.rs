@@ -402,7 +402,11 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
                 if multi.binary_search_by(|(name, _)| (*name).cmp(k)).is_ok() {
                     continue;
                 }
-                header(&mut headers, k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?;
+                header(
+                    &mut headers,
+                    k,
+                    &scalar(v).ok_or_else(|| format!("header {k} is not a string"))?,
+                )?;
             }
         }
         Some(_) => return Err("headers is not an object".to_owned()),
@@ -412,7 +416,11 @@ pub fn parse_response(raw: &[u8]) -> Result<ProxyResponse, String> {
             return Err(format!("multiValueHeaders.{k} is not a list"));
         };
         for v in values {
-            header(&mut headers, k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?;
+            header(
+                &mut headers,
+                k,
+                &scalar(v).ok_or_else(|| format!("header {k} is not a string"))?,
+            )?;
         }
     }
     let is_b64 = match get("isBase64Encoded") {
@@ -652,7 +660,7 @@ mod tests {
                     if multi.contains_key(k) {
                         continue;
                     }
-                    let v = scalar(v).ok_or(format!("header {k} is not a string"))?;
+                    let v = scalar(v).ok_or_else(|| format!("header {k} is not a string"))?;
                     header(&mut headers, k, &v)?;
                 }
             }
@@ -663,7 +671,11 @@ mod tests {
                 return Err(format!("multiValueHeaders.{k} is not a list"));
             };
             for v in values {
-                header(&mut headers, k, &scalar(v).ok_or(format!("header {k} is not a string"))?)?;
+                header(
+                    &mut headers,
+                    k,
+                    &scalar(v).ok_or_else(|| format!("header {k} is not a string"))?,
+                )?;
             }
         }
         let is_b64 = match obj.get("isBase64Encoded") {
