@@ -19,7 +19,8 @@
 //! up to `maxConcurrency` for a Lambda Managed Instances function (`capacityProvider:` in
 //! serverless.yml; the process sees `AWS_LAMBDA_MAX_CONCURRENCY` and polls `/next` that many
 //! times, as `lambda_runtime::run_concurrent` does). There, as on AWS, a timeout fails only its
-//! own invocation: the process is not killed, and its slot is taken until it answers. Like serverless-offline, a function runs with the service directory
+//! own invocation: the process is not killed, and its slot is taken until it answers (for
+//! another `timeout` at most; then the process is taken as stuck and stopped). Like serverless-offline, a function runs with the service directory
 //! (`ServiceDefinition::base_dir`) as its working directory.
 //!
 //! The Runtime API listeners are on loopback only, but any local process that learns a port may

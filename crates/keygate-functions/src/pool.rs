@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::process::{Handed, Launch, ProcShared, Process};
@@ -138,11 +138,7 @@ impl Pool {
         // or is killed, and only then frees its slot. That keeps "busy processes <= permits" true
         // and never leaves a process stranded outside the pool.
         let pool = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            let result = pool.run(event, deadline).await;
-            drop(permit);
-            result
-        });
+        let task = tokio::spawn(async move { pool.run(event, deadline, permit).await });
         match task.await {
             Ok(result) => result,
             Err(err) => {
@@ -151,7 +147,14 @@ impl Pool {
         }
     }
 
-    async fn run(self: &Arc<Self>, event: Bytes, deadline: Instant) -> Result<Bytes, InvokeError> {
+    /// Runs the invocation holding `permit`, which is freed when it returns (or, for a
+    /// managed-instances invocation that timed out, when its slot comes back).
+    async fn run(
+        self: &Arc<Self>,
+        event: Bytes,
+        deadline: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Bytes, InvokeError> {
         loop {
             let (slot, warm) = match self.take_idle() {
                 Some(slot) => (slot, true),
@@ -185,23 +188,45 @@ impl Pool {
                     }
                     return result;
                 }
-                Err(InvokeError::Timeout) if self.key.launch.slots() > 1 => {
+                Err(InvokeError::Timeout) if self.key.launch.slots() > 1 && late.is_some() => {
                     // Lambda Managed Instances: a timeout fails that invocation only; the process
-                    // and its other invocations run on. The slot stays taken until the process
-                    // answers (or dies), so it never holds more events than it asked for.
+                    // and its other invocations run on. The slot (and the permit) stay taken
+                    // until the process answers, so it never holds more events than it asked
+                    // for and a function whose handlers hang cannot make the pool grow without
+                    // bound. One that has not answered after another timeout's length is stuck:
+                    // its process is stopped, freeing every slot it held.
                     tracing::warn!(
                         function = %self.function(),
                         pid = process.pid(),
                         "Task timed out after {}.00 seconds",
                         self.key.launch.timeout_secs
                     );
-                    if let Some(late) = late {
-                        let pool = Arc::clone(self);
-                        tokio::spawn(async move {
-                            slot.process.until_answered(late).await;
+                    let pool = Arc::clone(self);
+                    let grace = Duration::from_secs(u64::from(self.key.launch.timeout_secs.max(1)));
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let answered = match late {
+                            Some(late) => {
+                                tokio::time::timeout(grace, slot.process.until_answered(late))
+                                    .await
+                                    .is_ok()
+                            }
+                            None => false,
+                        };
+                        if answered {
                             pool.put_idle(slot);
-                        });
-                    }
+                            return;
+                        }
+                        tracing::warn!(
+                            function = %pool.function(),
+                            pid = slot.process.pid(),
+                            "a timed-out invocation has still not answered after another {} \
+                             seconds; stopping its process",
+                            grace.as_secs()
+                        );
+                        slot.process.kill_and_wait().await;
+                        pool.forget_idle_slots(&slot.process);
+                    });
                     return result;
                 }
                 Err(err) => {

@@ -278,12 +278,13 @@ async fn a_managed_instances_timeout_fails_one_invocation_and_keeps_the_process(
     let host = FunctionHost::default();
     let svc = Service::new();
     let spec = keygate_types::FunctionSpec {
-        timeout_secs: 1,
+        timeout_secs: 2,
         reserved_concurrency: Some(2),
         ..managed("sleep", 2)
     };
     let f = svc.f(&spec);
-    let slow = invoke(&host, &f, json!({"sleep_ms": 2500}));
+    // Times out at 2 s, answers at 3 s: within another timeout's length, so the process lives.
+    let slow = invoke(&host, &f, json!({"sleep_ms": 3000}));
     let quick = async {
         // After the slow one has its slot.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -294,7 +295,7 @@ async fn a_managed_instances_timeout_fails_one_invocation_and_keeps_the_process(
     let process = pid(&quick.unwrap());
     // The process that timed out lives on and, once it has answered late, has both slots again:
     // two calls at once run on it (a lost slot would start a second process).
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(process_exists(process));
     let call = || invoke(&host, &f, json!({"sleep_ms": 300}));
     let (a, b) = tokio::join!(call(), call());
@@ -318,5 +319,35 @@ async fn a_runtime_that_polls_one_at_a_time_still_serves_a_managed_function() {
     let mut spans: Vec<(u128, u128)> = answers.iter().map(|a| span(a)).collect();
     spans.sort_unstable();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "overlapping: {spans:?}");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_managed_instances_invocation_that_never_answers_gets_its_process_stopped() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = keygate_types::FunctionSpec {
+        timeout_secs: 1,
+        reserved_concurrency: Some(2),
+        ..managed("sleep", 2)
+    };
+    let f = svc.f(&spec);
+    let stuck = invoke(&host, &f, json!({"sleep_ms": 60_000}));
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        invoke(&host, &f, json!({"sleep_ms": 10})).await
+    };
+    let (stuck, quick) = tokio::join!(stuck, quick);
+    assert_eq!(stuck.unwrap_err(), InvokeError::Timeout);
+    let first = pid(&quick.unwrap());
+    // Another timeout's length later the process is stopped (its stuck slot and permit are
+    // freed with it), and the function answers from a new one.
+    let started = Instant::now();
+    while process_exists(first) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the stuck process still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = invoke(&host, &f, json!({"sleep_ms": 10})).await.unwrap();
+    assert_ne!(pid(&again), first);
     host.shutdown().await;
 }
