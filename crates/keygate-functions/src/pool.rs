@@ -188,7 +188,7 @@ impl Pool {
                     }
                     return result;
                 }
-                Err(InvokeError::Timeout) if self.key.launch.slots() > 1 && late.is_some() => {
+                Err(InvokeError::Timeout) if self.key.launch.slots() > 1 => {
                     // Lambda Managed Instances: a timeout fails that invocation only; the process
                     // and its other invocations run on. The slot (and the permit) stay taken
                     // until the process answers, so it never holds more events than it asked
@@ -205,6 +205,8 @@ impl Pool {
                     let grace = Duration::from_secs(u64::from(self.key.launch.timeout_secs.max(1)));
                     tokio::spawn(async move {
                         let _permit = permit;
+                        // (`late` is always there after a timeout; without it, nothing will
+                        // bring the slot back, as with a stuck invocation.)
                         let answered = match late {
                             Some(late) => {
                                 tokio::time::timeout(grace, slot.process.until_answered(late))
