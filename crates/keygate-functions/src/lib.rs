@@ -80,10 +80,12 @@ pub struct HostOptions {
     /// on as few processes as its load needs; one that waits on I/O scales out to its reserved
     /// concurrency, each new process that much later.
     pub scale_out_after: Duration,
-    /// A process that has answered this many invocations is stopped and replaced on the next
-    /// demand (default 100,000), as Lambda recycles execution environments: what a long-lived
-    /// process accumulates is bounded. (Every `lambda_runtime` function grows ~130 bytes per
-    /// invocation: it `setenv`s each trace id and glibc keeps every value; docs/benchmarks.md.)
+    /// A process that has answered this many invocations per slot (one, or a managed-instances
+    /// function's `maxConcurrency`) is stopped and replaced on the next demand (default 25,000),
+    /// as Lambda recycles execution environments: what a long-lived process accumulates is
+    /// bounded. (Every `lambda_runtime` function polling one event at a time grows ~130 bytes per
+    /// invocation: it `setenv`s each trace id and glibc keeps every value, ~3 MB per 25,000;
+    /// docs/benchmarks.md.)
     pub max_invocations: u64,
 }
 
@@ -93,7 +95,7 @@ impl Default for HostOptions {
             idle_timeout: Duration::from_secs(600),
             default_concurrency: default_reserved_concurrency(),
             scale_out_after: Duration::from_millis(20),
-            max_invocations: 100_000,
+            max_invocations: 25_000,
         }
     }
 }

@@ -73,7 +73,9 @@ struct PoolState {
 }
 
 impl Pool {
+    /// A pool whose processes retire after `max_invocations` answers per slot.
     pub(crate) fn new(key: PoolKey, scale_out_after: Duration, max_invocations: u64) -> Self {
+        let max_invocations = max_invocations.saturating_mul(u64::from(key.launch.slots()));
         let permits = Arc::new(Semaphore::new(key.concurrency as usize));
         let state = PoolState {
             idle: Vec::new(),

@@ -184,6 +184,20 @@ async fn a_process_is_retired_after_max_invocations() {
 }
 
 #[tokio::test]
+async fn a_managed_process_is_retired_after_max_invocations_per_slot() {
+    let host = FunctionHost::new(HostOptions { max_invocations: 2, ..HostOptions::default() });
+    let svc = Service::new();
+    let spec = keygate_types::FunctionSpec { max_concurrency: Some(2), ..spec("env") };
+    let mut pids = Vec::new();
+    for _ in 0..5 {
+        pids.push(pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap()));
+    }
+    assert!(pids[..4].iter().all(|&p| p == pids[0]), "2 slots x 2: four answers: {pids:?}");
+    assert_ne!(pids[3], pids[4], "the fifth from a new process");
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_stops_busy_processes_and_refuses_new_work() {
     let host = FunctionHost::default();
     let svc = Service::new();
