@@ -110,6 +110,10 @@ fi
 printf 'peer\tcase\tconns\tstatus\trequests\trps\tp50_ms\tp99_ms\trss_mb\tcpu_us_per_req\tstartup_ms\tnon2xx3xx\tsock_errors\n' > "$TSV"
 pin_to_client_cpu   # keep the sampler off the server core
 STARTUPS=()
+start_keygate() {
+  start_server keygate http://127.0.0.1:18085/dev/candidates \
+    env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+}
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
 UP_PID=$SERVER_PID
@@ -137,8 +141,7 @@ for peer in $PEERS; do
       measure sls missing "$DENY_CONNS" 403 http://127.0.0.1:18090/dev/candidates "$SERVER_PID" ""
       stop_pid "$SERVER_PID" ;;
     keygate)
-      start_server keygate http://127.0.0.1:18085/dev/candidates \
-        env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+      start_keygate
       STARTUPS+=("keygate ($KEY_COUNT keys)	$STARTUP_MS	$IDLE_RSS_KB")
       for c in $CONNS; do measure keygate valid "$c" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$VALID_KEY"; done
       measure keygate missing "$DENY_CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
@@ -146,8 +149,7 @@ for peer in $PEERS; do
       measure keygate function 32 200 http://127.0.0.1:18085/dev/fn/candidates "$SERVER_PID" "$VALID_KEY"
       stop_pid "$SERVER_PID"
       # The managed-instances function on a fresh keygate, so the tree's RSS holds only its process.
-      start_server keygate http://127.0.0.1:18085/dev/candidates \
-        env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+      start_keygate
       measure keygate function-mi 32 200 http://127.0.0.1:18085/dev/fn-mi/candidates "$SERVER_PID" "$VALID_KEY"
       stop_pid "$SERVER_PID" ;;
     *) die "unknown peer $peer (use upstream nginx sls keygate)" ;;

@@ -176,7 +176,8 @@ pub async fn deploy(
             k.name, k.id, k.id
         ));
     }
-    if let Some(more) = undeclared_api_keys.len().checked_sub(MAX_KEY_NOTES).filter(|&n| n > 0) {
+    let more = undeclared_api_keys.len().saturating_sub(MAX_KEY_NOTES);
+    if more > 0 {
         notes.push(format!(
             "{more} more API keys are no longer declared in the file and were kept (all are \
              listed under undeclaredApiKeys in `keygate deploy --json`)"

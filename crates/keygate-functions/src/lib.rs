@@ -215,8 +215,7 @@ impl FunctionHost {
         // Unset: the default number of processes, each taking as many invocations at once as it
         // may (one, or a Lambda Managed Instances function's `maxConcurrency`).
         let concurrency = spec.reserved_concurrency.unwrap_or_else(|| {
-            let per_process = spec.max_concurrency.unwrap_or(1).max(1);
-            self.inner.opts.default_concurrency.saturating_mul(per_process)
+            self.inner.opts.default_concurrency.saturating_mul(process::slots(spec.max_concurrency))
         });
         if concurrency == 0 {
             return Err(InvokeError::Unsupported(format!(

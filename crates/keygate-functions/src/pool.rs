@@ -15,6 +15,7 @@
 //! one CPU, the example served 11.0k req/s on one process against 8.4k on two, at less memory:
 //! docs/benchmarks.md); one that waits on I/O still reaches its reserved concurrency.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -182,9 +183,7 @@ impl Pool {
                             "retiring function process"
                         );
                         process.retire();
-                        self.forget_idle_slots(process);
-                        drop(slot);
-                        self.freed.notify_waiters();
+                        self.discard(slot);
                     } else {
                         self.put_idle(slot);
                     }
@@ -229,7 +228,7 @@ impl Pool {
                             grace.as_secs()
                         );
                         slot.process.kill_and_wait().await;
-                        pool.forget_idle_slots(&slot.process);
+                        pool.discard(slot);
                     });
                     return result;
                 }
@@ -246,8 +245,7 @@ impl Pool {
                         tracing::warn!(function = %self.function(), pid, %err, "invocation failed");
                     }
                     process.kill_and_wait().await;
-                    self.forget_idle_slots(process);
-                    drop(slot);
+                    self.discard(slot);
                     // A warm process that died while idle never saw the event: running it on a
                     // fresh process cannot run the handler twice. A fresh process that dies is
                     // the function's own fault and is reported.
@@ -271,17 +269,22 @@ impl Pool {
         None
     }
 
-    /// Drops the free slots of `process` (retired or dead), so it stops with its running ones.
-    fn forget_idle_slots(&self, process: &Arc<Process>) {
+    /// Gives up `slot`, whose process takes no more work (retired, or killed): its free slots go
+    /// too, so the process stops once its running invocations are done, and invocations waiting
+    /// for a slot look again (at another process, or at starting one).
+    fn discard(&self, slot: Slot) {
         let forgotten: Vec<Slot> = {
             let mut state = self.lock();
             let (forgotten, keep) = std::mem::take(&mut state.idle)
                 .into_iter()
-                .partition(|s| Arc::ptr_eq(&s.process, process));
+                .partition(|s| Arc::ptr_eq(&s.process, &slot.process));
             state.idle = keep;
             forgotten
         };
-        drop(forgotten); // Outside the lock: the last one kills the process.
+        // Outside the lock: the last slot of a process kills it.
+        drop(forgotten);
+        drop(slot);
+        self.freed.notify_waiters();
     }
 
     /// With every slot busy, waits up to `scale_out_after` (counted from when one is busy, so a
@@ -370,35 +373,29 @@ impl Pool {
     pub(crate) fn reap_idle(&self, idle_timeout: Duration) {
         let expired: Vec<Slot> = {
             let mut state = self.lock();
-            let idle = std::mem::take(&mut state.idle);
             let now = Instant::now();
             let stale = |s: &Slot| now.duration_since(s.idle_since) >= idle_timeout;
-            // A process goes when every reference to it is a stale free slot.
-            let gone: Vec<bool> = idle
-                .iter()
-                .map(|s| {
-                    let stale_slots = idle
-                        .iter()
-                        .filter(|o| Arc::ptr_eq(&o.process, &s.process) && stale(o))
-                        .count();
-                    stale(s) && Arc::strong_count(&s.process) == stale_slots
-                })
-                .collect();
-            let (expired, keep): (Vec<_>, Vec<_>) =
-                idle.into_iter().zip(gone).partition(|(_, gone)| *gone);
-            state.idle = keep.into_iter().map(|(slot, _)| slot).collect();
-            let expired: Vec<Slot> = expired.into_iter().map(|(slot, _)| slot).collect();
+            // Stale free slots per process; a process goes when they are all that holds it.
+            let mut stale_slots: HashMap<*const Process, usize> = HashMap::new();
+            for slot in state.idle.iter().filter(|s| stale(s)) {
+                *stale_slots.entry(Arc::as_ptr(&slot.process)).or_default() += 1;
+            }
+            let unused = |s: &Slot| {
+                stale_slots.get(&Arc::as_ptr(&s.process)) == Some(&Arc::strong_count(&s.process))
+            };
+            let (expired, keep) = std::mem::take(&mut state.idle).into_iter().partition(unused);
+            state.idle = keep;
             state.live.retain(|p| !p.is_reaped());
             expired
         };
-        let mut stopped: Vec<&Arc<Process>> = Vec::new();
+        let mut stopped = Vec::new();
         for slot in &expired {
-            if !stopped.iter().any(|p| Arc::ptr_eq(p, &slot.process)) {
-                stopped.push(&slot.process);
-                tracing::debug!(function = %self.function(), pid = slot.process.pid(), "stopping idle function process");
+            let pid = slot.process.pid();
+            if !stopped.contains(&pid) {
+                stopped.push(pid);
+                tracing::debug!(function = %self.function(), pid, "stopping idle function process");
             }
         }
-        drop(stopped);
         drop(expired); // The last slot of a process kills it; the reapers wait for the exits.
     }
 

@@ -188,8 +188,14 @@ impl Launch {
 
     /// Invocations one process takes at once.
     pub(crate) fn slots(&self) -> u32 {
-        self.max_concurrency.unwrap_or(1).max(1)
+        slots(self.max_concurrency)
     }
+}
+
+/// Invocations one process of a function with this `maxConcurrency` takes at once: one for a
+/// classic Lambda function (`None`).
+pub(crate) fn slots(max_concurrency: Option<u32>) -> u32 {
+    max_concurrency.unwrap_or(1).max(1)
 }
 
 /// Where a function's `bootstrap` and task root are. The artifact is normally a directory made

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use keygate_functions::{FunctionHost, FunctionRef, HostOptions, InvokeError};
 use serde_json::{Value, json};
 
@@ -273,26 +274,40 @@ async fn a_managed_instances_process_runs_its_max_concurrency_at_once() {
     host.shutdown().await;
 }
 
+/// A managed `sleep` function with two slots and `timeout_secs`.
+fn managed_with_timeout(timeout_secs: u32) -> keygate_types::FunctionSpec {
+    keygate_types::FunctionSpec {
+        timeout_secs,
+        reserved_concurrency: Some(2),
+        ..managed("sleep", 2)
+    }
+}
+
+/// Invokes `f` sleeping `slow_ms` and, once that has its slot, a quick call; returns the slow
+/// call's result and the pid that answered the quick one.
+async fn slow_beside_quick(
+    host: &FunctionHost,
+    f: &FunctionRef<'_>,
+    slow_ms: u64,
+) -> (Result<Bytes, InvokeError>, u32) {
+    let slow = invoke(host, f, json!({"sleep_ms": slow_ms}));
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        invoke(host, f, json!({"sleep_ms": 10})).await
+    };
+    let (slow, quick) = tokio::join!(slow, quick);
+    (slow, pid(&quick.unwrap()))
+}
+
 #[tokio::test]
 async fn a_managed_instances_timeout_fails_one_invocation_and_keeps_the_process() {
     let host = FunctionHost::default();
     let svc = Service::new();
-    let spec = keygate_types::FunctionSpec {
-        timeout_secs: 2,
-        reserved_concurrency: Some(2),
-        ..managed("sleep", 2)
-    };
+    let spec = managed_with_timeout(2);
     let f = svc.f(&spec);
     // Times out at 2 s, answers at 3 s: within another timeout's length, so the process lives.
-    let slow = invoke(&host, &f, json!({"sleep_ms": 3000}));
-    let quick = async {
-        // After the slow one has its slot.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        invoke(&host, &f, json!({"sleep_ms": 10})).await
-    };
-    let (slow, quick) = tokio::join!(slow, quick);
+    let (slow, process) = slow_beside_quick(&host, &f, 3000).await;
     assert_eq!(slow.unwrap_err(), InvokeError::Timeout);
-    let process = pid(&quick.unwrap());
     // The process that timed out lives on and, once it has answered late, has both slots again:
     // two calls at once run on it (a lost slot would start a second process).
     tokio::time::sleep(Duration::from_millis(1800)).await;
@@ -326,20 +341,10 @@ async fn a_runtime_that_polls_one_at_a_time_still_serves_a_managed_function() {
 async fn a_managed_instances_invocation_that_never_answers_gets_its_process_stopped() {
     let host = FunctionHost::default();
     let svc = Service::new();
-    let spec = keygate_types::FunctionSpec {
-        timeout_secs: 1,
-        reserved_concurrency: Some(2),
-        ..managed("sleep", 2)
-    };
+    let spec = managed_with_timeout(1);
     let f = svc.f(&spec);
-    let stuck = invoke(&host, &f, json!({"sleep_ms": 60_000}));
-    let quick = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        invoke(&host, &f, json!({"sleep_ms": 10})).await
-    };
-    let (stuck, quick) = tokio::join!(stuck, quick);
+    let (stuck, first) = slow_beside_quick(&host, &f, 60_000).await;
     assert_eq!(stuck.unwrap_err(), InvokeError::Timeout);
-    let first = pid(&quick.unwrap());
     // Another timeout's length later the process is stopped (its stuck slot and permit are
     // freed with it), and the function answers from a new one.
     let started = Instant::now();
