@@ -174,9 +174,15 @@ impl Upstream {
         let target = match fixed {
             Some(t) if request.query().is_none_or(str::is_empty) => t,
             _ => {
-                built = Target::new(template, params, request.query()).map_err(|why| {
-                    tracing::warn!(uri = %template, "http-proxy target is not usable: {why}");
-                    GatewayError::InternalServerError
+                built = Target::new(template, params, request.query()).map_err(|e| match e {
+                    TargetError::Path(why) => {
+                        tracing::info!(uri = %template, "http-proxy path parameter refused: {why}");
+                        GatewayError::BadRequestPath
+                    }
+                    TargetError::Config(why) => {
+                        tracing::warn!(uri = %template, "http-proxy target is not usable: {why}");
+                        GatewayError::InternalServerError
+                    }
                 })?;
                 &built
             }
@@ -424,23 +430,55 @@ impl Target {
         template: &str,
         params: &[(String, String)],
         query: Option<&str>,
-    ) -> Result<Self, String> {
-        let mut target = substitute(template, params);
+    ) -> Result<Self, TargetError> {
+        let mut target = substitute(template, params)?;
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             target.push(if target.contains('?') { '&' } else { '?' });
             target.push_str(q);
         }
-        let uri: Uri = target.parse().map_err(|e| format!("not a valid URI: {e}"))?;
+        let config = |why: String| TargetError::Config(why);
+        let uri: Uri = target.parse().map_err(|e| config(format!("not a valid URI: {e}")))?;
         if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
-            return Err("only http:// upstreams are supported".into());
+            return Err(config("only http:// upstreams are supported".into()));
         }
-        let authority = uri.authority().ok_or("no host")?;
+        let authority = uri.authority().ok_or_else(|| config("no host".into()))?;
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = authority.port_u16().unwrap_or(80);
         let authority = authority.as_str().rsplit('@').next().unwrap_or_default().to_owned();
         let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // The backstop: whatever the parameters held, the path still starts with the
+        // template's own fixed prefix and has no dot segment an upstream would resolve.
+        if !params.is_empty() {
+            let prefix = fixed_path_prefix(template);
+            if !path.path().starts_with(prefix) || path.path().split('/').any(is_dot_segment) {
+                return Err(TargetError::Path("the path would leave the integration's URI"));
+            }
+        }
         Ok(Self { authority, host, port, path })
     }
+}
+
+/// Why an `http-proxy` target could not be built.
+#[derive(Debug, PartialEq, Eq)]
+enum TargetError {
+    /// The client's path parameters would leave the URI template's path (400).
+    Path(&'static str),
+    /// The integration's URI itself is unusable (a deployment problem: 502).
+    Config(String),
+}
+
+/// `.` and `..`, and what Tomcat-style servers read as one (`..;x`).
+fn is_dot_segment(segment: &str) -> bool {
+    let name = segment.split(';').next().unwrap_or_default();
+    name == "." || name == ".."
+}
+
+/// The path of `template` up to its first `{`, e.g. `/api/public/` for
+/// `http://up/api/public/{proxy}`.
+fn fixed_path_prefix(template: &str) -> &str {
+    let fixed = &template[..template.find('{').unwrap_or(template.len())];
+    let after_scheme = fixed.find("://").map_or(0, |i| i + 3);
+    fixed[after_scheme..].find('/').map_or("/", |i| &fixed[after_scheme + i..])
 }
 
 /// The hop-by-hop headers of one message (RFC 9110 §7.6.1: not forwarded in either
@@ -495,22 +533,36 @@ fn end_to_end(fields: &Fields) -> Headers {
 }
 
 /// Replaces `{name}` and `{name+}` in the URI template with the (re-encoded) path parameters.
-fn substitute(template: &str, params: &[(String, String)]) -> String {
+///
+/// The values are percent-decoded (as the router matched them), so a client's `%2e%2e` or
+/// `..%2F` is a `..` here: a greedy value may hold several segments but none of them `.` or
+/// `..`, and no value may hold `\` or NUL. API Gateway refuses such paths too; keygate answers
+/// 400 and never sends them upstream. A `/` is allowed in every value, since Serverless's
+/// http-proxy pattern puts a greedy `{proxy+}` resource into a `{proxy}` URI: an encoded slash
+/// (`%2F`) reaches the upstream as a separator, which cannot leave the prefix once dot
+/// segments are refused.
+fn substitute(template: &str, params: &[(String, String)]) -> Result<String, TargetError> {
     let mut out = template.to_owned();
-    if params.is_empty() {
-        return out;
-    }
     for (name, value) in params {
+        let greedy = format!("{{{name}+}}");
+        let single = format!("{{{name}}}");
+        if !out.contains(&greedy) && !out.contains(&single) {
+            continue;
+        }
+        if value.contains(['\\', '\0']) {
+            return Err(TargetError::Path("a path parameter holds a backslash or NUL"));
+        }
+        if value.split('/').any(is_dot_segment) {
+            return Err(TargetError::Path("a path parameter holds a `.` or `..` segment"));
+        }
         let encoded: String = value
             .split('/')
             .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
             .collect::<Vec<_>>()
             .join("/");
-        out = out
-            .replace(&format!("{{{name}+}}"), &encoded)
-            .replace(&format!("{{{name}}}"), &encoded);
+        out = out.replace(&greedy, &encoded).replace(&single, &encoded);
     }
-    out
+    Ok(out)
 }
 
 const SEGMENT: &percent_encoding::AsciiSet =
@@ -524,8 +576,51 @@ mod tests {
     #[test]
     fn substitutes_params() {
         let p = vec![("proxy".to_owned(), "a/b c".to_owned()), ("id".to_owned(), "7".to_owned())];
-        assert_eq!(substitute("http://x/{proxy}", &p), "http://x/a/b%20c");
-        assert_eq!(substitute("http://x/u/{id}/{proxy+}", &p), "http://x/u/7/a/b%20c");
+        assert_eq!(substitute("http://x/{proxy+}", &p).unwrap(), "http://x/a/b%20c");
+        assert_eq!(substitute("http://x/u/{id}/{proxy+}", &p).unwrap(), "http://x/u/7/a/b%20c");
+    }
+
+    /// Finding 1 of the security review: decoded dot segments (`%2e%2e/`, `..%2F`, raw `../`)
+    /// used to be sent upstream, escaping the URI's prefix.
+    #[test]
+    fn refuses_path_parameters_that_would_leave_the_uri_prefix() {
+        let template = "http://up/api/public/{proxy+}";
+        // What the router hands over for each attack: values are already percent-decoded.
+        for value in [
+            "../../admin/x",
+            "a/../../admin",
+            "..",
+            ".",
+            "./x",
+            "x/..",
+            "..;jsessionid=1/admin",
+            "a\\..\\admin",
+            "a\0b",
+        ] {
+            let params = vec![("proxy".to_owned(), value.to_owned())];
+            assert!(
+                matches!(Target::new(template, &params, None), Err(TargetError::Path(_))),
+                "{value:?} must be refused"
+            );
+        }
+        // The reproduction: a greedy resource substituted into `{proxy}`.
+        let params = vec![("proxy".to_owned(), "../../admin/x".to_owned())];
+        assert!(matches!(
+            Target::new("http://up/api/public/{proxy}", &params, None),
+            Err(TargetError::Path(_))
+        ));
+        // Dots inside names are fine.
+        let params = vec![("proxy".to_owned(), "v1.2/..x/a..b/.well-known".to_owned())];
+        let t = Target::new(template, &params, Some("q=..")).unwrap();
+        assert_eq!(t.path.as_str(), "/api/public/v1.2/..x/a..b/.well-known?q=..");
+    }
+
+    #[test]
+    fn the_fixed_prefix_is_the_templates_path_up_to_its_first_parameter() {
+        assert_eq!(fixed_path_prefix("http://up/api/public/{proxy+}"), "/api/public/");
+        assert_eq!(fixed_path_prefix("http://up:80/{proxy+}"), "/");
+        assert_eq!(fixed_path_prefix("http://up{proxy}"), "/");
+        assert_eq!(fixed_path_prefix("http://up/u/{id}/x"), "/u/");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum GatewayError {
     EndpointRequestTimedOut,
     /// REQUEST_TOO_LARGE.
     RequestTooLarge,
+    /// BAD_REQUEST_PARAMETERS: a path parameter bound for an `http-proxy` upstream would leave
+    /// the integration's URI (a `.` or `..` segment, a backslash or NUL).
+    BadRequestPath,
 }
 
 /// One row of the table.
@@ -58,6 +61,9 @@ impl GatewayError {
             ),
             Self::RequestTooLarge => {
                 (413, "RequestEntityTooLargeException", r#"{"message":"Request Too Long"}"#)
+            }
+            Self::BadRequestPath => {
+                (400, "BadRequestException", r#"{"message":"Invalid request path"}"#)
             }
         };
         ResponseSpec { status, error_type, body }

@@ -117,6 +117,32 @@ async fn http_proxy_and_mock() {
     let r = get(&srv.url("/dev/users/42/profile"), None).await;
     assert_eq!(r.json()["uri"], "/users/42");
 
+    // Path traversal through a path parameter (security finding 1): encoded or raw dot
+    // segments never reach the upstream, whose answer would echo the path it was sent.
+    let host = srv.base.trim_start_matches("http://").to_owned();
+    for path in [
+        "/dev/api/%2e%2e/%2e%2e/admin/x",
+        "/dev/api/..%2F..%2Fadmin/x",
+        "/dev/api/../../admin/x",
+        "/dev/api/a/%2E/b",
+        "/dev/api/a%5C..%5Cadmin",
+        "/dev/users/%2e%2e/profile",
+    ] {
+        let raw = raw_exchange(
+            &host,
+            &format!(
+                "GET {path} HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(raw.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{path}: {raw}");
+        assert!(raw.contains("\r\nx-amzn-errortype: BadRequestException\r\n"), "{raw}");
+        assert!(raw.ends_with(r#"{"message":"Invalid request path"}"#), "{raw}");
+    }
+    // Dots inside names still pass.
+    let r = get(&srv.url("/dev/users/v1.2/profile"), None).await;
+    assert_eq!(r.json()["uri"], "/users/v1.2");
+
     let r = get(&srv.url("/dev/down"), None).await;
     assert_eq!(r.status, 502, "{r:?}");
     assert_eq!(r.body, r#"{"message": "Internal server error"}"#);
@@ -126,7 +152,6 @@ async fn http_proxy_and_mock() {
     assert_eq!(get(&srv.url("/dev/fixed?b=2"), None).await.json()["uri"], "/static/path?a=1&b=2");
 
     // A chunked request body is decoded and forwarded with its length.
-    let host = srv.base.trim_start_matches("http://").to_owned();
     let raw = raw_exchange(
         &host,
         "POST /dev/fixed HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
