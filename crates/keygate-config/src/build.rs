@@ -11,11 +11,11 @@ use std::path::{Component, Path, PathBuf};
 use keygate_types::{FunctionSpec, ServiceDefinition};
 
 use crate::LoadOptions;
-use crate::diag::{Diag, FieldPath};
+use crate::diag::{Diag, FieldPath, Mark};
 use crate::http::Route;
 use crate::keys::KeyRecord;
 use crate::vars::Resolver;
-use crate::yaml::{Entry, Mark, Node, Value, int_value, quote};
+use crate::yaml::{Entry, Node, Value, int_value, quote};
 
 /// Top-level keys Serverless knows that keygate does not use.
 const TOP_IGNORED: &[&str] = &[

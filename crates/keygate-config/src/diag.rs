@@ -7,7 +7,17 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::yaml::Mark;
+/// A 1-based position in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Mark {
+    pub(crate) line: usize,
+    pub(crate) col: usize,
+}
+
+impl Mark {
+    /// The start of the file.
+    pub(crate) const START: Mark = Mark { line: 1, col: 1 };
+}
 
 /// One problem found in a `serverless.yml`.
 ///
@@ -126,6 +136,16 @@ impl FieldPath {
         let mut segs = self.0.clone();
         segs.push(Seg::Index(i));
         Self(segs)
+    }
+
+    /// Appends a key in place.
+    pub(crate) fn push_key(&mut self, key: &str) {
+        self.0.push(Seg::Key(key.to_owned()));
+    }
+
+    /// Appends a list index in place.
+    pub(crate) fn push_index(&mut self, i: usize) {
+        self.0.push(Seg::Index(i));
     }
 }
 

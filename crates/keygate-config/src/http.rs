@@ -5,9 +5,9 @@
 use keygate_types::{Cors, HttpEvent, HttpMethod, Integration};
 
 use crate::build::Ctx;
-use crate::diag::FieldPath;
+use crate::diag::{FieldPath, Mark};
 use crate::path;
-use crate::yaml::{Entry, Mark, Node, Value, quote};
+use crate::yaml::{Entry, Node, Value, quote};
 
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, ANY";
 

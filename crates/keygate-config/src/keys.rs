@@ -11,9 +11,9 @@ use keygate_types::ApiKeyValue;
 use keygate_types::service::ApiKeyDecl;
 
 use crate::build::Ctx;
-use crate::diag::FieldPath;
+use crate::diag::{FieldPath, Mark};
 use crate::plans::{Declared, Plans};
-use crate::yaml::{Entry, Mark, Node, Value, quote};
+use crate::yaml::{Entry, Node, Value, quote};
 
 const PROPERTIES: &[&str] = &["name", "value", "description", "customerId", "enabled"];
 

@@ -15,8 +15,8 @@
 use keygate_types::plan::{Quota, QuotaPeriod, Throttle, UsagePlanDecl};
 
 use crate::build::Ctx;
-use crate::diag::FieldPath;
-use crate::yaml::{Entry, Mark, Node, Value, int_value, is_number, quote};
+use crate::diag::{FieldPath, Mark};
+use crate::yaml::{Entry, Node, Value, int_value, is_number, quote};
 
 /// Where the current form of `usagePlan` is written, for messages.
 const CURRENT_PATH: &str = "provider.apiGateway.usagePlan";

@@ -1781,3 +1781,275 @@ fn the_example_service_loads() {
     assert!(d.functions.iter().flat_map(|f| &f.events).all(|e| e.private));
     assert!(d.functions.iter().all(|f| f.artifact.as_ref().is_some_and(|a| a.is_absolute())));
 }
+
+/// The diagnostics of a text that must not load, as rendered lines.
+fn refused(yml: &str) -> Vec<String> {
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none };
+    match load_str("serverless.yml", yml, Path::new("/srv/app"), &opts) {
+        Ok(l) => panic!("loaded: {l:#?}"),
+        Err(e) => e.diagnostics().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A service whose one route is private: `private: true` is the last line.
+fn private_service() -> String {
+    with_head(
+        "
+        |functions:
+        |  f:
+        |    handler: h.f
+        |    events:
+        |      - http:
+        |          path: secret
+        |          method: get
+        |          private: true
+        ",
+    )
+}
+
+/// Issue 12 finding 4: a NUL ended the document where it stood, so the `private: true` after it
+/// was dropped and the route deployed public. Now the file is refused at the NUL.
+#[test]
+fn control_characters_are_refused_before_parsing() {
+    let yml = private_service().replace("          private: true", "\0         private: true");
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:12:1: the control character U+0000 (NUL) is not allowed in \
+             serverless.yml; remove it (YAML allows only tab, line feed and carriage return; a \
+             NUL would end the document early and drop what follows)"
+        ]
+    );
+    // Anywhere: in a value, a comment, a key; and it is counted when there are more.
+    let yml = private_service().replace("h.f", "h.f # \u{1b}[31m\u{7}");
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:7:20: the control character U+001B (ESC) is not allowed in \
+             serverless.yml (and 1 more after it); remove it (YAML allows only tab, line feed \
+             and carriage return; a NUL would end the document early and drop what follows)"
+        ]
+    );
+    let yml = private_service().replace("path: secret", "path: sec\u{85}ret");
+    assert!(refused(&yml)[0].starts_with("serverless.yml:10:20: the control character U+0085"));
+    // Tabs, CRLF line ends and a UTF-8 byte order mark are fine.
+    let yml = format!("\u{FEFF}{}", private_service().replace('\n', "\r\n"))
+        .replace("description", "description:\tx");
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none };
+    let loaded = load_str("serverless.yml", &yml, Path::new("/srv/app"), &opts).unwrap();
+    assert!(loaded.definition.functions[0].events[0].private);
+}
+
+/// Issue 12 finding 4, for files: another encoding's byte order mark, invalid UTF-8 (with its
+/// position) and a NUL are refused before parsing.
+#[test]
+fn files_in_other_encodings_are_refused_with_a_position() {
+    let dir = std::env::temp_dir().join(format!("keygate-config-enc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("serverless.yml");
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none };
+    let name = file.display().to_string();
+    let refused = |bytes: &[u8]| {
+        std::fs::write(&file, bytes).unwrap();
+        load(&file, &opts).unwrap_err().to_string()
+    };
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(private_service().encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    assert_eq!(
+        refused(&utf16),
+        format!(
+            "{name}:1:1: the file is encoded as UTF-16 (little-endian) (it starts with that byte \
+             order mark); save it as UTF-8"
+        )
+    );
+    let mut latin1 = private_service().into_bytes();
+    let at = latin1.windows(3).position(|w| w == b"h.f").unwrap();
+    latin1[at + 1] = 0xE9;
+    assert_eq!(
+        refused(&latin1),
+        format!("{name}:7:15: invalid UTF-8 (byte 0xE9); save the file as UTF-8")
+    );
+    let nul = private_service().replace("          private: true", "\0         private: true");
+    assert!(refused(nul.as_bytes()).starts_with(&format!("{name}:12:1: the control character")));
+    // Over the size limit: refused without reading the whole file.
+    let big = format!("{}# {}\n", private_service(), "x".repeat(2 * 1024 * 1024));
+    assert_eq!(
+        refused(big.as_bytes()),
+        format!(
+            "{name}:14:{}: the file is larger than 1024 KiB, the most keygate reads; a \
+             serverless.yml this large is not a service definition (split it, or remove what \
+             keygate does not use)",
+            1024 * 1024 - private_service().len() + 1
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 12 finding 5: a document over 1 MiB is refused (in memory too), where the limit is
+/// crossed.
+#[test]
+fn documents_over_the_size_limit_are_refused() {
+    let big = format!("{}# {}\n", private_service(), "x".repeat(1024 * 1024));
+    let got = refused(&big);
+    assert_eq!(got.len(), 1);
+    let col = 1024 * 1024 - private_service().len() + 1;
+    assert!(
+        got[0].starts_with(&format!("serverless.yml:14:{col}: the file is larger than 1024 KiB")),
+        "{got:?}"
+    );
+}
+
+/// Issue 12 finding 5: a 699-byte "billion laughs" document took 8 GB and aborted. Aliases now
+/// expand to at most 10,000 nodes.
+#[test]
+fn alias_bombs_are_refused() {
+    let mut yml = String::from(
+        "service: svc\nbomb:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
+    for (prev, name) in
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i"].windows(2).map(|w| (w[0], w[1]))
+    {
+        yml.push_str(&format!("  {name}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(", ")));
+    }
+    assert!(yml.len() < 700, "{}", yml.len());
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:7:10: bomb.e[0]: aliases (`*name`) in this file expand to more than \
+             10000 values; keygate stops here (a document that multiplies itself through aliases \
+             is refused)"
+        ]
+    );
+    // Merge keys expand aliases too.
+    let mut yml = String::from("service: svc\nbomb:\n  a: &a {a0: 1, a1: 1, a2: 1, a3: 1}\n");
+    for i in 1..12 {
+        let prev = i - 1;
+        yml.push_str(&format!(
+            "  m{i}: &m{i}\n    x: *{}\n    <<: *{}\n    y: *{}\n",
+            if i == 1 { "a".to_owned() } else { format!("m{prev}") },
+            if i == 1 { "a".to_owned() } else { format!("m{prev}") },
+            if i == 1 { "a".to_owned() } else { format!("m{prev}") }
+        ));
+    }
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("expand to more than 10000 values"), "{got:?}");
+    // A few hundred aliased nodes, as real files have, are fine.
+    let yml = with_head(
+        "
+        |custom:
+        |  defaults: &defaults
+        |    handler: h.f
+        |    memorySize: 256
+        |functions:
+        |  f:
+        |    <<: *defaults
+        |    events:
+        |      - http: GET f
+        |  g:
+        |    <<: *defaults
+        |    events:
+        |      - http: GET g
+        ",
+    );
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none };
+    let l = load_str("serverless.yml", &yml, Path::new("/srv/app"), &opts).unwrap();
+    assert_eq!(l.definition.functions[1].memory_size, 256);
+}
+
+/// Issue 12 finding 5: 10,000 levels of nesting overflowed the stack (the process aborted), in
+/// block and in flow style. Nesting is now refused past 64 levels, as each level opens.
+#[test]
+fn deep_nesting_is_refused_without_recursion() {
+    let block = format!("service: svc\nx:\n  {}deep\n", "- ".repeat(10_000));
+    let got = refused(&block);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("serverless.yml:3:129: x")
+            && got[0].contains(
+                "lists and maps nest more than 64 levels deep here; keygate reads at most 64 (a \
+             serverless.yml needs about 10)"
+            ),
+        "{got:?}"
+    );
+    let flow = format!("service: svc\nx: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let got = refused(&flow);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("serverless.yml:2:"), "{got:?}");
+    assert!(got[0].contains("nest more than 64 levels"), "{got:?}");
+    let maps = format!("service: svc\nx: {}1{}\n", "{a: ".repeat(10_000), "}".repeat(10_000));
+    assert!(refused(&maps)[0].contains("nest more than 64 levels"));
+    let keys: String = (0..200).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+    assert!(refused(&format!("service: svc\n{keys}"))[0].contains("nest more than 64 levels"));
+    // An alias cannot nest a deep anchor deeper.
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let yml =
+        format!("service: svc\na: &a {}\nb: {}*a{}\n", deep(40), "[".repeat(30), "]".repeat(30));
+    assert!(refused(&yml)[0].starts_with("serverless.yml:3:"), "{:?}", refused(&yml));
+    // 60 levels are read (and then the unknown key is reported, not the depth).
+    let ok = format!("service: svc\nx: {}\n", deep(60));
+    assert!(refused(&ok).iter().all(|l| !l.contains("nest more")), "{:?}", refused(&ok));
+}
+
+/// Issue 12 finding 5: 30 levels of `${self:}` references that double each other took 6.4 GB.
+/// A value may grow to 64 KiB, all values together to 100,000 nodes and 4 MiB.
+#[test]
+fn variable_bombs_are_refused() {
+    let mut yml =
+        format!("{HEAD}  environment:\n    X: ${{self:custom.l30}}\ncustom:\n  l0: lol\n");
+    for i in 1..=30 {
+        let p = i - 1;
+        yml.push_str(&format!("  l{i}: ${{self:custom.l{p}}}${{self:custom.l{p}}}\n"));
+    }
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:23:8: custom.l15: this value is longer than 64 KiB once its \
+             variables are resolved; keygate refuses it (do `${self:..}` references repeat or \
+             double each other?)"
+        ]
+    );
+    // Lists that double: the node budget.
+    let mut yml =
+        format!("{HEAD}  environment:\n    X: ${{self:custom.l30}}\ncustom:\n  l0: [a, b]\n");
+    for i in 1..=30 {
+        let p = i - 1;
+        yml.push_str(&format!("  l{i}: ['${{self:custom.l{p}}}', '${{self:custom.l{p}}}']\n"));
+    }
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("expand to more than 100000 values or 4 MiB of text"), "{got:?}");
+    // Many references to one large value: the text budget.
+    let mut yml = format!("{HEAD}  environment:\n");
+    for i in 0..100 {
+        yml.push_str(&format!("    X{i}: ${{self:custom.big}}\n"));
+    }
+    yml.push_str(&format!("custom:\n  big: ${{opt:none, '{}'}}\n", "b".repeat(60_000)));
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("4 MiB of text"), "{got:?}");
+    // A chain of 40 references: the depth limit.
+    let mut yml = format!("{HEAD}  environment:\n    X: ${{self:custom.l0}}\ncustom:\n");
+    for i in 0..40 {
+        yml.push_str(&format!("  l{i}: ${{self:custom.l{}}}\n", i + 1));
+    }
+    yml.push_str("  l40: end\n");
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("variables nest more than 32 levels deep"), "{got:?}");
+    // Variables inside variables, 10,000 deep (a recursion per level before).
+    let nested = format!("{}'x'{}", "${opt:a, ".repeat(10_000), "}".repeat(10_000));
+    let yml = format!("{HEAD}  environment:\n    X: \"{nested}\"\n");
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("serverless.yml:6:8: provider.environment.X: variables nest"),
+        "{got:?}"
+    );
+}
