@@ -109,6 +109,22 @@ pub(crate) fn into_error(file: &str, mut diags: Vec<Diag>) -> Error {
     )
 }
 
+/// The candidate closest to `key` when it is probably a misspelling of it: the same ignoring
+/// case, or within two edits (one for short keys), transpositions counting as one.
+pub(crate) fn suggest<'c>(
+    key: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let key = key.to_ascii_lowercase();
+    let limit = if key.chars().count() <= 4 { 1 } else { 2 };
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&key, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// One step of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -172,6 +188,18 @@ mod tests {
         assert_eq!(p.to_string(), "functions.f.events[0].http");
         assert_eq!(FieldPath::root().to_string(), "");
         assert_eq!(FieldPath::root().index(2).to_string(), "[2]");
+    }
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        let keys = ["private", "path", "method", "cors"];
+        assert_eq!(suggest("privat", keys), Some("private"));
+        assert_eq!(suggest("Private", keys), Some("private"));
+        assert_eq!(suggest("pirvate", keys), Some("private"));
+        assert_eq!(suggest("mehtod", keys), Some("method"));
+        assert_eq!(suggest("corz", keys), Some("cors"));
+        assert_eq!(suggest("timeout", keys), None);
+        assert_eq!(suggest("pa", keys), None);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct LoadOptions<'a> {
     pub stage: Option<String>,
     /// Environment lookup for `${env:NAME}`; the binary passes `|k| std::env::var(k).ok()`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// `--allow-unknown`: keys neither keygate nor Serverless knows become notes instead of
+    /// errors (as `configValidationMode: warn` in the file does). An unknown runtime stays an
+    /// error: keygate could not run the function.
+    pub allow_unknown: bool,
 }
 
 /// A loaded service and the notes worth showing its owner.
@@ -45,7 +49,7 @@ pub struct LoadOptions<'a> {
 pub struct Loaded {
     pub definition: ServiceDefinition,
     /// Human-readable notes, each once: deprecated syntax, keys keygate accepts but ignores,
-    /// event types it does not serve.
+    /// event types it does not serve, unknown keys allowed by `allow_unknown`.
     pub notes: Vec<String>,
 }
 
