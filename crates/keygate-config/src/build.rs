@@ -5,23 +5,23 @@
 //! events live in `http.rs`, the API keys in `keys.rs` and the usage plans in `plans.rs`, as
 //! further `impl Ctx` blocks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
-use keygate_types::{FunctionSpec, ServiceDefinition};
+use keygate_types::{FunctionSpec, HttpMethod, ServiceDefinition};
 
 use crate::LoadOptions;
-use crate::diag::{Diag, FieldPath};
+use crate::diag::{Diag, FieldPath, Mark, suggest};
 use crate::http::Route;
 use crate::keys::KeyRecord;
 use crate::vars::Resolver;
-use crate::yaml::{Entry, Mark, Node, Value, int_value, quote};
+use crate::yaml::{Entry, Node, Value, int_value, quote};
 
 /// Top-level keys Serverless knows that keygate does not use.
 const TOP_IGNORED: &[&str] = &[
     "app",
+    "enableLocalInstallationFallback",
     "build",
-    "configValidationMode",
     "console",
     "custom",
     "dashboard",
@@ -109,6 +109,123 @@ const API_GATEWAY_IGNORED: &[&str] = &[
     "websocketApiId",
 ];
 
+/// A part of the file whose keys are checked: what a key there is called in messages, the keys
+/// keygate reads and the keys Serverless defines that keygate ignores (a note). Any other key is
+/// an error with a "did you mean" (a note with `--allow-unknown`).
+pub(crate) struct Section {
+    /// e.g. "key in an http event".
+    pub(crate) what: &'static str,
+    pub(crate) used: &'static [&'static str],
+    pub(crate) ignored: &'static [&'static str],
+}
+
+const TOP: Section = Section {
+    what: "top-level key",
+    used: &["service", "provider", "functions", "configValidationMode"],
+    ignored: TOP_IGNORED,
+};
+
+const PROVIDER: Section = Section {
+    what: "key in provider",
+    used: &[
+        "name",
+        "runtime",
+        "stage",
+        "region",
+        "environment",
+        "memorySize",
+        "timeout",
+        "apiGateway",
+        "apiKeys",
+        "usagePlan",
+    ],
+    ignored: PROVIDER_IGNORED,
+};
+
+const API_GATEWAY: Section = Section {
+    what: "key in provider.apiGateway",
+    used: &["apiKeys", "usagePlan"],
+    ignored: API_GATEWAY_IGNORED,
+};
+
+const FUNCTION: Section = Section {
+    what: "key in a function",
+    used: &[
+        "handler",
+        "runtime",
+        "environment",
+        "timeout",
+        "memorySize",
+        "description",
+        "reservedConcurrency",
+        "capacityProvider",
+        "name",
+        "package",
+        "events",
+    ],
+    ignored: FUNCTION_IGNORED,
+};
+
+const CAPACITY_PROVIDER: Section = Section {
+    what: "key in capacityProvider",
+    used: &["name", "maxConcurrency"],
+    ignored: &["memoryPerVCpu", "scaling"],
+};
+
+const PACKAGE: Section = Section {
+    what: "key in package",
+    used: &["artifact"],
+    ignored: &["patterns", "individually", "include", "exclude", "excludeDevDependencies"],
+};
+
+/// The runtimes keygate runs (as `keygate_functions::SUPPORTED_RUNTIMES`): a `bootstrap`
+/// executable speaking the Lambda Runtime API.
+const RUNTIMES_RUN: &[&str] = &["provided", "provided.al2", "provided.al2023"];
+
+/// Lambda runtime families keygate knows but does not run (nor accept).
+const RUNTIMES_OTHER: &[&str] = &["java", "dotnet", "ruby", "go1", "python2", "nodejs", "python"];
+
+/// Whether keygate takes `runtime`: one of [`RUNTIMES_RUN`], or `nodejsN.x` / `python3.N` (the
+/// seed's `nodejs4.3` form too), which it accepts but does not run yet (a deploy notes that their
+/// routes answer 502).
+fn runtime_accepted(runtime: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    RUNTIMES_RUN.contains(&runtime)
+        || runtime.strip_prefix("python3.").is_some_and(digits)
+        || runtime.strip_prefix("nodejs").is_some_and(|v| {
+            v.split_once('.')
+                .is_some_and(|(major, minor)| digits(major) && (minor == "x" || digits(minor)))
+        })
+}
+
+/// Why `runtime` is refused, if it is. Refused even with `--allow-unknown`: a function keygate
+/// cannot run would answer every request with a 502.
+fn runtime_problem(runtime: &str) -> Option<String> {
+    if runtime_accepted(runtime) {
+        return None;
+    }
+    let supported = "keygate runs provided, provided.al2 and provided.al2023 (a `bootstrap` \
+                     executable, e.g. a Rust or Go function) and accepts nodejsN.x and python3.N, \
+                     which it does not run yet";
+    // Close spellings: the runtimes keygate runs, and Node.js/Python with the version given.
+    let version = runtime.find(|c: char| c.is_ascii_digit()).map_or("", |i| &runtime[i..]);
+    let guesses = [format!("nodejs{version}"), format!("python{version}")];
+    let candidates = RUNTIMES_RUN
+        .iter()
+        .copied()
+        .chain(guesses.iter().map(String::as_str).filter(|g| runtime_accepted(g)));
+    if let Some(guess) = suggest(runtime, candidates) {
+        return Some(format!(
+            "unknown runtime {}; did you mean `{guess}`? {supported}",
+            quote(runtime)
+        ));
+    }
+    if RUNTIMES_OTHER.iter().any(|f| runtime.starts_with(f)) {
+        return Some(format!("the runtime {} is not supported; {supported}", quote(runtime)));
+    }
+    Some(format!("unknown runtime {}; {supported}", quote(runtime)))
+}
+
 /// `maxConcurrency` of a Lambda Managed Instances function that does not set it: the defaults
 /// Serverless documents per runtime (Node.js 64, Java and .NET 32, Python 16), and 16 for the
 /// others (`provided.*`, where AWS documents none).
@@ -174,6 +291,8 @@ pub(crate) struct Built {
 #[derive(Default)]
 struct Defaults {
     runtime: Option<String>,
+    /// `provider.runtime` is written but refused (already reported).
+    runtime_refused: bool,
     environment: BTreeMap<String, String>,
     memory: Option<u32>,
     timeout: Option<u32>,
@@ -203,23 +322,38 @@ struct Service<'s> {
 pub(crate) struct Ctx<'a> {
     pub(crate) r: Resolver<'a>,
     notes: Vec<String>,
+    /// Keys Serverless defines that keygate ignores, in file order (and as a set, to list each
+    /// once).
     ignored: Vec<String>,
+    ignored_seen: HashSet<String>,
+    /// Unknown keys, when `allow_unknown` makes them notes.
     unknown: Vec<String>,
+    unknown_seen: HashSet<String>,
+    /// `--allow-unknown` or `configValidationMode: warn|off`: unknown keys are notes, not errors.
+    allow_unknown: bool,
     pub(crate) other_events: Vec<String>,
     pub(crate) authorizers: Vec<String>,
-    pub(crate) routes: Vec<Route>,
+    /// Routes declared so far by (shape, method), to find duplicates.
+    pub(crate) routes: HashMap<(String, HttpMethod), Route>,
+    /// How many `- http:` events the file declares (read or not), to tell a service that
+    /// serves nothing.
+    pub(crate) http_declared: usize,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(r: Resolver<'a>) -> Self {
+    fn new(r: Resolver<'a>, allow_unknown: bool) -> Self {
         Self {
             r,
             notes: Vec::new(),
             ignored: Vec::new(),
+            ignored_seen: HashSet::new(),
             unknown: Vec::new(),
+            unknown_seen: HashSet::new(),
+            allow_unknown,
             other_events: Vec::new(),
             authorizers: Vec::new(),
-            routes: Vec::new(),
+            routes: HashMap::new(),
+            http_declared: 0,
         }
     }
 
@@ -236,16 +370,59 @@ impl<'a> Ctx<'a> {
     /// A key Serverless knows and keygate does not use.
     pub(crate) fn ignore(&mut self, path: &FieldPath) {
         let p = path.to_string();
-        if !self.ignored.contains(&p) {
+        if self.ignored_seen.insert(p.clone()) {
             self.ignored.push(p);
         }
     }
 
-    /// A key neither Serverless nor keygate knows (probably a typo).
-    pub(crate) fn unknown(&mut self, path: &FieldPath) {
-        let p = path.to_string();
-        if !self.unknown.contains(&p) {
-            self.unknown.push(p);
+    /// A key of `section` that keygate does not read: a note when Serverless defines it, else
+    /// [`Ctx::unknown`].
+    pub(crate) fn other_key(&mut self, key: &str, mark: Mark, path: &FieldPath, section: &Section) {
+        if section.ignored.contains(&key) {
+            self.ignore(path);
+        } else {
+            self.unknown(key, mark, path, section);
+        }
+    }
+
+    /// A key neither Serverless nor keygate knows, probably a typo: an error with a "did you
+    /// mean" (a misspelt `private` must not deploy a public route), or a note with
+    /// `--allow-unknown`.
+    pub(crate) fn unknown(&mut self, key: &str, mark: Mark, path: &FieldPath, section: &Section) {
+        let guess = suggest(key, section.used.iter().chain(section.ignored).copied());
+        if self.allow_unknown {
+            let p = match guess {
+                Some(g) => format!("{path} (did you mean `{g}`?)"),
+                None => path.to_string(),
+            };
+            if self.unknown_seen.insert(p.clone()) {
+                self.unknown.push(p);
+            }
+            return;
+        }
+        let message = match guess {
+            Some(g) => format!("unknown {}; did you mean `{g}`?", section.what),
+            None => format!(
+                "unknown {}; keygate reads {} here (and ignores the other keys Serverless \
+                 defines): check the spelling, or pass --allow-unknown to ignore it",
+                section.what,
+                section.used.join(", ")
+            ),
+        };
+        self.error(mark, path, message);
+    }
+
+    /// A `runtime` value: one keygate runs or accepts, else an error (even with
+    /// `--allow-unknown`).
+    fn runtime(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+        let v = self.expand(node, path);
+        let runtime = self.string(&v, path, "a runtime such as provided.al2023")?;
+        match runtime_problem(&runtime) {
+            None => Some(runtime),
+            Some(message) => {
+                self.error(v.mark, path, message);
+                None
+            }
         }
     }
 
@@ -286,16 +463,19 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// `true` or `false` (also as the strings `"true"` / `"false"`, as variables give them).
+    /// `true` or `false`, as YAML writes booleans (unquoted). A variable may also give the
+    /// strings `"true"` / `"false"` (environment variables are text); nothing else is taken, so
+    /// `private: yes`, `private: "true"` or `private: 1` are errors, not a guess.
     pub(crate) fn boolean(&mut self, node: &Node, path: &FieldPath) -> Option<bool> {
+        let from_variable = matches!(node.value, Value::Template(_));
         let v = self.expand(node, path);
         match &v.value {
-            Value::Bool(b) => Some(*b),
-            Value::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
-            Value::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            Value::Bool(b) if v.tag.is_none() => Some(*b),
+            Value::Str(s) if from_variable && s.eq_ignore_ascii_case("true") => Some(true),
+            Value::Str(s) if from_variable && s.eq_ignore_ascii_case("false") => Some(false),
             Value::Invalid => None,
             _ => {
-                self.mismatch(&v, path, "true or false");
+                self.mismatch(&v, path, "true or false (a YAML boolean, unquoted)");
                 None
             }
         }
@@ -500,8 +680,8 @@ impl<'a> Ctx<'a> {
                     }
                 }
                 "runtime" => {
-                    out.defaults.runtime =
-                        self.string(&e.value, &p, "a runtime such as nodejs20.x");
+                    out.defaults.runtime = self.runtime(&e.value, &p);
+                    out.defaults.runtime_refused = out.defaults.runtime.is_none();
                 }
                 "stage" => {
                     let stage = self.string(&e.value, &p, "a stage name such as dev");
@@ -530,13 +710,11 @@ impl<'a> Ctx<'a> {
                         match g.key.as_str() {
                             "apiKeys" => keys = Some((g.value, gp)),
                             "usagePlan" => plan = Some((g.value, gp)),
-                            k if API_GATEWAY_IGNORED.contains(&k) => self.ignore(&gp),
-                            _ => self.unknown(&gp),
+                            k => self.other_key(k, g.key_mark, &gp, &API_GATEWAY),
                         }
                     }
                 }
-                k if PROVIDER_IGNORED.contains(&k) => self.ignore(&p),
-                _ => self.unknown(&p),
+                k => self.other_key(k, e.key_mark, &p, &PROVIDER),
             }
         }
         if !has_name {
@@ -660,7 +838,7 @@ impl<'a> Ctx<'a> {
                         handler = None;
                     }
                 }
-                "runtime" => runtime = self.string(&e.value, &p, "a runtime such as nodejs20.x"),
+                "runtime" => runtime = self.runtime(&e.value, &p),
                 "environment" => environment = self.environment(&e.value, &p),
                 "timeout" => timeout = self.timeout(&e.value, &p),
                 "memorySize" => memory = self.memory(&e.value, &p),
@@ -670,8 +848,7 @@ impl<'a> Ctx<'a> {
                 "name" => function_name = self.string(&e.value, &p, "a function name"),
                 "package" => artifact = self.package(&e.value, &p, svc.base_dir),
                 "events" => events = self.events(&e.value, &p),
-                k if FUNCTION_IGNORED.contains(&k) => self.ignore(&p),
-                _ => self.unknown(&p),
+                k => self.other_key(k, e.key_mark, &p, &FUNCTION),
             }
         }
         if !has_handler {
@@ -682,12 +859,16 @@ impl<'a> Ctx<'a> {
             );
         }
         let runtime = runtime.or_else(|| defaults.runtime.clone());
-        if runtime.is_none() && !entries.iter().any(|e| e.key == "runtime") {
+        if runtime.is_none()
+            && !defaults.runtime_refused
+            && !entries.iter().any(|e| e.key == "runtime")
+        {
             self.error(
                 name_mark,
                 &path.key("runtime"),
                 format!(
-                    "missing; set provider.runtime or functions.{name}.runtime (e.g. nodejs20.x)"
+                    "missing; set provider.runtime or functions.{name}.runtime (e.g. \
+                     provided.al2023)"
                 ),
             );
         }
@@ -765,8 +946,7 @@ impl<'a> Ctx<'a> {
                         .integer(&e.value, &p, "a whole number from 1 to 1600", 1..=1600)
                         .map(|n| n as u32);
                 }
-                "memoryPerVCpu" | "scaling" => self.ignore(&p),
-                _ => self.unknown(&p),
+                k => self.other_key(k, e.key_mark, &p, &CAPACITY_PROVIDER),
             }
         }
         if !named {
@@ -787,7 +967,9 @@ impl<'a> Ctx<'a> {
         let mut artifact = None;
         for e in entries {
             let p = path.key(&e.key);
-            if e.key == "artifact" {
+            if e.key != "artifact" {
+                self.other_key(&e.key, e.key_mark, &p, &PACKAGE);
+            } else {
                 if let Some(a) = self.string(&e.value, &p, "the path of a zip file") {
                     if a.is_empty() {
                         self.error(
@@ -799,8 +981,6 @@ impl<'a> Ctx<'a> {
                         artifact = Some(absolute(base_dir, Path::new(&a)));
                     }
                 }
-            } else {
-                self.ignore(&p);
             }
         }
         artifact
@@ -834,7 +1014,7 @@ fn stage_ok(stage: &str) -> bool {
 
 /// Builds the service definition from the document root.
 pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> Built {
-    let mut cx = Ctx::new(Resolver::new(root, opts.stage.as_deref(), opts.env));
+    let mut cx = Ctx::new(Resolver::new(root, opts.stage.as_deref(), opts.env), opts.allow_unknown);
     let mut definition = ServiceDefinition {
         service: String::new(),
         stage: String::new(),
@@ -858,6 +1038,19 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         return cx.finish(definition);
     };
 
+    // Serverless's own switch for unknown keys, read first since it decides how they count.
+    if let Some(e) = entries.iter().find(|e| e.key == "configValidationMode") {
+        let path = top.key("configValidationMode");
+        match cx.string(&e.value, &path, "error, warn or off").as_deref() {
+            Some("warn" | "off") => cx.allow_unknown = true,
+            Some("error") | None => {}
+            Some(other) => {
+                let message = format!("expected error, warn or off, found {}", quote(other));
+                cx.error(e.value.mark, &path, message);
+            }
+        }
+    }
+
     let mut service = None;
     let mut provider = None;
     let mut functions = None;
@@ -866,8 +1059,8 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
             "service" => service = Some(e),
             "provider" => provider = Some(e),
             "functions" => functions = Some(e),
-            k if TOP_IGNORED.contains(&k) => cx.ignore(&top.key(k)),
-            k => cx.unknown(&top.key(k)),
+            "configValidationMode" => {}
+            k => cx.other_key(k, e.key_mark, &top.key(k), &TOP),
         }
     }
 
@@ -916,6 +1109,17 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         let svc =
             Service { name: &service, stage: &stage, base_dir: &base_dir, defaults: &defaults };
         definition.functions = cx.functions(entry, &svc);
+    }
+    // Said only when nothing else is wrong: a broken file is fixed first, and a typo such as
+    // `functons:` already has its own error.
+    if cx.http_declared == 0 && cx.r.diags.is_empty() {
+        let mark = functions.map_or(Mark::START, |e| e.key_mark);
+        cx.error(
+            mark,
+            &top.key("functions"),
+            "no function has an http event: nothing to serve; keygate serves `- http:` events, \
+             e.g. `events: [{http: GET hello}]` under a function",
+        );
     }
 
     let plans = cx.usage_plans(plan.as_ref(), &service, &stage);

@@ -7,7 +7,17 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::yaml::Mark;
+/// A 1-based position in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Mark {
+    pub(crate) line: usize,
+    pub(crate) col: usize,
+}
+
+impl Mark {
+    /// The start of the file.
+    pub(crate) const START: Mark = Mark { line: 1, col: 1 };
+}
 
 /// One problem found in a `serverless.yml`.
 ///
@@ -99,6 +109,22 @@ pub(crate) fn into_error(file: &str, mut diags: Vec<Diag>) -> Error {
     )
 }
 
+/// The candidate closest to `key` when it is probably a misspelling of it: the same ignoring
+/// case, or within two edits (one for short keys), transpositions counting as one.
+pub(crate) fn suggest<'c>(
+    key: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let key = key.to_ascii_lowercase();
+    let limit = if key.chars().count() <= 4 { 1 } else { 2 };
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&key, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// One step of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -127,6 +153,16 @@ impl FieldPath {
         segs.push(Seg::Index(i));
         Self(segs)
     }
+
+    /// Appends a key in place.
+    pub(crate) fn push_key(&mut self, key: &str) {
+        self.0.push(Seg::Key(key.to_owned()));
+    }
+
+    /// Appends a list index in place.
+    pub(crate) fn push_index(&mut self, i: usize) {
+        self.0.push(Seg::Index(i));
+    }
 }
 
 impl fmt::Display for FieldPath {
@@ -152,6 +188,18 @@ mod tests {
         assert_eq!(p.to_string(), "functions.f.events[0].http");
         assert_eq!(FieldPath::root().to_string(), "");
         assert_eq!(FieldPath::root().index(2).to_string(), "[2]");
+    }
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        let keys = ["private", "path", "method", "cors"];
+        assert_eq!(suggest("privat", keys), Some("private"));
+        assert_eq!(suggest("Private", keys), Some("private"));
+        assert_eq!(suggest("pirvate", keys), Some("private"));
+        assert_eq!(suggest("mehtod", keys), Some("method"));
+        assert_eq!(suggest("corz", keys), Some("cors"));
+        assert_eq!(suggest("timeout", keys), None);
+        assert_eq!(suggest("pa", keys), None);
     }
 
     #[test]

@@ -4,10 +4,10 @@
 
 use keygate_types::{Cors, HttpEvent, HttpMethod, Integration};
 
-use crate::build::Ctx;
-use crate::diag::FieldPath;
+use crate::build::{Ctx, Section};
+use crate::diag::{FieldPath, Mark, suggest};
 use crate::path;
-use crate::yaml::{Entry, Mark, Node, Value, quote};
+use crate::yaml::{Entry, Node, Value, quote};
 
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, ANY";
 
@@ -28,10 +28,59 @@ const HTTP_IGNORED: &[&str] = &[
     "timeoutInMillis",
 ];
 
-/// A route already declared, to find duplicates.
+/// The keys of an http event.
+const HTTP: Section = Section {
+    what: "key in an http event",
+    used: &["path", "method", "private", "cors", "integration", "request", "authorizer", "async"],
+    ignored: HTTP_IGNORED,
+};
+
+/// The keys of an http event's `request`.
+const REQUEST: Section = Section {
+    what: "key in request",
+    used: &["uri"],
+    ignored: &[
+        "contentHandling",
+        "method",
+        "parameters",
+        "passThrough",
+        "schema",
+        "schemas",
+        "template",
+    ],
+};
+
+/// The event types Serverless defines: keygate serves `http` and notes the others as ignored.
+const EVENTS: Section = Section {
+    what: "event type",
+    used: &["http"],
+    ignored: &[
+        "activemq",
+        "alb",
+        "alexaSkill",
+        "alexaSmartHome",
+        "cloudFront",
+        "cloudwatchEvent",
+        "cloudwatchLog",
+        "cognitoUserPool",
+        "eventBridge",
+        "httpApi",
+        "iot",
+        "iotFleetProvisioning",
+        "kafka",
+        "msk",
+        "rabbitmq",
+        "s3",
+        "schedule",
+        "sns",
+        "sqs",
+        "stream",
+        "websocket",
+    ],
+};
+
+/// A route already declared (keyed by shape and method), to find duplicates.
 pub(crate) struct Route {
-    shape: String,
-    method: HttpMethod,
     field: String,
     line: usize,
 }
@@ -78,11 +127,15 @@ impl Ctx<'_> {
                 }
             };
             if entry.key == "http" {
+                self.http_declared += 1;
                 if let Some(ev) = self.http(&entry, &ipath.key("http")) {
                     out.push(ev);
                 }
-            } else {
+            } else if EVENTS.ignored.contains(&entry.key.as_str()) {
                 self.other_events.push(format!("{} ({ipath})", entry.key));
+            } else {
+                // `- htpp: GET x` would drop a route without a word.
+                self.unknown(&entry.key, entry.key_mark, &ipath.key(&entry.key), &EVENTS);
             }
         }
         out
@@ -155,7 +208,7 @@ impl Ctx<'_> {
         };
         let (shape, event) = event;
         let method = event.method;
-        if let Some(prev) = self.routes.iter().find(|r| r.shape == shape && r.method == method) {
+        if let Some(prev) = self.routes.get(&(shape.clone(), method)) {
             let message = format!(
                 "the route {method} {} is already declared at {} (line {}); declare each method \
                  and path once",
@@ -164,12 +217,8 @@ impl Ctx<'_> {
             self.error(entry.key_mark, path, message);
             return None;
         }
-        self.routes.push(Route {
-            shape,
-            method,
-            field: path.to_string(),
-            line: entry.key_mark.line,
-        });
+        self.routes
+            .insert((shape, method), Route { field: path.to_string(), line: entry.key_mark.line });
         Some(event)
     }
 
@@ -223,7 +272,7 @@ impl Ctx<'_> {
                             uri =
                                 self.string(&r.value, &rp, "a URL").map(|s| (s, r.value.mark, rp));
                         } else {
-                            self.ignore(&rp);
+                            self.other_key(&r.key, r.key_mark, &rp, &REQUEST);
                         }
                     }
                 }
@@ -240,8 +289,7 @@ impl Ctx<'_> {
                         ok = false;
                     }
                 }
-                k if HTTP_IGNORED.contains(&k) => self.ignore(&p),
-                _ => self.unknown(&p),
+                k => self.other_key(k, e.key_mark, &p, &HTTP),
             }
         }
         if !has_path {
@@ -443,15 +491,27 @@ impl Ctx<'_> {
                 value",
                     )
                 }
-                other => self.error(
-                    e.key_mark,
-                    &p,
-                    format!(
-                        "unknown CORS setting `{other}`; expected origin, origins, headers, \
-                        methods, \
-                         allowCredentials, maxAge or cacheControl"
-                    ),
-                ),
+                other => {
+                    let known = [
+                        "origin",
+                        "origins",
+                        "headers",
+                        "methods",
+                        "allowCredentials",
+                        "maxAge",
+                        "cacheControl",
+                    ];
+                    let guess = suggest(other, known)
+                        .map_or_else(String::new, |g| format!("did you mean `{g}`? "));
+                    self.error(
+                        e.key_mark,
+                        &p,
+                        format!(
+                            "unknown CORS setting `{other}`; {guess}expected origin, origins, \
+                             headers, methods, allowCredentials, maxAge or cacheControl"
+                        ),
+                    );
+                }
             }
         }
         Some(cors)

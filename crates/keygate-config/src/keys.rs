@@ -11,9 +11,10 @@ use keygate_types::ApiKeyValue;
 use keygate_types::service::ApiKeyDecl;
 
 use crate::build::Ctx;
-use crate::diag::FieldPath;
+use crate::diag::{FieldPath, Mark};
+use crate::plans::did_you_mean;
 use crate::plans::{Declared, Plans};
-use crate::yaml::{Entry, Mark, Node, Value, quote};
+use crate::yaml::{Entry, Node, Value, quote};
 
 const PROPERTIES: &[&str] = &["name", "value", "description", "customerId", "enabled"];
 
@@ -258,9 +259,13 @@ impl Ctx<'_> {
                     e.key_mark,
                     &p,
                     format!(
-                        "unknown API key property {}; a key has only name, value, description, \
+                        "unknown API key property {}; {}a key has only name, value, description, \
                          customerId and enabled",
-                        quote(other)
+                        quote(other),
+                        did_you_mean(
+                            other,
+                            &["name", "value", "description", "customerId", "enabled"]
+                        )
                     ),
                 );
                 false

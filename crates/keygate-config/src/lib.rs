@@ -9,6 +9,7 @@
 //! - `build`: the top level, `provider` and `functions`; `http`: `- http:` events; `keys`: API key
 //!   declarations and their usage-plan groups; `plans`: usage plans (quota, throttle); `path`:
 //!   route path templates.
+//! - `source`: checks of the raw file before parsing (size, encoding, control characters).
 //! - `diag`: [`Error`] and [`Diagnostic`] (file, line, column, field path, message).
 //!
 //! Every problem found is reported, not only the first, and no message or note ever contains an
@@ -20,9 +21,11 @@ mod http;
 mod keys;
 mod path;
 mod plans;
+mod source;
 mod vars;
 mod yaml;
 
+use std::io::Read;
 use std::path::Path;
 
 use keygate_types::ServiceDefinition;
@@ -35,6 +38,10 @@ pub struct LoadOptions<'a> {
     pub stage: Option<String>,
     /// Environment lookup for `${env:NAME}`; the binary passes `|k| std::env::var(k).ok()`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// `--allow-unknown`: keys neither keygate nor Serverless knows become notes instead of
+    /// errors (as `configValidationMode: warn` in the file does). An unknown runtime stays an
+    /// error: keygate could not run the function.
+    pub allow_unknown: bool,
 }
 
 /// A loaded service and the notes worth showing its owner.
@@ -42,18 +49,24 @@ pub struct LoadOptions<'a> {
 pub struct Loaded {
     pub definition: ServiceDefinition,
     /// Human-readable notes, each once: deprecated syntax, keys keygate accepts but ignores,
-    /// event types it does not serve.
+    /// event types it does not serve, unknown keys allowed by `allow_unknown`.
     pub notes: Vec<String>,
 }
 
 /// Reads and loads the `serverless.yml` at `path`. Diagnostics name the file as `path` is
 /// written; the service's `base_dir` is the file's (absolute) directory.
 pub fn load(path: &Path, opts: &LoadOptions<'_>) -> Result<Loaded, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let name = path.display().to_string();
+    let read_error = |source| Error::Read { path: path.to_path_buf(), source };
+    // One byte past the limit is enough to refuse the file; a larger one is never read whole.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(source::MAX_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    let text = source::decode(&bytes).map_err(|d| diag::into_error(&name, vec![d]))?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base_dir = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
-    load_str(&path.display().to_string(), &text, &base_dir, opts)
+    load_str(&name, text, &base_dir, opts)
 }
 
 /// Loads a `serverless.yml` held in memory. `source_name` names it in diagnostics; relative
@@ -64,6 +77,7 @@ pub fn load_str(
     base_dir: &Path,
     opts: &LoadOptions<'_>,
 ) -> Result<Loaded, Error> {
+    let text = source::check(text).map_err(|d| diag::into_error(source_name, vec![d]))?;
     let parsed = yaml::parse(text);
     let mut diags = parsed.diags;
     if parsed.syntax_error {
@@ -71,7 +85,7 @@ pub fn load_str(
     }
     let Some(root) = parsed.root else {
         diags.push(diag::Diag::new(
-            yaml::Mark::START,
+            diag::Mark::START,
             &diag::FieldPath::root(),
             "the file is empty; expected service, provider and functions",
         ));

@@ -15,8 +15,8 @@
 use keygate_types::plan::{Quota, QuotaPeriod, Throttle, UsagePlanDecl};
 
 use crate::build::Ctx;
-use crate::diag::FieldPath;
-use crate::yaml::{Entry, Mark, Node, Value, int_value, is_number, quote};
+use crate::diag::{FieldPath, Mark, suggest};
+use crate::yaml::{Entry, Node, Value, int_value, is_number, quote};
 
 /// Where the current form of `usagePlan` is written, for messages.
 const CURRENT_PATH: &str = "provider.apiGateway.usagePlan";
@@ -60,6 +60,12 @@ fn number(text: &str) -> Option<f64> {
     // Whole numbers as YAML reads them (hex and octal included); the rest as decimals. `.inf`
     // and `.nan` do not parse, and are not wanted.
     int_value(text).map(|i| i as f64).or_else(|| text.parse::<f64>().ok())
+}
+
+/// `did you mean `x`? ` when `key` looks like a misspelling of one of `known`, else nothing.
+pub(crate) fn did_you_mean(key: &str, known: &[&str]) -> String {
+    suggest(key, known.iter().copied())
+        .map_or_else(String::new, |g| format!("did you mean `{g}`? "))
 }
 
 impl Ctx<'_> {
@@ -240,12 +246,14 @@ impl Ctx<'_> {
                 "quota" => quota = self.quota(e, &p),
                 "throttle" => throttle = self.throttle(e, &p),
                 other => {
-                    let hint = if list_hint && matches!(e.value.value, Value::Map(_) | Value::Null)
-                    {
+                    let hint = if let Some(g) = suggest(other, ["quota", "throttle"]) {
+                        format!(" (did you mean `{g}`?)")
+                    } else if list_hint && matches!(e.value.value, Value::Map(_) | Value::Null) {
                         " (to declare named plans, write a list: `- free: {quota: ..., \
                          throttle: ...}`)"
+                            .to_owned()
                     } else {
-                        ""
+                        String::new()
                     };
                     self.error(
                         e.key_mark,
@@ -297,8 +305,10 @@ impl Ctx<'_> {
                         q.key_mark,
                         &p,
                         format!(
-                            "unknown quota setting {}; a quota has only limit, period and offset",
-                            quote(other)
+                            "unknown quota setting {}; {}a quota has only limit, period and \
+                             offset",
+                            quote(other),
+                            did_you_mean(other, &["limit", "period", "offset"])
                         ),
                     );
                 }
@@ -374,9 +384,10 @@ impl Ctx<'_> {
                         t.key_mark,
                         &p,
                         format!(
-                            "unknown throttle setting {}; a throttle has only rateLimit and \
+                            "unknown throttle setting {}; {}a throttle has only rateLimit and \
                              burstLimit",
-                            quote(other)
+                            quote(other),
+                            did_you_mean(other, &["rateLimit", "burstLimit"])
                         ),
                     );
                 }

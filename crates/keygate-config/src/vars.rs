@@ -11,12 +11,27 @@
 //! variables embedded in text must resolve to strings, numbers or booleans. Messages show the
 //! variable with quoted literals masked, so a fallback literal (which may be an API key value)
 //! never reaches an error.
+//!
+//! Resolution is bounded: a value may grow to [`MAX_VALUE_BYTES`], all values together to
+//! [`MAX_NODES`] nodes and [`MAX_TOTAL_BYTES`] of text, and variables nest at most [`MAX_DEPTH`]
+//! deep, so references that double each other are refused instead of taking gigabytes.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::diag::{Diag, FieldPath};
-use crate::yaml::{Entry, Mark, Node, Value, is_number};
+use crate::diag::{Diag, FieldPath, Mark};
+use crate::yaml::{Entry, Node, Value, is_number};
+
+/// The longest string a value may become once its variables are resolved (64 KiB).
+pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The most text all resolved values together may hold (4 MiB): with [`MAX_NODES`], bounds what
+/// `${self:..}` references that repeat or double each other can produce.
+pub(crate) const MAX_TOTAL_BYTES: usize = 4 * 1024 * 1024;
+/// The most nodes all resolved values together may hold.
+pub(crate) const MAX_NODES: usize = 100_000;
+/// The deepest chain of variables: `${...}` inside `${...}` and `${self:..}` references to
+/// values that hold variables themselves.
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Sources Serverless has that keygate does not resolve (yet).
 const UNSUPPORTED: &[&str] =
@@ -194,6 +209,13 @@ pub(crate) struct Resolver<'a> {
     memo: HashMap<String, Node>,
     /// Document paths of the templates being resolved, outermost first.
     stack: Vec<String>,
+    /// How many variables are being resolved inside each other now.
+    depth: usize,
+    /// Nodes and text bytes of the values resolved so far (see [`MAX_NODES`]).
+    spent_nodes: usize,
+    spent_bytes: usize,
+    /// A budget was exceeded (already reported): nothing more is resolved.
+    exhausted: bool,
     /// Every problem found so far (the loader adds its own here too).
     pub(crate) diags: Vec<Diag>,
 }
@@ -204,7 +226,18 @@ impl<'a> Resolver<'a> {
         stage: Option<&'a str>,
         env: &'a dyn Fn(&str) -> Option<String>,
     ) -> Self {
-        Self { root, stage, env, memo: HashMap::new(), stack: Vec::new(), diags: Vec::new() }
+        Self {
+            root,
+            stage,
+            env,
+            memo: HashMap::new(),
+            stack: Vec::new(),
+            depth: 0,
+            spent_nodes: 0,
+            spent_bytes: 0,
+            exhausted: false,
+            diags: Vec::new(),
+        }
     }
 
     pub(crate) fn error(&mut self, mark: Mark, path: &FieldPath, message: impl Into<String>) {
@@ -246,9 +279,13 @@ impl<'a> Resolver<'a> {
 
     /// Resolves the string `text` of the scalar `node` at document path `path`.
     fn template(&mut self, node: &Node, text: &str, path: &FieldPath) -> Node {
+        if self.exhausted {
+            return Node::new(Value::Invalid, node.mark);
+        }
         let key = path.to_string();
         if let Some(done) = self.memo.get(&key) {
-            return done.clone();
+            let done = done.clone();
+            return self.charge(done, node.mark, path);
         }
         if let Some(pos) = self.stack.iter().position(|p| *p == key) {
             let mut chain: Vec<&str> = self.stack[pos..].iter().map(String::as_str).collect();
@@ -267,8 +304,53 @@ impl<'a> Resolver<'a> {
         self.stack.pop();
         out.mark = node.mark;
         out.tag = None;
+        if let Value::Str(s) = &out.value
+            && s.len() > MAX_VALUE_BYTES
+        {
+            self.too_long(node.mark, path);
+            out = Node::new(Value::Invalid, node.mark);
+        }
         self.memo.insert(key, out.clone());
-        out
+        self.charge(out, node.mark, path)
+    }
+
+    /// Counts a resolved value against the budgets; past them, reports once and gives
+    /// [`Value::Invalid`] from then on.
+    fn charge(&mut self, node: Node, mark: Mark, path: &FieldPath) -> Node {
+        if self.exhausted {
+            return Node::new(Value::Invalid, mark);
+        }
+        let (nodes, bytes) = cost(&node);
+        self.spent_nodes = self.spent_nodes.saturating_add(nodes);
+        self.spent_bytes = self.spent_bytes.saturating_add(bytes);
+        if self.spent_nodes <= MAX_NODES && self.spent_bytes <= MAX_TOTAL_BYTES {
+            return node;
+        }
+        self.exhausted = true;
+        self.error(
+            mark,
+            path,
+            format!(
+                "the variables of this file expand to more than {} values or {} MiB of text; \
+                 keygate stops resolving here (do `${{self:..}}` references repeat or double \
+                 each other?)",
+                MAX_NODES,
+                MAX_TOTAL_BYTES / (1024 * 1024)
+            ),
+        );
+        Node::new(Value::Invalid, mark)
+    }
+
+    fn too_long(&mut self, mark: Mark, path: &FieldPath) {
+        self.error(
+            mark,
+            path,
+            format!(
+                "this value is longer than {} KiB once its variables are resolved; keygate \
+                 refuses it (do `${{self:..}}` references repeat or double each other?)",
+                MAX_VALUE_BYTES / 1024
+            ),
+        );
     }
 
     /// Resolves a whole string: one variable keeps its value's type, several are joined as text.
@@ -295,6 +377,10 @@ impl<'a> Resolver<'a> {
                     },
                     None => failed = true,
                 },
+            }
+            if out.len() > MAX_VALUE_BYTES {
+                self.too_long(site.mark, site.path);
+                return Node::new(Value::Invalid, site.mark);
             }
         }
         if failed {
@@ -351,8 +437,27 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Tries the comma-separated alternatives of a variable in order.
+    /// Tries the comma-separated alternatives of a variable in order, one level deeper.
     fn alternatives(&mut self, inner: &str, site: &Site<'_>) -> Alt {
+        if self.depth >= MAX_DEPTH {
+            self.error(
+                site.mark,
+                site.path,
+                format!(
+                    "variables nest more than {MAX_DEPTH} levels deep here (`${{...}}` inside \
+                     `${{...}}`, or `${{self:..}}` references to values with variables of their \
+                     own); keygate resolves at most {MAX_DEPTH}"
+                ),
+            );
+            return Alt::Failed;
+        }
+        self.depth += 1;
+        let alt = self.alternatives_here(inner, site);
+        self.depth -= 1;
+        alt
+    }
+
+    fn alternatives_here(&mut self, inner: &str, site: &Site<'_>) -> Alt {
         let mut misses = Vec::new();
         for alt in alternatives(inner) {
             match self.alternative(alt, site) {
@@ -595,6 +700,22 @@ impl<'a> Resolver<'a> {
             }
         };
         Alt::Found(Node::new(Value::Str(default.to_owned()), site.mark))
+    }
+}
+
+/// How many nodes a value holds and how many bytes of text, for the budgets.
+fn cost(node: &Node) -> (usize, usize) {
+    match &node.value {
+        Value::Seq(items) => items.iter().fold((1, 0), |(n, b), i| {
+            let (ni, bi) = cost(i);
+            (n + ni, b + bi)
+        }),
+        Value::Map(entries) => entries.iter().fold((1, 0), |(n, b), e| {
+            let (ne, be) = cost(&e.value);
+            (n + ne, b + be + e.key.len())
+        }),
+        Value::Str(s) | Value::Template(s) | Value::Num(s) => (1, s.len()),
+        _ => (1, 0),
     }
 }
 

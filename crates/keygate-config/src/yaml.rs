@@ -5,30 +5,21 @@
 //! js-yaml, which Serverless uses, does); strings containing `${` become [`Value::Template`] for
 //! the variable resolver. Anchors/aliases are expanded and `<<` merge keys applied here.
 //! Problems of the tree itself (syntax errors, duplicate keys, bad merges) are reported as
-//! [`Diag`]s.
+//! [`Diag`]s. A hostile document is stopped while it is read: nesting past [`MAX_DEPTH`],
+//! aliases producing more than [`MAX_ALIAS_NODES`] nodes, or a second document end the parse
+//! with one located error.
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
+use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::diag::{Diag, FieldPath};
+use crate::diag::{Diag, FieldPath, Mark};
 
-/// A 1-based position in the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Mark {
-    pub(crate) line: usize,
-    pub(crate) col: usize,
-}
-
-impl Mark {
-    /// The start of the file.
-    pub(crate) const START: Mark = Mark { line: 1, col: 1 };
-
-    fn from_marker(m: &Marker) -> Self {
-        // yaml-rust2 counts lines from 1 and columns from 0.
-        Self { line: m.line().max(1), col: m.col() + 1 }
-    }
+/// The 1-based position of a yaml-rust2 marker.
+fn mark_of(m: &Marker) -> Mark {
+    // yaml-rust2 counts lines from 1 and columns from 0.
+    Mark { line: m.line().max(1), col: m.col() + 1 }
 }
 
 /// A node of the tree and where it starts.
@@ -196,24 +187,95 @@ pub(crate) struct Parsed {
     pub(crate) syntax_error: bool,
 }
 
-/// Parses the first YAML document of `text` into a spanned tree.
+/// The deepest nesting of lists and maps keygate reads (a real `serverless.yml` needs about 10).
+/// Checked as each collection opens, so no nesting costs recursion or stack.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// The most nodes aliases may produce in one document, all aliases together. A real file's
+/// `<<: *defaults` produce a few hundred; a "billion laughs" document produces billions.
+pub(crate) const MAX_ALIAS_NODES: usize = 10_000;
+
+/// Parses the one YAML document of `text` into a spanned tree.
+///
+/// Reads yaml-rust2's events one at a time (its own `load` recurses once per nesting level), so
+/// the [`MAX_DEPTH`] and [`MAX_ALIAS_NODES`] limits stop a hostile document before it costs
+/// stack or memory.
 pub(crate) fn parse(text: &str) -> Parsed {
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(text);
-    match parser.load(&mut builder, false) {
-        Ok(()) => Parsed { root: builder.root, diags: builder.diags, syntax_error: false },
-        Err(e) => {
-            let mark = Mark::from_marker(e.marker());
-            let mut message = format!("invalid YAML: {}", e.info());
-            if let Some(hint) = indentation_hint(text, mark) {
-                message.push_str(&hint);
+    let mut documents = 0;
+    loop {
+        let (ev, marker) = match parser.next_token() {
+            Ok(next) => next,
+            Err(e) => {
+                let mark = mark_of(e.marker());
+                // The scanner's own limit on flow nesting (`[[[[...`, 255 levels), met while it
+                // looks ahead, before the parser hands over the event past ours.
+                if e.info() == "recursion limit exceeded" {
+                    return Parsed::fatal(too_deep(mark, &FieldPath::root()));
+                }
+                let mut message = format!("invalid YAML: {}", e.info());
+                if let Some(hint) = indentation_hint(text, mark) {
+                    message.push_str(&hint);
+                }
+                return Parsed::fatal(Diag::new(mark, &FieldPath::root(), message));
             }
-            Parsed {
-                root: None,
-                diags: vec![Diag::new(mark, &FieldPath::root(), message)],
-                syntax_error: true,
+        };
+        let mark = mark_of(&marker);
+        match ev {
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Parsed::fatal(Diag::new(
+                        mark,
+                        &FieldPath::root(),
+                        "a second YAML document starts here (after `---`); a serverless.yml holds \
+                         one document: remove the `---` line and merge or delete what follows",
+                    ));
+                }
+            }
+            ev => {
+                if let Err(stop) = builder.on_event(ev, mark) {
+                    return Parsed::fatal(stop);
+                }
             }
         }
+    }
+    Parsed { root: builder.root, diags: builder.diags, syntax_error: false }
+}
+
+impl Parsed {
+    /// A document that cannot be read on: only `diag` is reported.
+    fn fatal(diag: Diag) -> Self {
+        Self { root: None, diags: vec![diag], syntax_error: true }
+    }
+}
+
+/// The error for nesting past [`MAX_DEPTH`].
+fn too_deep(mark: Mark, path: &FieldPath) -> Diag {
+    Diag::new(
+        mark,
+        path,
+        format!(
+            "lists and maps nest more than {MAX_DEPTH} levels deep here; keygate reads at most \
+             {MAX_DEPTH} (a serverless.yml needs about 10)"
+        ),
+    )
+}
+
+/// How many nodes `node` holds (itself included) and how deep it nests (a scalar is 0).
+fn measure(node: &Node) -> (usize, usize) {
+    match &node.value {
+        Value::Seq(items) => items.iter().fold((1, 1), |(n, d), i| {
+            let (ni, di) = measure(i);
+            (n + ni, d.max(di + 1))
+        }),
+        Value::Map(entries) => entries.iter().fold((1, 1), |(n, d), e| {
+            let (ne, de) = measure(&e.value);
+            (n + ne, d.max(de + 1))
+        }),
+        _ => (1, 0),
     }
 }
 
@@ -267,6 +329,9 @@ enum FrameKind {
         pending: Option<Pending>,
         merges: Vec<Node>,
         first_key: Option<Mark>,
+        /// The index in `entries` of each key, so a key is checked for duplicates in constant
+        /// time (a map with 100,000 keys would otherwise cost billions of comparisons).
+        index: HashMap<String, usize>,
     },
 }
 
@@ -277,10 +342,19 @@ struct Frame {
     kind: FrameKind,
 }
 
+/// An anchored node, with its size and depth for the alias limits.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    depth: usize,
+}
+
 #[derive(Default)]
 struct TreeBuilder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
+    /// Nodes produced by aliases so far.
+    alias_nodes: usize,
     root: Option<Node>,
     diags: Vec<Diag>,
 }
@@ -290,12 +364,12 @@ impl TreeBuilder {
     fn path(&self) -> FieldPath {
         let mut p = FieldPath::root();
         for frame in &self.stack {
-            p = match &frame.kind {
-                FrameKind::Seq(items) => p.index(items.len()),
-                FrameKind::Map { pending: Some(Pending::Key(k, _)), .. } => p.key(k),
-                FrameKind::Map { pending: Some(Pending::Merge), .. } => p.key("<<"),
-                FrameKind::Map { .. } => p,
-            };
+            match &frame.kind {
+                FrameKind::Seq(items) => p.push_index(items.len()),
+                FrameKind::Map { pending: Some(Pending::Key(k, _)), .. } => p.push_key(k),
+                FrameKind::Map { pending: Some(Pending::Merge), .. } => p.push_key("<<"),
+                FrameKind::Map { .. } => {}
+            }
         }
         p
     }
@@ -307,7 +381,8 @@ impl TreeBuilder {
     /// Places a finished node into the innermost collection (or makes it the root).
     fn place(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (nodes, depth) = measure(&node);
+            self.anchors.insert(anchor, Anchored { node: node.clone(), nodes, depth });
         }
         let Some(mut frame) = self.stack.pop() else {
             if self.root.is_none() {
@@ -317,7 +392,7 @@ impl TreeBuilder {
         };
         match &mut frame.kind {
             FrameKind::Seq(items) => items.push(node),
-            FrameKind::Map { entries, pending, merges, first_key } => match pending.take() {
+            FrameKind::Map { entries, pending, merges, first_key, index } => match pending.take() {
                 None => {
                     // A non-scalar key (`? [a, b]: x` or an alias to a collection).
                     let text = node.scalar_text().or(match node.value {
@@ -340,7 +415,7 @@ impl TreeBuilder {
                     }
                 }
                 Some(Pending::Key(key, key_mark)) => {
-                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                    if let Some(first) = index.get(&key).map(|&i| &entries[i]) {
                         let line = first.key_mark.line;
                         self.diags.push(Diag::new(
                             key_mark,
@@ -351,6 +426,7 @@ impl TreeBuilder {
                             ),
                         ));
                     } else {
+                        index.insert(key.clone(), entries.len());
                         entries.push(Entry { key, key_mark, value: node });
                     }
                 }
@@ -365,8 +441,7 @@ impl TreeBuilder {
     fn finish(&mut self, frame: Frame) -> Node {
         let value = match frame.kind {
             FrameKind::Seq(items) => Value::Seq(items),
-            FrameKind::Map { mut entries, merges, first_key, .. } => {
-                let path = self.path();
+            FrameKind::Map { mut entries, merges, first_key, mut index, .. } => {
                 for merge in merges {
                     let sources: Vec<Node> = match merge.value {
                         Value::Map(_) => vec![merge],
@@ -376,9 +451,10 @@ impl TreeBuilder {
                             items
                         }
                         _ => {
+                            let path = self.path().key("<<");
                             self.diags.push(Diag::new(
                                 merge.mark,
-                                &path.key("<<"),
+                                &path,
                                 format!(
                                     "a merge key `<<` needs a map or a list of maps (usually an \
                                     alias such as *defaults), found {}",
@@ -391,7 +467,8 @@ impl TreeBuilder {
                     for source in sources {
                         if let Value::Map(more) = source.value {
                             for e in more {
-                                if !entries.iter().any(|x| x.key == e.key) {
+                                if !index.contains_key(&e.key) {
+                                    index.insert(e.key.clone(), entries.len());
                                     entries.push(e);
                                 }
                             }
@@ -406,9 +483,17 @@ impl TreeBuilder {
     }
 }
 
-impl MarkedEventReceiver for TreeBuilder {
-    fn on_event(&mut self, ev: Event, marker: Marker) {
-        let mark = Mark::from_marker(&marker);
+impl TreeBuilder {
+    /// A collection opens at `mark`: refused past [`MAX_DEPTH`].
+    fn open(&self, mark: Mark, extra: usize) -> Result<(), Diag> {
+        if self.stack.len() + extra <= MAX_DEPTH {
+            return Ok(());
+        }
+        Err(too_deep(mark, &self.path()))
+    }
+
+    /// Takes one event; an error stops the parse (a limit was passed).
+    fn on_event(&mut self, ev: Event, mark: Mark) -> Result<(), Diag> {
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 if self.expecting_key() && tag.is_none() {
@@ -432,31 +517,38 @@ impl MarkedEventReceiver for TreeBuilder {
                         }) = self.stack.last()
                         {
                             let node = Node::new(Value::Str(k.clone()), mark);
-                            self.anchors.insert(anchor, node);
+                            self.anchors.insert(anchor, Anchored { node, nodes: 1, depth: 0 });
                         }
                     }
-                    return;
+                    return Ok(());
                 }
                 let node = scalar(text, style, tag, mark);
                 self.place(node, anchor);
             }
-            Event::SequenceStart(anchor, tag) => self.stack.push(Frame {
-                mark,
-                anchor,
-                tag: tag.as_ref().and_then(custom_tag),
-                kind: FrameKind::Seq(Vec::new()),
-            }),
-            Event::MappingStart(anchor, tag) => self.stack.push(Frame {
-                mark,
-                anchor,
-                tag: tag.as_ref().and_then(custom_tag),
-                kind: FrameKind::Map {
-                    entries: Vec::new(),
-                    pending: None,
-                    merges: Vec::new(),
-                    first_key: None,
-                },
-            }),
+            Event::SequenceStart(anchor, tag) => {
+                self.open(mark, 1)?;
+                self.stack.push(Frame {
+                    mark,
+                    anchor,
+                    tag: tag.as_ref().and_then(custom_tag),
+                    kind: FrameKind::Seq(Vec::new()),
+                });
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.open(mark, 1)?;
+                self.stack.push(Frame {
+                    mark,
+                    anchor,
+                    tag: tag.as_ref().and_then(custom_tag),
+                    kind: FrameKind::Map {
+                        entries: Vec::new(),
+                        pending: None,
+                        merges: Vec::new(),
+                        first_key: None,
+                        index: HashMap::new(),
+                    },
+                });
+            }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(frame) = self.stack.pop() {
                     let anchor = frame.anchor;
@@ -465,7 +557,21 @@ impl MarkedEventReceiver for TreeBuilder {
                 }
             }
             Event::Alias(id) => {
-                if let Some(node) = self.anchors.get(&id).cloned() {
+                if let Some((nodes, depth)) = self.anchors.get(&id).map(|a| (a.nodes, a.depth)) {
+                    self.open(mark, depth)?;
+                    self.alias_nodes = self.alias_nodes.saturating_add(nodes);
+                    if self.alias_nodes > MAX_ALIAS_NODES {
+                        return Err(Diag::new(
+                            mark,
+                            &self.path(),
+                            format!(
+                                "aliases (`*name`) in this file expand to more than \
+                                 {MAX_ALIAS_NODES} values; keygate stops here (a document that \
+                                 multiplies itself through aliases is refused)"
+                            ),
+                        ));
+                    }
+                    let node = self.anchors[&id].node.clone();
                     self.place(node, 0);
                 } else {
                     let path = self.path();
@@ -483,6 +589,7 @@ impl MarkedEventReceiver for TreeBuilder {
             | Event::DocumentStart
             | Event::DocumentEnd => {}
         }
+        Ok(())
     }
 }
 
@@ -596,6 +703,16 @@ mod tests {
         assert_eq!(p.diags[0].field, "b.c");
         let d = p.root.unwrap();
         assert_eq!(d.get("d").unwrap().tag.as_deref(), Some("!Ref"));
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        // js-yaml's `load`, which Serverless uses, refuses it too; dropping it would drop keys.
+        let p = parse("a: 1\n---\nb: 2\n");
+        assert!(p.syntax_error);
+        assert_eq!(p.diags[0].mark, Mark { line: 2, col: 1 });
+        assert!(p.diags[0].message.starts_with("a second YAML document"));
+        assert!(!parse("---\na: 1\n...\n").syntax_error);
     }
 
     #[test]

@@ -68,11 +68,19 @@ struct Case {
     yml: String,
     stage: Option<&'static str>,
     env: &'static [(&'static str, &'static str)],
+    /// `--allow-unknown`.
+    allow_unknown: bool,
     expect: Expect,
 }
 
 fn case(name: &'static str, yml: String, expect: Expect) -> Case {
-    Case { name, yml, stage: None, env: &[], expect }
+    Case { name, yml, stage: None, env: &[], allow_unknown: false, expect }
+}
+
+/// The case run with `--allow-unknown`.
+fn allowing(mut c: Case) -> Case {
+    c.allow_unknown = true;
+    c
 }
 
 /// The case run with `--stage stage`.
@@ -81,11 +89,28 @@ fn staged(stage: &'static str, mut c: Case) -> Case {
     c
 }
 
+/// Appended to a service that never mentions `functions`: one route, so that the rule that a
+/// service must serve something (tested on its own) does not hide what the case is about. It
+/// comes last, so the lines of the case are unchanged.
+const ONE_ROUTE: &str = "functions:\n  zz:\n    handler: zz\n    runtime: provided.al2023\n    \
+                         events:\n      - http: GET zz\n";
+
 fn load_case(c: &Case) -> Result<Loaded, Error> {
+    let with_route;
+    let yml = if c.yml.contains("functions") || !c.yml.contains("provider:") {
+        &c.yml
+    } else {
+        with_route = format!("{}{ONE_ROUTE}", c.yml);
+        &with_route
+    };
     let env: BTreeMap<&str, &str> = c.env.iter().copied().collect();
     let lookup = move |k: &str| env.get(k).map(|v| (*v).to_owned());
-    let opts = LoadOptions { stage: c.stage.map(str::to_owned), env: &lookup };
-    load_str("serverless.yml", &c.yml, Path::new("/srv/app"), &opts)
+    let opts = LoadOptions {
+        stage: c.stage.map(str::to_owned),
+        env: &lookup,
+        allow_unknown: c.allow_unknown,
+    };
+    load_str("serverless.yml", yml, Path::new("/srv/app"), &opts)
 }
 
 /// Runs every case, collecting all failures before panicking. Whatever the case, no error, note
@@ -238,6 +263,7 @@ fn variables() {
                 |functions:
                 |  f:
                 |    handler: h.h
+                |    events: [{http: GET f}]
                 ",
             ),
             Expect::Ok(|l| {
@@ -266,6 +292,7 @@ fn variables() {
                 |functions:
                 |  f:
                 |    handler: h.h
+                |    events: [{http: GET f}]
                 ",
             ),
             Expect::Ok(|l| {
@@ -322,6 +349,7 @@ fn variables() {
                 |    environment:
                 |      N: ${self:custom.base.name}
                 |      L: ${self:custom.list.1}
+                |    events: [{http: GET f}]
                 ",
             ),
             Expect::Ok(|l| {
@@ -345,6 +373,7 @@ fn variables() {
                 |functions:
                 |  f:
                 |    handler: h.h
+                |    events: [{http: GET f}]
             "),
             Expect::Ok(|l| {
                 assert_eq!(l.definition.stage, "qa");
@@ -366,6 +395,7 @@ fn variables() {
                 |functions:
                 |  f:
                 |    handler: h.h
+                |    events: [{http: GET f}]
                 ",
             ),
             Expect::Ok(|l| assert_eq!(l.notes, vec!["ignored (not used by keygate): resources"])),
@@ -777,8 +807,8 @@ fn http_events() {
             Expect::Err(&[
                 "serverless.yml:14:18: functions.f.events[0].http.request.uri: expected a URL \
                  starting with http:// or https://, found \"ftp://files.example/a\"",
-                "serverless.yml:18:20: functions.f.events[1].http.private: expected true or false, \
-                 found \"yes\"",
+                "serverless.yml:18:20: functions.f.events[1].http.private: expected true or false \
+                 (a YAML boolean, unquoted), found \"yes\"",
                 "serverless.yml:19:17: functions.f.events[1].http.cors: expected true, false or a \
                  map of CORS settings, found a list",
                 "serverless.yml:20:9: functions.f.events[2]: expected an event such as `- http: \
@@ -828,6 +858,7 @@ fn functions_and_provider() {
                 |    <<: *common
                 |    package:
                 |      artifact: /abs/g.zip
+                |    events: [{http: GET f}]
             "),
             Expect::Ok(|l| {
                 let d = &l.definition;
@@ -881,6 +912,7 @@ fn functions_and_provider() {
                 |    capacityProvider: arn:aws:lambda:us-east-1:123456789012:capacity-provider:x
                 |  classic:
                 |    handler: h.d
+                |    events: [{http: GET f}]
             "),
             Expect::Ok(|l| {
                 let max: Vec<Option<u32>> =
@@ -916,8 +948,8 @@ fn functions_and_provider() {
                  whole number from 1 to 1600, found 2000",
             ]),
         ),
-        case(
-            "ignored keys are listed in one note, unknown keys in another",
+        allowing(case(
+            "--allow-unknown: ignored keys are listed in one note, unknown keys in another",
             y("
                 |service: svc
                 |frameworkVersion: '3'
@@ -944,6 +976,7 @@ fn functions_and_provider() {
                 |  g:
                 |    handler: h.g
                 |    layers: [y]
+                |    events: [{http: GET g}]
                 |fucntions: {}
             "),
             Expect::Ok(|l| {
@@ -954,12 +987,12 @@ fn functions_and_provider() {
                          resources, \
                          provider.iam, provider.apiGateway.apiKeySourceType, provider.tags, \
                          functions.f.layers, functions.g.layers",
-                        "not recognised, so ignored (check the spelling): fucntions, \
-                         functions.f.hanlder",
+                        "not recognised, so ignored (check the spelling): fucntions (did you \
+                         mean `functions`?), functions.f.hanlder (did you mean `handler`?)",
                     ]
                 );
             }),
-        ),
+        )),
         case(
             "missing handler and runtime, bad numbers, reservedConcurrency 0, bad names",
             y("
@@ -976,13 +1009,13 @@ fn functions_and_provider() {
                 |    reservedConcurrency: 0
                 |  bad name:
                 |    handler: h.b
-                |    runtime: x
+                |    runtime: provided
             "),
             Expect::Err(&[
                 "serverless.yml:5:3: functions.f.handler: missing; every function needs a handler, \
                  e.g. `handler: api/candidates.submit`",
                 "serverless.yml:7:3: functions.g.runtime: missing; set provider.runtime or \
-                 functions.g.runtime (e.g. nodejs20.x)",
+                 functions.g.runtime (e.g. provided.al2023)",
                 "serverless.yml:9:14: functions.g.timeout: expected a timeout in whole seconds \
                  from \
                  1 to 900, found 901",
@@ -1173,7 +1206,8 @@ fn api_keys() {
                  already used by provider.apiGateway.apiKeys[2]; key names must be unique",
                 "serverless.yml:17:9: provider.apiGateway.apiKeys[5].valu: unknown API key \
                  property \
-                 \"valu\"; a key has only name, value, description, customerId and enabled",
+                 \"valu\"; did you mean `value`? a key has only name, value, description, \
+                 customerId and enabled",
                 "serverless.yml:19:16: provider.apiGateway.apiKeys[6].value: expected the key \
                  value \
                  as a string, found a list",
@@ -1452,7 +1486,8 @@ fn usage_plans() {
                 "serverless.yml:13:21: provider.apiGateway.usagePlan.throttle.burstLimit: \
                  expected a whole number of requests from 0 to 4294967295, found 1.5",
                 "serverless.yml:14:7: provider.apiGateway.usagePlan.quotas: unknown usage plan \
-                 property \"quotas\"; a usage plan has only quota and throttle",
+                 property \"quotas\"; a usage plan has only quota and throttle (did you mean \
+                 `quota`?)",
             ]),
         ),
         case(
@@ -1592,7 +1627,8 @@ fn usage_plans() {
                  expected an offset from 0 to 27 for a MONTH quota, found 28; for MONTH the \
                  offset is the number of days after the 1st that the period starts (0-27)",
                 "serverless.yml:18:11: provider.apiGateway.usagePlan[3].silver.quota2: unknown \
-                 usage plan property \"quota2\"; a usage plan has only quota and throttle",
+                 usage plan property \"quota2\"; a usage plan has only quota and throttle (did \
+                 you mean `quota`?)",
                 "serverless.yml:20:51: provider.apiGateway.usagePlan[4].bronze.quota.offset: \
                  expected a whole number of at least 0, found \"-1\"",
                 "serverless.yml:21:33: provider.apiGateway.usagePlan[4].bronze.throttle.rateLimit: \
@@ -1741,13 +1777,14 @@ fn load_reads_a_file_and_resolves_paths_against_its_directory() {
         |functions:
         |  f:
         |    handler: h.h
+        |    events: [{http: GET f}]
         |    package:
         |      artifact: build/../build/f.zip
         ",
     );
     std::fs::write(&file, yml).unwrap();
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: Some("prod".into()), env: &none };
+    let opts = LoadOptions { stage: Some("prod".into()), env: &none, allow_unknown: false };
     let loaded = load(&file, &opts).unwrap();
     assert_eq!(loaded.definition.base_dir, dir);
     assert_eq!(loaded.definition.stage, "prod");
@@ -1773,11 +1810,667 @@ fn the_example_service_loads() {
         return;
     }
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: None, env: &none };
+    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
     let loaded = load(&path, &opts).unwrap_or_else(|e| panic!("{e}"));
     let d = &loaded.definition;
     assert_eq!(d.service, "candidate-service");
     assert!(!d.functions.is_empty());
     assert!(d.functions.iter().flat_map(|f| &f.events).all(|e| e.private));
     assert!(d.functions.iter().all(|f| f.artifact.as_ref().is_some_and(|a| a.is_absolute())));
+}
+
+/// The diagnostics of a text that must not load, as rendered lines.
+fn refused(yml: &str) -> Vec<String> {
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    match load_str("serverless.yml", yml, Path::new("/srv/app"), &opts) {
+        Ok(l) => panic!("loaded: {l:#?}"),
+        Err(e) => e.diagnostics().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A service whose one route is private: `private: true` is the last line.
+fn private_service() -> String {
+    with_head(
+        "
+        |functions:
+        |  f:
+        |    handler: h.f
+        |    events:
+        |      - http:
+        |          path: secret
+        |          method: get
+        |          private: true
+        ",
+    )
+}
+
+/// Issue 12 finding 4: a NUL ended the document where it stood, so the `private: true` after it
+/// was dropped and the route deployed public. Now the file is refused at the NUL.
+#[test]
+fn control_characters_are_refused_before_parsing() {
+    let yml = private_service().replace("          private: true", "\0         private: true");
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:12:1: the control character U+0000 (NUL) is not allowed in \
+             serverless.yml; remove it (YAML allows only tab, line feed and carriage return; a \
+             NUL would end the document early and drop what follows)"
+        ]
+    );
+    // Anywhere: in a value, a comment, a key; and it is counted when there are more.
+    let yml = private_service().replace("h.f", "h.f # \u{1b}[31m\u{7}");
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:7:20: the control character U+001B (ESC) is not allowed in \
+             serverless.yml (and 1 more after it); remove it (YAML allows only tab, line feed \
+             and carriage return; a NUL would end the document early and drop what follows)"
+        ]
+    );
+    let yml = private_service().replace("path: secret", "path: sec\u{85}ret");
+    assert!(refused(&yml)[0].starts_with("serverless.yml:10:20: the control character U+0085"));
+    // Tabs, CRLF line ends and a UTF-8 byte order mark are fine.
+    let yml = format!("\u{FEFF}{}", private_service().replace('\n', "\r\n"))
+        .replace("description", "description:\tx");
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let loaded = load_str("serverless.yml", &yml, Path::new("/srv/app"), &opts).unwrap();
+    assert!(loaded.definition.functions[0].events[0].private);
+}
+
+/// Issue 12 finding 4, for files: another encoding's byte order mark, invalid UTF-8 (with its
+/// position) and a NUL are refused before parsing.
+#[test]
+fn files_in_other_encodings_are_refused_with_a_position() {
+    let dir = std::env::temp_dir().join(format!("keygate-config-enc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("serverless.yml");
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let name = file.display().to_string();
+    let refused = |bytes: &[u8]| {
+        std::fs::write(&file, bytes).unwrap();
+        load(&file, &opts).unwrap_err().to_string()
+    };
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(private_service().encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    assert_eq!(
+        refused(&utf16),
+        format!(
+            "{name}:1:1: the file is encoded as UTF-16 (little-endian) (it starts with that byte \
+             order mark); save it as UTF-8"
+        )
+    );
+    let mut latin1 = private_service().into_bytes();
+    let at = latin1.windows(3).position(|w| w == b"h.f").unwrap();
+    latin1[at + 1] = 0xE9;
+    assert_eq!(
+        refused(&latin1),
+        format!("{name}:7:15: invalid UTF-8 (byte 0xE9); save the file as UTF-8")
+    );
+    let nul = private_service().replace("          private: true", "\0         private: true");
+    assert!(refused(nul.as_bytes()).starts_with(&format!("{name}:12:1: the control character")));
+    // Over the size limit: refused without reading the whole file.
+    let big = format!("{}# {}\n", private_service(), "x".repeat(2 * 1024 * 1024));
+    assert_eq!(
+        refused(big.as_bytes()),
+        format!(
+            "{name}:14:{}: the file is larger than 1024 KiB, the most keygate reads; a \
+             serverless.yml this large is not a service definition (split it, or remove what \
+             keygate does not use)",
+            1024 * 1024 - private_service().len() + 1
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 12 finding 5: a document over 1 MiB is refused (in memory too), where the limit is
+/// crossed.
+#[test]
+fn documents_over_the_size_limit_are_refused() {
+    let big = format!("{}# {}\n", private_service(), "x".repeat(1024 * 1024));
+    let got = refused(&big);
+    assert_eq!(got.len(), 1);
+    let col = 1024 * 1024 - private_service().len() + 1;
+    assert!(
+        got[0].starts_with(&format!("serverless.yml:14:{col}: the file is larger than 1024 KiB")),
+        "{got:?}"
+    );
+}
+
+/// Issue 12 finding 5: a 699-byte "billion laughs" document took 8 GB and aborted. Aliases now
+/// expand to at most 10,000 nodes.
+#[test]
+fn alias_bombs_are_refused() {
+    let mut yml = String::from(
+        "service: svc\nbomb:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
+    for (prev, name) in
+        ["a", "b", "c", "d", "e", "f", "g", "h", "i"].windows(2).map(|w| (w[0], w[1]))
+    {
+        yml.push_str(&format!("  {name}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(", ")));
+    }
+    assert!(yml.len() < 700, "{}", yml.len());
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:7:10: bomb.e[0]: aliases (`*name`) in this file expand to more than \
+             10000 values; keygate stops here (a document that multiplies itself through aliases \
+             is refused)"
+        ]
+    );
+    // Merge keys expand aliases too.
+    let mut yml = String::from("service: svc\nbomb:\n  a: &a {a0: 1, a1: 1, a2: 1, a3: 1}\n");
+    for i in 1..12 {
+        let prev = i - 1;
+        yml.push_str(&format!(
+            "  m{i}: &m{i}\n    x: *{}\n    <<: *{}\n    y: *{}\n",
+            if i == 1 { "a".to_owned() } else { format!("m{prev}") },
+            if i == 1 { "a".to_owned() } else { format!("m{prev}") },
+            if i == 1 { "a".to_owned() } else { format!("m{prev}") }
+        ));
+    }
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("expand to more than 10000 values"), "{got:?}");
+    // A few hundred aliased nodes, as real files have, are fine.
+    let yml = with_head(
+        "
+        |custom:
+        |  defaults: &defaults
+        |    handler: h.f
+        |    memorySize: 256
+        |functions:
+        |  f:
+        |    <<: *defaults
+        |    events:
+        |      - http: GET f
+        |  g:
+        |    <<: *defaults
+        |    events:
+        |      - http: GET g
+        ",
+    );
+    let none = |_: &str| None;
+    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let l = load_str("serverless.yml", &yml, Path::new("/srv/app"), &opts).unwrap();
+    assert_eq!(l.definition.functions[1].memory_size, 256);
+}
+
+/// Issue 12 finding 5: 10,000 levels of nesting overflowed the stack (the process aborted), in
+/// block and in flow style. Nesting is now refused past 64 levels, as each level opens.
+#[test]
+fn deep_nesting_is_refused_without_recursion() {
+    let block = format!("service: svc\nx:\n  {}deep\n", "- ".repeat(10_000));
+    let got = refused(&block);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("serverless.yml:3:129: x")
+            && got[0].contains(
+                "lists and maps nest more than 64 levels deep here; keygate reads at most 64 (a \
+             serverless.yml needs about 10)"
+            ),
+        "{got:?}"
+    );
+    let flow = format!("service: svc\nx: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let got = refused(&flow);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("serverless.yml:2:"), "{got:?}");
+    assert!(got[0].contains("nest more than 64 levels"), "{got:?}");
+    let maps = format!("service: svc\nx: {}1{}\n", "{a: ".repeat(10_000), "}".repeat(10_000));
+    assert!(refused(&maps)[0].contains("nest more than 64 levels"));
+    let keys: String = (0..200).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+    assert!(refused(&format!("service: svc\n{keys}"))[0].contains("nest more than 64 levels"));
+    // An alias cannot nest a deep anchor deeper.
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let yml =
+        format!("service: svc\na: &a {}\nb: {}*a{}\n", deep(40), "[".repeat(30), "]".repeat(30));
+    assert!(refused(&yml)[0].starts_with("serverless.yml:3:"), "{:?}", refused(&yml));
+    // 60 levels are read (and then the unknown key is reported, not the depth).
+    let ok = format!("service: svc\nx: {}\n", deep(60));
+    assert!(refused(&ok).iter().all(|l| !l.contains("nest more")), "{:?}", refused(&ok));
+}
+
+/// Issue 12 finding 5: 30 levels of `${self:}` references that double each other took 6.4 GB.
+/// A value may grow to 64 KiB, all values together to 100,000 nodes and 4 MiB.
+#[test]
+fn variable_bombs_are_refused() {
+    let mut yml =
+        format!("{HEAD}  environment:\n    X: ${{self:custom.l30}}\ncustom:\n  l0: lol\n");
+    for i in 1..=30 {
+        let p = i - 1;
+        yml.push_str(&format!("  l{i}: ${{self:custom.l{p}}}${{self:custom.l{p}}}\n"));
+    }
+    assert_eq!(
+        refused(&yml),
+        vec![
+            "serverless.yml:23:8: custom.l15: this value is longer than 64 KiB once its \
+             variables are resolved; keygate refuses it (do `${self:..}` references repeat or \
+             double each other?)"
+        ]
+    );
+    // Lists that double: the node budget.
+    let mut yml =
+        format!("{HEAD}  environment:\n    X: ${{self:custom.l30}}\ncustom:\n  l0: [a, b]\n");
+    for i in 1..=30 {
+        let p = i - 1;
+        yml.push_str(&format!("  l{i}: ['${{self:custom.l{p}}}', '${{self:custom.l{p}}}']\n"));
+    }
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("expand to more than 100000 values or 4 MiB of text"), "{got:?}");
+    // Many references to one large value: the text budget.
+    let mut yml = format!("{HEAD}  environment:\n");
+    for i in 0..100 {
+        yml.push_str(&format!("    X{i}: ${{self:custom.big}}\n"));
+    }
+    yml.push_str(&format!("custom:\n  big: ${{opt:none, '{}'}}\n", "b".repeat(60_000)));
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("4 MiB of text"), "{got:?}");
+    // A chain of 40 references: the depth limit.
+    let mut yml = format!("{HEAD}  environment:\n    X: ${{self:custom.l0}}\ncustom:\n");
+    for i in 0..40 {
+        yml.push_str(&format!("  l{i}: ${{self:custom.l{}}}\n", i + 1));
+    }
+    yml.push_str("  l40: end\n");
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("variables nest more than 32 levels deep"), "{got:?}");
+    // Variables inside variables, 10,000 deep (a recursion per level before).
+    let nested = format!("{}'x'{}", "${opt:a, ".repeat(10_000), "}".repeat(10_000));
+    let yml = format!("{HEAD}  environment:\n    X: \"{nested}\"\n");
+    let got = refused(&yml);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("serverless.yml:6:8: provider.environment.X: variables nest"),
+        "{got:?}"
+    );
+}
+
+/// One function `f` with one http event: `event` holds the event's extra lines (indented for the
+/// event's map), `function` the function's extra lines. The event starts on line 9.
+fn one_route(function: &str, event: &str) -> String {
+    with_head(&format!(
+        "
+        |functions:
+        |  f:
+        |    handler: h.f
+        |    events:
+        |      - http:
+        |          path: secret
+        |          method: get
+{event}{function}        "
+    ))
+}
+
+/// Issue 13: a typo must never unlock a route or drop one. Unknown keys are errors with a
+/// "did you mean"; keys Serverless defines and keygate does not use stay notes.
+#[test]
+fn typos_fail_closed() {
+    run(vec![
+        case(
+            "privat: true under an http event deployed the route public",
+            one_route("", "        |          privat: true\n"),
+            Expect::Err(&[
+                "serverless.yml:12:11: functions.f.events[0].http.privat: unknown key in an http \
+                  event; did you mean `private`?",
+            ]),
+        ),
+        case(
+            "functons: deployed a stage without endpoints",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: provided.al2023
+                |functons:
+                |  f:
+                |    handler: h.f
+                |    events: [{http: GET f}]
+            "),
+            Expect::Err(&[
+                "serverless.yml:5:1: functons: unknown top-level key; did you mean `functions`?",
+            ]),
+        ),
+        case(
+            "misspelt keys in provider, apiGateway, a function, capacityProvider, package, \
+              request, events, a usage plan and CORS",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: provided.al2023
+                |  stge: prod
+                |  apiGateway:
+                |    apiKey: [k]
+                |    usagePlan:
+                |      - free:
+                |          throtle: {rateLimit: 1, burstLimit: 1}
+                |functions:
+                |  f:
+                |    hanlder: h.f
+                |    handler: h.f
+                |    capacityProvider: {name: x, maxConcurency: 2}
+                |    package: {artifcat: f.zip}
+                |    events:
+                |      - htpp: GET x
+                |      - http:
+                |          path: p
+                |          method: get
+                |          integration: http-proxy
+                |          request: {uir: 'http://x'}
+                |          cors: {origns: ['*']}
+                |          foo: 1
+            "),
+            Expect::Err(&[
+                "serverless.yml:5:3: provider.stge: unknown key in provider; did you mean \
+                  `stage`?",
+                "serverless.yml:7:5: provider.apiGateway.apiKey: unknown key in \
+                  provider.apiGateway; did you mean `apiKeys`?",
+                "serverless.yml:10:11: provider.apiGateway.usagePlan[0].free.throtle: unknown \
+                  usage plan property \"throtle\"; a usage plan has only quota and throttle (did \
+                  you mean `throttle`?)",
+                "serverless.yml:13:5: functions.f.hanlder: unknown key in a function; did you \
+                  mean `handler`?",
+                "serverless.yml:15:33: functions.f.capacityProvider.maxConcurency: unknown key in \
+                  capacityProvider; did you mean `maxConcurrency`?",
+                "serverless.yml:16:15: functions.f.package.artifcat: unknown key in package; did \
+                  you mean `artifact`?",
+                "serverless.yml:18:9: functions.f.events[0].htpp: unknown event type; did you \
+                  mean `http`?",
+                "serverless.yml:19:9: functions.f.events[1].http.request.uri: missing; an \
+                  http-proxy integration needs `request: {uri: https://...}`",
+                "serverless.yml:23:21: functions.f.events[1].http.request.uir: unknown key in \
+                  request; did you mean `uri`?",
+                "serverless.yml:24:18: functions.f.events[1].http.cors.origns: unknown CORS \
+                  setting `origns`; did you mean `origins`? expected origin, origins, headers, \
+                  methods, allowCredentials, maxAge or cacheControl",
+                "serverless.yml:25:11: functions.f.events[1].http.foo: unknown key in an http \
+                  event; keygate reads path, method, private, cors, integration, request, \
+                  authorizer, async here (and ignores the other keys Serverless defines): check \
+                  the spelling, or pass --allow-unknown to ignore it",
+            ]),
+        ),
+        case(
+            "unknown runtimes, even with --allow-unknown",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: provided.al2032
+                |functions:
+                |  a:
+                |    handler: h.a
+                |    runtime: nodjs18.x
+                |    events: [{http: GET a}]
+                |  b:
+                |    handler: h.b
+                |    runtime: java17
+                |  c:
+                |    handler: h.c
+                |    runtime: cobol
+                |  d:
+                |    handler: h.d
+                |    runtime: python3
+            "),
+            Expect::Err(&[
+                "serverless.yml:4:12: provider.runtime: unknown runtime \"provided.al2032\"; did \
+                  you mean `provided.al2023`? keygate runs provided, provided.al2 and \
+                  provided.al2023 (a `bootstrap` executable, e.g. a Rust or Go function) and \
+                  accepts nodejsN.x and python3.N, which it does not run yet",
+                "serverless.yml:8:14: functions.a.runtime: unknown runtime \"nodjs18.x\"; did you \
+                  mean `nodejs18.x`? keygate runs provided, provided.al2 and provided.al2023 (a \
+                  `bootstrap` executable, e.g. a Rust or Go function) and accepts nodejsN.x and \
+                  python3.N, which it does not run yet",
+                "serverless.yml:12:14: functions.b.runtime: the runtime \"java17\" is not \
+                  supported; keygate runs provided, provided.al2 and provided.al2023 (a \
+                  `bootstrap` executable, e.g. a Rust or Go function) and accepts nodejsN.x and \
+                  python3.N, which it does not run yet",
+                "serverless.yml:15:14: functions.c.runtime: unknown runtime \"cobol\"; keygate \
+                  runs provided, provided.al2 and provided.al2023 (a `bootstrap` executable, e.g. \
+                  a Rust or Go function) and accepts nodejsN.x and python3.N, which it does not \
+                  run yet",
+                "serverless.yml:18:14: functions.d.runtime: the runtime \"python3\" is not \
+                  supported; keygate runs provided, provided.al2 and provided.al2023 (a \
+                  `bootstrap` executable, e.g. a Rust or Go function) and accepts nodejsN.x and \
+                  python3.N, which it does not run yet",
+            ]),
+        ),
+        case(
+            "accepted runtimes",
+            y("
+                |service: svc
+                |provider:
+                |  name: aws
+                |  runtime: provided
+                |functions:
+                |  a: {handler: h, runtime: provided.al2, events: [{http: GET a}]}
+                |  b: {handler: h, runtime: provided.al2023}
+                |  c: {handler: h, runtime: nodejs4.3}
+                |  d: {handler: h, runtime: nodejs22.x}
+                |  e: {handler: h, runtime: python3.13}
+                |  f: {handler: h}
+            "),
+            Expect::Ok(|l| {
+                let r: Vec<&str> =
+                    l.definition.functions.iter().map(|f| f.runtime.as_str()).collect();
+                assert_eq!(
+                    r,
+                    [
+                        "provided.al2",
+                        "provided.al2023",
+                        "nodejs4.3",
+                        "nodejs22.x",
+                        "python3.13",
+                        "provided"
+                    ]
+                );
+            }),
+        ),
+        case(
+            "keys Serverless defines that keygate ignores stay notes",
+            y("
+                |service: svc
+                |org: o
+                |app: a
+                |console: true
+                |dashboard: {disableMonitoring: true}
+                |build: {esbuild: false}
+                |stages: {default: {params: {x: 1}}}
+                |params: {prod: {x: 2}}
+                |frameworkVersion: '4'
+                |configValidationMode: error
+                |useDotenv: true
+                |variablesResolutionMode: '20210326'
+                |plugins: [serverless-offline]
+                |custom: {x: 1}
+                |package: {individually: true}
+                |resources: {Resources: {}}
+                |provider:
+                |  name: aws
+                |  runtime: provided.al2023
+                |  iam: {role: x}
+                |  tracing: {lambda: true}
+                |  logs: {restApi: true}
+                |  deploymentBucket: {name: b}
+                |functions:
+                |  f:
+                |    handler: h.f
+                |    layers: [x]
+                |    vpc: {securityGroupIds: [a], subnetIds: [b]}
+                |    package: {patterns: ['!x']}
+                |    events:
+                |      - schedule: rate(1 minute)
+                |      - http:
+                |          path: p
+                |          method: get
+                |          request: {parameters: {querystrings: {a: true}}}
+            "),
+            Expect::Ok(|l| {
+                assert_eq!(
+                    l.notes,
+                    [
+                        "ignored events (keygate serves only http events): schedule \
+                          (functions.f.events[0])",
+                        "ignored (not used by keygate): org, app, console, dashboard, build, \
+                          stages, params, frameworkVersion, useDotenv, variablesResolutionMode, \
+                          plugins, custom, package, resources, provider.iam, provider.tracing, \
+                          provider.logs, provider.deploymentBucket, functions.f.layers, \
+                          functions.f.vpc, functions.f.package.patterns, \
+                          functions.f.events[1].http.request.parameters",
+                    ]
+                );
+            }),
+        ),
+    ]);
+}
+
+/// `--allow-unknown`, and Serverless's own `configValidationMode: warn|off`, make unknown keys
+/// notes (the route of a misspelt `private` is then public: the owner asked for it).
+#[test]
+fn allow_unknown_makes_unknown_keys_notes() {
+    fn public_with_note(l: &Loaded) {
+        assert!(!l.definition.functions[0].events[0].private);
+        assert_eq!(
+            l.notes,
+            ["not recognised, so ignored (check the spelling): functions.f.events[0].http.privat \
+                  (did you mean `private`?)"]
+        );
+    }
+    let privat = one_route("", "        |          privat: true\n");
+    let mode = |m: &str| {
+        privat.replacen("service: svc\n", &format!("service: svc\nconfigValidationMode: {m}\n"), 1)
+    };
+    run(vec![
+        allowing(case("--allow-unknown", privat.clone(), Expect::Ok(public_with_note))),
+        case("configValidationMode: warn", mode("warn"), Expect::Ok(public_with_note)),
+        case("configValidationMode: off", mode("off"), Expect::Ok(public_with_note)),
+        case(
+            "configValidationMode: error",
+            mode("error"),
+            Expect::Err(&["serverless.yml:13:11: functions.f.events[0].http.privat: unknown key \
+                  in an http event; did you mean `private`?"]),
+        ),
+        case(
+            "configValidationMode: bogus",
+            mode("bogus"),
+            Expect::Err(&[
+                "serverless.yml:2:23: configValidationMode: expected error, warn or off, found \
+                  \"bogus\"",
+                "serverless.yml:13:11: functions.f.events[0].http.privat: unknown key in an http \
+                  event; did you mean `private`?",
+            ]),
+        ),
+    ]);
+}
+
+/// A service must serve something: no `- http:` event anywhere is an error.
+#[test]
+fn a_service_without_http_events_is_refused() {
+    run(vec![
+        case(
+            "only a schedule event",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.f
+                |    events:
+                |      - schedule: rate(1 minute)
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:5:1: functions: no function has an http event: nothing to serve; \
+                  keygate serves `- http:` events, e.g. `events: [{http: GET hello}]` under a \
+                  function",
+            ]),
+        ),
+        case(
+            "no functions",
+            format!("{HEAD}functions:\n"),
+            Expect::Err(&[
+                "serverless.yml:5:1: functions: no function has an http event: nothing \
+                  to serve; keygate serves `- http:` events, e.g. `events: [{http: GET hello}]` \
+                  under a function",
+            ]),
+        ),
+        case(
+            "no functions section",
+            format!("{HEAD}# and no functions\n"),
+            Expect::Err(&[
+                "serverless.yml:1:1: functions: no function has an http event: nothing \
+                  to serve; keygate serves `- http:` events, e.g. `events: [{http: GET hello}]` \
+                  under a function",
+            ]),
+        ),
+    ]);
+}
+
+/// `private` (and every boolean) takes only a YAML boolean: `yes`, `"true"`, `1` or nothing are
+/// errors, not guesses. A variable may give the text `true` / `false` (environment variables
+/// are text).
+#[test]
+fn booleans_are_strict() {
+    let with = |v: &str| one_route("", &format!("        |          private: {v}\n"));
+    let private = |l: &Loaded| assert!(l.definition.functions[0].events[0].private);
+    let mut from_env = case("from a variable", with("${env:PRIVATE}"), Expect::Ok(private));
+    from_env.env = &[("PRIVATE", "true")];
+    let mut bad_env = case(
+        "from a variable, not a boolean",
+        with("${env:PRIVATE}"),
+        Expect::Err(&[
+            "serverless.yml:12:20: functions.f.events[0].http.private: expected true or \
+              false (a YAML boolean, unquoted), found \"yes\"",
+        ]),
+    );
+    bad_env.env = &[("PRIVATE", "yes")];
+    run(vec![
+        case(
+            "yes",
+            with("yes"),
+            Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
+                  true or false (a YAML boolean, unquoted), found \"yes\""]),
+        ),
+        case(
+            "quoted true",
+            with("\"true\""),
+            Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
+                  true or false (a YAML boolean, unquoted), found \"true\""]),
+        ),
+        case(
+            "quoted false",
+            with("'false'"),
+            Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
+                  true or false (a YAML boolean, unquoted), found \"false\""]),
+        ),
+        case(
+            "1",
+            with("1"),
+            Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
+                  true or false (a YAML boolean, unquoted), found 1"]),
+        ),
+        case(
+            "nothing",
+            with(""),
+            Expect::Err(&[
+                "serverless.yml:14:1: functions.f.events[0].http.private: expected true \
+                  or false (a YAML boolean, unquoted), found nothing",
+            ]),
+        ),
+        case("True", with("True"), Expect::Ok(private)),
+        from_env,
+        bad_env,
+        case(
+            "cors: 'true'",
+            one_route("", "        |          cors: 'true'\n"),
+            Expect::Err(&[
+                "serverless.yml:12:17: functions.f.events[0].http.cors: expected true or false (a \
+                  YAML boolean, unquoted), found \"true\"",
+            ]),
+        ),
+    ]);
 }

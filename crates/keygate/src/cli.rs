@@ -119,6 +119,10 @@ pub(crate) struct ServiceArgs {
     /// Stage to deploy (default: provider.stage from the file, else `dev`).
     #[arg(long, short = 's')]
     pub(crate) stage: Option<String>,
+    /// Report keys that neither keygate nor Serverless knows as notes instead of refusing the
+    /// file (as `configValidationMode: warn` does). An unknown runtime is still refused.
+    #[arg(long)]
+    pub(crate) allow_unknown: bool,
 }
 
 #[derive(Debug, Args)]

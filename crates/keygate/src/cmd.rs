@@ -379,7 +379,11 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
 
 fn load(service: &ServiceArgs) -> Result<keygate_config::Loaded> {
     let env = |name: &str| std::env::var(name).ok();
-    let opts = keygate_config::LoadOptions { stage: service.stage.clone(), env: &env };
+    let opts = keygate_config::LoadOptions {
+        stage: service.stage.clone(),
+        env: &env,
+        allow_unknown: service.allow_unknown,
+    };
     match keygate_config::load(&service.config, &opts) {
         Ok(loaded) => Ok(loaded),
         // Every diagnostic on its own line; the first is the cause.

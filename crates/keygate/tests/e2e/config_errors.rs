@@ -107,3 +107,20 @@ functions:
     assert!(err.contains("provider.apiGateway.apiKeys"), "deprecation note: {err}");
     assert!(err.contains("nodejs4.3"), "runtime note: {err}");
 }
+
+/// Issue 13: `privat: true` under an http event deployed the route public, with exit 0 and only
+/// a note. Now the deploy fails with the key's position and a "did you mean", and the stage has
+/// no deployment afterwards.
+#[test]
+fn a_misspelt_private_deploys_nothing() {
+    let env = Env::new();
+    let typo = yml(&OK_FN.replace("method: get\n", "method: get\n          privat: true\n"), "");
+    check(&env, &typo, 14, &["functions.hello.events[0].http.privat", "did you mean `private`?"]);
+    // The file's own stage (svc/dev) has no deployment: `info`, reading the file with
+    // --allow-unknown, finds none.
+    let path = env.path().join("serverless.yml");
+    let info = env.run(&["info", "-c", path.to_str().unwrap(), "--allow-unknown"]);
+    let err = String::from_utf8_lossy(&info.stderr);
+    assert!(!info.status.success(), "svc was deployed: {}", String::from_utf8_lossy(&info.stdout));
+    assert!(err.contains("svc") && err.contains("dev"), "{err}");
+}
