@@ -2,7 +2,8 @@
 //!
 //! Owns the public [`Error`] and [`Diagnostic`] types, the internal [`Diag`] the loader collects
 //! while it works (a position and a field, without the file name), and [`FieldPath`], the
-//! `functions.f.events[0].http.method` paths every message names.
+//! `functions.f.events[0].http.method` paths every message names, and the "did you mean"
+//! suggestions for misspelt keys and values.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -123,6 +124,12 @@ pub(crate) fn suggest<'c>(
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
+}
+
+/// `did you mean `x`? ` when `key` looks like a misspelling of one of `known`, else nothing.
+pub(crate) fn did_you_mean(key: &str, known: &[&str]) -> String {
+    suggest(key, known.iter().copied())
+        .map_or_else(String::new, |g| format!("did you mean `{g}`? "))
 }
 
 /// One step of a [`FieldPath`].

@@ -4,7 +4,7 @@
 
 use keygate_types::{Cors, HttpEvent, HttpMethod, Integration};
 
-use crate::build::{Ctx, Section};
+use crate::ctx::{Ctx, Route, Section};
 use crate::diag::{FieldPath, Mark, suggest};
 use crate::path;
 use crate::yaml::{Entry, Node, Value, quote};
@@ -78,12 +78,6 @@ const EVENTS: Section = Section {
         "websocket",
     ],
 };
-
-/// A route already declared (keyed by shape and method), to find duplicates.
-pub(crate) struct Route {
-    field: String,
-    line: usize,
-}
 
 impl Ctx<'_> {
     /// The `http` events of `events:`; other event types are noted and skipped.

@@ -10,9 +10,8 @@
 use keygate_types::ApiKeyValue;
 use keygate_types::service::ApiKeyDecl;
 
-use crate::build::Ctx;
-use crate::diag::{FieldPath, Mark};
-use crate::plans::did_you_mean;
+use crate::ctx::Ctx;
+use crate::diag::{FieldPath, Mark, did_you_mean};
 use crate::plans::{Declared, Plans};
 use crate::yaml::{Entry, Node, Value, quote};
 

@@ -9,6 +9,9 @@
 //! - `build`: the top level, `provider` and `functions`; `http`: `- http:` events; `keys`: API key
 //!   declarations and their usage-plan groups; `plans`: usage plans (quota, throttle); `path`:
 //!   route path templates.
+//! - `ctx`: the walker those four share (`Ctx`: typed reads, problems, notes, declared
+//!   routes). Calls and imports point one way: `build` → `http`, `keys`, `plans` → `ctx` →
+//!   `vars` → `yaml` → `diag`; `keys` also reads `plans`' declarations.
 //! - `source`: checks of the raw file before parsing (size, encoding, control characters).
 //! - `diag`: [`Error`] and [`Diagnostic`] (file, line, column, field path, message).
 //!
@@ -16,6 +19,7 @@
 //! API key value.
 
 mod build;
+mod ctx;
 mod diag;
 mod http;
 mod keys;

@@ -14,8 +14,8 @@
 
 use keygate_types::plan::{Quota, QuotaPeriod, Throttle, UsagePlanDecl};
 
-use crate::build::Ctx;
-use crate::diag::{FieldPath, Mark, suggest};
+use crate::ctx::Ctx;
+use crate::diag::{FieldPath, Mark, did_you_mean, suggest};
 use crate::yaml::{Entry, Node, Value, int_value, is_number, quote};
 
 /// Where the current form of `usagePlan` is written, for messages.
@@ -60,12 +60,6 @@ fn number(text: &str) -> Option<f64> {
     // Whole numbers as YAML reads them (hex and octal included); the rest as decimals. `.inf`
     // and `.nan` do not parse, and are not wanted.
     int_value(text).map(|i| i as f64).or_else(|| text.parse::<f64>().ok())
-}
-
-/// `did you mean `x`? ` when `key` looks like a misspelling of one of `known`, else nothing.
-pub(crate) fn did_you_mean(key: &str, known: &[&str]) -> String {
-    suggest(key, known.iter().copied())
-        .map_or_else(String::new, |g| format!("did you mean `{g}`? "))
 }
 
 impl Ctx<'_> {
