@@ -738,6 +738,8 @@ mod tests {
     use super::*;
 
     const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+    /// The size of `/big`'s answer: more than loopback socket buffers hold.
+    const BIG: usize = 32 * 1024 * 1024;
 
     /// Answers with the method, target, body length and body, and `x-seen-<header>` for every
     /// request header, so a test can read back what the server handed over.
@@ -770,6 +772,9 @@ mod tests {
             let mut out = text.into_bytes();
             out.extend_from_slice(&req.body);
             let mut res = Response::new(StatusCode::OK, Bytes::from(out));
+            if req.path() == "/big" {
+                return Response::new(StatusCode::OK, Bytes::from(vec![b'x'; BIG]));
+            }
             if req.path() == "/created" {
                 res.status = StatusCode::NO_CONTENT;
             }
@@ -818,11 +823,8 @@ mod tests {
         done: tokio::task::JoinHandle<()>,
     }
 
-    async fn start() -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let options = Options {
+    fn options() -> Options {
+        Options {
             max_body: MAX_REQUEST_BODY,
             read_timeout: Some(Duration::from_secs(30)),
             body_timeout: Some(Duration::from_secs(30)),
@@ -830,7 +832,17 @@ mod tests {
             max_connections: 1000,
             max_buffered: 4 * MAX_REQUEST_BODY,
             drain: Duration::from_secs(5),
-        };
+        }
+    }
+
+    async fn start() -> Running {
+        start_with(options()).await
+    }
+
+    async fn start_with(options: Options) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(serve(listener, Arc::new(Echo), options, async move {
             let _ = stopped.await;
         }));
@@ -1126,5 +1138,125 @@ mod tests {
             .unwrap();
         tokio::task::spawn_blocking(move || assert!(closed(&mut idle))).await.unwrap();
         assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_trickled_byte_by_byte_is_cut_off_at_the_total_deadline() {
+        let srv =
+            start_with(Options { body_timeout: Some(Duration::from_secs(1)), ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 100\r\n\r\n").unwrap();
+            // One byte every 100 ms would take 10 s; a deadline pushed back by each byte would
+            // never pass while it lasts.
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(100));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 1];
+                let gone = matches!(s.read(&mut b), Ok(0))
+                    || matches!(&s.read(&mut b), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock);
+                s.set_nonblocking(false).unwrap();
+                if gone {
+                    return;
+                }
+            }
+            panic!("the server still took body bytes after 10 s");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_beyond_the_shared_budget_are_503_unread_and_the_budget_comes_back() {
+        let srv = start_with(Options { max_buffered: 100, ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let raw = format!(
+                "POST /a HTTP/1.1\r\nhost: h\r\ncontent-length: 101\r\n\r\n{}",
+                "x".repeat(101)
+            );
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(raw.as_bytes()).unwrap();
+            let got = read_responses(&mut s, 1);
+            assert_eq!(got[0].0, 503);
+            assert!(got[0].1.contains("\r\nretry-after: 1\r\n"), "{}", got[0].1);
+            assert!(closed(&mut s));
+            // Bodies that fit, one after the other on one connection and chunked: each gives
+            // its bytes back once answered.
+            let body = "y".repeat(80);
+            let raw = format!(
+                "POST /b HTTP/1.1\r\nhost: h\r\ncontent-length: 80\r\n\r\n{body}\
+                 POST /c HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n50\r\n{body}\r\n0\r\n\r\n\
+                 POST /d HTTP/1.1\r\nhost: h\r\ncontent-length: 80\r\n\r\n{body}"
+            );
+            let got = exchange(addr, raw.as_bytes(), 3);
+            let statuses: Vec<u16> = got.iter().map(|r| r.0).collect();
+            assert_eq!(statuses, [200, 200, 200]);
+            // Chunks are counted as they come: 60 + 60 is over 100.
+            let raw = format!(
+                "POST /e HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3c\r\n{}\r\n3c\r\n{}\r\n0\r\n\r\n",
+                "z".repeat(60),
+                "z".repeat(60)
+            );
+            assert_eq!(exchange(addr, raw.as_bytes(), 1)[0].0, 503);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_does_not_read_its_answer_is_dropped_at_the_write_timeout() {
+        let srv =
+            start_with(Options { write_timeout: Some(Duration::from_secs(1)), ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /big HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
+            // Not reading, for three times the write timeout.
+            std::thread::sleep(Duration::from_secs(3));
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut total = 0;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            assert!(total < BIG, "the whole answer was written to a client that did not read");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_connection_cap_the_server_waits_before_accepting() {
+        let srv = start_with(Options { max_connections: 1, ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut first = std::net::TcpStream::connect(addr).unwrap();
+            first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            first.write_all(b"GET /one HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
+            assert_eq!(read_responses(&mut first, 1)[0].0, 200);
+            // The kernel completes the handshake, but the server does not take the connection.
+            let mut second = std::net::TcpStream::connect(addr).unwrap();
+            second.write_all(b"GET /two HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
+            second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut b = [0u8; 1];
+            assert!(
+                matches!(&second.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "the second connection was served while the first was open"
+            );
+            drop(first);
+            second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(read_responses(&mut second, 1)[0].2, "GET /two 0 ");
+        })
+        .await
+        .unwrap();
     }
 }

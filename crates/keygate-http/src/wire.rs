@@ -434,3 +434,61 @@ fn quoted_end(line: &[u8], mut at: usize) -> Result<Option<usize>, ReadError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_lines_are_strict_and_every_prefix_of_a_good_one_waits_for_more() {
+        for (line, size) in [
+            (&b"5\r\n"[..], 5),
+            (b"fF\r\n", 255),
+            (b"ffffffffffffffff\r\n", u64::MAX),
+            (b"5;a\r\n", 5),
+            (b"5 ;a=b\r\n", 5),
+            (b"5;a = b ;c=\"q \\\" \"\r\n", 5),
+        ] {
+            assert_eq!(
+                parse_chunk_line(line),
+                Ok(Some((line.len(), size))),
+                "{}",
+                line.escape_ascii()
+            );
+            for end in 0..line.len() {
+                assert_eq!(
+                    parse_chunk_line(&line[..end]),
+                    Ok(None),
+                    "{}",
+                    line[..end].escape_ascii()
+                );
+            }
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b"5 \r\n",
+            b"5\t\r\n",
+            b"5;\r\n",
+            b"5;a \r\n",
+            b"5;a=\r\n",
+            b"5;a=\"x\r\n",
+            b"5\n",
+            b"5\rx",
+            b"5;a\n",
+            b"g\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert_eq!(parse_chunk_line(bad), Err(ReadError::Malformed), "{}", bad.escape_ascii());
+        }
+        let mut long = b"1;a=".to_vec();
+        long.resize(MAX_CHUNK_LINE, b'x');
+        assert_eq!(parse_chunk_line(&long), Err(ReadError::Malformed));
+    }
+
+    #[test]
+    fn bare_line_feeds_are_found() {
+        assert!(!has_bare_lf(b"a\r\nb\r\n\r\n"));
+        assert!(has_bare_lf(b"\na"));
+        assert!(has_bare_lf(b"a\r\nb\n"));
+    }
+}
