@@ -282,7 +282,20 @@ impl RuntimeApi {
 }
 
 impl keygate_http::Service for RuntimeApi {
-    fn call(&self, req: Request, _peer: SocketAddr) -> impl Future<Output = Response> + Send {
+    type Admitted = ();
+
+    /// Every request goes ahead: its own process is the only client, and `handle` refuses a bad
+    /// one.
+    fn admit(&self, _head: &Request, _peer: SocketAddr) -> keygate_http::Admit<()> {
+        keygate_http::Admit::Proceed(())
+    }
+
+    fn call(
+        &self,
+        req: Request,
+        (): (),
+        _peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send {
         handle(self, req)
     }
 
@@ -302,6 +315,12 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
     let options = keygate_http::Options {
         max_body: MAX_RESPONSE_BYTES,
         read_timeout: None,
+        body_timeout: None,
+        write_timeout: None,
+        // One process, a few connections (one per concurrent `/next`); these only bound a
+        // misbehaving one.
+        max_connections: 1024,
+        max_buffered: 8 * MAX_RESPONSE_BYTES,
         drain: Duration::ZERO,
     };
     keygate_http::serve(listener, api, options, std::future::pending()).await;

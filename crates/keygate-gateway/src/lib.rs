@@ -1,13 +1,18 @@
 //! keygate data plane: serves deployed stages behind API keys.
 //!
-//! Request path, in order (each step may answer on its own), after the server has read the
-//! whole body (at most 10 MB: 413):
+//! Request path, in order (each step may answer on its own). Steps 2 to 4 run on the head alone
+//! ([`Gateway::admit`]), before the server reads any body byte, so a request without a route or
+//! a key never has its body buffered; only an admitted request's body is read (at most 10 MB:
+//! 413; a declared length over it is refused before step 2), then step 5 runs
+//! ([`Gateway::call`]):
 //! 1. request id (`x-amzn-RequestId` on every response) and one access-log line per request;
 //! 2. stage and route lookup in the in-memory [`table::Table`] (no match: 403 Missing
 //!    Authentication Token; `OPTIONS` on a CORS resource: preflight answered here, no key);
 //! 3. key check on private routes: `x-api-key` digest looked up in the table; missing, unknown,
 //!    disabled or not on this API stage: 403 Forbidden;
-//! 4. integration: lambda-proxy through [`keygate_functions::FunctionHost`], http-proxy through
+//! 4. usage plan: throttles and quota of the key's plan (429); an admitted request is counted
+//!    even if its body then never arrives;
+//! 5. integration: lambda-proxy through [`keygate_functions::FunctionHost`], http-proxy through
 //!    a pooled client, or mock.
 //!
 //! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from, `event`
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
-use keygate_http::{Request, Response};
+use keygate_http::{Admit, Request, Response};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
 use keygate_types::response::GatewayError;
@@ -53,9 +58,20 @@ pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often admitted usage is written to the store (so it is at most this far behind).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a client may take to send a request head (idle keep-alive included) or go without
-/// sending body bytes.
+/// How long a client may take to send a whole request head (idle keep-alive included).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a whole request body, from the end of its head (not
+/// pushed back by each byte): a 10 MB body at ~1.4 Mbit/s.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client may take to read a whole answer; one that does not is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most client connections open at once; past it the gateway stops accepting until one closes
+/// (each takes a file descriptor: keep `RLIMIT_NOFILE` above this plus the function processes'
+/// and upstream connections).
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Most request-body bytes held at once (bodies read and not yet answered); a body that does
+/// not fit gets a 503 with `Retry-After` without being read. 25 bodies of the largest size.
+pub const MAX_BUFFERED: usize = 25 * MAX_REQUEST_BODY;
 /// How long open connections may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -91,7 +107,12 @@ impl Gateway {
         let quota_plans: Vec<&str> =
             snapshot.plans.iter().filter(|p| p.quota.is_some()).map(|p| p.id.as_str()).collect();
         meter.load_recent(&*store, &quota_plans).await?;
-        let table = build_table(snapshot, &meter).await;
+        let table = match build_table(snapshot, &meter).await {
+            Ok(table) => table,
+            // Nothing to serve yet: as if the build had run on this task.
+            Err(RefreshError::Build(panic)) => std::panic::resume_unwind(panic),
+            Err(RefreshError::Store(e)) => return Err(e),
+        };
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,
@@ -109,13 +130,14 @@ impl Gateway {
     /// Reloads the table if the store changed. Returns whether it did.
     ///
     /// # Errors
-    /// The store's error; the current table stays in service.
-    pub async fn refresh(&self) -> Result<bool, keygate_store::Error> {
+    /// The store's error, or a panic while building the table; the current table stays in
+    /// service, and the next refresh tries again.
+    pub async fn refresh(&self) -> Result<bool, RefreshError> {
         let current = self.table.load().version;
         if self.store.version().await? == current {
             return Ok(false);
         }
-        let table = build_table(load_snapshot(&*self.store).await?, &self.meter).await;
+        let table = build_table(load_snapshot(&*self.store).await?, &self.meter).await?;
         tracing::debug!(version = table.version, "gateway table reloaded");
         self.table.store(Arc::new(table));
         Ok(true)
@@ -162,6 +184,10 @@ impl Gateway {
                         failing = false;
                     }
                     Ok(_) => {}
+                    // Not the store: a bug. Said every time, since every retry builds again.
+                    Err(e @ RefreshError::Build(_)) => {
+                        tracing::error!(error = %e, "serving the last table; retrying on the next tick");
+                    }
                     Err(e) if !failing => {
                         tracing::warn!(error = %e, "cannot refresh from the store; serving the last table");
                         failing = true;
@@ -172,49 +198,75 @@ impl Gateway {
         })
     }
 
-    /// Handles one request.
+    /// Handles one request whose body is already read: [`Gateway::admit`] on its head, then
+    /// [`Gateway::call`]. The server does the two apart, reading the body in between.
     pub async fn handle(&self, req: Request, peer: SocketAddr) -> Response {
+        match self.admit(&req, peer) {
+            Admit::Proceed(admitted) => self.call(req, admitted, peer).await,
+            Admit::Respond(res) => res,
+        }
+    }
+
+    /// Everything decided on a request's head, before its body is read: the stage and route
+    /// (no match: 403 Missing Authentication Token; a CORS preflight is answered here), the key
+    /// check on a private route (403 Forbidden) and the usage plan's limits (429). A refusal
+    /// gets its request id and access-log line here; an admission carries the table, the route
+    /// and the key on to [`Gateway::call`], so nothing is looked up twice.
+    pub fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<Admitted> {
         let started = Instant::now();
-        // The method and path are copied for the access log only when that log is on.
+        let table = self.table.load_full();
+        match self.decide(&table, head) {
+            Ok(Decision { stage, route, params, key, rate_headers }) => {
+                Admit::Proceed(Admitted { started, table, stage, route, params, key, rate_headers })
+            }
+            Err((res, key_id)) => Admit::Respond(finish(res, head, started, key_id)),
+        }
+    }
+
+    /// Runs the integration of a request [`Gateway::admit`] let through.
+    pub async fn call(&self, req: Request, admitted: Admitted, peer: SocketAddr) -> Response {
+        let Admitted { started, table, stage, route, params, key, rate_headers } = admitted;
+        let route = &table.stage_at(stage).routes[route];
+        let key_id = key.map(|index| table.key_id_at(index));
+        let (_, path) = split_stage(req.path());
+        let origin = route
+            .event
+            .cors
+            .as_ref()
+            .and_then(|_| req.headers.get("origin").map(|o| req.headers.share(o)));
+        let cors: CorsOrigin<'_> = route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id = new_request_id(&mut id_buf);
-        let access = tracing::enabled!(target: "keygate::access", tracing::Level::INFO)
-            .then(|| (req.method.clone(), req.path().to_owned()));
-        let table = self.table.load_full();
-        let mut key_id = None;
-        let mut res = self.dispatch(&table, &req, peer, request_id, &mut key_id).await;
-        set_request_id(&mut res, request_id);
-        if let Some((method, path)) = access {
-            tracing::info!(
-                target: "keygate::access",
-                request_id,
-                method = %method,
-                path,
-                status = res.status.as_u16(),
-                key_id = key_id.unwrap_or("-"),
-                micros = started.elapsed().as_micros() as u64,
-            );
+        let mut res =
+            self.integrate(route, &params, &req, path, peer, request_id, key_id, cors).await;
+        if let Some(values) = rate_headers {
+            let h = &mut res.headers;
+            // The gateway's own figures replace any the integration sent.
+            h.retain(|n, _| {
+                !n.eq_ignore_ascii_case(b"ratelimit-policy")
+                    && !n.eq_ignore_ascii_case(b"ratelimit")
+            });
+            // One buffer becomes both header values without another copy; digits and `;=,`.
+            let (policy, ratelimit) = values.into_bytes();
+            h.push_value("ratelimit-policy", policy);
+            h.push_value("ratelimit", ratelimit);
         }
+        set_request_id(&mut res, request_id);
+        access_log(&res, &req, request_id, started, key_id);
         res
     }
 
-    async fn dispatch<'t>(
+    /// Routes `req`, checks its key and counts it against its usage plan: the route to run, or
+    /// the answer (and the key id, when a key passed the check).
+    fn decide<'t>(
         &self,
         table: &'t Table,
         req: &Request,
-        peer: SocketAddr,
-        request_id: &str,
-        key_id: &mut Option<&'t str>,
-    ) -> Response {
-        let full_path = req.path();
-        // `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.
-        let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
-        let (stage, path) = match trimmed.find('/') {
-            Some(i) => (&trimmed[..i], &trimmed[i..]),
-            None => (trimmed, "/"),
-        };
-        let Some(stage_table) = table.stages.get(stage) else {
-            return respond::error(GatewayError::MissingAuthenticationToken, None);
+    ) -> Result<Decision, (Response, Option<&'t str>)> {
+        let refuse = |res| Err((res, None));
+        let (stage, path) = split_stage(req.path());
+        let Some((stage_at, stage_table)) = table.stage(stage) else {
+            return refuse(respond::error(GatewayError::MissingAuthenticationToken, None));
         };
         // Read only for CORS routes; shares the request's bytes.
         let origin = || req.headers.get("origin").map(|o| req.headers.share(o));
@@ -228,79 +280,75 @@ impl Gateway {
                     if req.method == http::Method::OPTIONS {
                         let methods: Vec<HttpMethod> =
                             routes.iter().map(|&r| stage_table.routes[r].event.method).collect();
-                        return respond::preflight(cors, &methods, origin.as_ref());
+                        return refuse(respond::preflight(cors, &methods, origin.as_ref()));
                     }
-                    return respond::error(
+                    return refuse(respond::error(
                         GatewayError::MissingAuthenticationToken,
                         Some((cors, origin.as_ref())),
-                    );
+                    ));
                 }
-                return respond::error(GatewayError::MissingAuthenticationToken, None);
+                return refuse(respond::error(GatewayError::MissingAuthenticationToken, None));
             }
             Lookup::NotFound => {
-                return respond::error(GatewayError::MissingAuthenticationToken, None);
+                return refuse(respond::error(GatewayError::MissingAuthenticationToken, None));
             }
         };
         let route = &stage_table.routes[found.route];
-        let origin = route.event.cors.as_ref().and_then(|_| origin());
-        let cors: CorsOrigin<'_> = route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
+        let mut decision = Decision {
+            stage: stage_at,
+            route: found.route,
+            params: found.params,
+            key: None,
+            rate_headers: None,
+        };
+        if !route.event.private {
+            return Ok(decision);
+        }
+        let cors_origin = || {
+            let origin = route.event.cors.as_ref().and_then(|_| origin());
+            route.event.cors.as_ref().map(|c| (c, origin))
+        };
 
         // The key check: digest the presented value and look it up; no store access.
-        let mut rate_headers: Option<meter::RateLimitValues> = None;
-        if route.event.private {
-            let presented = req.headers.get("x-api-key");
-            let clock = self.meter.clock();
-            let now_ms = clock.now_unix_ms();
-            let Some(auth) =
-                presented.and_then(|v| table.authorize(v, route.api_stage, now_ms / 1000))
-            else {
-                return respond::error(GatewayError::Forbidden, cors);
-            };
-            let grant = auth.grant;
-            *key_id = Some(auth.key_id());
+        let presented = req.headers.get("x-api-key");
+        let clock = self.meter.clock();
+        let now_ms = clock.now_unix_ms();
+        let Some(auth) = presented.and_then(|v| table.authorize(v, route.api_stage, now_ms / 1000))
+        else {
+            let cors = cors_origin();
+            let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
+            return refuse(respond::error(GatewayError::Forbidden, cors));
+        };
+        let grant = auth.grant;
+        let key_id = auth.key_id();
+        decision.key = Some(auth.index());
 
-            // Usage plan: method throttle, plan throttle, quota (no store access either).
-            let method_key = if grant.limits.methods.is_empty() {
-                String::new()
+        // Usage plan: method throttle, plan throttle, quota (no store access either).
+        let method_key = if grant.limits.methods.is_empty() {
+            String::new()
+        } else {
+            let exact = format!("{}/{}", route.event.path, req.method);
+            if grant.limits.methods.contains_key(&exact) {
+                exact
             } else {
-                let exact = format!("{}/{}", route.event.path, req.method);
-                if grant.limits.methods.contains_key(&exact) {
-                    exact
-                } else {
-                    format!("{}/ANY", route.event.path)
-                }
-            };
-            match auth.counters().admit(
-                &grant.limits,
-                &method_key,
-                clock.now_mono(),
-                clock.now_unix_ms(),
-            ) {
-                Admission::Allowed { headers } => rate_headers = headers,
-                Admission::Throttled { retry_after } => {
-                    return respond::limited(GatewayError::TooManyRequests, retry_after, cors);
-                }
-                Admission::QuotaExceeded { retry_after } => {
-                    return respond::limited(GatewayError::LimitExceeded, Some(retry_after), cors);
-                }
+                format!("{}/ANY", route.event.path)
+            }
+        };
+        let limited = |err, retry_after| {
+            let cors = cors_origin();
+            let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
+            Err((respond::limited(err, retry_after, cors), Some(key_id)))
+        };
+        match auth.counters().admit(&grant.limits, &method_key, clock.now_mono(), now_ms) {
+            Admission::Allowed { headers } => decision.rate_headers = headers,
+            Admission::Throttled { retry_after } => {
+                return limited(GatewayError::TooManyRequests, retry_after);
+            }
+            Admission::QuotaExceeded { retry_after } => {
+                return limited(GatewayError::LimitExceeded, Some(retry_after));
             }
         }
-
-        let mut res =
-            self.integrate(route, &found.params, req, path, peer, request_id, *key_id, cors).await;
-        if let Some(values) = rate_headers {
-            let h = &mut res.headers;
-            // The gateway's own figures replace any the integration sent.
-            h.retain(|n, _| {
-                !n.eq_ignore_ascii_case(b"ratelimit-policy")
-                    && !n.eq_ignore_ascii_case(b"ratelimit")
-            });
-            // One buffer becomes both header values without another copy; digits and `;=,`.
-            let (policy, ratelimit) = values.into_bytes();
-            h.push_value("ratelimit-policy", policy);
-            h.push_value("ratelimit", ratelimit);
-        }
-        res
+        Ok(decision)
     }
 
     /// Runs the route's integration.
@@ -410,18 +458,55 @@ fn set_request_id(res: &mut Response, request_id: &str) {
     res.headers.push_value(respond::X_AMZN_REQUEST_ID, id);
 }
 
+/// Why [`Gateway::refresh`] kept the current table.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] keygate_store::Error),
+    /// Building the table from the snapshot panicked (a bug); the panic's payload.
+    #[error("building the gateway table panicked: {}", panic_message(.0))]
+    Build(Box<dyn std::any::Any + Send>),
+}
+
+/// The text of a panic's payload, when it has one.
+#[allow(clippy::borrowed_box, reason = "a `&Box<dyn Any>` would coerce to `&dyn Any` of the box")]
+fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> &str {
+    let payload: &(dyn std::any::Any + Send) = &**payload;
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// Builds a table on the blocking pool: with a million keys it takes CPU time that would
 /// otherwise stall every connection served by this thread.
-async fn build_table(snapshot: keygate_types::model::GatewaySnapshot, meter: &Arc<Meter>) -> Table {
+///
+/// # Errors
+/// [`RefreshError::Build`] when the build panicked (the panic is caught at the blocking task's
+/// `JoinError`, so the refresh loop lives on).
+async fn build_table(
+    snapshot: keygate_types::model::GatewaySnapshot,
+    meter: &Arc<Meter>,
+) -> Result<Table, RefreshError> {
     let meter = Arc::clone(meter);
     let started = Instant::now();
     let keys = snapshot.keys.len();
-    match tokio::task::spawn_blocking(move || Table::build(snapshot, &meter)).await {
+    let build = move || {
+        #[cfg(test)]
+        tests::maybe_panic();
+        Table::build(snapshot, &meter)
+    };
+    match tokio::task::spawn_blocking(build).await {
         Ok(table) => {
             tracing::debug!(keys, millis = started.elapsed().as_millis() as u64, "table built");
-            table
+            Ok(table)
         }
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) if e.is_panic() => Err(RefreshError::Build(e.into_panic())),
+        // Cancelled: only when the runtime shuts down.
+        Err(e) => Err(RefreshError::Build(Box::new(e.to_string()))),
     }
 }
 
@@ -449,27 +534,208 @@ pub async fn serve(
     let options = keygate_http::Options {
         max_body: MAX_REQUEST_BODY,
         read_timeout: Some(READ_TIMEOUT),
+        body_timeout: Some(BODY_TIMEOUT),
+        write_timeout: Some(WRITE_TIMEOUT),
+        max_connections: MAX_CONNECTIONS,
+        max_buffered: MAX_BUFFERED,
         drain: DRAIN_TIMEOUT,
     };
     keygate_http::serve(listener, gateway, options, shutdown).await;
 }
 
+/// What [`Gateway::admit`] found, carried to [`Gateway::call`]: the table it was decided on
+/// (a route and a key are numbers into it), the route, its path parameters, the key that passed
+/// the check and the rate-limit header values of the admission.
+pub struct Admitted {
+    started: Instant,
+    table: Arc<Table>,
+    stage: u32,
+    route: usize,
+    params: Vec<(String, String)>,
+    key: Option<u32>,
+    rate_headers: Option<meter::RateLimitValues>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("stage", &self.stage)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Gateway::decide`] lets through (the parts of [`Admitted`] it finds).
+struct Decision {
+    stage: u32,
+    route: usize,
+    params: Vec<(String, String)>,
+    key: Option<u32>,
+    rate_headers: Option<meter::RateLimitValues>,
+}
+
+/// `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.
+fn split_stage(full_path: &str) -> (&str, &str) {
+    let trimmed = full_path.strip_prefix('/').unwrap_or(full_path);
+    match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, "/"),
+    }
+}
+
+/// Gives an answer made on the head alone its request id and access-log line.
+fn finish(mut res: Response, head: &Request, started: Instant, key_id: Option<&str>) -> Response {
+    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let request_id = new_request_id(&mut id_buf);
+    set_request_id(&mut res, request_id);
+    access_log(&res, head, request_id, started, key_id);
+    res
+}
+
+/// The one `keygate::access` line of a request.
+fn access_log(
+    res: &Response,
+    req: &Request,
+    request_id: &str,
+    started: Instant,
+    key_id: Option<&str>,
+) {
+    tracing::info!(
+        target: "keygate::access",
+        request_id,
+        method = %req.method,
+        path = req.path(),
+        status = res.status.as_u16(),
+        key_id = key_id.unwrap_or("-"),
+        micros = started.elapsed().as_micros() as u64,
+    );
+}
+
 impl keygate_http::Service for Gateway {
-    fn call(&self, req: Request, peer: SocketAddr) -> impl Future<Output = Response> + Send {
-        self.handle(req, peer)
+    type Admitted = Admitted;
+
+    fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Admitted> {
+        Gateway::admit(self, head, peer)
     }
 
-    fn too_large(&self, _head: &Request) -> Response {
-        let mut res = respond::error(GatewayError::RequestTooLarge, None);
-        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let request_id = new_request_id(&mut id_buf);
-        set_request_id(&mut res, request_id);
-        tracing::info!(
-            target: "keygate::access",
-            request_id,
-            status = res.status.as_u16(),
-            "request refused before routing"
+    fn call(
+        &self,
+        req: Request,
+        admitted: Admitted,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send {
+        Gateway::call(self, req, admitted, peer)
+    }
+
+    fn too_large(&self, head: &Request) -> Response {
+        refused_before_routing(respond::error(GatewayError::RequestTooLarge, None), head)
+    }
+
+    fn busy(&self, head: &Request) -> Response {
+        let mut res = Response::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(br#"{"message":"Service Unavailable"}"#),
         );
-        res
+        res.headers.push_static("content-type", "application/json");
+        res.headers.push_static("retry-after", "1");
+        refused_before_routing(res, head)
+    }
+}
+
+/// Gives an answer the server asked for (the body could not be read) its request id and an
+/// access-log line.
+fn refused_before_routing(mut res: Response, head: &Request) -> Response {
+    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let request_id = new_request_id(&mut id_buf);
+    set_request_id(&mut res, request_id);
+    tracing::info!(
+        target: "keygate::access",
+        request_id,
+        method = %head.method,
+        path = head.path(),
+        status = res.status.as_u16(),
+        "request refused before its body was read"
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use keygate_store::SqliteStore;
+    use keygate_types::ApiKeyValue;
+    use keygate_types::model::NewApiKey;
+
+    use super::*;
+
+    /// How many of the next table builds panic (tests that set it run one at a time: see
+    /// `BUILDS`).
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    /// Serialises the tests that make builds panic.
+    static BUILDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Called by every table build in tests: panics while `PANICS` is above zero.
+    pub(super) fn maybe_panic() {
+        if PANICS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            panic!("injected table build failure");
+        }
+    }
+
+    async fn gateway(dir: &std::path::Path) -> (Arc<Gateway>, Arc<SqliteStore>) {
+        let store = Arc::new(SqliteStore::open(dir).await.unwrap());
+        let clock = Arc::new(keygate_limits::clock::SystemClock);
+        let gw = Gateway::new(store.clone(), FunctionHost::default(), clock).await.unwrap();
+        (gw, store)
+    }
+
+    /// Moves the store's version (a new key).
+    async fn change(store: &SqliteStore, name: &str) {
+        let key = NewApiKey {
+            name: name.to_owned(),
+            value: ApiKeyValue::generate(),
+            description: None,
+            customer_id: None,
+            enabled: true,
+            expires: None,
+        };
+        store.create_key(key, &[]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_table_build_keeps_the_table_and_is_retried() {
+        let _one = BUILDS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store) = gateway(dir.path()).await;
+        let before = gw.table().version;
+        change(&store, "k1").await;
+        PANICS.store(1, Ordering::SeqCst);
+        let err = gw.refresh().await.expect_err("the build panicked");
+        assert!(matches!(err, RefreshError::Build(_)), "{err:?}");
+        assert!(err.to_string().contains("injected table build failure"), "{err}");
+        assert_eq!(gw.table().version, before, "the last table stays in service");
+        assert!(gw.refresh().await.unwrap(), "the next refresh builds again");
+        assert!(gw.table().version > before);
+    }
+
+    #[tokio::test]
+    async fn the_refresh_task_outlives_a_panicking_build() {
+        let _one = BUILDS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store) = gateway(dir.path()).await;
+        let task = gw.spawn_refresh();
+        let before = gw.table().version;
+        // Two builds in a row fail; the task must stay alive and get the third one through.
+        PANICS.store(2, Ordering::SeqCst);
+        change(&store, "k1").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gw.table().version == before {
+            assert!(!task.is_finished(), "the refresh task ended");
+            assert!(Instant::now() < deadline, "the table was never rebuilt");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(PANICS.load(Ordering::SeqCst), 0, "both injected panics happened");
+        assert!(!task.is_finished());
+        task.abort();
     }
 }

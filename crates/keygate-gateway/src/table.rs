@@ -75,6 +75,11 @@ pub struct Authorized<'t> {
 }
 
 impl<'t> Authorized<'t> {
+    /// Where the key value is in the table (for [`Table::key_id_at`]).
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
     /// The id of the key (never its value).
     pub fn key_id(&self) -> &'t str {
         self.table.key_id(self.index)
@@ -100,8 +105,11 @@ impl<'t> Authorized<'t> {
 #[derive(Debug)]
 pub struct Table {
     pub version: i64,
-    /// By stage name, looked up per request (foldhash: see `router`).
-    pub stages: HashMap<String, StageTable, foldhash::fast::RandomState>,
+    /// Stage numbers by name, looked up per request (foldhash: see `router`).
+    stage_numbers: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// The stages, by number: a request admitted on its head keeps the number, so its route is
+    /// found again without another hash lookup.
+    stages: Vec<StageTable>,
     /// Every accepted key value, indexed by `by_digest`.
     records: Vec<KeyRecord>,
     /// The key ids `records` point into.
@@ -131,12 +139,18 @@ impl Table {
             let next = u32::try_from(api_stages.len()).unwrap_or(u32::MAX);
             *api_stages.entry((api.to_owned(), stage.to_owned())).or_insert(next)
         };
-        let mut stages: HashMap<String, StageTable, foldhash::fast::RandomState> =
+        let mut stage_numbers: HashMap<String, u32, foldhash::fast::RandomState> =
             HashMap::default();
+        let mut stages: Vec<StageTable> = Vec::new();
         for deployed in snapshot.stages {
             let api_stage = number(&deployed.api_id, &deployed.stage);
             let definition = Arc::new(deployed.definition);
-            let table = stages.entry(deployed.stage.clone()).or_default();
+            let next = u32::try_from(stages.len()).expect("fewer than 2^32 stages");
+            let at = *stage_numbers.entry(deployed.stage.clone()).or_insert(next);
+            if at == next {
+                stages.push(StageTable::default());
+            }
+            let table = &mut stages[at as usize];
             for (fi, f) in definition.functions.iter().enumerate() {
                 for e in &f.events {
                     let idx = table.routes.len();
@@ -210,6 +224,7 @@ impl Table {
         meter.set_grants(&snapshot.grants);
         Self {
             version: snapshot.version,
+            stage_numbers,
             stages,
             records,
             ids,
@@ -244,6 +259,25 @@ impl Table {
         let grant =
             self.plan_sets[r.plans as usize].grants.iter().find(|g| g.api_stage == api_stage)?;
         Some(Authorized { table: self, index, grant })
+    }
+
+    /// The stage named `name` and its number (for [`Table::stage_at`]).
+    pub fn stage(&self, name: &str) -> Option<(u32, &StageTable)> {
+        let &at = self.stage_numbers.get(name)?;
+        Some((at, &self.stages[at as usize]))
+    }
+
+    /// The stage numbered `at` by [`Table::stage`].
+    ///
+    /// # Panics
+    /// When `at` is not a number this table gave.
+    pub fn stage_at(&self, at: u32) -> &StageTable {
+        &self.stages[at as usize]
+    }
+
+    /// The id of the key value at `index` (as [`Authorized::index`] gave it).
+    pub(crate) fn key_id_at(&self, index: u32) -> &str {
+        self.key_id(index)
     }
 
     /// The table's number for an API stage (what [`Table::authorize`] takes), if any route or

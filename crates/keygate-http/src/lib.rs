@@ -1,8 +1,8 @@
 //! keygate's own HTTP/1.1: the server that the data plane and the Lambda Runtime API listen with
 //! ([`server`]), and the wire pieces the data plane's upstream client shares with it ([`wire`]).
 //!
-//! Why not hyper, as the admin API uses (through axum): keygate's listeners read bodies whole and
-//! answer whole, so hyper's general machinery (dispatcher state machines, body streams, a timer
+//! Why not hyper, as the admin API uses (through axum): keygate's listeners read bodies whole
+//! (once the head has been admitted) and answer whole, so hyper's general machinery (dispatcher state machines, body streams, a timer
 //! registration per read) was most of what keygate added per request (docs/benchmarks.md,
 //! change 20). Heads are parsed with `httparse`, what hyper uses inside; the messages keep their
 //! header fields as flat lists rather than `http::HeaderMap`s ([`message`]).
@@ -12,4 +12,4 @@ pub mod server;
 pub mod wire;
 
 pub use message::{Fields, Headers, InvalidHeader, Request, Response};
-pub use server::{Options, Service, serve};
+pub use server::{Admit, Options, Service, serve};

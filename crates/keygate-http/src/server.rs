@@ -1,27 +1,51 @@
-//! The HTTP/1.1 server: one task per connection reads a request head with `httparse`, reads the
-//! whole body (Content-Length or chunked, at most [`Options::max_body`]), hands a [`Request`] to
-//! the [`Service`] and writes its [`Response`] back with one `write()`. Connections belong to the [`serve`] future: dropping it (aborting its task) closes
-//! them all, which the Runtime API relies on when its process is gone.
+//! The HTTP/1.1 server: one task per connection reads a request head with `httparse`, asks the
+//! [`Service`] whether the request is wanted ([`Service::admit`], on the head alone), and only
+//! then reads the whole body (Content-Length or chunked, at most [`Options::max_body`]), hands a
+//! [`Request`] to [`Service::call`] with what `admit` decided, and writes its [`Response`] back
+//! with one `write()`. Connections belong to the [`serve`] future: dropping it (aborting its
+//! task) closes them all, which the Runtime API relies on when its process is gone.
+//!
+//! A request refused on its head (no route, no key, over a limit) never has its body buffered:
+//! when the body is already in the read buffer whole it is dropped and the connection stays
+//! open; otherwise the answer says `connection: close` and the connection is closed with a
+//! lingering close (what the client still sends is read and dropped, for [`LINGER`] at most,
+//! through the connection's small read buffer). Bodies that are read are held against a budget
+//! shared by every connection of the server ([`Options::max_buffered`]): a body that does not
+//! fit is not read and gets [`Service::busy`] (503 with `Retry-After`), and its connection is
+//! closed; the bytes go back to the budget once the answer is written.
+//!
+//! Time limits, none of them pushed back by a trickle of bytes: the whole head must arrive within
+//! [`Options::read_timeout`] of the first wait for it (idle keep-alive included), the whole body
+//! within [`Options::body_timeout`] of the end of the head, and the whole answer must be taken
+//! by the client within [`Options::write_timeout`]; a connection that misses one is closed.
+//! At most [`Options::max_connections`] connections are open at once; past that the server stops
+//! accepting (new connections wait in the kernel's backlog) until one closes.
 //!
 //! Framing rules (RFC 9112), strict because a gateway in front of other servers must not let a
 //! request be read two ways: `Transfer-Encoding` other than `chunked` is refused (501); both
-//! `Transfer-Encoding` and `Content-Length`, or differing `Content-Length`s, are a 400 and the
-//! connection is closed; a head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers is a 431. A
-//! connection that sends no complete head for [`Options::read_timeout`] (idle keep-alive
-//! included) or no body bytes for as long is closed.
+//! `Transfer-Encoding` and `Content-Length`, `Transfer-Encoding` in HTTP/1.0, more than one
+//! `Content-Length` (equal or not, or as a list `5, 5`) or one that is not only digits are a
+//! 400 and the connection is closed; so are a head with a bare LF line end (`httparse` would
+//! take it), an HTTP/1.1 request without exactly one `Host` (RFC 9112 §3.2; any request with two),
+//! and chunk lines that break [`crate::wire::parse_chunk_line`]'s rules (no whitespace after the
+//! size, extensions as tokens or quoted strings, CRLF only, at most 16 hex digits). A head over
+//! [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers is a 431. `crates/keygate-http/tests/smuggling.rs`
+//! holds the request-smuggling vectors and how each is answered.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::message::{Fields, Request, Response};
 use crate::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
@@ -32,9 +56,19 @@ pub struct Options {
     /// Largest request body read; a larger one gets [`Service::too_large`] and the connection is
     /// closed.
     pub max_body: usize,
-    /// How long a connection may take to send a request head (idle keep-alive included) or go
-    /// without sending body bytes; `None`: no limit.
+    /// How long a connection may take to send a whole request head, counted from the first wait
+    /// for it (idle keep-alive included); `None`: no limit.
     pub read_timeout: Option<Duration>,
+    /// How long a connection may take to send a whole request body, counted from the end of its
+    /// head (not pushed back by each byte); `None`: no limit.
+    pub body_timeout: Option<Duration>,
+    /// How long the client may take to take a whole answer off the connection; `None`: no limit.
+    pub write_timeout: Option<Duration>,
+    /// Most connections open at once; past it the server stops accepting until one closes.
+    pub max_connections: usize,
+    /// Most request-body bytes held at once by all connections together; a body that would go
+    /// over it is not read ([`Service::busy`]).
+    pub max_buffered: usize,
     /// After shutdown starts, how long connections may take to finish the request they are on.
     pub drain: Duration,
 }
@@ -42,16 +76,49 @@ pub struct Options {
 const COALESCE: usize = 16 * 1024;
 /// How long a connection closed after an error answer goes on reading (and dropping) what the
 /// client still sends.
-const LINGER: Duration = Duration::from_secs(5);
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// What [`Service::admit`] decided about a request, on its head.
+#[derive(Debug)]
+pub enum Admit<T> {
+    /// Read the body and call [`Service::call`] with this (what the decision found, so it is not
+    /// looked up twice).
+    Proceed(T),
+    /// Answer with this without reading the body.
+    Respond(Response),
+}
 
 /// What the server calls for each request.
 pub trait Service: Send + Sync + 'static {
-    /// Answers one request whose body has been read.
-    fn call(&self, req: Request, peer: SocketAddr) -> impl Future<Output = Response> + Send;
+    /// What [`Service::admit`] hands on to [`Service::call`].
+    type Admitted: Send + 'static;
+
+    /// Decides on a request from its head alone (its body is empty: not read yet), before any
+    /// body byte is read or held: a refusal (or any answer the head is enough for) is written
+    /// without reading the body.
+    fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Self::Admitted>;
+
+    /// Answers one admitted request whose body has been read.
+    fn call(
+        &self,
+        req: Request,
+        admitted: Self::Admitted,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send;
 
     /// Answers a request whose body is over [`Options::max_body`] (not read, so `head.body` is
-    /// empty; the connection is closed after the answer).
+    /// empty; the connection is closed after the answer). A declared length over the limit is
+    /// answered before [`Service::admit`]; a chunked body found over it while read, after.
     fn too_large(&self, head: &Request) -> Response;
+
+    /// Answers a request whose body would take the bytes held by the server over
+    /// [`Options::max_buffered`] (not read; the connection is closed after the answer). By
+    /// default a 503 with `Retry-After: 1` and no body.
+    fn busy(&self, _head: &Request) -> Response {
+        let mut res = Response::empty(StatusCode::SERVICE_UNAVAILABLE);
+        res.headers.push_static("retry-after", "1");
+        res
+    }
 }
 
 /// Serves `listener` until `shutdown` completes, then lets open connections finish the request
@@ -63,11 +130,21 @@ pub async fn serve<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop, stopped) = watch::channel(false);
+    let budget = Arc::new(AtomicUsize::new(options.max_buffered));
     let mut connections = JoinSet::new();
+    let mut capped = false;
     tokio::pin!(shutdown);
     loop {
+        let open = connections.len() < options.max_connections;
+        if !open && !capped {
+            tracing::warn!(
+                max = options.max_connections,
+                "connection limit reached; not accepting until a connection closes"
+            );
+        }
+        capped = !open;
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if open => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
@@ -80,7 +157,14 @@ pub async fn serve<S: Service>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection::new(stream, peer, Arc::clone(&service), &options, stopped.clone());
+        let conn = Connection::new(
+            stream,
+            peer,
+            Arc::clone(&service),
+            &options,
+            Arc::clone(&budget),
+            stopped.clone(),
+        );
         connections.spawn(conn.run());
     }
     drop(listener);
@@ -101,6 +185,8 @@ enum Stop {
     Answer(StatusCode),
     /// The body is over the limit: the service's answer, then close.
     TooLarge,
+    /// The body does not fit in the server's budget: the service's answer, then close.
+    Busy,
 }
 
 impl From<ReadError> for Stop {
@@ -139,6 +225,38 @@ struct Connection<S> {
     stop_signal: Pin<Box<dyn Future<Output = ()> + Send>>,
     out: Vec<u8>,
     max_body: usize,
+    read_timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    /// Body bytes the server may still hold, shared by all connections.
+    budget: Arc<AtomicUsize>,
+    /// What this connection took from `budget` for the request it is on.
+    reserved: usize,
+}
+
+impl<S> Drop for Connection<S> {
+    /// A connection dropped mid-request (aborted, cancelled) gives its bytes back too.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<S> Connection<S> {
+    /// Takes `n` bytes from the shared budget for the current request.
+    fn reserve(&mut self, n: usize) -> Result<(), Stop> {
+        self.budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+            .map_err(|_| Stop::Busy)?;
+        self.reserved += n;
+        Ok(())
+    }
+
+    /// Gives back what the current request took.
+    fn release(&mut self) {
+        if self.reserved > 0 {
+            self.budget.fetch_add(std::mem::take(&mut self.reserved), Ordering::AcqRel);
+        }
+    }
 }
 
 impl<S: Service> Connection<S> {
@@ -147,6 +265,7 @@ impl<S: Service> Connection<S> {
         peer: SocketAddr,
         service: Arc<S>,
         options: &Options,
+        budget: Arc<AtomicUsize>,
         stopped: watch::Receiver<bool>,
     ) -> Self {
         let mut signal = stopped.clone();
@@ -155,13 +274,19 @@ impl<S: Service> Connection<S> {
             let _ = signal.wait_for(|stopping| *stopping).await;
         });
         Self {
-            wire: Wire::new(stream, options.read_timeout, true),
+            // Deadlines are total: set for the head and for the body, never pushed back by reads.
+            wire: Wire::new(stream, options.read_timeout, false),
             peer,
             service,
             stopped,
             stop_signal,
             out: Vec::with_capacity(1024),
             max_body: options.max_body,
+            read_timeout: options.read_timeout,
+            body_timeout: options.body_timeout,
+            write_timeout: options.write_timeout,
+            budget,
+            reserved: 0,
         }
     }
 
@@ -173,25 +298,57 @@ impl<S: Service> Connection<S> {
                 Err(stop) => return self.stop(stop, None).await,
             };
             let Head { mut request, framing, keep_alive, expects_continue } = head;
+            if matches!(framing, Framing::Length(n) if n > self.max_body) {
+                return self.stop(Stop::TooLarge, Some(&request)).await;
+            }
+            let head_request = request.method == Method::HEAD;
+            let version = request.version;
+            let admitted = match self.service.admit(&request, self.peer) {
+                Admit::Proceed(admitted) => admitted,
+                Admit::Respond(res) => {
+                    // The body is not wanted: dropped if it is all here already, else the
+                    // connection is closed without reading it.
+                    if keep_alive && !*self.stopped.borrow() && self.skip_buffered_body(framing) {
+                        if self.write(&res, head_request, version, true).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    return self.close_with(&res, head_request).await;
+                }
+            };
             request.body = match self.read_body(framing, expects_continue).await {
                 Ok(body) => body,
                 Err(stop) => return self.stop(stop, Some(&request)).await,
             };
-            let head_request = request.method == Method::HEAD;
-            let version = request.version;
-            let Some(res) = self.call(request).await else { return };
+            let Some(res) = self.call(request, admitted).await else { return };
             let keep_alive = keep_alive && !*self.stopped.borrow();
-            if self.write(&res, head_request, version, keep_alive).await.is_err() || !keep_alive {
+            let written = self.write(&res, head_request, version, keep_alive).await;
+            drop(res);
+            self.release();
+            if written.is_err() || !keep_alive {
                 return;
             }
+        }
+    }
+
+    /// Drops the body of a refused request if it is already buffered whole; whether it was (or
+    /// there is none).
+    fn skip_buffered_body(&mut self, framing: Framing) -> bool {
+        match framing {
+            Framing::Length(n) if n <= self.wire.buf.len() => {
+                self.wire.buf.advance(n);
+                true
+            }
+            _ => false,
         }
     }
 
     /// Runs the service on `req` while watching the connection: a client that closes it before
     /// the answer cancels the call (`None`), as hyper does; bytes it sends meanwhile (the next
     /// request, pipelined) are kept for later.
-    async fn call(&mut self, req: Request) -> Option<Response> {
-        let call = self.service.call(req, self.peer);
+    async fn call(&mut self, req: Request, admitted: S::Admitted) -> Option<Response> {
+        let call = self.service.call(req, admitted, self.peer);
         tokio::pin!(call);
         let wire = &mut self.wire;
         let mut watching = true;
@@ -209,25 +366,38 @@ impl<S: Service> Connection<S> {
     }
 
     /// Answers what ended the connection, if anything is to be said, and closes it.
-    async fn stop(mut self, stop: Stop, head: Option<&Request>) {
+    async fn stop(self, stop: Stop, head: Option<&Request>) {
         let head_request = head.is_some_and(|h| h.method == Method::HEAD);
         let res = match (stop, head) {
             (Stop::Quiet, _) => return,
             (Stop::TooLarge, Some(head)) => self.service.too_large(head),
             (Stop::TooLarge, None) => Response::empty(StatusCode::PAYLOAD_TOO_LARGE),
+            (Stop::Busy, Some(head)) => self.service.busy(head),
+            (Stop::Busy, None) => Response::empty(StatusCode::SERVICE_UNAVAILABLE),
             (Stop::Answer(status), _) => Response::empty(status),
         };
-        if self.write(&res, head_request, Version::HTTP_11, false).await.is_err() {
+        self.close_with(&res, head_request).await;
+    }
+
+    /// Writes `res` saying `connection: close`, then closes the connection.
+    async fn close_with(mut self, res: &Response, head_request: bool) {
+        self.release();
+        if self.write(res, head_request, Version::HTTP_11, false).await.is_err() {
             return;
         }
         // Lingering close, as nginx does: the client may still be sending the body just refused,
         // and closing with unread bytes would reset the connection, so the client could lose the
-        // answer. Say we are done (FIN), then read and drop what still comes, for a while.
-        let stream = &mut self.wire.stream;
-        let _ = stream.shutdown().await;
+        // answer. Say we are done (FIN), then read and drop what still comes, for a while, into
+        // the connection's own small buffer (no buffer per lingering connection).
+        let wire = &mut self.wire;
+        let _ = wire.stream.shutdown().await;
         let _ = tokio::time::timeout(LINGER, async {
-            let mut sink = [0u8; 16 * 1024];
-            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            loop {
+                wire.buf.clear();
+                if !matches!(wire.stream.read_buf(&mut wire.buf).await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
         })
         .await;
     }
@@ -277,35 +447,68 @@ impl<S: Service> Connection<S> {
         }
     }
 
-    /// Reads the whole body as `framing` delimits it.
+    /// Reads the whole body as `framing` delimits it, within [`Options::body_timeout`], holding
+    /// its bytes against the shared budget.
     async fn read_body(&mut self, framing: Framing, expects_continue: bool) -> Result<Bytes, Stop> {
-        let wanted = match framing {
+        let length = match framing {
             Framing::Length(0) => return Ok(Bytes::new()),
-            Framing::Length(n) if n > self.max_body => return Err(Stop::TooLarge),
             Framing::Length(n) => Some(n),
             Framing::Chunked => None,
         };
-        if expects_continue && self.wire.buf.is_empty() {
-            self.wire
-                .stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|_| Stop::Quiet)?;
+        if let Some(n) = length {
+            self.reserve(n)?;
         }
-        let body = match wanted {
-            Some(n) => self.wire.read_length(n).await,
-            None => self.wire.read_chunked(self.max_body).await,
+        if expects_continue && self.wire.buf.is_empty() {
+            let mut deadline = None;
+            write_all(
+                &mut self.wire.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                self.write_timeout,
+                &mut deadline,
+            )
+            .await
+            .map_err(|_| Stop::Quiet)?;
+        }
+        if let Some(limit) = self.body_timeout {
+            self.wire.expire_in(limit);
+        }
+        let body = match length {
+            Some(n) => self.wire.read_length(n).await.map_err(Stop::from),
+            None => self.read_chunked().await,
         };
-        body.map_err(|e| {
-            if e == ReadError::Closed || e == ReadError::TimedOut {
+        if self.read_timeout.is_none() {
+            // The body's deadline must not outlive it.
+            self.wire.deadline = None;
+        }
+        body.inspect_err(|e| {
+            if matches!(e, Stop::Quiet) {
                 tracing::debug!(peer = %self.peer, "connection ended inside a request body");
             }
-            Stop::from(e)
         })
     }
 
+    /// A chunked body, decoded, at most [`Options::max_body`] bytes, each chunk taken from the
+    /// budget before it is read.
+    async fn read_chunked(&mut self) -> Result<Bytes, Stop> {
+        let mut body = BytesMut::new();
+        loop {
+            let size = self.wire.read_chunk_size().await?;
+            if size == 0 {
+                self.wire.read_trailers().await?;
+                return Ok(body.freeze());
+            }
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > self.max_body - body.len() {
+                return Err(Stop::TooLarge);
+            }
+            self.reserve(size)?;
+            self.wire.read_chunk_data(size, &mut body).await?;
+        }
+    }
+
     /// Writes `res`: status line, `date`, the response's headers, `content-length` (from the
-    /// body, except that a HEAD answer keeps the one it was given), the body.
+    /// body, except that a HEAD answer keeps the one it was given), the body; all of it within
+    /// [`Options::write_timeout`].
     async fn write(
         &mut self,
         res: &Response,
@@ -323,17 +526,49 @@ impl<S: Service> Connection<S> {
             && status != StatusCode::NOT_MODIFIED
             && !body.is_empty();
         let stream = &mut self.wire.stream;
+        let limit = self.write_timeout;
+        let mut deadline = None;
         if send_body && body.len() <= COALESCE {
             out.extend_from_slice(body);
-            stream.write_all(out).await
+            write_all(stream, out, limit, &mut deadline).await
         } else {
-            stream.write_all(out).await?;
+            write_all(stream, out, limit, &mut deadline).await?;
             if send_body {
-                stream.write_all(body).await?;
+                write_all(stream, body, limit, &mut deadline).await?;
             }
             Ok(())
         }
     }
+}
+
+/// Writes all of `buf`, by `limit` after the first time the socket is full (`deadline` keeps that
+/// instant across calls for one answer). A socket with room takes the bytes without a timer: the
+/// timer is armed only when the client is not reading fast enough.
+async fn write_all(
+    stream: &mut TcpStream,
+    mut buf: &[u8],
+    limit: Option<Duration>,
+    deadline: &mut Option<Instant>,
+) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => match limit {
+                None => stream.writable().await?,
+                Some(limit) => {
+                    let at = *deadline.get_or_insert_with(|| Instant::now() + limit);
+                    tokio::time::timeout_at(at, stream.writable())
+                        .await
+                        .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??;
+                }
+            },
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Parses the buffered head, if it is complete, and takes it out of the buffer.
@@ -349,6 +584,15 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Head>, Stop
     };
     let headers = &request.headers;
     let version = request.version;
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none or several is a 400.
+    let (first, second) = {
+        let mut hosts = headers.get_all("host");
+        (hosts.next().is_some(), hosts.next().is_some())
+    };
+    if second || (!first && version == Version::HTTP_11) {
+        tracing::debug!(peer = %peer, "request without exactly one host");
+        return Err(Stop::Answer(StatusCode::BAD_REQUEST));
+    }
     let framing = framing(headers, version)?;
     let (close, keep) = h1::connection_tokens(headers);
     let keep_alive = !close && (version == Version::HTTP_11 || keep);
@@ -372,6 +616,10 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<Request>, Statu
         }
         Err(_) => return Err(StatusCode::BAD_REQUEST),
     };
+    // `httparse` takes a bare LF for a line end; a proxy in front may not (see `has_bare_lf`).
+    if h1::has_bare_lf(&buf[..len]) {
+        return Err(StatusCode::BAD_REQUEST);
+    }
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| StatusCode::BAD_REQUEST)?;
     let target = req.path.unwrap_or_default().as_bytes();
@@ -490,13 +738,25 @@ mod tests {
     use super::*;
 
     const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+    /// The size of `/big`'s answer: more than loopback socket buffers hold.
+    const BIG: usize = 32 * 1024 * 1024;
 
     /// Answers with the method, target, body length and body, and `x-seen-<header>` for every
     /// request header, so a test can read back what the server handed over.
     struct Echo;
 
     impl Service for Echo {
-        async fn call(&self, req: Request, _peer: SocketAddr) -> Response {
+        type Admitted = ();
+
+        /// Refuses `/refuse` on its head; admits the rest.
+        fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<()> {
+            if head.path() == "/refuse" {
+                return Admit::Respond(Response::new(StatusCode::FORBIDDEN, Bytes::from("no")));
+            }
+            Admit::Proceed(())
+        }
+
+        async fn call(&self, req: Request, (): (), _peer: SocketAddr) -> Response {
             if req.path() == "/hang" {
                 // Never answers; records being dropped (cancelled).
                 struct Flag;
@@ -512,6 +772,9 @@ mod tests {
             let mut out = text.into_bytes();
             out.extend_from_slice(&req.body);
             let mut res = Response::new(StatusCode::OK, Bytes::from(out));
+            if req.path() == "/big" {
+                return Response::new(StatusCode::OK, Bytes::from(vec![b'x'; BIG]));
+            }
             if req.path() == "/created" {
                 res.status = StatusCode::NO_CONTENT;
             }
@@ -540,7 +803,7 @@ mod tests {
         let addr = srv.addr;
         tokio::task::spawn_blocking(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /hang HTTP/1.1\r\n\r\n").unwrap();
+            s.write_all(b"GET /hang HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
             std::thread::sleep(Duration::from_millis(100));
             drop(s);
         })
@@ -560,15 +823,26 @@ mod tests {
         done: tokio::task::JoinHandle<()>,
     }
 
+    fn options() -> Options {
+        Options {
+            max_body: MAX_REQUEST_BODY,
+            read_timeout: Some(Duration::from_secs(30)),
+            body_timeout: Some(Duration::from_secs(30)),
+            write_timeout: Some(Duration::from_secs(30)),
+            max_connections: 1000,
+            max_buffered: 4 * MAX_REQUEST_BODY,
+            drain: Duration::from_secs(5),
+        }
+    }
+
     async fn start() -> Running {
+        start_with(options()).await
+    }
+
+    async fn start_with(options: Options) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let options = Options {
-            max_body: MAX_REQUEST_BODY,
-            read_timeout: Some(Duration::from_secs(30)),
-            drain: Duration::from_secs(5),
-        };
         let done = tokio::spawn(serve(listener, Arc::new(Echo), options, async move {
             let _ = stopped.await;
         }));
@@ -669,16 +943,16 @@ mod tests {
         tokio::task::spawn_blocking(move || {
             for (raw, status) in [
                 (
-                    &b"POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+                    &b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..],
                     400,
                 ),
-                (&b"POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"[..], 400),
-                (&b"POST / HTTP/1.1\r\ncontent-length: 5, 6\r\n\r\nhello!"[..], 400),
-                (&b"POST / HTTP/1.1\r\ncontent-length: -5\r\n\r\n"[..], 400),
-                (&b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n"[..], 501),
+                (&b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"[..], 400),
+                (&b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 5, 6\r\n\r\nhello!"[..], 400),
+                (&b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: -5\r\n\r\n"[..], 400),
+                (&b"POST / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: gzip, chunked\r\n\r\n"[..], 501),
                 (&b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..], 400),
-                (&b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"[..], 400),
-                (&b"GET / HTTP/1.1\r\nbad header\r\n\r\n"[..], 400),
+                (&b"POST / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"[..], 400),
+                (&b"GET / HTTP/1.1\r\nhost: h\r\nbad header\r\n\r\n"[..], 400),
                 (&b"\x00\x01garbage\r\n\r\n"[..], 400),
             ] {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -689,9 +963,9 @@ mod tests {
                 assert!(got[0].1.contains("connection: close"));
                 assert!(closed(&mut s), "{}", String::from_utf8_lossy(raw));
             }
-            // Equal repeated lengths are one length.
-            let got = exchange(addr, b"POST /same HTTP/1.1\r\ncontent-length: 2, 2\r\n\r\nok", 1);
-            assert_eq!(got[0].2, "POST /same 2 ok");
+            // Equal repeated lengths are refused too, as a list or as two fields.
+            let got = exchange(addr, b"POST /same HTTP/1.1\r\nhost: h\r\ncontent-length: 2, 2\r\n\r\nok", 1);
+            assert_eq!(got[0].0, 400);
         })
         .await
         .unwrap();
@@ -703,7 +977,7 @@ mod tests {
         let addr = srv.addr;
         tokio::task::spawn_blocking(move || {
             let raw = format!(
-                "POST / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+                "POST / HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
                 MAX_REQUEST_BODY + 1
             );
             let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -719,8 +993,10 @@ mod tests {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut writer = s.try_clone().unwrap();
             let sent = std::thread::spawn(move || {
-                let head =
-                    format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n\r\n", MAX_REQUEST_BODY + 1);
+                let head = format!(
+                    "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: {}\r\n\r\n",
+                    MAX_REQUEST_BODY + 1
+                );
                 writer.write_all(head.as_bytes())?;
                 writer.write_all(&vec![b'x'; MAX_REQUEST_BODY + 1])
             });
@@ -732,7 +1008,7 @@ mod tests {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let big = format!(
-                "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                "POST / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
                 MAX_REQUEST_BODY + 1
             );
             s.write_all(big.as_bytes()).unwrap();
@@ -749,8 +1025,10 @@ mod tests {
         tokio::task::spawn_blocking(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"PUT /up HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n")
-                .unwrap();
+            s.write_all(
+                b"PUT /up HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n",
+            )
+            .unwrap();
             assert_eq!(read_responses(&mut s, 1)[0].0, 100);
             s.write_all(b"abc").unwrap();
             assert_eq!(read_responses(&mut s, 1)[0].2, "PUT /up 3 abc");
@@ -776,7 +1054,7 @@ mod tests {
             s.write_all(b"GET /old HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").unwrap();
             let got = read_responses(&mut s, 1);
             assert!(got[0].1.contains("connection: keep-alive"), "{}", got[0].1);
-            s.write_all(b"GET /again HTTP/1.1\r\nconnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /again HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n").unwrap();
             let got = read_responses(&mut s, 1);
             assert_eq!(got[0].2, "GET /again 0 ");
             assert!(closed(&mut s));
@@ -793,7 +1071,7 @@ mod tests {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             // HEAD: the length of the body it would have had, or the one the service gave.
-            s.write_all(b"HEAD /h HTTP/1.1\r\nx-head: 1\r\n\r\nHEAD /length HTTP/1.1\r\nx-head: 1\r\n\r\nGET /created HTTP/1.1\r\n\r\nGET /z HTTP/1.1\r\n\r\n")
+            s.write_all(b"HEAD /h HTTP/1.1\r\nhost: h\r\nx-head: 1\r\n\r\nHEAD /length HTTP/1.1\r\nhost: h\r\nx-head: 1\r\n\r\nGET /created HTTP/1.1\r\nhost: h\r\n\r\nGET /z HTTP/1.1\r\nhost: h\r\n\r\n")
                 .unwrap();
             // The echo does not copy x-head; read the raw bytes instead.
             let mut all = Vec::new();
@@ -821,14 +1099,14 @@ mod tests {
         let srv = start().await;
         let addr = srv.addr;
         tokio::task::spawn_blocking(move || {
-            let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+            let mut raw = b"GET / HTTP/1.1\r\nhost: h\r\n".to_vec();
             for i in 0..=MAX_HEADERS {
                 raw.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
             }
             raw.extend_from_slice(b"\r\n");
             assert_eq!(exchange(addr, &raw, 1)[0].0, 431);
 
-            let mut raw = b"GET / HTTP/1.1\r\nx-long: ".to_vec();
+            let mut raw = b"GET / HTTP/1.1\r\nhost: h\r\nx-long: ".to_vec();
             raw.resize(MAX_HEAD + 10, b'a');
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -847,7 +1125,7 @@ mod tests {
         let mut idle = tokio::task::spawn_blocking(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /first HTTP/1.1\r\n\r\n").unwrap();
+            s.write_all(b"GET /first HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
             assert_eq!(read_responses(&mut s, 1)[0].0, 200);
             s
         })
@@ -860,5 +1138,125 @@ mod tests {
             .unwrap();
         tokio::task::spawn_blocking(move || assert!(closed(&mut idle))).await.unwrap();
         assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_trickled_byte_by_byte_is_cut_off_at_the_total_deadline() {
+        let srv =
+            start_with(Options { body_timeout: Some(Duration::from_secs(1)), ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 100\r\n\r\n").unwrap();
+            // One byte every 100 ms would take 10 s; a deadline pushed back by each byte would
+            // never pass while it lasts.
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(100));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 1];
+                let gone = matches!(s.read(&mut b), Ok(0))
+                    || matches!(&s.read(&mut b), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock);
+                s.set_nonblocking(false).unwrap();
+                if gone {
+                    return;
+                }
+            }
+            panic!("the server still took body bytes after 10 s");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_beyond_the_shared_budget_are_503_unread_and_the_budget_comes_back() {
+        let srv = start_with(Options { max_buffered: 100, ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let raw = format!(
+                "POST /a HTTP/1.1\r\nhost: h\r\ncontent-length: 101\r\n\r\n{}",
+                "x".repeat(101)
+            );
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(raw.as_bytes()).unwrap();
+            let got = read_responses(&mut s, 1);
+            assert_eq!(got[0].0, 503);
+            assert!(got[0].1.contains("\r\nretry-after: 1\r\n"), "{}", got[0].1);
+            assert!(closed(&mut s));
+            // Bodies that fit, one after the other on one connection and chunked: each gives
+            // its bytes back once answered.
+            let body = "y".repeat(80);
+            let raw = format!(
+                "POST /b HTTP/1.1\r\nhost: h\r\ncontent-length: 80\r\n\r\n{body}\
+                 POST /c HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n50\r\n{body}\r\n0\r\n\r\n\
+                 POST /d HTTP/1.1\r\nhost: h\r\ncontent-length: 80\r\n\r\n{body}"
+            );
+            let got = exchange(addr, raw.as_bytes(), 3);
+            let statuses: Vec<u16> = got.iter().map(|r| r.0).collect();
+            assert_eq!(statuses, [200, 200, 200]);
+            // Chunks are counted as they come: 60 + 60 is over 100.
+            let raw = format!(
+                "POST /e HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3c\r\n{}\r\n3c\r\n{}\r\n0\r\n\r\n",
+                "z".repeat(60),
+                "z".repeat(60)
+            );
+            assert_eq!(exchange(addr, raw.as_bytes(), 1)[0].0, 503);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_does_not_read_its_answer_is_dropped_at_the_write_timeout() {
+        let srv =
+            start_with(Options { write_timeout: Some(Duration::from_secs(1)), ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /big HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
+            // Not reading, for three times the write timeout.
+            std::thread::sleep(Duration::from_secs(3));
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut total = 0;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            assert!(total < BIG, "the whole answer was written to a client that did not read");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_connection_cap_the_server_waits_before_accepting() {
+        let srv = start_with(Options { max_connections: 1, ..options() }).await;
+        let addr = srv.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut first = std::net::TcpStream::connect(addr).unwrap();
+            first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            first.write_all(b"GET /one HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
+            assert_eq!(read_responses(&mut first, 1)[0].0, 200);
+            // The kernel completes the handshake, but the server does not take the connection.
+            let mut second = std::net::TcpStream::connect(addr).unwrap();
+            second.write_all(b"GET /two HTTP/1.1\r\nhost: h\r\n\r\n").unwrap();
+            second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut b = [0u8; 1];
+            assert!(
+                matches!(&second.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "the second connection was served while the first was open"
+            );
+            drop(first);
+            second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(read_responses(&mut second, 1)[0].2, "GET /two 0 ");
+        })
+        .await
+        .unwrap();
     }
 }

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -56,27 +56,22 @@ pub fn connection_tokens(headers: &Fields) -> (bool, bool) {
     (close, keep)
 }
 
-/// The single `Content-Length` of `headers` (repeats must agree); `Ok(None)` when there is none.
-/// A value beyond `usize` reads as `usize::MAX` (over any limit). A value that is not digits, or
-/// repeats that differ: [`ReadError::Malformed`].
+/// The `Content-Length` of `headers`; `Ok(None)` when there is none. A value beyond `usize` reads
+/// as `usize::MAX` (over any limit). More than one field, a list (`5, 5`), or a value that is not
+/// only digits (a sign, hex, inner space): [`ReadError::Malformed`]. RFC 9110 §8.6 lets a
+/// recipient accept equal repeats; keygate refuses them, as nginx does, because a front proxy
+/// that reads them differently could frame the message another way.
 pub fn content_length(headers: &Fields) -> Result<Option<usize>, ReadError> {
-    let mut length: Option<usize> = None;
-    for value in headers.get_all("content-length") {
-        for part in value.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return Err(ReadError::Malformed);
-            }
-            let n = part
-                .iter()
-                .fold(0usize, |n, &d| n.saturating_mul(10).saturating_add(usize::from(d - b'0')));
-            if length.is_some_and(|l| l != n) {
-                return Err(ReadError::Malformed);
-            }
-            length = Some(n);
-        }
+    let mut values = headers.get_all("content-length");
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(ReadError::Malformed);
     }
-    Ok(length)
+    Ok(Some(
+        value
+            .iter()
+            .fold(0usize, |n, &d| n.saturating_mul(10).saturating_add(usize::from(d - b'0'))),
+    ))
 }
 
 /// Whether `Transfer-Encoding` is exactly `chunked` (`Some(true)`), something else
@@ -129,6 +124,17 @@ impl Deadline {
         self.at = Instant::now() + self.len;
     }
 
+    /// Sets the deadline to `len` from now, once (the next [`Deadline::restart`] goes back to the
+    /// length it was made with).
+    pub fn expire_in(&mut self, len: Duration) {
+        self.at = Instant::now() + len;
+        // The timer fires no later than `at`; pulled back only when it would be late.
+        if self.timer.deadline() > self.at {
+            let at = self.at;
+            self.timer.as_mut().reset(at);
+        }
+    }
+
     /// Completes once the deadline has passed.
     pub async fn passed(&mut self) {
         loop {
@@ -178,6 +184,15 @@ impl Wire {
         }
     }
 
+    /// Sets the deadline to `len` from now, once (creating it if there was none); a later
+    /// [`Wire::restart_deadline`] goes back to the length the deadline was made with.
+    pub fn expire_in(&mut self, len: Duration) {
+        match self.deadline.as_mut() {
+            Some(d) => d.expire_in(len),
+            None => self.deadline = Some(Deadline::new(len)),
+        }
+    }
+
     /// Reads more bytes into the buffer.
     pub async fn fill(&mut self) -> Result<(), ReadError> {
         if self.restart_on_progress {
@@ -221,44 +236,259 @@ impl Wire {
     pub async fn read_chunked(&mut self, max: usize) -> Result<Bytes, ReadError> {
         let mut body = BytesMut::new();
         loop {
-            let (consumed, size) = loop {
-                match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete(found)) => break found,
-                    Ok(httparse::Status::Partial) if self.buf.len() < 1024 => self.fill().await?,
-                    _ => return Err(ReadError::Malformed),
-                }
-            };
+            let size = self.read_chunk_size().await?;
+            if size == 0 {
+                return self.read_trailers().await.map(|()| body.freeze());
+            }
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             if size > max - body.len() {
                 return Err(ReadError::TooLarge);
             }
-            let _ = self.buf.split_to(consumed);
-            if size == 0 {
-                return self.read_trailers().await.map(|()| body.freeze());
-            }
-            while self.buf.len() < size + 2 {
-                self.fill().await?;
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            if &self.buf[size..size + 2] != b"\r\n" {
-                return Err(ReadError::Malformed);
-            }
-            let _ = self.buf.split_to(size + 2);
+            self.read_chunk_data(size, &mut body).await?;
         }
     }
 
-    /// The trailer section after the last chunk, up to its empty line.
-    async fn read_trailers(&mut self) -> Result<(), ReadError> {
+    /// Reads a chunk line ([`parse_chunk_line`]'s rules) and returns its size.
+    pub async fn read_chunk_size(&mut self) -> Result<u64, ReadError> {
+        loop {
+            if let Some((consumed, size)) = parse_chunk_line(&self.buf)? {
+                self.buf.advance(consumed);
+                return Ok(size);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Appends a chunk's `size` bytes of data to `body` as they arrive (so they are not held
+    /// twice), then reads the CRLF that must end them.
+    pub async fn read_chunk_data(
+        &mut self,
+        size: usize,
+        body: &mut BytesMut,
+    ) -> Result<(), ReadError> {
+        body.reserve(size);
+        let mut left = size;
+        loop {
+            let take = left.min(self.buf.len());
+            body.extend_from_slice(&self.buf[..take]);
+            self.buf.advance(take);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+            self.fill().await?;
+        }
+        while self.buf.len() < 2 {
+            self.fill().await?;
+        }
+        if &self.buf[..2] != b"\r\n" {
+            return Err(ReadError::Malformed);
+        }
+        self.buf.advance(2);
+        Ok(())
+    }
+
+    /// The trailer section after the last chunk, up to its empty line: fields as in a head,
+    /// CRLF line ends only.
+    pub async fn read_trailers(&mut self) -> Result<(), ReadError> {
         loop {
             let mut slots = [httparse::EMPTY_HEADER; 32];
             match httparse::parse_headers(&self.buf, &mut slots) {
-                Ok(httparse::Status::Complete((len, _))) => {
-                    let _ = self.buf.split_to(len);
+                Ok(httparse::Status::Complete((len, _))) if !has_bare_lf(&self.buf[..len]) => {
+                    self.buf.advance(len);
                     return Ok(());
                 }
                 Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => self.fill().await?,
                 _ => return Err(ReadError::Malformed),
             }
         }
+    }
+}
+
+/// Whether `bytes` hold a line feed that is not preceded by a carriage return. `httparse` takes
+/// a bare LF for a line end; a front proxy may not, and then the two read different fields or
+/// messages out of the same bytes (RFC 9112 §2.2 lets a recipient refuse it; keygate does).
+pub fn has_bare_lf(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
+}
+
+/// Longest chunk line (size, extensions, CRLF) read.
+pub const MAX_CHUNK_LINE: usize = 4096;
+
+/// Parses the chunk line at the start of `buf` (RFC 9112 §7.1): `Ok(Some((length of the line,
+/// chunk size)))`, `Ok(None)` while incomplete. Strict, so that keygate and any proxy in front
+/// of it cut a chunked body in the same places:
+/// - the size is 1 to 16 hex digits (more would overflow 64 bits);
+/// - extensions are `;name[=value]`, the name a token, the value a token or a quoted string,
+///   with optional spaces or tabs (BWS) only around `;` and `=`; none after the size or an
+///   extension when the line ends there (`5 \r\n` is refused);
+/// - the line ends with CRLF; a bare LF or CR anywhere is refused;
+/// - a line longer than [`MAX_CHUNK_LINE`] is refused.
+///
+/// # Errors
+/// [`ReadError::Malformed`] when the line breaks any of these rules.
+pub fn parse_chunk_line(buf: &[u8]) -> Result<Option<(usize, u64)>, ReadError> {
+    let line = &buf[..buf.len().min(MAX_CHUNK_LINE)];
+    let partial = if buf.len() >= MAX_CHUNK_LINE { Err(ReadError::Malformed) } else { Ok(None) };
+    let mut size: u64 = 0;
+    let mut i = 0;
+    while let Some(digit) = line.get(i).and_then(|&b| char::from(b).to_digit(16)) {
+        if i == 16 {
+            return Err(ReadError::Malformed);
+        }
+        size = (size << 4) | u64::from(digit);
+        i += 1;
+    }
+    if i == line.len() {
+        return partial;
+    }
+    if i == 0 {
+        return Err(ReadError::Malformed);
+    }
+    loop {
+        // Here: after the size, an extension name or an extension value.
+        let ws = skip_ws(line, i);
+        match line.get(ws) {
+            None => return partial,
+            Some(b'\r') if ws == i => {
+                return match line.get(i + 1) {
+                    None => partial,
+                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    Some(_) => Err(ReadError::Malformed),
+                };
+            }
+            Some(b';') => {}
+            Some(_) => return Err(ReadError::Malformed),
+        }
+        let name = skip_ws(line, ws + 1);
+        i = token_end(line, name);
+        if i == line.len() {
+            return partial;
+        }
+        if i == name {
+            return Err(ReadError::Malformed);
+        }
+        let eq = skip_ws(line, i);
+        match line.get(eq) {
+            None => return partial,
+            Some(b'=') => {}
+            // No value: what follows is checked at the top of the loop.
+            Some(_) => continue,
+        }
+        let value = skip_ws(line, eq + 1);
+        match line.get(value) {
+            None => return partial,
+            Some(b'"') => match quoted_end(line, value + 1)? {
+                Some(end) => i = end,
+                None => return partial,
+            },
+            Some(_) => {
+                i = token_end(line, value);
+                if i == line.len() {
+                    return partial;
+                }
+                if i == value {
+                    return Err(ReadError::Malformed);
+                }
+            }
+        }
+    }
+}
+
+/// Where the spaces and tabs from `at` end.
+fn skip_ws(line: &[u8], mut at: usize) -> usize {
+    while matches!(line.get(at), Some(b' ' | b'\t')) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the token (RFC 9110 §5.6.2) from `at` ends.
+fn token_end(line: &[u8], mut at: usize) -> usize {
+    while line.get(at).is_some_and(|&b| is_tchar(b)) {
+        at += 1;
+    }
+    at
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Where the quoted string (RFC 9110 §5.6.4) whose opening quote is just before `at` ends
+/// (after its closing quote); `Ok(None)` when it does not end in `line`.
+fn quoted_end(line: &[u8], mut at: usize) -> Result<Option<usize>, ReadError> {
+    let text = |b: u8| b == b'\t' || b == b' ' || (b >= 0x21 && b != 0x7f);
+    loop {
+        let Some(&b) = line.get(at) else { return Ok(None) };
+        match b {
+            b'"' => return Ok(Some(at + 1)),
+            b'\\' => match line.get(at + 1) {
+                None => return Ok(None),
+                Some(&escaped) if text(escaped) => at += 2,
+                Some(_) => return Err(ReadError::Malformed),
+            },
+            b if text(b) => at += 1,
+            _ => return Err(ReadError::Malformed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_lines_are_strict_and_every_prefix_of_a_good_one_waits_for_more() {
+        for (line, size) in [
+            (&b"5\r\n"[..], 5),
+            (b"fF\r\n", 255),
+            (b"ffffffffffffffff\r\n", u64::MAX),
+            (b"5;a\r\n", 5),
+            (b"5 ;a=b\r\n", 5),
+            (b"5;a = b ;c=\"q \\\" \"\r\n", 5),
+        ] {
+            assert_eq!(
+                parse_chunk_line(line),
+                Ok(Some((line.len(), size))),
+                "{}",
+                line.escape_ascii()
+            );
+            for end in 0..line.len() {
+                assert_eq!(
+                    parse_chunk_line(&line[..end]),
+                    Ok(None),
+                    "{}",
+                    line[..end].escape_ascii()
+                );
+            }
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b"5 \r\n",
+            b"5\t\r\n",
+            b"5;\r\n",
+            b"5;a \r\n",
+            b"5;a=\r\n",
+            b"5;a=\"x\r\n",
+            b"5\n",
+            b"5\rx",
+            b"5;a\n",
+            b"g\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert_eq!(parse_chunk_line(bad), Err(ReadError::Malformed), "{}", bad.escape_ascii());
+        }
+        let mut long = b"1;a=".to_vec();
+        long.resize(MAX_CHUNK_LINE, b'x');
+        assert_eq!(parse_chunk_line(&long), Err(ReadError::Malformed));
+    }
+
+    #[test]
+    fn bare_line_feeds_are_found() {
+        assert!(!has_bare_lf(b"a\r\nb\r\n\r\n"));
+        assert!(has_bare_lf(b"\na"));
+        assert!(has_bare_lf(b"a\r\nb\n"));
     }
 }

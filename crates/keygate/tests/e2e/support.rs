@@ -190,6 +190,11 @@ impl Server {
         }
     }
 
+    /// The process id of the running keygate.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
