@@ -23,15 +23,17 @@
 //! another `timeout` at most; then the process is taken as stuck and stopped). Like serverless-offline, a function runs with the service directory
 //! (`ServiceDefinition::base_dir`) as its working directory.
 //!
-//! The Runtime API listeners are on loopback only, but any local process that learns a port may
-//! talk to it (as on a developer machine with serverless-offline); request ids are random UUIDs and
-//! every input from that side is treated as untrusted.
+//! The Runtime API listeners are on loopback only, and each admits connections only from its own
+//! process and that process's descendants (`peer`: the client socket's holder, found through
+//! `/proc`); any other local process is closed on without an answer. Request ids are random
+//! UUIDs and every input from that side is treated as untrusted.
 //!
 //! Event and response bodies are never logged: events carry API keys
 //! (`requestContext.identity.apiKey`). A function's stdout/stderr lines are emitted as `tracing`
 //! events with target `keygate::function` and a `function` field.
 
 pub mod artifact;
+mod peer;
 mod pool;
 mod process;
 mod runtime_api;

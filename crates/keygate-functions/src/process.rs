@@ -22,7 +22,7 @@ use tokio::process::Command;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::runtime_api::{self, Failure, Invocation, Outcome, Phase, RuntimeApi};
+use crate::runtime_api::{self, Failure, Invocation, Outcome, Owner, Phase, RuntimeApi};
 use crate::{FunctionRef, InvokeError};
 
 /// Host variables a function inherits; everything else in the host's environment (keygate's own
@@ -308,6 +308,10 @@ impl Process {
         };
         let pid = child.id();
         let function: Arc<str> = Arc::from(launch.function_name.as_str());
+        // (No pid: already reaped, so nobody may connect; the reaper records the exit.)
+        if let Some(pid) = pid {
+            api.set_owner(Owner { pid, listener: addr, function: Arc::clone(&function) });
+        }
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(forward_output(stdout, Arc::clone(&function), "stdout"));
         }

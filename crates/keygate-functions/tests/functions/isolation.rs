@@ -1,0 +1,107 @@
+//! Isolation of function processes (security review, issue 12): only a function's own processes
+//! may use its Runtime API.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use keygate_functions::{FunctionHost, FunctionRef};
+use serde_json::json;
+
+use crate::common::{Service, invoke, json, pid, spec};
+
+/// Sends `request` from this (test) process, which is no descendant of any function process,
+/// and returns every byte the Runtime API answers until it closes (or 10 s pass).
+fn foreign_request(api: SocketAddr, request: String) -> Vec<u8> {
+    let mut stream = TcpStream::connect(api).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The listener may already have closed: a failed write is as good as a refusal.
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut chunk) {
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    answer
+}
+
+/// The `AWS_LAMBDA_RUNTIME_API` of a warm `env` process, and its pid.
+async fn runtime_api(host: &FunctionHost, f: &FunctionRef<'_>) -> (SocketAddr, u32) {
+    let raw = invoke(host, f, json!({})).await.unwrap();
+    let env: BTreeMap<String, String> =
+        serde_json::from_str(json(&raw)["body"].as_str().unwrap()).unwrap();
+    (env["AWS_LAMBDA_RUNTIME_API"].parse().unwrap(), pid(&raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_local_process_can_neither_steal_events_nor_forge_answers() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = spec("env");
+    spec.timeout_secs = 5;
+    let f = svc.f(&spec);
+    let (api, function_pid) = runtime_api(&host, &f).await;
+
+    // A foreign poll of /next, parked before the next invocations arrive: without the check it
+    // queues behind the function's own poll and takes the event after it.
+    let thief = tokio::task::spawn_blocking(move || {
+        foreign_request(
+            api,
+            format!("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {api}\r\n\r\n"),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let secret = "kg-live-api-key-0123456789abcdef";
+    for n in 0..2 {
+        let event =
+            json!({"testfn": "echo", "n": n, "requestContext": {"identity": {"apiKey": secret}}});
+        let raw = invoke(&host, &f, event).await.unwrap();
+        let body = json(&raw)["body"].as_str().unwrap().to_owned();
+        assert!(body.contains(secret) && body.contains(&format!("\"n\":{n}")), "{body}");
+    }
+    let stolen = thief.await.unwrap();
+    assert!(stolen.is_empty(), "a foreign process got: {}", String::from_utf8_lossy(&stolen));
+
+    // While an invocation is running, a foreign /next (whose 403 would name the request id) and
+    // a forged answer get nothing, and the function's own answer is the one that counts.
+    let running = {
+        let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
+        tokio::spawn(async move {
+            let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+            invoke(&host, &f, json!({"testfn": "sleep", "sleep_ms": 1500})).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe = tokio::task::spawn_blocking(move || {
+        foreign_request(
+            api,
+            format!("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {api}\r\n\r\n"),
+        )
+    });
+    let probed = String::from_utf8_lossy(&probe.await.unwrap()).into_owned();
+    // The id an answered probe would leak ("invocation <id> has no response or error yet").
+    let id = probed
+        .split_once("invocation ")
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .map_or("unknown", |(id, _)| id)
+        .to_owned();
+    let forged = r#"{"statusCode":200,"body":"forged"}"#;
+    let forge = tokio::task::spawn_blocking(move || {
+        foreign_request(
+            api,
+            format!(
+                "POST /2018-06-01/runtime/invocation/{id}/response HTTP/1.1\r\nHost: {api}\r\n\
+                 Content-Length: {}\r\n\r\n{forged}",
+                forged.len()
+            ),
+        )
+    });
+    let forge_answer = forge.await.unwrap();
+    assert!(probed.is_empty(), "a foreign /next got: {probed}");
+    assert!(forge_answer.is_empty(), "{}", String::from_utf8_lossy(&forge_answer));
+    let answer = json(&running.await.unwrap().unwrap());
+    assert_eq!(answer["body"], "slept 1500 ms");
+    assert_eq!(answer["headers"]["x-pid"], function_pid.to_string());
+    host.shutdown().await;
+}
