@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -293,6 +294,9 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group (pgid = its pid), so that stopping the function also stops
+            // every process it started (see `Group`).
+            .process_group(0)
             // Backstop for a reaper task dropped with the tokio runtime; normally the reaper
             // kills and waits itself.
             .kill_on_drop(true);
@@ -334,17 +338,22 @@ impl Process {
             reaped: watch::channel(false).0,
         });
         let reaper_shared = Arc::clone(&shared);
+        let group = Group(pid);
         tokio::spawn(async move {
             let shared = reaper_shared;
             let status = tokio::select! {
                 status = child.wait() => status,
                 () = shared.kill.notified() => {
+                    group.kill();
                     if let Err(err) = child.start_kill() {
                         tracing::debug!(function = %function, pid, %err, "kill failed (already exited?)");
                     }
                     child.wait().await
                 }
             };
+            // The function is gone, and so goes whatever it left running in its group (as Lambda
+            // tears down the whole environment).
+            group.kill_last();
             let status = match status {
                 Ok(status) => status.to_string(),
                 Err(err) => format!("wait failed: {err}"),
@@ -465,6 +474,36 @@ impl Process {
         self.retire();
         self.shared.kill();
         self.shared.wait_reaped().await;
+    }
+}
+
+/// A function's process group (its pgid is the function's pid), killed with SIGKILL on
+/// [`Group::kill`] and when dropped: a reaper task dropped with the runtime (keygate exiting
+/// without a shutdown) still stops every process the function started. Processes that leave the
+/// group (`setsid`, `setpgid`) escape it; a whole-environment boundary (a cgroup, a PID
+/// namespace) needs privileges keygate does not assume.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        let Some(pgid) = self.0.and_then(|pid| i32::try_from(pid).ok()) else { return };
+        // ESRCH (nothing left in the group) is the usual outcome after a clean exit.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+impl Group {
+    /// Kills the group a last time, after the function itself has been reaped: from then on the
+    /// group may be empty and its id free for reuse, so it is never signalled again.
+    fn kill_last(mut self) {
+        self.kill();
+        self.0.take();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -105,3 +105,67 @@ async fn another_local_process_can_neither_steal_events_nor_forge_answers() {
     assert_eq!(answer["headers"]["x-pid"], function_pid.to_string());
     host.shutdown().await;
 }
+
+/// Whether `pid` is a live process (a zombie, which only waits to be reaped, is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (10 s at most) for `pid` to be gone.
+async fn gone(pid: u32) -> bool {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A bootstrap that starts a grandchild `sleep 1000` (its pid written to `grandchild.pid` in the
+/// service directory), then becomes the test function.
+fn spawning_spec(svc: &Service) -> keygate_types::FunctionSpec {
+    let bootstrap = svc.base_dir().join("bootstrap");
+    let testfn = crate::common::testfn_binary();
+    crate::common::script(
+        &bootstrap,
+        &format!("sleep 1000 &\necho $! > grandchild.pid\nexec '{}'", testfn.display()),
+    );
+    let mut spec = spec("sleep");
+    spec.artifact = Some(bootstrap);
+    spec.timeout_secs = 1;
+    spec
+}
+
+fn grandchild(svc: &Service) -> u32 {
+    let pid = std::fs::read_to_string(svc.base_dir().join("grandchild.pid")).unwrap();
+    pid.trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_function_takes_its_children_with_it() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spawning_spec(&svc);
+    let result = invoke(&host, &svc.f(&spec), json!({"sleep_ms": 5000})).await;
+    assert!(matches!(result, Err(keygate_functions::InvokeError::Timeout)), "{result:?}");
+    let sleeper = grandchild(&svc);
+    assert!(gone(sleeper).await, "grandchild {sleeper} survived its function's timeout");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_takes_the_functions_children_with_it() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spawning_spec(&svc);
+    invoke(&host, &svc.f(&spec), json!({"sleep_ms": 1})).await.unwrap();
+    let sleeper = grandchild(&svc);
+    assert!(alive(sleeper), "the grandchild should run while its function is warm");
+    host.shutdown().await;
+    assert!(gone(sleeper).await, "grandchild {sleeper} survived the host's shutdown");
+}
