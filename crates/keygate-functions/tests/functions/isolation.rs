@@ -169,3 +169,79 @@ async fn shutdown_takes_the_functions_children_with_it() {
     host.shutdown().await;
     assert!(gone(sleeper).await, "grandchild {sleeper} survived the host's shutdown");
 }
+
+/// Sets `path`'s permission bits.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test]
+async fn a_function_cannot_read_the_hosts_secrets() {
+    // What the binary does at start.
+    keygate_functions::protect_host_process().unwrap();
+    let as_root = nix::unistd::Uid::effective().is_root();
+    let run_as = keygate_functions::RunAs::for_host(None).unwrap();
+    assert_eq!(run_as.is_some(), as_root, "as root, functions run as `nobody`");
+    let host = FunctionHost::new(keygate_functions::HostOptions {
+        run_as,
+        ..keygate_functions::HostOptions::default()
+    });
+
+    // A data directory as keygate leaves it: searchable (0711), its key private (0600).
+    let data = tempfile::TempDir::new().unwrap();
+    chmod(data.path(), 0o711);
+    let admin_key = data.path().join("admin.key");
+    std::fs::write(&admin_key, "master-key-material").unwrap();
+    chmod(&admin_key, 0o600);
+    // Where the function reports what it could do.
+    let out = tempfile::TempDir::new().unwrap();
+    chmod(out.path(), 0o777);
+
+    let svc = Service::new();
+    chmod(svc.base_dir(), 0o755);
+    let bootstrap = svc.base_dir().join("bootstrap");
+    let report = |name: &str| out.path().join(name).display().to_string();
+    let try_read = |path: &str, name: &str| {
+        format!(
+            "if cat '{path}' > /dev/null 2>&1; then echo read > '{}'; else echo denied > '{}'; fi",
+            report(name),
+            report(name)
+        )
+    };
+    crate::common::script(
+        &bootstrap,
+        &format!(
+            "id -u > '{uid}'\ngrep '^Groups:' /proc/self/status > '{groups}'\n{key}\n{environ}\n\
+             exec '{testfn}'",
+            uid = report("uid"),
+            groups = report("groups"),
+            key = try_read(&admin_key.display().to_string(), "admin.key"),
+            environ = try_read(&format!("/proc/{}/environ", std::process::id()), "environ"),
+            testfn = crate::common::staged_testfn().join("bootstrap").display(),
+        ),
+    );
+    let mut spec = spec("env");
+    spec.artifact = Some(bootstrap);
+    let raw = invoke(&host, &svc.f(&spec), json!({})).await.unwrap();
+    let env: BTreeMap<String, String> =
+        serde_json::from_str(json(&raw)["body"].as_str().unwrap()).unwrap();
+    host.shutdown().await;
+
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
+    // Never keygate's environment, whoever the function runs as.
+    assert_eq!(read("environ").trim(), "denied", "the function read the host's environment");
+    assert!(env.keys().all(|k| !k.starts_with("KEYGATE_")), "{env:?}");
+    let uid: u32 = read("uid").trim().parse().unwrap();
+    if as_root {
+        let nobody = keygate_functions::RunAs::resolve("nobody").unwrap();
+        assert_eq!(uid, nobody.uid);
+        assert_ne!(uid, 0);
+        assert_eq!(read("admin.key").trim(), "denied", "the function read admin.key");
+        assert_eq!(read("groups").split_whitespace().count(), 1, "supplementary groups kept");
+        assert_eq!(env.get("HOME").map(String::as_str), Some("/tmp"));
+    } else {
+        // Same user: the key file is the data directory's to protect; the process is not.
+        assert_eq!(uid, nix::unistd::Uid::effective().as_raw());
+    }
+}
