@@ -59,6 +59,9 @@ struct Budget {
     dropped_bytes: u64,
     dropped_lines: u64,
     reported: Option<Instant>,
+    /// Bytes logged and dropped since the start (for tests).
+    #[cfg(test)]
+    totals: (u64, u64),
 }
 
 impl OutputBudget {
@@ -70,6 +73,8 @@ impl OutputBudget {
             dropped_bytes: 0,
             dropped_lines: 0,
             reported: None,
+            #[cfg(test)]
+            totals: (0, 0),
         };
         Self { function: Arc::from(function), limit, state: Mutex::new(state) }
     }
@@ -90,7 +95,15 @@ impl OutputBudget {
         if state.bytes >= len_f && state.lines >= 1.0 {
             state.bytes -= len_f;
             state.lines -= 1.0;
+            #[cfg(test)]
+            {
+                state.totals.0 += len as u64;
+            }
             return true;
+        }
+        #[cfg(test)]
+        {
+            state.totals.1 += len as u64;
         }
         state.dropped_bytes += len as u64;
         state.dropped_lines += 1;
@@ -176,6 +189,30 @@ fn emit(function: &str, stream: &'static str, line: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_flood_is_cut_to_the_budget_and_every_byte_accounted_for() {
+        let limit = OutputLimit {
+            bytes_per_second: 1,
+            burst_bytes: 64 * 1024,
+            lines_per_second: 1,
+            burst_lines: 100_000,
+        };
+        let budget = Arc::new(OutputBudget::new("f", limit));
+        // 80,000 lines of 99 bytes, 8 MB with the newlines.
+        let mut flood = Vec::with_capacity(8_000_000);
+        for _ in 0..80_000 {
+            flood.extend_from_slice(&[b'x'; 99]);
+            flood.push(b'\n');
+        }
+        let started = Instant::now();
+        forward_output(&flood[..], Arc::clone(&budget), "stdout").await;
+        let (logged, dropped) = budget.state.lock().unwrap().totals;
+        assert_eq!(logged + dropped, 7_920_000);
+        let refill = started.elapsed().as_secs() + 1;
+        assert!(logged <= limit.burst_bytes + refill, "{logged} bytes logged");
+        assert!(logged >= limit.burst_bytes - 99, "the burst is logged: {logged}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_refills_by_its_rate_up_to_its_burst() {
