@@ -107,13 +107,15 @@ pub fn stage_artifact(src: &Path, artifacts_root: &Path) -> Result<PathBuf, Arti
     // Build in a private temporary directory and rename it into place, so a half-copied
     // artifact is never visible and two concurrent deploys of the same content cannot clash.
     fs::create_dir_all(artifacts_root).map_err(io_err(artifacts_root))?;
+    open_to_all(artifacts_root, true)?;
     let tmp = artifacts_root.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     let filled = match kind {
         Kind::File => copy_file(src, &tmp.join("bootstrap"), true),
         Kind::Dir => copy_dir(src, &tmp, 0),
         Kind::Zip => extract_zip(src, &tmp),
-    };
+    }
+    .and_then(|()| open_tree_to_all(&tmp, 0));
     if let Err(err) = filled {
         let _ = fs::remove_dir_all(&tmp);
         return Err(err);
@@ -275,5 +277,38 @@ fn set_executable(path: &Path) -> Result<(), ArtifactError> {
 
 #[cfg(not(unix))]
 fn set_executable(_path: &Path) -> Result<(), ArtifactError> {
+    Ok(())
+}
+
+/// Makes a staged tree readable by everyone (directories and executables 0755, other files
+/// 0644), whatever the umask: functions may run as another user than keygate (`nobody` when
+/// keygate runs as root), who reaches the artifacts through the data directory's search bit
+/// and must read them. Nothing else in the data directory is opened up.
+fn open_tree_to_all(dir: &Path, depth: usize) -> Result<(), ArtifactError> {
+    if depth > MAX_DEPTH {
+        return Err(io_err(dir)(io::Error::other("directory tree too deep")));
+    }
+    open_to_all(dir, true)?;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        if meta.is_dir() {
+            open_tree_to_all(&path, depth + 1)?;
+        } else if meta.is_file() {
+            open_to_all(&path, is_executable(&meta))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn open_to_all(path: &Path, searchable: bool) -> Result<(), ArtifactError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if searchable { 0o755 } else { 0o644 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+#[cfg(not(unix))]
+fn open_to_all(_path: &Path, _searchable: bool) -> Result<(), ArtifactError> {
     Ok(())
 }

@@ -5,9 +5,12 @@
 //! Layout:
 //! - [`artifact`]: staging a function's build output (`bootstrap` file, directory or cargo-lambda
 //!   `.zip`) into an immutable, content-addressed directory at deploy time.
-//! - `runtime_api`: the Lambda Runtime API (2018-06-01) one function process talks to.
-//! - `process`: starting one function process (environment, working directory, log forwarding)
-//!   and killing/reaping it.
+//! - `runtime_api`: the Lambda Runtime API (2018-06-01) one function process talks to; `peer`:
+//!   which local process is at the other end of one of its connections.
+//! - `process`: starting one function process (environment, working directory, user, process
+//!   group) and killing/reaping it with its group; `output`: its stdout/stderr as log events,
+//!   within the function's output budget ([`OutputLimit`]).
+//! - `user`: the user functions run as ([`RunAs`]) and [`protect_host_process`].
 //! - `pool`: the warm processes of one function version and its concurrency limit.
 //! - this file: [`FunctionHost`], the public entry point, and [`InvokeError`].
 //!
@@ -23,18 +26,22 @@
 //! another `timeout` at most; then the process is taken as stuck and stopped). Like serverless-offline, a function runs with the service directory
 //! (`ServiceDefinition::base_dir`) as its working directory.
 //!
-//! The Runtime API listeners are on loopback only, but any local process that learns a port may
-//! talk to it (as on a developer machine with serverless-offline); request ids are random UUIDs and
-//! every input from that side is treated as untrusted.
+//! The Runtime API listeners are on loopback only, and each admits connections only from its own
+//! process and that process's descendants (`peer`: the client socket's holder, found through
+//! `/proc`); any other local process is closed on without an answer. Request ids are random
+//! UUIDs and every input from that side is treated as untrusted.
 //!
 //! Event and response bodies are never logged: events carry API keys
 //! (`requestContext.identity.apiKey`). A function's stdout/stderr lines are emitted as `tracing`
 //! events with target `keygate::function` and a `function` field.
 
 pub mod artifact;
+mod output;
+mod peer;
 mod pool;
 mod process;
 mod runtime_api;
+mod user;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,9 +55,11 @@ use keygate_types::FunctionSpec;
 use tokio::time::Instant;
 
 pub use artifact::{ArtifactError, stage_artifact};
+pub use output::OutputLimit;
+pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, protect_host_process};
 
 use pool::{Pool, PoolKey};
-use process::Launch;
+use process::{Launch, Spawn};
 
 /// How many processes of one function may run at once when its `reservedConcurrency` is unset:
 /// twice the CPUs this process may run on (`taskset`, cgroups), at least 2. AWS's limit is the
@@ -87,6 +96,11 @@ pub struct HostOptions {
     /// invocation: it `setenv`s each trace id and glibc keeps every value, ~3 MB per 25,000;
     /// docs/benchmarks.md.)
     pub max_invocations: u64,
+    /// The user and group function processes run as; `None`: keygate's own. See
+    /// [`RunAs::for_host`] (as root, `nobody` by default).
+    pub run_as: Option<RunAs>,
+    /// How much of a function's output is logged; the rest is dropped and counted.
+    pub output_limit: OutputLimit,
 }
 
 impl Default for HostOptions {
@@ -96,6 +110,8 @@ impl Default for HostOptions {
             default_concurrency: default_reserved_concurrency(),
             scale_out_after: Duration::from_millis(20),
             max_invocations: 25_000,
+            run_as: None,
+            output_limit: OutputLimit::default(),
         }
     }
 }
@@ -259,7 +275,15 @@ impl FunctionHost {
             return Ok(Arc::clone(pool));
         }
         let opts = &self.inner.opts;
-        let pool = Arc::new(Pool::new(key, opts.scale_out_after, opts.max_invocations.max(1)));
+        let spawn = Spawn {
+            run_as: opts.run_as,
+            output: Arc::new(output::OutputBudget::new(
+                &key.launch.function_name,
+                opts.output_limit,
+            )),
+        };
+        let max_invocations = opts.max_invocations.max(1);
+        let pool = Arc::new(Pool::new(key, opts.scale_out_after, max_invocations, spawn));
         pools.push(Arc::clone(&pool));
         Ok(pool)
     }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::process::{Handed, Launch, ProcShared, Process};
+use crate::process::{Handed, Launch, ProcShared, Process, Spawn};
 
 /// The right to hand one invocation to a process. A process lives as long as one of its slots.
 pub(crate) struct Slot {
@@ -58,6 +58,7 @@ pub(crate) struct Pool {
     freed: Notify,
     scale_out_after: Duration,
     max_invocations: u64,
+    spawn_with: Spawn,
 }
 
 struct PoolState {
@@ -75,7 +76,12 @@ struct PoolState {
 
 impl Pool {
     /// A pool whose processes retire after `max_invocations` answers per slot.
-    pub(crate) fn new(key: PoolKey, scale_out_after: Duration, max_invocations: u64) -> Self {
+    pub(crate) fn new(
+        key: PoolKey,
+        scale_out_after: Duration,
+        max_invocations: u64,
+        spawn_with: Spawn,
+    ) -> Self {
         let max_invocations = max_invocations.saturating_mul(u64::from(key.launch.slots()));
         let permits = Arc::new(Semaphore::new(key.concurrency as usize));
         let state = PoolState {
@@ -92,6 +98,7 @@ impl Pool {
             freed: Notify::new(),
             scale_out_after,
             max_invocations,
+            spawn_with,
         }
     }
 
@@ -339,7 +346,7 @@ impl Pool {
     /// Instances function's) in the idle list for the invocations waiting meanwhile.
     async fn spawn(&self) -> Result<Slot, InvokeError> {
         self.lock().starting += 1;
-        let spawned = Process::spawn(&self.key.launch).await.map(Arc::new);
+        let spawned = Process::spawn(&self.key.launch, &self.spawn_with).await.map(Arc::new);
         let kept = {
             let mut state = self.lock();
             state.starting -= 1;

@@ -1,6 +1,6 @@
-//! One function process: how it is started (its `bootstrap`, environment and working directory),
-//! how its stdout/stderr become `tracing` events, how an event is handed to it and its answer
-//! awaited, and how it is killed and reaped.
+//! One function process: how it is started (its `bootstrap`, environment, working directory, user
+//! and process group), how an event is handed to it and its answer awaited, and how it is killed
+//! (with its whole process group) and reaped. Its output goes to [`crate::output`].
 //!
 //! Each process owns a Runtime API listener ([`crate::runtime_api`]) and a reaper task that owns
 //! the child: the reaper waits for the exit (or a kill request), always `wait`s so no zombie is
@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use nix::sys::signal::Signal;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::runtime_api::{self, Failure, Invocation, Outcome, Phase, RuntimeApi};
-use crate::{FunctionRef, InvokeError};
+use crate::output::{self, OutputBudget};
+use crate::runtime_api::{self, Failure, Invocation, Outcome, Owner, Phase, RuntimeApi};
+use crate::{FunctionRef, InvokeError, RunAs};
 
 /// Host variables a function inherits; everything else in the host's environment (keygate's own
 /// settings, `RUST_LOG`, credentials) is withheld, as Lambda starts from a clean environment.
@@ -45,12 +46,17 @@ const RESERVED_ENV: &[&str] = &[
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 ];
-/// Output lines longer than this are split: a function printing without newlines must not make
-/// the host buffer without bound.
-const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 /// How long to wait for a killed process to be reaped before giving up waiting (the reaper
 /// keeps waiting in the background). SIGKILL normally takes milliseconds.
 const REAP_WAIT: Duration = Duration::from_secs(5);
+
+/// What the processes of one pool share besides their [`Launch`]: the host's settings.
+pub(crate) struct Spawn {
+    /// The user and group to run as (`HostOptions::run_as`).
+    pub(crate) run_as: Option<RunAs>,
+    /// The function's output budget, shared by all its processes.
+    pub(crate) output: Arc<OutputBudget>,
+}
 
 /// Everything that shapes a function's process, as deployed. Invocations whose function matches
 /// a `Launch` ([`Launch::is_for`]) share its warm processes; it is part of the pool fingerprint.
@@ -134,12 +140,21 @@ impl Launch {
     }
 
     /// The whole environment of a new process.
-    fn environment(&self, runtime_api: SocketAddr, task_root: &Path) -> BTreeMap<String, OsString> {
+    fn environment(
+        &self,
+        runtime_api: SocketAddr,
+        task_root: &Path,
+        run_as: Option<RunAs>,
+    ) -> BTreeMap<String, OsString> {
         let mut env: BTreeMap<String, OsString> = BTreeMap::new();
         for key in INHERITED_ENV {
             if let Some(value) = std::env::var_os(key) {
                 env.insert((*key).to_owned(), value);
             }
+        }
+        if run_as.is_some() {
+            // keygate's home is no use to another user; /tmp is the writable place, as on Lambda.
+            env.insert("HOME".to_owned(), "/tmp".into());
         }
         env.entry("PATH".to_owned()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
         env.entry("LANG".to_owned()).or_insert_with(|| "en_US.UTF-8".into());
@@ -273,7 +288,7 @@ impl Drop for Process {
 
 impl Process {
     /// Starts `launch`'s bootstrap with its own Runtime API listener.
-    pub(crate) async fn spawn(launch: &Launch) -> Result<Self, InvokeError> {
+    pub(crate) async fn spawn(launch: &Launch, spawn: &Spawn) -> Result<Self, InvokeError> {
         let (bootstrap, task_root) = resolve_artifact(launch)?;
         check_bootstrap(launch, &bootstrap)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -289,30 +304,54 @@ impl Process {
         command
             .current_dir(&launch.cwd)
             .env_clear()
-            .envs(launch.environment(addr, &task_root))
+            .envs(launch.environment(addr, &task_root, spawn.run_as))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group (pgid = its pid), so that stopping the function also stops
+            // every process it started (see `Group`).
+            .process_group(0)
             // Backstop for a reaper task dropped with the tokio runtime; normally the reaper
             // kills and waits itself.
             .kill_on_drop(true);
+        if let Some(RunAs { uid, gid }) = spawn.run_as {
+            // As root, the standard library also drops supplementary groups (`setgroups(0)`).
+            command.uid(uid).gid(gid);
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {
                 server.abort();
+                let hint = match spawn.run_as {
+                    Some(RunAs { uid, gid })
+                        if err.kind() == std::io::ErrorKind::PermissionDenied =>
+                    {
+                        format!(
+                            " (functions run as uid {uid}, gid {gid}: the service directory {} and \
+                             the artifact must be readable and searchable by that user; see \
+                             --function-user)",
+                            launch.cwd.display()
+                        )
+                    }
+                    _ => String::new(),
+                };
                 return Err(InvokeError::Spawn(format!(
-                    "cannot start {}: {err}",
+                    "cannot start {}: {err}{hint}",
                     bootstrap.display()
                 )));
             }
         };
         let pid = child.id();
         let function: Arc<str> = Arc::from(launch.function_name.as_str());
+        // (No pid: already reaped, so nobody may connect; the reaper records the exit.)
+        if let Some(pid) = pid {
+            api.set_owner(Owner { pid, listener: addr, function: Arc::clone(&function) });
+        }
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward_output(stdout, Arc::clone(&function), "stdout"));
+            tokio::spawn(output::forward_output(stdout, Arc::clone(&spawn.output), "stdout"));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_output(stderr, Arc::clone(&function), "stderr"));
+            tokio::spawn(output::forward_output(stderr, Arc::clone(&spawn.output), "stderr"));
         }
         tracing::info!(
             function = %function,
@@ -330,17 +369,22 @@ impl Process {
             reaped: watch::channel(false).0,
         });
         let reaper_shared = Arc::clone(&shared);
+        let group = Group(pid);
         tokio::spawn(async move {
             let shared = reaper_shared;
             let status = tokio::select! {
                 status = child.wait() => status,
                 () = shared.kill.notified() => {
+                    group.kill();
                     if let Err(err) = child.start_kill() {
                         tracing::debug!(function = %function, pid, %err, "kill failed (already exited?)");
                     }
                     child.wait().await
                 }
             };
+            // The function is gone, and so goes whatever it left running in its group (as Lambda
+            // tears down the whole environment).
+            group.kill_last();
             let status = match status {
                 Ok(status) => status.to_string(),
                 Err(err) => format!("wait failed: {err}"),
@@ -464,6 +508,36 @@ impl Process {
     }
 }
 
+/// A function's process group (its pgid is the function's pid), killed with SIGKILL on
+/// [`Group::kill`] and when dropped: a reaper task dropped with the runtime (keygate exiting
+/// without a shutdown) still stops every process the function started. Processes that leave the
+/// group (`setsid`, `setpgid`) escape it; a whole-environment boundary (a cgroup, a PID
+/// namespace) needs privileges keygate does not assume.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        let Some(pgid) = self.0.and_then(|pid| i32::try_from(pid).ok()) else { return };
+        // ESRCH (nothing left in the group) is the usual outcome after a clean exit.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+impl Group {
+    /// Kills the group a last time, after the function itself has been reaped: from then on the
+    /// group may be empty and its id free for reuse, so it is never signalled again.
+    fn kill_last(mut self) {
+        self.kill();
+        self.0.take();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// What became of an event handed to a process.
 pub(crate) struct Handed {
     pub(crate) result: Result<Bytes, InvokeError>,
@@ -524,45 +598,6 @@ fn epoch_ms(deadline: Instant) -> u64 {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let at = SystemTime::now() + remaining;
     at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Emits each line the function prints as a `tracing` event (target `keygate::function`). Bytes
-/// that are not UTF-8 are replaced; over-long lines are split.
-async fn forward_output(output: impl AsyncRead + Unpin, function: Arc<str>, stream: &'static str) {
-    let mut reader = BufReader::new(output);
-    let mut line: Vec<u8> = Vec::new();
-    loop {
-        let chunk = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(chunk) => chunk,
-        };
-        match chunk.iter().position(|&b| b == b'\n') {
-            Some(newline) => {
-                line.extend_from_slice(&chunk[..newline]);
-                reader.consume(newline + 1);
-                emit(&function, stream, &line);
-                line.clear();
-            }
-            None => {
-                let n = chunk.len();
-                line.extend_from_slice(chunk);
-                reader.consume(n);
-                if line.len() >= MAX_LOG_LINE_BYTES {
-                    emit(&function, stream, &line);
-                    line.clear();
-                }
-            }
-        }
-    }
-    if !line.is_empty() {
-        emit(&function, stream, &line);
-    }
-}
-
-fn emit(function: &str, stream: &'static str, line: &[u8]) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = String::from_utf8_lossy(line);
-    tracing::info!(target: "keygate::function", function, stream, "{text}");
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The Lambda Runtime API (2018-06-01) served to one function process.
 //!
 //! Every process gets its own listener on `127.0.0.1:0` (the listener's address is the process's
-//! `AWS_LAMBDA_RUNTIME_API`), so a request that arrives here comes from that process and the host
-//! never has to guess whose answer it is. Everything a process sends is untrusted input: a bad
-//! request gets a 4xx JSON error shaped like the Runtime Interface Emulator's, never a panic.
+//! `AWS_LAMBDA_RUNTIME_API`), and a connection is admitted only from that process or one of its
+//! descendants ([`crate::peer`]; any other is closed without an answer and logged), so a request
+//! that arrives here comes from that process and the host never has to guess whose answer it is.
+//! Everything a process sends is untrusted input: a bad request gets a 4xx JSON error shaped like
+//! the Runtime Interface Emulator's, never a panic.
 //!
 //! States, as in the RIE: *init* until the first `GET …/invocation/next`; then *ready* (waiting for
 //! an event) and *busy* (one event handed out, until `POST …/{id}/response` or `…/{id}/error`
@@ -27,6 +29,8 @@ use keygate_http::{Fields, Request, Response};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::peer;
 
 /// Largest response a function may post (Lambda's synchronous payload limit, 6 MB).
 pub(crate) const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -75,6 +79,19 @@ pub(crate) struct RuntimeApi {
     max_concurrency: usize,
     state: Mutex<State>,
     failure: watch::Sender<Option<Failure>>,
+    /// Who may connect, known once the process has started ([`RuntimeApi::set_owner`]).
+    owner: watch::Sender<Option<Owner>>,
+}
+
+/// The process a Runtime API serves.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    /// The function process: it and its descendants may connect.
+    pub(crate) pid: u32,
+    /// The listener's address (`AWS_LAMBDA_RUNTIME_API`).
+    pub(crate) listener: SocketAddr,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, for the warning about a refused connection.
+    pub(crate) function: Arc<str>,
 }
 
 #[derive(Default)]
@@ -114,8 +131,54 @@ impl RuntimeApi {
             max_concurrency,
             state: Mutex::new(State::default()),
             failure: watch::channel(None).0,
+            owner: watch::channel(None).0,
         };
         (Arc::new(api), tx)
+    }
+
+    /// Names the process this API serves; connections wait for it.
+    pub(crate) fn set_owner(&self, owner: Owner) {
+        self.owner.send_replace(Some(owner));
+    }
+
+    /// Whether the client at `peer` is the owner process or one of its descendants (checked on
+    /// the blocking pool: it reads `/proc`). A refusal is logged without any event data.
+    async fn admits_peer(&self, peer: SocketAddr) -> bool {
+        let mut owner = self.owner.subscribe();
+        let owner = match owner.wait_for(Option::is_some).await {
+            Ok(owner) => owner.clone(),
+            Err(_) => None,
+        };
+        let Some(Owner { pid, listener, function }) = owner else { return false };
+        let checked =
+            tokio::task::spawn_blocking(move || peer::is_descendant_peer(pid, peer, listener))
+                .await;
+        match checked {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                tracing::warn!(
+                    function = %function,
+                    pid,
+                    %peer,
+                    "refused a Runtime API connection from a process that is not the function's"
+                );
+                false
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(
+                    function = %function,
+                    pid,
+                    %peer,
+                    %err,
+                    "refused a Runtime API connection: its process cannot be checked"
+                );
+                false
+            }
+            Err(err) => {
+                tracing::warn!(function = %function, %peer, %err, "Runtime API peer check failed");
+                false
+            }
+        }
     }
 
     /// Watches for the process becoming unusable.
@@ -305,6 +368,10 @@ impl keygate_http::Service for RuntimeApi {
             _ => too_large(),
         }
     }
+
+    fn admit_connection(&self, peer: SocketAddr) -> impl Future<Output = bool> + Send {
+        self.admits_peer(peer)
+    }
 }
 
 /// Serves the Runtime API on `listener` until the task is aborted. Connections belong to this
@@ -317,9 +384,9 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
         read_timeout: None,
         body_timeout: None,
         write_timeout: None,
-        // One process, a few connections (one per concurrent `/next`); these only bound a
-        // misbehaving one.
-        max_connections: 1024,
+        // One process, a connection per concurrent `/next` (up to `maxConcurrency`, at most
+        // 1,600); these only bound a misbehaving one.
+        max_connections: 4096,
         max_buffered: 8 * MAX_RESPONSE_BYTES,
         drain: Duration::ZERO,
     };
@@ -509,6 +576,8 @@ mod tests {
             "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f",
             max_concurrency,
         );
+        // The test process itself plays the function.
+        api.set_owner(Owner { pid: std::process::id(), listener: addr, function: Arc::from("f") });
         let server = tokio::spawn(serve(listener, Arc::clone(&api)));
         Harness { api, inbox, addr, server }
     }

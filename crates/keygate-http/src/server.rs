@@ -119,6 +119,15 @@ pub trait Service: Send + Sync + 'static {
         res.headers.push_static("retry-after", "1");
         res
     }
+
+    /// Decides once per connection, before anything is read from it, whether `peer` may talk to
+    /// this service at all; a refused connection is closed without an answer. Everyone is
+    /// admitted unless the service says otherwise (the Runtime API admits only its function's
+    /// processes).
+    fn admit_connection(&self, peer: SocketAddr) -> impl Future<Output = bool> + Send {
+        let _ = peer;
+        std::future::ready(true)
+    }
 }
 
 /// Serves `listener` until `shutdown` completes, then lets open connections finish the request
@@ -291,6 +300,9 @@ impl<S: Service> Connection<S> {
     }
 
     async fn run(mut self) {
+        if !self.service.admit_connection(self.peer).await {
+            return;
+        }
         loop {
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
@@ -796,6 +808,48 @@ mod tests {
     }
 
     static HANG_DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Admits no connection at all.
+    struct Closed(std::sync::atomic::AtomicBool);
+
+    impl Service for Closed {
+        type Admitted = ();
+
+        fn admit(&self, _head: &Request, _peer: SocketAddr) -> Admit<()> {
+            Admit::Proceed(())
+        }
+
+        async fn call(&self, _req: Request, (): (), _peer: SocketAddr) -> Response {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            Response::new(StatusCode::OK, Bytes::from_static(b"served"))
+        }
+
+        fn too_large(&self, _head: &Request) -> Response {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            Response::new(StatusCode::PAYLOAD_TOO_LARGE, Bytes::new())
+        }
+
+        async fn admit_connection(&self, _peer: SocketAddr) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_closed_before_any_request_is_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(Closed(std::sync::atomic::AtomicBool::new(false)));
+        let options = Options { max_body: 16, drain: Duration::from_millis(100), ..options() };
+        let server = tokio::spawn(serve(listener, Arc::clone(&service), options, async {
+            std::future::pending::<()>().await;
+        }));
+        let raw: &[u8] =
+            b"GET / HTTP/1.1\r\nhost: x\r\n\r\nPOST / HTTP/1.1\r\ncontent-length: 99\r\n\r\n";
+        let answers = tokio::task::spawn_blocking(move || exchange(addr, raw, 2)).await.unwrap();
+        assert!(answers.is_empty(), "{answers:?}");
+        assert!(!service.0.load(std::sync::atomic::Ordering::SeqCst), "the service was called");
+        server.abort();
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_goes_away_cancels_the_call() {

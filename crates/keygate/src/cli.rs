@@ -25,6 +25,8 @@ pub(crate) enum Command {
         service: ServiceArgs,
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        functions: FunctionArgs,
     },
     /// Deploy a service to a stage: snapshot its definition, create its keys and usage plan.
     Deploy {
@@ -38,6 +40,8 @@ pub(crate) enum Command {
     Serve {
         #[command(flatten)]
         listen: ListenArgs,
+        #[command(flatten)]
+        functions: FunctionArgs,
     },
     /// Show what is deployed for a service and stage (like `serverless info`).
     Info {
@@ -133,6 +137,14 @@ pub(crate) struct ListenArgs {
     /// Address of the admin API (AWS API Gateway's paths; SigV4 or bearer token required).
     #[arg(long, default_value = "127.0.0.1:4001", env = "KEYGATE_ADMIN_LISTEN")]
     pub(crate) admin_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FunctionArgs {
+    /// User function processes run as when keygate runs as root (default `nobody`); without
+    /// root they run as keygate's own user and this must be unset (or that user).
+    #[arg(long, env = "KEYGATE_FUNCTION_USER", value_name = "NAME|UID[:GID]")]
+    pub(crate) function_user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use keygate_control::Store;
 use keygate_control::keys::{self, CreateKey};
 use keygate_control::{plans, usage};
-use keygate_functions::FunctionHost;
+use keygate_functions::{FunctionHost, HostOptions, RunAs};
 use keygate_gateway::Gateway;
 use keygate_limits::clock::Clock;
 use keygate_store::SqliteStore;
@@ -20,8 +20,8 @@ use keygate_control::admin::{self, MasterKey};
 use keygate_control::audit::Audited;
 
 use crate::cli::{
-    AdminCommand, Cli, Command, CredentialsCommand, KeysCommand, LimitArgs, PlansCommand,
-    ServiceArgs, TokenCommand, UsageArgs, UsageCommand,
+    AdminCommand, Cli, Command, CredentialsCommand, FunctionArgs, KeysCommand, LimitArgs,
+    PlansCommand, ServiceArgs, TokenCommand, UsageArgs, UsageCommand,
 };
 use crate::output;
 
@@ -34,7 +34,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let data_dir = std::path::absolute(&cli.data_dir)
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
     match cli.command {
-        Command::Up { service, listen } => {
+        Command::Up { service, listen, functions } => {
+            let host = function_host(&functions)?;
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin_listen).await?;
             let base = format!("http://{}", listener.local_addr()?);
@@ -42,7 +43,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let report =
                 deploy(&open_audited(&data_dir).await?, &service, &data_dir, &base).await?;
             output::deploy_report(&report, false)?;
-            serve(store, &data_dir, listener, admin).await
+            serve(store, host, &data_dir, listener, admin).await
         }
         Command::Deploy { service, json } => {
             let store = open_audited(&data_dir).await?;
@@ -50,11 +51,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let report = deploy(&store, &service, &data_dir, &base).await?;
             output::deploy_report(&report, json)
         }
-        Command::Serve { listen } => {
+        Command::Serve { listen, functions } => {
+            let host = function_host(&functions)?;
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin_listen).await?;
             let store = open(&data_dir).await?;
-            serve(store, &data_dir, listener, admin).await
+            serve(store, host, &data_dir, listener, admin).await
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -409,10 +411,24 @@ async fn deploy(
     Ok(report)
 }
 
+/// The function host, with the user functions run as (`--function-user`).
+fn function_host(args: &FunctionArgs) -> Result<FunctionHost> {
+    let run_as = RunAs::for_host(args.function_user.as_deref())?;
+    match run_as {
+        Some(RunAs { uid: 0, .. }) => tracing::warn!(
+            "functions run as root (--function-user): they can read keygate's data directory"
+        ),
+        Some(RunAs { uid, gid }) => tracing::info!(uid, gid, "functions run as uid {uid}"),
+        None => {}
+    }
+    Ok(FunctionHost::new(HostOptions { run_as, ..HostOptions::default() }))
+}
+
 /// Serves traffic and the admin API until SIGINT or SIGTERM, then drains connections, writes
 /// the last usage and stops function processes.
 async fn serve(
     store: Store,
+    functions: FunctionHost,
     data_dir: &Path,
     listener: TcpListener,
     admin: TcpListener,
@@ -434,7 +450,7 @@ async fn serve(
         }
     });
     let clock = Arc::new(keygate_limits::clock::SystemClock);
-    let gateway = Gateway::new(store, FunctionHost::default(), clock)
+    let gateway = Gateway::new(store, functions, clock)
         .await
         .context("cannot read the deployed stages from the store")?;
     let refresh = gateway.spawn_refresh();

@@ -15,6 +15,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.command.is_server());
+    // Before anything secret is read: processes of the same user (functions, when keygate does
+    // not run as root) can then read neither keygate's memory nor its /proc/<pid>/environ.
+    if let Err(e) = keygate_functions::protect_host_process() {
+        tracing::warn!(error = %e, "cannot make keygate non-dumpable");
+    }
     let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

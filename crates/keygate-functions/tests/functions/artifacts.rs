@@ -52,6 +52,32 @@ fn a_directory_is_copied_recursively() {
 }
 
 #[test]
+fn a_staged_tree_is_readable_by_everyone_whatever_the_source_modes() {
+    // Functions may run as another user (`nobody` when keygate runs as root).
+    let tmp = TempDir::new().unwrap();
+    let src = tmp.path().join("pkg");
+    std::fs::create_dir_all(src.join("private")).unwrap();
+    script(&src.join("bootstrap"), "exit 0");
+    std::fs::write(src.join("private/data.txt"), "hello").unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let set = |path: &Path, m: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    set(&src.join("bootstrap"), 0o700);
+    set(&src.join("private/data.txt"), 0o600);
+    set(&src.join("private"), 0o700);
+    let root = tmp.path().join("artifacts");
+    std::fs::create_dir(&root).unwrap();
+    set(&root, 0o700);
+    let staged = stage_artifact(&src, &root).unwrap();
+    assert_eq!(mode(&root), 0o755);
+    assert_eq!(mode(&staged), 0o755);
+    assert_eq!(mode(&staged.join("bootstrap")), 0o755);
+    assert_eq!(mode(&staged.join("private")), 0o755);
+    assert_eq!(mode(&staged.join("private/data.txt")), 0o644);
+}
+
+#[test]
 fn a_zip_is_extracted_and_bootstrap_made_executable() {
     let tmp = TempDir::new().unwrap();
     let src = tmp.path().join("bootstrap.zip");

@@ -91,3 +91,68 @@ async fn event_and_response_bodies_are_never_logged() {
         assert!(!fields.contains(secret), "{target} logged the secret: {fields}");
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_output_is_cut_to_the_functions_budget_and_counted() {
+    let began = Instant::now();
+    let (captured, _guard) = capture();
+    let limit = keygate_functions::OutputLimit {
+        bytes_per_second: 1,
+        burst_bytes: 64 * 1024,
+        lines_per_second: 1,
+        burst_lines: 100_000,
+    };
+    let host = FunctionHost::new(keygate_functions::HostOptions {
+        output_limit: limit,
+        ..keygate_functions::HostOptions::default()
+    });
+    let svc = Service::new();
+    // 80,000 lines of 99 x's: 8,000,000 bytes with the newlines, 7,920,000 without.
+    let bootstrap = svc.base_dir().join("bootstrap");
+    crate::common::script(
+        &bootstrap,
+        &format!(
+            "head -c 7920000 /dev/zero | tr '\\0' x | fold -w 99\nexec '{}'",
+            crate::common::testfn_binary().display()
+        ),
+    );
+    let mut spec = spec("env");
+    spec.artifact = Some(bootstrap);
+    invoke(&host, &svc.f(&spec), json!({})).await.unwrap();
+    host.shutdown().await;
+
+    // Every line is either logged or counted as dropped, once the pipes are drained (exact
+    // accounting is `output::tests`: a thread-local subscriber may miss events of a callsite
+    // whose interest another test's thread cached).
+    let tally = |events: &[(String, String)]| {
+        let logged: u64 = events
+            .iter()
+            .filter(|(target, fields)| target == "keygate::function" && fields.contains("xxx"))
+            .count() as u64
+            * 99;
+        let dropped: u64 = events
+            .iter()
+            .filter_map(|(_, fields)| {
+                let rest = fields.split_once("dropped_bytes=")?.1;
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum();
+        (logged, dropped)
+    };
+    let started = Instant::now();
+    let (logged, dropped) = loop {
+        let (logged, dropped) = tally(&captured.events());
+        if logged + dropped >= 7_920_000 || started.elapsed() > Duration::from_secs(10) {
+            break (logged, dropped);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(dropped > 0 && logged + dropped <= 7_920_000, "{logged} + {dropped}");
+    // The burst, plus one byte per second of the test at most.
+    let bound = limit.burst_bytes + began.elapsed().as_secs() + 1;
+    assert!(logged <= bound, "{logged} bytes logged, over the budget of {bound}");
+    let warning = captured.events().into_iter().find(|(_, fields)| {
+        fields.contains("function svc-dev-fn:") && fields.contains("bytes of output dropped")
+    });
+    assert!(warning.is_some(), "no warning about the dropped output");
+}

@@ -4,5 +4,6 @@
 mod artifacts;
 mod common;
 mod invoke;
+mod isolation;
 mod lifecycle;
 mod logs;

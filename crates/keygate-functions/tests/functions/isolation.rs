@@ -1,0 +1,247 @@
+//! Isolation of function processes (security review, issue 12): only a function's own processes
+//! may use its Runtime API.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use keygate_functions::{FunctionHost, FunctionRef};
+use serde_json::json;
+
+use crate::common::{Service, invoke, json, pid, spec};
+
+/// Sends `request` from this (test) process, which is no descendant of any function process,
+/// and returns every byte the Runtime API answers until it closes (or 10 s pass).
+fn foreign_request(api: SocketAddr, request: String) -> Vec<u8> {
+    let mut stream = TcpStream::connect(api).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The listener may already have closed: a failed write is as good as a refusal.
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut chunk) {
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    answer
+}
+
+/// The `AWS_LAMBDA_RUNTIME_API` of a warm `env` process, and its pid.
+async fn runtime_api(host: &FunctionHost, f: &FunctionRef<'_>) -> (SocketAddr, u32) {
+    let raw = invoke(host, f, json!({})).await.unwrap();
+    let env: BTreeMap<String, String> =
+        serde_json::from_str(json(&raw)["body"].as_str().unwrap()).unwrap();
+    (env["AWS_LAMBDA_RUNTIME_API"].parse().unwrap(), pid(&raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_local_process_can_neither_steal_events_nor_forge_answers() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let mut spec = spec("env");
+    spec.timeout_secs = 5;
+    let f = svc.f(&spec);
+    let (api, function_pid) = runtime_api(&host, &f).await;
+
+    // A foreign poll of /next, parked before the next invocations arrive: without the check it
+    // queues behind the function's own poll and takes the event after it.
+    let thief = tokio::task::spawn_blocking(move || {
+        foreign_request(
+            api,
+            format!("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {api}\r\n\r\n"),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let secret = "kg-live-api-key-0123456789abcdef";
+    for n in 0..2 {
+        let event =
+            json!({"testfn": "echo", "n": n, "requestContext": {"identity": {"apiKey": secret}}});
+        let raw = invoke(&host, &f, event).await.unwrap();
+        let body = json(&raw)["body"].as_str().unwrap().to_owned();
+        assert!(body.contains(secret) && body.contains(&format!("\"n\":{n}")), "{body}");
+    }
+    let stolen = thief.await.unwrap();
+    assert!(stolen.is_empty(), "a foreign process got: {}", String::from_utf8_lossy(&stolen));
+
+    // While an invocation is running, a foreign /next (whose 403 would name the request id) and
+    // a forged answer get nothing, and the function's own answer is the one that counts.
+    let running = {
+        let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
+        tokio::spawn(async move {
+            let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+            invoke(&host, &f, json!({"testfn": "sleep", "sleep_ms": 1500})).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe = tokio::task::spawn_blocking(move || {
+        foreign_request(
+            api,
+            format!("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: {api}\r\n\r\n"),
+        )
+    });
+    let probed = String::from_utf8_lossy(&probe.await.unwrap()).into_owned();
+    // The id an answered probe would leak ("invocation <id> has no response or error yet").
+    let id = probed
+        .split_once("invocation ")
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .map_or("unknown", |(id, _)| id)
+        .to_owned();
+    let forged = r#"{"statusCode":200,"body":"forged"}"#;
+    let forge = tokio::task::spawn_blocking(move || {
+        foreign_request(
+            api,
+            format!(
+                "POST /2018-06-01/runtime/invocation/{id}/response HTTP/1.1\r\nHost: {api}\r\n\
+                 Content-Length: {}\r\n\r\n{forged}",
+                forged.len()
+            ),
+        )
+    });
+    let forge_answer = forge.await.unwrap();
+    assert!(probed.is_empty(), "a foreign /next got: {probed}");
+    assert!(forge_answer.is_empty(), "{}", String::from_utf8_lossy(&forge_answer));
+    let answer = json(&running.await.unwrap().unwrap());
+    assert_eq!(answer["body"], "slept 1500 ms");
+    assert_eq!(answer["headers"]["x-pid"], function_pid.to_string());
+    host.shutdown().await;
+}
+
+/// Whether `pid` is a live process (a zombie, which only waits to be reaped, is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (10 s at most) for `pid` to be gone.
+async fn gone(pid: u32) -> bool {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A bootstrap that starts a grandchild `sleep 1000` (its pid written to `grandchild.pid` in the
+/// service directory), then becomes the test function.
+fn spawning_spec(svc: &Service) -> keygate_types::FunctionSpec {
+    let bootstrap = svc.base_dir().join("bootstrap");
+    let testfn = crate::common::testfn_binary();
+    crate::common::script(
+        &bootstrap,
+        &format!("sleep 1000 &\necho $! > grandchild.pid\nexec '{}'", testfn.display()),
+    );
+    let mut spec = spec("sleep");
+    spec.artifact = Some(bootstrap);
+    spec.timeout_secs = 1;
+    spec
+}
+
+fn grandchild(svc: &Service) -> u32 {
+    let pid = std::fs::read_to_string(svc.base_dir().join("grandchild.pid")).unwrap();
+    pid.trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_function_takes_its_children_with_it() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spawning_spec(&svc);
+    let result = invoke(&host, &svc.f(&spec), json!({"sleep_ms": 5000})).await;
+    assert!(matches!(result, Err(keygate_functions::InvokeError::Timeout)), "{result:?}");
+    let sleeper = grandchild(&svc);
+    assert!(gone(sleeper).await, "grandchild {sleeper} survived its function's timeout");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_takes_the_functions_children_with_it() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let spec = spawning_spec(&svc);
+    invoke(&host, &svc.f(&spec), json!({"sleep_ms": 1})).await.unwrap();
+    let sleeper = grandchild(&svc);
+    assert!(alive(sleeper), "the grandchild should run while its function is warm");
+    host.shutdown().await;
+    assert!(gone(sleeper).await, "grandchild {sleeper} survived the host's shutdown");
+}
+
+/// Sets `path`'s permission bits.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test]
+async fn a_function_cannot_read_the_hosts_secrets() {
+    // What the binary does at start.
+    keygate_functions::protect_host_process().unwrap();
+    let as_root = nix::unistd::Uid::effective().is_root();
+    let run_as = keygate_functions::RunAs::for_host(None).unwrap();
+    assert_eq!(run_as.is_some(), as_root, "as root, functions run as `nobody`");
+    let host = FunctionHost::new(keygate_functions::HostOptions {
+        run_as,
+        ..keygate_functions::HostOptions::default()
+    });
+
+    // A data directory as keygate leaves it: searchable (0711), its key private (0600).
+    let data = tempfile::TempDir::new().unwrap();
+    chmod(data.path(), 0o711);
+    let admin_key = data.path().join("admin.key");
+    std::fs::write(&admin_key, "master-key-material").unwrap();
+    chmod(&admin_key, 0o600);
+    // Where the function reports what it could do.
+    let out = tempfile::TempDir::new().unwrap();
+    chmod(out.path(), 0o777);
+
+    let svc = Service::new();
+    chmod(svc.base_dir(), 0o755);
+    let bootstrap = svc.base_dir().join("bootstrap");
+    let report = |name: &str| out.path().join(name).display().to_string();
+    let try_read = |path: &str, name: &str| {
+        format!(
+            "if cat '{path}' > /dev/null 2>&1; then echo read > '{}'; else echo denied > '{}'; fi",
+            report(name),
+            report(name)
+        )
+    };
+    crate::common::script(
+        &bootstrap,
+        &format!(
+            "id -u > '{uid}'\ngrep '^Groups:' /proc/self/status > '{groups}'\n{key}\n{environ}\n\
+             exec '{testfn}'",
+            uid = report("uid"),
+            groups = report("groups"),
+            key = try_read(&admin_key.display().to_string(), "admin.key"),
+            environ = try_read(&format!("/proc/{}/environ", std::process::id()), "environ"),
+            testfn = crate::common::staged_testfn().join("bootstrap").display(),
+        ),
+    );
+    let mut spec = spec("env");
+    spec.artifact = Some(bootstrap);
+    let raw = invoke(&host, &svc.f(&spec), json!({})).await.unwrap();
+    let env: BTreeMap<String, String> =
+        serde_json::from_str(json(&raw)["body"].as_str().unwrap()).unwrap();
+    host.shutdown().await;
+
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
+    // Never keygate's environment, whoever the function runs as.
+    assert_eq!(read("environ").trim(), "denied", "the function read the host's environment");
+    assert!(env.keys().all(|k| !k.starts_with("KEYGATE_")), "{env:?}");
+    let uid: u32 = read("uid").trim().parse().unwrap();
+    if as_root {
+        let nobody = keygate_functions::RunAs::resolve("nobody").unwrap();
+        assert_eq!(uid, nobody.uid);
+        assert_ne!(uid, 0);
+        assert_eq!(read("admin.key").trim(), "denied", "the function read admin.key");
+        assert_eq!(read("groups").split_whitespace().count(), 1, "supplementary groups kept");
+        assert_eq!(env.get("HOME").map(String::as_str), Some("/tmp"));
+    } else {
+        // Same user: the key file is the data directory's to protect; the process is not.
+        assert_eq!(uid, nix::unistd::Uid::effective().as_raw());
+    }
+}
