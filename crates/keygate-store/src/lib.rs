@@ -106,13 +106,17 @@ pub trait ConfigStore: Send + Sync + 'static {
         digests: &[keygate_types::KeyDigest],
     ) -> Result<std::collections::HashSet<keygate_types::KeyDigest>>;
     /// Gives a key a new value. The old value keeps working for `grace_secs` (0: not at all),
-    /// with the same plans and counters.
+    /// with the same plans and counters; values replaced earlier end then at the latest (with 0:
+    /// now).
     async fn rotate_key(
         &self,
         id: &str,
         value: keygate_types::ApiKeyValue,
         grace_secs: i64,
     ) -> Result<ApiKey>;
+    /// Ends every rotated-out value of a key now (its current value keeps working); returns how
+    /// many were still working. [`Error::NotFound`] for an unknown key.
+    async fn revoke_old_values(&self, id: &str) -> Result<u64>;
     /// Records when keys were last used (`(key id, unix seconds)`); never moves a date back.
     async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;

@@ -872,16 +872,31 @@ impl ConfigStore for SqliteStore {
             .map_err(map_err)?;
         let old = old.ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
         let t = now();
+        let grace_end = t.saturating_add(grace_secs);
+        // Every older value ends with the grace period at the latest: a rotation because a
+        // value leaked must not leave an earlier value working longer than the one it replaces.
         if grace_secs > 0 {
+            sqlx::query("UPDATE api_key_old_values SET expires = MIN(expires, ?) WHERE key_id = ?")
+                .bind(grace_end)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
             sqlx::query(
                 "INSERT INTO api_key_old_values (digest, key_id, expires) VALUES (?, ?, ?)",
             )
             .bind(&old)
             .bind(id)
-            .bind(t.saturating_add(grace_secs))
+            .bind(grace_end)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        } else {
+            sqlx::query("DELETE FROM api_key_old_values WHERE key_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
         }
         sqlx::query(
             "UPDATE api_keys SET digest = ?, prefix = ?, last_updated_date = ? WHERE id = ?",
@@ -904,6 +919,33 @@ impl ConfigStore for SqliteStore {
             .ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
         tx.commit().await.map_err(map_err)?;
         Ok(key)
+    }
+
+    async fn revoke_old_values(&self, id: &str) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("API key {id} not found")));
+        }
+        let done = sqlx::query("DELETE FROM api_key_old_values WHERE key_id = ? AND expires >= ?")
+            .bind(id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        sqlx::query("DELETE FROM api_key_old_values WHERE key_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        bump(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done)
     }
 
     async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
