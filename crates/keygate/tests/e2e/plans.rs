@@ -131,8 +131,12 @@ async fn quota_admits_exactly_the_limit_then_points_at_midnight() {
     .await;
     let mut admitted = 1;
     for _ in 0..5 {
-        if get(&srv.url("/dev/a"), Some(&key)).await.status == 200 {
+        let r = get(&srv.url("/dev/a"), Some(&key)).await;
+        if r.status == 200 {
             admitted += 1;
+            // The policy shows the configured limit, not the limit plus the grant (was q=103).
+            let policy = r.header("ratelimit-policy").unwrap_or_default();
+            assert_eq!(policy, r#""quota";q=100;w=86400"#, "{r:?}");
         }
     }
     assert_eq!(admitted, 3);
