@@ -32,20 +32,37 @@ pub struct DeployReport {
     /// Keys in the stage's plan that an earlier deployment declared and the file no longer does
     /// (kept, not deleted).
     pub undeclared_api_keys: Vec<DeployedKey>,
-    pub functions: Vec<String>,
+    pub functions: Vec<Function>,
     /// Notes for the user (deprecations, ignored settings, functions keygate cannot run).
     pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub method: HttpMethod,
     pub url: String,
     pub private: bool,
 }
 
+/// A function of a deployment: its name in the file and its deployed name.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Function {
+    pub name: String,
+    /// `<service>-<stage>-<name>` unless the file names it.
+    pub function_name: String,
+}
+
+impl Function {
+    pub(crate) fn of(f: &keygate_types::FunctionSpec) -> Self {
+        Self { name: f.name.clone(), function_name: f.function_name.clone() }
+    }
+}
+
 /// A key of the deployment. `value` is set only for keys this deploy created: it is shown once.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeployedKey {
     pub id: String,
     pub name: String,
@@ -220,7 +237,7 @@ pub async fn deploy(
         endpoints,
         api_keys,
         undeclared_api_keys,
-        functions: def.functions.iter().map(|f| f.function_name.clone()).collect(),
+        functions: def.functions.iter().map(Function::of).collect(),
         notes,
     })
 }
