@@ -271,7 +271,10 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
                 }));
             }
             match n {
-                0 => println!("API key {} ({}) has no older value that still works", key.name, key.id),
+                0 => println!(
+                    "API key {} ({}) has no older value that still works",
+                    key.name, key.id
+                ),
                 n => println!(
                     "ended {n} older value{} of API key {} ({}); running gateways refuse {} within 1 s",
                     if n == 1 { "" } else { "s" },

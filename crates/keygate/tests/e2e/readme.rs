@@ -203,7 +203,8 @@ fn match_output(
         return actual.is_empty().then(|| bound.clone());
     };
     if first.trim() == "..." {
-        return (0..=actual.len()).find_map(|skip| match_output(rest, &actual[skip..], kinds, bound));
+        return (0..=actual.len())
+            .find_map(|skip| match_output(rest, &actual[skip..], kinds, bound));
     }
     let (line, more) = actual.split_first()?;
     let fresh = match_line(first, line, kinds, bound)?;
@@ -218,8 +219,9 @@ fn match_output(
 /// blank lines.
 fn clean(text: &str) -> Vec<String> {
     let ansi = Regex::new(r"\x1b\[[0-9;]*m").unwrap();
-    let log = Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s")
-        .unwrap();
+    let log =
+        Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s")
+            .unwrap();
     let mut lines: Vec<String> = ansi
         .replace_all(text, "")
         .lines()
@@ -296,7 +298,10 @@ fn reproduce(readme: &str, repo: &Path, scratch: &Path) -> Vec<String> {
             let program = command.split_whitespace().next().unwrap_or_default().to_owned();
             if program != "export" && !on_path(&program, &path) {
                 assert!(!ci, "README line {}: {program} is not installed (CI=true)", step.line);
-                eprintln!("README line {}: {program} is not installed: rest of block skipped", step.line);
+                eprintln!(
+                    "README line {}: {program} is not installed: rest of block skipped",
+                    step.line
+                );
                 continue 'blocks;
             }
             let expected = trim_blank_end(&step.expected);
