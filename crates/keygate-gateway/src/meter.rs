@@ -185,12 +185,7 @@ impl KeyPlan {
                 }
                 QuotaDecision::Allowed { remaining } => {
                     // The policy is the configured limit; a grant shows in `remaining`.
-                    quota_info = Some(QuotaInfo::new(
-                        q.limit,
-                        remaining,
-                        &window,
-                        unix_ms,
-                    ));
+                    quota_info = Some(QuotaInfo::new(q.limit, remaining, &window, unix_ms));
                 }
             }
         }
