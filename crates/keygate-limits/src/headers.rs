@@ -50,7 +50,7 @@ pub struct BurstInfo {
 }
 
 impl BurstInfo {
-    /// From a bucket's limits and its state (e.g. `AtomicTokenBucket::state` right after the
+    /// From a bucket's limits and its state (e.g. `TokenBucket::state` right after the
     /// decision).
     pub fn new(limits: &BucketLimits, state: &BucketState) -> Self {
         Self {
