@@ -400,3 +400,18 @@ async fn old_values_can_be_revoked() {
     assert_eq!(s.revoke_old_values(&k.id).await.unwrap(), 0);
     assert!(matches!(s.revoke_old_values("nope").await, Err(Error::NotFound(_))));
 }
+
+/// A store error keeps the backend's error as its source, so callers can show the whole chain.
+#[tokio::test]
+async fn store_errors_keep_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let Err(e) = SqliteStore::open(&not_a_dir.join("data")).await else {
+        panic!("a data directory under a file cannot be created")
+    };
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().starts_with("the store is unavailable: cannot create data directory"));
+    let source = std::error::Error::source(&e).expect("the IO error is kept");
+    assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
+}
