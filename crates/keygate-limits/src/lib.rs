@@ -10,7 +10,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`clock`] | [`Nanos`], [`Clock`], [`SystemClock`], [`ManualClock`] |
+//! | [`clock`] (from `keygate-types`) | [`Nanos`], [`Clock`], [`SystemClock`], [`ManualClock`] |
 //! | [`bucket`] | [`BucketLimits`], [`TokenBucket`], [`Decision`] |
 //! | [`calendar`] | [`Date`], [`period_start`], [`period_end`], [`QuotaWindow`] |
 //! | [`quota`] | [`check_quota`], [`allowance`], [`QuotaDecision`] |
@@ -43,13 +43,15 @@
 
 pub mod bucket;
 pub mod calendar;
-pub mod clock;
 pub mod headers;
 pub mod quota;
 
 pub use bucket::{BucketLimits, BucketState, Decision, NEVER, TokenBucket};
 pub use calendar::{Date, QuotaWindow, day_of, period_end, period_start};
-pub use clock::{Clock, ManualClock, Nanos, SystemClock};
+/// The clock lives in `keygate-types` (the admin API uses it too); re-exported where the limiters
+/// always had it.
+pub use keygate_types::clock;
+pub use keygate_types::clock::{Clock, ManualClock, Nanos, SystemClock};
 pub use quota::{QuotaDecision, allowance, check_quota};
 
 /// Errors of this crate: only parsing can fail; every decision is total.
