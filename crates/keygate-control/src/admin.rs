@@ -170,7 +170,7 @@ pub struct NewToken {
 /// Prefix of bearer tokens (so they are recognisable in a secret scanner).
 pub const TOKEN_PREFIX: &str = "kgt_";
 
-/// Issues a bearer token for curl and the console.
+/// Issues a bearer token for curl and scripts.
 ///
 /// # Errors
 /// A store error.
