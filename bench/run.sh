@@ -158,7 +158,7 @@ done
 stop_pid "$UP_PID"
 
 # --- report -------------------------------------------------------------------------------
-python3 "$HERE/report.py" "$TSV" "$OUT/versions.txt" "$(printf '%s\n' "${STARTUPS[@]}")" > "$OUT/results.md"
+QUICK="$QUICK" PROFILE="$PROFILE" python3 "$HERE/report.py" "$TSV" "$OUT/versions.txt" "$(printf '%s\n' "${STARTUPS[@]}")" > "$OUT/results.md"
 cat "$OUT/results.md"
 log "bench: results in $OUT"
 if [ "${#FAILED[@]}" -gt 0 ]; then

@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keygate_control::admin;
-use keygate_limits::clock::Clock;
+use keygate_types::clock::Clock;
 
 use crate::error::AwsError;
 use crate::{AdminState, sigv4};
@@ -80,7 +80,7 @@ async fn check(state: &AdminState, req: Request) -> Result<(Actor, Request), Aws
         headers: &header_refs,
         body: &body,
     };
-    let now = keygate_limits::clock::SystemClock.now_unix_ms() / 1000;
+    let now = keygate_types::clock::SystemClock.now_unix_ms() / 1000;
     sigv4::verify(&signed, &parsed, &secret, now).map_err(sig_error)?;
     Ok((
         Actor(format!("sigv4:{}", parsed.access_key_id)),

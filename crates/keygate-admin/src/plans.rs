@@ -305,7 +305,7 @@ pub(crate) async fn update_usage(
     let patch = parse_patch(&body)?;
     let store = audited(&state, &actor);
     let plan = find(&state, &id).await?;
-    let now = keygate_limits::clock::Clock::now_unix_ms(&keygate_limits::clock::SystemClock);
+    let now = keygate_types::clock::Clock::now_unix_ms(&keygate_types::clock::SystemClock);
     for op in &patch.patch_operations {
         if op.op != "replace" || op.path != "/remaining" {
             return Err(AwsError::bad_request(format!(

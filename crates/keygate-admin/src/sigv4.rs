@@ -722,12 +722,17 @@ pub fn parse_amz_date(value: &str) -> Option<i64> {
     unix_from_parts(num(0..4)?, num(4..6)?, num(6..8)?, num(9..11)?, num(11..13)?, num(13..15)?)
 }
 
-/// Formats Unix seconds as `YYYYMMDDTHHMMSSZ`.
+/// `YYYYMMDDTHHMMSSZ`, the ISO 8601 basic form SigV4 uses.
+const AMZ_DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// Formats Unix seconds as `YYYYMMDDTHHMMSSZ` (as the number itself when out of the years
+/// 0000-9999, which no signature can name).
 pub fn format_amz_date(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let secs = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| t.format(AMZ_DATE).ok())
+        .unwrap_or_else(|| unix_secs.to_string())
 }
 
 /// Parses an IMF-fixdate (`Sat, 28 Nov 2026 12:00:00 GMT`, RFC 9110) into Unix seconds; the
@@ -752,41 +757,13 @@ pub(crate) fn parse_http_date(value: &str) -> Option<i64> {
     unix_from_parts(num(year, 4)?, month, num(day, 2)?, num(h, 2)?, num(mi, 2)?, num(s, 2)?)
 }
 
+/// Unix seconds of a UTC date and time given as numbers; `None` when it does not exist.
 fn unix_from_parts(y: i64, m: i64, d: i64, h: i64, mi: i64, s: i64) -> Option<i64> {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
-        return None;
-    }
-    if h > 23 || mi > 59 || s > 59 {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + s)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (inverse of
-/// [`days_from_civil`]).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let small = |n: i64| u8::try_from(n).ok();
+    let month = time::Month::try_from(small(m)?).ok()?;
+    let date = time::Date::from_calendar_date(i32::try_from(y).ok()?, month, small(d)?).ok()?;
+    let time = time::Time::from_hms(small(h)?, small(mi)?, small(s)?).ok()?;
+    Some(time::PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp())
 }
 
 #[cfg(test)]
@@ -804,6 +781,10 @@ mod tests {
         );
         for bad in [
             "20230229T000000Z",
+            "20261301T000000Z",
+            "20261100T000000Z",
+            "20261128T126000Z",
+            "20261128T120060Z",
             "20261128T240000Z",
             "20261128 120000Z",
             "2026-11-28T12:00:00Z",

@@ -29,6 +29,7 @@ mod source;
 mod vars;
 mod yaml;
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -55,6 +56,10 @@ pub struct Loaded {
     /// Human-readable notes, each once: deprecated syntax, keys keygate accepts but ignores,
     /// event types it does not serve, unknown keys allowed by `allow_unknown`.
     pub notes: Vec<String>,
+    /// Where each function's `package.artifact` is written (where the function is, when it has
+    /// none), as `file:line:column`, by function name: problems found after loading, such as a
+    /// missing artifact, point there.
+    pub artifact_locations: BTreeMap<String, String>,
 }
 
 /// Reads and loads the `serverless.yml` at `path`. Diagnostics name the file as `path` is
@@ -101,5 +106,49 @@ pub fn load_str(
     if !diags.is_empty() {
         return Err(diag::into_error(source_name, diags));
     }
-    Ok(Loaded { definition: built.definition, notes: built.notes })
+    let artifact_locations = built
+        .definition
+        .functions
+        .iter()
+        .filter_map(|f| {
+            let yaml::Value::Map(functions) = &root.get("functions")?.value else { return None };
+            let function = functions.iter().find(|e| e.key == f.name)?;
+            let mark = match function.value.get("package").and_then(|p| p.get("artifact")) {
+                Some(artifact) => artifact.mark,
+                None => function.key_mark,
+            };
+            Some((f.name.clone(), format!("{source_name}:{}:{}", mark.line, mark.col)))
+        })
+        .collect();
+    Ok(Loaded { definition: built.definition, notes: built.notes, artifact_locations })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_locations_point_at_the_artifact_or_the_function() {
+        let yml = "service: svc
+provider:
+  name: aws
+  runtime: provided.al2023
+functions:
+  a:
+    handler: h
+    package:
+      artifact: ./a/bootstrap
+  b:
+    handler: h
+    events:
+      - http:
+          path: b
+          method: get
+";
+        let env = |_: &str| None;
+        let opts = LoadOptions { stage: None, env: &env, allow_unknown: false };
+        let loaded = load_str("sls.yml", yml, Path::new("/srv"), &opts).unwrap();
+        assert_eq!(loaded.artifact_locations["a"], "sls.yml:9:17");
+        assert_eq!(loaded.artifact_locations["b"], "sls.yml:10:3");
+    }
 }

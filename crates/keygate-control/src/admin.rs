@@ -10,9 +10,8 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use keygate_types::model::{AdminCredential, AdminToken, new_id};
-use rand::distr::Alphanumeric;
-use rand::{Rng, RngCore};
+use keygate_types::model::{ALPHANUMERIC, AdminCredential, AdminToken, new_id, random_string};
+use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -101,11 +100,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-fn random_string(len: usize, alphabet: &[u8]) -> String {
-    let mut rng = rand::rng();
-    (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -131,7 +125,7 @@ pub async fn create_credential(
     description: Option<String>,
 ) -> Result<NewCredential> {
     let access_key_id = format!("AKKG{}", random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
-    let secret: String = rand::rng().sample_iter(Alphanumeric).take(40).map(char::from).collect();
+    let secret = random_string(40, ALPHANUMERIC);
     store
         .create_admin_credential(AdminCredential {
             access_key_id: access_key_id.clone(),
@@ -176,12 +170,12 @@ pub struct NewToken {
 /// Prefix of bearer tokens (so they are recognisable in a secret scanner).
 pub const TOKEN_PREFIX: &str = "kgt_";
 
-/// Issues a bearer token for curl and the console.
+/// Issues a bearer token for curl and scripts.
 ///
 /// # Errors
 /// A store error.
 pub async fn create_token(store: &Store, description: Option<String>) -> Result<NewToken> {
-    let secret: String = rand::rng().sample_iter(Alphanumeric).take(40).map(char::from).collect();
+    let secret = random_string(40, ALPHANUMERIC);
     let token = format!("{TOKEN_PREFIX}{secret}");
     let id = new_id(10);
     store

@@ -133,6 +133,12 @@ impl ConfigStore for Audited {
         Ok(out)
     }
 
+    async fn revoke_old_values(&self, id: &str) -> Result<u64> {
+        let out = self.inner.revoke_old_values(id).await?;
+        self.record("RevokeOldApiKeyValues", id.to_owned()).await;
+        Ok(out)
+    }
+
     async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
         self.inner.set_last_used(used).await
     }

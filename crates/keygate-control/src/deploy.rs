@@ -4,6 +4,7 @@
 //! running the code it was deployed with even when the build output changes. Keys named in the
 //! definition are created once and reused by every later deploy: never a new value per deploy.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use keygate_functions::SUPPORTED_RUNTIMES;
@@ -28,22 +29,40 @@ pub struct DeployReport {
     pub usage_plans: Vec<UsagePlan>,
     pub endpoints: Vec<Endpoint>,
     pub api_keys: Vec<DeployedKey>,
-    /// Keys in the stage's plan that the file no longer declares (kept, not deleted).
+    /// Keys in the stage's plan that an earlier deployment declared and the file no longer does
+    /// (kept, not deleted).
     pub undeclared_api_keys: Vec<DeployedKey>,
-    pub functions: Vec<String>,
+    pub functions: Vec<Function>,
     /// Notes for the user (deprecations, ignored settings, functions keygate cannot run).
     pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub method: HttpMethod,
     pub url: String,
     pub private: bool,
 }
 
+/// A function of a deployment: its name in the file and its deployed name.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Function {
+    pub name: String,
+    /// `<service>-<stage>-<name>` unless the file names it.
+    pub function_name: String,
+}
+
+impl Function {
+    pub(crate) fn of(f: &keygate_types::FunctionSpec) -> Self {
+        Self { name: f.name.clone(), function_name: f.function_name.clone() }
+    }
+}
+
 /// A key of the deployment. `value` is set only for keys this deploy created: it is shown once.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeployedKey {
     pub id: String,
     pub name: String,
@@ -55,19 +74,23 @@ pub struct DeployedKey {
 
 /// Deploys `definition` to its stage.
 ///
-/// `artifacts_root` is where function artifacts are staged; `base_url` prefixes endpoint URLs.
+/// `artifacts_root` is where function artifacts are staged; `base_url` prefixes endpoint URLs;
+/// `artifact_locations` says where each function's `package.artifact` is written
+/// (`file:line:column` by function name, from `keygate-config`), for the errors about them.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an artifact that is missing or unusable (nothing is written then), or a
-/// store error.
+/// [`Error::Invalid`] naming every function whose artifact is missing or unusable, one per line
+/// (nothing is written then), or a store error.
 pub async fn deploy(
     store: &Store,
     mut definition: ServiceDefinition,
     mut notes: Vec<String>,
+    artifact_locations: &BTreeMap<String, String>,
     artifacts_root: &Path,
     base_url: &str,
 ) -> Result<DeployReport> {
     // Stage artifacts before touching the store, so a bad artifact deploys nothing.
+    let mut artifact_errors = Vec::new();
     for f in &mut definition.functions {
         // A function reached only through http-proxy or mock events never runs.
         if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) {
@@ -83,16 +106,25 @@ pub async fn deploy(
             ));
             continue;
         }
+        let at = artifact_locations.get(&f.name).map(|l| format!("{l}: ")).unwrap_or_default();
         let Some(src) = &f.artifact else {
-            return Err(Error::Invalid(format!(
-                "functions.{}.package.artifact: required for runtime {}: the path of the function's \
-                 bootstrap executable, a directory holding `bootstrap`, or a zip holding it",
+            artifact_errors.push(format!(
+                "{at}functions.{}.package.artifact: required for runtime {}: the path of the \
+                 function's bootstrap executable, a directory holding `bootstrap`, or a zip \
+                 holding it",
                 f.name, f.runtime
-            )));
+            ));
+            continue;
         };
-        let staged = keygate_functions::stage_artifact(src, artifacts_root)
-            .map_err(|e| Error::Invalid(format!("functions.{}.package.artifact: {e}", f.name)))?;
-        f.artifact = Some(staged);
+        match keygate_functions::stage_artifact(src, artifacts_root) {
+            Ok(staged) => f.artifact = Some(staged),
+            Err(e) => {
+                artifact_errors.push(format!("{at}functions.{}.package.artifact: {e}", f.name));
+            }
+        }
+    }
+    if !artifact_errors.is_empty() {
+        return Err(Error::Invalid(artifact_errors.join("\n")));
     }
 
     // The stage's plans: as declared, else `<service>-<stage>` without limits when keys are
@@ -166,7 +198,20 @@ pub async fn deploy(
             }),
         })
         .collect();
-    let undeclared_api_keys: Vec<DeployedKey> = outcome.undeclared.iter().map(key_ref).collect();
+    // Only keys an earlier deployment of the file declared are "no longer declared": keys made
+    // with `keygate keys create --usage-plan` (or the admin API) never were.
+    let mut once_declared = BTreeSet::new();
+    if !outcome.undeclared.is_empty() {
+        for d in store.list_deployments(&outcome.api.id).await? {
+            once_declared.extend(d.definition.api_keys.into_iter().map(|k| k.name));
+        }
+    }
+    let undeclared_api_keys: Vec<DeployedKey> = outcome
+        .undeclared
+        .iter()
+        .filter(|k| once_declared.contains(&k.name))
+        .map(key_ref)
+        .collect();
     // One note per key, up to a screenful: a file that stopped declaring 10,000 imported keys
     // (they are managed with `keygate keys` now) must not print 10,000 lines.
     for k in undeclared_api_keys.iter().take(MAX_KEY_NOTES) {
@@ -192,7 +237,7 @@ pub async fn deploy(
         endpoints,
         api_keys,
         undeclared_api_keys,
-        functions: def.functions.iter().map(|f| f.function_name.clone()).collect(),
+        functions: def.functions.iter().map(Function::of).collect(),
         notes,
     })
 }

@@ -1,9 +1,10 @@
-//! `info`: what is deployed for a service and stage (like `serverless info`).
+//! `info`: what is deployed for a service and stage (like `serverless info`), and every deployed
+//! stage (what `keygate serve` serves).
 
 use keygate_types::model::{ApiKey, UsagePlan};
 use serde::Serialize;
 
-use crate::deploy::{Endpoint, endpoints};
+use crate::deploy::{Endpoint, Function, endpoints};
 use crate::{Error, Result, Store};
 
 /// A deployed stage, ready to print.
@@ -17,7 +18,7 @@ pub struct Info {
     pub deployment_id: String,
     pub deployed_date: i64,
     pub endpoints: Vec<Endpoint>,
-    pub functions: Vec<String>,
+    pub functions: Vec<Function>,
     /// Keys of the stage's usage plans (no values: keygate does not keep them).
     pub api_keys: Vec<ApiKey>,
     /// Usage plans covering this API stage.
@@ -61,12 +62,44 @@ pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> 
         deployment_id: deployment.id.clone(),
         deployed_date: deployment.created_date,
         endpoints: endpoints(def, base_url),
-        functions: def
-            .functions
-            .iter()
-            .map(|f| format!("{}: {}", f.name, f.function_name))
-            .collect(),
+        functions: def.functions.iter().map(Function::of).collect(),
         api_keys,
         usage_plans: plans,
     })
+}
+
+/// A deployed stage as `keygate serve` lists it at start.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedStage {
+    pub service: String,
+    pub stage: String,
+    pub api_id: String,
+    pub deployment_id: String,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Every deployed stage, by service then stage, with its endpoints under `base_url`.
+///
+/// # Errors
+/// A store error.
+pub async fn served(store: &Store, base_url: &str) -> Result<Vec<ServedStage>> {
+    let mut out = Vec::new();
+    let mut apis = store.list_apis().await?;
+    apis.sort_by(|a, b| a.name.cmp(&b.name));
+    for api in apis {
+        let mut stages = store.list_stages(&api.id).await?;
+        stages.sort_by(|a, b| a.name.cmp(&b.name));
+        for st in stages {
+            let Some(d) = store.get_deployment(&st.deployment_id).await? else { continue };
+            out.push(ServedStage {
+                service: api.name.clone(),
+                stage: st.name.clone(),
+                api_id: api.id.clone(),
+                deployment_id: d.id.clone(),
+                endpoints: endpoints(&d.definition, base_url),
+            });
+        }
+    }
+    Ok(out)
 }

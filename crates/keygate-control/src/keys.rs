@@ -1,5 +1,6 @@
 //! API key operations: create (generated or custom value), find by id or name, enable, disable,
-//! delete. The value is returned only by [`create`]; afterwards only its digest exists.
+//! delete, rotate (and end rotated-out values). The value is returned only by [`create`] and
+//! [`rotate`]; afterwards only its digest exists.
 
 use keygate_types::ApiKeyValue;
 use keygate_types::model::{ApiKey, ApiKeyPatch, NewApiKey};
@@ -174,7 +175,8 @@ pub fn parse_expiry(s: &str, now_unix_secs: i64) -> Result<Option<i64>> {
 }
 
 /// Gives a key a new value, returned once. The old value keeps working for `grace_secs`, with
-/// the same plans and the same quota counters; after that it is refused.
+/// the same plans and the same quota counters; after that it is refused. Values replaced by
+/// earlier rotations end then at the latest: with 0, every older value ends now.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown key, [`Error::Invalid`] for a negative grace.
@@ -190,6 +192,28 @@ pub async fn rotate(
     let value = ApiKeyValue::generate();
     let key = store.rotate_key(&key.id, value.clone(), grace_secs).await?;
     Ok((key, value))
+}
+
+/// Until when the values a rotation replaced keep working (unix seconds): the grace period's end,
+/// or the key's own expiry if that comes first. `None` when they stopped at once (`grace_secs`
+/// 0). `key` is what [`rotate`] returned (its `last_updated_date` is the rotation time).
+pub fn old_values_end(key: &ApiKey, grace_secs: i64) -> Option<i64> {
+    if grace_secs <= 0 {
+        return None;
+    }
+    let end = key.last_updated_date.saturating_add(grace_secs);
+    Some(key.expires.map_or(end, |e| e.min(end)))
+}
+
+/// Ends every value a rotation replaced, now; the current value keeps working. Returns the key
+/// and how many old values were still working.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown key.
+pub async fn revoke_old(store: &Store, id_or_name: &str) -> Result<(ApiKey, u64)> {
+    let key = find(store, id_or_name).await?;
+    let n = store.revoke_old_values(&key.id).await?;
+    Ok((key, n))
 }
 
 /// Sets or clears a key's expiry.

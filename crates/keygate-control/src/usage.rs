@@ -22,9 +22,12 @@ pub const MAX_REPORT_DAYS: i64 = 366;
 #[serde(rename_all = "camelCase")]
 pub struct UsageReport {
     pub usage_plan_id: String,
+    pub usage_plan_name: String,
     pub start_date: String,
     pub end_date: String,
     pub values: BTreeMap<String, Vec<(u64, Option<u64>)>>,
+    /// The name of each key in `values`, by id.
+    pub key_names: BTreeMap<String, String>,
 }
 
 /// Parses a `YYYY-MM-DD` date of a CLI or API argument.
@@ -56,10 +59,11 @@ pub async fn report(
         )));
     }
     let plan = plans::find(store, plan).await?;
-    let key_id = match key {
-        Some(k) => Some(keys::find(store, k).await?.id),
+    let key = match key {
+        Some(k) => Some(keys::find(store, k).await?),
         None => None,
     };
+    let key_id = key.as_ref().map(|k| k.id.clone());
     // Counts from the start of `from`'s quota period, so `remaining` on `from` is right.
     let first = match &plan.quota {
         Some(q) => QuotaWindow::for_quota(from.start_unix_ms(), q).start_date().min(from),
@@ -68,19 +72,30 @@ pub async fn report(
     let rows =
         store.usage(Some(&plan.id), key_id.as_deref(), &first.to_string(), &to.to_string()).await?;
     let mut by_key: BTreeMap<String, BTreeMap<Date, u64>> = BTreeMap::new();
-    match &key_id {
+    let mut key_names = BTreeMap::new();
+    match key {
         Some(k) => {
-            by_key.insert(k.clone(), BTreeMap::new());
+            by_key.insert(k.id.clone(), BTreeMap::new());
+            key_names.insert(k.id, k.name);
         }
         None => {
             for k in store.list_plan_keys(&plan.id).await? {
-                by_key.insert(k.id, BTreeMap::new());
+                by_key.insert(k.id.clone(), BTreeMap::new());
+                key_names.insert(k.id, k.name);
             }
         }
     }
     for r in rows {
         if let Ok(day) = r.day.parse::<Date>() {
             *by_key.entry(r.key_id).or_default().entry(day).or_default() += r.used;
+        }
+    }
+    // Keys that left the plan since keep their usage; name them if they still exist.
+    for id in by_key.keys() {
+        if !key_names.contains_key(id)
+            && let Some(k) = store.get_key(id).await?
+        {
+            key_names.insert(k.id, k.name);
         }
     }
     let grants = grants_of(store, &plan.id).await?;
@@ -103,10 +118,29 @@ pub async fn report(
     }
     Ok(UsageReport {
         usage_plan_id: plan.id,
+        usage_plan_name: plan.name,
         start_date: from.to_string(),
         end_date: to.to_string(),
         values,
+        key_names,
     })
+}
+
+/// The days of `plan`'s (id or name) current period at `now_unix_ms`, up to today: the quota
+/// period when the plan has a quota, else the calendar month (UTC). What `keygate usage`
+/// reports when no dates are given.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown plan.
+pub async fn current_period(store: &Store, plan: &str, now_unix_ms: i64) -> Result<(Date, Date)> {
+    let plan = plans::find(store, plan).await?;
+    let today = Date::from_unix_ms(now_unix_ms);
+    let quota = plan.quota.unwrap_or(keygate_types::plan::Quota {
+        limit: 0,
+        period: keygate_types::plan::QuotaPeriod::Month,
+        offset: 0,
+    });
+    Ok((QuotaWindow::for_quota(now_unix_ms, &quota).start_date(), today))
 }
 
 async fn grants_of(store: &Store, plan_id: &str) -> Result<BTreeMap<(String, Date), i64>> {

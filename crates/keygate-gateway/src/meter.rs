@@ -22,7 +22,7 @@ use keygate_limits::bucket::{BucketLimits, Decision, TokenBucket};
 use keygate_limits::calendar::{Date, QuotaWindow};
 use keygate_limits::clock::{Clock, Nanos};
 use keygate_limits::headers::{BurstInfo, QuotaInfo};
-use keygate_limits::quota::{QuotaDecision, allowance, check_quota};
+use keygate_limits::quota::{QuotaDecision, check_quota};
 use keygate_store::ConfigStore;
 use keygate_types::model::DailyUsage;
 use keygate_types::plan::Quota;
@@ -184,12 +184,8 @@ impl KeyPlan {
                     return Admission::QuotaExceeded { retry_after: retry_after_secs };
                 }
                 QuotaDecision::Allowed { remaining } => {
-                    quota_info = Some(QuotaInfo::new(
-                        allowance(q.limit, extra),
-                        remaining,
-                        &window,
-                        unix_ms,
-                    ));
+                    // The policy is the configured limit; a grant shows in `remaining`.
+                    quota_info = Some(QuotaInfo::new(q.limit, remaining, &window, unix_ms));
                 }
             }
         }

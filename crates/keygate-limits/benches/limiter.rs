@@ -1,5 +1,7 @@
-//! Criterion benches of the per-request limit decisions, against a naive baseline: a token
-//! bucket as `Mutex<(f64 tokens, Instant)>`, the shape most hand-written limiters take.
+//! Criterion benches of the per-request limit decisions the gateway makes (a GCRA
+//! [`TokenBucket`] and [`check_quota`], under the gateway's own per-key lock), against a naive
+//! baseline: a token bucket as `Mutex<(f64 tokens, Instant)>`, the shape most hand-written
+//! limiters take.
 //!
 //! Run: `cargo bench -p keygate-limits` (add `-- --warm-up-time 1 --measurement-time 2` for a
 //! quick look).
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use keygate_limits::{
-    AtomicQuotaCounter, AtomicTokenBucket, BucketLimits, Decision, Nanos, QuotaDecision,
-    QuotaWindow, period_start,
+    BucketLimits, Decision, Nanos, QuotaDecision, QuotaWindow, TokenBucket, check_quota,
+    period_start,
 };
 use keygate_types::plan::{Quota, QuotaPeriod};
 
@@ -77,34 +79,34 @@ fn hot_key(c: &mut Criterion) {
     let limits = BucketLimits::new(RATE, BURST);
     let mut g = c.benchmark_group("hot_key");
 
-    // Time advances 1 ms per call: one token per call, so every call is admitted (a CAS).
-    let bucket = AtomicTokenBucket::new();
+    // Time advances 1 ms per call: one token per call, so every call is admitted.
+    let mut bucket = TokenBucket::new(limits);
     let mut now = 0u64;
-    g.bench_function("atomic_gcra/allowed", |b| {
+    g.bench_function("gcra/allowed", |b| {
         b.iter(|| {
             now += 1_000_000;
-            black_box(use_decision(bucket.try_acquire(&limits, Nanos(now))))
+            black_box(use_decision(bucket.try_acquire(Nanos(now))))
         })
     });
 
     // Time advances 0.5 ms per call, twice the rate: after the burst, every other call is
     // admitted, from a partly filled bucket.
-    let over = AtomicTokenBucket::new();
+    let mut over = TokenBucket::new(limits);
     let mut now = 0u64;
-    g.bench_function("atomic_gcra/twice_the_rate", |b| {
+    g.bench_function("gcra/twice_the_rate", |b| {
         b.iter(|| {
             now += 500_000;
-            black_box(use_decision(over.try_acquire(&limits, Nanos(now))))
+            black_box(use_decision(over.try_acquire(Nanos(now))))
         })
     });
 
-    // Time stands still on an empty bucket: every call is refused (a load, no write).
-    let empty = AtomicTokenBucket::new();
+    // Time stands still on an empty bucket: every call is refused (nothing written).
+    let mut empty = TokenBucket::new(limits);
     for _ in 0..BURST {
-        empty.try_acquire(&limits, Nanos(0));
+        empty.try_acquire(Nanos(0));
     }
-    g.bench_function("atomic_gcra/limited", |b| {
-        b.iter(|| black_box(use_decision(empty.try_acquire(&limits, black_box(Nanos(0))))))
+    g.bench_function("gcra/limited", |b| {
+        b.iter(|| black_box(use_decision(empty.try_acquire(black_box(Nanos(0))))))
     });
 
     let base = Instant::now();
@@ -125,26 +127,26 @@ fn many_keys(c: &mut Criterion) {
     for n_keys in [10_000usize, 1_000_000] {
         let indices = key_indices(n_keys, 1 << 16);
 
-        let buckets: Vec<AtomicTokenBucket> =
-            (0..n_keys).map(|_| AtomicTokenBucket::new()).collect();
+        let mut buckets: Vec<TokenBucket> = (0..n_keys).map(|_| TokenBucket::new(limits)).collect();
         let (mut i, mut now) = (0usize, 0u64);
-        g.bench_with_input(BenchmarkId::new("atomic_gcra_vec", n_keys), &n_keys, |b, _| {
+        g.bench_with_input(BenchmarkId::new("gcra_vec", n_keys), &n_keys, |b, _| {
             b.iter(|| {
                 i = (i + 1) & 0xFFFF;
                 now += 1_000;
-                black_box(use_decision(buckets[indices[i]].try_acquire(&limits, Nanos(now))))
+                black_box(use_decision(buckets[indices[i]].try_acquire(Nanos(now))))
             })
         });
         drop(buckets);
 
-        let map: HashMap<u64, AtomicTokenBucket> =
-            (0..n_keys as u64).map(|k| (k, AtomicTokenBucket::new())).collect();
+        let mut map: HashMap<u64, TokenBucket> =
+            (0..n_keys as u64).map(|k| (k, TokenBucket::new(limits))).collect();
         let (mut i, mut now) = (0usize, 0u64);
-        g.bench_with_input(BenchmarkId::new("atomic_gcra_hashmap", n_keys), &n_keys, |b, _| {
+        g.bench_with_input(BenchmarkId::new("gcra_hashmap", n_keys), &n_keys, |b, _| {
             b.iter(|| {
                 i = (i + 1) & 0xFFFF;
                 now += 1_000;
-                black_box(use_decision(map[&(indices[i] as u64)].try_acquire(&limits, Nanos(now))))
+                let bucket = map.get_mut(&(indices[i] as u64)).unwrap();
+                black_box(use_decision(bucket.try_acquire(Nanos(now))))
             })
         });
         drop(map);
@@ -169,18 +171,17 @@ fn quota(c: &mut Criterion) {
     let q = Quota { limit: u64::MAX >> 20, period: QuotaPeriod::Month, offset: 27 };
     let now = 1_795_000_000_000i64; // 2026-11-18
 
-    // Computes the month window on every call (calendar math + one CAS).
-    let counter = AtomicQuotaCounter::new();
-    g.bench_function("atomic_counter/month_window_per_call", |b| {
-        b.iter(|| black_box(use_quota(counter.try_acquire(&q, 0, black_box(now)))))
+    // The decision from a count kept by the caller (the gateway keeps it per key and plan).
+    let mut used = 0u64;
+    g.bench_function("check_quota", |b| {
+        b.iter(|| {
+            let d = check_quota(&q, used, 0, black_box(now));
+            used += u64::from(d.is_allowed());
+            black_box(use_quota(d))
+        })
     });
 
-    // The window computed once, as a gateway would cache it per plan: one CAS.
     let window = QuotaWindow::for_quota(now, &q);
-    let counter = AtomicQuotaCounter::new();
-    g.bench_function("atomic_counter/cached_window", |b| {
-        b.iter(|| black_box(use_quota(counter.try_acquire_in(&window, q.limit, black_box(now)))))
-    });
 
     g.bench_function("period_start/month", |b| {
         b.iter(|| black_box(period_start(black_box(now), QuotaPeriod::Month, 27)))

@@ -14,9 +14,6 @@
 //! arithmetic is in integer nanoseconds: no float drift, however long the process runs; the only
 //! rounding is `T` itself, to the nanosecond.
 //!
-//! One `u64` of state makes the concurrent variant, [`AtomicTokenBucket`], a single
-//! compare-and-swap on an `AtomicU64`; a refusal is a single load.
-//!
 //! # Limits are passed per call
 //!
 //! The state is only `z`; the limits ([`BucketLimits`], derived once per plan from its
@@ -44,7 +41,6 @@
 //! off", never as "allow a trickle" (the alternative, `max(burst, 1)` when the rate is positive,
 //! would silently admit traffic the plan says to refuse).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keygate_types::plan::Throttle;
@@ -205,8 +201,8 @@ fn state_of(z: u64, limits: &BucketLimits, now: u64) -> BucketState {
     }
 }
 
-/// A token bucket for one owner (`&mut self`), carrying its own limits. For buckets shared
-/// between tasks, use [`AtomicTokenBucket`].
+/// A token bucket for one owner (`&mut self`), carrying its own limits; share it behind a lock
+/// (the gateway decides throttle and quota under one per-key lock).
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     limits: BucketLimits,
@@ -246,58 +242,8 @@ impl TokenBucket {
     }
 }
 
-/// A lock-free token bucket: one `AtomicU64`, updated by compare-and-swap, safe to share between
-/// any number of threads or tasks. The limits are passed to each call (see the
-/// [module docs](self)), so a plan's throttle lives once per plan, not once per key.
-#[derive(Debug, Default)]
-pub struct AtomicTokenBucket {
-    /// `z`, in shifted nanoseconds.
-    empty_at: AtomicU64,
-}
-
-impl AtomicTokenBucket {
-    /// A full bucket (for any limits).
-    pub const fn new() -> Self {
-        Self { empty_at: AtomicU64::new(0) }
-    }
-
-    /// Takes one token under `limits` if there is one. Refusals consume nothing.
-    ///
-    /// Lock-free: a failed compare-and-swap means another caller changed the state, and the
-    /// decision is recomputed from the state it left; so exactly as many requests are admitted as
-    /// a sequential bucket would admit in some order of the calls.
-    #[inline]
-    pub fn try_acquire(&self, limits: &BucketLimits, now: Nanos) -> Decision {
-        let now = shifted(now);
-        // Relaxed is enough: the state publishes no other memory, and every compare-and-swap
-        // works on the variable's single modification order.
-        let mut z = self.empty_at.load(Ordering::Relaxed);
-        loop {
-            let (decision, new) = step(z, limits, now);
-            let Some(new) = new else { return decision };
-            match self.empty_at.compare_exchange_weak(z, new, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return decision,
-                Err(current) => z = current,
-            }
-        }
-    }
-
-    /// The state at `now` under `limits`, without taking anything (one atomic load).
-    pub fn state(&self, limits: &BucketLimits, now: Nanos) -> BucketState {
-        state_of(self.empty_at.load(Ordering::Relaxed), limits, shifted(now))
-    }
-
-    /// Refills the bucket completely.
-    pub fn reset(&self) {
-        self.empty_at.store(0, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
-
     use super::*;
     use crate::clock::{Clock, ManualClock};
 
@@ -428,7 +374,6 @@ mod tests {
             assert_eq!(b.try_acquire(Nanos(u64::MAX / 2)), limited(NEVER));
             assert_eq!(b.state(Nanos(0)).available, 0);
             assert_eq!(b.state(Nanos(0)).next_token, NEVER);
-            assert_eq!(AtomicTokenBucket::new().try_acquire(&l, Nanos(5)), limited(NEVER));
         }
         assert_eq!(BucketLimits::blocked().interval(), NEVER);
         assert_eq!(BucketLimits::blocked().window(), NEVER);
@@ -482,99 +427,19 @@ mod tests {
         // a fifth of a token at the new 100 ms interval, so the next one comes 80 ms later.
         b.update_limits(limits(10.0, 2));
         assert_eq!(b.try_acquire(t0 + 170 * MS), limited(80 * MS));
-
-        // The atomic bucket behaves the same with limits passed per call.
-        let a = AtomicTokenBucket::new();
-        for _ in 0..10 {
-            assert!(a.try_acquire(&slow, t0).is_allowed());
-        }
-        assert_eq!(a.try_acquire(&limits(100.0, 15), t0), limited(10 * MS));
-        assert_eq!(a.try_acquire(&limits(100.0, 15), t0 + 10 * MS), allowed(0));
-        a.reset();
-        assert_eq!(a.state(&slow, t0).available, 10);
-    }
-
-    #[test]
-    fn atomic_bucket_matches_the_sequential_one() {
-        let l = limits(20.0, 10);
-        let clock = ManualClock::new();
-        let (atomic, mut plain) = (AtomicTokenBucket::new(), TokenBucket::new(l));
-        for _ in 0..30_000 {
-            let now = clock.now_mono();
-            assert_eq!(atomic.try_acquire(&l, now), plain.try_acquire(now));
-            assert_eq!(atomic.state(&l, now), plain.state(now));
-            clock.advance(Duration::from_micros(100));
-        }
-    }
-
-    #[test]
-    fn eight_threads_on_a_frozen_clock_get_exactly_the_burst() {
-        let l = limits(5.0, 37);
-        let bucket = AtomicTokenBucket::new();
-        let clock = ManualClock::starting_at(Nanos(123_456_789), 0);
-        let admitted = AtomicU32::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..10_000 {
-                        if bucket.try_acquire(&l, clock.now_mono()).is_allowed() {
-                            admitted.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
-        assert_eq!(admitted.into_inner(), 37);
-        assert_eq!(bucket.state(&l, clock.now_mono()).available, 0);
-    }
-
-    #[test]
-    fn eight_threads_with_a_moving_clock_get_exactly_burst_plus_rate() {
-        // 8 threads hammer while the main thread moves the clock 1 ms at a time for 300 ms, each
-        // time only after the tokens available have been taken. Rate 100 (a token every 10 ms),
-        // burst 5: exactly 5 + 30 are admitted, whatever the interleaving.
-        let l = limits(100.0, 5);
-        let bucket = AtomicTokenBucket::new();
-        let clock = ManualClock::new();
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let admitted = AtomicU32::new(0);
-        let drained = || {
-            while bucket.state(&l, clock.now_mono()).available > 0 {
-                std::thread::yield_now();
-            }
-        };
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    while !done.load(Ordering::SeqCst) {
-                        if bucket.try_acquire(&l, clock.now_mono()).is_allowed() {
-                            admitted.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-            drained();
-            for _ in 0..300 {
-                clock.advance(MS);
-                drained();
-            }
-            done.store(true, Ordering::SeqCst);
-        });
-        assert_eq!(admitted.into_inner(), 35);
     }
 
     #[test]
     fn an_older_now_from_a_racing_caller_is_refused_not_admitted() {
-        let l = limits(10.0, 1); // 100 ms per token
-        let a = AtomicTokenBucket::new();
+        let mut a = TokenBucket::new(limits(10.0, 1)); // 100 ms per token
         let t = Nanos::ZERO + Duration::from_secs(5);
-        assert!(a.try_acquire(&l, t).is_allowed());
-        assert_eq!(a.try_acquire(&l, t), limited(100 * MS));
+        assert!(a.try_acquire(t).is_allowed());
+        assert_eq!(a.try_acquire(t), limited(100 * MS));
         // A caller that read the clock 30 ms before `t` arrives after the admission at `t`.
         let earlier = Nanos(t.0 - 30_000_000);
-        assert_eq!(a.try_acquire(&l, earlier), limited(130 * MS));
-        assert_eq!(a.state(&l, earlier).available, 0);
-        assert_eq!(a.try_acquire(&l, t + 100 * MS), allowed(0));
+        assert_eq!(a.try_acquire(earlier), limited(130 * MS));
+        assert_eq!(a.state(earlier).available, 0);
+        assert_eq!(a.try_acquire(t + 100 * MS), allowed(0));
     }
 
     #[test]

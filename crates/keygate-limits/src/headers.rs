@@ -50,7 +50,7 @@ pub struct BurstInfo {
 }
 
 impl BurstInfo {
-    /// From a bucket's limits and its state (e.g. `AtomicTokenBucket::state` right after the
+    /// From a bucket's limits and its state (e.g. `TokenBucket::state` right after the
     /// decision).
     pub fn new(limits: &BucketLimits, state: &BucketState) -> Self {
         Self {
@@ -64,7 +64,8 @@ impl BurstInfo {
 /// The quota's part of the headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaInfo {
-    /// Requests allowed in the period (`q`): the plan's limit, plus any grant.
+    /// Requests the policy allows per period (`q`): the plan's configured limit (a grant from
+    /// update-usage changes `remaining`, not the policy).
     pub limit: u64,
     /// Requests left in the period (`r`).
     pub remaining: u64,

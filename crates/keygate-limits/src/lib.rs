@@ -10,29 +10,29 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`clock`] | [`Nanos`], [`Clock`], [`SystemClock`], [`ManualClock`] |
-//! | [`bucket`] | [`BucketLimits`], [`TokenBucket`], [`AtomicTokenBucket`], [`Decision`] |
+//! | [`clock`] (from `keygate-types`) | [`Nanos`], [`Clock`], [`SystemClock`], [`ManualClock`] |
+//! | [`bucket`] | [`BucketLimits`], [`TokenBucket`], [`Decision`] |
 //! | [`calendar`] | [`Date`], [`period_start`], [`period_end`], [`QuotaWindow`] |
-//! | [`quota`] | [`check_quota`], [`allowance`], [`AtomicQuotaCounter`], [`QuotaDecision`] |
+//! | [`quota`] | [`check_quota`], [`allowance`], [`QuotaDecision`] |
 //! | [`headers`] | `RateLimit-Policy`, `RateLimit`, `Retry-After` values |
 //!
 //! A typical gateway request path, per API key:
 //!
 //! ```
-//! use keygate_limits::{AtomicQuotaCounter, AtomicTokenBucket, BucketLimits, Clock, Decision,
-//!     ManualClock, QuotaDecision};
+//! use keygate_limits::{BucketLimits, Clock, Decision, ManualClock, QuotaDecision, TokenBucket,
+//!     check_quota};
 //! use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
 //!
 //! let clock = ManualClock::new();
 //! let limits = BucketLimits::from_throttle(&Throttle { rate_limit: 10.0, burst_limit: 5 });
 //! let quota = Quota { limit: 1000, period: QuotaPeriod::Month, offset: 0 };
-//! let (bucket, counter) = (AtomicTokenBucket::new(), AtomicQuotaCounter::new());
+//! let (mut bucket, used) = (TokenBucket::new(limits), 0);
 //!
-//! match bucket.try_acquire(&limits, clock.now_mono()) {
+//! match bucket.try_acquire(clock.now_mono()) {
 //!     Decision::Allowed { .. } => {}
 //!     Decision::Limited { retry_after } => panic!("429, retry in {retry_after:?}"),
 //! }
-//! match counter.try_acquire(&quota, 0, clock.now_unix_ms()) {
+//! match check_quota(&quota, used, 0, clock.now_unix_ms()) {
 //!     QuotaDecision::Allowed { remaining } => assert_eq!(remaining, 999),
 //!     QuotaDecision::Exceeded { retry_after_secs } => panic!("429, retry in {retry_after_secs}s"),
 //! }
@@ -43,14 +43,16 @@
 
 pub mod bucket;
 pub mod calendar;
-pub mod clock;
 pub mod headers;
 pub mod quota;
 
-pub use bucket::{AtomicTokenBucket, BucketLimits, BucketState, Decision, NEVER, TokenBucket};
+pub use bucket::{BucketLimits, BucketState, Decision, NEVER, TokenBucket};
 pub use calendar::{Date, QuotaWindow, day_of, period_end, period_start};
-pub use clock::{Clock, ManualClock, Nanos, SystemClock};
-pub use quota::{AtomicQuotaCounter, QuotaDecision, allowance, check_quota};
+/// The clock lives in `keygate-types` (the admin API uses it too); re-exported where the limiters
+/// always had it.
+pub use keygate_types::clock;
+pub use keygate_types::clock::{Clock, ManualClock, Nanos, SystemClock};
+pub use quota::{QuotaDecision, allowance, check_quota};
 
 /// Errors of this crate: only parsing can fail; every decision is total.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,7 +21,11 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-/// Store errors: small and backend-neutral. Messages never contain a key value.
+/// The backend's own error under a store error, kept so callers can show the whole chain.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Store errors: small and backend-neutral. Messages never contain a key value. The backend's
+/// error (an IO or database error) is kept as the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -29,10 +33,30 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("store error: {0}")]
-    Other(String),
+    /// The store cannot be reached (directory, file, connection pool, IO); `context` says what
+    /// was being done.
+    #[error("the store is unavailable: {context}")]
+    Unavailable { context: String, source: Source },
+    /// Anything else: a failed query, a corrupt record.
+    #[error("store error: {context}")]
+    Other { context: String, source: Option<Source> },
+}
+
+impl Error {
+    /// [`Error::Unavailable`] while doing `context`, caused by `source`.
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::Unavailable { context: context.into(), source: source.into() }
+    }
+
+    /// [`Error::Other`] while doing `context`, caused by `source`.
+    pub fn other(context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::Other { context: context.into(), source: Some(source.into()) }
+    }
+
+    /// [`Error::Other`] with no underlying error (e.g. a corrupt record).
+    pub fn corrupt(context: impl Into<String>) -> Self {
+        Self::Other { context: context.into(), source: None }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -106,13 +130,17 @@ pub trait ConfigStore: Send + Sync + 'static {
         digests: &[keygate_types::KeyDigest],
     ) -> Result<std::collections::HashSet<keygate_types::KeyDigest>>;
     /// Gives a key a new value. The old value keeps working for `grace_secs` (0: not at all),
-    /// with the same plans and counters.
+    /// with the same plans and counters; values replaced earlier end then at the latest (with 0:
+    /// now).
     async fn rotate_key(
         &self,
         id: &str,
         value: keygate_types::ApiKeyValue,
         grace_secs: i64,
     ) -> Result<ApiKey>;
+    /// Ends every rotated-out value of a key now (its current value keeps working); returns how
+    /// many were still working. [`Error::NotFound`] for an unknown key.
+    async fn revoke_old_values(&self, id: &str) -> Result<u64>;
     /// Records when keys were last used (`(key id, unix seconds)`); never moves a date back.
     async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;

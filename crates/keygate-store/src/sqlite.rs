@@ -39,7 +39,7 @@ impl SqliteStore {
     /// migrated.
     pub async fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Unavailable(format!("cannot create data directory {}: {e}", data_dir.display()))
+            Error::unavailable(format!("cannot create data directory {}", data_dir.display()), e)
         })?;
         let path = data_dir.join(DB_FILE);
         let opts = SqliteConnectOptions::from_str("sqlite:")
@@ -57,11 +57,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Error::unavailable(format!("cannot open {}", path.display()), e))?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot migrate {}: {e}", path.display())))?;
+            .map_err(|e| Error::unavailable(format!("cannot migrate {}", path.display()), e))?;
         Ok(Self { pool })
     }
 
@@ -82,7 +82,7 @@ fn now() -> i64 {
 }
 
 fn unavailable(e: sqlx::Error) -> Error {
-    Error::Unavailable(e.to_string())
+    Error::unavailable("cannot reach the database", e)
 }
 
 fn map_err(e: sqlx::Error) -> Error {
@@ -94,9 +94,9 @@ fn map_err(e: sqlx::Error) -> Error {
             Error::NotFound(format!("a referenced record does not exist ({})", db.message()))
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            Error::Unavailable(e.to_string())
+            Error::unavailable("cannot reach the database", e)
         }
-        _ => Error::Other(e.to_string()),
+        _ => Error::other("a database operation failed", e),
     }
 }
 
@@ -161,11 +161,11 @@ fn token_from_row(r: &SqliteRow) -> AdminToken {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Other(format!("stored {what} is unreadable: {e}")))
+    serde_json::from_str(s).map_err(|e| Error::other(format!("stored {what} is unreadable"), e))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Other(e.to_string()))
+    serde_json::to_string(v).map_err(|e| Error::other("cannot encode a record", e))
 }
 
 async fn key_by(conn: &mut SqliteConnection, column: &str, v: &str) -> Result<Option<ApiKey>> {
@@ -872,16 +872,31 @@ impl ConfigStore for SqliteStore {
             .map_err(map_err)?;
         let old = old.ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
         let t = now();
+        let grace_end = t.saturating_add(grace_secs);
+        // Every older value ends with the grace period at the latest: a rotation because a
+        // value leaked must not leave an earlier value working longer than the one it replaces.
         if grace_secs > 0 {
+            sqlx::query("UPDATE api_key_old_values SET expires = MIN(expires, ?) WHERE key_id = ?")
+                .bind(grace_end)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
             sqlx::query(
                 "INSERT INTO api_key_old_values (digest, key_id, expires) VALUES (?, ?, ?)",
             )
             .bind(&old)
             .bind(id)
-            .bind(t.saturating_add(grace_secs))
+            .bind(grace_end)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        } else {
+            sqlx::query("DELETE FROM api_key_old_values WHERE key_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
         }
         sqlx::query(
             "UPDATE api_keys SET digest = ?, prefix = ?, last_updated_date = ? WHERE id = ?",
@@ -906,6 +921,33 @@ impl ConfigStore for SqliteStore {
         Ok(key)
     }
 
+    async fn revoke_old_values(&self, id: &str) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("API key {id} not found")));
+        }
+        let done = sqlx::query("DELETE FROM api_key_old_values WHERE key_id = ? AND expires >= ?")
+            .bind(id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        sqlx::query("DELETE FROM api_key_old_values WHERE key_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        bump(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done)
+    }
+
     async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
         if used.is_empty() {
             return Ok(());
@@ -913,7 +955,8 @@ impl ConfigStore for SqliteStore {
         // Data, not configuration: no version bump. One statement for the whole batch (the rows
         // travel as one JSON array): a flush after traffic on thousands of keys would otherwise
         // cost a round trip to SQLite's worker thread per key.
-        let rows = serde_json::to_string(used).map_err(|e| Error::Other(e.to_string()))?;
+        let rows =
+            serde_json::to_string(used).map_err(|e| Error::other("cannot encode last uses", e))?;
         sqlx::query(
             "UPDATE api_keys SET last_used_date = MAX(COALESCE(last_used_date, 0), u.at) \
              FROM (SELECT json_extract(value, '$[0]') AS id, MAX(json_extract(value, '$[1]')) AS at \
@@ -1008,7 +1051,7 @@ impl ConfigStore for SqliteStore {
         let id = insert_plan(&mut tx, &plan).await?;
         let created = plan_by(&mut tx, "id", &id).await?;
         tx.commit().await.map_err(map_err)?;
-        created.ok_or_else(|| Error::Other("created plan vanished".to_owned()))
+        created.ok_or_else(|| Error::corrupt("created plan vanished"))
     }
 
     async fn update_plan(&self, id: &str, patch: UsagePlanPatch) -> Result<UsagePlan> {
@@ -1155,7 +1198,8 @@ impl ConfigStore for SqliteStore {
             .iter()
             .map(|u| (u.plan_id.as_str(), u.key_id.as_str(), u.day.as_str(), u.used))
             .collect();
-        let rows = serde_json::to_string(&rows).map_err(|e| Error::Other(e.to_string()))?;
+        let rows =
+            serde_json::to_string(&rows).map_err(|e| Error::other("cannot encode usage", e))?;
         sqlx::query(
             "INSERT INTO usage_days (plan_id, key_id, day, used) \
              SELECT u.plan_id, u.key_id, u.day, u.used FROM \
@@ -1495,7 +1539,7 @@ async fn load_keys(conn: &mut SqliteConnection) -> Result<KeySet> {
         "api_keys",
         "hex(digest) || enabled || ',' || coalesce(expires, '') || ',' || id",
         |line| {
-            let corrupt = || Error::Other("a stored API key row is corrupt".to_owned());
+            let corrupt = || Error::corrupt("a stored API key row is corrupt");
             let (digest, rest) = line.split_at_checked(64).ok_or_else(corrupt)?;
             let digest = decode_digest(digest).ok_or_else(corrupt)?;
             let (enabled, rest) = rest.split_at_checked(1).ok_or_else(corrupt)?;
@@ -1523,9 +1567,9 @@ async fn load_keys(conn: &mut SqliteConnection) -> Result<KeySet> {
         let mut index: Option<HashMap<&str, u32, foldhash::fast::RandomState>> = None;
         let mut next = 0usize;
         scan_chunks(conn, "usage_plan_keys", "key_id || ',' || plan_id", |line| {
-            let (key_id, plan_id) = line.split_once(',').ok_or_else(|| {
-                Error::Other("a stored usage plan membership is corrupt".to_owned())
-            })?;
+            let (key_id, plan_id) = line
+                .split_once(',')
+                .ok_or_else(|| Error::corrupt("a stored usage plan membership is corrupt"))?;
             let guess = [next.wrapping_sub(1), next]
                 .into_iter()
                 .find(|&i| records.get(i).is_some_and(|r| keys.id(r) == key_id));

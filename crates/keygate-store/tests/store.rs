@@ -365,3 +365,53 @@ async fn the_snapshot_matches_memberships_stored_in_any_order() {
         assert_eq!(plans, want, "key {i}");
     }
 }
+
+/// Values accepted for one key in the snapshot.
+async fn values_of(s: &Arc<dyn ConfigStore>, id: &str) -> Vec<keygate_types::KeyDigest> {
+    let snap = s.snapshot().await.unwrap();
+    snap.keys.records().iter().filter(|r| snap.keys.id(r) == id).map(|r| r.digest).collect()
+}
+
+/// Rotating with a grace and then with none ends every older value, the original one too (it
+/// used to keep working until its own grace period ended).
+#[tokio::test]
+async fn a_rotation_without_grace_ends_every_older_value() {
+    let (_dir, s) = store().await;
+    let k = s.create_key(new_key("leaky"), &[]).await.unwrap();
+    s.rotate_key(&k.id, ApiKeyValue::generate(), 3600).await.unwrap();
+    s.rotate_key(&k.id, ApiKeyValue::generate(), 600).await.unwrap();
+    assert_eq!(values_of(&s, &k.id).await.len(), 3, "two old values in their grace period");
+    let v = ApiKeyValue::generate();
+    s.rotate_key(&k.id, v.clone(), 0).await.unwrap();
+    assert_eq!(values_of(&s, &k.id).await, vec![v.digest()], "only the newest value is left");
+}
+
+/// `revoke_old_values` ends rotated-out values now and keeps the current one.
+#[tokio::test]
+async fn old_values_can_be_revoked() {
+    let (_dir, s) = store().await;
+    let k = s.create_key(new_key("k"), &[]).await.unwrap();
+    let v = ApiKeyValue::generate();
+    s.rotate_key(&k.id, v.clone(), 3600).await.unwrap();
+    let before = s.snapshot().await.unwrap().version;
+    assert_eq!(s.revoke_old_values(&k.id).await.unwrap(), 1);
+    assert_eq!(values_of(&s, &k.id).await, vec![v.digest()]);
+    assert!(s.snapshot().await.unwrap().version > before, "gateways reload");
+    assert_eq!(s.revoke_old_values(&k.id).await.unwrap(), 0);
+    assert!(matches!(s.revoke_old_values("nope").await, Err(Error::NotFound(_))));
+}
+
+/// A store error keeps the backend's error as its source, so callers can show the whole chain.
+#[tokio::test]
+async fn store_errors_keep_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let Err(e) = SqliteStore::open(&not_a_dir.join("data")).await else {
+        panic!("a data directory under a file cannot be created")
+    };
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().starts_with("the store is unavailable: cannot create data directory"));
+    let source = std::error::Error::source(&e).expect("the IO error is kept");
+    assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
+}

@@ -1,6 +1,8 @@
 //! Domain types shared by every keygate crate.
 //!
 //! Layout:
+//! - [`clock`]: time as keygate reads it (a monotonic instant, UTC unix milliseconds), with a
+//!   system and a manual clock; shared by the limiters, the gateway and the admin API.
 //! - [`service`]: the validated form of a `serverless.yml` (what `keygate-config` produces and what
 //!   a deployment snapshots).
 //! - [`key`]: API keys, their secret values and digests.
@@ -11,6 +13,7 @@
 //!
 //! Architecture invariant: this crate does no IO and knows nothing of tokio, hyper or sqlx.
 
+pub mod clock;
 pub mod key;
 pub mod keyset;
 pub mod model;

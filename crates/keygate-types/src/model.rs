@@ -11,12 +11,22 @@ use crate::key::ApiKeyValue;
 use crate::plan::{Quota, Throttle};
 use crate::service::ServiceDefinition;
 
+/// Lowercase letters and digits: the alphabet of ids.
+pub const ID_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Letters and digits: the alphabet of secrets.
+pub const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `len` characters drawn uniformly from `alphabet` by the thread-local CSPRNG (seeded from the
+/// OS): every random id and admin secret keygate makes comes from here.
+pub fn random_string(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rng();
+    (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
+}
+
 /// A new random id of `len` lowercase alphanumerics (AWS-style: 10 for keys and APIs, 6 for plans
 /// and deployments).
 pub fn new_id(len: usize) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    random_string(len, ID_CHARS)
 }
 
 /// A REST API: one per `service`.
@@ -211,4 +221,19 @@ pub struct AuditEntry {
     /// The id (or name) of what changed.
     pub target: String,
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_strings_use_only_their_alphabet() {
+        let id = new_id(10);
+        assert_eq!(id.len(), 10);
+        assert!(id.bytes().all(|b| ID_CHARS.contains(&b)), "{id}");
+        let secret = random_string(40, ALPHANUMERIC);
+        assert!(secret.len() == 40 && secret.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(secret, random_string(40, ALPHANUMERIC));
+    }
 }

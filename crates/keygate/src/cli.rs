@@ -81,11 +81,12 @@ pub(crate) struct UsageArgs {
     /// Only this key (id or name).
     #[arg(long)]
     pub(crate) key: Option<String>,
-    /// First day, YYYY-MM-DD (UTC).
-    #[arg(long, required = true)]
+    /// First day, YYYY-MM-DD (UTC); default: the first day of the current period (the quota's,
+    /// else the calendar month).
+    #[arg(long)]
     pub(crate) from: Option<String>,
-    /// Last day, YYYY-MM-DD (UTC), inclusive.
-    #[arg(long, required = true)]
+    /// Last day, YYYY-MM-DD (UTC), inclusive; default: today.
+    #[arg(long)]
     pub(crate) to: Option<String>,
     #[arg(long)]
     pub(crate) json: bool,
@@ -135,8 +136,20 @@ pub(crate) struct ListenArgs {
     #[arg(long, default_value = "127.0.0.1:4000", env = "KEYGATE_LISTEN")]
     pub(crate) listen: SocketAddr,
     /// Address of the admin API (AWS API Gateway's paths; SigV4 or bearer token required).
-    #[arg(long, default_value = "127.0.0.1:4001", env = "KEYGATE_ADMIN_LISTEN")]
-    pub(crate) admin_listen: SocketAddr,
+    /// Default: 127.0.0.1:4001, or a free port when --listen has port 0.
+    #[arg(long, env = "KEYGATE_ADMIN_LISTEN")]
+    pub(crate) admin_listen: Option<SocketAddr>,
+}
+
+impl ListenArgs {
+    /// The admin API's address: as given, else 4001, else a free port when the traffic port is
+    /// chosen freely too (so two `--listen 127.0.0.1:0` servers do not collide on 4001).
+    pub(crate) fn admin(&self) -> SocketAddr {
+        self.admin_listen.unwrap_or_else(|| {
+            let port = if self.listen.port() == 0 { 0 } else { 4001 };
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -152,7 +165,7 @@ pub(crate) enum AdminCommand {
     /// SigV4 credentials for `aws` and boto3 (access key id + secret).
     #[command(subcommand)]
     Credentials(CredentialsCommand),
-    /// Bearer tokens for curl and the console.
+    /// Bearer tokens for curl and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
 }
@@ -222,13 +235,21 @@ pub(crate) enum KeysCommand {
         json: bool,
     },
     /// Give a key a new value (printed once); the old one keeps working during the grace period,
-    /// with the same plans and quota.
+    /// with the same plans and quota. Values replaced earlier end then at the latest.
     Rotate {
         /// Key id or name.
         key: String,
-        /// How long the old value keeps working: e.g. 24h, 30m, 7d, 0 (default 24h).
+        /// How long the old value keeps working: e.g. 24h, 30m, 7d, 0 (default 24h). With 0 every
+        /// older value is refused at once (for a leaked key).
         #[arg(long, default_value = "24h")]
         grace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End every value a rotation replaced, now; the current value keeps working.
+    RevokeOld {
+        /// Key id or name.
+        key: String,
         #[arg(long)]
         json: bool,
     },

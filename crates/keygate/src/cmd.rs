@@ -37,7 +37,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Up { service, listen, functions } => {
             let host = function_host(&functions)?;
             let listener = bind(listen.listen).await?;
-            let admin = bind(listen.admin_listen).await?;
+            let admin = bind(listen.admin()).await?;
             let base = format!("http://{}", listener.local_addr()?);
             let store = open(&data_dir).await?;
             let report =
@@ -54,8 +54,15 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Serve { listen, functions } => {
             let host = function_host(&functions)?;
             let listener = bind(listen.listen).await?;
-            let admin = bind(listen.admin_listen).await?;
+            let admin = bind(listen.admin()).await?;
+            let created = !data_dir.join(keygate_store::sqlite::DB_FILE).exists();
             let store = open(&data_dir).await?;
+            let base = format!("http://{}", listener.local_addr()?);
+            output::served(
+                &keygate_control::info::served(&store, &base).await?,
+                &data_dir,
+                created,
+            );
             serve(store, host, &data_dir, listener, admin).await
         }
         Command::Info { service, json } => {
@@ -147,12 +154,12 @@ async fn run_usage(store: &Store, args: UsageArgs) -> Result<()> {
         );
         return Ok(());
     }
-    // clap enforces these without a subcommand.
-    let (Some(plan), Some(from), Some(to)) = (args.plan, args.from, args.to) else {
-        bail!("--plan, --from and --to are required");
-    };
-    let from = usage::parse_day(&from, "--from")?;
-    let to = usage::parse_day(&to, "--to")?;
+    // clap enforces this without a subcommand.
+    let Some(plan) = args.plan else { bail!("--plan is required") };
+    let now = keygate_limits::clock::SystemClock.now_unix_ms();
+    let (start, today) = usage::current_period(store, &plan, now).await?;
+    let from = args.from.map(|d| usage::parse_day(&d, "--from")).transpose()?.unwrap_or(start);
+    let to = args.to.map(|d| usage::parse_day(&d, "--to")).transpose()?.unwrap_or(today);
     let report = usage::report(store, &plan, args.key.as_deref(), from, to).await?;
     output::usage(&report, args.json)
 }
@@ -252,8 +259,33 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             output::created_key(&key, &value, json)
         }
         KeysCommand::Rotate { key, grace, json } => {
-            let (key, value) = keys::rotate(store, &key, keys::parse_duration(&grace)?).await?;
-            output::created_key(&key, &value, json)
+            let grace = keys::parse_duration(&grace)?;
+            let (key, value) = keys::rotate(store, &key, grace).await?;
+            output::rotated_key(&key, &value, keys::old_values_end(&key, grace), json)
+        }
+        KeysCommand::RevokeOld { key, json } => {
+            let (key, n) = keys::revoke_old(store, &key).await?;
+            if json {
+                return output::json(&serde_json::json!({
+                    "id": key.id,
+                    "name": key.name,
+                    "revokedOldValues": n,
+                }));
+            }
+            match n {
+                0 => println!(
+                    "API key {} ({}) has no older value that still works",
+                    key.name, key.id
+                ),
+                n => println!(
+                    "ended {n} older value{} of API key {} ({}); running gateways refuse {} within 1 s",
+                    if n == 1 { "" } else { "s" },
+                    key.name,
+                    key.id,
+                    if n == 1 { "it" } else { "them" }
+                ),
+            }
+            Ok(())
         }
         KeysCommand::Import { file, fail_on_warnings, json } => {
             let text = std::fs::read_to_string(&file)
@@ -278,27 +310,39 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
         KeysCommand::List { json } => output::keys(&store.list_keys().await?, json),
         KeysCommand::Get { key, json } => output::key(&keys::find(store, &key).await?, json),
         KeysCommand::Enable { key, json } => {
-            output::key(&keys::set_enabled(store, &key, true).await?, json)
+            let k = keys::set_enabled(store, &key, true).await?;
+            output::key_changed(&k, "enabled", "accept", json)
         }
         KeysCommand::Disable { key, json } => {
-            output::key(&keys::set_enabled(store, &key, false).await?, json)
+            let k = keys::set_enabled(store, &key, false).await?;
+            output::key_changed(&k, "disabled", "refuse", json)
         }
         KeysCommand::Delete { key, json } => {
-            let deleted = keys::delete(store, &key).await?;
-            if json {
-                output::key(&deleted, true)
-            } else {
-                println!("deleted API key {} ({})", deleted.name, deleted.id);
-                Ok(())
-            }
+            let k = keys::delete(store, &key).await?;
+            output::key_changed(&k, "deleted", "refuse", json)
         }
     }
 }
 
 /// The store wrapped so that every change is recorded in the audit log as `cli:<user>`.
 async fn open_audited(data_dir: &Path) -> Result<Store> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
-    Ok(Arc::new(Audited::new(open(data_dir).await?, format!("cli:{user}"))))
+    Ok(Arc::new(Audited::new(open(data_dir).await?, format!("cli:{}", user()))))
+}
+
+/// Who runs the CLI: `$USER`, else the name of the process's uid (`$USER` is unset under cron,
+/// systemd and many containers), else `uid-<n>`.
+fn user() -> String {
+    if let Some(u) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return u;
+    }
+    if let Ok(u) = whoami::username() {
+        return u;
+    }
+    #[cfg(unix)]
+    if let Ok(m) = std::fs::metadata("/proc/self") {
+        return format!("uid-{}", std::os::unix::fs::MetadataExt::uid(&m));
+    }
+    "unknown".to_owned()
 }
 
 fn master_key(data_dir: &Path) -> Result<MasterKey> {
@@ -404,6 +448,7 @@ async fn deploy(
         store,
         loaded.definition,
         loaded.notes,
+        &loaded.artifact_locations,
         &data_dir.join("artifacts"),
         base_url,
     )

@@ -1,12 +1,59 @@
 //! Printing results: human text by default, JSON with `--json`.
+//!
+//! JSON field names are camelCase, and dates are RFC 3339 in UTC (`2025-06-01T12:00:00Z`) in
+//! text and in JSON alike: the store keeps epoch seconds (audit times: milliseconds), as AWS's own
+//! API returns them, and only the admin API shows those.
 
 use anyhow::Result;
 use keygate_control::DeployReport;
 use keygate_control::Store;
-use keygate_control::info::Info;
+use keygate_control::info::{Info, ServedStage};
 use keygate_types::ApiKeyValue;
 use keygate_types::model::{ApiKey, UsagePlan};
 use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// JSON fields holding epoch seconds, shown as RFC 3339.
+const DATE_FIELDS: &[&str] =
+    &["createdDate", "lastUpdatedDate", "lastUsedDate", "revokedDate", "deployedDate", "expires"];
+
+/// Epoch seconds as RFC 3339 in UTC, e.g. `2025-06-01T12:00:00Z`.
+pub(crate) fn date(unix_secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+/// Epoch milliseconds as RFC 3339 in UTC with milliseconds, e.g. `2025-06-01T12:00:00.250Z`.
+fn date_ms(unix_ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix_ms.to_string())
+}
+
+/// Replaces the epoch numbers of [`DATE_FIELDS`] (anywhere in `v`) with RFC 3339 strings.
+fn iso_dates(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, field) in map.iter_mut() {
+                match field {
+                    Value::Number(n) if DATE_FIELDS.contains(&k.as_str()) => {
+                        if let Some(secs) = n.as_i64() {
+                            *field = Value::String(date(secs));
+                        }
+                    }
+                    other => iso_dates(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(iso_dates),
+        _ => {}
+    }
+}
 
 /// The error and its causes on one line.
 pub(crate) fn error_chain(e: &anyhow::Error) -> String {
@@ -21,8 +68,11 @@ pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     s
 }
 
+/// Prints `v` as pretty JSON, its dates as RFC 3339.
 pub(crate) fn json<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let mut v = serde_json::to_value(v)?;
+    iso_dates(&mut v);
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -48,7 +98,7 @@ pub(crate) fn deploy_report(r: &DeployReport, as_json: bool) -> Result<()> {
     }
     println!("functions:");
     for f in &r.functions {
-        println!("  {f}");
+        println!("  {}", f.function_name);
     }
     if !r.api_keys.is_empty() {
         let plans: Vec<&str> = r.usage_plans.iter().map(|p| p.name.as_str()).collect();
@@ -72,7 +122,7 @@ pub(crate) fn info(i: &Info, as_json: bool) -> Result<()> {
     println!("service: {}", i.service);
     println!("stage: {}", i.stage);
     println!("region: {}", i.region);
-    println!("api: {} (deployment {})", i.api_id, i.deployment_id);
+    println!("api: {} (deployment {}, {})", i.api_id, i.deployment_id, date(i.deployed_date));
     println!("api keys:");
     for k in &i.api_keys {
         println!(
@@ -89,9 +139,37 @@ pub(crate) fn info(i: &Info, as_json: bool) -> Result<()> {
     }
     println!("functions:");
     for f in &i.functions {
-        println!("  {f}");
+        println!("  {}: {}", f.name, f.function_name);
     }
     Ok(())
+}
+
+/// What `serve` serves, printed before it listens; a warning on stderr when that is nothing.
+pub(crate) fn served(stages: &[ServedStage], data_dir: &std::path::Path, created: bool) {
+    if stages.is_empty() {
+        let how = if created { "it did not exist and was created empty" } else { "it is empty" };
+        eprintln!(
+            "warning: nothing is deployed in {} ({how}): every request gets 403 until \
+             `keygate deploy -c <serverless.yml>` deploys a service there (or give --data-dir)",
+            data_dir.display()
+        );
+        return;
+    }
+    println!("serving from {}:", data_dir.display());
+    for s in stages {
+        println!(
+            "{} stage {} (api {}, deployment {}):",
+            s.service, s.stage, s.api_id, s.deployment_id
+        );
+        for e in &s.endpoints {
+            println!(
+                "  {} - {}{}",
+                e.method,
+                e.url,
+                if e.private { "  (api key required)" } else { "" }
+            );
+        }
+    }
 }
 
 /// A key with its value, as `keys create` prints it: the only time the value is shown.
@@ -110,6 +188,55 @@ pub(crate) fn created_key(k: &ApiKey, value: &ApiKeyValue, as_json: bool) -> Res
     println!("created API key {} ({})", k.name, k.id);
     println!("value: {}", value.expose());
     println!("(shown once: keygate keeps only a digest of it)");
+    if let Some(e) = k.expires {
+        println!("expires: {}", date(e));
+    }
+    Ok(())
+}
+
+/// A rotated key with its new value and until when older values work (`null`: not at all).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RotatedKey<'a> {
+    #[serde(flatten)]
+    key: &'a ApiKey,
+    value: &'a str,
+    old_values_work_until: Option<String>,
+}
+
+pub(crate) fn rotated_key(
+    k: &ApiKey,
+    value: &ApiKeyValue,
+    old_until: Option<i64>,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return json(&RotatedKey {
+            key: k,
+            value: value.expose(),
+            old_values_work_until: old_until.map(date),
+        });
+    }
+    println!("rotated API key {} ({})", k.name, k.id);
+    println!("value: {}", value.expose());
+    println!("(shown once: keygate keeps only a digest of it)");
+    match old_until {
+        Some(t) => println!(
+            "older values work until {} (end them now with `keygate keys revoke-old {}`)",
+            date(t),
+            k.id
+        ),
+        None => println!("older values no longer work (running gateways refuse them within 1 s)"),
+    }
+    Ok(())
+}
+
+/// The one line a change to a key prints: what was done and when gateways apply it.
+pub(crate) fn key_changed(k: &ApiKey, what: &str, effect: &str, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(k);
+    }
+    println!("{what} API key {} ({}); running gateways {effect} it within 1 s", k.name, k.id);
     Ok(())
 }
 
@@ -127,8 +254,14 @@ pub(crate) fn key(k: &ApiKey, as_json: bool) -> Result<()> {
     if let Some(c) = &k.customer_id {
         println!("customerId: {c}");
     }
-    println!("createdDate: {}", k.created_date);
-    println!("lastUpdatedDate: {}", k.last_updated_date);
+    println!("createdDate: {}", date(k.created_date));
+    println!("lastUpdatedDate: {}", date(k.last_updated_date));
+    if let Some(e) = k.expires {
+        println!("expires: {}", date(e));
+    }
+    if let Some(u) = k.last_used_date {
+        println!("lastUsedDate: {}", date(u));
+    }
     Ok(())
 }
 
@@ -220,9 +353,18 @@ pub(crate) fn usage(r: &keygate_control::usage::UsageReport, as_json: bool) -> R
     if as_json {
         return json(r);
     }
-    println!("usage plan {} from {} to {}", r.usage_plan_id, r.start_date, r.end_date);
+    println!(
+        "usage plan {} ({}) from {} to {}",
+        r.usage_plan_name, r.usage_plan_id, r.start_date, r.end_date
+    );
+    if r.values.is_empty() {
+        println!("no API keys in the plan");
+    }
     for (key, days) in &r.values {
-        println!("key {key}:");
+        match r.key_names.get(key) {
+            Some(name) => println!("key {name} ({key}):"),
+            None => println!("key {key} (deleted):"),
+        }
         let mut day = r.start_date.parse::<keygate_limits::calendar::Date>()?;
         for (used, remaining) in days {
             match remaining {
@@ -235,12 +377,59 @@ pub(crate) fn usage(r: &keygate_control::usage::UsageReport, as_json: bool) -> R
     Ok(())
 }
 
+/// An audit entry as the CLI shows it: `time` as RFC 3339 (the store keeps milliseconds).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditLine<'a> {
+    seq: i64,
+    time: String,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
 pub(crate) fn audit(entries: &[keygate_types::model::AuditEntry], as_json: bool) -> Result<()> {
+    let lines: Vec<AuditLine<'_>> = entries
+        .iter()
+        .map(|e| AuditLine {
+            seq: e.seq,
+            time: date_ms(e.time),
+            actor: &e.actor,
+            action: &e.action,
+            target: &e.target,
+            detail: e.detail.as_deref(),
+        })
+        .collect();
     if as_json {
-        return json(&entries);
+        return json(&lines);
     }
-    for e in entries {
+    for e in &lines {
         println!("{:>6}  {}  {:<24}  {:<32}  {}", e.seq, e.time, e.actor, e.action, e.target);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339_in_utc() {
+        assert_eq!(date(1_795_824_000), "2026-11-28T00:00:00Z");
+        assert_eq!(date_ms(1_795_824_000_250), "2026-11-28T00:00:00.25Z");
+        let mut v = serde_json::json!({
+            "createdDate": 0, "name": "createdDate", "items": [{"expires": 86_400}],
+            "count": 5
+        });
+        iso_dates(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "createdDate": "1970-01-01T00:00:00Z", "name": "createdDate",
+                "items": [{"expires": "1970-01-02T00:00:00Z"}], "count": 5
+            })
+        );
+    }
 }

@@ -164,7 +164,8 @@ functions:
     // lastUsedDate is recorded (within a second).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let k = env.json(&["keys", "get", "rot-key"]);
-    assert!(k["lastUsedDate"].as_i64().unwrap() > 1_700_000_000, "{k}");
+    let used = k["lastUsedDate"].as_str().unwrap_or_default();
+    assert!(used.ends_with('Z') && used.as_bytes().get(10) == Some(&b'T'), "RFC 3339: {k}");
 
     // Expiry: a key past its expiry is refused; clearing it restores access.
     let exp = env.json(&[
@@ -219,4 +220,111 @@ fn csv_import_from_the_cli() {
     let out = env.json(&["keys", "import", good.to_str().unwrap()]);
     assert_eq!(out["ids"].as_array().unwrap().len(), 0);
     assert_eq!(out["warnings"].as_array().unwrap().len(), 2);
+}
+
+/// A mock-integration service with one declared key in a plan `rot-dev`.
+fn rot_service(env: &Env) -> std::path::PathBuf {
+    env.write(
+        "serverless.yml",
+        "service: rot
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys: [rot-key]
+functions:
+  mocked:
+    handler: unused
+    events:
+      - http: {path: a, method: get, private: true, integration: mock}
+",
+    )
+}
+
+/// Acceptance: rotating twice with `--grace 0` refuses both older values within a second, and
+/// `--grace 1h` then `--grace 0` refuses the original value too (it used to keep working).
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_without_grace_refuses_every_older_value() {
+    let env = Env::new();
+    let yml = rot_service(&env);
+    let first = Env::key_value(&env.deploy(&yml, &[]));
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    assert_eq!(get(&url, Some(&first)).await.status, 200);
+
+    let second = env.json(&["keys", "rotate", "rot-key", "--grace", "0"]);
+    assert!(second["oldValuesWorkUntil"].is_null(), "{second}");
+    let second = second["value"].as_str().unwrap().to_owned();
+    let third = env.json(&["keys", "rotate", "rot-key", "--grace", "0"]);
+    let third = third["value"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(1), || async {
+        get(&url, Some(&first)).await.status == 403 && get(&url, Some(&second)).await.status == 403
+    })
+    .await;
+    get(&url, Some(&first)).await.assert_forbidden();
+    get(&url, Some(&second)).await.assert_forbidden();
+    assert_eq!(get(&url, Some(&third)).await.status, 200);
+
+    // A graced rotation says until when the old value works, in RFC 3339 (UTC).
+    let text = env.ok(&["keys", "rotate", "rot-key", "--grace", "1h"]);
+    let fourth = text.lines().find_map(|l| l.strip_prefix("value: ")).unwrap().to_owned();
+    let until = text.lines().find_map(|l| l.strip_prefix("older values work until ")).unwrap();
+    assert!(until.len() > 20 && until.as_bytes()[10] == b'T' && until.contains("Z ("), "{text}");
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&fourth)).await.status == 200 })
+        .await;
+    assert_eq!(get(&url, Some(&third)).await.status, 200, "in its grace period");
+    // ... and `--grace 0` then ends the value still in its grace period as well.
+    let fifth = env.json(&["keys", "rotate", "rot-key", "--grace", "0"]);
+    let fifth = fifth["value"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(1), || async {
+        get(&url, Some(&third)).await.status == 403 && get(&url, Some(&fourth)).await.status == 403
+    })
+    .await;
+    assert_eq!(get(&url, Some(&fifth)).await.status, 200);
+
+    // revoke-old ends older values without a new value.
+    env.ok(&["keys", "rotate", "rot-key", "--grace", "1h"]);
+    let out = env.ok(&["keys", "revoke-old", "rot-key"]);
+    assert!(out.starts_with("ended 1 older value of API key rot-key ("), "{out}");
+    eventually(Duration::from_secs(1), || async { get(&url, Some(&fifth)).await.status == 403 })
+        .await;
+    let out = env.ok(&["keys", "revoke-old", "rot-key"]);
+    assert!(out.contains("has no older value that still works"), "{out}");
+    srv.stop();
+}
+
+/// Changes print one line saying when running gateways apply them; dates are RFC 3339 in text
+/// and JSON; the audit actor is the uid's name when `$USER` is unset.
+#[test]
+fn key_changes_print_one_line_and_dates_are_rfc3339() {
+    let env = Env::new();
+    let created = env.json(&["keys", "create", "--name", "k1", "--expires", "2030-01-02"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["expires"], "2030-01-02T00:00:00Z");
+    let date = created["createdDate"].as_str().unwrap();
+    assert!(date.ends_with('Z') && date.as_bytes()[10] == b'T', "{created}");
+    for (cmd, line) in [
+        ("disable", format!("disabled API key k1 ({id}); running gateways refuse it within 1 s\n")),
+        ("enable", format!("enabled API key k1 ({id}); running gateways accept it within 1 s\n")),
+    ] {
+        assert_eq!(env.ok(&["keys", cmd, "k1"]), line);
+    }
+    let text = env.ok(&["keys", "get", "k1"]);
+    assert!(text.contains("expires: 2030-01-02T00:00:00Z\n"), "{text}");
+    assert!(text.contains(&format!("createdDate: {date}\n")), "{text}");
+
+    let out = env.cmd().args(["keys", "delete", "k1"]).env_remove("USER").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("deleted API key k1 ({id}); running gateways refuse it within 1 s\n")
+    );
+    let audit = env.json(&["audit"]);
+    let last = audit.as_array().unwrap().last().unwrap().clone();
+    let uid_name = std::process::Command::new("id").arg("-un").output().unwrap();
+    let uid_name = String::from_utf8(uid_name.stdout).unwrap();
+    assert_eq!(last["actor"], format!("cli:{}", uid_name.trim()), "{last}");
+    assert!(last["time"].as_str().unwrap().ends_with('Z'), "{last}");
+    let help = env.ok(&["admin", "token", "--help"]);
+    assert!(!help.contains("console"), "{help}");
 }

@@ -18,5 +18,6 @@ mod integrations;
 mod keys;
 mod logs;
 mod plans;
+mod readme;
 mod seed;
 mod support;

@@ -122,6 +122,15 @@ async fn quota_admits_exactly_the_limit_then_points_at_midnight() {
     let usage = env.json(&["usage", "--plan", "lim-dev", "--from", &today, "--to", &today]);
     let key_id = report["apiKeys"][0]["id"].as_str().unwrap();
     assert_eq!(usage["values"][key_id], serde_json::json!([[100, 0]]), "{usage}");
+    // Without dates: the current period (today, for a DAY quota), keys named beside their ids.
+    let current = env.json(&["usage", "--plan", "lim-dev"]);
+    assert_eq!(
+        (&current["startDate"], &current["endDate"]),
+        (&usage["startDate"], &usage["endDate"])
+    );
+    assert_eq!(current["keyNames"][key_id], "lim-key", "{current}");
+    let text = env.ok(&["usage", "--plan", "lim-dev"]);
+    assert!(text.contains(&format!("key lim-key ({key_id}):\n  {today}  used      100")), "{text}");
 
     // update-usage: 3 more, taken into account by the running gateway.
     env.json(&["usage", "set-remaining", "--plan", "lim-dev", "--key", "lim-key", "3"]);
@@ -131,8 +140,12 @@ async fn quota_admits_exactly_the_limit_then_points_at_midnight() {
     .await;
     let mut admitted = 1;
     for _ in 0..5 {
-        if get(&srv.url("/dev/a"), Some(&key)).await.status == 200 {
+        let r = get(&srv.url("/dev/a"), Some(&key)).await;
+        if r.status == 200 {
             admitted += 1;
+            // The policy shows the configured limit, not the limit plus the grant (was q=103).
+            let policy = r.header("ratelimit-policy").unwrap_or_default();
+            assert_eq!(policy, r#""quota";q=100;w=86400"#, "{r:?}");
         }
     }
     assert_eq!(admitted, 3);

@@ -120,12 +120,11 @@ impl Env {
     pub fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = self.path().join(format!("keygate-{}.log", rand_suffix()));
         let mut cmd = self.cmd();
-        // Tests run in parallel: never the fixed default admin port.
-        let mut args = args.to_vec();
-        if !args.contains(&"--admin-listen") {
-            args.extend(["--admin-listen", "127.0.0.1:0"]);
-        }
-        cmd.args(&args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
+        // Tests run in parallel, so they listen on port 0; the admin API then takes a free port
+        // too (never the fixed 4001), which this relies on.
+        assert!(args.contains(&"127.0.0.1:0"), "tests listen on free ports: {args:?}");
+        cmd.env_remove("KEYGATE_ADMIN_LISTEN");
+        cmd.args(args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,7 +1,9 @@
-//! Time as the limiters see it: a monotonic [`Nanos`] instant for token buckets and UTC unix
-//! milliseconds (`i64`) for quota periods.
+//! Time as keygate reads it: a monotonic [`Nanos`] instant for token buckets and UTC unix
+//! milliseconds (`i64`) for quota periods, signatures and records. It lives here, below every
+//! crate that needs it (the limiters, the gateway, the admin API), and `keygate-limits`
+//! re-exports it.
 //!
-//! The algorithms never read a clock; they take `now` as an argument. [`Clock`] is the small
+//! The limit algorithms never read a clock; they take `now` as an argument. [`Clock`] is the small
 //! abstraction callers use to obtain `now`: [`SystemClock`] in production, [`ManualClock`] in
 //! tests (settable and advanceable from any thread, so no test ever sleeps).
 
