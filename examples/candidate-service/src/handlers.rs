@@ -121,10 +121,12 @@ async fn submit(app: &App, req: &Request) -> Reply {
     tracing::info!(candidate_id = %candidate.id, "candidate submitted");
     Ok((
         StatusCode::CREATED,
+        // Written in sorted order, so the text is the same whether serde_json keeps insertion
+        // order or not (its `preserve_order` feature is on when built with keygate's workspace).
         json!({
+            "candidateId": candidate.id,
             // Spelling kept from the seed story's response.
             "message": format!("Sucessfully submitted candidate with email {}", candidate.email),
-            "candidateId": candidate.id,
         }),
     ))
 }
