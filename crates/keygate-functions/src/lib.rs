@@ -31,6 +31,7 @@
 //! (`requestContext.identity.apiKey`). A function's stdout/stderr lines are emitted as `tracing`
 //! events with target `keygate::function` and a `function` field.
 
+mod ansi;
 pub mod artifact;
 mod pool;
 mod process;

@@ -561,7 +561,7 @@ async fn forward_output(output: impl AsyncRead + Unpin, function: Arc<str>, stre
 
 fn emit(function: &str, stream: &'static str, line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = String::from_utf8_lossy(line);
+    let text = crate::ansi::loggable(line);
     tracing::info!(target: "keygate::function", function, stream, "{text}");
 }
 
