@@ -129,6 +129,9 @@ pub(crate) struct ListenArgs {
     /// Address of the admin API (AWS API Gateway's paths; SigV4 or bearer token required).
     #[arg(long, default_value = "127.0.0.1:4001", env = "KEYGATE_ADMIN_LISTEN")]
     pub(crate) admin_listen: SocketAddr,
+    /// Region that SigV4 requests to the admin API must be signed for (`aws --region`).
+    #[arg(long, default_value = "us-east-1", env = "KEYGATE_ADMIN_REGION")]
+    pub(crate) admin_region: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,7 +42,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let report =
                 deploy(&open_audited(&data_dir).await?, &service, &data_dir, &base).await?;
             output::deploy_report(&report, false)?;
-            serve(store, &data_dir, listener, admin).await
+            serve(store, &data_dir, listener, admin, &listen.admin_region).await
         }
         Command::Deploy { service, json } => {
             let store = open_audited(&data_dir).await?;
@@ -54,7 +54,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin_listen).await?;
             let store = open(&data_dir).await?;
-            serve(store, &data_dir, listener, admin).await
+            serve(store, &data_dir, listener, admin, &listen.admin_region).await
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -412,12 +412,14 @@ async fn serve(
     data_dir: &Path,
     listener: TcpListener,
     admin: TcpListener,
+    admin_region: &str,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let admin_state = Arc::new(keygate_admin::AdminState {
         store: Arc::clone(&store),
         master: master_key(data_dir)?,
+        region: admin_region.to_owned(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {
