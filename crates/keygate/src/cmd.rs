@@ -254,9 +254,11 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             output::created_key(&key, &value, json)
         }
         KeysCommand::Import { file, fail_on_warnings, json } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let result = keygate_control::import::import(store, &text, fail_on_warnings).await?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = keygate_control::import::decode(&bytes)
+                .with_context(|| format!("cannot import {}", file.display()))?;
+            let result = keygate_control::import::import(store, text, fail_on_warnings).await?;
             if json {
                 return output::json(&result);
             }
