@@ -122,6 +122,25 @@ fn check_quotes(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// For the fuzz targets (`fuzz/`) only: every step of an import that needs no store (decoding,
+/// quoting, rows, fields, key values), on any bytes.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let Ok(text) = decode(data) else { return };
+    if check_quotes(text).is_err() {
+        return;
+    }
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+    let Ok(headers) = reader.headers().cloned() else { return };
+    let plans_col = headers.iter().position(|h| h.eq_ignore_ascii_case("usageplanids"));
+    for record in reader.records().flatten() {
+        for field in rejoin_single_quoted(&record, plans_col) {
+            let _ = ApiKeyValue::parse(&field);
+        }
+    }
+}
+
 /// Imports keys from CSV text.
 ///
 /// # Errors
