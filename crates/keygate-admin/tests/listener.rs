@@ -35,6 +35,10 @@ fn limits() -> ServeLimits {
 }
 
 async fn start() -> Admin {
+    start_with(limits()).await
+}
+
+async fn start_with(limits: ServeLimits) -> Admin {
     let dir = tempfile::tempdir().unwrap();
     let store: keygate_control::Store =
         Arc::new(keygate_store::SqliteStore::open(dir.path()).await.unwrap());
@@ -49,7 +53,7 @@ async fn start() -> Admin {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits()));
+    tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits));
     Admin { addr, state, _dir: dir, stop: Some(stop) }
 }
 
@@ -92,6 +96,29 @@ async fn a_trickled_body_gets_408_and_the_connection_ends() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_until_a_slot_is_free() {
+    let limits =
+        ServeLimits { max_connections: 1, header_read_timeout: Duration::from_secs(3), ..limits() };
+    let admin = start_with(limits).await;
+    let token = create_token(&admin.state.store, None).await.unwrap().token;
+    // The one slot, held by a silent client until the header timeout closes it.
+    let mut holder = TcpStream::connect(admin.addr).await.unwrap();
+    let mut waiter = TcpStream::connect(admin.addr).await.unwrap();
+    let req = format!(
+        "GET /apikeys HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\n\
+         connection: close\r\n\r\n"
+    );
+    waiter.write_all(req.as_bytes()).await.unwrap();
+    // Without the cap the answer would come at once; with it, not while the holder is open.
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiter.read(&mut byte)).await;
+    assert!(early.is_err(), "answered past the cap: {early:?}");
+    read_until_closed(&mut holder).await;
+    let answer = read_until_closed(&mut waiter).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 fn amz_now() -> String {
