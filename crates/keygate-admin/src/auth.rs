@@ -15,7 +15,7 @@ use crate::error::AwsError;
 use crate::{AdminState, sigv4};
 
 /// Largest admin request body (an import of many keys).
-pub(crate) const MAX_BODY: usize = 10 * 1024 * 1024;
+const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// The service every SigV4 credential scope must name, as AWS's API Gateway control plane does.
 pub(crate) const SERVICE: &str = "apigateway";

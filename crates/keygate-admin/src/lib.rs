@@ -15,6 +15,7 @@ pub mod sigv4;
 
 mod apikeys;
 mod auth;
+mod deadline;
 mod error;
 mod plans;
 mod restapis;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::routing::{get, post};
 use keygate_control::Store;
 use keygate_control::admin::MasterKey;
@@ -145,7 +145,7 @@ pub async fn serve_with(
     limits: ServeLimits,
 ) -> std::io::Result<()> {
     let service = hyper_util::service::TowerToHyperService::new(
-        router(state).layer(axum::middleware::from_fn_with_state(limits, body_deadline)),
+        router(state).layer(axum::middleware::from_fn_with_state(limits, deadline::body_deadline)),
     );
     let max = limits.max_connections.clamp(1, 1 << 20);
     let slots = Arc::new(tokio::sync::Semaphore::new(max));
@@ -193,26 +193,4 @@ pub async fn serve_with(
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
     Ok(())
-}
-
-/// Reads the whole request body within [`ServeLimits::body_read_timeout`] of its head, so a
-/// body trickled a byte at a time cannot hold a connection: past it the answer is 408.
-async fn body_deadline(
-    State(limits): State<ServeLimits>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let (parts, body) = req.into_parts();
-    let read = axum::body::to_bytes(body, auth::MAX_BODY);
-    match tokio::time::timeout(limits.body_read_timeout, read).await {
-        Ok(Ok(bytes)) => {
-            next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
-        }
-        Ok(Err(_)) => {
-            AwsError::bad_request("the request body is too large or unreadable").into_response()
-        }
-        Err(_) => (http::StatusCode::REQUEST_TIMEOUT, "the request body was not sent in time")
-            .into_response(),
-    }
 }

@@ -121,6 +121,18 @@ async fn past_the_connection_cap_a_client_waits_until_a_slot_is_free() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+#[tokio::test]
+async fn an_unauthenticated_body_is_refused_before_it_is_read() {
+    let admin =
+        start_with(ServeLimits { body_read_timeout: Duration::from_secs(30), ..limits() }).await;
+    let mut stream = TcpStream::connect(admin.addr).await.unwrap();
+    let head = "POST /apikeys HTTP/1.1\r\nhost: a\r\ncontent-length: 10000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // No body byte is sent: the refusal cannot have waited for it (nor for the body deadline).
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+}
+
 fn amz_now() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     sigv4::format_amz_date(i64::try_from(now).unwrap())
