@@ -50,7 +50,17 @@ fn tighten_dir(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
         return Ok(());
     }
     let tight = mode & !0o066;
-    set_mode(dir, tight)?;
+    if let Err(e) = set_mode(dir, tight) {
+        // Not keygate's own directory: say so, and go on (its files are still 0600).
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format_args!("{mode:o}"),
+            error = %e,
+            "the data directory is readable or writable by other users and its mode cannot \
+             be changed; run `chmod go-rw` on it"
+        );
+        return Ok(());
+    }
     tracing::warn!(
         dir = %dir.display(),
         was = format_args!("{mode:o}"),
