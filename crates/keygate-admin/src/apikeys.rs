@@ -105,8 +105,7 @@ pub(crate) async fn create_or_import(
         if q.get("format").is_some_and(|f| !f.eq_ignore_ascii_case("csv")) {
             return Err(AwsError::bad_request("format must be csv"));
         }
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| AwsError::bad_request("the CSV body is not UTF-8"))?;
+        let text = import::decode(&body)?;
         let result = import::import(&store, text, flag(&q, "failonwarnings")).await?;
         return Ok((StatusCode::CREATED, Json(json!(result))));
     }

@@ -17,6 +17,9 @@ use crate::{AdminState, sigv4};
 /// Largest admin request body (an import of many keys).
 const MAX_BODY: usize = 10 * 1024 * 1024;
 
+/// The service every SigV4 credential scope must name, as AWS's API Gateway control plane does.
+pub(crate) const SERVICE: &str = "apigateway";
+
 /// Who made the request, for the audit log.
 #[derive(Debug, Clone)]
 pub(crate) struct Actor(pub(crate) String);
@@ -53,6 +56,7 @@ async fn check(state: &AdminState, req: Request) -> Result<(Actor, Request), Aws
         };
     }
     let parsed = sigv4::parse_authorization(&auth).map_err(sig_error)?;
+    sigv4::check_scope(&parsed, &state.region, SERVICE).map_err(sig_error)?;
     let Some(secret) =
         admin::credential_secret(&state.store, &state.master, &parsed.access_key_id).await?
     else {

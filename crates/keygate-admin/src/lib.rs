@@ -15,12 +15,14 @@ pub mod sigv4;
 
 mod apikeys;
 mod auth;
+mod deadline;
 mod error;
 mod plans;
 mod restapis;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -35,6 +37,8 @@ pub struct AdminState {
     /// The store, unaudited; handlers wrap it with the request's actor.
     pub store: Store,
     pub master: MasterKey,
+    /// The region SigV4 credential scopes must name (`--admin-region`, default `us-east-1`).
+    pub region: String,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -90,7 +94,33 @@ async fn request_id(
     res
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes.
+/// Bounds on the admin listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Time a connection has to send a complete request head, counted from its start and, on a
+    /// kept-alive connection, from the end of the previous response: it is also the idle timeout.
+    pub header_read_timeout: Duration,
+    /// Time a request has from its head to its last body byte.
+    pub body_read_timeout: Duration,
+    /// Longest life of one connection, however busy (then it is closed after its current
+    /// request).
+    pub max_connection_age: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(300),
+            max_connections: 256,
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes, with [`ServeLimits::default`].
 ///
 /// # Errors
 /// An IO error of the listener.
@@ -99,5 +129,68 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    serve_with(listener, state, shutdown, ServeLimits::default()).await
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes: HTTP/1.1 only, each
+/// connection bounded by `limits`. On shutdown it stops accepting, asks every connection to
+/// close after its current request and waits up to five seconds for them.
+///
+/// # Errors
+/// An IO error of the listener.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    let service = hyper_util::service::TowerToHyperService::new(
+        router(state).layer(axum::middleware::from_fn_with_state(limits, deadline::body_deadline)),
+    );
+    let max = limits.max_connections.clamp(1, 1 << 20);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first: at the cap, connections wait in the backlog instead of being accepted.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: the listener itself is fine.
+                    tracing::warn!(error = %e, "admin API cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = tokio::time::sleep(limits.max_connection_age) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+            // Ends the connection after the request under way, if any.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.body_read_timeout, conn).await;
+        });
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    // Every connection gives its slot back when it ends.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+    Ok(())
 }

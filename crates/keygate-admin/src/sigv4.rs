@@ -208,6 +208,22 @@ pub enum SigError {
     /// The access key id is not one keygate issued (decided by the caller, which looks keys up).
     #[error("unknown access key id")]
     UnknownAccessKey,
+    /// The credential scope names another service than the one expected.
+    #[error("the credential scope's service is '{given}', not '{expected}'")]
+    WrongService {
+        /// The service of the scope.
+        given: String,
+        /// The service accepted.
+        expected: String,
+    },
+    /// The credential scope names another region than the one expected.
+    #[error("the credential scope's region is '{given}', not '{expected}'")]
+    WrongRegion {
+        /// The region of the scope.
+        given: String,
+        /// The region accepted.
+        expected: String,
+    },
 }
 
 impl SigError {
@@ -262,6 +278,18 @@ impl SigError {
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.".to_owned(),
             ),
+            SigError::WrongService { given, expected } => (
+                INVALID,
+                format!(
+                    "Credential should be scoped to correct service: '{expected}', not '{given}'."
+                ),
+            ),
+            SigError::WrongRegion { given, expected } => (
+                INVALID,
+                format!(
+                    "Credential should be scoped to a valid region: '{expected}', not '{given}'."
+                ),
+            ),
         }
     }
 
@@ -269,6 +297,27 @@ impl SigError {
     pub fn http_status(&self) -> u16 {
         403
     }
+}
+
+/// Checks that the credential scope names `service` and `region`: a signature made for another
+/// service or region (valid there) is not accepted here.
+///
+/// # Errors
+/// [`SigError::WrongService`] or [`SigError::WrongRegion`].
+pub fn check_scope(auth: &Authorization, region: &str, service: &str) -> Result<(), SigError> {
+    if auth.service != service {
+        return Err(SigError::WrongService {
+            given: auth.service.clone(),
+            expected: service.to_owned(),
+        });
+    }
+    if auth.region != region {
+        return Err(SigError::WrongRegion {
+            given: auth.region.clone(),
+            expected: region.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The `Authorization` header of `req`: [`SigError::Missing`] when there is none, an error when it

@@ -46,13 +46,18 @@ impl MasterKey {
         }
         let path = data_dir.join(MASTER_KEY_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_hex(text.trim()).ok_or_else(|| {
-                Error::Invalid(format!("{} is not a keygate master key", path.display()))
-            }),
+            Ok(text) => {
+                keygate_store::private::tighten_file(&path).map_err(|e| {
+                    Error::Invalid(format!("cannot make {} private: {e}", path.display()))
+                })?;
+                Self::from_hex(text.trim()).ok_or_else(|| {
+                    Error::Invalid(format!("{} is not a keygate master key", path.display()))
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = [0u8; 32];
                 rand::rng().fill_bytes(&mut k);
-                std::fs::create_dir_all(data_dir)
+                keygate_store::private::prepare_data_dir(data_dir)
                     .and_then(|()| write_private(&path, &hex::encode(k)))
                     .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
                 Ok(Self(k))
@@ -216,5 +221,20 @@ mod tests {
         assert_eq!(other.open(&sealed), None);
         assert!(MasterKey::load(dir.path(), Some("nothex")).is_err());
         assert!(!format!("{k:?}").contains(&hex::encode(k.0)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_master_key_file_is_private_and_a_loose_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state");
+        MasterKey::load(&dir, None).unwrap();
+        let path = dir.join(MASTER_KEY_FILE);
+        assert_eq!((mode(&dir), mode(&path)), (0o711, 0o600));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        MasterKey::load(&dir, None).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 }

@@ -2,6 +2,9 @@
 //! `Enabled`, `UsagePlanIds` optional; header names case-insensitive, any column order, unknown
 //! columns ignored, a quoted comma list of plan ids).
 //!
+//! Quoting is strict: a quoted field must close on its own line (an unterminated quote is an
+//! error on its line, not a field swallowing the rows after it). Files must be UTF-8.
+//!
 //! Every row is checked first; bad rows become warnings with their line numbers. With
 //! `fail_on_warnings` any warning imports nothing; without it the good rows are imported. Either
 //! way the import is one transaction: all the good rows or none.
@@ -50,12 +53,103 @@ fn rejoin_single_quoted(record: &csv::StringRecord, col: Option<usize>) -> Vec<S
     fields
 }
 
+/// The text of a CSV file's bytes: UTF-8, with or without a byte order mark.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the line: UTF-16 (Excel's "Unicode text") is refused with how to
+/// save the file instead, and so is any other byte sequence that is not UTF-8.
+pub fn decode(bytes: &[u8]) -> Result<&str> {
+    let utf16 = bytes.starts_with(&[0xff, 0xfe])
+        || bytes.starts_with(&[0xfe, 0xff])
+        || (bytes.len() >= 2 && (bytes[0] == 0 || bytes[1] == 0));
+    if utf16 {
+        return Err(Error::Invalid(
+            "line 1: the file is UTF-16, which keygate does not read: save it as UTF-8 \
+             (\"CSV UTF-8\")"
+                .to_owned(),
+        ));
+    }
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        Error::Invalid(format!(
+            "line {line}, column {column}: the file is not UTF-8: save it as UTF-8 (\"CSV UTF-8\")"
+        ))
+    })
+}
+
+/// Strict quoting: a field that opens with `"` must close on its own line. A CSV reader would
+/// otherwise read on to the next `"`, however many lines later, and the rows in between (their
+/// key values included) would end up inside one field.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the line of the unterminated quote.
+fn check_quotes(text: &str) -> Result<()> {
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line).as_bytes();
+        let mut at = 0;
+        while at < line.len() {
+            // `at` is the start of a field: only a quote there opens a quoted field.
+            if line[at] == b'"' {
+                at += 1;
+                loop {
+                    match line.get(at) {
+                        None => {
+                            return Err(Error::Invalid(format!(
+                                "line {}: a quoted field is not closed on its line (unterminated \
+                                 \"); fields cannot span lines: close the quote, and write a \
+                                 quote inside a field as \"\"",
+                                i + 1
+                            )));
+                        }
+                        Some(b'"') if line.get(at + 1) == Some(&b'"') => at += 2,
+                        Some(b'"') => {
+                            at += 1;
+                            break;
+                        }
+                        Some(_) => at += 1,
+                    }
+                }
+            }
+            match line[at.min(line.len())..].iter().position(|&b| b == b',') {
+                Some(comma) => at += comma + 1,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// For the fuzz targets (`fuzz/`) only: every step of an import that needs no store (decoding,
+/// quoting, rows, fields, key values), on any bytes.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let Ok(text) = decode(data) else { return };
+    if check_quotes(text).is_err() {
+        return;
+    }
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+    let Ok(headers) = reader.headers().cloned() else { return };
+    let plans_col = headers.iter().position(|h| h.eq_ignore_ascii_case("usageplanids"));
+    for record in reader.records().flatten() {
+        for field in rejoin_single_quoted(&record, plans_col) {
+            let _ = ApiKeyValue::parse(&field);
+        }
+    }
+}
+
 /// Imports keys from CSV text.
 ///
 /// # Errors
-/// [`Error::Invalid`] when the header lacks `Name` or `Key`, the file is not CSV, or
-/// `fail_on_warnings` is set and a row is bad (the message lists the warnings).
+/// [`Error::Invalid`] when the header lacks `Name` or `Key`, the file is not CSV, a quoted field
+/// is not closed on its line, or `fail_on_warnings` is set and a row is bad (the message lists
+/// the warnings).
 pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Result<ImportResult> {
+    let csv_text = csv_text.strip_prefix('\u{feff}').unwrap_or(csv_text);
+    check_quotes(csv_text)?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
@@ -203,4 +297,58 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
     }
     let created = if rows.is_empty() { Vec::new() } else { store.import_keys(rows).await? };
     Ok(ImportResult { ids: created.into_iter().map(|k| k.id).collect(), warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn an_unterminated_quote_is_an_error_on_its_line() {
+        let text = "Name,Key,Description\na,KeyValue0123456789abcdefghij,\"oops\nb,KeyValue0123456789abcdefghik,x\n";
+        let e = check_quotes(text).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("unterminated"), "{e}");
+        assert!(check_quotes("a,\"b\"\"").is_err());
+    }
+
+    #[test]
+    fn well_formed_quotes_pass() {
+        for ok in [
+            "Name,Key\na,b\n",
+            "Name,Key,Description\r\na,b,\"x, \"\"y\"\"\"\r\n",
+            "a,b\"c,d\n",
+            "a,\"b\"c,\"\"\n",
+            "",
+        ] {
+            assert!(check_quotes(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn utf16_and_bad_utf8_name_the_line() {
+        let utf16: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain("Name".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let e = decode(&utf16).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("UTF-16"), "{e}");
+        let no_bom: Vec<u8> = "Name".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(decode(&no_bom).unwrap_err().to_string().contains("UTF-16"));
+        let e = decode(b"Name,Key\nab\xffc,d\n").unwrap_err().to_string();
+        assert!(e.contains("line 2, column 3"), "{e}");
+        assert_eq!(decode(b"\xef\xbb\xbfName,Key\n").unwrap(), "Name,Key\n");
+    }
+
+    #[tokio::test]
+    async fn rows_after_an_unterminated_quote_are_not_swallowed_into_a_description() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Store = Arc::new(keygate_store::SqliteStore::open(dir.path()).await.unwrap());
+        let text = "Name,Key,Description\na,KeyValue0123456789abcdefghij,\"oops\n\
+                    b,KeyValue0123456789abcdefghik,x\n";
+        let e = import(&store, text, false).await.unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(store.list_keys().await.unwrap().is_empty());
+    }
 }

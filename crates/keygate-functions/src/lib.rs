@@ -35,6 +35,7 @@
 //! (`requestContext.identity.apiKey`). A function's stdout/stderr lines are emitted as `tracing`
 //! events with target `keygate::function` and a `function` field.
 
+mod ansi;
 pub mod artifact;
 mod output;
 mod peer;

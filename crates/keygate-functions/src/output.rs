@@ -182,7 +182,7 @@ pub(crate) async fn forward_output(
 
 fn emit(function: &str, stream: &'static str, line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = String::from_utf8_lossy(line);
+    let text = crate::ansi::loggable(line);
     tracing::info!(target: "keygate::function", function, stream, "{text}");
 }
 

@@ -13,3 +13,11 @@ pub mod wire;
 
 pub use message::{Fields, Headers, InvalidHeader, Request, Response};
 pub use server::{Admit, Options, Service, serve};
+
+/// For the fuzz targets (`fuzz/`) only: parses every complete request head at the start of
+/// `data`, as the server does, until one is incomplete or refused.
+#[doc(hidden)]
+pub fn fuzz_parse_request(data: &[u8]) {
+    let mut buf = bytes::BytesMut::from(data);
+    while let Ok(Some(_)) = server::parse_request(&mut buf) {}
+}

@@ -4,6 +4,7 @@
 //! - [`ConfigStore`]: the control-plane store (APIs, stages, deployments, API keys, usage plans and
 //!   their associations). Durable, rarely written. Rate counters get their own trait later.
 //! - [`sqlite`]: the embedded default implementation (one file in the data directory).
+//! - [`private`]: the modes of the data directory (`0711`) and its private files (`0600`).
 //!
 //! Only `keygate-types` values cross this boundary; no sqlx type appears in the trait, so a
 //! PostgreSQL implementation can follow without changing callers. Each backend maps its errors
@@ -17,6 +18,7 @@ use keygate_types::model::{
     UsagePlanPatch,
 };
 
+pub mod private;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;

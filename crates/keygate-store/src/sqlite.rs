@@ -38,10 +38,17 @@ impl SqliteStore {
     /// [`Error::Unavailable`] when the directory cannot be created or the file cannot be opened or
     /// migrated.
     pub async fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        crate::private::prepare_data_dir(data_dir).map_err(|e| {
             Error::unavailable(format!("cannot create data directory {}", data_dir.display()), e)
         })?;
         let path = data_dir.join(DB_FILE);
+        // SQLite creates `-wal` and `-shm` with the database file's mode: 0600 for all three.
+        crate::private::prepare_private_file(&path)
+            .and_then(|()| crate::private::tighten_file(&data_dir.join(format!("{DB_FILE}-wal"))))
+            .and_then(|()| crate::private::tighten_file(&data_dir.join(format!("{DB_FILE}-shm"))))
+            .map_err(|e| {
+                Error::unavailable(format!("cannot make {} private", path.display()), e)
+            })?;
         let opts = SqliteConnectOptions::from_str("sqlite:")
             .map_err(unavailable)?
             .filename(&path)

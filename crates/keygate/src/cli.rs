@@ -139,6 +139,9 @@ pub(crate) struct ListenArgs {
     /// Default: 127.0.0.1:4001, or a free port when --listen has port 0.
     #[arg(long, env = "KEYGATE_ADMIN_LISTEN")]
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// Region that SigV4 requests to the admin API must be signed for (`aws --region`).
+    #[arg(long, default_value = "us-east-1", env = "KEYGATE_ADMIN_REGION")]
+    pub(crate) admin_region: String,
 }
 
 impl ListenArgs {

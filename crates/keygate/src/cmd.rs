@@ -43,7 +43,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let report =
                 deploy(&open_audited(&data_dir).await?, &service, &data_dir, &base).await?;
             output::deploy_report(&report, false)?;
-            serve(store, host, &data_dir, listener, admin).await
+            serve(store, host, &data_dir, listener, admin, &listen.admin_region).await
         }
         Command::Deploy { service, json } => {
             let store = open_audited(&data_dir).await?;
@@ -63,7 +63,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 &data_dir,
                 created,
             );
-            serve(store, host, &data_dir, listener, admin).await
+            serve(store, host, &data_dir, listener, admin, &listen.admin_region).await
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -288,9 +288,11 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             Ok(())
         }
         KeysCommand::Import { file, fail_on_warnings, json } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let result = keygate_control::import::import(store, &text, fail_on_warnings).await?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = keygate_control::import::decode(&bytes)
+                .with_context(|| format!("cannot import {}", file.display()))?;
+            let result = keygate_control::import::import(store, text, fail_on_warnings).await?;
             if json {
                 return output::json(&result);
             }
@@ -477,12 +479,14 @@ async fn serve(
     data_dir: &Path,
     listener: TcpListener,
     admin: TcpListener,
+    admin_region: &str,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let admin_state = Arc::new(keygate_admin::AdminState {
         store: Arc::clone(&store),
         master: master_key(data_dir)?,
+        region: admin_region.to_owned(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {

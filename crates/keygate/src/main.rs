@@ -8,18 +8,44 @@ mod cli;
 mod cmd;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+/// Log lines queued for the writer thread before new ones are dropped (and counted). Function
+/// output lines are at most 16 KiB, access-log lines a few hundred bytes: the queue holds at
+/// most 64 MiB however slow stderr is.
+const LOG_QUEUE_LINES: usize = 4096;
+
+/// How often a server reports log lines dropped since the last report.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.command.is_server());
+    let server = cli.command.is_server();
+    // Held to the end of `main`: dropping it flushes the queued lines.
+    let (guard, dropped) = init_tracing(server);
+    if server {
+        spawn_drop_reporter(dropped.clone());
+    }
     // Before anything secret is read: processes of the same user (functions, when keygate does
     // not run as root) can then read neither keygate's memory nor its /proc/<pid>/environ.
     if let Err(e) = keygate_functions::protect_host_process() {
         tracing::warn!(error = %e, "cannot make keygate non-dumpable");
     }
+    let code = run(cli);
+    drop(guard);
+    let lost = dropped.dropped_lines();
+    if lost > 0 {
+        eprintln!("keygate: {lost} log lines were dropped because stderr could not keep up");
+    }
+    code
+}
+
+fn run(cli: cli::Cli) -> ExitCode {
     let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,10 +83,104 @@ fn runtime_builder() -> tokio::runtime::Builder {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`; servers default to `info` (one access-log line per
-/// request), one-shot commands to `warn`.
-fn init_tracing(server: bool) {
+/// request), one-shot commands to `warn`. Lines are written by a thread of their own through a
+/// bounded queue: a serving thread never waits for stderr, and a line that finds the queue full
+/// is dropped and counted (see [`log_writer`]). Colours only when stderr is a terminal.
+fn init_tracing(server: bool) -> (WorkerGuard, ErrorCounter) {
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let (writer, guard) = log_writer(std::io::stderr());
+    let dropped = writer.error_counter();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .init();
+    (guard, dropped)
+}
+
+/// The non-blocking, lossy writer every log line goes through: at most [`LOG_QUEUE_LINES`]
+/// lines wait for `out`; past that a line is dropped and counted in its `error_counter`.
+fn log_writer<W: std::io::Write + Send + 'static>(out: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .thread_name("keygate-log")
+        .finish(out)
+}
+
+/// Reports, as a warning, the log lines dropped since the last report (checked every
+/// [`DROP_REPORT_EVERY`]; nothing is logged while none are dropped).
+fn spawn_drop_reporter(dropped: ErrorCounter) {
+    let spawned =
+        std::thread::Builder::new().name("keygate-log-drops".to_owned()).spawn(move || {
+            let mut reported = 0;
+            loop {
+                std::thread::sleep(DROP_REPORT_EVERY);
+                let now = dropped.dropped_lines();
+                if now > reported {
+                    tracing::warn!(
+                        dropped = now - reported,
+                        total = now,
+                        "log lines dropped: stderr could not keep up"
+                    );
+                    reported = now;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the dropped-log-lines reporter");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use super::*;
+
+    /// A writer stuck until released, like a stderr pipe nobody reads.
+    #[derive(Clone)]
+    struct Stuck(Arc<(Mutex<bool>, Condvar)>);
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (released, cv) = &*self.0;
+            let mut r = released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while !*r {
+                r = cv.wait(r).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_stderr_never_blocks_logging_and_drops_are_counted() {
+        let stuck = Stuck(Arc::new((Mutex::new(false), Condvar::new())));
+        let (writer, guard) = log_writer(stuck.clone());
+        let counter = writer.error_counter();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(writer).finish();
+        let lines = LOG_QUEUE_LINES + 500;
+        // Were the writer blocking, this loop would hang on the first line.
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..lines {
+                tracing::info!(i, "access log line");
+            }
+        });
+        // The writer thread holds at most one line and the queue the rest.
+        assert!(
+            counter.dropped_lines() >= lines - LOG_QUEUE_LINES - 1,
+            "{}",
+            counter.dropped_lines()
+        );
+        let (released, cv) = &*stuck.0;
+        *released.lock().unwrap() = true;
+        cv.notify_all();
+        drop(guard);
+    }
 }

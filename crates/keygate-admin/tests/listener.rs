@@ -1,0 +1,176 @@
+//! The admin listener against hostile clients: silent, idle and trickling connections are
+//! closed, and a SigV4 signature made for another service or region is refused.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keygate_admin::{AdminState, ServeLimits, sigv4};
+use keygate_control::admin::{MasterKey, create_credential, create_token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Admin {
+    addr: std::net::SocketAddr,
+    state: Arc<AdminState>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Short limits, so the tests wait a second or two instead of the defaults' tens.
+fn limits() -> ServeLimits {
+    ServeLimits {
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
+        max_connection_age: Duration::from_secs(60),
+        max_connections: 16,
+    }
+}
+
+async fn start() -> Admin {
+    start_with(limits()).await
+}
+
+async fn start_with(limits: ServeLimits) -> Admin {
+    let dir = tempfile::tempdir().unwrap();
+    let store: keygate_control::Store =
+        Arc::new(keygate_store::SqliteStore::open(dir.path()).await.unwrap());
+    let state = Arc::new(AdminState {
+        store,
+        master: MasterKey::load(dir.path(), None).unwrap(),
+        region: "us-east-1".to_owned(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits));
+    Admin { addr, state, _dir: dir, stop: Some(stop) }
+}
+
+/// Reads until the server closes the connection (bounded: a server that never closes fails the
+/// test instead of hanging it). Returns what was read.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server kept the connection open; read so far: {out:?}");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed() {
+    let admin = start().await;
+    let mut stream = TcpStream::connect(admin.addr).await.unwrap();
+    read_until_closed(&mut stream).await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_left_idle_is_closed() {
+    let admin = start().await;
+    let token = create_token(&admin.state.store, None).await.unwrap().token;
+    let mut stream = TcpStream::connect(admin.addr).await.unwrap();
+    let req = format!("GET /apikeys HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_trickled_body_gets_408_and_the_connection_ends() {
+    let admin = start().await;
+    let token = create_token(&admin.state.store, None).await.unwrap().token;
+    let mut stream = TcpStream::connect(admin.addr).await.unwrap();
+    let head = format!(
+        "POST /usageplans HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\n\
+         content-length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_until_a_slot_is_free() {
+    let limits =
+        ServeLimits { max_connections: 1, header_read_timeout: Duration::from_secs(3), ..limits() };
+    let admin = start_with(limits).await;
+    let token = create_token(&admin.state.store, None).await.unwrap().token;
+    // The one slot, held by a silent client until the header timeout closes it.
+    let mut holder = TcpStream::connect(admin.addr).await.unwrap();
+    let mut waiter = TcpStream::connect(admin.addr).await.unwrap();
+    let req = format!(
+        "GET /apikeys HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\n\
+         connection: close\r\n\r\n"
+    );
+    waiter.write_all(req.as_bytes()).await.unwrap();
+    // Without the cap the answer would come at once; with it, not while the holder is open.
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiter.read(&mut byte)).await;
+    assert!(early.is_err(), "answered past the cap: {early:?}");
+    read_until_closed(&mut holder).await;
+    let answer = read_until_closed(&mut waiter).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_body_is_refused_before_it_is_read() {
+    let admin =
+        start_with(ServeLimits { body_read_timeout: Duration::from_secs(30), ..limits() }).await;
+    let mut stream = TcpStream::connect(admin.addr).await.unwrap();
+    let head = "POST /apikeys HTTP/1.1\r\nhost: a\r\ncontent-length: 10000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // No body byte is sent: the refusal cannot have waited for it (nor for the body deadline).
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+}
+
+fn amz_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    sigv4::format_amz_date(i64::try_from(now).unwrap())
+}
+
+/// A `GET /apikeys` signed for `region` and `service`; returns the status line and body.
+async fn signed_get(admin: &Admin, region: &str, service: &str) -> String {
+    let cred = create_credential(&admin.state.store, &admin.state.master, None).await.unwrap();
+    let date = amz_now();
+    let host = admin.addr.to_string();
+    let headers = [("host", host.as_str()), ("x-amz-date", date.as_str())];
+    let req = sigv4::SignedRequest {
+        method: "GET",
+        path: "/apikeys",
+        query: None,
+        headers: &headers,
+        body: b"",
+    };
+    let auth =
+        sigv4::sign(&req, &cred.access_key_id, &cred.secret_access_key, region, service, &date);
+    let mut stream = TcpStream::connect(admin.addr).await.unwrap();
+    let raw = format!(
+        "GET /apikeys HTTP/1.1\r\nhost: {host}\r\nx-amz-date: {date}\r\nauthorization: {auth}\r\n\
+         connection: close\r\n\r\n"
+    );
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    read_until_closed(&mut stream).await
+}
+
+#[tokio::test]
+async fn sigv4_must_be_scoped_to_apigateway_in_the_configured_region() {
+    let admin = start().await;
+    let ok = signed_get(&admin, "us-east-1", "apigateway").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let region = signed_get(&admin, "eu-west-1", "apigateway").await;
+    assert!(region.starts_with("HTTP/1.1 403"), "{region}");
+    assert!(region.contains("region"), "{region}");
+    let service = signed_get(&admin, "us-east-1", "s3").await;
+    assert!(service.starts_with("HTTP/1.1 403"), "{service}");
+    assert!(service.contains("service"), "{service}");
+}
