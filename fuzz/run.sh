@@ -30,7 +30,7 @@ echo "== building the fuzz targets (AFL-instrumented)"
 cargo afl build --release --quiet
 
 # No UI, no CPU pinning (CI shares its cores), no core-pattern or CPU-governor checks (a
-# container cannot change them); a target that takes 1 s on one input is a hang.
+# container cannot change them); a target that takes 5 s on one input is a hang (generous: CI shares its cores).
 export AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1
 export AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_QUIET=1
 mkdir -p out
@@ -38,7 +38,7 @@ failed=()
 for t in "${TARGETS[@]}"; do
   echo "== fuzzing $t for ${PER}s"
   rm -rf "out/$t"
-  cargo afl fuzz -V "$PER" -t 1000 -i "seeds/$t" -o "out/$t" "target/release/$t" \
+  cargo afl fuzz -V "$PER" -t 5000 -i "seeds/$t" -o "out/$t" "target/release/$t" \
     >"out/$t.log" 2>&1 || { tail -20 "out/$t.log"; failed+=("$t (afl-fuzz failed)"); continue; }
   stats="out/$t/default/fuzzer_stats"
   execs=$(awk -F' *: *' '$1=="execs_done"{print $2}' "$stats")
