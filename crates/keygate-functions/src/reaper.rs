@@ -1,6 +1,6 @@
 //! Processes that escape a function's process group (`setsid`, a double fork) cannot outlive
-//! it: keygate is a child subreaper (`PR_SET_CHILD_SUBREAPER`, Linux), so such orphans are
-//! re-parented to keygate instead of init, and are killed and reaped here.
+//! the host: keygate is a child subreaper (`PR_SET_CHILD_SUBREAPER`, Linux), so such orphans
+//! are re-parented to keygate instead of init, and are killed and reaped here.
 //!
 //! An orphan is a child of keygate's process that is not a live function process (the pids in
 //! [`spawn`]'s registry) and is not in keygate's own process group: every function process runs
