@@ -10,6 +10,8 @@
 //! - `process`: starting one function process (environment, working directory, user, process
 //!   group) and killing/reaping it with its group; `output`: its stdout/stderr as log events,
 //!   within the function's output budget ([`OutputLimit`]).
+//! - `reaper`: keygate as a child subreaper, killing and reaping what escapes a function's
+//!   process group.
 //! - `user`: the user functions run as ([`RunAs`]) and [`protect_host_process`].
 //! - `pool`: the warm processes of one function version and its concurrency limit.
 //! - this file: [`FunctionHost`], the public entry point, and [`InvokeError`].
@@ -41,6 +43,7 @@ mod output;
 mod peer;
 mod pool;
 mod process;
+mod reaper;
 mod runtime_api;
 mod user;
 
@@ -199,6 +202,7 @@ impl Default for FunctionHost {
 impl FunctionHost {
     /// Creates a host. No process starts until a function is invoked.
     pub fn new(opts: HostOptions) -> Self {
+        reaper::enable();
         Self {
             inner: Arc::new(HostInner {
                 opts,
@@ -259,6 +263,7 @@ impl FunctionHost {
         for pool in pools {
             pool.close().await;
         }
+        let _ = tokio::task::spawn_blocking(reaper::kill_orphans).await;
     }
 
     /// The pool of `f`. Once it exists this is one map lookup by function name and a field-by-field
@@ -326,6 +331,8 @@ impl FunctionHost {
                     break;
                 }
                 inner.sweep(idle_timeout);
+                drop(inner);
+                let _ = tokio::task::spawn_blocking(reaper::reap_exited).await;
             }
         });
     }

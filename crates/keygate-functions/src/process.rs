@@ -318,7 +318,7 @@ impl Process {
             // As root, the standard library also drops supplementary groups (`setgroups(0)`).
             command.uid(uid).gid(gid);
         }
-        let mut child = match command.spawn() {
+        let mut child = match crate::reaper::spawn(&mut command) {
             Ok(child) => child,
             Err(err) => {
                 server.abort();
@@ -382,9 +382,11 @@ impl Process {
                     child.wait().await
                 }
             };
+            crate::reaper::forget(pid);
             // The function is gone, and so goes whatever it left running in its group (as Lambda
-            // tears down the whole environment).
+            // tears down the whole environment), and whatever left its group (`crate::reaper`).
             group.kill_last();
+            let _ = tokio::task::spawn_blocking(crate::reaper::kill_orphans).await;
             let status = match status {
                 Ok(status) => status.to_string(),
                 Err(err) => format!("wait failed: {err}"),
@@ -511,8 +513,8 @@ impl Process {
 /// A function's process group (its pgid is the function's pid), killed with SIGKILL on
 /// [`Group::kill`] and when dropped: a reaper task dropped with the runtime (keygate exiting
 /// without a shutdown) still stops every process the function started. Processes that leave the
-/// group (`setsid`, `setpgid`) escape it; a whole-environment boundary (a cgroup, a PID
-/// namespace) needs privileges keygate does not assume.
+/// group (`setsid`, `setpgid`) escape it and are left to [`crate::reaper`]; a whole-environment
+/// boundary (a cgroup, a PID namespace) needs privileges keygate does not assume.
 struct Group(Option<u32>);
 
 impl Group {
