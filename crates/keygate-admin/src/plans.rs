@@ -316,7 +316,6 @@ pub(crate) async fn update_usage(
         let remaining: u64 = number(op.value.as_deref(), "/remaining")?;
         usage::set_remaining(&store, &plan.id, &key, remaining, now).await?;
     }
-    let today = keygate_limits::calendar::Date::from_unix_ms(now);
-    let report = usage::report(&state.store, &plan.id, Some(&key), today, today).await?;
+    let report = usage::report_day(&state.store, &plan.id, Some(&key), now).await?;
     Ok(Json(usage_json(&report)))
 }

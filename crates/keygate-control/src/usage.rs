@@ -38,6 +38,18 @@ pub fn parse_day(s: &str, what: &str) -> Result<Date> {
     s.parse::<Date>().map_err(|e| Error::Invalid(format!("{what}: {e}")))
 }
 
+/// The usage of `key` (or every key) of `plan` on the UTC day that holds `unix_ms`: what AWS's
+/// update-usage answers with.
+pub async fn report_day(
+    store: &Store,
+    plan: &str,
+    key: Option<&str>,
+    unix_ms: i64,
+) -> Result<UsageReport> {
+    let day = Date::from_unix_ms(unix_ms);
+    report(store, plan, key, day, day).await
+}
+
 /// Daily usage of `plan` (id or name) between two days, for every key of the plan or just `key`.
 ///
 /// # Errors
