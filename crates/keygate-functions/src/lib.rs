@@ -12,6 +12,8 @@
 //!   within the function's output budget ([`OutputLimit`]).
 //! - `reaper`: keygate as a child subreaper, killing and reaping what escapes a function's
 //!   process group.
+//! - [`GroupWatch`]: an optional watcher told of each function process group (keygate's
+//!   watchdog, which kills them if keygate dies without stopping them).
 //! - `user`: the user functions run as ([`RunAs`]) and [`protect_host_process`].
 //! - `pool`: the warm processes of one function version and its concurrency limit.
 //! - this file: [`FunctionHost`], the public entry point, and [`InvokeError`].
@@ -105,6 +107,20 @@ pub struct HostOptions {
     pub run_as: Option<RunAs>,
     /// How much of a function's output is logged; the rest is dropped and counted.
     pub output_limit: OutputLimit,
+    /// Told of every function process group as it starts and once it is stopped, for a watcher
+    /// that kills the groups still running if keygate dies without stopping them (see
+    /// [`GroupWatch`]).
+    pub group_watch: Option<Arc<dyn GroupWatch>>,
+}
+
+/// A watcher of function process groups. Both calls are made from serving tasks and must
+/// return at once (queue the news, never write to a pipe or file in the call).
+pub trait GroupWatch: fmt::Debug + Send + Sync {
+    /// A function process started in process group `pgid` (its pid).
+    fn started(&self, pgid: u32);
+    /// The function process leading group `pgid` has been reaped and its group killed a last
+    /// time: the id may be reused from now on, so the group must not be signalled any more.
+    fn stopped(&self, pgid: u32);
 }
 
 impl Default for HostOptions {
@@ -116,6 +132,7 @@ impl Default for HostOptions {
             max_invocations: 25_000,
             run_as: None,
             output_limit: OutputLimit::default(),
+            group_watch: None,
         }
     }
 }
@@ -283,6 +300,7 @@ impl FunctionHost {
         let opts = &self.inner.opts;
         let spawn = Spawn {
             run_as: opts.run_as,
+            group_watch: opts.group_watch.clone(),
             output: Arc::new(output::OutputBudget::new(
                 &key.launch.function_name,
                 opts.output_limit,

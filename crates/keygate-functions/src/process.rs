@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::output::{self, OutputBudget};
 use crate::runtime_api::{self, Failure, Invocation, Outcome, Owner, Phase, RuntimeApi};
-use crate::{FunctionRef, InvokeError, RunAs};
+use crate::{FunctionRef, GroupWatch, InvokeError, RunAs};
 
 /// Host variables a function inherits; everything else in the host's environment (keygate's own
 /// settings, `RUST_LOG`, credentials) is withheld, as Lambda starts from a clean environment.
@@ -54,6 +54,8 @@ const REAP_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct Spawn {
     /// The user and group to run as (`HostOptions::run_as`).
     pub(crate) run_as: Option<RunAs>,
+    /// Told of each process group (`HostOptions::group_watch`).
+    pub(crate) group_watch: Option<Arc<dyn GroupWatch>>,
     /// The function's output budget, shared by all its processes.
     pub(crate) output: Arc<OutputBudget>,
 }
@@ -342,6 +344,10 @@ impl Process {
             }
         };
         let pid = child.id();
+        if let (Some(groups), Some(pid)) = (&spawn.group_watch, pid) {
+            groups.started(pid);
+        }
+        let group_watch = spawn.group_watch.clone();
         let function: Arc<str> = Arc::from(launch.function_name.as_str());
         // (No pid: already reaped, so nobody may connect; the reaper records the exit.)
         if let Some(pid) = pid {
@@ -386,6 +392,9 @@ impl Process {
             // The function is gone, and so goes whatever it left running in its group (as Lambda
             // tears down the whole environment), and whatever left its group (`crate::reaper`).
             group.kill_last();
+            if let (Some(groups), Some(pid)) = (&group_watch, pid) {
+                groups.stopped(pid);
+            }
             let _ = tokio::task::spawn_blocking(crate::reaper::kill_orphans).await;
             let status = match status {
                 Ok(status) => status.to_string(),

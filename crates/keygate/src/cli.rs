@@ -68,6 +68,9 @@ pub(crate) enum Command {
     /// Requests per key and day with the quota remaining (AWS get-usage); `set-remaining`
     /// changes the quota left in the current period (AWS update-usage).
     Usage(UsageArgs),
+    /// Internal: the watchdog a server starts (see the `watchdog` module); not for users.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ use crate::cli::{
     PlansCommand, ServiceArgs, TokenCommand, UsageArgs, UsageCommand,
 };
 use crate::output;
+use crate::watchdog::{self, Watchdog};
 
 /// Base URL printed for endpoints when the command does not itself listen.
 const DEFAULT_BASE_URL: &str = "http://127.0.0.1:4000";
@@ -35,7 +36,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
     match cli.command {
         Command::Up { service, listen, functions } => {
-            let host = function_host(&functions)?;
+            let (host, watchdog) = function_host(&functions)?;
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
             let base = format!("http://{}", listener.local_addr()?);
@@ -43,7 +44,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let report =
                 deploy(&open_audited(&data_dir).await?, &service, &data_dir, &base).await?;
             output::deploy_report(&report, false)?;
-            serve(store, host, &data_dir, listener, admin, &listen.admin_region).await
+            serve(store, host, watchdog, &data_dir, listener, admin, &listen.admin_region).await
         }
         Command::Deploy { service, json } => {
             let store = open_audited(&data_dir).await?;
@@ -52,7 +53,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::deploy_report(&report, json)
         }
         Command::Serve { listen, functions } => {
-            let host = function_host(&functions)?;
+            let (host, watchdog) = function_host(&functions)?;
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
             let created = !data_dir.join(keygate_store::sqlite::DB_FILE).exists();
@@ -63,7 +64,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 &data_dir,
                 created,
             );
-            serve(store, host, &data_dir, listener, admin, &listen.admin_region).await
+            serve(store, host, watchdog, &data_dir, listener, admin, &listen.admin_region).await
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -106,6 +107,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let store = open_audited(&data_dir).await?;
             run_usage(&store, args).await
         }
+        // `main` runs it before anything else.
+        Command::Watchdog => bail!("the watchdog is started by `keygate serve` and `keygate up`"),
     }
 }
 
@@ -458,8 +461,10 @@ async fn deploy(
     Ok(report)
 }
 
-/// The function host, with the user functions run as (`--function-user`).
-fn function_host(args: &FunctionArgs) -> Result<FunctionHost> {
+/// The function host, with the user functions run as (`--function-user`), and the watchdog
+/// that kills its function processes if keygate dies without stopping them (none if it cannot
+/// be started: a warning is logged and keygate serves on).
+fn function_host(args: &FunctionArgs) -> Result<(FunctionHost, Option<Watchdog>)> {
     let run_as = RunAs::for_host(args.function_user.as_deref())?;
     match run_as {
         Some(RunAs { uid: 0, .. }) => tracing::warn!(
@@ -468,7 +473,9 @@ fn function_host(args: &FunctionArgs) -> Result<FunctionHost> {
         Some(RunAs { uid, gid }) => tracing::info!(uid, gid, "functions run as uid {uid}"),
         None => {}
     }
-    Ok(FunctionHost::new(HostOptions { run_as, ..HostOptions::default() }))
+    let (watchdog, group_watch) = watchdog::spawn().unzip();
+    let host = FunctionHost::new(HostOptions { run_as, group_watch, ..HostOptions::default() });
+    Ok((host, watchdog))
 }
 
 /// Serves traffic and the admin API until SIGINT or SIGTERM, then drains connections, writes
@@ -476,6 +483,7 @@ fn function_host(args: &FunctionArgs) -> Result<FunctionHost> {
 async fn serve(
     store: Store,
     functions: FunctionHost,
+    watchdog: Option<Watchdog>,
     data_dir: &Path,
     listener: TcpListener,
     admin: TcpListener,
@@ -514,6 +522,10 @@ async fn serve(
     flush.abort();
     // After the drain: every admitted request is counted before the usage is written.
     gateway.shutdown().await;
+    if let Some(watchdog) = watchdog {
+        // Every function group is stopped: the watchdog finds none left.
+        let _ = tokio::task::spawn_blocking(move || watchdog.finish()).await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

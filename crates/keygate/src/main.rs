@@ -7,6 +7,7 @@
 mod cli;
 mod cmd;
 mod output;
+mod watchdog;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::Watchdog) {
+        return watchdog::run();
+    }
     let server = cli.command.is_server();
     // Held to the end of `main`: dropping it flushes the queued lines.
     let (guard, dropped) = init_tracing(server);

@@ -21,3 +21,4 @@ mod plans;
 mod readme;
 mod seed;
 mod support;
+mod watchdog;
