@@ -73,7 +73,10 @@ render() { sed -e "s#@WORK@#$WORK#g" -e "s#@VALID_KEY@#${VALID_KEY:-}#g" "$1" > 
 # both usage plans (done before the measured start, like nginx's rendered key map).
 KG_DATA="$WORK/keygate-data"
 rm -rf "$KG_DATA"
-export BENCH_CANDIDATE_DB="$WORK/candidates.db" BENCH_CANDIDATE_ARTIFACT="$CANDIDATE_BIN"
+# Run as root, keygate runs the functions as `nobody`: their database lives in a directory
+# every user may write (sticky, as /tmp).
+mkdir -p "$WORK/function-db" && chmod 1777 "$WORK/function-db"
+export BENCH_CANDIDATE_DB="$WORK/function-db/candidates.db" BENCH_CANDIDATE_ARTIFACT="$CANDIDATE_BIN"
 rm -f "$BENCH_CANDIDATE_DB"
 kg() { "$KEYGATE_BIN" --data-dir "$KG_DATA" "$@"; }
 kg deploy -c "$HERE/keygate/serverless.yml" >/dev/null
