@@ -4,6 +4,7 @@
 //! `keygate-gateway` (the data plane). `anyhow` lives here and nowhere else; `main` turns any
 //! failure into a non-zero exit and a cause on stderr.
 
+mod cgroup;
 mod cli;
 mod cmd;
 mod output;
