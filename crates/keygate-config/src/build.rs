@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use keygate_types::{FunctionSpec, ServiceDefinition};
+use keygate_types::{FunctionSpec, Runtime, RuntimeKind, ServiceDefinition};
 
 use crate::LoadOptions;
 use crate::ctx::{Ctx, Section};
@@ -169,24 +169,15 @@ const PACKAGE: Section = Section {
     ignored: &["patterns", "individually", "include", "exclude", "excludeDevDependencies"],
 };
 
-/// The runtimes keygate runs (as `keygate_functions::SUPPORTED_RUNTIMES`): a `bootstrap`
-/// executable speaking the Lambda Runtime API.
-const RUNTIMES_RUN: &[&str] = &["provided", "provided.al2", "provided.al2023"];
+/// The `provided.*` runtimes, for "did you mean" suggestions.
+const RUNTIMES_PROVIDED: &[&str] = &["provided", "provided.al2", "provided.al2023"];
 
 /// Lambda runtime families keygate knows but does not run (nor accept).
 const RUNTIMES_OTHER: &[&str] = &["java", "dotnet", "ruby", "go1", "python2", "nodejs", "python"];
 
-/// Whether keygate takes `runtime`: one of [`RUNTIMES_RUN`], or `nodejsN.x` / `python3.N` (the
-/// seed's `nodejs4.3` form too), which it accepts but does not run yet (a deploy notes that their
-/// routes answer 502).
+/// Whether keygate runs `runtime` (see [`Runtime::parse`]).
 fn runtime_accepted(runtime: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    RUNTIMES_RUN.contains(&runtime)
-        || runtime.strip_prefix("python3.").is_some_and(digits)
-        || runtime.strip_prefix("nodejs").is_some_and(|v| {
-            v.split_once('.')
-                .is_some_and(|(major, minor)| digits(major) && (minor == "x" || digits(minor)))
-        })
+    Runtime::parse(runtime).is_some()
 }
 
 /// Why `runtime` is refused, if it is. Refused even with `--allow-unknown`: a function keygate
@@ -196,12 +187,12 @@ fn runtime_problem(runtime: &str) -> Option<String> {
         return None;
     }
     let supported = "keygate runs provided, provided.al2 and provided.al2023 (a `bootstrap` \
-                     executable, e.g. a Rust or Go function) and accepts nodejsN.x and python3.N, \
-                     which it does not run yet";
+                     executable, e.g. a Rust or Go function), nodejsN.x (on the machine's `node`) \
+                     and python3.N (on the machine's `python3`)";
     // Close spellings: the runtimes keygate runs, and Node.js/Python with the version given.
     let version = runtime.find(|c: char| c.is_ascii_digit()).map_or("", |i| &runtime[i..]);
     let guesses = [format!("nodejs{version}"), format!("python{version}")];
-    let candidates = RUNTIMES_RUN
+    let candidates = RUNTIMES_PROVIDED
         .iter()
         .copied()
         .chain(guesses.iter().map(String::as_str).filter(|g| runtime_accepted(g)));
@@ -220,13 +211,10 @@ fn runtime_problem(runtime: &str) -> Option<String> {
 /// `maxConcurrency` of a Lambda Managed Instances function that does not set it: the defaults
 /// Serverless documents per runtime (Node.js 64, Java and .NET 32, Python 16), and 16 for the
 /// others (`provided.*`, where AWS documents none).
-fn default_max_concurrency(runtime: &str) -> u32 {
-    if runtime.starts_with("nodejs") {
-        64
-    } else if runtime.starts_with("java") || runtime.starts_with("dotnet") {
-        32
-    } else {
-        16
+fn default_max_concurrency(runtime: Option<&Runtime>) -> u32 {
+    match runtime.map(Runtime::kind) {
+        Some(RuntimeKind::Node) => 64,
+        Some(RuntimeKind::Python) | Some(RuntimeKind::Provided) | None => 16,
     }
 }
 
@@ -281,7 +269,7 @@ pub(crate) struct Built {
 /// Function defaults taken from `provider`.
 #[derive(Default)]
 struct Defaults {
-    runtime: Option<String>,
+    runtime: Option<Runtime>,
     /// `provider.runtime` is written but refused (already reported).
     runtime_refused: bool,
     environment: BTreeMap<String, String>,
@@ -312,11 +300,11 @@ struct Service<'s> {
 impl Ctx<'_> {
     /// A `runtime` value: one keygate runs or accepts, else an error (even with
     /// `--allow-unknown`).
-    fn runtime(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+    fn runtime(&mut self, node: &Node, path: &FieldPath) -> Option<Runtime> {
         let v = self.expand(node, path);
         let runtime = self.string(&v, path, "a runtime such as provided.al2023")?;
         match runtime_problem(&runtime) {
-            None => Some(runtime),
+            None => Runtime::parse(&runtime),
             Some(message) => {
                 self.error(v.mark, path, message);
                 None
@@ -637,9 +625,8 @@ impl Ctx<'_> {
         }
         let mut env = defaults.environment.clone();
         env.extend(environment);
-        let max_concurrency = max_concurrency.map(|n: Option<u32>| {
-            n.unwrap_or_else(|| default_max_concurrency(runtime.as_deref().unwrap_or_default()))
-        });
+        let max_concurrency = max_concurrency
+            .map(|n: Option<u32>| n.unwrap_or_else(|| default_max_concurrency(runtime.as_ref())));
         Some(FunctionSpec {
             name: name.to_owned(),
             function_name: function_name

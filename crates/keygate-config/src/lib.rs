@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use keygate_types::ServiceDefinition;
+use keygate_types::{FunctionPlaces, ServiceDefinition};
 
 pub use diag::{Diagnostic, Error};
 
@@ -56,10 +56,9 @@ pub struct Loaded {
     /// Human-readable notes, each once: deprecated syntax, keys keygate accepts but ignores,
     /// event types it does not serve, unknown keys allowed by `allow_unknown`.
     pub notes: Vec<String>,
-    /// Where each function's `package.artifact` is written (where the function is, when it has
-    /// none), as `file:line:column`, by function name: problems found after loading, such as a
-    /// missing artifact, point there.
-    pub artifact_locations: BTreeMap<String, String>,
+    /// Where each function's artifact, handler and runtime are written, by function name:
+    /// problems found after loading, such as a missing artifact, point there.
+    pub places: BTreeMap<String, FunctionPlaces>,
 }
 
 /// Reads and loads the `serverless.yml` at `path`. Diagnostics name the file as `path` is
@@ -106,21 +105,29 @@ pub fn load_str(
     if !diags.is_empty() {
         return Err(diag::into_error(source_name, diags));
     }
-    let artifact_locations = built
+    let at = |mark: diag::Mark| format!("{source_name}:{}:{}", mark.line, mark.col);
+    let provider_runtime = root.get("provider").and_then(|p| p.get("runtime")).map(|r| r.mark);
+    let places = built
         .definition
         .functions
         .iter()
         .filter_map(|f| {
             let yaml::Value::Map(functions) = &root.get("functions")?.value else { return None };
             let function = functions.iter().find(|e| e.key == f.name)?;
-            let mark = match function.value.get("package").and_then(|p| p.get("artifact")) {
-                Some(artifact) => artifact.mark,
-                None => function.key_mark,
+            let value = &function.value;
+            let artifact = value.get("package").and_then(|p| p.get("artifact")).map(|a| a.mark);
+            let handler = value.get("handler").map(|h| h.mark);
+            let runtime = value.get("runtime").map(|r| r.mark).or(provider_runtime);
+            let or_function = |mark: Option<diag::Mark>| at(mark.unwrap_or(function.key_mark));
+            let places = FunctionPlaces {
+                artifact: or_function(artifact),
+                handler: or_function(handler),
+                runtime: or_function(runtime),
             };
-            Some((f.name.clone(), format!("{source_name}:{}:{}", mark.line, mark.col)))
+            Some((f.name.clone(), places))
         })
         .collect();
-    Ok(Loaded { definition: built.definition, notes: built.notes, artifact_locations })
+    Ok(Loaded { definition: built.definition, notes: built.notes, places })
 }
 
 #[cfg(test)]
@@ -128,7 +135,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn artifact_locations_point_at_the_artifact_or_the_function() {
+    fn places_point_at_the_setting_or_the_function() {
         let yml = "service: svc
 provider:
   name: aws
@@ -148,7 +155,9 @@ functions:
         let env = |_: &str| None;
         let opts = LoadOptions { stage: None, env: &env, allow_unknown: false };
         let loaded = load_str("sls.yml", yml, Path::new("/srv"), &opts).unwrap();
-        assert_eq!(loaded.artifact_locations["a"], "sls.yml:9:17");
-        assert_eq!(loaded.artifact_locations["b"], "sls.yml:10:3");
+        assert_eq!(loaded.places["a"].artifact, "sls.yml:9:17");
+        assert_eq!(loaded.places["b"].artifact, "sls.yml:10:3");
+        assert_eq!(loaded.places["a"].handler, "sls.yml:7:14");
+        assert_eq!(loaded.places["a"].runtime, "sls.yml:4:12");
     }
 }

@@ -2218,26 +2218,26 @@ fn typos_fail_closed() {
                 |    runtime: python3
             "),
             Expect::Err(&[
-                "serverless.yml:4:12: provider.runtime: unknown runtime \"provided.al2032\"; did \
-                  you mean `provided.al2023`? keygate runs provided, provided.al2 and \
-                  provided.al2023 (a `bootstrap` executable, e.g. a Rust or Go function) and \
-                  accepts nodejsN.x and python3.N, which it does not run yet",
-                "serverless.yml:8:14: functions.a.runtime: unknown runtime \"nodjs18.x\"; did you \
-                  mean `nodejs18.x`? keygate runs provided, provided.al2 and provided.al2023 (a \
-                  `bootstrap` executable, e.g. a Rust or Go function) and accepts nodejsN.x and \
-                  python3.N, which it does not run yet",
+                "serverless.yml:4:12: provider.runtime: unknown runtime \"provided.al2032\"; \
+                  did you mean `provided.al2023`? keygate runs provided, provided.al2 and \
+                  provided.al2023 (a `bootstrap` executable, e.g. a Rust or Go function), \
+                  nodejsN.x (on the machine's `node`) and python3.N (on the machine's `python3`)",
+                "serverless.yml:8:14: functions.a.runtime: unknown runtime \"nodjs18.x\"; did \
+                  you mean `nodejs18.x`? keygate runs provided, provided.al2 and provided.al2023 \
+                  (a `bootstrap` executable, e.g. a Rust or Go function), nodejsN.x (on the \
+                  machine's `node`) and python3.N (on the machine's `python3`)",
                 "serverless.yml:12:14: functions.b.runtime: the runtime \"java17\" is not \
                   supported; keygate runs provided, provided.al2 and provided.al2023 (a \
-                  `bootstrap` executable, e.g. a Rust or Go function) and accepts nodejsN.x and \
-                  python3.N, which it does not run yet",
+                  `bootstrap` executable, e.g. a Rust or Go function), nodejsN.x (on the \
+                  machine's `node`) and python3.N (on the machine's `python3`)",
                 "serverless.yml:15:14: functions.c.runtime: unknown runtime \"cobol\"; keygate \
-                  runs provided, provided.al2 and provided.al2023 (a `bootstrap` executable, e.g. \
-                  a Rust or Go function) and accepts nodejsN.x and python3.N, which it does not \
-                  run yet",
+                  runs provided, provided.al2 and provided.al2023 (a `bootstrap` executable, \
+                  e.g. a Rust or Go function), nodejsN.x (on the machine's `node`) and python3.N \
+                  (on the machine's `python3`)",
                 "serverless.yml:18:14: functions.d.runtime: the runtime \"python3\" is not \
                   supported; keygate runs provided, provided.al2 and provided.al2023 (a \
-                  `bootstrap` executable, e.g. a Rust or Go function) and accepts nodejsN.x and \
-                  python3.N, which it does not run yet",
+                  `bootstrap` executable, e.g. a Rust or Go function), nodejsN.x (on the \
+                  machine's `node`) and python3.N (on the machine's `python3`)",
             ]),
         ),
         case(

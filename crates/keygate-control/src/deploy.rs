@@ -7,10 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use keygate_functions::SUPPORTED_RUNTIMES;
 use keygate_store::{DeployRequest, KeyStatus};
 use keygate_types::model::{ApiKey, NewApiKey, NewUsagePlan, UsagePlan};
-use keygate_types::{ApiKeyValue, HttpMethod, Integration, ServiceDefinition};
+use keygate_types::{
+    ApiKeyValue, FunctionPlaces, HttpMethod, Integration, RuntimeKind, ServiceDefinition,
+};
 use serde::Serialize;
 
 use crate::{Error, Result, Store};
@@ -75,57 +76,22 @@ pub struct DeployedKey {
 /// Deploys `definition` to its stage.
 ///
 /// `artifacts_root` is where function artifacts are staged; `base_url` prefixes endpoint URLs;
-/// `artifact_locations` says where each function's `package.artifact` is written
-/// (`file:line:column` by function name, from `keygate-config`), for the errors about them.
+/// `places` says where each function's settings are written (`file:line:column` by function
+/// name, from `keygate-config`), for the errors about them.
 ///
 /// # Errors
-/// [`Error::Invalid`] naming every function whose artifact is missing or unusable, one per line
-/// (nothing is written then), or a store error.
+/// [`Error::Invalid`] naming every function whose code, handler or runtime is missing or
+/// unusable, one per line (nothing is written then), or a store error.
 pub async fn deploy(
     store: &Store,
     mut definition: ServiceDefinition,
     mut notes: Vec<String>,
-    artifact_locations: &BTreeMap<String, String>,
+    places: &BTreeMap<String, FunctionPlaces>,
     artifacts_root: &Path,
     base_url: &str,
 ) -> Result<DeployReport> {
     // Stage artifacts before touching the store, so a bad artifact deploys nothing.
-    let mut artifact_errors = Vec::new();
-    for f in &mut definition.functions {
-        // A function reached only through http-proxy or mock events never runs.
-        if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) {
-            continue;
-        }
-        if !SUPPORTED_RUNTIMES.contains(&f.runtime.as_str()) {
-            notes.push(format!(
-                "function {} uses runtime {}, which keygate cannot run yet (it runs {}); its \
-                 routes will answer 502",
-                f.name,
-                f.runtime,
-                SUPPORTED_RUNTIMES.join(", ")
-            ));
-            continue;
-        }
-        let at = artifact_locations.get(&f.name).map(|l| format!("{l}: ")).unwrap_or_default();
-        let Some(src) = &f.artifact else {
-            artifact_errors.push(format!(
-                "{at}functions.{}.package.artifact: required for runtime {}: the path of the \
-                 function's bootstrap executable, a directory holding `bootstrap`, or a zip \
-                 holding it",
-                f.name, f.runtime
-            ));
-            continue;
-        };
-        match keygate_functions::stage_artifact(src, artifacts_root) {
-            Ok(staged) => f.artifact = Some(staged),
-            Err(e) => {
-                artifact_errors.push(format!("{at}functions.{}.package.artifact: {e}", f.name));
-            }
-        }
-    }
-    if !artifact_errors.is_empty() {
-        return Err(Error::Invalid(artifact_errors.join("\n")));
-    }
+    stage_functions(&mut definition, &mut notes, places, artifacts_root)?;
 
     // The stage's plans: as declared, else `<service>-<stage>` without limits when keys are
     // declared (as Serverless compiles them).
@@ -240,6 +206,103 @@ pub async fn deploy(
         functions: def.functions.iter().map(Function::of).collect(),
         notes,
     })
+}
+
+/// Copies the code of every function that runs into `artifacts_root` (content-addressed) and
+/// points its `artifact` there: a `provided.*` function's `package.artifact` (its bootstrap), a
+/// Node.js or Python function's `package.artifact` or, without one, the service directory. Checks
+/// that each interpreter is installed (noting once which version runs each kind) and each
+/// handler's file exists. Every problem is reported, each with the place in the file it is about.
+fn stage_functions(
+    definition: &mut ServiceDefinition,
+    notes: &mut Vec<String>,
+    places: &BTreeMap<String, FunctionPlaces>,
+    artifacts_root: &Path,
+) -> Result<()> {
+    let base_dir = definition.base_dir.clone();
+    // Interpreters are checked for the user functions run as by default (`nobody` as root).
+    let run_as = keygate_functions::RunAs::for_host(None).ok().flatten();
+    let mut problems = Vec::new();
+    // The staged copy of each code source (functions share the service directory).
+    let mut staged_code: BTreeMap<std::path::PathBuf, std::path::PathBuf> = BTreeMap::new();
+    // Whether each runtime kind's interpreter was found (checked and noted once).
+    let mut interpreters: Vec<(RuntimeKind, bool)> = Vec::new();
+    for f in &mut definition.functions {
+        // A function reached only through http-proxy or mock events never runs.
+        if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) {
+            continue;
+        }
+        let place = places.get(&f.name).cloned().unwrap_or_default();
+        let at = |place: &str| if place.is_empty() { String::new() } else { format!("{place}: ") };
+        let kind = f.runtime.kind();
+        let interpreter_ok = match interpreters.iter().find(|(k, _)| *k == kind) {
+            Some((_, ok)) => *ok,
+            None => {
+                let ok = match keygate_functions::check_runtime(&f.runtime, run_as) {
+                    Ok(None) => true,
+                    Ok(Some(runs_on)) => {
+                        notes.push(format!(
+                            "{} functions run on {runs_on}, whatever version their runtime names \
+                             ({})",
+                            kind.family(),
+                            f.runtime
+                        ));
+                        true
+                    }
+                    Err(e) => {
+                        problems.push(format!(
+                            "{}functions.{}.runtime: {e}",
+                            at(&place.runtime),
+                            f.name
+                        ));
+                        false
+                    }
+                };
+                interpreters.push((kind, ok));
+                ok
+            }
+        };
+        let staged = if kind == RuntimeKind::Provided {
+            let Some(src) = &f.artifact else {
+                problems.push(format!(
+                    "{}functions.{}.package.artifact: required for runtime {}: the path of the \
+                     function's bootstrap executable, a directory holding `bootstrap`, or a zip \
+                     holding it",
+                    at(&place.artifact),
+                    f.name,
+                    f.runtime
+                ));
+                continue;
+            };
+            keygate_functions::stage_artifact(src, artifacts_root)
+        } else {
+            let src = f.artifact.clone().unwrap_or_else(|| base_dir.clone());
+            match staged_code.get(&src) {
+                Some(staged) => Ok(staged.clone()),
+                None => keygate_functions::stage_code(&src, artifacts_root).inspect(|staged| {
+                    staged_code.insert(src, staged.clone());
+                }),
+            }
+        };
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                problems.push(format!(
+                    "{}functions.{}.package.artifact: {e}",
+                    at(&place.artifact),
+                    f.name
+                ));
+                continue;
+            }
+        };
+        if interpreter_ok
+            && let Err(e) = keygate_functions::check_handler(&f.runtime, &f.handler, &staged)
+        {
+            problems.push(format!("{}functions.{}.handler: {e}", at(&place.handler), f.name));
+        }
+        f.artifact = Some(staged);
+    }
+    if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems.join("\n"))) }
 }
 
 /// The endpoint URLs of a definition, in file order.

@@ -36,6 +36,12 @@ pub enum ArtifactError {
         path.display()
     )]
     NoBootstrapInZip { path: PathBuf },
+    #[error(
+        "{} is neither a directory nor a zip; the code of a Node.js or Python function is a \
+         directory (the service directory when `package.artifact` is not set) or a zip",
+        path.display()
+    )]
+    NotCode { path: PathBuf },
     #[error("{} is not executable; run `chmod +x {}`", path.display(), path.display())]
     NotExecutable { path: PathBuf },
     #[error("artifact zip {} cannot be read: {message}", path.display())]
@@ -57,6 +63,61 @@ enum Kind {
     File,
     Dir,
     Zip,
+    /// A Node.js or Python function's code: a directory (the service directory, or
+    /// `package.artifact`) without a `bootstrap`.
+    CodeDir,
+    /// The same as a zip (`package.artifact` of a packaged Serverless function).
+    CodeZip,
+}
+
+/// Entries of a service directory that are never part of a function's code: keygate's data
+/// directory, Serverless's build output and version control.
+const NOT_CODE: &[&str] = &[".keygate", ".serverless", ".git"];
+
+/// Copies a Node.js or Python function's code, `src` (a directory, normally the service
+/// directory, or a zip), into `<artifacts_root>/<sha256 prefix>/` and returns that directory,
+/// the function's task root. `.keygate`, `.serverless` and `.git` at the top of a directory, and
+/// `artifacts_root` itself if it is inside, are left out. Idempotent as [`stage_artifact`].
+pub fn stage_code(src: &Path, artifacts_root: &Path) -> Result<PathBuf, ArtifactError> {
+    let meta = fs::metadata(src).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ArtifactError::Missing { path: src.to_owned() },
+        _ => io_err(src)(e),
+    })?;
+    let kind = if meta.is_dir() {
+        Kind::CodeDir
+    } else if is_zip(src)? {
+        Kind::CodeZip
+    } else {
+        return Err(ArtifactError::NotCode { path: src.to_owned() });
+    };
+    // Made first: the copy must recognise it when it is inside `src`.
+    fs::create_dir_all(artifacts_root).map_err(io_err(artifacts_root))?;
+    let skip = Skip::new(src, artifacts_root);
+    stage(src, artifacts_root, kind, &skip)
+}
+
+/// What a directory copy leaves out: top-level names, and one directory anywhere (the
+/// artifacts, when the data directory is inside the service directory).
+struct Skip {
+    top: &'static [&'static str],
+    dir: Option<PathBuf>,
+}
+
+impl Skip {
+    const NOTHING: Skip = Skip { top: &[], dir: None };
+
+    fn new(src: &Path, artifacts_root: &Path) -> Self {
+        let dir = fs::canonicalize(artifacts_root)
+            .ok()
+            .filter(|root| fs::canonicalize(src).is_ok_and(|src| root.starts_with(src)));
+        Skip { top: NOT_CODE, dir }
+    }
+
+    fn skips(&self, rel: &Path, path: &Path) -> bool {
+        let top = rel.components().count() == 1
+            && rel.to_str().is_some_and(|name| self.top.contains(&name));
+        top || self.dir.as_ref().is_some_and(|dir| fs::canonicalize(path).is_ok_and(|p| p == *dir))
+    }
 }
 
 /// Copies the artifact `src` into `<artifacts_root>/<sha256 prefix>/` (see the module docs) and
@@ -82,7 +143,16 @@ pub fn stage_artifact(src: &Path, artifacts_root: &Path) -> Result<PathBuf, Arti
     } else {
         return Err(ArtifactError::NotExecutable { path: src.to_owned() });
     };
+    stage(src, artifacts_root, kind, &Skip::NOTHING)
+}
 
+/// Stages `src` of `kind`: hashes it, and copies it unless that content is staged already.
+fn stage(
+    src: &Path,
+    artifacts_root: &Path,
+    kind: Kind,
+    skip: &Skip,
+) -> Result<PathBuf, ArtifactError> {
     let mut hasher = Sha256::new();
     match kind {
         Kind::File => {
@@ -95,12 +165,26 @@ pub fn stage_artifact(src: &Path, artifacts_root: &Path) -> Result<PathBuf, Arti
         }
         Kind::Dir => {
             hasher.update(b"dir\0");
-            hash_dir(&mut hasher, src, Path::new(""), 0)?;
+            hash_dir(&mut hasher, src, Path::new(""), 0, skip)?;
+        }
+        Kind::CodeDir => {
+            hasher.update(b"code-dir\0");
+            hash_dir(&mut hasher, src, Path::new(""), 0, skip)?;
+        }
+        Kind::CodeZip => {
+            hasher.update(b"code-zip\0");
+            hash_file(&mut hasher, src)?;
         }
     }
     let digest = format!("{:x}", hasher.finalize());
     let target = artifacts_root.join(&digest[..DIGEST_PREFIX_LEN]);
-    if target.join("bootstrap").is_file() {
+    // A staged directory appears whole (renamed into place); a bootstrap artifact must hold its
+    // bootstrap (an interrupted manual copy would not).
+    let complete = |target: &Path| match kind {
+        Kind::File | Kind::Dir | Kind::Zip => target.join("bootstrap").is_file(),
+        Kind::CodeDir | Kind::CodeZip => target.is_dir(),
+    };
+    if complete(&target) {
         return Ok(target);
     }
 
@@ -112,21 +196,22 @@ pub fn stage_artifact(src: &Path, artifacts_root: &Path) -> Result<PathBuf, Arti
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     let filled = match kind {
         Kind::File => copy_file(src, &tmp.join("bootstrap"), true),
-        Kind::Dir => copy_dir(src, &tmp, 0),
-        Kind::Zip => extract_zip(src, &tmp),
+        Kind::Dir | Kind::CodeDir => copy_dir(src, &tmp, Path::new(""), 0, skip),
+        Kind::Zip => extract_zip(src, &tmp, true),
+        Kind::CodeZip => extract_zip(src, &tmp, false),
     }
     .and_then(|()| open_tree_to_all(&tmp, 0));
     if let Err(err) = filled {
         let _ = fs::remove_dir_all(&tmp);
         return Err(err);
     }
-    if target.exists() && !target.join("bootstrap").is_file() {
+    if target.exists() && !complete(&target) {
         // Left over from an interrupted manual copy; the content address says what belongs here.
         let _ = fs::remove_dir_all(&target);
     }
     match fs::rename(&tmp, &target) {
         Ok(()) => Ok(target),
-        Err(_) if target.join("bootstrap").is_file() => {
+        Err(_) if complete(&target) => {
             // Another deploy staged the same content first.
             let _ = fs::remove_dir_all(&tmp);
             Ok(target)
@@ -176,6 +261,7 @@ fn hash_dir(
     root: &Path,
     rel: &Path,
     depth: usize,
+    skip: &Skip,
 ) -> Result<(), ArtifactError> {
     let dir = root.join(rel);
     if depth > MAX_DEPTH {
@@ -190,11 +276,14 @@ fn hash_dir(
     for name in names {
         let rel = rel.join(&name);
         let path = root.join(&rel);
+        if skip.skips(&rel, &path) {
+            continue;
+        }
         let meta = fs::metadata(&path).map_err(io_err(&path))?;
         hasher.update(rel.to_string_lossy().as_bytes());
         if meta.is_dir() {
             hasher.update(b"\0d\0");
-            hash_dir(hasher, root, &rel, depth + 1)?;
+            hash_dir(hasher, root, &rel, depth + 1, skip)?;
         } else if meta.is_file() {
             hasher.update(if is_executable(&meta) { b"\0x\0" } else { b"\0f\0" });
             hasher.update(meta.len().to_le_bytes());
@@ -214,19 +303,29 @@ fn copy_file(src: &Path, dst: &Path, executable: bool) -> Result<(), ArtifactErr
     Ok(())
 }
 
-fn copy_dir(src: &Path, dst: &Path, depth: usize) -> Result<(), ArtifactError> {
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    rel: &Path,
+    depth: usize,
+    skip: &Skip,
+) -> Result<(), ArtifactError> {
     if depth > MAX_DEPTH {
         return Err(io_err(src)(io::Error::other("directory tree too deep (symlink loop?)")));
     }
     for entry in fs::read_dir(src).map_err(io_err(src))? {
         let entry = entry.map_err(io_err(src))?;
         let from = entry.path();
+        let rel = rel.join(entry.file_name());
+        if skip.skips(&rel, &from) {
+            continue;
+        }
         let to = dst.join(entry.file_name());
         // Follow symlinks: the snapshot must not depend on files outside it.
         let meta = fs::metadata(&from).map_err(io_err(&from))?;
         if meta.is_dir() {
             fs::create_dir(&to).map_err(io_err(&to))?;
-            copy_dir(&from, &to, depth + 1)?;
+            copy_dir(&from, &to, &rel, depth + 1, skip)?;
         } else if meta.is_file() {
             copy_file(&from, &to, false)?;
         }
@@ -234,11 +333,13 @@ fn copy_dir(src: &Path, dst: &Path, depth: usize) -> Result<(), ArtifactError> {
     Ok(())
 }
 
-fn extract_zip(src: &Path, dst: &Path) -> Result<(), ArtifactError> {
+fn extract_zip(src: &Path, dst: &Path, needs_bootstrap: bool) -> Result<(), ArtifactError> {
     let bad = |message: String| ArtifactError::BadZip { path: src.to_owned(), message };
     let file = File::open(src).map_err(io_err(src))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
-    if !archive.file_names().any(|name| name == "bootstrap" || name == "./bootstrap") {
+    if needs_bootstrap
+        && !archive.file_names().any(|name| name == "bootstrap" || name == "./bootstrap")
+    {
         return Err(ArtifactError::NoBootstrapInZip { path: src.to_owned() });
     }
     for index in 0..archive.len() {
@@ -258,8 +359,8 @@ fn extract_zip(src: &Path, dst: &Path) -> Result<(), ArtifactError> {
         let mut file = File::create(&out).map_err(io_err(&out))?;
         io::copy(&mut entry, &mut file).map_err(|e| bad(format!("{}: {e}", rel.display())))?;
         drop(file);
-        let executable =
-            rel == Path::new("bootstrap") || entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        let executable = (needs_bootstrap && rel == Path::new("bootstrap"))
+            || entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
         if executable {
             set_executable(&out)?;
         }

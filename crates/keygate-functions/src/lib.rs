@@ -1,12 +1,17 @@
 //! keygate-functions: the function host. It runs the functions of a deployed `serverless.yml`
-//! as local processes, exactly as AWS Lambda runs `provided.*` functions, so a handler built with
-//! the official `lambda_runtime` / `lambda_http` crates runs unchanged.
+//! as local processes behind the Lambda Runtime API, as AWS Lambda runs them: a `provided.*`
+//! handler built with the official `lambda_runtime` / `lambda_http` crates, a Node.js or a Python
+//! handler, each unchanged.
 //!
 //! Layout:
 //! - [`artifact`]: staging a function's build output (`bootstrap` file, directory or cargo-lambda
 //!   `.zip`) into an immutable, content-addressed directory at deploy time.
 //! - `runtime_api`: the Lambda Runtime API (2018-06-01) one function process talks to; `peer`:
 //!   which local process is at the other end of one of its connections.
+//! - `launcher`: what a process of each runtime kind executes (`provided`: the function's own
+//!   `bootstrap`; `node`, `python`: the machine's interpreter running keygate's bootstrap for
+//!   that language, shipped inside the binary), and the deploy-time checks of a function
+//!   ([`check_runtime`], [`check_handler`]).
 //! - `process`: starting one function process (environment, working directory, user, process
 //!   group) and killing/reaping it with its group; `output`: its stdout/stderr as log events,
 //!   within the function's output budget ([`OutputLimit`]).
@@ -41,6 +46,7 @@
 
 mod ansi;
 pub mod artifact;
+mod launcher;
 mod output;
 mod peer;
 mod pool;
@@ -60,7 +66,8 @@ use bytes::Bytes;
 use keygate_types::FunctionSpec;
 use tokio::time::Instant;
 
-pub use artifact::{ArtifactError, stage_artifact};
+pub use artifact::{ArtifactError, stage_artifact, stage_code};
+pub use launcher::{check_handler, check_runtime};
 pub use output::OutputLimit;
 pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, protect_host_process};
 
@@ -77,9 +84,6 @@ pub fn default_reserved_concurrency() -> u32 {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     u32::try_from(cpus.saturating_mul(2)).unwrap_or(u32::MAX).max(2)
 }
-
-/// Runtimes keygate can run: the OS-only runtimes whose entry point is an executable `bootstrap`.
-pub const SUPPORTED_RUNTIMES: &[&str] = &["provided", "provided.al2", "provided.al2023"];
 
 /// Settings of a [`FunctionHost`].
 #[derive(Debug, Clone)]
@@ -243,13 +247,6 @@ impl FunctionHost {
             return Err(InvokeError::Spawn("the function host is shutting down".to_owned()));
         }
         let spec = f.spec;
-        if !SUPPORTED_RUNTIMES.contains(&spec.runtime.as_str()) {
-            return Err(InvokeError::Unsupported(format!(
-                "runtime {} of function {} is not supported yet; keygate runs provided.* runtimes \
-                 (provided, provided.al2, provided.al2023)",
-                spec.runtime, spec.name
-            )));
-        }
         // Unset: the default number of processes, each taking as many invocations at once as it
         // may (one, or a Lambda Managed Instances function's `maxConcurrency`).
         let concurrency = spec.reserved_concurrency.unwrap_or_else(|| {
@@ -289,8 +286,7 @@ impl FunctionHost {
         if let Some(pool) = self.existing_pool(f, concurrency)? {
             return Ok(pool);
         }
-        let key =
-            PoolKey { launch: Launch::from_ref(f)?, runtime: f.spec.runtime.clone(), concurrency };
+        let key = PoolKey { launch: Launch::from_ref(f)?, concurrency };
         let mut map = self.lock_pools()?;
         let pools = map.entry(key.launch.function_name.clone()).or_default();
         // Another invocation may have created it meanwhile.

@@ -38,7 +38,6 @@ use crate::{FunctionRef, InvokeError};
 #[derive(Debug)]
 pub(crate) struct PoolKey {
     pub(crate) launch: Launch,
-    pub(crate) runtime: String,
     pub(crate) concurrency: u32,
 }
 
@@ -46,7 +45,7 @@ impl PoolKey {
     /// Whether invoking `f` with `concurrency` slots belongs to this pool. Cheap (compares, never
     /// allocates nor touches a file): it runs on every invocation.
     pub(crate) fn is_for(&self, f: &FunctionRef<'_>, concurrency: u32) -> bool {
-        self.concurrency == concurrency && self.runtime == f.spec.runtime && self.launch.is_for(f)
+        self.concurrency == concurrency && self.launch.is_for(f)
     }
 }
 

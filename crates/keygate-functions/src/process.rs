@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,9 @@ use tokio::process::Command;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use keygate_types::Runtime;
+
+use crate::launcher::{self, Program};
 use crate::output::{self, OutputBudget};
 use crate::runtime_api::{self, Failure, Invocation, Outcome, Owner, Phase, RuntimeApi};
 use crate::{FunctionRef, GroupWatch, InvokeError, RunAs};
@@ -29,9 +32,13 @@ use crate::{FunctionRef, GroupWatch, InvokeError, RunAs};
 /// Host variables a function inherits; everything else in the host's environment (keygate's own
 /// settings, `RUST_LOG`, credentials) is withheld, as Lambda starts from a clean environment.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "RUST_BACKTRACE"];
+/// `PATH` when keygate has none.
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Variables Lambda reserves: set by keygate, never by the function's `environment`.
 const RESERVED_ENV: &[&str] = &[
     "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_EXECUTION_ENV",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "AWS_LAMBDA_FUNCTION_NAME",
@@ -74,6 +81,8 @@ pub(crate) struct Launch {
     /// Working directory: the service directory, as serverless-offline does.
     pub(crate) cwd: PathBuf,
     pub(crate) handler: String,
+    /// What starts the process (see `crate::launcher`).
+    pub(crate) runtime: Runtime,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) memory_size: u32,
     pub(crate) timeout_secs: u32,
@@ -100,6 +109,7 @@ impl Launch {
             artifact: artifact.clone(),
             cwd: f.base_dir.to_owned(),
             handler: spec.handler.clone(),
+            runtime: spec.runtime.clone(),
             env: spec.environment.clone(),
             memory_size: spec.memory_size,
             timeout_secs: spec.timeout_secs,
@@ -118,6 +128,7 @@ impl Launch {
             artifact,
             cwd,
             handler,
+            runtime,
             env,
             memory_size,
             timeout_secs,
@@ -129,6 +140,7 @@ impl Launch {
             && *memory_size == spec.memory_size
             && *timeout_secs == spec.timeout_secs
             && *handler == spec.handler
+            && *runtime == spec.runtime
             && *region == f.region
             && *max_concurrency == spec.max_concurrency
             && spec.artifact.as_deref() == Some(artifact.as_path())
@@ -145,9 +157,10 @@ impl Launch {
     fn environment(
         &self,
         runtime_api: SocketAddr,
-        task_root: &Path,
+        program: &Program,
         run_as: Option<RunAs>,
     ) -> BTreeMap<String, OsString> {
+        let task_root = program.task_root.as_path();
         let mut env: BTreeMap<String, OsString> = BTreeMap::new();
         for key in INHERITED_ENV {
             if let Some(value) = std::env::var_os(key) {
@@ -158,7 +171,7 @@ impl Launch {
             // keygate's home is no use to another user; /tmp is the writable place, as on Lambda.
             env.insert("HOME".to_owned(), "/tmp".into());
         }
-        env.entry("PATH".to_owned()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+        env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.into());
         env.entry("LANG".to_owned()).or_insert_with(|| "en_US.UTF-8".into());
         env.insert("TZ".to_owned(), "UTC".into());
         for (key, value) in &self.env {
@@ -200,6 +213,12 @@ impl Launch {
         if let Some(n) = self.max_concurrency {
             env.insert("AWS_LAMBDA_MAX_CONCURRENCY".to_owned(), n.to_string().into());
         }
+        for (key, value) in &program.env {
+            env.insert((*key).to_owned(), value.clone());
+        }
+        for (key, value) in &program.default_env {
+            env.entry((*key).to_owned()).or_insert_with(|| value.clone());
+        }
         env
     }
 
@@ -213,26 +232,6 @@ impl Launch {
 /// classic Lambda function (`None`).
 pub(crate) fn slots(max_concurrency: Option<u32>) -> u32 {
     max_concurrency.unwrap_or(1).max(1)
-}
-
-/// Where a function's `bootstrap` and task root are. The artifact is normally a directory made
-/// by [`crate::stage_artifact`]; a plain executable file also works (its directory is the task
-/// root). Relative paths are taken from the service directory.
-fn resolve_artifact(launch: &Launch) -> Result<(PathBuf, PathBuf), InvokeError> {
-    let base_dir = &launch.cwd;
-    let artifact = base_dir.join(&launch.artifact);
-    if artifact.is_dir() {
-        return Ok((artifact.join("bootstrap"), artifact));
-    }
-    if artifact.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
-        return Err(InvokeError::Spawn(format!(
-            "artifact {} of function {} is a zip that was never staged (deploying stages it)",
-            artifact.display(),
-            launch.name
-        )));
-    }
-    let task_root = artifact.parent().map_or_else(|| base_dir.to_owned(), Path::to_path_buf);
-    Ok((artifact, task_root))
 }
 
 /// What the pool, the reaper and shutdown share about one process.
@@ -291,8 +290,7 @@ impl Drop for Process {
 impl Process {
     /// Starts `launch`'s bootstrap with its own Runtime API listener.
     pub(crate) async fn spawn(launch: &Launch, spawn: &Spawn) -> Result<Self, InvokeError> {
-        let (bootstrap, task_root) = resolve_artifact(launch)?;
-        check_bootstrap(launch, &bootstrap)?;
+        let program = launcher::for_kind(launch.runtime.kind()).program(launch, spawn.run_as)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
@@ -302,11 +300,12 @@ impl Process {
         let (api, inbox) = RuntimeApi::new(&launch.arn(), launch.slots());
         let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
 
-        let mut command = Command::new(&bootstrap);
+        let mut command = Command::new(&program.program);
         command
-            .current_dir(&launch.cwd)
+            .args(&program.args)
+            .current_dir(&program.cwd)
             .env_clear()
-            .envs(launch.environment(addr, &task_root, spawn.run_as))
+            .envs(launch.environment(addr, &program, spawn.run_as))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -329,17 +328,17 @@ impl Process {
                         if err.kind() == std::io::ErrorKind::PermissionDenied =>
                     {
                         format!(
-                            " (functions run as uid {uid}, gid {gid}: the service directory {} and \
-                             the artifact must be readable and searchable by that user; see \
+                            " (functions run as uid {uid}, gid {gid}: the directory {} and the \
+                             function's code must be readable and searchable by that user; see \
                              --function-user)",
-                            launch.cwd.display()
+                            program.cwd.display()
                         )
                     }
                     _ => String::new(),
                 };
                 return Err(InvokeError::Spawn(format!(
                     "cannot start {}: {err}{hint}",
-                    bootstrap.display()
+                    program.program.display()
                 )));
             }
         };
@@ -573,37 +572,6 @@ impl From<Failure> for InvokeError {
     }
 }
 
-/// Refuses clearly before spawning: a missing or non-executable bootstrap, or a missing service
-/// directory, would otherwise surface as a bare "No such file or directory".
-fn check_bootstrap(launch: &Launch, bootstrap: &Path) -> Result<(), InvokeError> {
-    if !launch.cwd.is_dir() {
-        return Err(InvokeError::Spawn(format!(
-            "service directory {} does not exist",
-            launch.cwd.display()
-        )));
-    }
-    let path = bootstrap;
-    match std::fs::metadata(path) {
-        Err(err) => Err(InvokeError::Spawn(format!(
-            "bootstrap {} of function {}: {err}",
-            path.display(),
-            launch.function_name
-        ))),
-        Ok(meta) if !meta.is_file() => Err(InvokeError::Spawn(format!(
-            "bootstrap {} of function {} is not a file",
-            path.display(),
-            launch.function_name
-        ))),
-        Ok(meta) if !crate::artifact::is_executable(&meta) => Err(InvokeError::Spawn(format!(
-            "bootstrap {} of function {} is not executable; run `chmod +x {}`",
-            path.display(),
-            launch.function_name,
-            path.display()
-        ))),
-        Ok(_) => Ok(()),
-    }
-}
-
 /// `deadline` as Unix epoch milliseconds (`Lambda-Runtime-Deadline-Ms`).
 fn epoch_ms(deadline: Instant) -> u64 {
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -613,6 +581,8 @@ fn epoch_ms(deadline: Instant) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use keygate_types::FunctionSpec;
 
     use super::*;
@@ -622,7 +592,7 @@ mod tests {
             name: "fn".to_owned(),
             function_name: "svc-dev-fn".to_owned(),
             handler: "bootstrap".to_owned(),
-            runtime: "provided.al2023".to_owned(),
+            runtime: keygate_types::Runtime::provided_al2023(),
             environment: BTreeMap::from([("A".to_owned(), "1".to_owned())]),
             timeout_secs: 30,
             memory_size: 128,
@@ -650,7 +620,7 @@ mod tests {
         other.events = Vec::new();
         assert!(launch.is_for(&f(&other)));
 
-        let changes: [fn(&mut FunctionSpec); 9] = [
+        let changes: [fn(&mut FunctionSpec); 10] = [
             |s| s.name = "other".to_owned(),
             |s| s.function_name = "svc-prod-fn".to_owned(),
             |s| s.handler = "other".to_owned(),
@@ -660,6 +630,7 @@ mod tests {
             |s| s.memory_size = 256,
             |s| s.artifact = Some(PathBuf::from("/artifacts/fedcba9876543210")),
             |s| s.max_concurrency = Some(4),
+            |s| s.runtime = keygate_types::Runtime::parse("provided.al2").unwrap(),
         ];
         for (n, change) in changes.iter().enumerate() {
             let mut changed = base.clone();

@@ -23,7 +23,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
             name: "f".into(),
             function_name: format!("svc-{stage}-f"),
             handler: "h".into(),
-            runtime: "provided.al2023".into(),
+            runtime: keygate_types::Runtime::provided_al2023(),
             environment: Default::default(),
             timeout_secs: 6,
             memory_size: 1024,

@@ -4,7 +4,7 @@
 //! - [`clock`]: time as keygate reads it (a monotonic instant, UTC unix milliseconds), with a
 //!   system and a manual clock; shared by the limiters, the gateway and the admin API.
 //! - [`service`]: the validated form of a `serverless.yml` (what `keygate-config` produces and what
-//!   a deployment snapshots).
+//!   a deployment snapshots); [`runtime`]: a function's runtime as a type (which launcher runs it).
 //! - [`key`]: API keys, their secret values and digests.
 //! - [`keyset`]: every accepted key value, packed for the gateway (millions of keys).
 //! - [`plan`]: usage-plan settings (throttle, quota).
@@ -19,7 +19,11 @@ pub mod keyset;
 pub mod model;
 pub mod plan;
 pub mod response;
+pub mod runtime;
 pub mod service;
 
 pub use key::{ApiKeyValue, KeyDigest};
-pub use service::{Cors, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition};
+pub use runtime::{Runtime, RuntimeKind};
+pub use service::{
+    Cors, FunctionPlaces, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition,
+};

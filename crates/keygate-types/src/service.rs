@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::ApiKeyValue;
 use crate::plan::UsagePlanDecl;
+use crate::runtime::Runtime;
 
 /// A whole service after variables are resolved and every field is validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +61,7 @@ pub struct FunctionSpec {
     pub function_name: String,
     pub handler: String,
     /// Function runtime, else the provider's.
-    pub runtime: String,
+    pub runtime: Runtime,
     /// Provider environment merged with the function's (function wins).
     pub environment: BTreeMap<String, String>,
     /// Seconds; default 6.
@@ -80,6 +81,20 @@ pub struct FunctionSpec {
     /// has no artifact; invoking it then fails with a 502 and a logged cause.
     pub artifact: Option<PathBuf>,
     pub events: Vec<HttpEvent>,
+}
+
+/// Where a function's settings are written in its `serverless.yml`, each as `file:line:column`:
+/// problems found after loading (a missing artifact or handler file, a runtime the machine lacks)
+/// point there. Each falls back to the function's own key when the setting is not written in the
+/// function (a provider-wide runtime points at `provider.runtime`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunctionPlaces {
+    /// `package.artifact`, else the function.
+    pub artifact: String,
+    /// `handler`, else the function.
+    pub handler: String,
+    /// The function's `runtime`, else `provider.runtime`, else the function.
+    pub runtime: String,
 }
 
 /// One `- http:` event.

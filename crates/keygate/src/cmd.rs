@@ -453,7 +453,7 @@ async fn deploy(
         store,
         loaded.definition,
         loaded.notes,
-        &loaded.artifact_locations,
+        &loaded.places,
         &data_dir.join("artifacts"),
         base_url,
     )

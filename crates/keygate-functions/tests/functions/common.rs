@@ -69,7 +69,7 @@ pub(crate) fn spec(handler: &str) -> FunctionSpec {
         name: "fn".to_owned(),
         function_name: "svc-dev-fn".to_owned(),
         handler: handler.to_owned(),
-        runtime: "provided.al2023".to_owned(),
+        runtime: keygate_types::Runtime::provided_al2023(),
         environment: BTreeMap::new(),
         timeout_secs: 30,
         memory_size: 128,
@@ -110,4 +110,32 @@ pub(crate) fn script(path: &Path, body: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The code of a Node.js or Python function: `files` written into a fresh directory and staged
+/// as a deploy stages a service directory. Returns the staging root (kept alive by the caller)
+/// and the spec.
+pub(crate) fn code_function(
+    runtime: &str,
+    handler: &str,
+    files: &[(&str, &str)],
+) -> (TempDir, FunctionSpec) {
+    let root = TempDir::new().unwrap();
+    let src = root.path().join("src");
+    for (name, text) in files {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let staged = keygate_functions::stage_code(&src, &root.path().join("artifacts")).unwrap();
+    let mut spec = spec(handler);
+    spec.runtime = keygate_types::Runtime::parse(runtime).unwrap();
+    spec.artifact = Some(staged);
+    (root, spec)
+}
+
+/// The body of a proxy response as JSON.
+pub(crate) fn body(raw: &[u8]) -> Value {
+    let answer = json(raw);
+    serde_json::from_str(answer["body"].as_str().expect("a string body")).unwrap()
 }

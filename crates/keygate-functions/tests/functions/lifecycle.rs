@@ -56,20 +56,6 @@ async fn the_process_gets_the_lambda_environment_and_runs_in_the_service_dir() {
 }
 
 #[tokio::test]
-async fn other_runtimes_are_refused_clearly() {
-    let host = FunctionHost::default();
-    let svc = Service::new();
-    let mut spec = spec("env");
-    spec.runtime = "nodejs20.x".to_owned();
-    match invoke(&host, &svc.f(&spec), json!({})).await {
-        Err(InvokeError::Unsupported(why)) => {
-            assert!(why.contains("nodejs20.x") && why.contains("provided"), "{why}");
-        }
-        other => panic!("expected Unsupported, got {other:?}"),
-    }
-}
-
-#[tokio::test]
 async fn an_init_error_is_reported() {
     let host = FunctionHost::default();
     let svc = Service::new();

@@ -16,10 +16,10 @@ use crate::common::{Service, invoke, spec};
 
 /// Every event seen: target and rendered fields.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<(String, String)>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<(String, String)>>>);
 
 impl Captured {
-    fn events(&self) -> Vec<(String, String)> {
+    pub(crate) fn events(&self) -> Vec<(String, String)> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -38,7 +38,7 @@ impl<S: tracing::Subscriber> Layer<S> for Captured {
     }
 }
 
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+pub(crate) fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry().with(captured.clone());
     (captured, tracing::subscriber::set_default(subscriber))

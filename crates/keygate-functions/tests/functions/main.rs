@@ -7,3 +7,5 @@ mod invoke;
 mod isolation;
 mod lifecycle;
 mod logs;
+mod node;
+mod python;

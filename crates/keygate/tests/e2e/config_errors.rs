@@ -101,11 +101,21 @@ functions:
           private: true
 ",
     );
+    // Without the handler's file: the deploy says which file is missing, where the handler is.
+    let out = env.run(&["deploy", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("serverless.yml:13:14: functions.candidateSubmission.handler")
+            && err.contains("no file api/candidates{.js,.mjs,.cjs}"),
+        "{err}"
+    );
+    env.write("api/candidates.js", "exports.submit = (event, context, callback) => {};\n");
     let out = env.run(&["deploy", "-c", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("provider.apiGateway.apiKeys"), "deprecation note: {err}");
-    assert!(err.contains("nodejs4.3"), "runtime note: {err}");
+    assert!(err.contains("Node.js functions run on node v") && err.contains("nodejs4.3"), "{err}");
 }
 
 /// Issue 13: `privat: true` under an http event deployed the route public, with exit 0 and only

@@ -19,6 +19,7 @@ mod keys;
 mod logs;
 mod plans;
 mod readme;
+mod runtimes;
 mod seed;
 mod support;
 mod watchdog;

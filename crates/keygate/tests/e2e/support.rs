@@ -95,6 +95,9 @@ impl Env {
     /// Writes a file in the environment's directory and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
         std::fs::write(&p, text).unwrap();
         p
     }

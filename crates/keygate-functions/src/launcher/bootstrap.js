@@ -1,0 +1,334 @@
+// keygate's Node.js runtime bootstrap, run as `node -e <this file>` with the task root as the
+// working directory. It does what AWS's runtime interface client (aws-lambda-ric) does for a
+// handler, over the Lambda Runtime API keygate serves on AWS_LAMBDA_RUNTIME_API:
+// - resolves `_HANDLER` (`dir/module.export.path`) as Lambda does: the extensionless file, then
+//   `.js` (require, or import() under "type": "module"), `.mjs`, `.cjs`, then require.resolve;
+// - runs init once per process (module top level, awaited for ESM); a failure goes to
+//   /runtime/init/error and the process exits;
+// - calls `handler(event, context, callback)`: a returned promise, `callback`, or
+//   `context.succeed/fail/done`, first answer wins; `callback(null, r)` waits for the event loop
+//   to drain unless `context.callbackWaitsForEmptyEventLoop` is false;
+// - reports errors as `{errorType, errorMessage, trace}`; an uncaught exception or unhandled
+//   rejection fails the invocation, then the process exits (129, 128) and keygate replaces it;
+// - prefixes console output with the time, the request id and the level, as Lambda does.
+// Pinned by crates/keygate-functions/tests/functions/node.rs.
+'use strict';
+
+const http = require('http');
+const path = require('path');
+const fs = require('fs');
+const util = require('util');
+const { pathToFileURL } = require('url');
+
+const API = process.env.AWS_LAMBDA_RUNTIME_API || '';
+const [HOST, PORT] = (() => {
+  const i = API.lastIndexOf(':');
+  return [API.slice(0, i), Number(API.slice(i + 1))];
+})();
+const SLOTS = Math.max(1, Number(process.env.AWS_LAMBDA_MAX_CONCURRENCY) || 1);
+const AGENT = new http.Agent({ keepAlive: true, maxSockets: SLOTS * 2 });
+const PREFIX = '/2018-06-01/runtime';
+const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || process.cwd();
+
+// The request id console lines carry (`undefined` before the first invocation, as on Lambda).
+let currentRequestId;
+
+function request(method, route, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: HOST, port: PORT, method, path: PREFIX + route, agent: AGENT, headers: headers || {} },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function post(route, payload, headers) {
+  const body = Buffer.from(payload);
+  return request('POST', route, body, {
+    'content-type': 'application/json',
+    'content-length': body.length,
+    ...headers,
+  });
+}
+
+class RuntimeError extends Error {
+  constructor(name, message) {
+    super(message);
+    this.name = name;
+  }
+}
+
+function errorBody(err) {
+  if (err instanceof Error) {
+    const stack = typeof err.stack === 'string' ? err.stack.split('\n') : [];
+    return { errorType: err.name || 'Error', errorMessage: err.message, trace: stack };
+  }
+  return { errorType: typeof err, errorMessage: String(err), trace: [] };
+}
+
+// `Invoke Error`, `Init Error`, `Uncaught Exception` lines as Lambda logs them.
+function logError(label, body) {
+  const copy = { errorType: body.errorType, errorMessage: body.errorMessage, stack: body.trace };
+  console.error(`${label} \t${JSON.stringify(copy)}`);
+}
+
+// console.* as Lambda's LogPatch writes it: `time\trequestId\tLEVEL\tmessage`, inner line breaks
+// as `\r` so that one call stays one line.
+function patchConsole() {
+  const levels = { log: 'INFO', info: 'INFO', warn: 'WARN', error: 'ERROR', debug: 'DEBUG' };
+  for (const [method, level] of Object.entries(levels)) {
+    console[method] = (...args) => {
+      const message = util.format(...args).replace(/\n/g, '\r');
+      process.stdout.write(`${new Date().toISOString()}\t${currentRequestId}\t${level}\t${message}\n`);
+    };
+  }
+  console.trace = (...args) => {
+    const err = new Error(util.format(...args));
+    err.name = 'Trace';
+    const message = (err.stack || '').replace(/\n/g, '\r');
+    process.stdout.write(`${new Date().toISOString()}\t${currentRequestId}\tTRACE\t${message}\n`);
+  };
+}
+
+// ---- handler resolution (as aws-lambda-ric's UserFunction.js) ----
+
+function isFile(p) {
+  try {
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+// Whether the nearest package.json above `dir` says "type": "module".
+function isEsmPackage(dir) {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (path.basename(d) === 'node_modules') return false;
+    const pkg = path.join(d, 'package.json');
+    if (isFile(pkg)) {
+      try {
+        return JSON.parse(fs.readFileSync(pkg, 'utf8')).type === 'module';
+      } catch {
+        return false;
+      }
+    }
+    if (path.dirname(d) === d) return false;
+  }
+}
+
+async function loadModule(file, moduleName, moduleRoot) {
+  if (isFile(file)) return require(file);
+  const esm = isEsmPackage(path.dirname(file));
+  if (!esm && isFile(file + '.js')) return require(file + '.js');
+  if (esm && isFile(file + '.js')) return import(pathToFileURL(file + '.js').href);
+  if (isFile(file + '.mjs')) return import(pathToFileURL(file + '.mjs').href);
+  if (isFile(file + '.cjs')) return require(file + '.cjs');
+  const resolved = require.resolve(moduleName, {
+    paths: [TASK_ROOT, path.resolve(TASK_ROOT, moduleRoot)],
+  });
+  return require(resolved);
+}
+
+async function loadHandler(handlerString) {
+  if (handlerString.includes('..')) {
+    throw new RuntimeError(
+      'Runtime.MalformedHandlerName',
+      `'${handlerString}' is not a valid handler name. Use absolute paths when specifying root ` +
+        'directories in handler names.',
+    );
+  }
+  const base = path.basename(handlerString);
+  const moduleRoot = handlerString.slice(0, handlerString.length - base.length);
+  const dot = base.indexOf('.');
+  if (dot < 0) {
+    throw new RuntimeError('Runtime.MalformedHandlerName', `Bad handler ${handlerString}`);
+  }
+  const moduleName = base.slice(0, dot);
+  const exportPath = base.slice(dot + 1);
+  const file = path.resolve(TASK_ROOT, moduleRoot, moduleName);
+  let mod;
+  try {
+    mod = await loadModule(file, moduleName, moduleRoot);
+  } catch (e) {
+    if (e instanceof SyntaxError) {
+      throw new RuntimeError('Runtime.UserCodeSyntaxError', `${e.name}: ${e.message}`);
+    }
+    if (e && e.code === 'MODULE_NOT_FOUND') {
+      throw new RuntimeError('Runtime.ImportModuleError', `Error: ${e.message}`);
+    }
+    throw e;
+  }
+  const handler = exportPath.split('.').reduce((o, k) => (o == null ? undefined : o[k]), mod);
+  if (typeof handler !== 'function') {
+    throw new RuntimeError(
+      'Runtime.HandlerNotFound',
+      `${moduleName}.${exportPath} is undefined or not exported`,
+    );
+  }
+  return handler;
+}
+
+// ---- invocations ----
+
+// Answers waiting for the event loop to drain (`callback(null, r)` with
+// callbackWaitsForEmptyEventLoop), and invocations whose handler has not answered at all.
+const waitingForDrain = new Set();
+
+function parseJsonHeader(value) {
+  if (!value) return undefined;
+  try {
+    return JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+}
+
+function invoke(handler, next) {
+  const id = next.headers['lambda-runtime-aws-request-id'];
+  const deadline = Number(next.headers['lambda-runtime-deadline-ms']);
+  const trace = next.headers['lambda-runtime-trace-id'];
+  if (trace) process.env._X_AMZN_TRACE_ID = trace;
+  else delete process.env._X_AMZN_TRACE_ID;
+  currentRequestId = id;
+
+  return new Promise((settled) => {
+    let posted;
+    const answer = (err, result) => {
+      if (posted) return posted;
+      waitingForDrain.delete(entry);
+      let route;
+      let payload;
+      if (err !== undefined && err !== null) {
+        const body = errorBody(err);
+        logError('Invoke Error', body);
+        route = `/invocation/${id}/error`;
+        payload = JSON.stringify(body);
+      } else {
+        try {
+          payload = JSON.stringify(result === undefined ? null : result);
+          route = `/invocation/${id}/response`;
+        } catch (e) {
+          route = `/invocation/${id}/error`;
+          payload = JSON.stringify({
+            errorType: 'Runtime.SerializationError',
+            errorMessage: `Unable to stringify response body: ${e.message}`,
+            trace: [],
+          });
+        }
+      }
+      posted = post(route, payload).then(
+        () => settled(),
+        (e) => fatal('cannot post the answer to the Runtime API', e),
+      );
+      return posted;
+    };
+    const entry = { id, onDrain: () => answer(null, undefined) };
+
+    const context = {
+      callbackWaitsForEmptyEventLoop: true,
+      functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+      functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+      invokedFunctionArn: next.headers['lambda-runtime-invoked-function-arn'],
+      memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+      awsRequestId: id,
+      logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+      logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+      identity: parseJsonHeader(next.headers['lambda-runtime-cognito-identity']),
+      clientContext: parseJsonHeader(next.headers['lambda-runtime-client-context']),
+      getRemainingTimeInMillis: () => deadline - Date.now(),
+      succeed: (result) => called || answer(null, result),
+      fail: (err) => called || answer(err === undefined || err === null ? new Error('handled') : err),
+      done: (err, result) => called || answer(err, result),
+    };
+    let called = false;
+    const callback = (err, result) => {
+      // The first of callback/succeed/fail/done wins, even while it waits for the loop.
+      if (called || posted) return;
+      called = true;
+      if (err !== undefined && err !== null) return answer(err);
+      // With several invocations at once the loop never drains (the others poll): answer now.
+      if (!context.callbackWaitsForEmptyEventLoop || SLOTS > 1) return answer(null, result);
+      // Posted once nothing else is left to run (see the `beforeExit` handler).
+      entry.onDrain = () => answer(null, result);
+    };
+    current.set(id, answer);
+    waitingForDrain.add(entry);
+    let returned;
+    try {
+      returned = handler(JSON.parse(next.body.toString('utf8')), context, callback);
+    } catch (e) {
+      answer(e);
+      return;
+    }
+    if (returned && typeof returned.then === 'function') {
+      entry.onDrain = () =>
+        answer(new RuntimeError('Runtime.NodeJsExit', 'Runtime exited without providing a reason'));
+      returned.then(
+        (result) => answer(null, result),
+        (err) => answer(err === undefined || err === null ? new Error('undefined') : err),
+      );
+    }
+  }).finally(() => current.delete(id));
+}
+
+// Invocations in flight, by request id: an uncaught exception fails them.
+const current = new Map();
+
+// Nothing is left to run but what waits for the loop to drain: answer those.
+process.on('beforeExit', () => {
+  for (const entry of [...waitingForDrain]) entry.onDrain();
+});
+
+function fatal(what, err) {
+  process.stderr.write(`keygate bootstrap: ${what}: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+}
+
+// An uncaught exception or unhandled rejection: the invocations in flight fail with it, then
+// the process exits as Lambda's runtime does (keygate starts a fresh one).
+function crash(err, code) {
+  if (current.size === 0) logError('Uncaught Exception', errorBody(err));
+  const posts = [...current.values()].map((answer) => answer(err));
+  Promise.allSettled(posts).then(() => process.exit(code));
+}
+
+async function poll(handler) {
+  for (;;) {
+    const next = await request('GET', '/invocation/next');
+    if (next.status !== 200) {
+      fatal(`GET /invocation/next answered ${next.status}`, next.body.toString('utf8'));
+    }
+    await invoke(handler, next);
+  }
+}
+
+async function main() {
+  patchConsole();
+  let handler;
+  try {
+    handler = await loadHandler(process.env._HANDLER || '');
+  } catch (err) {
+    const body = errorBody(err);
+    logError('Init Error', body);
+    await post('/init/error', JSON.stringify(body), {
+      'lambda-runtime-function-error-type': body.errorType,
+    }).catch(() => {});
+    process.exit(129);
+  }
+  process.on('uncaughtException', (err) => crash(err, 129));
+  process.on('unhandledRejection', (err) => crash(err, 128));
+  const loops = [];
+  for (let i = 0; i < SLOTS; i++) loops.push(poll(handler));
+  await Promise.all(loops);
+}
+
+main().catch((e) => fatal('failed', e));

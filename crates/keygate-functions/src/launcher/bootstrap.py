@@ -1,0 +1,201 @@
+# keygate's Python runtime bootstrap, run as `python3 -c <this file>` with the task root as the
+# working directory. It does what AWS's runtime interface client (awslambdaric) does for a
+# handler, over the Lambda Runtime API keygate serves on AWS_LAMBDA_RUNTIME_API:
+# - resolves `_HANDLER` (`dir/module.function`) as Lambda does: split at the last dot, `/` to
+#   `.`, importlib.import_module; a failure goes to /runtime/init/error with Lambda's errorType
+#   (Runtime.MalformedHandlerName, Runtime.ImportModuleError, Runtime.UserCodeSyntaxError,
+#   Runtime.HandlerNotFound) and the process exits;
+# - runs init once per process (the module's top level);
+# - calls `handler(event, context)` and posts the result as JSON (Decimal as a number), or the
+#   exception as `{errorMessage, errorType, requestId, stackTrace}`;
+# - logs through `logging` in Lambda's format, with the request id.
+# Pinned by crates/keygate-functions/tests/functions/python.rs.
+import decimal
+import http.client
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+
+API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
+PREFIX = "/2018-06-01/runtime"
+
+
+class Client:
+    """One keep-alive connection to the Runtime API."""
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.conn = None
+
+    def request(self, method, path, body=None, headers=None):
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port)
+            try:
+                self.conn.request(method, PREFIX + path, body=body, headers=headers or {})
+                response = self.conn.getresponse()
+                return response.status, response.headers, response.read()
+            except (ConnectionError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt == 1:
+                    raise
+
+    def post(self, path, payload, headers=None):
+        body = payload.encode("utf-8")
+        all_headers = {"Content-Type": "application/json"}
+        all_headers.update(headers or {})
+        return self.request("POST", path, body, all_headers)
+
+
+class RuntimeError_(Exception):
+    def __init__(self, error_type, message):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def error_body(exc, request_id=""):
+    error_type = getattr(exc, "error_type", None) or type(exc).__name__
+    # The runtime's own errors (a missing module, a bad handler name) have no user frames.
+    frames = [] if isinstance(exc, RuntimeError_) else traceback.extract_tb(exc.__traceback__)
+    return {
+        "errorMessage": str(exc),
+        "errorType": error_type,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(frames),
+    }
+
+
+def to_json(value):
+    def default(o):
+        if isinstance(o, decimal.Decimal):
+            return int(o) if o == o.to_integral_value() else float(o)
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=default)
+
+
+class Context:
+    def __init__(self, request_id, deadline_ms, arn, identity, client_context):
+        self.aws_request_id = request_id
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.invoked_function_arn = arn
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.identity = identity
+        self.client_context = client_context
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        return max(self._deadline_ms - int(time.time() * 1000), 0)
+
+
+class RequestIdFilter(logging.Filter):
+    request_id = ""
+
+    def filter(self, record):
+        record.aws_request_id = RequestIdFilter.request_id
+        return True
+
+
+def setup_logging():
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+        "%Y-%m-%dT%H:%M:%S",
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def log_error(exc, body):
+    lines = [f"[ERROR] {body['errorType']}: {body['errorMessage']}", "Traceback (most recent call last):"]
+    lines.extend(line.rstrip("\n") for line in body["stackTrace"])
+    sys.stdout.write("\r".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def load_handler(handler):
+    module_path, dot, function = handler.rpartition(".")
+    if not dot or not module_path or not function:
+        raise RuntimeError_("Runtime.MalformedHandlerName", f"Bad handler '{handler}': not enough values to unpack (expected 2, got 1)")
+    module_name = module_path.replace("/", ".")
+    if module_name.split(".")[0] in sys.builtin_module_names:
+        raise RuntimeError_(
+            "Runtime.BuiltInModuleConflict",
+            f"Cannot use built-in module {module_name} as a handler module",
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RuntimeError_("Runtime.ImportModuleError", f"Unable to import module '{module_path}': {e}") from None
+    except SyntaxError as e:
+        raise RuntimeError_("Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_path}': {e}") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise RuntimeError_("Runtime.HandlerNotFound", f"Handler '{function}' missing on module '{module_path}'")
+    return fn
+
+
+def main():
+    client = Client(API)
+    setup_logging()
+    sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT", os.getcwd()))
+    try:
+        handler = load_handler(os.environ.get("_HANDLER", ""))
+    except Exception as exc:  # noqa: BLE001 - every init failure is reported
+        body = error_body(exc)
+        sys.stdout.write(f"[WARNING]\t{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z\t\tLAMBDA_WARNING: Unhandled exception. The most likely cause is an issue in the function code.\n")
+        log_error(exc, body)
+        client.post("/init/error", to_json(body), {"Lambda-Runtime-Function-Error-Type": body["errorType"]})
+        sys.exit(1)
+    while True:
+        status, headers, raw = client.request("GET", "/invocation/next")
+        if status != 200:
+            sys.stderr.write(f"keygate bootstrap: GET /invocation/next answered {status}\n")
+            sys.exit(1)
+        request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
+        trace = headers.get("Lambda-Runtime-Trace-Id")
+        if trace:
+            os.environ["_X_AMZN_TRACE_ID"] = trace
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        RequestIdFilter.request_id = request_id
+
+        def header_json(name):
+            value = headers.get(name)
+            try:
+                return json.loads(value) if value else None
+            except ValueError:
+                return None
+
+        context = Context(
+            request_id,
+            int(headers.get("Lambda-Runtime-Deadline-Ms", "0")),
+            headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+            header_json("Lambda-Runtime-Cognito-Identity"),
+            header_json("Lambda-Runtime-Client-Context"),
+        )
+        try:
+            result = handler(json.loads(raw), context)
+            payload = to_json(result)
+        except Exception as exc:  # noqa: BLE001 - the handler's failure is the invocation's
+            body = error_body(exc, request_id)
+            log_error(exc, body)
+            client.post(f"/invocation/{request_id}/error", to_json(body))
+            continue
+        client.post(f"/invocation/{request_id}/response", payload)
+
+
+main()

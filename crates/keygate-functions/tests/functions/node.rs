@@ -1,0 +1,292 @@
+//! Node.js functions through keygate's bootstrap (`src/launcher/bootstrap.js`), pinned to what
+//! Lambda's Node.js runtime does: handler resolution, the callback, promise and `context.*`
+//! styles, `callbackWaitsForEmptyEventLoop`, `context`, errors with Lambda's shape, init once per
+//! process, console lines with the request id, timeouts and exits. Needs `node` on PATH.
+
+use std::time::Duration;
+
+use keygate_functions::{FunctionHost, HostOptions, InvokeError};
+use serde_json::json;
+
+use crate::common::{Service, body, code_function, invoke, json};
+
+const HANDLER_JS: &str = r#"
+const fs = require('fs');
+global.inits = (global.inits || 0) + 1;
+const respond = (value) => ({ statusCode: 200, body: JSON.stringify(value) });
+
+exports.info = async (event, context) => respond({
+  event,
+  inits: global.inits,
+  pid: process.pid,
+  cwd: process.cwd(),
+  requestId: context.awsRequestId,
+  functionName: context.functionName,
+  functionVersion: context.functionVersion,
+  memoryLimitInMB: context.memoryLimitInMB,
+  arn: context.invokedFunctionArn,
+  logGroupName: context.logGroupName,
+  remaining: context.getRemainingTimeInMillis(),
+  waits: context.callbackWaitsForEmptyEventLoop,
+  env: process.env,
+});
+exports.callback = (event, context, callback) => {
+  // Answered only once the loop is empty: after this timer wrote the file.
+  setTimeout(() => fs.writeFileSync(event.file, 'done'), 200);
+  callback(null, respond({ style: 'callback' }));
+};
+exports.callbackNoWait = (event, context, callback) => {
+  context.callbackWaitsForEmptyEventLoop = false;
+  setTimeout(() => fs.writeFileSync(event.file, 'done'), 3000);
+  callback(null, respond({ style: 'no-wait' }));
+};
+exports.succeed = (event, context) => context.succeed(respond({ style: 'succeed' }));
+exports.done = (event, context) => context.done(null, respond({ style: 'done' }));
+exports.twice = (event, context, callback) => {
+  callback(null, respond({ first: true }));
+  callback(null, respond({ first: false }));
+};
+exports.maybeFail = (event, context, callback) =>
+  event.fail ? callback(new Error('failing')) : callback(null, respond({ pid: process.pid }));
+exports.fail = (event, context) => context.fail(new Error('failed on purpose'));
+exports.callbackError = (event, context, callback) => callback(new Error('Invalid candidate'));
+exports.throws = () => { throw new TypeError('thrown'); };
+exports.rejects = async () => { throw new RangeError('rejected'); };
+exports.rejectsString = () => Promise.reject('just a string');
+exports.uncaught = () => { setTimeout(() => { throw new Error('uncaught'); }, 1); };
+exports.nothing = () => {};
+exports.undefinedAsync = async () => undefined;
+exports.sleep = (event) => new Promise((resolve) => setTimeout(() => resolve(respond({})), event.ms));
+exports.exit = () => process.exit(3);
+exports.log = async (event, context) => {
+  console.log('hello from the handler', { n: 1 });
+  console.error('an error line');
+  return respond({ requestId: context.awsRequestId });
+};
+exports.nested = { deeper: { handler: async () => 'nested' } };
+"#;
+
+fn node(handler: &str) -> (tempfile::TempDir, keygate_types::FunctionSpec) {
+    code_function(
+        "nodejs20.x",
+        handler,
+        &[
+            ("api/handler.js", HANDLER_JS),
+            (
+                "esm.mjs",
+                "const ready = await Promise.resolve('esm');\nexport const handler = async () => ready;\n",
+            ),
+            ("cjs.cjs", "module.exports.handler = async () => 'cjs';\n"),
+            ("broken.js", "exports.handler = async () => {;\n"),
+            ("initfails.js", "throw new Error('cannot connect at init');\n"),
+            ("notafunction.js", "exports.handler = 42;\n"),
+        ],
+    )
+}
+
+/// Invokes `handler` of the fixture once on a fresh host.
+async fn once(handler: &str, event: serde_json::Value) -> Result<bytes::Bytes, InvokeError> {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, spec) = node(handler);
+    let result = invoke(&host, &svc.f(&spec), event).await;
+    host.shutdown().await;
+    result
+}
+
+#[tokio::test]
+async fn an_async_handler_gets_the_event_the_context_and_lambda_environment() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, mut spec) = node("api/handler.info");
+    spec.memory_size = 256;
+    spec.environment.insert("CANDIDATE_TABLE".to_owned(), "candidate-dev".to_owned());
+    let event = json!({"httpMethod": "GET", "requestContext": {"identity": {"apiKey": "k"}}});
+    let info = body(&invoke(&host, &svc.f(&spec), event.clone()).await.unwrap());
+    assert_eq!(info["event"], event);
+    assert_eq!(info["functionName"], "svc-dev-fn");
+    assert_eq!(info["functionVersion"], "$LATEST");
+    assert_eq!(info["memoryLimitInMB"], "256");
+    assert_eq!(info["arn"], "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-fn");
+    assert_eq!(info["logGroupName"], "/aws/lambda/svc-dev-fn");
+    assert_eq!(info["waits"], true);
+    assert_eq!(info["requestId"].as_str().unwrap().len(), 36);
+    let remaining = info["remaining"].as_i64().unwrap();
+    assert!(remaining > 0 && remaining <= 30_000, "{remaining}");
+    let env = &info["env"];
+    assert_eq!(env["CANDIDATE_TABLE"], "candidate-dev");
+    assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_nodejs20.x");
+    assert_eq!(env["_HANDLER"], "api/handler.info");
+    assert_eq!(env["AWS_REGION"], "eu-west-1");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+    let task_root = spec.artifact.as_ref().unwrap().to_str().unwrap();
+    assert_eq!(env["LAMBDA_TASK_ROOT"], task_root);
+    assert_eq!(info["cwd"], task_root, "the task root is the working directory, as on Lambda");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_runs_once_per_process_across_50_requests() {
+    let host = FunctionHost::new(HostOptions { default_concurrency: 1, ..HostOptions::default() });
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.info");
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let info = body(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+        assert_eq!(info["inits"], 1);
+        pids.insert(info["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 1, "one warm process");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn callback_answers_wait_for_the_event_loop_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("timer");
+    let event = json!({"file": file});
+    let answer = body(&once("api/handler.callback", event.clone()).await.unwrap());
+    assert_eq!(answer["style"], "callback");
+    assert!(file.exists(), "the answer came before the event loop was empty");
+
+    std::fs::remove_file(&file).unwrap();
+    let answer = body(&once("api/handler.callbackNoWait", event).await.unwrap());
+    assert_eq!(answer["style"], "no-wait");
+    assert!(!file.exists(), "callbackWaitsForEmptyEventLoop = false must answer at once");
+}
+
+#[tokio::test]
+async fn every_answer_style_works_and_the_first_answer_wins() {
+    for (handler, style) in [("api/handler.succeed", "succeed"), ("api/handler.done", "done")] {
+        let answer = body(&once(handler, json!({})).await.unwrap());
+        assert_eq!(answer["style"], style, "{handler}");
+    }
+    assert_eq!(body(&once("api/handler.twice", json!({})).await.unwrap())["first"], true);
+    assert_eq!(&once("api/handler.nothing", json!({})).await.unwrap()[..], b"null");
+    assert_eq!(&once("api/handler.undefinedAsync", json!({})).await.unwrap()[..], b"null");
+    assert_eq!(
+        &once("api/handler.nested.deeper.handler", json!({})).await.unwrap()[..],
+        br#""nested""#
+    );
+    assert_eq!(&once("esm.handler", json!({})).await.unwrap()[..], br#""esm""#);
+    assert_eq!(&once("cjs.handler", json!({})).await.unwrap()[..], br#""cjs""#);
+}
+
+#[tokio::test]
+async fn handler_errors_have_lambdas_shape_and_leave_the_process_serving() {
+    for (handler, error_type, message) in [
+        ("api/handler.callbackError", "Error", "Invalid candidate"),
+        ("api/handler.fail", "Error", "failed on purpose"),
+        ("api/handler.throws", "TypeError", "thrown"),
+        ("api/handler.rejects", "RangeError", "rejected"),
+        ("api/handler.rejectsString", "string", "just a string"),
+    ] {
+        match once(handler, json!({})).await {
+            Err(InvokeError::FunctionError { error_type: t, message: m }) => {
+                assert_eq!((t.as_str(), m.as_str()), (error_type, message), "{handler}");
+            }
+            other => panic!("{handler}: expected a function error, got {other:?}"),
+        }
+    }
+    // The process survives a handled error.
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.maybeFail");
+    let pid = |raw: bytes::Bytes| body(&raw)["pid"].as_u64().unwrap();
+    let before = pid(invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    assert!(invoke(&host, &svc.f(&spec), json!({"fail": true})).await.is_err());
+    let after = pid(invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    assert_eq!(before, after);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_uncaught_exception_fails_the_invocation_and_a_fresh_process_takes_the_next() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.uncaught");
+    match invoke(&host, &svc.f(&spec), json!({})).await {
+        Err(InvokeError::FunctionError { error_type, message }) => {
+            assert_eq!((error_type.as_str(), message.as_str()), ("Error", "uncaught"));
+        }
+        other => panic!("expected a function error, got {other:?}"),
+    }
+    // The process exits (129) after reporting; the next invocation starts a new one.
+    match invoke(&host, &svc.f(&spec), json!({})).await {
+        Err(InvokeError::FunctionError { message, .. }) => assert_eq!(message, "uncaught"),
+        other => panic!("expected a function error again, got {other:?}"),
+    }
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_past_its_timeout_gets_504_and_the_next_request_a_fresh_process() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, mut spec) = node("api/handler.sleep");
+    spec.timeout_secs = 1;
+    let first = invoke(&host, &svc.f(&spec), json!({"ms": 10_000})).await;
+    assert_eq!(first, Err(InvokeError::Timeout));
+    let second = invoke(&host, &svc.f(&spec), json!({"ms": 1})).await.unwrap();
+    assert_eq!(json(&second)["statusCode"], 200);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_process_that_exits_is_replaced() {
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, exit) = node("api/handler.exit");
+    assert!(matches!(invoke(&host, &svc.f(&exit), json!({})).await, Err(InvokeError::Crashed(_))));
+    assert!(matches!(invoke(&host, &svc.f(&exit), json!({})).await, Err(InvokeError::Crashed(_))));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_errors_are_reported_with_lambdas_error_types() {
+    for (handler, expected) in [
+        ("missing.handler", "Runtime.ImportModuleError"),
+        ("api/handler.nope", "Runtime.HandlerNotFound"),
+        ("notafunction.handler", "Runtime.HandlerNotFound"),
+        ("broken.handler", "Runtime.UserCodeSyntaxError"),
+        ("nodot", "Runtime.MalformedHandlerName"),
+        ("../escape.handler", "Runtime.MalformedHandlerName"),
+        ("initfails.handler", "Error: cannot connect at init"),
+    ] {
+        match once(handler, json!({})).await {
+            Err(InvokeError::InitFailed(why)) => {
+                assert!(why.contains(expected), "{handler}: {why}")
+            }
+            other => panic!("{handler}: expected an init failure, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn console_lines_carry_the_request_id_and_level() {
+    let (captured, _guard) = crate::logs::capture();
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.log");
+    let answer = body(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
+    let id = answer["requestId"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<String> = captured
+            .events()
+            .into_iter()
+            .filter(|(target, _)| target == "keygate::function")
+            .map(|(_, fields)| fields)
+            .collect();
+        let info = lines
+            .iter()
+            .any(|l| l.contains(&format!("\t{id}\tINFO\thello from the handler {{ n: 1 }}")));
+        let error = lines.iter().any(|l| l.contains(&format!("\t{id}\tERROR\tan error line")));
+        if info && error {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "console lines not seen: {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host.shutdown().await;
+}
