@@ -36,7 +36,6 @@ const TOP_IGNORED: &[&str] = &[
     "package",
     "params",
     "plugins",
-    "resources",
     "stages",
     "stepFunctions",
     "unresolvedVariablesNotificationMode",
@@ -112,7 +111,7 @@ const API_GATEWAY_IGNORED: &[&str] = &[
 
 const TOP: Section = Section {
     what: "top-level key",
-    used: &["service", "provider", "functions", "configValidationMode"],
+    used: &["service", "provider", "functions", "resources", "configValidationMode"],
     ignored: TOP_IGNORED,
 };
 
@@ -773,6 +772,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         functions: Vec::new(),
         api_keys: Vec::new(),
         usage_plans: Vec::new(),
+        tables: Vec::new(),
     };
     let top = FieldPath::root();
     let Value::Map(entries) = &root.value else {
@@ -804,11 +804,13 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     let mut service = None;
     let mut provider = None;
     let mut functions = None;
+    let mut resources = None;
     for e in entries {
         match e.key.as_str() {
             "service" => service = Some(e),
             "provider" => provider = Some(e),
             "functions" => functions = Some(e),
+            "resources" => resources = Some(e),
             "configValidationMode" => {}
             k => cx.other_key(k, e.key_mark, &top.key(k), &TOP),
         }
@@ -853,6 +855,9 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     }
     let stage = opts.stage.clone().or(provider_stage).unwrap_or_else(|| "dev".to_owned());
     let service = service.unwrap_or_default();
+    if let Some(e) = resources {
+        definition.tables = cx.resources(&e.value, &service, &stage);
+    }
 
     if let Some(entry) = functions {
         let base_dir = definition.base_dir.clone();

@@ -12,6 +12,7 @@
 //! - `ctx`: the walker those four share (`Ctx`: typed reads, problems, notes, declared
 //!   routes). Calls and imports point one way: `build` → `http`, `keys`, `plans` → `ctx` →
 //!   `vars` → `yaml` → `diag`; `keys` also reads `plans`' declarations.
+//! - `tables`: `resources`, whose DynamoDB tables keygate creates at deploy.
 //! - `source`: checks of the raw file before parsing (size, encoding, control characters).
 //! - `diag`: [`Error`] and [`Diagnostic`] (file, line, column, field path, message).
 //!
@@ -26,6 +27,7 @@ mod keys;
 mod path;
 mod plans;
 mod source;
+mod tables;
 mod vars;
 mod yaml;
 

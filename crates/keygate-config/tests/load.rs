@@ -389,6 +389,7 @@ fn variables() {
                 |resources:
                 |  Resources:
                 |    T:
+                |      Type: AWS::SNS::Topic
                 |      Properties:
                 |        Name: ${ssm:/my/param}
                 |        Arn: !GetAtt X.Arn
@@ -398,7 +399,9 @@ fn variables() {
                 |    events: [{http: GET f}]
                 ",
             ),
-            Expect::Ok(|l| assert_eq!(l.notes, vec!["ignored (not used by keygate): resources"])),
+            Expect::Ok(|l| {
+                assert_eq!(l.notes, vec!["ignored (not used by keygate): resources.Resources.T"]);
+            }),
         ),
         case(
             "unset environment variable",
@@ -984,7 +987,6 @@ fn functions_and_provider() {
                     l.notes,
                     vec![
                         "ignored (not used by keygate): frameworkVersion, plugins, custom, \
-                         resources, \
                          provider.iam, provider.apiGateway.apiKeySourceType, provider.tags, \
                          functions.f.layers, functions.g.layers",
                         "not recognised, so ignored (check the spelling): fucntions (did you \
@@ -2318,7 +2320,7 @@ fn typos_fail_closed() {
                           (functions.f.events[0])",
                         "ignored (not used by keygate): org, app, console, dashboard, build, \
                           stages, params, frameworkVersion, useDotenv, variablesResolutionMode, \
-                          plugins, custom, package, resources, provider.iam, provider.tracing, \
+                          plugins, custom, package, provider.iam, provider.tracing, \
                           provider.logs, provider.deploymentBucket, functions.f.layers, \
                           functions.f.vpc, functions.f.package.patterns, \
                           functions.f.events[1].http.request.parameters",
@@ -2470,6 +2472,170 @@ fn booleans_are_strict() {
             Expect::Err(&[
                 "serverless.yml:12:17: functions.f.events[0].http.cors: expected true or false (a \
                   YAML boolean, unquoted), found \"true\"",
+            ]),
+        ),
+    ]);
+}
+
+/// `resources`: the seed series' candidates table (variables in its name, `DeletionPolicy:
+/// Retain`, a stream) becomes a table spec; other resource types are ignored with a note; a
+/// table DynamoDB would refuse is an error at its place.
+#[test]
+fn dynamodb_tables_from_resources() {
+    const TABLE: &str = "
+        |service: candidate-service
+        |provider:
+        |  name: aws
+        |  runtime: nodejs20.x
+        |  environment:
+        |    CANDIDATE_TABLE: ${self:service}-${opt:stage, self:provider.stage}
+        |functions:
+        |  list:
+        |    handler: api/candidates.list
+        |    events: [{http: GET candidates}]
+        |resources:
+        |  Resources:
+        |    CandidatesDynamoDbTable:
+        |      Type: 'AWS::DynamoDB::Table'
+        |      DeletionPolicy: Retain
+        |      Properties:
+        |        AttributeDefinitions:
+        |          - AttributeName: id
+        |            AttributeType: S
+        |        KeySchema:
+        |          - AttributeName: id
+        |            KeyType: HASH
+        |        ProvisionedThroughput:
+        |          ReadCapacityUnits: 1
+        |          WriteCapacityUnits: 1
+        |        StreamSpecification:
+        |          StreamViewType: NEW_AND_OLD_IMAGES
+        |        TableName: ${self:provider.environment.CANDIDATE_TABLE}
+        |    Bucket:
+        |      Type: AWS::S3::Bucket
+    ";
+    fn seed_table(l: &Loaded) {
+        let t = &l.definition.tables;
+        assert_eq!(t.len(), 1);
+        let t = &t[0];
+        assert_eq!(t.logical_id, "CandidatesDynamoDbTable");
+        assert_eq!(t.table_name, "candidate-service-dev");
+        assert!(t.retain);
+        assert_eq!(t.attributes, vec![("id".to_owned(), "S".to_owned())]);
+        assert_eq!(t.key.hash, "id");
+        assert_eq!(t.key.range, None);
+        assert_eq!(t.provisioned, Some((1, 1)));
+        assert_eq!(t.stream_view_type.as_deref(), Some("NEW_AND_OLD_IMAGES"));
+        assert_eq!(t.describe_key(), "id (S, HASH)");
+        assert!(l.notes.iter().any(|n| n.contains("resources.Resources.Bucket")), "{:?}", l.notes);
+    }
+    fn indexed(l: &Loaded) {
+        let t = &l.definition.tables[0];
+        assert_eq!(t.table_name, "svc-dev-Orders", "a table without TableName");
+        assert!(!t.retain);
+        assert_eq!(t.provisioned, None);
+        assert_eq!(t.key.range.as_deref(), Some("createdAt"));
+        assert_eq!(t.global_indexes.len(), 1);
+        assert_eq!(t.global_indexes[0].name, "byEmail");
+        assert_eq!(t.global_indexes[0].projection, "INCLUDE");
+        assert_eq!(t.global_indexes[0].non_key_attributes, vec!["name".to_owned()]);
+        assert_eq!(t.local_indexes[0].key.range.as_deref(), Some("status"));
+    }
+    let indexes = "
+        |service: svc
+        |provider: {name: aws, runtime: nodejs20.x}
+        |functions:
+        |  f: {handler: h.f, events: [{http: GET f}]}
+        |resources:
+        |  Resources:
+        |    Orders:
+        |      Type: AWS::DynamoDB::Table
+        |      Properties:
+        |        BillingMode: PAY_PER_REQUEST
+        |        AttributeDefinitions:
+        |          - {AttributeName: id, AttributeType: S}
+        |          - {AttributeName: createdAt, AttributeType: N}
+        |          - {AttributeName: email, AttributeType: S}
+        |          - {AttributeName: status, AttributeType: S}
+        |        KeySchema:
+        |          - {AttributeName: id, KeyType: HASH}
+        |          - {AttributeName: createdAt, KeyType: RANGE}
+        |        GlobalSecondaryIndexes:
+        |          - IndexName: byEmail
+        |            KeySchema: [{AttributeName: email, KeyType: HASH}]
+        |            Projection: {ProjectionType: INCLUDE, NonKeyAttributes: [name]}
+        |        LocalSecondaryIndexes:
+        |          - IndexName: byStatus
+        |            KeySchema:
+        |              - {AttributeName: id, KeyType: HASH}
+        |              - {AttributeName: status, KeyType: RANGE}
+        |            Projection: {ProjectionType: ALL}
+    ";
+    let broken = "
+        |service: svc
+        |provider: {name: aws, runtime: nodejs20.x}
+        |functions:
+        |  f: {handler: h.f, events: [{http: GET f}]}
+        |resources:
+        |  Resources:
+        |    T:
+        |      Type: AWS::DynamoDB::Table
+        |      DeletionPolicy: Keep
+        |      Properties:
+        |        TableName: no
+        |        AttributeDefinitions:
+        |          - {AttributeName: id, AttributeType: String}
+        |        KeySchema:
+        |          - {AttributeName: id, KeyType: HASH}
+        |        StreamSpecification: {StreamViewType: NEW}
+        |        TimeToLiveSpecification: {AttributeName: ttl, Enabled: true}
+        |    U:
+        |      Type: AWS::DynamoDB::Table
+        |      Properties:
+        |        BillingMode: PAY_PER_REQUEST
+        |        AttributeDefinitions:
+        |          - {AttributeName: pk, AttributeType: S}
+        |          - {AttributeName: extra, AttributeType: S}
+        |        KeySchema:
+        |          - {AttributeName: id, KeyType: HASH}
+        |        KeySchma: []
+        |    V:
+        |      Type: AWS::DynamoDB::Table
+        |      Properties:
+        |        AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+        |        KeySchema: [{AttributeName: id, KeyType: HASH}]
+    ";
+    run(vec![
+        case("the seed series' table", y(TABLE), Expect::Ok(seed_table)),
+        case("indexes and a generated name", y(indexes), Expect::Ok(indexed)),
+        case(
+            "tables DynamoDB would refuse",
+            y(broken),
+            Expect::Err(&[
+                "serverless.yml:9:23: resources.Resources.T.DeletionPolicy: expected Delete, \
+                  Retain or Snapshot, found \"Keep\"",
+                "serverless.yml:11:20: resources.Resources.T.Properties.TableName: \"no\" is not \
+                  a DynamoDB table name: 3 to 255 letters, digits, `_`, `.` and `-`",
+                "serverless.yml:13:48: \
+                  resources.Resources.T.Properties.AttributeDefinitions[0].AttributeType: \
+                  expected S, N or B, found \"String\"",
+                "serverless.yml:16:47: \
+                  resources.Resources.T.Properties.StreamSpecification.StreamViewType: expected \
+                  one of NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY, found \"NEW\"",
+                "serverless.yml:23:11: resources.Resources.U.Properties.AttributeDefinitions: the \
+                  attribute \"pk\" is defined but is no key of the table or an index; DynamoDB \
+                  refuses that: define only key attributes",
+                "serverless.yml:23:11: resources.Resources.U.Properties.AttributeDefinitions: the \
+                  attribute \"extra\" is defined but is no key of the table or an index; \
+                  DynamoDB refuses that: define only key attributes",
+                "serverless.yml:26:11: resources.Resources.U.Properties.KeySchema: the key \
+                  attribute \"id\" is not in AttributeDefinitions; add `- {AttributeName: id, \
+                  AttributeType: S}` (or N, B)",
+                "serverless.yml:27:9: resources.Resources.U.Properties.KeySchma: unknown property \
+                  of an AWS::DynamoDB::Table; did you mean `KeySchema`?",
+                "serverless.yml:30:7: resources.Resources.V.Properties.ProvisionedThroughput: \
+                  missing; e.g. `{ReadCapacityUnits: 1, WriteCapacityUnits: 1}`, or \
+                  `BillingMode: PAY_PER_REQUEST`",
             ]),
         ),
     ]);

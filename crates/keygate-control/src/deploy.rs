@@ -92,6 +92,12 @@ pub async fn deploy(
 ) -> Result<DeployReport> {
     // Stage artifacts before touching the store, so a bad artifact deploys nothing.
     stage_functions(&mut definition, &mut notes, places, artifacts_root)?;
+    for t in &definition.tables {
+        notes.push(format!(
+            "DynamoDB table {} ({}) is declared; keygate does not create tables yet",
+            t.table_name, t.logical_id
+        ));
+    }
 
     // The stage's plans: as declared, else `<service>-<stage>` without limits when keys are
     // declared (as Serverless compiles them).

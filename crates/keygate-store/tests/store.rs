@@ -41,6 +41,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
         }],
         api_keys: vec![],
         usage_plans: vec![],
+        tables: vec![],
     }
 }
 

@@ -25,5 +25,6 @@ pub mod service;
 pub use key::{ApiKeyValue, KeyDigest};
 pub use runtime::{Runtime, RuntimeKind};
 pub use service::{
-    Cors, FunctionPlaces, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition,
+    Cors, FunctionPlaces, FunctionSpec, HttpEvent, HttpMethod, IndexSpec, Integration, KeySchema,
+    ServiceDefinition, TableSpec,
 };

@@ -32,6 +32,75 @@ pub struct ServiceDefinition {
     /// Plans from `provider.apiGateway.usagePlan`. Empty when none is declared; deploy then
     /// creates the plan `<service>-<stage>` without limits if there are keys, as Serverless does.
     pub usage_plans: Vec<UsagePlanDecl>,
+    /// DynamoDB tables declared under `resources.Resources` (`Type: AWS::DynamoDB::Table`), in
+    /// file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableSpec>,
+}
+
+/// One `AWS::DynamoDB::Table` of `resources.Resources`, validated: what keygate creates (or
+/// adopts) on its DynamoDB engine at deploy. Names and enum values are DynamoDB's own words
+/// (`S`, `HASH`, `PAY_PER_REQUEST`, `NEW_AND_OLD_IMAGES`), checked by `keygate-config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableSpec {
+    /// The resource's logical id (what `Ref` and `Fn::GetAtt` name).
+    pub logical_id: String,
+    /// `Properties.TableName`, else `<service>-<stage>-<logicalId>` (CloudFormation would add a
+    /// random suffix; a local table keeps a stable name).
+    pub table_name: String,
+    /// `DeletionPolicy: Retain` (or `Snapshot`, which a local engine cannot take): `keygate
+    /// remove` keeps the table.
+    pub retain: bool,
+    /// `AttributeDefinitions`: name and type (`S`, `N` or `B`).
+    pub attributes: Vec<(String, String)>,
+    /// `KeySchema`.
+    pub key: KeySchema,
+    /// `BillingMode: PROVISIONED` with `ProvisionedThroughput` (read, write units); `None`:
+    /// `PAY_PER_REQUEST`.
+    pub provisioned: Option<(u64, u64)>,
+    /// `StreamSpecification.StreamViewType`, when the table has a stream.
+    pub stream_view_type: Option<String>,
+    /// `GlobalSecondaryIndexes`.
+    pub global_indexes: Vec<IndexSpec>,
+    /// `LocalSecondaryIndexes`.
+    pub local_indexes: Vec<IndexSpec>,
+}
+
+/// A table's or an index's key: the partition (`HASH`) attribute and the optional sort
+/// (`RANGE`) attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySchema {
+    pub hash: String,
+    pub range: Option<String>,
+}
+
+/// A secondary index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    pub name: String,
+    pub key: KeySchema,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection: String,
+    /// `NonKeyAttributes` of an `INCLUDE` projection.
+    pub non_key_attributes: Vec<String>,
+    /// A global index's `ProvisionedThroughput` on a provisioned table.
+    pub provisioned: Option<(u64, u64)>,
+}
+
+impl TableSpec {
+    /// The key schema as a line for messages: `id (S, HASH), createdAt (N, RANGE)`.
+    pub fn describe_key(&self) -> String {
+        let ty = |name: &str| {
+            self.attributes.iter().find(|(n, _)| n == name).map_or("?", |(_, t)| t.as_str())
+        };
+        let mut out = format!("{} ({}, HASH)", self.key.hash, ty(&self.key.hash));
+        if let Some(range) = &self.key.range {
+            out.push_str(&format!(", {range} ({}, RANGE)", ty(range)));
+        }
+        out
+    }
 }
 
 /// One declared API key. A bare string in the yml is a key *name* (AWS generates the value).
