@@ -11,7 +11,7 @@
 //! Architecture invariant: handlers only translate between AWS's JSON and `keygate-control`
 //! operations, called with an audited store; no rule about keys or plans lives here.
 
-pub mod sigv4;
+pub use keygate_sigv4 as sigv4;
 
 mod apikeys;
 mod auth;

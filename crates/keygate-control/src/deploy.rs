@@ -34,6 +34,9 @@ pub struct DeployReport {
     /// (kept, not deleted).
     pub undeclared_api_keys: Vec<DeployedKey>,
     pub functions: Vec<Function>,
+    /// The DynamoDB tables of `resources`, created or adopted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<DeployedTable>,
     /// Notes for the user (deprecations, ignored settings, functions keygate cannot run).
     pub notes: Vec<String>,
 }
@@ -61,6 +64,18 @@ impl Function {
     }
 }
 
+/// A DynamoDB table of the deployment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedTable {
+    pub logical_id: String,
+    pub table_name: String,
+    /// `created`, or `adopted` (it existed with the declared key schema; its data is kept).
+    pub status: &'static str,
+    /// `DeletionPolicy: Retain`: `keygate remove` keeps it.
+    pub retain: bool,
+}
+
 /// A key of the deployment. `value` is set only for keys this deploy created: it is shown once.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,7 +92,8 @@ pub struct DeployedKey {
 ///
 /// `artifacts_root` is where function artifacts are staged; `base_url` prefixes endpoint URLs;
 /// `places` says where each function's settings are written (`file:line:column` by function
-/// name, from `keygate-config`), for the errors about them.
+/// name, from `keygate-config`), for the errors about them. `dynamodb` is where the service's
+/// tables are created (or adopted); a definition with tables and no engine is refused.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming every function whose code, handler or runtime is missing or
@@ -89,15 +105,12 @@ pub async fn deploy(
     places: &BTreeMap<String, FunctionPlaces>,
     artifacts_root: &Path,
     base_url: &str,
+    dynamodb: Option<&keygate_dynamodb::Client>,
 ) -> Result<DeployReport> {
     // Stage artifacts before touching the store, so a bad artifact deploys nothing.
     stage_functions(&mut definition, &mut notes, places, artifacts_root)?;
-    for t in &definition.tables {
-        notes.push(format!(
-            "DynamoDB table {} ({}) is declared; keygate does not create tables yet",
-            t.table_name, t.logical_id
-        ));
-    }
+    // Then the tables: a deployment whose tables do not exist is never stored.
+    let tables = ensure_tables(&definition, dynamodb).await?;
 
     // The stage's plans: as declared, else `<service>-<stage>` without limits when keys are
     // declared (as Serverless compiles them).
@@ -210,6 +223,7 @@ pub async fn deploy(
         api_keys,
         undeclared_api_keys,
         functions: def.functions.iter().map(Function::of).collect(),
+        tables,
         notes,
     })
 }
@@ -309,6 +323,40 @@ fn stage_functions(
         f.artifact = Some(staged);
     }
     if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems.join("\n"))) }
+}
+
+/// Creates the definition's tables, or adopts existing ones with the declared keys. Every table
+/// is tried; the problems are reported together.
+async fn ensure_tables(
+    definition: &ServiceDefinition,
+    dynamodb: Option<&keygate_dynamodb::Client>,
+) -> Result<Vec<DeployedTable>> {
+    if definition.tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(client) = dynamodb else {
+        return Err(Error::Invalid(format!(
+            "{} declares DynamoDB tables, and no DynamoDB engine was given",
+            definition.service
+        )));
+    };
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for t in &definition.tables {
+        match keygate_dynamodb::tables::ensure(client, t).await {
+            Ok(outcome) => out.push(DeployedTable {
+                logical_id: t.logical_id.clone(),
+                table_name: t.table_name.clone(),
+                status: match outcome {
+                    keygate_dynamodb::tables::Outcome::Created => "created",
+                    keygate_dynamodb::tables::Outcome::Adopted => "adopted",
+                },
+                retain: t.retain,
+            }),
+            Err(e) => problems.push(format!("resources.Resources.{}: {e}", t.logical_id)),
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(Error::Invalid(problems.join("\n"))) }
 }
 
 /// The endpoint URLs of a definition, in file order.

@@ -83,6 +83,22 @@ pub struct ServedStage {
 ///
 /// # Errors
 /// A store error.
+/// The DynamoDB tables of every stage's current deployment, by table name (one entry per name).
+pub async fn deployed_tables(store: &Store) -> Result<Vec<keygate_types::TableSpec>> {
+    let mut out: Vec<keygate_types::TableSpec> = Vec::new();
+    for api in store.list_apis().await? {
+        for st in store.list_stages(&api.id).await? {
+            let Some(d) = store.get_deployment(&st.deployment_id).await? else { continue };
+            for t in d.definition.tables {
+                if !out.iter().any(|o| o.table_name == t.table_name) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn served(store: &Store, base_url: &str) -> Result<Vec<ServedStage>> {
     let mut out = Vec::new();
     let mut apis = store.list_apis().await?;

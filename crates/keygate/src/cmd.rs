@@ -23,6 +23,7 @@ use crate::cli::{
     AdminCommand, Cli, Command, CredentialsCommand, FunctionArgs, KeysCommand, LimitArgs,
     PlansCommand, ServiceArgs, TokenCommand, UsageArgs, UsageCommand,
 };
+use crate::dynamodb::Dynamo;
 use crate::output;
 use crate::watchdog::{self, Watchdog};
 
@@ -35,25 +36,37 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let data_dir = std::path::absolute(&cli.data_dir)
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
     match cli.command {
-        Command::Up { service, listen, functions } => {
-            let (host, watchdog) = function_host(&functions)?;
+        Command::Up { service, listen, functions, dynamodb } => {
+            let (host, watchdog, watch) = function_host(&functions)?;
+            let mut dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
             let base = format!("http://{}", listener.local_addr()?);
             let store = open(&data_dir).await?;
+            let audited = open_audited(&data_dir).await?;
             let report =
-                deploy(&open_audited(&data_dir).await?, &service, &data_dir, &base).await?;
+                match deploy(&audited, &service, &data_dir, &base, &mut dynamo, false).await {
+                    Ok(report) => report,
+                    Err(e) => {
+                        dynamo.stop().await;
+                        return Err(e);
+                    }
+                };
             output::deploy_report(&report, false)?;
-            serve(store, host, watchdog, &data_dir, listener, admin, &listen.admin_region).await
+            serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen.admin_region)
+                .await
         }
-        Command::Deploy { service, json } => {
+        Command::Deploy { service, dynamodb, json } => {
             let store = open_audited(&data_dir).await?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
-            let report = deploy(&store, &service, &data_dir, &base).await?;
-            output::deploy_report(&report, json)
+            let mut dynamo = Dynamo::new(&dynamodb, &data_dir);
+            let report = deploy(&store, &service, &data_dir, &base, &mut dynamo, true).await;
+            dynamo.stop().await;
+            output::deploy_report(&report?, json)
         }
-        Command::Serve { listen, functions } => {
-            let (host, watchdog) = function_host(&functions)?;
+        Command::Serve { listen, functions, dynamodb } => {
+            let (host, watchdog, watch) = function_host(&functions)?;
+            let dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
             let created = !data_dir.join(keygate_store::sqlite::DB_FILE).exists();
@@ -64,7 +77,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 &data_dir,
                 created,
             );
-            serve(store, host, watchdog, &data_dir, listener, admin, &listen.admin_region).await
+            serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen.admin_region)
+                .await
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -442,13 +456,22 @@ fn load(service: &ServiceArgs) -> Result<keygate_config::Loaded> {
     }
 }
 
+/// Deploys the service; its tables go to `dynamo` (with `reuse`, the engine of a keygate
+/// serving this data directory when there is one).
 async fn deploy(
     store: &Store,
     service: &ServiceArgs,
     data_dir: &Path,
     base_url: &str,
+    dynamo: &mut Dynamo,
+    reuse: bool,
 ) -> Result<keygate_control::DeployReport> {
     let loaded = load(service)?;
+    let client = if loaded.definition.tables.is_empty() {
+        None
+    } else {
+        Some(dynamo.client(&loaded.definition.region, reuse).await?)
+    };
     let report = keygate_control::deploy(
         store,
         loaded.definition,
@@ -456,6 +479,7 @@ async fn deploy(
         &loaded.places,
         &data_dir.join("artifacts"),
         base_url,
+        client.as_ref(),
     )
     .await?;
     Ok(report)
@@ -464,7 +488,9 @@ async fn deploy(
 /// The function host, with the user functions run as (`--function-user`), and the watchdog
 /// that kills its function processes if keygate dies without stopping them (none if it cannot
 /// be started: a warning is logged and keygate serves on).
-fn function_host(args: &FunctionArgs) -> Result<(FunctionHost, Option<Watchdog>)> {
+fn function_host(
+    args: &FunctionArgs,
+) -> Result<(FunctionHost, Option<Watchdog>, Option<keygate_dynamodb::PidWatch>)> {
     let run_as = RunAs::for_host(args.function_user.as_deref())?;
     match run_as {
         Some(RunAs { uid: 0, .. }) => tracing::warn!(
@@ -474,21 +500,49 @@ fn function_host(args: &FunctionArgs) -> Result<(FunctionHost, Option<Watchdog>)
         None => {}
     }
     let (watchdog, group_watch) = watchdog::spawn().unzip();
+    // The DynamoDB engine's process groups are watched as the functions' are.
+    let watch = group_watch.clone().map(|groups| -> keygate_dynamodb::PidWatch {
+        Arc::new(
+            move |pid, started| {
+                if started { groups.started(pid) } else { groups.stopped(pid) }
+            },
+        )
+    });
     let host = FunctionHost::new(HostOptions { run_as, group_watch, ..HostOptions::default() });
-    Ok((host, watchdog))
+    Ok((host, watchdog, watch))
 }
 
 /// Serves traffic and the admin API until SIGINT or SIGTERM, then drains connections, writes
 /// the last usage and stops function processes.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     store: Store,
     functions: FunctionHost,
     watchdog: Option<Watchdog>,
+    mut dynamo: Dynamo,
     data_dir: &Path,
     listener: TcpListener,
     admin: TcpListener,
     admin_region: &str,
 ) -> Result<()> {
+    // The deployed services' tables: their engine runs as long as the gateway.
+    let tables = keygate_control::info::deployed_tables(&store).await?;
+    if !tables.is_empty() {
+        let endpoint = match dynamo.endpoint(false).await {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                dynamo.stop().await;
+                return Err(e.context("cannot start the DynamoDB engine for the deployed tables"));
+            }
+        };
+        let names: Vec<&str> = tables.iter().map(|t| t.table_name.as_str()).collect();
+        println!(
+            "keygate tables ({}) on {}{endpoint}",
+            names.join(", "),
+            if dynamo.runs_engine() { "DynamoDB Local at " } else { "" }
+        );
+    }
+    functions.set_service_env(dynamo.function_env());
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let admin_state = Arc::new(keygate_admin::AdminState {
@@ -522,6 +576,7 @@ async fn serve(
     flush.abort();
     // After the drain: every admitted request is counted before the usage is written.
     gateway.shutdown().await;
+    dynamo.stop().await;
     if let Some(watchdog) = watchdog {
         // Every function group is stopped: the watchdog finds none left.
         let _ = tokio::task::spawn_blocking(move || watchdog.finish()).await;

@@ -7,6 +7,7 @@
 mod cgroup;
 mod cli;
 mod cmd;
+mod dynamodb;
 mod output;
 mod watchdog;
 

@@ -100,6 +100,18 @@ pub(crate) fn deploy_report(r: &DeployReport, as_json: bool) -> Result<()> {
     for f in &r.functions {
         println!("  {}", f.function_name);
     }
+    if !r.tables.is_empty() {
+        println!("tables:");
+        for t in &r.tables {
+            println!(
+                "  {} ({}): {}{}",
+                t.table_name,
+                t.logical_id,
+                t.status,
+                if t.retain { ", kept by `keygate remove` (DeletionPolicy: Retain)" } else { "" }
+            );
+        }
+    }
     if !r.api_keys.is_empty() {
         let plans: Vec<&str> = r.usage_plans.iter().map(|p| p.name.as_str()).collect();
         println!("api keys (usage plan {}):", plans.join(", "));

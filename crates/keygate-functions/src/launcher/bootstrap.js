@@ -177,6 +177,27 @@ async function loadHandler(handlerString) {
   return handler;
 }
 
+// aws-sdk v2 (the seed's `new AWS.DynamoDB.DocumentClient()`) reads no AWS_ENDPOINT_URL_*
+// variable: point the handler's own copy at the DynamoDB keygate provides. Node's module cache
+// makes the handler's `require('aws-sdk')` this very object, so its clients are created with
+// the endpoint and the handler's code needs no change. SDK v3, boto3 and aws-sdk-rust read the
+// variables themselves.
+function pointAwsSdkV2(handlerString) {
+  const endpoint = process.env.AWS_ENDPOINT_URL_DYNAMODB;
+  if (!endpoint || handlerString.includes('..')) return;
+  const moduleRoot = path.resolve(TASK_ROOT, path.dirname(handlerString));
+  let resolved;
+  try {
+    resolved = require.resolve('aws-sdk', { paths: [moduleRoot, TASK_ROOT] });
+  } catch {
+    return;
+  }
+  const AWS = require(resolved);
+  if (!AWS || !AWS.config || typeof AWS.config.update !== 'function') return;
+  const streams = process.env.AWS_ENDPOINT_URL_DYNAMODB_STREAMS || endpoint;
+  AWS.config.update({ dynamodb: { endpoint }, dynamodbstreams: { endpoint: streams } });
+}
+
 // ---- invocations ----
 
 // Answers waiting for the event loop to drain (`callback(null, r)` with
@@ -315,6 +336,7 @@ async function main() {
   patchConsole();
   let handler;
   try {
+    pointAwsSdkV2(process.env._HANDLER || '');
     handler = await loadHandler(process.env._HANDLER || '');
   } catch (err) {
     const body = errorBody(err);

@@ -22,4 +22,5 @@ mod readme;
 mod runtimes;
 mod seed;
 mod support;
+mod tables;
 mod watchdog;

@@ -308,3 +308,31 @@ functions:
         artifact = artifact.display()
     )
 }
+
+/// A `node_modules` directory with `packages` installed by npm, made once per set of packages
+/// under `target/e2e-node/` and reused by later runs; a service directory links to it.
+pub fn node_modules(packages: &[&str]) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let name: String =
+        packages.iter().map(|p| p.replace(['@', '/'], "_")).collect::<Vec<_>>().join("+");
+    let root = bin_dir().join("../e2e-node").join(name);
+    let modules = root.join("node_modules");
+    if root.join(".complete").exists() {
+        return modules;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error", "--prefix"])
+        .arg(&root)
+        .args(packages)
+        .output()
+        .expect("npm is needed for the Node.js tests (apt-get install npm)");
+    assert!(
+        out.status.success(),
+        "npm install {packages:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(root.join(".complete"), "").unwrap();
+    modules
+}

@@ -1,5 +1,5 @@
-//! AWS Signature Version 4 (header form) for the admin API: verifying what the `aws` CLI and boto3
-//! send with `--endpoint-url`, and signing (for tests and keygate's own tooling).
+//! AWS Signature Version 4 (header form): verifying what the `aws` CLI and boto3 send to the
+//! admin API with `--endpoint-url`, and signing (keygate's DynamoDB client, tests).
 //!
 //! # The scheme
 //!
