@@ -108,7 +108,7 @@ pub async fn deploy(
     dynamodb: Option<&keygate_dynamodb::Client>,
 ) -> Result<DeployReport> {
     // Stage artifacts before touching the store, so a bad artifact deploys nothing.
-    stage_functions(&mut definition, &mut notes, places, artifacts_root)?;
+    stage_functions(&mut definition, &mut notes, places, artifacts_root, None)?;
     // Then the tables: a deployment whose tables do not exist is never stored.
     let tables = ensure_tables(&definition, dynamodb).await?;
 
@@ -238,6 +238,7 @@ fn stage_functions(
     notes: &mut Vec<String>,
     places: &BTreeMap<String, FunctionPlaces>,
     artifacts_root: &Path,
+    only: Option<&str>,
 ) -> Result<()> {
     let base_dir = definition.base_dir.clone();
     // Interpreters are checked for the user functions run as by default (`nobody` as root).
@@ -248,9 +249,12 @@ fn stage_functions(
     // Whether each runtime kind's interpreter was found (checked and noted once).
     let mut interpreters: Vec<(RuntimeKind, bool)> = Vec::new();
     for f in &mut definition.functions {
-        // A function reached only through http-proxy or mock events never runs.
-        if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) {
-            continue;
+        match only {
+            Some(name) if f.name != name => continue,
+            Some(_) => {}
+            // A function reached only through http-proxy or mock events never runs.
+            None if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) => continue,
+            None => {}
         }
         let place = places.get(&f.name).cloned().unwrap_or_default();
         let at = |place: &str| if place.is_empty() { String::new() } else { format!("{place}: ") };
@@ -323,6 +327,18 @@ fn stage_functions(
         f.artifact = Some(staged);
     }
     if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems.join("\n"))) }
+}
+
+/// Stages the code of the one function `name` of `definition` as a deploy would (checked the
+/// same way), whatever its events: `keygate invoke` runs it from there.
+pub fn stage_function(
+    definition: &mut ServiceDefinition,
+    name: &str,
+    places: &BTreeMap<String, FunctionPlaces>,
+    artifacts_root: &Path,
+) -> Result<()> {
+    let mut notes = Vec::new();
+    stage_functions(definition, &mut notes, places, artifacts_root, Some(name))
 }
 
 /// Creates the definition's tables, or adopts existing ones with the declared keys. Every table

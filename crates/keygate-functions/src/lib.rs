@@ -32,8 +32,8 @@
 //! serverless.yml; the process sees `AWS_LAMBDA_MAX_CONCURRENCY` and polls `/next` that many
 //! times, as `lambda_runtime::run_concurrent` does). There, as on AWS, a timeout fails only its
 //! own invocation: the process is not killed, and its slot is taken until it answers (for
-//! another `timeout` at most; then the process is taken as stuck and stopped). Like serverless-offline, a function runs with the service directory
-//! (`ServiceDefinition::base_dir`) as its working directory.
+//! another `timeout` at most; then the process is taken as stuck and stopped). As on Lambda, a function runs with its task root (its staged
+//! code) as its working directory.
 //!
 //! The Runtime API listeners are on loopback only, and each admits connections only from its own
 //! process and that process's descendants (`peer`: the client socket's holder, found through
@@ -115,6 +115,21 @@ pub struct HostOptions {
     /// that kills the groups still running if keygate dies without stopping them (see
     /// [`GroupWatch`]).
     pub group_watch: Option<Arc<dyn GroupWatch>>,
+    /// Gets every line a function prints (within its output budget) and Lambda's platform lines
+    /// for each invocation (`START`, `END`, `REPORT`), for `keygate logs` and `keygate invoke`
+    /// (see [`FunctionLog`]).
+    pub function_log: Option<Arc<dyn FunctionLog>>,
+}
+
+/// Where a function's log lines go besides `tracing`: its own output and Lambda's platform
+/// lines (`START RequestId: <id> Version: $LATEST`, `END RequestId: <id>`, `REPORT RequestId:
+/// <id>\tDuration: 1.23 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 41
+/// MB`, plus `\tInit Duration: ...` after a cold start). Called from output tasks and serving
+/// tasks: it must return at once (queue the line, never write a file in the call).
+pub trait FunctionLog: fmt::Debug + Send + Sync {
+    /// One line of the function `function` (its `AWS_LAMBDA_FUNCTION_NAME`), without its line
+    /// break.
+    fn line(&self, function: &str, line: &str);
 }
 
 /// A watcher of function process groups. Both calls are made from serving tasks and must
@@ -137,6 +152,7 @@ impl Default for HostOptions {
             run_as: None,
             output_limit: OutputLimit::default(),
             group_watch: None,
+            function_log: None,
         }
     }
 }
@@ -145,7 +161,8 @@ impl Default for HostOptions {
 #[derive(Debug, Clone, Copy)]
 pub struct FunctionRef<'a> {
     pub spec: &'a FunctionSpec,
-    /// The service directory (`ServiceDefinition::base_dir`): the process's working directory.
+    /// The service directory (`ServiceDefinition::base_dir`): relative artifact paths resolve
+    /// against it.
     pub base_dir: &'a Path,
     /// `ServiceDefinition::region`: `AWS_REGION` and the region in the function ARN.
     pub region: &'a str,
@@ -313,6 +330,7 @@ impl FunctionHost {
             output: Arc::new(output::OutputBudget::new(
                 &key.launch.function_name,
                 opts.output_limit,
+                opts.function_log.clone(),
             )),
         };
         let max_invocations = opts.max_invocations.max(1);

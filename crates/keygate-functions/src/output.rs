@@ -50,6 +50,22 @@ pub(crate) struct OutputBudget {
     function: Arc<str>,
     limit: OutputLimit,
     state: Mutex<Budget>,
+    /// Also gets every line logged (`HostOptions::function_log`).
+    log: Option<Arc<dyn crate::FunctionLog>>,
+}
+
+impl OutputBudget {
+    /// A platform line of this function (`START ...`), to the function log only.
+    pub(crate) fn platform(&self, line: &str) {
+        if let Some(log) = &self.log {
+            log.line(&self.function, line);
+        }
+    }
+
+    /// Whether a function log takes platform lines (they cost a little to make).
+    pub(crate) fn has_log(&self) -> bool {
+        self.log.is_some()
+    }
 }
 
 struct Budget {
@@ -65,7 +81,11 @@ struct Budget {
 }
 
 impl OutputBudget {
-    pub(crate) fn new(function: &str, limit: OutputLimit) -> Self {
+    pub(crate) fn new(
+        function: &str,
+        limit: OutputLimit,
+        log: Option<Arc<dyn crate::FunctionLog>>,
+    ) -> Self {
         let state = Budget {
             bytes: limit.burst_bytes as f64,
             lines: limit.burst_lines as f64,
@@ -76,7 +96,7 @@ impl OutputBudget {
             #[cfg(test)]
             totals: (0, 0),
         };
-        Self { function: Arc::from(function), limit, state: Mutex::new(state) }
+        Self { function: Arc::from(function), limit, state: Mutex::new(state), log }
     }
 
     /// Takes one line of `len` bytes from the budget: whether it may be logged. A refused line is
@@ -148,7 +168,7 @@ pub(crate) async fn forward_output(
     let mut line: Vec<u8> = Vec::new();
     let emit = |line: &[u8]| {
         if budget.take(line.len()) {
-            emit(&budget.function, stream, line);
+            emit(&budget.function, stream, line, budget.log.as_deref());
         }
     };
     loop {
@@ -180,10 +200,13 @@ pub(crate) async fn forward_output(
     budget.flush();
 }
 
-fn emit(function: &str, stream: &'static str, line: &[u8]) {
+fn emit(function: &str, stream: &'static str, line: &[u8], log: Option<&dyn crate::FunctionLog>) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = crate::ansi::loggable(line);
     tracing::info!(target: "keygate::function", function, stream, "{text}");
+    if let Some(log) = log {
+        log.line(function, &text);
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +221,7 @@ mod tests {
             lines_per_second: 1,
             burst_lines: 100_000,
         };
-        let budget = Arc::new(OutputBudget::new("f", limit));
+        let budget = Arc::new(OutputBudget::new("f", limit, None));
         // 80,000 lines of 99 bytes, 8 MB with the newlines.
         let mut flood = Vec::with_capacity(8_000_000);
         for _ in 0..80_000 {
@@ -222,7 +245,7 @@ mod tests {
             lines_per_second: 2,
             burst_lines: 2,
         };
-        let budget = OutputBudget::new("f", limit);
+        let budget = OutputBudget::new("f", limit, None);
         assert!(budget.take(200));
         assert!(!budget.take(101), "only 100 bytes left");
         assert!(budget.take(100));

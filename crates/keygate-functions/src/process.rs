@@ -83,7 +83,7 @@ pub(crate) struct Launch {
     /// `spec.artifact`: normally a staged (content-addressed, immutable) directory, so a redeploy
     /// of changed code has a different path. Resolved to a `bootstrap` at each process start.
     pub(crate) artifact: PathBuf,
-    /// Working directory: the service directory, as serverless-offline does.
+    /// The service directory: relative artifact paths resolve against it.
     pub(crate) cwd: PathBuf,
     pub(crate) handler: String,
     /// What starts the process (see `crate::launcher`).
@@ -292,6 +292,44 @@ pub(crate) struct Process {
     inbox: mpsc::Sender<Invocation>,
     /// Invocations this process has answered (see `HostOptions::max_invocations`).
     answered: AtomicU64,
+    /// For Lambda's platform lines (`START`, `END`, `REPORT`).
+    report: Report,
+}
+
+/// What the platform lines of a process's invocations need.
+struct Report {
+    output: Arc<OutputBudget>,
+    memory_size: u32,
+    spawned: std::time::Instant,
+    /// Whether the next `REPORT` is the process's first (it then carries `Init Duration`).
+    first: AtomicBool,
+    /// `VmHWM` in kB and when it was read: read at most once a second, not per invocation.
+    peak: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl Report {
+    /// Peak memory of the process in MB (`VmHWM`, refreshed at most once a second).
+    fn max_memory_mb(&self, pid: Option<u32>) -> u64 {
+        let mut peak = self.peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let fresh = peak.filter(|(at, _)| now.duration_since(*at) < Duration::from_secs(1));
+        let kb = match fresh {
+            Some((_, kb)) => kb,
+            None => {
+                let kb = pid.and_then(read_vm_hwm_kb).unwrap_or(0);
+                *peak = Some((now, kb));
+                kb
+            }
+        };
+        kb.div_ceil(1024)
+    }
+}
+
+/// `VmHWM` (peak resident set) of a process, in kB.
+fn read_vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for Process {
@@ -304,6 +342,7 @@ impl Process {
     /// Starts `launch`'s bootstrap with its own Runtime API listener.
     pub(crate) async fn spawn(launch: &Launch, spawn: &Spawn) -> Result<Self, InvokeError> {
         let program = launcher::for_kind(launch.runtime.kind()).program(launch, spawn.run_as)?;
+        let spawned = std::time::Instant::now();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
@@ -440,7 +479,14 @@ impl Process {
             shared.reaped.send_replace(true);
         });
 
-        Ok(Self { shared, inbox, answered: AtomicU64::new(0) })
+        let report = Report {
+            output: Arc::clone(&spawn.output),
+            memory_size: launch.memory_size,
+            spawned,
+            first: AtomicBool::new(true),
+            peak: std::sync::Mutex::new(None),
+        };
+        Ok(Self { shared, inbox, answered: AtomicU64::new(0), report })
     }
 
     pub(crate) fn shared(&self) -> Arc<ProcShared> {
@@ -480,8 +526,14 @@ impl Process {
         let (reply, answer) = oneshot::channel();
         let delivered = Arc::new(AtomicBool::new(false));
         let mut request_id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let request_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut request_id).to_owned();
+        let logged = self.report.output.has_log();
+        let handed = std::time::Instant::now();
+        if logged {
+            self.report.output.platform(&format!("START RequestId: {request_id} Version: $LATEST"));
+        }
         let invocation = Invocation {
-            request_id: uuid::Uuid::new_v4().hyphenated().encode_lower(&mut request_id).to_owned(),
+            request_id: request_id.clone(),
             event,
             deadline_ms: epoch_ms(deadline),
             trace_id: runtime_api::new_trace_id(),
@@ -516,7 +568,51 @@ impl Process {
                 Err(InvokeError::Timeout)
             }
         };
+        if logged {
+            self.log_end(&request_id, handed, &result);
+        }
         Handed { result, delivered: delivered.load(Ordering::Acquire), late }
+    }
+
+    /// Lambda's `END` and `REPORT` lines for an invocation handed over at `handed` (and a
+    /// `Task timed out` line before them for a timeout).
+    fn log_end(
+        &self,
+        request_id: &str,
+        handed: std::time::Instant,
+        result: &Result<Bytes, InvokeError>,
+    ) {
+        let now = std::time::Instant::now();
+        let init_end = self.shared.api.initialized_at();
+        // The run starts when the runtime could take the event: after init on a cold start.
+        let started = init_end.map_or(handed, |at| at.max(handed));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let duration = ms(now.saturating_duration_since(started));
+        let out = &self.report.output;
+        if matches!(result, Err(InvokeError::Timeout)) {
+            let stamp = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            out.platform(&format!(
+                "{stamp} {request_id} Task timed out after {:.2} seconds",
+                duration / 1000.0
+            ));
+        }
+        out.platform(&format!("END RequestId: {request_id}"));
+        let mut line = format!(
+            "REPORT RequestId: {request_id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\t\
+             Memory Size: {} MB\tMax Memory Used: {} MB",
+            duration.ceil() as u64,
+            self.report.memory_size,
+            self.report.max_memory_mb(self.shared.pid)
+        );
+        if self.report.first.swap(false, Ordering::AcqRel)
+            && let Some(init_end) = init_end
+        {
+            let init = ms(init_end.saturating_duration_since(self.report.spawned));
+            line.push_str(&format!("\tInit Duration: {init:.2} ms"));
+        }
+        out.platform(&line);
     }
 
     /// Waits until the process answers an invocation that timed out (`late`), or dies.

@@ -98,6 +98,8 @@ pub(crate) struct Owner {
 struct State {
     /// A `/next` has been received: init is over.
     initialized: bool,
+    /// When the first `/next` came (the end of init, for `Init Duration`).
+    initialized_at: Option<std::time::Instant>,
     /// The events handed out and not yet answered (at most `max_concurrency`).
     current: Vec<Current>,
 }
@@ -197,6 +199,11 @@ impl RuntimeApi {
         });
     }
 
+    /// When init ended (the first `/next`), if it has.
+    pub(crate) fn initialized_at(&self) -> Option<std::time::Instant> {
+        self.lock().initialized_at
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         let state = self.lock();
         match (state.initialized, !state.current.is_empty()) {
@@ -235,6 +242,7 @@ impl RuntimeApi {
                 return invalid_state(&message);
             }
             state.initialized = true;
+            state.initialized_at.get_or_insert_with(std::time::Instant::now);
         }
         // Long poll: no timeout (the runtime must wait as long as it takes). Cancel-safe: if the
         // connection goes away while waiting, no event has been taken.

@@ -49,6 +49,40 @@ pub(crate) enum Command {
         #[command(flatten)]
         dynamodb: DynamoArgs,
     },
+    /// Invoke a function once with an event and print its result (like `sls invoke local`):
+    /// the code in the service directory, run as deployed functions run.
+    Invoke {
+        #[command(flatten)]
+        service: ServiceArgs,
+        /// The function: its key under `functions:`.
+        #[arg(short = 'f', long)]
+        function: String,
+        /// The event, as JSON (default `{}`).
+        #[arg(short = 'd', long, conflicts_with = "path")]
+        data: Option<String>,
+        /// A file holding the event as JSON.
+        #[arg(short = 'p', long, value_name = "FILE")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        functions: FunctionArgs,
+        #[command(flatten)]
+        dynamodb: DynamoArgs,
+    },
+    /// Print a function's log lines (its output with request ids, and Lambda's START, END and
+    /// REPORT lines), as kept by the keygate serving from this data directory (like `sls logs`).
+    Logs {
+        #[command(flatten)]
+        service: ServiceArgs,
+        /// The function: its key under `functions:`.
+        #[arg(short = 'f', long)]
+        function: String,
+        /// Keep printing new lines as they come (until Ctrl-C).
+        #[arg(short = 't', long)]
+        tail: bool,
+        /// Only lines from this long ago on: e.g. 30s, 5m, 2h, 1d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+    },
     /// Show what is deployed for a service and stage (like `serverless info`).
     Info {
         #[command(flatten)]
@@ -127,9 +161,10 @@ impl Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServiceArgs {
-    /// The service's serverless.yml.
+    /// The service's serverless.yml (default: serverless.yml, else serverless.yaml, in the
+    /// current directory, as `sls` finds it).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub(crate) config: PathBuf,
+    pub(crate) config: Option<PathBuf>,
     /// Stage to deploy (default: provider.stage from the file, else `dev`).
     #[arg(long, short = 's')]
     pub(crate) stage: Option<String>,

@@ -1,7 +1,7 @@
 //! One function per command; each opens the store, calls `keygate-control`, prints the result.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -24,6 +24,7 @@ use crate::cli::{
     PlansCommand, ServiceArgs, TokenCommand, UsageArgs, UsageCommand,
 };
 use crate::dynamodb::Dynamo;
+use crate::function_log;
 use crate::output;
 use crate::watchdog::{self, Watchdog};
 
@@ -37,7 +38,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
     match cli.command {
         Command::Up { service, listen, functions, dynamodb } => {
-            let (host, watchdog, watch) = function_host(&functions)?;
+            let (host, watchdog, watch) = function_host(&functions, Some(file_log(&data_dir)?))?;
             let mut dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
@@ -65,7 +66,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::deploy_report(&report?, json)
         }
         Command::Serve { listen, functions, dynamodb } => {
-            let (host, watchdog, watch) = function_host(&functions)?;
+            let (host, watchdog, watch) = function_host(&functions, Some(file_log(&data_dir)?))?;
             let dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
@@ -79,6 +80,19 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             );
             serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen.admin_region)
                 .await
+        }
+        Command::Invoke { service, function, data, path, functions, dynamodb } => {
+            invoke(&service, &function, data, path, &functions, &dynamodb, &data_dir).await
+        }
+        Command::Logs { service, function, tail, since } => {
+            let loaded = load(&service)?;
+            let spec = find_function(&loaded, &function)?;
+            let since_ms =
+                since.as_deref().map(function_log::parse_since).transpose()?.unwrap_or(0);
+            let dir = data_dir.join("logs");
+            let name = spec.function_name.clone();
+            tokio::task::spawn_blocking(move || function_log::print(&dir, &name, since_ms, tail))
+                .await?
         }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
@@ -449,10 +463,116 @@ fn load(service: &ServiceArgs) -> Result<keygate_config::Loaded> {
         env: &env,
         allow_unknown: service.allow_unknown,
     };
-    match keygate_config::load(&service.config, &opts) {
+    let config = config_file(service)?;
+    match keygate_config::load(&config, &opts) {
         Ok(loaded) => Ok(loaded),
         // Every diagnostic on its own line; the first is the cause.
         Err(e) => bail!("{e}"),
+    }
+}
+
+/// `-c FILE`, else `serverless.yml`, else `serverless.yaml` in the current directory.
+fn config_file(service: &ServiceArgs) -> Result<PathBuf> {
+    if let Some(config) = &service.config {
+        return Ok(config.clone());
+    }
+    for name in ["serverless.yml", "serverless.yaml"] {
+        if Path::new(name).is_file() {
+            return Ok(PathBuf::from(name));
+        }
+    }
+    let here = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    bail!(
+        "no serverless.yml (or serverless.yaml) in {here}: run keygate in the service's \
+         directory, or name the file with -c FILE"
+    )
+}
+
+/// The function log of a server: `<data dir>/logs`, read by `keygate logs`.
+fn file_log(data_dir: &Path) -> Result<Arc<dyn keygate_functions::FunctionLog>> {
+    Ok(Arc::new(function_log::FileLog::start(&data_dir.join("logs"))?))
+}
+
+/// The function `name` of the loaded file, or what the file has.
+fn find_function<'a>(
+    loaded: &'a keygate_config::Loaded,
+    name: &str,
+) -> Result<&'a keygate_types::FunctionSpec> {
+    let functions = &loaded.definition.functions;
+    functions.iter().find(|f| f.name == name).with_context(|| {
+        let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+        format!("no function {name:?} in the service; it has: {}", names.join(", "))
+    })
+}
+
+/// `keygate invoke`: stages the function's code as a deploy would, runs it once on a function
+/// host of its own (with the service's DynamoDB when it declares tables), prints the result
+/// (stdout) and the function's log lines (stderr).
+async fn invoke(
+    service: &ServiceArgs,
+    function: &str,
+    data: Option<String>,
+    path: Option<PathBuf>,
+    functions: &FunctionArgs,
+    dynamodb: &crate::cli::DynamoArgs,
+    data_dir: &Path,
+) -> Result<()> {
+    let loaded = load(service)?;
+    find_function(&loaded, function)?;
+    let event: serde_json::Value = match (&data, &path) {
+        (Some(text), _) => serde_json::from_str(text).context("--data is not JSON")?,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the event file {}", file.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?
+        }
+        (None, None) => serde_json::json!({}),
+    };
+    let mut definition = loaded.definition;
+    keygate_control::deploy::stage_function(
+        &mut definition,
+        function,
+        &loaded.places,
+        &data_dir.join("artifacts"),
+    )?;
+    let (host, watchdog, watch) =
+        function_host(functions, Some(Arc::new(function_log::StderrLog)))?;
+    let mut dynamo = Dynamo::new(dynamodb, data_dir).watched_by(watch);
+    let result = async {
+        if !definition.tables.is_empty() {
+            dynamo.endpoint(true).await?;
+            host.set_service_env(dynamo.function_env());
+        }
+        let spec = definition.functions.iter().find(|f| f.name == function).context("staged")?;
+        let f = keygate_functions::FunctionRef {
+            spec,
+            base_dir: &definition.base_dir,
+            region: &definition.region,
+        };
+        Ok::<_, anyhow::Error>(host.invoke(&f, bytes::Bytes::from(event.to_string())).await)
+    }
+    .await;
+    host.shutdown().await;
+    dynamo.stop().await;
+    if let Some(watchdog) = watchdog {
+        let _ = tokio::task::spawn_blocking(move || watchdog.finish()).await;
+    }
+    match result? {
+        Ok(body) => {
+            let text = match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(json) => serde_json::to_string_pretty(&json)?,
+                Err(_) => String::from_utf8_lossy(&body).into_owned(),
+            };
+            println!("{text}");
+            Ok(())
+        }
+        Err(keygate_functions::InvokeError::FunctionError { error_type, message }) => {
+            let error = serde_json::json!({"errorType": error_type, "errorMessage": message});
+            println!("{}", serde_json::to_string_pretty(&error)?);
+            bail!("function {function} failed: {error_type}: {message}")
+        }
+        Err(e) => bail!("function {function}: {e}"),
     }
 }
 
@@ -490,6 +610,7 @@ async fn deploy(
 /// be started: a warning is logged and keygate serves on).
 fn function_host(
     args: &FunctionArgs,
+    function_log: Option<Arc<dyn keygate_functions::FunctionLog>>,
 ) -> Result<(FunctionHost, Option<Watchdog>, Option<keygate_dynamodb::PidWatch>)> {
     let run_as = RunAs::for_host(args.function_user.as_deref())?;
     match run_as {
@@ -508,7 +629,12 @@ fn function_host(
             },
         )
     });
-    let host = FunctionHost::new(HostOptions { run_as, group_watch, ..HostOptions::default() });
+    let host = FunctionHost::new(HostOptions {
+        run_as,
+        group_watch,
+        function_log,
+        ..HostOptions::default()
+    });
     Ok((host, watchdog, watch))
 }
 

@@ -8,6 +8,7 @@ mod cgroup;
 mod cli;
 mod cmd;
 mod dynamodb;
+mod function_log;
 mod output;
 mod watchdog;
 

@@ -1,6 +1,8 @@
 //! `provided.*`: the function is its own executable, `bootstrap` (a Rust or Go function built
-//! for Lambda), run with the service directory as its working directory (as serverless-offline
-//! does).
+//! for Lambda), run with its task root (the staged artifact directory) as its working directory,
+//! as on Lambda. (serverless-offline runs functions in the service directory; keygate runs the
+//! deployed copy, which the function user can always reach, and a relative path would otherwise
+//! read the live service directory instead of the deployment.)
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +23,7 @@ impl Launcher for Provided {
         Ok(Program {
             program: bootstrap,
             args: Vec::new(),
-            cwd: launch.cwd.clone(),
+            cwd: task_root.clone(),
             task_root,
             env: Vec::new(),
             default_env: Vec::new(),
@@ -54,15 +56,9 @@ fn resolve_artifact(launch: &Launch) -> Result<(PathBuf, PathBuf), InvokeError> 
     Ok((artifact, task_root))
 }
 
-/// Refuses clearly before spawning: a missing or non-executable bootstrap, or a missing service
-/// directory, would otherwise surface as a bare "No such file or directory".
+/// Refuses clearly before spawning: a missing or non-executable bootstrap would otherwise surface
+/// as a bare "No such file or directory".
 fn check_bootstrap(launch: &Launch, bootstrap: &Path) -> Result<(), InvokeError> {
-    if !launch.cwd.is_dir() {
-        return Err(InvokeError::Spawn(format!(
-            "service directory {} does not exist",
-            launch.cwd.display()
-        )));
-    }
     let path = bootstrap;
     match std::fs::metadata(path) {
         Err(err) => Err(InvokeError::Spawn(format!(

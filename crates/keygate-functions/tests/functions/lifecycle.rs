@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::common::{Service, invoke, json, pid, process_exists, script, spec};
 
 #[tokio::test]
-async fn the_process_gets_the_lambda_environment_and_runs_in_the_service_dir() {
+async fn the_process_gets_the_lambda_environment_and_runs_in_its_task_root() {
     let host = FunctionHost::default();
     let svc = Service::new();
     let mut spec = spec("env");
@@ -49,9 +49,9 @@ async fn the_process_gets_the_lambda_environment_and_runs_in_the_service_dir() {
     {
         assert_eq!(get(absent), None, "{absent} must not be set");
     }
-    // Like serverless-offline, the function runs in the service directory.
+    // As on Lambda, the function runs in its task root (the deployed copy of its code).
     let cwd = answer["headers"]["x-cwd"].as_str().unwrap();
-    assert_eq!(std::fs::canonicalize(cwd).unwrap(), std::fs::canonicalize(svc.base_dir()).unwrap());
+    assert_eq!(std::fs::canonicalize(cwd).unwrap(), std::fs::canonicalize(staged).unwrap());
     host.shutdown().await;
 }
 

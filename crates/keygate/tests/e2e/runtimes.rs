@@ -164,3 +164,116 @@ fn deploy_names_a_missing_handler_file_and_a_missing_interpreter_where_they_are_
     let info = env.run(&["info", "-c", yml.to_str().unwrap()]);
     assert!(!info.status.success(), "nothing may be deployed");
 }
+
+/// `keygate invoke` (like `sls invoke local`), run in the service directory without `-c`.
+#[test]
+fn invoke_prints_the_result_or_lambdas_error() {
+    let env = Env::new();
+    seed_service(&env);
+    let event = r#"{"requestContext": {"identity": {"apiKey": "from-the-event"}}}"#;
+    let out = env.ok(&["invoke", "-f", "whoami", "-d", event]);
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["statusCode"], 200, "{out}");
+    let body: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["apiKey"], "from-the-event");
+    assert_eq!(body["uid"], function_uid());
+
+    env.write("event.json", r#"{"httpMethod": "GET"}"#);
+    let out = env.ok(&["invoke", "-f", "pyList", "--path", "event.json"]);
+    assert!(out.contains("\"statusCode\": 200"), "{out}");
+
+    // A handler error: Lambda's error on stdout, the handler's output on stderr, exit 1.
+    let out = env.run(&["invoke", "-f", "candidateSubmission", "-d", r#"{"body": "{}"}"#]);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success());
+    assert!(stdout.contains("\"errorType\": \"Error\""), "{stdout}");
+    assert!(stdout.contains("Couldn't submit candidate because of validation errors."), "{stdout}");
+    assert!(stderr.contains("\tERROR\tValidation Failed"), "{stderr}");
+    assert!(stderr.contains("REPORT RequestId: "), "{stderr}");
+
+    let out = env.run(&["invoke", "-f", "nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no function \"nope\"") && err.contains("whoami"), "{err}");
+}
+
+/// `keygate logs -f FN [-t]` shows what the function printed, with its request id, and
+/// Lambda's START/END/REPORT lines, from the keygate serving this data directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_show_the_functions_lines_with_request_ids_and_reports() {
+    let env = Env::new();
+    let yml = seed_service(&env);
+    let report = env.deploy(&yml, &[]);
+    let key = Env::key_value(&report);
+    let srv = env.serve();
+    let c = client();
+    let invalid =
+        send(c.post(srv.url("/dev/candidates")).header("x-api-key", &key).body("{}")).await;
+    assert_eq!(invalid.status, 502);
+
+    // Lines reach the file shortly after the request (a writer thread of their own).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = env.ok(&["logs", "-f", "candidateSubmission"]);
+        if text.contains("REPORT") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let start = text.lines().find(|l| l.starts_with("START RequestId: ")).expect(&text);
+    let id = start.split_whitespace().nth(2).unwrap();
+    assert!(start.ends_with("Version: $LATEST"), "{start}");
+    assert!(text.contains(&format!("\t{id}\tERROR\tValidation Failed")), "{text}");
+    assert!(
+        text.contains(&format!("\t{id}\tERROR\tInvoke Error \t{{\"errorType\":\"Error\"")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("END RequestId: {id}")), "{text}");
+    let report_line = text.lines().find(|l| l.starts_with("REPORT RequestId: ")).unwrap();
+    for part in [
+        "\tDuration: ",
+        " ms\tBilled Duration: ",
+        "\tMemory Size: 128 MB",
+        "\tMax Memory Used: ",
+        "\tInit Duration: ",
+    ] {
+        assert!(report_line.contains(part), "{part:?} missing in {report_line}");
+    }
+    assert!(!text.contains(&key), "a key value reached the function log");
+    // --since: only lines from that long ago on (0s: none of these).
+    assert_eq!(env.ok(&["logs", "-f", "candidateSubmission", "--since", "1h"]), text);
+    assert_eq!(env.ok(&["logs", "-f", "candidateSubmission", "--since", "0s"]), "");
+
+    // -t follows: a new invocation's lines appear.
+    let mut follow = env
+        .cmd()
+        .args(["logs", "-f", "whoami", "-t"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(get(&srv.url("/dev/whoami"), Some(&key)).await.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+        match line {
+            Ok(line) if line.starts_with("REPORT RequestId: ") => break,
+            Ok(_) => {}
+            Err(e) => panic!("no REPORT line followed: {e}"),
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    srv.stop();
+}

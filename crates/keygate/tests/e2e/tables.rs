@@ -1,108 +1,38 @@
-//! The seed series' candidate service as its readers have it: Node.js callback handlers on
-//! aws-sdk v2's `DocumentClient` (no endpoint in the code, the table name from
-//! `process.env.CANDIDATE_TABLE`), the table declared under `resources` with `DeletionPolicy:
-//! Retain` and a stream. keygate creates the table on DynamoDB Local, points the SDK at it, and
-//! adopts it on the next deploy with its data.
+//! The seed series' candidate service as its readers have it (`examples/candidate-service-node`):
+//! Node.js callback handlers on aws-sdk v2's `DocumentClient` (no endpoint in the code, the table
+//! name from `process.env.CANDIDATE_TABLE`), the table declared under `resources` with
+//! `DeletionPolicy: Retain` and a stream. keygate creates the table on DynamoDB Local, points the
+//! SDK at it, and adopts it on the next deploy with its data.
+
+use std::path::Path;
 
 use crate::support::*;
 
-const YML: &str = "service: candidate-service
-provider:
-  name: aws
-  runtime: nodejs4.3
-  stage: dev
-  region: us-east-1
-  environment:
-    CANDIDATE_TABLE: ${self:service}-${opt:stage, self:provider.stage}
-  apiKeys:
-    - candidate-service-api-key
-functions:
-  candidateSubmission:
-    handler: api/candidates.submit
-    events:
-      - http: {path: candidates, method: post, private: true}
-  listCandidates:
-    handler: api/candidates.list
-    events:
-      - http: {path: candidates, method: get, private: true}
-  candidateDetails:
-    handler: api/candidates.get
-    events:
-      - http: {path: 'candidates/{id}', method: get, private: true}
-resources:
-  Resources:
-    CandidatesDynamoDbTable:
-      Type: 'AWS::DynamoDB::Table'
-      DeletionPolicy: Retain
-      Properties:
-        AttributeDefinitions:
-          - AttributeName: id
-            AttributeType: S
-        KeySchema:
-          - AttributeName: id
-            KeyType: HASH
-        ProvisionedThroughput:
-          ReadCapacityUnits: 1
-          WriteCapacityUnits: 1
-        StreamSpecification:
-          StreamViewType: NEW_AND_OLD_IMAGES
-        TableName: ${self:provider.environment.CANDIDATE_TABLE}
-";
-
-const CANDIDATES_JS: &str = r#"'use strict';
-const crypto = require('crypto');
-const AWS = require('aws-sdk');
-const dynamoDb = new AWS.DynamoDB.DocumentClient();
-
-module.exports.submit = (event, context, callback) => {
-  const requestBody = JSON.parse(event.body);
-  const { fullname, email, experience } = requestBody;
-  if (typeof fullname !== 'string' || typeof email !== 'string' || typeof experience !== 'number') {
-    console.error('Validation Failed');
-    callback(new Error("Couldn't submit candidate because of validation errors."));
-    return;
-  }
-  const candidate = { id: crypto.randomUUID(), fullname, email, experience, submittedAt: Date.now() };
-  dynamoDb.put({ TableName: process.env.CANDIDATE_TABLE, Item: candidate }).promise()
-    .then(() => callback(null, {
-      statusCode: 200,
-      body: JSON.stringify({ message: `Sucessfully submitted candidate with email ${email}`, candidateId: candidate.id }),
-    }))
-    .catch((err) => {
-      console.log(err);
-      callback(null, { statusCode: 500, body: JSON.stringify({ message: `Unable to submit candidate with email ${email}` }) });
-    });
-};
-
-module.exports.list = (event, context, callback) => {
-  const params = { TableName: process.env.CANDIDATE_TABLE, ProjectionExpression: 'id, fullname, email' };
-  dynamoDb.scan(params, (err, data) => {
-    if (err) return callback(err);
-    callback(null, { statusCode: 200, body: JSON.stringify({ candidates: data.Items }) });
-  });
-};
-
-module.exports.get = (event, context, callback) => {
-  const params = { TableName: process.env.CANDIDATE_TABLE, Key: { id: event.pathParameters.id } };
-  dynamoDb.get(params).promise()
-    .then((result) => callback(null, { statusCode: 200, body: JSON.stringify(result.Item) }))
-    .catch((error) => callback(new Error("Couldn't fetch candidate.")));
-};
-"#;
+/// `examples/candidate-service-node`, copied into `env` with its dependencies linked in.
+fn node_example(env: &Env) -> std::path::PathBuf {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/candidate-service-node");
+    env.write(
+        "api/candidates.js",
+        &std::fs::read_to_string(example.join("api/candidates.js")).unwrap(),
+    );
+    env.write("package.json", &std::fs::read_to_string(example.join("package.json")).unwrap());
+    std::os::unix::fs::symlink(
+        node_modules(&["aws-sdk@2.1693.0", "uuid@9.0.1"]),
+        env.path().join("node_modules"),
+    )
+    .unwrap();
+    env.write("serverless.yml", &std::fs::read_to_string(example.join("serverless.yml")).unwrap())
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     let env = Env::new();
-    env.write("api/candidates.js", CANDIDATES_JS);
-    std::os::unix::fs::symlink(
-        node_modules(&["aws-sdk@2.1693.0"]),
-        env.path().join("node_modules"),
-    )
-    .unwrap();
-    let yml = env.write("serverless.yml", YML);
+    let yml = node_example(&env);
 
     let report = env.deploy(&yml, &[]);
     assert_eq!(report["tables"][0]["tableName"], "candidate-service-dev", "{report}");
+    assert_eq!(report["tables"][0]["logicalId"], "CandidatesDynamoDbTable");
     assert_eq!(report["tables"][0]["status"], "created");
     assert_eq!(report["tables"][0]["retain"], true);
     let key = Env::key_value(&report);
@@ -144,10 +74,11 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
 #[test]
 fn a_table_whose_keys_changed_is_refused_and_nothing_is_deployed() {
     let env = Env::new();
-    env.write("api/candidates.js", CANDIDATES_JS);
-    let yml = env.write("serverless.yml", YML);
+    let yml = node_example(&env);
     env.deploy(&yml, &[]);
-    let changed = YML.replace("AttributeName: id", "AttributeName: email");
+    let changed = std::fs::read_to_string(&yml)
+        .unwrap()
+        .replace("AttributeName: \"id\"", "AttributeName: \"email\"");
     let yml = env.write("serverless.yml", &changed);
     let out = env.run(&["deploy", "-c", yml.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
