@@ -608,6 +608,7 @@ impl Ctx<'_> {
                 "missing; every function needs a handler, e.g. `handler: api/candidates.submit`",
             );
         }
+        let streams = std::mem::take(&mut self.pending_streams);
         let runtime = runtime.or_else(|| defaults.runtime.clone());
         if runtime.is_none()
             && !defaults.runtime_refused
@@ -640,6 +641,7 @@ impl Ctx<'_> {
             max_concurrency,
             artifact,
             events,
+            streams,
         })
     }
 
@@ -865,6 +867,8 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
             Service { name: &service, stage: &stage, base_dir: &base_dir, defaults: &defaults };
         definition.functions = cx.functions(entry, &svc);
     }
+    // Stream events name tables of `resources`.
+    cx.check_streams(&definition.tables);
     // Said only when nothing else is wrong: a broken file is fixed first, and a typo such as
     // `functons:` already has its own error.
     if cx.http_declared == 0 && cx.r.diags.is_empty() {

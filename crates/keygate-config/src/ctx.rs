@@ -50,6 +50,10 @@ pub(crate) struct Ctx<'a> {
     /// How many `- http:` events the file declares (read or not), to tell a service that
     /// serves nothing.
     pub(crate) http_declared: usize,
+    /// The `- stream:` events of the function being read (taken by `build`).
+    pub(crate) pending_streams: Vec<keygate_types::StreamEvent>,
+    /// Stream events' `Fn::GetAtt` tables, checked once `resources` is read.
+    pub(crate) stream_refs: Vec<crate::streams::StreamRef>,
 }
 
 impl<'a> Ctx<'a> {
@@ -66,6 +70,8 @@ impl<'a> Ctx<'a> {
             authorizers: Vec::new(),
             routes: HashMap::new(),
             http_declared: 0,
+            pending_streams: Vec::new(),
+            stream_refs: Vec::new(),
         }
     }
 

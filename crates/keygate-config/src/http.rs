@@ -53,7 +53,7 @@ const REQUEST: Section = Section {
 /// The event types Serverless defines: keygate serves `http` and notes the others as ignored.
 const EVENTS: Section = Section {
     what: "event type",
-    used: &["http"],
+    used: &["http", "stream"],
     ignored: &[
         "activemq",
         "alb",
@@ -74,7 +74,6 @@ const EVENTS: Section = Section {
         "schedule",
         "sns",
         "sqs",
-        "stream",
         "websocket",
     ],
 };
@@ -124,6 +123,10 @@ impl Ctx<'_> {
                 self.http_declared += 1;
                 if let Some(ev) = self.http(&entry, &ipath.key("http")) {
                     out.push(ev);
+                }
+            } else if entry.key == "stream" {
+                if let Some(ev) = self.stream_event(&entry.value, &ipath.key("stream")) {
+                    self.pending_streams.push(ev);
                 }
             } else if EVENTS.ignored.contains(&entry.key.as_str()) {
                 self.other_events.push(format!("{} ({ipath})", entry.key));

@@ -27,6 +27,7 @@ mod keys;
 mod path;
 mod plans;
 mod source;
+mod streams;
 mod tables;
 mod vars;
 mod yaml;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use keygate_config::{Error, LoadOptions, Loaded, load, load_str};
 use keygate_types::plan::{Quota, QuotaPeriod, Throttle, UsagePlanDecl};
-use keygate_types::{Cors, HttpMethod, Integration};
+use keygate_types::{Cors, HttpMethod, Integration, StreamTable};
 
 /// A YAML text written with a margin: on each line everything up to and including the first `|`
 /// is dropped; leading blank lines are skipped.
@@ -2636,6 +2636,104 @@ fn dynamodb_tables_from_resources() {
                 "serverless.yml:30:7: resources.Resources.V.Properties.ProvisionedThroughput: \
                   missing; e.g. `{ReadCapacityUnits: 1, WriteCapacityUnits: 1}`, or \
                   `BillingMode: PAY_PER_REQUEST`",
+            ]),
+        ),
+    ]);
+}
+
+/// `- stream:` events on a table's stream (the seed series' next post), in the forms Serverless
+/// users write them; a stream keygate cannot read is an error at its place.
+#[test]
+fn dynamodb_stream_events() {
+    const TABLE: &str = "
+        |resources:
+        |  Resources:
+        |    CandidatesDynamoDbTable:
+        |      Type: AWS::DynamoDB::Table
+        |      Properties:
+        |        BillingMode: PAY_PER_REQUEST
+        |        AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+        |        KeySchema: [{AttributeName: id, KeyType: HASH}]
+        |        StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}
+        |    NoStream:
+        |      Type: AWS::DynamoDB::Table
+        |      Properties:
+        |        BillingMode: PAY_PER_REQUEST
+        |        AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+        |        KeySchema: [{AttributeName: id, KeyType: HASH}]
+    ";
+    let forms = format!(
+        "
+        |service: svc
+        |provider: {{name: aws, runtime: nodejs20.x}}
+        |functions:
+        |  api: {{handler: h.api, events: [{{http: GET a}}]}}
+        |  notify:
+        |    handler: h.notify
+        |    events:
+        |      - stream:
+        |          type: dynamodb
+        |          arn:
+        |            Fn::GetAtt: [CandidatesDynamoDbTable, StreamArn]
+        |          batchSize: 1
+        |          startingPosition: LATEST
+        |          maximumRetryAttempts: 2
+        |      - stream: !GetAtt CandidatesDynamoDbTable.StreamArn
+        |      - stream: arn:aws:dynamodb:us-east-1:123456789012:table/other-table/stream/2026-01-01T00:00:00.000
+        |      - stream: {{type: kinesis, arn: arn:aws:kinesis:us-east-1:1:stream/x}}
+        {TABLE}"
+    );
+    fn streams(l: &Loaded) {
+        let f = &l.definition.functions[1];
+        assert_eq!(f.streams.len(), 3);
+        let s = &f.streams[0];
+        assert_eq!(s.table, StreamTable::Resource("CandidatesDynamoDbTable".to_owned()));
+        assert_eq!((s.batch_size, s.starting_position.as_str()), (1, "LATEST"));
+        assert_eq!(s.maximum_retry_attempts, Some(2));
+        assert!(s.enabled);
+        let s = &f.streams[1];
+        assert_eq!(s.table, StreamTable::Resource("CandidatesDynamoDbTable".to_owned()));
+        assert_eq!((s.batch_size, s.starting_position.as_str()), (10, "TRIM_HORIZON"));
+        assert_eq!(s.maximum_retry_attempts, None);
+        assert_eq!(f.streams[2].table, StreamTable::Name("other-table".to_owned()));
+        assert!(l.notes.iter().any(|n| n.contains("kinesis stream")), "{:?}", l.notes);
+    }
+    let broken = format!(
+        "
+        |service: svc
+        |provider: {{name: aws, runtime: nodejs20.x}}
+        |functions:
+        |  api: {{handler: h.api, events: [{{http: GET a}}]}}
+        |  notify:
+        |    handler: h.notify
+        |    events:
+        |      - stream: {{type: dynamodb, arn: {{Fn::GetAtt: [Missing, StreamArn]}}}}
+        |      - stream: {{type: dynamodb, arn: {{Fn::GetAtt: [NoStream, StreamArn]}}}}
+        |      - stream: {{type: dynamodb, arn: {{Fn::GetAtt: [CandidatesDynamoDbTable, Arn]}}}}
+        |      - stream: {{type: dynamodb, arn: x, startingPosition: AT_TIMESTAMP}}
+        |      - stream: {{type: dynamodb, arn: not-an-arn}}
+        {TABLE}"
+    );
+    run(vec![
+        case("the forms of a stream event", y(&forms), Expect::Ok(streams)),
+        case(
+            "streams keygate cannot read",
+            y(&broken),
+            Expect::Err(&[
+                "serverless.yml:8:40: functions.notify.events[0].stream.arn: no DynamoDB table \
+                  \"Missing\" in resources.Resources (it has CandidatesDynamoDbTable, NoStream)",
+                "serverless.yml:9:40: functions.notify.events[1].stream.arn: the table NoStream \
+                  has no stream; add `StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}` \
+                  to its Properties",
+                "serverless.yml:10:40: functions.notify.events[2].stream.arn: Fn::GetAtt gives \
+                  \"Arn\" here, which is not a stream; use StreamArn",
+                "serverless.yml:11:60: functions.notify.events[3].stream.startingPosition: \
+                  expected TRIM_HORIZON or LATEST, found \"AT_TIMESTAMP\" (AT_TIMESTAMP is for \
+                  Kinesis)",
+                "serverless.yml:12:39: functions.notify.events[4].stream.arn: expected a \
+                  DynamoDB stream ARN: `Fn::GetAtt: [Table, StreamArn]` for a table of \
+                  resources, or arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL, found \
+                  \"not-an-arn\"",
             ]),
         ),
     ]);

@@ -253,7 +253,11 @@ fn stage_functions(
             Some(name) if f.name != name => continue,
             Some(_) => {}
             // A function reached only through http-proxy or mock events never runs.
-            None if !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) => continue,
+            None if f.streams.is_empty()
+                && !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) =>
+            {
+                continue;
+            }
             None => {}
         }
         let place = places.get(&f.name).cloned().unwrap_or_default();

@@ -83,16 +83,13 @@ pub struct ServedStage {
 ///
 /// # Errors
 /// A store error.
-/// The DynamoDB tables of every stage's current deployment, by table name (one entry per name).
-pub async fn deployed_tables(store: &Store) -> Result<Vec<keygate_types::TableSpec>> {
-    let mut out: Vec<keygate_types::TableSpec> = Vec::new();
+/// The definition of every stage's current deployment.
+pub async fn deployed_definitions(store: &Store) -> Result<Vec<keygate_types::ServiceDefinition>> {
+    let mut out = Vec::new();
     for api in store.list_apis().await? {
         for st in store.list_stages(&api.id).await? {
-            let Some(d) = store.get_deployment(&st.deployment_id).await? else { continue };
-            for t in d.definition.tables {
-                if !out.iter().any(|o| o.table_name == t.table_name) {
-                    out.push(t);
-                }
+            if let Some(d) = store.get_deployment(&st.deployment_id).await? {
+                out.push(d.definition);
             }
         }
     }

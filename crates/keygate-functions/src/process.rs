@@ -715,6 +715,7 @@ mod tests {
             max_concurrency: None,
             artifact: Some(PathBuf::from("/artifacts/0123456789abcdef")),
             events: Vec::new(),
+            streams: Vec::new(),
         }
     }
 

@@ -38,6 +38,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
                 cors: None,
                 integration: Integration::LambdaProxy,
             }],
+            streams: vec![],
         }],
         api_keys: vec![],
         usage_plans: vec![],

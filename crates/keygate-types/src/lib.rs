@@ -26,5 +26,5 @@ pub use key::{ApiKeyValue, KeyDigest};
 pub use runtime::{Runtime, RuntimeKind};
 pub use service::{
     Cors, FunctionPlaces, FunctionSpec, HttpEvent, HttpMethod, IndexSpec, Integration, KeySchema,
-    ServiceDefinition, TableSpec,
+    ServiceDefinition, StreamEvent, StreamTable, TableSpec,
 };

@@ -150,6 +150,39 @@ pub struct FunctionSpec {
     /// has no artifact; invoking it then fails with a 502 and a logged cause.
     pub artifact: Option<PathBuf>,
     pub events: Vec<HttpEvent>,
+    /// `- stream:` events on a DynamoDB table's stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamEvent>,
+}
+
+/// One `- stream:` event: the function is invoked with batches of a DynamoDB table's stream
+/// records (Lambda's event source mapping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEvent {
+    /// The table whose stream is read.
+    pub table: StreamTable,
+    /// Records per invocation at most (`batchSize`, 1-10,000; Serverless's default 10).
+    pub batch_size: u32,
+    /// Where reading starts the first time (`startingPosition`): `TRIM_HORIZON` (the oldest
+    /// record kept, Serverless's default) or `LATEST`. Later, reading resumes after the last
+    /// record handled.
+    pub starting_position: String,
+    /// `enabled: false` keeps the mapping but reads nothing.
+    pub enabled: bool,
+    /// `maximumRetryAttempts`: retries of a failing batch before it is skipped; `None`: until it
+    /// succeeds (AWS: until the records expire).
+    pub maximum_retry_attempts: Option<u32>,
+}
+
+/// The table a stream event reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StreamTable {
+    /// `Fn::GetAtt: [LogicalId, StreamArn]`: a table of this service's `resources`.
+    Resource(String),
+    /// A literal stream ARN (`arn:aws:dynamodb:...:table/NAME/stream/...`): the table NAME.
+    Name(String),
 }
 
 /// Where a function's settings are written in its `serverless.yml`, each as `file:line:column`:

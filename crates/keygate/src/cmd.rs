@@ -651,9 +651,12 @@ async fn serve(
     admin: TcpListener,
     admin_region: &str,
 ) -> Result<()> {
-    // The deployed services' tables: their engine runs as long as the gateway.
-    let tables = keygate_control::info::deployed_tables(&store).await?;
-    if !tables.is_empty() {
+    // The deployed services' tables and stream events: their engine runs as long as the gateway.
+    let definitions = keygate_control::info::deployed_definitions(&store).await?;
+    let tables: Vec<&str> =
+        definitions.iter().flat_map(|d| d.tables.iter().map(|t| t.table_name.as_str())).collect();
+    let has_streams = definitions.iter().any(|d| d.functions.iter().any(|f| !f.streams.is_empty()));
+    if !tables.is_empty() || has_streams {
         let endpoint = match dynamo.endpoint(false).await {
             Ok(endpoint) => endpoint,
             Err(e) => {
@@ -661,14 +664,15 @@ async fn serve(
                 return Err(e.context("cannot start the DynamoDB engine for the deployed tables"));
             }
         };
-        let names: Vec<&str> = tables.iter().map(|t| t.table_name.as_str()).collect();
         println!(
             "keygate tables ({}) on {}{endpoint}",
-            names.join(", "),
+            tables.join(", "),
             if dynamo.runs_engine() { "DynamoDB Local at " } else { "" }
         );
     }
     functions.set_service_env(dynamo.function_env());
+    let (streams_stop, pollers) =
+        stream_pollers(&definitions, &mut dynamo, &functions, data_dir).await?;
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let admin_state = Arc::new(keygate_admin::AdminState {
@@ -700,6 +704,11 @@ async fn serve(
     let _ = admin_task.await;
     refresh.abort();
     flush.abort();
+    // Stream pollers first: no new invocation starts while the functions are stopped.
+    let _ = streams_stop.send(true);
+    for poller in pollers {
+        let _ = poller.await;
+    }
     // After the drain: every admitted request is counted before the usage is written.
     gateway.shutdown().await;
     dynamo.stop().await;
@@ -709,6 +718,76 @@ async fn serve(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Starts a poller for every enabled `- stream:` event of the deployed services (Lambda's event
+/// source mapping); they stop when the returned sender sends `true`.
+async fn stream_pollers(
+    definitions: &[keygate_types::ServiceDefinition],
+    dynamo: &mut Dynamo,
+    functions: &FunctionHost,
+    data_dir: &Path,
+) -> Result<(tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> {
+    use keygate_dynamodb::streams::{self, Invoke, Mapping};
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut pollers = Vec::new();
+    let dir = data_dir.join("streams");
+    for def in definitions {
+        for f in &def.functions {
+            for s in f.streams.iter().filter(|s| s.enabled) {
+                let table_name = match &s.table {
+                    keygate_types::StreamTable::Resource(id) => def
+                        .tables
+                        .iter()
+                        .find(|t| t.logical_id == *id)
+                        .map(|t| t.table_name.clone()),
+                    keygate_types::StreamTable::Name(name) => Some(name.clone()),
+                };
+                let Some(table_name) = table_name else { continue };
+                if pollers.is_empty() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+                }
+                let client = dynamo.client(&def.region, false).await?;
+                let checkpoint = dir.join(format!(
+                    "{}.json",
+                    function_log::file_of(
+                        Path::new(""),
+                        &format!("{}--{table_name}", f.function_name)
+                    )
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+                ));
+                let mapping = Mapping {
+                    function_name: f.function_name.clone(),
+                    table_name,
+                    batch_size: s.batch_size,
+                    starting_position: s.starting_position.clone(),
+                    maximum_retry_attempts: s.maximum_retry_attempts,
+                    region: def.region.clone(),
+                    checkpoint,
+                };
+                let host = functions.clone();
+                let target = Arc::new((f.clone(), def.base_dir.clone(), def.region.clone()));
+                let invoke: Invoke = Arc::new(move |event| {
+                    let host = host.clone();
+                    let target = Arc::clone(&target);
+                    Box::pin(async move {
+                        let (spec, base_dir, region) = &*target;
+                        let f = keygate_functions::FunctionRef { spec, base_dir, region };
+                        host.invoke(&f, bytes::Bytes::from(event))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                });
+                tracing::info!(function = %f.function_name, table = %mapping.table_name, "reading the table's stream");
+                pollers.push(streams::spawn(client, mapping, invoke, stopped.clone()));
+            }
+        }
+    }
+    Ok((stop, pollers))
 }
 
 async fn shutdown_signal() {

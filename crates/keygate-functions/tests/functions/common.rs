@@ -78,6 +78,7 @@ pub(crate) fn spec(handler: &str) -> FunctionSpec {
         max_concurrency: None,
         artifact: Some(staged_testfn().to_owned()),
         events: Vec::new(),
+        streams: Vec::new(),
     }
 }
 

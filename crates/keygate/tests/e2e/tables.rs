@@ -12,10 +12,9 @@ use crate::support::*;
 fn node_example(env: &Env) -> std::path::PathBuf {
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/candidate-service-node");
-    env.write(
-        "api/candidates.js",
-        &std::fs::read_to_string(example.join("api/candidates.js")).unwrap(),
-    );
+    for file in ["api/candidates.js", "api/notify.js"] {
+        env.write(file, &std::fs::read_to_string(example.join(file)).unwrap());
+    }
     env.write("package.json", &std::fs::read_to_string(example.join("package.json")).unwrap());
     std::os::unix::fs::symlink(
         node_modules(&["aws-sdk@2.1693.0", "uuid@9.0.1"]),
@@ -49,6 +48,23 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     let submitted = send(c.post(&url).header("x-api-key", &key).body(candidate)).await;
     assert_eq!(submitted.status, 200, "{submitted:?}\n{}", srv.logs());
     let id = submitted.json()["candidateId"].as_str().unwrap().to_owned();
+    // The stream function gets the INSERT (Lambda's event source mapping).
+    let inserted = std::time::Instant::now();
+    let mut notified = String::new();
+    while inserted.elapsed() < std::time::Duration::from_secs(10) {
+        let out = env.run(&["logs", "-f", "candidateNotification"]);
+        notified = String::from_utf8_lossy(&out.stdout).into_owned();
+        if notified.contains(&id) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        notified.contains(&format!("New candidate Ada Lovelace <ada@example.com> ({id})")),
+        "the stream function did not report the insert: {notified}\n{}",
+        srv.logs()
+    );
+    eprintln!("stream record handled {} ms after the insert", inserted.elapsed().as_millis());
     let listed = get(&url, Some(&key)).await.json();
     assert_eq!(listed["candidates"][0]["id"], id.as_str(), "{listed}");
     let one = get(&srv.url(&format!("/dev/candidates/{id}")), Some(&key)).await;
@@ -68,6 +84,10 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     let one = get(&srv.url(&format!("/dev/candidates/{id}")), Some(&key)).await;
     assert_eq!(one.status, 200, "{one:?}\n{}", srv.logs());
     assert_eq!(one.json()["fullname"], "Ada Lovelace");
+    // The stream resumes after the record it handled (its checkpoint): no second delivery.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let notified = env.ok(&["logs", "-f", "candidateNotification"]);
+    assert_eq!(notified.matches(&format!("({id})")).count(), 1, "{notified}");
     srv.stop();
 }
 
