@@ -66,6 +66,12 @@ impl ConfigStore for Audited {
         self.inner.list_stages(api_id).await
     }
 
+    async fn delete_stage(&self, api_id: &str, stage: &str) -> Result<()> {
+        let out = self.inner.delete_stage(api_id, stage).await?;
+        self.record("DeleteStage", format!("{api_id}:{stage}")).await;
+        Ok(out)
+    }
+
     async fn get_api(&self, id: &str) -> Result<Option<Api>> {
         self.inner.get_api(id).await
     }

@@ -18,6 +18,7 @@ pub mod import;
 pub mod info;
 pub mod keys;
 pub mod plans;
+pub mod remove;
 pub mod usage;
 
 pub use deploy::{DeployReport, deploy};

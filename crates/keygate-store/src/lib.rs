@@ -107,6 +107,9 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn list_apis(&self) -> Result<Vec<Api>>;
     async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>>;
     async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>>;
+    /// Deletes a stage (AWS DeleteStage): its routes stop being served, and usage plans no
+    /// longer cover it. Its deployments stay, as history. [`Error::NotFound`] if there is none.
+    async fn delete_stage(&self, api_id: &str, stage: &str) -> Result<()>;
     async fn get_api(&self, id: &str) -> Result<Option<Api>>;
     /// The API's current definition: what the next deployment snapshots.
     async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>>;

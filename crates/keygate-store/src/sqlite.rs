@@ -557,6 +557,27 @@ impl ConfigStore for SqliteStore {
         Ok(row.as_ref().map(api_from_row))
     }
 
+    async fn delete_stage(&self, api_id: &str, stage: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        bump(&mut tx).await?;
+        sqlx::query("DELETE FROM usage_plan_stages WHERE api_id = ? AND stage = ?")
+            .bind(api_id)
+            .bind(stage)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM stages WHERE api_id = ? AND name = ?")
+            .bind(api_id)
+            .bind(stage)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("no stage {stage} of API {api_id}")));
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
         let rows = sqlx::query(
             "SELECT api_id, name, deployment_id, created_date, last_updated_date FROM stages \

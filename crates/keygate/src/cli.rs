@@ -83,6 +83,21 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DURATION")]
         since: Option<String>,
     },
+    /// Stop serving a stage of a service and delete its tables, except those with
+    /// `DeletionPolicy: Retain` (like `sls remove`). Keys and usage plans are kept unless --keys.
+    Remove {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        dynamodb: DynamoArgs,
+        /// Also delete the keys the service declares and the usage plans that covered only this
+        /// stage (their values are gone for good).
+        #[arg(long)]
+        keys: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what is deployed for a service and stage (like `serverless info`).
     Info {
         #[command(flatten)]

@@ -94,6 +94,34 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             tokio::task::spawn_blocking(move || function_log::print(&dir, &name, since_ms, tail))
                 .await?
         }
+        Command::Remove { service, dynamodb, keys, json } => {
+            let store = open_audited(&data_dir).await?;
+            let loaded = load(&service)?;
+            let def = &loaded.definition;
+            let mut dynamo = Dynamo::new(&dynamodb, &data_dir);
+            // The deployed stage's tables decide; the file's are the best guess before reading it.
+            let deployed = keygate_control::info::deployed_definitions(&store).await?;
+            let has_tables = deployed
+                .iter()
+                .find(|d| d.service == def.service && d.stage == def.stage)
+                .is_some_and(|d| d.tables.iter().any(|t| !t.retain));
+            let client =
+                if has_tables { Some(dynamo.client(&def.region, true).await) } else { None };
+            let result = match client.transpose() {
+                Ok(client) => keygate_control::remove::remove(
+                    &store,
+                    &def.service,
+                    &def.stage,
+                    client.as_ref(),
+                    keys,
+                )
+                .await
+                .map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            dynamo.stop().await;
+            output::remove_report(&result?, json)
+        }
         Command::Info { service, json } => {
             let store = open(&data_dir).await?;
             let loaded = load(&service)?;

@@ -127,6 +127,32 @@ pub(crate) fn deploy_report(r: &DeployReport, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn remove_report(
+    r: &keygate_control::remove::RemoveReport,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return json(r);
+    }
+    println!("Removed stage {} of {}: its routes are no longer served", r.stage, r.service);
+    for t in &r.deleted_tables {
+        println!("  table {t}: deleted");
+    }
+    for t in &r.retained_tables {
+        println!("  table {t}: kept (DeletionPolicy: Retain)");
+    }
+    if r.deleted_keys.is_empty() && r.deleted_plans.is_empty() {
+        println!("  api keys and usage plans: kept (remove --keys deletes them)");
+    }
+    for k in &r.deleted_keys {
+        println!("  api key {k}: deleted");
+    }
+    for p in &r.deleted_plans {
+        println!("  usage plan {p}: deleted");
+    }
+    Ok(())
+}
+
 pub(crate) fn info(i: &Info, as_json: bool) -> Result<()> {
     if as_json {
         return json(i);

@@ -108,3 +108,46 @@ fn a_table_whose_keys_changed_is_refused_and_nothing_is_deployed() {
         "{err}"
     );
 }
+
+/// `keygate remove` (like `sls remove`), run in the service directory: the stage stops being
+/// served, a `DeletionPolicy: Retain` table stays with its data for the next deploy, another
+/// table goes; keys stay unless `--keys`.
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_stops_the_stage_keeps_retained_tables_and_keys_unless_asked() {
+    let env = Env::new();
+    let yml = node_example(&env);
+    let report = env.deploy(&yml, &[]);
+    let key = Env::key_value(&report);
+
+    let out = env.ok(&["remove"]);
+    assert!(out.contains("Removed stage dev of candidate-service"), "{out}");
+    assert!(out.contains("table candidate-service-dev: kept (DeletionPolicy: Retain)"), "{out}");
+    assert!(out.contains("api keys and usage plans: kept"), "{out}");
+    let info = env.run(&["info"]);
+    assert!(!info.status.success(), "the stage is still deployed");
+    let srv = env.serve();
+    let gone = get(&srv.url("/dev/candidates"), Some(&key)).await;
+    assert_eq!(gone.status, 403);
+    assert_eq!(gone.body, r#"{"message":"Missing Authentication Token"}"#);
+    srv.stop();
+    let again = env.deploy(&yml, &[]);
+    assert_eq!(again["tables"][0]["status"], "adopted", "{again}");
+    assert!(again["apiKeys"][0]["value"].is_null(), "the kept key must not get a new value");
+
+    // Without Retain, and with --keys: the table and the key go.
+    let text = std::fs::read_to_string(&yml)
+        .unwrap()
+        .replace("DeletionPolicy: Retain", "DeletionPolicy: Delete");
+    env.write("serverless.yml", &text);
+    env.deploy(&yml, &[]);
+    let removed = env.json(&["remove", "--keys"]);
+    assert_eq!(removed["deletedTables"], serde_json::json!(["candidate-service-dev"]), "{removed}");
+    assert_eq!(removed["deletedKeys"], serde_json::json!(["candidate-service-api-key"]));
+    assert_eq!(removed["deletedPlans"], serde_json::json!(["candidate-service-dev"]));
+    let fresh = env.deploy(&yml, &[]);
+    assert_eq!(fresh["tables"][0]["status"], "created", "{fresh}");
+    assert_ne!(Env::key_value(&fresh), key);
+    let out = env.run(&["remove", "--stage", "prod"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no deployed stage prod"));
+}

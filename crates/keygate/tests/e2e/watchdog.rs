@@ -44,6 +44,11 @@ async fn function_with_children(env: &Env, escape: bool) -> (Server, Vec<(&'stat
         session = pid_file("session").display(),
         joined = pid_file("joined").display(),
     );
+    // A copy the function user can run: the checkout may sit where `nobody` cannot go (CI clones
+    // into a `mktemp -d`).
+    let testfn = env.path().join("keygate-testfn");
+    std::fs::copy(workspace_bin("keygate-testfn"), &testfn).unwrap();
+    std::fs::set_permissions(&testfn, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bootstrap = env.write(
         "bootstrap",
         &format!(
@@ -51,7 +56,7 @@ async fn function_with_children(env: &Env, escape: bool) -> (Server, Vec<(&'stat
             pid_file("sleeper").display(),
             if escape { escapes.as_str() } else { "" },
             pid_file("function").display(),
-            workspace_bin("keygate-testfn").display()
+            testfn.display()
         ),
     );
     std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
