@@ -334,6 +334,10 @@ impl Ctx<'_> {
                 );
                 continue;
             }
+            if let Some(marker) = self.table_ref(&e.value, &p) {
+                out.insert(e.key, marker);
+                continue;
+            }
             if let Some(v) = self.text(&e.value, &p, "a string, number or boolean") {
                 out.insert(e.key, v);
             }
@@ -892,6 +896,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     definition.service = service;
     definition.stage = stage;
     definition.region = region.unwrap_or_else(|| "us-east-1".to_owned());
+    cx.resolve_table_refs(&mut definition);
     cx.finish(definition)
 }
 

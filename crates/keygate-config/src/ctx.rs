@@ -54,6 +54,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) pending_streams: Vec<keygate_types::StreamEvent>,
     /// Stream events' `Fn::GetAtt` tables, checked once `resources` is read.
     pub(crate) stream_refs: Vec<crate::streams::StreamRef>,
+    /// Tables named by `Ref`/`Fn::GetAtt` in environment values, resolved at the end.
+    pub(crate) table_refs: Vec<crate::streams::TableRef>,
 }
 
 impl<'a> Ctx<'a> {
@@ -72,6 +74,7 @@ impl<'a> Ctx<'a> {
             http_declared: 0,
             pending_streams: Vec::new(),
             stream_refs: Vec::new(),
+            table_refs: Vec::new(),
         }
     }
 

@@ -28,6 +28,15 @@ const STREAM: Section = Section {
     ],
 };
 
+/// A `Ref`/`Fn::GetAtt` of a table in an environment value, resolved once `resources` is read.
+pub(crate) struct TableRef {
+    marker: String,
+    logical_id: String,
+    attribute: Option<String>,
+    mark: Mark,
+    path: FieldPath,
+}
+
 /// A `Fn::GetAtt` of a stream event, checked against `resources` once they are read.
 pub(crate) struct StreamRef {
     pub(crate) logical_id: String,
@@ -196,6 +205,103 @@ impl Ctx<'_> {
             _ => {
                 self.mismatch(&v, path, expected);
                 None
+            }
+        }
+    }
+
+    /// `Ref: Table` or `Fn::GetAtt: [Table, Arn]` (also `!Ref`, `!GetAtt Table.Arn`) as an
+    /// environment value: a marker now, the table's name or ARN once `resources` is read
+    /// ([`Ctx::resolve_table_refs`]). `None` for any other value.
+    pub(crate) fn table_ref(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+        let (function, target) = match (&node.tag, &node.value) {
+            (Some(tag), value) if tag == "!Ref" || tag == "!GetAtt" => {
+                (tag.trim_start_matches('!').to_owned(), value.clone())
+            }
+            (None, Value::Map(entries))
+                if entries.len() == 1
+                    && matches!(entries[0].key.as_str(), "Ref" | "Fn::GetAtt") =>
+            {
+                (
+                    entries[0].key.trim_start_matches("Fn::").to_owned(),
+                    entries[0].value.value.clone(),
+                )
+            }
+            _ => return None,
+        };
+        let parts = match (&function[..], &target) {
+            ("Ref", Value::Str(id)) => Some((id.clone(), None)),
+            ("GetAtt", Value::Str(s)) => {
+                s.split_once('.').map(|(a, b)| (a.to_owned(), Some(b.to_owned())))
+            }
+            ("GetAtt", Value::Seq(items)) if items.len() == 2 => {
+                match (&items[0].value, &items[1].value) {
+                    (Value::Str(a), Value::Str(b)) => Some((a.clone(), Some(b.clone()))),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some((logical_id, attribute)) = parts else {
+            self.mismatch(node, path, "`Ref: <table>` or `Fn::GetAtt: [<table>, Arn]`");
+            return Some(String::new());
+        };
+        let marker = format!("\u{0}table-ref:{}", self.table_refs.len());
+        self.table_refs.push(TableRef {
+            marker: marker.clone(),
+            logical_id,
+            attribute,
+            mark: node.mark,
+            path: path.clone(),
+        });
+        Some(marker)
+    }
+
+    /// Replaces the markers of [`Ctx::table_ref`] in every function's environment: `Ref` gives
+    /// the table's name, `Fn::GetAtt [T, Arn]` its ARN in the service's region.
+    pub(crate) fn resolve_table_refs(&mut self, definition: &mut keygate_types::ServiceDefinition) {
+        let refs = std::mem::take(&mut self.table_refs);
+        let mut values: Vec<(String, String)> = Vec::new();
+        for r in refs {
+            let Some(table) = definition.tables.iter().find(|t| t.logical_id == r.logical_id)
+            else {
+                let known: Vec<&str> =
+                    definition.tables.iter().map(|t| t.logical_id.as_str()).collect();
+                let message = format!(
+                    "no DynamoDB table {} in resources.Resources{}; keygate resolves Ref and \
+                     Fn::GetAtt to its tables only",
+                    quote(&r.logical_id),
+                    if known.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (it has {})", known.join(", "))
+                    }
+                );
+                self.error(r.mark, &r.path, message);
+                continue;
+            };
+            let value = match r.attribute.as_deref() {
+                None => table.table_name.clone(),
+                Some("Arn") => format!(
+                    "arn:aws:dynamodb:{}:000000000000:table/{}",
+                    definition.region, table.table_name
+                ),
+                Some(other) => {
+                    let message = format!(
+                        "Fn::GetAtt {} of a table is not known before the table exists; use Ref \
+                         (its name) or Arn",
+                        quote(other)
+                    );
+                    self.error(r.mark, &r.path, message);
+                    continue;
+                }
+            };
+            values.push((r.marker, value));
+        }
+        for f in &mut definition.functions {
+            for value in f.environment.values_mut() {
+                if let Some((_, resolved)) = values.iter().find(|(m, _)| m == value) {
+                    *value = resolved.clone();
+                }
             }
         }
     }

@@ -1120,11 +1120,10 @@ fn functions_and_provider() {
                 ",
             ),
             Expect::Err(&[
-                "serverless.yml:6:13: provider.environment.T: expected a string, number or \
-                 boolean, \
-                 found `!Ref` (a CloudFormation function, which keygate does not evaluate)",
-                "serverless.yml:8:7: provider.environment.U: expected a string, number or boolean, \
-                 found `Fn::GetAtt` (a CloudFormation function, which keygate does not evaluate)",
+                "serverless.yml:6:13: provider.environment.T: no DynamoDB table \"Table\" in \
+                 resources.Resources; keygate resolves Ref and Fn::GetAtt to its tables only",
+                "serverless.yml:8:7: provider.environment.U: no DynamoDB table \"T\" in \
+                 resources.Resources; keygate resolves Ref and Fn::GetAtt to its tables only",
                 "serverless.yml:9:3: provider.runtime: duplicate key `runtime` (first defined on \
                  line 4); keep only one",
             ]),
@@ -2734,6 +2733,76 @@ fn dynamodb_stream_events() {
                   DynamoDB stream ARN: `Fn::GetAtt: [Table, StreamArn]` for a table of \
                   resources, or arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL, found \
                   \"not-an-arn\"",
+            ]),
+        ),
+    ]);
+}
+
+/// `Ref` and `Fn::GetAtt` of a table in environment values resolve as CloudFormation resolves
+/// them: the table's name, its ARN.
+#[test]
+fn table_references_in_the_environment() {
+    let table = "
+        |resources:
+        |  Resources:
+        |    Candidates:
+        |      Type: AWS::DynamoDB::Table
+        |      Properties:
+        |        TableName: candidate-${sls:stage}
+        |        BillingMode: PAY_PER_REQUEST
+        |        AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+        |        KeySchema: [{AttributeName: id, KeyType: HASH}]
+    ";
+    let ok = format!(
+        "
+        |service: svc
+        |provider:
+        |  name: aws
+        |  runtime: nodejs20.x
+        |  region: eu-west-1
+        |  environment:
+        |    TABLE: {{Ref: Candidates}}
+        |functions:
+        |  f:
+        |    handler: h.f
+        |    environment:
+        |      SHORT: !Ref Candidates
+        |      ARN: {{Fn::GetAtt: [Candidates, Arn]}}
+        |      TAGGED_ARN: !GetAtt Candidates.Arn
+        |    events: [{{http: GET f}}]
+        {table}"
+    );
+    fn resolved(l: &Loaded) {
+        let env = &l.definition.functions[0].environment;
+        assert_eq!(env["TABLE"], "candidate-dev");
+        assert_eq!(env["SHORT"], "candidate-dev");
+        let arn = "arn:aws:dynamodb:eu-west-1:000000000000:table/candidate-dev";
+        assert_eq!((env["ARN"].as_str(), env["TAGGED_ARN"].as_str()), (arn, arn));
+    }
+    let bad = format!(
+        "
+        |service: svc
+        |provider: {{name: aws, runtime: nodejs20.x}}
+        |functions:
+        |  f:
+        |    handler: h.f
+        |    environment:
+        |      A: {{Ref: Nope}}
+        |      B: !GetAtt Candidates.StreamArn
+        |    events: [{{http: GET f}}]
+        {table}"
+    );
+    run(vec![
+        case("Ref and Fn::GetAtt", y(&ok), Expect::Ok(resolved)),
+        case(
+            "what keygate cannot resolve",
+            y(&bad),
+            Expect::Err(&[
+                "serverless.yml:7:11: functions.f.environment.A: no DynamoDB table \"Nope\" in \
+                  resources.Resources (it has Candidates); keygate resolves Ref and Fn::GetAtt to \
+                  its tables only",
+                "serverless.yml:8:18: functions.f.environment.B: Fn::GetAtt \"StreamArn\" of a \
+                  table is not known before the table exists; use Ref (its name) or Arn",
             ]),
         ),
     ]);

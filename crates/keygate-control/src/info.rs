@@ -23,6 +23,24 @@ pub struct Info {
     pub api_keys: Vec<ApiKey>,
     /// Usage plans covering this API stage.
     pub usage_plans: Vec<UsagePlan>,
+    /// The DynamoDB tables of `resources`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<InfoTable>,
+}
+
+/// A table of a deployed stage.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InfoTable {
+    pub logical_id: String,
+    pub table_name: String,
+    /// The key schema, e.g. `id (S, HASH)`.
+    pub key: String,
+    /// The stream's view type, if the table has a stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// `DeletionPolicy: Retain`.
+    pub retain: bool,
 }
 
 /// Describes `service`'s deployed `stage`.
@@ -65,6 +83,17 @@ pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> 
         functions: def.functions.iter().map(Function::of).collect(),
         api_keys,
         usage_plans: plans,
+        tables: def
+            .tables
+            .iter()
+            .map(|t| InfoTable {
+                logical_id: t.logical_id.clone(),
+                table_name: t.table_name.clone(),
+                key: t.describe_key(),
+                stream: t.stream_view_type.clone(),
+                retain: t.retain,
+            })
+            .collect(),
     })
 }
 

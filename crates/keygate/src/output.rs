@@ -179,6 +179,14 @@ pub(crate) fn info(i: &Info, as_json: bool) -> Result<()> {
     for f in &i.functions {
         println!("  {}: {}", f.name, f.function_name);
     }
+    if !i.tables.is_empty() {
+        println!("tables:");
+        for t in &i.tables {
+            let stream = t.stream.as_deref().map(|s| format!(", stream {s}")).unwrap_or_default();
+            let retain = if t.retain { ", DeletionPolicy: Retain" } else { "" };
+            println!("  {} ({}): {}{stream}{retain}", t.table_name, t.logical_id, t.key);
+        }
+    }
     Ok(())
 }
 

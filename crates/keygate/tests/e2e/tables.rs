@@ -35,6 +35,11 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     assert_eq!(report["tables"][0]["status"], "created");
     assert_eq!(report["tables"][0]["retain"], true);
     let key = Env::key_value(&report);
+    let info = env.ok(&["info"]);
+    assert!(
+        info.contains("tables:\n  candidate-service-dev (CandidatesDynamoDbTable): id (S, HASH), stream NEW_AND_OLD_IMAGES, DeletionPolicy: Retain"),
+        "{info}"
+    );
 
     let srv = env.serve();
     let c = client();
