@@ -33,7 +33,6 @@ const TOP_IGNORED: &[&str] = &[
     "license",
     "org",
     "outputs",
-    "package",
     "params",
     "plugins",
     "stages",
@@ -111,7 +110,7 @@ const API_GATEWAY_IGNORED: &[&str] = &[
 
 const TOP: Section = Section {
     what: "top-level key",
-    used: &["service", "provider", "functions", "resources", "configValidationMode"],
+    used: &["service", "provider", "functions", "resources", "package", "configValidationMode"],
     ignored: TOP_IGNORED,
 };
 
@@ -164,8 +163,14 @@ const CAPACITY_PROVIDER: Section = Section {
 
 const PACKAGE: Section = Section {
     what: "key in package",
-    used: &["artifact"],
-    ignored: &["patterns", "individually", "include", "exclude", "excludeDevDependencies"],
+    used: &["artifact", "patterns", "include", "exclude"],
+    ignored: &["individually", "excludeDevDependencies"],
+};
+
+const SERVICE_PACKAGE: Section = Section {
+    what: "key in package",
+    used: &["patterns", "include", "exclude"],
+    ignored: &["artifact", "individually", "excludeDevDependencies"],
 };
 
 /// The `provided.*` runtimes, for "did you mean" suggestions.
@@ -294,6 +299,8 @@ struct Service<'s> {
     stage: &'s str,
     base_dir: &'s Path,
     defaults: &'s Defaults,
+    /// The service-wide `package.patterns` (with `include`/`exclude`), in order.
+    patterns: &'s [String],
 }
 
 impl Ctx<'_> {
@@ -574,6 +581,7 @@ impl Ctx<'_> {
         let mut max_concurrency = None;
         let mut function_name = None;
         let mut artifact = None;
+        let mut patterns = Vec::new();
         let mut events = Vec::new();
         let mut has_handler = false;
         for e in &entries {
@@ -600,7 +608,11 @@ impl Ctx<'_> {
                 "reservedConcurrency" => reserved = self.reserved(&e.value, &p),
                 "capacityProvider" => max_concurrency = self.capacity_provider(&e.value, &p),
                 "name" => function_name = self.string(&e.value, &p, "a function name"),
-                "package" => artifact = self.package(&e.value, &p, svc.base_dir),
+                "package" => {
+                    let (a, p) = self.package(&e.value, &p, svc.base_dir);
+                    artifact = a;
+                    patterns = p;
+                }
                 "events" => events = self.events(&e.value, &p),
                 k => self.other_key(k, e.key_mark, &p, &FUNCTION),
             }
@@ -644,6 +656,7 @@ impl Ctx<'_> {
             reserved_concurrency: reserved,
             max_concurrency,
             artifact,
+            package_patterns: svc.patterns.iter().cloned().chain(patterns).collect(),
             events,
             streams,
         })
@@ -716,29 +729,79 @@ impl Ctx<'_> {
         Some(max)
     }
 
-    /// `package.artifact`, made absolute against the file's directory (not checked to exist).
-    fn package(&mut self, node: &Node, path: &FieldPath, base_dir: &Path) -> Option<PathBuf> {
-        let entries = self.map(node, path, "a map with artifact")?;
+    /// A function's `package`: `artifact`, made absolute against the file's directory (not
+    /// checked to exist), and its patterns.
+    fn package(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        base_dir: &Path,
+    ) -> (Option<PathBuf>, Vec<String>) {
+        let Some(entries) = self.map(node, path, "a map with artifact or patterns") else {
+            return (None, Vec::new());
+        };
         let mut artifact = None;
-        for e in entries {
-            let p = path.key(&e.key);
+        for e in &entries {
             if e.key != "artifact" {
-                self.other_key(&e.key, e.key_mark, &p, &PACKAGE);
-            } else {
-                if let Some(a) = self.string(&e.value, &p, "the path of a zip file") {
-                    if a.is_empty() {
-                        self.error(
-                            e.value.mark,
-                            &p,
-                            "expected the path of a zip file, found an empty string",
-                        );
-                    } else {
-                        artifact = Some(absolute(base_dir, Path::new(&a)));
-                    }
+                continue;
+            }
+            let p = path.key(&e.key);
+            if let Some(a) = self.string(&e.value, &p, "the path of a zip file") {
+                if a.is_empty() {
+                    self.error(
+                        e.value.mark,
+                        &p,
+                        "expected the path of a zip file, found an empty string",
+                    );
+                } else {
+                    artifact = Some(absolute(base_dir, Path::new(&a)));
                 }
             }
         }
-        artifact
+        let patterns = self.package_patterns(node, path, &PACKAGE);
+        (artifact, patterns)
+    }
+
+    /// `patterns` (globs over paths relative to the service directory, `!` to exclude, applied
+    /// in order as Serverless applies them), with the deprecated `include` (as patterns) and
+    /// `exclude` (as `!` patterns) before them.
+    fn package_patterns(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        section: &Section,
+    ) -> Vec<String> {
+        let Some(entries) = self.map(node, path, "a map with patterns") else { return Vec::new() };
+        let (mut include, mut exclude, mut patterns) = (Vec::new(), Vec::new(), Vec::new());
+        for e in &entries {
+            let p = path.key(&e.key);
+            let list = |cx: &mut Self| cx.strings(&e.value, &p, "a list of glob patterns", false);
+            match e.key.as_str() {
+                "patterns" => patterns = list(self).unwrap_or_default(),
+                "include" => include = list(self).unwrap_or_default(),
+                "exclude" => {
+                    exclude = list(self)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|x| format!("!{x}"))
+                        .collect();
+                }
+                "artifact" if section.used.contains(&"artifact") => {}
+                k => self.other_key(k, e.key_mark, &p, section),
+            }
+        }
+        for pattern in patterns.iter().chain(&include) {
+            let glob = pattern.strip_prefix('!').unwrap_or(pattern);
+            if glob.is_empty() || glob.starts_with('/') || glob.split('/').any(|s| s == "..") {
+                let message = format!(
+                    "{} is not a pattern keygate takes: a glob relative to the service directory, \
+                     `!` before it to leave files out (e.g. `!node_modules/aws-sdk/**`)",
+                    quote(pattern)
+                );
+                self.error(node.mark, &path.key("patterns"), message);
+            }
+        }
+        exclude.into_iter().chain(include).chain(patterns).collect()
     }
 }
 
@@ -811,12 +874,14 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     let mut provider = None;
     let mut functions = None;
     let mut resources = None;
+    let mut package = None;
     for e in entries {
         match e.key.as_str() {
             "service" => service = Some(e),
             "provider" => provider = Some(e),
             "functions" => functions = Some(e),
             "resources" => resources = Some(e),
+            "package" => package = Some(e),
             "configValidationMode" => {}
             k => cx.other_key(k, e.key_mark, &top.key(k), &TOP),
         }
@@ -865,10 +930,19 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         definition.tables = cx.resources(&e.value, &service, &stage);
     }
 
+    let patterns = match package {
+        Some(e) => cx.package_patterns(&e.value, &top.key("package"), &SERVICE_PACKAGE),
+        None => Vec::new(),
+    };
     if let Some(entry) = functions {
         let base_dir = definition.base_dir.clone();
-        let svc =
-            Service { name: &service, stage: &stage, base_dir: &base_dir, defaults: &defaults };
+        let svc = Service {
+            name: &service,
+            stage: &stage,
+            base_dir: &base_dir,
+            defaults: &defaults,
+            patterns: &patterns,
+        };
         definition.functions = cx.functions(entry, &svc);
     }
     // Stream events name tables of `resources`.

@@ -882,10 +882,7 @@ fn functions_and_provider() {
                 assert_eq!(g.runtime, "nodejs20.x");
                 assert_eq!((g.timeout_secs, g.memory_size), (10, 512));
                 assert_eq!(g.artifact, Some(PathBuf::from("/abs/g.zip")));
-                assert_eq!(
-                    l.notes,
-                    vec!["ignored (not used by keygate): custom, functions.f.package.patterns"]
-                );
+                assert_eq!(l.notes, vec!["ignored (not used by keygate): custom"]);
             }),
         ),
         case(
@@ -2319,9 +2316,9 @@ fn typos_fail_closed() {
                           (functions.f.events[0])",
                         "ignored (not used by keygate): org, app, console, dashboard, build, \
                           stages, params, frameworkVersion, useDotenv, variablesResolutionMode, \
-                          plugins, custom, package, provider.iam, provider.tracing, \
-                          provider.logs, provider.deploymentBucket, functions.f.layers, \
-                          functions.f.vpc, functions.f.package.patterns, \
+                          plugins, custom, provider.iam, provider.tracing, \
+                          provider.logs, provider.deploymentBucket, package.individually, \
+                          functions.f.layers, functions.f.vpc, \
                           functions.f.events[1].http.request.parameters",
                     ]
                 );
@@ -2804,6 +2801,50 @@ fn table_references_in_the_environment() {
                 "serverless.yml:8:18: functions.f.environment.B: Fn::GetAtt \"StreamArn\" of a \
                   table is not known before the table exists; use Ref (its name) or Arn",
             ]),
+        ),
+    ]);
+}
+
+/// `package.patterns` (and the older `include`/`exclude`) of the service, then of the function,
+/// in order, for the function's code.
+#[test]
+fn package_patterns() {
+    let yml = "
+        |service: svc
+        |provider: {name: aws, runtime: nodejs20.x}
+        |package:
+        |  individually: true
+        |  exclude: [docs/**]
+        |  patterns: ['!node_modules/aws-sdk/**']
+        |functions:
+        |  f:
+        |    handler: h.f
+        |    package:
+        |      patterns: ['!tests/**', 'tests/fixture.json']
+        |    events: [{http: GET f}]
+    ";
+    fn merged(l: &Loaded) {
+        assert_eq!(
+            l.definition.functions[0].package_patterns,
+            ["!docs/**", "!node_modules/aws-sdk/**", "!tests/**", "tests/fixture.json"]
+        );
+    }
+    let bad = "
+        |service: svc
+        |provider: {name: aws, runtime: nodejs20.x}
+        |package:
+        |  patterns: ['../secrets/**']
+        |functions:
+        |  f: {handler: h.f, events: [{http: GET f}]}
+    ";
+    run(vec![
+        case("merged in order", y(yml), Expect::Ok(merged)),
+        case(
+            "outside the service",
+            y(bad),
+            Expect::Err(&["serverless.yml:4:3: package.patterns: \"../secrets/**\" is not a \
+                  pattern keygate takes: a glob relative to the service directory, `!` before it \
+                  to leave files out (e.g. `!node_modules/aws-sdk/**`)"]),
         ),
     ]);
 }

@@ -245,7 +245,8 @@ fn stage_functions(
     let run_as = keygate_functions::RunAs::for_host(None).ok().flatten();
     let mut problems = Vec::new();
     // The staged copy of each code source (functions share the service directory).
-    let mut staged_code: BTreeMap<std::path::PathBuf, std::path::PathBuf> = BTreeMap::new();
+    let mut staged_code: BTreeMap<(std::path::PathBuf, Vec<String>), std::path::PathBuf> =
+        BTreeMap::new();
     // Whether each runtime kind's interpreter was found (checked and noted once).
     let mut interpreters: Vec<(RuntimeKind, bool)> = Vec::new();
     for f in &mut definition.functions {
@@ -305,11 +306,14 @@ fn stage_functions(
             keygate_functions::stage_artifact(src, artifacts_root)
         } else {
             let src = f.artifact.clone().unwrap_or_else(|| base_dir.clone());
-            match staged_code.get(&src) {
+            let key = (src, f.package_patterns.clone());
+            match staged_code.get(&key) {
                 Some(staged) => Ok(staged.clone()),
-                None => keygate_functions::stage_code(&src, artifacts_root).inspect(|staged| {
-                    staged_code.insert(src, staged.clone());
-                }),
+                None => keygate_functions::stage_code(&key.0, artifacts_root, &key.1).inspect(
+                    |staged| {
+                        staged_code.insert(key.clone(), staged.clone());
+                    },
+                ),
             }
         };
         let staged = match staged {

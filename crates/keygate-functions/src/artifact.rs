@@ -42,6 +42,8 @@ pub enum ArtifactError {
         path.display()
     )]
     NotCode { path: PathBuf },
+    #[error("{message}")]
+    BadPattern { message: String },
     #[error("{} is not executable; run `chmod +x {}`", path.display(), path.display())]
     NotExecutable { path: PathBuf },
     #[error("artifact zip {} cannot be read: {message}", path.display())]
@@ -63,10 +65,7 @@ enum Kind {
     File,
     Dir,
     Zip,
-    /// A Node.js or Python function's code: a directory (the service directory, or
-    /// `package.artifact`) without a `bootstrap`.
-    CodeDir,
-    /// The same as a zip (`package.artifact` of a packaged Serverless function).
+    /// A Node.js or Python function's code as a zip (`package.artifact` of a packaged Serverless function).
     CodeZip,
 }
 
@@ -76,24 +75,187 @@ const NOT_CODE: &[&str] = &[".keygate", ".serverless", ".git"];
 
 /// Copies a Node.js or Python function's code, `src` (a directory, normally the service
 /// directory, or a zip), into `<artifacts_root>/<sha256 prefix>/` and returns that directory,
-/// the function's task root. `.keygate`, `.serverless` and `.git` at the top of a directory, and
-/// `artifacts_root` itself if it is inside, are left out. Idempotent as [`stage_artifact`].
-pub fn stage_code(src: &Path, artifacts_root: &Path) -> Result<PathBuf, ArtifactError> {
+/// the function's task root. Idempotent as [`stage_artifact`].
+///
+/// A directory is filtered by `patterns` (Serverless's `package.patterns`: globs relative to
+/// `src`, `!` to leave out, applied in order over every file, which is in unless a pattern says
+/// otherwise); `.keygate`, `.serverless` and `.git` at its top, and `artifacts_root` if it is
+/// inside, are always left out. Its files are kept once each, by content, in
+/// `<artifacts_root>/blobs/`, and a staged tree is made of hard links to them: a redeploy whose
+/// files did not change copies nothing, and one that changed a handler beside a 100 MB
+/// `node_modules` copies only the handler (every file is still read, to hash it).
+pub fn stage_code(
+    src: &Path,
+    artifacts_root: &Path,
+    patterns: &[String],
+) -> Result<PathBuf, ArtifactError> {
     let meta = fs::metadata(src).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ArtifactError::Missing { path: src.to_owned() },
         _ => io_err(src)(e),
     })?;
-    let kind = if meta.is_dir() {
-        Kind::CodeDir
-    } else if is_zip(src)? {
-        Kind::CodeZip
-    } else {
-        return Err(ArtifactError::NotCode { path: src.to_owned() });
-    };
-    // Made first: the copy must recognise it when it is inside `src`.
+    // Made first: the walk must recognise it when it is inside `src`.
     fs::create_dir_all(artifacts_root).map_err(io_err(artifacts_root))?;
-    let skip = Skip::new(src, artifacts_root);
-    stage(src, artifacts_root, kind, &skip)
+    open_to_all(artifacts_root, true)?;
+    if meta.is_dir() {
+        let skip = Skip::new(src, artifacts_root);
+        let filter =
+            Filter::new(patterns).map_err(|message| ArtifactError::BadPattern { message })?;
+        stage_tree(src, artifacts_root, &skip, &filter)
+    } else if is_zip(src)? {
+        stage(src, artifacts_root, Kind::CodeZip, &Skip::NOTHING)
+    } else {
+        Err(ArtifactError::NotCode { path: src.to_owned() })
+    }
+}
+
+/// `package.patterns`, compiled: a file is in unless the last pattern matching it starts with `!`.
+struct Filter {
+    globs: Vec<(globset::GlobMatcher, bool)>,
+}
+
+impl Filter {
+    fn new(patterns: &[String]) -> Result<Self, String> {
+        let globs = patterns
+            .iter()
+            .map(|p| {
+                let (include, glob) = match p.strip_prefix('!') {
+                    Some(rest) => (false, rest),
+                    None => (true, p.as_str()),
+                };
+                globset::GlobBuilder::new(glob)
+                    .literal_separator(true)
+                    .build()
+                    .map(|g| (g.compile_matcher(), include))
+                    .map_err(|e| format!("package pattern {p:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { globs })
+    }
+
+    fn includes(&self, rel: &Path) -> bool {
+        let mut included = true;
+        for (glob, include) in &self.globs {
+            if glob.is_match(rel) {
+                included = *include;
+            }
+        }
+        included
+    }
+}
+
+/// Stages a directory of code file by file (see [`stage_code`]).
+fn stage_tree(
+    src: &Path,
+    artifacts_root: &Path,
+    skip: &Skip,
+    filter: &Filter,
+) -> Result<PathBuf, ArtifactError> {
+    let mut files = Vec::new();
+    collect_files(src, Path::new(""), 0, skip, filter, &mut files)?;
+    files.sort();
+    let blobs = artifacts_root.join("blobs");
+    fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+    open_to_all(&blobs, true)?;
+    let mut tree = Sha256::new();
+    tree.update(b"code-tree\0");
+    let mut entries = Vec::with_capacity(files.len());
+    for (rel, executable) in files {
+        let path = src.join(&rel);
+        let mut hasher = Sha256::new();
+        hash_file(&mut hasher, &path)?;
+        let name = format!("{:x}{}", hasher.finalize(), if executable { "x" } else { "" });
+        let blob = blobs.join(&name);
+        if !blob.is_file() {
+            // Copied beside and renamed: a blob is whole or absent.
+            let tmp = blobs.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+            copy_file(&path, &tmp, false)?;
+            open_to_all(&tmp, executable)?;
+            if let Err(e) = fs::rename(&tmp, &blob) {
+                let _ = fs::remove_file(&tmp);
+                if !blob.is_file() {
+                    return Err(io_err(&blob)(e));
+                }
+            }
+        }
+        tree.update(rel.to_string_lossy().as_bytes());
+        tree.update(b"\0");
+        tree.update(name.as_bytes());
+        tree.update(b"\0");
+        entries.push((rel, blob));
+    }
+    let digest = format!("{:x}", tree.finalize());
+    let target = artifacts_root.join(&digest[..DIGEST_PREFIX_LEN]);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    let tmp = artifacts_root.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+    let built = (|| {
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        open_to_all(&tmp, true)?;
+        for (rel, blob) in &entries {
+            let to = tmp.join(rel);
+            if let Some(parent) = to.parent()
+                && !parent.is_dir()
+            {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+                let mut dir = parent;
+                while dir != tmp {
+                    open_to_all(dir, true)?;
+                    dir = dir.parent().unwrap_or(&tmp);
+                }
+            }
+            // A hard link shares the blob (same modes); a copy where links are not possible.
+            if fs::hard_link(blob, &to).is_err() {
+                fs::copy(blob, &to).map_err(io_err(&to))?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(err) = built {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(err);
+    }
+    match fs::rename(&tmp, &target) {
+        Ok(()) => Ok(target),
+        Err(_) if target.is_dir() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(target)
+        }
+        Err(err) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(io_err(&target)(err))
+        }
+    }
+}
+
+/// The files of `root/rel` that the filter takes, with their execute bit, following symlinks.
+fn collect_files(
+    root: &Path,
+    rel: &Path,
+    depth: usize,
+    skip: &Skip,
+    filter: &Filter,
+    out: &mut Vec<(PathBuf, bool)>,
+) -> Result<(), ArtifactError> {
+    let dir = root.join(rel);
+    if depth > MAX_DEPTH {
+        return Err(io_err(&dir)(io::Error::other("directory tree too deep (symlink loop?)")));
+    }
+    for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let entry = entry.map_err(io_err(&dir))?;
+        let rel = rel.join(entry.file_name());
+        let path = root.join(&rel);
+        if skip.skips(&rel, &path) {
+            continue;
+        }
+        let Ok(meta) = fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            collect_files(root, &rel, depth + 1, skip, filter, out)?;
+        } else if meta.is_file() && filter.includes(&rel) {
+            out.push((rel, is_executable(&meta)));
+        }
+    }
+    Ok(())
 }
 
 /// What a directory copy leaves out: top-level names, and one directory anywhere (the
@@ -167,10 +329,6 @@ fn stage(
             hasher.update(b"dir\0");
             hash_dir(&mut hasher, src, Path::new(""), 0, skip)?;
         }
-        Kind::CodeDir => {
-            hasher.update(b"code-dir\0");
-            hash_dir(&mut hasher, src, Path::new(""), 0, skip)?;
-        }
         Kind::CodeZip => {
             hasher.update(b"code-zip\0");
             hash_file(&mut hasher, src)?;
@@ -182,7 +340,7 @@ fn stage(
     // bootstrap (an interrupted manual copy would not).
     let complete = |target: &Path| match kind {
         Kind::File | Kind::Dir | Kind::Zip => target.join("bootstrap").is_file(),
-        Kind::CodeDir | Kind::CodeZip => target.is_dir(),
+        Kind::CodeZip => target.is_dir(),
     };
     if complete(&target) {
         return Ok(target);
@@ -196,7 +354,7 @@ fn stage(
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     let filled = match kind {
         Kind::File => copy_file(src, &tmp.join("bootstrap"), true),
-        Kind::Dir | Kind::CodeDir => copy_dir(src, &tmp, Path::new(""), 0, skip),
+        Kind::Dir => copy_dir(src, &tmp, Path::new(""), 0, skip),
         Kind::Zip => extract_zip(src, &tmp, true),
         Kind::CodeZip => extract_zip(src, &tmp, false),
     }

@@ -714,6 +714,7 @@ mod tests {
             reserved_concurrency: None,
             max_concurrency: None,
             artifact: Some(PathBuf::from("/artifacts/0123456789abcdef")),
+            package_patterns: Vec::new(),
             events: Vec::new(),
             streams: Vec::new(),
         }

@@ -31,6 +31,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
             reserved_concurrency: None,
             max_concurrency: None,
             artifact: None,
+            package_patterns: vec![],
             events: vec![HttpEvent {
                 path: "/x".into(),
                 method: HttpMethod::Get,

@@ -149,6 +149,10 @@ pub struct FunctionSpec {
     /// `package.artifact` resolved against the yml's directory (absolute). `None` when the function
     /// has no artifact; invoking it then fails with a 502 and a logged cause.
     pub artifact: Option<PathBuf>,
+    /// `package.patterns` of the service then of the function (with `include`/`exclude`): which
+    /// files of the service directory a Node.js or Python function's code holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_patterns: Vec<String>,
     pub events: Vec<HttpEvent>,
     /// `- stream:` events on a DynamoDB table's stream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -724,10 +724,11 @@ async fn serve(
         .context("cannot read the deployed stages from the store")?;
     let refresh = gateway.spawn_refresh();
     let flush = gateway.spawn_flush();
+    let shutdown = shutdown_signal();
     println!("keygate listening on http://{addr}");
     println!("keygate admin listening on http://{admin_addr}");
     tracing::info!(%addr, %admin_addr, "gateway listening");
-    keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown_signal()).await;
+    keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown).await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     refresh.abort();
@@ -818,24 +819,25 @@ async fn stream_pollers(
     Ok((stop, pollers))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, before any await: a
+/// signal sent right after keygate says it listens must stop it gracefully, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            () = wait(interrupt) => {},
+            () = wait(terminate) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -165,3 +165,56 @@ fn staging_is_idempotent_and_content_addressed() {
     assert!(std::fs::read_to_string(second.join("bootstrap")).unwrap().contains("v2"));
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
 }
+
+/// A Node.js or Python function's code: the service directory filtered by `package.patterns`,
+/// stored file by file, so a redeploy shares every unchanged file with the last one.
+#[test]
+fn code_is_staged_file_by_file_by_its_patterns_and_shared_between_deploys() {
+    use std::os::unix::fs::MetadataExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("svc");
+    let root = tmp.path().join("artifacts");
+    for (name, text) in [
+        ("handler.js", "exports.a = 1;"),
+        ("README.md", "docs"),
+        ("node_modules/uuid/index.js", "uuid"),
+        ("node_modules/aws-sdk/index.js", "sdk"),
+        (".git/config", "[core]"),
+    ] {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let patterns = vec!["!README.md".to_owned(), "!node_modules/aws-sdk/**".to_owned()];
+    let first = keygate_functions::stage_code(&src, &root, &patterns).unwrap();
+    assert!(first.join("handler.js").is_file());
+    assert!(first.join("node_modules/uuid/index.js").is_file());
+    for left_out in ["README.md", "node_modules/aws-sdk", ".git"] {
+        assert!(!first.join(left_out).exists(), "{left_out} was staged");
+    }
+    assert_eq!(keygate_functions::stage_code(&src, &root, &patterns).unwrap(), first);
+
+    // A changed handler: a new tree, sharing the unchanged files (the same inode).
+    std::fs::write(src.join("handler.js"), "exports.a = 2;").unwrap();
+    let second = keygate_functions::stage_code(&src, &root, &patterns).unwrap();
+    assert_ne!(second, first);
+    assert_eq!(std::fs::read_to_string(second.join("handler.js")).unwrap(), "exports.a = 2;");
+    assert_eq!(std::fs::read_to_string(first.join("handler.js")).unwrap(), "exports.a = 1;");
+    let ino = |dir: &std::path::Path| {
+        std::fs::metadata(dir.join("node_modules/uuid/index.js")).unwrap().ino()
+    };
+    assert_eq!(ino(&first), ino(&second));
+    let blobs = std::fs::read_dir(root.join("blobs")).unwrap().count();
+    assert_eq!(blobs, 3, "two handlers and uuid");
+
+    // Later patterns win: everything of node_modules out, then uuid back in.
+    let narrow = vec!["!node_modules/**".to_owned(), "node_modules/uuid/**".to_owned()];
+    let third = keygate_functions::stage_code(&src, &root, &narrow).unwrap();
+    assert!(third.join("node_modules/uuid/index.js").is_file());
+    assert!(!third.join("node_modules/aws-sdk").exists());
+    assert!(third.join("README.md").is_file());
+
+    let bad = keygate_functions::stage_code(&src, &root, &["[".to_owned()]).unwrap_err();
+    assert!(bad.to_string().contains("package pattern \"[\""), "{bad}");
+}

@@ -77,6 +77,7 @@ pub(crate) fn spec(handler: &str) -> FunctionSpec {
         reserved_concurrency: None,
         max_concurrency: None,
         artifact: Some(staged_testfn().to_owned()),
+        package_patterns: Vec::new(),
         events: Vec::new(),
         streams: Vec::new(),
     }
@@ -128,7 +129,7 @@ pub(crate) fn code_function(
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let staged = keygate_functions::stage_code(&src, &root.path().join("artifacts")).unwrap();
+    let staged = keygate_functions::stage_code(&src, &root.path().join("artifacts"), &[]).unwrap();
     let mut spec = spec(handler);
     spec.runtime = keygate_types::Runtime::parse(runtime).unwrap();
     spec.artifact = Some(staged);
