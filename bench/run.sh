@@ -15,6 +15,8 @@
 #   --no-setup  skip installing packages (apt, npm) and building keygate
 # Env knobs: WORK (scratch dir, default target/bench), KEY_COUNT (10000), DURATION (10s),
 #   WARMUP (3s), CONNS ("32 128"), DENY_CONNS (32), PEERS ("upstream nginx sls keygate"),
+#   RUN_DIR (where the data directory and the functions' database go, default
+#   /tmp/keygate-bench-<uid>: the function user must reach them),
 #   SERVER_CPU / CLIENT_CPU (0 / 1), PIN (1; 0 = no CPU pinning), KEYGATE_BIN
 #   (target/release/keygate), OUT (results dir, default $WORK/results/<UTC time>).
 # Output: $OUT/results.md (the tables, also printed), $OUT/results.tsv, raw wrk output.
@@ -72,12 +74,17 @@ render() { sed -e "s#@WORK@#$WORK#g" -e "s#@VALID_KEY@#${VALID_KEY:-}#g" "$1" > 
 
 # keygate: a fresh data dir with both bench services deployed and KEY_COUNT keys imported into
 # both usage plans (done before the measured start, like nginx's rendered key map).
-KG_DATA="$WORK/keygate-data"
+# Run as root, keygate runs the functions as `nobody`, who must reach the staged code in the data
+# directory and the functions' database: both live under RUN_DIR, a directory every user may
+# enter, not under WORK (a checkout in /root or a `mktemp -d` is closed to `nobody`).
+RUN_DIR="${RUN_DIR:-/tmp/keygate-bench-$(id -u)}"
+mkdir -p "$RUN_DIR" && chmod 0711 "$RUN_DIR"
+KG_DATA="$RUN_DIR/keygate-data"
 rm -rf "$KG_DATA"
 # Run as root, keygate runs the functions as `nobody`: their database lives in a directory
 # every user may write (sticky, as /tmp).
-mkdir -p "$WORK/function-db" && chmod 1777 "$WORK/function-db"
-export BENCH_CANDIDATE_DB="$WORK/function-db/candidates.db" BENCH_CANDIDATE_ARTIFACT="$CANDIDATE_BIN"
+mkdir -p "$RUN_DIR/function-db" && chmod 1777 "$RUN_DIR/function-db"
+export BENCH_CANDIDATE_DB="$RUN_DIR/function-db/candidates.db" BENCH_CANDIDATE_ARTIFACT="$CANDIDATE_BIN"
 rm -f "$BENCH_CANDIDATE_DB"
 kg() { "$KEYGATE_BIN" --data-dir "$KG_DATA" "$@"; }
 kg deploy -c "$HERE/keygate/serverless.yml" >/dev/null
