@@ -26,9 +26,15 @@ impl Launcher for Node {
     fn program(&self, launch: &Launch, run_as: Option<RunAs>) -> Result<Program, InvokeError> {
         let task_root = code_dir(launch)?;
         let node = interpreter(launch, "node", run_as)?;
+        let (semi_space, old_space) = heap_limits(launch.memory_size);
         Ok(Program {
             program: node,
-            args: vec!["-e".into(), BOOTSTRAP.into()],
+            args: vec![
+                format!("--max-semi-space-size={semi_space}").into(),
+                format!("--max-old-space-size={old_space}").into(),
+                "-e".into(),
+                BOOTSTRAP.into(),
+            ],
             cwd: task_root.clone(),
             env: execution_env(launch),
             // As Lambda's NODE_PATH ends with /var/task.
@@ -64,6 +70,15 @@ impl Launcher for Node {
     }
 }
 
+/// V8's heap limits in MB for a function of `memory_size` MB, as Lambda's own Node.js bootstrap
+/// sets them: a tenth of the memory for the young generation (two semi-spaces), the rest for the
+/// old one. A function that fits its `memorySize` on Lambda fits it here, and one that does not
+/// fails here too instead of growing without bound.
+fn heap_limits(memory_size: u32) -> (u32, u32) {
+    let new_space = memory_size / 10;
+    ((new_space / 2).max(1), memory_size.saturating_sub(new_space).max(16))
+}
+
 /// `api/candidates.submit` -> (`api/`, `candidates`, `submit`): the basename splits at its first
 /// dot, further dots walk properties of the export. `None` for a name Lambda refuses (no dot,
 /// `..`).
@@ -92,6 +107,12 @@ mod tests {
         for bad in ["handler", "../x.y", "a/..b.c", ".x", "x.", "dir/"] {
             assert_eq!(split_handler(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn heap_limits_follow_the_memory_size_as_on_lambda() {
+        assert_eq!(heap_limits(128), (6, 116));
+        assert_eq!(heap_limits(1024), (51, 922));
     }
 
     #[test]

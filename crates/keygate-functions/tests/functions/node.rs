@@ -28,6 +28,7 @@ exports.info = async (event, context) => respond({
   logGroupName: context.logGroupName,
   remaining: context.getRemainingTimeInMillis(),
   waits: context.callbackWaitsForEmptyEventLoop,
+  heapLimitMB: require('v8').getHeapStatistics().heap_size_limit / 1048576,
   env: process.env,
 });
 exports.callback = (event, context, callback) => {
@@ -110,6 +111,9 @@ async fn an_async_handler_gets_the_event_the_context_and_lambda_environment() {
     assert_eq!(info["arn"], "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-fn");
     assert_eq!(info["logGroupName"], "/aws/lambda/svc-dev-fn");
     assert_eq!(info["waits"], true);
+    // V8's limits follow memorySize as on Lambda (old space 231 MB, semi-spaces 12 MB).
+    let heap = info["heapLimitMB"].as_f64().unwrap();
+    assert!((200.0..=300.0).contains(&heap), "heap limit {heap} MB for 256 MB");
     assert_eq!(info["requestId"].as_str().unwrap().len(), 36);
     let remaining = info["remaining"].as_i64().unwrap();
     assert!(remaining > 0 && remaining <= 30_000, "{remaining}");
