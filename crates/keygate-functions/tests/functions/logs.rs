@@ -148,8 +148,8 @@ async fn a_flood_of_output_is_cut_to_the_functions_budget_and_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Nothing is counted twice. The bound leaves room for the function's own few lines besides
-    // the flood (lambda_runtime's complaint when its Runtime API goes away at shutdown, 133
-    // bytes, dropped and counted like the rest when it comes after the budget is spent).
+    // the flood: twice, under a loaded full run, 133 bytes more than the flood were counted as
+    // dropped (a line of the function's after the budget was spent; which one was not caught).
     assert!(dropped > 0 && logged + dropped <= 7_920_000 + 1024, "{logged} + {dropped}");
     // The burst, plus one byte per second of the test at most.
     let bound = limit.burst_bytes + began.elapsed().as_secs() + 1;
