@@ -264,17 +264,9 @@ impl Ctx<'_> {
         for r in refs {
             let Some(table) = definition.tables.iter().find(|t| t.logical_id == r.logical_id)
             else {
-                let known: Vec<&str> =
-                    definition.tables.iter().map(|t| t.logical_id.as_str()).collect();
                 let message = format!(
-                    "no DynamoDB table {} in resources.Resources{}; keygate resolves Ref and \
-                     Fn::GetAtt to its tables only",
-                    quote(&r.logical_id),
-                    if known.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (it has {})", known.join(", "))
-                    }
+                    "{}; keygate resolves Ref and Fn::GetAtt to its tables only",
+                    no_such_table(&r.logical_id, &definition.tables)
                 );
                 self.error(r.mark, &r.path, message);
                 continue;
@@ -310,19 +302,7 @@ impl Ctx<'_> {
     pub(crate) fn check_streams(&mut self, tables: &[TableSpec]) {
         for r in std::mem::take(&mut self.stream_refs) {
             match tables.iter().find(|t| t.logical_id == r.logical_id) {
-                None => {
-                    let known: Vec<&str> = tables.iter().map(|t| t.logical_id.as_str()).collect();
-                    let message = format!(
-                        "no DynamoDB table {} in resources.Resources{}",
-                        quote(&r.logical_id),
-                        if known.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (it has {})", known.join(", "))
-                        }
-                    );
-                    self.error(r.mark, &r.path, message);
-                }
+                None => self.error(r.mark, &r.path, no_such_table(&r.logical_id, tables)),
                 Some(t) if t.stream_view_type.is_none() => {
                     let message = format!(
                         "the table {} has no stream; add `StreamSpecification: {{StreamViewType: \
@@ -335,4 +315,12 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// `no DynamoDB table "X" in resources.Resources (it has A, B)`.
+fn no_such_table(logical_id: &str, tables: &[TableSpec]) -> String {
+    let known: Vec<&str> = tables.iter().map(|t| t.logical_id.as_str()).collect();
+    let has =
+        if known.is_empty() { String::new() } else { format!(" (it has {})", known.join(", ")) };
+    format!("no DynamoDB table {} in resources.Resources{has}", quote(logical_id))
 }

@@ -48,26 +48,9 @@ pub struct InfoTable {
 /// # Errors
 /// [`Error::NotFound`] when the service or stage was never deployed.
 pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> Result<Info> {
-    let not_deployed = || {
-        Error::NotFound(format!(
-            "service {service} has no deployed stage {stage}; run `keygate deploy -c <file> --stage {stage}`"
-        ))
-    };
-    let api = store.get_api_by_name(service).await?.ok_or_else(not_deployed)?;
-    let st = store
-        .list_stages(&api.id)
-        .await?
-        .into_iter()
-        .find(|s| s.name == stage)
-        .ok_or_else(not_deployed)?;
-    let deployment = store.get_deployment(&st.deployment_id).await?.ok_or_else(not_deployed)?;
+    let hint = format!("run `keygate deploy -c <file> --stage {stage}`");
+    let (api, deployment, plans) = deployed_stage(store, service, stage, &hint).await?;
     let def = &deployment.definition;
-    let plans: Vec<UsagePlan> = store
-        .list_plans()
-        .await?
-        .into_iter()
-        .filter(|p| p.api_stages.iter().any(|s| s.api_id == api.id && s.stage == stage))
-        .collect();
     let mut api_keys = Vec::new();
     for p in &plans {
         api_keys.extend(store.list_plan_keys(&p.id).await?);
@@ -112,6 +95,33 @@ pub struct ServedStage {
 ///
 /// # Errors
 /// A store error.
+/// A deployed stage: its API, current deployment and the usage plans covering it.
+/// [`Error::NotFound`] (ending with `hint`) when the service or stage is not deployed.
+pub(crate) async fn deployed_stage(
+    store: &Store,
+    service: &str,
+    stage: &str,
+    hint: &str,
+) -> Result<(keygate_types::model::Api, keygate_types::model::Deployment, Vec<UsagePlan>)> {
+    let not_deployed =
+        || Error::NotFound(format!("service {service} has no deployed stage {stage}; {hint}"));
+    let api = store.get_api_by_name(service).await?.ok_or_else(not_deployed)?;
+    let st = store
+        .list_stages(&api.id)
+        .await?
+        .into_iter()
+        .find(|s| s.name == stage)
+        .ok_or_else(not_deployed)?;
+    let deployment = store.get_deployment(&st.deployment_id).await?.ok_or_else(not_deployed)?;
+    let plans: Vec<UsagePlan> = store
+        .list_plans()
+        .await?
+        .into_iter()
+        .filter(|p| p.api_stages.iter().any(|s| s.api_id == api.id && s.stage == stage))
+        .collect();
+    Ok((api, deployment, plans))
+}
+
 /// The definition of every stage's current deployment.
 pub async fn deployed_definitions(store: &Store) -> Result<Vec<keygate_types::ServiceDefinition>> {
     let mut out = Vec::new();

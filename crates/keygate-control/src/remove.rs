@@ -38,27 +38,10 @@ pub async fn remove(
     dynamodb: Option<&keygate_dynamodb::Client>,
     keys: bool,
 ) -> Result<RemoveReport> {
-    let not_deployed = || {
-        Error::NotFound(format!(
-            "service {service} has no deployed stage {stage}; nothing to remove"
-        ))
-    };
-    let api = store.get_api_by_name(service).await?.ok_or_else(not_deployed)?;
-    let st = store
-        .list_stages(&api.id)
-        .await?
-        .into_iter()
-        .find(|s| s.name == stage)
-        .ok_or_else(not_deployed)?;
-    let definition: ServiceDefinition =
-        store.get_deployment(&st.deployment_id).await?.ok_or_else(not_deployed)?.definition;
-    // The plans of this stage, before the stage (and so their link to it) goes.
-    let plans: Vec<_> = store
-        .list_plans()
-        .await?
-        .into_iter()
-        .filter(|p| p.api_stages.iter().any(|s| s.api_id == api.id && s.stage == stage))
-        .collect();
+    // The plans of this stage are read before the stage (and so their link to it) goes.
+    let (api, deployment, plans) =
+        crate::info::deployed_stage(store, service, stage, "nothing to remove").await?;
+    let definition: ServiceDefinition = deployment.definition;
     store.delete_stage(&api.id, stage).await?;
 
     let mut report = RemoveReport {

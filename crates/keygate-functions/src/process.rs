@@ -527,13 +527,14 @@ impl Process {
         let delivered = Arc::new(AtomicBool::new(false));
         let mut request_id = [0; uuid::fmt::Hyphenated::LENGTH];
         let request_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut request_id).to_owned();
-        let logged = self.report.output.has_log();
+        // Platform lines only with a function log: no copy of the id otherwise.
+        let logged = self.report.output.has_log().then(|| request_id.clone());
         let handed = std::time::Instant::now();
-        if logged {
-            self.report.output.platform(&format!("START RequestId: {request_id} Version: $LATEST"));
+        if let Some(id) = &logged {
+            self.report.output.platform(&format!("START RequestId: {id} Version: $LATEST"));
         }
         let invocation = Invocation {
-            request_id: request_id.clone(),
+            request_id,
             event,
             deadline_ms: epoch_ms(deadline),
             trace_id: runtime_api::new_trace_id(),
@@ -568,8 +569,8 @@ impl Process {
                 Err(InvokeError::Timeout)
             }
         };
-        if logged {
-            self.log_end(&request_id, handed, &result);
+        if let Some(id) = &logged {
+            self.log_end(id, handed, &result);
         }
         Handed { result, delivered: delivered.load(Ordering::Acquire), late }
     }
