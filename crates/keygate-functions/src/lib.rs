@@ -46,6 +46,7 @@
 
 mod ansi;
 pub mod artifact;
+mod cpu;
 mod launcher;
 mod output;
 mod peer;

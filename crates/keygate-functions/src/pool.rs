@@ -10,17 +10,20 @@
 //!
 //! Scale-out on demand: when every process is busy, a permit holder first waits up to
 //! `scale_out_after` for one to come back, and starts another process only if none does; while
-//! the only process is still starting, it waits for that start rather than starting its own. A
-//! function that answers within that delay runs on as few processes as its load needs (pinned to
-//! one CPU, the example served 11.0k req/s on one process against 8.4k on two, at less memory:
-//! docs/benchmarks.md); one that waits on I/O still reaches its reserved concurrency.
+//! the only process is still starting, it waits for that start rather than starting its own.
+//! Waiters are served in arrival order: a slot that comes back is handed to the one that has
+//! waited longest, so that a waiter is not overtaken again and again until its wait passes the
+//! delay (with a race for the slot instead, the Node benchmark ran on two processes where one
+//! does: docs/benchmarks.md). A function that answers within that delay runs on as few processes
+//! as its load needs (pinned to one CPU, the example served 11.0k req/s on one process against
+//! 8.4k on two, at less memory); one that waits on I/O still reaches its reserved concurrency.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::process::{Handed, Launch, ProcShared, Process, Spawn};
@@ -53,8 +56,11 @@ pub(crate) struct Pool {
     key: PoolKey,
     permits: Arc<Semaphore>,
     state: Mutex<PoolState>,
-    /// Signalled when a slot goes back to `idle`.
-    freed: Notify,
+    /// Signalled when waiters should look again: a process started (its other slots are free)
+    /// or was discarded (it will give nothing back).
+    look_again: Notify,
+    /// The last [`Pool::no_room_for_another`] verdict and when it was made.
+    room: Mutex<Option<(Instant, bool)>>,
     scale_out_after: Duration,
     max_invocations: u64,
     spawn_with: Spawn,
@@ -63,6 +69,9 @@ pub(crate) struct Pool {
 struct PoolState {
     /// Free slots, oldest first.
     idle: Vec<Slot>,
+    /// Invocations waiting for a slot, longest first: a slot that comes back is handed to the
+    /// first one still waiting.
+    waiting: VecDeque<oneshot::Sender<Slot>>,
     /// Every process started and not yet known to be reaped, busy ones included, so that
     /// shutdown can kill them all.
     live: Vec<Arc<ProcShared>>,
@@ -85,6 +94,7 @@ impl Pool {
         let permits = Arc::new(Semaphore::new(key.concurrency as usize));
         let state = PoolState {
             idle: Vec::new(),
+            waiting: VecDeque::new(),
             live: Vec::new(),
             last_used: Instant::now(),
             starting: 0,
@@ -94,7 +104,8 @@ impl Pool {
             key,
             permits,
             state: Mutex::new(state),
-            freed: Notify::new(),
+            look_again: Notify::new(),
+            room: Mutex::new(None),
             scale_out_after,
             max_invocations,
             spawn_with,
@@ -178,21 +189,9 @@ impl Pool {
                 // A handler error leaves the runtime healthy: it polls `/next` again.
                 Ok(_) | Err(InvokeError::FunctionError { .. }) => {
                     if process.count_answer(self.max_invocations) {
-                        // Retired, as Lambda recycles execution environments: whatever the
-                        // process accumulated (lambda_runtime's `setenv` of every trace id, say)
-                        // goes with it. It is stopped when its last slot is dropped (its other
-                        // invocations finish first); the next demand starts a new one.
-                        tracing::debug!(
-                            function = %self.function(),
-                            pid = process.pid(),
-                            answered = process.answered(),
-                            "retiring function process"
-                        );
-                        process.retire();
-                        self.discard(slot);
-                    } else {
-                        self.put_idle(slot);
+                        self.replace(Arc::clone(process));
                     }
+                    self.put_idle(slot);
                     return result;
                 }
                 Err(InvokeError::Timeout) if self.key.launch.slots() > 1 => {
@@ -264,8 +263,41 @@ impl Pool {
         }
     }
 
+    /// Retires `old`, as Lambda recycles execution environments: whatever the process
+    /// accumulated (the `setenv` of every trace id by lambda_runtime and by Node's
+    /// `process.env`, say) goes with it. Its replacement starts first and `old` serves on until
+    /// that one is ready, so that recycling puts no cold start on the request path (a Node
+    /// process starting while invocations wait for the old one made the pool scale out to two).
+    /// `old` is stopped when its last slot is dropped (its running invocations finish first).
+    fn replace(self: &Arc<Self>, old: Arc<Process>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let fresh = pool.spawn().await;
+            tracing::debug!(
+                function = %pool.function(),
+                pid = old.pid(),
+                answered = old.answered(),
+                "retiring function process"
+            );
+            old.retire();
+            pool.forget_idle(&old);
+            match fresh {
+                Ok(slot) => pool.put_idle(slot),
+                // The next demand starts one, and reports what goes wrong.
+                Err(err) => tracing::debug!(
+                    function = %pool.function(),
+                    %err,
+                    "could not start a replacement for a retiring function process"
+                ),
+            }
+        });
+    }
+
     fn take_idle(&self) -> Option<Slot> {
-        let mut state = self.lock();
+        Self::take_idle_from(&mut self.lock())
+    }
+
+    fn take_idle_from(state: &mut PoolState) -> Option<Slot> {
         while let Some(slot) = state.idle.pop() {
             if slot.process.is_usable() {
                 return Some(slot);
@@ -279,53 +311,118 @@ impl Pool {
     /// too, so the process stops once its running invocations are done, and invocations waiting
     /// for a slot look again (at another process, or at starting one).
     fn discard(&self, slot: Slot) {
+        self.forget_idle(&slot.process);
+        drop(slot);
+        self.look_again.notify_waiters();
+    }
+
+    /// Drops the free slots of `process`.
+    fn forget_idle(&self, process: &Arc<Process>) {
         let forgotten: Vec<Slot> = {
             let mut state = self.lock();
             let (forgotten, keep) = std::mem::take(&mut state.idle)
                 .into_iter()
-                .partition(|s| Arc::ptr_eq(&s.process, &slot.process));
+                .partition(|s| Arc::ptr_eq(&s.process, process));
             state.idle = keep;
             forgotten
         };
         // Outside the lock: the last slot of a process kills it.
         drop(forgotten);
-        drop(slot);
-        self.freed.notify_waiters();
     }
 
     /// With every slot busy, waits up to `scale_out_after` (counted from when one is busy, so a
-    /// cold start in progress is waited for, up to `until`) for one to come back. `None`: none
-    /// did (or none will), so the caller starts a new process.
+    /// cold start in progress is waited for, up to `until`) for one to come back, in line behind
+    /// the invocations that waited first. `None`: none did (or none will), so the caller starts
+    /// a new process.
     async fn wait_for_idle(&self, until: Instant) -> Option<Slot> {
         let mut scale_out_at: Option<Instant> = None;
-        loop {
-            // Registered before looking, so a slot returned in between is not missed.
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(slot) = self.take_idle() {
-                return Some(slot);
-            }
+        // This invocation's place in `waiting`, once it has one.
+        let mut queued: Option<oneshot::Receiver<Slot>> = None;
+        let found = loop {
+            // Registered before looking, so a start or discard in between is not missed.
+            let look_again = self.look_again.notified();
+            tokio::pin!(look_again);
+            look_again.as_mut().enable();
             {
-                let state = self.lock();
-                if !state.idle.is_empty() {
-                    continue; // One came back just now: take it.
+                let mut state = self.lock();
+                if let Some(slot) = Self::take_idle_from(&mut state) {
+                    break Some(slot);
                 }
                 // Only a process that will give a slot back is worth waiting for: not one
                 // retiring (it finishes what it runs, then stops).
                 let busy = state.live.iter().any(|p| !p.is_reaped() && !p.is_retired());
                 if !busy && state.starting == 0 {
-                    return None; // Nothing will come back.
+                    break None; // Nothing will come back.
                 }
                 if busy && scale_out_at.is_none() {
                     scale_out_at = Some(Instant::now() + self.scale_out_after);
                 }
+                if queued.is_none() {
+                    let (tx, rx) = oneshot::channel();
+                    state.waiting.retain(|w| !w.is_closed());
+                    state.waiting.push_back(tx);
+                    queued = Some(rx);
+                }
             }
             let wait_until = scale_out_at.map_or(until, |at| at.min(until));
-            if tokio::time::timeout_at(wait_until, freed).await.is_err() {
-                return None;
+            let Some(rx) = queued.as_mut() else { continue };
+            tokio::select! {
+                handed = rx => match handed {
+                    Ok(slot) => return Some(slot),
+                    // The pool dropped the queue (shutdown): look again.
+                    Err(_) => queued = None,
+                },
+                () = &mut look_again => {}
+                () = tokio::time::sleep_until(wait_until) => {
+                    // The busy processes compute and no CPU is left for another: it would share
+                    // the busy CPUs with them, not add throughput (the wait is CPU, not a
+                    // handler waiting on I/O). Wait on, and look again after another delay.
+                    if wait_until < until && self.no_room_for_another().await {
+                        scale_out_at = Some(Instant::now() + self.scale_out_after);
+                        continue;
+                    }
+                    break None;
+                }
+            }
+        };
+        // Leave the line; a slot handed over meanwhile is kept, not lost.
+        if let Some(mut rx) = queued {
+            rx.close();
+            if let Ok(slot) = rx.try_recv() {
+                match found {
+                    None => return Some(slot),
+                    Some(_) => self.put_idle(slot),
+                }
             }
         }
+        found
+    }
+
+    /// Whether another process would add no throughput, its processes being CPU-bound with no
+    /// CPU left ([`crate::cpu`]). Watched for [`crate::cpu::WINDOW`] and then trusted for half
+    /// the scale-out delay, so that the invocations waiting at once do not each watch.
+    async fn no_room_for_another(&self) -> bool {
+        {
+            let last = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, verdict)) = *last
+                && at.elapsed() < self.scale_out_after / 2
+            {
+                return verdict;
+            }
+        }
+        let pids: Vec<u32> = {
+            let state = self.lock();
+            state
+                .live
+                .iter()
+                .filter(|p| !p.is_reaped() && !p.is_retired())
+                .filter_map(|p| p.pid)
+                .collect()
+        };
+        let verdict = crate::cpu::no_room(&pids, crate::cpu::WINDOW).await;
+        tracing::debug!(function = %self.function(), ?pids, no_room = verdict, "scale-out check");
+        *self.room.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), verdict));
+        verdict
     }
 
     fn put_idle(&self, mut slot: Slot) {
@@ -336,9 +433,14 @@ impl Pool {
                 return; // `slot` is dropped on return (the last one kills the process).
             }
             slot.idle_since = Instant::now();
+            while let Some(waiter) = state.waiting.pop_front() {
+                match waiter.send(slot) {
+                    Ok(()) => return,
+                    Err(back) => slot = back, // That one stopped waiting.
+                }
+            }
             state.idle.push(slot);
         }
-        self.freed.notify_one();
     }
 
     /// Starts a process: returns one of its slots, and puts the others (a Lambda Managed
@@ -365,7 +467,7 @@ impl Pool {
         };
         // Invocations waiting for this start look again: at its free slots, a busy process now,
         // or at nothing.
-        self.freed.notify_waiters();
+        self.look_again.notify_waiters();
         let process = spawned?;
         if kept {
             return Ok(Slot { process, idle_since: Instant::now() });
@@ -420,6 +522,7 @@ impl Pool {
         let (idle, live) = {
             let mut state = self.lock();
             state.closed = true;
+            state.waiting.clear();
             (std::mem::take(&mut state.idle), std::mem::take(&mut state.live))
         };
         drop(idle);
