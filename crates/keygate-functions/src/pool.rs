@@ -189,9 +189,24 @@ impl Pool {
                 // A handler error leaves the runtime healthy: it polls `/next` again.
                 Ok(_) | Err(InvokeError::FunctionError { .. }) => {
                     if process.count_answer(self.max_invocations) {
-                        self.replace(Arc::clone(process));
+                        // Retired, as Lambda recycles execution environments: whatever the
+                        // process accumulated (the `setenv` of every trace id by lambda_runtime
+                        // and by Node's `process.env`, say) goes with it. It is stopped when its
+                        // last slot is dropped (its other invocations finish first); the next
+                        // demand starts a new one. (Starting the successor first, so that no
+                        // invocation waits for a cold start, had two processes' memory at the
+                        // handover: the Node benchmark's peak RSS doubled.)
+                        tracing::debug!(
+                            function = %self.function(),
+                            pid = process.pid(),
+                            answered = process.answered(),
+                            "retiring function process"
+                        );
+                        process.retire();
+                        self.discard(slot);
+                    } else {
+                        self.put_idle(slot);
                     }
-                    self.put_idle(slot);
                     return result;
                 }
                 Err(InvokeError::Timeout) if self.key.launch.slots() > 1 => {
@@ -263,36 +278,6 @@ impl Pool {
         }
     }
 
-    /// Retires `old`, as Lambda recycles execution environments: whatever the process
-    /// accumulated (the `setenv` of every trace id by lambda_runtime and by Node's
-    /// `process.env`, say) goes with it. Its replacement starts first and `old` serves on until
-    /// that one is ready, so that recycling puts no cold start on the request path (a Node
-    /// process starting while invocations wait for the old one made the pool scale out to two).
-    /// `old` is stopped when its last slot is dropped (its running invocations finish first).
-    fn replace(self: &Arc<Self>, old: Arc<Process>) {
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            let fresh = pool.spawn().await;
-            tracing::debug!(
-                function = %pool.function(),
-                pid = old.pid(),
-                answered = old.answered(),
-                "retiring function process"
-            );
-            old.retire();
-            pool.forget_idle(&old);
-            match fresh {
-                Ok(slot) => pool.put_idle(slot),
-                // The next demand starts one, and reports what goes wrong.
-                Err(err) => tracing::debug!(
-                    function = %pool.function(),
-                    %err,
-                    "could not start a replacement for a retiring function process"
-                ),
-            }
-        });
-    }
-
     fn take_idle(&self) -> Option<Slot> {
         Self::take_idle_from(&mut self.lock())
     }
@@ -311,23 +296,18 @@ impl Pool {
     /// too, so the process stops once its running invocations are done, and invocations waiting
     /// for a slot look again (at another process, or at starting one).
     fn discard(&self, slot: Slot) {
-        self.forget_idle(&slot.process);
-        drop(slot);
-        self.look_again.notify_waiters();
-    }
-
-    /// Drops the free slots of `process`.
-    fn forget_idle(&self, process: &Arc<Process>) {
         let forgotten: Vec<Slot> = {
             let mut state = self.lock();
             let (forgotten, keep) = std::mem::take(&mut state.idle)
                 .into_iter()
-                .partition(|s| Arc::ptr_eq(&s.process, process));
+                .partition(|s| Arc::ptr_eq(&s.process, &slot.process));
             state.idle = keep;
             forgotten
         };
         // Outside the lock: the last slot of a process kills it.
         drop(forgotten);
+        drop(slot);
+        self.look_again.notify_waiters();
     }
 
     /// With every slot busy, waits up to `scale_out_after` (counted from when one is busy, so a
@@ -420,7 +400,6 @@ impl Pool {
                 .collect()
         };
         let verdict = crate::cpu::no_room(&pids, crate::cpu::WINDOW).await;
-        tracing::debug!(function = %self.function(), ?pids, no_room = verdict, "scale-out check");
         *self.room.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), verdict));
         verdict
     }
