@@ -830,9 +830,17 @@ fn stage_ok(stage: &str) -> bool {
         && stage.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// A region name as AWS spells them (`us-east-1`, `eu-central-2`, `us-gov-west-1`).
+fn region_ok(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Builds the service definition from the document root.
 pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> Built {
-    let mut cx = Ctx::new(Resolver::new(root, opts.stage.as_deref(), opts.env), opts.allow_unknown);
+    let resolver = Resolver::new(root, opts.stage.as_deref(), opts.region.as_deref(), opts.env);
+    let mut cx = Ctx::new(resolver, opts.allow_unknown);
     let mut definition = ServiceDefinition {
         service: String::new(),
         stage: String::new(),
@@ -924,6 +932,16 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
             ),
         );
     }
+    if let Some(region) = &opts.region
+        && !region_ok(region)
+    {
+        cx.error(
+            Mark::START,
+            &FieldPath::root().key("--region"),
+            format!("expected a region such as us-east-1, found {}", quote(region)),
+        );
+    }
+    let region = opts.region.clone().or(region);
     let stage = opts.stage.clone().or(provider_stage).unwrap_or_else(|| "dev".to_owned());
     let service = service.unwrap_or_default();
     if let Some(e) = resources {

@@ -44,6 +44,8 @@ pub use diag::{Diagnostic, Error};
 pub struct LoadOptions<'a> {
     /// `--stage` (the `opt:stage` variable); wins over `provider.stage`.
     pub stage: Option<String>,
+    /// `--region` (the `opt:region` variable); wins over `provider.region`.
+    pub region: Option<String>,
     /// Environment lookup for `${env:NAME}`; the binary passes `|k| std::env::var(k).ok()`.
     pub env: &'a dyn Fn(&str) -> Option<String>,
     /// `--allow-unknown`: keys neither keygate nor Serverless knows become notes instead of
@@ -156,7 +158,7 @@ functions:
           method: get
 ";
         let env = |_: &str| None;
-        let opts = LoadOptions { stage: None, env: &env, allow_unknown: false };
+        let opts = LoadOptions { stage: None, region: None, env: &env, allow_unknown: false };
         let loaded = load_str("sls.yml", yml, Path::new("/srv"), &opts).unwrap();
         assert_eq!(loaded.places["a"].artifact, "sls.yml:9:17");
         assert_eq!(loaded.places["b"].artifact, "sls.yml:10:3");

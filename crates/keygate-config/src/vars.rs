@@ -204,6 +204,7 @@ fn literal(alt: &str, mark: Mark) -> Option<Node> {
 pub(crate) struct Resolver<'a> {
     root: &'a Node,
     stage: Option<&'a str>,
+    region: Option<&'a str>,
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Resolved templates by document path.
     memo: HashMap<String, Node>,
@@ -224,11 +225,13 @@ impl<'a> Resolver<'a> {
     pub(crate) fn new(
         root: &'a Node,
         stage: Option<&'a str>,
+        region: Option<&'a str>,
         env: &'a dyn Fn(&str) -> Option<String>,
     ) -> Self {
         Self {
             root,
             stage,
+            region,
             env,
             memo: HashMap::new(),
             stack: Vec::new(),
@@ -603,6 +606,13 @@ impl<'a> Resolver<'a> {
                 reason: "no --stage option was given".to_owned(),
                 hint: "pass --stage or give a default: ${opt:stage, 'dev'}".to_owned(),
             }]),
+            ("region", _) => match self.region {
+                Some(region) => Alt::Found(Node::new(Value::Str(region.to_owned()), Mark::START)),
+                None => Alt::Missing(vec![Miss {
+                    reason: "no --region option was given".to_owned(),
+                    hint: "pass --region or give a default: ${opt:region, 'us-east-1'}".to_owned(),
+                }]),
+            },
             (other, _) => Alt::Missing(vec![Miss {
                 reason: format!("keygate has no --{other} option"),
                 hint: format!("give a default: ${{opt:{other}, 'value'}}"),

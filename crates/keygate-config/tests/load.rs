@@ -67,6 +67,8 @@ struct Case {
     name: &'static str,
     yml: String,
     stage: Option<&'static str>,
+    /// `--region`.
+    region: Option<&'static str>,
     env: &'static [(&'static str, &'static str)],
     /// `--allow-unknown`.
     allow_unknown: bool,
@@ -74,7 +76,7 @@ struct Case {
 }
 
 fn case(name: &'static str, yml: String, expect: Expect) -> Case {
-    Case { name, yml, stage: None, env: &[], allow_unknown: false, expect }
+    Case { name, yml, stage: None, region: None, env: &[], allow_unknown: false, expect }
 }
 
 /// The case run with `--allow-unknown`.
@@ -86,6 +88,12 @@ fn allowing(mut c: Case) -> Case {
 /// The case run with `--stage stage`.
 fn staged(stage: &'static str, mut c: Case) -> Case {
     c.stage = Some(stage);
+    c
+}
+
+/// The case run with `--region`.
+fn in_region(region: &'static str, mut c: Case) -> Case {
+    c.region = Some(region);
     c
 }
 
@@ -107,6 +115,7 @@ fn load_case(c: &Case) -> Result<Loaded, Error> {
     let lookup = move |k: &str| env.get(k).map(|v| (*v).to_owned());
     let opts = LoadOptions {
         stage: c.stage.map(str::to_owned),
+        region: c.region.map(str::to_owned),
         env: &lookup,
         allow_unknown: c.allow_unknown,
     };
@@ -415,6 +424,54 @@ fn variables() {
             Expect::Err(&[
                 "serverless.yml:7:14: functions.f.handler: cannot resolve ${env:FOO}: environment \
                  variable FOO is not set; set it or give a default: ${env:FOO, 'value'}",
+            ]),
+        ),
+        in_region(
+            "eu-west-2",
+            case(
+                "--region wins over provider.region and is ${opt:region}",
+                y("
+                    |service: svc
+                    |provider:
+                    |  name: aws
+                    |  runtime: nodejs20.x
+                    |  region: us-east-1
+                    |  environment:
+                    |    R: ${opt:region, 'x'}
+                    |functions:
+                    |  f:
+                    |    handler: h.h
+                    |    events: [{http: GET f}]
+                "),
+                Expect::Ok(|l| {
+                    assert_eq!(l.definition.region, "eu-west-2");
+                    assert_eq!(env(l, 0, "R"), "eu-west-2");
+                }),
+            ),
+        ),
+        in_region(
+            "Eu West",
+            case(
+                "a --region that is no region name",
+                with_head(""),
+                Expect::Err(&[
+                    "serverless.yml:1:1: --region: expected a region such as us-east-1, \
+                 found \"Eu West\"",
+                ]),
+            ),
+        ),
+        case(
+            "no --region and no default",
+            with_head(
+                "
+                |  environment:
+                |    R: ${opt:region}
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:8: provider.environment.R: cannot resolve ${opt:region}: no \
+                 --region option was given; pass --region or give a default: ${opt:region, \
+                 'us-east-1'}",
             ]),
         ),
         case(
@@ -1782,7 +1839,8 @@ fn load_reads_a_file_and_resolves_paths_against_its_directory() {
     );
     std::fs::write(&file, yml).unwrap();
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: Some("prod".into()), env: &none, allow_unknown: false };
+    let opts =
+        LoadOptions { stage: Some("prod".into()), region: None, env: &none, allow_unknown: false };
     let loaded = load(&file, &opts).unwrap();
     assert_eq!(loaded.definition.base_dir, dir);
     assert_eq!(loaded.definition.stage, "prod");
@@ -1808,7 +1866,7 @@ fn the_example_service_loads() {
         return;
     }
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let opts = LoadOptions { stage: None, region: None, env: &none, allow_unknown: false };
     let loaded = load(&path, &opts).unwrap_or_else(|e| panic!("{e}"));
     let d = &loaded.definition;
     assert_eq!(d.service, "candidate-service");
@@ -1820,7 +1878,7 @@ fn the_example_service_loads() {
 /// The diagnostics of a text that must not load, as rendered lines.
 fn refused(yml: &str) -> Vec<String> {
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let opts = LoadOptions { stage: None, region: None, env: &none, allow_unknown: false };
     match load_str("serverless.yml", yml, Path::new("/srv/app"), &opts) {
         Ok(l) => panic!("loaded: {l:#?}"),
         Err(e) => e.diagnostics().iter().map(ToString::to_string).collect(),
@@ -1872,7 +1930,7 @@ fn control_characters_are_refused_before_parsing() {
     let yml = format!("\u{FEFF}{}", private_service().replace('\n', "\r\n"))
         .replace("description", "description:\tx");
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let opts = LoadOptions { stage: None, region: None, env: &none, allow_unknown: false };
     let loaded = load_str("serverless.yml", &yml, Path::new("/srv/app"), &opts).unwrap();
     assert!(loaded.definition.functions[0].events[0].private);
 }
@@ -1885,7 +1943,7 @@ fn files_in_other_encodings_are_refused_with_a_position() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("serverless.yml");
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let opts = LoadOptions { stage: None, region: None, env: &none, allow_unknown: false };
     let name = file.display().to_string();
     let refused = |bytes: &[u8]| {
         std::fs::write(&file, bytes).unwrap();
@@ -1993,7 +2051,7 @@ fn alias_bombs_are_refused() {
         ",
     );
     let none = |_: &str| None;
-    let opts = LoadOptions { stage: None, env: &none, allow_unknown: false };
+    let opts = LoadOptions { stage: None, region: None, env: &none, allow_unknown: false };
     let l = load_str("serverless.yml", &yml, Path::new("/srv/app"), &opts).unwrap();
     assert_eq!(l.definition.functions[1].memory_size, 256);
 }

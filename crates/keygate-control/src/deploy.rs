@@ -241,14 +241,19 @@ fn stage_functions(
     only: Option<&str>,
 ) -> Result<()> {
     let base_dir = definition.base_dir.clone();
-    // Interpreters are checked for the user functions run as by default (`nobody` as root).
-    let run_as = keygate_functions::RunAs::for_host(None).ok().flatten();
+    // Interpreters and the reach of the staged code are checked for the user functions run as
+    // (`nobody` as root, unless KEYGATE_FUNCTION_USER, which `serve --function-user` also
+    // reads, names another).
+    let requested = std::env::var("KEYGATE_FUNCTION_USER").ok().filter(|u| !u.is_empty());
+    let run_as = keygate_functions::RunAs::for_host(requested.as_deref()).ok().flatten();
     let mut problems = Vec::new();
     // The staged copy of each code source (functions share the service directory).
     let mut staged_code: BTreeMap<(std::path::PathBuf, Vec<String>), std::path::PathBuf> =
         BTreeMap::new();
     // Whether each runtime kind's interpreter was found (checked and noted once).
     let mut interpreters: Vec<(RuntimeKind, bool)> = Vec::new();
+    // Why the function user cannot reach the staged code, if it cannot.
+    let mut unreachable: Option<String> = None;
     for f in &mut definition.functions {
         match only {
             Some(name) if f.name != name => continue,
@@ -332,8 +337,16 @@ fn stage_functions(
         {
             problems.push(format!("{}functions.{}.handler: {e}", at(&place.handler), f.name));
         }
+        // Said once: it is about the data directory, the same for every function.
+        if let Some(who) = run_as
+            && unreachable.is_none()
+            && let Err(e) = keygate_functions::check_reachable(&staged, who)
+        {
+            unreachable = Some(e);
+        }
         f.artifact = Some(staged);
     }
+    problems.extend(unreachable);
     if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems.join("\n"))) }
 }
 

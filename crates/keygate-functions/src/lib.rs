@@ -70,7 +70,7 @@ use tokio::time::Instant;
 pub use artifact::{ArtifactError, stage_artifact, stage_code};
 pub use launcher::{check_handler, check_runtime};
 pub use output::OutputLimit;
-pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, protect_host_process};
+pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, check_reachable, protect_host_process};
 
 use pool::{Pool, PoolKey};
 use process::{Launch, Spawn};
@@ -254,6 +254,11 @@ impl FunctionHost {
                 sweeper_started: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The user function processes run as (`None`: keygate's own).
+    pub fn run_as(&self) -> Option<RunAs> {
+        self.inner.opts.run_as
     }
 
     /// Invokes `f` with the raw event JSON and returns the function's response body verbatim (the

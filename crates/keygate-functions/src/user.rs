@@ -7,6 +7,8 @@
 //! as root). When keygate does not run as root, functions run as its user, and
 //! [`protect_host_process`] keeps them from reading its memory and environment.
 
+use std::path::Path;
+
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// The user and group a function process runs as (`HostOptions::run_as`).
@@ -86,6 +88,64 @@ impl RunAs {
     }
 }
 
+/// Checks that `who` can reach `path` as a function process does: search permission on every
+/// directory down to it, and read (and, for a directory, search) permission on it, judged as the
+/// kernel judges them for that uid and gid without supplementary groups (which function
+/// processes drop). The error names the first place that stops it and what to do.
+///
+/// Run as root, keygate runs functions as an unprivileged user; a data directory under `/root`
+/// or a `mktemp -d` (mode 0700) then stops every function from starting. Deploy and serve call
+/// this up front, so that this is said at once rather than as a 502 on the first request.
+pub fn check_reachable(path: &Path, who: RunAs) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if who.uid == 0 {
+        return Ok(());
+    }
+    let bits = |meta: &std::fs::Metadata| {
+        let mode = meta.mode();
+        if meta.uid() == who.uid {
+            (mode >> 6) & 0o7
+        } else if meta.gid() == who.gid {
+            (mode >> 3) & 0o7
+        } else {
+            mode & 0o7
+        }
+    };
+    let fix = "functions run as this unprivileged user because keygate runs as root: keep the \
+               data directory (--data-dir / KEYGATE_DATA_DIR) under directories every user may \
+               enter (such as /srv or /var/lib/keygate; not /root or a `mktemp -d`), let that \
+               user enter them (chmod o+x), or name another user with --function-user / \
+               KEYGATE_FUNCTION_USER";
+    let refuse = |place: &Path, meta: &std::fs::Metadata, what: &str| {
+        Err(format!(
+            "the function user (uid {}, gid {}) cannot {what} {} (mode {:04o}, owner uid {}, \
+             gid {}), so no function could start; {fix}",
+            who.uid,
+            who.gid,
+            place.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+        ))
+    };
+    let ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+    for dir in ancestors.into_iter().rev() {
+        let meta =
+            std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if bits(&meta) & 0o1 == 0 {
+            return refuse(dir, &meta, "enter the directory");
+        }
+    }
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let need = if meta.is_dir() { 0o5 } else { 0o4 };
+    if bits(&meta) & need != need {
+        let what = if meta.is_dir() { "read the directory" } else { "read the file" };
+        return refuse(path, &meta, what);
+    }
+    Ok(())
+}
+
 /// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0): processes of the same user, such as
 /// functions when keygate does not run as root, can then neither read its memory and
 /// `/proc/<pid>/environ` (where `KEYGATE_MASTER_KEY` may be) nor trace it. Core dumps are off
@@ -114,6 +174,48 @@ mod tests {
             RunAs::resolve("root:no-such-group-here"),
             Err(RunAsError::NoSuchGroup { .. })
         ));
+    }
+
+    #[test]
+    fn reachability_is_judged_on_every_directory_down_to_the_code() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("data/artifacts/abc");
+        std::fs::create_dir_all(&code).unwrap();
+        std::fs::write(code.join("bootstrap"), "x").unwrap();
+        let stranger = RunAs { uid: 54_321, gid: 54_321 };
+        // Everyone may enter and read: fine. (The temp root's own parents are /tmp and /.)
+        for p in [dir.path(), &dir.path().join("data"), &dir.path().join("data/artifacts")] {
+            mode(p, 0o711);
+        }
+        mode(&code, 0o755);
+        mode(&code.join("bootstrap"), 0o644);
+        assert_eq!(check_reachable(&code, stranger), Ok(()));
+        assert_eq!(check_reachable(&code.join("bootstrap"), stranger), Ok(()));
+        // A private parent (a `mktemp -d`): named, with the way out.
+        mode(dir.path(), 0o700);
+        let err = check_reachable(&code, stranger).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "cannot enter the directory {} (mode 0700",
+                dir.path().display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("uid 54321") && err.contains("--function-user"), "{err}");
+        // Its owner, and root, may.
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(check_reachable(&code, RunAs { uid: meta.uid(), gid: meta.gid() }), Ok(()));
+        assert_eq!(check_reachable(&code, RunAs { uid: 0, gid: 0 }), Ok(()));
+        // Code that cannot be read.
+        mode(dir.path(), 0o711);
+        mode(&code, 0o711);
+        let err = check_reachable(&code, stranger).unwrap_err();
+        assert!(err.contains("cannot read the directory"), "{err}");
     }
 
     #[test]

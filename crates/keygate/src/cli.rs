@@ -13,6 +13,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "KEYGATE_DATA_DIR", default_value = ".keygate")]
     pub(crate) data_dir: PathBuf,
 
+    /// More detail on stderr (as `sls -v`): commands log at `info`, servers at `debug` for
+    /// keygate's own crates. `RUST_LOG`, when set, decides instead.
+    #[arg(short = 'v', long, global = true)]
+    pub(crate) verbose: bool,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -183,6 +188,10 @@ pub(crate) struct ServiceArgs {
     /// Stage to deploy (default: provider.stage from the file, else `dev`).
     #[arg(long, short = 's')]
     pub(crate) stage: Option<String>,
+    /// Region (the `opt:region` variable; default: provider.region from the file, else
+    /// `us-east-1`).
+    #[arg(long, short = 'r')]
+    pub(crate) region: Option<String>,
     /// Report keys that neither keygate nor Serverless knows as notes instead of refusing the
     /// file (as `configValidationMode: warn` does). An unknown runtime is still refused.
     #[arg(long)]
@@ -239,6 +248,31 @@ pub(crate) enum AdminCommand {
     /// Bearer tokens for curl and scripts.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+impl AdminCommand {
+    /// Whether the command issues a credential or token (which may come before any deploy).
+    pub(crate) fn creates(&self) -> bool {
+        matches!(
+            self,
+            Self::Credentials(CredentialsCommand::Create { .. })
+                | Self::Token(TokenCommand::Create { .. })
+        )
+    }
+}
+
+impl KeysCommand {
+    /// Whether the command makes keys (which, as on AWS, may exist before any deploy).
+    pub(crate) fn creates(&self) -> bool {
+        matches!(self, Self::Create { .. } | Self::Import { .. })
+    }
+}
+
+impl PlansCommand {
+    /// Whether the command makes a usage plan (which may come before any deploy).
+    pub(crate) fn creates(&self) -> bool {
+        matches!(self, Self::Create { .. })
+    }
 }
 
 #[derive(Debug, Subcommand)]

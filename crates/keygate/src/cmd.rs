@@ -85,6 +85,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             invoke(&service, &function, data, path, &functions, &dynamodb, &data_dir).await
         }
         Command::Logs { service, function, tail, since } => {
+            require_data(&data_dir)?;
             let loaded = load(&service)?;
             let spec = find_function(&loaded, &function)?;
             let since_ms =
@@ -95,6 +96,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 .await?
         }
         Command::Remove { service, dynamodb, keys, json } => {
+            require_data(&data_dir)?;
             let store = open_audited(&data_dir).await?;
             let loaded = load(&service)?;
             let def = &loaded.definition;
@@ -123,6 +125,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::remove_report(&result?, json)
         }
         Command::Info { service, json } => {
+            require_data(&data_dir)?;
             let store = open(&data_dir).await?;
             let loaded = load(&service)?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
@@ -136,18 +139,30 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::info(&info, json)
         }
         Command::Keys(cmd) => {
+            if !cmd.creates() {
+                require_data(&data_dir)?;
+            }
             let store = open_audited(&data_dir).await?;
             run_keys(&store, cmd).await
         }
         Command::Plans(cmd) => {
+            if !cmd.creates() {
+                require_data(&data_dir)?;
+            }
             let store = open_audited(&data_dir).await?;
             run_plans(&store, cmd).await
         }
         Command::Admin(cmd) => {
+            // Credentials and tokens may be made before the first deploy (as keys and plans
+            // may); every other command works on what is there.
+            if !cmd.creates() {
+                require_data(&data_dir)?;
+            }
             let store = open_audited(&data_dir).await?;
             run_admin(&store, &data_dir, cmd).await
         }
         Command::Audit { json } => {
+            require_data(&data_dir)?;
             let store = open(&data_dir).await?;
             let mut entries = Vec::new();
             let mut after = 0;
@@ -160,6 +175,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::audit(&entries, json)
         }
         Command::Usage(args) => {
+            require_data(&data_dir)?;
             let store = open_audited(&data_dir).await?;
             run_usage(&store, args).await
         }
@@ -473,6 +489,20 @@ async fn run_admin(store: &Store, data_dir: &Path, cmd: AdminCommand) -> Result<
     }
 }
 
+/// Commands that work on what a deploy made refuse a data directory without a store, rather
+/// than create an empty one where they were run (the wrong directory, most often) and report
+/// nothing.
+fn require_data(data_dir: &Path) -> Result<()> {
+    if data_dir.join(keygate_store::sqlite::DB_FILE).is_file() {
+        return Ok(());
+    }
+    bail!(
+        "no keygate data in {}: deploy first (keygate deploy), or pass --data-dir / set \
+         KEYGATE_DATA_DIR to the data directory of the keygate you mean",
+        data_dir.display()
+    )
+}
+
 async fn open(data_dir: &Path) -> Result<Store> {
     let store = SqliteStore::open(data_dir)
         .await
@@ -488,6 +518,7 @@ fn load(service: &ServiceArgs) -> Result<keygate_config::Loaded> {
     let env = |name: &str| std::env::var(name).ok();
     let opts = keygate_config::LoadOptions {
         stage: service.stage.clone(),
+        region: service.region.clone(),
         env: &env,
         allow_unknown: service.allow_unknown,
     };
@@ -506,6 +537,9 @@ fn config_file(service: &ServiceArgs) -> Result<PathBuf> {
     }
     for name in ["serverless.yml", "serverless.yaml"] {
         if Path::new(name).is_file() {
+            // Said, as `sls` users know which file they are in, but a script may not.
+            let here = std::env::current_dir().unwrap_or_default();
+            eprintln!("note: using {}", here.join(name).display());
             return Ok(PathBuf::from(name));
         }
     }
@@ -684,6 +718,19 @@ async fn serve(
     let tables: Vec<&str> =
         definitions.iter().flat_map(|d| d.tables.iter().map(|t| t.table_name.as_str())).collect();
     let has_streams = definitions.iter().any(|d| d.functions.iter().any(|f| !f.streams.is_empty()));
+    // Said now rather than as a 502 on each function's first request.
+    if let Some(who) = functions.run_as() {
+        let staged = definitions.iter().flat_map(|d| &d.functions).filter_map(|f| {
+            let runs = !f.streams.is_empty()
+                || f.events
+                    .iter()
+                    .any(|e| e.integration == keygate_types::Integration::LambdaProxy);
+            f.artifact.as_deref().filter(|_| runs)
+        });
+        for artifact in staged {
+            keygate_functions::check_reachable(artifact, who).map_err(anyhow::Error::msg)?;
+        }
+    }
     if !tables.is_empty() || has_streams {
         let endpoint = match dynamo.endpoint(false).await {
             Ok(endpoint) => endpoint,

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
     let server = cli.command.is_server();
     // Held to the end of `main`: dropping it flushes the queued lines.
-    let (guard, dropped) = init_tracing(server);
+    let (guard, dropped) = init_tracing(server, cli.verbose);
     if server {
         spawn_drop_reporter(dropped.clone());
     }
@@ -90,11 +90,19 @@ fn runtime_builder() -> tokio::runtime::Builder {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`; servers default to `info` (one access-log line per
-/// request), one-shot commands to `warn`. Lines are written by a thread of their own through a
-/// bounded queue: a serving thread never waits for stderr, and a line that finds the queue full
-/// is dropped and counted (see [`log_writer`]). Colours only when stderr is a terminal.
-fn init_tracing(server: bool) -> (WorkerGuard, ErrorCounter) {
-    let default = if server { "info" } else { "warn" };
+/// request), one-shot commands to `warn`, and `-v` raises both a level (keygate's own crates to
+/// `debug` for servers). Lines are written by a thread of their own through a bounded queue: a
+/// serving thread never waits for stderr, and a line that finds the queue full is dropped and
+/// counted (see [`log_writer`]). Colours only when stderr is a terminal.
+fn init_tracing(server: bool, verbose: bool) -> (WorkerGuard, ErrorCounter) {
+    let default = match (server, verbose) {
+        (true, true) => {
+            "info,keygate=debug,keygate_control=debug,keygate_gateway=debug,\
+             keygate_functions=debug,keygate_dynamodb=debug,keygate_store=debug"
+        }
+        (true, false) | (false, true) => "info",
+        (false, false) => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let (writer, guard) = log_writer(std::io::stderr());

@@ -86,8 +86,12 @@ async fn info_shows_the_deployed_stage() {
     let yml = example_yml();
     let out = env.run(&["info", "-c", yml.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no deployed stage dev"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no keygate data in"));
     let report = env.deploy(&yml, &[]);
+    // With data, a stage that was never deployed is named.
+    let out = env.run(&["info", "-c", yml.to_str().unwrap(), "--stage", "prod"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no deployed stage prod"));
     let key = Env::key_value(&report);
     let info = env.json(&["info", "-c", yml.to_str().unwrap()]);
     assert_eq!(info["service"], "candidate-service");

@@ -12,6 +12,7 @@
 mod admin;
 mod config_errors;
 mod deploy;
+mod first_hour;
 mod flood;
 mod functions;
 mod integrations;

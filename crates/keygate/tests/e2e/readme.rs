@@ -447,3 +447,46 @@ fn the_harness_catches_drift() {
     );
     assert_eq!(bound["F8Wp…"], "xxxx…");
 }
+
+/// Every `cargo install` the docs show pins the versions the tests ran (`--locked`): without it
+/// cargo resolves newer dependencies than Cargo.lock, and the installed binary runs on code no
+/// test has seen.
+#[test]
+fn every_cargo_install_in_the_docs_is_locked() {
+    fn markdown(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    markdown(&path, out);
+                }
+            } else if name.ends_with(".md") {
+                out.push(path);
+            }
+        }
+    }
+    let repo = repo_root();
+    let mut files = Vec::new();
+    markdown(&repo, &mut files);
+    assert!(files.iter().any(|f| f.ends_with("README.md")), "found no docs in {}", repo.display());
+    let mut unlocked = Vec::new();
+    let mut seen = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            for (at, _) in line.match_indices("cargo install") {
+                seen += 1;
+                // The command runs to the end of its code span or line.
+                let rest = &line[at..];
+                let command = rest.split(['`', '&', ';']).next().unwrap_or(rest);
+                if !command.contains("--locked") {
+                    let name = file.strip_prefix(&repo).unwrap_or(file).display().to_string();
+                    unlocked.push(format!("{name}:{}: {}", i + 1, command.trim()));
+                }
+            }
+        }
+    }
+    assert!(seen > 0, "the README's first command installs keygate");
+    assert!(unlocked.is_empty(), "`cargo install` without --locked:\n{}", unlocked.join("\n"));
+}

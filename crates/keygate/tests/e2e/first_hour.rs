@@ -1,0 +1,135 @@
+//! A newcomer's first hour (issue 26): Serverless CLI habits and commands run in the wrong place.
+
+use crate::support::{Env, example_yml};
+
+/// `keygate deploy` in the service's directory finds serverless.yml itself, says which file it
+/// read, and takes `sls`'s `-v`, `-s` and `-r`; `info` there finds it too.
+#[test]
+fn deploy_in_the_service_directory_finds_serverless_yml_and_takes_sls_flags() {
+    let env = Env::new();
+    let service_dir = example_yml().parent().unwrap().canonicalize().unwrap();
+    let out = env
+        .cmd()
+        .current_dir(&service_dir)
+        .args(["deploy", "-v", "-s", "qa", "-r", "eu-west-2", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "deploy failed: {stderr}");
+    let using = format!("note: using {}", service_dir.join("serverless.yml").display());
+    assert!(stderr.contains(&using), "{using:?} not in:\n{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stage"], "qa", "{report}");
+
+    let out = env.cmd().current_dir(&service_dir).args(["info", "-s", "qa", "--json"]).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "info failed: {}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["stage"], "qa", "{info}");
+    let text = info.to_string();
+    assert!(text.contains("eu-west-2"), "the region from -r: {text}");
+
+    // Where there is no serverless.yml, the error says how to name one.
+    let out = env.run(&["deploy"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no serverless.yml (or serverless.yaml) in"), "{stderr}");
+    assert!(stderr.contains("-c FILE"), "{stderr}");
+}
+
+/// Commands that read what a deploy made refuse a directory with no keygate data, exit non-zero
+/// and create nothing there.
+#[test]
+fn reading_commands_in_an_empty_directory_fail_and_create_nothing() {
+    let env = Env::new();
+    let data_dir = env.data_dir();
+    for args in [
+        &["keys", "list"][..],
+        &["plans", "list"],
+        &["usage", "--plan", "p"],
+        &["audit"],
+        &["admin", "token", "list"],
+        &["info", "-c", example_yml().to_str().unwrap()],
+        &["logs", "-c", example_yml().to_str().unwrap(), "-f", "listCandidates"],
+    ] {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "keygate {args:?} succeeded: {stderr}");
+        assert!(
+            stderr.contains(&format!("no keygate data in {}", data_dir.display())),
+            "keygate {args:?}: {stderr}"
+        );
+        assert!(stderr.contains("--data-dir"), "keygate {args:?}: {stderr}");
+        assert!(!data_dir.exists(), "keygate {args:?} created {}", data_dir.display());
+    }
+    // Issuing an admin token may come first: it makes the data directory.
+    env.ok(&["admin", "token", "create"]);
+    assert!(data_dir.exists());
+}
+
+/// Run as root, keygate runs functions as `nobody`: a data directory under a directory that user
+/// cannot enter (a `mktemp -d`, `/root`) fails deploy and serve with what to do, instead of a 502
+/// on every function's first request. Run as another user, functions run as keygate's own user
+/// and reach it: deploy works.
+#[test]
+fn a_data_directory_the_function_user_cannot_reach_fails_deploy_and_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let private = env.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let chmod = |mode| {
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(0o700);
+    let data = private.join("data");
+    let yml = example_yml();
+    let deploy = || {
+        env.cmd()
+            .env("KEYGATE_DATA_DIR", &data)
+            .env_remove("KEYGATE_FUNCTION_USER")
+            .args(["deploy", "-c", yml.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = deploy();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(out.status.success(), "deploy failed: {stderr}");
+        return;
+    }
+    assert!(!out.status.success(), "deploy succeeded under a 0700 directory");
+    let said = format!("cannot enter the directory {} (mode 0700", private.display());
+    assert!(stderr.contains(&said), "{said:?} not in:\n{stderr}");
+    assert!(stderr.contains("--function-user") && stderr.contains("--data-dir"), "{stderr}");
+
+    // Deployed while reachable, then closed: serve refuses to start, and says why.
+    chmod(0o711);
+    let out = deploy();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    chmod(0o700);
+    let mut child = env
+        .cmd()
+        .env("KEYGATE_DATA_DIR", &data)
+        .env_remove("KEYGATE_FUNCTION_USER")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("serve kept running with a data directory nobody can reach");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains(&said), "{said:?} not in:\n{stderr}");
+    chmod(0o711); // So that the temp directory can be removed.
+}
