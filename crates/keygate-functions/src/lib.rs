@@ -20,7 +20,8 @@
 //! - [`GroupWatch`]: an optional watcher told of each function process group (keygate's
 //!   watchdog, which kills them if keygate dies without stopping them).
 //! - `user`: the user functions run as ([`RunAs`]) and [`protect_host_process`].
-//! - `pool`: the warm processes of one function version and its concurrency limit.
+//! - `pool`: the warm processes of one function version and its concurrency limit; `cpu`:
+//!   whether another process would add throughput (scale-out).
 //! - this file: [`FunctionHost`], the public entry point, and [`InvokeError`].
 //!
 //! Design: every process gets its own Runtime API listener on `127.0.0.1:0`, so the host always
