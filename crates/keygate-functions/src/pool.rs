@@ -354,9 +354,9 @@ impl Pool {
                 },
                 () = &mut look_again => {}
                 () = tokio::time::sleep_until(wait_until) => {
-                    // The busy processes compute and no CPU is left for another: it would share
-                    // the busy CPUs with them, not add throughput (the wait is CPU, not a
-                    // handler waiting on I/O). Wait on, and look again after another delay.
+                    // No CPU is left for another process: it would share the busy CPUs, not add
+                    // throughput (the wait is for CPU, not for a handler waiting on I/O). Wait
+                    // on, and look again after another delay.
                     if wait_until < until && self.no_room_for_another().await {
                         scale_out_at = Some(Instant::now() + self.scale_out_after);
                         continue;
@@ -378,8 +378,8 @@ impl Pool {
         found
     }
 
-    /// Whether another process would add no throughput, its processes being CPU-bound with no
-    /// CPU left ([`crate::cpu`]). Watched for [`crate::cpu::WINDOW`] and then trusted for half
+    /// Whether another process would add no throughput: keygate and this pool's processes keep
+    /// every CPU keygate may use in demand ([`crate::cpu`]). Watched for [`crate::cpu::WINDOW`] and then trusted for half
     /// the scale-out delay, so that the invocations waiting at once do not each watch.
     async fn no_room_for_another(&self) -> bool {
         {
@@ -390,7 +390,8 @@ impl Pool {
                 return verdict;
             }
         }
-        let pids: Vec<u32> = {
+        // The busy processes and keygate's own threads: they share the CPUs.
+        let mut tasks: Vec<u32> = {
             let state = self.lock();
             state
                 .live
@@ -399,7 +400,17 @@ impl Pool {
                 .filter_map(|p| p.pid)
                 .collect()
         };
-        let verdict = crate::cpu::no_room(&pids, crate::cpu::WINDOW).await;
+        if tasks.is_empty() {
+            return false;
+        }
+        tasks.extend(crate::cpu::own_threads());
+        let cpus = crate::cpu::usable_cpus();
+        let verdict = crate::cpu::no_room(&tasks, cpus, crate::cpu::WINDOW).await;
+        tracing::debug!(
+            function = %self.function(),
+            no_room = verdict,
+            "every process busy past the scale-out delay; CPUs checked for room for another"
+        );
         *self.room.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), verdict));
         verdict
     }
