@@ -219,7 +219,7 @@ impl Gateway {
             Ok(Decision { stage, route, params, key, rate_headers }) => {
                 Admit::Proceed(Admitted { started, table, stage, route, params, key, rate_headers })
             }
-            Err((res, key_id)) => Admit::Respond(finish(res, head, started, key_id)),
+            Err(refused) => Admit::Respond(finish(refused, head, started)),
         }
     }
 
@@ -252,21 +252,18 @@ impl Gateway {
             h.push_value("ratelimit", ratelimit);
         }
         set_request_id(&mut res, request_id);
-        access_log(&res, &req, request_id, started, key_id);
+        access_log(&res, &req, request_id, started, key_id, ADMITTED, None);
         res
     }
 
     /// Routes `req`, checks its key and counts it against its usage plan: the route to run, or
-    /// the answer (and the key id, when a key passed the check).
-    fn decide<'t>(
-        &self,
-        table: &'t Table,
-        req: &Request,
-    ) -> Result<Decision, (Response, Option<&'t str>)> {
-        let refuse = |res| Err((res, None));
+    /// the answer and why (with the key id, when the value presented is a known key's).
+    fn decide<'t>(&self, table: &'t Table, req: &Request) -> Result<Decision, Refused<'t>> {
+        let refuse = |res, reason| Err(Refused { res, key_id: None, reason, hint: None });
         let (stage, path) = split_stage(req.path());
         let Some((stage_at, stage_table)) = table.stage(stage) else {
-            return refuse(respond::error(GatewayError::MissingAuthenticationToken, None));
+            let res = respond::error(GatewayError::MissingAuthenticationToken, None);
+            return refuse(res, "no_such_stage");
         };
         // Read only for CORS routes; shares the request's bytes.
         let origin = || req.headers.get("origin").map(|o| req.headers.share(o));
@@ -280,17 +277,21 @@ impl Gateway {
                     if req.method == http::Method::OPTIONS {
                         let methods: Vec<HttpMethod> =
                             routes.iter().map(|&r| stage_table.routes[r].event.method).collect();
-                        return refuse(respond::preflight(cors, &methods, origin.as_ref()));
+                        let res = respond::preflight(cors, &methods, origin.as_ref());
+                        return refuse(res, "cors_preflight");
                     }
-                    return refuse(respond::error(
+                    let res = respond::error(
                         GatewayError::MissingAuthenticationToken,
                         Some((cors, origin.as_ref())),
-                    ));
+                    );
+                    return refuse(res, "method_not_allowed");
                 }
-                return refuse(respond::error(GatewayError::MissingAuthenticationToken, None));
+                let res = respond::error(GatewayError::MissingAuthenticationToken, None);
+                return refuse(res, "method_not_allowed");
             }
             Lookup::NotFound => {
-                return refuse(respond::error(GatewayError::MissingAuthenticationToken, None));
+                let res = respond::error(GatewayError::MissingAuthenticationToken, None);
+                return refuse(res, "no_such_route");
             }
         };
         let route = &stage_table.routes[found.route];
@@ -310,14 +311,26 @@ impl Gateway {
         };
 
         // The key check: digest the presented value and look it up; no store access.
-        let presented = req.headers.get("x-api-key");
+        let presented = req.headers.get("x-api-key").filter(|v| !v.is_empty());
         let clock = self.meter.clock();
         let now_ms = clock.now_unix_ms();
-        let Some(auth) = presented.and_then(|v| table.authorize(v, route.api_stage, now_ms / 1000))
-        else {
-            let cors = cors_origin();
-            let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
-            return refuse(respond::error(GatewayError::Forbidden, cors));
+        let authorized = match presented {
+            Some(v) => table.authorize(v, route.api_stage, now_ms / 1000).map_err(Some),
+            None => Err(None),
+        };
+        let auth = match authorized {
+            Ok(auth) => auth,
+            Err(denied) => {
+                let cors = cors_origin();
+                let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
+                let res = respond::error(GatewayError::Forbidden, cors);
+                let (reason, key_id) =
+                    denied.map_or(("missing_key", None), |d| (d.reason(), d.key_id()));
+                // A key sent the way other APIs take tokens: said in the log, never its value.
+                let hint = (denied.is_none() && req.headers.get("authorization").is_some())
+                    .then_some(AUTHORIZATION_HINT);
+                return Err(Refused { res, key_id, reason, hint });
+            }
         };
         let grant = auth.grant;
         let key_id = auth.key_id();
@@ -337,7 +350,8 @@ impl Gateway {
         let limited = |err, retry_after| {
             let cors = cors_origin();
             let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
-            Err((respond::limited(err, retry_after, cors), Some(key_id)))
+            let res = respond::limited(err, retry_after, cors);
+            Err(Refused { res, key_id: Some(key_id), reason: refusal_reason(err), hint: None })
         };
         match auth.counters().admit(&grant.limits, &method_key, clock.now_mono(), now_ms) {
             Admission::Allowed { headers } => decision.rate_headers = headers,
@@ -583,32 +597,78 @@ fn split_stage(full_path: &str) -> (&str, &str) {
     }
 }
 
+/// An answer made on the head alone, and why (the access log's `reason`).
+struct Refused<'t> {
+    res: Response,
+    /// The key's id, when the value presented is a known key's.
+    key_id: Option<&'t str>,
+    /// `missing_key`, `unknown_key`, `disabled_key`, `expired_key`, `key_not_in_plan`,
+    /// `no_such_stage`, `no_such_route`, `method_not_allowed`, `throttled`, `quota_exceeded`,
+    /// or `cors_preflight` (answered, not refused).
+    reason: &'static str,
+    /// What the client most likely did wrong, when it can be told.
+    hint: Option<&'static str>,
+}
+
+/// The access log's `reason` of a request the gateway let through.
+const ADMITTED: &str = "-";
+
+const AUTHORIZATION_HINT: &str =
+    "the request has an Authorization header but no x-api-key: API keys go in x-api-key";
+
+/// The access log's `reason` of a usage-plan refusal.
+fn refusal_reason(err: GatewayError) -> &'static str {
+    match err {
+        GatewayError::LimitExceeded => "quota_exceeded",
+        _ => "throttled",
+    }
+}
+
 /// Gives an answer made on the head alone its request id and access-log line.
-fn finish(mut res: Response, head: &Request, started: Instant, key_id: Option<&str>) -> Response {
+fn finish(refused: Refused<'_>, head: &Request, started: Instant) -> Response {
+    let Refused { mut res, key_id, reason, hint } = refused;
     let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let request_id = new_request_id(&mut id_buf);
     set_request_id(&mut res, request_id);
-    access_log(&res, head, request_id, started, key_id);
+    access_log(&res, head, request_id, started, key_id, reason, hint);
     res
 }
 
-/// The one `keygate::access` line of a request.
+/// The one `keygate::access` line of a request: `reason` says why it was refused (`-` when it
+/// was let through). Never a key value.
 fn access_log(
     res: &Response,
     req: &Request,
     request_id: &str,
     started: Instant,
     key_id: Option<&str>,
+    reason: &str,
+    hint: Option<&str>,
 ) {
-    tracing::info!(
-        target: "keygate::access",
-        request_id,
-        method = %req.method,
-        path = req.path(),
-        status = res.status.as_u16(),
-        key_id = key_id.unwrap_or("-"),
-        micros = started.elapsed().as_micros() as u64,
-    );
+    let micros = started.elapsed().as_micros() as u64;
+    match hint {
+        None => tracing::info!(
+            target: "keygate::access",
+            request_id,
+            method = %req.method,
+            path = req.path(),
+            status = res.status.as_u16(),
+            key_id = key_id.unwrap_or("-"),
+            reason,
+            micros,
+        ),
+        Some(hint) => tracing::info!(
+            target: "keygate::access",
+            request_id,
+            method = %req.method,
+            path = req.path(),
+            status = res.status.as_u16(),
+            key_id = key_id.unwrap_or("-"),
+            reason,
+            hint,
+            micros,
+        ),
+    }
 }
 
 impl keygate_http::Service for Gateway {

@@ -66,6 +66,38 @@ struct PlanSet {
     grants: Vec<Grant>,
 }
 
+/// Why [`Table::authorize`] refused a presented key; the key's id where the value is known (an
+/// id is no secret: the access log shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied<'t> {
+    /// No key has this value (or it is empty).
+    Unknown,
+    Disabled(&'t str),
+    Expired(&'t str),
+    /// The key is in no usage plan that covers the route's API stage.
+    NotInPlan(&'t str),
+}
+
+impl<'t> Denied<'t> {
+    /// The access log's `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown_key",
+            Self::Disabled(_) => "disabled_key",
+            Self::Expired(_) => "expired_key",
+            Self::NotInPlan(_) => "key_not_in_plan",
+        }
+    }
+
+    /// The refused key's id, when its value is known.
+    pub fn key_id(self) -> Option<&'t str> {
+        match self {
+            Self::Unknown => None,
+            Self::Disabled(id) | Self::Expired(id) | Self::NotInPlan(id) => Some(id),
+        }
+    }
+}
+
 /// A key value that passed the key check on a route's API stage.
 #[derive(Debug, Clone, Copy)]
 pub struct Authorized<'t> {
@@ -236,7 +268,8 @@ impl Table {
         }
     }
 
-    /// The key check of a private route: the presented `x-api-key` value is known, enabled, not
+    /// The key check of a private route (the refusal says why, for the access log; the answer
+    /// is the same 403 whatever the reason, as on AWS): the presented `x-api-key` value is known, enabled, not
     /// expired and one of its usage plans grants `api_stage`. One SHA-256 and one hash probe;
     /// no store access, no allocation.
     pub fn authorize(
@@ -244,21 +277,28 @@ impl Table {
         presented: &[u8],
         api_stage: u32,
         now_unix_secs: i64,
-    ) -> Option<Authorized<'_>> {
+    ) -> Result<Authorized<'_>, Denied<'_>> {
         if presented.is_empty() {
-            return None;
+            return Err(Denied::Unknown);
         }
         let digest = KeyDigest::of(presented);
         let &index = self
             .by_digest
-            .find(digest_hash(&digest), |&i| self.records[i as usize].digest == digest)?;
+            .find(digest_hash(&digest), |&i| self.records[i as usize].digest == digest)
+            .ok_or(Denied::Unknown)?;
         let r = &self.records[index as usize];
-        if !r.enabled || now_unix_secs >= r.expires {
-            return None;
+        if !r.enabled {
+            return Err(Denied::Disabled(self.key_id(index)));
         }
-        let grant =
-            self.plan_sets[r.plans as usize].grants.iter().find(|g| g.api_stage == api_stage)?;
-        Some(Authorized { table: self, index, grant })
+        if now_unix_secs >= r.expires {
+            return Err(Denied::Expired(self.key_id(index)));
+        }
+        let grant = self.plan_sets[r.plans as usize]
+            .grants
+            .iter()
+            .find(|g| g.api_stage == api_stage)
+            .ok_or_else(|| Denied::NotInPlan(self.key_id(index)))?;
+        Ok(Authorized { table: self, index, grant })
     }
 
     /// The stage named `name` and its number (for [`Table::stage_at`]).

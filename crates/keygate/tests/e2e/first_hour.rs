@@ -133,3 +133,93 @@ fn a_data_directory_the_function_user_cannot_reach_fails_deploy_and_serve() {
     assert!(stderr.contains(&said), "{said:?} not in:\n{stderr}");
     chmod(0o711); // So that the temp directory can be removed.
 }
+
+/// Every refusal says why in its access-log line (`reason=`), with the key's id where the value
+/// is a known key's, never a value; a key sent in `Authorization` gets a hint. The answers stay
+/// AWS's.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_says_why_in_the_access_log() {
+    use crate::support::{client, get, send};
+    let env = Env::new();
+    let service = |name: &str, path: &str, plan: &str| {
+        format!(
+            "service: {name}
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys: [{name}-key]
+    usagePlan: {plan}
+functions:
+  mocked:
+    handler: unused
+    events:
+      - http: {{path: {path}, method: get, private: true, integration: mock}}
+"
+        )
+    };
+    let throttled =
+        env.write("t.yml", &service("throttled", "a", "{throttle: {rateLimit: 1, burstLimit: 1}}"));
+    let quota = env.write("q.yml", &service("quota", "b", "{quota: {limit: 1, period: DAY}}"));
+    let key = Env::key_value(&env.deploy(&throttled, &[]));
+    let quota_key = Env::key_value(&env.deploy(&quota, &[]));
+    let created = |name: &str, extra: &[&str]| {
+        let mut args = vec!["keys", "create", "--name", name];
+        args.extend_from_slice(extra);
+        let k = env.json(&args);
+        (k["id"].as_str().unwrap().to_owned(), k["value"].as_str().unwrap().to_owned())
+    };
+    let (off_id, off) = created("off", &["--usage-plan", "throttled-dev", "--disabled"]);
+    let (old_id, old) = created("old", &["--usage-plan", "throttled-dev", "--expires", "+1s"]);
+    let (loner_id, loner) = created("loner", &[]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // `old` expires.
+
+    let srv = env.start(&["serve", "--listen", "127.0.0.1:0"], &[("RUST_LOG", "info")]);
+    let url = srv.url("/dev/a");
+    assert_eq!(get(&url, Some(&key)).await.status, 200);
+    assert_eq!(get(&url, Some(&key)).await.status, 429, "throttled");
+    let quota_url = srv.url("/dev/b");
+    assert_eq!(get(&quota_url, Some(&quota_key)).await.status, 200);
+    assert_eq!(get(&quota_url, Some(&quota_key)).await.status, 429, "over quota");
+    get(&url, None).await.assert_forbidden();
+    get(&url, Some("NoSuchKey0123456789abcdef")).await.assert_forbidden();
+    get(&url, Some(&off)).await.assert_forbidden();
+    get(&url, Some(&old)).await.assert_forbidden();
+    get(&url, Some(&loner)).await.assert_forbidden();
+    let bearer = send(client().get(&url).header("authorization", format!("Bearer {key}"))).await;
+    bearer.assert_forbidden();
+    for (path, method) in [("/nostage/a", "GET"), ("/dev/nothing", "GET"), ("/dev/a", "DELETE")] {
+        let req = client().request(method.parse().unwrap(), srv.url(path));
+        let r = send(req.header("x-api-key", &key)).await;
+        assert_eq!(r.status, 403, "{method} {path}");
+        assert_eq!(r.json(), serde_json::json!({"message": "Missing Authentication Token"}));
+    }
+    let log = srv.log.clone();
+    srv.stop();
+    let logs = std::fs::read_to_string(log).unwrap();
+    let access: Vec<&str> = logs.lines().filter(|l| l.contains("keygate::access")).collect();
+    let line = |reason: &str| -> &str {
+        let field = format!("reason=\"{reason}\"");
+        access
+            .iter()
+            .find(|l| l.contains(&field))
+            .unwrap_or_else(|| panic!("no access line with {field}:\n{}", access.join("\n")))
+    };
+    assert!(line("throttled").contains("status=429"));
+    assert!(line("quota_exceeded").contains("status=429"));
+    assert!(line("missing_key").contains("status=403"));
+    assert!(line("unknown_key").contains("key_id=\"-\""));
+    assert!(line("disabled_key").contains(&off_id));
+    assert!(line("expired_key").contains(&old_id));
+    assert!(line("key_not_in_plan").contains(&loner_id));
+    assert!(line("no_such_stage").contains("/nostage/a"));
+    assert!(line("no_such_route").contains("/dev/nothing"));
+    assert!(line("method_not_allowed").contains("DELETE"));
+    let hinted: Vec<&&str> = access.iter().filter(|l| l.contains("hint=")).collect();
+    assert_eq!(hinted.len(), 1, "{hinted:?}");
+    assert!(hinted[0].contains("Authorization header but no x-api-key"), "{}", hinted[0]);
+    assert!(access.iter().any(|l| l.contains("status=200") && l.contains("reason=\"-\"")));
+    for secret in [&key, &quota_key, &off, &old, &loner] {
+        assert!(!logs.contains(secret.as_str()), "a key value is in the logs");
+    }
+}
