@@ -59,7 +59,7 @@ mod user;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -121,6 +121,11 @@ pub struct HostOptions {
     /// for each invocation (`START`, `END`, `REPORT`), for `keygate logs` and `keygate invoke`
     /// (see [`FunctionLog`]).
     pub function_log: Option<Arc<dyn FunctionLog>>,
+    /// Where each service's state directory goes (`<root>/<service>/<stage>`, made on first
+    /// need, private to the function user): a writable place kept across restarts, in
+    /// `KEYGATE_STATE_DIR`, which the functions of one service and stage share and nothing else
+    /// sees. `None`: functions get none (the variable is not set).
+    pub state_root: Option<PathBuf>,
 }
 
 /// Where a function's log lines go besides `tracing`: its own output and Lambda's platform
@@ -155,6 +160,7 @@ impl Default for HostOptions {
             output_limit: OutputLimit::default(),
             group_watch: None,
             function_log: None,
+            state_root: None,
         }
     }
 }
@@ -168,6 +174,10 @@ pub struct FunctionRef<'a> {
     pub base_dir: &'a Path,
     /// `ServiceDefinition::region`: `AWS_REGION` and the region in the function ARN.
     pub region: &'a str,
+    /// `ServiceDefinition::service` and `::stage`: whose state directory the function gets
+    /// ([`HostOptions::state_root`]).
+    pub service: &'a str,
+    pub stage: &'a str,
 }
 
 /// Why an invocation produced no response.
@@ -332,6 +342,7 @@ impl FunctionHost {
         let opts = &self.inner.opts;
         let spawn = Spawn {
             service_env: Arc::clone(&self.inner.service_env),
+            state_dir: opts.state_root.as_deref().and_then(|root| state_dir(root, f)),
             run_as: opts.run_as,
             group_watch: opts.group_watch.clone(),
             output: Arc::new(output::OutputBudget::new(
@@ -405,4 +416,16 @@ impl HostInner {
             !pools.is_empty()
         });
     }
+}
+
+/// The state directory of `f`'s service and stage under `root`, if their names can be path
+/// components (the config allows letters, digits, `-` and `_`; anything else gets none rather
+/// than a path outside `root`).
+fn state_dir(root: &Path, f: &FunctionRef<'_>) -> Option<PathBuf> {
+    let plain = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 128
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    (plain(f.service) && plain(f.stage)).then(|| root.join(f.service).join(f.stage))
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +64,8 @@ const REAP_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct Spawn {
     /// The host's service variables (`FunctionHost::set_service_env`).
     pub(crate) service_env: Arc<std::sync::RwLock<Vec<(String, String)>>>,
+    /// The service's state directory (`HostOptions::state_root`), made on the first start.
+    pub(crate) state_dir: Option<PathBuf>,
     /// The user and group to run as (`HostOptions::run_as`).
     pub(crate) run_as: Option<RunAs>,
     /// Told of each process group (`HostOptions::group_watch`).
@@ -325,6 +327,25 @@ impl Report {
     }
 }
 
+/// Makes `dir` (a service's state directory) and its parents: the parents searchable by every
+/// user and listable by none but keygate's (0711), `dir` itself the function user's alone (0700,
+/// owned by it when functions run as another user).
+fn prepare_state_dir(dir: &Path, run_as: Option<RunAs>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(RunAs { uid, gid }) = run_as {
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// `VmHWM` (peak resident set) of a process, in kB.
 fn read_vm_hwm_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -342,6 +363,14 @@ impl Process {
     /// Starts `launch`'s bootstrap with its own Runtime API listener.
     pub(crate) async fn spawn(launch: &Launch, spawn: &Spawn) -> Result<Self, InvokeError> {
         let program = launcher::for_kind(launch.runtime.kind()).program(launch, spawn.run_as)?;
+        if let Some(dir) = &spawn.state_dir {
+            prepare_state_dir(dir, spawn.run_as).map_err(|e| {
+                InvokeError::Spawn(format!(
+                    "cannot prepare the state directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
         let spawned = std::time::Instant::now();
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
@@ -363,6 +392,7 @@ impl Process {
                 spawn.run_as,
                 &spawn.service_env.read().unwrap_or_else(std::sync::PoisonError::into_inner),
             ))
+            .envs(spawn.state_dir.as_ref().map(|dir| ("KEYGATE_STATE_DIR", dir)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -726,7 +756,13 @@ mod tests {
         let base = spec();
         let dir = Path::new("/srv/service");
         fn f(spec: &FunctionSpec) -> FunctionRef<'_> {
-            FunctionRef { spec, base_dir: Path::new("/srv/service"), region: "eu-west-1" }
+            FunctionRef {
+                spec,
+                base_dir: Path::new("/srv/service"),
+                region: "eu-west-1",
+                service: "svc",
+                stage: "dev",
+            }
         }
         let launch = Launch::from_ref(&f(&base)).unwrap();
         assert!(launch.is_for(&f(&base)));
@@ -758,10 +794,21 @@ mod tests {
         no_artifact.artifact = None;
         assert!(!launch.is_for(&f(&no_artifact)));
         assert!(Launch::from_ref(&f(&no_artifact)).is_err());
-        let elsewhere =
-            FunctionRef { spec: &base, base_dir: Path::new("/srv/other"), region: "eu-west-1" };
+        let elsewhere = FunctionRef {
+            spec: &base,
+            base_dir: Path::new("/srv/other"),
+            region: "eu-west-1",
+            service: "svc",
+            stage: "dev",
+        };
         assert!(!launch.is_for(&elsewhere));
-        let region = FunctionRef { spec: &base, base_dir: dir, region: "us-east-1" };
+        let region = FunctionRef {
+            spec: &base,
+            base_dir: dir,
+            region: "us-east-1",
+            service: "svc",
+            stage: "dev",
+        };
         assert!(!launch.is_for(&region));
     }
 }

@@ -413,7 +413,13 @@ impl Gateway {
                     }),
                     time: time::OffsetDateTime::now_utc(),
                 });
-                let f = FunctionRef { spec, base_dir: &def.base_dir, region: &def.region };
+                let f = FunctionRef {
+                    spec,
+                    base_dir: &def.base_dir,
+                    region: &def.region,
+                    service: &def.service,
+                    stage: &def.stage,
+                };
                 let raw = match self.functions.invoke(&f, event).await {
                     Ok(raw) => raw,
                     Err(InvokeError::Timeout) => {

@@ -38,7 +38,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
     match cli.command {
         Command::Up { service, listen, functions, dynamodb } => {
-            let (host, watchdog, watch) = function_host(&functions, Some(file_log(&data_dir)?))?;
+            let (host, watchdog, watch) =
+                function_host(&functions, Some(file_log(&data_dir)?), &data_dir)?;
             let mut dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
@@ -66,7 +67,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::deploy_report(&report?, json)
         }
         Command::Serve { listen, functions, dynamodb } => {
-            let (host, watchdog, watch) = function_host(&functions, Some(file_log(&data_dir)?))?;
+            let (host, watchdog, watch) =
+                function_host(&functions, Some(file_log(&data_dir)?), &data_dir)?;
             let dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
@@ -599,7 +601,7 @@ async fn invoke(
         &data_dir.join("artifacts"),
     )?;
     let (host, watchdog, watch) =
-        function_host(functions, Some(Arc::new(function_log::StderrLog)))?;
+        function_host(functions, Some(Arc::new(function_log::StderrLog)), data_dir)?;
     let mut dynamo = Dynamo::new(dynamodb, data_dir).watched_by(watch);
     let result = async {
         if !definition.tables.is_empty() {
@@ -611,6 +613,8 @@ async fn invoke(
             spec,
             base_dir: &definition.base_dir,
             region: &definition.region,
+            service: &definition.service,
+            stage: &definition.stage,
         };
         Ok::<_, anyhow::Error>(host.invoke(&f, bytes::Bytes::from(event.to_string())).await)
     }
@@ -673,6 +677,7 @@ async fn deploy(
 fn function_host(
     args: &FunctionArgs,
     function_log: Option<Arc<dyn keygate_functions::FunctionLog>>,
+    data_dir: &Path,
 ) -> Result<(FunctionHost, Option<Watchdog>, Option<keygate_dynamodb::PidWatch>)> {
     let run_as = RunAs::for_host(args.function_user.as_deref())?;
     match run_as {
@@ -695,6 +700,7 @@ fn function_host(
         run_as,
         group_watch,
         function_log,
+        state_root: Some(data_dir.join("state")),
         ..HostOptions::default()
     });
     Ok((host, watchdog, watch))
@@ -845,13 +851,25 @@ async fn stream_pollers(
                     checkpoint,
                 };
                 let host = functions.clone();
-                let target = Arc::new((f.clone(), def.base_dir.clone(), def.region.clone()));
+                let target = Arc::new((
+                    f.clone(),
+                    def.base_dir.clone(),
+                    def.region.clone(),
+                    def.service.clone(),
+                    def.stage.clone(),
+                ));
                 let invoke: Invoke = Arc::new(move |event| {
                     let host = host.clone();
                     let target = Arc::clone(&target);
                     Box::pin(async move {
-                        let (spec, base_dir, region) = &*target;
-                        let f = keygate_functions::FunctionRef { spec, base_dir, region };
+                        let (spec, base_dir, region, service, stage) = &*target;
+                        let f = keygate_functions::FunctionRef {
+                            spec,
+                            base_dir,
+                            region,
+                            service,
+                            stage,
+                        };
                         host.invoke(&f, bytes::Bytes::from(event))
                             .await
                             .map(|_| ())

@@ -1,5 +1,7 @@
 //! Process configuration read from the function's environment:
-//! `CANDIDATE_DB` (SQLite file path) and `CANDIDATE_TABLE` (table name).
+//! `CANDIDATE_DB` (SQLite file path; default `candidates.db` in keygate's
+//! state directory for the service and stage, `KEYGATE_STATE_DIR`) and
+//! `CANDIDATE_TABLE` (table name).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,6 +10,15 @@ use std::path::PathBuf;
 /// resolved against the process working directory (keygate starts function
 /// processes in the directory that holds `serverless.yml`).
 pub const DB_ENV: &str = "CANDIDATE_DB";
+
+/// The directory keygate gives the functions of one service and stage, kept
+/// across restarts and private to them: where the database goes by default,
+/// so that two keygate data directories (two checkouts) never share it and
+/// removing one resets it.
+pub(crate) const STATE_DIR_ENV: &str = "KEYGATE_STATE_DIR";
+
+/// The database's file name in [`STATE_DIR_ENV`].
+pub(crate) const DEFAULT_DB_FILE: &str = "candidates.db";
 
 /// Environment variable holding the table name, e.g. `candidate-dev`.
 pub const TABLE_ENV: &str = "CANDIDATE_TABLE";
@@ -23,7 +34,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `CANDIDATE_DB` and `CANDIDATE_TABLE` from the process environment.
+    /// Reads `CANDIDATE_DB` (else `KEYGATE_STATE_DIR`) and `CANDIDATE_TABLE` from
+    /// the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -31,12 +43,16 @@ impl Config {
     /// Same as [`Config::from_env`] but with an explicit variable lookup, so
     /// tests never have to mutate the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let db =
-            lookup(DB_ENV).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(DB_ENV))?;
+        let set = |name| lookup(name).filter(|v: &String| !v.trim().is_empty());
+        let db = match (set(DB_ENV), set(STATE_DIR_ENV)) {
+            (Some(db), _) => PathBuf::from(db),
+            (None, Some(dir)) => PathBuf::from(dir).join(DEFAULT_DB_FILE),
+            (None, None) => return Err(ConfigError::Missing(DB_ENV)),
+        };
         let table =
             lookup(TABLE_ENV).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(TABLE_ENV))?;
         let table = TableName::new(&table).map_err(ConfigError::Table)?;
-        Ok(Self { db_path: PathBuf::from(db), table })
+        Ok(Self { db_path: db, table })
     }
 }
 
@@ -52,6 +68,11 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Missing(DB_ENV) => write!(
+                f,
+                "environment variable {DB_ENV} is not set, and neither is {STATE_DIR_ENV} \
+                 (keygate sets it): set {DB_ENV} to the SQLite file to use"
+            ),
             Self::Missing(var) => write!(f, "environment variable {var} is not set"),
             Self::Table(err) => write!(f, "{TABLE_ENV}: {err}"),
         }
@@ -152,6 +173,15 @@ mod tests {
                 _ => None,
             })
         };
+        // Without CANDIDATE_DB, keygate's state directory holds the database.
+        let state = Config::from_lookup(|name| match name {
+            DB_ENV => Some(String::new()),
+            STATE_DIR_ENV => Some("/data/state/candidate-service/dev".to_owned()),
+            TABLE_ENV => Some("candidate-dev".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(state.db_path, PathBuf::from("/data/state/candidate-service/dev/candidates.db"));
         let ok = vars(Some(".keygate/c.db"), Some("candidate-dev")).unwrap();
         assert_eq!(ok.db_path, PathBuf::from(".keygate/c.db"));
         assert_eq!(ok.table.as_str(), "candidate-dev");

@@ -59,7 +59,13 @@ impl Service {
     }
 
     pub(crate) fn f<'a>(&'a self, spec: &'a FunctionSpec) -> FunctionRef<'a> {
-        FunctionRef { spec, base_dir: self.dir.path(), region: "eu-west-1" }
+        FunctionRef {
+            spec,
+            base_dir: self.dir.path(),
+            region: "eu-west-1",
+            service: "svc",
+            stage: "dev",
+        }
     }
 }
 

@@ -134,7 +134,13 @@ async fn reserved_concurrency_caps_the_processes_and_the_rest_wait_their_turn() 
     for _ in 0..5 {
         let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
         calls.spawn(async move {
-            let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+            let f = FunctionRef {
+                spec: &spec,
+                base_dir: &dir,
+                region: "eu-west-1",
+                service: "svc",
+                stage: "dev",
+            };
             invoke(&host, &f, json!({"sleep_ms": 400})).await
         });
     }
@@ -161,7 +167,13 @@ async fn processes_scale_out_only_when_busy_ones_do_not_come_back_in_time() {
         for _ in 0..n {
             let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
             calls.spawn(async move {
-                let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+                let f = FunctionRef {
+                    spec: &spec,
+                    base_dir: &dir,
+                    region: "eu-west-1",
+                    service: "svc",
+                    stage: "dev",
+                };
                 invoke(&host, &f, json!({"sleep_ms": sleep_ms})).await
             });
         }

@@ -68,7 +68,13 @@ async fn another_local_process_can_neither_steal_events_nor_forge_answers() {
     let running = {
         let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
         tokio::spawn(async move {
-            let f = FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+            let f = FunctionRef {
+                spec: &spec,
+                base_dir: &dir,
+                region: "eu-west-1",
+                service: "svc",
+                stage: "dev",
+            };
             invoke(&host, &f, json!({"testfn": "sleep", "sleep_ms": 1500})).await
         })
     };

@@ -191,8 +191,13 @@ async fn shutdown_stops_busy_processes_and_refuses_new_work() {
     let busy = {
         let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
         tokio::spawn(async move {
-            let f =
-                keygate_functions::FunctionRef { spec: &spec, base_dir: &dir, region: "eu-west-1" };
+            let f = keygate_functions::FunctionRef {
+                spec: &spec,
+                base_dir: &dir,
+                region: "eu-west-1",
+                service: "svc",
+                stage: "dev",
+            };
             invoke(&host, &f, json!({"sleep_ms": 20_000})).await
         })
     };

@@ -223,3 +223,52 @@ functions:
         assert!(!logs.contains(secret.as_str()), "a key value is in the logs");
     }
 }
+
+/// The example keeps its candidates in the state directory keygate gives the service and stage
+/// (`KEYGATE_STATE_DIR`, under the data directory): two data directories deploying the same
+/// example never see each other's candidates, and it works when functions run as `nobody`.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_data_directories_keep_their_own_candidates() {
+    use crate::support::{client, get, send};
+    let deploy = |env: &Env| {
+        // No CANDIDATE_DB: the example's default.
+        let out = env
+            .cmd()
+            .env_remove("CANDIDATE_DB")
+            .args(["deploy", "-c", example_yml().to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Env::key_value(&report)
+    };
+    let (a, b) = (Env::new(), Env::new());
+    let (key_a, key_b) = (deploy(&a), deploy(&b));
+    let (srv_a, srv_b) = (a.serve(), b.serve());
+    let (list_a, list_b) = (srv_a.url("/dev/candidates"), srv_b.url("/dev/candidates"));
+    let r = send(client().post(&list_a).header("x-api-key", &key_a).json(&serde_json::json!({
+        "fullname": "Ada Lovelace", "email": "ada@example.com", "experience": 12
+    })))
+    .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = get(&list_a, Some(&key_a)).await;
+    assert_eq!(r.json()["candidates"][0]["email"], "ada@example.com", "{r:?}");
+    let r = get(&list_b, Some(&key_b)).await;
+    assert_eq!(r.body, r#"{"candidates":[]}"#, "the other data directory's candidates leaked");
+
+    let state = a.data_dir().join("state/candidate-service/dev");
+    assert!(state.join("candidates.db").is_file(), "{} holds the database", state.display());
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&state).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o700, "private to the function user");
+    if nix::unistd::Uid::effective().is_root() {
+        let nobody = keygate_functions::RunAs::resolve("nobody").unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (nobody.uid, nobody.gid),
+            "owned by the function user"
+        );
+    }
+    srv_a.stop();
+    srv_b.stop();
+}
