@@ -311,7 +311,16 @@ impl Gateway {
         };
 
         // The key check: digest the presented value and look it up; no store access.
-        let presented = req.headers.get("x-api-key").filter(|v| !v.is_empty());
+        let mut values = req.headers.get_all("x-api-key");
+        let presented = values.next().filter(|v| !v.is_empty());
+        // Two keys: which one is checked and which one the function sees could differ (its
+        // event shows the last). Refused, as a bad key is.
+        if values.next().is_some() {
+            let cors = cors_origin();
+            let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
+            let res = respond::error(GatewayError::Forbidden, cors);
+            return Err(Refused { res, key_id: None, reason: "several_keys", hint: None });
+        }
         let clock = self.meter.clock();
         let now_ms = clock.now_unix_ms();
         let authorized = match presented {
@@ -608,7 +617,8 @@ struct Refused<'t> {
     res: Response,
     /// The key's id, when the value presented is a known key's.
     key_id: Option<&'t str>,
-    /// `missing_key`, `unknown_key`, `disabled_key`, `expired_key`, `key_not_in_plan`,
+    /// `missing_key`, `several_keys`, `unknown_key`, `disabled_key`, `expired_key`,
+    /// `key_not_in_plan`,
     /// `no_such_stage`, `no_such_route`, `method_not_allowed`, `throttled`, `quota_exceeded`,
     /// or `cors_preflight` (answered, not refused).
     reason: &'static str,

@@ -188,6 +188,11 @@ functions:
     get(&url, Some(&loner)).await.assert_forbidden();
     let bearer = send(client().get(&url).header("authorization", format!("Bearer {key}"))).await;
     bearer.assert_forbidden();
+    // Two keys, a good one first (security round 2, finding 5): refused, whichever is good.
+    for pair in [[&key, &loner], [&loner, &key]] {
+        let r = send(client().get(&url).header("x-api-key", pair[0]).header("x-api-key", pair[1]));
+        r.await.assert_forbidden();
+    }
     for (path, method) in [("/nostage/a", "GET"), ("/dev/nothing", "GET"), ("/dev/a", "DELETE")] {
         let req = client().request(method.parse().unwrap(), srv.url(path));
         let r = send(req.header("x-api-key", &key)).await;
@@ -215,6 +220,7 @@ functions:
     assert!(line("no_such_stage").contains("/nostage/a"));
     assert!(line("no_such_route").contains("/dev/nothing"));
     assert!(line("method_not_allowed").contains("DELETE"));
+    assert_eq!(access.iter().filter(|l| l.contains("reason=\"several_keys\"")).count(), 2);
     let hinted: Vec<&&str> = access.iter().filter(|l| l.contains("hint=")).collect();
     assert_eq!(hinted.len(), 1, "{hinted:?}");
     assert!(hinted[0].contains("Authorization header but no x-api-key"), "{}", hinted[0]);
