@@ -6,7 +6,12 @@ use std::path::Path;
 fn main() {
     afl::fuzz!(|data: &[u8]| {
         let env = |name: &str| (name == "FUZZ").then(|| "value".to_owned());
-        let opts = keygate_config::LoadOptions { stage: None, env: &env, allow_unknown: false };
+        let opts = keygate_config::LoadOptions {
+            stage: None,
+            region: None,
+            env: &env,
+            allow_unknown: false,
+        };
         if let Ok(text) = std::str::from_utf8(data) {
             // A base directory with nothing in it: `${file(...)}` finds nothing relative.
             let base = Path::new("/nonexistent");
