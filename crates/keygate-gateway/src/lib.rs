@@ -661,30 +661,18 @@ fn access_log(
     reason: &str,
     hint: Option<&str>,
 ) {
-    let micros = started.elapsed().as_micros() as u64;
-    match hint {
-        None => tracing::info!(
-            target: "keygate::access",
-            request_id,
-            method = %req.method,
-            path = req.path(),
-            status = res.status.as_u16(),
-            key_id = key_id.unwrap_or("-"),
-            reason,
-            micros,
-        ),
-        Some(hint) => tracing::info!(
-            target: "keygate::access",
-            request_id,
-            method = %req.method,
-            path = req.path(),
-            status = res.status.as_u16(),
-            key_id = key_id.unwrap_or("-"),
-            reason,
-            hint,
-            micros,
-        ),
-    }
+    tracing::info!(
+        target: "keygate::access",
+        request_id,
+        method = %req.method,
+        path = req.path(),
+        status = res.status.as_u16(),
+        key_id = key_id.unwrap_or("-"),
+        reason,
+        // Only on the lines that have one (`None` records nothing).
+        hint,
+        micros = started.elapsed().as_micros() as u64,
+    );
 }
 
 impl keygate_http::Service for Gateway {
