@@ -82,6 +82,11 @@ struct PoolState {
     closed: bool,
 }
 
+/// How many scale-out delays invocations wait for a busy process that has not answered yet
+/// before another starts: a cold Node.js process's first invocations (30-60 ms on the
+/// benchmark's host) otherwise made the pool start a second process it then kept.
+const WARMING_FACTOR: u32 = 10;
+
 impl Pool {
     /// A pool whose processes retire after `max_invocations` answers per slot.
     pub(crate) fn new(
@@ -188,6 +193,10 @@ impl Pool {
             match &result {
                 // A handler error leaves the runtime healthy: it polls `/next` again.
                 Ok(_) | Err(InvokeError::FunctionError { .. }) => {
+                    if process.mark_warm() {
+                        // Waiters held back for a warming process now count from here.
+                        self.look_again.notify_waiters();
+                    }
                     if process.count_answer(self.max_invocations) {
                         // Retired, as Lambda recycles execution environments: whatever the
                         // process accumulated (the `setenv` of every trace id by lambda_runtime
@@ -330,12 +339,22 @@ impl Pool {
                 }
                 // Only a process that will give a slot back is worth waiting for: not one
                 // retiring (it finishes what it runs, then stops).
-                let busy = state.live.iter().any(|p| !p.is_reaped() && !p.is_retired());
+                let usable = |p: &&Arc<ProcShared>| !p.is_reaped() && !p.is_retired();
+                let busy = state.live.iter().any(|p| usable(&p));
                 if !busy && state.starting == 0 {
                     break None; // Nothing will come back.
                 }
-                if busy && scale_out_at.is_none() {
-                    scale_out_at = Some(Instant::now() + self.scale_out_after);
+                if busy {
+                    // A process that has not answered yet is still warming up (cold code, a
+                    // first connection): it is given longer before another starts beside it.
+                    let warm = state.live.iter().filter(usable).any(|p| p.is_warm());
+                    let delay = if warm {
+                        self.scale_out_after
+                    } else {
+                        self.scale_out_after.saturating_mul(WARMING_FACTOR)
+                    };
+                    let at = Instant::now() + delay;
+                    scale_out_at = Some(scale_out_at.map_or(at, |t| t.min(at)));
                 }
                 if queued.is_none() {
                     let (tx, rx) = oneshot::channel();

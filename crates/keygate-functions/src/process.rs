@@ -260,6 +260,10 @@ pub(crate) struct ProcShared {
     /// Set once the process is to take no new invocations (retired, or failed): its slots are
     /// dropped as they come back, and the process is stopped with the last one.
     retired: AtomicBool,
+    /// Set at the process's first answer: until then it is still warming up (a Node.js process's
+    /// first invocations run cold code), and the pool does not count it as a busy process that
+    /// is slow to come back.
+    warm: AtomicBool,
     reaped: watch::Sender<bool>,
 }
 
@@ -273,6 +277,11 @@ impl ProcShared {
     /// Whether the process takes no new invocations (its busy slots will not come back).
     pub(crate) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
+    }
+
+    /// Whether the process has answered an invocation.
+    pub(crate) fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_reaped(&self) -> bool {
@@ -458,6 +467,7 @@ impl Process {
             kill: Notify::new(),
             killed_by_host: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            warm: AtomicBool::new(false),
             reaped: watch::channel(false).0,
         });
         let reaper_shared = Arc::clone(&shared);
@@ -533,6 +543,11 @@ impl Process {
     }
 
     /// Counts an answered invocation; true when that makes `limit`, so the process is to retire.
+    /// Marks the process warm; `true` the first time.
+    pub(crate) fn mark_warm(&self) -> bool {
+        !self.shared.warm.swap(true, Ordering::AcqRel)
+    }
+
     pub(crate) fn count_answer(&self, limit: u64) -> bool {
         self.answered.fetch_add(1, Ordering::AcqRel) + 1 == limit
     }
