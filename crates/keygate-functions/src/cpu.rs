@@ -43,8 +43,8 @@ fn demand_ns(tid: u32) -> Option<u64> {
 /// Watches tasks `tids` for `window`: whether, together, they ran or waited to run for at
 /// least 3/4 of the time of `cpus` CPUs. (Not all of it: keygate and a function process
 /// handing invocations back and forth on one CPU leave it idle for a moment at each hand-over,
-/// 11% of a 4 ms window on the Node benchmark while it was starting.) `false` when none can be watched (then the pool scales
-/// out, as it would without this).
+/// 11% of a 4 ms window on the Node benchmark while it was starting.) `false` when none can be
+/// watched (then the pool scales out, as it would without this).
 pub(crate) async fn no_room(tids: &[u32], cpus: usize, window: Duration) -> bool {
     let before: Vec<(u32, u64)> =
         tids.iter().filter_map(|&tid| Some((tid, demand_ns(tid)?))).collect();

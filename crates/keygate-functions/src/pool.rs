@@ -398,8 +398,9 @@ impl Pool {
     }
 
     /// Whether another process would add no throughput: keygate and this pool's processes keep
-    /// every CPU keygate may use in demand ([`crate::cpu`]). Watched for [`crate::cpu::WINDOW`] and then trusted for half
-    /// the scale-out delay, so that the invocations waiting at once do not each watch.
+    /// every CPU keygate may use in demand ([`crate::cpu`]). Watched for [`crate::cpu::WINDOW`]
+    /// and then trusted for half the scale-out delay, so that the invocations waiting at once do
+    /// not each watch.
     async fn no_room_for_another(&self) -> bool {
         {
             let last = self.room.lock().unwrap_or_else(PoisonError::into_inner);

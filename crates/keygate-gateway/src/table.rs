@@ -269,9 +269,9 @@ impl Table {
     }
 
     /// The key check of a private route (the refusal says why, for the access log; the answer
-    /// is the same 403 whatever the reason, as on AWS): the presented `x-api-key` value is known, enabled, not
-    /// expired and one of its usage plans grants `api_stage`. One SHA-256 and one hash probe;
-    /// no store access, no allocation.
+    /// is the same 403 whatever the reason, as on AWS): the presented `x-api-key` value is
+    /// known, enabled, not expired and one of its usage plans grants `api_stage`. One SHA-256
+    /// and one hash probe; no store access, no allocation.
     pub fn authorize(
         &self,
         presented: &[u8],
