@@ -88,6 +88,22 @@ impl RunAs {
     }
 }
 
+/// The `rwx` bits (0-7) of `meta` that apply to a process of `who`'s uid and gid without
+/// supplementary groups (which function processes drop): the owner's, else the group's, else
+/// everyone's, as the kernel picks them. Root is not special-cased here.
+pub(crate) fn permission_bits(meta: &std::fs::Metadata, who: RunAs) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    let shift = if meta.uid() == who.uid {
+        6
+    } else if meta.gid() == who.gid {
+        3
+    } else {
+        0
+    };
+    (mode >> shift) & 0o7
+}
+
 /// Checks that `who` can reach `path` as a function process does: search permission on every
 /// directory down to it, and read (and, for a directory, search) permission on it, judged as the
 /// kernel judges them for that uid and gid without supplementary groups (which function
@@ -101,16 +117,7 @@ pub fn check_reachable(path: &Path, who: RunAs) -> Result<(), String> {
     if who.uid == 0 {
         return Ok(());
     }
-    let bits = |meta: &std::fs::Metadata| {
-        let mode = meta.mode();
-        if meta.uid() == who.uid {
-            (mode >> 6) & 0o7
-        } else if meta.gid() == who.gid {
-            (mode >> 3) & 0o7
-        } else {
-            mode & 0o7
-        }
-    };
+    let bits = |meta: &std::fs::Metadata| permission_bits(meta, who);
     let fix = "functions run as this unprivileged user because keygate runs as root: keep the \
                data directory (--data-dir / KEYGATE_DATA_DIR) under directories every user may \
                enter (such as /srv or /var/lib/keygate; not /root or a `mktemp -d`), let that \

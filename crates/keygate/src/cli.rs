@@ -173,6 +173,26 @@ pub(crate) enum UsageCommand {
 }
 
 impl Command {
+    /// Whether the command works on what a deploy made, and so refuses a data directory with
+    /// no keygate data rather than create one. Deploying, serving and invoking may start from
+    /// nothing, and so may making keys, plans, credentials and tokens (as on AWS).
+    pub(crate) fn needs_data(&self) -> bool {
+        match self {
+            Self::Up { .. } | Self::Deploy { .. } | Self::Serve { .. } | Self::Invoke { .. } => {
+                false
+            }
+            Self::Watchdog => false,
+            Self::Keys(cmd) => !cmd.creates(),
+            Self::Plans(cmd) => !cmd.creates(),
+            Self::Admin(cmd) => !cmd.creates(),
+            Self::Logs { .. }
+            | Self::Remove { .. }
+            | Self::Info { .. }
+            | Self::Audit { .. }
+            | Self::Usage(_) => true,
+        }
+    }
+
     /// Whether the command runs a server (and so logs at `info` by default).
     pub(crate) fn is_server(&self) -> bool {
         matches!(self, Self::Up { .. } | Self::Serve { .. })

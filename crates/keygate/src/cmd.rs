@@ -36,6 +36,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     // of whoever reads them: function processes run in the service's directory.
     let data_dir = std::path::absolute(&cli.data_dir)
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
+    if cli.command.needs_data() {
+        require_data(&data_dir)?;
+    }
     match cli.command {
         Command::Up { service, listen, functions, dynamodb } => {
             let (host, watchdog, watch) =
@@ -87,7 +90,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             invoke(&service, &function, data, path, &functions, &dynamodb, &data_dir).await
         }
         Command::Logs { service, function, tail, since } => {
-            require_data(&data_dir)?;
             let loaded = load(&service)?;
             let spec = find_function(&loaded, &function)?;
             let since_ms =
@@ -98,7 +100,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 .await?
         }
         Command::Remove { service, dynamodb, keys, json } => {
-            require_data(&data_dir)?;
             let store = open_audited(&data_dir).await?;
             let loaded = load(&service)?;
             let def = &loaded.definition;
@@ -127,7 +128,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::remove_report(&result?, json)
         }
         Command::Info { service, json } => {
-            require_data(&data_dir)?;
             let store = open(&data_dir).await?;
             let loaded = load(&service)?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
@@ -141,30 +141,18 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::info(&info, json)
         }
         Command::Keys(cmd) => {
-            if !cmd.creates() {
-                require_data(&data_dir)?;
-            }
             let store = open_audited(&data_dir).await?;
             run_keys(&store, cmd).await
         }
         Command::Plans(cmd) => {
-            if !cmd.creates() {
-                require_data(&data_dir)?;
-            }
             let store = open_audited(&data_dir).await?;
             run_plans(&store, cmd).await
         }
         Command::Admin(cmd) => {
-            // Credentials and tokens may be made before the first deploy (as keys and plans
-            // may); every other command works on what is there.
-            if !cmd.creates() {
-                require_data(&data_dir)?;
-            }
             let store = open_audited(&data_dir).await?;
             run_admin(&store, &data_dir, cmd).await
         }
         Command::Audit { json } => {
-            require_data(&data_dir)?;
             let store = open(&data_dir).await?;
             let mut entries = Vec::new();
             let mut after = 0;
@@ -177,7 +165,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::audit(&entries, json)
         }
         Command::Usage(args) => {
-            require_data(&data_dir)?;
             let store = open_audited(&data_dir).await?;
             run_usage(&store, args).await
         }

@@ -125,18 +125,10 @@ fn find_in(name: &str, path: &OsStr, run_as: Option<RunAs>) -> Option<PathBuf> {
 fn executable_by(path: &Path, who: RunAs) -> bool {
     use std::os::unix::fs::MetadataExt;
     let allows = |meta: &std::fs::Metadata| {
-        let mode = meta.mode();
         if who.uid == 0 {
-            return meta.is_dir() || mode & 0o111 != 0;
+            return meta.is_dir() || meta.mode() & 0o111 != 0;
         }
-        let bits = if meta.uid() == who.uid {
-            mode >> 6
-        } else if meta.gid() == who.gid {
-            mode >> 3
-        } else {
-            mode
-        };
-        bits & 0o1 != 0
+        crate::user::permission_bits(meta, who) & 0o1 != 0
     };
     let Ok(real) = std::fs::canonicalize(path) else { return false };
     let reachable = |p: &Path| {

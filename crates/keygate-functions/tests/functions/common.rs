@@ -59,14 +59,14 @@ impl Service {
     }
 
     pub(crate) fn f<'a>(&'a self, spec: &'a FunctionSpec) -> FunctionRef<'a> {
-        FunctionRef {
-            spec,
-            base_dir: self.dir.path(),
-            region: "eu-west-1",
-            service: "svc",
-            stage: "dev",
-        }
+        fref(spec, self.dir.path())
     }
+}
+
+/// The test service's reference to `spec` with its code in `base_dir` (for tasks that own a
+/// copy of both).
+pub(crate) fn fref<'a>(spec: &'a FunctionSpec, base_dir: &'a Path) -> FunctionRef<'a> {
+    FunctionRef { spec, base_dir, region: "eu-west-1", service: "svc", stage: "dev" }
 }
 
 /// A spec of the test function with the given handler.

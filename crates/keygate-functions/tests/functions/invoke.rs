@@ -7,7 +7,7 @@ use bytes::Bytes;
 use keygate_functions::{FunctionHost, FunctionRef, HostOptions, InvokeError};
 use serde_json::{Value, json};
 
-use crate::common::{Service, invoke, json, pid, process_exists, spec};
+use crate::common::{Service, fref, invoke, json, pid, process_exists, spec};
 
 #[tokio::test]
 async fn echo_gets_the_event_and_the_answer_comes_back_verbatim() {
@@ -134,13 +134,7 @@ async fn reserved_concurrency_caps_the_processes_and_the_rest_wait_their_turn() 
     for _ in 0..5 {
         let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
         calls.spawn(async move {
-            let f = FunctionRef {
-                spec: &spec,
-                base_dir: &dir,
-                region: "eu-west-1",
-                service: "svc",
-                stage: "dev",
-            };
+            let f = fref(&spec, &dir);
             invoke(&host, &f, json!({"sleep_ms": 400})).await
         });
     }
@@ -167,13 +161,7 @@ async fn processes_scale_out_only_when_busy_ones_do_not_come_back_in_time() {
         for _ in 0..n {
             let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
             calls.spawn(async move {
-                let f = FunctionRef {
-                    spec: &spec,
-                    base_dir: &dir,
-                    region: "eu-west-1",
-                    service: "svc",
-                    stage: "dev",
-                };
+                let f = fref(&spec, &dir);
                 invoke(&host, &f, json!({"sleep_ms": sleep_ms})).await
             });
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use keygate_functions::{FunctionHost, FunctionRef};
 use serde_json::json;
 
-use crate::common::{Service, invoke, json, pid, spec};
+use crate::common::{Service, fref, invoke, json, pid, spec};
 
 /// Sends `request` from this (test) process, which is no descendant of any function process,
 /// and returns every byte the Runtime API answers until it closes (or 10 s pass).
@@ -68,13 +68,7 @@ async fn another_local_process_can_neither_steal_events_nor_forge_answers() {
     let running = {
         let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
         tokio::spawn(async move {
-            let f = FunctionRef {
-                spec: &spec,
-                base_dir: &dir,
-                region: "eu-west-1",
-                service: "svc",
-                stage: "dev",
-            };
+            let f = fref(&spec, &dir);
             invoke(&host, &f, json!({"testfn": "sleep", "sleep_ms": 1500})).await
         })
     };

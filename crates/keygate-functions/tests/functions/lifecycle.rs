@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use keygate_functions::{FunctionHost, HostOptions, InvokeError};
 use serde_json::json;
 
-use crate::common::{Service, invoke, json, pid, process_exists, script, spec};
+use crate::common::{Service, fref, invoke, json, pid, process_exists, script, spec};
 
 #[tokio::test]
 async fn the_process_gets_the_lambda_environment_and_runs_in_its_task_root() {
@@ -191,13 +191,7 @@ async fn shutdown_stops_busy_processes_and_refuses_new_work() {
     let busy = {
         let (host, spec, dir) = (host.clone(), spec.clone(), svc.base_dir().to_owned());
         tokio::spawn(async move {
-            let f = keygate_functions::FunctionRef {
-                spec: &spec,
-                base_dir: &dir,
-                region: "eu-west-1",
-                service: "svc",
-                stage: "dev",
-            };
+            let f = fref(&spec, &dir);
             invoke(&host, &f, json!({"sleep_ms": 20_000})).await
         })
     };
