@@ -77,10 +77,12 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock at once, waiting out
+    /// other writers with the busy timeout. A deferred `BEGIN` that reads first and writes later
+    /// fails at once with SQLITE_BUSY ("database is locked"), whatever the timeout, when another
+    /// process (a gateway flushing last uses) committed in between: its snapshot is stale.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        // BEGIN IMMEDIATE would be ideal; a plain BEGIN upgraded by the first write is fine with the
-        // busy timeout, because every write transaction bumps `meta` first.
-        self.pool.begin().await.map_err(map_err)
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
     }
 }
 
@@ -721,7 +723,9 @@ impl ConfigStore for SqliteStore {
             const BATCH: usize = 3000;
             const KEY_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+                .await
+                .map_err(map_err)?;
             bump(&mut tx).await?;
             // Each plan is read once: its API stages, or `None` when there is no such plan.
             let mut plans: HashMap<&str, Option<HashSet<(String, String)>>> = HashMap::new();
@@ -839,7 +843,8 @@ impl ConfigStore for SqliteStore {
             return Ok(created);
         }
         sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await.map_err(map_err)?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+        let mut tx =
+            sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(map_err)?;
         bump(&mut tx).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (key, plans) in &keys {

@@ -418,3 +418,38 @@ async fn store_errors_keep_their_source() {
     let source = std::error::Error::source(&e).expect("the IO error is kept");
     assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
 }
+
+/// A CLI's write transaction that reads before it writes (`revoke_old_values`, `update_key`)
+/// while a gateway flushes last uses into the same file: each waits for the other within the
+/// busy timeout. With deferred transactions, a flush committed between the read and the write
+/// made the CLI fail at once with "database is locked" (seen in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_in_two_processes_wait_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cli = SqliteStore::open(&data).await.unwrap();
+    let gateway = SqliteStore::open(&data).await.unwrap();
+    let key = cli.deploy(request("dev", &["k"])).await.unwrap().keys[0].0.id.clone();
+    cli.rotate_key(&key, ApiKeyValue::generate(), 3600).await.unwrap();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let (stop, key) = (stop.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut at = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                at += 1;
+                gateway.set_last_used(&[(key.clone(), at)]).await.unwrap();
+            }
+            at
+        })
+    };
+    for i in 0..300 {
+        cli.revoke_old_values(&key).await.unwrap();
+        let patch =
+            ApiKeyPatch { description: Some(Some(format!("round {i}"))), ..Default::default() };
+        cli.update_key(&key, patch).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flusher.await.unwrap() > 0, "the gateway flushed while the CLI wrote");
+}
