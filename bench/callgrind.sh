@@ -31,8 +31,8 @@ command -v valgrind >/dev/null || {
 }
 command -v python3 >/dev/null || die "python3 missing"
 VALID_KEY="$(cat "$WORK/valid_key.txt")"
-# Run as root, keygate runs the functions as `nobody`: a directory every user may write.
-mkdir -p "$WORK/function-db" && chmod 1777 "$WORK/function-db"
+# Run as root, keygate runs each function as a uid of its own: a directory every user may write.
+mkdir -p "$WORK/function-db" && chmod 0777 "$WORK/function-db"
 export BENCH_CANDIDATE_DB="$WORK/function-db/candidates.db"
 export BENCH_CANDIDATE_ARTIFACT="${CANDIDATE_BIN:-$REPO/target/release/candidate-service}"
 mkdir -p "$OUT" "$WORK"/{run,logs,tmp}

@@ -81,9 +81,9 @@ RUN_DIR="${RUN_DIR:-/tmp/keygate-bench-$(id -u)}"
 mkdir -p "$RUN_DIR" && chmod 0711 "$RUN_DIR"
 KG_DATA="$RUN_DIR/keygate-data"
 rm -rf "$KG_DATA"
-# Run as root, keygate runs the functions as `nobody`: their database lives in a directory
-# every user may write (sticky, as /tmp).
-mkdir -p "$RUN_DIR/function-db" && chmod 1777 "$RUN_DIR/function-db"
+# Run as root, keygate runs each function as a uid of its own: their database lives in a
+# directory every user may write and delete in (SQLite removes the -wal file another made).
+mkdir -p "$RUN_DIR/function-db" && chmod 0777 "$RUN_DIR/function-db"
 export BENCH_CANDIDATE_DB="$RUN_DIR/function-db/candidates.db" BENCH_CANDIDATE_ARTIFACT="$CANDIDATE_BIN"
 rm -f "$BENCH_CANDIDATE_DB"
 kg() { "$KEYGATE_BIN" --data-dir "$KG_DATA" "$@"; }

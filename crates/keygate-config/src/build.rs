@@ -55,7 +55,6 @@ const PROVIDER_IGNORED: &[&str] = &[
     "deploymentPrefix",
     "disableRollback",
     "ecr",
-    "endpointType",
     "ephemeralStorageSize",
     "eventBridge",
     "httpApi",
@@ -70,7 +69,6 @@ const PROVIDER_IGNORED: &[&str] = &[
     "logs",
     "notificationArns",
     "profile",
-    "resourcePolicy",
     "role",
     "rolePermissionsBoundary",
     "rollbackConfiguration",
@@ -92,14 +90,12 @@ const PROVIDER_IGNORED: &[&str] = &[
 
 /// `provider.apiGateway` keys keygate does not use.
 const API_GATEWAY_IGNORED: &[&str] = &[
-    "apiKeySourceType",
     "binaryMediaTypes",
     "description",
     "disableDefaultEndpoint",
     "metrics",
     "minimumCompressionSize",
     "request",
-    "resourcePolicy",
     "restApiId",
     "restApiResources",
     "restApiRootResourceId",
@@ -127,13 +123,15 @@ const PROVIDER: Section = Section {
         "apiGateway",
         "apiKeys",
         "usagePlan",
+        "resourcePolicy",
+        "endpointType",
     ],
     ignored: PROVIDER_IGNORED,
 };
 
 const API_GATEWAY: Section = Section {
     what: "key in provider.apiGateway",
-    used: &["apiKeys", "usagePlan"],
+    used: &["apiKeys", "usagePlan", "apiKeySourceType", "resourcePolicy"],
     ignored: API_GATEWAY_IGNORED,
 };
 
@@ -362,6 +360,62 @@ impl Ctx<'_> {
             .map(|n| n as u32)
     }
 
+    /// `apiKeySourceType`: `HEADER` (API Gateway's default) is what keygate does; `AUTHORIZER`
+    /// (the key comes from an authorizer's `usageIdentifierKey`) it cannot, and skipping it
+    /// would admit requests without a key: an error.
+    fn api_key_source(&mut self, node: &Node, path: &FieldPath) {
+        let Some(source) = self.string(node, path, "HEADER or AUTHORIZER") else { return };
+        match source.to_ascii_uppercase().as_str() {
+            "HEADER" => {}
+            "AUTHORIZER" => self.error(
+                node.mark,
+                path,
+                "keygate reads API keys from the x-api-key header only and does not run \
+                 authorizers yet, so it cannot take keys from one; remove apiKeySourceType (or \
+                 set it to HEADER) and send the key in x-api-key",
+            ),
+            _ => self.error(
+                node.mark,
+                path,
+                format!("expected HEADER or AUTHORIZER, found {}", quote(&source)),
+            ),
+        }
+    }
+
+    /// `resourcePolicy` restricts who may call the API (source IPs, VPCs, accounts); keygate
+    /// cannot evaluate it, and ignoring it would open the API to everyone: an error.
+    fn resource_policy(&mut self, key_mark: Mark, path: &FieldPath) {
+        self.error(
+            key_mark,
+            path,
+            "keygate does not evaluate API Gateway resource policies, so it cannot enforce this \
+             one and would serve the API to every caller it restricts; remove resourcePolicy \
+             and restrict callers with API keys (`private: true`) and the address keygate \
+             listens on (--listen)",
+        );
+    }
+
+    /// `endpointType`: `REGIONAL` and `EDGE` change nothing here; `PRIVATE` (reachable only from
+    /// a VPC) keygate cannot enforce: it serves wherever `--listen` says, so an error.
+    fn endpoint_type(&mut self, node: &Node, path: &FieldPath) {
+        let Some(kind) = self.string(node, path, "REGIONAL, EDGE or PRIVATE") else { return };
+        match kind.to_ascii_uppercase().as_str() {
+            "REGIONAL" | "EDGE" => {}
+            "PRIVATE" => self.error(
+                node.mark,
+                path,
+                "keygate cannot make an API reachable from a VPC only: it serves it on the \
+                 address it listens on (--listen, 127.0.0.1 by default); remove endpointType: \
+                 PRIVATE and choose that address instead",
+            ),
+            _ => self.error(
+                node.mark,
+                path,
+                format!("expected REGIONAL, EDGE or PRIVATE, found {}", quote(&kind)),
+            ),
+        }
+    }
+
     fn service(&mut self, entry: &Entry) -> Option<String> {
         let path = FieldPath::root().key("service");
         let v = self.expand(&entry.value, &path);
@@ -471,10 +525,14 @@ impl Ctx<'_> {
                         match g.key.as_str() {
                             "apiKeys" => keys = Some((g.value, gp)),
                             "usagePlan" => plan = Some((g.value, gp)),
+                            "apiKeySourceType" => self.api_key_source(&g.value, &gp),
+                            "resourcePolicy" => self.resource_policy(g.key_mark, &gp),
                             k => self.other_key(k, g.key_mark, &gp, &API_GATEWAY),
                         }
                     }
                 }
+                "resourcePolicy" => self.resource_policy(e.key_mark, &p),
+                "endpointType" => self.endpoint_type(&e.value, &p),
                 k => self.other_key(k, e.key_mark, &p, &PROVIDER),
             }
         }

@@ -44,7 +44,6 @@ pub(crate) struct Ctx<'a> {
     /// `--allow-unknown` or `configValidationMode: warn|off`: unknown keys are notes, not errors.
     pub(crate) allow_unknown: bool,
     pub(crate) other_events: Vec<String>,
-    pub(crate) authorizers: Vec<String>,
     /// Routes declared so far by (shape, method), to find duplicates.
     pub(crate) routes: HashMap<(String, HttpMethod), Route>,
     /// How many `- http:` events the file declares (read or not), to tell a service that
@@ -58,6 +57,18 @@ pub(crate) struct Ctx<'a> {
     pub(crate) table_refs: Vec<crate::streams::TableRef>,
 }
 
+/// Keys that lock or unlock routes: a key that looks like one of them misspelt is an error even
+/// when unknown keys are allowed.
+const AUTH_KEYS: &[&str] = &[
+    "private",
+    "authorizer",
+    "apiKeys",
+    "usagePlan",
+    "apiKeySourceType",
+    "resourcePolicy",
+    "endpointType",
+];
+
 impl<'a> Ctx<'a> {
     pub(crate) fn new(r: Resolver<'a>, allow_unknown: bool) -> Self {
         Self {
@@ -69,7 +80,6 @@ impl<'a> Ctx<'a> {
             unknown_seen: HashSet::new(),
             allow_unknown,
             other_events: Vec::new(),
-            authorizers: Vec::new(),
             routes: HashMap::new(),
             http_declared: 0,
             pending_streams: Vec::new(),
@@ -108,10 +118,13 @@ impl<'a> Ctx<'a> {
 
     /// A key neither Serverless nor keygate knows, probably a typo: an error with a "did you
     /// mean" (a misspelt `private` must not deploy a public route), or a note with
-    /// `--allow-unknown`.
+    /// `--allow-unknown`, unless it looks like a misspelt auth setting ([`AUTH_KEYS`]).
     pub(crate) fn unknown(&mut self, key: &str, mark: Mark, path: &FieldPath, section: &Section) {
         let guess = suggest(key, section.used.iter().chain(section.ignored).copied());
-        if self.allow_unknown {
+        // A key that looks like a misspelt auth setting stays an error even with
+        // `--allow-unknown`: `privte: true` must not deploy a public route.
+        let auth_typo = guess.is_some_and(|g| AUTH_KEYS.contains(&g));
+        if self.allow_unknown && !auth_typo {
             let p = match guess {
                 Some(g) => format!("{path} (did you mean `{g}`?)"),
                 None => path.to_string(),
@@ -122,6 +135,11 @@ impl<'a> Ctx<'a> {
             return;
         }
         let message = match guess {
+            Some(g) if auth_typo && self.allow_unknown => format!(
+                "unknown {}; did you mean `{g}`? (a misspelt auth setting stays an error when \
+                 unknown keys are allowed: ignoring it could serve a route open)",
+                section.what
+            ),
             Some(g) => format!("unknown {}; did you mean `{g}`?", section.what),
             None => format!(
                 "unknown {}; keygate reads {} here (and ignores the other keys Serverless \
@@ -269,18 +287,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// Ends the walk: the problems found and the notes, with the summary notes (ignored
-    /// events, authorizers not run, ignored and unknown keys) appended.
+    /// events, ignored and unknown keys) appended.
     pub(crate) fn into_findings(mut self) -> (Vec<Diag>, Vec<String>) {
         if !self.other_events.is_empty() {
             let events = self.other_events.join(", ");
             self.note(format!("ignored events (keygate serves only http events): {events}"));
-        }
-        if !self.authorizers.is_empty() {
-            let routes = self.authorizers.join(", ");
-            self.note(format!(
-                "keygate does not run authorizers yet, so these routes are served without their \
-                 authorizer's check: {routes}"
-            ));
         }
         if !self.ignored.is_empty() {
             let keys = self.ignored.join(", ");

@@ -273,7 +273,18 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                "authorizer" => self.authorizers.push(p.to_string()),
+                // Fail closed: a route whose authorizer keygate would skip must not deploy open.
+                "authorizer" => {
+                    self.error(
+                        e.key_mark,
+                        &p,
+                        "keygate does not run authorizers yet (Lambda, Cognito, JWT or AWS_IAM), \
+                         so it cannot enforce this one and would serve the route without it; \
+                         remove `authorizer` and protect the route with `private: true` and API \
+                         keys, or keep this service where its authorizer runs",
+                    );
+                    ok = false;
+                }
                 "async" => {
                     if self.boolean(&e.value, &p) == Some(true) {
                         self.error(

@@ -701,7 +701,7 @@ fn http_events() {
             }),
         ),
         case(
-            "other event types and authorizers are noted",
+            "other event types are noted",
             with_head(
                 "
                 |functions:
@@ -712,7 +712,6 @@ fn http_events() {
                 |      - http:
                 |          path: a
                 |          method: get
-                |          authorizer: auth
                 |          timeoutInMillis: 5000
                 |      - sqs: arn:aws:sqs:x
                 ",
@@ -724,11 +723,82 @@ fn http_events() {
                     vec![
                         "ignored events (keygate serves only http events): schedule \
                          (functions.f.events[0]), sqs (functions.f.events[2])",
-                        "keygate does not run authorizers yet, so these routes are served without \
-                         their authorizer's check: functions.f.events[1].http.authorizer",
                         "ignored (not used by keygate): functions.f.events[1].http.timeoutInMillis",
                     ]
                 );
+            }),
+        ),
+        // Issue 25, finding 2: `authorizer: aws_iam` without `private:` deployed with a note and
+        // served anonymous callers. Every auth setting keygate cannot enforce is an error.
+        case(
+            "auth settings keygate cannot enforce are errors, never notes",
+            with_head(
+                "
+                |  endpointType: PRIVATE
+                |  resourcePolicy:
+                |    - Effect: Deny
+                |  apiGateway:
+                |    apiKeySourceType: AUTHORIZER
+                |    resourcePolicy: []
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          authorizer: aws_iam
+                |      - http:
+                |          path: b
+                |          method: get
+                |          private: true
+                |          authorizer:
+                |            name: auth
+                |            type: request
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:5:17: provider.endpointType: keygate cannot make an API reachable \
+                 from a VPC only: it serves it on the address it listens on (--listen, 127.0.0.1 \
+                 by default); remove endpointType: PRIVATE and choose that address instead",
+                "serverless.yml:6:3: provider.resourcePolicy: keygate does not evaluate API Gateway \
+                 resource policies, so it cannot enforce this one and would serve the API to every caller it restricts; remove resourcePolicy and \
+                 restrict callers with API keys (`private: true`) and the address keygate listens \
+                 on (--listen)",
+                "serverless.yml:9:23: provider.apiGateway.apiKeySourceType: keygate reads API keys \
+                 from the x-api-key header only and does not run authorizers yet, so it cannot \
+                 take keys from one; remove apiKeySourceType (or set it to HEADER) and send the \
+                 key in x-api-key",
+                "serverless.yml:10:5: provider.apiGateway.resourcePolicy: keygate does not evaluate \
+                 API Gateway resource policies, so it cannot enforce this one and would serve the API to every caller it restricts; remove resourcePolicy and \
+                 restrict callers with API keys (`private: true`) and the address keygate listens \
+                 on (--listen)",
+                "serverless.yml:18:11: functions.f.events[0].http.authorizer: keygate does not run \
+                 authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot enforce this one and would serve the route without it; remove \
+                 `authorizer` and protect the route with `private: true` and API keys, or keep \
+                 this service where its authorizer runs",
+                "serverless.yml:23:11: functions.f.events[1].http.authorizer: keygate does not run \
+                 authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot enforce this one and would serve the route without it; remove \
+                 `authorizer` and protect the route with `private: true` and API keys, or keep \
+                 this service where its authorizer runs",
+            ]),
+        ),
+        case(
+            "the auth settings keygate does enforce load",
+            with_head(
+                "
+                |  endpointType: regional
+                |  apiGateway:
+                |    apiKeySourceType: HEADER
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http: GET a
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert!(l.notes.is_empty(), "{:?}", l.notes);
             }),
         ),
         case(
@@ -1041,7 +1111,7 @@ fn functions_and_provider() {
                     l.notes,
                     vec![
                         "ignored (not used by keygate): frameworkVersion, plugins, custom, \
-                         provider.iam, provider.apiGateway.apiKeySourceType, provider.tags, \
+                         provider.iam, provider.tags, \
                          functions.f.layers, functions.g.layers",
                         "not recognised, so ignored (check the spelling): fucntions (did you \
                          mean `functions`?), functions.f.hanlder (did you mean `handler`?)",
@@ -2386,34 +2456,45 @@ fn typos_fail_closed() {
 }
 
 /// `--allow-unknown`, and Serverless's own `configValidationMode: warn|off`, make unknown keys
-/// notes (the route of a misspelt `private` is then public: the owner asked for it).
+/// notes, except one that looks like a misspelt auth setting: `privat: true` stays an error,
+/// since ignoring it would serve the route open (fail closed).
 #[test]
 fn allow_unknown_makes_unknown_keys_notes() {
-    fn public_with_note(l: &Loaded) {
-        assert!(!l.definition.functions[0].events[0].private);
+    fn noted(l: &Loaded) {
+        assert!(l.definition.functions[0].events[0].private);
         assert_eq!(
             l.notes,
-            ["not recognised, so ignored (check the spelling): functions.f.events[0].http.privat \
-                  (did you mean `private`?)"]
+            ["not recognised, so ignored (check the spelling): functions.f.events[0].http.colour"]
         );
     }
+    let colour =
+        one_route("", "        |          private: true\n        |          colour: red\n");
     let privat = one_route("", "        |          privat: true\n");
-    let mode = |m: &str| {
-        privat.replacen("service: svc\n", &format!("service: svc\nconfigValidationMode: {m}\n"), 1)
+    let mode = |yml: &str, m: &str| {
+        yml.replacen("service: svc\n", &format!("service: svc\nconfigValidationMode: {m}\n"), 1)
     };
+    // Line 12 in the file as it is, 13 with a `configValidationMode:` line above.
+    const STILL_AN_ERROR: &str = "serverless.yml:12:11: functions.f.events[0].http.privat: \
+         unknown key in an http event; did you mean `private`? (a misspelt auth setting stays an \
+         error when unknown keys are allowed: ignoring it could serve a route open)";
+    const STILL_AN_ERROR_13: &str = "serverless.yml:13:11: functions.f.events[0].http.privat: \
+         unknown key in an http event; did you mean `private`? (a misspelt auth setting stays an \
+         error when unknown keys are allowed: ignoring it could serve a route open)";
     run(vec![
-        allowing(case("--allow-unknown", privat.clone(), Expect::Ok(public_with_note))),
-        case("configValidationMode: warn", mode("warn"), Expect::Ok(public_with_note)),
-        case("configValidationMode: off", mode("off"), Expect::Ok(public_with_note)),
+        allowing(case("--allow-unknown", colour.clone(), Expect::Ok(noted))),
+        case("configValidationMode: warn", mode(&colour, "warn"), Expect::Ok(noted)),
+        case("configValidationMode: off", mode(&colour, "off"), Expect::Ok(noted)),
+        allowing(case("--allow-unknown, privat", privat.clone(), Expect::Err(&[STILL_AN_ERROR]))),
+        case("warn, privat", mode(&privat, "warn"), Expect::Err(&[STILL_AN_ERROR_13])),
         case(
             "configValidationMode: error",
-            mode("error"),
+            mode(&privat, "error"),
             Expect::Err(&["serverless.yml:13:11: functions.f.events[0].http.privat: unknown key \
                   in an http event; did you mean `private`?"]),
         ),
         case(
             "configValidationMode: bogus",
-            mode("bogus"),
+            mode(&privat, "bogus"),
             Expect::Err(&[
                 "serverless.yml:2:23: configValidationMode: expected error, warn or off, found \
                   \"bogus\"",

@@ -241,11 +241,16 @@ fn stage_functions(
     only: Option<&str>,
 ) -> Result<()> {
     let base_dir = definition.base_dir.clone();
-    // Interpreters and the reach of the staged code are checked for the user functions run as
-    // (`nobody` as root, unless KEYGATE_FUNCTION_USER, which `serve --function-user` also
-    // reads, names another).
+    // Interpreters and the reach of the staged code are checked for a user functions run as (as
+    // root, an id of the function range, which owns no file, unless KEYGATE_FUNCTION_USER, which
+    // `serve --function-user` also reads, names one user for all).
     let requested = std::env::var("KEYGATE_FUNCTION_USER").ok().filter(|u| !u.is_empty());
-    let run_as = keygate_functions::RunAs::for_host(requested.as_deref()).ok().flatten();
+    let run_as = keygate_functions::FunctionUsers::for_host(
+        requested.as_deref(),
+        keygate_functions::IdRange::default(),
+    )
+    .ok()
+    .and_then(|users| users.probe());
     let mut problems = Vec::new();
     // The staged copy of each code source (functions share the service directory).
     let mut staged_code: BTreeMap<(std::path::PathBuf, Vec<String>), std::path::PathBuf> =

@@ -19,7 +19,8 @@
 //!   process group.
 //! - [`GroupWatch`]: an optional watcher told of each function process group (keygate's
 //!   watchdog, which kills them if keygate dies without stopping them).
-//! - `user`: the user functions run as ([`RunAs`]) and [`protect_host_process`].
+//! - `user`: a user to run as ([`RunAs`]) and [`protect_host_process`]; `identity`: who each
+//!   function runs as ([`FunctionUsers`]: as root, a uid of its own per function).
 //! - `pool`: the warm processes of one function version and its concurrency limit; `cpu`:
 //!   whether another process would add throughput (scale-out).
 //! - this file: [`FunctionHost`], the public entry point, and [`InvokeError`].
@@ -48,6 +49,7 @@
 mod ansi;
 pub mod artifact;
 mod cpu;
+mod identity;
 mod launcher;
 mod output;
 mod peer;
@@ -69,6 +71,7 @@ use keygate_types::FunctionSpec;
 use tokio::time::Instant;
 
 pub use artifact::{ArtifactError, stage_artifact, stage_code};
+pub use identity::{DEFAULT_ID_RANGE, FunctionUsers, IdRange};
 pub use launcher::{check_handler, check_runtime};
 pub use output::OutputLimit;
 pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, check_reachable, protect_host_process};
@@ -108,9 +111,9 @@ pub struct HostOptions {
     /// invocation: it `setenv`s each trace id and glibc keeps every value, ~3 MB per 25,000;
     /// docs/benchmarks.md.)
     pub max_invocations: u64,
-    /// The user and group function processes run as; `None`: keygate's own. See
-    /// [`RunAs::for_host`] (as root, `nobody` by default).
-    pub run_as: Option<RunAs>,
+    /// Who function processes run as: keygate's own user, one named user, or (as root, by
+    /// default) a uid per function and a gid per service stage. See [`FunctionUsers::for_host`].
+    pub users: FunctionUsers,
     /// How much of a function's output is logged; the rest is dropped and counted.
     pub output_limit: OutputLimit,
     /// Told of every function process group as it starts and once it is stopped, for a watcher
@@ -156,7 +159,7 @@ impl Default for HostOptions {
             default_concurrency: default_reserved_concurrency(),
             scale_out_after: Duration::from_millis(20),
             max_invocations: 25_000,
-            run_as: None,
+            users: FunctionUsers::Own,
             output_limit: OutputLimit::default(),
             group_watch: None,
             function_log: None,
@@ -267,9 +270,9 @@ impl FunctionHost {
         }
     }
 
-    /// The user function processes run as (`None`: keygate's own).
-    pub fn run_as(&self) -> Option<RunAs> {
-        self.inner.opts.run_as
+    /// Who function processes run as.
+    pub fn users(&self) -> &FunctionUsers {
+        &self.inner.opts.users
     }
 
     /// Invokes `f` with the raw event JSON and returns the function's response body verbatim (the
@@ -340,10 +343,30 @@ impl FunctionHost {
             return Ok(Arc::clone(pool));
         }
         let opts = &self.inner.opts;
+        let state_dir = opts.state_root.as_deref().and_then(|root| state_dir(root, f));
+        let (run_as, shared_group) = match &opts.users {
+            FunctionUsers::Own => (None, false),
+            FunctionUsers::Shared(who) => (Some(*who), false),
+            FunctionUsers::PerFunction(ids) => {
+                use std::os::unix::fs::MetadataExt;
+                let group_had =
+                    state_dir.as_deref().and_then(|d| d.metadata().ok()).map(|m| m.gid());
+                let group = format!("{}/{}", f.service, f.stage);
+                let who =
+                    ids.identity(&key.launch.function_name, &group, group_had).map_err(|e| {
+                        InvokeError::Spawn(format!(
+                            "cannot give function {} a user of its own: {e}",
+                            key.launch.function_name
+                        ))
+                    })?;
+                (Some(who), true)
+            }
+        };
         let spawn = Spawn {
             service_env: Arc::clone(&self.inner.service_env),
-            state_dir: opts.state_root.as_deref().and_then(|root| state_dir(root, f)),
-            run_as: opts.run_as,
+            state_dir,
+            run_as,
+            shared_group,
             group_watch: opts.group_watch.clone(),
             output: Arc::new(output::OutputBudget::new(
                 &key.launch.function_name,

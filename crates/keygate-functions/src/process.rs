@@ -60,14 +60,21 @@ const RESERVED_ENV: &[&str] = &[
 /// keeps waiting in the background). SIGKILL normally takes milliseconds.
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
+/// The shell that sets a function's umask before it becomes the function's program.
+const SHELL: &str = "/bin/sh";
+
 /// What the processes of one pool share besides their [`Launch`]: the host's settings.
 pub(crate) struct Spawn {
     /// The host's service variables (`FunctionHost::set_service_env`).
     pub(crate) service_env: Arc<std::sync::RwLock<Vec<(String, String)>>>,
     /// The service's state directory (`HostOptions::state_root`), made on the first start.
     pub(crate) state_dir: Option<PathBuf>,
-    /// The user and group to run as (`HostOptions::run_as`).
+    /// The user and group to run as (`HostOptions::users`).
     pub(crate) run_as: Option<RunAs>,
+    /// The function has a uid of its own and shares its gid with its service stage: the state
+    /// directory is the group's (setgid, 2770, owned by keygate's user) and the process runs
+    /// with umask 007, so what one function writes there the others may read and write.
+    pub(crate) shared_group: bool,
     /// Told of each process group (`HostOptions::group_watch`).
     pub(crate) group_watch: Option<Arc<dyn GroupWatch>>,
     /// The function's output budget, shared by all its processes.
@@ -337,9 +344,10 @@ impl Report {
 }
 
 /// Makes `dir` (a service's state directory) and its parents: the parents searchable by every
-/// user and listable by none but keygate's (0711), `dir` itself the function user's alone (0700,
-/// owned by it when functions run as another user).
-fn prepare_state_dir(dir: &Path, run_as: Option<RunAs>) -> std::io::Result<()> {
+/// user and listable by none but keygate's (0711); `dir` itself the function user's alone (0700,
+/// owned by it when functions run as another user), or with `shared_group` its group's (2770,
+/// owned by keygate's user: the group's members cannot change its mode).
+fn prepare_state_dir(dir: &Path, run_as: Option<RunAs>, shared_group: bool) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Some(parent) = dir.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent)?;
@@ -349,10 +357,21 @@ fn prepare_state_dir(dir: &Path, run_as: Option<RunAs>) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
         Err(e) => return Err(e),
     }
-    if let Some(RunAs { uid, gid }) = run_as {
-        std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    match run_as {
+        Some(RunAs { gid, .. }) if shared_group => {
+            std::os::unix::fs::lchown(
+                dir,
+                Some(nix::unistd::Uid::effective().as_raw()),
+                Some(gid),
+            )?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2770))
+        }
+        Some(RunAs { uid, gid }) => {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        }
+        None => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// `VmHWM` (peak resident set) of a process, in kB.
@@ -373,7 +392,7 @@ impl Process {
     pub(crate) async fn spawn(launch: &Launch, spawn: &Spawn) -> Result<Self, InvokeError> {
         let program = launcher::for_kind(launch.runtime.kind()).program(launch, spawn.run_as)?;
         if let Some(dir) = &spawn.state_dir {
-            prepare_state_dir(dir, spawn.run_as).map_err(|e| {
+            prepare_state_dir(dir, spawn.run_as, spawn.shared_group).map_err(|e| {
                 InvokeError::Spawn(format!(
                     "cannot prepare the state directory {}: {e}",
                     dir.display()
@@ -390,7 +409,16 @@ impl Process {
         let (api, inbox) = RuntimeApi::new(&launch.arn(), launch.slots());
         let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
 
-        let mut command = Command::new(&program.program);
+        // With a group shared by the service's functions, files they make are the group's to
+        // write: umask 007, set by the shell that then becomes the program (`exec`: same pid).
+        // (Setting it in the child before exec would take `pre_exec`, which is unsafe code.)
+        let mut command = if spawn.shared_group {
+            let mut sh = Command::new(SHELL);
+            sh.args(["-c", "umask 007 && exec \"$0\" \"$@\""]).arg(&program.program);
+            sh
+        } else {
+            Command::new(&program.program)
+        };
         command
             .args(&program.args)
             .current_dir(&program.cwd)

@@ -245,10 +245,21 @@ impl ListenArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct FunctionArgs {
-    /// User function processes run as when keygate runs as root (default `nobody`); without
-    /// root they run as keygate's own user and this must be unset (or that user).
+    /// One user for every function process when keygate runs as root (functions can then
+    /// reach each other's processes). Unset, as root, each function runs as a uid of its own
+    /// from --function-ids. Without root functions run as keygate's own user and this must be
+    /// unset (or that user).
     #[arg(long, env = "KEYGATE_FUNCTION_USER", value_name = "NAME|UID[:GID]")]
     pub(crate) function_user: Option<String>,
+    /// The ids keygate, as root, gives functions (a uid per function, a gid per service stage);
+    /// ids of accounts and ids other keygates on this machine hold are skipped.
+    #[arg(
+        long,
+        env = "KEYGATE_FUNCTION_IDS",
+        value_name = "FIRST-LAST",
+        default_value = "61184-65519"
+    )]
+    pub(crate) function_ids: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use keygate_control::Store;
 use keygate_control::keys::{self, CreateKey};
 use keygate_control::{plans, usage};
-use keygate_functions::{FunctionHost, HostOptions, RunAs};
+use keygate_functions::{FunctionHost, FunctionUsers, HostOptions, IdRange, RunAs};
 use keygate_gateway::Gateway;
 use keygate_limits::clock::Clock;
 use keygate_store::SqliteStore;
@@ -666,13 +666,34 @@ fn function_host(
     function_log: Option<Arc<dyn keygate_functions::FunctionLog>>,
     data_dir: &Path,
 ) -> Result<(FunctionHost, Option<Watchdog>, Option<keygate_dynamodb::PidWatch>)> {
-    let run_as = RunAs::for_host(args.function_user.as_deref())?;
-    match run_as {
-        Some(RunAs { uid: 0, .. }) => tracing::warn!(
-            "functions run as root (--function-user): they can read keygate's data directory"
+    let ids = IdRange::parse(&args.function_ids).map_err(anyhow::Error::msg)?;
+    let users = FunctionUsers::for_host(args.function_user.as_deref(), ids)?;
+    // What isolation holds, said once (docs/security.md, "Functions").
+    match &users {
+        FunctionUsers::PerFunction(ids) => {
+            let (first, last) = ids.bounds();
+            tracing::info!(
+                "each function runs as a uid of its own (from {first}-{last}), with a group per \
+                 service stage: functions cannot trace, signal or read each other's processes"
+            );
+        }
+        FunctionUsers::Shared(RunAs { uid: 0, .. }) => tracing::warn!(
+            "functions run as root (--function-user): they can read keygate's data directory \
+             and reach each other's processes"
         ),
-        Some(RunAs { uid, gid }) => tracing::info!(uid, gid, "functions run as uid {uid}"),
-        None => {}
+        FunctionUsers::Shared(RunAs { uid, gid }) => tracing::warn!(
+            uid,
+            gid,
+            "every function runs as uid {uid} (--function-user): functions cannot read \
+             keygate's data, but can trace and signal each other's processes (and read their \
+             events); unset --function-user to give each function a uid of its own"
+        ),
+        FunctionUsers::Own => tracing::info!(
+            "keygate does not run as root, so functions run as its own user: they cannot read \
+             keygate's memory, but can read files of that user and trace, signal and read each \
+             other's processes (and their events); run keygate as root to give each function a \
+             uid of its own"
+        ),
     }
     let (watchdog, group_watch) = watchdog::spawn().unzip();
     // The DynamoDB engine's process groups are watched as the functions' are.
@@ -684,7 +705,7 @@ fn function_host(
         )
     });
     let host = FunctionHost::new(HostOptions {
-        run_as,
+        users,
         group_watch,
         function_log,
         state_root: Some(data_dir.join("state")),
@@ -712,7 +733,7 @@ async fn serve(
         definitions.iter().flat_map(|d| d.tables.iter().map(|t| t.table_name.as_str())).collect();
     let has_streams = definitions.iter().any(|d| d.functions.iter().any(|f| !f.streams.is_empty()));
     // Said now rather than as a 502 on each function's first request.
-    if let Some(who) = functions.run_as() {
+    if let Some(who) = functions.users().probe() {
         let staged = definitions.iter().flat_map(|d| &d.functions).filter_map(|f| {
             let runs = !f.streams.is_empty()
                 || f.events

@@ -55,6 +55,8 @@ struct Statements {
 pub enum OpenError {
     /// The database file's parent directory could not be created.
     CreateDir(std::io::Error),
+    /// The database file could not be created.
+    CreateFile(std::io::Error),
     /// SQLite could not open or set up the database.
     Sqlite(rusqlite::Error),
 }
@@ -63,6 +65,7 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::CreateDir(err) => write!(f, "cannot create its directory: {err}"),
+            Self::CreateFile(err) => write!(f, "cannot create it: {err}"),
             Self::Sqlite(err) => err.fmt(f),
         }
     }
@@ -71,7 +74,7 @@ impl fmt::Display for OpenError {
 impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::CreateDir(err) => Some(err),
+            Self::CreateDir(err) | Self::CreateFile(err) => Some(err),
             Self::Sqlite(err) => Some(err),
         }
     }
@@ -113,6 +116,18 @@ pub struct Candidate {
     pub updated_at: i64,
 }
 
+/// Creates the empty file `path` with mode 0660 (less the umask) unless it
+/// exists.
+fn create_group_writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o660).open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl App {
     /// Opens (creating if needed) the database at `config.db_path` and the
     /// table `config.table`.
@@ -126,6 +141,11 @@ impl App {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(OpenError::CreateDir)?;
         }
+        // The service's functions share the file, and keygate may run each as
+        // a user of its own in one group (as root): the file is made group-
+        // writable (SQLite makes it 0644), and its -wal and -shm files take
+        // its mode.
+        create_group_writable(path).map_err(OpenError::CreateFile)?;
         // One connection per process, opened now so that a bad path fails the
         // cold start instead of the first request. The busy timeout is set
         // before switching to WAL, which may have to wait for another process.

@@ -236,10 +236,10 @@ async fn a_function_cannot_read_the_hosts_secrets() {
     // What the binary does at start.
     keygate_functions::protect_host_process().unwrap();
     let as_root = nix::unistd::Uid::effective().is_root();
-    let run_as = keygate_functions::RunAs::for_host(None).unwrap();
-    assert_eq!(run_as.is_some(), as_root, "as root, functions run as `nobody`");
+    let users = keygate_functions::FunctionUsers::for_host(None, Default::default()).unwrap();
+    assert_eq!(users.probe().is_some(), as_root, "as root, functions run as another user");
     let host = FunctionHost::new(keygate_functions::HostOptions {
-        run_as,
+        users,
         ..keygate_functions::HostOptions::default()
     });
 
@@ -289,9 +289,8 @@ async fn a_function_cannot_read_the_hosts_secrets() {
     assert!(env.keys().all(|k| !k.starts_with("KEYGATE_")), "{env:?}");
     let uid: u32 = read("uid").trim().parse().unwrap();
     if as_root {
-        let nobody = keygate_functions::RunAs::resolve("nobody").unwrap();
-        assert_eq!(uid, nobody.uid);
-        assert_ne!(uid, 0);
+        let (first, last) = keygate_functions::DEFAULT_ID_RANGE;
+        assert!((first..=last).contains(&uid), "uid {uid}: a uid of its own");
         assert_eq!(read("admin.key").trim(), "denied", "the function read admin.key");
         assert_eq!(read("groups").split_whitespace().count(), 1, "supplementary groups kept");
         assert_eq!(env.get("HOME").map(String::as_str), Some("/tmp"));
@@ -299,4 +298,125 @@ async fn a_function_cannot_read_the_hosts_secrets() {
         // Same user: the key file is the data directory's to protect; the process is not.
         assert_eq!(uid, nix::unistd::Uid::effective().as_raw());
     }
+}
+
+/// What a hostile process can do to the process `pid`, run as `uid`:`gid`: signal it, and take
+/// its file descriptor `fd` (`pidfd_getfd`, as issue 25's attack took a sibling's Runtime API
+/// connection). Prints `signal:yes|no getfd:yes|errno<N>`.
+fn attack(pid: u32, fd: u32, uid: u32, gid: u32) -> String {
+    use std::os::unix::process::CommandExt;
+    const ATTACK: &str = r#"
+import ctypes, os, sys
+pid, fd = int(sys.argv[1]), int(sys.argv[2])
+out = []
+try:
+    os.kill(pid, 0)
+    out.append("signal:yes")
+except PermissionError:
+    out.append("signal:no")
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = os.pidfd_open(pid)
+taken = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+out.append("getfd:yes" if taken >= 0 else "getfd:errno%d" % ctypes.get_errno())
+print(" ".join(out))
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", ATTACK, &pid.to_string(), &fd.to_string()])
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The real uid and gid of a process.
+fn ids_of(pid: u32) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u32 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// A socket file descriptor the process holds (its Runtime API connection).
+fn a_socket_of(pid: u32) -> u32 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .expect("a Runtime API socket")
+}
+
+/// Issue 25, finding 1: as root, every function runs as a uid of its own, so one function can
+/// neither signal another's process nor take its Runtime API connection (`pidfd_getfd`), as a
+/// process of the same uid can (checked too, so that this test can fail). The functions of one
+/// service share a gid and their state directory: what one writes there, another may write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_cannot_reach_each_others_processes_but_share_their_state() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "with CI=true this test must run as root");
+        eprintln!("skipped: giving functions uids of their own needs root");
+        return;
+    }
+    let state = tempfile::TempDir::new().unwrap();
+    chmod(state.path(), 0o711);
+    let users = keygate_functions::FunctionUsers::for_host(None, Default::default()).unwrap();
+    let host = FunctionHost::new(keygate_functions::HostOptions {
+        users,
+        state_root: Some(state.path().to_owned()),
+        ..keygate_functions::HostOptions::default()
+    });
+    let svc = Service::new();
+    chmod(svc.base_dir(), 0o755);
+    let testfn = crate::common::staged_testfn().join("bootstrap");
+    // Each function leaves a line in the state directory before it becomes the test function.
+    let function = |name: &str| {
+        let bootstrap = svc.base_dir().join(format!("bootstrap-{name}"));
+        crate::common::script(
+            &bootstrap,
+            &format!(
+                "echo {name} >> \"$KEYGATE_STATE_DIR/shared\" || exit 1\nexec '{}'",
+                testfn.display()
+            ),
+        );
+        let mut spec = spec("env");
+        spec.name = name.to_owned();
+        spec.function_name = format!("svc-dev-{name}");
+        spec.artifact = Some(bootstrap);
+        spec
+    };
+    let (victim, sibling) = (function("victim"), function("sibling"));
+    let victim_pid = pid(&invoke(&host, &svc.f(&victim), json!({})).await.unwrap());
+    let sibling_pid = pid(&invoke(&host, &svc.f(&sibling), json!({})).await.unwrap());
+
+    let (victim_uid, victim_gid) = ids_of(victim_pid);
+    let (sibling_uid, sibling_gid) = ids_of(sibling_pid);
+    let (first, last) = keygate_functions::DEFAULT_ID_RANGE;
+    for id in [victim_uid, sibling_uid, victim_gid] {
+        assert!((first..=last).contains(&id), "{id} is not from the function range");
+    }
+    assert_ne!(victim_uid, sibling_uid, "two functions share a uid");
+    assert_eq!(victim_gid, sibling_gid, "one service stage, one group");
+
+    let fd = a_socket_of(victim_pid);
+    // The hole the finding showed: a process of the victim's own uid takes its connection.
+    assert_eq!(attack(victim_pid, fd, victim_uid, victim_gid), "signal:yes getfd:yes");
+    // The sibling function (its uid, the service's gid) can do neither.
+    assert_eq!(attack(victim_pid, fd, sibling_uid, sibling_gid), "signal:no getfd:errno1");
+
+    // The state directory is the group's; what one function wrote the other appended to.
+    use std::os::unix::fs::MetadataExt;
+    let dir = state.path().join("svc/dev");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o2770, 0, victim_gid));
+    let shared = std::fs::metadata(dir.join("shared")).unwrap();
+    assert_eq!((shared.mode() & 0o777, shared.gid()), (0o660, victim_gid), "umask 007");
+    assert_eq!(std::fs::read_to_string(dir.join("shared")).unwrap(), "victim\nsibling\n");
+    host.shutdown().await;
 }

@@ -266,14 +266,15 @@ async fn two_data_directories_keep_their_own_candidates() {
     assert!(state.join("candidates.db").is_file(), "{} holds the database", state.display());
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&state).unwrap();
-    assert_eq!(meta.mode() & 0o777, 0o700, "private to the function user");
     if nix::unistd::Uid::effective().is_root() {
-        let nobody = keygate_functions::RunAs::resolve("nobody").unwrap();
-        assert_eq!(
-            (meta.uid(), meta.gid()),
-            (nobody.uid, nobody.gid),
-            "owned by the function user"
-        );
+        // Each function its own uid, the service stage's group sharing the directory.
+        let (first, last) = keygate_functions::DEFAULT_ID_RANGE;
+        assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o2770, 0), "the group's");
+        assert!((first..=last).contains(&meta.gid()), "gid {}", meta.gid());
+        let db = std::fs::metadata(state.join("candidates.db")).unwrap();
+        assert_eq!((db.gid(), db.mode() & 0o060), (meta.gid(), 0o060), "group-writable");
+    } else {
+        assert_eq!(meta.mode() & 0o777, 0o700, "private to keygate's user");
     }
     srv_a.stop();
     srv_b.stop();

@@ -286,7 +286,6 @@ fn reproduce(readme: &str, repo: &Path, scratch: &Path) -> Vec<String> {
             "CANDIDATE_SERVICE_ARTIFACT".into(),
             workspace_bin("candidate-service").display().to_string(),
         ),
-        ("CANDIDATE_DB".into(), scratch.join("db/candidates.db").display().to_string()),
     ];
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let mut bound = Bindings::new();
@@ -401,14 +400,12 @@ fn readme_transcripts_reproduce() {
     let repo = repo_root();
     let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    // Run as root, keygate runs the example's functions as `nobody` (see support::Env::new):
-    // they must reach the data directory and write the candidate database.
+    // Run as root, keygate runs the example's functions as users of their own (see
+    // support::Env::new): they must reach the data directory. The candidates live in the
+    // stage's state directory in it, as for a user.
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = |m| std::fs::Permissions::from_mode(m);
-        std::fs::set_permissions(scratch.path(), mode(0o711)).unwrap();
-        std::fs::create_dir(scratch.path().join("db")).unwrap();
-        std::fs::set_permissions(scratch.path().join("db"), mode(0o1777)).unwrap();
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     }
     let failures = reproduce(&readme, &repo, scratch.path());
     assert!(failures.is_empty(), "the README drifted:\n\n{}", failures.join("\n\n"));

@@ -38,13 +38,10 @@ impl Env {
     pub fn new() -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        // Run as root, keygate runs functions as `nobody`: it must reach the data directory's
-        // artifacts (search bit only, as for any data directory under a private parent) and
-        // write the candidate database in a directory of its own.
+        // Run as root, keygate runs functions as users of their own: they must reach the data
+        // directory's artifacts (search bit only, as for any data directory under a private
+        // parent). The example keeps its candidates in each stage's state directory there.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let db_dir = dir.path().join("db");
-        std::fs::create_dir(&db_dir).unwrap();
-        std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         Self { dir }
     }
 
@@ -61,7 +58,7 @@ impl Env {
         let mut c = Command::new(env!("CARGO_BIN_EXE_keygate"));
         c.env("KEYGATE_DATA_DIR", self.data_dir())
             .env("CANDIDATE_SERVICE_ARTIFACT", workspace_bin("candidate-service"))
-            .env("CANDIDATE_DB", self.path().join("db/candidates.db"))
+            .env_remove("CANDIDATE_DB")
             .env_remove("RUST_LOG")
             .env_remove("KEYGATE_LISTEN")
             .current_dir(self.path());

@@ -33,8 +33,11 @@ async fn pid_in(path: &std::path::Path) -> u32 {
 /// process group. Returns the server and every pid that must not outlive it.
 async fn function_with_children(env: &Env, escape: bool) -> (Server, Vec<(&'static str, u32)>) {
     use std::os::unix::fs::PermissionsExt;
-    // `db/` is writable by the function's user (`nobody` when the tests run as root).
-    let pid_file = |name: &str| env.path().join(format!("db/{name}.pid"));
+    // `pids/` is writable by the function's user (a uid of its own when the tests run as root).
+    let pids = env.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    std::fs::set_permissions(&pids, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pid_file = |name: &str| pids.join(format!("{name}.pid"));
     let escapes = format!(
         "setsid sh -c 'echo $$ > \"{session}\"; exec sleep 1000' &\n\
          python3 -c 'import os, sys, time\n\
