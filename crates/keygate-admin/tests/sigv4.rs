@@ -530,8 +530,10 @@ fn tampered_body_with_content_sha256_is_a_payload_hash_mismatch() {
     assert_eq!(check(&req, BOTO_TIME), Err(SigError::PayloadHashMismatch));
 }
 
+/// `UNSIGNED-PAYLOAD` verifies only without a body: with one, the body could be swapped (issue
+/// 25, finding 6). Streaming payload signing is refused.
 #[test]
-fn unsigned_payload_is_accepted_and_streaming_is_not() {
+fn unsigned_payload_is_accepted_only_without_a_body_and_streaming_is_not() {
     let headers = [
         ("Host", "127.0.0.1:7443"),
         ("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD"),
@@ -548,7 +550,13 @@ fn unsigned_payload_is_accepted_and_streaming_is_not() {
     let auth = parse_authorization(&authz).unwrap();
     assert_eq!(auth.signed_headers, ["host", "x-amz-content-sha256", "x-amz-date"]);
     let other_body = SignedRequest { body: b"{\"other\":1}", ..req };
-    assert_eq!(verify(&other_body, &auth, BOTO_SECRET, BOTO_TIME), Ok(()));
+    assert_eq!(verify(&other_body, &auth, BOTO_SECRET, BOTO_TIME), Err(SigError::UnsignedBody));
+    assert_eq!(verify(&req, &auth, BOTO_SECRET, BOTO_TIME), Err(SigError::UnsignedBody));
+    let no_body = SignedRequest { method: "GET", body: b"", ..req };
+    let authz =
+        sign(&no_body, BOTO_AKID, BOTO_SECRET, "us-east-1", "apigateway", "20261128T120000Z");
+    let auth = parse_authorization(&authz).unwrap();
+    assert_eq!(verify(&no_body, &auth, BOTO_SECRET, BOTO_TIME), Ok(()));
 
     let headers = [
         ("Host", "127.0.0.1:7443"),

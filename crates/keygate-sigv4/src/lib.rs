@@ -29,7 +29,8 @@
 //!     `name:value\n` with the value trimmed and inner whitespace runs collapsed to one space, the
 //!     values of a repeated header joined with `,` in the order received;
 //!   - the payload hash is the `x-amz-content-sha256` header when present (it must then equal the
-//!     body's hash, unless it is `UNSIGNED-PAYLOAD`), else the SHA-256 of the body;
+//!     body's hash, or be `UNSIGNED-PAYLOAD` for a request without a body: a body must be
+//!     signed, or a request seen once could be replayed with another), else the body's SHA-256;
 //! - the **string to sign** is `AWS4-HMAC-SHA256 \n <amz date> \n <date>/<region>/<service>/aws4_request
 //!   \n hex(SHA-256(canonical request))`;
 //! - the **signing key** is the HMAC-SHA256 chain `"AWS4" + secret` → date → region → service →
@@ -205,6 +206,10 @@ pub enum SigError {
     /// `x-amz-content-sha256` is not the SHA-256 of the body.
     #[error("x-amz-content-sha256 does not match the body")]
     PayloadHashMismatch,
+    /// `x-amz-content-sha256: UNSIGNED-PAYLOAD` on a request with a body: the body would not be
+    /// covered by the signature, so anyone who saw the request could send it with another body.
+    #[error("UNSIGNED-PAYLOAD on a request with a body")]
+    UnsignedBody,
     /// The access key id is not one keygate issued (decided by the caller, which looks keys up).
     #[error("unknown access key id")]
     UnknownAccessKey,
@@ -267,6 +272,12 @@ impl SigError {
                 "The request signature we calculated does not match the signature you provided. \
                  Check your AWS Secret Access Key and signing method. Consult the service \
                  documentation for details."
+                    .to_owned(),
+            ),
+            SigError::UnsignedBody => (
+                INVALID,
+                "x-amz-content-sha256 is UNSIGNED-PAYLOAD on a request with a body: keygate \
+                 requires the body to be signed (send its SHA-256, as the AWS SDKs and CLI do)."
                     .to_owned(),
             ),
             SigError::PayloadHashMismatch => (
@@ -470,8 +481,8 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, SigError> {
 ///
 /// Checks, in this order: `host` is signed; a request time is present (`X-Amz-Date`, else `Date`),
 /// well-formed and signed; its day is the credential date; it is within
-/// [`MAX_CLOCK_SKEW_SECS`] of now; `x-amz-content-sha256`, when present and not
-/// `UNSIGNED-PAYLOAD`, is the body's SHA-256; every signed header is present; and the signature,
+/// [`MAX_CLOCK_SKEW_SECS`] of now; `x-amz-content-sha256`, when present, is the body's
+/// SHA-256 (or `UNSIGNED-PAYLOAD` when there is no body); every signed header is present; and the signature,
 /// recomputed, equals the one given (compared in constant time). The region and service of the
 /// scope are signed over but not checked here: the caller decides which it accepts.
 pub fn verify(
@@ -624,6 +635,10 @@ fn payload_hash(req: &SignedRequest<'_>) -> Result<String, SigError> {
     };
     let declared = declared.trim();
     if declared == UNSIGNED_PAYLOAD {
+        // Stricter than AWS, which takes it from S3 clients: a change must be signed as sent.
+        if !req.body.is_empty() {
+            return Err(SigError::UnsignedBody);
+        }
         return Ok(declared.to_owned());
     }
     if declared.starts_with("STREAMING-") {
@@ -818,6 +833,39 @@ fn unix_from_parts(y: i64, m: i64, d: i64, h: i64, mi: i64, s: i64) -> Option<i6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 25, finding 6: a request signed with `UNSIGNED-PAYLOAD` verified with any body, so
+    /// its body could be swapped (an enabled key created with another body). A body must now be
+    /// signed; without one `UNSIGNED-PAYLOAD` still verifies.
+    #[test]
+    fn an_unsigned_payload_is_refused_when_there_is_a_body() {
+        let now = 1_790_000_000;
+        let date = format_amz_date(now);
+        let check = |sent: &[u8], body: &[u8]| {
+            let headers = [
+                ("host", "127.0.0.1:4001"),
+                ("x-amz-content-sha256", UNSIGNED_PAYLOAD),
+                ("x-amz-date", date.as_str()),
+            ];
+            let signed = SignedRequest {
+                method: "POST",
+                path: "/apikeys",
+                query: None,
+                headers: &headers,
+                body: sent,
+            };
+            let auth = sign(&signed, "AKID", "secret", "us-east-1", "apigateway", &date);
+            let received = SignedRequest { body, ..signed };
+            verify(&received, &parse_authorization(&auth).unwrap(), "secret", now)
+        };
+        let swapped = check(br#"{"name":"a","enabled":false}"#, br#"{"name":"a","enabled":true}"#);
+        assert!(matches!(swapped, Err(SigError::UnsignedBody)), "{swapped:?}");
+        assert!(matches!(check(b"{}", b"{}"), Err(SigError::UnsignedBody)));
+        assert_eq!(check(b"", b""), Ok(()));
+        let (kind, message) = SigError::UnsignedBody.aws_error();
+        assert_eq!(kind, "InvalidSignatureException");
+        assert!(message.contains("requires the body to be signed"), "{message}");
+    }
 
     #[test]
     fn dates_round_trip() {
