@@ -101,6 +101,35 @@ def test_create_api_key_rejects_bad_values(kg, apigw, value):
     assert kg.aws("get-api-keys", "--name-query", name)["items"] == []
 
 
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param({"name": "red\x1b[31mkey"}, id="esc-in-name"),
+        pytest.param({"description": "nul\x00here"}, id="nul-in-description"),
+        pytest.param({"customerId": "bell\x07"}, id="bel-in-customer-id"),
+    ],
+)
+def test_control_characters_are_refused_on_create_and_update(kg, apigw, make_key, field):
+    # Issue 25, finding 7: they were stored and printed raw by `keygate keys list`.
+    name = unique("ctl")
+    args = {"name": name, "enabled": True, **field}
+    if field.get("name"):
+        args["name"] = field["name"] + unique("")
+    e = client_error(apigw.create_api_key, **args)
+    assert_client_error(e, "BadRequestException", 400)
+    assert "control character" in e.response["Error"]["Message"]
+    assert kg.aws("get-api-keys", "--name-query", name)["items"] == []
+    k = make_key()
+    path, value = next(iter(field.items()))
+    e = client_error(
+        apigw.update_api_key,
+        apiKey=k["id"],
+        patchOperations=[{"op": "replace", "path": "/" + path, "value": value}],
+    )
+    assert_client_error(e, "BadRequestException", 400)
+    assert apigw.get_api_key(apiKey=k["id"])["name"] == k["name"]
+
+
 def test_create_api_key_rejects_a_duplicate_value(kg, apigw, make_key):
     k = make_key()
     e = client_error(apigw.create_api_key, name=unique("dup"), value=k["value"], enabled=True)

@@ -219,8 +219,7 @@ pub(crate) async fn update(
         }
     }
     let store = audited(&state, &actor);
-    let key = keys::find(&store, &id).await?;
-    let updated = store.update_key(&key.id, p).await?;
+    let updated = keys::update(&store, &id, p).await?;
     Ok(Json(key_json(&updated, None)))
 }
 

@@ -190,6 +190,13 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             checked.push(Checked::Warning(format!("line {line}: Name is empty")));
             continue;
         }
+        let texts = [("Name", name), ("Description", field(desc_col))];
+        if let Some(Err(e)) =
+            texts.iter().map(|(what, v)| crate::keys::check_text(what, v)).find(Result::is_err)
+        {
+            checked.push(Checked::Warning(format!("line {line}: {e}")));
+            continue;
+        }
         let value = match ApiKeyValue::parse(field(Some(key_col))) {
             Ok(v) => v,
             Err(e) => {

@@ -32,6 +32,8 @@ pub struct CreateKey {
 /// [`Error::Conflict`] for a taken name or value.
 pub async fn create(store: &Store, input: CreateKey) -> Result<(ApiKey, ApiKeyValue)> {
     check_name(&input.name)?;
+    check_optional_text("description", input.description.as_deref())?;
+    check_optional_text("customer id", input.customer_id.as_deref())?;
     let value = match &input.value {
         Some(v) => ApiKeyValue::parse(v).map_err(|e| Error::Invalid(format!("value: {e}")))?,
         None => ApiKeyValue::generate(),
@@ -64,10 +66,49 @@ pub async fn create(store: &Store, input: CreateKey) -> Result<(ApiKey, ApiKeyVa
     Ok((key, value))
 }
 
+/// Refuses control characters (C0 such as NUL, BEL, ESC, tab and newline; DEL; C1) in a name,
+/// description or customer id: printed raw by `keys list` they would drive the terminal
+/// (colours, a cleared screen, a hidden line), and no key needs them.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the field, the character and where it is.
+pub fn check_text(field: &str, value: &str) -> Result<()> {
+    match value.chars().enumerate().find(|(_, c)| c.is_control()) {
+        None => Ok(()),
+        Some((at, c)) => Err(Error::Invalid(format!(
+            "the {field} has a control character (U+{:04X}) at character {}: names, \
+             descriptions and customer ids must be printable text",
+            u32::from(c),
+            at + 1
+        ))),
+    }
+}
+
+fn check_optional_text(field: &str, value: Option<&str>) -> Result<()> {
+    value.map_or(Ok(()), |v| check_text(field, v))
+}
+
+/// Updates a key's name, description, customer id, enabled flag or expiry, after checking the
+/// new texts as [`create`] does. Running gateways pick the change up within a second.
+///
+/// # Errors
+/// [`Error::Invalid`] for a bad name or text, [`Error::NotFound`] for an unknown key,
+/// [`Error::Conflict`] for a taken name.
+pub async fn update(store: &Store, id_or_name: &str, patch: ApiKeyPatch) -> Result<ApiKey> {
+    if let Some(name) = &patch.name {
+        check_name(name)?;
+    }
+    check_optional_text("description", patch.description.as_ref().and_then(Option::as_deref))?;
+    check_optional_text("customer id", patch.customer_id.as_ref().and_then(Option::as_deref))?;
+    let key = find(store, id_or_name).await?;
+    Ok(store.update_key(&key.id, patch).await?)
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(Error::Invalid("an API key name must not be empty".to_owned()));
     }
+    check_text("name", name)?;
     if name.len() > MAX_NAME_LEN {
         return Err(Error::Invalid(format!(
             "an API key name may be at most {MAX_NAME_LEN} characters, this one has {}",

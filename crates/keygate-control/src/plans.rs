@@ -53,6 +53,9 @@ pub fn check_quota(q: &Quota, field: &str) -> Result<()> {
 /// [`Error::Invalid`] for bad limits or name, [`Error::Conflict`] for a taken name.
 pub async fn create(store: &Store, plan: NewUsagePlan) -> Result<UsagePlan> {
     check_name(&plan.name)?;
+    if let Some(d) = &plan.description {
+        crate::keys::check_text("description", d)?;
+    }
     if let Some(t) = &plan.throttle {
         check_throttle(t, "throttle.")?;
     }
@@ -66,7 +69,7 @@ fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(Error::Invalid("a usage plan name must not be empty".to_owned()));
     }
-    Ok(())
+    crate::keys::check_text("name", name)
 }
 
 /// Finds a plan by id, else by name.
@@ -94,6 +97,9 @@ pub async fn update(store: &Store, id_or_name: &str, patch: UsagePlanPatch) -> R
     let plan = find(store, id_or_name).await?;
     if let Some(n) = &patch.name {
         check_name(n)?;
+    }
+    if let Some(Some(d)) = &patch.description {
+        crate::keys::check_text("description", d)?;
     }
     if let Some(Some(t)) = &patch.throttle {
         check_throttle(t, "throttle.")?;

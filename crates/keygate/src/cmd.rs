@@ -339,12 +339,13 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             match n {
                 0 => println!(
                     "API key {} ({}) has no older value that still works",
-                    key.name, key.id
+                    output::shown(&key.name),
+                    key.id
                 ),
                 n => println!(
                     "ended {n} older value{} of API key {} ({}); running gateways refuse {} within 1 s",
                     if n == 1 { "" } else { "s" },
-                    key.name,
+                    output::shown(&key.name),
                     key.id,
                     if n == 1 { "it" } else { "them" }
                 ),
@@ -440,7 +441,7 @@ async fn run_admin(store: &Store, data_dir: &Path, cmd: AdminCommand) -> Result<
                 println!(
                     "{}  {state}  {}",
                     c.access_key_id,
-                    c.description.as_deref().unwrap_or("")
+                    output::shown(c.description.as_deref().unwrap_or(""))
                 );
             }
             Ok(())

@@ -15,6 +15,24 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// `text` (a name or description a user gave) as it may be printed on a terminal: control
+/// characters, which keygate refuses in new input but older data may hold, are escaped
+/// (`\u{1b}`), so that printing cannot drive the terminal.
+pub(crate) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// JSON fields holding epoch seconds, shown as RFC 3339.
 const DATE_FIELDS: &[&str] =
     &["createdDate", "lastUpdatedDate", "lastUsedDate", "revokedDate", "deployedDate", "expires"];
@@ -113,14 +131,17 @@ pub(crate) fn deploy_report(r: &DeployReport, as_json: bool) -> Result<()> {
         }
     }
     if !r.api_keys.is_empty() {
-        let plans: Vec<&str> = r.usage_plans.iter().map(|p| p.name.as_str()).collect();
+        let plans: Vec<_> = r.usage_plans.iter().map(|p| shown(&p.name)).collect();
         println!("api keys (usage plan {}):", plans.join(", "));
         for k in &r.api_keys {
             match &k.value {
                 Some(v) => {
-                    println!("  {}: {v}  (new: shown once, keygate keeps only a digest)", k.name)
+                    println!(
+                        "  {}: {v}  (new: shown once, keygate keeps only a digest)",
+                        shown(&k.name)
+                    )
                 }
-                None => println!("  {} ({}): existing key, value not shown", k.name, k.id),
+                None => println!("  {} ({}): existing key, value not shown", shown(&k.name), k.id),
             }
         }
     }
@@ -165,7 +186,7 @@ pub(crate) fn info(i: &Info, as_json: bool) -> Result<()> {
     for k in &i.api_keys {
         println!(
             "  {}: {}…  ({}{})",
-            k.name,
+            shown(&k.name),
             k.prefix,
             k.id,
             if k.enabled { "" } else { ", disabled" }
@@ -231,7 +252,7 @@ pub(crate) fn created_key(k: &ApiKey, value: &ApiKeyValue, as_json: bool) -> Res
     if as_json {
         return json(&CreatedKey { key: k, value: value.expose() });
     }
-    println!("created API key {} ({})", k.name, k.id);
+    println!("created API key {} ({})", shown(&k.name), k.id);
     println!("value: {}", value.expose());
     println!("(shown once: keygate keeps only a digest of it)");
     if let Some(e) = k.expires {
@@ -263,7 +284,7 @@ pub(crate) fn rotated_key(
             old_values_work_until: old_until.map(date),
         });
     }
-    println!("rotated API key {} ({})", k.name, k.id);
+    println!("rotated API key {} ({})", shown(&k.name), k.id);
     println!("value: {}", value.expose());
     println!("(shown once: keygate keeps only a digest of it)");
     match old_until {
@@ -282,7 +303,11 @@ pub(crate) fn key_changed(k: &ApiKey, what: &str, effect: &str, as_json: bool) -
     if as_json {
         return json(k);
     }
-    println!("{what} API key {} ({}); running gateways {effect} it within 1 s", k.name, k.id);
+    println!(
+        "{what} API key {} ({}); running gateways {effect} it within 1 s",
+        shown(&k.name),
+        k.id
+    );
     Ok(())
 }
 
@@ -291,11 +316,11 @@ pub(crate) fn key(k: &ApiKey, as_json: bool) -> Result<()> {
         return json(k);
     }
     println!("id: {}", k.id);
-    println!("name: {}", k.name);
+    println!("name: {}", shown(&k.name));
     println!("enabled: {}", k.enabled);
     println!("prefix: {}…", k.prefix);
     if let Some(d) = &k.description {
-        println!("description: {d}");
+        println!("description: {}", shown(d));
     }
     if let Some(c) = &k.customer_id {
         println!("customerId: {c}");
@@ -322,7 +347,7 @@ pub(crate) fn keys(list: &[ApiKey], as_json: bool) -> Result<()> {
         println!(
             "{}  {:<30}  {}…  {}",
             k.id,
-            k.name,
+            shown(&k.name),
             k.prefix,
             if k.enabled { "enabled" } else { "disabled" }
         );
@@ -348,9 +373,9 @@ pub(crate) async fn plan(store: &Store, p: &UsagePlan, as_json: bool) -> Result<
         });
     }
     println!("id: {}", p.id);
-    println!("name: {}", p.name);
+    println!("name: {}", shown(&p.name));
     if let Some(d) = &p.description {
-        println!("description: {d}");
+        println!("description: {}", shown(d));
     }
     match &p.throttle {
         Some(t) => println!("throttle: {} req/s, burst {}", t.rate_limit, t.burst_limit),
@@ -369,7 +394,7 @@ pub(crate) async fn plan(store: &Store, p: &UsagePlan, as_json: bool) -> Result<
     }
     println!("keys:");
     for k in &keys {
-        println!("  {} ({})", k.name, k.id);
+        println!("  {} ({})", shown(&k.name), k.id);
     }
     Ok(())
 }
@@ -387,7 +412,7 @@ pub(crate) fn plans(list: &[UsagePlan], as_json: bool) -> Result<()> {
         println!(
             "{}  {:<30}  throttle {:<18}  quota {}",
             p.id,
-            p.name,
+            shown(&p.name),
             throttle.as_deref().unwrap_or("-"),
             quota.as_deref().unwrap_or("-")
         );
@@ -401,14 +426,17 @@ pub(crate) fn usage(r: &keygate_control::usage::UsageReport, as_json: bool) -> R
     }
     println!(
         "usage plan {} ({}) from {} to {}",
-        r.usage_plan_name, r.usage_plan_id, r.start_date, r.end_date
+        shown(&r.usage_plan_name),
+        r.usage_plan_id,
+        r.start_date,
+        r.end_date
     );
     if r.values.is_empty() {
         println!("no API keys in the plan");
     }
     for (key, days) in &r.values {
         match r.key_names.get(key) {
-            Some(name) => println!("key {name} ({key}):"),
+            Some(name) => println!("key {} ({key}):", shown(name)),
             None => println!("key {key} (deleted):"),
         }
         let mut day = r.start_date.parse::<keygate_limits::calendar::Date>()?;
@@ -459,6 +487,15 @@ pub(crate) fn audit(entries: &[keygate_types::model::AuditEntry], as_json: bool)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        use super::shown;
+        assert_eq!(shown("partner-a"), "partner-a");
+        assert!(matches!(shown("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(shown("red\x1b[31m key\x07\0"), "red\\u{1b}[31m key\\u{7}\\0");
+        assert_eq!(format!("{:<8}|", shown("ab")), "ab      |");
+    }
+
     use super::*;
 
     #[test]

@@ -222,6 +222,39 @@ fn csv_import_from_the_cli() {
     assert_eq!(out["warnings"].as_array().unwrap().len(), 2);
 }
 
+/// Issue 25, finding 7: NUL, ESC and BEL in key names and descriptions were accepted (CLI, API,
+/// CSV) and printed raw by `keys list`. They are refused with a clear error.
+#[test]
+fn control_characters_in_key_names_and_descriptions_are_refused() {
+    let env = Env::new();
+    for args in [
+        &["keys", "create", "--name", "red\x1b[31mkey"][..],
+        &["keys", "create", "--name", "bell", "--description", "ring\x07"][..],
+        &["plans", "create", "--name", "tab\tplan"][..],
+    ] {
+        let r = env.run(args);
+        assert!(!r.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains("control character (U+00"), "{args:?}: {err}");
+        assert!(!err.contains('\x1b') && !err.contains('\x07'), "echoed raw: {err:?}");
+    }
+    let csv = env.write(
+        "keys.csv",
+        "Name,Key,Description\n\
+         ok,KeyValue0123456789abcdefghij,fine\n\
+         nul\u{0}name,KeyValue0123456789abcdefghik,\n\
+         esc,KeyValue0123456789abcdefghil,\x1b[2Jcleared\n",
+    );
+    let out = env.json(&["keys", "import", csv.to_str().unwrap()]);
+    assert_eq!(out["ids"].as_array().unwrap().len(), 1, "{out}");
+    let warnings: Vec<&str> =
+        out["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert!(warnings[0].starts_with("line 3: the Name has a control character"), "{warnings:?}");
+    assert!(warnings[1].starts_with("line 4: the Description has a control"), "{warnings:?}");
+    let list = env.ok(&["keys", "list"]);
+    assert!(list.contains(" ok ") && !list.contains("nul"), "{list}");
+}
+
 /// A mock-integration service with one declared key in a plan `rot-dev`.
 fn rot_service(env: &Env) -> std::path::PathBuf {
     env.write(
