@@ -395,7 +395,8 @@ impl Gateway {
                 res
             }
             Integration::HttpProxy { uri } => {
-                match self.upstream.forward(uri, route.proxy_target.as_ref(), params, req).await {
+                let (resource, fixed) = (&route.event.path, route.proxy_target.as_ref());
+                match self.upstream.forward(uri, resource, fixed, params, req).await {
                     Ok(res) => res,
                     Err(e) => respond::error(e, cors),
                 }

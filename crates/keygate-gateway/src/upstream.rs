@@ -162,9 +162,12 @@ impl Upstream {
 
     /// Forwards one request. Gateway errors: 502 `Internal server error` for an unreachable or
     /// broken upstream (API Gateway's answer to an integration failure), 504 after [`TIMEOUT`].
+    /// `resource` is the route's path template (`users/{id}`, `{proxy+}`): it says which
+    /// parameters may span segments.
     pub(crate) async fn forward(
         &self,
         template: &str,
+        resource: &str,
         fixed: Option<&Target>,
         params: &[(String, String)],
         request: &Request,
@@ -174,7 +177,8 @@ impl Upstream {
         let target = match fixed {
             Some(t) if request.query().is_none_or(str::is_empty) => t,
             _ => {
-                built = Target::new(template, params, request.query()).map_err(|e| match e {
+                let path = Target::new(template, resource, params, request.query());
+                built = path.map_err(|e| match e {
                     TargetError::Path(why) => {
                         tracing::info!(uri = %template, "http-proxy path parameter refused: {why}");
                         GatewayError::BadRequestPath
@@ -420,7 +424,7 @@ impl Target {
     pub(crate) fn fixed(integration: &keygate_types::Integration) -> Option<Self> {
         match integration {
             keygate_types::Integration::HttpProxy { uri } if !uri.contains('{') => {
-                Self::new(uri, &[], None).ok()
+                Self::new(uri, "", &[], None).ok()
             }
             _ => None,
         }
@@ -428,10 +432,11 @@ impl Target {
 
     fn new(
         template: &str,
+        resource: &str,
         params: &[(String, String)],
         query: Option<&str>,
     ) -> Result<Self, TargetError> {
-        let mut target = substitute(template, params)?;
+        let mut target = substitute(template, resource, params)?;
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             target.push(if target.contains('?') { '&' } else { '?' });
             target.push_str(q);
@@ -535,13 +540,18 @@ fn end_to_end(fields: &Fields) -> Headers {
 /// Replaces `{name}` and `{name+}` in the URI template with the (re-encoded) path parameters.
 ///
 /// The values are percent-decoded (as the router matched them), so a client's `%2e%2e` or
-/// `..%2F` is a `..` here: a greedy value may hold several segments but none of them `.` or
-/// `..`, and no value may hold `\` or NUL. API Gateway refuses such paths too; keygate answers
-/// 400 and never sends them upstream. A `/` is allowed in every value, since Serverless's
-/// http-proxy pattern puts a greedy `{proxy+}` resource into a `{proxy}` URI: an encoded slash
-/// (`%2F`) reaches the upstream as a separator, which cannot leave the prefix once dot
-/// segments are refused.
-fn substitute(template: &str, params: &[(String, String)]) -> Result<String, TargetError> {
+/// `..%2F` is a `..` here: no value may hold a `.` or `..` segment (split at `/`), a `\` or a
+/// NUL. API Gateway refuses such paths too; keygate answers 400 and never sends them upstream.
+/// A value keeps the segments it had in the request: one matched by a greedy `{name+}` of the
+/// route's `resource` spans segments (Serverless's http-proxy pattern puts a `{proxy+}`
+/// resource into a `{proxy}` URI), one matched by a plain `{name}` was one segment and stays
+/// one, a `/` in it (`%2F` from the client) sent on as `%2F`: `users/{id}` with `a%2Fdelete`
+/// never reaches the upstream's `users/a/delete`.
+fn substitute(
+    template: &str,
+    resource: &str,
+    params: &[(String, String)],
+) -> Result<String, TargetError> {
     let mut out = template.to_owned();
     for (name, value) in params {
         let greedy = format!("{{{name}+}}");
@@ -555,11 +565,15 @@ fn substitute(template: &str, params: &[(String, String)]) -> Result<String, Tar
         if value.split('/').any(is_dot_segment) {
             return Err(TargetError::Path("a path parameter holds a `.` or `..` segment"));
         }
-        let encoded: String = value
-            .split('/')
-            .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
-            .collect::<Vec<_>>()
-            .join("/");
+        let encoded: String = if resource.contains(&greedy) {
+            value
+                .split('/')
+                .map(|s| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        } else {
+            percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
+        };
         out = out.replace(&greedy, &encoded).replace(&single, &encoded);
     }
     Ok(out)
@@ -576,8 +590,29 @@ mod tests {
     #[test]
     fn substitutes_params() {
         let p = vec![("proxy".to_owned(), "a/b c".to_owned()), ("id".to_owned(), "7".to_owned())];
-        assert_eq!(substitute("http://x/{proxy+}", &p).unwrap(), "http://x/a/b%20c");
-        assert_eq!(substitute("http://x/u/{id}/{proxy+}", &p).unwrap(), "http://x/u/7/a/b%20c");
+        let resource = "u/{id}/{proxy+}";
+        assert_eq!(substitute("http://x/{proxy+}", resource, &p).unwrap(), "http://x/a/b%20c");
+        assert_eq!(
+            substitute("http://x/u/{id}/{proxy+}", resource, &p).unwrap(),
+            "http://x/u/7/a/b%20c"
+        );
+        // The Serverless pattern: a greedy resource into a plain `{proxy}` of the URI.
+        assert_eq!(substitute("http://x/{proxy}", resource, &p).unwrap(), "http://x/a/b%20c");
+    }
+
+    /// Issue 25, finding 8: `%2F` in a plain `{id}` was decoded and sent on as `/`, so
+    /// `users/{id}` with `a%2Fdelete` reached the upstream's `users/a/delete`. A plain
+    /// parameter's value is one segment upstream too.
+    #[test]
+    fn a_plain_parameter_stays_one_segment() {
+        let p = vec![("id".to_owned(), "a/delete".to_owned())];
+        assert_eq!(
+            substitute("http://x/users/{id}", "users/{id}", &p).unwrap(),
+            "http://x/users/a%2Fdelete"
+        );
+        // Dot segments stay refused inside it, as an upstream may decode `%2F` itself.
+        let p = vec![("id".to_owned(), "a/../../admin".to_owned())];
+        assert!(substitute("http://x/users/{id}", "users/{id}", &p).is_err());
     }
 
     /// Finding 1 of the security review: decoded dot segments (`%2e%2e/`, `..%2F`, raw `../`)
@@ -599,19 +634,22 @@ mod tests {
         ] {
             let params = vec![("proxy".to_owned(), value.to_owned())];
             assert!(
-                matches!(Target::new(template, &params, None), Err(TargetError::Path(_))),
+                matches!(
+                    Target::new(template, "{proxy+}", &params, None),
+                    Err(TargetError::Path(_))
+                ),
                 "{value:?} must be refused"
             );
         }
         // The issue's reproduction: a greedy resource substituted into `{proxy}`.
         let params = vec![("proxy".to_owned(), "../../admin/x".to_owned())];
         assert!(matches!(
-            Target::new("http://up/api/public/{proxy}", &params, None),
+            Target::new("http://up/api/public/{proxy}", "{proxy+}", &params, None),
             Err(TargetError::Path(_))
         ));
         // Dots inside names are fine.
         let params = vec![("proxy".to_owned(), "v1.2/..x/a..b/.well-known".to_owned())];
-        let t = Target::new(template, &params, Some("q=..")).unwrap();
+        let t = Target::new(template, "{proxy+}", &params, Some("q=..")).unwrap();
         assert_eq!(t.path.as_str(), "/api/public/v1.2/..x/a..b/.well-known?q=..");
     }
 
@@ -625,15 +663,15 @@ mod tests {
 
     #[test]
     fn targets_keep_the_port_in_the_host_header_and_append_the_query() {
-        let t = Target::new("http://user@127.0.0.1:8080/a?x=1", &[], Some("y=2")).unwrap();
+        let t = Target::new("http://user@127.0.0.1:8080/a?x=1", "", &[], Some("y=2")).unwrap();
         assert_eq!(
             (t.authority.as_str(), t.host.as_str(), t.port),
             ("127.0.0.1:8080", "127.0.0.1", 8080)
         );
         assert_eq!(t.path.as_str(), "/a?x=1&y=2");
-        let t = Target::new("http://[::1]/", &[], None).unwrap();
+        let t = Target::new("http://[::1]/", "", &[], None).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));
-        assert!(Target::new("https://example.com/", &[], None).is_err());
+        assert!(Target::new("https://example.com/", "", &[], None).is_err());
     }
 
     #[test]
@@ -737,10 +775,10 @@ mod tests {
         req: &Request,
         body: &'static str,
     ) -> Result<Response, GatewayError> {
-        let fixed = Target::new(uri, &[], None).ok();
+        let fixed = Target::new(uri, "", &[], None).ok();
         let mut req = req.clone();
         req.body = Bytes::from_static(body.as_bytes());
-        up.forward(uri, fixed.as_ref(), &[], &req).await
+        up.forward(uri, "", fixed.as_ref(), &[], &req).await
     }
 
     #[tokio::test]

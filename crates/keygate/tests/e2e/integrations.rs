@@ -142,6 +142,10 @@ async fn http_proxy_and_mock() {
     // Dots inside names still pass.
     let r = get(&srv.url("/dev/users/v1.2/profile"), None).await;
     assert_eq!(r.json()["uri"], "/users/v1.2");
+    // An encoded slash in a plain `{id}` stays inside that one segment upstream (issue 25,
+    // finding 8): it used to be sent on as `/`, reaching another upstream path.
+    let r = get(&srv.url("/dev/users/42%2Fdelete/profile"), None).await;
+    assert_eq!(r.json()["uri"], "/users/42%2Fdelete");
 
     let r = get(&srv.url("/dev/down"), None).await;
     assert_eq!(r.status, 502, "{r:?}");
