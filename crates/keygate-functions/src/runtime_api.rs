@@ -395,6 +395,8 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
         // One process, a connection per concurrent `/next` (up to `maxConcurrency`, at most
         // 1,600); these only bound a misbehaving one.
         max_connections: 4096,
+        // Only the function's own processes get past `admit_connection`.
+        max_per_client: 0,
         max_buffered: 8 * MAX_RESPONSE_BYTES,
         drain: Duration::ZERO,
     };

@@ -69,6 +69,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// (each takes a file descriptor: keep `RLIMIT_NOFILE` above this plus the function processes'
 /// and upstream connections).
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Most connections open at once from one client address (issue 25, finding 4): one client
+/// holding idle connections cannot take every slot. Clients behind one load balancer share it.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 /// Most request-body bytes held at once (bodies read and not yet answered); a body that does
 /// not fit gets a 503 with `Retry-After` without being read. 25 bodies of the largest size.
 pub const MAX_BUFFERED: usize = 25 * MAX_REQUEST_BODY;
@@ -567,6 +570,7 @@ pub async fn serve(
         body_timeout: Some(BODY_TIMEOUT),
         write_timeout: Some(WRITE_TIMEOUT),
         max_connections: MAX_CONNECTIONS,
+        max_per_client: MAX_CONNECTIONS_PER_CLIENT,
         max_buffered: MAX_BUFFERED,
         drain: DRAIN_TIMEOUT,
     };

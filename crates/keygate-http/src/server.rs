@@ -18,8 +18,14 @@
 //! [`Options::read_timeout`] of the first wait for it (idle keep-alive included), the whole body
 //! within [`Options::body_timeout`] of the end of the head, and the whole answer must be taken
 //! by the client within [`Options::write_timeout`]; a connection that misses one is closed.
-//! At most [`Options::max_connections`] connections are open at once; past that the server stops
-//! accepting (new connections wait in the kernel's backlog) until one closes.
+//! At most [`Options::max_connections`] connections are open at once, and never more than three
+//! quarters of the process's open-file limit (the rest is for everything else the process
+//! opens); past that the server stops accepting (new connections wait in the kernel's backlog)
+//! until one closes. One client address may hold at most [`Options::max_per_client`] of them: a
+//! connection beyond that is closed as soon as it is accepted, so that one client holding idle
+//! connections cannot take the slots (and file descriptors) every other client needs. When
+//! accepting fails (out of file descriptors), the server waits before it tries again instead of
+//! spinning.
 //!
 //! Framing rules (RFC 9112), strict because a gateway in front of other servers must not let a
 //! request be read two ways: `Transfer-Encoding` other than `chunked` is refused (501); both
@@ -32,11 +38,12 @@
 //! [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers is a 431. `crates/keygate-http/tests/smuggling.rs`
 //! holds the request-smuggling vectors and how each is answered.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -65,7 +72,11 @@ pub struct Options {
     /// How long the client may take to take a whole answer off the connection; `None`: no limit.
     pub write_timeout: Option<Duration>,
     /// Most connections open at once; past it the server stops accepting until one closes.
+    /// Lowered to three quarters of the open-file limit (`RLIMIT_NOFILE`) when that is lower.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (0: no such cap); one more is
+    /// closed at once. Clients behind one proxy or load balancer share its address.
+    pub max_per_client: usize,
     /// Most request-body bytes held at once by all connections together; a body that would go
     /// over it is not read ([`Service::busy`]).
     pub max_buffered: usize,
@@ -140,14 +151,17 @@ pub async fn serve<S: Service>(
 ) {
     let (stop, stopped) = watch::channel(false);
     let budget = Arc::new(AtomicUsize::new(options.max_buffered));
+    let max_connections = connection_cap(options.max_connections);
+    let clients = Arc::new(Clients::new(options.max_per_client));
+    let mut refusals = Refusals::default();
     let mut connections = JoinSet::new();
     let mut capped = false;
     tokio::pin!(shutdown);
     loop {
-        let open = connections.len() < options.max_connections;
+        let open = connections.len() < max_connections;
         if !open && !capped {
             tracing::warn!(
-                max = options.max_connections,
+                max = max_connections,
                 "connection limit reached; not accepting until a connection closes"
             );
         }
@@ -157,13 +171,18 @@ pub async fn serve<S: Service>(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    refusals.accept_failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut shutdown => break,
+        };
+        // Over its address's share: closed now (dropping the stream), before any read.
+        let Some(slot) = Clients::take(&clients, peer.ip()) else {
+            refusals.over_client_cap(peer.ip(), options.max_per_client);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection::new(
@@ -174,7 +193,10 @@ pub async fn serve<S: Service>(
             Arc::clone(&budget),
             stopped.clone(),
         );
-        connections.spawn(conn.run());
+        connections.spawn(async move {
+            conn.run().await;
+            drop(slot);
+        });
     }
     drop(listener);
     let _ = stop.send(true);
@@ -183,6 +205,117 @@ pub async fn serve<S: Service>(
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
     // Dropping the set aborts what is left.
+}
+
+/// `wanted`, or three quarters of this process's soft open-file limit when that is lower (said
+/// once): every connection is a file descriptor, and the process needs others (its store,
+/// upstream connections, function processes' pipes, other listeners).
+fn connection_cap(wanted: usize) -> usize {
+    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return wanted;
+    };
+    let room = usize::try_from(soft / 4 * 3).unwrap_or(usize::MAX).max(1);
+    if room < wanted {
+        tracing::warn!(
+            open_files = soft,
+            max = room,
+            "the open-file limit (ulimit -n) allows fewer connections than wanted ({wanted}): \
+             at most {room} at once; raise the hard limit to serve more"
+        );
+        return room;
+    }
+    wanted
+}
+
+/// Open connections per client address, for [`Options::max_per_client`].
+struct Clients {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count, given back when dropped (when the
+/// connection's task ends, however it ends).
+struct ClientSlot {
+    clients: Arc<Clients>,
+    ip: IpAddr,
+}
+
+impl Clients {
+    fn new(max: usize) -> Self {
+        Self { max, open: Mutex::new(HashMap::new()) }
+    }
+
+    /// A slot for a connection from `ip`, or `None` when that address holds its share already.
+    fn take(clients: &Arc<Self>, ip: IpAddr) -> Option<Option<ClientSlot>> {
+        if clients.max == 0 {
+            return Some(None);
+        }
+        let mut open = clients.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= clients.max {
+            return None;
+        }
+        *n += 1;
+        Some(Some(ClientSlot { clients: Arc::clone(clients), ip }))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Connections the server could not take or would not keep, logged as a summary at most every
+/// [`Refusals::EVERY`] rather than a line each (a flood must not become a flood of log lines).
+#[derive(Default)]
+struct Refusals {
+    over_cap: u64,
+    accept_failed: u64,
+    last_said: Option<Instant>,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn over_client_cap(&mut self, ip: IpAddr, max: usize) {
+        self.over_cap += 1;
+        if self.due() {
+            tracing::warn!(
+                client = %ip,
+                max_per_client = max,
+                refused = std::mem::take(&mut self.over_cap),
+                "a client address holds as many connections as one may; closed its new ones"
+            );
+        }
+    }
+
+    fn accept_failed(&mut self, e: &std::io::Error) {
+        self.accept_failed += 1;
+        if self.due() {
+            tracing::warn!(
+                error = %e,
+                failures = std::mem::take(&mut self.accept_failed),
+                "accepting connections failed (out of file descriptors?); retrying every 50 ms"
+            );
+        }
+    }
+
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self.last_said.is_none_or(|at| now.duration_since(at) >= Self::EVERY);
+        if due {
+            self.last_said = Some(now);
+        }
+        due
+    }
 }
 
 /// Why a connection stops reading requests.
@@ -884,6 +1017,7 @@ mod tests {
             body_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
             max_connections: 1000,
+            max_per_client: 0,
             max_buffered: 4 * MAX_REQUEST_BODY,
             drain: Duration::from_secs(5),
         }
@@ -1286,6 +1420,21 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn a_client_address_gets_at_most_its_share_and_gets_it_back() {
+        let clients = Arc::new(Clients::new(2));
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let one = Clients::take(&clients, a).expect("a first slot");
+        let two = Clients::take(&clients, a).expect("a second slot");
+        assert!(Clients::take(&clients, a).is_none(), "a third connection from one address");
+        assert!(Clients::take(&clients, b).is_some(), "another address has its own share");
+        drop(one);
+        assert!(Clients::take(&clients, a).is_some(), "a closed connection's slot is free again");
+        drop(two);
+        assert!(clients.open.lock().unwrap().is_empty(), "no address is kept once it is gone");
+        assert!(matches!(Clients::take(&Arc::new(Clients::new(0)), a), Some(None)), "0: no cap");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

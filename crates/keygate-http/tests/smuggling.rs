@@ -352,6 +352,7 @@ async fn smuggling_vectors_are_framed_one_way_only() {
             body_timeout: Some(Duration::from_secs(10)),
             write_timeout: Some(Duration::from_secs(10)),
             max_connections: 16,
+            max_per_client: 0,
             max_buffered: 4 * MAX_BODY,
             drain: Duration::from_secs(1),
         };

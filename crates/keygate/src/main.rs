@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let (guard, dropped) = init_tracing(server, cli.verbose);
     if server {
         spawn_drop_reporter(dropped.clone());
+        raise_open_file_limit();
     }
     // Before anything secret is read: processes of the same user (functions, when keygate does
     // not run as root) can then read neither keygate's memory nor its /proc/<pid>/environ.
@@ -50,6 +51,22 @@ fn main() -> ExitCode {
         eprintln!("keygate: {lost} log lines were dropped because stderr could not keep up");
     }
     code
+}
+
+/// Raises the soft open-file limit to the hard one, as nginx (`worker_rlimit_nofile`) and Go do:
+/// every connection is a file descriptor, and a soft limit of 1024 (a common default) would run
+/// out long before the connection cap. What the hard limit still allows is what the listeners
+/// use (`keygate_http::Options::max_connections`). Function processes inherit the raised limit.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 fn run(cli: cli::Cli) -> ExitCode {

@@ -55,7 +55,11 @@ impl Env {
 
     /// `keygate` with this environment's data directory and example settings.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keygate"));
+        self.cmd_of(Command::new(env!("CARGO_BIN_EXE_keygate")))
+    }
+
+    /// `c` (keygate, or a wrapper that runs it) with this environment's settings.
+    pub fn cmd_of(&self, mut c: Command) -> Command {
         c.env("KEYGATE_DATA_DIR", self.data_dir())
             .env("CANDIDATE_SERVICE_ARTIFACT", workspace_bin("candidate-service"))
             .env_remove("CANDIDATE_DB")
@@ -118,8 +122,12 @@ impl Env {
 
     /// Starts keygate with `args` and waits for it to print its address.
     pub fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        self.start_with(self.cmd(), args, env)
+    }
+
+    /// [`Self::start`] through `cmd`: keygate itself, or a wrapper that runs it.
+    pub fn start_with(&self, mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = self.path().join(format!("keygate-{}.log", rand_suffix()));
-        let mut cmd = self.cmd();
         // Tests run in parallel, so they listen on port 0; the admin API then takes a free port
         // too (never the fixed 4001), which this relies on.
         assert!(args.contains(&"127.0.0.1:0"), "tests listen on free ports: {args:?}");
