@@ -213,7 +213,8 @@ pub(crate) struct ServiceArgs {
     #[arg(long, short = 'r')]
     pub(crate) region: Option<String>,
     /// Report keys that neither keygate nor Serverless knows as notes instead of refusing the
-    /// file (as `configValidationMode: warn` does). An unknown runtime is still refused.
+    /// file (as `configValidationMode: warn` does). An unknown runtime, and a key that looks like
+    /// a misspelt auth setting (`privat`), are still refused.
     #[arg(long)]
     pub(crate) allow_unknown: bool,
 }

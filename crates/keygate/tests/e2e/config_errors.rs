@@ -126,10 +126,15 @@ fn a_misspelt_private_deploys_nothing() {
     let env = Env::new();
     let typo = yml(&OK_FN.replace("method: get\n", "method: get\n          privat: true\n"), "");
     check(&env, &typo, 14, &["functions.hello.events[0].http.privat", "did you mean `private`?"]);
-    // The file's own stage (svc/dev) has no deployment: `info`, reading the file with
-    // --allow-unknown, finds none.
+    // Not even with --allow-unknown: a misspelt auth setting stays an error (issue 25).
     let path = env.path().join("serverless.yml");
-    let info = env.run(&["info", "-c", path.to_str().unwrap(), "--allow-unknown"]);
+    let r = env.run(&["deploy", "-c", path.to_str().unwrap(), "--allow-unknown"]);
+    assert!(!r.status.success(), "deployed with --allow-unknown");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("stays an error"), "{r:?}");
+    // The file's own stage (svc/dev) has no deployment: `info`, reading the file with the typo
+    // fixed, finds none.
+    env.write("serverless.yml", &yml(OK_FN, ""));
+    let info = env.run(&["info", "-c", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&info.stderr);
     assert!(!info.status.success(), "svc was deployed: {}", String::from_utf8_lossy(&info.stdout));
     assert!(err.contains("svc") && err.contains("dev"), "{err}");
