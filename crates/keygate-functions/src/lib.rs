@@ -38,8 +38,9 @@
 //! code) as its working directory.
 //!
 //! The Runtime API listeners are on loopback only, and each admits connections only from its own
-//! process and that process's descendants (`peer`: the client socket's holder, found through
-//! `/proc`); any other local process is closed on without an answer. Request ids are random
+//! process and that process's descendants (`peer`: the client socket's owner uid from a netlink
+//! lookup, and where functions share a uid its holder, found through `/proc`); any other local
+//! process is closed on without an answer. Request ids are random
 //! UUIDs and every input from that side is treated as untrusted.
 //!
 //! Event and response bodies are never logged: events carry API keys

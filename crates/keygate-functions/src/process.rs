@@ -474,7 +474,14 @@ impl Process {
         let function: Arc<str> = Arc::from(launch.function_name.as_str());
         // (No pid: already reaped, so nobody may connect; the reaper records the exit.)
         if let Some(pid) = pid {
-            api.set_owner(Owner { pid, listener: addr, function: Arc::clone(&function) });
+            // The uid its processes run as; with a uid of its own (`shared_group`: as root, a
+            // uid per function) that alone identifies them.
+            let uid = spawn.run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |r| r.uid);
+            api.set_owner(Owner {
+                expected: crate::peer::Expected { root: pid, uid, exclusive: spawn.shared_group },
+                listener: addr,
+                function: Arc::clone(&function),
+            });
         }
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(output::forward_output(stdout, Arc::clone(&spawn.output), "stdout"));

@@ -81,13 +81,19 @@ pub(crate) struct RuntimeApi {
     failure: watch::Sender<Option<Failure>>,
     /// Who may connect, known once the process has started ([`RuntimeApi::set_owner`]).
     owner: watch::Sender<Option<Owner>>,
+    /// Connections refused since the last warning, and when that was: refusals are summed up
+    /// at most every [`REFUSALS_EVERY`], so a connect flood is not a flood of log lines.
+    refusals: Mutex<(u64, Option<std::time::Instant>)>,
 }
+
+/// How often refused Runtime API connections are reported (a count, not a line each).
+const REFUSALS_EVERY: Duration = Duration::from_secs(10);
 
 /// The process a Runtime API serves.
 #[derive(Debug, Clone)]
 pub(crate) struct Owner {
-    /// The function process: it and its descendants may connect.
-    pub(crate) pid: u32,
+    /// The function process (it and its descendants may connect) and their uid.
+    pub(crate) expected: crate::peer::Expected,
     /// The listener's address (`AWS_LAMBDA_RUNTIME_API`).
     pub(crate) listener: SocketAddr,
     /// `AWS_LAMBDA_FUNCTION_NAME`, for the warning about a refused connection.
@@ -134,6 +140,7 @@ impl RuntimeApi {
             state: Mutex::new(State::default()),
             failure: watch::channel(None).0,
             owner: watch::channel(None).0,
+            refusals: Mutex::new((0, None)),
         };
         (Arc::new(api), tx)
     }
@@ -151,36 +158,35 @@ impl RuntimeApi {
             Ok(owner) => owner.clone(),
             Err(_) => None,
         };
-        let Some(Owner { pid, listener, function }) = owner else { return false };
+        let Some(Owner { expected, listener, function }) = owner else { return false };
         let checked =
-            tokio::task::spawn_blocking(move || peer::is_descendant_peer(pid, peer, listener))
+            tokio::task::spawn_blocking(move || peer::is_descendant_peer(expected, peer, listener))
                 .await;
-        match checked {
-            Ok(Ok(true)) => true,
-            Ok(Ok(false)) => {
-                tracing::warn!(
-                    function = %function,
-                    pid,
-                    %peer,
-                    "refused a Runtime API connection from a process that is not the function's"
-                );
-                false
+        let why = match checked {
+            Ok(Ok(true)) => return true,
+            Ok(Ok(false)) => "from a process that is not the function's".to_owned(),
+            Ok(Err(err)) => format!("whose process cannot be checked ({err})"),
+            Err(err) => format!("whose check failed ({err})"),
+        };
+        let refused = {
+            let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            refusals.0 += 1;
+            let now = std::time::Instant::now();
+            if refusals.1.is_some_and(|at| now.duration_since(at) < REFUSALS_EVERY) {
+                return false;
             }
-            Ok(Err(err)) => {
-                tracing::warn!(
-                    function = %function,
-                    pid,
-                    %peer,
-                    %err,
-                    "refused a Runtime API connection: its process cannot be checked"
-                );
-                false
-            }
-            Err(err) => {
-                tracing::warn!(function = %function, %peer, %err, "Runtime API peer check failed");
-                false
-            }
-        }
+            refusals.1 = Some(now);
+            std::mem::take(&mut refusals.0)
+        };
+        tracing::warn!(
+            function = %function,
+            pid = expected.root,
+            %peer,
+            refused,
+            "refused Runtime API connections (the last one {why}); refusals are counted and \
+             reported every 10 s"
+        );
+        false
     }
 
     /// Watches for the process becoming unusable.
@@ -587,7 +593,12 @@ mod tests {
             max_concurrency,
         );
         // The test process itself plays the function.
-        api.set_owner(Owner { pid: std::process::id(), listener: addr, function: Arc::from("f") });
+        let expected = crate::peer::Expected {
+            root: std::process::id(),
+            uid: nix::unistd::geteuid().as_raw(),
+            exclusive: false,
+        };
+        api.set_owner(Owner { expected, listener: addr, function: Arc::from("f") });
         let server = tokio::spawn(serve(listener, Arc::clone(&api)));
         Harness { api, inbox, addr, server }
     }
