@@ -4,9 +4,12 @@
 //! The pipes are read by tasks of their own (never by a request's task), in 64 KiB chunks, so a
 //! function that prints a lot costs reads, not stalls. What it prints beyond its budget (a token
 //! bucket of bytes and one of lines per second, shared by every process and both streams of the
-//! function: [`OutputLimit`]) is read and dropped, counted, and reported in one warning per
-//! second at most: a function printing 100 MB per call must not fill the disk or slow the
-//! routes of others.
+//! function: [`OutputLimit`]) is dropped, counted, and reported in one warning per second at
+//! most: a function printing 100 MB per call must not fill the disk or slow the routes of
+//! others. Once over its budget, a pipe is read only every [`THROTTLE_PAUSE`] (one chunk at
+//! most each time, dropped past the budget): the pipe fills and the function's own writes wait,
+//! so a flood costs the host a few reads per second instead of copying (and the flooder burning)
+//! whole CPUs the gateway's routes need (issue 25, finding 10).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,6 +24,8 @@ const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// At most one warning about dropped output per function per this long.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Over its budget, a pipe is read once per this long: at most [`READ_CHUNK`] bytes each time.
+const THROTTLE_PAUSE: Duration = Duration::from_millis(50);
 
 /// How much output of one function is logged (`HostOptions::output_limit`): token buckets of
 /// bytes and of lines, refilled every second by the rate, holding at most the burst.
@@ -166,12 +171,20 @@ pub(crate) async fn forward_output(
 ) {
     let mut reader = BufReader::with_capacity(READ_CHUNK, output);
     let mut line: Vec<u8> = Vec::new();
+    // Whether the budget refused a line: a sign the function prints faster than it may.
+    let mut over = false;
     let emit = |line: &[u8]| {
-        if budget.take(line.len()) {
+        let taken = budget.take(line.len());
+        if taken {
             emit(&budget.function, stream, line, budget.log.as_deref());
         }
+        taken
     };
     loop {
+        // Over the budget and out of read bytes: wait before taking more from the pipe.
+        if std::mem::take(&mut over) && reader.buffer().is_empty() {
+            tokio::time::sleep(THROTTLE_PAUSE).await;
+        }
         let chunk = match reader.fill_buf().await {
             Ok([]) | Err(_) => break,
             Ok(chunk) => chunk,
@@ -180,7 +193,7 @@ pub(crate) async fn forward_output(
             Some(newline) => {
                 line.extend_from_slice(&chunk[..newline]);
                 reader.consume(newline + 1);
-                emit(&line);
+                over |= !emit(&line);
                 line.clear();
             }
             None => {
@@ -188,7 +201,7 @@ pub(crate) async fn forward_output(
                 line.extend_from_slice(chunk);
                 reader.consume(n);
                 if line.len() >= MAX_LOG_LINE_BYTES {
-                    emit(&line);
+                    over |= !emit(&line);
                     line.clear();
                 }
             }
@@ -213,7 +226,7 @@ fn emit(function: &str, stream: &'static str, line: &[u8], log: Option<&dyn crat
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_flood_is_cut_to_the_budget_and_every_byte_accounted_for() {
         let limit = OutputLimit {
             bytes_per_second: 1,

@@ -159,3 +159,43 @@ async fn a_flood_of_output_is_cut_to_the_functions_budget_and_counted() {
     });
     assert!(warning.is_some(), "no warning about the dropped output");
 }
+
+/// Issue 25, finding 10: a function printing as fast as it can (8.9 GB in 7 s) made keygate read
+/// and drop all of it, on the CPUs its routes need. Over its budget a pipe is now read one chunk
+/// per pause, so the flooder waits on its own full pipe: in a 3 s timeout, what keygate read
+/// (logged or dropped) is a few megabytes, not gigabytes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_function_flooding_its_output_is_read_at_a_trickle_once_over_its_budget() {
+    let (captured, _guard) = capture();
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    let bootstrap = svc.base_dir().join("bootstrap");
+    crate::common::script(&bootstrap, "exec yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    let mut spec = spec("env");
+    spec.artifact = Some(bootstrap);
+    spec.timeout_secs = 3;
+    let result = invoke(&host, &svc.f(&spec), json!({})).await;
+    assert!(matches!(result, Err(keygate_functions::InvokeError::Timeout)), "{result:?}");
+    host.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let events = captured.events();
+    let logged: u64 = events
+        .iter()
+        .filter(|(target, fields)| target == "keygate::function" && fields.contains("xxx"))
+        .count() as u64
+        * 48;
+    let dropped: u64 = events
+        .iter()
+        .filter_map(|(_, fields)| {
+            let rest = fields.split_once("dropped_bytes=")?.1;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    let read = logged + dropped;
+    eprintln!("a 3 s stdout flood: {logged} bytes logged, {dropped} dropped");
+    // The default budget's 4 MiB burst and 1 MiB/s, plus one 64 KiB chunk per 50 ms pause.
+    let bound = 4 * 1024 * 1024 + 4 * (1024 * 1024 + 20 * 64 * 1024);
+    assert!(dropped > 0, "the flood went over the budget");
+    assert!(read <= bound, "keygate read {read} bytes of the flood (bound {bound})");
+}
