@@ -298,6 +298,19 @@ impl Gateway {
             }
         };
         let route = &stage_table.routes[found.route];
+        // A browser's preflight to a CORS resource whose method is ANY: on AWS, Serverless gives
+        // every CORS resource an OPTIONS mock method, which ANY does not take over and which
+        // needs no key. (A declared `options` method matched exactly and stays the user's.)
+        if req.method == http::Method::OPTIONS && route.event.method == HttpMethod::Any {
+            let routes = stage_table.router.routes_at(path);
+            if let Some(cors) =
+                routes.iter().find_map(|&(_, r)| stage_table.routes[r].event.cors.as_ref())
+            {
+                let methods: Vec<HttpMethod> = routes.iter().map(|&(m, _)| m).collect();
+                let res = respond::preflight(cors, &methods, origin().as_ref());
+                return refuse(res, "cors_preflight");
+            }
+        }
         let mut decision = Decision {
             stage: stage_at,
             route: found.route,

@@ -104,6 +104,15 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The routes of the resource `path` matches, each with its method (empty when none does).
+    pub fn routes_at(&self, path: &str) -> Vec<(HttpMethod, usize)> {
+        let segments: smallvec::SmallVec<[&str; 12]> =
+            path.split('/').filter(|s| !s.is_empty()).collect();
+        find(&self.root, &segments, &mut Vec::new()).map(<[_]>::to_vec).unwrap_or_default()
+    }
+}
+
 fn push_method(
     methods: &mut Vec<(HttpMethod, usize)>,
     method: HttpMethod,

@@ -280,3 +280,53 @@ async fn http_proxy_reuses_connections_and_survives_upstreams_closing_them() {
     assert_eq!(kept.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection");
     srv.stop();
 }
+
+/// Issue 27, item 4: a browser's preflight (OPTIONS, no key) to a private `method: any` route
+/// with `cors: true` got 403. On AWS, Serverless gives every CORS resource an OPTIONS mock that
+/// ANY does not take over and that needs no key; its allowed methods are real verbs, never
+/// `ANY`. A declared `options` method stays the user's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preflight_to_a_cors_any_route_needs_no_key() {
+    let env = Env::new();
+    let yml = env.write(
+        "serverless.yml",
+        "service: pre
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys: [pre-key]
+functions:
+  all:
+    handler: unused
+    events:
+      - http: {path: things, method: any, private: true, cors: true, integration: mock}
+      - http: {path: own, method: any, private: true, cors: true, integration: mock}
+      - http: {path: own, method: options, private: true, integration: mock}
+      - http: {path: plain, method: any, private: true, integration: mock}
+",
+    );
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let srv = env.serve();
+    let preflight = |path: &str| {
+        client()
+            .request(reqwest::Method::OPTIONS, srv.url(path))
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "PUT")
+    };
+    let r = send(preflight("/dev/things")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let methods = r.header("access-control-allow-methods").unwrap().to_owned();
+    assert!(!methods.contains("ANY") && methods.contains("PUT") && methods.contains("OPTIONS"));
+    assert!(r.header("access-control-allow-headers").unwrap().contains("X-Api-Key"), "{r:?}");
+    // The route itself still wants its key.
+    get(&srv.url("/dev/things"), None).await.assert_forbidden();
+    assert_eq!(get(&srv.url("/dev/things"), Some(&key)).await.status, 200);
+    // A declared OPTIONS method is the user's (and private here); without CORS there is no
+    // preflight to answer, so OPTIONS is ANY's, as on AWS.
+    send(preflight("/dev/own")).await.assert_forbidden();
+    assert_eq!(send(preflight("/dev/own").header("x-api-key", &key)).await.status, 200);
+    send(preflight("/dev/plain")).await.assert_forbidden();
+    srv.stop();
+}
