@@ -3,10 +3,13 @@
 //! are re-parented to keygate instead of init, and are killed and reaped here.
 //!
 //! An orphan is a child of keygate's process that is not a live function process (the pids in
-//! [`spawn`]'s registry) and is not in keygate's own process group: every function process runs
-//! in a group of its own, so whatever it leaves behind is in that group or in one it made itself,
-//! while children the embedding program starts with the standard library stay in keygate's
-//! group and are left alone. An orphan and every process below it are SIGKILLed
+//! [`spawn`]'s registry) and is not in keygate's own process group, or runs as another user than
+//! keygate: every function process runs in a group of its own, so whatever it leaves behind is in
+//! that group or in one it made itself, while children the embedding program starts with the
+//! standard library stay in keygate's group and are left alone. A process that joins keygate's
+//! own group (`setpgid`, possible within keygate's session) passes for one of those, unless it
+//! runs as another user: as root, functions run as uids of their own, so such a process is known
+//! for a function's whatever its group (issue 25, finding 9). An orphan and every process below it are SIGKILLed
 //! ([`kill_orphans`]) whenever a function process stops (timeout, crash, retirement, idle) and
 //! at the host's shutdown: which function an orphan came from is not known once its parent is
 //! gone, so an escaped process lives at most until the host next stops a function process. The
@@ -100,22 +103,28 @@ mod linux {
         pid: i32,
         ppid: i32,
         pgrp: i32,
+        /// The owner of `/proc/<pid>` (the process's effective uid); `None` if unreadable.
+        uid: Option<u32>,
         zombie: bool,
     }
 
     fn all() -> Vec<Stat> {
         let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
         all.flatten()
-            .filter_map(|p| p.stat().ok())
-            .map(|s| Stat { pid: s.pid, ppid: s.ppid, pgrp: s.pgrp, zombie: s.state == 'Z' })
+            .filter_map(|p| {
+                let uid = p.uid().ok();
+                let s = p.stat().ok()?;
+                Some(Stat { pid: s.pid, ppid: s.ppid, pgrp: s.pgrp, uid, zombie: s.state == 'Z' })
+            })
             .collect()
     }
 
     /// The orphans among `all` (see the module documentation).
     fn orphans<'a>(all: &'a [Stat], known: Option<&HashSet<u32>>) -> Vec<&'a Stat> {
         let (me, my_group) = (Pid::this().as_raw(), nix::unistd::getpgrp().as_raw());
+        let my_uid = nix::unistd::geteuid().as_raw();
         all.iter()
-            .filter(|s| s.ppid == me && s.pgrp != my_group)
+            .filter(|s| s.ppid == me && (s.pgrp != my_group || s.uid.is_some_and(|u| u != my_uid)))
             .filter(|s| !known.is_some_and(|k| u32::try_from(s.pid).is_ok_and(|p| k.contains(&p))))
             .collect()
     }
