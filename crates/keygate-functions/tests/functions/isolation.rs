@@ -340,6 +340,30 @@ os._exit(0)
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A host that chooses function users as the binary does (as root: a uid per function), and a
+/// service directory any user may read.
+fn host_as_keygate_runs() -> (FunctionHost, Service) {
+    let users = keygate_functions::FunctionUsers::for_host(None, Default::default()).unwrap();
+    let host = FunctionHost::new(keygate_functions::HostOptions {
+        users,
+        ..keygate_functions::HostOptions::default()
+    });
+    let svc = Service::new();
+    chmod(svc.base_dir(), 0o755);
+    (host, svc)
+}
+
+/// Whether this test runs as root, which giving functions uids of their own needs. Not as root
+/// it is skipped, except under `CI=true`, where it fails.
+fn root_or_skip() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "with CI=true this test must run as root");
+    eprintln!("skipped: giving functions uids of their own needs root");
+    false
+}
+
 /// The real uid and gid of a process.
 fn ids_of(pid: u32) -> (u32, u32) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -368,9 +392,7 @@ fn a_socket_of(pid: u32) -> u32 {
 /// service share a gid and their state directory: what one writes there, another may write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_cannot_reach_each_others_processes_but_share_their_state() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "with CI=true this test must run as root");
-        eprintln!("skipped: giving functions uids of their own needs root");
+    if !root_or_skip() {
         return;
     }
     let state = tempfile::TempDir::new().unwrap();
@@ -442,13 +464,7 @@ async fn a_connect_flood_on_the_runtime_api_is_refused_and_invocations_go_on() {
     const LOOPS: usize = 32;
     const FLOOD: Duration = Duration::from_secs(3);
     let as_root = nix::unistd::Uid::effective().is_root();
-    let users = keygate_functions::FunctionUsers::for_host(None, Default::default()).unwrap();
-    let host = FunctionHost::new(keygate_functions::HostOptions {
-        users,
-        ..keygate_functions::HostOptions::default()
-    });
-    let svc = Service::new();
-    chmod(svc.base_dir(), 0o755);
+    let (host, svc) = host_as_keygate_runs();
     let mut spec = spec("env");
     spec.timeout_secs = 10;
     let f = svc.f(&spec);
@@ -527,18 +543,10 @@ async fn a_connect_flood_on_the_runtime_api_is_refused_and_invocations_go_on() {
 /// killed once its function's process is stopped (here: at the function's timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_that_joined_the_hosts_group_dies_with_its_function_as_root() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "with CI=true this test must run as root");
-        eprintln!("skipped: functions get uids of their own only as root");
+    if !root_or_skip() {
         return;
     }
-    let users = keygate_functions::FunctionUsers::for_host(None, Default::default()).unwrap();
-    let host = FunctionHost::new(keygate_functions::HostOptions {
-        users,
-        ..keygate_functions::HostOptions::default()
-    });
-    let svc = Service::new();
-    chmod(svc.base_dir(), 0o755);
+    let (host, svc) = host_as_keygate_runs();
     let out = tempfile::TempDir::new().unwrap();
     chmod(out.path(), 0o777);
     let pid_file = out.path().join("joined.pid");

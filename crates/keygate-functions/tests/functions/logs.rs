@@ -92,6 +92,24 @@ async fn event_and_response_bodies_are_never_logged() {
     }
 }
 
+/// The bytes of a flood of `line_bytes`-byte lines of x's (without their newlines) among
+/// `events`: logged (a line event each), and dropped (the warnings' `dropped_bytes`).
+fn tally(events: &[(String, String)], line_bytes: u64) -> (u64, u64) {
+    let logged = events
+        .iter()
+        .filter(|(target, fields)| target == "keygate::function" && fields.contains("xxx"))
+        .count() as u64
+        * line_bytes;
+    let dropped = events
+        .iter()
+        .filter_map(|(_, fields)| {
+            let rest = fields.split_once("dropped_bytes=")?.1;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    (logged, dropped)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_flood_of_output_is_cut_to_the_functions_budget_and_counted() {
     let began = Instant::now();
@@ -124,21 +142,7 @@ async fn a_flood_of_output_is_cut_to_the_functions_budget_and_counted() {
     // Every line is either logged or counted as dropped, once the pipes are drained (exact
     // accounting is `output::tests`: a thread-local subscriber may miss events of a callsite
     // whose interest another test's thread cached).
-    let tally = |events: &[(String, String)]| {
-        let logged: u64 = events
-            .iter()
-            .filter(|(target, fields)| target == "keygate::function" && fields.contains("xxx"))
-            .count() as u64
-            * 99;
-        let dropped: u64 = events
-            .iter()
-            .filter_map(|(_, fields)| {
-                let rest = fields.split_once("dropped_bytes=")?.1;
-                rest.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum();
-        (logged, dropped)
-    };
+    let tally = |events: &[(String, String)]| tally(events, 99);
     let started = Instant::now();
     let (logged, dropped) = loop {
         let (logged, dropped) = tally(&captured.events());
@@ -179,19 +183,7 @@ async fn a_function_flooding_its_output_is_read_at_a_trickle_once_over_its_budge
     host.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let events = captured.events();
-    let logged: u64 = events
-        .iter()
-        .filter(|(target, fields)| target == "keygate::function" && fields.contains("xxx"))
-        .count() as u64
-        * 48;
-    let dropped: u64 = events
-        .iter()
-        .filter_map(|(_, fields)| {
-            let rest = fields.split_once("dropped_bytes=")?.1;
-            rest.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
+    let (logged, dropped) = tally(&captured.events(), 48);
     let read = logged + dropped;
     eprintln!("a 3 s stdout flood: {logged} bytes logged, {dropped} dropped");
     // The default budget's 4 MiB burst and 1 MiB/s, plus one 64 KiB chunk per 50 ms pause.
