@@ -32,7 +32,10 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -m 0755 "$WORK/svc"
-printf '#!/bin/sh\nexec yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n' \
+# FLOOD_CMD: what the function runs instead (e.g. `sleep 100`, to see what a function that
+# never answers costs without the output).
+printf '#!/bin/sh\nexec %s\n' \
+  "${FLOOD_CMD:-yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx}" \
   >"$WORK/svc/bootstrap"
 chmod 0755 "$WORK/svc/bootstrap"
 cat >"$WORK/svc/serverless.yml" <<'YML'
@@ -84,6 +87,7 @@ curl -s -o /dev/null -H "x-api-key: $KEY" --max-time 40 http://127.0.0.1:18095/d
 sleep 1
 flooded="$(run)"
 printf '%s\n' "$flooded"
+log "== flooding processes: $(pgrep -c -x yes || true); keygate's threads' CPU: $(ps -L -o time= -p "$KG_PID" | tr '\n' ' ')"
 a="$(printf '%s\n' "$alone" | p99_ms)"
 f="$(printf '%s\n' "$flooded" | p99_ms)"
 dropped="$(grep -c 'bytes of output dropped' "$WORK/serve.err" || true)"
