@@ -204,18 +204,37 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let java = find_program("java").ok_or(EngineError::NoJava)?;
         create_private_dir(db_dir)?;
-        let port = free_port().map_err(|e| EngineError::Start(format!("no free port: {e}")))?;
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let launch =
-            Launch { java, install: install.clone(), db_dir: db_dir.to_owned(), port, watch };
-        let mut child = launch.spawn()?;
-        let pid = child.id().unwrap_or(0);
-        if let Err(e) = wait_ready(&endpoint, &mut child).await {
-            kill_group(pid, Signal::SIGKILL);
-            let _ = child.wait().await;
-            launch.stopped(pid);
-            return Err(e);
-        }
+        // The port is free when chosen, but another process may take it before java binds it
+        // (java then exits at once): another port is tried, a few times.
+        let mut attempt = 1;
+        let (launch, endpoint, child, pid) = loop {
+            let port = free_port().map_err(|e| EngineError::Start(format!("no free port: {e}")))?;
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let launch = Launch {
+                java: java.clone(),
+                install: install.clone(),
+                db_dir: db_dir.to_owned(),
+                port,
+                watch: watch.clone(),
+            };
+            let mut child = launch.spawn()?;
+            let pid = child.id().unwrap_or(0);
+            match wait_ready(&endpoint, &mut child).await {
+                Ok(()) => break (launch, endpoint, child, pid),
+                Err(e) => {
+                    kill_group(pid, Signal::SIGKILL);
+                    let _ = child.wait().await;
+                    launch.stopped(pid);
+                    let exited =
+                        matches!(&e, EngineError::Start(m) if m.starts_with("java exited"));
+                    if !exited || attempt == START_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::debug!(target: "keygate::dynamodb", port, "java exited at start; another port");
+                    attempt += 1;
+                }
+            }
+        };
         tracing::info!(target: "keygate::dynamodb", %endpoint, pid, "DynamoDB Local started");
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
@@ -431,7 +450,25 @@ async fn wait_ready(endpoint: &str, child: &mut Child) -> Result<(), EngineError
     }
 }
 
+/// How many ports a start tries when java exits at once (its port was taken meanwhile).
+const START_ATTEMPTS: u32 = 3;
+
+/// A free loopback port, chosen below the kernel's ephemeral range when there is room (the
+/// ports the kernel hands out to outgoing connections, which could take it before java binds
+/// it), else any the kernel gives.
 fn free_port() -> std::io::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    if ephemeral_low > 20_000 {
+        for _ in 0..64 {
+            let port = rand::random_range(10_000..ephemeral_low);
+            if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                return Ok(listener.local_addr()?.port());
+            }
+        }
+    }
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 

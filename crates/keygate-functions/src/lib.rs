@@ -75,6 +75,7 @@ pub use artifact::{ArtifactError, stage_artifact, stage_code};
 pub use identity::{DEFAULT_ID_RANGE, FunctionUsers, IdRange};
 pub use launcher::{check_handler, check_runtime};
 pub use output::OutputLimit;
+pub use reaper::spare_process;
 pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, check_reachable, protect_host_process};
 
 use pool::{Pool, PoolKey};

@@ -30,6 +30,27 @@ fn functions() -> MutexGuard<'static, Option<HashSet<u32>>> {
     FUNCTIONS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Children of the embedding program that run in a process group of their own and are not
+/// functions (keygate's DynamoDB Local): never taken for orphans.
+static SPARED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+/// Tells the reaper that `pid`, a child the embedding program started in a process group of
+/// its own, is not a function's escaper (`spared`), or no longer needs to be told (it was
+/// reaped). Without this, such a child would be killed whenever a function process stops.
+pub fn spare_process(pid: u32, spared: bool) {
+    let mut set = SPARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = set.get_or_insert_with(HashSet::new);
+    if spared {
+        set.insert(pid);
+    } else {
+        set.remove(&pid);
+    }
+}
+
+fn is_spared(pid: u32) -> bool {
+    SPARED.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|s| s.contains(&pid))
+}
+
 /// Makes this process a child subreaper, once; a failure is logged (the host still runs, and an
 /// escaped process is re-parented to init as before).
 pub(crate) fn enable() {
@@ -126,6 +147,7 @@ mod linux {
         all.iter()
             .filter(|s| s.ppid == me && (s.pgrp != my_group || s.uid.is_some_and(|u| u != my_uid)))
             .filter(|s| !known.is_some_and(|k| u32::try_from(s.pid).is_ok_and(|p| k.contains(&p))))
+            .filter(|s| !u32::try_from(s.pid).is_ok_and(super::is_spared))
             .collect()
     }
 

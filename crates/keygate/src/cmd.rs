@@ -697,14 +697,15 @@ fn function_host(
         ),
     }
     let (watchdog, group_watch) = watchdog::spawn().unzip();
-    // The DynamoDB engine's process groups are watched as the functions' are.
-    let watch = group_watch.clone().map(|groups| -> keygate_dynamodb::PidWatch {
-        Arc::new(
-            move |pid, started| {
-                if started { groups.started(pid) } else { groups.stopped(pid) }
-            },
-        )
-    });
+    let group_watch_for_engine = group_watch.clone();
+    // The DynamoDB engine's process groups are watched as the functions' are, and spared by
+    // the reaper, which would otherwise take a child in a group of its own for a function's.
+    let watch: Option<keygate_dynamodb::PidWatch> = Some(Arc::new(move |pid, started| {
+        keygate_functions::spare_process(pid, started);
+        if let Some(groups) = &group_watch_for_engine {
+            if started { groups.started(pid) } else { groups.stopped(pid) }
+        }
+    }));
     let host = FunctionHost::new(HostOptions {
         users,
         group_watch,

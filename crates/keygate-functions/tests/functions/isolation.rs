@@ -575,3 +575,23 @@ async fn a_process_that_joined_the_hosts_group_dies_with_its_function_as_root() 
     assert!(gone(joined).await, "{joined}, in the host's group, survived its function");
     host.shutdown().await;
 }
+
+/// A child the embedding program starts in a process group of its own (keygate's DynamoDB
+/// Local) is spared by the reaper once named with `spare_process`; it used to be taken for a
+/// function's escaper and killed whenever a function process stopped.
+#[tokio::test]
+async fn a_spared_child_of_the_host_outlives_function_stops() {
+    use std::os::unix::process::CommandExt;
+    let mut helper =
+        std::process::Command::new("sleep").arg("1000").process_group(0).spawn().unwrap();
+    let pid = helper.id();
+    keygate_functions::spare_process(pid, true);
+    let host = FunctionHost::default();
+    let svc = Service::new();
+    invoke(&host, &svc.f(&spec("env")), json!({})).await.unwrap();
+    host.shutdown().await;
+    assert!(alive(pid), "the spared helper was killed with the functions");
+    keygate_functions::spare_process(pid, false);
+    let _ = helper.kill();
+    let _ = helper.wait();
+}
