@@ -190,10 +190,9 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             checked.push(Checked::Warning(format!("line {line}: Name is empty")));
             continue;
         }
-        let texts = [("Name", name), ("Description", field(desc_col))];
-        if let Some(Err(e)) =
-            texts.iter().map(|(what, v)| crate::keys::check_text(what, v)).find(Result::is_err)
-        {
+        let texts = crate::keys::check_text("Name", name)
+            .and_then(|()| crate::keys::check_text("Description", field(desc_col)));
+        if let Err(e) = texts {
             checked.push(Checked::Warning(format!("line {line}: {e}")));
             continue;
         }

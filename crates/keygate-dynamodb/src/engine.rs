@@ -61,6 +61,12 @@ pub enum EngineError {
     NoJar { dir: PathBuf },
     #[error("DynamoDB Local did not start: {0}")]
     Start(String),
+    /// java exited while DynamoDB Local was starting (for example, its port was taken).
+    #[error(
+        "DynamoDB Local did not start: java exited ({0}); run keygate with \
+         RUST_LOG=keygate::dynamodb=debug to see its output"
+    )]
+    Exited(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -225,9 +231,7 @@ impl Engine {
                     kill_group(pid, Signal::SIGKILL);
                     let _ = child.wait().await;
                     launch.stopped(pid);
-                    let exited =
-                        matches!(&e, EngineError::Start(m) if m.starts_with("java exited"));
-                    if !exited || attempt == START_ATTEMPTS {
+                    if !matches!(e, EngineError::Exited(_)) || attempt == START_ATTEMPTS {
                         return Err(e);
                     }
                     tracing::debug!(target: "keygate::dynamodb", port, "java exited at start; another port");
@@ -432,10 +436,7 @@ async fn wait_ready(endpoint: &str, child: &mut Child) -> Result<(), EngineError
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(EngineError::Start(format!(
-                "java exited ({status}); run keygate with RUST_LOG=keygate::dynamodb=debug to see \
-                 its output"
-            )));
+            return Err(EngineError::Exited(status.to_string()));
         }
         if client.call("ListTables", &serde_json::json!({"Limit": 1})).await.is_ok() {
             return Ok(());

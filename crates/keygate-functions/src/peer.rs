@@ -179,16 +179,16 @@ mod diag {
                 }))
             }
             // ENOENT: no such socket (any other error is a failure to look).
-            NetlinkPayload::Error(e) if e.code.map(|c| c.get()) == Some(-libc_enoent()) => Ok(None),
+            NetlinkPayload::Error(e)
+                if e.code.map(|c| c.get()) == Some(-(nix::errno::Errno::ENOENT as i32)) =>
+            {
+                Ok(None)
+            }
             other => Err(PeerError::Proc {
                 what: "a sock_diag answer",
                 message: format!("unexpected answer {other:?}"),
             }),
         }
-    }
-
-    fn libc_enoent() -> i32 {
-        nix::errno::Errno::ENOENT as i32
     }
 }
 

@@ -273,16 +273,13 @@ impl Gateway {
         let found = match stage_table.router.lookup(path, req.method.as_str()) {
             Lookup::Found(m) => m,
             Lookup::NoMethod { routes } => {
-                let cors_route =
-                    routes.iter().find_map(|&r| stage_table.routes[r].event.cors.as_ref());
-                if let Some(cors) = cors_route {
+                if req.method == http::Method::OPTIONS
+                    && let Some(res) = stage_table.preflight(&routes, origin().as_ref())
+                {
+                    return refuse(res, "cors_preflight");
+                }
+                if let Some(cors) = stage_table.cors_of(&routes) {
                     let origin = origin();
-                    if req.method == http::Method::OPTIONS {
-                        let methods: Vec<HttpMethod> =
-                            routes.iter().map(|&r| stage_table.routes[r].event.method).collect();
-                        let res = respond::preflight(cors, &methods, origin.as_ref());
-                        return refuse(res, "cors_preflight");
-                    }
                     let res = respond::error(
                         GatewayError::MissingAuthenticationToken,
                         Some((cors, origin.as_ref())),
@@ -301,15 +298,12 @@ impl Gateway {
         // A browser's preflight to a CORS resource whose method is ANY: on AWS, Serverless gives
         // every CORS resource an OPTIONS mock method, which ANY does not take over and which
         // needs no key. (A declared `options` method matched exactly and stays the user's.)
-        if req.method == http::Method::OPTIONS && route.event.method == HttpMethod::Any {
-            let routes = stage_table.router.routes_at(path);
-            if let Some(cors) =
-                routes.iter().find_map(|&(_, r)| stage_table.routes[r].event.cors.as_ref())
-            {
-                let methods: Vec<HttpMethod> = routes.iter().map(|&(m, _)| m).collect();
-                let res = respond::preflight(cors, &methods, origin().as_ref());
-                return refuse(res, "cors_preflight");
-            }
+        if req.method == http::Method::OPTIONS
+            && route.event.method == HttpMethod::Any
+            && let Some(res) =
+                stage_table.preflight(&stage_table.router.routes_at(path), origin().as_ref())
+        {
+            return refuse(res, "cors_preflight");
         }
         let mut decision = Decision {
             stage: stage_at,

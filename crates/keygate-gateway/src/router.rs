@@ -105,11 +105,13 @@ impl Router {
 }
 
 impl Router {
-    /// The routes of the resource `path` matches, each with its method (empty when none does).
-    pub fn routes_at(&self, path: &str) -> Vec<(HttpMethod, usize)> {
+    /// The routes of the resource `path` matches, whatever their methods (empty when none
+    /// does), as [`Lookup::NoMethod`] lists them.
+    pub fn routes_at(&self, path: &str) -> Vec<usize> {
         let segments: smallvec::SmallVec<[&str; 12]> =
             path.split('/').filter(|s| !s.is_empty()).collect();
-        find(&self.root, &segments, &mut Vec::new()).map(<[_]>::to_vec).unwrap_or_default()
+        let found = find(&self.root, &segments, &mut Vec::new());
+        found.map_or_else(Vec::new, |methods| methods.iter().map(|&(_, r)| r).collect())
     }
 }
 

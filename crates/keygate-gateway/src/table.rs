@@ -47,6 +47,25 @@ pub struct StageTable {
     pub routes: Vec<Route>,
 }
 
+impl StageTable {
+    /// The CORS settings of a resource, given its `routes`: the first route's that has any.
+    pub(crate) fn cors_of(&self, routes: &[usize]) -> Option<&keygate_types::Cors> {
+        routes.iter().find_map(|&r| self.routes[r].event.cors.as_ref())
+    }
+
+    /// The answer to a browser's preflight (`OPTIONS`, no key) to the resource of `routes`, when
+    /// that resource has CORS settings: its methods, as Serverless's OPTIONS mock lists them.
+    pub(crate) fn preflight(
+        &self,
+        routes: &[usize],
+        origin: Option<&bytes::Bytes>,
+    ) -> Option<keygate_http::Response> {
+        let cors = self.cors_of(routes)?;
+        let methods: Vec<_> = routes.iter().map(|&r| self.routes[r].event.method).collect();
+        Some(crate::respond::preflight(cors, &methods, origin))
+    }
+}
+
 /// A key's access to one API stage through one usage plan, with the limits that apply. Shared by
 /// every key with the same plans.
 #[derive(Debug)]

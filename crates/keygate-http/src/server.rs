@@ -180,7 +180,7 @@ pub async fn serve<S: Service>(
             () = &mut shutdown => break,
         };
         // Over its address's share: closed now (dropping the stream), before any read.
-        let Some(slot) = Clients::take(&clients, peer.ip()) else {
+        let Some(slot) = clients.take(peer.ip()) else {
             refusals.over_client_cap(peer.ip(), options.max_per_client);
             continue;
         };
@@ -208,27 +208,32 @@ pub async fn serve<S: Service>(
 }
 
 /// `wanted`, or three quarters of this process's soft open-file limit when that is lower (said
-/// once): every connection is a file descriptor, and the process needs others (its store,
-/// upstream connections, function processes' pipes, other listeners).
+/// once per process, not per server: a Runtime API server starts with each function process):
+/// every connection is a file descriptor, and the process needs others (its store, upstream
+/// connections, function processes' pipes, other listeners).
 fn connection_cap(wanted: usize) -> usize {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
     else {
         return wanted;
     };
     let room = usize::try_from(soft / 4 * 3).unwrap_or(usize::MAX).max(1);
-    if room < wanted {
+    if room >= wanted {
+        return wanted;
+    }
+    if !SAID.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             open_files = soft,
             max = room,
             "the open-file limit (ulimit -n) allows fewer connections than wanted ({wanted}): \
              at most {room} at once; raise the hard limit to serve more"
         );
-        return room;
     }
-    wanted
+    room
 }
 
-/// Open connections per client address, for [`Options::max_per_client`].
+/// Open connections per client address, for [`Options::max_per_client`] (0: no cap, counted
+/// all the same).
 struct Clients {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
@@ -243,21 +248,19 @@ struct ClientSlot {
 
 impl Clients {
     fn new(max: usize) -> Self {
+        let max = if max == 0 { usize::MAX } else { max };
         Self { max, open: Mutex::new(HashMap::new()) }
     }
 
     /// A slot for a connection from `ip`, or `None` when that address holds its share already.
-    fn take(clients: &Arc<Self>, ip: IpAddr) -> Option<Option<ClientSlot>> {
-        if clients.max == 0 {
-            return Some(None);
-        }
-        let mut open = clients.open.lock().unwrap_or_else(PoisonError::into_inner);
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(ip).or_insert(0);
-        if *n >= clients.max {
+        if *n >= self.max {
             return None;
         }
         *n += 1;
-        Some(Some(ClientSlot { clients: Arc::clone(clients), ip }))
+        Some(ClientSlot { clients: Arc::clone(self), ip })
     }
 }
 
@@ -1426,15 +1429,17 @@ mod tests {
     fn a_client_address_gets_at_most_its_share_and_gets_it_back() {
         let clients = Arc::new(Clients::new(2));
         let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
-        let one = Clients::take(&clients, a).expect("a first slot");
-        let two = Clients::take(&clients, a).expect("a second slot");
-        assert!(Clients::take(&clients, a).is_none(), "a third connection from one address");
-        assert!(Clients::take(&clients, b).is_some(), "another address has its own share");
+        let one = clients.take(a).expect("a first slot");
+        let two = clients.take(a).expect("a second slot");
+        assert!(clients.take(a).is_none(), "a third connection from one address");
+        assert!(clients.take(b).is_some(), "another address has its own share");
         drop(one);
-        assert!(Clients::take(&clients, a).is_some(), "a closed connection's slot is free again");
+        assert!(clients.take(a).is_some(), "a closed connection's slot is free again");
         drop(two);
         assert!(clients.open.lock().unwrap().is_empty(), "no address is kept once it is gone");
-        assert!(matches!(Clients::take(&Arc::new(Clients::new(0)), a), Some(None)), "0: no cap");
+        let uncapped = Arc::new(Clients::new(0));
+        let held: Vec<_> = (0..10_000).map(|_| uncapped.take(a)).collect();
+        assert!(held.iter().all(Option::is_some), "0: no cap");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
