@@ -17,9 +17,9 @@ use crate::AdminState;
 use crate::auth::Actor;
 use crate::error::{ApiResult, AwsError};
 
-/// The store as this request's actor sees it: every change lands in the audit log.
+/// The store as this request's actor: the store records every change it makes as theirs.
 pub(crate) fn audited(state: &AdminState, actor: &Actor) -> Store {
-    Arc::new(keygate_control::audit::Audited::new(Arc::clone(&state.store), actor.0.clone()))
+    state.store.acting_as(actor.0.clone())
 }
 
 /// An API key in AWS's shape. `value` only where keygate still has it (creation, import).
@@ -232,7 +232,7 @@ pub(crate) async fn delete(
     if store.get_key(&id).await?.is_none() {
         return Err(AwsError::not_found("Invalid API Key identifier specified"));
     }
-    store.delete_key(&id).await?;
+    keys::delete(&store, &id).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

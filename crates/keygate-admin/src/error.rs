@@ -56,8 +56,8 @@ impl From<keygate_control::Error> for AwsError {
     }
 }
 
-impl From<keygate_store::Error> for AwsError {
-    fn from(e: keygate_store::Error) -> Self {
+impl From<keygate_control::StoreError> for AwsError {
+    fn from(e: keygate_control::StoreError) -> Self {
         keygate_control::Error::from(e).into()
     }
 }

@@ -51,19 +51,11 @@ pub(crate) async fn create(
         .map_err(|e| AwsError::bad_request(format!("invalid request body: {e}")))?;
     let name = b.name.ok_or_else(|| AwsError::bad_request("name is required"))?;
     let store = audited(&state, &actor);
-    let plan = plans::create(
-        &store,
-        NewUsagePlan { name, description: b.description, throttle: b.throttle, quota: b.quota },
-    )
-    .await?;
-    for s in b.api_stages {
-        if let Err(e) = plans::add_stage(&store, &plan.id, &s.api_id, &s.stage, s.throttle).await {
-            // Creating is all or nothing, as on AWS.
-            let _ = store.delete_plan(&plan.id).await;
-            return Err(e.into());
-        }
-    }
-    let plan = plans::find(&store, &plan.id).await?;
+    let plan =
+        NewUsagePlan { name, description: b.description, throttle: b.throttle, quota: b.quota };
+    let stages = b.api_stages.into_iter().map(|s| (s.api_id, s.stage, s.throttle)).collect();
+    // All or nothing, as on AWS: the plan and its stages are one change.
+    let plan = plans::create(&store, plan, stages).await?;
     Ok((StatusCode::CREATED, Json(plan_json(&plan))))
 }
 
@@ -191,7 +183,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let plan = find(&state, &id).await?;
-    audited(&state, &actor).delete_plan(&plan.id).await?;
+    plans::delete(&audited(&state, &actor), &plan.id).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -224,7 +216,7 @@ pub(crate) async fn add_key(
         .get_key(&key_id)
         .await?
         .ok_or_else(|| AwsError::not_found("Invalid API Key identifier specified"))?;
-    audited(&state, &actor).add_plan_key(&plan.id, &key.id).await?;
+    plans::add_key(&audited(&state, &actor), &plan.id, &key.id).await?;
     Ok((StatusCode::CREATED, Json(plan_key_json(&key))))
 }
 
@@ -264,7 +256,10 @@ pub(crate) async fn remove_key(
     Path((id, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let plan = find(&state, &id).await?;
-    audited(&state, &actor).remove_plan_key(&plan.id, &key).await?;
+    if !state.store.list_plan_keys(&plan.id).await?.iter().any(|k| k.id == key) {
+        return Err(AwsError::not_found("Invalid API Key identifier specified"));
+    }
+    plans::remove_key(&audited(&state, &actor), &plan.id, &key).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

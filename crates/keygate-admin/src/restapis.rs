@@ -12,6 +12,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use keygate_control::apis;
 use keygate_types::model::{Api, Deployment};
 use keygate_types::{HttpMethod, ServiceDefinition};
 use serde::Deserialize;
@@ -170,7 +171,7 @@ pub(crate) async fn update_method(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let api = find_api(&state, &id).await?;
-    let mut def = definition(&state, &api.id).await?;
+    let def = definition(&state, &api.id).await?;
     let (path, methods) = find_resource(&api.id, &def, &rid)?;
     let m = HttpMethod::parse(&method)
         .filter(|m| methods.contains_key(m.as_str()))
@@ -187,12 +188,7 @@ pub(crate) async fn update_method(
             }
         }
     }
-    for e in def.functions.iter_mut().flat_map(|f| f.events.iter_mut()) {
-        if e.path == path && e.method == m {
-            e.private = private;
-        }
-    }
-    audited(&state, &actor).put_api_definition(&api.id, &def).await?;
+    apis::set_key_required(&audited(&state, &actor), &api.id, &path, m, private).await?;
     Ok(Json(method_json(m.as_str(), private)))
 }
 
@@ -225,14 +221,9 @@ pub(crate) async fn create_deployment(
     let stage = b.stage_name.ok_or_else(|| {
         AwsError::bad_request("stageName is required: keygate deploys to a stage")
     })?;
-    if stage.is_empty()
-        || stage.len() > 128
-        || !stage.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    {
-        return Err(AwsError::bad_request("stageName must be 1-128 letters, digits, '-' or '_'"));
-    }
+    apis::check_stage_name(&stage)?;
     let api = find_api(&state, &id).await?;
-    let d = audited(&state, &actor).create_deployment(&api.id, &stage).await?;
+    let d = apis::create_deployment(&audited(&state, &actor), &api.id, &stage).await?;
     let mut out = deployment_json(&d);
     // FIXME: the description is echoed, not stored, so get-deployment does not return it.
     if let Some(desc) = b.description {

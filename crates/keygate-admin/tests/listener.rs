@@ -40,8 +40,10 @@ async fn start() -> Admin {
 
 async fn start_with(limits: ServeLimits) -> Admin {
     let dir = tempfile::tempdir().unwrap();
-    let store: keygate_control::Store =
-        Arc::new(keygate_store::SqliteStore::open(dir.path()).await.unwrap());
+    let store = keygate_control::Store::new(
+        keygate_control::open(dir.path()).await.unwrap(),
+        "test:listener",
+    );
     let state = Arc::new(AdminState {
         store,
         master: MasterKey::load(dir.path(), None).unwrap(),

@@ -15,6 +15,8 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store};
 
 /// Environment variable holding the master key (64 hex digits), instead of the key file.
@@ -132,15 +134,25 @@ pub async fn create_credential(
     let access_key_id = format!("AKKG{}", random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
     let secret = random_string(40, ALPHANUMERIC);
     store
-        .create_admin_credential(AdminCredential {
+        .apply(Change::CreateAdminCredential(AdminCredential {
             access_key_id: access_key_id.clone(),
             secret_sealed: master.seal(secret.as_bytes()),
             description,
             created_date: now(),
             revoked_date: None,
-        })
+        }))
         .await?;
     Ok(NewCredential { access_key_id, secret_access_key: secret })
+}
+
+/// Revokes an admin credential (kept, marked revoked, for the audit trail).
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown access key id.
+pub async fn revoke_credential(store: &Store, access_key_id: &str) -> Result<()> {
+    let change = Change::RevokeAdminCredential { access_key_id: access_key_id.to_owned() };
+    store.apply(change).await?;
+    Ok(())
 }
 
 /// The secret of an active credential, for signature checks; `None` when unknown or revoked.
@@ -184,16 +196,25 @@ pub async fn create_token(store: &Store, description: Option<String>) -> Result<
     let token = format!("{TOKEN_PREFIX}{secret}");
     let id = new_id(10);
     store
-        .create_admin_token(AdminToken {
+        .apply(Change::CreateAdminToken(AdminToken {
             id: id.clone(),
             digest: Sha256::digest(token.as_bytes()).to_vec(),
             prefix: token[..8].to_owned(),
             description,
             created_date: now(),
             revoked_date: None,
-        })
+        }))
         .await?;
     Ok(NewToken { id, token })
+}
+
+/// Revokes a bearer token (kept, marked revoked, for the audit trail).
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown token id.
+pub async fn revoke_token(store: &Store, id: &str) -> Result<()> {
+    store.apply(Change::RevokeAdminToken { id: id.to_owned() }).await?;
+    Ok(())
 }
 
 /// The active token presented, if any.

@@ -14,6 +14,8 @@ use keygate_types::{
 };
 use serde::Serialize;
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store};
 
 /// Undeclared keys named one note each; more are counted in one further note.
@@ -163,7 +165,10 @@ pub async fn deploy(
     // Values the deploy may create, by name, so they can be shown once.
     let values: Vec<(String, ApiKeyValue)> =
         keys.iter().map(|(k, _)| (k.name.clone(), k.value.clone())).collect();
-    let outcome = store.deploy(DeployRequest { definition, keys, plans }).await?;
+    let outcome = store
+        .apply(Change::Deploy(DeployRequest { definition, keys, plans }))
+        .await?
+        .into_deployed()?;
 
     let def = &outcome.deployment.definition;
     let endpoints = endpoints(def, base_url);

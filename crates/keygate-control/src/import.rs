@@ -15,6 +15,8 @@ use keygate_types::model::NewApiKey;
 use keygate_types::{ApiKeyValue, KeyDigest};
 use serde::Serialize;
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store};
 
 /// What an import did, in AWS's response shape.
@@ -301,13 +303,16 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             warnings.join("; ")
         )));
     }
-    let created = if rows.is_empty() { Vec::new() } else { store.import_keys(rows).await? };
+    let created = if rows.is_empty() {
+        Vec::new()
+    } else {
+        store.apply(Change::ImportKeys(rows)).await?.into_keys()?
+    };
     Ok(ImportResult { ids: created.into_iter().map(|k| k.id).collect(), warnings })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 
@@ -350,7 +355,7 @@ mod tests {
     #[tokio::test]
     async fn rows_after_an_unterminated_quote_are_not_swallowed_into_a_description() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Store = Arc::new(keygate_store::SqliteStore::open(dir.path()).await.unwrap());
+        let store = Store::new(crate::open(dir.path()).await.unwrap(), "test:import");
         let text = "Name,Key,Description\na,KeyValue0123456789abcdefghij,\"oops\n\
                     b,KeyValue0123456789abcdefghik,x\n";
         let e = import(&store, text, false).await.unwrap_err().to_string();

@@ -5,6 +5,8 @@
 use keygate_types::ApiKeyValue;
 use keygate_types::model::{ApiKey, ApiKeyPatch, NewApiKey};
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store};
 
 /// Longest key name accepted (AWS's limit).
@@ -50,19 +52,15 @@ pub async fn create(store: &Store, input: CreateKey) -> Result<(ApiKey, ApiKeyVa
         };
         plan_ids.push(plan.id);
     }
-    let key = store
-        .create_key(
-            NewApiKey {
-                name: input.name,
-                value: value.clone(),
-                description: input.description,
-                customer_id: input.customer_id,
-                enabled: input.enabled,
-                expires: input.expires,
-            },
-            &plan_ids,
-        )
-        .await?;
+    let key = NewApiKey {
+        name: input.name,
+        value: value.clone(),
+        description: input.description,
+        customer_id: input.customer_id,
+        enabled: input.enabled,
+        expires: input.expires,
+    };
+    let key = store.apply(Change::CreateKey { key, plan_ids }).await?.into_key()?;
     Ok((key, value))
 }
 
@@ -101,7 +99,7 @@ pub async fn update(store: &Store, id_or_name: &str, patch: ApiKeyPatch) -> Resu
     check_optional_text("description", patch.description.as_ref().and_then(Option::as_deref))?;
     check_optional_text("customer id", patch.customer_id.as_ref().and_then(Option::as_deref))?;
     let key = find(store, id_or_name).await?;
-    Ok(store.update_key(&key.id, patch).await?)
+    Ok(store.apply(Change::UpdateKey { id: key.id, patch }).await?.into_key()?)
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -139,9 +137,8 @@ pub async fn find(store: &Store, id_or_name: &str) -> Result<ApiKey> {
 /// [`Error::NotFound`] for an unknown key.
 pub async fn set_enabled(store: &Store, id_or_name: &str, enabled: bool) -> Result<ApiKey> {
     let key = find(store, id_or_name).await?;
-    Ok(store
-        .update_key(&key.id, ApiKeyPatch { enabled: Some(enabled), ..Default::default() })
-        .await?)
+    let patch = ApiKeyPatch { enabled: Some(enabled), ..Default::default() };
+    Ok(store.apply(Change::UpdateKey { id: key.id, patch }).await?.into_key()?)
 }
 
 /// Deletes a key for good.
@@ -150,7 +147,7 @@ pub async fn set_enabled(store: &Store, id_or_name: &str, enabled: bool) -> Resu
 /// [`Error::NotFound`] for an unknown key.
 pub async fn delete(store: &Store, id_or_name: &str) -> Result<ApiKey> {
     let key = find(store, id_or_name).await?;
-    store.delete_key(&key.id).await?;
+    store.apply(Change::DeleteKey { id: key.id.clone() }).await?;
     Ok(key)
 }
 
@@ -231,7 +228,8 @@ pub async fn rotate(
     }
     let key = find(store, id_or_name).await?;
     let value = ApiKeyValue::generate();
-    let key = store.rotate_key(&key.id, value.clone(), grace_secs).await?;
+    let change = Change::RotateKey { id: key.id, value: value.clone(), grace_secs };
+    let key = store.apply(change).await?.into_key()?;
     Ok((key, value))
 }
 
@@ -253,7 +251,7 @@ pub fn old_values_end(key: &ApiKey, grace_secs: i64) -> Option<i64> {
 /// [`Error::NotFound`] for an unknown key.
 pub async fn revoke_old(store: &Store, id_or_name: &str) -> Result<(ApiKey, u64)> {
     let key = find(store, id_or_name).await?;
-    let n = store.revoke_old_values(&key.id).await?;
+    let n = store.apply(Change::RevokeOldValues { id: key.id.clone() }).await?.into_count()?;
     Ok((key, n))
 }
 
@@ -263,9 +261,8 @@ pub async fn revoke_old(store: &Store, id_or_name: &str) -> Result<(ApiKey, u64)
 /// [`Error::NotFound`] for an unknown key.
 pub async fn set_expiry(store: &Store, id_or_name: &str, expires: Option<i64>) -> Result<ApiKey> {
     let key = find(store, id_or_name).await?;
-    Ok(store
-        .update_key(&key.id, ApiKeyPatch { expires: Some(expires), ..Default::default() })
-        .await?)
+    let patch = ApiKeyPatch { expires: Some(expires), ..Default::default() };
+    Ok(store.apply(Change::UpdateKey { id: key.id, patch }).await?.into_key()?)
 }
 
 #[cfg(test)]

@@ -1,18 +1,24 @@
 //! Control-plane operations: deploying a service definition and managing API keys.
 //!
-//! The CLI (and later the admin API) call these and nothing else, so every rule about keys and
-//! deployments lives once, here. Operations take validated input (`keygate-types`) and a
-//! [`ConfigStore`]; they never parse YAML or speak HTTP.
+//! The one door for changes: the CLI, the admin API (and later the console) call these and
+//! nothing else, so every rule about keys, plans and deployments lives once, here. Operations take
+//! validated input (`keygate-types`) and a [`Store`]; they never parse YAML or speak HTTP.
 //!
-//! Layout: [`deploy`] turns a `ServiceDefinition` into a deployment; [`keys`] creates, finds,
-//! enables, disables and deletes keys.
+//! [`Store`] is the only store handle those callers get: it reads, and it changes the store only
+//! through [`Store::apply`] (this crate's), which names the actor, so the store records every
+//! change in the audit log in the change's own transaction (see `keygate_store::Change`).
+//!
+//! Layout: [`deploy`] turns a `ServiceDefinition` into a deployment; [`keys`], [`plans`],
+//! [`usage`], [`admin`] manage keys, usage plans, grants and admin credentials; [`import`] reads
+//! key CSVs; [`info`] and [`remove`] report and remove deployed stages.
 
 use std::sync::Arc;
 
-use keygate_store::ConfigStore;
+use keygate_store::{Applied, Change};
+pub use keygate_store::{ConfigStore, Reads};
 
 pub mod admin;
-pub mod audit;
+pub mod apis;
 pub mod deploy;
 pub mod import;
 pub mod info;
@@ -50,5 +56,64 @@ impl From<keygate_store::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The store handle every operation takes.
-pub type Store = Arc<dyn ConfigStore>;
+/// The store handle every operation takes: reads (it dereferences to [`Reads`]) and, inside this
+/// crate only, changes made as its actor and audited by the store.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn ConfigStore>,
+    actor: Arc<str>,
+}
+
+impl Store {
+    /// A handle on `backend` whose changes are recorded as `actor` (e.g. `cli:alice`,
+    /// `sigv4:AKKG...`, `token:abc123`).
+    pub fn new(backend: Arc<dyn ConfigStore>, actor: impl Into<String>) -> Self {
+        Self { backend, actor: Arc::from(actor.into()) }
+    }
+
+    /// The same store, acting as `actor` (the admin API: one per request).
+    pub fn acting_as(&self, actor: impl Into<String>) -> Self {
+        Self::new(Arc::clone(&self.backend), actor)
+    }
+
+    /// Who this handle's changes are recorded as.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Makes a change, recorded in the audit log as this handle's actor.
+    pub(crate) async fn apply(&self, change: Change) -> Result<Applied> {
+        Ok(self.backend.apply(&self.actor, change).await?)
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Reads;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.backend
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("actor", &self.actor).finish_non_exhaustive()
+    }
+}
+
+/// The store's own error, for callers that map it (the admin API's AWS errors).
+pub use keygate_store::Error as StoreError;
+
+/// Opens the embedded store in `data_dir` (created if needed). The handle it returns is the
+/// backend itself: give it to the gateway, and wrap it in a [`Store`] for everything else.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when the directory or database cannot be opened.
+pub async fn open(data_dir: &std::path::Path) -> Result<Arc<dyn ConfigStore>, StoreError> {
+    Ok(Arc::new(keygate_store::SqliteStore::open(data_dir).await?))
+}
+
+/// Whether `data_dir` holds keygate's database (without creating anything).
+pub fn has_store(data_dir: &std::path::Path) -> bool {
+    data_dir.join(keygate_store::sqlite::DB_FILE).is_file()
+}

@@ -7,6 +7,8 @@ use keygate_types::HttpMethod;
 use keygate_types::model::{ApiStage, NewUsagePlan, UsagePlan, UsagePlanPatch};
 use keygate_types::plan::{Quota, Throttle};
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store, keys};
 
 /// Checks a throttle: a finite, non-negative rate.
@@ -47,11 +49,17 @@ pub fn check_quota(q: &Quota, field: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates a plan.
+/// Creates a plan, with its API stages (API id or name, stage name, method throttles) if any:
+/// all in one transaction, so a bad stage creates nothing (as on AWS).
 ///
 /// # Errors
-/// [`Error::Invalid`] for bad limits or name, [`Error::Conflict`] for a taken name.
-pub async fn create(store: &Store, plan: NewUsagePlan) -> Result<UsagePlan> {
+/// [`Error::Invalid`] for bad limits or name or a method a stage does not have,
+/// [`Error::NotFound`] for a stage that is not deployed, [`Error::Conflict`] for a taken name.
+pub async fn create(
+    store: &Store,
+    plan: NewUsagePlan,
+    stages: Vec<(String, String, BTreeMap<String, Throttle>)>,
+) -> Result<UsagePlan> {
     check_name(&plan.name)?;
     if let Some(d) = &plan.description {
         crate::keys::check_text("description", d)?;
@@ -62,7 +70,12 @@ pub async fn create(store: &Store, plan: NewUsagePlan) -> Result<UsagePlan> {
     if let Some(q) = &plan.quota {
         check_quota(q, "quota.")?;
     }
-    Ok(store.create_plan(plan).await?)
+    let mut checked = Vec::with_capacity(stages.len());
+    for (api, stage, throttle) in stages {
+        checked.push(checked_stage(store, &api, &stage, throttle).await?);
+    }
+    let stages = checked;
+    Ok(store.apply(Change::CreatePlan { plan, stages }).await?.into_plan()?)
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -107,7 +120,7 @@ pub async fn update(store: &Store, id_or_name: &str, patch: UsagePlanPatch) -> R
     if let Some(Some(q)) = &patch.quota {
         check_quota(q, "quota.")?;
     }
-    Ok(store.update_plan(&plan.id, patch).await?)
+    Ok(store.apply(Change::UpdatePlan { id: plan.id, patch }).await?.into_plan()?)
 }
 
 /// Deletes a plan, its associations and its usage records.
@@ -116,7 +129,7 @@ pub async fn update(store: &Store, id_or_name: &str, patch: UsagePlanPatch) -> R
 /// [`Error::NotFound`].
 pub async fn delete(store: &Store, id_or_name: &str) -> Result<UsagePlan> {
     let plan = find(store, id_or_name).await?;
-    store.delete_plan(&plan.id).await?;
+    store.apply(Change::DeletePlan { id: plan.id.clone() }).await?;
     Ok(plan)
 }
 
@@ -128,7 +141,7 @@ pub async fn delete(store: &Store, id_or_name: &str) -> Result<UsagePlan> {
 pub async fn add_key(store: &Store, plan: &str, key: &str) -> Result<(UsagePlan, String)> {
     let plan = find(store, plan).await?;
     let key = keys::find(store, key).await?;
-    store.add_plan_key(&plan.id, &key.id).await?;
+    store.apply(Change::AddPlanKey { plan_id: plan.id.clone(), key_id: key.id.clone() }).await?;
     Ok((plan, key.id))
 }
 
@@ -139,7 +152,7 @@ pub async fn add_key(store: &Store, plan: &str, key: &str) -> Result<(UsagePlan,
 pub async fn remove_key(store: &Store, plan: &str, key: &str) -> Result<(UsagePlan, String)> {
     let plan = find(store, plan).await?;
     let key = keys::find(store, key).await?;
-    store.remove_plan_key(&plan.id, &key.id).await?;
+    store.apply(Change::RemovePlanKey { plan_id: plan.id.clone(), key_id: key.id.clone() }).await?;
     Ok((plan, key.id))
 }
 
@@ -185,6 +198,18 @@ pub async fn add_stage(
     throttle: BTreeMap<String, Throttle>,
 ) -> Result<UsagePlan> {
     let plan = find(store, plan).await?;
+    let stage = checked_stage(store, api, stage, throttle).await?;
+    store.apply(Change::PutPlanStage { plan_id: plan.id.clone(), stage }).await?;
+    find(store, &plan.id).await
+}
+
+/// The API stage a plan may cover: deployed, and with every method it throttles.
+async fn checked_stage(
+    store: &Store,
+    api: &str,
+    stage: &str,
+    throttle: BTreeMap<String, Throttle>,
+) -> Result<ApiStage> {
     let (api_id, deployed) = deployed_stage(store, api, stage).await?;
     for method_key in throttle.keys() {
         let (path, method) = method_key.rsplit_once('/').unwrap_or((method_key, ""));
@@ -200,8 +225,7 @@ pub async fn add_stage(
             )));
         }
     }
-    store.put_plan_stage(&plan.id, ApiStage { api_id, stage: stage.to_owned(), throttle }).await?;
-    find(store, &plan.id).await
+    Ok(ApiStage { api_id, stage: stage.to_owned(), throttle })
 }
 
 /// Removes an API stage from a plan.
@@ -211,7 +235,9 @@ pub async fn add_stage(
 pub async fn remove_stage(store: &Store, plan: &str, api: &str, stage: &str) -> Result<UsagePlan> {
     let plan = find(store, plan).await?;
     let api_id = find_api(store, api).await?;
-    store.remove_plan_stage(&plan.id, &api_id, stage).await?;
+    let change =
+        Change::RemovePlanStage { plan_id: plan.id.clone(), api_id, stage: stage.to_owned() };
+    store.apply(change).await?;
     find(store, &plan.id).await
 }
 

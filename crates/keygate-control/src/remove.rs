@@ -5,6 +5,8 @@
 use keygate_types::ServiceDefinition;
 use serde::Serialize;
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store};
 
 /// What a remove did, ready to print.
@@ -42,7 +44,7 @@ pub async fn remove(
     let (api, deployment, plans) =
         crate::info::deployed_stage(store, service, stage, "nothing to remove").await?;
     let definition: ServiceDefinition = deployment.definition;
-    store.delete_stage(&api.id, stage).await?;
+    store.apply(Change::DeleteStage { api_id: api.id.clone(), stage: stage.to_owned() }).await?;
 
     let mut report = RemoveReport {
         service: service.to_owned(),
@@ -73,14 +75,14 @@ pub async fn remove(
     if keys {
         for k in &definition.api_keys {
             if let Some(key) = store.get_key_by_name(&k.name).await? {
-                store.delete_key(&key.id).await?;
+                store.apply(Change::DeleteKey { id: key.id.clone() }).await?;
                 report.deleted_keys.push(key.name);
             }
         }
         for plan in plans {
             let others = plan.api_stages.iter().any(|s| !(s.api_id == api.id && s.stage == stage));
             if !others {
-                store.delete_plan(&plan.id).await?;
+                store.apply(Change::DeletePlan { id: plan.id.clone() }).await?;
                 report.deleted_plans.push(plan.name);
             }
         }

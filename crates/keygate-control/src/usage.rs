@@ -11,6 +11,8 @@ use keygate_limits::quota::allowance;
 use keygate_types::model::UsageGrant;
 use serde::Serialize;
 
+use keygate_store::Change;
+
 use crate::{Error, Result, Store, keys, plans};
 
 /// Longest report accepted, in days (a bound on output, not on stored data).
@@ -207,6 +209,6 @@ pub async fn set_remaining(
         - i64::try_from(quota.limit).unwrap_or(i64::MAX);
     let grant =
         UsageGrant { plan_id: plan.id, key_id: key.id, period_start: start.to_string(), extra };
-    store.put_grant(grant.clone()).await?;
+    store.apply(Change::PutGrant(grant.clone())).await?;
     Ok(grant)
 }

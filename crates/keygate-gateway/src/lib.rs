@@ -739,9 +739,8 @@ fn refused_before_routing(mut res: Response, head: &Request) -> Response {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use keygate_control::keys::{self, CreateKey};
     use keygate_store::SqliteStore;
-    use keygate_types::ApiKeyValue;
-    use keygate_types::model::NewApiKey;
 
     use super::*;
 
@@ -766,16 +765,18 @@ mod tests {
     }
 
     /// Moves the store's version (a new key).
-    async fn change(store: &SqliteStore, name: &str) {
-        let key = NewApiKey {
+    async fn change(store: &Arc<SqliteStore>, name: &str) {
+        let store = keygate_control::Store::new(Arc::clone(store) as _, "test:gateway");
+        let key = CreateKey {
             name: name.to_owned(),
-            value: ApiKeyValue::generate(),
+            value: None,
             description: None,
             customer_id: None,
             enabled: true,
+            usage_plan: None,
             expires: None,
         };
-        store.create_key(key, &[]).await.unwrap();
+        keys::create(&store, key).await.unwrap();
     }
 
     #[tokio::test]

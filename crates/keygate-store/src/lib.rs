@@ -1,9 +1,15 @@
 //! keygate storage.
 //!
 //! Layout:
-//! - [`ConfigStore`]: the control-plane store (APIs, stages, deployments, API keys, usage plans and
-//!   their associations). Durable, rarely written. Rate counters get their own trait later.
-//! - [`sqlite`]: the embedded default implementation (one file in the data directory).
+//! - [`Reads`]: everything the store answers (APIs, stages, deployments, API keys, usage plans and
+//!   their associations, usage, admin credentials, the audit log, the gateway's snapshot).
+//! - [`ConfigStore`]: [`Reads`] plus the writes. Every change is one [`Change`] value, applied by
+//!   [`ConfigStore::apply`] together with its audit-log entry in one transaction: a change that
+//!   cannot be recorded is not made, and no write can skip the record (audited by construction).
+//!   The only other writes are the data plane's counters (`add_usage`, `set_last_used`): data,
+//!   not changes.
+//! - [`sqlite`]: the embedded default implementation (one file in the data directory), one file
+//!   per concern.
 //! - [`private`]: the modes of the data directory (`0711`) and its private files (`0600`).
 //!
 //! Only `keygate-types` values cross this boundary; no sqlx type appears in the trait, so a
@@ -11,12 +17,12 @@
 //! into the small [`Error`] enum (a unique violation becomes [`Error::Conflict`]).
 
 use async_trait::async_trait;
-use keygate_types::ServiceDefinition;
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, ApiKeyPatch, ApiStage, AuditEntry, DailyUsage,
     Deployment, GatewaySnapshot, NewApiKey, NewUsagePlan, Stage, UsageGrant, UsagePlan,
     UsagePlanPatch,
 };
+use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 
 pub mod private;
 pub mod sqlite;
@@ -96,76 +102,305 @@ pub enum KeyStatus {
     Existing,
 }
 
-/// The control-plane store.
-#[async_trait]
-pub trait ConfigStore: Send + Sync + 'static {
-    /// Creates or updates the API named by the service, creates missing keys and the usage plan,
-    /// associates them, snapshots the definition as a new deployment and points the stage at it.
-    /// All or nothing.
-    async fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome>;
+/// Every change the store can make. [`ConfigStore::apply`] makes one and records it in the audit
+/// log in the same transaction, under [`Change::action`] (AWS's operation names) and a target
+/// naming what changed, never a key value or a secret.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Change {
+    /// Creates or updates the API named by the service, creates missing keys and the usage
+    /// plans, associates them, snapshots the definition as a new deployment and points the stage
+    /// at it. [`Applied::Deployed`].
+    Deploy(DeployRequest),
+    /// Deletes a stage (AWS DeleteStage): its routes stop being served, and usage plans no
+    /// longer cover it. Its deployments stay, as history. [`Error::NotFound`] if there is none.
+    DeleteStage {
+        api_id: String,
+        stage: String,
+    },
+    /// Replaces the API's current definition; deployed stages are unchanged until a deployment.
+    PutApiDefinition {
+        api_id: String,
+        definition: ServiceDefinition,
+    },
+    /// Snapshots the API's current definition as a new deployment of `stage` (the definition's
+    /// stage field is set to `stage`) and points the stage at it. [`Applied::Deployment`].
+    CreateDeployment {
+        api_id: String,
+        stage: String,
+    },
+    /// Creates a key and adds it to the given usage plans (by id). [`Applied::Key`].
+    CreateKey {
+        key: NewApiKey,
+        plan_ids: Vec<String>,
+    },
+    /// Creates several keys and their plan memberships: all or nothing. [`Applied::Keys`].
+    ImportKeys(Vec<(NewApiKey, Vec<String>)>),
+    /// Gives a key a new value. The old value keeps working for `grace_secs` (0: not at all),
+    /// with the same plans and counters; values replaced earlier end then at the latest (with 0:
+    /// now). [`Applied::Key`].
+    RotateKey {
+        id: String,
+        value: ApiKeyValue,
+        grace_secs: i64,
+    },
+    /// Ends every rotated-out value of a key now (its current value keeps working).
+    /// [`Applied::Count`]: how many were still working.
+    RevokeOldValues {
+        id: String,
+    },
+    /// [`Applied::Key`].
+    UpdateKey {
+        id: String,
+        patch: ApiKeyPatch,
+    },
+    DeleteKey {
+        id: String,
+    },
+    /// Creates a plan with its API stages, in one transaction. [`Applied::Plan`].
+    CreatePlan {
+        plan: NewUsagePlan,
+        stages: Vec<ApiStage>,
+    },
+    /// [`Applied::Plan`].
+    UpdatePlan {
+        id: String,
+        patch: UsagePlanPatch,
+    },
+    /// Deletes a plan with its key and stage associations and its usage records.
+    DeletePlan {
+        id: String,
+    },
+    /// Adds a key to a plan. [`Error::Conflict`] when the key is already in another plan that
+    /// covers one of this plan's API stages (a key may be in only one plan per API stage).
+    AddPlanKey {
+        plan_id: String,
+        key_id: String,
+    },
+    RemovePlanKey {
+        plan_id: String,
+        key_id: String,
+    },
+    /// Adds an API stage to a plan, or replaces its method throttles if it is there already.
+    /// [`Error::Conflict`] when one of the plan's keys is in another plan covering that stage.
+    PutPlanStage {
+        plan_id: String,
+        stage: ApiStage,
+    },
+    RemovePlanStage {
+        plan_id: String,
+        api_id: String,
+        stage: String,
+    },
+    /// Sets the extra quota of a key in a plan for one period (replacing an earlier grant).
+    PutGrant(UsageGrant),
+    CreateAdminCredential(AdminCredential),
+    /// Marks a credential revoked (kept for the audit trail).
+    RevokeAdminCredential {
+        access_key_id: String,
+    },
+    CreateAdminToken(AdminToken),
+    RevokeAdminToken {
+        id: String,
+    },
+}
 
+impl Change {
+    /// The audit log's action: AWS's operation name where there is one.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Deploy(_) => "Deploy",
+            Self::DeleteStage { .. } => "DeleteStage",
+            Self::PutApiDefinition { .. } => "UpdateRestApiDefinition",
+            Self::CreateDeployment { .. } => "CreateDeployment",
+            Self::CreateKey { .. } => "CreateApiKey",
+            Self::ImportKeys(_) => "ImportApiKeys",
+            Self::RotateKey { .. } => "RotateApiKey",
+            Self::RevokeOldValues { .. } => "RevokeOldApiKeyValues",
+            Self::UpdateKey { .. } => "UpdateApiKey",
+            Self::DeleteKey { .. } => "DeleteApiKey",
+            Self::CreatePlan { .. } => "CreateUsagePlan",
+            Self::UpdatePlan { .. } => "UpdateUsagePlan",
+            Self::DeletePlan { .. } => "DeleteUsagePlan",
+            Self::AddPlanKey { .. } => "CreateUsagePlanKey",
+            Self::RemovePlanKey { .. } => "DeleteUsagePlanKey",
+            Self::PutPlanStage { .. } => "UpdateUsagePlan:addApiStage",
+            Self::RemovePlanStage { .. } => "UpdateUsagePlan:removeApiStage",
+            Self::PutGrant(_) => "UpdateUsage",
+            Self::CreateAdminCredential(_) => "CreateAdminCredential",
+            Self::RevokeAdminCredential { .. } => "RevokeAdminCredential",
+            Self::CreateAdminToken(_) => "CreateAdminToken",
+            Self::RevokeAdminToken { .. } => "RevokeAdminToken",
+        }
+    }
+
+    /// What changed, as the audit log names it: ids (`api/stage`, `plan/key`), never a value.
+    /// `None` when only the outcome knows (a created key's or plan's id): see [`Applied::target`].
+    pub fn target(&self) -> Option<String> {
+        Some(match self {
+            Self::Deploy(req) => format!("{}/{}", req.definition.service, req.definition.stage),
+            Self::DeleteStage { api_id, stage } | Self::CreateDeployment { api_id, stage } => {
+                format!("{api_id}/{stage}")
+            }
+            Self::PutApiDefinition { api_id, .. } => api_id.clone(),
+            Self::CreateKey { .. } | Self::CreatePlan { .. } => return None,
+            Self::ImportKeys(keys) => format!("{} keys", keys.len()),
+            Self::RotateKey { id, .. }
+            | Self::RevokeOldValues { id }
+            | Self::UpdateKey { id, .. }
+            | Self::DeleteKey { id }
+            | Self::UpdatePlan { id, .. }
+            | Self::DeletePlan { id }
+            | Self::RevokeAdminToken { id } => id.clone(),
+            Self::AddPlanKey { plan_id, key_id } | Self::RemovePlanKey { plan_id, key_id } => {
+                format!("{plan_id}/{key_id}")
+            }
+            Self::PutPlanStage { plan_id, stage } => {
+                format!("{plan_id}/{}/{}", stage.api_id, stage.stage)
+            }
+            Self::RemovePlanStage { plan_id, api_id, stage } => {
+                format!("{plan_id}/{api_id}/{stage}")
+            }
+            Self::PutGrant(g) => format!("{}/{}", g.plan_id, g.key_id),
+            Self::CreateAdminCredential(c) => c.access_key_id.clone(),
+            Self::RevokeAdminCredential { access_key_id } => access_key_id.clone(),
+            Self::CreateAdminToken(t) => t.id.clone(),
+        })
+    }
+
+    /// Whether the change alters what gateways serve (then the store's version moves and they
+    /// reload). Admin credentials and tokens are read per request instead.
+    pub fn is_served(&self) -> bool {
+        !matches!(
+            self,
+            Self::CreateAdminCredential(_)
+                | Self::RevokeAdminCredential { .. }
+                | Self::CreateAdminToken(_)
+                | Self::RevokeAdminToken { .. }
+        )
+    }
+}
+
+/// What [`ConfigStore::apply`] made; each [`Change`] says which variant it answers with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Applied {
+    Done,
+    Deployed(Box<DeployOutcome>),
+    Deployment(Deployment),
+    Key(ApiKey),
+    Keys(Vec<ApiKey>),
+    Plan(UsagePlan),
+    Count(u64),
+}
+
+impl Applied {
+    /// The audit target of a change whose [`Change::target`] is `None`: the created record's id.
+    pub fn target(&self) -> String {
+        match self {
+            Self::Key(k) => k.id.clone(),
+            Self::Plan(p) => p.id.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn unexpected(self, wanted: &str) -> Error {
+        Error::corrupt(format!("the store answered a change with {self:?} instead of {wanted}"))
+    }
+
+    /// The outcome of [`Change::Deploy`].
+    ///
+    /// # Errors
+    /// [`Error::Other`] when the store answered with another variant (a backend bug).
+    pub fn into_deployed(self) -> Result<DeployOutcome> {
+        match self {
+            Self::Deployed(d) => Ok(*d),
+            other => Err(other.unexpected("a deployment outcome")),
+        }
+    }
+
+    /// The outcome of [`Change::CreateDeployment`].
+    ///
+    /// # Errors
+    /// As [`into_deployed`](Self::into_deployed).
+    pub fn into_deployment(self) -> Result<Deployment> {
+        match self {
+            Self::Deployment(d) => Ok(d),
+            other => Err(other.unexpected("a deployment")),
+        }
+    }
+
+    /// The key a key change made or changed.
+    ///
+    /// # Errors
+    /// As [`into_deployed`](Self::into_deployed).
+    pub fn into_key(self) -> Result<ApiKey> {
+        match self {
+            Self::Key(k) => Ok(k),
+            other => Err(other.unexpected("a key")),
+        }
+    }
+
+    /// The keys [`Change::ImportKeys`] created.
+    ///
+    /// # Errors
+    /// As [`into_deployed`](Self::into_deployed).
+    pub fn into_keys(self) -> Result<Vec<ApiKey>> {
+        match self {
+            Self::Keys(k) => Ok(k),
+            other => Err(other.unexpected("keys")),
+        }
+    }
+
+    /// The plan a plan change made or changed.
+    ///
+    /// # Errors
+    /// As [`into_deployed`](Self::into_deployed).
+    pub fn into_plan(self) -> Result<UsagePlan> {
+        match self {
+            Self::Plan(p) => Ok(p),
+            other => Err(other.unexpected("a plan")),
+        }
+    }
+
+    /// The count [`Change::RevokeOldValues`] answers.
+    ///
+    /// # Errors
+    /// As [`into_deployed`](Self::into_deployed).
+    pub fn into_count(self) -> Result<u64> {
+        match self {
+            Self::Count(n) => Ok(n),
+            other => Err(other.unexpected("a count")),
+        }
+    }
+}
+
+/// Everything the store answers. Reads never change anything, so a handle that only reads (a
+/// report, the admin API's GETs) needs nothing else.
+#[async_trait]
+pub trait Reads: Send + Sync + 'static {
     async fn list_apis(&self) -> Result<Vec<Api>>;
     async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>>;
     async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>>;
-    /// Deletes a stage (AWS DeleteStage): its routes stop being served, and usage plans no
-    /// longer cover it. Its deployments stay, as history. [`Error::NotFound`] if there is none.
-    async fn delete_stage(&self, api_id: &str, stage: &str) -> Result<()>;
     async fn get_api(&self, id: &str) -> Result<Option<Api>>;
     /// The API's current definition: what the next deployment snapshots.
     async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>>;
-    /// Replaces the API's current definition; deployed stages are unchanged until a deployment.
-    async fn put_api_definition(&self, api_id: &str, definition: &ServiceDefinition) -> Result<()>;
-    /// Snapshots the API's current definition as a new deployment of `stage` (the definition's
-    /// stage field is set to `stage`) and points the stage at it.
-    async fn create_deployment(&self, api_id: &str, stage: &str) -> Result<Deployment>;
     async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>>;
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>>;
 
-    /// Creates a key and adds it to the given usage plans (by id).
-    async fn create_key(&self, key: NewApiKey, plan_ids: &[String]) -> Result<ApiKey>;
-    /// Creates several keys and their plan memberships in one transaction: all or nothing.
-    async fn import_keys(&self, keys: Vec<(NewApiKey, Vec<String>)>) -> Result<Vec<ApiKey>>;
     /// Whether a key with this value digest exists.
-    async fn key_digest_exists(&self, digest: &keygate_types::KeyDigest) -> Result<bool>;
+    async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool>;
     /// Which of `digests` a key has, as its value or as a rotated-out value still kept: what
     /// [`key_digest_exists`](Self::key_digest_exists) answers for one, for many at once (an
     /// import checks all its rows with one call).
     async fn existing_key_digests(
         &self,
-        digests: &[keygate_types::KeyDigest],
-    ) -> Result<std::collections::HashSet<keygate_types::KeyDigest>>;
-    /// Gives a key a new value. The old value keeps working for `grace_secs` (0: not at all),
-    /// with the same plans and counters; values replaced earlier end then at the latest (with 0:
-    /// now).
-    async fn rotate_key(
-        &self,
-        id: &str,
-        value: keygate_types::ApiKeyValue,
-        grace_secs: i64,
-    ) -> Result<ApiKey>;
-    /// Ends every rotated-out value of a key now (its current value keeps working); returns how
-    /// many were still working. [`Error::NotFound`] for an unknown key.
-    async fn revoke_old_values(&self, id: &str) -> Result<u64>;
-    /// Records when keys were last used (`(key id, unix seconds)`); never moves a date back.
-    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()>;
+        digests: &[KeyDigest],
+    ) -> Result<std::collections::HashSet<KeyDigest>>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>>;
     async fn list_keys(&self) -> Result<Vec<ApiKey>>;
-    async fn update_key(&self, id: &str, patch: ApiKeyPatch) -> Result<ApiKey>;
-    async fn delete_key(&self, id: &str) -> Result<()>;
 
-    async fn create_plan(&self, plan: NewUsagePlan) -> Result<UsagePlan>;
-    async fn update_plan(&self, id: &str, patch: UsagePlanPatch) -> Result<UsagePlan>;
-    /// Deletes a plan with its key and stage associations and its usage records.
-    async fn delete_plan(&self, id: &str) -> Result<()>;
-    /// Adds a key to a plan. [`Error::Conflict`] when the key is already in another plan that
-    /// covers one of this plan's API stages (a key may be in only one plan per API stage).
-    async fn add_plan_key(&self, plan_id: &str, key_id: &str) -> Result<()>;
-    async fn remove_plan_key(&self, plan_id: &str, key_id: &str) -> Result<()>;
-    /// Adds an API stage to a plan, or replaces its method throttles if it is there already.
-    /// [`Error::Conflict`] when one of the plan's keys is in another plan covering that stage.
-    async fn put_plan_stage(&self, plan_id: &str, stage: ApiStage) -> Result<()>;
-    async fn remove_plan_stage(&self, plan_id: &str, api_id: &str, stage: &str) -> Result<()>;
     async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>>;
     async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>>;
     async fn list_plans(&self) -> Result<Vec<UsagePlan>>;
@@ -174,8 +409,6 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// Ids of the usage plans a key belongs to.
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>>;
 
-    /// Adds admitted requests to the daily counters (increments, never overwrites).
-    async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()>;
     /// Daily usage between two days (inclusive, `YYYY-MM-DD`), optionally for one plan and key.
     async fn usage(
         &self,
@@ -184,25 +417,31 @@ pub trait ConfigStore: Send + Sync + 'static {
         from: &str,
         to: &str,
     ) -> Result<Vec<DailyUsage>>;
-    /// Sets the extra quota of a key in a plan for one period (replacing an earlier grant).
-    async fn put_grant(&self, grant: UsageGrant) -> Result<()>;
 
-    async fn create_admin_credential(&self, c: AdminCredential) -> Result<()>;
     async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>>;
     async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>>;
-    /// Marks a credential revoked (kept for the audit trail).
-    async fn revoke_admin_credential(&self, access_key_id: &str) -> Result<()>;
-    async fn create_admin_token(&self, t: AdminToken) -> Result<()>;
     async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>>;
     async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>>;
-    async fn revoke_admin_token(&self, id: &str) -> Result<()>;
-    /// Appends to the audit log (`seq` and `time` of the entry are ignored and assigned).
-    async fn append_audit(&self, e: AuditEntry) -> Result<()>;
     /// Audit entries after `after_seq`, oldest first, at most `limit`.
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
 
-    /// A number that changes whenever anything in the store changes. Cheap: gateways poll it.
+    /// A number that changes whenever anything gateways serve changes. Cheap: gateways poll it.
     async fn version(&self) -> Result<i64>;
     /// Everything the data plane serves from, read consistently.
     async fn snapshot(&self) -> Result<GatewaySnapshot>;
+}
+
+/// The store: its [`Reads`], the one door for changes, and the data plane's counters.
+#[async_trait]
+pub trait ConfigStore: Reads {
+    /// Makes `change` and appends its audit entry (`actor`, [`Change::action`], its target) in
+    /// one transaction: all or nothing. Errors of the change come back unchanged.
+    async fn apply(&self, actor: &str, change: Change) -> Result<Applied>;
+
+    /// Adds admitted requests to the daily counters (increments, never overwrites). Data, not a
+    /// change: not audited, and gateways do not reload for it.
+    async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()>;
+    /// Records when keys were last used (`(key id, unix seconds)`); never moves a date back.
+    /// Data, as [`add_usage`](Self::add_usage).
+    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()>;
 }

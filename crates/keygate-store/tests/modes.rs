@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use keygate_store::{ConfigStore, SqliteStore};
+use keygate_store::{Change, ConfigStore, Reads, SqliteStore};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -15,7 +15,7 @@ fn mode(path: &Path) -> u32 {
 async fn open_and_write(dir: &Path) -> SqliteStore {
     let store = SqliteStore::open(dir).await.unwrap();
     store.list_keys().await.unwrap();
-    store.revoke_admin_token("none").await.ok();
+    store.apply("test", Change::RevokeAdminToken { id: "none".to_owned() }).await.ok();
     store
 }
 

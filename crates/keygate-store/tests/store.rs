@@ -4,14 +4,102 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keygate_store::{ConfigStore, DeployRequest, Error, KeyStatus, SqliteStore};
+use keygate_store::{
+    Change, ConfigStore, DeployOutcome, DeployRequest, Error, KeyStatus, Reads, SqliteStore,
+};
 use keygate_types::model::{
-    ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlanPatch,
+    ApiKey, ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlan,
+    UsagePlanPatch,
 };
 use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
 use keygate_types::{
     ApiKeyValue, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition,
 };
+
+/// The store's changes as methods, for these tests (callers outside the store make them through
+/// keygate-control); each is applied, and audited, as `test`.
+trait Writes {
+    async fn change(&self, change: Change) -> keygate_store::Result<keygate_store::Applied>;
+
+    async fn deploy(&self, req: DeployRequest) -> keygate_store::Result<DeployOutcome> {
+        self.change(Change::Deploy(req)).await?.into_deployed()
+    }
+    async fn create_key(&self, key: NewApiKey, plans: &[String]) -> keygate_store::Result<ApiKey> {
+        let plan_ids = plans.to_vec();
+        self.change(Change::CreateKey { key, plan_ids }).await?.into_key()
+    }
+    async fn import_keys(
+        &self,
+        keys: Vec<(NewApiKey, Vec<String>)>,
+    ) -> keygate_store::Result<Vec<ApiKey>> {
+        self.change(Change::ImportKeys(keys)).await?.into_keys()
+    }
+    async fn rotate_key(
+        &self,
+        id: &str,
+        value: ApiKeyValue,
+        grace_secs: i64,
+    ) -> keygate_store::Result<ApiKey> {
+        let id = id.to_owned();
+        self.change(Change::RotateKey { id, value, grace_secs }).await?.into_key()
+    }
+    async fn revoke_old_values(&self, id: &str) -> keygate_store::Result<u64> {
+        self.change(Change::RevokeOldValues { id: id.to_owned() }).await?.into_count()
+    }
+    async fn update_key(&self, id: &str, patch: ApiKeyPatch) -> keygate_store::Result<ApiKey> {
+        self.change(Change::UpdateKey { id: id.to_owned(), patch }).await?.into_key()
+    }
+    async fn delete_key(&self, id: &str) -> keygate_store::Result<()> {
+        self.change(Change::DeleteKey { id: id.to_owned() }).await.map(drop)
+    }
+    async fn create_plan(&self, plan: NewUsagePlan) -> keygate_store::Result<UsagePlan> {
+        self.change(Change::CreatePlan { plan, stages: Vec::new() }).await?.into_plan()
+    }
+    async fn update_plan(
+        &self,
+        id: &str,
+        patch: UsagePlanPatch,
+    ) -> keygate_store::Result<UsagePlan> {
+        self.change(Change::UpdatePlan { id: id.to_owned(), patch }).await?.into_plan()
+    }
+    async fn delete_plan(&self, id: &str) -> keygate_store::Result<()> {
+        self.change(Change::DeletePlan { id: id.to_owned() }).await.map(drop)
+    }
+    async fn add_plan_key(&self, plan_id: &str, key_id: &str) -> keygate_store::Result<()> {
+        let (plan_id, key_id) = (plan_id.to_owned(), key_id.to_owned());
+        self.change(Change::AddPlanKey { plan_id, key_id }).await.map(drop)
+    }
+    async fn remove_plan_key(&self, plan_id: &str, key_id: &str) -> keygate_store::Result<()> {
+        let (plan_id, key_id) = (plan_id.to_owned(), key_id.to_owned());
+        self.change(Change::RemovePlanKey { plan_id, key_id }).await.map(drop)
+    }
+    async fn put_plan_stage(&self, plan_id: &str, stage: ApiStage) -> keygate_store::Result<()> {
+        let plan_id = plan_id.to_owned();
+        self.change(Change::PutPlanStage { plan_id, stage }).await.map(drop)
+    }
+    async fn remove_plan_stage(
+        &self,
+        plan_id: &str,
+        api_id: &str,
+        stage: &str,
+    ) -> keygate_store::Result<()> {
+        let (plan_id, api_id, stage) = (plan_id.to_owned(), api_id.to_owned(), stage.to_owned());
+        self.change(Change::RemovePlanStage { plan_id, api_id, stage }).await.map(drop)
+    }
+    async fn put_grant(&self, grant: UsageGrant) -> keygate_store::Result<()> {
+        self.change(Change::PutGrant(grant)).await.map(drop)
+    }
+    async fn delete_stage(&self, api_id: &str, stage: &str) -> keygate_store::Result<()> {
+        let (api_id, stage) = (api_id.to_owned(), stage.to_owned());
+        self.change(Change::DeleteStage { api_id, stage }).await.map(drop)
+    }
+}
+
+impl<T: ConfigStore + ?Sized> Writes for T {
+    async fn change(&self, change: Change) -> keygate_store::Result<keygate_store::Applied> {
+        self.apply("test", change).await
+    }
+}
 
 fn definition(stage: &str, private: bool) -> ServiceDefinition {
     ServiceDefinition {
@@ -452,4 +540,155 @@ async fn writers_in_two_processes_wait_for_each_other() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(flusher.await.unwrap() > 0, "the gateway flushed while the CLI wrote");
+}
+
+/// Every kind of change is recorded in the audit log, in order, as its actor, with a target that
+/// names what changed and never a key value; admin credentials and tokens leave the version
+/// gateways poll alone, every other change moves it.
+#[tokio::test]
+async fn every_change_is_recorded_in_the_audit_log() {
+    use keygate_types::model::{AdminCredential, AdminToken};
+    let (_dir, s) = store().await;
+    let out = s.deploy(request("dev", &["k1"])).await.unwrap();
+    let (api, plan_id, k1) =
+        (out.api.id.clone(), out.plans[0].id.clone(), out.keys[0].0.id.clone());
+    let fresh = new_key("k2");
+    let fresh_value = fresh.value.expose().to_owned();
+    let k2 = s.create_key(fresh, &[]).await.unwrap().id;
+    let imported = new_key("k3");
+    let imported_value = imported.value.expose().to_owned();
+    s.import_keys(vec![(imported, vec![])]).await.unwrap();
+    let rotated = ApiKeyValue::generate();
+    let rotated_value = rotated.expose().to_owned();
+    s.rotate_key(&k1, rotated, 60).await.unwrap();
+    assert_eq!(s.revoke_old_values(&k1).await.unwrap(), 1);
+    s.update_key(&k2, ApiKeyPatch { enabled: Some(false), ..Default::default() }).await.unwrap();
+    let stage = ApiStage { api_id: api.clone(), stage: "dev".into(), throttle: Default::default() };
+    let change = Change::CreatePlan { plan: plan("second"), stages: vec![] };
+    let second = s.change(change).await.unwrap().into_plan().unwrap().id;
+    let patch = UsagePlanPatch { description: Some(Some("d".into())), ..Default::default() };
+    s.update_plan(&second, patch).await.unwrap();
+    s.add_plan_key(&second, &k2).await.unwrap();
+    s.remove_plan_key(&second, &k2).await.unwrap();
+    s.put_plan_stage(&second, stage).await.unwrap();
+    s.remove_plan_stage(&second, &api, "dev").await.unwrap();
+    let grant = UsageGrant {
+        plan_id: plan_id.clone(),
+        key_id: k1.clone(),
+        period_start: "2026-12-01".into(),
+        extra: 5,
+    };
+    s.put_grant(grant).await.unwrap();
+    let definition = s.get_api_definition(&api).await.unwrap().unwrap();
+    s.change(Change::PutApiDefinition { api_id: api.clone(), definition }).await.unwrap();
+    let change = Change::CreateDeployment { api_id: api.clone(), stage: "qa".into() };
+    s.change(change).await.unwrap().into_deployment().unwrap();
+    s.delete_stage(&api, "qa").await.unwrap();
+    s.delete_key(&k2).await.unwrap();
+    s.delete_plan(&second).await.unwrap();
+    let version = s.version().await.unwrap();
+    let credential = AdminCredential {
+        access_key_id: "AKKGTEST".into(),
+        secret_sealed: vec![1, 2, 3],
+        description: None,
+        created_date: 1,
+        revoked_date: None,
+    };
+    s.change(Change::CreateAdminCredential(credential)).await.unwrap();
+    let id = "AKKGTEST".to_owned();
+    s.change(Change::RevokeAdminCredential { access_key_id: id }).await.unwrap();
+    let token = AdminToken {
+        id: "t1".into(),
+        digest: vec![9; 32],
+        prefix: "kgt_abcd".into(),
+        description: None,
+        created_date: 1,
+        revoked_date: None,
+    };
+    s.change(Change::CreateAdminToken(token)).await.unwrap();
+    s.change(Change::RevokeAdminToken { id: "t1".into() }).await.unwrap();
+    assert_eq!(s.version().await.unwrap(), version, "admin changes are not served");
+
+    let log = s.list_audit(0, 100).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "Deploy",
+            "CreateApiKey",
+            "ImportApiKeys",
+            "RotateApiKey",
+            "RevokeOldApiKeyValues",
+            "UpdateApiKey",
+            "CreateUsagePlan",
+            "UpdateUsagePlan",
+            "CreateUsagePlanKey",
+            "DeleteUsagePlanKey",
+            "UpdateUsagePlan:addApiStage",
+            "UpdateUsagePlan:removeApiStage",
+            "UpdateUsage",
+            "UpdateRestApiDefinition",
+            "CreateDeployment",
+            "DeleteStage",
+            "DeleteApiKey",
+            "DeleteUsagePlan",
+            "CreateAdminCredential",
+            "RevokeAdminCredential",
+            "CreateAdminToken",
+            "RevokeAdminToken",
+        ]
+    );
+    assert!(log.iter().all(|e| e.actor == "test"), "{log:?}");
+    let target = |action: &str| log.iter().find(|e| e.action == action).unwrap().target.clone();
+    assert_eq!(target("Deploy"), "svc/dev");
+    assert_eq!(target("CreateApiKey"), k2, "a created key is named by its id");
+    assert_eq!(target("CreateUsagePlan"), second);
+    assert_eq!(target("ImportApiKeys"), "1 keys");
+    assert_eq!(target("CreateUsagePlanKey"), format!("{second}/{k2}"));
+    assert_eq!(target("UpdateUsagePlan:removeApiStage"), format!("{second}/{api}/dev"));
+    let text = format!("{log:?}");
+    for value in [&fresh_value, &imported_value, &rotated_value] {
+        assert!(!text.contains(value.as_str()), "a key value is in the audit log");
+    }
+}
+
+/// A change whose audit entry cannot be written is not made: the entry is written in the
+/// change's own transaction, so a failure rolls both back.
+#[tokio::test]
+async fn a_change_that_cannot_be_audited_is_not_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = SqliteStore::open(&data).await.unwrap();
+    let out = s.deploy(request("dev", &["k1"])).await.unwrap();
+    let k1 = out.keys[0].0.id.clone();
+    // Another connection makes every audit insert fail, as a full disk or a broken table would.
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("keygate.db").display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'the audit log cannot be written'); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let version = s.version().await.unwrap();
+
+    let err = s.create_key(new_key("k2"), &[]).await.unwrap_err();
+    assert!(format!("{err:?}").contains("the audit log cannot be written"), "{err:?}");
+    assert!(s.get_key_by_name("k2").await.unwrap().is_none(), "the key was created anyway");
+    s.delete_key(&k1).await.unwrap_err();
+    assert!(s.get_key(&k1).await.unwrap().is_some(), "the key was deleted anyway");
+    let rows = vec![(new_key("k3"), vec![]), (new_key("k4"), vec![])];
+    s.import_keys(rows).await.unwrap_err();
+    assert!(s.get_key_by_name("k3").await.unwrap().is_none(), "the import was kept anyway");
+    s.deploy(request("qa", &["k5"])).await.unwrap_err();
+    assert!(s.get_key_by_name("k5").await.unwrap().is_none(), "the deploy was kept anyway");
+    assert_eq!(s.version().await.unwrap(), version, "nothing moved the served version");
+
+    sqlx::query("DROP TRIGGER audit_fails").execute(&raw).await.unwrap();
+    s.create_key(new_key("k2"), &[]).await.unwrap();
+    let log = s.list_audit(0, 100).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["Deploy", "CreateApiKey"]);
 }

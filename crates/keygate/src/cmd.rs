@@ -5,19 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use keygate_control::Store;
 use keygate_control::keys::{self, CreateKey};
+use keygate_control::{ConfigStore, Store};
 use keygate_control::{plans, usage};
 use keygate_functions::{FunctionHost, FunctionUsers, HostOptions, IdRange, RunAs};
 use keygate_gateway::Gateway;
 use keygate_limits::clock::Clock;
-use keygate_store::SqliteStore;
 use keygate_types::model::{NewUsagePlan, UsagePlan, UsagePlanPatch};
 use keygate_types::plan::{Quota, Throttle};
 use tokio::net::TcpListener;
 
 use keygate_control::admin::{self, MasterKey};
-use keygate_control::audit::Audited;
 
 use crate::cli::{
     AdminCommand, Cli, Command, CredentialsCommand, FunctionArgs, KeysCommand, LimitArgs,
@@ -48,7 +46,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let admin = bind(listen.admin()).await?;
             let base = format!("http://{}", listener.local_addr()?);
             let store = open(&data_dir).await?;
-            let audited = open_audited(&data_dir).await?;
+            let audited = Store::new(Arc::clone(&store), cli_actor());
             let report =
                 match deploy(&audited, &service, &data_dir, &base, &mut dynamo, false).await {
                     Ok(report) => report,
@@ -75,11 +73,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
-            let created = !data_dir.join(keygate_store::sqlite::DB_FILE).exists();
+            let created = !keygate_control::has_store(&data_dir);
             let store = open(&data_dir).await?;
             let base = format!("http://{}", listener.local_addr()?);
             output::served(
-                &keygate_control::info::served(&store, &base).await?,
+                &keygate_control::info::served(&Store::new(Arc::clone(&store), cli_actor()), &base)
+                    .await?,
                 &data_dir,
                 created,
             );
@@ -128,7 +127,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::remove_report(&result?, json)
         }
         Command::Info { service, json } => {
-            let store = open(&data_dir).await?;
+            let store = open_audited(&data_dir).await?;
             let loaded = load(&service)?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
             let info = keygate_control::info::info(
@@ -153,7 +152,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             run_admin(&store, &data_dir, cmd).await
         }
         Command::Audit { json } => {
-            let store = open(&data_dir).await?;
+            let store = open_audited(&data_dir).await?;
             let mut entries = Vec::new();
             let mut after = 0;
             loop {
@@ -232,8 +231,8 @@ async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {
     match cmd {
         PlansCommand::Create { name, description, limits: l, json } => {
             let (throttle, quota) = limits(&l, None)?;
-            let p =
-                plans::create(store, NewUsagePlan { name, description, throttle, quota }).await?;
+            let plan = NewUsagePlan { name, description, throttle, quota };
+            let p = plans::create(store, plan, Vec::new()).await?;
             output::plan(store, &p, json).await
         }
         PlansCommand::List { json } => output::plans(&store.list_plans().await?, json),
@@ -391,9 +390,14 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
     }
 }
 
-/// The store wrapped so that every change is recorded in the audit log as `cli:<user>`.
+/// The store as the CLI's user: every change is recorded in the audit log as `cli:<user>`.
 async fn open_audited(data_dir: &Path) -> Result<Store> {
-    Ok(Arc::new(Audited::new(open(data_dir).await?, format!("cli:{}", user()))))
+    Ok(Store::new(open(data_dir).await?, cli_actor()))
+}
+
+/// The audit log's name for changes made with the CLI.
+fn cli_actor() -> String {
+    format!("cli:{}", user())
 }
 
 /// Who runs the CLI: `$USER`, else the name of the process's uid (`$USER` is unset under cron,
@@ -447,7 +451,7 @@ async fn run_admin(store: &Store, data_dir: &Path, cmd: AdminCommand) -> Result<
             Ok(())
         }
         AdminCommand::Credentials(CredentialsCommand::Revoke { access_key_id }) => {
-            store.revoke_admin_credential(&access_key_id).await?;
+            admin::revoke_credential(store, &access_key_id).await?;
             println!("revoked {access_key_id}");
             Ok(())
         }
@@ -472,7 +476,7 @@ async fn run_admin(store: &Store, data_dir: &Path, cmd: AdminCommand) -> Result<
             Ok(())
         }
         AdminCommand::Token(TokenCommand::Revoke { id }) => {
-            store.revoke_admin_token(&id).await?;
+            admin::revoke_token(store, &id).await?;
             println!("revoked token {id}");
             Ok(())
         }
@@ -483,7 +487,7 @@ async fn run_admin(store: &Store, data_dir: &Path, cmd: AdminCommand) -> Result<
 /// than create an empty one where they were run (the wrong directory, most often) and report
 /// nothing.
 fn require_data(data_dir: &Path) -> Result<()> {
-    if data_dir.join(keygate_store::sqlite::DB_FILE).is_file() {
+    if keygate_control::has_store(data_dir) {
         return Ok(());
     }
     bail!(
@@ -493,11 +497,11 @@ fn require_data(data_dir: &Path) -> Result<()> {
     )
 }
 
-async fn open(data_dir: &Path) -> Result<Store> {
-    let store = SqliteStore::open(data_dir)
+/// The store itself: for the gateway, and for a [`Store`] handle naming who acts.
+async fn open(data_dir: &Path) -> Result<Arc<dyn ConfigStore>> {
+    keygate_control::open(data_dir)
         .await
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    Ok(Arc::new(store))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
@@ -720,7 +724,7 @@ fn function_host(
 /// the last usage and stops function processes.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
-    store: Store,
+    store: Arc<dyn ConfigStore>,
     functions: FunctionHost,
     watchdog: Option<Watchdog>,
     mut dynamo: Dynamo,
@@ -730,7 +734,9 @@ async fn serve(
     admin_region: &str,
 ) -> Result<()> {
     // The deployed services' tables and stream events: their engine runs as long as the gateway.
-    let definitions = keygate_control::info::deployed_definitions(&store).await?;
+    // Reads, and the admin API's changes (each request acts as its authenticated caller).
+    let control = Store::new(Arc::clone(&store), "keygate:serve");
+    let definitions = keygate_control::info::deployed_definitions(&control).await?;
     let tables: Vec<&str> =
         definitions.iter().flat_map(|d| d.tables.iter().map(|t| t.table_name.as_str())).collect();
     let has_streams = definitions.iter().any(|d| d.functions.iter().any(|f| !f.streams.is_empty()));
@@ -767,7 +773,7 @@ async fn serve(
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let admin_state = Arc::new(keygate_admin::AdminState {
-        store: Arc::clone(&store),
+        store: control,
         master: master_key(data_dir)?,
         region: admin_region.to_owned(),
     });

@@ -1,0 +1,359 @@
+//! APIs, their stages and deployments, and the deploy that writes them all.
+
+use keygate_types::ServiceDefinition;
+use keygate_types::model::{Api, Deployment, Stage, new_id};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+
+use super::keys::{KEY_COLUMNS, insert_key, key_by, key_from_row};
+use super::plans::{insert_plan, key_stage_clash, plan_by};
+use super::{map_err, now, parse_json, to_json};
+use crate::{DeployOutcome, DeployRequest, Error, KeyStatus, Result};
+
+pub(super) fn api_from_row(r: &SqliteRow) -> Api {
+    Api { id: r.get("id"), name: r.get("name"), created_date: r.get("created_date") }
+}
+
+pub(super) fn deployment_from_row(r: &SqliteRow) -> Result<Deployment> {
+    Ok(Deployment {
+        id: r.get("id"),
+        api_id: r.get("api_id"),
+        created_date: r.get("created_date"),
+        definition: parse_json(r.get("definition"), "deployment")?,
+    })
+}
+
+pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Result<DeployOutcome> {
+    let def = &req.definition;
+    let t = now();
+    let def_json = to_json(def)?;
+
+    // The API, by service name.
+    let api = match sqlx::query("SELECT id, created_date FROM apis WHERE name = ?")
+        .bind(&def.service)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+    {
+        Some(r) => {
+            let api = Api {
+                id: r.get("id"),
+                name: def.service.clone(),
+                created_date: r.get("created_date"),
+            };
+            sqlx::query("UPDATE apis SET definition = ? WHERE id = ?")
+                .bind(&def_json)
+                .bind(&api.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            api
+        }
+        None => {
+            let api = Api { id: new_id(10), name: def.service.clone(), created_date: t };
+            sqlx::query(
+                "INSERT INTO apis (id, name, definition, created_date) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&api.id)
+            .bind(&api.name)
+            .bind(&def_json)
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            api
+        }
+    };
+
+    // The stage's plans: updated in place (same id, so usage counted so far is kept).
+    let mut plan_ids = Vec::with_capacity(req.plans.len());
+    for plan in &req.plans {
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM usage_plans WHERE name = ?")
+                .bind(&plan.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let id = match existing {
+            Some(id) => {
+                sqlx::query("UPDATE usage_plans SET throttle = ?, quota = ? WHERE id = ?")
+                    .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+                    .bind(plan.quota.as_ref().map(to_json).transpose()?)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                id
+            }
+            None => insert_plan(&mut *tx, plan).await?,
+        };
+        sqlx::query(
+            "INSERT OR IGNORE INTO usage_plan_stages (plan_id, api_id, stage) VALUES (?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&api.id)
+        .bind(&def.stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        plan_ids.push((plan.name.clone(), id));
+    }
+
+    // Declared keys: created once, reused by every later deploy. The file is authoritative
+    // for which of this stage's plans a declared key is in, so a key moved between groups
+    // leaves its old plan here.
+    let mut keys = Vec::with_capacity(req.keys.len());
+    for (k, plan_name) in &req.keys {
+        let (key, status) = match key_by(&mut *tx, "name", &k.name).await? {
+            Some(existing) => (existing, KeyStatus::Existing),
+            None => (insert_key(&mut *tx, k).await?, KeyStatus::Created),
+        };
+        let plan_id =
+            plan_ids.iter().find(|(n, _)| n == plan_name).map(|(_, id)| id.clone()).ok_or_else(
+                || Error::NotFound(format!("usage plan {plan_name} is not declared")),
+            )?;
+        sqlx::query(
+            "DELETE FROM usage_plan_keys WHERE key_id = ? AND plan_id <> ? AND plan_id IN \
+             (SELECT plan_id FROM usage_plan_stages WHERE api_id = ? AND stage = ?)",
+        )
+        .bind(&key.id)
+        .bind(&plan_id)
+        .bind(&api.id)
+        .bind(&def.stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some((other, a, st)) = key_stage_clash(&mut *tx, &plan_id, &key.id).await? {
+            return Err(Error::Conflict(format!(
+                "API key {} is in usage plan {other}, which also covers {a}/{st}; a key may be \
+                 in only one plan per API stage",
+                key.name
+            )));
+        }
+        sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
+            .bind(&plan_id)
+            .bind(&key.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        keys.push((key, status, plan_name.clone()));
+    }
+
+    // Keys still in this stage's plans that the file no longer declares: reported, never
+    // deleted.
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN \
+         (SELECT pk.key_id FROM usage_plan_keys pk JOIN usage_plan_stages s \
+          ON s.plan_id = pk.plan_id WHERE s.api_id = ? AND s.stage = ?) ORDER BY name"
+    );
+    let undeclared = sqlx::query(AssertSqlSafe(sql))
+        .bind(&api.id)
+        .bind(&def.stage)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(key_from_row)
+        .filter(|k| !keys.iter().any(|(d, _, _)| d.id == k.id))
+        .collect();
+
+    // The immutable snapshot, and the stage pointing at it.
+    let deployment = Deployment {
+        id: new_id(6),
+        api_id: api.id.clone(),
+        created_date: t,
+        definition: def.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO deployments (id, api_id, created_date, definition) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&deployment.id)
+    .bind(&api.id)
+    .bind(t)
+    .bind(&def_json)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    sqlx::query(
+        "INSERT INTO stages (api_id, name, deployment_id, created_date, last_updated_date) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (api_id, name) DO UPDATE SET \
+         deployment_id = excluded.deployment_id, last_updated_date = excluded.last_updated_date",
+    )
+    .bind(&api.id)
+    .bind(&def.stage)
+    .bind(&deployment.id)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+
+    let mut plans = Vec::with_capacity(plan_ids.len());
+    for (_, id) in &plan_ids {
+        plans.extend(plan_by(&mut *tx, "id", id).await?);
+    }
+    Ok(DeployOutcome { api, deployment, plans, keys, undeclared })
+}
+
+pub(super) async fn delete_stage(
+    tx: &mut SqliteConnection,
+    api_id: &str,
+    stage: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM usage_plan_stages WHERE api_id = ? AND stage = ?")
+        .bind(api_id)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let done = sqlx::query("DELETE FROM stages WHERE api_id = ? AND name = ?")
+        .bind(api_id)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("no stage {stage} of API {api_id}")));
+    }
+    Ok(())
+}
+
+pub(super) async fn put_api_definition(
+    tx: &mut SqliteConnection,
+    api_id: &str,
+    definition: &ServiceDefinition,
+) -> Result<()> {
+    let done = sqlx::query("UPDATE apis SET definition = ? WHERE id = ?")
+        .bind(to_json(definition)?)
+        .bind(api_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("REST API {api_id} not found")));
+    }
+    Ok(())
+}
+
+pub(super) async fn create_deployment(
+    tx: &mut SqliteConnection,
+    api_id: &str,
+    stage: &str,
+) -> Result<Deployment> {
+    let def: Option<String> = sqlx::query_scalar("SELECT definition FROM apis WHERE id = ?")
+        .bind(api_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let def = def.ok_or_else(|| Error::NotFound(format!("REST API {api_id} not found")))?;
+    let mut definition: ServiceDefinition = parse_json(&def, "API definition")?;
+    definition.stage = stage.to_owned();
+    let t = now();
+    let deployment =
+        Deployment { id: new_id(6), api_id: api_id.to_owned(), created_date: t, definition };
+    sqlx::query(
+        "INSERT INTO deployments (id, api_id, created_date, definition) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&deployment.id)
+    .bind(api_id)
+    .bind(t)
+    .bind(to_json(&deployment.definition)?)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    sqlx::query(
+        "INSERT INTO stages (api_id, name, deployment_id, created_date, last_updated_date) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (api_id, name) DO UPDATE SET \
+         deployment_id = excluded.deployment_id, last_updated_date = excluded.last_updated_date",
+    )
+    .bind(api_id)
+    .bind(stage)
+    .bind(&deployment.id)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(deployment)
+}
+
+pub(super) async fn list_apis(pool: &SqlitePool) -> Result<Vec<Api>> {
+    let rows = sqlx::query("SELECT id, name, created_date FROM apis ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(rows.iter().map(api_from_row).collect())
+}
+
+pub(super) async fn get_api_by_name(pool: &SqlitePool, name: &str) -> Result<Option<Api>> {
+    let row = sqlx::query("SELECT id, name, created_date FROM apis WHERE name = ?")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(row.as_ref().map(api_from_row))
+}
+
+pub(super) async fn list_stages(pool: &SqlitePool, api_id: &str) -> Result<Vec<Stage>> {
+    let rows = sqlx::query(
+        "SELECT api_id, name, deployment_id, created_date, last_updated_date FROM stages \
+         WHERE api_id = ? ORDER BY name",
+    )
+    .bind(api_id)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(rows
+        .iter()
+        .map(|r| Stage {
+            api_id: r.get("api_id"),
+            name: r.get("name"),
+            deployment_id: r.get("deployment_id"),
+            created_date: r.get("created_date"),
+            last_updated_date: r.get("last_updated_date"),
+        })
+        .collect())
+}
+
+pub(super) async fn get_api(pool: &SqlitePool, id: &str) -> Result<Option<Api>> {
+    let row = sqlx::query("SELECT id, name, created_date FROM apis WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(row.as_ref().map(api_from_row))
+}
+
+pub(super) async fn get_api_definition(
+    pool: &SqlitePool,
+    api_id: &str,
+) -> Result<Option<ServiceDefinition>> {
+    let row: Option<String> = sqlx::query_scalar("SELECT definition FROM apis WHERE id = ?")
+        .bind(api_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    row.map(|d| parse_json(&d, "API definition")).transpose()
+}
+
+pub(super) async fn list_deployments(pool: &SqlitePool, api_id: &str) -> Result<Vec<Deployment>> {
+    let rows = sqlx::query(
+        "SELECT id, api_id, created_date, definition FROM deployments WHERE api_id = ? \
+         ORDER BY created_date, id",
+    )
+    .bind(api_id)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter().map(deployment_from_row).collect()
+}
+
+pub(super) async fn get_deployment(pool: &SqlitePool, id: &str) -> Result<Option<Deployment>> {
+    let row =
+        sqlx::query("SELECT id, api_id, created_date, definition FROM deployments WHERE id = ?")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(map_err)?;
+    row.as_ref().map(deployment_from_row).transpose()
+}

@@ -1,0 +1,361 @@
+//! The embedded SQLite store: one file (`keygate.db`) in the data directory, WAL journal, foreign
+//! keys on, schema from the embedded migrations in `migrations/sqlite`.
+//!
+//! Layout, one file per concern, each with its reads (on the pool) and its writes (on the
+//! transaction [`ConfigStore::apply`] opened): `apis` (APIs, stages, deployments, the deploy
+//! itself), `keys`, `plans`, `usage` (counters and grants), `admin` (credentials, tokens and the
+//! audit log), `snapshot` (what gateways load). This file opens the database and routes each
+//! [`Change`] to its writer, then records it in the audit log in the same transaction.
+
+mod admin;
+mod apis;
+mod keys;
+mod plans;
+mod snapshot;
+mod usage;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use keygate_types::model::{
+    AdminCredential, AdminToken, Api, ApiKey, AuditEntry, DailyUsage, Deployment, GatewaySnapshot,
+    Stage, UsagePlan,
+};
+use keygate_types::{KeyDigest, ServiceDefinition};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::{Applied, Change, ConfigStore, Error, Reads, Result};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "keygate.db";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite implementation of [`ConfigStore`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The audit entry of the change being applied.
+pub(super) struct Record<'a> {
+    actor: &'a str,
+    action: &'static str,
+    target: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/keygate.db` and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the directory cannot be created or the file cannot be opened or
+    /// migrated.
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        crate::private::prepare_data_dir(data_dir).map_err(|e| {
+            Error::unavailable(format!("cannot create data directory {}", data_dir.display()), e)
+        })?;
+        let path = data_dir.join(DB_FILE);
+        // SQLite creates `-wal` and `-shm` with the database file's mode: 0600 for all three.
+        crate::private::prepare_private_file(&path)
+            .and_then(|()| crate::private::tighten_file(&data_dir.join(format!("{DB_FILE}-wal"))))
+            .and_then(|()| crate::private::tighten_file(&data_dir.join(format!("{DB_FILE}-shm"))))
+            .map_err(|e| {
+                Error::unavailable(format!("cannot make {} private", path.display()), e)
+            })?;
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(unavailable)?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // Rows come from the connection's worker thread through a channel; sqlx's default of
+            // 50 rows woke the reader per handful of rows, which made loading a million keys
+            // mostly context switches (docs/benchmarks.md).
+            .row_buffer_size(4096);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open {}", path.display()), e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot migrate {}", path.display()), e))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock at once, waiting out
+    /// other writers with the busy timeout. A deferred `BEGIN` that reads first and writes later
+    /// fails at once with SQLITE_BUSY ("database is locked"), whatever the timeout, when another
+    /// process (a gateway flushing last uses) committed in between: its snapshot is stale.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+    }
+
+    /// Makes one change in the open transaction `tx`.
+    async fn make(tx: &mut SqliteConnection, change: Change) -> Result<Applied> {
+        use Change as C;
+        Ok(match change {
+            C::Deploy(req) => Applied::Deployed(Box::new(apis::deploy(tx, req).await?)),
+            C::DeleteStage { api_id, stage } => {
+                apis::delete_stage(tx, &api_id, &stage).await?;
+                Applied::Done
+            }
+            C::PutApiDefinition { api_id, definition } => {
+                apis::put_api_definition(tx, &api_id, &definition).await?;
+                Applied::Done
+            }
+            C::CreateDeployment { api_id, stage } => {
+                Applied::Deployment(apis::create_deployment(tx, &api_id, &stage).await?)
+            }
+            C::CreateKey { key, plan_ids } => {
+                Applied::Key(keys::create_key(tx, key, &plan_ids).await?)
+            }
+            C::ImportKeys(_) => unreachable!("imports have a connection of their own"),
+            C::RotateKey { id, value, grace_secs } => {
+                Applied::Key(keys::rotate_key(tx, &id, value, grace_secs).await?)
+            }
+            C::RevokeOldValues { id } => Applied::Count(keys::revoke_old_values(tx, &id).await?),
+            C::UpdateKey { id, patch } => Applied::Key(keys::update_key(tx, &id, patch).await?),
+            C::DeleteKey { id } => {
+                keys::delete_key(tx, &id).await?;
+                Applied::Done
+            }
+            C::CreatePlan { plan, stages } => {
+                Applied::Plan(plans::create_plan(tx, plan, stages).await?)
+            }
+            C::UpdatePlan { id, patch } => Applied::Plan(plans::update_plan(tx, &id, patch).await?),
+            C::DeletePlan { id } => {
+                plans::delete_plan(tx, &id).await?;
+                Applied::Done
+            }
+            C::AddPlanKey { plan_id, key_id } => {
+                plans::add_plan_key(tx, &plan_id, &key_id).await?;
+                Applied::Done
+            }
+            C::RemovePlanKey { plan_id, key_id } => {
+                plans::remove_plan_key(tx, &plan_id, &key_id).await?;
+                Applied::Done
+            }
+            C::PutPlanStage { plan_id, stage } => {
+                plans::put_plan_stage(tx, &plan_id, stage).await?;
+                Applied::Done
+            }
+            C::RemovePlanStage { plan_id, api_id, stage } => {
+                plans::remove_plan_stage(tx, &plan_id, &api_id, &stage).await?;
+                Applied::Done
+            }
+            C::PutGrant(grant) => {
+                usage::put_grant(tx, grant).await?;
+                Applied::Done
+            }
+            C::CreateAdminCredential(c) => {
+                admin::create_admin_credential(tx, c).await?;
+                Applied::Done
+            }
+            C::RevokeAdminCredential { access_key_id } => {
+                admin::revoke_admin_credential(tx, &access_key_id).await?;
+                Applied::Done
+            }
+            C::CreateAdminToken(t) => {
+                admin::create_admin_token(tx, t).await?;
+                Applied::Done
+            }
+            C::RevokeAdminToken { id } => {
+                admin::revoke_admin_token(tx, &id).await?;
+                Applied::Done
+            }
+        })
+    }
+}
+
+pub(super) fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn unavailable(e: sqlx::Error) -> Error {
+    Error::unavailable("cannot reach the database", e)
+}
+
+pub(super) fn map_err(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::Conflict(format!("already exists ({})", db.message()))
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            Error::NotFound(format!("a referenced record does not exist ({})", db.message()))
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::unavailable("cannot reach the database", e)
+        }
+        _ => Error::other("a database operation failed", e),
+    }
+}
+
+/// Moves the version gateways poll: what they serve changed.
+pub(super) async fn bump(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1")
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::other(format!("stored {what} is unreadable"), e))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::other("cannot encode a record", e))
+}
+
+#[async_trait]
+impl ConfigStore for SqliteStore {
+    async fn apply(&self, actor: &str, change: Change) -> Result<Applied> {
+        let action = change.action();
+        let target = change.target();
+        if let Change::ImportKeys(rows) = change {
+            let record = Record { actor, action, target: target.unwrap_or_default() };
+            return Ok(Applied::Keys(keys::import_keys(&self.pool, &record, rows).await?));
+        }
+        let served = change.is_served();
+        let mut tx = self.begin().await?;
+        if served {
+            bump(&mut tx).await?;
+        }
+        let applied = Self::make(&mut tx, change).await?;
+        let target = target.unwrap_or_else(|| applied.target());
+        admin::append_audit(&mut tx, &Record { actor, action, target }).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(applied)
+    }
+
+    async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
+        usage::add_usage(&self.pool, usage).await
+    }
+
+    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
+        usage::set_last_used(&self.pool, used).await
+    }
+}
+
+#[async_trait]
+impl Reads for SqliteStore {
+    async fn list_apis(&self) -> Result<Vec<Api>> {
+        apis::list_apis(&self.pool).await
+    }
+
+    async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>> {
+        apis::get_api_by_name(&self.pool, name).await
+    }
+
+    async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
+        apis::list_stages(&self.pool, api_id).await
+    }
+
+    async fn get_api(&self, id: &str) -> Result<Option<Api>> {
+        apis::get_api(&self.pool, id).await
+    }
+
+    async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>> {
+        apis::get_api_definition(&self.pool, api_id).await
+    }
+
+    async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>> {
+        apis::list_deployments(&self.pool, api_id).await
+    }
+
+    async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>> {
+        apis::get_deployment(&self.pool, id).await
+    }
+
+    async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool> {
+        keys::key_digest_exists(&self.pool, digest).await
+    }
+
+    async fn existing_key_digests(
+        &self,
+        digests: &[KeyDigest],
+    ) -> Result<std::collections::HashSet<KeyDigest>> {
+        keys::existing_key_digests(&self.pool, digests).await
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        keys::get_key(&self.pool, id).await
+    }
+
+    async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>> {
+        keys::get_key_by_name(&self.pool, name).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        keys::list_keys(&self.pool).await
+    }
+
+    async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>> {
+        plans::get_plan(&self.pool, id).await
+    }
+
+    async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>> {
+        plans::get_plan_by_name(&self.pool, name).await
+    }
+
+    async fn list_plans(&self) -> Result<Vec<UsagePlan>> {
+        plans::list_plans(&self.pool).await
+    }
+
+    async fn list_plan_keys(&self, plan_id: &str) -> Result<Vec<ApiKey>> {
+        plans::list_plan_keys(&self.pool, plan_id).await
+    }
+
+    async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>> {
+        plans::key_plan_ids(&self.pool, key_id).await
+    }
+
+    async fn usage(
+        &self,
+        plan_id: Option<&str>,
+        key_id: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<DailyUsage>> {
+        usage::usage(&self.pool, plan_id, key_id, from, to).await
+    }
+
+    async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>> {
+        admin::get_admin_credential(&self.pool, access_key_id).await
+    }
+
+    async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>> {
+        admin::list_admin_credentials(&self.pool).await
+    }
+
+    async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>> {
+        admin::find_admin_token(&self.pool, digest).await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        admin::list_admin_tokens(&self.pool).await
+    }
+
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        admin::list_audit(&self.pool, after_seq, limit).await
+    }
+
+    async fn version(&self) -> Result<i64> {
+        snapshot::version(&self.pool).await
+    }
+
+    async fn snapshot(&self) -> Result<GatewaySnapshot> {
+        snapshot::snapshot(&self.pool).await
+    }
+}

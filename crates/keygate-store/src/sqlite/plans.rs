@@ -1,0 +1,340 @@
+//! Usage plans, their API stages (with method throttles) and their keys.
+
+use keygate_types::model::{ApiKey, ApiStage, NewUsagePlan, UsagePlan, UsagePlanPatch, new_id};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+
+use super::keys::{KEY_COLUMNS, key_by, key_from_row};
+use super::{map_err, now, parse_json, to_json};
+use crate::{Error, Result};
+
+pub(super) const PLAN_COLUMNS: &str = "id, name, description, throttle, quota";
+
+pub(super) async fn plan_by(
+    conn: &mut SqliteConnection,
+    column: &str,
+    v: &str,
+) -> Result<Option<UsagePlan>> {
+    let sql = format!("SELECT {PLAN_COLUMNS} FROM usage_plans WHERE {column} = ?");
+    let Some(row) = sqlx::query(AssertSqlSafe(sql))
+        .bind(v)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?
+    else {
+        return Ok(None);
+    };
+    plan_from_row(conn, &row).await.map(Some)
+}
+
+pub(super) async fn plan_from_row(
+    conn: &mut SqliteConnection,
+    row: &SqliteRow,
+) -> Result<UsagePlan> {
+    let id: String = row.get("id");
+    let stages = sqlx::query(
+        "SELECT api_id, stage, throttle FROM usage_plan_stages WHERE plan_id = ? \
+         ORDER BY api_id, stage",
+    )
+    .bind(&id)
+    .fetch_all(conn)
+    .await
+    .map_err(map_err)?;
+    let mut api_stages = Vec::with_capacity(stages.len());
+    for r in &stages {
+        api_stages.push(ApiStage {
+            api_id: r.get("api_id"),
+            stage: r.get("stage"),
+            throttle: parse_json(r.get("throttle"), "method throttles")?,
+        });
+    }
+    let throttle: Option<String> = row.get("throttle");
+    let quota: Option<String> = row.get("quota");
+    Ok(UsagePlan {
+        name: row.get("name"),
+        description: row.get("description"),
+        throttle: throttle.as_deref().map(|s| parse_json(s, "plan throttle")).transpose()?,
+        quota: quota.as_deref().map(|s| parse_json(s, "plan quota")).transpose()?,
+        api_stages,
+        id,
+    })
+}
+
+pub(super) fn plan_name_conflict(e: sqlx::Error, name: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::Conflict(format!("a usage plan named {name:?} already exists"))
+        }
+        _ => map_err(e),
+    }
+}
+
+pub(super) async fn insert_plan(
+    conn: &mut SqliteConnection,
+    plan: &NewUsagePlan,
+) -> Result<String> {
+    let id = new_id(6);
+    sqlx::query(
+        "INSERT INTO usage_plans (id, name, description, throttle, quota, created_date) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&plan.name)
+    .bind(&plan.description)
+    .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+    .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(|e| plan_name_conflict(e, &plan.name))?;
+    Ok(id)
+}
+
+/// The plan (other than `plan_id`) through which `key_id` already reaches one of `plan_id`'s
+/// stages, if any: a key may be in only one plan per API stage.
+pub(super) async fn key_stage_clash(
+    conn: &mut SqliteConnection,
+    plan_id: &str,
+    key_id: &str,
+) -> Result<Option<(String, String, String)>> {
+    let row = sqlx::query(
+        "SELECT p.name, s1.api_id, s1.stage FROM usage_plan_keys pk \
+         JOIN usage_plans p ON p.id = pk.plan_id \
+         JOIN usage_plan_stages s1 ON s1.plan_id = pk.plan_id \
+         JOIN usage_plan_stages s2 ON s2.api_id = s1.api_id AND s2.stage = s1.stage \
+              AND s2.plan_id = ? \
+         WHERE pk.key_id = ? AND pk.plan_id <> ? LIMIT 1",
+    )
+    .bind(plan_id)
+    .bind(key_id)
+    .bind(plan_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+pub(super) async fn add_key_to_plan(
+    conn: &mut SqliteConnection,
+    plan_id: &str,
+    key_id: &str,
+    key_name: &str,
+) -> Result<()> {
+    require_plan(conn, plan_id).await?;
+    if let Some((other, api, stage)) = key_stage_clash(conn, plan_id, key_id).await? {
+        return Err(Error::Conflict(format!(
+            "API key {key_name} is already in usage plan {other}, which covers {api}/{stage} too; \
+             a key may be in only one plan per API stage (remove it from {other} first)"
+        )));
+    }
+    sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
+        .bind(plan_id)
+        .bind(key_id)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) async fn require_plan(conn: &mut SqliteConnection, plan_id: &str) -> Result<()> {
+    let found = sqlx::query("SELECT 1 FROM usage_plans WHERE id = ?")
+        .bind(plan_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    found.map(|_| ()).ok_or_else(|| Error::NotFound(format!("usage plan {plan_id} not found")))
+}
+
+pub(super) async fn create_plan(
+    tx: &mut SqliteConnection,
+    plan: NewUsagePlan,
+    stages: Vec<ApiStage>,
+) -> Result<UsagePlan> {
+    let id = insert_plan(&mut *tx, &plan).await?;
+    for stage in stages {
+        put_plan_stage(&mut *tx, &id, stage).await?;
+    }
+    let created = plan_by(&mut *tx, "id", &id).await?;
+    created.ok_or_else(|| Error::corrupt("created plan vanished"))
+}
+
+pub(super) async fn update_plan(
+    tx: &mut SqliteConnection,
+    id: &str,
+    patch: UsagePlanPatch,
+) -> Result<UsagePlan> {
+    let mut plan = plan_by(&mut *tx, "id", id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("usage plan {id} not found")))?;
+    if let Some(n) = patch.name {
+        plan.name = n;
+    }
+    if let Some(d) = patch.description {
+        plan.description = d;
+    }
+    if let Some(t) = patch.throttle {
+        plan.throttle = t;
+    }
+    if let Some(q) = patch.quota {
+        plan.quota = q;
+    }
+    sqlx::query(
+        "UPDATE usage_plans SET name = ?, description = ?, throttle = ?, quota = ? WHERE id = ?",
+    )
+    .bind(&plan.name)
+    .bind(&plan.description)
+    .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+    .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| plan_name_conflict(e, &plan.name))?;
+    Ok(plan)
+}
+
+pub(super) async fn delete_plan(tx: &mut SqliteConnection, id: &str) -> Result<()> {
+    let done = sqlx::query("DELETE FROM usage_plans WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("usage plan {id} not found")));
+    }
+    Ok(())
+}
+
+pub(super) async fn add_plan_key(
+    tx: &mut SqliteConnection,
+    plan_id: &str,
+    key_id: &str,
+) -> Result<()> {
+    let key = key_by(&mut *tx, "id", key_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("API key {key_id} not found")))?;
+    add_key_to_plan(&mut *tx, plan_id, &key.id, &key.name).await?;
+    Ok(())
+}
+
+pub(super) async fn remove_plan_key(
+    tx: &mut SqliteConnection,
+    plan_id: &str,
+    key_id: &str,
+) -> Result<()> {
+    let done = sqlx::query("DELETE FROM usage_plan_keys WHERE plan_id = ? AND key_id = ?")
+        .bind(plan_id)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("API key {key_id} is not in usage plan {plan_id}")));
+    }
+    Ok(())
+}
+
+pub(super) async fn put_plan_stage(
+    tx: &mut SqliteConnection,
+    plan_id: &str,
+    stage: ApiStage,
+) -> Result<()> {
+    require_plan(&mut *tx, plan_id).await?;
+    let clash = sqlx::query(
+        "SELECT k.name, p.name FROM usage_plan_keys mine \
+         JOIN usage_plan_keys other ON other.key_id = mine.key_id AND other.plan_id <> mine.plan_id \
+         JOIN usage_plan_stages s ON s.plan_id = other.plan_id AND s.api_id = ? AND s.stage = ? \
+         JOIN api_keys k ON k.id = mine.key_id JOIN usage_plans p ON p.id = other.plan_id \
+         WHERE mine.plan_id = ? LIMIT 1",
+    )
+    .bind(&stage.api_id)
+    .bind(&stage.stage)
+    .bind(plan_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    if let Some(r) = clash {
+        let (key, other): (String, String) = (r.get(0), r.get(1));
+        return Err(Error::Conflict(format!(
+            "API key {key} of this plan is also in usage plan {other}, which covers {}/{}; a \
+             key may be in only one plan per API stage",
+            stage.api_id, stage.stage
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO usage_plan_stages (plan_id, api_id, stage, throttle) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (plan_id, api_id, stage) DO UPDATE SET throttle = excluded.throttle",
+    )
+    .bind(plan_id)
+    .bind(&stage.api_id)
+    .bind(&stage.stage)
+    .bind(to_json(&stage.throttle)?)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) async fn remove_plan_stage(
+    tx: &mut SqliteConnection,
+    plan_id: &str,
+    api_id: &str,
+    stage: &str,
+) -> Result<()> {
+    let done =
+        sqlx::query("DELETE FROM usage_plan_stages WHERE plan_id = ? AND api_id = ? AND stage = ?")
+            .bind(plan_id)
+            .bind(api_id)
+            .bind(stage)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!(
+            "usage plan {plan_id} does not cover {api_id}/{stage}"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) async fn get_plan(pool: &SqlitePool, id: &str) -> Result<Option<UsagePlan>> {
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    plan_by(&mut conn, "id", id).await
+}
+
+pub(super) async fn get_plan_by_name(pool: &SqlitePool, name: &str) -> Result<Option<UsagePlan>> {
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    plan_by(&mut conn, "name", name).await
+}
+
+pub(super) async fn list_plans(pool: &SqlitePool) -> Result<Vec<UsagePlan>> {
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    let rows =
+        sqlx::query("SELECT id, name, description, throttle, quota FROM usage_plans ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let mut plans = Vec::with_capacity(rows.len());
+    for r in &rows {
+        plans.push(plan_from_row(&mut conn, r).await?);
+    }
+    Ok(plans)
+}
+
+pub(super) async fn list_plan_keys(pool: &SqlitePool, plan_id: &str) -> Result<Vec<ApiKey>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN \
+         (SELECT key_id FROM usage_plan_keys WHERE plan_id = ?) ORDER BY name"
+    );
+    let rows =
+        sqlx::query(AssertSqlSafe(sql)).bind(plan_id).fetch_all(pool).await.map_err(map_err)?;
+    Ok(rows.iter().map(key_from_row).collect())
+}
+
+pub(super) async fn key_plan_ids(pool: &SqlitePool, key_id: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT plan_id FROM usage_plan_keys WHERE key_id = ? ORDER BY plan_id")
+        .bind(key_id)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(rows.iter().map(|r| r.get("plan_id")).collect())
+}
