@@ -352,3 +352,27 @@ def test_get_usage_plans_pages(kg, apigw, make_plan):
         raise AssertionError("paging does not end")
     assert made <= set(seen)
     assert len(seen) == len(set(seen)), "a plan listed twice"
+
+
+def test_plans_and_plan_keys_page_with_limit_position_and_name(kg, apigw, make_plan, make_key):
+    prefix = unique("pg")
+    plans = {make_plan(name=f"{prefix}-{i}")["id"] for i in range(3)}
+    # boto3's paginator follows `position` with `limit` per request; the name query is a prefix.
+    pages = apigw.get_paginator("get_usage_plans").paginate(PaginationConfig={"PageSize": 2})
+    seen = [p["id"] for page in pages for p in page["items"] if p["name"].startswith(prefix)]
+    assert sorted(seen) == sorted(plans)
+
+    plan = make_plan(name=f"{prefix}-keys")
+    keys = [make_key(name=f"{prefix}-k{i}") for i in range(3)]
+    for k in keys:
+        apigw.create_usage_plan_key(usagePlanId=plan["id"], keyId=k["id"], keyType="API_KEY")
+    first = apigw.get_usage_plan_keys(usagePlanId=plan["id"], limit=2)
+    assert [k["name"] for k in first["items"]] == [f"{prefix}-k0", f"{prefix}-k1"]
+    assert first.get("position"), first
+    rest = apigw.get_usage_plan_keys(usagePlanId=plan["id"], limit=2, position=first["position"])
+    assert [k["name"] for k in rest["items"]] == [f"{prefix}-k2"] and "position" not in rest
+    named = apigw.get_usage_plan_keys(usagePlanId=plan["id"], nameQuery=f"{prefix}-k1")
+    assert [k["name"] for k in named["items"]] == [f"{prefix}-k1"]
+    # A position that no page returned is refused, as AWS refuses a bad token.
+    bad = kg.admin("GET", f"/usageplans/{plan['id']}/keys?position=zz")
+    assert bad.status == 400, bad.body

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use keygate_control::keys::{self, CreateKey};
-use keygate_control::{Store, import};
+use keygate_control::{ListQuery, Listed, MAX_PAGE, Store, import};
 use keygate_types::model::{ApiKey, ApiKeyPatch};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -72,6 +72,27 @@ pub(crate) fn page(items: Vec<Value>, q: &HashMap<String, String>) -> ApiResult<
     Ok(out)
 }
 
+/// AWS's `limit` (default 25), `position` and `name` (a prefix) of a list ordered by name.
+pub(crate) fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
+    let limit = match q.get("limit") {
+        Some(l) => l.parse::<u32>().map_err(|_| {
+            AwsError::bad_request(format!("limit must be a number from 1 to {MAX_PAGE}"))
+        })?,
+        None => 25,
+    };
+    Ok(ListQuery::new(limit, q.get("position").map(String::as_str), q.get("name").cloned())?)
+}
+
+/// A page as AWS answers a list: `{"item": [...], "position": ...}` (no position on the last).
+pub(crate) fn listed_json<T>(listed: Listed<T>, json_of: impl Fn(&T) -> Value) -> Value {
+    let items: Vec<Value> = listed.items.iter().map(json_of).collect();
+    let mut out = json!({ "item": items });
+    if let Some(position) = listed.position {
+        out["position"] = json!(position);
+    }
+    out
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateBody {
@@ -131,16 +152,9 @@ pub(crate) async fn list(
     State(state): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let keys = state.store.list_keys().await?;
-    let items = keys
-        .iter()
-        .filter(|k| q.get("name").is_none_or(|n| k.name.starts_with(n.as_str())))
-        .filter(|k| {
-            q.get("customerId").is_none_or(|c| k.customer_id.as_deref() == Some(c.as_str()))
-        })
-        .map(|k| key_json(k, None))
-        .collect();
-    Ok(Json(page(items, &q)?))
+    let query = list_query(&q)?;
+    let listed = keys::list(&state.store, &query, q.get("customerId").map(String::as_str)).await?;
+    Ok(Json(listed_json(listed, |k| key_json(k, None))))
 }
 
 pub(crate) async fn get(

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AdminState;
-use crate::apikeys::{audited, page, parse_patch};
+use crate::apikeys::{audited, list_query, listed_json, page, parse_patch};
 use crate::auth::Actor;
 use crate::error::{ApiResult, AwsError};
 
@@ -63,16 +63,18 @@ pub(crate) async fn list(
     State(state): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let mut items = Vec::new();
-    for p in state.store.list_plans().await? {
-        if let Some(key_id) = q.get("keyId")
-            && !state.store.list_plan_keys(&p.id).await?.iter().any(|k| &k.id == key_id)
-        {
-            continue;
+    if let Some(key_id) = q.get("keyId") {
+        // The plans of one key: a handful, read by id.
+        let mut items = Vec::new();
+        for id in state.store.key_plan_ids(key_id).await? {
+            if let Some(p) = state.store.get_plan(&id).await? {
+                items.push(plan_json(&p));
+            }
         }
-        items.push(plan_json(&p));
+        return Ok(Json(page(items, &q)?));
     }
-    Ok(Json(page(items, &q)?))
+    let listed = plans::list(&state.store, &list_query(&q)?).await?;
+    Ok(Json(listed_json(listed, plan_json)))
 }
 
 async fn find(state: &AdminState, id: &str) -> ApiResult<UsagePlan> {
@@ -226,15 +228,8 @@ pub(crate) async fn list_keys(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let plan = find(&state, &id).await?;
-    let items = state
-        .store
-        .list_plan_keys(&plan.id)
-        .await?
-        .iter()
-        .filter(|k| q.get("name").is_none_or(|n| k.name.starts_with(n.as_str())))
-        .map(plan_key_json)
-        .collect();
-    Ok(Json(page(items, &q)?))
+    let listed = plans::keys(&state.store, &plan.id, &list_query(&q)?).await?;
+    Ok(Json(listed_json(listed, plan_key_json)))
 }
 
 pub(crate) async fn get_key(
@@ -242,12 +237,15 @@ pub(crate) async fn get_key(
     Path((id, key)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let plan = find(&state, &id).await?;
-    let keys = state.store.list_plan_keys(&plan.id).await?;
-    let k = keys
-        .iter()
-        .find(|k| k.id == key)
+    let k = state
+        .store
+        .get_key(&key)
+        .await?
         .ok_or_else(|| AwsError::not_found("Invalid API Key identifier specified"))?;
-    Ok(Json(plan_key_json(k)))
+    if !state.store.key_plan_ids(&k.id).await?.contains(&plan.id) {
+        return Err(AwsError::not_found("Invalid API Key identifier specified"));
+    }
+    Ok(Json(plan_key_json(&k)))
 }
 
 pub(crate) async fn remove_key(
@@ -256,7 +254,7 @@ pub(crate) async fn remove_key(
     Path((id, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let plan = find(&state, &id).await?;
-    if !state.store.list_plan_keys(&plan.id).await?.iter().any(|k| k.id == key) {
+    if !state.store.key_plan_ids(&key).await?.contains(&plan.id) {
         return Err(AwsError::not_found("Invalid API Key identifier specified"));
     }
     plans::remove_key(&audited(&state, &actor), &plan.id, &key).await?;

@@ -169,8 +169,6 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
     let (desc_col, enabled_col, plans_col) =
         (col("description"), col("enabled"), col("usageplanids"));
 
-    let existing_names: HashSet<String> =
-        store.list_keys().await?.into_iter().map(|k| k.name).collect();
     // First pass: every check that needs no store lookup, in file order. A row passing them all
     // is kept with its value digest, so the digests can be looked up in the store at once.
     let mut seen_names = HashSet::new();
@@ -215,7 +213,7 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
                 continue;
             }
         };
-        if existing_names.contains(name) || !seen_names.insert(name.to_owned()) {
+        if !seen_names.insert(name.to_owned()) {
             checked.push(Checked::Warning(format!(
                 "line {line}: an API key named {name:?} already exists"
             )));
@@ -238,18 +236,19 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
         }));
     }
 
-    // One bulk lookup instead of one query per row.
-    let digests: Vec<KeyDigest> = checked
-        .iter()
-        .filter_map(|c| match c {
-            Checked::Row(r) => Some(r.digest),
+    // One bulk lookup of names and one of values instead of queries per row.
+    let candidates = || {
+        checked.iter().filter_map(|c| match c {
+            Checked::Row(r) => Some(r),
             Checked::Warning(_) => None,
         })
-        .collect();
-    let existing_values = if digests.is_empty() {
-        HashSet::new()
+    };
+    let digests: Vec<KeyDigest> = candidates().map(|r| r.digest).collect();
+    let names: Vec<&str> = candidates().map(|r| r.key.name.as_str()).collect();
+    let (existing_values, existing_names) = if digests.is_empty() {
+        (HashSet::new(), HashSet::new())
     } else {
-        store.existing_key_digests(&digests).await?
+        (store.existing_key_digests(&digests).await?, store.existing_key_names(&names).await?)
     };
 
     // Second pass, in file order again: duplicate values, then usage plans (each plan id is
@@ -267,6 +266,10 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             Checked::Row(row) => row,
         };
         let Candidate { line, digest, plans, key } = row;
+        if existing_names.contains(&key.name) {
+            warnings.push(format!("line {line}: an API key named {:?} already exists", key.name));
+            continue;
+        }
         if !seen_values.insert(digest) || existing_values.contains(&digest) {
             warnings.push(format!("line {line}: another API key already has this Key value"));
             continue;
@@ -360,6 +363,6 @@ mod tests {
                     b,KeyValue0123456789abcdefghik,x\n";
         let e = import(&store, text, false).await.unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
-        assert!(store.list_keys().await.unwrap().is_empty());
+        assert!(store.list_keys(keygate_store::Page::first(10), None).await.unwrap().is_empty());
     }
 }

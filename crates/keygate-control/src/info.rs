@@ -53,7 +53,7 @@ pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> 
     let def = &deployment.definition;
     let mut api_keys = Vec::new();
     for p in &plans {
-        api_keys.extend(store.list_plan_keys(&p.id).await?);
+        api_keys.extend(crate::plans::all_keys(store, &p.id).await?);
     }
     Ok(Info {
         service: service.to_owned(),
@@ -113,8 +113,7 @@ pub(crate) async fn deployed_stage(
         .find(|s| s.name == stage)
         .ok_or_else(not_deployed)?;
     let deployment = store.get_deployment(&st.deployment_id).await?.ok_or_else(not_deployed)?;
-    let plans: Vec<UsagePlan> = store
-        .list_plans()
+    let plans: Vec<UsagePlan> = crate::plans::all(store)
         .await?
         .into_iter()
         .filter(|p| p.api_stages.iter().any(|s| s.api_id == api.id && s.stage == stage))

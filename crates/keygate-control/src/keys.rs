@@ -265,6 +265,19 @@ pub async fn set_expiry(store: &Store, id_or_name: &str, expires: Option<i64>) -
     Ok(store.apply(Change::UpdateKey { id: key.id, patch }).await?.into_key()?)
 }
 
+/// One page of keys by name (`customer_id`: only that customer's).
+///
+/// # Errors
+/// A store error.
+pub async fn list(
+    store: &Store,
+    query: &crate::ListQuery,
+    customer_id: Option<&str>,
+) -> Result<crate::Listed<ApiKey>> {
+    let items = store.list_keys(query.page(), customer_id).await?;
+    Ok(crate::Listed::cut(query, items, |k| &k.name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use keygate_store::{Applied, Change};
+use keygate_store::{Applied, Change, Page};
 pub use keygate_store::{ConfigStore, Reads};
 
 pub mod admin;
@@ -116,4 +116,77 @@ pub async fn open(data_dir: &std::path::Path) -> Result<Arc<dyn ConfigStore>, St
 /// Whether `data_dir` holds keygate's database (without creating anything).
 pub fn has_store(data_dir: &std::path::Path) -> bool {
     data_dir.join(keygate_store::sqlite::DB_FILE).is_file()
+}
+
+/// Most items one page may hold (AWS's limit for its list calls).
+pub const MAX_PAGE: u32 = 500;
+
+/// What a list call asks for: at most `limit` items after the position the previous page
+/// returned, with names starting with `name`.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    limit: u32,
+    /// The last name of the previous page (a position decoded).
+    after: Option<String>,
+    name: Option<String>,
+}
+
+impl ListQuery {
+    /// Checks a list call's parameters: `limit` from 1 to [`MAX_PAGE`], `position` as a previous
+    /// page returned it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] saying which is wrong.
+    pub fn new(limit: u32, position: Option<&str>, name: Option<String>) -> Result<Self> {
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::Invalid(format!("limit must be a number from 1 to {MAX_PAGE}")));
+        }
+        let after = position
+            .map(|p| {
+                hex::decode(p).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| {
+                    Error::Invalid(
+                        "invalid position: pass the position the previous page returned".to_owned(),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self { limit, after, name })
+    }
+
+    /// The first `limit` items (at most [`MAX_PAGE`]).
+    pub fn first(limit: u32) -> Self {
+        Self { limit: limit.clamp(1, MAX_PAGE), after: None, name: None }
+    }
+
+    /// The page after `listed`, or `None` when `listed` was the last.
+    pub fn next<T>(&self, listed: &Listed<T>) -> Option<Self> {
+        let position = listed.position.as_deref()?;
+        Self::new(self.limit, Some(position), self.name.clone()).ok()
+    }
+
+    /// The store's page: one item more than asked, to know whether another page follows.
+    fn page(&self) -> Page<'_> {
+        Page { after: self.after.as_deref(), prefix: self.name.as_deref(), limit: self.limit + 1 }
+    }
+}
+
+/// One page of a list and where the next one starts (`None`: this is the last).
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    /// Opaque and safe in a URL: the hex of the last name of this page, where the store seeks.
+    pub position: Option<String>,
+}
+
+impl<T> Listed<T> {
+    /// `items` as the store gave them for `query.page()`, cut to the page.
+    fn cut(query: &ListQuery, mut items: Vec<T>, name_of: fn(&T) -> &str) -> Self {
+        let position = if items.len() > query.limit as usize {
+            items.truncate(query.limit as usize);
+            items.last().map(|last| hex::encode(name_of(last)))
+        } else {
+            None
+        };
+        Self { items, position }
+    }
 }

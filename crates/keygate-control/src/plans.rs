@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use keygate_types::HttpMethod;
-use keygate_types::model::{ApiStage, NewUsagePlan, UsagePlan, UsagePlanPatch};
+use keygate_types::model::{ApiKey, ApiStage, NewUsagePlan, UsagePlan, UsagePlanPatch};
 use keygate_types::plan::{Quota, Throttle};
 
 use keygate_store::Change;
@@ -265,6 +265,64 @@ async fn deployed_stage(
         .await?
         .ok_or_else(|| Error::NotFound(format!("deployment {} not found", st.deployment_id)))?;
     Ok((api_id, d.definition))
+}
+
+/// One page of plans by name.
+///
+/// # Errors
+/// A store error.
+pub async fn list(store: &Store, query: &crate::ListQuery) -> Result<crate::Listed<UsagePlan>> {
+    let items = store.list_plans(query.page()).await?;
+    Ok(crate::Listed::cut(query, items, |p| &p.name))
+}
+
+/// One page of a plan's keys by name.
+///
+/// # Errors
+/// A store error.
+pub async fn keys(
+    store: &Store,
+    plan_id: &str,
+    query: &crate::ListQuery,
+) -> Result<crate::Listed<ApiKey>> {
+    let items = store.list_plan_keys(plan_id, query.page()).await?;
+    Ok(crate::Listed::cut(query, items, |k| &k.name))
+}
+
+/// Every plan, page by page (plans are few: a deployment has one per stage).
+///
+/// # Errors
+/// A store error.
+pub async fn all(store: &Store) -> Result<Vec<UsagePlan>> {
+    let mut query = crate::ListQuery::first(crate::MAX_PAGE);
+    let mut all = Vec::new();
+    loop {
+        let page = list(store, &query).await?;
+        let next = query.next(&page);
+        all.extend(page.items);
+        match next {
+            Some(n) => query = n,
+            None => return Ok(all),
+        }
+    }
+}
+
+/// Every key of a plan, page by page.
+///
+/// # Errors
+/// A store error.
+pub async fn all_keys(store: &Store, plan_id: &str) -> Result<Vec<ApiKey>> {
+    let mut query = crate::ListQuery::first(crate::MAX_PAGE);
+    let mut all = Vec::new();
+    loop {
+        let page = keys(store, plan_id, &query).await?;
+        let next = query.next(&page);
+        all.extend(page.items);
+        match next {
+            Some(n) => query = n,
+            None => return Ok(all),
+        }
+    }
 }
 
 #[cfg(test)]

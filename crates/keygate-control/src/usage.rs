@@ -93,7 +93,7 @@ pub async fn report(
             key_names.insert(k.id, k.name);
         }
         None => {
-            for k in store.list_plan_keys(&plan.id).await? {
+            for k in plans::all_keys(store, &plan.id).await? {
                 by_key.insert(k.id.clone(), BTreeMap::new());
                 key_names.insert(k.id, k.name);
             }
@@ -183,7 +183,7 @@ pub async fn set_remaining(
 ) -> Result<UsageGrant> {
     let plan = plans::find(store, plan).await?;
     let key = keys::find(store, key).await?;
-    if !store.list_plan_keys(&plan.id).await?.iter().any(|k| k.id == key.id) {
+    if !store.key_plan_ids(&key.id).await?.contains(&plan.id) {
         return Err(Error::NotFound(format!(
             "API key {} is not in usage plan {}",
             key.name, plan.name

@@ -375,6 +375,38 @@ impl Applied {
     }
 }
 
+/// One page of a list ordered by name (keys, plans, a plan's keys): the items whose names come
+/// after `after` and start with `prefix`, at most `limit`. Keyset pagination: the store seeks to
+/// `after` in its name index, so a page costs the same at the millionth key as at the first.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub after: Option<&'a str>,
+    pub prefix: Option<&'a str>,
+    pub limit: u32,
+}
+
+impl Page<'_> {
+    /// The first `limit` items.
+    pub fn first(limit: u32) -> Self {
+        Self { after: None, prefix: None, limit }
+    }
+
+    /// The least name greater than every name that starts with the prefix (`None`: no bound), so
+    /// that a prefix search is a range of the name index: the prefix with its last character
+    /// moved to the next code point (UTF-8 sorts as code points do).
+    pub fn prefix_end(&self) -> Option<String> {
+        let mut end = self.prefix?.to_owned();
+        while let Some(last) = end.pop() {
+            let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+            if let Some(next) = next {
+                end.push(next);
+                return Some(end);
+            }
+        }
+        None
+    }
+}
+
 /// Everything the store answers. Reads never change anything, so a handle that only reads (a
 /// report, the admin API's GETs) needs nothing else.
 #[async_trait]
@@ -397,15 +429,20 @@ pub trait Reads: Send + Sync + 'static {
         &self,
         digests: &[KeyDigest],
     ) -> Result<std::collections::HashSet<KeyDigest>>;
+    /// Which of `names` a key has (an import checks all its rows with one call).
+    async fn existing_key_names(&self, names: &[&str])
+    -> Result<std::collections::HashSet<String>>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>>;
-    async fn list_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Keys by name: one [`Page`], optionally only those of one customer.
+    async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>>;
 
     async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>>;
     async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>>;
-    async fn list_plans(&self) -> Result<Vec<UsagePlan>>;
-    /// Keys of a usage plan, by name.
-    async fn list_plan_keys(&self, plan_id: &str) -> Result<Vec<ApiKey>>;
+    /// Plans by name: one [`Page`].
+    async fn list_plans(&self, page: Page<'_>) -> Result<Vec<UsagePlan>>;
+    /// Keys of a usage plan by name: one [`Page`].
+    async fn list_plan_keys(&self, plan_id: &str, page: Page<'_>) -> Result<Vec<ApiKey>>;
     /// Ids of the usage plans a key belongs to.
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>>;
 

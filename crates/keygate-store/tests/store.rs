@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keygate_store::{
-    Change, ConfigStore, DeployOutcome, DeployRequest, Error, KeyStatus, Reads, SqliteStore,
+    Change, ConfigStore, DeployOutcome, DeployRequest, Error, KeyStatus, Page, Reads, SqliteStore,
 };
 use keygate_types::model::{
     ApiKey, ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlan,
@@ -178,7 +178,7 @@ async fn deploy_creates_keys_once_and_snapshots() {
     assert_eq!(second.api.id, first.api.id);
     assert_eq!(second.plans[0].id, first.plans[0].id);
     assert_ne!(second.deployment.id, first.deployment.id);
-    assert_eq!(s.list_keys().await.unwrap().len(), 1);
+    assert_eq!(s.list_keys(Page::first(100), None).await.unwrap().len(), 1);
 
     // The old deployment is still there, unchanged.
     let old = s.get_deployment(&first.deployment.id).await.unwrap().unwrap();
@@ -211,7 +211,7 @@ async fn undeclared_keys_are_reported_not_deleted() {
     let out = s.deploy(request("dev", &["a"])).await.unwrap();
     assert_eq!(out.undeclared.len(), 1);
     assert_eq!(out.undeclared[0].name, "b");
-    assert_eq!(s.list_keys().await.unwrap().len(), 2);
+    assert_eq!(s.list_keys(Page::first(100), None).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -239,12 +239,12 @@ async fn key_crud_and_conflicts() {
         other => panic!("{other:?}"),
     }
     // A failed create leaves nothing behind.
-    assert_eq!(s.list_keys().await.unwrap().len(), 1);
+    assert_eq!(s.list_keys(Page::first(100), None).await.unwrap().len(), 1);
     match s.create_key(new_key("three"), &["nope".into()]).await {
         Err(Error::NotFound(_)) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.list_keys().await.unwrap().len(), 1);
+    assert_eq!(s.list_keys(Page::first(100), None).await.unwrap().len(), 1);
 
     let updated = s
         .update_key(&created.id, ApiKeyPatch { enabled: Some(false), ..Default::default() })
@@ -272,14 +272,14 @@ async fn keys_join_plans_and_data_survives_reopen() {
         let k =
             s.create_key(new_key("later"), std::slice::from_ref(&out.plans[0].id)).await.unwrap();
         assert_eq!(s.key_plan_ids(&k.id).await.unwrap(), vec![out.plans[0].id.clone()]);
-        assert_eq!(s.list_plan_keys(&out.plans[0].id).await.unwrap()[0].id, k.id);
+        assert_eq!(s.list_plan_keys(&out.plans[0].id, Page::first(10)).await.unwrap()[0].id, k.id);
         key_id = k.id;
         s.close().await;
     }
     let s = SqliteStore::open(&data).await.unwrap();
     assert!(s.get_key(&key_id).await.unwrap().is_some());
     assert_eq!(s.list_apis().await.unwrap().len(), 1);
-    assert_eq!(s.list_plans().await.unwrap()[0].api_stages.len(), 1);
+    assert_eq!(s.list_plans(Page::first(100)).await.unwrap()[0].api_stages.len(), 1);
 }
 
 #[tokio::test]
@@ -314,7 +314,7 @@ async fn plans_keep_their_id_and_usage_across_deploys() {
     let second = s.deploy(req).await.unwrap();
     assert_eq!(second.plans[0].id, plan_id, "editing limits updates the plan");
     assert_eq!(second.plans[0].quota.unwrap().limit, 100);
-    assert_eq!(s.list_plans().await.unwrap().len(), 1);
+    assert_eq!(s.list_plans(Page::first(100)).await.unwrap().len(), 1);
     let used = s.usage(Some(&plan_id), None, "2026-11-01", "2026-11-30").await.unwrap();
     assert_eq!(
         used.iter().map(|u| (u.day.as_str(), u.used)).collect::<Vec<_>>(),
@@ -691,4 +691,51 @@ async fn a_change_that_cannot_be_audited_is_not_made() {
     let log = s.list_audit(0, 100).await.unwrap();
     let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["Deploy", "CreateApiKey"]);
+}
+
+/// Keyset pages: each page starts after the last name of the previous one, a prefix is a range of
+/// names (including names past the ASCII range), and a customer filter applies within the page.
+#[tokio::test]
+async fn lists_come_in_pages_by_name() {
+    let (_dir, s) = store().await;
+    let names = ["a1", "a2", "a3", "b1", "b2", "é1", "é2", "zz"];
+    let mut keys = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut key = new_key(name);
+        key.customer_id = Some(if i % 2 == 0 { "even" } else { "odd" }.into());
+        keys.push((key, vec![]));
+    }
+    keys.reverse();
+    s.import_keys(keys).await.unwrap();
+    let page = |after, prefix, limit| Page { after, prefix, limit };
+    let names_of = |keys: Vec<ApiKey>| keys.into_iter().map(|k| k.name).collect::<Vec<_>>();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let next = Page { after: after.as_deref(), prefix: None, limit: 3 };
+        let got = names_of(s.list_keys(next, None).await.unwrap());
+        if got.is_empty() {
+            break;
+        }
+        after = got.last().cloned();
+        seen.extend(got);
+    }
+    // Byte order of UTF-8, which is code point order: é (U+00E9) after z.
+    assert_eq!(seen, ["a1", "a2", "a3", "b1", "b2", "zz", "é1", "é2"], "every key once, in order");
+    let a = names_of(s.list_keys(page(None, Some("a"), 10), None).await.unwrap());
+    assert_eq!(a, ["a1", "a2", "a3"]);
+    let a = names_of(s.list_keys(page(Some("a1"), Some("a"), 1), None).await.unwrap());
+    assert_eq!(a, ["a2"]);
+    let e = names_of(s.list_keys(page(None, Some("é"), 10), None).await.unwrap());
+    assert_eq!(e, ["é1", "é2"]);
+    assert!(s.list_keys(page(None, Some("q"), 10), None).await.unwrap().is_empty());
+    let even = names_of(s.list_keys(page(Some("a1"), None, 3), Some("even")).await.unwrap());
+    assert_eq!(even, ["a3", "b2", "é2"]);
+
+    for name in ["p-b", "p-a", "q"] {
+        s.create_plan(plan(name)).await.unwrap();
+    }
+    let plans = s.list_plans(page(Some("p-a"), Some("p-"), 5)).await.unwrap();
+    assert_eq!(plans.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["p-b"]);
 }

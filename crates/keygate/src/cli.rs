@@ -410,10 +410,10 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List API keys (values are never shown: only a prefix).
+    /// List API keys by name (values are never shown: only a prefix).
     List {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Show one API key.
     Get {
@@ -491,10 +491,10 @@ pub(crate) enum PlansCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List usage plans.
+    /// List usage plans by name.
     List {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        list: ListArgs,
     },
     /// Show a usage plan with its stages and keys.
     Get {
@@ -571,4 +571,20 @@ pub(crate) enum PlansCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What a list command shows: everything by default, or one page.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Show one page of at most N (1-500); the position of the next page is printed on stderr.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u32>,
+    /// Start after the page that printed this position.
+    #[arg(long)]
+    pub(crate) position: Option<String>,
+    /// Only names that start with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) name: Option<String>,
+    #[arg(long)]
+    pub(crate) json: bool,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use keygate_control::keys::{self, CreateKey};
-use keygate_control::{ConfigStore, Store};
+use keygate_control::{ConfigStore, ListQuery, Listed, Store};
 use keygate_control::{plans, usage};
 use keygate_functions::{FunctionHost, FunctionUsers, HostOptions, IdRange, RunAs};
 use keygate_gateway::Gateway;
@@ -235,7 +235,11 @@ async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {
             let p = plans::create(store, plan, Vec::new()).await?;
             output::plan(store, &p, json).await
         }
-        PlansCommand::List { json } => output::plans(&store.list_plans().await?, json),
+        PlansCommand::List { list } => {
+            let json = list.json;
+            let all = listed(&list, |q| async move { plans::list(store, &q).await }).await?;
+            output::plans(&all, json)
+        }
         PlansCommand::Get { plan, json } => {
             output::plan(store, &plans::find(store, &plan).await?, json).await
         }
@@ -373,7 +377,11 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
                 json,
             )
         }
-        KeysCommand::List { json } => output::keys(&store.list_keys().await?, json),
+        KeysCommand::List { list } => {
+            let json = list.json;
+            let all = listed(&list, |q| async move { keys::list(store, &q, None).await }).await?;
+            output::keys(&all, json)
+        }
         KeysCommand::Get { key, json } => output::key(&keys::find(store, &key).await?, json),
         KeysCommand::Enable { key, json } => {
             let k = keys::set_enabled(store, &key, true).await?;
@@ -920,5 +928,35 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             () = wait(terminate) => {},
         }
         tracing::info!("shutting down");
+    }
+}
+
+/// What a list command asked for: one page (`--limit`; the next page's position goes to stderr)
+/// or every page, fetched 500 at a time: the store seeks to each page's start.
+async fn listed<T, Fut>(
+    args: &crate::cli::ListArgs,
+    mut fetch: impl FnMut(ListQuery) -> Fut,
+) -> Result<Vec<T>>
+where
+    Fut: std::future::Future<Output = keygate_control::Result<Listed<T>>>,
+{
+    let limit = args.limit.unwrap_or(keygate_control::MAX_PAGE);
+    let mut query = ListQuery::new(limit, args.position.as_deref(), args.name.clone())?;
+    let mut all = Vec::new();
+    loop {
+        let page = fetch(query.clone()).await?;
+        let next = query.next(&page);
+        let position = page.position.clone();
+        all.extend(page.items);
+        match (next, args.limit) {
+            (Some(next), None) => query = next,
+            (_, Some(_)) => {
+                if let Some(position) = position {
+                    eprintln!("more: --position {position}");
+                }
+                return Ok(all);
+            }
+            (None, None) => return Ok(all),
+        }
     }
 }

@@ -365,7 +365,7 @@ struct PlanWithKeys<'a> {
 }
 
 pub(crate) async fn plan(store: &Store, p: &UsagePlan, as_json: bool) -> Result<()> {
-    let keys = store.list_plan_keys(&p.id).await?;
+    let keys = keygate_control::plans::all_keys(store, &p.id).await?;
     if as_json {
         return json(&PlanWithKeys {
             plan: p,

@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 use super::admin::append_audit;
 use super::plans::add_key_to_plan;
-use super::{Record, bump, map_err, now};
-use crate::{Error, Result};
+use super::{Record, bind_page, bump, map_err, now, paged};
+use crate::{Error, Page, Result};
 
 pub(super) const KEY_COLUMNS: &str = "id, name, prefix, description, customer_id, enabled, created_date, \
                            last_updated_date, expires, last_used_date";
@@ -278,6 +278,26 @@ pub(super) async fn existing_key_digests(
     Ok(found)
 }
 
+pub(super) async fn existing_key_names(
+    pool: &SqlitePool,
+    names: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    // Names per query, under SQLite's limit of 32766 parameters.
+    const CHUNK: usize = 10_000;
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    let mut found = std::collections::HashSet::new();
+    for chunk in names.chunks(CHUNK) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("SELECT name FROM api_keys WHERE name IN ({marks})");
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        for name in chunk {
+            q = q.bind(*name);
+        }
+        found.extend(q.fetch_all(&mut *conn).await.map_err(map_err)?);
+    }
+    Ok(found)
+}
+
 pub(super) async fn get_key(pool: &SqlitePool, id: &str) -> Result<Option<ApiKey>> {
     let mut conn = pool.acquire().await.map_err(map_err)?;
     key_by(&mut conn, "id", id).await
@@ -288,9 +308,21 @@ pub(super) async fn get_key_by_name(pool: &SqlitePool, name: &str) -> Result<Opt
     key_by(&mut conn, "name", name).await
 }
 
-pub(super) async fn list_keys(pool: &SqlitePool) -> Result<Vec<ApiKey>> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name");
-    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await.map_err(map_err)?;
+pub(super) async fn list_keys(
+    pool: &SqlitePool,
+    page: Page<'_>,
+    customer_id: Option<&str>,
+) -> Result<Vec<ApiKey>> {
+    let base = match customer_id {
+        Some(_) => format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE customer_id = ?"),
+        None => format!("SELECT {KEY_COLUMNS} FROM api_keys"),
+    };
+    let sql = paged(&base, "name", page);
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    if let Some(c) = customer_id {
+        q = q.bind(c);
+    }
+    let rows = bind_page(q, page).fetch_all(pool).await.map_err(map_err)?;
     Ok(rows.iter().map(key_from_row).collect())
 }
 

@@ -27,7 +27,7 @@ use keygate_types::{KeyDigest, ServiceDefinition};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::{Applied, Change, ConfigStore, Error, Reads, Result};
+use crate::{Applied, Change, ConfigStore, Error, Page, Reads, Result};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keygate.db";
@@ -210,6 +210,47 @@ pub(super) async fn bump(conn: &mut SqliteConnection) -> Result<()> {
     Ok(())
 }
 
+/// `query` with the conditions of `page` on the name column `name` (after `query`'s own `WHERE`
+/// condition, if it ends with one), ordered by `name` and limited; [`bind_page`] binds the
+/// page's values after `query`'s own. Only this crate's constant SQL goes in.
+pub(super) fn paged(query: &str, name: &str, page: Page<'_>) -> String {
+    let mut sql = query.to_owned();
+    let mut join = if query.contains(" WHERE ") { " AND " } else { " WHERE " };
+    let mut cond = |c: String| {
+        sql.push_str(join);
+        sql.push_str(&c);
+        join = " AND ";
+    };
+    if page.after.is_some() {
+        cond(format!("{name} > ?"));
+    }
+    if page.prefix.is_some() {
+        cond(format!("{name} >= ?"));
+        if page.prefix_end().is_some() {
+            cond(format!("{name} < ?"));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY {name} LIMIT {}", page.limit));
+    sql
+}
+
+/// Binds the values [`paged`] asked for, in its order.
+pub(super) fn bind_page<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    page: Page<'q>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    if let Some(after) = page.after {
+        q = q.bind(after);
+    }
+    if let Some(prefix) = page.prefix {
+        q = q.bind(prefix);
+        if let Some(end) = page.prefix_end() {
+            q = q.bind(end);
+        }
+    }
+    q
+}
+
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::other(format!("stored {what} is unreadable"), e))
 }
@@ -289,6 +330,13 @@ impl Reads for SqliteStore {
         keys::existing_key_digests(&self.pool, digests).await
     }
 
+    async fn existing_key_names(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashSet<String>> {
+        keys::existing_key_names(&self.pool, names).await
+    }
+
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
         keys::get_key(&self.pool, id).await
     }
@@ -297,8 +345,8 @@ impl Reads for SqliteStore {
         keys::get_key_by_name(&self.pool, name).await
     }
 
-    async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        keys::list_keys(&self.pool).await
+    async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        keys::list_keys(&self.pool, page, customer_id).await
     }
 
     async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>> {
@@ -309,12 +357,12 @@ impl Reads for SqliteStore {
         plans::get_plan_by_name(&self.pool, name).await
     }
 
-    async fn list_plans(&self) -> Result<Vec<UsagePlan>> {
-        plans::list_plans(&self.pool).await
+    async fn list_plans(&self, page: Page<'_>) -> Result<Vec<UsagePlan>> {
+        plans::list_plans(&self.pool, page).await
     }
 
-    async fn list_plan_keys(&self, plan_id: &str) -> Result<Vec<ApiKey>> {
-        plans::list_plan_keys(&self.pool, plan_id).await
+    async fn list_plan_keys(&self, plan_id: &str, page: Page<'_>) -> Result<Vec<ApiKey>> {
+        plans::list_plan_keys(&self.pool, plan_id, page).await
     }
 
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>> {

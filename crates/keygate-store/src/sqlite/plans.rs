@@ -5,8 +5,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 use super::keys::{KEY_COLUMNS, key_by, key_from_row};
-use super::{map_err, now, parse_json, to_json};
-use crate::{Error, Result};
+use super::{bind_page, map_err, now, paged, parse_json, to_json};
+use crate::{Error, Page, Result};
 
 pub(super) const PLAN_COLUMNS: &str = "id, name, description, throttle, quota";
 
@@ -306,13 +306,13 @@ pub(super) async fn get_plan_by_name(pool: &SqlitePool, name: &str) -> Result<Op
     plan_by(&mut conn, "name", name).await
 }
 
-pub(super) async fn list_plans(pool: &SqlitePool) -> Result<Vec<UsagePlan>> {
+pub(super) async fn list_plans(pool: &SqlitePool, page: Page<'_>) -> Result<Vec<UsagePlan>> {
     let mut conn = pool.acquire().await.map_err(map_err)?;
-    let rows =
-        sqlx::query("SELECT id, name, description, throttle, quota FROM usage_plans ORDER BY name")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
+    let sql = paged(&format!("SELECT {PLAN_COLUMNS} FROM usage_plans"), "name", page);
+    let rows = bind_page(sqlx::query(AssertSqlSafe(sql)), page)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
     let mut plans = Vec::with_capacity(rows.len());
     for r in &rows {
         plans.push(plan_from_row(&mut conn, r).await?);
@@ -320,13 +320,21 @@ pub(super) async fn list_plans(pool: &SqlitePool) -> Result<Vec<UsagePlan>> {
     Ok(plans)
 }
 
-pub(super) async fn list_plan_keys(pool: &SqlitePool, plan_id: &str) -> Result<Vec<ApiKey>> {
-    let sql = format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE id IN \
-         (SELECT key_id FROM usage_plan_keys WHERE plan_id = ?) ORDER BY name"
+pub(super) async fn list_plan_keys(
+    pool: &SqlitePool,
+    plan_id: &str,
+    page: Page<'_>,
+) -> Result<Vec<ApiKey>> {
+    // Walks the name index from the page's start and checks each key's membership in the plan by
+    // its primary key; `id IN (SELECT ...)` made SQLite collect every key of the plan first, a
+    // million for a plan with a million keys, for each page.
+    let base = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE EXISTS \
+         (SELECT 1 FROM usage_plan_keys pk WHERE pk.plan_id = ? AND pk.key_id = api_keys.id)"
     );
-    let rows =
-        sqlx::query(AssertSqlSafe(sql)).bind(plan_id).fetch_all(pool).await.map_err(map_err)?;
+    let sql = paged(&base, "name", page);
+    let q = sqlx::query(AssertSqlSafe(sql)).bind(plan_id);
+    let rows = bind_page(q, page).fetch_all(pool).await.map_err(map_err)?;
     Ok(rows.iter().map(key_from_row).collect())
 }
 

@@ -361,3 +361,41 @@ fn key_changes_print_one_line_and_dates_are_rfc3339() {
     let help = env.ok(&["admin", "token", "--help"]);
     assert!(!help.contains("console"), "{help}");
 }
+
+/// `keys list` shows every key by default, fetched page by page; `--limit` shows one page and
+/// prints where the next starts, `--position` continues there and `--name` is a prefix.
+#[test]
+fn keys_list_pages_by_name() {
+    let env = Env::new();
+    env.ok(&["admin", "token", "create"]); // Makes the data directory.
+    for i in 0..7 {
+        env.ok(&["keys", "create", "--name", &format!("page-{i}")]);
+    }
+    env.ok(&["keys", "create", "--name", "other"]);
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&env.json(&["keys", "list"])).len(), 8);
+
+    let mut seen = Vec::new();
+    let mut position: Option<String> = None;
+    loop {
+        let mut args = vec!["keys", "list", "--limit", "3", "--name", "page-", "--json"];
+        if let Some(p) = &position {
+            args.extend(["--position", p.as_str()]);
+        }
+        let out = env.run(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        seen.extend(names(&serde_json::from_slice(&out.stdout).unwrap()));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        match stderr.lines().find_map(|l| l.strip_prefix("more: --position ")) {
+            Some(p) => position = Some(p.trim().to_owned()),
+            None => break,
+        }
+        assert!(seen.len() < 10, "paging does not end: {seen:?}");
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("page-{i}")).collect::<Vec<_>>());
+    let out = env.run(&["keys", "list", "--position", "not-hex"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid position"));
+}
