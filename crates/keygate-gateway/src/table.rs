@@ -356,3 +356,158 @@ impl Table {
         keygate_types::keyset::KeySet::id_in(&self.ids, r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use keygate_types::keyset::KeySet;
+    use keygate_types::model::{ApiStage, DeployedStage, UsagePlan};
+    use keygate_types::{FunctionSpec, HttpMethod, Integration};
+
+    use super::*;
+    use crate::router::Lookup;
+
+    fn definition(service: &str, stage: &str, paths: &[&str]) -> ServiceDefinition {
+        ServiceDefinition {
+            service: service.into(),
+            stage: stage.into(),
+            region: "us-east-1".into(),
+            base_dir: PathBuf::from("/tmp"),
+            functions: vec![FunctionSpec {
+                name: "f".into(),
+                function_name: format!("{service}-{stage}-f"),
+                handler: "h".into(),
+                runtime: keygate_types::Runtime::provided_al2023(),
+                environment: Default::default(),
+                timeout_secs: 6,
+                memory_size: 1024,
+                description: None,
+                reserved_concurrency: None,
+                max_concurrency: None,
+                artifact: None,
+                package_patterns: vec![],
+                events: paths
+                    .iter()
+                    .map(|p| HttpEvent {
+                        path: (*p).into(),
+                        method: HttpMethod::Get,
+                        private: true,
+                        cors: None,
+                        integration: Integration::Mock,
+                    })
+                    .collect(),
+                streams: vec![],
+            }],
+            api_keys: vec![],
+            usage_plans: vec![],
+            tables: vec![],
+        }
+    }
+
+    fn deployed(api: &str, stage: &str, paths: &[&str]) -> DeployedStage {
+        DeployedStage {
+            api_id: api.into(),
+            stage: stage.into(),
+            deployment_id: format!("d-{api}"),
+            definition: definition(api, stage, paths),
+        }
+    }
+
+    fn plan(id: &str, api: &str, stage: &str) -> UsagePlan {
+        UsagePlan {
+            id: id.into(),
+            name: id.into(),
+            description: None,
+            throttle: None,
+            quota: None,
+            api_stages: vec![ApiStage {
+                api_id: api.into(),
+                stage: stage.into(),
+                throttle: Default::default(),
+            }],
+        }
+    }
+
+    /// Two APIs deployed to the stage `dev`; keys: `live` in plan p1 (api-a/dev), `off`
+    /// (disabled), `ends` (expires at 1000), `loner` (no plan), and an old value of `live`
+    /// kept by a rotation until 500.
+    fn table() -> Table {
+        let mut keys = KeySet::with_capacity(8, 64);
+        keys.push("live", KeyDigest::of(b"live-value"), true, None, &["p1"]);
+        keys.push("off", KeyDigest::of(b"off-value"), false, None, &["p1"]);
+        keys.push("ends", KeyDigest::of(b"ends-value"), true, Some(1000), &["p1"]);
+        keys.push("loner", KeyDigest::of(b"loner-value"), true, None, &[]);
+        let live = keys.records()[0];
+        keys.push_alias(&live, KeyDigest::of(b"old-live-value"), Some(500));
+        let snapshot = GatewaySnapshot {
+            version: 7,
+            stages: vec![
+                deployed("api-a", "dev", &["/shared", "/a-only"]),
+                deployed("api-b", "dev", &["/shared", "/b-only"]),
+            ],
+            keys,
+            plans: vec![plan("p1", "api-a", "dev")],
+            grants: vec![],
+        };
+        let clock = Arc::new(keygate_limits::clock::SystemClock);
+        Table::build(snapshot, &Arc::new(Meter::new(clock)))
+    }
+
+    #[test]
+    fn authorize_says_why_a_value_is_refused() {
+        let t = table();
+        let a = t.api_stage("api-a", "dev").unwrap();
+        let b = t.api_stage("api-b", "dev").unwrap();
+        assert_ne!(a, b);
+        let ok = t.authorize(b"live-value", a, 100).unwrap();
+        assert_eq!((ok.key_id(), &*ok.grant.plan_id), ("live", "p1"));
+        assert_eq!(t.authorize(b"", a, 100).unwrap_err(), Denied::Unknown);
+        assert_eq!(t.authorize(b"nobody", a, 100).unwrap_err(), Denied::Unknown);
+        assert_eq!(t.authorize(b"off-value", a, 100).unwrap_err(), Denied::Disabled("off"));
+        assert_eq!(t.authorize(b"loner-value", a, 100).unwrap_err(), Denied::NotInPlan("loner"));
+        // Plan p1 covers api-a/dev only: the same stage name of another API is not granted.
+        assert_eq!(t.authorize(b"live-value", b, 100).unwrap_err(), Denied::NotInPlan("live"));
+        let reasons: Vec<&str> = [Denied::Unknown, Denied::Disabled("x"), Denied::Expired("x")]
+            .iter()
+            .map(|d| d.reason())
+            .collect();
+        assert_eq!(reasons, ["unknown_key", "disabled_key", "expired_key"]);
+        assert_eq!(Denied::Unknown.key_id(), None);
+    }
+
+    /// A key expiring at second 1000 works through second 999 and is refused from 1000 on; a
+    /// rotated-out value is the same key until its own end.
+    #[test]
+    fn expiry_is_exclusive_at_its_second() {
+        let t = table();
+        let a = t.api_stage("api-a", "dev").unwrap();
+        assert_eq!(t.authorize(b"ends-value", a, 999).unwrap().key_id(), "ends");
+        assert_eq!(t.authorize(b"ends-value", a, 1000).unwrap_err(), Denied::Expired("ends"));
+        assert_eq!(t.authorize(b"ends-value", a, 1001).unwrap_err(), Denied::Expired("ends"));
+        assert_eq!(t.authorize(b"old-live-value", a, 499).unwrap().key_id(), "live");
+        let old = t.authorize(b"old-live-value", a, 500).unwrap_err();
+        assert_eq!(old, Denied::Expired("live"));
+        assert_eq!(t.authorize(b"live-value", a, i64::MAX - 1).unwrap().key_id(), "live");
+        assert_eq!(t.key_count(), 5);
+    }
+
+    /// Two APIs on one stage name: a route both declare is served by the first deployed, each
+    /// API's other routes by their own, and each route keeps its own API stage for the key check.
+    #[test]
+    fn two_apis_with_the_same_route_on_one_stage() {
+        let t = table();
+        let (_, dev) = t.stage("dev").unwrap();
+        let route = |path: &str| match dev.router.lookup(path, "GET") {
+            Lookup::Found(m) => &dev.routes[m.route],
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(route("/shared").api_id, "api-a", "the first deployment keeps the route");
+        assert_eq!(route("/a-only").api_id, "api-a");
+        assert_eq!(route("/b-only").api_id, "api-b");
+        assert_eq!(route("/b-only").api_stage, t.api_stage("api-b", "dev").unwrap());
+        assert_eq!(dev.routes.len(), 3, "the clashing route is not added twice");
+        assert!(t.stage("prod").is_none());
+        assert_eq!(t.version, 7);
+    }
+}

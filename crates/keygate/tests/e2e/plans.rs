@@ -28,6 +28,8 @@ functions:
     events:
       - http: {{path: a, method: get, private: true, integration: mock}}
       - http: {{path: b, method: get, private: true, integration: mock}}
+      - http: {{path: c, method: any, private: true, integration: mock}}
+      - http: {{path: d, method: get, private: true, integration: mock, cors: true}}
 "
         ),
     )
@@ -379,5 +381,52 @@ async fn a_key_moved_between_plans_gets_its_new_limits() {
     }
     let r = get(&url, Some(&key)).await;
     assert!(r.header("ratelimit-policy").unwrap().contains("q=1000"), "{r:?}");
+    srv.stop();
+}
+
+/// A method throttle for `ANY` covers every method of an `ANY` route that has no throttle of
+/// its own (AWS's `/resource/ANY` key), and a method's own throttle wins over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_method_without_its_own_throttle_falls_back_to_the_any_throttle() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      throttle: {rateLimit: 1, burstLimit: 1}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let throttles = ["--method-throttle", "/c/ANY=100:50", "--method-throttle", "/c/POST=0.5:1"];
+    let mut args = vec!["plans", "add-stage", "lim-dev", "--api", "lim", "--stage", "dev"];
+    args.extend(throttles);
+    env.json(&args);
+    let srv = env.serve();
+    let url = srv.url("/dev/c");
+    for method in ["GET", "DELETE", "PATCH"] {
+        for i in 0..5 {
+            let r = send(client().request(method.parse().unwrap(), &url).header("x-api-key", &key));
+            assert_eq!(r.await.status, 200, "{method} #{i}: the ANY throttle (burst 50) applies");
+        }
+    }
+    let post = || send(client().post(&url).header("x-api-key", &key));
+    assert_eq!(post().await.status, 200);
+    assert_eq!(post().await.status, 429, "POST has a throttle of its own (burst 1)");
+    srv.stop();
+}
+
+/// A refusal for a limit on a CORS route carries the CORS headers, so a browser's script can
+/// read the 429 (and its Retry-After) instead of seeing a CORS error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_cors_route_answers_429_with_its_cors_headers() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      throttle: {rateLimit: 1, burstLimit: 1}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let srv = env.serve();
+    let url = srv.url("/dev/d");
+    let get = || {
+        send(client().get(&url).header("x-api-key", &key).header("origin", "https://app.example"))
+    };
+    let first = get().await;
+    assert_eq!(first.status, 200);
+    let limited = get().await;
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert_eq!(limited.json(), serde_json::json!({"message": "Too Many Requests"}));
+    let allowed = limited.header("access-control-allow-origin");
+    assert!(allowed.is_some_and(|o| o == "*" || o == "https://app.example"), "{limited:?}");
     srv.stop();
 }
