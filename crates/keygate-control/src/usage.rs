@@ -158,11 +158,10 @@ pub async fn current_period(store: &Store, plan: &str, now_unix_ms: i64) -> Resu
 }
 
 async fn grants_of(store: &Store, plan_id: &str) -> Result<BTreeMap<(String, Date), i64>> {
-    let snapshot = store.snapshot().await?;
-    Ok(snapshot
-        .grants
+    Ok(store
+        .usage_grants(plan_id)
+        .await?
         .into_iter()
-        .filter(|g| g.plan_id == plan_id)
         .filter_map(|g| g.period_start.parse::<Date>().ok().map(|d| ((g.key_id, d), g.extra)))
         .collect())
 }

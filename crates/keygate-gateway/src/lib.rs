@@ -740,7 +740,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use keygate_control::keys::{self, CreateKey};
-    use keygate_store::SqliteStore;
+    use keygate_store::{Reads, SqliteStore};
 
     use super::*;
 
@@ -814,5 +814,101 @@ mod tests {
         assert_eq!(PANICS.load(Ordering::SeqCst), 0, "both injected panics happened");
         assert!(!task.is_finished());
         task.abort();
+    }
+
+    /// A connection of its own to the store's file, to break it the way a full disk or a broken
+    /// schema would.
+    async fn raw(dir: &std::path::Path) -> sqlx::SqlitePool {
+        let url = format!("sqlite://{}", dir.join(keygate_store::sqlite::DB_FILE).display());
+        sqlx::SqlitePool::connect(&url).await.unwrap()
+    }
+
+    /// A store that cannot be read keeps the last table in service; once it can be read again,
+    /// the next refresh loads what changed meanwhile.
+    #[tokio::test]
+    async fn a_failing_store_keeps_the_table_and_a_recovered_one_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store) = gateway(dir.path()).await;
+        let before = gw.table().version;
+        change(&store, "k1").await;
+        let raw = raw(dir.path()).await;
+        sqlx::query("ALTER TABLE meta RENAME TO meta_away").execute(&raw).await.unwrap();
+        let err = gw.refresh().await.expect_err("the store cannot be read");
+        assert!(matches!(err, RefreshError::Store(_)), "{err:?}");
+        assert_eq!(gw.table().version, before, "the last table stays in service");
+        assert_eq!(gw.table().key_count(), 0);
+        sqlx::query("ALTER TABLE meta_away RENAME TO meta").execute(&raw).await.unwrap();
+        assert!(gw.refresh().await.unwrap(), "the recovered store is loaded");
+        assert!(gw.table().version > before);
+        assert_eq!(gw.table().key_count(), 1, "with the key added while it failed");
+    }
+
+    /// Usage that cannot be written stays counted in memory and goes with the next flush:
+    /// nothing admitted is lost while the process lives.
+    #[tokio::test]
+    async fn a_failed_usage_flush_keeps_its_counts_for_the_next() {
+        use keygate_control::plans;
+        use keygate_types::model::NewUsagePlan;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store) = gateway(dir.path()).await;
+        let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
+        let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
+        let plan = plans::create(&control, plan, vec![]).await.unwrap();
+        let key = CreateKey {
+            name: "k".into(),
+            value: None,
+            description: None,
+            customer_id: None,
+            enabled: true,
+            usage_plan: Some(plan.id.clone()),
+            expires: None,
+        };
+        let (key, _) = keys::create(&control, key).await.unwrap();
+        let (counters, _) = gw.meter.get_or_create(&key.id, &plan.id);
+        let limits =
+            meter::StageLimits { throttle: None, quota: None, methods: Default::default() };
+        let admit = |n: usize| {
+            let clock = gw.meter.clock();
+            for _ in 0..n {
+                let admitted = counters.admit(&limits, "", clock.now_mono(), clock.now_unix_ms());
+                assert!(matches!(admitted, Admission::Allowed { .. }));
+            }
+        };
+        admit(3);
+        let raw = raw(dir.path()).await;
+        sqlx::query(
+            "CREATE TRIGGER usage_fails BEFORE INSERT ON usage_days \
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+        )
+        .execute(&raw)
+        .await
+        .unwrap();
+        gw.flush_usage().await.expect_err("the usage cannot be written");
+        admit(2);
+        gw.flush_usage().await.expect_err("still not");
+        sqlx::query("DROP TRIGGER usage_fails").execute(&raw).await.unwrap();
+        assert_eq!(gw.flush_usage().await.unwrap(), 1, "one row: today's usage of the key");
+        let today = keygate_limits::calendar::Date::from_unix_ms(gw.meter.clock().now_unix_ms())
+            .to_string();
+        let stored = store.usage(Some(&plan.id), Some(&key.id), &today, &today).await.unwrap();
+        assert_eq!(stored.iter().map(|u| u.used).sum::<u64>(), 5, "{stored:?}");
+        assert_eq!(gw.flush_usage().await.unwrap(), 0, "nothing is written twice");
+    }
+
+    /// The gateway's own 503 (the server holds too many request bodies to read another): AWS's
+    /// shape, a `Retry-After`, and a request id like every answer.
+    #[tokio::test]
+    async fn the_gateways_own_503_says_when_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, _) = gateway(dir.path()).await;
+        let head = Request::build("POST", "/dev/upload", &[("content-length", b"1000")]).unwrap();
+        let res = keygate_http::Service::busy(&*gw, &head);
+        assert_eq!(res.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(&res.body[..], br#"{"message":"Service Unavailable"}"#);
+        assert_eq!(res.headers.get("retry-after"), Some(&b"1"[..]));
+        assert_eq!(res.headers.get("content-type"), Some(&b"application/json"[..]));
+        let id = res.headers.get(respond::X_AMZN_REQUEST_ID).expect("a request id");
+        assert_eq!(id.len(), uuid::fmt::Hyphenated::LENGTH);
     }
 }

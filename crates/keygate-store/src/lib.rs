@@ -455,6 +455,9 @@ pub trait Reads: Send + Sync + 'static {
         to: &str,
     ) -> Result<Vec<DailyUsage>>;
 
+    /// The extra quota granted in a plan (every key, every period).
+    async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>>;
+
     async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>>;
     async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>>;
     async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>>;

@@ -13,7 +13,7 @@
 //! | `nonstring` | `{"statusCode":200,"body":{"a":1}}` (a malformed proxy response) |
 //! | `error`     | the handler returns `Err`, so `lambda_runtime` posts `/error` |
 //! | `sleep`     | sleeps the event's `sleep_ms`, else `SLEEP_MS`, else 10 s, then returns 200 |
-//! | `status`    | status from `queryStringParameters.code`, `headers`, two `set-cookie` multi-value headers, text body |
+//! | `status`    | status from `queryStringParameters.code`, `headers` (with framing and a request id of its own, which the gateway must drop), two `set-cookie` multi-value headers, text body |
 //! | `base64`    | `isBase64Encoded: true`, body = base64 of the bytes 0..16 |
 //! | `env`       | 200 with the process environment as a JSON object body |
 //!
@@ -115,7 +115,13 @@ async fn handle(default: &str, event: LambdaEvent<Value>) -> Result<Value, Error
                 .unwrap_or(200);
             Ok(json!({
                 "statusCode": code,
-                "headers": {"content-type": "text/plain", "x-testfn": "status"},
+                "headers": {
+                    "content-type": "text/plain",
+                    "x-testfn": "status",
+                    "content-length": "99999",
+                    "transfer-encoding": "chunked",
+                    "x-amzn-RequestId": "chosen-by-the-function",
+                },
                 "multiValueHeaders": {"set-cookie": ["a=1; Path=/", "b=2; Path=/"]},
                 "body": format!("status {code}"),
             }))

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, AuditEntry, DailyUsage, Deployment, GatewaySnapshot,
-    Stage, UsagePlan,
+    Stage, UsageGrant, UsagePlan,
 };
 use keygate_types::{KeyDigest, ServiceDefinition};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -377,6 +377,10 @@ impl Reads for SqliteStore {
         to: &str,
     ) -> Result<Vec<DailyUsage>> {
         usage::usage(&self.pool, plan_id, key_id, from, to).await
+    }
+
+    async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>> {
+        usage::usage_grants(&self.pool, plan_id).await
     }
 
     async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>> {

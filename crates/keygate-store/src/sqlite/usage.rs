@@ -101,3 +101,23 @@ pub(super) async fn usage(
         })
         .collect())
 }
+
+pub(super) async fn usage_grants(pool: &SqlitePool, plan_id: &str) -> Result<Vec<UsageGrant>> {
+    let rows = sqlx::query(
+        "SELECT plan_id, key_id, period_start, extra FROM usage_grants WHERE plan_id = ? \
+         ORDER BY key_id, period_start",
+    )
+    .bind(plan_id)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(rows
+        .iter()
+        .map(|r| UsageGrant {
+            plan_id: r.get("plan_id"),
+            key_id: r.get("key_id"),
+            period_start: r.get("period_start"),
+            extra: r.get("extra"),
+        })
+        .collect())
+}

@@ -64,6 +64,13 @@ async fn misbehaving_functions_get_aws_errors() {
     assert_eq!(r.status, 418, "{r:?}");
     assert_eq!(r.header("x-testfn"), Some("status"));
     assert_eq!(r.headers.get_all("set-cookie").iter().count(), 2);
+    // Framing is the gateway's and the request id too: the function's own are dropped.
+    assert_eq!(r.body, "status 418");
+    assert_eq!(r.header("content-length"), Some("10"), "{r:?}");
+    assert!(r.header("transfer-encoding").is_none(), "{r:?}");
+    assert_eq!(r.headers.get_all("x-amzn-requestid").iter().count(), 1, "{r:?}");
+    let id = r.header("x-amzn-requestid").unwrap();
+    assert!(id.len() == 36 && id.matches('-').count() == 4, "not the gateway's UUID: {id}");
     srv.stop();
 }
 
