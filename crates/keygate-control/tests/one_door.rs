@@ -67,3 +67,25 @@ fn the_gateway_never_names_a_change() {
         }
     }
 }
+
+/// `keygate-types` and `keygate-limits` do no IO (ARCHITECTURE.md's first invariant): neither
+/// depends on an async runtime, an HTTP stack or a database driver.
+#[test]
+fn the_pure_crates_depend_on_no_io_crate() {
+    for krate in ["keygate-types", "keygate-limits"] {
+        let manifest = workspace().join("crates").join(krate).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let deps = text
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .unwrap_or_else(|| panic!("{} has no [dependencies]", manifest.display()));
+        for io in ["tokio", "hyper", "sqlx", "reqwest", "axum", "mio", "keygate-store"] {
+            let found = deps.lines().any(|l| {
+                let name = l.split(['=', '.', ' ']).next().unwrap_or("");
+                name == io
+            });
+            assert!(!found, "{krate} depends on {io}: it must do no IO");
+        }
+    }
+}

@@ -911,4 +911,57 @@ mod tests {
         let id = res.headers.get(respond::X_AMZN_REQUEST_ID).expect("a request id");
         assert_eq!(id.len(), uuid::fmt::Hyphenated::LENGTH);
     }
+
+    /// No per-request SQL: with the store unreadable, keyed requests are still checked and
+    /// answered from the table in memory.
+    #[tokio::test]
+    async fn requests_are_served_while_the_store_cannot_be_read() {
+        use keygate_control::plans;
+        use keygate_types::model::NewUsagePlan;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store) = gateway(dir.path()).await;
+        let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
+        let definition = crate::table::tests::definition("svc", "dev", &["/a"]);
+        let places = std::collections::BTreeMap::new();
+        let artifacts = dir.path().join("artifacts");
+        let deployed = keygate_control::deploy(
+            &control,
+            definition,
+            vec![],
+            &places,
+            &artifacts,
+            "http://127.0.0.1",
+            None,
+        )
+        .await
+        .unwrap();
+        let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
+        let stage = (deployed.api_id.clone(), "dev".to_owned(), Default::default());
+        let plan = plans::create(&control, plan, vec![stage]).await.unwrap();
+        let key = CreateKey {
+            name: "k".into(),
+            value: None,
+            description: None,
+            customer_id: None,
+            enabled: true,
+            usage_plan: Some(plan.id.clone()),
+            expires: None,
+        };
+        let (_, value) = keys::create(&control, key).await.unwrap();
+        assert!(gw.refresh().await.unwrap());
+
+        let raw = raw(dir.path()).await;
+        for table in ["meta", "api_keys", "usage_plans", "stages"] {
+            let sql = format!("ALTER TABLE {table} RENAME TO {table}_away");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&raw).await.unwrap();
+        }
+        gw.refresh().await.expect_err("the store cannot be read");
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let request = |key: &[u8]| Request::build("GET", "/dev/a", &[("x-api-key", key)]).unwrap();
+        let ok = gw.handle(request(value.expose().as_bytes()), peer).await;
+        assert_eq!(ok.status, http::StatusCode::OK, "{:?}", ok.body);
+        let refused = gw.handle(request(b"not-a-key"), peer).await;
+        assert_eq!(refused.status, http::StatusCode::FORBIDDEN);
+    }
 }

@@ -358,7 +358,7 @@ impl Table {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::PathBuf;
 
     use keygate_types::keyset::KeySet;
@@ -368,7 +368,7 @@ mod tests {
     use super::*;
     use crate::router::Lookup;
 
-    fn definition(service: &str, stage: &str, paths: &[&str]) -> ServiceDefinition {
+    pub(crate) fn definition(service: &str, stage: &str, paths: &[&str]) -> ServiceDefinition {
         ServiceDefinition {
             service: service.into(),
             stage: stage.into(),
