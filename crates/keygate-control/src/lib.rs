@@ -110,6 +110,7 @@ pub use keygate_store::Error as StoreError;
 /// # Errors
 /// [`StoreError::Unavailable`] when the directory or database cannot be opened.
 pub async fn open(data_dir: &std::path::Path) -> Result<Arc<dyn ConfigStore>, StoreError> {
+    // The path as it is (a URL would need it as text): the same store `sqlite:<data_dir>` opens.
     Ok(Arc::new(keygate_store::SqliteStore::open(data_dir).await?))
 }
 

@@ -69,6 +69,33 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Opens the store a URL names, choosing the backend by its scheme: `sqlite:<data directory>`
+/// (also `sqlite://<data directory>`; the path is taken as it is written, not percent-decoded)
+/// is the embedded store, created if needed. Any other scheme is refused, naming the ones this
+/// build has, so a mistyped URL never falls back to another store.
+///
+/// # Errors
+/// [`Error::Unavailable`] for an unknown scheme or a store that cannot be opened.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn ConfigStore>> {
+    let (scheme, rest) = url.split_once(':').unwrap_or(("", url));
+    match scheme {
+        "sqlite" => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(Error::unavailable(
+                    "opening the store",
+                    format!("{url:?} names no data directory (sqlite:<directory>)"),
+                ));
+            }
+            Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
+        }
+        _ => Err(Error::unavailable(
+            "opening the store",
+            format!("{url:?}: unknown store; this keygate has sqlite:<data directory>"),
+        )),
+    }
+}
+
 /// Everything one `deploy` writes, applied in one transaction.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {

@@ -1,5 +1,7 @@
-//! Behaviour every `ConfigStore` must have, run against SQLite. A PostgreSQL implementation will
-//! run the same functions.
+//! Behaviour every `ConfigStore` must have. The functions that take an `Arc<dyn ConfigStore>`
+//! are the suite every backend runs (`suite!` at the end instantiates them per backend: a
+//! PostgreSQL backend adds one line); the `#[tokio::test]`s that open SQLite themselves test what
+//! is the SQLite backend's own (its files, two processes on one file, a broken table).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,9 +167,7 @@ async fn store() -> (tempfile::TempDir, Arc<dyn ConfigStore>) {
     (dir, Arc::new(s))
 }
 
-#[tokio::test]
-async fn deploy_creates_keys_once_and_snapshots() {
-    let (_dir, s) = store().await;
+async fn deploy_creates_keys_once_and_snapshots(s: Arc<dyn ConfigStore>) {
     let v0 = s.version().await.unwrap();
     let first = s.deploy(request("dev", &["k1"])).await.unwrap();
     assert_eq!(first.keys[0].1, KeyStatus::Created);
@@ -204,9 +204,7 @@ async fn deploy_creates_keys_once_and_snapshots() {
     assert_eq!(snap.keys.plans(&key).len(), 2, "one plan per stage");
 }
 
-#[tokio::test]
-async fn undeclared_keys_are_reported_not_deleted() {
-    let (_dir, s) = store().await;
+async fn undeclared_keys_are_reported_not_deleted(s: Arc<dyn ConfigStore>) {
     s.deploy(request("dev", &["a", "b"])).await.unwrap();
     let out = s.deploy(request("dev", &["a"])).await.unwrap();
     assert_eq!(out.undeclared.len(), 1);
@@ -214,9 +212,7 @@ async fn undeclared_keys_are_reported_not_deleted() {
     assert_eq!(s.list_keys(Page::first(100), None).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn key_crud_and_conflicts() {
-    let (_dir, s) = store().await;
+async fn key_crud_and_conflicts(s: Arc<dyn ConfigStore>) {
     let k = new_key("one");
     let value = k.value.clone();
     let created = s.create_key(k, &[]).await.unwrap();
@@ -282,9 +278,7 @@ async fn keys_join_plans_and_data_survives_reopen() {
     assert_eq!(s.list_plans(Page::first(100)).await.unwrap()[0].api_stages.len(), 1);
 }
 
-#[tokio::test]
-async fn plans_keep_their_id_and_usage_across_deploys() {
-    let (_dir, s) = store().await;
+async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     let first = s.deploy(request("dev", &["k"])).await.unwrap();
     let plan_id = first.plans[0].id.clone();
     let key_id = first.keys[0].0.id.clone();
@@ -334,9 +328,7 @@ async fn plans_keep_their_id_and_usage_across_deploys() {
     assert_eq!(s.snapshot().await.unwrap().grants[0].extra, 7);
 }
 
-#[tokio::test]
-async fn a_key_is_in_one_plan_per_stage() {
-    let (_dir, s) = store().await;
+async fn a_key_is_in_one_plan_per_stage(s: Arc<dyn ConfigStore>) {
     let out = s.deploy(request("dev", &["k"])).await.unwrap();
     let key = out.keys[0].0.id.clone();
     let api = out.api.id.clone();
@@ -380,9 +372,7 @@ async fn a_key_is_in_one_plan_per_stage() {
 /// The snapshot reads keys in chunks of a few thousand rows: every key of a store larger than
 /// several chunks comes back once, with its digest, state, expiry and plans, and a rotated key's
 /// old value shares the key's id and plans.
-#[tokio::test]
-async fn the_snapshot_has_every_key_across_chunks() {
-    let (_dir, s) = store().await;
+async fn the_snapshot_has_every_key_across_chunks(s: Arc<dyn ConfigStore>) {
     let (a, b) = (s.create_plan(plan("a")).await.unwrap(), s.create_plan(plan("b")).await.unwrap());
     let n = 20_000;
     let mut rows = Vec::with_capacity(n);
@@ -429,9 +419,7 @@ async fn the_snapshot_has_every_key_across_chunks() {
 /// Memberships stored out of their keys' order (keys added to plans later, in any order, some
 /// twice over, one key in none) still reach the right keys: the snapshot's sequential guess
 /// falls back to its id index.
-#[tokio::test]
-async fn the_snapshot_matches_memberships_stored_in_any_order() {
-    let (_dir, s) = store().await;
+async fn the_snapshot_matches_memberships_stored_in_any_order(s: Arc<dyn ConfigStore>) {
     let (a, b) = (s.create_plan(plan("a")).await.unwrap(), s.create_plan(plan("b")).await.unwrap());
     let rows: Vec<_> = (0..50).map(|i| (new_key(&format!("k{i:02}")), vec![])).collect();
     let created = s.import_keys(rows).await.unwrap();
@@ -465,9 +453,7 @@ async fn values_of(s: &Arc<dyn ConfigStore>, id: &str) -> Vec<keygate_types::Key
 
 /// Rotating with a grace and then with none ends every older value, the original one too (it
 /// used to keep working until its own grace period ended).
-#[tokio::test]
-async fn a_rotation_without_grace_ends_every_older_value() {
-    let (_dir, s) = store().await;
+async fn a_rotation_without_grace_ends_every_older_value(s: Arc<dyn ConfigStore>) {
     let k = s.create_key(new_key("leaky"), &[]).await.unwrap();
     s.rotate_key(&k.id, ApiKeyValue::generate(), 3600).await.unwrap();
     s.rotate_key(&k.id, ApiKeyValue::generate(), 600).await.unwrap();
@@ -478,9 +464,7 @@ async fn a_rotation_without_grace_ends_every_older_value() {
 }
 
 /// `revoke_old_values` ends rotated-out values now and keeps the current one.
-#[tokio::test]
-async fn old_values_can_be_revoked() {
-    let (_dir, s) = store().await;
+async fn old_values_can_be_revoked(s: Arc<dyn ConfigStore>) {
     let k = s.create_key(new_key("k"), &[]).await.unwrap();
     let v = ApiKeyValue::generate();
     s.rotate_key(&k.id, v.clone(), 3600).await.unwrap();
@@ -545,10 +529,8 @@ async fn writers_in_two_processes_wait_for_each_other() {
 /// Every kind of change is recorded in the audit log, in order, as its actor, with a target that
 /// names what changed and never a key value; admin credentials and tokens leave the version
 /// gateways poll alone, every other change moves it.
-#[tokio::test]
-async fn every_change_is_recorded_in_the_audit_log() {
+async fn every_change_is_recorded_in_the_audit_log(s: Arc<dyn ConfigStore>) {
     use keygate_types::model::{AdminCredential, AdminToken};
-    let (_dir, s) = store().await;
     let out = s.deploy(request("dev", &["k1"])).await.unwrap();
     let (api, plan_id, k1) =
         (out.api.id.clone(), out.plans[0].id.clone(), out.keys[0].0.id.clone());
@@ -695,9 +677,7 @@ async fn a_change_that_cannot_be_audited_is_not_made() {
 
 /// Keyset pages: each page starts after the last name of the previous one, a prefix is a range of
 /// names (including names past the ASCII range), and a customer filter applies within the page.
-#[tokio::test]
-async fn lists_come_in_pages_by_name() {
-    let (_dir, s) = store().await;
+async fn lists_come_in_pages_by_name(s: Arc<dyn ConfigStore>) {
     let names = ["a1", "a2", "a3", "b1", "b2", "é1", "é2", "zz"];
     let mut keys = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -739,3 +719,37 @@ async fn lists_come_in_pages_by_name() {
     let plans = s.list_plans(page(Some("p-a"), Some("p-"), 5)).await.unwrap();
     assert_eq!(plans.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["p-b"]);
 }
+
+/// The behaviour every backend must have, run once per backend: a backend adds one line here
+/// with the function that opens a fresh, empty store of its own (and whatever keeps it alive).
+macro_rules! suite {
+    ($backend:ident, $open:path, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (_alive, store) = $open().await;
+                    super::$test(store).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    sqlite,
+    super::store,
+    [
+        deploy_creates_keys_once_and_snapshots,
+        undeclared_keys_are_reported_not_deleted,
+        key_crud_and_conflicts,
+        plans_keep_their_id_and_usage_across_deploys,
+        a_key_is_in_one_plan_per_stage,
+        the_snapshot_has_every_key_across_chunks,
+        the_snapshot_matches_memberships_stored_in_any_order,
+        a_rotation_without_grace_ends_every_older_value,
+        old_values_can_be_revoked,
+        every_change_is_recorded_in_the_audit_log,
+        lists_come_in_pages_by_name,
+    ]
+);
