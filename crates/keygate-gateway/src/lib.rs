@@ -15,10 +15,11 @@
 //! 5. integration: lambda-proxy through [`keygate_functions::FunctionHost`], http-proxy through
 //!    a pooled client, or mock.
 //!
-//! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from, `event`
-//! builds lambda-proxy events and maps responses, `respond` makes AWS gateway responses,
-//! `upstream` is the http-proxy client (on `keygate_http`'s wire pieces), this file holds
-//! [`Gateway`] and [`serve`] (on `keygate_http`'s server).
+//! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from,
+//! `integrate` runs a route's integration (one module per integration, each called with one
+//! `Call`), `event` builds lambda-proxy events and maps responses, `respond` makes AWS gateway
+//! responses, `upstream` is the http-proxy client (on `keygate_http`'s wire pieces), this file
+//! holds [`Gateway`] and [`serve`] (on `keygate_http`'s server).
 //!
 //! Architecture invariants: no store access per request (the table is refreshed in the
 //! background when the store's version moves); key values are never logged.
@@ -29,6 +30,7 @@ pub mod table;
 
 #[doc(hidden)]
 pub mod event;
+mod integrate;
 mod respond;
 mod upstream;
 
@@ -39,12 +41,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
+use keygate_functions::FunctionHost;
 use keygate_http::{Admit, Request, Response};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
+use keygate_types::HttpMethod;
 use keygate_types::response::GatewayError;
-use keygate_types::{HttpMethod, Integration};
 use tokio::net::TcpListener;
 
 use crate::meter::{Admission, Meter};
@@ -240,8 +242,17 @@ impl Gateway {
         let cors: CorsOrigin<'_> = route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id = new_request_id(&mut id_buf);
-        let mut res =
-            self.integrate(route, &params, &req, path, peer, request_id, key_id, cors).await;
+        let call = integrate::Call {
+            route,
+            params: &params,
+            req: &req,
+            path,
+            peer,
+            request_id,
+            key_id,
+            cors,
+        };
+        let mut res = integrate::run(self, &call).await;
         if let Some(values) = rate_headers {
             let h = &mut res.headers;
             // The gateway's own figures replace any the integration sent.
@@ -355,24 +366,16 @@ impl Gateway {
         let key_id = auth.key_id();
         decision.key = Some(auth.index());
 
-        // Usage plan: method throttle, plan throttle, quota (no store access either).
-        let method_key = if grant.limits.methods.is_empty() {
-            String::new()
-        } else {
-            let exact = format!("{}/{}", route.event.path, req.method);
-            if grant.limits.methods.contains_key(&exact) {
-                exact
-            } else {
-                format!("{}/ANY", route.event.path)
-            }
-        };
+        // Usage plan: method throttle, plan throttle, quota (no store access either). The
+        // route's method throttles were resolved when the table was built.
+        let method_throttle = grant.limits.method_throttle(decision.route, req.method.as_str());
         let limited = |err, retry_after| {
             let cors = cors_origin();
             let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
             let res = respond::limited(err, retry_after, cors);
             Err(Refused { res, key_id: Some(key_id), reason: refusal_reason(err), hint: None })
         };
-        match auth.counters().admit(&grant.limits, &method_key, clock.now_mono(), now_ms) {
+        match auth.counters().admit(&grant.limits, method_throttle, clock.now_mono(), now_ms) {
             Admission::Allowed { headers } => decision.rate_headers = headers,
             Admission::Throttled { retry_after } => {
                 return limited(GatewayError::TooManyRequests, retry_after);
@@ -382,97 +385,6 @@ impl Gateway {
             }
         }
         Ok(decision)
-    }
-
-    /// Runs the route's integration.
-    #[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
-    async fn integrate(
-        &self,
-        route: &table::Route,
-        params: &[(String, String)],
-        req: &Request,
-        path: &str,
-        peer: SocketAddr,
-        request_id: &str,
-        key_id: Option<&str>,
-        cors: CorsOrigin<'_>,
-    ) -> Response {
-        let def = &route.definition;
-        match &route.event.integration {
-            Integration::Mock => {
-                let mut res = Response::new(http::StatusCode::OK, Bytes::new());
-                res.headers.push_static("content-type", "application/json");
-                res
-            }
-            Integration::HttpProxy { uri } => {
-                let (resource, fixed) = (&route.event.path, route.proxy_target.as_ref());
-                match self.upstream.forward(uri, resource, fixed, params, req).await {
-                    Ok(res) => res,
-                    Err(e) => respond::error(e, cors),
-                }
-            }
-            Integration::LambdaProxy => {
-                let spec = &def.functions[route.function];
-                let event = event::build(&event::EventInput {
-                    method: req.method.as_str(),
-                    path,
-                    stage: &route.stage,
-                    resource: &route.event.path,
-                    headers: &req.headers,
-                    query: req.query(),
-                    params,
-                    body: &req.body,
-                    peer,
-                    request_id,
-                    api_id: &route.api_id,
-                    deployment_id: &route.deployment_id,
-                    // The value as presented (the route is private when a key id is known).
-                    api_key: key_id.and_then(|id| {
-                        let v = std::str::from_utf8(req.headers.get("x-api-key")?).ok()?;
-                        Some((v, id))
-                    }),
-                    time: time::OffsetDateTime::now_utc(),
-                });
-                let f = FunctionRef {
-                    spec,
-                    base_dir: &def.base_dir,
-                    region: &def.region,
-                    service: &def.service,
-                    stage: &def.stage,
-                };
-                let raw = match self.functions.invoke(&f, event).await {
-                    Ok(raw) => raw,
-                    Err(InvokeError::Timeout) => {
-                        tracing::warn!(function = %spec.name, request_id, "function timed out");
-                        return respond::error(GatewayError::EndpointRequestTimedOut, cors);
-                    }
-                    Err(e) => {
-                        tracing::warn!(function = %spec.name, request_id, error = %e, "function failed");
-                        return respond::error(GatewayError::InternalServerError, cors);
-                    }
-                };
-                match event::parse_response(&raw) {
-                    Ok(p) => {
-                        let mut headers = p.headers;
-                        // Framing is the server's; the request id the gateway's.
-                        headers.retain(|n, _| {
-                            !n.eq_ignore_ascii_case(b"content-length")
-                                && !n.eq_ignore_ascii_case(b"transfer-encoding")
-                                && !n.eq_ignore_ascii_case(respond::X_AMZN_REQUEST_ID.as_bytes())
-                        });
-                        Response { status: p.status, headers, body: p.body }
-                    }
-                    Err(why) => {
-                        tracing::warn!(
-                            function = %spec.name,
-                            request_id,
-                            "Execution failed due to configuration error: Malformed Lambda proxy response: {why}"
-                        );
-                        respond::error(GatewayError::InternalServerError, cors)
-                    }
-                }
-            }
-        }
     }
 
     /// Writes the last pending usage and stops every function process. Call after the server
@@ -747,7 +659,8 @@ mod tests {
     /// How many of the next table builds panic (tests that set it run one at a time: see
     /// `BUILDS`).
     static PANICS: AtomicUsize = AtomicUsize::new(0);
-    /// Serialises the tests that make builds panic.
+    /// Serialises the tests that build tables (a build in another test would take an injected
+    /// panic meant for the test that set `PANICS`).
     static BUILDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     /// Called by every table build in tests: panics while `PANICS` is above zero.
@@ -827,6 +740,7 @@ mod tests {
     /// the next refresh loads what changed meanwhile.
     #[tokio::test]
     async fn a_failing_store_keeps_the_table_and_a_recovered_one_is_loaded() {
+        let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
         let dir = tempfile::tempdir().unwrap();
         let (gw, store) = gateway(dir.path()).await;
         let before = gw.table().version;
@@ -847,6 +761,7 @@ mod tests {
     /// nothing admitted is lost while the process lives.
     #[tokio::test]
     async fn a_failed_usage_flush_keeps_its_counts_for_the_next() {
+        let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
         use keygate_control::plans;
         use keygate_types::model::NewUsagePlan;
 
@@ -866,12 +781,11 @@ mod tests {
         };
         let (key, _) = keys::create(&control, key).await.unwrap();
         let (counters, _) = gw.meter.get_or_create(&key.id, &plan.id);
-        let limits =
-            meter::StageLimits { throttle: None, quota: None, methods: Default::default() };
+        let limits = meter::StageLimits::default();
         let admit = |n: usize| {
             let clock = gw.meter.clock();
             for _ in 0..n {
-                let admitted = counters.admit(&limits, "", clock.now_mono(), clock.now_unix_ms());
+                let admitted = counters.admit(&limits, None, clock.now_mono(), clock.now_unix_ms());
                 assert!(matches!(admitted, Admission::Allowed { .. }));
             }
         };
@@ -900,6 +814,7 @@ mod tests {
     /// shape, a `Retry-After`, and a request id like every answer.
     #[tokio::test]
     async fn the_gateways_own_503_says_when_to_retry() {
+        let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
         let dir = tempfile::tempdir().unwrap();
         let (gw, _) = gateway(dir.path()).await;
         let head = Request::build("POST", "/dev/upload", &[("content-length", b"1000")]).unwrap();
@@ -916,6 +831,7 @@ mod tests {
     /// answered from the table in memory.
     #[tokio::test]
     async fn requests_are_served_while_the_store_cannot_be_read() {
+        let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
         use keygate_control::plans;
         use keygate_types::model::NewUsagePlan;
 

@@ -32,8 +32,67 @@ use keygate_types::plan::Quota;
 pub struct StageLimits {
     pub throttle: Option<BucketLimits>,
     pub quota: Option<Quota>,
-    /// Method throttles of the plan's API stage, by method key (`/candidates/GET`).
-    pub methods: HashMap<String, BucketLimits>,
+    /// The plan's method throttles that can apply to each route of the stage (by the route's
+    /// index in its stage table), most specific first: resolved when the table is built, so a
+    /// request only scans a few entries (see [`StageLimits::method_throttle`]).
+    pub routes: Vec<Box<[MethodThrottle]>>,
+}
+
+/// One method throttle of a plan's API stage, as it applies to a route.
+#[derive(Debug, Clone)]
+pub struct MethodThrottle {
+    /// The plan's key for it (`/candidates/GET`, `/candidates/ANY`, `/*/*`): the name of its
+    /// bucket among the key's counters.
+    pub key: Arc<str>,
+    /// The method part of the key, upper case: a method, `ANY` or `*`.
+    pub method: Box<str>,
+    pub limits: BucketLimits,
+}
+
+impl StageLimits {
+    /// The method throttle of a request with `method` on the route at `route`, if any: the
+    /// route's path with that method, else with `ANY`, else with `*`, then the same for the
+    /// path `/*` (entries are stored in that order).
+    pub fn method_throttle(&self, route: usize, method: &str) -> Option<&MethodThrottle> {
+        self.routes.get(route)?.iter().find(|m| {
+            &*m.method == "ANY" || &*m.method == "*" || m.method.eq_ignore_ascii_case(method)
+        })
+    }
+
+    /// Orders and keeps the entries of `throttles` (`(key, limits)` as the plan has them) that
+    /// apply to a route with path `path`: see [`StageLimits::method_throttle`].
+    pub fn throttles_for(
+        path: &str,
+        throttles: &[(Arc<str>, BucketLimits)],
+    ) -> Box<[MethodThrottle]> {
+        let mut found: Vec<(u8, MethodThrottle)> = throttles
+            .iter()
+            .filter_map(|(key, limits)| {
+                let (p, method) = key.rsplit_once('/')?;
+                let p = if p.is_empty() { "/" } else { p };
+                let path_rank = if p == path {
+                    0
+                } else if p == "/*" {
+                    3
+                } else {
+                    return None;
+                };
+                let method_rank = match method {
+                    "ANY" => 1,
+                    "*" => 2,
+                    _ => 0,
+                };
+                let entry = MethodThrottle {
+                    key: Arc::clone(key),
+                    method: method.to_ascii_uppercase().into_boxed_str(),
+                    limits: *limits,
+                };
+                Some((path_rank + method_rank, entry))
+            })
+            .collect();
+        found.sort_by_key(|(rank, _)| *rank);
+        found.into_iter().map(|(_, m)| m).collect()
+    }
 }
 
 /// What the meter decided.
@@ -122,19 +181,21 @@ impl KeyPlan {
         self.counters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides one request at `now` and, if admitted, counts it.
+    /// Decides one request at `now` under `limits` and the request's method throttle, if any,
+    /// and, if admitted, counts it.
     pub fn admit(
         self: &Arc<Self>,
         limits: &StageLimits,
-        method_key: &str,
+        method_throttle: Option<&MethodThrottle>,
         mono: Nanos,
         unix_ms: i64,
     ) -> Admission {
         let mut c = self.lock();
         // Check everything on copies first; commit only when all allow.
-        let mut method = limits.methods.get(method_key).map(|l| {
-            let mut b = c.methods.get(method_key).cloned().unwrap_or_else(|| TokenBucket::new(*l));
-            b.update_limits(*l);
+        let mut method = method_throttle.map(|m| {
+            let mut b =
+                c.methods.get(&*m.key).cloned().unwrap_or_else(|| TokenBucket::new(m.limits));
+            b.update_limits(m.limits);
             b
         });
         if let Some(b) = method.as_mut()
@@ -190,8 +251,13 @@ impl KeyPlan {
             }
         }
         // Admitted: commit.
-        if let Some(b) = method {
-            c.methods.insert(method_key.to_owned(), b);
+        if let (Some(b), Some(m)) = (method, method_throttle) {
+            match c.methods.get_mut(&*m.key) {
+                Some(slot) => *slot = b,
+                None => {
+                    c.methods.insert(m.key.to_string(), b);
+                }
+            }
         }
         if let Some(b) = plan {
             c.bucket = Some(b);
@@ -416,15 +482,17 @@ mod tests {
                 BucketLimits::from_throttle(&Throttle { rate_limit: r, burst_limit: b })
             }),
             quota: quota.map(|limit| Quota { limit, period: QuotaPeriod::Day, offset: 0 }),
-            methods: methods
-                .iter()
-                .map(|(k, r, b)| {
-                    (
-                        (*k).to_owned(),
-                        BucketLimits::from_throttle(&Throttle { rate_limit: *r, burst_limit: *b }),
-                    )
-                })
-                .collect(),
+            // One route, at index 0, whose path is `/a`.
+            routes: vec![StageLimits::throttles_for(
+                "/a",
+                &methods
+                    .iter()
+                    .map(|(k, r, b)| {
+                        let t = Throttle { rate_limit: *r, burst_limit: *b };
+                        (Arc::from(*k), BucketLimits::from_throttle(&t))
+                    })
+                    .collect::<Vec<_>>(),
+            )],
         }
     }
 
@@ -442,7 +510,7 @@ mod tests {
         let (kp, fresh) = meter.get_or_create("k", "p");
         assert!(fresh);
         let l = limits(None, Some(3), &[]);
-        let admit = || kp.admit(&l, "", clock.now_mono(), clock.now_unix_ms());
+        let admit = || kp.admit(&l, None, clock.now_mono(), clock.now_unix_ms());
         assert!((0..3).all(|_| allowed(&admit())));
         for _ in 0..10 {
             assert_eq!(admit(), Admission::QuotaExceeded { retry_after: 1 });
@@ -462,7 +530,7 @@ mod tests {
         let (kp, _) = meter.get_or_create("k", "p");
         let l = limits(Some((20.0, 10)), None, &[]);
         let n = (0..30)
-            .filter(|_| allowed(&kp.admit(&l, "", clock.now_mono(), clock.now_unix_ms())))
+            .filter(|_| allowed(&kp.admit(&l, None, clock.now_mono(), clock.now_unix_ms())))
             .count();
         assert_eq!(n, 10);
     }
@@ -473,16 +541,61 @@ mod tests {
         let meter = Meter::new(Arc::new(ManualClock::new()));
         let (kp, _) = meter.get_or_create("k", "p");
         let l = limits(Some((1.0, 1)), None, &[("/a/GET", 100.0, 50)]);
-        let admit =
-            |l: &StageLimits, m: &str| kp.admit(l, m, clock.now_mono(), clock.now_unix_ms());
-        assert!((0..20).all(|_| allowed(&admit(&l, "/a/GET"))));
+        let admit = |l: &StageLimits, m: &str| {
+            let throttle = if m.is_empty() { None } else { l.method_throttle(0, m) };
+            kp.admit(l, throttle, clock.now_mono(), clock.now_unix_ms())
+        };
+        assert!((0..20).all(|_| allowed(&admit(&l, "GET"))));
         assert!(allowed(&admit(&l, "")));
         assert!(matches!(admit(&l, ""), Admission::Throttled { retry_after: Some(1) }));
         // Stricter limits take over at once; idle long enough, the new burst is available.
         let stricter = limits(Some((1.0, 1)), None, &[("/a/GET", 0.5, 2)]);
-        assert!(!allowed(&admit(&stricter, "/a/GET")));
+        assert!(!allowed(&admit(&stricter, "GET")));
         clock.advance(Duration::from_secs(5));
-        let got: Vec<bool> = (0..3).map(|_| allowed(&admit(&stricter, "/a/GET"))).collect();
+        let got: Vec<bool> = (0..3).map(|_| allowed(&admit(&stricter, "GET"))).collect();
         assert_eq!(got, [true, true, false]);
+    }
+
+    /// A route's method throttles, most specific first: its path with the request's method,
+    /// then `ANY`, then `*`, then the same for `/*`; other paths never apply.
+    #[test]
+    fn the_most_specific_method_throttle_applies() {
+        let t =
+            |rate: f64| BucketLimits::from_throttle(&Throttle { rate_limit: rate, burst_limit: 1 });
+        let plan: Vec<(Arc<str>, BucketLimits)> = [
+            ("/*/*", 1.0),
+            ("/*/POST", 2.0),
+            ("/a/*", 3.0),
+            ("/a/ANY", 4.0),
+            ("/a/GET", 5.0),
+            ("/b/GET", 6.0),
+            ("//GET", 7.0),
+        ]
+        .into_iter()
+        .map(|(k, r)| (Arc::from(k), t(r)))
+        .collect();
+        let limits = StageLimits {
+            routes: vec![
+                StageLimits::throttles_for("/a", &plan),
+                StageLimits::throttles_for("/c", &plan),
+                StageLimits::throttles_for("/", &plan),
+                Box::default(),
+            ],
+            ..Default::default()
+        };
+        let key = |route: usize, method: &str| {
+            limits.method_throttle(route, method).map(|m| m.key.to_string())
+        };
+        assert_eq!(key(0, "GET").as_deref(), Some("/a/GET"));
+        assert_eq!(key(0, "get").as_deref(), Some("/a/GET"), "methods compare without case");
+        assert_eq!(key(0, "DELETE").as_deref(), Some("/a/ANY"));
+        assert_eq!(key(1, "POST").as_deref(), Some("/*/POST"));
+        assert_eq!(key(1, "PUT").as_deref(), Some("/*/*"));
+        assert_eq!(key(2, "GET").as_deref(), Some("//GET"), "the root resource");
+        assert_eq!(key(3, "GET"), None, "a route of another API of the stage");
+        assert_eq!(key(9, "GET"), None, "no such route");
+        let without_any = StageLimits::throttles_for("/a", &plan[..3]);
+        let keys: Vec<&str> = without_any.iter().map(|m| &*m.key).collect();
+        assert_eq!(keys, ["/a/*", "/*/POST", "/*/*"]);
     }
 }

@@ -32,12 +32,9 @@ pub struct Route {
     pub deployment_id: String,
     /// The deployment's definition (shared by all its routes).
     pub definition: Arc<ServiceDefinition>,
-    /// Index of the function in `definition.functions`.
-    pub function: usize,
     pub event: HttpEvent,
-    /// The parsed upstream of an `http-proxy` route whose URI has no path parameters, so a
-    /// request does not parse it again.
-    pub(crate) proxy_target: Option<crate::upstream::Target>,
+    /// What the route runs.
+    pub(crate) target: crate::integrate::Target,
 }
 
 /// The routes of one stage name (across APIs).
@@ -212,9 +209,8 @@ impl Table {
                             api_stage,
                             deployment_id: deployed.deployment_id.clone(),
                             definition: Arc::clone(&definition),
-                            function: fi,
                             event: e.clone(),
-                            proxy_target: crate::upstream::Target::fixed(&e.integration),
+                            target: crate::integrate::Target::of(&e.integration, fi),
                         }),
                         Err(AddError::Duplicate(other)) => tracing::warn!(
                             stage = %deployed.stage,
@@ -233,14 +229,27 @@ impl Table {
         for p in &snapshot.plans {
             let grants = by_plan.entry(p.id.as_str()).or_default();
             for s in &p.api_stages {
+                // Method throttles resolved per route of this API stage, once, here.
+                let throttles: Vec<(Arc<str>, BucketLimits)> = s
+                    .throttle
+                    .iter()
+                    .map(|(k, t)| (Arc::from(k.as_str()), BucketLimits::from_throttle(t)))
+                    .collect();
+                let routes = match stage_numbers.get(&s.stage) {
+                    Some(&at) if !throttles.is_empty() => stages[at as usize]
+                        .routes
+                        .iter()
+                        .map(|r| match r.api_id == s.api_id {
+                            true => StageLimits::throttles_for(&r.event.path, &throttles),
+                            false => Box::default(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 let l = StageLimits {
                     throttle: p.throttle.as_ref().map(BucketLimits::from_throttle),
                     quota: p.quota,
-                    methods: s
-                        .throttle
-                        .iter()
-                        .map(|(k, t)| (k.clone(), BucketLimits::from_throttle(t)))
-                        .collect(),
+                    routes,
                 };
                 grants.push((number(&s.api_id, &s.stage), Arc::new(l)));
             }

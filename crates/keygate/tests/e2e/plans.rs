@@ -430,3 +430,32 @@ async fn a_throttled_cors_route_answers_429_with_its_cors_headers() {
     assert!(allowed.is_some_and(|o| o == "*" || o == "https://app.example"), "{limited:?}");
     srv.stop();
 }
+
+/// Wildcard method throttles (`/*/*` for every method of every resource, `/a/*` for every method
+/// of one) are enforced, and a method's own throttle wins over them: the CLI and the admin API
+/// accept them, so a request must never slip past one.
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcard_method_throttles_are_enforced() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      throttle: {rateLimit: 1000, burstLimit: 1000}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let mut args = vec!["plans", "add-stage", "lim-dev", "--api", "lim", "--stage", "dev"];
+    args.extend(["--method-throttle", "/*/*=0.5:1", "--method-throttle", "/a/*=0.5:2"]);
+    args.extend(["--method-throttle", "/b/GET=100:50"]);
+    env.json(&args);
+    let srv = env.serve();
+    let statuses = |path: &'static str, n: usize| {
+        let (url, key) = (srv.url(path), key.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(get(&url, Some(&key)).await.status);
+            }
+            out
+        }
+    };
+    assert_eq!(statuses("/dev/d", 2).await, [200, 429], "/*/* (burst 1) applies to /d");
+    assert_eq!(statuses("/dev/a", 3).await, [200, 200, 429], "/a/* (burst 2) wins for /a");
+    assert_eq!(statuses("/dev/b", 10).await, [200; 10], "/b/GET (burst 50) wins for GET /b");
+    srv.stop();
+}
