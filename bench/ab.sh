@@ -26,7 +26,9 @@ CONNS="${CONNS:-32 128}"
 DENY_CONNS="${DENY_CONNS:-32}"
 OUT="${OUT:-$WORK/ab/$(date -u +%Y%m%dT%H%M%SZ)}"
 REPORT_LUA="$HERE/report.lua"
-KG_DATA="$WORK/keygate-data"
+# Where run.sh keeps keygate's data directory (RUN_DIR: reachable by the function user).
+RUN_DIR="${RUN_DIR:-/tmp/keygate-bench-$(id -u)}"
+KG_DATA="$RUN_DIR/keygate-data"
 FAILED=()
 [ -d "$KG_DATA" ] && [ -f "$WORK/valid_key.txt" ] && [ -f "$WORK/nginx-gateway.conf" ] ||
   die "no bench data in $WORK: run bench/run.sh --quick first"

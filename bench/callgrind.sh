@@ -23,7 +23,9 @@ CONNS="${CONNS:-8}"
 OUT="${OUT:-$WORK/callgrind}"
 CASES=("$@")
 [ "${#CASES[@]}" -gt 0 ] || CASES=(valid missing limited function function-mi)
-KG_DATA="$WORK/keygate-data"
+# Where run.sh keeps keygate's data directory (RUN_DIR: reachable by the function user).
+RUN_DIR="${RUN_DIR:-/tmp/keygate-bench-$(id -u)}"
+KG_DATA="$RUN_DIR/keygate-data"
 [ -d "$KG_DATA" ] && [ -f "$WORK/valid_key.txt" ] || die "no bench data in $WORK: run bench/run.sh --quick first"
 [ -x "$KEYGATE_BIN" ] || die "$KEYGATE_BIN missing: cargo build --release -p keygate"
 command -v valgrind >/dev/null || {
