@@ -83,8 +83,7 @@ pub async fn report(
         Some(q) => QuotaWindow::for_quota(from.start_unix_ms(), q).start_date().min(from),
         None => from,
     };
-    let rows =
-        store.usage(Some(&plan.id), key_id.as_deref(), &first.to_string(), &to.to_string()).await?;
+    let rows = store.usage(Some(&plan.id), key_id.as_deref(), first, to).await?;
     let mut by_key: BTreeMap<String, BTreeMap<Date, u64>> = BTreeMap::new();
     let mut key_names = BTreeMap::new();
     match key {
@@ -100,9 +99,7 @@ pub async fn report(
         }
     }
     for r in rows {
-        if let Ok(day) = r.day.parse::<Date>() {
-            *by_key.entry(r.key_id).or_default().entry(day).or_default() += r.used;
-        }
+        *by_key.entry(r.key_id).or_default().entry(r.day).or_default() += r.used;
     }
     // Keys that left the plan since keep their usage; name them if they still exist.
     for id in by_key.keys() {
@@ -162,7 +159,7 @@ async fn grants_of(store: &Store, plan_id: &str) -> Result<BTreeMap<(String, Dat
         .usage_grants(plan_id)
         .await?
         .into_iter()
-        .filter_map(|g| g.period_start.parse::<Date>().ok().map(|d| ((g.key_id, d), g.extra)))
+        .map(|g| ((g.key_id, g.period_start), g.extra))
         .collect())
 }
 
@@ -198,7 +195,7 @@ pub async fn set_remaining(
     let start = window.start_date();
     let today = Date::from_unix_ms(now_unix_ms);
     let used: u64 = store
-        .usage(Some(&plan.id), Some(&key.id), &start.to_string(), &today.to_string())
+        .usage(Some(&plan.id), Some(&key.id), start, today)
         .await?
         .iter()
         .map(|u| u.used)
@@ -206,8 +203,7 @@ pub async fn set_remaining(
     // remaining = limit + extra - used  =>  extra = remaining + used - limit.
     let extra = i64::try_from(remaining.saturating_add(used)).unwrap_or(i64::MAX)
         - i64::try_from(quota.limit).unwrap_or(i64::MAX);
-    let grant =
-        UsageGrant { plan_id: plan.id, key_id: key.id, period_start: start.to_string(), extra };
+    let grant = UsageGrant { plan_id: plan.id, key_id: key.id, period_start: start, extra };
     store.apply(Change::PutGrant(grant.clone())).await?;
     Ok(grant)
 }

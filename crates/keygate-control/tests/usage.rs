@@ -40,7 +40,7 @@ async fn reports_count_remaining_within_each_quota_period() {
     let used = |key: &str, day: &str, used: u64| DailyUsage {
         plan_id: plan.clone(),
         key_id: key.to_owned(),
-        day: day.to_owned(),
+        day: crate::day(day),
         used,
     };
     backend
@@ -98,7 +98,7 @@ async fn reports_count_remaining_within_each_quota_period() {
         .add_usage(&[DailyUsage {
             plan_id: free.clone(),
             key_id: k3.clone(),
-            day: "2026-12-05".into(),
+            day: day("2026-12-05"),
             used: 7,
         }])
         .await

@@ -803,9 +803,8 @@ mod tests {
         gw.flush_usage().await.expect_err("still not");
         sqlx::query("DROP TRIGGER usage_fails").execute(&raw).await.unwrap();
         assert_eq!(gw.flush_usage().await.unwrap(), 1, "one row: today's usage of the key");
-        let today = keygate_limits::calendar::Date::from_unix_ms(gw.meter.clock().now_unix_ms())
-            .to_string();
-        let stored = store.usage(Some(&plan.id), Some(&key.id), &today, &today).await.unwrap();
+        let today = keygate_limits::calendar::Date::from_unix_ms(gw.meter.clock().now_unix_ms());
+        let stored = store.usage(Some(&plan.id), Some(&key.id), today, today).await.unwrap();
         assert_eq!(stored.iter().map(|u| u.used).sum::<u64>(), 5, "{stored:?}");
         assert_eq!(gw.flush_usage().await.unwrap(), 0, "nothing is written twice");
     }

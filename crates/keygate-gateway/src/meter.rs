@@ -362,14 +362,12 @@ impl Meter {
         quota_plans: &[&str],
     ) -> Result<(), keygate_store::Error> {
         let today = Date::from_unix_ms(self.clock.now_unix_ms());
-        let (from, to) = (today.add_days(-SEED_DAYS).to_string(), today.to_string());
+        let (from, to) = (today.add_days(-SEED_DAYS), today);
         let mut recent: HashMap<(String, String), BTreeMap<Date, u64>> = HashMap::new();
         for plan in quota_plans {
-            for r in store.usage(Some(plan), None, &from, &to).await? {
-                if let Ok(day) = r.day.parse::<Date>() {
-                    *recent.entry((r.key_id, r.plan_id)).or_default().entry(day).or_default() +=
-                        r.used;
-                }
+            for r in store.usage(Some(plan), None, from, to).await? {
+                *recent.entry((r.key_id, r.plan_id)).or_default().entry(r.day).or_default() +=
+                    r.used;
             }
         }
         let reg = self.registry();
@@ -382,12 +380,10 @@ impl Meter {
     pub fn set_grants(&self, grants: &[keygate_types::model::UsageGrant]) {
         let mut by_pair: HashMap<(String, String), HashMap<Date, i64>> = HashMap::new();
         for g in grants {
-            if let Ok(day) = g.period_start.parse::<Date>() {
-                by_pair
-                    .entry((g.key_id.clone(), g.plan_id.clone()))
-                    .or_default()
-                    .insert(day, g.extra);
-            }
+            by_pair
+                .entry((g.key_id.clone(), g.plan_id.clone()))
+                .or_default()
+                .insert(g.period_start, g.extra);
         }
         let reg = self.registry();
         for (pair, kp) in reg.iter() {
@@ -420,7 +416,7 @@ impl Meter {
                 batch.push(DailyUsage {
                     plan_id: kp.plan_id.clone(),
                     key_id: kp.key_id.clone(),
-                    day: day.to_string(),
+                    day: *day,
                     used: *used,
                 });
             }

@@ -54,20 +54,9 @@ pub use keygate_types::clock;
 pub use keygate_types::clock::{Clock, ManualClock, Nanos, SystemClock};
 pub use quota::{QuotaDecision, allowance, check_quota};
 
-/// Errors of this crate: only parsing can fail; every decision is total.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The text is not of the form `YYYY-MM-DD` (four-digit year, two-digit month and day).
-    #[error("invalid date {input:?}: expected YYYY-MM-DD")]
-    DateFormat { input: String },
-    /// The month is not 01-12.
-    #[error("invalid date {input:?}: month {month} is not 01-12")]
-    DateMonth { input: String, month: u32 },
-    /// The day does not exist in that month.
-    #[error("invalid date {input:?}: day {day} does not exist in {year:04}-{month:02}")]
-    DateDay { input: String, year: i32, month: u32, day: u32 },
-}
+/// Errors of this crate: only parsing a date can fail; every decision is total. The date and its
+/// errors live in `keygate-types` (stored records use them too).
+pub use keygate_types::date::DateError as Error;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -473,13 +473,13 @@ pub trait Reads: Send + Sync + 'static {
     /// Ids of the usage plans a key belongs to.
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>>;
 
-    /// Daily usage between two days (inclusive, `YYYY-MM-DD`), optionally for one plan and key.
+    /// Daily usage between two days (inclusive), optionally for one plan and key.
     async fn usage(
         &self,
         plan_id: Option<&str>,
         key_id: Option<&str>,
-        from: &str,
-        to: &str,
+        from: keygate_types::date::Date,
+        to: keygate_types::date::Date,
     ) -> Result<Vec<DailyUsage>>;
 
     /// The extra quota granted in a plan (every key, every period).

@@ -137,6 +137,10 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
     }
 }
 
+fn date(day: &str) -> keygate_types::date::Date {
+    day.parse().unwrap()
+}
+
 fn new_key(name: &str) -> NewApiKey {
     NewApiKey {
         name: name.into(),
@@ -285,13 +289,17 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     let day = |d: &str| DailyUsage {
         plan_id: plan_id.clone(),
         key_id: key_id.clone(),
-        day: d.into(),
+        day: date(d),
         used: 3,
     };
     let v = s.version().await.unwrap();
     s.add_usage(&[day("2026-11-01"), day("2026-11-01"), day("2026-11-02")]).await.unwrap();
     assert_eq!(s.version().await.unwrap(), v, "usage is data: no reload for gateways");
-    assert_eq!(s.usage(None, None, "2026-01-01", "2026-12-31").await.unwrap().len(), 2, "recorded");
+    assert_eq!(
+        s.usage(None, None, date("2026-01-01"), date("2026-12-31")).await.unwrap().len(),
+        2,
+        "recorded"
+    );
     // Usage of a deleted key or plan is dropped, not an error.
     s.add_usage(&[DailyUsage { key_id: "gone".into(), ..day("2026-11-02") }]).await.unwrap();
 
@@ -309,17 +317,20 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     assert_eq!(second.plans[0].id, plan_id, "editing limits updates the plan");
     assert_eq!(second.plans[0].quota.unwrap().limit, 100);
     assert_eq!(s.list_plans(Page::first(100)).await.unwrap().len(), 1);
-    let used = s.usage(Some(&plan_id), None, "2026-11-01", "2026-11-30").await.unwrap();
+    let used = s.usage(Some(&plan_id), None, date("2026-11-01"), date("2026-11-30")).await.unwrap();
     assert_eq!(
-        used.iter().map(|u| (u.day.as_str(), u.used)).collect::<Vec<_>>(),
-        [("2026-11-01", 6), ("2026-11-02", 3)]
+        used.iter().map(|u| (u.day.to_string(), u.used)).collect::<Vec<_>>(),
+        [("2026-11-01".to_owned(), 6), ("2026-11-02".to_owned(), 3)]
     );
-    assert_eq!(s.usage(None, Some(&key_id), "2026-11-02", "2026-11-02").await.unwrap().len(), 1);
+    assert_eq!(
+        s.usage(None, Some(&key_id), date("2026-11-02"), date("2026-11-02")).await.unwrap().len(),
+        1
+    );
 
     s.put_grant(UsageGrant {
         plan_id: plan_id.clone(),
         key_id: key_id.clone(),
-        period_start: "2026-11-02".into(),
+        period_start: date("2026-11-02"),
         extra: 7,
     })
     .await
@@ -557,7 +568,7 @@ async fn every_change_is_recorded_in_the_audit_log(s: Arc<dyn ConfigStore>) {
     let grant = UsageGrant {
         plan_id: plan_id.clone(),
         key_id: k1.clone(),
-        period_start: "2026-12-01".into(),
+        period_start: date("2026-12-01"),
         extra: 5,
     };
     s.put_grant(grant).await.unwrap();

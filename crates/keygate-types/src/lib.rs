@@ -14,6 +14,7 @@
 //! Architecture invariant: this crate does no IO and knows nothing of tokio, hyper or sqlx.
 
 pub mod clock;
+pub mod date;
 pub mod key;
 pub mod keyset;
 pub mod model;

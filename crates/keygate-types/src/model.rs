@@ -145,8 +145,7 @@ pub struct UsagePlanPatch {
 pub struct DailyUsage {
     pub plan_id: String,
     pub key_id: String,
-    /// `YYYY-MM-DD`.
-    pub day: String,
+    pub day: crate::date::Date,
     pub used: u64,
 }
 
@@ -155,8 +154,8 @@ pub struct DailyUsage {
 pub struct UsageGrant {
     pub plan_id: String,
     pub key_id: String,
-    /// First day of the period, `YYYY-MM-DD`.
-    pub period_start: String,
+    /// First day of the period.
+    pub period_start: crate::date::Date,
     /// May be negative (remaining cut below what the limit leaves).
     pub extra: i64,
 }

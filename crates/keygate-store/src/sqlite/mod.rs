@@ -373,8 +373,8 @@ impl Reads for SqliteStore {
         &self,
         plan_id: Option<&str>,
         key_id: Option<&str>,
-        from: &str,
-        to: &str,
+        from: keygate_types::date::Date,
+        to: keygate_types::date::Date,
     ) -> Result<Vec<DailyUsage>> {
         usage::usage(&self.pool, plan_id, key_id, from, to).await
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use keygate_types::KeyDigest;
 use keygate_types::keyset::{KeyRecord, KeySet};
-use keygate_types::model::{DeployedStage, GatewaySnapshot, UsageGrant};
+use keygate_types::model::{DeployedStage, GatewaySnapshot};
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 use super::plans::plan_from_row;
@@ -245,13 +245,8 @@ pub(super) async fn snapshot(pool: &SqlitePool) -> Result<GatewaySnapshot> {
         .await
         .map_err(map_err)?
         .iter()
-        .map(|r| UsageGrant {
-            plan_id: r.get("plan_id"),
-            key_id: r.get("key_id"),
-            period_start: r.get("period_start"),
-            extra: r.get("extra"),
-        })
-        .collect();
+        .map(super::usage::grant_from_row)
+        .collect::<Result<Vec<_>>>()?;
     tx.commit().await.map_err(map_err)?;
     Ok(GatewaySnapshot { version, stages, keys, plans, grants })
 }

@@ -1,6 +1,8 @@
 //! Usage: the data plane's counters (daily usage, last use of keys) and extra quota grants.
 
+use keygate_types::date::Date;
 use keygate_types::model::{DailyUsage, UsageGrant};
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::map_err;
@@ -13,7 +15,7 @@ pub(super) async fn put_grant(tx: &mut SqliteConnection, grant: UsageGrant) -> R
     )
     .bind(&grant.plan_id)
     .bind(&grant.key_id)
-    .bind(&grant.period_start)
+    .bind(grant.period_start.to_string())
     .bind(grant.extra)
     .execute(&mut *tx)
     .await
@@ -28,9 +30,9 @@ pub(super) async fn add_usage(pool: &SqlitePool, usage: &[DailyUsage]) -> Result
     // Counters are data, not configuration: no version bump, so gateways do not reload.
     // One statement for the batch (rows as one JSON array), atomic as a whole; usage of a
     // key or plan deleted meanwhile is dropped with it.
-    let rows: Vec<(&str, &str, &str, u64)> = usage
+    let rows: Vec<(&str, &str, String, u64)> = usage
         .iter()
-        .map(|u| (u.plan_id.as_str(), u.key_id.as_str(), u.day.as_str(), u.used))
+        .map(|u| (u.plan_id.as_str(), u.key_id.as_str(), u.day.to_string(), u.used))
         .collect();
     let rows = serde_json::to_string(&rows).map_err(|e| Error::other("cannot encode usage", e))?;
     sqlx::query(
@@ -76,8 +78,8 @@ pub(super) async fn usage(
     pool: &SqlitePool,
     plan_id: Option<&str>,
     key_id: Option<&str>,
-    from: &str,
-    to: &str,
+    from: Date,
+    to: Date,
 ) -> Result<Vec<DailyUsage>> {
     let rows = sqlx::query(
         "SELECT plan_id, key_id, day, used FROM usage_days \
@@ -86,20 +88,21 @@ pub(super) async fn usage(
     )
     .bind(plan_id)
     .bind(key_id)
-    .bind(from)
-    .bind(to)
+    .bind(from.to_string())
+    .bind(to.to_string())
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
-    Ok(rows
-        .iter()
-        .map(|r| DailyUsage {
-            plan_id: r.get("plan_id"),
-            key_id: r.get("key_id"),
-            day: r.get("day"),
-            used: r.get::<i64, _>("used").max(0) as u64,
+    rows.iter()
+        .map(|r| {
+            Ok(DailyUsage {
+                plan_id: r.get("plan_id"),
+                key_id: r.get("key_id"),
+                day: stored_date(r.get("day"))?,
+                used: r.get::<i64, _>("used").max(0) as u64,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub(super) async fn usage_grants(pool: &SqlitePool, plan_id: &str) -> Result<Vec<UsageGrant>> {
@@ -111,13 +114,19 @@ pub(super) async fn usage_grants(pool: &SqlitePool, plan_id: &str) -> Result<Vec
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
-    Ok(rows
-        .iter()
-        .map(|r| UsageGrant {
-            plan_id: r.get("plan_id"),
-            key_id: r.get("key_id"),
-            period_start: r.get("period_start"),
-            extra: r.get("extra"),
-        })
-        .collect())
+    rows.iter().map(grant_from_row).collect()
+}
+
+/// A date as the store keeps it (`YYYY-MM-DD`), read back.
+pub(super) fn stored_date(text: &str) -> Result<Date> {
+    text.parse().map_err(|e| Error::other("a stored date is unreadable", e))
+}
+
+pub(super) fn grant_from_row(r: &SqliteRow) -> Result<UsageGrant> {
+    Ok(UsageGrant {
+        plan_id: r.get("plan_id"),
+        key_id: r.get("key_id"),
+        period_start: stored_date(r.get("period_start"))?,
+        extra: r.get("extra"),
+    })
 }
