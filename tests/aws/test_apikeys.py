@@ -488,3 +488,17 @@ def test_import_api_keys_with_boto3_status_and_fail_on_warnings_rollback(kg, api
 def test_import_api_keys_requires_name_and_key_columns(kg, apigw):
     e = client_error(apigw.import_api_keys, body=f"Name,Description\n{unique('x')},no key column\n".encode(), format="csv", failOnWarnings=True)
     assert_client_error(e, "BadRequestException", 400)
+
+
+# --------------------------------------------------------------------------------------------
+# rotate (beyond AWS)
+
+
+def test_rotate_returns_a_new_value_once(kg, make_key):
+    k = make_key(name=unique("rot"))
+    r = kg.admin("POST", f"/apikeys/{k['id']}/rotate?grace=1h")
+    assert r.status == 200, r.body
+    rotated = r.json()
+    assert rotated["id"] == k["id"] and rotated["value"] and rotated["value"] != k["value"]
+    again = kg.admin("GET", f"/apikeys/{k['id']}?includeValue=true").json()
+    assert "value" not in again, "a value is shown only when it is made"

@@ -5,8 +5,9 @@ tests made through the admin API is recorded with its actor, and no key value or
 import re
 
 CHANGES = {
-    "CreateApiKey", "UpdateApiKey", "DeleteApiKey", "ImportApiKeys",
+    "CreateApiKey", "UpdateApiKey", "DeleteApiKey", "ImportApiKeys", "RotateApiKey",
     "CreateUsagePlan", "UpdateUsagePlan", "DeleteUsagePlan",
+    "UpdateUsagePlan:addApiStage", "UpdateUsagePlan:removeApiStage",
     "CreateUsagePlanKey", "DeleteUsagePlanKey", "UpdateUsage",
     "UpdateRestApiDefinition", "CreateDeployment",
 }

@@ -92,3 +92,85 @@ async fn admin_api_authenticates_and_audits() {
     }
     srv.stop();
 }
+
+/// Every change the CLI makes is in the audit log as `cli:<user>`, under its AWS action, with a
+/// target and never a key value (the admin API's side: tests/aws/test_zz_audit.py).
+#[test]
+fn every_cli_change_is_in_the_audit_log() {
+    let env = Env::new();
+    let yml = example_yml();
+    let yml = yml.to_str().unwrap();
+    let deployed = env.deploy(&example_yml(), &[]);
+    let value = Env::key_value(&deployed);
+    let made = env.json(&["keys", "create", "--name", "audited"]);
+    let made_value = made["value"].as_str().unwrap().to_owned();
+    env.ok(&["keys", "disable", "audited"]);
+    env.ok(&["keys", "expire", "audited", "+30d"]);
+    let rotated = env.json(&["keys", "rotate", "audited", "--grace", "1h"]);
+    let rotated_value = rotated["value"].as_str().unwrap().to_owned();
+    env.ok(&["keys", "revoke-old", "audited"]);
+    let csv =
+        env.write("keys.csv", "Name,Key,Enabled\nimported,Imported0123456789abcdefghijklmn,true\n");
+    env.ok(&["keys", "import", csv.to_str().unwrap()]);
+    env.ok(&[
+        "plans",
+        "create",
+        "--name",
+        "extra",
+        "--quota-limit",
+        "100",
+        "--quota-period",
+        "DAY",
+    ]);
+    env.ok(&["plans", "update", "extra", "--description", "more"]);
+    let refused =
+        env.run(&["plans", "add-stage", "extra", "--api", "candidate-service", "--stage", "qa"]);
+    assert!(!refused.status.success(), "there is no stage qa");
+    env.ok(&["plans", "add-key", "extra", "audited"]);
+    env.ok(&["usage", "set-remaining", "--plan", "extra", "--key", "audited", "5"]);
+    env.ok(&["plans", "remove-key", "extra", "audited"]);
+    env.ok(&["keys", "delete", "audited"]);
+    env.ok(&["plans", "delete", "extra"]);
+    let cred = env.json(&["admin", "credentials", "create"]);
+    let access_key = cred["accessKeyId"].as_str().unwrap();
+    env.ok(&["admin", "credentials", "revoke", access_key]);
+    let token = env.json(&["admin", "token", "create"]);
+    env.ok(&["admin", "token", "revoke", token["id"].as_str().unwrap()]);
+    env.ok(&["remove", "-c", yml]);
+
+    let log = env.json(&["audit"]);
+    let entries = log.as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for action in [
+        "Deploy",
+        "CreateApiKey",
+        "UpdateApiKey",
+        "RotateApiKey",
+        "RevokeOldApiKeyValues",
+        "ImportApiKeys",
+        "CreateUsagePlan",
+        "UpdateUsagePlan",
+        "CreateUsagePlanKey",
+        "UpdateUsage",
+        "DeleteUsagePlanKey",
+        "DeleteApiKey",
+        "DeleteUsagePlan",
+        "CreateAdminCredential",
+        "RevokeAdminCredential",
+        "CreateAdminToken",
+        "RevokeAdminToken",
+        "DeleteStage",
+    ] {
+        assert!(actions.contains(&action), "{action} is not in the audit log: {actions:?}");
+    }
+    assert!(!actions.contains(&"UpdateUsagePlan:addApiStage"), "a refused change is not logged");
+    for e in entries {
+        assert!(e["actor"].as_str().unwrap().starts_with("cli:"), "{e}");
+        assert!(!e["target"].as_str().unwrap().is_empty(), "{e}");
+    }
+    let text = log.to_string();
+    let imported = "Imported0123456789abcdefghijklmn";
+    for secret in [value.as_str(), &made_value, &rotated_value, imported] {
+        assert!(!text.contains(secret), "a key value is in the audit log");
+    }
+}
