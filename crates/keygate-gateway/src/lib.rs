@@ -677,19 +677,23 @@ mod tests {
         (gw, store)
     }
 
-    /// Moves the store's version (a new key).
-    async fn change(store: &Arc<SqliteStore>, name: &str) {
-        let store = keygate_control::Store::new(Arc::clone(store) as _, "test:gateway");
-        let key = CreateKey {
+    /// A new enabled key named `name`, in the plan `plan` (none when empty).
+    fn key_in(name: &str, plan: &str) -> CreateKey {
+        CreateKey {
             name: name.to_owned(),
             value: None,
             description: None,
             customer_id: None,
             enabled: true,
-            usage_plan: None,
+            usage_plan: Some(plan.to_owned()).filter(|p| !p.is_empty()),
             expires: None,
-        };
-        keys::create(&store, key).await.unwrap();
+        }
+    }
+
+    /// Moves the store's version (a new key).
+    async fn change(store: &Arc<SqliteStore>, name: &str) {
+        let store = keygate_control::Store::new(Arc::clone(store) as _, "test:gateway");
+        keys::create(&store, key_in(name, "")).await.unwrap();
     }
 
     #[tokio::test]
@@ -770,16 +774,7 @@ mod tests {
         let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
         let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
         let plan = plans::create(&control, plan, vec![]).await.unwrap();
-        let key = CreateKey {
-            name: "k".into(),
-            value: None,
-            description: None,
-            customer_id: None,
-            enabled: true,
-            usage_plan: Some(plan.id.clone()),
-            expires: None,
-        };
-        let (key, _) = keys::create(&control, key).await.unwrap();
+        let (key, _) = keys::create(&control, key_in("k", &plan.id)).await.unwrap();
         let (counters, _) = gw.meter.get_or_create(&key.id, &plan.id);
         let limits = meter::StageLimits::default();
         let admit = |n: usize| {
@@ -854,16 +849,7 @@ mod tests {
         let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
         let stage = (deployed.api_id.clone(), "dev".to_owned(), Default::default());
         let plan = plans::create(&control, plan, vec![stage]).await.unwrap();
-        let key = CreateKey {
-            name: "k".into(),
-            value: None,
-            description: None,
-            customer_id: None,
-            enabled: true,
-            usage_plan: Some(plan.id.clone()),
-            expires: None,
-        };
-        let (_, value) = keys::create(&control, key).await.unwrap();
+        let (_, value) = keys::create(&control, key_in("k", &plan.id)).await.unwrap();
         assert!(gw.refresh().await.unwrap());
 
         let raw = raw(dir.path()).await;
