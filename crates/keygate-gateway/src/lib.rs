@@ -50,7 +50,6 @@ use keygate_types::response::GatewayError;
 use tokio::net::TcpListener;
 
 use crate::meter::{Admission, Meter};
-use crate::respond::CorsOrigin;
 use crate::router::Lookup;
 use crate::table::Table;
 
@@ -234,12 +233,7 @@ impl Gateway {
         let route = &table.stage_at(stage).routes[route];
         let key_id = key.map(|index| table.key_id_at(index));
         let (_, path) = split_stage(req.path());
-        let origin = route
-            .event
-            .cors
-            .as_ref()
-            .and_then(|_| req.headers.get("origin").map(|o| req.headers.share(o)));
-        let cors: CorsOrigin<'_> = route.event.cors.as_ref().map(|c| (c, origin.as_ref()));
+        let cors = respond::cors_origin(route.event.cors.as_ref(), &req);
         let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let request_id = new_request_id(&mut id_buf);
         let call = integrate::Call {
@@ -289,15 +283,8 @@ impl Gateway {
                 {
                     return refuse(res, "cors_preflight");
                 }
-                if let Some(cors) = stage_table.cors_of(&routes) {
-                    let origin = origin();
-                    let res = respond::error(
-                        GatewayError::MissingAuthenticationToken,
-                        Some((cors, origin.as_ref())),
-                    );
-                    return refuse(res, "method_not_allowed");
-                }
-                let res = respond::error(GatewayError::MissingAuthenticationToken, None);
+                let cors = respond::cors_origin(stage_table.cors_of(&routes), req);
+                let res = respond::error(GatewayError::MissingAuthenticationToken, cors);
                 return refuse(res, "method_not_allowed");
             }
             Lookup::NotFound => {
@@ -326,10 +313,8 @@ impl Gateway {
         if !route.event.private {
             return Ok(decision);
         }
-        let cors_origin = || {
-            let origin = route.event.cors.as_ref().and_then(|_| origin());
-            route.event.cors.as_ref().map(|c| (c, origin))
-        };
+        // Refusals from here on carry the route's CORS headers.
+        let cors_origin = || respond::cors_origin(route.event.cors.as_ref(), req);
 
         // The key check: digest the presented value and look it up; no store access.
         let mut values = req.headers.get_all("x-api-key");
@@ -337,9 +322,7 @@ impl Gateway {
         // Two keys: which one is checked and which one the function sees could differ (its
         // event shows the last). Refused, as a bad key is.
         if values.next().is_some() {
-            let cors = cors_origin();
-            let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
-            let res = respond::error(GatewayError::Forbidden, cors);
+            let res = respond::error(GatewayError::Forbidden, cors_origin());
             return Err(Refused { res, key_id: None, reason: "several_keys", hint: None });
         }
         let clock = self.meter.clock();
@@ -351,9 +334,7 @@ impl Gateway {
         let auth = match authorized {
             Ok(auth) => auth,
             Err(denied) => {
-                let cors = cors_origin();
-                let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
-                let res = respond::error(GatewayError::Forbidden, cors);
+                let res = respond::error(GatewayError::Forbidden, cors_origin());
                 let (reason, key_id) =
                     denied.map_or(("missing_key", None), |d| (d.reason(), d.key_id()));
                 // A key sent the way other APIs take tokens: said in the log, never its value.
@@ -370,9 +351,7 @@ impl Gateway {
         // route's method throttles were resolved when the table was built.
         let method_throttle = grant.limits.method_throttle(decision.route, req.method.as_str());
         let limited = |err, retry_after| {
-            let cors = cors_origin();
-            let cors = cors.as_ref().map(|(c, o)| (*c, o.as_ref()));
-            let res = respond::limited(err, retry_after, cors);
+            let res = respond::limited(err, retry_after, cors_origin());
             Err(Refused { res, key_id: Some(key_id), reason: refusal_reason(err), hint: None })
         };
         match auth.counters().admit(&grant.limits, method_throttle, clock.now_mono(), now_ms) {

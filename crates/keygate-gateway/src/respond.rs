@@ -10,8 +10,19 @@ use keygate_types::{Cors, HttpMethod};
 /// The request id header on every answer.
 pub(crate) const X_AMZN_REQUEST_ID: &str = "x-amzn-requestid";
 
-/// The CORS configuration of the route and the request's `Origin`, if it sent one.
-pub(crate) type CorsOrigin<'a> = Option<(&'a Cors, Option<&'a Bytes>)>;
+/// The CORS configuration of the route and the request's `Origin`, if it sent one (shared from
+/// the request's head, not copied).
+pub(crate) type CorsOrigin<'a> = Option<(&'a Cors, Option<Bytes>)>;
+
+/// What an error answer on a resource with CORS settings `cors` needs to carry for `req`: the
+/// settings and the request's `Origin` (read only when there are settings).
+pub(crate) fn cors_origin<'a>(
+    cors: Option<&'a Cors>,
+    req: &keygate_http::Request,
+) -> CorsOrigin<'a> {
+    let cors = cors?;
+    Some((cors, req.headers.get("origin").map(|o| req.headers.share(o))))
+}
 
 /// A gateway-made error. On a CORS route it also carries `Access-Control-Allow-Origin`, so a
 /// browser can read the 403 (API Gateway needs a custom gateway response for that; keygate does
@@ -23,7 +34,7 @@ pub(crate) fn error(err: GatewayError, cors: CorsOrigin<'_>) -> Response {
     res.headers.push_static("content-type", "application/json");
     res.headers.push_static("x-amzn-errortype", spec.error_type);
     if let Some((cors, origin)) = cors {
-        allow_origin(&mut res.headers, cors, origin);
+        allow_origin(&mut res.headers, cors, origin.as_ref());
     }
     res
 }

@@ -16,6 +16,6 @@ pub(super) async fn forward(
     let resource = &call.route.event.path;
     match upstream.forward(uri, resource, fixed, call.params, call.req).await {
         Ok(res) => res,
-        Err(e) => respond::error(e, call.cors),
+        Err(e) => respond::error(e, call.cors.clone()),
     }
 }

@@ -11,7 +11,7 @@ use super::Call;
 use crate::{event, respond};
 
 pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: usize) -> Response {
-    let Call { route, params, req, path, peer, request_id, key_id, cors } = *call;
+    let Call { route, params, req, path, peer, request_id, key_id, .. } = *call;
     let def = &route.definition;
     let spec = &def.functions[function];
     let event = event::build(&event::EventInput {
@@ -45,11 +45,11 @@ pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: 
         Ok(raw) => raw,
         Err(InvokeError::Timeout) => {
             tracing::warn!(function = %spec.name, request_id, "function timed out");
-            return respond::error(GatewayError::EndpointRequestTimedOut, cors);
+            return respond::error(GatewayError::EndpointRequestTimedOut, call.cors.clone());
         }
         Err(e) => {
             tracing::warn!(function = %spec.name, request_id, error = %e, "function failed");
-            return respond::error(GatewayError::InternalServerError, cors);
+            return respond::error(GatewayError::InternalServerError, call.cors.clone());
         }
     };
     match event::parse_response(&raw) {
@@ -69,7 +69,7 @@ pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: 
                 request_id,
                 "Execution failed due to configuration error: Malformed Lambda proxy response: {why}"
             );
-            respond::error(GatewayError::InternalServerError, cors)
+            respond::error(GatewayError::InternalServerError, call.cors.clone())
         }
     }
 }
