@@ -87,7 +87,7 @@ pub(crate) fn list_query(q: &HashMap<String, String>) -> ApiResult<ListQuery> {
 pub(crate) fn listed_json<T>(listed: Listed<T>, json_of: impl Fn(&T) -> Value) -> Value {
     let items: Vec<Value> = listed.items.iter().map(json_of).collect();
     let mut out = json!({ "item": items });
-    if let Some(position) = listed.position {
+    if let Some(position) = listed.position() {
         out["position"] = json!(position);
     }
     out

@@ -161,8 +161,8 @@ impl ListQuery {
 
     /// The page after `listed`, or `None` when `listed` was the last.
     pub fn next<T>(&self, listed: &Listed<T>) -> Option<Self> {
-        let position = listed.position.as_deref()?;
-        Self::new(self.limit, Some(position), self.name.clone()).ok()
+        let after = Some(listed.last.clone()?);
+        Some(Self { limit: self.limit, after, name: self.name.clone() })
     }
 
     /// The store's page: one item more than asked, to know whether another page follows.
@@ -171,23 +171,53 @@ impl ListQuery {
     }
 }
 
-/// One page of a list and where the next one starts (`None`: this is the last).
+/// One page of a list, and where the next one starts.
 #[derive(Debug, Clone)]
 pub struct Listed<T> {
     pub items: Vec<T>,
-    /// Opaque and safe in a URL: the hex of the last name of this page, where the store seeks.
-    pub position: Option<String>,
+    /// The last name of this page when another page follows: where the store seeks next.
+    last: Option<String>,
 }
 
 impl<T> Listed<T> {
     /// `items` as the store gave them for `query.page()`, cut to the page.
     fn cut(query: &ListQuery, mut items: Vec<T>, name_of: fn(&T) -> &str) -> Self {
-        let position = if items.len() > query.limit as usize {
+        let last = if items.len() > query.limit as usize {
             items.truncate(query.limit as usize);
-            items.last().map(|last| hex::encode(name_of(last)))
+            items.last().map(|last| name_of(last).to_owned())
         } else {
             None
         };
-        Self { items, position }
+        Self { items, last }
+    }
+
+    /// Where the next page starts, as callers pass it back (`None`: this is the last page):
+    /// opaque and safe in a URL, the hex of this page's last name.
+    pub fn position(&self) -> Option<String> {
+        self.last.as_deref().map(hex::encode)
+    }
+}
+
+/// Every item from `query` on, page by page (each page one seek of the store): what `fetch`
+/// lists, for a caller that wants the whole list.
+///
+/// # Errors
+/// The first error `fetch` returns.
+pub async fn every_page<T, Fut>(
+    mut query: ListQuery,
+    mut fetch: impl FnMut(ListQuery) -> Fut,
+) -> Result<Vec<T>>
+where
+    Fut: std::future::Future<Output = Result<Listed<T>>>,
+{
+    let mut all = Vec::new();
+    loop {
+        let page = fetch(query.clone()).await?;
+        let next = query.next(&page);
+        all.extend(page.items);
+        match next {
+            Some(next) => query = next,
+            None => return Ok(all),
+        }
     }
 }

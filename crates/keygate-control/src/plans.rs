@@ -294,17 +294,8 @@ pub async fn keys(
 /// # Errors
 /// A store error.
 pub async fn all(store: &Store) -> Result<Vec<UsagePlan>> {
-    let mut query = crate::ListQuery::first(crate::MAX_PAGE);
-    let mut all = Vec::new();
-    loop {
-        let page = list(store, &query).await?;
-        let next = query.next(&page);
-        all.extend(page.items);
-        match next {
-            Some(n) => query = n,
-            None => return Ok(all),
-        }
-    }
+    let first = crate::ListQuery::first(crate::MAX_PAGE);
+    crate::every_page(first, |q| async move { list(store, &q).await }).await
 }
 
 /// Every key of a plan, page by page.
@@ -312,17 +303,8 @@ pub async fn all(store: &Store) -> Result<Vec<UsagePlan>> {
 /// # Errors
 /// A store error.
 pub async fn all_keys(store: &Store, plan_id: &str) -> Result<Vec<ApiKey>> {
-    let mut query = crate::ListQuery::first(crate::MAX_PAGE);
-    let mut all = Vec::new();
-    loop {
-        let page = keys(store, plan_id, &query).await?;
-        let next = query.next(&page);
-        all.extend(page.items);
-        match next {
-            Some(n) => query = n,
-            None => return Ok(all),
-        }
-    }
+    let first = crate::ListQuery::first(crate::MAX_PAGE);
+    crate::every_page(first, |q| async move { keys(store, plan_id, &q).await }).await
 }
 
 #[cfg(test)]

@@ -273,13 +273,11 @@ impl Gateway {
             let res = respond::error(GatewayError::MissingAuthenticationToken, None);
             return refuse(res, "no_such_stage");
         };
-        // Read only for CORS routes; shares the request's bytes.
-        let origin = || req.headers.get("origin").map(|o| req.headers.share(o));
         let found = match stage_table.router.lookup(path, req.method.as_str()) {
             Lookup::Found(m) => m,
             Lookup::NoMethod { routes } => {
                 if req.method == http::Method::OPTIONS
-                    && let Some(res) = stage_table.preflight(&routes, origin().as_ref())
+                    && let Some(res) = stage_table.preflight(&routes, req)
                 {
                     return refuse(res, "cors_preflight");
                 }
@@ -298,8 +296,7 @@ impl Gateway {
         // needs no key. (A declared `options` method matched exactly and stays the user's.)
         if req.method == http::Method::OPTIONS
             && route.event.method == HttpMethod::Any
-            && let Some(res) =
-                stage_table.preflight(&stage_table.router.routes_at(path), origin().as_ref())
+            && let Some(res) = stage_table.preflight(&stage_table.router.routes_at(path), req)
         {
             return refuse(res, "cors_preflight");
         }

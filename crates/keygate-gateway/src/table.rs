@@ -50,16 +50,17 @@ impl StageTable {
         routes.iter().find_map(|&r| self.routes[r].event.cors.as_ref())
     }
 
-    /// The answer to a browser's preflight (`OPTIONS`, no key) to the resource of `routes`, when
-    /// that resource has CORS settings: its methods, as Serverless's OPTIONS mock lists them.
+    /// The answer to a browser's preflight (`OPTIONS`, no key) `req` to the resource of
+    /// `routes`, when that resource has CORS settings: its methods, as Serverless's OPTIONS mock
+    /// lists them.
     pub(crate) fn preflight(
         &self,
         routes: &[usize],
-        origin: Option<&bytes::Bytes>,
+        req: &keygate_http::Request,
     ) -> Option<keygate_http::Response> {
-        let cors = self.cors_of(routes)?;
+        let (cors, origin) = crate::respond::cors_origin(self.cors_of(routes), req)?;
         let methods: Vec<_> = routes.iter().map(|&r| self.routes[r].event.method).collect();
-        Some(crate::respond::preflight(cors, &methods, origin))
+        Some(crate::respond::preflight(cors, &methods, origin.as_ref()))
     }
 }
 

@@ -419,15 +419,10 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The target of an `http-proxy` integration whose URI has no parameters to substitute
-    /// (parsed once, when the table is built); `None` for other integrations.
-    pub(crate) fn fixed(integration: &keygate_types::Integration) -> Option<Self> {
-        match integration {
-            keygate_types::Integration::HttpProxy { uri } if !uri.contains('{') => {
-                Self::new(uri, "", &[], None).ok()
-            }
-            _ => None,
-        }
+    /// The target of an `http-proxy` URI that has no parameters to substitute (parsed once,
+    /// when the table is built); `None` when it has some.
+    pub(crate) fn fixed(uri: &str) -> Option<Self> {
+        if uri.contains('{') { None } else { Self::new(uri, "", &[], None).ok() }
     }
 
     fn new(

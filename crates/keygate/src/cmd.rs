@@ -941,22 +941,13 @@ where
     Fut: std::future::Future<Output = keygate_control::Result<Listed<T>>>,
 {
     let limit = args.limit.unwrap_or(keygate_control::MAX_PAGE);
-    let mut query = ListQuery::new(limit, args.position.as_deref(), args.name.clone())?;
-    let mut all = Vec::new();
-    loop {
-        let page = fetch(query.clone()).await?;
-        let next = query.next(&page);
-        let position = page.position.clone();
-        all.extend(page.items);
-        match (next, args.limit) {
-            (Some(next), None) => query = next,
-            (_, Some(_)) => {
-                if let Some(position) = position {
-                    eprintln!("more: --position {position}");
-                }
-                return Ok(all);
-            }
-            (None, None) => return Ok(all),
-        }
+    let query = ListQuery::new(limit, args.position.as_deref(), args.name.clone())?;
+    if args.limit.is_none() {
+        return Ok(keygate_control::every_page(query, fetch).await?);
     }
+    let page = fetch(query).await?;
+    if let Some(position) = page.position() {
+        eprintln!("more: --position {position}");
+    }
+    Ok(page.items)
 }

@@ -33,7 +33,7 @@ impl Target {
         match integration {
             keygate_types::Integration::LambdaProxy => Self::Lambda { function },
             keygate_types::Integration::HttpProxy { uri } => {
-                Self::Http { uri: uri.clone(), fixed: crate::upstream::Target::fixed(integration) }
+                Self::Http { uri: uri.clone(), fixed: crate::upstream::Target::fixed(uri) }
             }
             keygate_types::Integration::Mock => Self::Mock,
         }
