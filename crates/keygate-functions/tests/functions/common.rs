@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use keygate_functions::{FunctionHost, FunctionRef, InvokeError, stage_artifact};
@@ -146,4 +147,36 @@ pub(crate) fn code_function(
 pub(crate) fn body(raw: &[u8]) -> Value {
     let answer = json(raw);
     serde_json::from_str(answer["body"].as_str().expect("a string body")).unwrap()
+}
+
+/// Whether `pid` is a live process (a zombie, which only waits to be reaped, is not).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (10 s at most) for `pid` to be gone.
+pub(crate) async fn gone(pid: u32) -> bool {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A bootstrap that runs `start` (which writes the pid of what it starts to `grandchild.pid`),
+/// then becomes the test function.
+pub(crate) fn spawning_spec_with(svc: &Service, start: &str) -> keygate_types::FunctionSpec {
+    let bootstrap = svc.base_dir().join("bootstrap");
+    let testfn = testfn_binary();
+    script(&bootstrap, &format!("{start}\nexec '{}'", testfn.display()));
+    let mut spec = spec("sleep");
+    spec.artifact = Some(bootstrap);
+    spec.timeout_secs = 1;
+    spec
 }

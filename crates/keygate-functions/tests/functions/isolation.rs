@@ -9,7 +9,7 @@ use std::time::Duration;
 use keygate_functions::{FunctionHost, FunctionRef};
 use serde_json::json;
 
-use crate::common::{Service, fref, invoke, json, pid, spec};
+use crate::common::{Service, alive, fref, gone, invoke, json, pid, spawning_spec_with, spec};
 
 /// Sends `request` from this (test) process, which is no descendant of any function process,
 /// and returns every byte the Runtime API answers until it closes (or 10 s pass).
@@ -106,42 +106,10 @@ async fn another_local_process_can_neither_steal_events_nor_forge_answers() {
     host.shutdown().await;
 }
 
-/// Whether `pid` is a live process (a zombie, which only waits to be reaped, is not).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// Waits (10 s at most) for `pid` to be gone.
-async fn gone(pid: u32) -> bool {
-    for _ in 0..100 {
-        if !alive(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// A bootstrap that starts a grandchild `sleep 1000` (its pid written to `grandchild.pid` in the
 /// service directory), then becomes the test function.
 fn spawning_spec(svc: &Service) -> keygate_types::FunctionSpec {
     spawning_spec_with(svc, "sleep 1000 &\necho $! > grandchild.pid")
-}
-
-/// A bootstrap that runs `start` (which writes the pid of what it starts to `grandchild.pid`),
-/// then becomes the test function.
-fn spawning_spec_with(svc: &Service, start: &str) -> keygate_types::FunctionSpec {
-    let bootstrap = svc.base_dir().join("bootstrap");
-    let testfn = crate::common::testfn_binary();
-    crate::common::script(&bootstrap, &format!("{start}\nexec '{}'", testfn.display()));
-    let mut spec = spec("sleep");
-    spec.artifact = Some(bootstrap);
-    spec.timeout_secs = 1;
-    spec
 }
 
 fn grandchild(svc: &Service) -> u32 {
@@ -171,58 +139,6 @@ async fn shutdown_takes_the_functions_children_with_it() {
     assert!(alive(sleeper), "the grandchild should run while its function is warm");
     host.shutdown().await;
     assert!(gone(sleeper).await, "grandchild {sleeper} survived the host's shutdown");
-}
-
-/// How a hostile bootstrap leaves its process group: `setsid` in a background job (the sleeper
-/// stays the function's child, in a session of its own), and a double fork (a subshell that
-/// starts it and exits, so it is an orphan from the start).
-const ESCAPES: [&str; 2] = [
-    "setsid sleep 1000 &\necho $! > grandchild.pid",
-    "(setsid sleep 1000 & echo $! > grandchild.pid) &\nwait",
-];
-
-/// Waits (10 s at most) for the escaper's pid file: the double fork writes it asynchronously.
-async fn escaper(svc: &Service) -> u32 {
-    let path = svc.base_dir().join("grandchild.pid");
-    for _ in 0..100 {
-        if let Ok(pid) = std::fs::read_to_string(&path)
-            && let Ok(pid) = pid.trim().parse()
-        {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the bootstrap did not write {}", path.display());
-}
-
-// Keygate (here: this test binary, since the flag is process-wide) is a child subreaper, so what
-// leaves the group is re-parented to it, and killed with the function (security finding 7).
-#[tokio::test]
-async fn a_process_that_left_the_group_dies_with_its_function() {
-    for start in ESCAPES {
-        let host = FunctionHost::default();
-        let svc = Service::new();
-        let spec = spawning_spec_with(&svc, start);
-        let result = invoke(&host, &svc.f(&spec), json!({"sleep_ms": 5000})).await;
-        assert!(matches!(result, Err(keygate_functions::InvokeError::Timeout)), "{result:?}");
-        let sleeper = escaper(&svc).await;
-        assert!(gone(sleeper).await, "{start:?}: {sleeper} survived its function's timeout");
-        host.shutdown().await;
-    }
-}
-
-#[tokio::test]
-async fn a_process_that_left_the_group_dies_at_shutdown() {
-    for start in ESCAPES {
-        let host = FunctionHost::default();
-        let svc = Service::new();
-        let spec = spawning_spec_with(&svc, start);
-        invoke(&host, &svc.f(&spec), json!({"sleep_ms": 1})).await.unwrap();
-        let sleeper = escaper(&svc).await;
-        assert!(alive(sleeper), "{start:?}: the sleeper should run while its function is warm");
-        host.shutdown().await;
-        assert!(gone(sleeper).await, "{start:?}: {sleeper} survived the host's shutdown");
-    }
 }
 
 /// Sets `path`'s permission bits.
