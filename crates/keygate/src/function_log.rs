@@ -1,7 +1,10 @@
 //! Functions' log lines (their output and Lambda's `START`/`END`/`REPORT` lines) kept for
 //! `keygate logs`: one bounded file per function under `<data dir>/logs/`, written by a thread
-//! of its own through a bounded queue, so a function that prints never slows a serving thread
-//! (a line that finds the queue full is dropped and counted, as the main log does).
+//! of its own from a bounded queue, so a function that prints never slows a serving thread
+//! (a line that finds the queue full is dropped and counted, as the main log does). The writer
+//! takes the queue every [`WRITE_EVERY`] and is never woken per line: a wakeup per line (three
+//! per invocation: `START`, `END`, `REPORT`) cost two context switches each on the CPU the
+//! gateway serves from, most of the function routes' time (docs/benchmarks.md).
 //!
 //! A file holds lines `<unix ms>\t<line>`; past [`MAX_FILE_BYTES`] it becomes `<name>.log.1`
 //! (replacing the older one), so a function keeps at most twice that. `keygate logs` reads both,
@@ -12,7 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -22,6 +26,8 @@ use keygate_functions::FunctionLog;
 pub(crate) const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// Lines waiting for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
+/// How often the writer takes the queued lines (`keygate logs -t` reads every 200 ms).
+const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// The file of a function's log lines in `dir` (its name made safe for a path).
 pub(crate) fn file_of(dir: &Path, function_name: &str) -> PathBuf {
@@ -37,11 +43,36 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Keeps every function's lines in `<dir>/<function>.log`.
+/// A line on its way: the function, the line, when (Unix ms).
+type Entry = (String, String, u64);
+
+/// The lines waiting for the writer, and whether it should finish.
+#[derive(Debug, Default)]
+struct Queue {
+    lines: Vec<Entry>,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Only signalled to close: lines wait for the writer's next round.
+    closing: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every critical section is a push or a swap: a panic elsewhere leaves the queue whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Keeps every function's lines in `<dir>/<function>.log`. Dropping it writes what is queued.
 #[derive(Debug)]
 pub(crate) struct FileLog {
-    queue: SyncSender<(String, String, u64)>,
+    shared: Arc<Shared>,
     dropped: AtomicU64,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl FileLog {
@@ -49,30 +80,45 @@ impl FileLog {
     /// the data directory holding it exists with its own modes (a recursive create here would
     /// make the data directory too, with the wrong ones).
     pub(crate) fn start(dir: &Path) -> Result<Self> {
-        let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+        let shared = Arc::new(Shared::default());
         let dir = dir.to_owned();
-        std::thread::Builder::new()
-            .name("keygate-function-log".to_owned())
-            .spawn(move || write_lines(&dir, &lines))
-            .context("cannot start the function log writer")?;
-        Ok(Self { queue, dropped: AtomicU64::new(0) })
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("keygate-function-log".to_owned())
+                .spawn(move || write_lines(&dir, &shared))
+                .context("cannot start the function log writer")?
+        };
+        Ok(Self { shared, dropped: AtomicU64::new(0), writer: Some(writer) })
+    }
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.closing.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
 impl FunctionLog for FileLog {
     fn line(&self, function: &str, line: &str) {
-        match self.queue.try_send((function.to_owned(), line.to_owned(), now_ms())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if dropped == 1 || dropped.is_multiple_of(10_000) {
-                    tracing::warn!(
-                        dropped,
-                        "function log lines dropped: the function log writer cannot keep up \
-                         (keygate logs will miss them; the main log has them)"
-                    );
-                }
+        {
+            let mut queue = self.shared.lock();
+            if !queue.closed && queue.lines.len() < QUEUE_LINES {
+                queue.lines.push((function.to_owned(), line.to_owned(), now_ms()));
+                return;
             }
+        }
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped == 1 || dropped.is_multiple_of(10_000) {
+            tracing::warn!(
+                dropped,
+                "function log lines dropped: the function log writer cannot keep up \
+                 (keygate logs will miss them; the main log has them)"
+            );
         }
     }
 }
@@ -83,52 +129,65 @@ struct Open {
     size: u64,
 }
 
-/// The writer thread: appends each line to its function's file, rotating it when it is full,
-/// and flushes whenever the queue is empty for a moment.
-fn write_lines(dir: &Path, lines: &Receiver<(String, String, u64)>) {
+/// The writer thread: every [`WRITE_EVERY`] appends the queued lines to their functions'
+/// files, rotating a file when it is full, and flushes them; once closed, writes the rest.
+fn write_lines(dir: &Path, shared: &Shared) {
     let mut files: HashMap<String, Open> = HashMap::new();
+    let mut batch = Vec::new();
     loop {
-        let (function, line, ms) = match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(entry) => entry,
-            Err(RecvTimeoutError::Timeout) => {
-                for open in files.values_mut() {
-                    let _ = open.out.flush();
-                }
-                continue;
+        let closed = {
+            let mut queue = shared.lock();
+            if !queue.closed {
+                queue = shared
+                    .closing
+                    .wait_timeout(queue, WRITE_EVERY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            std::mem::swap(&mut batch, &mut queue.lines);
+            queue.closed
         };
-        let path = file_of(dir, &function);
-        if files.get(&function).is_some_and(|o| o.size >= MAX_FILE_BYTES) {
-            if let Some(mut full) = files.remove(&function) {
-                let _ = full.out.flush();
-            }
-            let mut rotated = path.clone().into_os_string();
-            rotated.push(".1");
-            let _ = std::fs::rename(&path, rotated);
+        for (function, line, ms) in batch.drain(..) {
+            write_line(dir, &mut files, function, &line, ms);
         }
-        let open = match files.entry(function) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-                if !dir.is_dir() {
-                    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
-                }
-                let Ok(file) = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)
-                else {
-                    continue;
-                };
-                let size = file.metadata().map_or(0, |m| m.len());
-                e.insert(Open { out: BufWriter::new(file), size })
-            }
-        };
-        let record = format!("{ms}\t{line}\n");
-        if open.out.write_all(record.as_bytes()).is_ok() {
-            open.size += record.len() as u64;
+        for open in files.values_mut() {
+            let _ = open.out.flush();
+        }
+        if closed {
+            break;
         }
     }
-    for open in files.values_mut() {
-        let _ = open.out.flush();
+}
+
+/// Appends one line to `function`'s file, rotating it first when it is full.
+fn write_line(dir: &Path, files: &mut HashMap<String, Open>, function: String, line: &str, ms: u64) {
+    let path = file_of(dir, &function);
+    if files.get(&function).is_some_and(|o| o.size >= MAX_FILE_BYTES) {
+        if let Some(mut full) = files.remove(&function) {
+            let _ = full.out.flush();
+        }
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(".1");
+        let _ = std::fs::rename(&path, rotated);
+    }
+    let open = match files.entry(function) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            if !dir.is_dir() {
+                let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+            }
+            let Ok(file) = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)
+            else {
+                return;
+            };
+            let size = file.metadata().map_or(0, |m| m.len());
+            e.insert(Open { out: BufWriter::new(file), size })
+        }
+    };
+    let record = format!("{ms}\t{line}\n");
+    if open.out.write_all(record.as_bytes()).is_ok() {
+        open.size += record.len() as u64;
     }
 }
 
