@@ -24,6 +24,7 @@ use crate::cli::{
 use crate::dynamodb::Dynamo;
 use crate::function_log;
 use crate::output;
+use crate::stream_pollers::{self, StreamPollers};
 use crate::watchdog::{self, Watchdog};
 
 /// Base URL printed for endpoints when the command does not itself listen.
@@ -744,10 +745,11 @@ async fn serve(
     // The deployed services' tables and stream events: their engine runs as long as the gateway.
     // Reads, and the admin API's changes (each request acts as its authenticated caller).
     let control = Store::new(Arc::clone(&store), "keygate:serve");
+    // Read before the definitions: a change made in between is seen by the stream follower.
+    let version = control.version().await?;
     let definitions = keygate_control::info::deployed_definitions(&control).await?;
     let tables: Vec<&str> =
         definitions.iter().flat_map(|d| d.tables.iter().map(|t| t.table_name.as_str())).collect();
-    let has_streams = definitions.iter().any(|d| d.functions.iter().any(|f| !f.streams.is_empty()));
     // Said now rather than as a 502 on each function's first request.
     if let Some(who) = functions.users().probe() {
         let staged = definitions.iter().flat_map(|d| &d.functions).filter_map(|f| {
@@ -761,7 +763,7 @@ async fn serve(
             keygate_functions::check_reachable(artifact, who).map_err(anyhow::Error::msg)?;
         }
     }
-    if !tables.is_empty() || has_streams {
+    if stream_pollers::needs_dynamodb(&definitions) {
         let endpoint = match dynamo.endpoint(false).await {
             Ok(endpoint) => endpoint,
             Err(e) => {
@@ -776,8 +778,20 @@ async fn serve(
         );
     }
     functions.set_service_env(dynamo.function_env());
-    let (streams_stop, pollers) =
-        stream_pollers(&definitions, &mut dynamo, &functions, data_dir).await?;
+    let mut pollers = StreamPollers::new(functions.clone(), data_dir);
+    if let Err(e) = pollers.reconcile(&definitions, &mut dynamo).await {
+        pollers.stop().await;
+        dynamo.stop().await;
+        return Err(e);
+    }
+    let (streams_stop, streams_stopped) = tokio::sync::watch::channel(false);
+    let streams = tokio::spawn(stream_pollers::follow(
+        control.clone(),
+        dynamo,
+        pollers,
+        version,
+        streams_stopped,
+    ));
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let admin_state = Arc::new(keygate_admin::AdminState {
@@ -812,9 +826,7 @@ async fn serve(
     flush.abort();
     // Stream pollers first: no new invocation starts while the functions are stopped.
     let _ = streams_stop.send(true);
-    for poller in pollers {
-        let _ = poller.await;
-    }
+    let dynamo = streams.await.context("the stream events' task failed")?;
     // After the drain: every admitted request is counted before the usage is written.
     gateway.shutdown().await;
     dynamo.stop().await;
@@ -824,88 +836,6 @@ async fn serve(
     }
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// Starts a poller for every enabled `- stream:` event of the deployed services (Lambda's event
-/// source mapping); they stop when the returned sender sends `true`.
-async fn stream_pollers(
-    definitions: &[keygate_types::ServiceDefinition],
-    dynamo: &mut Dynamo,
-    functions: &FunctionHost,
-    data_dir: &Path,
-) -> Result<(tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> {
-    use keygate_dynamodb::streams::{self, Invoke, Mapping};
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut pollers = Vec::new();
-    let dir = data_dir.join("streams");
-    for def in definitions {
-        for f in &def.functions {
-            for s in f.streams.iter().filter(|s| s.enabled) {
-                let table_name = match &s.table {
-                    keygate_types::StreamTable::Resource(id) => def
-                        .tables
-                        .iter()
-                        .find(|t| t.logical_id == *id)
-                        .map(|t| t.table_name.clone()),
-                    keygate_types::StreamTable::Name(name) => Some(name.clone()),
-                };
-                let Some(table_name) = table_name else { continue };
-                if pollers.is_empty() {
-                    use std::os::unix::fs::DirBuilderExt;
-                    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-                }
-                let client = dynamo.client(&def.region, false).await?;
-                let checkpoint = dir.join(format!(
-                    "{}.json",
-                    function_log::file_of(
-                        Path::new(""),
-                        &format!("{}--{table_name}", f.function_name)
-                    )
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-                ));
-                let mapping = Mapping {
-                    function_name: f.function_name.clone(),
-                    table_name,
-                    batch_size: s.batch_size,
-                    starting_position: s.starting_position.clone(),
-                    maximum_retry_attempts: s.maximum_retry_attempts,
-                    region: def.region.clone(),
-                    checkpoint,
-                };
-                let host = functions.clone();
-                let target = Arc::new((
-                    f.clone(),
-                    def.base_dir.clone(),
-                    def.region.clone(),
-                    def.service.clone(),
-                    def.stage.clone(),
-                ));
-                let invoke: Invoke = Arc::new(move |event| {
-                    let host = host.clone();
-                    let target = Arc::clone(&target);
-                    Box::pin(async move {
-                        let (spec, base_dir, region, service, stage) = &*target;
-                        let f = keygate_functions::FunctionRef {
-                            spec,
-                            base_dir,
-                            region,
-                            service,
-                            stage,
-                        };
-                        host.invoke(&f, bytes::Bytes::from(event))
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    })
-                });
-                tracing::info!(function = %f.function_name, table = %mapping.table_name, "reading the table's stream");
-                pollers.push(streams::spawn(client, mapping, invoke, stopped.clone()));
-            }
-        }
-    }
-    Ok((stop, pollers))
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, before any await: a

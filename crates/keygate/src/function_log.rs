@@ -160,7 +160,13 @@ fn write_lines(dir: &Path, shared: &Shared) {
 }
 
 /// Appends one line to `function`'s file, rotating it first when it is full.
-fn write_line(dir: &Path, files: &mut HashMap<String, Open>, function: String, line: &str, ms: u64) {
+fn write_line(
+    dir: &Path,
+    files: &mut HashMap<String, Open>,
+    function: String,
+    line: &str,
+    ms: u64,
+) {
     let path = file_of(dir, &function);
     if files.get(&function).is_some_and(|o| o.size >= MAX_FILE_BYTES) {
         if let Some(mut full) = files.remove(&function) {

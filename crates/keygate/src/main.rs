@@ -10,6 +10,7 @@ mod cmd;
 mod dynamodb;
 mod function_log;
 mod output;
+mod stream_pollers;
 mod watchdog;
 
 use std::io::IsTerminal;

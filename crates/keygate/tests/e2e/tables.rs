@@ -96,6 +96,62 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     srv.stop();
 }
 
+/// The seed series' next post adds the stream function to a service already deployed and
+/// served: a `keygate deploy` beside the serving keygate starts the stream's poller there, with
+/// no restart (it used to read the stream events only when it started).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_event_deployed_beside_a_serving_keygate_runs_without_a_restart() {
+    let env = Env::new();
+    let yml = node_example(&env);
+    let full = std::fs::read_to_string(&yml).unwrap();
+    let start = full.find("  candidateNotification:").unwrap();
+    let end = full.find("resources:").unwrap();
+    env.write("serverless.yml", &format!("{}{}", &full[..start], &full[end..]));
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+
+    let srv = env.serve();
+    let c = client();
+    let url = srv.url("/dev/candidates");
+    let submit = |name: &str| {
+        let body =
+            format!(r#"{{"fullname": "{name}", "email": "x@example.com", "experience": 1}}"#);
+        send(c.post(&url).header("x-api-key", &key).body(body))
+    };
+    let before = submit("Before Stream").await;
+    assert_eq!(before.status, 200, "{before:?}\n{}", srv.logs());
+    let before = before.json()["candidateId"].as_str().unwrap().to_owned();
+
+    env.write("serverless.yml", &full);
+    env.deploy(&yml, &[]);
+    let deployed = std::time::Instant::now();
+    while !srv.logs().contains("reading the table's stream") {
+        assert!(
+            deployed.elapsed() < std::time::Duration::from_secs(10),
+            "the serving keygate did not start the new stream event:\n{}",
+            srv.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = submit("After Stream").await;
+    assert_eq!(after.status, 200, "{after:?}\n{}", srv.logs());
+    let after = after.json()["candidateId"].as_str().unwrap().to_owned();
+    let inserted = std::time::Instant::now();
+    let mut notified = String::new();
+    while inserted.elapsed() < std::time::Duration::from_secs(10) && !notified.contains(&after) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = env.run(&["logs", "-f", "candidateNotification"]);
+        notified = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    assert!(
+        notified.contains(&format!("New candidate After Stream <x@example.com> ({after})")),
+        "the new stream function did not report the insert: {notified}\n{}",
+        srv.logs()
+    );
+    // `startingPosition: LATEST`: what was written before the poller started is not read.
+    assert!(!notified.contains(&before), "{notified}");
+    srv.stop();
+}
+
 #[test]
 fn a_table_whose_keys_changed_is_refused_and_nothing_is_deployed() {
     let env = Env::new();
