@@ -5,7 +5,8 @@
 #   sls        serverless-offline 13 with the Node handler of the same route on :18090
 #   keygate    `keygate serve` on :18085: the proxy route, the 429 route, the Rust function
 #              route (the example's candidates.list, lambda_http), and serverless-offline's own
-#              Node handler (and the same in Python) on the machine's node / python3
+#              Node handler (also as a managed-instances function, and the same in Python) on
+#              the machine's node / python3
 # Each case is one wrk run with the same settings; servers on SERVER_CPU, wrk on CLIENT_CPU.
 #
 # Usage: bench/run.sh [--quick] [--no-setup]
@@ -166,6 +167,9 @@ for peer in $PEERS; do
       # serverless-offline's own Node handler, then the same in Python, each on a fresh keygate.
       start_keygate
       measure keygate node 32 200 http://127.0.0.1:18085/dev/node/candidates "$SERVER_PID" "$VALID_KEY"
+      stop_pid "$SERVER_PID"
+      start_keygate
+      measure keygate node-mi 32 200 http://127.0.0.1:18085/dev/node-mi/candidates "$SERVER_PID" "$VALID_KEY"
       stop_pid "$SERVER_PID"
       start_keygate
       measure keygate python 32 200 http://127.0.0.1:18085/dev/python/candidates "$SERVER_PID" "$VALID_KEY"
