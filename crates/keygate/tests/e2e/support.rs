@@ -314,6 +314,36 @@ functions:
     )
 }
 
+/// Python `packages` (pip requirement specifiers) installed with the machine's `python3 -m pip
+/// install --target` once per set, next to the test binaries; returns the directory holding them
+/// (a service vendors its packages at its root, as serverless-python-requirements does).
+pub fn python_packages(packages: &[&str]) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let name: String =
+        packages.iter().map(|p| p.replace(['=', '<', '>'], "_")).collect::<Vec<_>>().join("+");
+    let root = bin_dir().join("../e2e-python").join(name);
+    if root.join(".complete").exists() {
+        return root;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+        .args(["--no-compile", "--target"])
+        .arg(&root)
+        .args(packages)
+        .output()
+        .expect("python3 with pip is needed for the Python tests (apt-get install python3-pip)");
+    assert!(
+        out.status.success(),
+        "pip install {packages:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(root.join(".complete"), "").unwrap();
+    root
+}
+
 /// A `node_modules` directory with `packages` installed by npm, made once per set of packages
 /// under `target/e2e-node/` and reused by later runs; a service directory links to it.
 pub fn node_modules(packages: &[&str]) -> PathBuf {

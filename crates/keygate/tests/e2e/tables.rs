@@ -152,6 +152,83 @@ async fn a_stream_event_deployed_beside_a_serving_keygate_runs_without_a_restart
     srv.stop();
 }
 
+/// A Python handler reaches the table through boto3 with no endpoint in its code: boto3 honours
+/// the `AWS_ENDPOINT_URL_DYNAMODB` keygate gives functions (with local credentials and the
+/// service's region), as SDK v3 and aws-sdk-rust do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_handler_uses_the_table_through_boto3() {
+    let env = Env::new();
+    let packages = python_packages(&["boto3==1.43.64"]);
+    for entry in std::fs::read_dir(&packages).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            std::os::unix::fs::symlink(entry.path(), env.path().join(entry.file_name())).unwrap();
+        }
+    }
+    env.write(
+        "candidates.py",
+        "import json, os, uuid\nimport boto3\n\n\
+         table = boto3.resource('dynamodb').Table(os.environ['CANDIDATE_TABLE'])\n\n\
+         def submit(event, context):\n\
+         \x20   item = dict(json.loads(event['body']), id=str(uuid.uuid4()))\n\
+         \x20   table.put_item(Item=item)\n\
+         \x20   return {'statusCode': 200, 'body': json.dumps({'candidateId': item['id']})}\n\n\
+         def get(event, context):\n\
+         \x20   found = table.get_item(Key={'id': event['pathParameters']['id']}).get('Item')\n\
+         \x20   return {'statusCode': 200 if found else 404, 'body': json.dumps(found or {})}\n",
+    );
+    let yml = env.write(
+        "serverless.yml",
+        "service: candidate-py
+provider:
+  name: aws
+  runtime: python3.11
+  stage: dev
+  region: eu-west-1
+  environment:
+    CANDIDATE_TABLE: ${self:service}-${opt:stage, self:provider.stage}
+  apiKeys:
+    - candidate-py-key
+functions:
+  submit:
+    handler: candidates.submit
+    events:
+      - http: {path: candidates, method: post, private: true}
+  get:
+    handler: candidates.get
+    events:
+      - http: {path: 'candidates/{id}', method: get, private: true}
+resources:
+  Resources:
+    CandidatesTable:
+      Type: AWS::DynamoDB::Table
+      Properties:
+        TableName: ${self:provider.environment.CANDIDATE_TABLE}
+        AttributeDefinitions:
+          - {AttributeName: id, AttributeType: S}
+        KeySchema:
+          - {AttributeName: id, KeyType: HASH}
+        BillingMode: PAY_PER_REQUEST
+",
+    );
+    let report = env.deploy(&yml, &[]);
+    assert_eq!(report["tables"][0]["status"], "created", "{report}");
+    let key = Env::key_value(&report);
+    let srv = env.serve();
+    let c = client();
+    let body = r#"{"fullname": "Grace Hopper", "email": "grace@example.com"}"#;
+    let submitted =
+        send(c.post(&srv.url("/dev/candidates")).header("x-api-key", &key).body(body)).await;
+    assert_eq!(submitted.status, 200, "{submitted:?}\n{}", srv.logs());
+    let id = submitted.json()["candidateId"].as_str().unwrap().to_owned();
+    let one = get(&srv.url(&format!("/dev/candidates/{id}")), Some(&key)).await;
+    assert_eq!(one.status, 200, "{one:?}\n{}", srv.logs());
+    assert_eq!(one.json()["fullname"], "Grace Hopper");
+    let none = get(&srv.url("/dev/candidates/nobody"), Some(&key)).await;
+    assert_eq!(none.status, 404, "{none:?}");
+    srv.stop();
+}
+
 #[test]
 fn a_table_whose_keys_changed_is_refused_and_nothing_is_deployed() {
     let env = Env::new();
