@@ -218,7 +218,7 @@ resources:
     let c = client();
     let body = r#"{"fullname": "Grace Hopper", "email": "grace@example.com"}"#;
     let submitted =
-        send(c.post(&srv.url("/dev/candidates")).header("x-api-key", &key).body(body)).await;
+        send(c.post(srv.url("/dev/candidates")).header("x-api-key", &key).body(body)).await;
     assert_eq!(submitted.status, 200, "{submitted:?}\n{}", srv.logs());
     let id = submitted.json()["candidateId"].as_str().unwrap().to_owned();
     let one = get(&srv.url(&format!("/dev/candidates/{id}")), Some(&key)).await;
