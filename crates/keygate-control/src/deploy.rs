@@ -165,10 +165,15 @@ pub async fn deploy(
     // Values the deploy may create, by name, so they can be shown once.
     let values: Vec<(String, ApiKeyValue)> =
         keys.iter().map(|(k, _)| (k.name.clone(), k.value.clone())).collect();
-    let outcome = store
-        .apply(Change::Deploy(DeployRequest { definition, keys, plans }))
-        .await?
-        .into_deployed()?;
+    let placed: Vec<(String, String)> =
+        keys.iter().map(|(k, plan)| (k.name.clone(), plan.clone())).collect();
+    let request = DeployRequest { definition, keys, plans };
+    let outcome = crate::apply_checked!(store, {
+        let (service, stage) = (&request.definition.service, &request.definition.stage);
+        crate::rules::deploy_may_place_keys(store, service, stage, &placed).await?;
+        Change::Deploy(request.clone())
+    })
+    .into_deployed()?;
 
     let def = &outcome.deployment.definition;
     let endpoints = endpoints(def, base_url);

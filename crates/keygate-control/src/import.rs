@@ -306,10 +306,25 @@ pub async fn import(store: &Store, csv_text: &str, fail_on_warnings: bool) -> Re
             warnings.join("; ")
         )));
     }
+    // A new key in one plan (or none) can break no rule; the rest are checked, and the rows
+    // copied for a retry only then (an import can be a million rows).
     let created = if rows.is_empty() {
         Vec::new()
-    } else {
+    } else if rows.iter().all(|(_, plan_ids)| plan_ids.len() <= 1) {
         store.apply(Change::ImportKeys(rows)).await?.into_keys()?
+    } else {
+        crate::apply_checked!(store, {
+            // Rows share few plan sets: each set is checked once.
+            let mut checked: Vec<&[String]> = Vec::new();
+            for (key, plan_ids) in &rows {
+                if plan_ids.len() > 1 && !checked.contains(&plan_ids.as_slice()) {
+                    crate::rules::plans_may_share_a_key(store, &key.name, plan_ids).await?;
+                    checked.push(plan_ids);
+                }
+            }
+            Change::ImportKeys(rows.clone())
+        })
+        .into_keys()?
     };
     Ok(ImportResult { ids: created.into_iter().map(|k| k.id).collect(), warnings })
 }

@@ -60,7 +60,11 @@ pub async fn create(store: &Store, input: CreateKey) -> Result<(ApiKey, ApiKeyVa
         enabled: input.enabled,
         expires: input.expires,
     };
-    let key = store.apply(Change::CreateKey { key, plan_ids }).await?.into_key()?;
+    let key = crate::apply_checked!(store, {
+        crate::rules::plans_may_share_a_key(store, &key.name, &plan_ids).await?;
+        Change::CreateKey { key: key.clone(), plan_ids: plan_ids.clone() }
+    })
+    .into_key()?;
     Ok((key, value))
 }
 

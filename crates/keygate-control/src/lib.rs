@@ -25,6 +25,7 @@ pub mod info;
 pub mod keys;
 pub mod plans;
 pub mod remove;
+mod rules;
 pub mod usage;
 
 pub use deploy::{DeployReport, deploy};
@@ -56,6 +57,33 @@ impl From<keygate_store::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `apply_checked!(store, { checks...; change })`: reads the store's version, runs the block
+/// (which checks the change's rules against the store with `?` and ends with the [`Change`]),
+/// and applies the change only if the store has not changed since the version was read; if it
+/// has, runs the block again (five tries in all, then [`Error::Conflict`]). So two changes made
+/// at once cannot each pass a check and together break a rule.
+macro_rules! apply_checked {
+    ($store:expr, $check:block) => {{
+        let mut tries = 0;
+        loop {
+            let version = $store.version().await?;
+            let change = $check;
+            match $store.apply_at(change, version).await? {
+                Some(applied) => break applied,
+                None if tries < 4 => tries += 1,
+                None => {
+                    return Err($crate::Error::Conflict(
+                        "the store kept changing while the change was checked; nothing was made, \
+                         try again"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+    }};
+}
+pub(crate) use apply_checked;
+
 /// The store handle every operation takes: reads (it dereferences to [`Reads`]) and, inside this
 /// crate only, changes made as its actor and audited by the store.
 #[derive(Clone)]
@@ -84,6 +112,16 @@ impl Store {
     /// Makes a change, recorded in the audit log as this handle's actor.
     pub(crate) async fn apply(&self, change: Change) -> Result<Applied> {
         Ok(self.backend.apply(&self.actor, change).await?)
+    }
+
+    /// Applies `change`, checked against the store at `version` ([`rules`]), only if the store
+    /// is still at that version; `None` (nothing made) if it has moved: check again. Used through
+    /// [`apply_checked!`].
+    pub(crate) async fn apply_at(&self, change: Change, version: i64) -> Result<Option<Applied>> {
+        match self.backend.apply_at(&self.actor, change, version).await {
+            Err(keygate_store::Error::Stale) => Ok(None),
+            applied => Ok(Some(applied?)),
+        }
     }
 }
 

@@ -139,10 +139,16 @@ pub async fn delete(store: &Store, id_or_name: &str) -> Result<UsagePlan> {
 /// [`Error::NotFound`] for an unknown plan or key; [`Error::Conflict`] when the key is already
 /// in another plan covering one of this plan's stages.
 pub async fn add_key(store: &Store, plan: &str, key: &str) -> Result<(UsagePlan, String)> {
-    let plan = find(store, plan).await?;
     let key = keys::find(store, key).await?;
-    store.apply(Change::AddPlanKey { plan_id: plan.id.clone(), key_id: key.id.clone() }).await?;
-    Ok((plan, key.id))
+    let mut found;
+    crate::apply_checked!(store, {
+        let plan = find(store, plan).await?;
+        crate::rules::key_may_join(store, &key, &plan).await?;
+        let change = Change::AddPlanKey { plan_id: plan.id.clone(), key_id: key.id.clone() };
+        found = plan;
+        change
+    });
+    Ok((found, key.id))
 }
 
 /// Removes a key (id or name) from a plan.
@@ -197,10 +203,15 @@ pub async fn add_stage(
     stage: &str,
     throttle: BTreeMap<String, Throttle>,
 ) -> Result<UsagePlan> {
-    let plan = find(store, plan).await?;
     let stage = checked_stage(store, api, stage, throttle).await?;
-    store.apply(Change::PutPlanStage { plan_id: plan.id.clone(), stage }).await?;
-    find(store, &plan.id).await
+    let mut plan_id = String::new();
+    crate::apply_checked!(store, {
+        let plan = find(store, plan).await?;
+        crate::rules::plan_may_cover(store, &plan, &stage.api_id, &stage.stage).await?;
+        plan_id.clone_from(&plan.id);
+        Change::PutPlanStage { plan_id: plan.id, stage: stage.clone() }
+    });
+    find(store, &plan_id).await
 }
 
 /// The API stage a plan may cover: deployed, and with every method it throttles.

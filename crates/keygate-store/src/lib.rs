@@ -41,6 +41,10 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// [`ConfigStore::apply_at`]: the store changed since the version the change was checked
+    /// at; nothing was made (check again and retry).
+    #[error("the store changed while the change was checked; nothing was made")]
+    Stale,
     /// The store cannot be reached (directory, file, connection pool, IO); `context` says what
     /// was being done.
     #[error("the store is unavailable: {context}")]
@@ -198,8 +202,8 @@ pub enum Change {
     DeletePlan {
         id: String,
     },
-    /// Adds a key to a plan. [`Error::Conflict`] when the key is already in another plan that
-    /// covers one of this plan's API stages (a key may be in only one plan per API stage).
+    /// Adds a key to a plan (nothing if it is in it already). The one-plan-per-API-stage rule is
+    /// keygate-control's to check.
     AddPlanKey {
         plan_id: String,
         key_id: String,
@@ -209,7 +213,7 @@ pub enum Change {
         key_id: String,
     },
     /// Adds an API stage to a plan, or replaces its method throttles if it is there already.
-    /// [`Error::Conflict`] when one of the plan's keys is in another plan covering that stage.
+    /// (The one-plan-per-API-stage rule is keygate-control's to check.)
     PutPlanStage {
         plan_id: String,
         stage: ApiStage,
@@ -472,6 +476,10 @@ pub trait Reads: Send + Sync + 'static {
     async fn list_plan_keys(&self, plan_id: &str, page: Page<'_>) -> Result<Vec<ApiKey>>;
     /// Ids of the usage plans a key belongs to.
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>>;
+    /// The plans that cover an API stage, by name.
+    async fn plans_covering(&self, api_id: &str, stage: &str) -> Result<Vec<UsagePlan>>;
+    /// The name of a key in both plans, if any.
+    async fn shared_key(&self, plan_a: &str, plan_b: &str) -> Result<Option<String>>;
 
     /// Daily usage between two days (inclusive), optionally for one plan and key.
     async fn usage(
@@ -504,6 +512,12 @@ pub trait ConfigStore: Reads {
     /// Makes `change` and appends its audit entry (`actor`, [`Change::action`], its target) in
     /// one transaction: all or nothing. Errors of the change come back unchanged.
     async fn apply(&self, actor: &str, change: Change) -> Result<Applied>;
+
+    /// [`apply`](Self::apply), only if the store's [`version`](Reads::version) is still
+    /// `version`: the version read before the change's rules were checked against the store, so
+    /// a change that raced the check is refused with [`Error::Stale`] (nothing made) instead of
+    /// breaking the rule. Moves the version.
+    async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied>;
 
     /// Adds admitted requests to the daily counters (increments, never overwrites). Data, not a
     /// change: not audited, and gateways do not reload for it.

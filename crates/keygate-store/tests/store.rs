@@ -339,25 +339,34 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     assert_eq!(s.snapshot().await.unwrap().grants[0].extra, 7);
 }
 
-async fn a_key_is_in_one_plan_per_stage(s: Arc<dyn ConfigStore>) {
+/// The store keeps memberships and stages as told (the one-plan-per-API-stage rule is
+/// keygate-control's: `crates/keygate-control/tests/rules.rs`), and a change checked at a version
+/// the store has moved past is refused whole ([`ConfigStore::apply_at`]).
+async fn plan_memberships_and_checked_changes(s: Arc<dyn ConfigStore>) {
     let out = s.deploy(request("dev", &["k"])).await.unwrap();
     let key = out.keys[0].0.id.clone();
     let api = out.api.id.clone();
     let other = s.create_plan(plan("other")).await.unwrap();
-    // Not covering the stage yet: the key may join.
     s.add_plan_key(&other.id, &key).await.unwrap();
-    // Now the stage would be reached through two plans.
     let stage = ApiStage { api_id: api.clone(), stage: "dev".into(), throttle: Default::default() };
-    match s.put_plan_stage(&other.id, stage.clone()).await {
-        Err(Error::Conflict(m)) => assert!(m.contains("only one plan per API stage"), "{m}"),
-        r => panic!("{r:?}"),
-    }
+    assert!(s.plans_covering(&api, "dev").await.unwrap().iter().all(|p| p.id != other.id));
+    assert_eq!(s.shared_key(&other.id, &out.plans[0].id).await.unwrap().as_deref(), Some("k"));
+    // At the version read now: made, and the version moves.
+    let v = s.version().await.unwrap();
+    let put = Change::PutPlanStage { plan_id: other.id.clone(), stage: stage.clone() };
+    s.apply_at("test", put, v).await.unwrap();
+    assert!(s.version().await.unwrap() > v);
+    assert_eq!(s.plans_covering(&api, "dev").await.unwrap().len(), 2);
+    // At a version the store has moved past: nothing made, nothing audited.
+    let audited = s.list_audit(0, 1000).await.unwrap().len();
+    let remove = Change::RemovePlanKey { plan_id: other.id.clone(), key_id: key.clone() };
+    assert!(matches!(s.apply_at("test", remove, v).await, Err(Error::Stale)));
+    assert_eq!(s.shared_key(&other.id, &out.plans[0].id).await.unwrap().as_deref(), Some("k"));
+    assert_eq!(s.list_audit(0, 1000).await.unwrap().len(), audited);
+    let import = Change::ImportKeys(vec![(new_key("late"), vec![other.id.clone()])]);
+    assert!(matches!(s.apply_at("test", import, v).await, Err(Error::Stale)));
+    assert!(s.get_key_by_name("late").await.unwrap().is_none());
     s.remove_plan_key(&other.id, &key).await.unwrap();
-    s.put_plan_stage(&other.id, stage).await.unwrap();
-    match s.add_plan_key(&other.id, &key).await {
-        Err(Error::Conflict(m)) => assert!(m.contains("svc-dev"), "{m}"),
-        r => panic!("{r:?}"),
-    }
     // Updates and deletes.
     let renamed = s
         .update_plan(
@@ -755,7 +764,7 @@ suite!(
         undeclared_keys_are_reported_not_deleted,
         key_crud_and_conflicts,
         plans_keep_their_id_and_usage_across_deploys,
-        a_key_is_in_one_plan_per_stage,
+        plan_memberships_and_checked_changes,
         the_snapshot_has_every_key_across_chunks,
         the_snapshot_matches_memberships_stored_in_any_order,
         a_rotation_without_grace_ends_every_older_value,

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 use super::keys::{KEY_COLUMNS, insert_key, key_by, key_from_row};
-use super::plans::{insert_plan, key_stage_clash, plan_by};
+use super::plans::{insert_plan, plan_by};
 use super::{map_err, now, parse_json, to_json};
 use crate::{DeployOutcome, DeployRequest, Error, KeyStatus, Result};
 
@@ -123,13 +123,6 @@ pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Res
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        if let Some((other, a, st)) = key_stage_clash(&mut *tx, &plan_id, &key.id).await? {
-            return Err(Error::Conflict(format!(
-                "API key {} is in usage plan {other}, which also covers {a}/{st}; a key may be \
-                 in only one plan per API stage",
-                key.name
-            )));
-        }
         sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
             .bind(&plan_id)
             .bind(&key.id)

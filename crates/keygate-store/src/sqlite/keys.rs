@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 use super::admin::append_audit;
 use super::plans::add_key_to_plan;
-use super::{Record, bind_page, bump, map_err, now, paged};
+use super::{Record, bind_page, bump_at, map_err, now, paged};
 use crate::{Error, Page, Result};
 
 pub(super) const KEY_COLUMNS: &str = "id, name, prefix, description, customer_id, enabled, created_date, \
@@ -97,7 +97,7 @@ pub(super) async fn create_key(
 ) -> Result<ApiKey> {
     let created = insert_key(&mut *tx, &key).await?;
     for plan_id in plan_ids {
-        add_key_to_plan(&mut *tx, plan_id, &created.id, &created.name).await?;
+        add_key_to_plan(&mut *tx, plan_id, &created.id).await?;
     }
     Ok(created)
 }
@@ -332,6 +332,7 @@ pub(super) async fn import_keys(
     pool: &SqlitePool,
     record: &Record<'_>,
     keys: Vec<(NewApiKey, Vec<String>)>,
+    at: Option<i64>,
 ) -> Result<Vec<ApiKey>> {
     /// [`import_keys`] with multi-row statements, in one transaction; `None`
     /// (having written nothing) when a row would fail: the caller then imports row by row to
@@ -340,8 +341,9 @@ pub(super) async fn import_keys(
         conn: &mut SqliteConnection,
         record: &Record<'_>,
         keys: &[(NewApiKey, Vec<String>)],
+        at: Option<i64>,
     ) -> Result<Option<Vec<ApiKey>>> {
-        use std::collections::{HashMap, HashSet};
+        use std::collections::HashSet;
 
         // Keys per INSERT: 10 parameters each, under SQLite's limit of 32766.
         const BATCH: usize = 3000;
@@ -349,11 +351,12 @@ pub(super) async fn import_keys(
 
         let mut tx =
             sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(map_err)?;
-        bump(&mut tx).await?;
-        // Each plan is read once: its API stages, or `None` when there is no such plan.
-        let mut plans: HashMap<&str, Option<HashSet<(String, String)>>> = HashMap::new();
+        bump_at(&mut tx, at).await?;
+        // Every plan must exist (checked once each); the one-plan-per-API-stage rule was
+        // checked by keygate-control.
+        let mut plans: HashSet<&str> = HashSet::new();
         for plan_id in keys.iter().flat_map(|(_, ids)| ids) {
-            if plans.contains_key(plan_id.as_str()) {
+            if plans.contains(plan_id.as_str()) {
                 continue;
             }
             let found = sqlx::query("SELECT 1 FROM usage_plans WHERE id = ?")
@@ -361,33 +364,10 @@ pub(super) async fn import_keys(
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-            let stages = match found {
-                Some(_) => Some(
-                    sqlx::query("SELECT api_id, stage FROM usage_plan_stages WHERE plan_id = ?")
-                        .bind(plan_id)
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(map_err)?
-                        .iter()
-                        .map(|r| (r.get(0), r.get(1)))
-                        .collect(),
-                ),
-                None => None,
-            };
-            plans.insert(plan_id, stages);
-        }
-        // Every plan must exist, and no key may join two plans that cover the same API stage.
-        let plans_ok = |ids: &[String]| {
-            ids.iter().enumerate().all(|(i, a)| {
-                let Some(Some(sa)) = plans.get(a.as_str()) else { return false };
-                ids[..i]
-                    .iter()
-                    .filter(|b| *b != a)
-                    .all(|b| matches!(plans.get(b.as_str()), Some(Some(sb)) if sa.is_disjoint(sb)))
-            })
-        };
-        if !keys.iter().all(|(_, ids)| plans_ok(ids)) {
-            return Ok(None);
+            if found.is_none() {
+                return Ok(None);
+            }
+            plans.insert(plan_id);
         }
         let t = now();
         let mut out = Vec::with_capacity(keys.len());
@@ -462,18 +442,18 @@ pub(super) async fn import_keys(
     // exist in its own (write) transaction, so the memberships it adds cannot break a foreign
     // key; with foreign keys off, SQLite need not journal each multi-row INSERT to undo it.
     sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await.map_err(map_err)?;
-    if let Ok(Some(created)) = import_keys_in_bulk(&mut conn, record, &keys).await {
+    if let Ok(Some(created)) = import_keys_in_bulk(&mut conn, record, &keys, at).await {
         return Ok(created);
     }
     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await.map_err(map_err)?;
     let mut tx =
         sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(map_err)?;
-    bump(&mut tx).await?;
+    bump_at(&mut tx, at).await?;
     let mut out = Vec::with_capacity(keys.len());
     for (key, plans) in &keys {
         let created = insert_key(&mut tx, key).await?;
         for plan_id in plans {
-            add_key_to_plan(&mut tx, plan_id, &created.id, &created.name).await?;
+            add_key_to_plan(&mut tx, plan_id, &created.id).await?;
         }
         out.push(created);
     }

@@ -101,6 +101,26 @@ impl SqliteStore {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
     }
 
+    /// [`ConfigStore::apply`], from the version `at` when given ([`ConfigStore::apply_at`]).
+    async fn apply_inner(&self, actor: &str, change: Change, at: Option<i64>) -> Result<Applied> {
+        let action = change.action();
+        let target = change.target();
+        if let Change::ImportKeys(rows) = change {
+            let record = Record { actor, action, target: target.unwrap_or_default() };
+            return Ok(Applied::Keys(keys::import_keys(&self.pool, &record, rows, at).await?));
+        }
+        let served = change.is_served();
+        let mut tx = self.begin().await?;
+        if served || at.is_some() {
+            bump_at(&mut tx, at).await?;
+        }
+        let applied = Self::make(&mut tx, change).await?;
+        let target = target.unwrap_or_else(|| applied.target());
+        admin::append_audit(&mut tx, &Record { actor, action, target }).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(applied)
+    }
+
     /// Makes one change in the open transaction `tx`.
     async fn make(tx: &mut SqliteConnection, change: Change) -> Result<Applied> {
         use Change as C;
@@ -201,6 +221,21 @@ pub(super) fn map_err(e: sqlx::Error) -> Error {
     }
 }
 
+/// [`bump`], only from `at` when given: [`Error::Stale`] (and nothing moved) when the version
+/// is no longer `at` ([`ConfigStore::apply_at`]).
+pub(super) async fn bump_at(conn: &mut SqliteConnection, at: Option<i64>) -> Result<()> {
+    let Some(at) = at else { return bump(conn).await };
+    let done = sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1 AND version = ?")
+        .bind(at)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::Stale);
+    }
+    Ok(())
+}
+
 /// Moves the version gateways poll: what they serve changed.
 pub(super) async fn bump(conn: &mut SqliteConnection) -> Result<()> {
     sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1")
@@ -262,22 +297,11 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 #[async_trait]
 impl ConfigStore for SqliteStore {
     async fn apply(&self, actor: &str, change: Change) -> Result<Applied> {
-        let action = change.action();
-        let target = change.target();
-        if let Change::ImportKeys(rows) = change {
-            let record = Record { actor, action, target: target.unwrap_or_default() };
-            return Ok(Applied::Keys(keys::import_keys(&self.pool, &record, rows).await?));
-        }
-        let served = change.is_served();
-        let mut tx = self.begin().await?;
-        if served {
-            bump(&mut tx).await?;
-        }
-        let applied = Self::make(&mut tx, change).await?;
-        let target = target.unwrap_or_else(|| applied.target());
-        admin::append_audit(&mut tx, &Record { actor, action, target }).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(applied)
+        self.apply_inner(actor, change, None).await
+    }
+
+    async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied> {
+        self.apply_inner(actor, change, Some(version)).await
     }
 
     async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
@@ -367,6 +391,14 @@ impl Reads for SqliteStore {
 
     async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>> {
         plans::key_plan_ids(&self.pool, key_id).await
+    }
+
+    async fn plans_covering(&self, api_id: &str, stage: &str) -> Result<Vec<UsagePlan>> {
+        plans::plans_covering(&self.pool, api_id, stage).await
+    }
+
+    async fn shared_key(&self, plan_a: &str, plan_b: &str) -> Result<Option<String>> {
+        plans::shared_key(&self.pool, plan_a, plan_b).await
     }
 
     async fn usage(

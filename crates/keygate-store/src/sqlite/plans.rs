@@ -90,43 +90,12 @@ pub(super) async fn insert_plan(
     Ok(id)
 }
 
-/// The plan (other than `plan_id`) through which `key_id` already reaches one of `plan_id`'s
-/// stages, if any: a key may be in only one plan per API stage.
-pub(super) async fn key_stage_clash(
-    conn: &mut SqliteConnection,
-    plan_id: &str,
-    key_id: &str,
-) -> Result<Option<(String, String, String)>> {
-    let row = sqlx::query(
-        "SELECT p.name, s1.api_id, s1.stage FROM usage_plan_keys pk \
-         JOIN usage_plans p ON p.id = pk.plan_id \
-         JOIN usage_plan_stages s1 ON s1.plan_id = pk.plan_id \
-         JOIN usage_plan_stages s2 ON s2.api_id = s1.api_id AND s2.stage = s1.stage \
-              AND s2.plan_id = ? \
-         WHERE pk.key_id = ? AND pk.plan_id <> ? LIMIT 1",
-    )
-    .bind(plan_id)
-    .bind(key_id)
-    .bind(plan_id)
-    .fetch_optional(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
-}
-
 pub(super) async fn add_key_to_plan(
     conn: &mut SqliteConnection,
     plan_id: &str,
     key_id: &str,
-    key_name: &str,
 ) -> Result<()> {
     require_plan(conn, plan_id).await?;
-    if let Some((other, api, stage)) = key_stage_clash(conn, plan_id, key_id).await? {
-        return Err(Error::Conflict(format!(
-            "API key {key_name} is already in usage plan {other}, which covers {api}/{stage} too; \
-             a key may be in only one plan per API stage (remove it from {other} first)"
-        )));
-    }
     sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
         .bind(plan_id)
         .bind(key_id)
@@ -212,7 +181,7 @@ pub(super) async fn add_plan_key(
     let key = key_by(&mut *tx, "id", key_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("API key {key_id} not found")))?;
-    add_key_to_plan(&mut *tx, plan_id, &key.id, &key.name).await?;
+    add_key_to_plan(&mut *tx, plan_id, &key.id).await?;
     Ok(())
 }
 
@@ -239,27 +208,6 @@ pub(super) async fn put_plan_stage(
     stage: ApiStage,
 ) -> Result<()> {
     require_plan(&mut *tx, plan_id).await?;
-    let clash = sqlx::query(
-        "SELECT k.name, p.name FROM usage_plan_keys mine \
-         JOIN usage_plan_keys other ON other.key_id = mine.key_id AND other.plan_id <> mine.plan_id \
-         JOIN usage_plan_stages s ON s.plan_id = other.plan_id AND s.api_id = ? AND s.stage = ? \
-         JOIN api_keys k ON k.id = mine.key_id JOIN usage_plans p ON p.id = other.plan_id \
-         WHERE mine.plan_id = ? LIMIT 1",
-    )
-    .bind(&stage.api_id)
-    .bind(&stage.stage)
-    .bind(plan_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if let Some(r) = clash {
-        let (key, other): (String, String) = (r.get(0), r.get(1));
-        return Err(Error::Conflict(format!(
-            "API key {key} of this plan is also in usage plan {other}, which covers {}/{}; a \
-             key may be in only one plan per API stage",
-            stage.api_id, stage.stage
-        )));
-    }
     sqlx::query(
         "INSERT INTO usage_plan_stages (plan_id, api_id, stage, throttle) VALUES (?, ?, ?, ?) \
          ON CONFLICT (plan_id, api_id, stage) DO UPDATE SET throttle = excluded.throttle",
@@ -345,4 +293,43 @@ pub(super) async fn key_plan_ids(pool: &SqlitePool, key_id: &str) -> Result<Vec<
         .await
         .map_err(map_err)?;
     Ok(rows.iter().map(|r| r.get("plan_id")).collect())
+}
+
+pub(super) async fn plans_covering(
+    pool: &SqlitePool,
+    api_id: &str,
+    stage: &str,
+) -> Result<Vec<UsagePlan>> {
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    let sql = format!(
+        "SELECT {PLAN_COLUMNS} FROM usage_plans WHERE id IN \
+         (SELECT plan_id FROM usage_plan_stages WHERE api_id = ? AND stage = ?) ORDER BY name"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(api_id)
+        .bind(stage)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(plan_from_row(&mut conn, row).await?);
+    }
+    Ok(out)
+}
+
+pub(super) async fn shared_key(
+    pool: &SqlitePool,
+    plan_a: &str,
+    plan_b: &str,
+) -> Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT k.name FROM usage_plan_keys a JOIN usage_plan_keys b ON b.key_id = a.key_id \
+         JOIN api_keys k ON k.id = a.key_id WHERE a.plan_id = ? AND b.plan_id = ? LIMIT 1",
+    )
+    .bind(plan_a)
+    .bind(plan_b)
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)
 }
