@@ -50,6 +50,19 @@ async fn deploy(store: &Store, stage: &str, keys: &[&str]) -> keygate_control::D
     .unwrap()
 }
 
+/// A new key named `name` in the plan `plan`.
+fn key_in(name: &str, plan: &str) -> CreateKey {
+    CreateKey {
+        name: name.into(),
+        value: None,
+        description: None,
+        customer_id: None,
+        enabled: true,
+        usage_plan: Some(plan.into()),
+        expires: None,
+    }
+}
+
 fn conflict<T: std::fmt::Debug>(result: keygate_control::Result<T>, says: &str) {
     match result {
         Err(Error::Conflict(m)) => {
@@ -89,16 +102,7 @@ async fn a_key_reaches_an_api_stage_through_one_plan_only() {
     // In one plan it may.
     let csv = format!("name,key,usageplanIds\nnew,{},{}\n", "v".repeat(30), a.id);
     keygate_control::import::import(&store, &csv, false).await.unwrap();
-    let input = CreateKey {
-        name: "solo".into(),
-        value: None,
-        description: None,
-        customer_id: None,
-        enabled: true,
-        usage_plan: Some("other".into()),
-        expires: None,
-    };
-    keys::create(&store, input).await.unwrap();
+    keys::create(&store, key_in("solo", "other")).await.unwrap();
 }
 
 /// A deploy takes a declared key out of the stage's other plans and into its own, but refuses to
@@ -114,16 +118,7 @@ async fn a_deploy_places_a_key_only_where_no_other_plan_reaches_the_stage() {
     let extra = NewUsagePlan { name: "extra".into(), ..Default::default() };
     plans::create(&store, extra, vec![]).await.unwrap();
     plans::add_stage(&store, "extra", "svc", "prod", BTreeMap::new()).await.unwrap();
-    let input = CreateKey {
-        name: "k".into(),
-        value: None,
-        description: None,
-        customer_id: None,
-        enabled: true,
-        usage_plan: Some("extra".into()),
-        expires: None,
-    };
-    keys::create(&store, input).await.unwrap();
+    keys::create(&store, key_in("k", "extra")).await.unwrap();
     // Declaring it in dev would make it reach prod through svc-dev and extra.
     let artifacts = tempfile::tempdir().unwrap();
     let places = BTreeMap::new();
