@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use keygate_store::{DeployRequest, KeyStatus};
+use keygate_store::{DeployRequest, KeyStatus, Placed, PlacedKey};
 use keygate_types::model::{ApiKey, NewApiKey, NewUsagePlan, UsagePlan};
 use keygate_types::{
     ApiKeyValue, FunctionPlaces, HttpMethod, Integration, RuntimeKind, ServiceDefinition,
@@ -17,6 +17,67 @@ use serde::Serialize;
 use keygate_store::Change;
 
 use crate::{Error, Result, Store};
+
+/// The deploy's diff against what the store holds, for the store to write as told: whether the
+/// API exists, which declared plans exist (updated in place, so their usage is kept) and which
+/// are new, which declared keys exist (kept, never a new value) and which are new, and which of
+/// the stage's other plans each existing key leaves (a key moved between groups); with the
+/// one-plan-per-API-stage rule for each key it places ([`crate::rules`]).
+async fn plan_deploy(
+    store: &Store,
+    definition: &ServiceDefinition,
+    plans: &[NewUsagePlan],
+    keys: &[(NewApiKey, String)],
+) -> Result<DeployRequest> {
+    let api = store.get_api_by_name(&definition.service).await?;
+    let mut existing = Vec::with_capacity(plans.len());
+    for plan in plans {
+        existing.push(store.get_plan_by_name(&plan.name).await?);
+    }
+    // The stage's plans once deployed: those that cover it now, and the declared ones.
+    let mut stage_plans: Vec<String> = match &api {
+        Some(api) => {
+            let covering = store.plans_covering(&api.id, &definition.stage).await?;
+            covering.into_iter().map(|p| p.id).collect()
+        }
+        None => Vec::new(),
+    };
+    stage_plans.extend(existing.iter().flatten().map(|p| p.id.clone()));
+    let mut placed = Vec::with_capacity(keys.len());
+    for (key, plan_name) in keys {
+        let plan = plans.iter().position(|p| p.name == *plan_name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "API key {} joins usage plan {plan_name}, which is not declared",
+                key.name
+            ))
+        })?;
+        let Some(found) = store.get_key_by_name(&key.name).await? else {
+            placed.push(PlacedKey { key: Placed::New(key.clone()), plan, leaves: Vec::new() });
+            continue;
+        };
+        let target = existing[plan].as_ref();
+        let mut leaves = Vec::new();
+        for id in store.key_plan_ids(&found.id).await? {
+            if target.is_some_and(|t| t.id == id) {
+                continue;
+            }
+            if stage_plans.contains(&id) {
+                leaves.push(id);
+            } else if let (Some(target), Some(other)) = (target, store.get_plan(&id).await?) {
+                // A plan of the key that stays may not cover a stage its new plan covers (a new
+                // plan covers this stage only, which the key's remaining plans do not).
+                crate::rules::plans_stay_apart(&found.name, target, &other)?;
+            }
+        }
+        placed.push(PlacedKey { key: Placed::Existing(found), plan, leaves });
+    }
+    Ok(DeployRequest {
+        definition: definition.clone(),
+        api_id: api.map(|a| a.id),
+        plans: existing.into_iter().map(|e| e.map(|p| p.id)).zip(plans.iter().cloned()).collect(),
+        keys: placed,
+    })
+}
 
 /// Undeclared keys named one note each; more are counted in one further note.
 const MAX_KEY_NOTES: usize = 10;
@@ -165,13 +226,8 @@ pub async fn deploy(
     // Values the deploy may create, by name, so they can be shown once.
     let values: Vec<(String, ApiKeyValue)> =
         keys.iter().map(|(k, _)| (k.name.clone(), k.value.clone())).collect();
-    let placed: Vec<(String, String)> =
-        keys.iter().map(|(k, plan)| (k.name.clone(), plan.clone())).collect();
-    let request = DeployRequest { definition, keys, plans };
     let outcome = crate::apply_checked!(store, {
-        let (service, stage) = (&request.definition.service, &request.definition.stage);
-        crate::rules::deploy_may_place_keys(store, service, stage, &placed).await?;
-        Change::Deploy(request.clone())
+        Change::Deploy(plan_deploy(store, &definition, &plans, &keys).await?)
     })
     .into_deployed()?;
 

@@ -82,38 +82,15 @@ pub(crate) async fn plans_may_share_a_key(
     Ok(())
 }
 
-/// A deploy may put each declared key `(name, plan name)` in its plan of the API stage
-/// `api_id`/`stage`: the deploy takes the key out of the stage's other plans, so what is left
-/// to check is the key's plans that do not cover this stage against the other stages its new
-/// plan covers (an admin may have added some).
-pub(crate) async fn deploy_may_place_keys(
-    store: &Store,
-    service: &str,
-    stage: &str,
-    keys: &[(String, String)],
-) -> Result<()> {
-    let Some(api) = store.get_api_by_name(service).await? else { return Ok(()) };
-    let here =
-        ApiStage { api_id: api.id.clone(), stage: stage.to_owned(), throttle: Default::default() };
-    for (name, plan_name) in keys {
-        let Some(key) = store.get_key_by_name(name).await? else { continue };
-        let Some(plan) = store.get_plan_by_name(plan_name).await? else { continue };
-        for id in store.key_plan_ids(&key.id).await? {
-            if id == plan.id {
-                continue;
-            }
-            let Some(other) = store.get_plan(&id).await? else { continue };
-            if covers(&other, &here) {
-                continue; // The deploy takes the key out of it.
-            }
-            if let Some(s) = other.api_stages.iter().find(|s| covers(&plan, s)) {
-                return Err(Error::Conflict(format!(
-                    "API key {name} is in usage plan {}, which also covers {}/{}; a key may be \
-                     in only one plan per API stage",
-                    other.name, s.api_id, s.stage
-                )));
-            }
-        }
+/// A key named `key` in plan `other` may also be in `plan`: the two cover no API stage in
+/// common.
+pub(crate) fn plans_stay_apart(key: &str, plan: &UsagePlan, other: &UsagePlan) -> Result<()> {
+    match other.api_stages.iter().find(|s| covers(plan, s)) {
+        Some(s) => Err(Error::Conflict(format!(
+            "API key {key} is in usage plan {}, which also covers {}/{}; a key may be in only one \
+             plan per API stage",
+            other.name, s.api_id, s.stage
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -100,18 +100,39 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn ConfigStore>> {
     }
 }
 
-/// Everything one `deploy` writes, applied in one transaction.
+/// Everything one `deploy` writes, applied in one transaction, as keygate-control planned it
+/// from what the store holds (the diff is made there: which API, plans and keys exist, which of
+/// the stage's plans a key leaves): the store writes it as told and decides nothing.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
     /// The validated definition (its key declarations carry no values: see `keys`).
     pub definition: ServiceDefinition,
-    /// One entry per declared key, in declaration order, each with the value to use if the key has
-    /// to be created (the declared custom value or a freshly generated one) and the name of the
-    /// plan it joins.
-    pub keys: Vec<(NewApiKey, String)>,
-    /// The plans of this API stage, by full name. Existing plans are updated in place (same id,
-    /// so the usage counted so far is kept); missing ones are created.
-    pub plans: Vec<NewUsagePlan>,
+    /// The API named by the service: `Some(id)` when it exists (its definition is replaced),
+    /// `None` to create it.
+    pub api_id: Option<String>,
+    /// The plans of this API stage, each linked to it: `Some(id)` updates an existing plan in
+    /// place (same id, so the usage counted so far is kept), `None` creates it.
+    pub plans: Vec<(Option<String>, NewUsagePlan)>,
+    /// The declared keys, in declaration order.
+    pub keys: Vec<PlacedKey>,
+}
+
+/// A declared key as a deploy places it.
+#[derive(Debug, Clone)]
+pub struct PlacedKey {
+    pub key: Placed,
+    /// The plan it joins: an index into [`DeployRequest::plans`].
+    pub plan: usize,
+    /// Plans (ids) of the stage it leaves: a key moved to another of the stage's plans.
+    pub leaves: Vec<String>,
+}
+
+/// An existing key, kept as it is, or a new one to create (with the declared custom value or a
+/// freshly generated one).
+#[derive(Debug, Clone)]
+pub enum Placed {
+    Existing(ApiKey),
+    New(NewApiKey),
 }
 
 /// What a deployment did.
@@ -139,9 +160,9 @@ pub enum KeyStatus {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Change {
-    /// Creates or updates the API named by the service, creates missing keys and the usage
-    /// plans, associates them, snapshots the definition as a new deployment and points the stage
-    /// at it. [`Applied::Deployed`].
+    /// Writes a deploy as keygate-control planned it ([`DeployRequest`]): the API, the stage's
+    /// plans and the declared keys as told, then snapshots the definition as a new deployment and
+    /// points the stage at it. [`Applied::Deployed`].
     Deploy(DeployRequest),
     /// Deletes a stage (AWS DeleteStage): its routes stop being served, and usage plans no
     /// longer cover it. Its deployments stay, as history. [`Error::NotFound`] if there is none.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keygate_store::{
-    Change, ConfigStore, DeployOutcome, DeployRequest, Error, KeyStatus, Page, Reads, SqliteStore,
+    Change, ConfigStore, DeployOutcome, DeployRequest, Error, KeyStatus, Page, Placed, PlacedKey,
+    Reads, SqliteStore,
 };
 use keygate_types::model::{
     ApiKey, ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlan,
@@ -20,10 +21,28 @@ use keygate_types::{
 
 /// The store's changes as methods, for these tests (callers outside the store make them through
 /// keygate-control); each is applied, and audited, as `test`.
-trait Writes {
+trait Writes: Reads {
     async fn change(&self, change: Change) -> keygate_store::Result<keygate_store::Applied>;
 
-    async fn deploy(&self, req: DeployRequest) -> keygate_store::Result<DeployOutcome> {
+    /// Deploys `d` as keygate-control plans it (the API, plans and keys that exist by name are
+    /// kept, the others created; these tests never move a key between a stage's plans), for the
+    /// store to write as told.
+    async fn deploy(&self, d: Declared) -> keygate_store::Result<DeployOutcome> {
+        let api_id = self.get_api_by_name(&d.definition.service).await?.map(|a| a.id);
+        let mut plans = Vec::new();
+        for plan in d.plans {
+            plans.push((self.get_plan_by_name(&plan.name).await?.map(|p| p.id), plan));
+        }
+        let mut keys = Vec::new();
+        for (key, plan_name) in d.keys {
+            let plan = plans.iter().position(|(_, p)| p.name == plan_name).unwrap();
+            let key = match self.get_key_by_name(&key.name).await? {
+                Some(found) => Placed::Existing(found),
+                None => Placed::New(key),
+            };
+            keys.push(PlacedKey { key, plan, leaves: Vec::new() });
+        }
+        let req = DeployRequest { definition: d.definition, api_id, plans, keys };
         self.change(Change::Deploy(req)).await?.into_deployed()
     }
     async fn create_key(&self, key: NewApiKey, plans: &[String]) -> keygate_store::Result<ApiKey> {
@@ -156,9 +175,17 @@ fn plan(name: &str) -> NewUsagePlan {
     NewUsagePlan { name: name.into(), ..Default::default() }
 }
 
-fn request(stage: &str, keys: &[&str]) -> DeployRequest {
+/// A deploy as declared (what keygate-control's deploy starts from): the definition, the
+/// stage's plans by name, each key with its plan's name.
+struct Declared {
+    definition: ServiceDefinition,
+    keys: Vec<(NewApiKey, String)>,
+    plans: Vec<NewUsagePlan>,
+}
+
+fn request(stage: &str, keys: &[&str]) -> Declared {
     let plan_name = format!("svc-{stage}");
-    DeployRequest {
+    Declared {
         definition: definition(stage, true),
         keys: keys.iter().map(|k| (new_key(k), plan_name.clone())).collect(),
         plans: vec![plan(&plan_name)],

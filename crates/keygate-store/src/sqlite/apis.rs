@@ -5,10 +5,10 @@ use keygate_types::model::{Api, Deployment, Stage, new_id};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
-use super::keys::{KEY_COLUMNS, insert_key, key_by, key_from_row};
+use super::keys::{KEY_COLUMNS, insert_key, key_from_row};
 use super::plans::{insert_plan, plan_by};
 use super::{map_err, now, parse_json, to_json};
-use crate::{DeployOutcome, DeployRequest, Error, KeyStatus, Result};
+use crate::{DeployOutcome, DeployRequest, Error, KeyStatus, Placed, Result};
 
 pub(super) fn api_from_row(r: &SqliteRow) -> Api {
     Api { id: r.get("id"), name: r.get("name"), created_date: r.get("created_date") }
@@ -23,31 +23,28 @@ pub(super) fn deployment_from_row(r: &SqliteRow) -> Result<Deployment> {
     })
 }
 
+/// Writes the deployment keygate-control planned ([`DeployRequest`]): nothing is looked up by
+/// name or decided here.
 pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Result<DeployOutcome> {
     let def = &req.definition;
     let t = now();
     let def_json = to_json(def)?;
 
-    // The API, by service name.
-    let api = match sqlx::query("SELECT id, created_date FROM apis WHERE name = ?")
-        .bind(&def.service)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?
-    {
-        Some(r) => {
-            let api = Api {
-                id: r.get("id"),
-                name: def.service.clone(),
-                created_date: r.get("created_date"),
-            };
+    let api = match &req.api_id {
+        Some(id) => {
             sqlx::query("UPDATE apis SET definition = ? WHERE id = ?")
                 .bind(&def_json)
-                .bind(&api.id)
+                .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-            api
+            let row = sqlx::query("SELECT id, name, created_date FROM apis WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .ok_or_else(|| Error::NotFound(format!("REST API {id} not found")))?;
+            api_from_row(&row)
         }
         None => {
             let api = Api { id: new_id(10), name: def.service.clone(), created_date: t };
@@ -65,25 +62,23 @@ pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Res
         }
     };
 
-    // The stage's plans: updated in place (same id, so usage counted so far is kept).
+    // The stage's plans, each linked to the stage.
     let mut plan_ids = Vec::with_capacity(req.plans.len());
-    for plan in &req.plans {
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM usage_plans WHERE name = ?")
-                .bind(&plan.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
+    for (existing, plan) in &req.plans {
         let id = match existing {
             Some(id) => {
-                sqlx::query("UPDATE usage_plans SET throttle = ?, quota = ? WHERE id = ?")
-                    .bind(plan.throttle.as_ref().map(to_json).transpose()?)
-                    .bind(plan.quota.as_ref().map(to_json).transpose()?)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                id
+                let done =
+                    sqlx::query("UPDATE usage_plans SET throttle = ?, quota = ? WHERE id = ?")
+                        .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+                        .bind(plan.quota.as_ref().map(to_json).transpose()?)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(Error::NotFound(format!("usage plan {id} not found")));
+                }
+                id.clone()
             }
             None => insert_plan(&mut *tx, plan).await?,
         };
@@ -96,40 +91,39 @@ pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Res
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        plan_ids.push((plan.name.clone(), id));
+        plan_ids.push(id);
     }
 
-    // Declared keys: created once, reused by every later deploy. The file is authoritative
-    // for which of this stage's plans a declared key is in, so a key moved between groups
-    // leaves its old plan here.
+    // The declared keys: created or kept, out of the plans they leave, into their plan.
     let mut keys = Vec::with_capacity(req.keys.len());
-    for (k, plan_name) in &req.keys {
-        let (key, status) = match key_by(&mut *tx, "name", &k.name).await? {
-            Some(existing) => (existing, KeyStatus::Existing),
-            None => (insert_key(&mut *tx, k).await?, KeyStatus::Created),
+    for placed in req.keys {
+        let (Some(plan_id), Some((_, plan))) =
+            (plan_ids.get(placed.plan), req.plans.get(placed.plan))
+        else {
+            return Err(Error::corrupt(format!(
+                "a deploy's key joins plan #{}, which the deploy does not have",
+                placed.plan
+            )));
         };
-        let plan_id =
-            plan_ids.iter().find(|(n, _)| n == plan_name).map(|(_, id)| id.clone()).ok_or_else(
-                || Error::NotFound(format!("usage plan {plan_name} is not declared")),
-            )?;
-        sqlx::query(
-            "DELETE FROM usage_plan_keys WHERE key_id = ? AND plan_id <> ? AND plan_id IN \
-             (SELECT plan_id FROM usage_plan_stages WHERE api_id = ? AND stage = ?)",
-        )
-        .bind(&key.id)
-        .bind(&plan_id)
-        .bind(&api.id)
-        .bind(&def.stage)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        let (key, status) = match placed.key {
+            Placed::Existing(key) => (key, KeyStatus::Existing),
+            Placed::New(key) => (insert_key(&mut *tx, &key).await?, KeyStatus::Created),
+        };
+        for left in &placed.leaves {
+            sqlx::query("DELETE FROM usage_plan_keys WHERE key_id = ? AND plan_id = ?")
+                .bind(&key.id)
+                .bind(left)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         sqlx::query("INSERT OR IGNORE INTO usage_plan_keys (plan_id, key_id) VALUES (?, ?)")
-            .bind(&plan_id)
+            .bind(plan_id)
             .bind(&key.id)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        keys.push((key, status, plan_name.clone()));
+        keys.push((key, status, plan.name.clone()));
     }
 
     // Keys still in this stage's plans that the file no longer declares: reported, never
@@ -182,7 +176,7 @@ pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Res
     .map_err(map_err)?;
 
     let mut plans = Vec::with_capacity(plan_ids.len());
-    for (_, id) in &plan_ids {
+    for id in &plan_ids {
         plans.extend(plan_by(&mut *tx, "id", id).await?);
     }
     Ok(DeployOutcome { api, deployment, plans, keys, undeclared })
