@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use keygate_control::keys::{self, CreateKey};
+mod common;
+
+use common::key_in;
+use keygate_control::keys;
 use keygate_control::{Error, Store, plans};
 use keygate_types::ServiceDefinition;
 use keygate_types::model::NewUsagePlan;
@@ -48,19 +51,6 @@ async fn deploy(store: &Store, stage: &str, keys: &[&str]) -> keygate_control::D
     )
     .await
     .unwrap()
-}
-
-/// A new key named `name` in the plan `plan`.
-fn key_in(name: &str, plan: &str) -> CreateKey {
-    CreateKey {
-        name: name.into(),
-        value: None,
-        description: None,
-        customer_id: None,
-        enabled: true,
-        usage_plan: Some(plan.into()),
-        expires: None,
-    }
 }
 
 fn conflict<T: std::fmt::Debug>(result: keygate_control::Result<T>, says: &str) {

@@ -1,7 +1,9 @@
 //! Usage reports over stored daily counts: ranges, key filters, and `remaining` computed within
 //! each day's quota period (a report that crosses a period starts counting again), with grants.
 
-use keygate_control::keys::{self, CreateKey};
+mod common;
+
+use keygate_control::keys;
 use keygate_control::usage::{self, MAX_REPORT_DAYS};
 use keygate_control::{Error, Store, plans};
 use keygate_limits::calendar::Date;
@@ -13,16 +15,7 @@ fn day(s: &str) -> Date {
 }
 
 async fn key(store: &Store, name: &str, plan: &str) -> String {
-    let input = CreateKey {
-        name: name.into(),
-        value: None,
-        description: None,
-        customer_id: None,
-        enabled: true,
-        usage_plan: Some(plan.into()),
-        expires: None,
-    };
-    keys::create(store, input).await.unwrap().0.id
+    keys::create(store, common::key_in(name, plan)).await.unwrap().0.id
 }
 
 /// A plan with a weekly quota of 10 whose weeks start on Monday (offset 1); usage written as a
