@@ -7,6 +7,7 @@
 //!   the actor for the audit log.
 //! - `error`: control-plane errors in AWS's shape (`{"message"}` + `x-amzn-ErrorType`).
 //! - `apikeys`, `plans`, `restapis`: one module per resource family, mirroring the URL paths.
+//! - [`console`]: the web console at `/` (server-rendered pages, its own session sign-in).
 //!
 //! Architecture invariant: handlers only translate between AWS's JSON and `keygate-control`
 //! operations, called with an audited store; no rule about keys or plans lives here.
@@ -15,6 +16,7 @@ pub use keygate_sigv4 as sigv4;
 
 mod apikeys;
 mod auth;
+pub mod console;
 mod deadline;
 mod error;
 mod plans;
@@ -39,6 +41,8 @@ pub struct AdminState {
     pub master: MasterKey,
     /// The region SigV4 credential scopes must name (`--admin-region`, default `us-east-1`).
     pub region: String,
+    /// The web console's settings and sessions.
+    pub console: console::Console,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -47,7 +51,8 @@ impl std::fmt::Debug for AdminState {
     }
 }
 
-/// The admin router (every route behind authentication).
+/// The admin router: the API's routes (and unknown paths) behind authentication, the console's
+/// pages beside them with their own session sign-in.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/apikeys", post(apikeys::create_or_import).get(apikeys::list))
@@ -77,6 +82,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/audit", get(restapis::audit))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
+        // Added after the authentication layer, so not behind it.
+        .merge(console::router())
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

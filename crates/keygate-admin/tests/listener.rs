@@ -48,6 +48,7 @@ async fn start_with(limits: ServeLimits) -> Admin {
         store,
         master: MasterKey::load(dir.path(), None).unwrap(),
         region: "us-east-1".to_owned(),
+        console: keygate_admin::console::Console::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

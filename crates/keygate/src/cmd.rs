@@ -798,6 +798,7 @@ async fn serve(
         store: control,
         master: master_key(data_dir)?,
         region: admin_region.to_owned(),
+        console: keygate_admin::console::Console::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {
@@ -818,6 +819,10 @@ async fn serve(
     let shutdown = shutdown_signal();
     println!("keygate listening on http://{addr}");
     println!("keygate admin listening on http://{admin_addr}");
+    println!(
+        "keygate console on http://{admin_addr}/ (sign in with a token from `keygate admin token \
+         create`)"
+    );
     tracing::info!(%addr, %admin_addr, "gateway listening");
     keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown).await;
     let _ = stop_tx.send(true);

@@ -11,6 +11,7 @@
 
 mod admin;
 mod config_errors;
+mod console;
 mod deploy;
 mod first_hour;
 mod flood;

@@ -9,7 +9,7 @@
 //!   `KEYGATE_ADMIN_LISTEN`); the README's `127.0.0.1:4000` and `:4001` stand for the ports they
 //!   print, in later commands and outputs alike (and `KEYGATE_URL` points `deploy` there).
 //! - Generated values are matched by their shape, not their text: API key values and secrets (40
-//!   letters and digits), ids (10 or 6 lowercase letters and digits, at least one of each), access
+//!   letters and digits), admin tokens, ids (10 or 6 lowercase letters and digits, at least one of each), access
 //!   key ids, UUIDs, dates. The first time the README shows one, the value printed in its place is
 //!   remembered: later commands get the real value (the key the README's curl sends is the one
 //!   `up` printed), and later outputs must show the same one (a key prefix `F8Wp…` is the
@@ -96,6 +96,8 @@ fn token_kinds() -> Vec<(Regex, &'static str)> {
             r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}(?:\.[0-9]+)?Z",
         ),
         (r"\bAK[A-Z0-9]{18}\b", r"AK[A-Z0-9]{18}"),
+        // Admin tokens (`kgt_` and 40 letters and digits).
+        (r"\bkgt_[A-Za-z0-9]{40}\b", r"kgt_[A-Za-z0-9]{40}"),
         (r"\b[A-Za-z0-9]{40}\b", r"[A-Za-z0-9]{40}"),
         (r"\b[A-Za-z0-9]{4}…", r"[A-Za-z0-9]{4}…"),
         (r"\b[a-z0-9]{10}\b", r"[a-z0-9]{10}"),
@@ -376,7 +378,7 @@ fn start(command: &str, repo: &Path, env: &[(String, String)]) -> (Child, Vec<St
             if !ready {
                 seen.push_str(&line);
                 seen.push('\n');
-                if line.contains("keygate admin listening on ") {
+                if line.contains("keygate console on ") {
                     ready = true;
                     let _ = tx.send(seen.clone());
                 }

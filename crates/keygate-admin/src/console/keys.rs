@@ -1,0 +1,456 @@
+//! The API keys pages: the list (searched and paged in the store), create (the value shown once),
+//! enable, disable, delete with confirmation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use keygate_control::keys::{self, CreateKey};
+use keygate_control::{ListQuery, MAX_PAGE, Store};
+use keygate_types::model::{ApiKey, UsagePlan};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::{CsrfForm, Section, Signed, control_error, date, layout, page, signed_in, signed_post};
+use crate::AdminState;
+
+/// Keys on one page of the list.
+const PAGE: u32 = 50;
+
+/// Notices a redirect may ask the list to show (fixed texts: nothing from the URL is echoed).
+fn notice(code: &str) -> Option<&'static str> {
+    match code {
+        "enabled" => Some("The key is enabled: gateways accept it within a second."),
+        "disabled" => Some("The key is disabled: gateways refuse it (403) within a second."),
+        "deleted" => Some("The key is deleted: gateways refuse it (403) within a second."),
+        _ => None,
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn status(key: &ApiKey, now: i64) -> &'static str {
+    if !key.enabled {
+        "Disabled"
+    } else if key.expires.is_some_and(|e| e <= now) {
+        "Expired"
+    } else {
+        "Enabled"
+    }
+}
+
+/// The first page of plans (a gateway has few; beyond 500 the list shows ids).
+async fn plans(store: &Store) -> keygate_control::Result<Vec<UsagePlan>> {
+    Ok(keygate_control::plans::list(store, &ListQuery::first(MAX_PAGE)).await?.items)
+}
+
+pub(crate) async fn list(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    let search = q.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let query = match ListQuery::new(PAGE, q.get("position").map(String::as_str), search.clone()) {
+        Ok(query) => query,
+        Err(e) => return control_error(&e),
+    };
+    let listed = match keys::list(&signed.store, &query, None).await {
+        Ok(listed) => listed,
+        Err(e) => return control_error(&e),
+    };
+    let plans = match plans(&signed.store).await {
+        Ok(p) => p,
+        Err(e) => return control_error(&e),
+    };
+    let plan_names: HashMap<&str, &str> =
+        plans.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
+    let mut rows = Vec::with_capacity(listed.items.len());
+    for key in &listed.items {
+        let ids = match signed.store.key_plan_ids(&key.id).await {
+            Ok(ids) => ids,
+            Err(e) => return control_error(&e.into()),
+        };
+        let names: Vec<String> = ids
+            .iter()
+            .map(|id| plan_names.get(id.as_str()).map_or_else(|| id.clone(), |n| (*n).to_owned()))
+            .collect();
+        rows.push((key, names));
+    }
+    let next = listed.position().map(|position| match &search {
+        Some(s) => format!(
+            "/console/keys?q={}&position={position}",
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => format!("/console/keys?position={position}"),
+    });
+    let now = now_secs();
+    let csrf = &signed.session.csrf;
+    let body = html! {
+        @if let Some(text) = q.get("notice").and_then(|c| notice(c)) {
+            p.notice role="status" { (text) }
+        }
+        div.toolbar {
+            form.search method="get" action="/console/keys" role="search" {
+                label for="q" { "Search by name" }
+                input #q type="search" name="q" value=[search.as_deref()]
+                    placeholder="Name starts with…";
+                button type="submit" { "Search" }
+            }
+            a.button.primary href="/console/keys/new" { "Create API key" }
+        }
+        @if rows.is_empty() {
+            p.empty {
+                @if search.is_some() { "No key's name starts with that." }
+                @else { "No API keys yet. Create one, or deploy a service whose yml declares some." }
+            }
+        } @else {
+            div.table-wrap {
+                table.keys {
+                    caption.visually-hidden { "API keys" }
+                    thead { tr {
+                        th scope="col" { "Name" } th scope="col" { "Status" }
+                        th scope="col" { "Usage plans" } th scope="col" { "Created" }
+                        th scope="col" { "Last used" } th scope="col" { "Expires" }
+                        th scope="col" { span.visually-hidden { "Actions" } }
+                    } }
+                    tbody {
+                        @for (key, names) in &rows {
+                            @let state = status(key, now);
+                            tr data-key=(key.name) {
+                                th scope="row" {
+                                    (key.name)
+                                    span.prefix title="The value's first characters" {
+                                        (key.prefix) "…"
+                                    }
+                                }
+                                td { span class={ "status " (state.to_ascii_lowercase()) } { (state) } }
+                                td { @if names.is_empty() { span.muted { "none" } } @else { (names.join(", ")) } }
+                                td { (date(key.created_date)) }
+                                td { @match key.last_used_date { Some(t) => (date(t)), None => span.muted { "never" } } }
+                                td { @match key.expires { Some(t) => (date(t)), None => span.muted { "never" } } }
+                                td.actions {
+                                    @if key.enabled {
+                                        form method="post" action={ "/console/keys/" (key.id) "/disable" } {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            button type="submit" aria-label={ "Disable " (key.name) } { "Disable" }
+                                        }
+                                    } @else {
+                                        form method="post" action={ "/console/keys/" (key.id) "/enable" } {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            button type="submit" aria-label={ "Enable " (key.name) } { "Enable" }
+                                        }
+                                    }
+                                    a.button.danger href={ "/console/keys/" (key.id) "/delete" }
+                                        aria-label={ "Delete " (key.name) } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next {
+            p.paging { a href=(next) { "Next page" } }
+        }
+    };
+    page(StatusCode::OK, layout("API keys", Some((&signed.session, Section::Keys)), body))
+}
+
+/// What the create form holds, kept to re-render it with an error next to its field.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CreateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    /// `auto` (generated) or `custom`.
+    #[serde(default)]
+    value_mode: String,
+    #[serde(default)]
+    value: String,
+    /// A plan id, or empty for none.
+    #[serde(default)]
+    plan: String,
+    #[serde(default)]
+    expires: String,
+    /// Present when the checkbox is ticked.
+    enabled: Option<String>,
+}
+
+/// Which field an error belongs next to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Name,
+    Value,
+    Plan,
+    Expires,
+}
+
+fn create_form(
+    signed: &Signed,
+    plans: &[UsagePlan],
+    form: &CreateForm,
+    error: Option<(Field, &str)>,
+) -> Markup {
+    let error_for = |f: Field| error.filter(|(at, _)| *at == f).map(|(_, m)| m);
+    let custom = form.value_mode == "custom";
+    let enabled = form.enabled.is_some() || form.name.is_empty();
+    let field_error = |id: &str, f: Field| {
+        html! {
+            @if let Some(message) = error_for(f) {
+                p.error id={ (id) "-error" } role="alert" { (message) }
+            }
+        }
+    };
+    let body = html! {
+        form.card method="post" action="/console/keys" novalidate {
+            input type="hidden" name="csrf" value=(signed.session.csrf);
+            div.field {
+                label for="name" { "Name" }
+                input #name type="text" name="name" value=(form.name) required maxlength="1024"
+                    aria-invalid=[error_for(Field::Name).map(|_| "true")];
+                (field_error("name", Field::Name))
+            }
+            fieldset.field {
+                legend { "Value" }
+                div.choice {
+                    input #value-auto type="radio" name="value_mode" value="auto" checked[!custom];
+                    label for="value-auto" { "Generate one (40 characters)" }
+                }
+                div.choice {
+                    input #value-custom type="radio" name="value_mode" value="custom" checked[custom];
+                    label for="value-custom" { "Use my own value (20 to 128 letters and digits)" }
+                }
+                label for="value" { "Custom value" }
+                input #value type="text" name="value" value=(form.value) autocomplete="off"
+                    spellcheck="false" aria-invalid=[error_for(Field::Value).map(|_| "true")];
+                (field_error("value", Field::Value))
+            }
+            div.field {
+                label for="plan" { "Usage plan" }
+                select #plan name="plan" aria-describedby="plan-help"
+                    aria-invalid=[error_for(Field::Plan).map(|_| "true")] {
+                    option value="" selected[form.plan.is_empty()] { "None" }
+                    @for p in plans {
+                        option value=(p.id) selected[form.plan == p.id] {
+                            (p.name)
+                            @for s in &p.api_stages { " · " (s.stage) }
+                        }
+                    }
+                }
+                p.help #plan-help {
+                    "A key works on a stage only through a usage plan that covers it, as on AWS."
+                }
+                (field_error("plan", Field::Plan))
+            }
+            div.field {
+                label for="expires" { "Expires (optional)" }
+                input #expires type="text" name="expires" value=(form.expires)
+                    placeholder="2027-01-31, 2027-01-31T12:00:00Z or +30d"
+                    aria-describedby="expires-help"
+                    aria-invalid=[error_for(Field::Expires).map(|_| "true")];
+                p.help #expires-help { "Empty: the key never expires." }
+                (field_error("expires", Field::Expires))
+            }
+            div.field.choice {
+                input #enabled type="checkbox" name="enabled" value="on" checked[enabled];
+                label for="enabled" { "Enabled" }
+            }
+            div.buttons {
+                button.primary type="submit" { "Create API key" }
+                a.button href="/console/keys" { "Cancel" }
+            }
+        }
+    };
+    layout("Create API key", Some((&signed.session, Section::Keys)), body)
+}
+
+pub(crate) async fn new_page(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    match plans(&signed.store).await {
+        Ok(plans) => {
+            page(StatusCode::OK, create_form(&signed, &plans, &CreateForm::default(), None))
+        }
+        Err(e) => control_error(&e),
+    }
+}
+
+/// Where an operation's error belongs on the create form.
+fn field_of(e: &keygate_control::Error) -> Field {
+    let text = e.to_string();
+    match e {
+        keygate_control::Error::NotFound(_) if text.contains("plan") => Field::Plan,
+        _ if text.starts_with("value") || text.contains("value") => Field::Value,
+        _ if text.contains("plan") || text.contains("stage") => Field::Plan,
+        _ => Field::Name,
+    }
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Form(form): Form<CreateForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    let plans = match plans(&signed.store).await {
+        Ok(p) => p,
+        Err(e) => return control_error(&e),
+    };
+    let invalid = |field: Field, message: &str| {
+        page(StatusCode::BAD_REQUEST, create_form(&signed, &plans, &form, Some((field, message))))
+    };
+    let expires = match form.expires.trim() {
+        "" => None,
+        text => match keys::parse_expiry(text, now_secs()) {
+            Ok(e) => e,
+            Err(e) => return invalid(Field::Expires, &e.to_string()),
+        },
+    };
+    let value = match form.value_mode.as_str() {
+        "custom" if form.value.is_empty() => {
+            return invalid(Field::Value, "Type the custom value, or choose to generate one.");
+        }
+        "custom" => Some(form.value.clone()),
+        _ => None,
+    };
+    let input = CreateKey {
+        name: form.name.trim().to_owned(),
+        value,
+        description: None,
+        customer_id: None,
+        enabled: form.enabled.is_some(),
+        usage_plan: (!form.plan.is_empty()).then(|| form.plan.clone()),
+        expires,
+    };
+    let (key, value) = match keys::create(&signed.store, input).await {
+        Ok(created) => created,
+        Err(e @ keygate_control::Error::Store(_)) => return control_error(&e),
+        Err(e) => return invalid(field_of(&e), &e.to_string()),
+    };
+    let plan = plans.iter().find(|p| p.id == form.plan);
+    let body = html! {
+        div.card.created {
+            p role="status" {
+                "The key " strong { (key.name) } " is created"
+                @if let Some(p) = plan { " in the usage plan " strong { (p.name) } }
+                "."
+            }
+            label for="key-value" { "Its value, shown this once" }
+            div.copy {
+                input #key-value type="text" readonly value=(value.expose()) spellcheck="false";
+                button type="button" data-copy="key-value" { "Copy" }
+            }
+            p.help {
+                "keygate keeps only a digest of the value: copy it now, it cannot be shown again. "
+                "Clients send it in the " code { "x-api-key" } " header."
+            }
+            p { a.button.primary href="/console/keys" { "Done" } }
+        }
+    };
+    page(StatusCode::OK, layout("API key created", Some((&signed.session, Section::Keys)), body))
+}
+
+async fn set_enabled(
+    state: &AdminState,
+    headers: &HeaderMap,
+    id: &str,
+    form: &CsrfForm,
+    on: bool,
+) -> Response {
+    let signed = match signed_post(state, headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    match keys::set_enabled(&signed.store, id, on).await {
+        Ok(_) => {
+            let code = if on { "enabled" } else { "disabled" };
+            Redirect::to(&format!("/console/keys?notice={code}")).into_response()
+        }
+        Err(e) => control_error(&e),
+    }
+}
+
+pub(crate) async fn enable(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    set_enabled(&state, &headers, &id, &form, true).await
+}
+
+pub(crate) async fn disable(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    set_enabled(&state, &headers, &id, &form, false).await
+}
+
+pub(crate) async fn delete_page(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    let key = match signed.store.get_key(&id).await {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return control_error(&keygate_control::Error::NotFound(format!(
+                "no API key with id {id:?}"
+            )));
+        }
+        Err(e) => return control_error(&e.into()),
+    };
+    let body = html! {
+        form.card method="post" action={ "/console/keys/" (key.id) "/delete" } {
+            input type="hidden" name="csrf" value=(signed.session.csrf);
+            p {
+                "Delete the key " strong { (key.name) } " ("
+                code { (key.prefix) "…" } ")? Requests with it are refused (403) within a "
+                "second, its usage plans forget it, and it cannot be brought back."
+            }
+            div.buttons {
+                button.danger type="submit" { "Delete " (key.name) }
+                a.button href="/console/keys" { "Cancel" }
+            }
+        }
+    };
+    page(StatusCode::OK, layout("Delete API key", Some((&signed.session, Section::Keys)), body))
+}
+
+pub(crate) async fn delete(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    match keys::delete(&signed.store, &id).await {
+        Ok(_) => Redirect::to("/console/keys?notice=deleted").into_response(),
+        Err(e) => control_error(&e),
+    }
+}

@@ -1,0 +1,255 @@
+//! The web console's sign-in, sessions and forms over HTTP (the pages in a real browser are
+//! tested by `crates/keygate/tests/e2e/console.rs`): a wrong token, an expired session, a
+//! revoked token and a form without its CSRF token or from another site are refused, and
+//! changes are audited as `console:<token id>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keygate_admin::AdminState;
+use keygate_admin::console::Console;
+use keygate_control::admin::{MasterKey, create_token, revoke_token};
+use keygate_types::clock::{Clock, ManualClock};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use tokio::net::TcpListener;
+
+struct Admin {
+    base: String,
+    state: Arc<AdminState>,
+    clock: Arc<ManualClock>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+const TTL: Duration = Duration::from_secs(3600);
+
+async fn start() -> Admin {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keygate_control::Store::new(
+        keygate_control::open(dir.path()).await.unwrap(),
+        "test:console",
+    );
+    let clock =
+        Arc::new(ManualClock::starting_at(keygate_types::clock::Nanos::ZERO, 1_800_000_000_000));
+    let state = Arc::new(AdminState {
+        store,
+        master: MasterKey::load(dir.path(), None).unwrap(),
+        region: "us-east-1".to_owned(),
+        console: Console::new(TTL, Arc::clone(&clock) as Arc<dyn Clock>, false),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(keygate_admin::serve(listener, Arc::clone(&state), shutdown));
+    let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+    Admin { base, state, clock, http, _dir: dir, stop: Some(stop) }
+}
+
+/// A signed-in browser: its cookie header and the session's CSRF token.
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+impl Admin {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn sign_in(&self, token: &str) -> reqwest::Response {
+        self.http.post(self.url("/console/signin")).form(&[("token", token)]).send().await.unwrap()
+    }
+
+    async fn browser(&self) -> (Browser, String) {
+        let token = create_token(&self.state.store, None).await.unwrap();
+        let res = self.sign_in(&token.token).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let page = self.page(&cookie, "/console/keys").await;
+        assert_eq!(page.0, StatusCode::OK, "{}", page.1);
+        let csrf = csrf_of(&page.1);
+        (Browser { cookie, csrf }, token.id)
+    }
+
+    async fn page(&self, cookie: &str, path: &str) -> (StatusCode, String) {
+        let res = self.http.get(self.url(path)).header("cookie", cookie).send().await.unwrap();
+        (res.status(), res.text().await.unwrap())
+    }
+
+    async fn post(&self, cookie: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(self.url(path)).header("cookie", cookie).form(form).send().await.unwrap()
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find(r#"name="csrf" value=""#).expect("a form with a CSRF token") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused_and_a_right_one_gets_a_strict_cookie() {
+    let admin = start().await;
+    let res = admin.sign_in("kgt_not-a-token").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.headers().get("set-cookie").is_none());
+    assert!(res.text().await.unwrap().contains("not an active admin token"));
+
+    let token = create_token(&admin.state.store, None).await.unwrap();
+    let res = admin.sign_in(&token.token).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/console/keys");
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains(&token.token), "the cookie is a session id, not the token");
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_carry_strict_headers() {
+    let admin = start().await;
+    for path in ["/", "/console/keys", "/console/keys/new", "/console/audit"] {
+        let res = admin.http.get(admin.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path}");
+    }
+    let res = admin.http.get(admin.url("/console/signin")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    // A made-up session cookie is no session.
+    let (status, _) = admin.page("keygate_console=madeup", "/console/keys").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // The API's own paths still need the API's authentication.
+    let res = admin.http.get(admin.url("/apikeys")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_or_from_another_site_changes_nothing() {
+    let admin = start().await;
+    let (b, _) = admin.browser().await;
+    let res =
+        admin.post(&b.cookie, "/console/keys", &[("name", "nocsrf"), ("value_mode", "auto")]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res =
+        admin.post(&b.cookie, "/console/keys", &[("csrf", "wrong"), ("name", "badcsrf")]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = admin
+        .http
+        .post(admin.url("/console/keys"))
+        .header("cookie", &b.cookie)
+        .header("origin", "http://evil.example")
+        .form(&[("csrf", b.csrf.as_str()), ("name", "crosssite")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = admin
+        .http
+        .post(admin.url("/console/keys"))
+        .header("cookie", &b.cookie)
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", b.csrf.as_str()), ("name", "crosssite2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // Without a session, even with a token from an old page.
+    let res = admin.post("", "/console/keys", &[("csrf", &b.csrf), ("name", "nosession")]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let keys = admin.state.store.get_key_by_name("nocsrf").await.unwrap();
+    assert!(keys.is_none());
+    for name in ["badcsrf", "crosssite", "crosssite2", "nosession"] {
+        assert!(admin.state.store.get_key_by_name(name).await.unwrap().is_none(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_console_is_shown_once_and_audited_as_the_console() {
+    let admin = start().await;
+    let (b, token_id) = admin.browser().await;
+    let origin = admin.base.clone();
+    let res = admin
+        .http
+        .post(admin.url("/console/keys"))
+        .header("cookie", &b.cookie)
+        .header("origin", &origin)
+        .form(&[
+            ("csrf", b.csrf.as_str()),
+            ("name", "partner-a"),
+            ("value_mode", "custom"),
+            ("value", "ConsoleCustomValue0123456789"),
+            ("enabled", "on"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"value="ConsoleCustomValue0123456789""#), "{html}");
+    let key = admin.state.store.get_key_by_name("partner-a").await.unwrap().unwrap();
+    assert!(key.enabled);
+    // The list shows the key but never its value.
+    let (_, list) = admin.page(&b.cookie, "/console/keys?q=partner").await;
+    assert!(list.contains("partner-a") && !list.contains("ConsoleCustomValue"));
+    // A taken name: the form again, the error next to the name.
+    let res =
+        admin.post(&b.cookie, "/console/keys", &[("csrf", &b.csrf), ("name", "partner-a")]).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"id="name-error""#), "{html}");
+    // Disable, then delete.
+    let res = admin
+        .post(&b.cookie, &format!("/console/keys/{}/disable", key.id), &[("csrf", &b.csrf)])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(!admin.state.store.get_key(&key.id).await.unwrap().unwrap().enabled);
+    let res = admin
+        .post(&b.cookie, &format!("/console/keys/{}/delete", key.id), &[("csrf", &b.csrf)])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(admin.state.store.get_key(&key.id).await.unwrap().is_none());
+    let audit = admin.state.store.list_audit(0, 100).await.unwrap();
+    let actor = format!("console:{token_id}");
+    let by_console: Vec<&str> =
+        audit.iter().filter(|e| e.actor == actor).map(|e| e.action.as_str()).collect();
+    assert_eq!(by_console.len(), 3, "{audit:?}");
+    let (_, page) = admin.page(&b.cookie, "/console/audit").await;
+    assert!(page.contains(&actor));
+}
+
+#[tokio::test]
+async fn a_session_ends_when_it_expires_when_its_token_is_revoked_and_at_sign_out() {
+    let admin = start().await;
+    let (b, _) = admin.browser().await;
+    admin.clock.advance(TTL - Duration::from_secs(1));
+    assert_eq!(admin.page(&b.cookie, "/console/keys").await.0, StatusCode::OK);
+    admin.clock.advance(Duration::from_secs(1));
+    assert_eq!(admin.page(&b.cookie, "/console/keys").await.0, StatusCode::SEE_OTHER);
+    let res = admin.post(&b.cookie, "/console/keys", &[("csrf", &b.csrf), ("name", "late")]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    let (b, token_id) = admin.browser().await;
+    revoke_token(&admin.state.store, &token_id).await.unwrap();
+    assert_eq!(admin.page(&b.cookie, "/console/keys").await.0, StatusCode::SEE_OTHER);
+
+    let (b, _) = admin.browser().await;
+    let res = admin.post(&b.cookie, "/console/signout", &[("csrf", &b.csrf)]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(admin.page(&b.cookie, "/console/keys").await.0, StatusCode::SEE_OTHER);
+}
