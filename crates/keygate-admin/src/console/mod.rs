@@ -2,7 +2,7 @@
 //! inside the binary (maud templates, one stylesheet, one small script; no CDN, no build step).
 //!
 //! - `session`: sign-in with an admin token, the HttpOnly SameSite=Strict cookie, CSRF tokens.
-//! - `keys`, `audit`: one module per page family.
+//! - `keys`, `apis`, `audit`: one module per page family.
 //!
 //! Invariants: every change goes through `keygate-control` with the store acting as
 //! `console:<token id>` (audited like the CLI and the admin API); every state-changing request is
@@ -11,6 +11,7 @@
 //! Content-Security-Policy and `Cache-Control: no-store` (a new key's value is shown once and must
 //! not stay in a cache).
 
+mod apis;
 mod audit;
 mod keys;
 pub(crate) mod session;
@@ -73,6 +74,10 @@ pub(crate) fn router() -> Router<Arc<AdminState>> {
         .route("/console/keys/{id}/enable", post(keys::enable))
         .route("/console/keys/{id}/disable", post(keys::disable))
         .route("/console/keys/{id}/delete", get(keys::delete_page).post(keys::delete))
+        .route("/console/apis", get(apis::list))
+        .route("/console/apis/{id}", get(apis::show))
+        .route("/console/apis/{id}/methods", post(apis::set_method))
+        .route("/console/apis/{id}/deploy", post(apis::deploy))
         .route("/console/audit", get(audit::list))
         .route("/console/assets/console.css", get(|| async { asset("text/css", STYLE) }))
         .route("/console/assets/console.js", get(|| async { asset("text/javascript", SCRIPT) }))
@@ -184,6 +189,7 @@ fn cross_site_refusal() -> Response {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Section {
     Keys,
+    Apis,
     Audit,
 }
 
@@ -209,6 +215,9 @@ pub(crate) fn layout(title: &str, signed: Option<(&Session, Section)>, body: Mar
                             a href="/console/keys"
                                 aria-current=[(section == Section::Keys).then_some("page")]
                                 { "API keys" }
+                            a href="/console/apis"
+                                aria-current=[(section == Section::Apis).then_some("page")]
+                                { "APIs" }
                             a href="/console/audit"
                                 aria-current=[(section == Section::Audit).then_some("page")]
                                 { "Audit log" }

@@ -154,6 +154,33 @@ async function main() {
     await page.locator(".notice").waitFor();
     assert.equal(await page.locator('tr[data-key="browser-key"]').count(), 0);
 
+    // The seed's Method Request step: switch off "API key required" on GET /candidates. As on
+    // AWS it takes effect at the next deployment: the banner says so, the route still wants a key.
+    await page.getByRole("link", { name: "APIs", exact: true }).click();
+    await page.waitForURL(/\/console\/apis$/);
+    await shoot(page, "apis");
+    await page.getByRole("link", { name: "candidate-service" }).click();
+    await page.waitForURL(/\/console\/apis\/[a-z0-9]+$/);
+    assert.equal(await page.locator(".banner").count(), 0, "a banner before any change");
+    const toggle = page.getByRole("switch", { name: "API key required: GET /candidates", exact: true });
+    assert.equal(await toggle.getAttribute("aria-checked"), "true");
+    await toggle.click();
+    await page.locator(".notice").waitFor();
+    assert.equal(await toggle.getAttribute("aria-checked"), "false");
+    assert.match(await page.locator(".banner").textContent(), /Undeployed changes/);
+    assert.match(await page.locator(".banner").textContent(), /dev/);
+    await shoot(page, "api");
+    assert.equal(await status(null), 403, "changed before a deployment");
+    // Deploy to dev (the stage behind is picked): the route answers without a key.
+    assert.equal(await page.getByLabel("Stage", { exact: true }).inputValue(), "dev");
+    await page.getByRole("button", { name: "Deploy" }).click();
+    await page.locator(".notice").waitFor();
+    assert.match(await page.locator(".notice").textContent(), /Deployed/);
+    assert.equal(await page.locator(".banner").count(), 0, "a banner after the deployment");
+    await until(null, 200, 1000);
+    // Two deployments in the history: the deploy's and the console's.
+    assert.ok((await page.locator("table").last().locator("tbody tr").count()) >= 2);
+
     // The audit log names the console as the actor.
     await page.getByRole("link", { name: "Audit log" }).click();
     await page.waitForURL(/\/console\/audit$/);

@@ -1,0 +1,311 @@
+//! The APIs and stages pages: per API its methods with an "API key required" switch, a banner
+//! while a stage serves an older definition than the API's current one, Deploy to a stage, and
+//! the deployment history. As on AWS, a method change takes effect at the next deployment.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use keygate_control::apis;
+use keygate_types::model::{Api, Deployment, Stage};
+use keygate_types::{HttpMethod, Integration, ServiceDefinition};
+use maud::html;
+use serde::Deserialize;
+
+use super::{Section, control_error, date, layout, page, signed_in, signed_post};
+use crate::AdminState;
+
+fn notice(code: &str) -> Option<&'static str> {
+    match code {
+        "method" => {
+            Some("Saved in the API's definition. Deploy it to a stage for the stage to serve it.")
+        }
+        "deployed" => Some("Deployed: the stage serves the new deployment within a second."),
+        _ => None,
+    }
+}
+
+/// An API with its current definition and its stages, each with whether it serves that
+/// definition.
+struct ApiView {
+    api: Api,
+    definition: Option<ServiceDefinition>,
+    stages: Vec<(Stage, bool)>,
+    deployments: Vec<Deployment>,
+}
+
+async fn view(store: &keygate_control::Store, api: Api) -> keygate_control::Result<ApiView> {
+    let definition = store.get_api_definition(&api.id).await?;
+    let deployments = store.list_deployments(&api.id).await?;
+    let mut stages = Vec::new();
+    for stage in store.list_stages(&api.id).await? {
+        let current = deployments
+            .iter()
+            .find(|d| d.id == stage.deployment_id)
+            .is_some_and(|d| Some(&d.definition) == definition.as_ref());
+        stages.push((stage, current));
+    }
+    Ok(ApiView { api, definition, stages, deployments })
+}
+
+fn integration(i: &Integration, function: &str) -> String {
+    match i {
+        Integration::LambdaProxy => format!("Lambda proxy: {function}"),
+        Integration::HttpProxy { uri } => format!("HTTP proxy: {uri}"),
+        Integration::Mock => "Mock".to_owned(),
+    }
+}
+
+pub(crate) async fn list(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    let apis = match signed.store.list_apis().await {
+        Ok(apis) => apis,
+        Err(e) => return control_error(&e.into()),
+    };
+    let mut views = Vec::with_capacity(apis.len());
+    for api in apis {
+        match view(&signed.store, api).await {
+            Ok(v) => views.push(v),
+            Err(e) => return control_error(&e),
+        }
+    }
+    let body = html! {
+        @if views.is_empty() {
+            p.empty { "No APIs yet: " code { "keygate deploy" } " a service's serverless.yml." }
+        } @else {
+            div.table-wrap {
+                table {
+                    caption.visually-hidden { "APIs" }
+                    thead { tr {
+                        th scope="col" { "API" } th scope="col" { "Id" }
+                        th scope="col" { "Stages" } th scope="col" { "Created" }
+                    } }
+                    tbody {
+                        @for v in &views {
+                            tr {
+                                th scope="row" { a href={ "/console/apis/" (v.api.id) } { (v.api.name) } }
+                                td { code { (v.api.id) } }
+                                td {
+                                    @for (stage, current) in &v.stages {
+                                        span.stage {
+                                            (stage.name)
+                                            @if !current { " " span.badge { "undeployed changes" } }
+                                        }
+                                        " "
+                                    }
+                                }
+                                td { (date(v.api.created_date)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, layout("APIs and stages", Some((&signed.session, Section::Apis)), body))
+}
+
+pub(crate) async fn show(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    let api = match signed.store.get_api(&id).await {
+        Ok(Some(api)) => api,
+        Ok(None) => {
+            return control_error(&keygate_control::Error::NotFound(format!(
+                "no REST API with id {id:?}"
+            )));
+        }
+        Err(e) => return control_error(&e.into()),
+    };
+    let v = match view(&signed.store, api).await {
+        Ok(v) => v,
+        Err(e) => return control_error(&e),
+    };
+    let behind: Vec<&str> =
+        v.stages.iter().filter(|(_, current)| !current).map(|(s, _)| s.name.as_str()).collect();
+    let csrf = &signed.session.csrf;
+    let mut methods: Vec<(&str, HttpMethod, bool, String)> = v
+        .definition
+        .iter()
+        .flat_map(|d| &d.functions)
+        .flat_map(|f| {
+            f.events.iter().map(|e| {
+                (
+                    e.path.as_str(),
+                    e.method,
+                    e.private,
+                    integration(&e.integration, &f.function_name),
+                )
+            })
+        })
+        .collect();
+    methods.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+    let serving: HashMap<&str, Vec<&str>> =
+        v.stages.iter().fold(HashMap::new(), |mut m, (s, _)| {
+            m.entry(s.deployment_id.as_str()).or_insert_with(Vec::new).push(s.name.as_str());
+            m
+        });
+    let body = html! {
+        @if let Some(text) = q.get("notice").and_then(|c| notice(c)) {
+            p.notice role="status" { (text) }
+        }
+        p.help {
+            "The next " code { "keygate deploy" } " of this service's serverless.yml replaces "
+            "this definition, console changes included, as a CloudFormation stack update does: "
+            "make lasting changes in the yml."
+        }
+        @if !behind.is_empty() {
+            div.banner role="status" {
+                strong { "Undeployed changes. " }
+                "Stage " (behind.join(", ")) " serves a deployment older than the API's "
+                "current definition: method changes take effect when you deploy."
+            }
+        }
+        form.card.deploy method="post" action={ "/console/apis/" (v.api.id) "/deploy" } {
+            input type="hidden" name="csrf" value=(csrf);
+            div.field {
+                label for="stage" { "Stage" }
+                select #stage name="stage" {
+                    @for (s, _) in &v.stages {
+                        option value=(s.name) selected[behind.first() == Some(&s.name.as_str())] { (s.name) }
+                    }
+                    option value="" { "A new stage…" }
+                }
+            }
+            div.field {
+                label for="new-stage" { "New stage name (when “A new stage…”)" }
+                input #new-stage type="text" name="new_stage" pattern="[A-Za-z0-9_-]{1,128}";
+            }
+            button.primary type="submit" { "Deploy" }
+        }
+        h2 { "Methods" }
+        div.table-wrap {
+            table {
+                caption.visually-hidden { "Methods" }
+                thead { tr {
+                    th scope="col" { "Resource" } th scope="col" { "Method" }
+                    th scope="col" { "Integration" } th scope="col" { "API key required" }
+                } }
+                tbody {
+                    @for (path, method, private, integration) in &methods {
+                        tr {
+                            th scope="row" { code { (path) } }
+                            td { (method.as_str()) }
+                            td { (integration) }
+                            td {
+                                form method="post" action={ "/console/apis/" (v.api.id) "/methods" } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    input type="hidden" name="path" value=(path);
+                                    input type="hidden" name="method" value=(method.as_str());
+                                    input type="hidden" name="required" value=(if *private { "false" } else { "true" });
+                                    button.switch type="submit" role="switch"
+                                        aria-checked=(if *private { "true" } else { "false" })
+                                        aria-label={ "API key required: " (method.as_str()) " " (path) } {
+                                        (if *private { "Required" } else { "Not required" })
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Deployment history" }
+        div.table-wrap {
+            table {
+                caption.visually-hidden { "Deployments" }
+                thead { tr { th scope="col" { "Deployment" } th scope="col" { "Created" } th scope="col" { "Served by" } } }
+                tbody {
+                    @for d in v.deployments.iter().rev() {
+                        tr {
+                            th scope="row" { code { (d.id) } }
+                            td { (date(d.created_date)) }
+                            td { @if let Some(stages) = serving.get(d.id.as_str()) { (stages.join(", ")) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let title = format!("API {}", v.api.name);
+    page(StatusCode::OK, layout(&title, Some((&signed.session, Section::Apis)), body))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MethodForm {
+    #[serde(default)]
+    csrf: String,
+    path: String,
+    method: String,
+    required: String,
+}
+
+pub(crate) async fn set_method(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<MethodForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    let Some(method) = HttpMethod::parse(&form.method) else {
+        return control_error(&keygate_control::Error::Invalid(format!(
+            "unknown method {:?}",
+            form.method
+        )));
+    };
+    let required = match form.required.as_str() {
+        "true" => true,
+        "false" => false,
+        other => {
+            return control_error(&keygate_control::Error::Invalid(format!(
+                "required must be true or false, not {other:?}"
+            )));
+        }
+    };
+    match apis::set_key_required(&signed.store, &id, &form.path, method, required).await {
+        Ok(()) => Redirect::to(&format!("/console/apis/{id}?notice=method")).into_response(),
+        Err(e) => control_error(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeployForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    new_stage: String,
+}
+
+pub(crate) async fn deploy(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<DeployForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    let stage = if form.stage.is_empty() { form.new_stage.trim() } else { form.stage.as_str() };
+    match apis::create_deployment(&signed.store, &id, stage).await {
+        Ok(_) => Redirect::to(&format!("/console/apis/{id}?notice=deployed")).into_response(),
+        Err(e) => control_error(&e),
+    }
+}
