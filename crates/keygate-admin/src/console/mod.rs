@@ -2,7 +2,7 @@
 //! inside the binary (maud templates, one stylesheet, one small script; no CDN, no build step).
 //!
 //! - `session`: sign-in with an admin token, the HttpOnly SameSite=Strict cookie, CSRF tokens.
-//! - `keys`, `apis`, `audit`: one module per page family.
+//! - `keys`, `apis`, `plans`, `audit`: one module per page family.
 //!
 //! Invariants: every change goes through `keygate-control` with the store acting as
 //! `console:<token id>` (audited like the CLI and the admin API); every state-changing request is
@@ -14,6 +14,7 @@
 mod apis;
 mod audit;
 mod keys;
+mod plans;
 pub(crate) mod session;
 
 use std::sync::Arc;
@@ -78,6 +79,15 @@ pub(crate) fn router() -> Router<Arc<AdminState>> {
         .route("/console/apis/{id}", get(apis::show))
         .route("/console/apis/{id}/methods", post(apis::set_method))
         .route("/console/apis/{id}/deploy", post(apis::deploy))
+        .route("/console/plans", get(plans::list).post(plans::create))
+        .route("/console/plans/new", get(plans::new_page))
+        .route("/console/plans/{id}", get(plans::show).post(plans::update))
+        .route("/console/plans/{id}/stages", post(plans::add_stage))
+        .route("/console/plans/{id}/stages/remove", post(plans::remove_stage))
+        .route("/console/plans/{id}/keys", post(plans::add_key))
+        .route("/console/plans/{id}/keys/remove", post(plans::remove_key))
+        .route("/console/plans/{id}/usage", get(plans::usage_page))
+        .route("/console/plans/{id}/usage.csv", get(plans::usage_csv))
         .route("/console/audit", get(audit::list))
         .route("/console/assets/console.css", get(|| async { asset("text/css", STYLE) }))
         .route("/console/assets/console.js", get(|| async { asset("text/javascript", SCRIPT) }))
@@ -190,6 +200,7 @@ fn cross_site_refusal() -> Response {
 pub(crate) enum Section {
     Keys,
     Apis,
+    Plans,
     Audit,
 }
 
@@ -218,6 +229,9 @@ pub(crate) fn layout(title: &str, signed: Option<(&Session, Section)>, body: Mar
                             a href="/console/apis"
                                 aria-current=[(section == Section::Apis).then_some("page")]
                                 { "APIs" }
+                            a href="/console/plans"
+                                aria-current=[(section == Section::Plans).then_some("page")]
+                                { "Usage plans" }
                             a href="/console/audit"
                                 aria-current=[(section == Section::Audit).then_some("page")]
                                 { "Audit log" }

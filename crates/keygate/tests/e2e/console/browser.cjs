@@ -154,6 +154,48 @@ async function main() {
     await page.locator(".notice").waitFor();
     assert.equal(await page.locator('tr[data-key="browser-key"]').count(), 0);
 
+    // A usage plan with a quota of 3 a day on the example's stage, and a new key in it: the
+    // fourth request is refused and the usage chart shows 3 used.
+    await page.getByRole("link", { name: "Create API key" }).click();
+    await page.getByLabel("Name").fill("quota-key");
+    await page.getByRole("button", { name: "Create API key" }).click();
+    const quotaKey = await page.locator("#key-value").inputValue();
+    await page.getByRole("link", { name: "Usage plans" }).click();
+    await page.waitForURL(/\/console\/plans$/);
+    await page.getByRole("link", { name: "Create usage plan" }).click();
+    await shoot(page, "plan-new");
+    await page.getByLabel("Name").fill("trial");
+    await page.getByLabel("Requests", { exact: true }).fill("3");
+    await page.getByLabel("Per", { exact: true }).selectOption("DAY");
+    await page.getByLabel("API stage").selectOption({ label: "candidate-service · dev" });
+    await page.getByRole("button", { name: "Create usage plan" }).click();
+    await page.waitForURL(/\/console\/plans\/[a-z0-9]+\?notice=created$/);
+    await page.getByLabel("Add a key (name or id)").fill("quota-key");
+    await page.getByRole("button", { name: "Add key" }).click();
+    await page.locator('li[data-key="quota-key"]').waitFor();
+    await shoot(page, "plan");
+    await until(quotaKey, 200, 1000);
+    assert.equal(await status(quotaKey), 200);
+    assert.equal(await status(quotaKey), 200);
+    assert.equal(await status(quotaKey), 429, "the fourth request of a 3/DAY quota");
+    await page.getByRole("link", { name: "Usage of this plan's keys" }).click();
+    const used = page.locator('section[data-key="quota-key"] .used-total');
+    for (let tries = 0; (await used.textContent()) !== "3"; tries++) {
+      // Gateways write usage every half second.
+      assert.ok(tries < 20, `the chart shows ${await used.textContent()} used, not 3`);
+      await new Promise((r) => setTimeout(r, 250));
+      await page.reload();
+    }
+    assert.match(
+      await page.locator('section[data-key="quota-key"] svg').getAttribute("aria-label"),
+      /^quota-key: 3 used, 0 remaining/,
+    );
+    await shoot(page, "usage");
+    const csvHref = await page.getByRole("link", { name: "Export CSV" }).getAttribute("href");
+    const csv = await (await page.request.get(`${CONSOLE}${csvHref}`)).text();
+    assert.match(csv, /^keyId,keyName,date,used,remaining\n/);
+    assert.match(csv, /,quota-key,\d{4}-\d{2}-\d{2},3,0\n/);
+
     // The seed's Method Request step: switch off "API key required" on GET /candidates. As on
     // AWS it takes effect at the next deployment: the banner says so, the route still wants a key.
     await page.getByRole("link", { name: "APIs", exact: true }).click();
