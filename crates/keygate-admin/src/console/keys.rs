@@ -106,7 +106,10 @@ pub(crate) async fn list(
                     placeholder="Name starts with…";
                 button type="submit" { "Search" }
             }
-            a.button.primary href="/console/keys/new" { "Create API key" }
+            div.buttons {
+                a.button href="/console/keys/import" { "Import keys" }
+                a.button.primary href="/console/keys/new" { "Create API key" }
+            }
         }
         @if rows.is_empty() {
             p.empty {
@@ -128,7 +131,7 @@ pub(crate) async fn list(
                             @let state = status(key, now);
                             tr data-key=(key.name) {
                                 th scope="row" {
-                                    (key.name)
+                                    a href={ "/console/keys/" (key.id) } { (key.name) }
                                     span.prefix title="The value's first characters" {
                                         (key.prefix) "…"
                                     }
@@ -451,6 +454,203 @@ pub(crate) async fn delete(
     };
     match keys::delete(&signed.store, &id).await {
         Ok(_) => Redirect::to("/console/keys?notice=deleted").into_response(),
+        Err(e) => control_error(&e),
+    }
+}
+
+fn key_notice(code: &str) -> Option<&'static str> {
+    match code {
+        "expiry" => Some("The expiry is saved: gateways apply it within a second."),
+        "plan" => Some("The key is in the plan: it works on the plan's stages within a second."),
+        _ => None,
+    }
+}
+
+pub(crate) async fn show(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    let key = match keys::find(&signed.store, &id).await {
+        Ok(key) => key,
+        Err(e) => return control_error(&e),
+    };
+    let (all_plans, in_plans) =
+        match (plans(&signed.store).await, signed.store.key_plan_ids(&key.id).await) {
+            (Ok(p), Ok(ids)) => (p, ids),
+            (Err(e), _) => return control_error(&e),
+            (_, Err(e)) => return control_error(&e.into()),
+        };
+    let now = now_secs();
+    let csrf = &signed.session.csrf;
+    let state_text = status(&key, now);
+    let body = html! {
+        @if let Some(text) = q.get("notice").and_then(|c| key_notice(c)) {
+            p.notice role="status" { (text) }
+        }
+        dl.facts {
+            dt { "Status" } dd { span class={ "status " (state_text.to_ascii_lowercase()) } { (state_text) } }
+            dt { "Value" } dd { code { (key.prefix) "…" } " (keygate keeps only a digest)" }
+            dt { "Usage plans" } dd {
+                @if in_plans.is_empty() { span.muted { "none" } }
+                @for id in &in_plans {
+                    @let name = all_plans.iter().find(|p| &p.id == id).map_or(id.as_str(), |p| p.name.as_str());
+                    a href={ "/console/plans/" (id) } { (name) } " "
+                }
+            }
+            dt { "Created" } dd { (date(key.created_date)) }
+            dt { "Last used" } dd { @match key.last_used_date { Some(t) => (date(t)), None => "never" } }
+            dt { "Expires" } dd { @match key.expires { Some(t) => (date(t)), None => "never" } }
+            @if let Some(d) = &key.description { dt { "Description" } dd { (d) } }
+            @if let Some(c) = &key.customer_id { dt { "Customer id" } dd { (c) } }
+        }
+        h2 { "Add to a usage plan" }
+        form.card method="post" action={ "/console/keys/" (key.id) "/plans" } {
+            input type="hidden" name="csrf" value=(csrf);
+            div.field {
+                label for="key-plan" { "Usage plan" }
+                select #key-plan name="plan" {
+                    @for p in all_plans.iter().filter(|p| !in_plans.contains(&p.id)) {
+                        option value=(p.id) { (p.name) @for s in &p.api_stages { " · " (s.stage) } }
+                    }
+                }
+                p.help { "A key may be in one plan per API stage, as on AWS." }
+            }
+            button type="submit" { "Add to plan" }
+        }
+        h2 { "Expiry" }
+        form.card method="post" action={ "/console/keys/" (key.id) "/expiry" } {
+            input type="hidden" name="csrf" value=(csrf);
+            div.field {
+                label for="key-expires" { "Expires" }
+                input #key-expires type="text" name="expires" aria-describedby="key-expires-help"
+                    value=[key.expires.map(super::iso)];
+                p.help #key-expires-help { "2027-01-31, 2027-01-31T12:00:00Z, +30d, or empty for never." }
+            }
+            button type="submit" { "Save expiry" }
+        }
+        h2 { "Rotate" }
+        form.card method="post" action={ "/console/keys/" (key.id) "/rotate" } {
+            input type="hidden" name="csrf" value=(csrf);
+            div.field {
+                label for="grace" { "Grace period for the current value" }
+                input #grace type="text" name="grace" value="24h" aria-describedby="grace-help";
+                p.help #grace-help { "How long the current value keeps working beside the new one: 0, 30m, 24h, 7d." }
+            }
+            button type="submit" { "Rotate: make a new value" }
+        }
+        p { a.button.danger href={ "/console/keys/" (key.id) "/delete" } { "Delete " (key.name) } }
+    };
+    let title = format!("API key {}", key.name);
+    page(StatusCode::OK, layout(&title, Some((&signed.session, Section::Keys)), body))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExpiryForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    expires: String,
+}
+
+pub(crate) async fn set_expiry(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ExpiryForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    let expires = match form.expires.trim() {
+        "" => None,
+        text => match keys::parse_expiry(text, now_secs()) {
+            Ok(e) => e,
+            Err(e) => return control_error(&e),
+        },
+    };
+    match keys::set_expiry(&signed.store, &id, expires).await {
+        Ok(key) => Redirect::to(&format!("/console/keys/{}?notice=expiry", key.id)).into_response(),
+        Err(e) => control_error(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RotateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    grace: String,
+}
+
+pub(crate) async fn rotate(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<RotateForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    let grace =
+        match keys::parse_duration(if form.grace.trim().is_empty() { "0" } else { &form.grace }) {
+            Ok(g) => g,
+            Err(e) => return control_error(&e),
+        };
+    let (key, value) = match keys::rotate(&signed.store, &id, grace).await {
+        Ok(r) => r,
+        Err(e) => return control_error(&e),
+    };
+    let old_end = keys::old_values_end(&key, grace);
+    let body = html! {
+        div.card.created {
+            p role="status" {
+                "The key " strong { (key.name) } " has a new value. "
+                @match old_end {
+                    Some(end) => { "The previous value keeps working until " (date(end)) "." }
+                    None => { "The previous value stopped working." }
+                }
+            }
+            label for="key-value" { "The new value, shown this once" }
+            div.copy {
+                input #key-value type="text" readonly value=(value.expose()) spellcheck="false";
+                button type="button" data-copy="key-value" { "Copy" }
+            }
+            p { a.button.primary href={ "/console/keys/" (key.id) } { "Done" } }
+        }
+    };
+    page(StatusCode::OK, layout("API key rotated", Some((&signed.session, Section::Keys)), body))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PlanForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    plan: String,
+}
+
+pub(crate) async fn add_to_plan(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<PlanForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    match keygate_control::plans::add_key(&signed.store, &form.plan, &id).await {
+        Ok((_, key_id)) => {
+            Redirect::to(&format!("/console/keys/{key_id}?notice=plan")).into_response()
+        }
         Err(e) => control_error(&e),
     }
 }

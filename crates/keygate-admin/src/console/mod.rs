@@ -13,6 +13,7 @@
 
 mod apis;
 mod audit;
+mod import;
 mod keys;
 mod plans;
 pub(crate) mod session;
@@ -72,6 +73,16 @@ pub(crate) fn router() -> Router<Arc<AdminState>> {
         .route("/console/signout", post(signout))
         .route("/console/keys", get(keys::list).post(keys::create))
         .route("/console/keys/new", get(keys::new_page))
+        .route(
+            "/console/keys/import",
+            get(import::page_get)
+                .post(import::post)
+                .layer(axum::extract::DefaultBodyLimit::max(import::MAX_CSV + 64 * 1024)),
+        )
+        .route("/console/keys/{id}", get(keys::show))
+        .route("/console/keys/{id}/expiry", post(keys::set_expiry))
+        .route("/console/keys/{id}/rotate", post(keys::rotate))
+        .route("/console/keys/{id}/plans", post(keys::add_to_plan))
         .route("/console/keys/{id}/enable", post(keys::enable))
         .route("/console/keys/{id}/disable", post(keys::disable))
         .route("/console/keys/{id}/delete", get(keys::delete_page).post(keys::delete))
@@ -297,6 +308,16 @@ pub(crate) fn control_error(e: &keygate_control::Error) -> Response {
 pub(crate) fn date(unix_secs: i64) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| unix_secs.to_string())
+}
+
+/// A time (UTC) of unix seconds as keygate's inputs accept it (`2027-01-31T12:00:00Z`).
+pub(crate) fn iso(unix_secs: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time::OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
         .and_then(|t| t.format(FORMAT).ok())

@@ -2,7 +2,8 @@
 //! `console/browser.cjs` against a keygate serving the candidate-service (sign in, create a key
 //! and read its value once, the key gets 200 on the private route, disable it -> 403 within a
 //! second, delete it; a plan with a 3/DAY quota and a key in it -> the fourth request
-//! gets 429 and the usage chart shows 3 used; switch off "API key required" on `GET /candidates`, see the
+//! gets 429 and the usage chart shows 3 used; import a CSV with a bad row -> the
+//! warning names its line; a key's page adds it to a plan, sets an expiry, rotates it; switch off "API key required" on `GET /candidates`, see the
 //! undeployed-changes banner, deploy -> the route answers without a key; the audit log, sign out; screenshots at 1440 and 375 px under
 //! `target/console-screenshots/`). Over plain HTTP: the console is not on the traffic listener.
 
@@ -70,7 +71,19 @@ async fn the_seed_steps_in_a_real_browser() {
         srv.logs()
     );
     assert!(stdout.contains(r#"{"ok":true}"#), "{stdout}");
-    for page in ["signin", "keys", "key-new", "key-created", "key-delete", "plan-new", "plan", "usage", "apis", "api", "audit"] {
+    for page in [
+        "signin",
+        "keys",
+        "key-new",
+        "key-created",
+        "key-delete",
+        "plan-new",
+        "plan",
+        "usage",
+        "apis",
+        "api",
+        "audit",
+    ] {
         for width in [1440, 375] {
             let shot = shots.join(format!("{page}-{width}.png"));
             assert!(shot.exists(), "no screenshot {}", shot.display());

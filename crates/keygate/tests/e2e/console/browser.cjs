@@ -196,6 +196,52 @@ async function main() {
     assert.match(csv, /^keyId,keyName,date,used,remaining\n/);
     assert.match(csv, /,quota-key,\d{4}-\d{2}-\d{2},3,0\n/);
 
+    // Import a CSV (AWS's format) with a bad row: the good rows are imported, the warning names
+    // the bad row's line.
+    await page.getByRole("link", { name: "API keys" }).click();
+    await page.getByRole("link", { name: "Import keys" }).click();
+    await shoot(page, "import");
+    const csvFile = [
+      "Name,Key,Description,Enabled,UsagePlanIds",
+      "imported-one,ImportedValue000000000001,first,true,",
+      "imported-bad,short,bad,true,",
+      "imported-two,ImportedValue000000000002,second,true,",
+      "",
+    ].join("\n");
+    await page.getByLabel("CSV file").setInputFiles({
+      name: "keys.csv",
+      mimeType: "text/csv",
+      buffer: Buffer.from(csvFile),
+    });
+    await page.getByRole("button", { name: "Import" }).click();
+    await page.locator(".notice").waitFor();
+    assert.match(await page.locator(".notice").textContent(), /Imported 2 keys\. 1 row skipped/);
+    const warnings = await page.locator("ul.warnings li").allTextContents();
+    assert.equal(warnings.length, 1, warnings.join("; "));
+    assert.match(warnings[0], /^line 3: /);
+    assert.ok(!warnings[0].includes("short"), "a warning shows a key value");
+    await shoot(page, "import-result");
+
+    // An imported key's page: into the deployed plan in one step (200 within a second), an
+    // expiry, a rotation whose new value is shown once.
+    await page.getByRole("link", { name: "Done" }).click();
+    await page.getByRole("link", { name: "imported-two", exact: true }).click();
+    await page.getByLabel("Usage plan").selectOption({ label: `${PLAN} · dev` });
+    await page.getByRole("button", { name: "Add to plan" }).click();
+    await page.locator(".notice").waitFor();
+    await until("ImportedValue000000000002", 200, 1000);
+    await page.getByLabel("Expires").fill("+30d");
+    await page.getByRole("button", { name: "Save expiry" }).click();
+    await page.locator(".notice").waitFor();
+    assert.match(await page.getByLabel("Expires").inputValue(), /^\d{4}-\d{2}-\d{2}T/);
+    await shoot(page, "key");
+    await page.getByLabel("Grace period for the current value").fill("0");
+    await page.getByRole("button", { name: /^Rotate/ }).click();
+    const rotated = await page.locator("#key-value").inputValue();
+    assert.match(rotated, /^[A-Za-z0-9]{40}$/);
+    await until("ImportedValue000000000002", 403, 1000);
+    await until(rotated, 200, 1000);
+
     // The seed's Method Request step: switch off "API key required" on GET /candidates. As on
     // AWS it takes effect at the next deployment: the banner says so, the route still wants a key.
     await page.getByRole("link", { name: "APIs", exact: true }).click();
