@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # keygate with many keys: import KEY_COUNT (default 1,000,000) keys, then report the import
 # time, the time until the gateway answers, its RSS (and RSS per key against the same gateway
-# with no keys), and the proxy route's throughput with a random valid key on every request.
+# with no keys), the proxy route's throughput with a random valid key on every request, and how
+# long each page of the web console takes with every key in the store (all in one plan).
 #
 # Usage: bench/scale.sh [--quick] [--no-setup]
 #   --quick     100,000 keys and 2 s of load (CI runs this so the script never rots)
@@ -65,6 +66,31 @@ FULL_MS=$STARTUP_MS FULL_KB=$IDLE_RSS_KB
 KEYS_FILE="$WORK/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
   measure keygate random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$WORK/valid_key.txt")"
 measure keygate missing "$CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
+
+# The console's pages, signed in with a fresh admin token: each fetched CONSOLE_TRIES times by
+# curl on loopback (its time_total, an upper bound of the server's time); median and max.
+CONSOLE_TRIES="${CONSOLE_TRIES:-7}"
+CONSOLE_TSV="$OUT/console.tsv"
+ADMIN=http://127.0.0.1:18086
+JAR="$WORK/tmp/console.jar"
+TOKEN="$(kg admin token create --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+rm -f "$JAR"
+[ "$(curl -s -c "$JAR" -o /dev/null -w '%{http_code}' --data-urlencode "token=$TOKEN" "$ADMIN/console/signin")" = 303 ] \
+  || FAILED+=("console sign-in")
+KEY_ID="$(kg keys get bench-0005000 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+API_ID="$(kg info -c "$HERE/keygate/scale.yml" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("apiId",""))' 2>/dev/null || true)"
+: > "$CONSOLE_TSV"
+for path in /console/keys "/console/keys?q=bench-00050" "/console/keys/$KEY_ID" /console/plans \
+    "/console/plans/$PLAN" "/console/plans/$PLAN/usage" /console/apis ${API_ID:+"/console/apis/$API_ID"} /console/audit; do
+  times=()
+  for _ in $(seq "$CONSOLE_TRIES"); do
+    read -r code t < <(curl -s -b "$JAR" -o /dev/null -w '%{http_code} %{time_total}\n' "$ADMIN$path")
+    [ "$code" = 200 ] || { FAILED+=("console $path: status $code"); break; }
+    times+=("$t")
+  done
+  [ "${#times[@]}" -gt 0 ] || continue
+  printf '%s\n' "${times[@]}" | sort -n | awk -v p="$path" '{ t[NR] = $1 * 1000 } END { printf "%s\t%.1f\t%.1f\n", p, t[int((NR + 1) / 2)], t[NR] }' >> "$CONSOLE_TSV"
+done
 stop_pid "$SERVER_PID"
 
 PER_KEY=$(( (FULL_KB - EMPTY_KB) * 1024 / KEY_COUNT ))
@@ -90,6 +116,7 @@ if [ "$QUICK" = 1 ]; then T() { :; } else T() { printf ' %s |' "$1"; }; fi
   echo "| idle RSS ($KEY_COUNT keys) | $(( FULL_KB / 1024 )) MiB |$(T '')"
   echo "| RSS per key | ${PER_KEY} B |$(T '≤ 200 B')"
   awk -F'\t' -v quick="$QUICK" 'NR>1 { printf "| %s, c%s: req/s (p50 / p99 ms) | %.0f (%s / %s), status %s |%s\n", $2, $3, $6, $7, $8, $4, (quick == 1 ? "" : " |") }' "$TSV"
+  awk -F'\t' -v quick="$QUICK" '{ printf "| console `GET %s`: median / max ms | %s / %s |%s\n", $1, $2, $3, (quick == 1 ? "" : " ≤ 100 ms |") }' "$CONSOLE_TSV"
 } > "$OUT/results.md"
 cat "$OUT/results.md"
 log "bench: results in $OUT"

@@ -81,18 +81,35 @@ pub(super) async fn usage(
     from: Date,
     to: Date,
 ) -> Result<Vec<DailyUsage>> {
-    let rows = sqlx::query(
-        "SELECT plan_id, key_id, day, used FROM usage_days \
-         WHERE plan_id = COALESCE(?, plan_id) AND key_id = COALESCE(?, key_id) \
-         AND day >= ? AND day <= ? ORDER BY plan_id, key_id, day",
-    )
-    .bind(plan_id)
-    .bind(key_id)
-    .bind(from.to_string())
-    .bind(to.to_string())
-    .fetch_all(pool)
-    .await
-    .map_err(map_err)?;
+    // One statement per filter: `plan_id = COALESCE(?, plan_id)` would keep SQLite from using
+    // the primary key (plan_id, key_id, day) and scan every row of every key.
+    let sql = match (plan_id.is_some(), key_id.is_some()) {
+        (true, true) => {
+            "SELECT plan_id, key_id, day, used FROM usage_days \
+             WHERE plan_id = ? AND key_id = ? AND day >= ? AND day <= ? ORDER BY day"
+        }
+        (true, false) => {
+            "SELECT plan_id, key_id, day, used FROM usage_days \
+             WHERE plan_id = ? AND day >= ? AND day <= ? ORDER BY key_id, day"
+        }
+        (false, true) => {
+            "SELECT plan_id, key_id, day, used FROM usage_days \
+             WHERE key_id = ? AND day >= ? AND day <= ? ORDER BY plan_id, day"
+        }
+        (false, false) => {
+            "SELECT plan_id, key_id, day, used FROM usage_days \
+             WHERE day >= ? AND day <= ? ORDER BY plan_id, key_id, day"
+        }
+    };
+    let mut query = sqlx::query(sql);
+    if let Some(plan_id) = plan_id {
+        query = query.bind(plan_id);
+    }
+    if let Some(key_id) = key_id {
+        query = query.bind(key_id);
+    }
+    let rows =
+        query.bind(from.to_string()).bind(to.to_string()).fetch_all(pool).await.map_err(map_err)?;
     rows.iter()
         .map(|r| {
             Ok(DailyUsage {
