@@ -253,3 +253,66 @@ async fn a_session_ends_when_it_expires_when_its_token_is_revoked_and_at_sign_ou
     assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(admin.page(&b.cookie, "/console/keys").await.0, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn a_plan_is_made_edited_and_deleted_with_errors_next_to_their_fields() {
+    let admin = start().await;
+    let (b, token_id) = admin.browser().await;
+    let res = admin
+        .post(
+            &b.cookie,
+            "/console/plans",
+            &[("csrf", &b.csrf), ("name", "gold"), ("rate", "fast"), ("burst", "5")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"id="rate-error""#) && html.contains(r#"value="gold""#), "{html}");
+    let res = admin
+        .post(
+            &b.cookie,
+            "/console/plans",
+            &[
+                ("csrf", &b.csrf),
+                ("name", "gold"),
+                ("rate", "10"),
+                ("burst", "20"),
+                ("quota_limit", "1000"),
+                ("quota_period", "MONTH"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let plan = admin.state.store.get_plan_by_name("gold").await.unwrap().unwrap();
+    assert_eq!(plan.quota.as_ref().map(|q| q.limit), Some(1000));
+    assert_eq!(plan.throttle.as_ref().map(|t| t.burst_limit), Some(20));
+    // Edit: no throttle, a quota of 5 a day.
+    let path = format!("/console/plans/{}", plan.id);
+    let res = admin
+        .post(
+            &b.cookie,
+            &path,
+            &[("csrf", &b.csrf), ("name", "gold"), ("quota_limit", "5"), ("quota_period", "DAY")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let plan = admin.state.store.get_plan(&plan.id).await.unwrap().unwrap();
+    assert!(plan.throttle.is_none());
+    assert_eq!(plan.quota.as_ref().map(|q| q.limit), Some(5));
+    // An unknown key: the plan's page again, the error next to the key field.
+    let res = admin
+        .post(&b.cookie, &format!("{path}/keys"), &[("csrf", &b.csrf), ("key", "nobody")])
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.unwrap().contains(r#"id="add-key-error""#));
+    // Delete after the confirmation page.
+    let (status, confirm) = admin.page(&b.cookie, &format!("{path}/delete")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("cannot be undone"));
+    let res = admin.post(&b.cookie, &format!("{path}/delete"), &[("csrf", &b.csrf)]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(admin.state.store.get_plan(&plan.id).await.unwrap().is_none());
+    let audit = admin.state.store.list_audit(0, 100).await.unwrap();
+    let actor = format!("console:{token_id}");
+    assert_eq!(audit.iter().filter(|e| e.actor == actor).count(), 3, "{audit:?}");
+}

@@ -120,7 +120,17 @@ pub(crate) async fn show(
         Ok(s) => s,
         Err(to_signin) => return to_signin,
     };
-    let api = match signed.store.get_api(&id).await {
+    api_page(&signed, &id, q.get("notice").map(String::as_str), None).await
+}
+
+/// An API's page; `deploy_error` is shown next to the Deploy form's stage (status 400).
+async fn api_page(
+    signed: &super::Signed,
+    id: &str,
+    notice_code: Option<&str>,
+    deploy_error: Option<&str>,
+) -> Response {
+    let api = match signed.store.get_api(id).await {
         Ok(Some(api)) => api,
         Ok(None) => {
             return control_error(&keygate_control::Error::NotFound(format!(
@@ -158,7 +168,7 @@ pub(crate) async fn show(
             m
         });
     let body = html! {
-        @if let Some(text) = q.get("notice").and_then(|c| notice(c)) {
+        @if let Some(text) = notice_code.and_then(notice) {
             p.notice role="status" { (text) }
         }
         p.help {
@@ -186,7 +196,9 @@ pub(crate) async fn show(
             }
             div.field {
                 label for="new-stage" { "New stage name (when “A new stage…”)" }
-                input #new-stage type="text" name="new_stage" pattern="[A-Za-z0-9_-]{1,128}";
+                input #new-stage type="text" name="new_stage"
+                    aria-invalid=[deploy_error.map(|_| "true")];
+                @if let Some(e) = deploy_error { p.error #new-stage-error role="alert" { (e) } }
             }
             button.primary type="submit" { "Deploy" }
         }
@@ -240,7 +252,8 @@ pub(crate) async fn show(
         }
     };
     let title = format!("API {}", v.api.name);
-    page(StatusCode::OK, layout(&title, Some((&signed.session, Section::Apis)), body))
+    let status = if deploy_error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    page(status, layout(&title, Some((&signed.session, Section::Apis)), body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +319,9 @@ pub(crate) async fn deploy(
     let stage = if form.stage.is_empty() { form.new_stage.trim() } else { form.stage.as_str() };
     match apis::create_deployment(&signed.store, &id, stage).await {
         Ok(_) => Redirect::to(&format!("/console/apis/{id}?notice=deployed")).into_response(),
+        Err(e @ keygate_control::Error::Invalid(_)) => {
+            api_page(&signed, &id, None, Some(&e.to_string())).await
+        }
         Err(e) => control_error(&e),
     }
 }

@@ -466,6 +466,14 @@ fn key_notice(code: &str) -> Option<&'static str> {
     }
 }
 
+/// The forms of a key's page, for an error shown next to the control it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyPageForm {
+    Plan,
+    Expiry,
+    Rotate,
+}
+
 pub(crate) async fn show(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
@@ -476,7 +484,21 @@ pub(crate) async fn show(
         Ok(s) => s,
         Err(to_signin) => return to_signin,
     };
-    let key = match keys::find(&signed.store, &id).await {
+    key_page(&signed, &id, q.get("notice").map(String::as_str), None).await
+}
+
+/// A key's page; `error` is shown next to the control of the form it names (status 400).
+async fn key_page(
+    signed: &Signed,
+    id: &str,
+    notice_code: Option<&str>,
+    error: Option<(KeyPageForm, &str)>,
+) -> Response {
+    let error_for = |f: KeyPageForm| error.filter(|(at, _)| *at == f).map(|(_, m)| m);
+    let shown = |id: &str, f: KeyPageForm| {
+        html! { @if let Some(m) = error_for(f) { p.error id={ (id) "-error" } role="alert" { (m) } } }
+    };
+    let key = match keys::find(&signed.store, id).await {
         Ok(key) => key,
         Err(e) => return control_error(&e),
     };
@@ -490,7 +512,7 @@ pub(crate) async fn show(
     let csrf = &signed.session.csrf;
     let state_text = status(&key, now);
     let body = html! {
-        @if let Some(text) = q.get("notice").and_then(|c| key_notice(c)) {
+        @if let Some(text) = notice_code.and_then(key_notice) {
             p.notice role="status" { (text) }
         }
         dl.facts {
@@ -514,12 +536,13 @@ pub(crate) async fn show(
             input type="hidden" name="csrf" value=(csrf);
             div.field {
                 label for="key-plan" { "Usage plan" }
-                select #key-plan name="plan" {
+                select #key-plan name="plan" aria-invalid=[error_for(KeyPageForm::Plan).map(|_| "true")] {
                     @for p in all_plans.iter().filter(|p| !in_plans.contains(&p.id)) {
                         option value=(p.id) { (p.name) @for s in &p.api_stages { " · " (s.stage) } }
                     }
                 }
                 p.help { "A key may be in one plan per API stage, as on AWS." }
+                (shown("key-plan", KeyPageForm::Plan))
             }
             button type="submit" { "Add to plan" }
         }
@@ -529,8 +552,10 @@ pub(crate) async fn show(
             div.field {
                 label for="key-expires" { "Expires" }
                 input #key-expires type="text" name="expires" aria-describedby="key-expires-help"
+                    aria-invalid=[error_for(KeyPageForm::Expiry).map(|_| "true")]
                     value=[key.expires.map(super::iso)];
                 p.help #key-expires-help { "2027-01-31, 2027-01-31T12:00:00Z, +30d, or empty for never." }
+                (shown("key-expires", KeyPageForm::Expiry))
             }
             button type="submit" { "Save expiry" }
         }
@@ -539,15 +564,18 @@ pub(crate) async fn show(
             input type="hidden" name="csrf" value=(csrf);
             div.field {
                 label for="grace" { "Grace period for the current value" }
-                input #grace type="text" name="grace" value="24h" aria-describedby="grace-help";
+                input #grace type="text" name="grace" value="24h" aria-describedby="grace-help"
+                    aria-invalid=[error_for(KeyPageForm::Rotate).map(|_| "true")];
                 p.help #grace-help { "How long the current value keeps working beside the new one: 0, 30m, 24h, 7d." }
+                (shown("grace", KeyPageForm::Rotate))
             }
             button type="submit" { "Rotate: make a new value" }
         }
         p { a.button.danger href={ "/console/keys/" (key.id) "/delete" } { "Delete " (key.name) } }
     };
     let title = format!("API key {}", key.name);
-    page(StatusCode::OK, layout(&title, Some((&signed.session, Section::Keys)), body))
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    page(status, layout(&title, Some((&signed.session, Section::Keys)), body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -572,7 +600,10 @@ pub(crate) async fn set_expiry(
         "" => None,
         text => match keys::parse_expiry(text, now_secs()) {
             Ok(e) => e,
-            Err(e) => return control_error(&e),
+            Err(e) => {
+                return key_page(&signed, &id, None, Some((KeyPageForm::Expiry, &e.to_string())))
+                    .await;
+            }
         },
     };
     match keys::set_expiry(&signed.store, &id, expires).await {

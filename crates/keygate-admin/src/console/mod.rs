@@ -97,6 +97,7 @@ pub(crate) fn router() -> Router<Arc<AdminState>> {
         .route("/console/plans/{id}/stages/remove", post(plans::remove_stage))
         .route("/console/plans/{id}/keys", post(plans::add_key))
         .route("/console/plans/{id}/keys/remove", post(plans::remove_key))
+        .route("/console/plans/{id}/delete", get(plans::delete_page).post(plans::delete))
         .route("/console/plans/{id}/usage", get(plans::usage_page))
         .route("/console/plans/{id}/usage.csv", get(plans::usage_csv))
         .route("/console/audit", get(audit::list))

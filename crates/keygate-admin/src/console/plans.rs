@@ -26,6 +26,7 @@ fn notice(code: &str) -> Option<&'static str> {
         "stage-removed" => Some("The API stage is removed from the plan."),
         "key-added" => Some("The key is added: it works on the plan's stages within a second."),
         "key-removed" => Some("The key is removed from the plan."),
+        "deleted" => Some("The usage plan is deleted: its keys no longer work through it."),
         _ => None,
     }
 }
@@ -92,6 +93,9 @@ pub(crate) async fn list(
         Err(e) => return control_error(&e.into()),
     };
     let body = html! {
+        @if let Some(text) = q.get("notice").and_then(|c| notice(c)) {
+            p.notice role="status" { (text) }
+        }
         div.toolbar {
             p.help { "A key works on an API stage only through a usage plan that covers it." }
             a.button.primary href="/console/plans/new" { "Create usage plan" }
@@ -213,6 +217,10 @@ enum Field {
     Quota,
     Stage,
     Other,
+    /// The plan page's "Add an API stage" form.
+    AddStage,
+    /// The plan page's "Add a key" form.
+    AddKey,
 }
 
 fn field_of(e: &keygate_control::Error) -> Field {
@@ -395,13 +403,20 @@ async fn plan_page(
         stages.iter().find(|(a, _, _)| a == id).map_or_else(|| id.to_owned(), |(_, n, _)| n.clone())
     };
     let csrf = &signed.session.csrf;
+    let error_for = |f: Field| error.filter(|(at, _)| *at == f).map(|(_, m)| m);
+    let shown = |id: &str, f: Field| {
+        html! { @if let Some(m) = error_for(f) { p.error id={ (id) "-error" } role="alert" { (m) } } }
+    };
     let uncovered: Vec<&(String, String, String)> = stages
         .iter()
         .filter(|(a, _, s)| !plan.api_stages.iter().any(|p| &p.api_id == a && &p.stage == s))
         .collect();
     let body = html! {
         @if let Some(text) = notice_code.and_then(notice) { p.notice role="status" { (text) } }
-        p { a.button href={ "/console/plans/" (plan.id) "/usage" } { "Usage of this plan's keys" } }
+        p.buttons {
+            a.button href={ "/console/plans/" (plan.id) "/usage" } { "Usage of this plan's keys" }
+            a.button.danger href={ "/console/plans/" (plan.id) "/delete" } { "Delete " (plan.name) }
+        }
         h2 { "Limits" }
         (plan_form(csrf, Some(&plan.id), form, &stages, error))
         h2 { "API stages" }
@@ -432,7 +447,7 @@ async fn plan_page(
                 input type="hidden" name="csrf" value=(csrf);
                 div.field {
                     label for="add-stage" { "Add an API stage" }
-                    select #add-stage name="stage" {
+                    select #add-stage name="stage" aria-invalid=[error_for(Field::AddStage).map(|_| "true")] {
                         @for (api_id, api_name, stage) in &uncovered {
                             option value={ (api_id) "|" (stage) } { (api_name) " · " (stage) }
                         }
@@ -443,6 +458,7 @@ async fn plan_page(
                     textarea #method-throttles name="throttles" rows="2" placeholder="/candidates/GET=5:10" {}
                     p.help { "Resource path, method, then rate:burst, e.g. " code { "/candidates/GET=5:10" } "." }
                 }
+                (shown("add-stage", Field::AddStage))
                 button type="submit" { "Add API stage" }
             }
         }
@@ -465,7 +481,9 @@ async fn plan_page(
             input type="hidden" name="csrf" value=(csrf);
             div.field {
                 label for="add-key" { "Add a key (name or id)" }
-                input #add-key type="text" name="key" autocomplete="off";
+                input #add-key type="text" name="key" autocomplete="off"
+                    aria-invalid=[error_for(Field::AddKey).map(|_| "true")];
+                (shown("add-key", Field::AddKey))
             }
             button type="submit" { "Add key" }
         }
@@ -551,8 +569,19 @@ pub(crate) async fn add_stage(
         Ok(s) => s,
         Err(refused) => return refused,
     };
+    let plan = match found(&signed, &id).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let refused = |message: String| {
+        let (signed, plan) = (&signed, &plan);
+        async move {
+            let form = PlanForm::of(plan);
+            plan_page(signed, plan, &form, Some((Field::AddStage, &message)), None).await
+        }
+    };
     let Some((api, stage)) = form.stage.split_once('|') else {
-        return control_error(&keygate_control::Error::Invalid("choose an API stage".to_owned()));
+        return refused("Choose an API stage.".to_owned()).await;
     };
     let mut throttles = BTreeMap::new();
     for line in form.throttles.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -560,14 +589,15 @@ pub(crate) async fn add_stage(
             Ok((method, t)) => {
                 throttles.insert(method, t);
             }
-            Err(e) => return control_error(&e),
+            Err(e) => return refused(e.to_string()).await,
         }
     }
-    match plans::add_stage(&signed.store, &id, api, stage, throttles).await {
+    match plans::add_stage(&signed.store, &plan.id, api, stage, throttles).await {
         Ok(plan) => {
             Redirect::to(&format!("/console/plans/{}?notice=stage-added", plan.id)).into_response()
         }
-        Err(e) => control_error(&e),
+        Err(e @ keygate_control::Error::Store(_)) => control_error(&e),
+        Err(e) => refused(e.to_string()).await,
     }
 }
 
@@ -609,11 +639,20 @@ pub(crate) async fn add_key(
         Ok(s) => s,
         Err(refused) => return refused,
     };
-    match plans::add_key(&signed.store, &id, form.key.trim()).await {
+    let plan = match found(&signed, &id).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match plans::add_key(&signed.store, &plan.id, form.key.trim()).await {
         Ok((plan, _)) => {
             Redirect::to(&format!("/console/plans/{}?notice=key-added", plan.id)).into_response()
         }
-        Err(e) => control_error(&e),
+        Err(e @ keygate_control::Error::Store(_)) => control_error(&e),
+        Err(e) => {
+            let message = e.to_string();
+            plan_page(&signed, &plan, &PlanForm::of(&plan), Some((Field::AddKey, &message)), None)
+                .await
+        }
     }
 }
 
@@ -631,6 +670,52 @@ pub(crate) async fn remove_key(
         Ok((plan, _)) => {
             Redirect::to(&format!("/console/plans/{}?notice=key-removed", plan.id)).into_response()
         }
+        Err(e) => control_error(&e),
+    }
+}
+
+pub(crate) async fn delete_page(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(to_signin) => return to_signin,
+    };
+    let plan = match found(&signed, &id).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let body = html! {
+        form.card method="post" action={ "/console/plans/" (plan.id) "/delete" } {
+            input type="hidden" name="csrf" value=(signed.session.csrf);
+            p {
+                "Delete the usage plan " strong { (plan.name) } "? Its keys stay, but no longer "
+                "work on its API stages (403 within a second) unless another plan covers them; "
+                "its usage history goes with it. This cannot be undone."
+            }
+            div.buttons {
+                button.danger type="submit" { "Delete " (plan.name) }
+                a.button href={ "/console/plans/" (plan.id) } { "Cancel" }
+            }
+        }
+    };
+    page(StatusCode::OK, layout("Delete usage plan", Some((&signed.session, Section::Plans)), body))
+}
+
+pub(crate) async fn delete(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<super::CsrfForm>,
+) -> Response {
+    let signed = match signed_post(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    match plans::delete(&signed.store, &id).await {
+        Ok(_) => Redirect::to("/console/plans?notice=deleted").into_response(),
         Err(e) => control_error(&e),
     }
 }

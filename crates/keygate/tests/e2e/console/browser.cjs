@@ -162,6 +162,7 @@ async function main() {
     const quotaKey = await page.locator("#key-value").inputValue();
     await page.getByRole("link", { name: "Usage plans" }).click();
     await page.waitForURL(/\/console\/plans$/);
+    await shoot(page, "plans");
     await page.getByRole("link", { name: "Create usage plan" }).click();
     await shoot(page, "plan-new");
     await page.getByLabel("Name").fill("trial");
@@ -235,10 +236,19 @@ async function main() {
     await page.locator(".notice").waitFor();
     assert.match(await page.getByLabel("Expires").inputValue(), /^\d{4}-\d{2}-\d{2}T/);
     await shoot(page, "key");
+    // A bad expiry: the page again (400), the error next to the field.
+    expected.push(400);
+    expectedConsole.push("status of 400 (Bad Request)");
+    await page.getByLabel("Expires").fill("tomorrow");
+    await page.getByRole("button", { name: "Save expiry" }).click();
+    await page.locator("#key-expires-error").waitFor();
+    assert.equal(await page.getByLabel("Expires").getAttribute("aria-invalid"), "true");
+    await shoot(page, "key-error");
     await page.getByLabel("Grace period for the current value").fill("0");
     await page.getByRole("button", { name: /^Rotate/ }).click();
     const rotated = await page.locator("#key-value").inputValue();
     assert.match(rotated, /^[A-Za-z0-9]{40}$/);
+    await shoot(page, "key-rotated");
     await until("ImportedValue000000000002", 403, 1000);
     await until(rotated, 200, 1000);
 
