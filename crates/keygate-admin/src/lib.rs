@@ -43,6 +43,8 @@ pub struct AdminState {
     pub region: String,
     /// The web console's settings and sessions.
     pub console: console::Console,
+    /// The process's readiness (written by the gateway), for `/readyz`.
+    pub health: Arc<keygate_types::health::Health>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -84,8 +86,48 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate))
         // Added after the authentication layer, so not behind it.
         .merge(console::router())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// `/healthz`: the process is alive and serving its admin listener (no authentication, for a
+/// load balancer or an orchestrator's liveness probe).
+async fn healthz() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [
+            (http::header::CONTENT_TYPE, "application/json"),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        "{\"status\":\"ok\"}",
+    )
+        .into_response()
+}
+
+/// `/readyz`: 200 when the routing table is loaded and the store answered within the last five
+/// seconds, else 503; the body says which (no authentication: nothing in it is secret).
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use keygate_types::clock::Clock;
+    let readiness = state.health.readiness(keygate_types::clock::SystemClock.now_unix_ms());
+    let status = if readiness.is_ready() {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [
+            (http::header::CONTENT_TYPE, "application/json"),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        readiness.to_json(),
+    )
+        .into_response()
 }
 
 /// Every admin response carries `x-amzn-RequestId`, as AWS's do (outermost layer, so refusals

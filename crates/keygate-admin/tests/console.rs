@@ -46,6 +46,7 @@ async fn start() -> Admin {
         master: MasterKey::load(dir.path(), None).unwrap(),
         region: "us-east-1".to_owned(),
         console: Console::new(TTL, Arc::clone(&clock) as Arc<dyn Clock>, false),
+        health: Arc::new(keygate_types::health::Health::new()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -49,6 +49,7 @@ async fn start_with(limits: ServeLimits) -> Admin {
         master: MasterKey::load(dir.path(), None).unwrap(),
         region: "us-east-1".to_owned(),
         console: keygate_admin::console::Console::default(),
+        health: Arc::new(keygate_types::health::Health::new()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -176,4 +177,33 @@ async fn sigv4_must_be_scoped_to_apigateway_in_the_configured_region() {
     let service = signed_get(&admin, "us-east-1", "s3").await;
     assert!(service.starts_with("HTTP/1.1 403"), "{service}");
     assert!(service.contains("service"), "{service}");
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_credentials_and_readiness_follows_the_gateway() {
+    let admin = start().await;
+    let get = |path: &'static str| {
+        let addr = admin.addr;
+        async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+            stream.write_all(req.as_bytes()).await.unwrap();
+            read_until_closed(&mut stream).await
+        }
+    };
+    let alive = get("/healthz").await;
+    assert!(alive.starts_with("HTTP/1.1 200") && alive.ends_with(r#"{"status":"ok"}"#), "{alive}");
+    // Nothing loaded yet: 503, saying why.
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("the routing table is not loaded yet"), "{ready}");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    admin.state.health.table_loaded(3);
+    admin.state.health.store_answered(now);
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains(r#""status":"ready","tableVersion":3"#), "{ready}");
+    admin.state.health.store_failed();
+    let ready = get("/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("cannot be reached"), "{ready}");
 }

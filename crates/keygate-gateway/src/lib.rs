@@ -46,6 +46,7 @@ use keygate_http::{Admit, Request, Response};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
 use keygate_types::HttpMethod;
+use keygate_types::health::Health;
 use keygate_types::response::GatewayError;
 use tokio::net::TcpListener;
 
@@ -86,6 +87,11 @@ pub struct Gateway {
     functions: FunctionHost,
     upstream: upstream::Upstream,
     meter: Arc<Meter>,
+    /// Written at load and on every refresh; read by the readiness endpoints.
+    health: Arc<Health>,
+    clock: Arc<dyn Clock>,
+    /// The traffic listener's opt-in readiness path (`--ready-path`), answered before routing.
+    ready_path: Option<String>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -106,7 +112,22 @@ impl Gateway {
         functions: FunctionHost,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        let meter = Arc::new(Meter::new(clock));
+        Self::with_health(store, functions, clock, Arc::new(Health::new()), None).await
+    }
+
+    /// [`Gateway::new`], reporting its readiness to `health` (shared with the admin API's
+    /// `/readyz`) and answering GET `ready_path` on the traffic listener with it.
+    ///
+    /// # Errors
+    /// The store's error when the snapshot cannot be read.
+    pub async fn with_health(
+        store: Arc<dyn ConfigStore>,
+        functions: FunctionHost,
+        clock: Arc<dyn Clock>,
+        health: Arc<Health>,
+        ready_path: Option<String>,
+    ) -> Result<Arc<Self>, keygate_store::Error> {
+        let meter = Arc::new(Meter::new(Arc::clone(&clock)));
         let snapshot = load_snapshot(&*store).await?;
         let quota_plans: Vec<&str> =
             snapshot.plans.iter().filter(|p| p.quota.is_some()).map(|p| p.id.as_str()).collect();
@@ -117,12 +138,17 @@ impl Gateway {
             Err(RefreshError::Build(panic)) => std::panic::resume_unwind(panic),
             Err(RefreshError::Store(e)) => return Err(e),
         };
+        health.table_loaded(table.version);
+        health.store_answered(clock.now_unix_ms());
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,
             functions,
             upstream: upstream::Upstream::new(),
             meter,
+            health,
+            clock,
+            ready_path,
         }))
     }
 
@@ -137,14 +163,30 @@ impl Gateway {
     /// The store's error, or a panic while building the table; the current table stays in
     /// service, and the next refresh tries again.
     pub async fn refresh(&self) -> Result<bool, RefreshError> {
+        let refreshed = self.reload().await;
+        match &refreshed {
+            Ok(_) => self.health.store_answered(self.clock.now_unix_ms()),
+            Err(RefreshError::Store(_)) => self.health.store_failed(),
+            Err(RefreshError::Build(_)) => {}
+        }
+        refreshed
+    }
+
+    async fn reload(&self) -> Result<bool, RefreshError> {
         let current = self.table.load().version;
         if self.store.version().await? == current {
             return Ok(false);
         }
         let table = build_table(load_snapshot(&*self.store).await?, &self.meter).await?;
         tracing::debug!(version = table.version, "gateway table reloaded");
+        self.health.table_loaded(table.version);
         self.table.store(Arc::new(table));
         Ok(true)
+    }
+
+    /// The process's readiness now (also what `/readyz` reports).
+    pub fn readiness(&self) -> keygate_types::health::Readiness {
+        self.health.readiness(self.clock.now_unix_ms())
     }
 
     /// Writes pending usage to the store.
@@ -218,6 +260,12 @@ impl Gateway {
     /// and the key on to [`Gateway::call`], so nothing is looked up twice.
     pub fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<Admitted> {
         let started = Instant::now();
+        if let Some(path) = &self.ready_path
+            && head.path() == path.as_str()
+            && head.method == http::Method::GET
+        {
+            return Admit::Respond(self.ready_response());
+        }
         let table = self.table.load_full();
         match self.decide(&table, head) {
             Ok(Decision { stage, route, params, key, rate_headers }) => {
@@ -225,6 +273,20 @@ impl Gateway {
             }
             Err(refused) => Admit::Respond(finish(refused, head, started)),
         }
+    }
+
+    /// The opt-in readiness path's answer: 200 when ready, else 503, with the readiness as JSON.
+    fn ready_response(&self) -> Response {
+        let readiness = self.readiness();
+        let status = if readiness.is_ready() {
+            http::StatusCode::OK
+        } else {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        };
+        let mut res = Response::new(status, Bytes::from(readiness.to_json()));
+        res.headers.push_static("content-type", "application/json");
+        res.headers.push_static("cache-control", "no-store");
+        res
     }
 
     /// Runs the integration of a request [`Gateway::admit`] let through.

@@ -5,6 +5,7 @@
 //!   system and a manual clock; shared by the limiters, the gateway and the admin API.
 //! - [`service`]: the validated form of a `serverless.yml` (what `keygate-config` produces and what
 //!   a deployment snapshots); [`runtime`]: a function's runtime as a type (which launcher runs it).
+//! - [`health`]: whether the process is ready (table loaded, store answering), for `/readyz`.
 //! - [`key`]: API keys, their secret values and digests.
 //! - [`keyset`]: every accepted key value, packed for the gateway (millions of keys).
 //! - [`plan`]: usage-plan settings (throttle, quota).
@@ -15,6 +16,7 @@
 
 pub mod clock;
 pub mod date;
+pub mod health;
 pub mod key;
 pub mod keyset;
 pub mod model;

@@ -231,6 +231,26 @@ pub(crate) struct ListenArgs {
     /// Region that SigV4 requests to the admin API must be signed for (`aws --region`).
     #[arg(long, default_value = "us-east-1", env = "KEYGATE_ADMIN_REGION")]
     pub(crate) admin_region: String,
+    /// A path the traffic listener answers with the process's readiness (200 ready, 503 not),
+    /// for load balancers that probe the traffic port, e.g. `/_keygate/ready`. Off by default;
+    /// it is answered before routing, so pick one no stage uses.
+    #[arg(long, env = "KEYGATE_READY_PATH", value_parser = ready_path)]
+    pub(crate) ready_path: Option<String>,
+}
+
+fn ready_path(s: &str) -> Result<String, String> {
+    let ok = s.starts_with('/')
+        && s.len() > 1
+        && !s.contains(['?', '#'])
+        && s.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a path: give one starting with `/`, without `?` or `#`, e.g. \
+             /_keygate/ready"
+        ))
+    }
 }
 
 impl ListenArgs {

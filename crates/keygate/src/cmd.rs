@@ -57,8 +57,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                     }
                 };
             output::deploy_report(&report, false)?;
-            serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen.admin_region)
-                .await
+            serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen).await
         }
         Command::Deploy { service, dynamodb, json } => {
             let store = open_audited(&data_dir).await?;
@@ -83,8 +82,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 &data_dir,
                 created,
             );
-            serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen.admin_region)
-                .await
+            serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen).await
         }
         Command::Invoke { service, function, data, path, functions, dynamodb } => {
             invoke(&service, &function, data, path, &functions, &dynamodb, &data_dir).await
@@ -740,7 +738,7 @@ async fn serve(
     data_dir: &Path,
     listener: TcpListener,
     admin: TcpListener,
-    admin_region: &str,
+    listen: &crate::cli::ListenArgs,
 ) -> Result<()> {
     // The deployed services' tables and stream events: their engine runs as long as the gateway.
     // Reads, and the admin API's changes (each request acts as its authenticated caller).
@@ -794,11 +792,14 @@ async fn serve(
     ));
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    // Written by the gateway once its table is loaded: `/readyz` is 503 until then.
+    let health = Arc::new(keygate_types::health::Health::new());
     let admin_state = Arc::new(keygate_admin::AdminState {
         store: control,
         master: master_key(data_dir)?,
-        region: admin_region.to_owned(),
+        region: listen.admin_region.clone(),
         console: keygate_admin::console::Console::default(),
+        health: Arc::clone(&health),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {
@@ -811,7 +812,7 @@ async fn serve(
         }
     });
     let clock = Arc::new(keygate_limits::clock::SystemClock);
-    let gateway = Gateway::new(store, functions, clock)
+    let gateway = Gateway::with_health(store, functions, clock, health, listen.ready_path.clone())
         .await
         .context("cannot read the deployed stages from the store")?;
     let refresh = gateway.spawn_refresh();

@@ -174,3 +174,34 @@ fn every_cli_change_is_in_the_audit_log() {
         assert!(!text.contains(secret), "a key value is in the audit log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_readiness_on_the_admin_listener_and_the_opt_in_traffic_path() {
+    let env = Env::new();
+    env.deploy(&example_yml(), &[]);
+    let srv =
+        env.start(&["serve", "--listen", "127.0.0.1:0", "--ready-path", "/_keygate/ready"], &[]);
+    let r = get(&format!("{}/healthz", srv.admin), None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ok"}"#), "{r:?}");
+    let r = get(&format!("{}/readyz", srv.admin), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["status"], "ready");
+    let r = get(&srv.url("/_keygate/ready"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["status"], "ready");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    // Only GET, only that path; the routes are as before.
+    let r = send(client().post(srv.url("/_keygate/ready"))).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    get(&srv.url("/dev/candidates"), None).await.assert_forbidden();
+    srv.stop();
+    // Off by default: the path is routed like any other.
+    let srv = env.serve();
+    let r = get(&srv.url("/_keygate/ready"), None).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    srv.stop();
+    // A path that is not one is refused at start.
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0", "--ready-path", "ready"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a path"));
+}
