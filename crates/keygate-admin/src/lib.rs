@@ -45,6 +45,8 @@ pub struct AdminState {
     pub console: console::Console,
     /// The process's readiness (written by the gateway), for `/readyz`.
     pub health: Arc<keygate_types::health::Health>,
+    /// The process's metrics (the gateway's are registered in it), for `/metrics`.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -88,6 +90,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .merge(console::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -126,6 +129,31 @@ async fn readyz(
             (http::header::CACHE_CONTROL, "no-store"),
         ],
         readiness.to_json(),
+    )
+        .into_response()
+}
+
+/// `/metrics`: the process's metrics in the OpenMetrics text format Prometheus scrapes (no
+/// authentication, like the health endpoints: no label holds a key or a secret; keep the admin
+/// listener off public networks).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &state.metrics) {
+        tracing::error!(error = %e, "cannot encode the metrics");
+        return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [
+            (
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        out,
     )
         .into_response()
 }

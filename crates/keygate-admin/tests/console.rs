@@ -47,6 +47,7 @@ async fn start() -> Admin {
         region: "us-east-1".to_owned(),
         console: Console::new(TTL, Arc::clone(&clock) as Arc<dyn Clock>, false),
         health: Arc::new(keygate_types::health::Health::new()),
+        metrics: Arc::new(prometheus_client::registry::Registry::default()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -50,6 +50,7 @@ async fn start_with(limits: ServeLimits) -> Admin {
         region: "us-east-1".to_owned(),
         console: keygate_admin::console::Console::default(),
         health: Arc::new(keygate_types::health::Health::new()),
+        metrics: Arc::new(prometheus_client::registry::Registry::default()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

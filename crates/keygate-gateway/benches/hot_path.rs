@@ -128,7 +128,7 @@ fn key_fixture(n: usize) -> KeyFixture {
     let snapshot = GatewaySnapshot { version: 1, keys, plans: vec![plan], ..Default::default() };
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_at(Nanos::ZERO, NOW_SECS * 1000));
     let meter = Arc::new(Meter::new(clock));
-    let table = Table::build(snapshot, &meter);
+    let table = Table::build(snapshot, &meter, &keygate_gateway::metrics::Metrics::unregistered());
     assert_eq!(table.key_count(), n);
     let api_stage = table.api_stage(API_ID, STAGE).expect("the plan names the API stage");
     let mut f = KeyFixture { n, table, api_stage, probes: Vec::new() };

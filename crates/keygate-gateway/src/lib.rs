@@ -18,13 +18,14 @@
 //! Layout: [`router`] matches paths, [`table`] is the snapshot the gateway serves from,
 //! `integrate` runs a route's integration (one module per integration, each called with one
 //! `Call`), `event` builds lambda-proxy events and maps responses, `respond` makes AWS gateway
-//! responses, `upstream` is the http-proxy client (on `keygate_http`'s wire pieces), this file
+//! responses, [`metrics`] counts requests for Prometheus (handles made at table build), `upstream` is the http-proxy client (on `keygate_http`'s wire pieces), this file
 //! holds [`Gateway`] and [`serve`] (on `keygate_http`'s server).
 //!
 //! Architecture invariants: no store access per request (the table is refreshed in the
 //! background when the store's version moves); key values are never logged.
 
 pub mod meter;
+pub mod metrics;
 pub mod router;
 pub mod table;
 
@@ -51,8 +52,9 @@ use keygate_types::response::GatewayError;
 use tokio::net::TcpListener;
 
 use crate::meter::{Admission, Meter};
+use crate::metrics::{KeyDecision, Metrics};
 use crate::router::Lookup;
-use crate::table::Table;
+use crate::table::{Route, Table};
 
 /// Largest request body accepted (API Gateway's payload limit).
 pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
@@ -92,6 +94,22 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     /// The traffic listener's opt-in readiness path (`--ready-path`), answered before routing.
     ready_path: Option<String>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a serving process shares with its gateway beyond the store: readiness, the opt-in
+/// readiness path and the metrics (registered in the registry the admin API serves).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub health: Arc<Health>,
+    pub ready_path: Option<String>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { health: Arc::new(Health::new()), ready_path: None, metrics: Metrics::unregistered() }
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -112,27 +130,28 @@ impl Gateway {
         functions: FunctionHost,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        Self::with_health(store, functions, clock, Arc::new(Health::new()), None).await
+        Self::with_options(store, functions, clock, Options::default()).await
     }
 
-    /// [`Gateway::new`], reporting its readiness to `health` (shared with the admin API's
-    /// `/readyz`) and answering GET `ready_path` on the traffic listener with it.
+    /// [`Gateway::new`], reporting its readiness to `opts.health` (shared with the admin API's
+    /// `/readyz`), answering GET `opts.ready_path` on the traffic listener with it, and counting
+    /// requests in `opts.metrics`.
     ///
     /// # Errors
     /// The store's error when the snapshot cannot be read.
-    pub async fn with_health(
+    pub async fn with_options(
         store: Arc<dyn ConfigStore>,
         functions: FunctionHost,
         clock: Arc<dyn Clock>,
-        health: Arc<Health>,
-        ready_path: Option<String>,
+        opts: Options,
     ) -> Result<Arc<Self>, keygate_store::Error> {
+        let Options { health, ready_path, metrics } = opts;
         let meter = Arc::new(Meter::new(Arc::clone(&clock)));
         let snapshot = load_snapshot(&*store).await?;
         let quota_plans: Vec<&str> =
             snapshot.plans.iter().filter(|p| p.quota.is_some()).map(|p| p.id.as_str()).collect();
         meter.load_recent(&*store, &quota_plans).await?;
-        let table = match build_table(snapshot, &meter).await {
+        let table = match build_table(snapshot, &meter, &metrics).await {
             Ok(table) => table,
             // Nothing to serve yet: as if the build had run on this task.
             Err(RefreshError::Build(panic)) => std::panic::resume_unwind(panic),
@@ -140,6 +159,7 @@ impl Gateway {
         };
         health.table_loaded(table.version);
         health.store_answered(clock.now_unix_ms());
+        metrics.refreshed(clock.now_unix_ms(), table.version);
         Ok(Arc::new(Self {
             table: ArcSwap::from_pointee(table),
             store,
@@ -149,6 +169,7 @@ impl Gateway {
             health,
             clock,
             ready_path,
+            metrics,
         }))
     }
 
@@ -165,8 +186,15 @@ impl Gateway {
     pub async fn refresh(&self) -> Result<bool, RefreshError> {
         let refreshed = self.reload().await;
         match &refreshed {
-            Ok(_) => self.health.store_answered(self.clock.now_unix_ms()),
-            Err(RefreshError::Store(_)) => self.health.store_failed(),
+            Ok(_) => {
+                let now = self.clock.now_unix_ms();
+                self.health.store_answered(now);
+                self.metrics.refreshed(now, self.table.load().version);
+            }
+            Err(RefreshError::Store(_)) => {
+                self.health.store_failed();
+                self.metrics.refresh_failed();
+            }
             Err(RefreshError::Build(_)) => {}
         }
         refreshed
@@ -177,7 +205,8 @@ impl Gateway {
         if self.store.version().await? == current {
             return Ok(false);
         }
-        let table = build_table(load_snapshot(&*self.store).await?, &self.meter).await?;
+        let table =
+            build_table(load_snapshot(&*self.store).await?, &self.meter, &self.metrics).await?;
         tracing::debug!(version = table.version, "gateway table reloaded");
         self.health.table_loaded(table.version);
         self.table.store(Arc::new(table));
@@ -269,9 +298,36 @@ impl Gateway {
         let table = self.table.load_full();
         match self.decide(&table, head) {
             Ok(Decision { stage, route, params, key, rate_headers }) => {
+                if key.is_some() {
+                    self.metrics.key_decision(KeyDecision::Allowed);
+                }
                 Admit::Proceed(Admitted { started, table, stage, route, params, key, rate_headers })
             }
-            Err(refused) => Admit::Respond(finish(refused, head, started)),
+            Err(refused) => {
+                self.count_refusal(&refused, started);
+                Admit::Respond(finish(refused, head, started))
+            }
+        }
+    }
+
+    /// Counts a request answered before its integration: by its route when it had one, and the
+    /// key decision it was.
+    fn count_refusal(&self, refused: &Refused<'_>, started: Instant) {
+        let status = refused.res.status.as_u16();
+        let took = started.elapsed();
+        match refused.route {
+            Some(route) => route.metrics.answered(status, took, None),
+            None => self.metrics.unrouted(status, took),
+        }
+        let decision = match refused.reason {
+            "missing_key" | "several_keys" | "unknown_key" | "disabled_key" | "expired_key"
+            | "key_not_in_plan" => Some(KeyDecision::Forbidden),
+            "throttled" => Some(KeyDecision::Throttled),
+            "quota_exceeded" => Some(KeyDecision::QuotaExceeded),
+            _ => None,
+        };
+        if let Some(d) = decision {
+            self.metrics.key_decision(d);
         }
     }
 
@@ -308,7 +364,9 @@ impl Gateway {
             key_id,
             cors,
         };
+        let integration_started = Instant::now();
         let mut res = integrate::run(self, &call).await;
+        let integration = integration_started.elapsed();
         if let Some(values) = rate_headers {
             let h = &mut res.headers;
             // The gateway's own figures replace any the integration sent.
@@ -323,13 +381,15 @@ impl Gateway {
         }
         set_request_id(&mut res, request_id);
         access_log(&res, &req, request_id, started, key_id, ADMITTED, None);
+        route.metrics.answered(res.status.as_u16(), started.elapsed(), Some(integration));
         res
     }
 
     /// Routes `req`, checks its key and counts it against its usage plan: the route to run, or
     /// the answer and why (with the key id, when the value presented is a known key's).
     fn decide<'t>(&self, table: &'t Table, req: &Request) -> Result<Decision, Refused<'t>> {
-        let refuse = |res, reason| Err(Refused { res, key_id: None, reason, hint: None });
+        let refuse =
+            |res, reason| Err(Refused { res, key_id: None, reason, hint: None, route: None });
         let (stage, path) = split_stage(req.path());
         let Some((stage_at, stage_table)) = table.stage(stage) else {
             let res = respond::error(GatewayError::MissingAuthenticationToken, None);
@@ -382,7 +442,8 @@ impl Gateway {
         // event shows the last). Refused, as a bad key is.
         if values.next().is_some() {
             let res = respond::error(GatewayError::Forbidden, cors_origin());
-            return Err(Refused { res, key_id: None, reason: "several_keys", hint: None });
+            let reason = "several_keys";
+            return Err(Refused { res, key_id: None, reason, hint: None, route: Some(route) });
         }
         let clock = self.meter.clock();
         let now_ms = clock.now_unix_ms();
@@ -399,7 +460,7 @@ impl Gateway {
                 // A key sent the way other APIs take tokens: said in the log, never its value.
                 let hint = (denied.is_none() && req.headers.get("authorization").is_some())
                     .then_some(AUTHORIZATION_HINT);
-                return Err(Refused { res, key_id, reason, hint });
+                return Err(Refused { res, key_id, reason, hint, route: Some(route) });
             }
         };
         let grant = auth.grant;
@@ -411,7 +472,8 @@ impl Gateway {
         let method_throttle = grant.limits.method_throttle(decision.route, req.method.as_str());
         let limited = |err, retry_after| {
             let res = respond::limited(err, retry_after, cors_origin());
-            Err(Refused { res, key_id: Some(key_id), reason: refusal_reason(err), hint: None })
+            let reason = refusal_reason(err);
+            Err(Refused { res, key_id: Some(key_id), reason, hint: None, route: Some(route) })
         };
         match auth.counters().admit(&grant.limits, method_throttle, clock.now_mono(), now_ms) {
             Admission::Allowed { headers } => decision.rate_headers = headers,
@@ -480,14 +542,16 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> &str {
 async fn build_table(
     snapshot: keygate_types::model::GatewaySnapshot,
     meter: &Arc<Meter>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Table, RefreshError> {
     let meter = Arc::clone(meter);
+    let metrics = Arc::clone(metrics);
     let started = Instant::now();
     let keys = snapshot.keys.len();
     let build = move || {
         #[cfg(test)]
         tests::maybe_panic();
-        Table::build(snapshot, &meter)
+        Table::build(snapshot, &meter, &metrics)
     };
     match tokio::task::spawn_blocking(build).await {
         Ok(table) => {
@@ -586,6 +650,8 @@ struct Refused<'t> {
     reason: &'static str,
     /// What the client most likely did wrong, when it can be told.
     hint: Option<&'static str>,
+    /// The route the request was for, once routed (its metrics count the refusal).
+    route: Option<&'t Route>,
 }
 
 /// The access log's `reason` of a request the gateway let through.
@@ -604,7 +670,7 @@ fn refusal_reason(err: GatewayError) -> &'static str {
 
 /// Gives an answer made on the head alone its request id and access-log line.
 fn finish(refused: Refused<'_>, head: &Request, started: Instant) -> Response {
-    let Refused { mut res, key_id, reason, hint } = refused;
+    let Refused { mut res, key_id, reason, hint, .. } = refused;
     let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let request_id = new_request_id(&mut id_buf);
     set_request_id(&mut res, request_id);

@@ -35,6 +35,8 @@ pub struct Route {
     pub event: HttpEvent,
     /// What the route runs.
     pub(crate) target: crate::integrate::Target,
+    /// Its requests' counters and histograms.
+    pub(crate) metrics: crate::metrics::RouteMetrics,
 }
 
 /// The routes of one stage name (across APIs).
@@ -182,7 +184,11 @@ impl Table {
     /// Builds the table. Routes that clash (two APIs deployed to the same stage name with the
     /// same method and path) keep the first and log the rest. CPU-bound (about a second for a
     /// million keys): run it off the async threads.
-    pub fn build(snapshot: GatewaySnapshot, meter: &Arc<Meter>) -> Self {
+    pub fn build(
+        snapshot: GatewaySnapshot,
+        meter: &Arc<Meter>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         let mut api_stages: HashMap<(String, String), u32> = HashMap::new();
         let mut number = |api: &str, stage: &str| -> u32 {
             let next = u32::try_from(api_stages.len()).unwrap_or(u32::MAX);
@@ -212,6 +218,12 @@ impl Table {
                             definition: Arc::clone(&definition),
                             event: e.clone(),
                             target: crate::integrate::Target::of(&e.integration, fi),
+                            metrics: metrics.route(
+                                &definition.service,
+                                &deployed.stage,
+                                &e.path,
+                                e.method.as_str(),
+                            ),
                         }),
                         Err(AddError::Duplicate(other)) => tracing::warn!(
                             stage = %deployed.stage,
@@ -461,7 +473,11 @@ pub(crate) mod tests {
             grants: vec![],
         };
         let clock = Arc::new(keygate_limits::clock::SystemClock);
-        Table::build(snapshot, &Arc::new(Meter::new(clock)))
+        Table::build(
+            snapshot,
+            &Arc::new(Meter::new(clock)),
+            &crate::metrics::Metrics::unregistered(),
+        )
     }
 
     #[test]

@@ -794,12 +794,15 @@ async fn serve(
     let admin_addr = admin.local_addr()?;
     // Written by the gateway once its table is loaded: `/readyz` is 503 until then.
     let health = Arc::new(keygate_types::health::Health::new());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = keygate_gateway::metrics::Metrics::register(&mut registry);
     let admin_state = Arc::new(keygate_admin::AdminState {
         store: control,
         master: master_key(data_dir)?,
         region: listen.admin_region.clone(),
         console: keygate_admin::console::Console::default(),
         health: Arc::clone(&health),
+        metrics: Arc::new(registry),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = tokio::spawn(async move {
@@ -812,7 +815,9 @@ async fn serve(
         }
     });
     let clock = Arc::new(keygate_limits::clock::SystemClock);
-    let gateway = Gateway::with_health(store, functions, clock, health, listen.ready_path.clone())
+    let options =
+        keygate_gateway::Options { health, ready_path: listen.ready_path.clone(), metrics };
+    let gateway = Gateway::with_options(store, functions, clock, options)
         .await
         .context("cannot read the deployed stages from the store")?;
     let refresh = gateway.spawn_refresh();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -204,4 +204,86 @@ async fn health_and_readiness_on_the_admin_listener_and_the_opt_in_traffic_path(
     let out = env.run(&["serve", "--listen", "127.0.0.1:0", "--ready-path", "ready"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a path"));
+}
+
+/// `/metrics` parsed by the official Prometheus client's strict OpenMetrics parser (Python's
+/// `prometheus_client`): `(name, labels, value)` of every sample.
+fn parse_openmetrics(text: &str) -> Vec<(String, serde_json::Map<String, Value>, f64)> {
+    use std::io::Write as _;
+    let packages = python_packages(&["prometheus-client==0.21.1"]);
+    let script = "import json, sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        print(json.dumps([[s.name, s.labels, s.value] for f in \
+        text_string_to_metric_families(sys.stdin.read()) for s in f.samples]))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("PYTHONPATH", &packages)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not OpenMetrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Vec<(String, serde_json::Map<String, Value>, f64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    parsed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_as_openmetrics_and_count_the_requests_made() {
+    let env = Env::new();
+    let report = env.deploy(&example_yml(), &[]);
+    let key = Env::key_value(&report);
+    let srv = env.serve();
+    let list = srv.url("/dev/candidates");
+    for _ in 0..2 {
+        get(&list, None).await.assert_forbidden();
+    }
+    for _ in 0..3 {
+        assert_eq!(get(&list, Some(&key)).await.status, 200);
+    }
+    assert_eq!(get(&srv.url("/nostage/x"), None).await.status, 403);
+    let r = get(&format!("{}/metrics", srv.admin), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(!r.body.contains(&key), "a key value in the metrics");
+    let samples = parse_openmetrics(&r.body);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels.iter().all(|(k, v)| l.get(*k).and_then(Value::as_str) == Some(v))
+            })
+            .map(|(_, _, v)| *v)
+            .sum()
+    };
+    let route = [
+        ("api", "candidate-service"),
+        ("stage", "dev"),
+        ("route", "/candidates"),
+        ("method", "GET"),
+    ];
+    let with = |status: &'static str| {
+        let mut l = route.to_vec();
+        l.push(("status", status));
+        l
+    };
+    assert_eq!(value("keygate_requests_total", &with("2xx")), 3.0);
+    assert_eq!(value("keygate_requests_total", &with("4xx")), 2.0);
+    assert_eq!(value("keygate_requests_total", &[("api", ""), ("status", "4xx")]), 1.0);
+    assert_eq!(value("keygate_key_decisions_total", &[("decision", "allowed")]), 3.0);
+    assert_eq!(value("keygate_key_decisions_total", &[("decision", "forbidden")]), 2.0);
+    let stage = [("api", "candidate-service"), ("stage", "dev")];
+    assert_eq!(value("keygate_gateway_duration_seconds_count", &stage), 5.0);
+    assert_eq!(value("keygate_integration_duration_seconds_count", &stage), 3.0);
+    assert!(value("keygate_table_version", &[]) >= 1.0);
+    assert!(value("keygate_store_last_refresh_timestamp_seconds", &[]) > 1.7e9);
+    srv.stop();
 }

@@ -1,0 +1,281 @@
+//! The data plane's Prometheus metrics (`prometheus-client`), served by the admin listener's
+//! `/metrics`. No label holds a key: requests are counted by API, stage, route template, method
+//! and status class, key decisions by outcome only.
+//!
+//! Cost per request: every label set a request can need is made when the routing table is built
+//! ([`RouteMetrics`] on each route), so serving a request only adds to atomics and observes two
+//! histograms it already holds; nothing is hashed or allocated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Status classes a request is counted under (`1xx` is never answered).
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Latency buckets in seconds: 50 µs to 10 s.
+const BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    api: String,
+    stage: String,
+    route: String,
+    method: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    api: String,
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+type Histograms = Family<StageLabels, Histogram, fn() -> Histogram>;
+
+/// The gateway's metrics, registered once in the process's registry.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    overhead: Histograms,
+    integration: Histograms,
+    /// Requests no route took (unknown stage or path, method not allowed, preflights).
+    unrouted: [Counter; 4],
+    unrouted_overhead: Histogram,
+    allowed: Counter,
+    forbidden: Counter,
+    throttled: Counter,
+    quota_exceeded: Counter,
+    refresh_failures: Counter,
+    last_refresh: Gauge,
+    table_version: Gauge,
+}
+
+/// What a request was decided on its key (a private route only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDecision {
+    Allowed,
+    Forbidden,
+    Throttled,
+    QuotaExceeded,
+}
+
+impl Metrics {
+    /// The gateway's metrics, registered in `registry` under `keygate_`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let overhead = Histograms::new_with_constructor(histogram);
+        let integration = Histograms::new_with_constructor(histogram);
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let unrouted = CLASSES.map(|status| {
+            requests
+                .get_or_create(&RequestLabels {
+                    api: String::new(),
+                    stage: String::new(),
+                    route: String::new(),
+                    method: String::new(),
+                    status,
+                })
+                .clone()
+        });
+        let unrouted_overhead = overhead
+            .get_or_create(&StageLabels { api: String::new(), stage: String::new() })
+            .clone();
+        let decision = |d| decisions.get_or_create(&DecisionLabels { decision: d }).clone();
+        let metrics = Self {
+            allowed: decision("allowed"),
+            forbidden: decision("forbidden"),
+            throttled: decision("throttled"),
+            quota_exceeded: decision("quota_exceeded"),
+            requests,
+            overhead,
+            integration,
+            unrouted,
+            unrouted_overhead,
+            refresh_failures: Counter::default(),
+            last_refresh: Gauge::default(),
+            table_version: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("keygate");
+        r.register(
+            "requests",
+            "Requests answered, by API, stage, route template, method and status class (empty \
+             labels: no route took the request)",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "gateway_duration_seconds",
+            "Time keygate itself spent on a request: from its head to its answer, less the \
+             integration's time",
+            metrics.overhead.clone(),
+        );
+        r.register(
+            "integration_duration_seconds",
+            "Time the integration (function, HTTP upstream, mock) took to answer",
+            metrics.integration.clone(),
+        );
+        r.register(
+            "key_decisions",
+            "Decisions on the API key of requests to private routes",
+            decisions,
+        );
+        r.register(
+            "store_refresh_failures",
+            "Times the gateway could not read the store (it keeps serving its last table)",
+            metrics.refresh_failures.clone(),
+        );
+        r.register(
+            "store_last_refresh_timestamp_seconds",
+            "When the gateway last read the store successfully (unix seconds)",
+            metrics.last_refresh.clone(),
+        );
+        r.register(
+            "table_version",
+            "The store version of the routing table served",
+            metrics.table_version.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// A registry of its own, for a gateway whose metrics nobody scrapes (tests, tools).
+    pub fn unregistered() -> Arc<Self> {
+        Self::register(&mut Registry::default())
+    }
+
+    /// The handles a route's requests are counted with.
+    pub(crate) fn route(&self, api: &str, stage: &str, route: &str, method: &str) -> RouteMetrics {
+        let requests = CLASSES.map(|status| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    api: api.to_owned(),
+                    stage: stage.to_owned(),
+                    route: route.to_owned(),
+                    method: method.to_owned(),
+                    status,
+                })
+                .clone()
+        });
+        let labels = StageLabels { api: api.to_owned(), stage: stage.to_owned() };
+        RouteMetrics {
+            requests,
+            overhead: self.overhead.get_or_create(&labels).clone(),
+            integration: self.integration.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Counts a request no route took.
+    pub(crate) fn unrouted(&self, status: u16, took: Duration) {
+        if let Some(c) = class(status).map(|i| &self.unrouted[i]) {
+            c.inc();
+        }
+        self.unrouted_overhead.observe(took.as_secs_f64());
+    }
+
+    /// Counts a key decision.
+    pub(crate) fn key_decision(&self, decision: KeyDecision) {
+        match decision {
+            KeyDecision::Allowed => &self.allowed,
+            KeyDecision::Forbidden => &self.forbidden,
+            KeyDecision::Throttled => &self.throttled,
+            KeyDecision::QuotaExceeded => &self.quota_exceeded,
+        }
+        .inc();
+    }
+
+    /// A refresh read the store at `now_unix_ms`, serving table `version`.
+    pub(crate) fn refreshed(&self, now_unix_ms: i64, version: i64) {
+        self.last_refresh.set(now_unix_ms / 1000);
+        self.table_version.set(version);
+    }
+
+    /// A refresh could not read the store.
+    pub(crate) fn refresh_failed(&self) {
+        self.refresh_failures.inc();
+    }
+}
+
+fn class(status: u16) -> Option<usize> {
+    match status {
+        200..=299 => Some(0),
+        300..=399 => Some(1),
+        400..=499 => Some(2),
+        500..=599 => Some(3),
+        _ => None,
+    }
+}
+
+/// One route's counters and histograms, made when the table is built.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteMetrics {
+    requests: [Counter; 4],
+    overhead: Histogram,
+    integration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one answer of the route: its status, keygate's own time and the integration's
+    /// (`None`: refused before the integration ran).
+    pub(crate) fn answered(&self, status: u16, total: Duration, integration: Option<Duration>) {
+        if let Some(c) = class(status).map(|i| &self.requests[i]) {
+            c.inc();
+        }
+        let spent = integration.map_or(total, |i| total.saturating_sub(i));
+        self.overhead.observe(spent.as_secs_f64());
+        if let Some(i) = integration {
+            self.integration.observe(i.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_and_class_and_never_by_key() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let r = m.route("api1", "dev", "/candidates", "GET");
+        r.answered(200, Duration::from_micros(300), Some(Duration::from_micros(200)));
+        r.answered(403, Duration::from_micros(20), None);
+        m.unrouted(403, Duration::from_micros(5));
+        m.key_decision(KeyDecision::Allowed);
+        m.key_decision(KeyDecision::Forbidden);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(out.contains(r#"keygate_requests_total{api="api1",stage="dev",route="/candidates",method="GET",status="2xx"} 1"#), "{out}");
+        assert!(out.contains(r#"keygate_requests_total{api="api1",stage="dev",route="/candidates",method="GET",status="4xx"} 1"#), "{out}");
+        assert!(
+            out.contains(
+                r#"keygate_requests_total{api="",stage="",route="",method="",status="4xx"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(out.contains(r#"keygate_key_decisions_total{decision="forbidden"} 1"#), "{out}");
+        assert!(
+            out.contains(r#"keygate_integration_duration_seconds_count{api="api1",stage="dev"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"keygate_gateway_duration_seconds_count{api="api1",stage="dev"} 2"#),
+            "{out}"
+        );
+    }
+}
