@@ -67,22 +67,40 @@ pub fn spawn(
     invoke: Invoke,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_reporting(client, mapping, invoke, stop, watch::channel(false).0)
+}
+
+/// [`spawn`], turning `enabled` true once the poller holds its first position in the stream
+/// (from then on, with `LATEST`, every record written is read).
+pub fn spawn_reporting(
+    client: Client,
+    mapping: Mapping,
+    invoke: Invoke,
+    stop: watch::Receiver<bool>,
+    enabled: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut stop_wait = stop.clone();
         tokio::select! {
-            () = poll(&client, &mapping, &invoke, &stop) => {}
+            () = poll(&client, &mapping, &invoke, &stop, &enabled) => {}
             _ = stop_wait.wait_for(|s| *s) => {}
         }
     })
 }
 
-async fn poll(client: &Client, m: &Mapping, invoke: &Invoke, stop: &watch::Receiver<bool>) {
+async fn poll(
+    client: &Client,
+    m: &Mapping,
+    invoke: &Invoke,
+    stop: &watch::Receiver<bool>,
+    reported: &watch::Sender<bool>,
+) {
     let mut warned = false;
     loop {
         if *stop.borrow() {
             return;
         }
-        match poll_stream(client, m, invoke).await {
+        match poll_stream(client, m, invoke, reported).await {
             Ok(()) => warned = false,
             Err(e) => {
                 if !warned {
@@ -103,7 +121,12 @@ async fn poll(client: &Client, m: &Mapping, invoke: &Invoke, stop: &watch::Recei
 
 /// Reads every shard of the table's current stream once through (the open one until it
 /// closes, which on DynamoDB Local is never); returns to look for new shards.
-async fn poll_stream(client: &Client, m: &Mapping, invoke: &Invoke) -> Result<(), String> {
+async fn poll_stream(
+    client: &Client,
+    m: &Mapping,
+    invoke: &Invoke,
+    reported: &watch::Sender<bool>,
+) -> Result<(), String> {
     let table = crate::tables::describe(client, &m.table_name)
         .await
         .map_err(|e| e.to_string())?
@@ -123,7 +146,7 @@ async fn poll_stream(client: &Client, m: &Mapping, invoke: &Invoke) -> Result<()
         if id.is_empty() || checkpoint.finished.contains(&id) {
             continue;
         }
-        read_shard(client, m, invoke, &stream_arn, &id, &mut checkpoint).await?;
+        read_shard(client, m, invoke, &stream_arn, &id, &mut checkpoint, reported).await?;
         checkpoint.finished.push(id);
         save_checkpoint(m, &checkpoint);
     }
@@ -163,6 +186,7 @@ async fn read_shard(
     stream_arn: &str,
     shard: &str,
     checkpoint: &mut Checkpoint,
+    reported: &watch::Sender<bool>,
 ) -> Result<(), String> {
     let mut request = json!({"StreamArn": stream_arn, "ShardId": shard});
     match checkpoint.positions.get(shard) {
@@ -179,6 +203,18 @@ async fn read_shard(
     let answer =
         client.call_streams("GetShardIterator", &request).await.map_err(|e| e.to_string())?;
     let mut iterator = answer["ShardIterator"].as_str().map(str::to_owned);
+    // Said once the first position is taken, as Lambda's mapping turns `Enabled`: with `LATEST`,
+    // what is written from here on is read (what came before this line is not).
+    if !*reported.borrow() && iterator.is_some() {
+        tracing::info!(
+            target: "keygate::dynamodb",
+            function = %m.function_name,
+            table = %m.table_name,
+            from = request["ShardIteratorType"].as_str().unwrap_or_default(),
+            "stream mapping enabled: reading the table's stream"
+        );
+        reported.send_replace(true);
+    }
     while let Some(current) = iterator {
         let records = client
             .call_streams(

@@ -25,6 +25,8 @@ use crate::function_log;
 
 /// How often the store's version is looked at for a changed deployment.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long starting the stream mappings may wait for each to hold its position in its stream.
+const ENABLE_WAIT: Duration = Duration::from_secs(10);
 
 /// One running poller.
 struct Poller {
@@ -82,16 +84,33 @@ impl StreamPollers {
             use std::os::unix::fs::DirBuilderExt;
             let _ = std::fs::DirBuilder::new().mode(0o700).create(&self.dir);
         }
+        let mut starting = Vec::new();
         for (key, Wanted { mapping, region, invoke }) in wanted {
             let client = dynamo.client(&region, false).await?;
             tracing::info!(
                 function = %mapping.function_name,
                 table = %mapping.table_name,
-                "reading the table's stream"
+                "starting the stream mapping"
             );
             let (stop, stopped) = watch::channel(false);
-            let task = streams::spawn(client, mapping, invoke, stopped);
+            let (enabled_tx, enabled_rx) = watch::channel(false);
+            let task = streams::spawn_reporting(client, mapping, invoke, stopped, enabled_tx);
+            starting.push(enabled_rx);
             self.running.insert(key, Poller { stop, task });
+        }
+        // Until each new mapping holds its position, a record written with `LATEST` would be
+        // missed: `serve` starts answering requests only once they do (bounded; said if not).
+        let all = async {
+            for mut enabled in starting {
+                let _ = enabled.wait_for(|e| *e).await;
+            }
+        };
+        if tokio::time::timeout(ENABLE_WAIT, all).await.is_err() {
+            tracing::warn!(
+                "a stream mapping has no position in its stream after {}s; with LATEST, records \
+                 written before it has one are not read",
+                ENABLE_WAIT.as_secs()
+            );
         }
         Ok(())
     }
