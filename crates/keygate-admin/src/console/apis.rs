@@ -3,10 +3,9 @@
 //! the deployment history. As on AWS, a method change takes effect at the next deployment.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keygate_control::apis;
 use keygate_types::model::{Api, Deployment, Stage};
@@ -14,8 +13,7 @@ use keygate_types::{HttpMethod, Integration, ServiceDefinition};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Section, control_error, date, layout, page, signed_in, signed_post};
-use crate::AdminState;
+use super::{Posted, Section, Signed, control_error, date, layout, page};
 
 fn notice(code: &str) -> Option<&'static str> {
     match code {
@@ -58,11 +56,7 @@ fn integration(i: &Integration, function: &str) -> String {
     }
 }
 
-pub(crate) async fn list(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn list(signed: Signed) -> Response {
     let apis = match signed.store.list_apis().await {
         Ok(apis) => apis,
         Err(e) => return control_error(&e.into()),
@@ -111,21 +105,16 @@ pub(crate) async fn list(State(state): State<Arc<AdminState>>, headers: HeaderMa
 }
 
 pub(crate) async fn show(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
     api_page(&signed, &id, q.get("notice").map(String::as_str), None).await
 }
 
 /// An API's page; `deploy_error` is shown next to the Deploy form's stage (status 400).
 async fn api_page(
-    signed: &super::Signed,
+    signed: &Signed,
     id: &str,
     notice_code: Option<&str>,
     deploy_error: Option<&str>,
@@ -258,23 +247,15 @@ async fn api_page(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct MethodForm {
-    #[serde(default)]
-    csrf: String,
     path: String,
     method: String,
     required: String,
 }
 
 pub(crate) async fn set_method(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<MethodForm>,
+    Posted(signed, form): Posted<MethodForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let Some(method) = HttpMethod::parse(&form.method) else {
         return control_error(&keygate_control::Error::Invalid(format!(
             "unknown method {:?}",
@@ -299,23 +280,15 @@ pub(crate) async fn set_method(
 #[derive(Debug, Deserialize)]
 pub(crate) struct DeployForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     stage: String,
     #[serde(default)]
     new_stage: String,
 }
 
 pub(crate) async fn deploy(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<DeployForm>,
+    Posted(signed, form): Posted<DeployForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let stage = if form.stage.is_empty() { form.new_stage.trim() } else { form.stage.as_str() };
     match apis::create_deployment(&signed.store, &id, stage).await {
         Ok(_) => Redirect::to(&format!("/console/apis/{id}?notice=deployed")).into_response(),

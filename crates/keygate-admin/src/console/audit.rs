@@ -2,28 +2,18 @@
 //! in the store.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::response::Response;
 use maud::html;
 
-use super::{Section, control_error, layout, page, signed_in};
-use crate::AdminState;
+use super::{Section, Signed, control_error, layout, page};
 
 /// Entries on one page.
 const PAGE: u32 = 100;
 
-pub(crate) async fn list(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn list(signed: Signed, Query(q): Query<HashMap<String, String>>) -> Response {
     let after: i64 = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0).max(0);
     let entries = match signed.store.list_audit(after, PAGE).await {
         Ok(entries) => entries,

@@ -43,11 +43,7 @@ fn form(signed: &Signed, error: Option<&str>) -> Markup {
     }
 }
 
-pub(crate) async fn page_get(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn page_get(signed: Signed) -> Response {
     let body = form(&signed, None);
     page(StatusCode::OK, layout("Import API keys", Some((&signed.session, Section::Keys)), body))
 }

@@ -2,10 +2,9 @@
 //! enable, disable, delete with confirmation.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keygate_control::keys::{self, CreateKey};
 use keygate_control::{ListQuery, MAX_PAGE, Store};
@@ -13,8 +12,7 @@ use keygate_types::model::{ApiKey, UsagePlan};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{CsrfForm, Section, Signed, control_error, date, layout, page, signed_in, signed_post};
-use crate::AdminState;
+use super::{NoFields, Posted, Section, Signed, control_error, date, layout, page};
 
 /// Keys on one page of the list.
 const PAGE: u32 = 50;
@@ -50,15 +48,7 @@ async fn plans(store: &Store) -> keygate_control::Result<Vec<UsagePlan>> {
     Ok(keygate_control::plans::list(store, &ListQuery::first(MAX_PAGE)).await?.items)
 }
 
-pub(crate) async fn list(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn list(signed: Signed, Query(q): Query<HashMap<String, String>>) -> Response {
     let search = q.get("q").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let query = match ListQuery::new(PAGE, q.get("position").map(String::as_str), search.clone()) {
         Ok(query) => query,
@@ -173,8 +163,6 @@ pub(crate) async fn list(
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct CreateForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
     /// `auto` (generated) or `custom`.
     #[serde(default)]
@@ -278,11 +266,7 @@ fn create_form(
     layout("Create API key", Some((&signed.session, Section::Keys)), body)
 }
 
-pub(crate) async fn new_page(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn new_page(signed: Signed) -> Response {
     match plans(&signed.store).await {
         Ok(plans) => {
             page(StatusCode::OK, create_form(&signed, &plans, &CreateForm::default(), None))
@@ -302,15 +286,7 @@ fn field_of(e: &keygate_control::Error) -> Field {
     }
 }
 
-pub(crate) async fn create(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Form(form): Form<CreateForm>,
-) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
+pub(crate) async fn create(Posted(signed, form): Posted<CreateForm>) -> Response {
     let plans = match plans(&signed.store).await {
         Ok(p) => p,
         Err(e) => return control_error(&e),
@@ -369,17 +345,7 @@ pub(crate) async fn create(
     page(StatusCode::OK, layout("API key created", Some((&signed.session, Section::Keys)), body))
 }
 
-async fn set_enabled(
-    state: &AdminState,
-    headers: &HeaderMap,
-    id: &str,
-    form: &CsrfForm,
-    on: bool,
-) -> Response {
-    let signed = match signed_post(state, headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
+async fn set_enabled(signed: &Signed, id: &str, on: bool) -> Response {
     match keys::set_enabled(&signed.store, id, on).await {
         Ok(_) => {
             let code = if on { "enabled" } else { "disabled" };
@@ -390,32 +356,20 @@ async fn set_enabled(
 }
 
 pub(crate) async fn enable(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Posted(signed, NoFields {}): Posted<NoFields>,
 ) -> Response {
-    set_enabled(&state, &headers, &id, &form, true).await
+    set_enabled(&signed, &id, true).await
 }
 
 pub(crate) async fn disable(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Posted(signed, NoFields {}): Posted<NoFields>,
 ) -> Response {
-    set_enabled(&state, &headers, &id, &form, false).await
+    set_enabled(&signed, &id, false).await
 }
 
-pub(crate) async fn delete_page(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn delete_page(signed: Signed, Path(id): Path<String>) -> Response {
     let key = match signed.store.get_key(&id).await {
         Ok(Some(key)) => key,
         Ok(None) => {
@@ -443,15 +397,9 @@ pub(crate) async fn delete_page(
 }
 
 pub(crate) async fn delete(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Posted(signed, NoFields {}): Posted<NoFields>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     match keys::delete(&signed.store, &id).await {
         Ok(_) => Redirect::to("/console/keys?notice=deleted").into_response(),
         Err(e) => control_error(&e),
@@ -475,15 +423,10 @@ enum KeyPageForm {
 }
 
 pub(crate) async fn show(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
     key_page(&signed, &id, q.get("notice").map(String::as_str), None).await
 }
 
@@ -581,21 +524,13 @@ async fn key_page(
 #[derive(Debug, Deserialize)]
 pub(crate) struct ExpiryForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     expires: String,
 }
 
 pub(crate) async fn set_expiry(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<ExpiryForm>,
+    Posted(signed, form): Posted<ExpiryForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let expires = match form.expires.trim() {
         "" => None,
         text => match keys::parse_expiry(text, now_secs()) {
@@ -615,21 +550,13 @@ pub(crate) async fn set_expiry(
 #[derive(Debug, Deserialize)]
 pub(crate) struct RotateForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     grace: String,
 }
 
 pub(crate) async fn rotate(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<RotateForm>,
+    Posted(signed, form): Posted<RotateForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let grace =
         match keys::parse_duration(if form.grace.trim().is_empty() { "0" } else { &form.grace }) {
             Ok(g) => g,
@@ -663,21 +590,13 @@ pub(crate) async fn rotate(
 #[derive(Debug, Deserialize)]
 pub(crate) struct PlanForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     plan: String,
 }
 
 pub(crate) async fn add_to_plan(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<PlanForm>,
+    Posted(signed, form): Posted<PlanForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     match keygate_control::plans::add_key(&signed.store, &form.plan, &id).await {
         Ok((_, key_id)) => {
             Redirect::to(&format!("/console/keys/{key_id}?notice=plan")).into_response()

@@ -162,25 +162,81 @@ pub(crate) async fn signed_post(
     if cross_site(headers) {
         return Err(cross_site_refusal());
     }
-    let signed = match signed_in(state, headers).await {
-        Ok(s) => s,
-        Err(_) => {
-            return Err(refusal(
-                StatusCode::FORBIDDEN,
-                "Your session has ended",
-                "Sign in again, then repeat what you were doing.",
-            ));
-        }
+    let Ok(signed) = signed_in(state, headers).await else {
+        return Err(session_ended());
     };
     if !signed.session.csrf_matches(csrf) {
-        return Err(refusal(
-            StatusCode::FORBIDDEN,
-            "This form cannot be accepted",
-            "It did not carry this session's form token (it is from another page, an older \
-             session or another site). Reload the page and try again.",
-        ));
+        return Err(csrf_refusal());
     }
     Ok(signed)
+}
+
+impl axum::extract::FromRequestParts<Arc<AdminState>> for Signed {
+    type Rejection = Response;
+
+    /// A page's request: signed in, else redirected to the sign-in page.
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Response> {
+        signed_in(state, &parts.headers).await
+    }
+}
+
+/// A state-changing form post, checked as [`signed_post`] checks it: from the console's own
+/// pages, signed in (before the body is read), and carrying the session's CSRF token in the
+/// field `csrf` beside the form's own fields `T`.
+pub(crate) struct Posted<T>(pub(crate) Signed, pub(crate) T);
+
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    form: T,
+}
+
+impl<T> axum::extract::FromRequest<Arc<AdminState>> for Posted<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<AdminState>,
+    ) -> Result<Self, Response> {
+        if cross_site(req.headers()) {
+            return Err(cross_site_refusal());
+        }
+        let Ok(signed) = signed_in(state, req.headers()).await else {
+            return Err(session_ended());
+        };
+        let Form(WithCsrf { csrf, form }) = Form::<WithCsrf<T>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !signed.session.csrf_matches(&csrf) {
+            return Err(csrf_refusal());
+        }
+        Ok(Posted(signed, form))
+    }
+}
+
+fn session_ended() -> Response {
+    refusal(
+        StatusCode::FORBIDDEN,
+        "Your session has ended",
+        "Sign in again, then repeat what you were doing.",
+    )
+}
+
+fn csrf_refusal() -> Response {
+    refusal(
+        StatusCode::FORBIDDEN,
+        "This form cannot be accepted",
+        "It did not carry this session's form token (it is from another page, an older \
+         session or another site). Reload the page and try again.",
+    )
 }
 
 /// Whether a browser says the request comes from another site (`Sec-Fetch-Site`, or an `Origin`
@@ -394,21 +450,15 @@ async fn signin(
     res
 }
 
-/// A form whose only field is the CSRF token.
+/// A form with no field but the CSRF token [`Posted`] checks.
 #[derive(Debug, Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    pub(crate) csrf: String,
-}
+pub(crate) struct NoFields {}
 
 async fn signout(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Posted(_, NoFields {}): Posted<NoFields>,
 ) -> Response {
-    if let Err(refused) = signed_post(&state, &headers, &form.csrf).await {
-        return refused;
-    }
     if let Some(id) = session::cookie_value(&headers) {
         state.console.sessions.end(id);
     }

@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use keygate_control::{ListQuery, MAX_PAGE, Store, plans, usage};
 use keygate_types::date::Date;
@@ -15,8 +14,7 @@ use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Section, Signed, control_error, layout, page, signed_in, signed_post};
-use crate::AdminState;
+use super::{Posted, Section, Signed, control_error, layout, page};
 
 fn notice(code: &str) -> Option<&'static str> {
     match code {
@@ -71,15 +69,7 @@ async fn api_stages(store: &Store) -> keygate_control::Result<Vec<(String, Strin
     Ok(out)
 }
 
-pub(crate) async fn list(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn list(signed: Signed, Query(q): Query<HashMap<String, String>>) -> Response {
     let query = match ListQuery::new(MAX_PAGE, q.get("position").map(String::as_str), None) {
         Ok(query) => query,
         Err(e) => return control_error(&e),
@@ -131,8 +121,6 @@ pub(crate) async fn list(
 /// The fields of the create and edit forms, kept to show them again with an error.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct PlanForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -328,11 +316,7 @@ fn plan_form(
     }
 }
 
-pub(crate) async fn new_page(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn new_page(signed: Signed) -> Response {
     let stages = match api_stages(&signed.store).await {
         Ok(s) => s,
         Err(e) => return control_error(&e),
@@ -341,15 +325,7 @@ pub(crate) async fn new_page(State(state): State<Arc<AdminState>>, headers: Head
     page(StatusCode::OK, layout("Create usage plan", Some((&signed.session, Section::Plans)), form))
 }
 
-pub(crate) async fn create(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Form(form): Form<PlanForm>,
-) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
+pub(crate) async fn create(Posted(signed, form): Posted<PlanForm>) -> Response {
     let stages = match api_stages(&signed.store).await {
         Ok(s) => s,
         Err(e) => return control_error(&e),
@@ -498,15 +474,10 @@ async fn found(signed: &Signed, id: &str) -> Result<UsagePlan, Response> {
 }
 
 pub(crate) async fn show(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
     let plan = match found(&signed, &id).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -515,15 +486,9 @@ pub(crate) async fn show(
 }
 
 pub(crate) async fn update(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<PlanForm>,
+    Posted(signed, form): Posted<PlanForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let plan = match found(&signed, &id).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -552,23 +517,15 @@ pub(crate) async fn update(
 #[derive(Debug, Deserialize)]
 pub(crate) struct StageForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     stage: String,
     #[serde(default)]
     throttles: String,
 }
 
 pub(crate) async fn add_stage(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<StageForm>,
+    Posted(signed, form): Posted<StageForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let plan = match found(&signed, &id).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -602,15 +559,9 @@ pub(crate) async fn add_stage(
 }
 
 pub(crate) async fn remove_stage(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<StageForm>,
+    Posted(signed, form): Posted<StageForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let Some((api, stage)) = form.stage.split_once('|') else {
         return control_error(&keygate_control::Error::Invalid("choose an API stage".to_owned()));
     };
@@ -624,21 +575,13 @@ pub(crate) async fn remove_stage(
 #[derive(Debug, Deserialize)]
 pub(crate) struct KeyForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     key: String,
 }
 
 pub(crate) async fn add_key(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<KeyForm>,
+    Posted(signed, form): Posted<KeyForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     let plan = match found(&signed, &id).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -657,15 +600,9 @@ pub(crate) async fn add_key(
 }
 
 pub(crate) async fn remove_key(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<KeyForm>,
+    Posted(signed, form): Posted<KeyForm>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     match plans::remove_key(&signed.store, &id, form.key.trim()).await {
         Ok((plan, _)) => {
             Redirect::to(&format!("/console/plans/{}?notice=key-removed", plan.id)).into_response()
@@ -674,15 +611,7 @@ pub(crate) async fn remove_key(
     }
 }
 
-pub(crate) async fn delete_page(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
+pub(crate) async fn delete_page(signed: Signed, Path(id): Path<String>) -> Response {
     let plan = match found(&signed, &id).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -705,15 +634,9 @@ pub(crate) async fn delete_page(
 }
 
 pub(crate) async fn delete(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<super::CsrfForm>,
+    Posted(signed, super::NoFields {}): Posted<super::NoFields>,
 ) -> Response {
-    let signed = match signed_post(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
     match plans::delete(&signed.store, &id).await {
         Ok(_) => Redirect::to("/console/plans?notice=deleted").into_response(),
         Err(e) => control_error(&e),
@@ -776,15 +699,10 @@ fn chart(name: &str, from: Date, daily: &[(u64, Option<u64>)]) -> Markup {
 const USAGE_PAGE: u32 = 20;
 
 pub(crate) async fn usage_page(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
     let (from, to) = match range(&q) {
         Ok(r) => r,
         Err(e) => return control_error(&e),
@@ -843,15 +761,10 @@ pub(crate) async fn usage_page(
 }
 
 pub(crate) async fn usage_csv(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let signed = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(to_signin) => return to_signin,
-    };
     let report = match range(&q) {
         Ok((from, to)) => usage::report(&signed.store, &id, None, from, to).await,
         Err(e) => Err(e),
