@@ -8,7 +8,8 @@
 #   and nginx-valid nginx-missing: the nginx gateway peer's instructions for the same requests
 #   (one process, `master_process off`), to set keygate's figures against.
 #   Needs a data dir prepared by bench/run.sh (run it once, even with --quick) and valgrind
-#   (installed with apt when missing). Env: WORK (target/bench), KEYGATE_BIN
+#   (installed with apt when missing). Env: WORK (target/bench), KEYGATE_LOG (RUST_LOG of
+#   keygate: warn, the access log off; info counts it on, its writer thread included), KEYGATE_BIN
 #   (target/release/keygate), REQUESTS (2000 per case), CONNS (8), OUT (callgrind files).
 # Output: one line per case: requests, instructions per request (Ir/req), and the callgrind file
 #   to open with callgrind_annotate for the function-by-function split.
@@ -92,7 +93,7 @@ for case in "${CASES[@]}"; do
       nginx -p "$WORK" -e "$WORK/logs/nginx-gateway.error.log" -c "$WORK/nginx-gateway-callgrind.conf" \
       >"$WORK/logs/callgrind.$case.log" 2>&1 &
   else
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$file" --instr-atstart=no \
+    RUST_LOG="${KEYGATE_LOG:-warn}" valgrind --tool=callgrind --callgrind-out-file="$file" --instr-atstart=no \
       "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086 \
       >"$WORK/logs/callgrind.$case.log" 2>&1 &
   fi

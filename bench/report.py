@@ -77,6 +77,12 @@ for c in sorted({r["conns"] for r in rows if r["case"] == "valid" and r["peer"] 
 k, n = find("keygate", "missing"), find("nginx", "missing")
 if k and n:
     line("missing key 403: req/s vs nginx", float(k["rps"]), float(n["rps"]), "≥ 1.00×", lambda r: r >= 1.0)
+# The default access log (on, a line per request to stderr) against the log-off rows.
+for case, conns, label in (("valid", 32, "valid key, c32"), ("missing", None, "missing key 403")):
+    on, off = find("keygate-log", case, conns), find("keygate", case, conns)
+    if on and off:
+        line(f"{label}: req/s with the access log on vs off", float(on["rps"]), float(off["rps"]),
+             "≥ 0.95×", lambda r: r >= 0.95)
 k, n = find("keygate", "limited"), find("nginx", "limited")
 if k and n:
     line("throttled 429: req/s vs nginx", float(k["rps"]), float(n["rps"]), "(no target)", lambda r: True)

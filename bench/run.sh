@@ -3,7 +3,9 @@
 #   upstream   nginx answering {"candidates":[]} on :18080 (the no-gateway ceiling)
 #   nginx      nginx as an API-key gateway (map of the keys, limit_req, keep-alive pool) on :18081
 #   sls        serverless-offline 13 with the Node handler of the same route on :18090
-#   keygate    `keygate serve` on :18085: the proxy route, the 429 route, the Rust function
+#   keygate    `keygate serve` on :18085 (RUST_LOG=warn: access log off, as nginx's): the proxy
+#              route, the 429 route, then the proxy and 403 routes again with the default access
+#              log on (peer keygate-log), the Rust function
 #              route (the example's candidates.list, lambda_http), and serverless-offline's own
 #              Node handler (also as a managed-instances function, and the same in Python) on
 #              the machine's node / python3
@@ -126,6 +128,10 @@ start_keygate() {
   start_server keygate http://127.0.0.1:18085/dev/candidates \
     env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
 }
+start_keygate_logging() {
+  start_server keygate-log http://127.0.0.1:18085/dev/candidates \
+    env -u RUST_LOG "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+}
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
 UP_PID=$SERVER_PID
@@ -159,6 +165,12 @@ for peer in $PEERS; do
       measure keygate missing "$DENY_CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
       measure keygate limited "$DENY_CONNS" 429 http://127.0.0.1:18085/limited/candidates "$SERVER_PID" "$VALID_KEY"
       measure keygate function 32 200 http://127.0.0.1:18085/dev/fn/candidates "$SERVER_PID" "$VALID_KEY"
+      stop_pid "$SERVER_PID"
+      # The same proxy and 403 cases with the access log on, as a user runs keygate (no
+      # RUST_LOG: one line per request to stderr, here a file), against the log-off rows above.
+      start_keygate_logging
+      measure keygate-log valid 32 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$VALID_KEY"
+      measure keygate-log missing "$DENY_CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
       stop_pid "$SERVER_PID"
       # The managed-instances function on a fresh keygate, so the tree's RSS holds only its process.
       start_keygate

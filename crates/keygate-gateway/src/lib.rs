@@ -24,6 +24,7 @@
 //! Architecture invariants: no store access per request (the table is refreshed in the
 //! background when the store's version moves); key values are never logged.
 
+pub mod access;
 pub mod meter;
 pub mod metrics;
 pub mod router;
@@ -51,6 +52,7 @@ use keygate_types::health::Health;
 use keygate_types::response::GatewayError;
 use tokio::net::TcpListener;
 
+use crate::access::{AccessLog, Entry, Finished};
 use crate::meter::{Admission, Meter};
 use crate::metrics::{KeyDecision, Metrics};
 use crate::router::Lookup;
@@ -95,20 +97,29 @@ pub struct Gateway {
     /// The traffic listener's opt-in readiness path (`--ready-path`), answered before routing.
     ready_path: Option<String>,
     metrics: Arc<Metrics>,
+    /// Where each request's access-log line goes (`None`: off).
+    access: Option<AccessLog>,
 }
 
 /// What a serving process shares with its gateway beyond the store: readiness, the opt-in
-/// readiness path and the metrics (registered in the registry the admin API serves).
+/// readiness path, the metrics (registered in the registry the admin API serves) and the access
+/// log.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub health: Arc<Health>,
     pub ready_path: Option<String>,
     pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { health: Arc::new(Health::new()), ready_path: None, metrics: Metrics::unregistered() }
+        Self {
+            health: Arc::new(Health::new()),
+            ready_path: None,
+            metrics: Metrics::unregistered(),
+            access_log: None,
+        }
     }
 }
 
@@ -135,7 +146,7 @@ impl Gateway {
 
     /// [`Gateway::new`], reporting its readiness to `opts.health` (shared with the admin API's
     /// `/readyz`), answering GET `opts.ready_path` on the traffic listener with it, and counting
-    /// requests in `opts.metrics`.
+    /// requests in `opts.metrics` and logging each in `opts.access_log`.
     ///
     /// # Errors
     /// The store's error when the snapshot cannot be read.
@@ -145,7 +156,7 @@ impl Gateway {
         clock: Arc<dyn Clock>,
         opts: Options,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        let Options { health, ready_path, metrics } = opts;
+        let Options { health, ready_path, metrics, access_log } = opts;
         let meter = Arc::new(Meter::new(Arc::clone(&clock)));
         let snapshot = load_snapshot(&*store).await?;
         let quota_plans: Vec<&str> =
@@ -170,6 +181,7 @@ impl Gateway {
             clock,
             ready_path,
             metrics,
+            access: access_log,
         }))
     }
 
@@ -287,7 +299,7 @@ impl Gateway {
     /// check on a private route (403 Forbidden) and the usage plan's limits (429). A refusal
     /// gets its request id and access-log line here; an admission carries the table, the route
     /// and the key on to [`Gateway::call`], so nothing is looked up twice.
-    pub fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<Admitted> {
+    pub fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Admitted> {
         let started = Instant::now();
         if let Some(path) = &self.ready_path
             && head.path() == path.as_str()
@@ -304,17 +316,17 @@ impl Gateway {
                 Admit::Proceed(Admitted { started, table, stage, route, params, key, rate_headers })
             }
             Err(refused) => {
-                self.count_refusal(&refused, started);
-                Admit::Respond(finish(refused, head, started))
+                let took = started.elapsed();
+                self.count_refusal(&refused, took);
+                Admit::Respond(self.finish(refused, head, peer, took))
             }
         }
     }
 
     /// Counts a request answered before its integration: by its route when it had one, and the
     /// key decision it was.
-    fn count_refusal(&self, refused: &Refused<'_>, started: Instant) {
+    fn count_refusal(&self, refused: &Refused<'_>, took: Duration) {
         let status = refused.res.status.as_u16();
-        let took = started.elapsed();
         match refused.route {
             Some(route) => route.metrics.answered(status, took, None),
             None => self.metrics.unrouted(status, took),
@@ -328,6 +340,70 @@ impl Gateway {
         };
         if let Some(d) = decision {
             self.metrics.key_decision(d);
+        }
+    }
+
+    /// Gives an answer made on the head alone its request id and access-log line.
+    fn finish(
+        &self,
+        refused: Refused<'_>,
+        head: &Request,
+        peer: SocketAddr,
+        took: Duration,
+    ) -> Response {
+        let Refused { mut res, key_id, reason, hint, route } = refused;
+        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let request_id = new_request_id(&mut id_buf);
+        set_request_id(&mut res, request_id);
+        self.log(&Finished {
+            request_id,
+            method: &head.method,
+            path: head.path(),
+            ip: Some(peer.ip()),
+            route: route.map(|r| r.event.path.as_str()),
+            key_id,
+            status: res.status.as_u16(),
+            latency: took,
+            integration: None,
+            bytes: res.body.len(),
+            reason,
+            hint,
+        });
+        res
+    }
+
+    /// Gives an answer the server asked for (the body could not be read) its request id and an
+    /// access-log line.
+    fn refused_before_routing(&self, mut res: Response, head: &Request) -> Response {
+        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let request_id = new_request_id(&mut id_buf);
+        set_request_id(&mut res, request_id);
+        let reason = if res.status == http::StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "busy"
+        };
+        self.log(&Finished {
+            request_id,
+            method: &head.method,
+            path: head.path(),
+            ip: None,
+            route: None,
+            key_id: None,
+            status: res.status.as_u16(),
+            latency: Duration::ZERO,
+            integration: None,
+            bytes: res.body.len(),
+            reason,
+            hint: None,
+        });
+        res
+    }
+
+    /// Queues the access-log line of a request, when the log is on (never blocks).
+    fn log(&self, finished: &Finished<'_>) {
+        if let Some(log) = &self.access {
+            log.record(Entry::new(finished));
         }
     }
 
@@ -380,8 +456,22 @@ impl Gateway {
             h.push_value("ratelimit", ratelimit);
         }
         set_request_id(&mut res, request_id);
-        access_log(&res, &req, request_id, started, key_id, ADMITTED, None);
-        route.metrics.answered(res.status.as_u16(), started.elapsed(), Some(integration));
+        let took = started.elapsed();
+        self.log(&Finished {
+            request_id,
+            method: &req.method,
+            path: req.path(),
+            ip: Some(peer.ip()),
+            route: Some(&route.event.path),
+            key_id,
+            status: res.status.as_u16(),
+            latency: took,
+            integration: Some(integration),
+            bytes: res.body.len(),
+            reason: ADMITTED,
+            hint: None,
+        });
+        route.metrics.answered(res.status.as_u16(), took, Some(integration));
         res
     }
 
@@ -668,41 +758,6 @@ fn refusal_reason(err: GatewayError) -> &'static str {
     }
 }
 
-/// Gives an answer made on the head alone its request id and access-log line.
-fn finish(refused: Refused<'_>, head: &Request, started: Instant) -> Response {
-    let Refused { mut res, key_id, reason, hint, .. } = refused;
-    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let request_id = new_request_id(&mut id_buf);
-    set_request_id(&mut res, request_id);
-    access_log(&res, head, request_id, started, key_id, reason, hint);
-    res
-}
-
-/// The one `keygate::access` line of a request: `reason` says why it was refused (`-` when it
-/// was let through). Never a key value.
-fn access_log(
-    res: &Response,
-    req: &Request,
-    request_id: &str,
-    started: Instant,
-    key_id: Option<&str>,
-    reason: &str,
-    hint: Option<&str>,
-) {
-    tracing::info!(
-        target: "keygate::access",
-        request_id,
-        method = %req.method,
-        path = req.path(),
-        status = res.status.as_u16(),
-        key_id = key_id.unwrap_or("-"),
-        reason,
-        // Only on the lines that have one (`None` records nothing).
-        hint,
-        micros = started.elapsed().as_micros() as u64,
-    );
-}
-
 impl keygate_http::Service for Gateway {
     type Admitted = Admitted;
 
@@ -720,7 +775,7 @@ impl keygate_http::Service for Gateway {
     }
 
     fn too_large(&self, head: &Request) -> Response {
-        refused_before_routing(respond::error(GatewayError::RequestTooLarge, None), head)
+        self.refused_before_routing(respond::error(GatewayError::RequestTooLarge, None), head)
     }
 
     fn busy(&self, head: &Request) -> Response {
@@ -730,25 +785,8 @@ impl keygate_http::Service for Gateway {
         );
         res.headers.push_static("content-type", "application/json");
         res.headers.push_static("retry-after", "1");
-        refused_before_routing(res, head)
+        self.refused_before_routing(res, head)
     }
-}
-
-/// Gives an answer the server asked for (the body could not be read) its request id and an
-/// access-log line.
-fn refused_before_routing(mut res: Response, head: &Request) -> Response {
-    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let request_id = new_request_id(&mut id_buf);
-    set_request_id(&mut res, request_id);
-    tracing::info!(
-        target: "keygate::access",
-        request_id,
-        method = %head.method,
-        path = head.path(),
-        status = res.status.as_u16(),
-        "request refused before its body was read"
-    );
-    res
 }
 
 #[cfg(test)]

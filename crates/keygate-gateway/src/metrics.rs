@@ -7,9 +7,13 @@
 //! histograms it already holds; nothing is hashed or allocated.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -211,6 +215,50 @@ impl Metrics {
     }
 }
 
+/// Log lines dropped because their writer could not keep up, read at each scrape:
+/// `keygate_log_lines_dropped_total{log="access"}` (the access log's queue) and
+/// `{log="other"}` (every other line, the function output included).
+pub struct LogDrops {
+    access: Option<Arc<AtomicU64>>,
+    other: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for LogDrops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogDrops").finish_non_exhaustive()
+    }
+}
+
+impl LogDrops {
+    /// Registers the counters in `registry` under `keygate_`: `access` is the access log's
+    /// (`None`: the log is off), `other` reads the other lines' count.
+    pub fn register(
+        registry: &mut Registry,
+        access: Option<Arc<AtomicU64>>,
+        other: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        let drops = Self { access, other: Box::new(other) };
+        registry.sub_registry_with_prefix("keygate").register_collector(Box::new(drops));
+    }
+}
+
+impl Collector for LogDrops {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because their writer could not keep up (log=access: access-log \
+             lines; log=other: every other line, function output included)",
+            None,
+            MetricType::Counter,
+        )?;
+        let access = self.access.as_ref().map_or(0, |a| a.load(Ordering::Relaxed));
+        for (log, n) in [("access", access), ("other", (self.other)())] {
+            ConstCounter::new(n).encode(family.encode_family(&[("log", log)])?)?;
+        }
+        Ok(())
+    }
+}
+
 fn class(status: u16) -> Option<usize> {
     match status {
         200..=299 => Some(0),
@@ -277,5 +325,18 @@ mod tests {
             out.contains(r#"keygate_gateway_duration_seconds_count{api="api1",stage="dev"} 2"#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn dropped_log_lines_are_read_at_each_scrape() {
+        let mut registry = Registry::default();
+        let access = Arc::new(AtomicU64::new(0));
+        LogDrops::register(&mut registry, Some(Arc::clone(&access)), || 7);
+        access.store(3, Ordering::Relaxed);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(out.contains("# TYPE keygate_log_lines_dropped counter"), "{out}");
+        assert!(out.contains(r#"keygate_log_lines_dropped_total{log="access"} 3"#), "{out}");
+        assert!(out.contains(r#"keygate_log_lines_dropped_total{log="other"} 7"#), "{out}");
     }
 }

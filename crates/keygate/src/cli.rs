@@ -236,6 +236,24 @@ pub(crate) struct ListenArgs {
     /// it is answered before routing, so pick one no stage uses.
     #[arg(long, env = "KEYGATE_READY_PATH", value_parser = ready_path)]
     pub(crate) ready_path: Option<String>,
+    /// Write the access log (one line per request) to FILE instead of stderr: appended to,
+    /// created with mode 0640, reopened on SIGHUP (for logrotate).
+    #[arg(long, env = "KEYGATE_ACCESS_LOG", value_name = "FILE", conflicts_with = "no_access_log")]
+    pub(crate) access_log: Option<PathBuf>,
+    /// The access log's format: `text` (keygate's log-line shape) or `json` (one object per
+    /// line, with API Gateway's `$context` names: requestId, httpMethod, resourcePath, status,
+    /// apiKeyId, responseLength, ...).
+    #[arg(
+        long,
+        env = "KEYGATE_ACCESS_LOG_FORMAT",
+        value_name = "text|json",
+        default_value = "text"
+    )]
+    pub(crate) access_log_format: keygate_gateway::access::Format,
+    /// Turn the access log off (so does a RUST_LOG that leaves out `keygate::access` at info,
+    /// such as RUST_LOG=warn).
+    #[arg(long, env = "KEYGATE_NO_ACCESS_LOG")]
+    pub(crate) no_access_log: bool,
 }
 
 fn ready_path(s: &str) -> Result<String, String> {

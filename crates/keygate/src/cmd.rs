@@ -740,6 +740,8 @@ async fn serve(
     admin: TcpListener,
     listen: &crate::cli::ListenArgs,
 ) -> Result<()> {
+    // Opened first: a file that cannot be written stops keygate before anything starts.
+    let (access_log, access_writer) = start_access_log(listen)?.unzip();
     // The deployed services' tables and stream events: their engine runs as long as the gateway.
     // Reads, and the admin API's changes (each request acts as its authenticated caller).
     let control = Store::new(Arc::clone(&store), "keygate:serve");
@@ -796,6 +798,11 @@ async fn serve(
     let health = Arc::new(keygate_types::health::Health::new());
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = keygate_gateway::metrics::Metrics::register(&mut registry);
+    keygate_gateway::metrics::LogDrops::register(
+        &mut registry,
+        access_log.as_ref().map(keygate_gateway::access::AccessLog::dropped_counter),
+        crate::log_lines_dropped,
+    );
     let admin_state = Arc::new(keygate_admin::AdminState {
         store: control,
         master: master_key(data_dir)?,
@@ -815,8 +822,15 @@ async fn serve(
         }
     });
     let clock = Arc::new(keygate_limits::clock::SystemClock);
-    let options =
-        keygate_gateway::Options { health, ready_path: listen.ready_path.clone(), metrics };
+    // Only with a file to reopen: otherwise SIGHUP keeps its meaning (a closed terminal stops
+    // `keygate up`).
+    let reopen = access_log.clone().filter(|_| listen.access_log.is_some()).map(reopen_on_hangup);
+    let options = keygate_gateway::Options {
+        health,
+        ready_path: listen.ready_path.clone(),
+        metrics,
+        access_log,
+    };
     let gateway = Gateway::with_options(store, functions, clock, options)
         .await
         .context("cannot read the deployed stages from the store")?;
@@ -835,6 +849,9 @@ async fn serve(
     let _ = admin_task.await;
     refresh.abort();
     flush.abort();
+    if let Some(reopen) = reopen {
+        reopen.abort();
+    }
     // Stream pollers first: no new invocation starts while the functions are stopped.
     let _ = streams_stop.send(true);
     let dynamo = streams.await.context("the stream events' task failed")?;
@@ -845,8 +862,45 @@ async fn serve(
         // Every function group is stopped: the watchdog finds none left.
         let _ = tokio::task::spawn_blocking(move || watchdog.finish()).await;
     }
+    if let Some(writer) = access_writer {
+        // The last requests' lines, written before keygate says it stopped.
+        let wait = std::time::Duration::from_secs(5);
+        let _ = tokio::task::spawn_blocking(move || writer.finish(wait)).await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The access log `listen` asks for: `None` when it is off (`--no-access-log`, or a `RUST_LOG`
+/// that leaves out `keygate::access` at info, as `RUST_LOG=warn` does).
+fn start_access_log(
+    listen: &crate::cli::ListenArgs,
+) -> Result<Option<(keygate_gateway::access::AccessLog, keygate_gateway::access::Writer)>> {
+    use keygate_gateway::access::{AccessLog, Destination};
+    if listen.no_access_log || !tracing::enabled!(target: "keygate::access", tracing::Level::INFO) {
+        return Ok(None);
+    }
+    let destination = listen.access_log.clone().map_or(Destination::Stderr, Destination::File);
+    let started = AccessLog::start(destination, listen.access_log_format)?;
+    Ok(Some(started))
+}
+
+/// Reopens the access-log file on each SIGHUP (after logrotate moved it). The handler replaces
+/// SIGHUP's default action (exit) for the rest of the process: installed only when the log
+/// goes to a file.
+fn reopen_on_hangup(log: keygate_gateway::access::AccessLog) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let Ok(mut hangup) = hangup else {
+            tracing::warn!("cannot handle SIGHUP: the access log will not be reopened");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening the access log");
+            log.reopen();
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, before any await: a

@@ -28,6 +28,14 @@ const LOG_QUEUE_LINES: usize = 4096;
 /// How often a server reports log lines dropped since the last report.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
+/// The other log lines' drop counter, for the metrics (set once, by `main`).
+static LOG_DROPS: std::sync::OnceLock<ErrorCounter> = std::sync::OnceLock::new();
+
+/// Log lines other than the access log's dropped so far.
+pub(crate) fn log_lines_dropped() -> u64 {
+    LOG_DROPS.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if matches!(cli.command, cli::Command::Watchdog) {
@@ -36,6 +44,7 @@ fn main() -> ExitCode {
     let server = cli.command.is_server();
     // Held to the end of `main`: dropping it flushes the queued lines.
     let (guard, dropped) = init_tracing(server, cli.verbose);
+    let _ = LOG_DROPS.set(dropped.clone());
     if server {
         spawn_drop_reporter(dropped.clone());
         raise_open_file_limit();

@@ -285,5 +285,12 @@ async fn metrics_parse_as_openmetrics_and_count_the_requests_made() {
     assert_eq!(value("keygate_integration_duration_seconds_count", &stage), 3.0);
     assert!(value("keygate_table_version", &[]) >= 1.0);
     assert!(value("keygate_store_last_refresh_timestamp_seconds", &[]) > 1.7e9);
+    // The log queues kept up: present, and nothing dropped.
+    for log in ["access", "other"] {
+        let dropped = [("log", log)];
+        assert!(samples.iter().any(|(n, l, _)| n == "keygate_log_lines_dropped_total"
+            && l.get("log").and_then(Value::as_str) == Some(log)));
+        assert_eq!(value("keygate_log_lines_dropped_total", &dropped), 0.0);
+    }
     srv.stop();
 }
