@@ -58,6 +58,7 @@ mod pool;
 mod process;
 mod reaper;
 mod runtime_api;
+mod stats;
 mod user;
 
 use std::collections::HashMap;
@@ -76,6 +77,7 @@ pub use identity::{DEFAULT_ID_RANGE, FunctionUsers, IdRange};
 pub use launcher::{check_handler, check_runtime};
 pub use output::OutputLimit;
 pub use reaper::spare_process;
+pub use stats::FunctionStats;
 pub use user::{DEFAULT_FUNCTION_USER, RunAs, RunAsError, check_reachable, protect_host_process};
 
 use pool::{Pool, PoolKey};
@@ -224,6 +226,9 @@ struct HostInner {
     /// redeploy that changes anything about the process gets a fresh pool (next to the old one
     /// until the sweeper forgets it) while an unchanged function keeps its warm processes.
     pools: Mutex<Pools>,
+    /// Each function's counters, by `AWS_LAMBDA_FUNCTION_NAME`, for the host's life (its pools
+    /// come and go).
+    counters: Mutex<HashMap<String, Arc<stats::Counters>>>,
     /// Variables for every function process started from now on (see
     /// [`FunctionHost::set_service_env`]).
     service_env: Arc<RwLock<Vec<(String, String)>>>,
@@ -265,6 +270,7 @@ impl FunctionHost {
             inner: Arc::new(HostInner {
                 opts,
                 pools: Mutex::new(HashMap::new()),
+                counters: Mutex::new(HashMap::new()),
                 service_env: Arc::default(),
                 shutting_down: AtomicBool::new(false),
                 sweeper_started: AtomicBool::new(false),
@@ -331,6 +337,25 @@ impl FunctionHost {
         let _ = tokio::task::spawn_blocking(reaper::kill_orphans).await;
     }
 
+    /// Each function's figures now, by `AWS_LAMBDA_FUNCTION_NAME` (sorted): every function
+    /// invoked since the host started, its processes and busy slots summed over its pools.
+    pub fn stats(&self) -> Vec<FunctionStats> {
+        let mut stats: Vec<FunctionStats> = {
+            let counters = self.inner.counters.lock().unwrap_or_else(PoisonError::into_inner);
+            counters.iter().map(|(name, c)| FunctionStats::new(name, c)).collect()
+        };
+        stats.sort_by(|a, b| a.function.cmp(&b.function));
+        let pools = self.inner.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in &mut stats {
+            for pool in pools.get(&s.function).map_or(&[][..], Vec::as_slice) {
+                let (processes, busy) = pool.load();
+                s.processes += processes;
+                s.busy += busy;
+            }
+        }
+        stats
+    }
+
     /// The pool of `f`. Once it exists this is one map lookup by function name and a field-by-field
     /// comparison with the pool's key: no allocation, no file access.
     fn pool_for(&self, f: &FunctionRef<'_>, concurrency: u32) -> Result<Arc<Pool>, InvokeError> {
@@ -377,7 +402,15 @@ impl FunctionHost {
             )),
         };
         let max_invocations = opts.max_invocations.max(1);
-        let pool = Arc::new(Pool::new(key, opts.scale_out_after, max_invocations, spawn));
+        let counters = Arc::clone(
+            self.inner
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key.launch.function_name.clone())
+                .or_default(),
+        );
+        let pool = Arc::new(Pool::new(key, opts.scale_out_after, max_invocations, spawn, counters));
         pools.push(Arc::clone(&pool));
         Ok(pool)
     }

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::process::{Handed, Launch, ProcShared, Process, Spawn};
+use crate::stats::Counters;
 
 /// The right to hand one invocation to a process. A process lives as long as one of its slots.
 pub(crate) struct Slot {
@@ -64,6 +65,8 @@ pub(crate) struct Pool {
     scale_out_after: Duration,
     max_invocations: u64,
     spawn_with: Spawn,
+    /// The function's counters (shared with its other pools).
+    counters: Arc<Counters>,
 }
 
 struct PoolState {
@@ -94,6 +97,7 @@ impl Pool {
         scale_out_after: Duration,
         max_invocations: u64,
         spawn_with: Spawn,
+        counters: Arc<Counters>,
     ) -> Self {
         let max_invocations = max_invocations.saturating_mul(u64::from(key.launch.slots()));
         let permits = Arc::new(Semaphore::new(key.concurrency as usize));
@@ -114,6 +118,7 @@ impl Pool {
             scale_out_after,
             max_invocations,
             spawn_with,
+            counters,
         }
     }
 
@@ -124,6 +129,13 @@ impl Pool {
 
     pub(crate) fn key(&self) -> &PoolKey {
         &self.key
+    }
+
+    /// Processes running and slots in use now.
+    pub(crate) fn load(&self) -> (u64, u64) {
+        let processes = self.lock().live.iter().filter(|p| !p.is_reaped()).count() as u64;
+        let free = self.permits.available_permits() as u64;
+        (processes, u64::from(self.key.concurrency).saturating_sub(free))
     }
 
     fn function(&self) -> &str {
@@ -155,7 +167,9 @@ impl Pool {
                     concurrency = self.key.concurrency,
                     "invocation waited for a free slot until its timeout"
                 );
-                return Err(InvokeError::Timeout);
+                let timed_out = Err(InvokeError::Timeout);
+                self.counters.answered(&timed_out);
+                return timed_out;
             }
         };
         // From here on the invocation runs in its own task, holding the permit: if the caller
@@ -163,7 +177,12 @@ impl Pool {
         // or is killed, and only then frees its slot. That keeps "busy processes <= permits" true
         // and never leaves a process stranded outside the pool.
         let pool = Arc::clone(self);
-        let task = tokio::spawn(async move { pool.run(event, deadline, permit).await });
+        let task = tokio::spawn(async move {
+            let result = pool.run(event, deadline, permit).await;
+            // Counted here, so an invocation whose caller went away counts too.
+            pool.counters.answered(&result);
+            result
+        });
         match task.await {
             Ok(result) => result,
             Err(err) => {
@@ -458,6 +477,9 @@ impl Pool {
     async fn spawn(&self) -> Result<Slot, InvokeError> {
         self.lock().starting += 1;
         let spawned = Process::spawn(&self.key.launch, &self.spawn_with).await.map(Arc::new);
+        if spawned.is_ok() {
+            self.counters.cold_start();
+        }
         let kept = {
             let mut state = self.lock();
             state.starting -= 1;

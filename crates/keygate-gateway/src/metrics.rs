@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -254,6 +255,67 @@ impl Collector for LogDrops {
         let access = self.access.as_ref().map_or(0, |a| a.load(Ordering::Relaxed));
         for (log, n) in [("access", access), ("other", (self.other)())] {
             ConstCounter::new(n).encode(family.encode_family(&[("log", log)])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The function host's figures, read at each scrape (`FunctionHost::stats`), by
+/// `function` (`AWS_LAMBDA_FUNCTION_NAME`): `keygate_function_processes`,
+/// `keygate_function_busy_slots`, and the counters `keygate_function_invocations_total`,
+/// `_errors_total`, `_timeouts_total`, `_cold_starts_total`.
+#[derive(Debug)]
+pub struct FunctionMetrics(keygate_functions::FunctionHost);
+
+impl FunctionMetrics {
+    /// Registers `host`'s figures in `registry` under `keygate_function_`.
+    pub fn register(registry: &mut Registry, host: keygate_functions::FunctionHost) {
+        registry.sub_registry_with_prefix("keygate").register_collector(Box::new(Self(host)));
+    }
+}
+
+impl Collector for FunctionMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use keygate_functions::FunctionStats;
+        let stats = self.0.stats();
+        type Field = fn(&FunctionStats) -> u64;
+        let gauges: [(&str, &str, Field); 2] = [
+            ("function_processes", "Function processes running (warm or busy)", |s| s.processes),
+            (
+                "function_busy_slots",
+                "Invocations holding a function slot (running, or starting their process)",
+                |s| s.busy,
+            ),
+        ];
+        let counters: [(&str, &str, Field); 4] = [
+            ("function_invocations", "Function invocations answered, failed or timed out", |s| {
+                s.invocations
+            }),
+            (
+                "function_errors",
+                "Function invocations that failed: handler error, crash, or a process that \
+                 could not start (timeouts are counted apart)",
+                |s| s.errors,
+            ),
+            ("function_timeouts", "Function invocations past their timeout", |s| s.timeouts),
+            ("function_cold_starts", "Function processes started for an invocation", |s| {
+                s.cold_starts
+            }),
+        ];
+        for (name, help, field) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &stats {
+                let labels = [("function", s.function.as_str())];
+                let value = i64::try_from(field(s)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, field) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in &stats {
+                let labels = [("function", s.function.as_str())];
+                ConstCounter::new(field(s)).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

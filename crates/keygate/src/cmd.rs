@@ -803,6 +803,7 @@ async fn serve(
         access_log.as_ref().map(keygate_gateway::access::AccessLog::dropped_counter),
         crate::log_lines_dropped,
     );
+    keygate_gateway::metrics::FunctionMetrics::register(&mut registry, functions.clone());
     let admin_state = Arc::new(keygate_admin::AdminState {
         store: control,
         master: master_key(data_dir)?,

@@ -98,6 +98,13 @@ async fn a_crash_is_reported_and_the_next_invocation_gets_a_fresh_process() {
     assert!(!process_exists(before), "the crashed process must be reaped (no zombie)");
     let after = pid(&invoke(&host, &svc.f(&spec), json!({})).await.unwrap());
     assert_ne!(before, after);
+    // What the metrics show: three invocations, the crash an error, two cold starts.
+    let stats = host.stats();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    let s = &stats[0];
+    assert_eq!(s.function, spec.function_name);
+    assert_eq!((s.invocations, s.errors, s.timeouts, s.cold_starts), (3, 1, 0, 2), "{s:?}");
+    assert_eq!((s.processes, s.busy), (1, 0), "{s:?}");
     host.shutdown().await;
 }
 
@@ -119,6 +126,8 @@ async fn a_timeout_kills_the_process_promptly() {
 
     let after = pid(&invoke(&host, &svc.f(&spec), json!({"sleep_ms": 0})).await.unwrap());
     assert_ne!(before, after, "the next invocation needs a fresh process");
+    let s = &host.stats()[0];
+    assert_eq!((s.invocations, s.errors, s.timeouts, s.cold_starts), (3, 0, 1, 2), "{s:?}");
     host.shutdown().await;
 }
 

@@ -285,6 +285,16 @@ async fn metrics_parse_as_openmetrics_and_count_the_requests_made() {
     assert_eq!(value("keygate_integration_duration_seconds_count", &stage), 3.0);
     assert!(value("keygate_table_version", &[]) >= 1.0);
     assert!(value("keygate_store_last_refresh_timestamp_seconds", &[]) > 1.7e9);
+    // The three admitted requests ran the example's list function: one process, warm.
+    assert_eq!(value("keygate_function_invocations_total", &[]), 3.0);
+    assert_eq!(value("keygate_function_errors_total", &[]), 0.0);
+    assert_eq!(value("keygate_function_timeouts_total", &[]), 0.0);
+    assert!(value("keygate_function_cold_starts_total", &[]) >= 1.0);
+    assert!(value("keygate_function_processes", &[]) >= 1.0);
+    assert_eq!(value("keygate_function_busy_slots", &[]), 0.0);
+    assert!(samples.iter().any(|(n, l, _)| n == "keygate_function_invocations_total"
+        && l.get("function").and_then(Value::as_str)
+            == Some("candidate-service-dev-listCandidates")));
     // The log queues kept up: present, and nothing dropped.
     for log in ["access", "other"] {
         let dropped = [("log", log)];
