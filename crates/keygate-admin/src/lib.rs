@@ -206,11 +206,11 @@ pub async fn serve(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, shutdown, ServeLimits::default()).await
+    serve_with(listener, state, shutdown, ServeLimits::default(), None).await
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes: HTTP/1.1 only, each
-/// connection bounded by `limits`. On shutdown it stops accepting, asks every connection to
+/// Serves the admin API on `listener` until `shutdown` completes: HTTP/1.1 only (HTTPS with
+/// `tls`, the handshake on the connection's own task), each connection bounded by `limits`. On shutdown it stops accepting, asks every connection to
 /// close after its current request and waits up to five seconds for them.
 ///
 /// # Errors
@@ -220,6 +220,7 @@ pub async fn serve_with(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServeLimits,
+    tls: Option<keygate_http::Tls>,
 ) -> std::io::Result<()> {
     let service = hyper_util::service::TowerToHyperService::new(
         router(state).layer(axum::middleware::from_fn_with_state(limits, deadline::body_deadline)),
@@ -237,7 +238,7 @@ pub async fn serve_with(
             slot = Arc::clone(&slots).acquire_owned() => slot,
         };
         let Ok(slot) = slot else { break };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -249,10 +250,21 @@ pub async fn serve_with(
                 }
             },
         };
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
         let mut stopping = stopping.clone();
+        let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let stream = match tls {
+                None => keygate_http::Stream::Plain(stream),
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "admin API: TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

@@ -58,7 +58,7 @@ async fn start_with(limits: ServeLimits) -> Admin {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits));
+    tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits, None));
     Admin { addr, state, _dir: dir, stop: Some(stop) }
 }
 

@@ -405,6 +405,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
         max_per_client: 0,
         max_buffered: 8 * MAX_RESPONSE_BYTES,
         drain: Duration::ZERO,
+        tls: None,
     };
     keygate_http::serve(listener, api, options, std::future::pending()).await;
 }

@@ -668,11 +668,12 @@ async fn load_snapshot(
     Ok(snapshot)
 }
 
-/// Serves `listener` until `shutdown` completes, then lets open connections finish for up to
-/// [`DRAIN_TIMEOUT`].
+/// Serves `listener` (HTTPS with `tls`) until `shutdown` completes, then lets open connections
+/// finish for up to [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    tls: Option<keygate_http::Tls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let options = keygate_http::Options {
@@ -684,6 +685,7 @@ pub async fn serve(
         max_per_client: MAX_CONNECTIONS_PER_CLIENT,
         max_buffered: MAX_BUFFERED,
         drain: DRAIN_TIMEOUT,
+        tls,
     };
     keygate_http::serve(listener, gateway, options, shutdown).await;
 }

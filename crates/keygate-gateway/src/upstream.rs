@@ -57,11 +57,7 @@ impl Pooled {
         if !self.wire.buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(
-            self.wire.stream.try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
+        self.wire.stream.is_quiet()
     }
 
     fn fresh(&mut self) -> bool {

@@ -9,10 +9,14 @@
 
 pub mod message;
 pub mod server;
+pub mod tls;
+pub mod transport;
 pub mod wire;
 
 pub use message::{Fields, Headers, InvalidHeader, Request, Response};
 pub use server::{Admit, Options, Service, serve};
+pub use tls::Tls;
+pub use transport::Stream;
 
 /// For the fuzz targets (`fuzz/`) only: parses every complete request head at the start of
 /// `data`, as the server does, until one is incomplete or refused.

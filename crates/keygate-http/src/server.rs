@@ -49,16 +49,17 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::message::{Fields, Request, Response};
+use crate::transport::Stream;
 use crate::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
 
 /// How a server reads requests and stops.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Largest request body read; a larger one gets [`Service::too_large`] and the connection is
     /// closed.
@@ -82,6 +83,9 @@ pub struct Options {
     pub max_buffered: usize,
     /// After shutdown starts, how long connections may take to finish the request they are on.
     pub drain: Duration,
+    /// Serve HTTPS with this certificate (`None`: plain HTTP). The handshake happens on the
+    /// connection's own task, within [`crate::tls::HANDSHAKE_TIMEOUT`].
+    pub tls: Option<crate::Tls>,
 }
 /// Bodies up to this size are copied behind the head and sent with it in one write.
 const COALESCE: usize = 16 * 1024;
@@ -185,16 +189,24 @@ pub async fn serve<S: Service>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection::new(
-            stream,
-            peer,
-            Arc::clone(&service),
-            &options,
-            Arc::clone(&budget),
-            stopped.clone(),
-        );
+        let service = Arc::clone(&service);
+        let options_ = options.clone();
+        let budget = Arc::clone(&budget);
+        let stopped = stopped.clone();
         connections.spawn(async move {
-            conn.run().await;
+            let stream = match &options_.tls {
+                None => Stream::Plain(stream),
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        // A scanner, a client that distrusts the certificate, plain HTTP on
+                        // the HTTPS port: nothing to answer.
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            Connection::new(stream, peer, service, &options_, budget, stopped).run().await;
             drop(slot);
         });
     }
@@ -406,7 +418,7 @@ impl<S> Connection<S> {
 
 impl<S: Service> Connection<S> {
     fn new(
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         service: Arc<S>,
         options: &Options,
@@ -608,14 +620,15 @@ impl<S: Service> Connection<S> {
         }
         if expects_continue && self.wire.buf.is_empty() {
             let mut deadline = None;
-            write_all(
-                &mut self.wire.stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                self.write_timeout,
-                &mut deadline,
-            )
-            .await
-            .map_err(|_| Stop::Quiet)?;
+            self.wire
+                .stream
+                .write_all_within(
+                    b"HTTP/1.1 100 Continue\r\n\r\n",
+                    self.write_timeout,
+                    &mut deadline,
+                )
+                .await
+                .map_err(|_| Stop::Quiet)?;
         }
         if let Some(limit) = self.body_timeout {
             self.wire.expire_in(limit);
@@ -678,45 +691,15 @@ impl<S: Service> Connection<S> {
         let mut deadline = None;
         if send_body && body.len() <= COALESCE {
             out.extend_from_slice(body);
-            write_all(stream, out, limit, &mut deadline).await
+            stream.write_all_within(out, limit, &mut deadline).await
         } else {
-            write_all(stream, out, limit, &mut deadline).await?;
+            stream.write_all_within(out, limit, &mut deadline).await?;
             if send_body {
-                write_all(stream, body, limit, &mut deadline).await?;
+                stream.write_all_within(body, limit, &mut deadline).await?;
             }
             Ok(())
         }
     }
-}
-
-/// Writes all of `buf`, by `limit` after the first time the socket is full (`deadline` keeps that
-/// instant across calls for one answer). A socket with room takes the bytes without a timer: the
-/// timer is armed only when the client is not reading fast enough.
-async fn write_all(
-    stream: &mut TcpStream,
-    mut buf: &[u8],
-    limit: Option<Duration>,
-    deadline: &mut Option<Instant>,
-) -> std::io::Result<()> {
-    use std::io::ErrorKind;
-    while !buf.is_empty() {
-        match stream.try_write(buf) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => match limit {
-                None => stream.writable().await?,
-                Some(limit) => {
-                    let at = *deadline.get_or_insert_with(|| Instant::now() + limit);
-                    tokio::time::timeout_at(at, stream.writable())
-                        .await
-                        .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??;
-                }
-            },
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Parses the buffered head, if it is complete, and takes it out of the buffer.
@@ -1023,6 +1006,7 @@ mod tests {
             max_per_client: 0,
             max_buffered: 4 * MAX_REQUEST_BODY,
             drain: Duration::from_secs(5),
+            tls: None,
         }
     }
 

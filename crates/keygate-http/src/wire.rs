@@ -6,10 +6,10 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::transport::Stream;
 use bytes::{Buf, Bytes, BytesMut};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::message::Fields;
@@ -158,7 +158,7 @@ pub async fn passed(deadline: &mut Option<Deadline>) {
 
 /// One connection: the stream, what has been read and not consumed, and the read deadline.
 pub struct Wire {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: BytesMut,
     /// `None`: reads never time out.
     pub deadline: Option<Deadline>,
@@ -168,9 +168,13 @@ pub struct Wire {
 }
 
 impl Wire {
-    pub fn new(stream: TcpStream, timeout: Option<Duration>, restart_on_progress: bool) -> Self {
+    pub fn new(
+        stream: impl Into<Stream>,
+        timeout: Option<Duration>,
+        restart_on_progress: bool,
+    ) -> Self {
         Self {
-            stream,
+            stream: stream.into(),
             buf: BytesMut::with_capacity(4096),
             deadline: timeout.map(Deadline::new),
             restart_on_progress,

@@ -355,6 +355,7 @@ async fn smuggling_vectors_are_framed_one_way_only() {
             max_per_client: 0,
             max_buffered: 4 * MAX_BODY,
             drain: Duration::from_secs(1),
+            tls: None,
         };
         let server =
             tokio::spawn(serve(listener, Arc::clone(&echo), options, std::future::pending()));

@@ -236,6 +236,14 @@ pub(crate) struct ListenArgs {
     /// it is answered before routing, so pick one no stage uses.
     #[arg(long, env = "KEYGATE_READY_PATH", value_parser = ready_path)]
     pub(crate) ready_path: Option<String>,
+    /// Serve HTTPS on both listeners with this certificate chain (PEM, the server's certificate
+    /// first, then intermediates); needs --tls-key. Both files are read again on SIGHUP: a
+    /// renewed certificate is served to new connections, open ones keep theirs.
+    #[arg(long, env = "KEYGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or SEC1 EC).
+    #[arg(long, env = "KEYGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Write the access log (one line per request) to FILE instead of stderr: appended to,
     /// created with mode 0640, reopened on SIGHUP (for logrotate).
     #[arg(long, env = "KEYGATE_ACCESS_LOG", value_name = "FILE", conflicts_with = "no_access_log")]

@@ -740,7 +740,12 @@ async fn serve(
     admin: TcpListener,
     listen: &crate::cli::ListenArgs,
 ) -> Result<()> {
-    // Opened first: a file that cannot be written stops keygate before anything starts.
+    // Read first: a certificate or a log file that cannot be used stops keygate before anything
+    // starts.
+    let tls = match (&listen.tls_cert, &listen.tls_key) {
+        (Some(cert), Some(key)) => Some(keygate_http::Tls::load(cert, key)?),
+        _ => None,
+    };
     let (access_log, access_writer) = start_access_log(listen)?.unzip();
     // The deployed services' tables and stream events: their engine runs as long as the gateway.
     // Reads, and the admin API's changes (each request acts as its authenticated caller).
@@ -808,24 +813,35 @@ async fn serve(
         store: control,
         master: master_key(data_dir)?,
         region: listen.admin_region.clone(),
-        console: keygate_admin::console::Console::default(),
+        // Under TLS the session cookie is `Secure`.
+        console: keygate_admin::console::Console::new(
+            keygate_admin::console::DEFAULT_SESSION_TTL,
+            Arc::new(keygate_limits::clock::SystemClock),
+            tls.is_some(),
+        ),
         health: Arc::clone(&health),
         metrics: Arc::new(registry),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_tls = tls.clone();
     let admin_task = tokio::spawn(async move {
         let mut rx = stop_rx;
         let stopped = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = keygate_admin::serve(admin, admin_state, stopped).await {
+        let limits = keygate_admin::ServeLimits::default();
+        if let Err(e) =
+            keygate_admin::serve_with(admin, admin_state, stopped, limits, admin_tls).await
+        {
             tracing::error!(error = %e, "admin API failed");
         }
     });
     let clock = Arc::new(keygate_limits::clock::SystemClock);
-    // Only with a file to reopen: otherwise SIGHUP keeps its meaning (a closed terminal stops
-    // `keygate up`).
-    let reopen = access_log.clone().filter(|_| listen.access_log.is_some()).map(reopen_on_hangup);
+    // Only with a file to reopen or a certificate to reload: otherwise SIGHUP keeps its meaning
+    // (a closed terminal stops `keygate up`).
+    let log_file = access_log.clone().filter(|_| listen.access_log.is_some());
+    let reload =
+        (log_file.is_some() || tls.is_some()).then(|| reload_on_hangup(log_file, tls.clone()));
     let options = keygate_gateway::Options {
         health,
         ready_path: listen.ready_path.clone(),
@@ -838,20 +854,21 @@ async fn serve(
     let refresh = gateway.spawn_refresh();
     let flush = gateway.spawn_flush();
     let shutdown = shutdown_signal();
-    println!("keygate listening on http://{addr}");
-    println!("keygate admin listening on http://{admin_addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("keygate listening on {scheme}://{addr}");
+    println!("keygate admin listening on {scheme}://{admin_addr}");
     println!(
-        "keygate console on http://{admin_addr}/ (sign in with a token from `keygate admin token \
-         create`)"
+        "keygate console on {scheme}://{admin_addr}/ (sign in with a token from `keygate admin \
+         token create`)"
     );
     tracing::info!(%addr, %admin_addr, "gateway listening");
-    keygate_gateway::serve(listener, Arc::clone(&gateway), shutdown).await;
+    keygate_gateway::serve(listener, Arc::clone(&gateway), tls, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     refresh.abort();
     flush.abort();
-    if let Some(reopen) = reopen {
-        reopen.abort();
+    if let Some(reload) = reload {
+        reload.abort();
     }
     // Stream pollers first: no new invocation starts while the functions are stopped.
     let _ = streams_stop.send(true);
@@ -886,20 +903,35 @@ fn start_access_log(
     Ok(Some(started))
 }
 
-/// Reopens the access-log file on each SIGHUP (after logrotate moved it). The handler replaces
-/// SIGHUP's default action (exit) for the rest of the process: installed only when the log
-/// goes to a file.
-fn reopen_on_hangup(log: keygate_gateway::access::AccessLog) -> tokio::task::JoinHandle<()> {
+/// On each SIGHUP: reopens the access-log file (after logrotate moved it) and reads the TLS
+/// certificate and key again (a failed read keeps the pair served so far, and says why). The
+/// handler replaces SIGHUP's default action (exit) for the rest of the process: installed only
+/// when there is a file or a certificate.
+fn reload_on_hangup(
+    log: Option<keygate_gateway::access::AccessLog>,
+    tls: Option<keygate_http::Tls>,
+) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let hangup = signal(SignalKind::hangup());
     tokio::spawn(async move {
         let Ok(mut hangup) = hangup else {
-            tracing::warn!("cannot handle SIGHUP: the access log will not be reopened");
+            tracing::warn!("cannot handle SIGHUP: nothing will be reloaded");
             return;
         };
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reopening the access log");
-            log.reopen();
+            if let Some(log) = &log {
+                tracing::info!("SIGHUP: reopening the access log");
+                log.reopen();
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: cannot reload the TLS certificate; serving the one loaded before"
+                    ),
+                }
+            }
         }
     })
 }

@@ -25,4 +25,5 @@ mod runtimes;
 mod seed;
 mod support;
 mod tables;
+mod tls;
 mod watchdog;

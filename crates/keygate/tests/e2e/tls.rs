@@ -1,0 +1,214 @@
+//! HTTPS on both listeners (`--tls-cert`, `--tls-key`): the 403/200 story over TLS, the admin
+//! API and the console's `Secure` cookie, and SIGHUP swapping the certificate for new
+//! connections while an open one goes on with its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::support::*;
+
+/// A test CA, and leaf certificates for `localhost` it signs.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "keygate test CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// Writes a leaf for `localhost` named `name` to `dir`: (cert file, key file, its DER).
+    fn leaf(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert_file, key_file) =
+            (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (cert_file, key_file, cert.der().clone())
+    }
+
+    fn connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let mut config =
+            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// A TLS connection to `base` (`https://127.0.0.1:PORT`) verified against the CA as `localhost`.
+async fn connect(ca: &Ca, base: &str) -> TlsStream<TcpStream> {
+    let addr = base.strip_prefix("https://").expect("an https:// address");
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    ca.connector().connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// The certificate the server presented on `s`.
+fn served(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+/// One keep-alive HTTP/1.1 exchange on `s`: (status, head, body).
+async fn exchange(s: &mut TlsStream<TcpStream>, request: &str) -> (u16, String, String) {
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let status = head[9..12].parse().unwrap();
+                let body = text[end + 4..end + 4 + length].to_owned();
+                return (status, head.to_owned(), body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before a whole answer: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn get(path: &str, key: Option<&str>) -> String {
+    let key = key.map(|k| format!("x-api-key: {k}\r\n")).unwrap_or_default();
+    format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n{key}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_serves_the_key_story_and_sighup_swaps_the_certificate() {
+    let env = Env::new();
+    let key = Env::key_value(&env.deploy(&example_yml(), &[]));
+    let token = env.json(&["admin", "token", "create"])["token"].as_str().unwrap().to_owned();
+    let ca = Ca::new();
+    let (cert_file, key_file, first) = ca.leaf(env.path(), "first");
+    let (c, k) = (cert_file.to_str().unwrap(), key_file.to_str().unwrap());
+    let srv =
+        env.start(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", c, "--tls-key", k], &[]);
+    assert!(srv.base.starts_with("https://") && srv.admin.starts_with("https://"), "{}", srv.base);
+
+    let mut open = connect(&ca, &srv.base).await;
+    assert_eq!(served(&open), first);
+    assert_eq!(open.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (status, _, body) = exchange(&mut open, &get("/dev/candidates", None)).await;
+    assert_eq!((status, body.as_str()), (403, r#"{"message":"Forbidden"}"#));
+    let (status, _, body) = exchange(&mut open, &get("/dev/candidates", Some(&key))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The admin listener: its API, and the console's cookie marked Secure.
+    let mut admin = connect(&ca, &srv.admin).await;
+    let (status, _, body) = exchange(&mut admin, &get("/healthz", None)).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let form = format!("token={token}");
+    let signin = format!(
+        "POST /console/signin HTTP/1.1\r\nhost: localhost\r\ncontent-type: \
+         application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let (status, head, _) = exchange(&mut admin, &signin).await;
+    assert_eq!(status, 303, "{head}");
+    let cookie = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(srv.base.strip_prefix("https://").unwrap()).await.unwrap();
+    plain.write_all(get("/dev/candidates", Some(&key)).as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut got)).await;
+    assert!(!String::from_utf8_lossy(&got).contains("HTTP/1.1"), "{got:?}");
+
+    // Renewal: new files in place, then SIGHUP.
+    let (new_cert, new_key, second) = ca.leaf(env.path(), "second");
+    std::fs::rename(&new_cert, &cert_file).unwrap();
+    std::fs::rename(&new_key, &key_file).unwrap();
+    let hup = || {
+        let pid = srv.pid().to_string();
+        assert!(
+            std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success()
+        );
+    };
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut fresh = connect(&ca, &srv.base).await;
+        if served(&fresh) == second {
+            let (status, _, _) = exchange(&mut fresh, &get("/dev/candidates", Some(&key))).await;
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new certificate was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut fresh_admin = connect(&ca, &srv.admin).await;
+    assert_eq!(served(&fresh_admin), second, "the admin listener serves the new one too");
+    assert_eq!(exchange(&mut fresh_admin, &get("/healthz", None)).await.0, 200);
+    // The connection opened before goes on, with the certificate it was opened with.
+    let (status, _, _) = exchange(&mut open, &get("/dev/candidates", Some(&key))).await;
+    assert_eq!(status, 200);
+    assert_eq!(served(&open), first);
+
+    // A broken renewal keeps what is served, and says why.
+    std::fs::write(
+        &key_file,
+        "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.logs().contains("cannot reload the TLS certificate") {
+        assert!(Instant::now() < deadline, "no reload error logged:\n{}", srv.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut after = connect(&ca, &srv.base).await;
+    assert_eq!(served(&after), second);
+    assert_eq!(exchange(&mut after, &get("/dev/candidates", None)).await.0, 403);
+    let log = srv.log.clone();
+    srv.stop();
+    let logs = std::fs::read_to_string(log).unwrap();
+    assert!(!logs.contains("not base64"), "key file contents in the logs");
+
+    // Unusable files stop keygate at start, saying which and what to do.
+    let (other_cert, _, _) = ca.leaf(env.path(), "other");
+    let oc = other_cert.to_str().unwrap();
+    for (cert, key, said) in [
+        ("/nonexistent.crt", oc, "cannot read the TLS certificate /nonexistent.crt"),
+        (oc, oc, "holds no private key"),
+        (oc, k, "not valid PEM"),
+    ] {
+        let out =
+            env.run(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{said:?} not in {err}");
+    }
+    let out = env.run(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", oc]);
+    assert!(!out.status.success(), "a certificate without its key is refused");
+}
