@@ -38,7 +38,7 @@ const HTTP: Section = Section {
 /// The keys of an http event's `request`.
 const REQUEST: Section = Section {
     what: "key in request",
-    used: &["uri"],
+    used: &["uri", "tlsConfig"],
     ignored: &[
         "contentHandling",
         "method",
@@ -49,6 +49,10 @@ const REQUEST: Section = Section {
         "template",
     ],
 };
+
+/// The keys of `request.tlsConfig` (API Gateway's integration `tlsConfig`).
+const TLS_CONFIG: Section =
+    Section { what: "key in tlsConfig", used: &["insecureSkipVerification"], ignored: &[] };
 
 /// The event types Serverless defines: keygate serves `http` and notes the others as ignored.
 const EVENTS: Section = Section {
@@ -233,6 +237,7 @@ impl Ctx<'_> {
         let mut cors = None;
         let mut integration: Option<(String, Mark, FieldPath)> = None;
         let mut uri: Option<(String, Mark, FieldPath)> = None;
+        let mut skip_verification: Option<(bool, Mark, FieldPath)> = None;
         let mut ok = true;
         let (mut has_path, mut has_method) = (false, false);
         for e in entries {
@@ -268,6 +273,17 @@ impl Ctx<'_> {
                         if r.key == "uri" {
                             uri =
                                 self.string(&r.value, &rp, "a URL").map(|s| (s, r.value.mark, rp));
+                        } else if r.key == "tlsConfig" {
+                            let settings = self.map(&r.value, &rp, "a map of TLS settings");
+                            for t in settings.unwrap_or_default() {
+                                let tp = rp.key(&t.key);
+                                if t.key == "insecureSkipVerification" {
+                                    skip_verification =
+                                        self.boolean(&t.value, &tp).map(|b| (b, t.value.mark, tp));
+                                } else {
+                                    self.other_key(&t.key, t.key_mark, &tp, &TLS_CONFIG);
+                                }
+                            }
                         } else {
                             self.other_key(&r.key, r.key_mark, &rp, &REQUEST);
                         }
@@ -322,6 +338,25 @@ impl Ctx<'_> {
                 Some(Integration::LambdaProxy)
             }
             Some((kind, mark, p)) => self.integration(&kind, mark, &p, uri.take(), key_mark, path),
+        };
+        // Only an https:// http-proxy upstream has a certificate to verify.
+        let integration = match (integration, skip_verification) {
+            (Some(Integration::HttpProxy { uri, .. }), Some((skip, _, _)))
+                if uri.starts_with("https://") =>
+            {
+                Some(Integration::HttpProxy { uri, insecure_skip_verification: skip })
+            }
+            (integration, Some((_, mark, p))) => {
+                self.error(
+                    mark,
+                    &p,
+                    "tlsConfig applies only to an http-proxy integration whose request.uri starts \
+                     with https://; remove it",
+                );
+                ok = false;
+                integration
+            }
+            (integration, None) => integration,
         };
         if !ok {
             return None;
@@ -380,7 +415,7 @@ impl Ctx<'_> {
                     );
                     return None;
                 }
-                Some(Integration::HttpProxy { uri })
+                Some(Integration::HttpProxy { uri, insecure_skip_verification: false })
             }
             "lambda" | "aws" => {
                 self.error(

@@ -682,7 +682,10 @@ fn http_events() {
                 assert_eq!(cors.cache_control.as_deref(), Some("max-age=600"));
                 assert_eq!(
                     ev[1].integration,
-                    Integration::HttpProxy { uri: "https://backend.example/{proxy}".into() }
+                    Integration::HttpProxy {
+                        uri: "https://backend.example/{proxy}".into(),
+                        insecure_skip_verification: false
+                    }
                 );
                 assert_eq!(ev[2].integration, Integration::Mock);
                 let c2 = ev[2].cors.as_ref().unwrap();
@@ -858,6 +861,85 @@ fn http_events() {
                 "serverless.yml:14:9: functions.b.events[1].http: the route GET /items/{itemId} is \
                  already declared at functions.a.events[0].http (line 9); declare each method and \
                  path once",
+            ]),
+        ),
+        case(
+            "tlsConfig: API Gateway's insecureSkipVerification on an https upstream",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          integration: http-proxy
+                |          request:
+                |            uri: https://self-signed.internal/a
+                |            tlsConfig:
+                |              insecureSkipVerification: true
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(
+                    l.definition.functions[0].events[0].integration,
+                    Integration::HttpProxy {
+                        uri: "https://self-signed.internal/a".into(),
+                        insecure_skip_verification: true
+                    }
+                );
+            }),
+        ),
+        case(
+            "tlsConfig where it cannot apply, with an unknown key or a value that is no boolean",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          integration: http-proxy
+                |          request:
+                |            uri: http://plain.internal/a
+                |            tlsConfig:
+                |              insecureSkipVerification: true
+                |      - http:
+                |          path: b
+                |          method: get
+                |          integration: http-proxy
+                |          request:
+                |            uri: https://up.internal/b
+                |            tlsConfig:
+                |              insecureSkipVerifcation: true
+                |              serverNameToVerify: up.internal
+                |      - http:
+                |          path: c
+                |          method: get
+                |          integration: http-proxy
+                |          request:
+                |            uri: https://up.internal/c
+                |            tlsConfig:
+                |              insecureSkipVerification: sometimes
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:16:41: functions.f.events[0].http.request.tlsConfig.\
+                 insecureSkipVerification: tlsConfig applies only to an http-proxy integration \
+                 whose request.uri starts with https://; remove it",
+                "serverless.yml:24:15: functions.f.events[1].http.request.tlsConfig.\
+                 insecureSkipVerifcation: unknown key in tlsConfig; did you mean \
+                 `insecureSkipVerification`?",
+                "serverless.yml:25:15: functions.f.events[1].http.request.tlsConfig.\
+                 serverNameToVerify: unknown key in tlsConfig; keygate reads \
+                 insecureSkipVerification here (and ignores the other keys Serverless defines): \
+                 check the spelling, or pass --allow-unknown to ignore it",
+                "serverless.yml:33:41: functions.f.events[2].http.request.tlsConfig.\
+                 insecureSkipVerification: expected true or false (a YAML boolean, unquoted), \
+                 found \"sometimes\"",
             ]),
         ),
         case(

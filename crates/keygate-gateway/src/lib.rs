@@ -35,6 +35,7 @@ pub mod event;
 mod integrate;
 mod respond;
 mod upstream;
+mod upstream_tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
 //! The `http-proxy` integration: forward the request to `request.uri` with path parameters
-//! substituted, over pooled keep-alive HTTP/1.1 connections.
+//! substituted, over pooled keep-alive HTTP/1.1 connections, plain or TLS (`https://`, with
+//! `upstream_tls`'s connectors: the certificate verified unless the route opted out).
 //!
 //! The client is keygate's own, on the same wire pieces as the server (`keygate_http::wire`): the
 //! request's head is written with its body in one `write()`, the response head is parsed with
@@ -22,11 +23,14 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Uri, Version};
 use keygate_types::response::GatewayError;
+use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use keygate_http::wire::{self as h1, MAX_HEAD, MAX_HEADERS, ReadError, Wire};
-use keygate_http::{Fields, Headers, Request, Response};
+use keygate_http::{Fields, Headers, Request, Response, Stream};
+
+use crate::upstream_tls;
 
 use crate::respond::X_AMZN_REQUEST_ID;
 
@@ -156,7 +160,8 @@ impl Upstream {
         Self { pool }
     }
 
-    /// Forwards one request. Gateway errors: 502 `Internal server error` for an unreachable or
+    /// Forwards one request (`insecure`: the route's `tlsConfig.insecureSkipVerification`).
+    /// Gateway errors: 502 `Internal server error` for an unreachable or
     /// broken upstream (API Gateway's answer to an integration failure), 504 after [`TIMEOUT`].
     /// `resource` is the route's path template (`users/{id}`, `{proxy+}`): it says which
     /// parameters may span segments.
@@ -165,6 +170,7 @@ impl Upstream {
         template: &str,
         resource: &str,
         fixed: Option<&Target>,
+        insecure: bool,
         params: &[(String, String)],
         request: &Request,
     ) -> Result<Response, GatewayError> {
@@ -173,7 +179,8 @@ impl Upstream {
         let target = match fixed {
             Some(t) if request.query().is_none_or(str::is_empty) => t,
             _ => {
-                let path = Target::new(template, resource, params, request.query());
+                let path = Target::new(template, resource, params, request.query())
+                    .map(|t| t.verification(insecure));
                 built = path.map_err(|e| match e {
                     TargetError::Path(why) => {
                         tracing::info!(uri = %template, "http-proxy path parameter refused: {why}");
@@ -210,7 +217,7 @@ impl Upstream {
     ) -> Result<Response, Failure> {
         let mut reuse = true;
         loop {
-            let pooled = if reuse { self.pool.checkout(&target.authority) } else { None };
+            let pooled = if reuse { self.pool.checkout(&target.pool_key) } else { None };
             let reused = pooled.is_some();
             let mut c = match pooled {
                 Some(c) => c,
@@ -220,7 +227,7 @@ impl Upstream {
             match round_trip(&mut c, method, head, body).await {
                 Ok((res, keep)) => {
                     if keep {
-                        self.pool.checkin(&target.authority, c);
+                        self.pool.checkin(&target.pool_key, c);
                     }
                     return Ok(res);
                 }
@@ -253,6 +260,8 @@ async fn round_trip(
         if body.len() > COALESCE {
             wire.stream.write_all(body).await?;
         }
+        // TLS keeps what the socket did not take until flushed (nothing to do on plain TCP).
+        wire.stream.flush().await?;
         Ok::<_, std::io::Error>(())
     };
     let written = tokio::select! {
@@ -348,7 +357,10 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
+/// A new connection to `target`, its TLS handshake done for an `https://` one; connecting and
+/// the handshake together within [`TIMEOUT`].
 async fn connect(target: &Target) -> Result<Pooled, Failure> {
+    let started = tokio::time::Instant::now();
     let stream = match tokio::time::timeout(
         TIMEOUT,
         TcpStream::connect((target.host.as_str(), target.port)),
@@ -360,6 +372,26 @@ async fn connect(target: &Target) -> Result<Pooled, Failure> {
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
+    let stream = match target.tls {
+        Tls::Plain => Stream::Plain(stream),
+        Tls::Verified | Tls::AnyIssuer => {
+            let connector = match target.tls {
+                Tls::AnyIssuer => upstream_tls::any_issuer(),
+                _ => upstream_tls::verified().map_err(Failure::Broken)?,
+            };
+            let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+                Failure::Broken(format!("{:?} cannot be a TLS server name: {e}", target.host))
+            })?;
+            match tokio::time::timeout_at(started + TIMEOUT, connector.connect(name, stream)).await
+            {
+                Err(_) => return Err(Failure::TimedOut),
+                Ok(Err(e)) => {
+                    return Err(Failure::Broken(format!("TLS handshake failed: {e}")));
+                }
+                Ok(Ok(s)) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
+            }
+        }
+    };
     Ok(Pooled { wire: Wire::new(stream, Some(TIMEOUT), false), idle_since: Instant::now() })
 }
 
@@ -404,21 +436,49 @@ fn encode_request(out: &mut Vec<u8>, target: &Target, request: &Request) {
     }
 }
 
-/// Where one request goes: the pool key, the address and the request target.
+/// Where one request goes: the pool key, the address, TLS and the request target.
 #[derive(Debug)]
 pub(crate) struct Target {
-    /// `host[:port]` as written in the template: the pool key and the `Host` header.
+    /// `host[:port]` as written in the template: the `Host` header.
     authority: String,
+    /// Connections are shared by the targets with the same one: scheme, authority and whether
+    /// the certificate was verified.
+    pool_key: String,
     host: String,
     port: u16,
+    tls: Tls,
     path: PathAndQuery,
+}
+
+/// How a target's connections are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// `http://`.
+    Plain,
+    /// `https://`, the certificate verified against the system's roots.
+    Verified,
+    /// `https://` with `insecureSkipVerification`: any issuer, the rest verified.
+    AnyIssuer,
 }
 
 impl Target {
     /// The target of an `http-proxy` URI that has no parameters to substitute (parsed once,
     /// when the table is built); `None` when it has some.
-    pub(crate) fn fixed(uri: &str) -> Option<Self> {
-        if uri.contains('{') { None } else { Self::new(uri, "", &[], None).ok() }
+    pub(crate) fn fixed(uri: &str, insecure: bool) -> Option<Self> {
+        if uri.contains('{') {
+            None
+        } else {
+            Self::new(uri, "", &[], None).ok().map(|t| t.verification(insecure))
+        }
+    }
+
+    /// With `insecure` (`insecureSkipVerification`), an `https://` target accepts any issuer.
+    fn verification(mut self, insecure: bool) -> Self {
+        if insecure && self.tls == Tls::Verified {
+            self.tls = Tls::AnyIssuer;
+            self.pool_key.push_str("#any-issuer");
+        }
+        self
     }
 
     fn new(
@@ -434,12 +494,14 @@ impl Target {
         }
         let config = |why: String| TargetError::Config(why);
         let uri: Uri = target.parse().map_err(|e| config(format!("not a valid URI: {e}")))?;
-        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
-            return Err(config("only http:// upstreams are supported".into()));
-        }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (Tls::Plain, 80),
+            Some("https") => (Tls::Verified, 443),
+            _ => return Err(config("only http:// and https:// upstreams are supported".into())),
+        };
         let authority = uri.authority().ok_or_else(|| config("no host".into()))?;
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(default_port);
         let authority = authority.as_str().rsplit('@').next().unwrap_or_default().to_owned();
         let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         // The backstop: whatever the parameters held, the path still starts with the
@@ -450,7 +512,9 @@ impl Target {
                 return Err(TargetError::Path("the path would leave the integration's URI"));
             }
         }
-        Ok(Self { authority, host, port, path })
+        let scheme = if tls == Tls::Plain { "http" } else { "https" };
+        let pool_key = format!("{scheme}://{authority}");
+        Ok(Self { authority, pool_key, host, port, tls, path })
     }
 }
 
@@ -662,7 +726,20 @@ mod tests {
         assert_eq!(t.path.as_str(), "/a?x=1&y=2");
         let t = Target::new("http://[::1]/", "", &[], None).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));
-        assert!(Target::new("https://example.com/", "", &[], None).is_err());
+        let t = Target::new("https://example.com/", "", &[], None).unwrap();
+        assert_eq!(
+            (t.port, t.tls, t.pool_key.as_str()),
+            (443, Tls::Verified, "https://example.com")
+        );
+        let t = t.verification(true);
+        assert_eq!(
+            (t.tls, t.pool_key.as_str()),
+            (Tls::AnyIssuer, "https://example.com#any-issuer")
+        );
+        // Plain http has nothing to skip.
+        let t = Target::new("http://example.com/", "", &[], None).unwrap().verification(true);
+        assert_eq!((t.tls, t.pool_key.as_str()), (Tls::Plain, "http://example.com"));
+        assert!(Target::new("ftp://example.com/", "", &[], None).is_err());
     }
 
     #[test]
@@ -769,7 +846,7 @@ mod tests {
         let fixed = Target::new(uri, "", &[], None).ok();
         let mut req = req.clone();
         req.body = Bytes::from_static(body.as_bytes());
-        up.forward(uri, "", fixed.as_ref(), &[], &req).await
+        up.forward(uri, "", fixed.as_ref(), false, &[], &req).await
     }
 
     #[tokio::test]
@@ -860,5 +937,99 @@ mod tests {
             let r = forward(&up, &uri, &parts("POST", "/x", &[]), "").await;
             assert_eq!(r.unwrap_err(), GatewayError::InternalServerError, "{answer}");
         }
+    }
+
+    /// An HTTPS upstream answering `ok` to every request on keep-alive connections, with a
+    /// self-signed certificate for `names`: its `https://` URI and how many connections it took.
+    async fn tls_upstream(
+        names: &[&str],
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>, tempfile::TempDir) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).unwrap();
+        let (cert, key) = (dir.path().join("up.crt"), dir.path().join("up.key"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+        let tls = keygate_http::Tls::load(&cert, &key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&conns);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = tls.clone();
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(mut s) = tls.accept(tcp).await else { return };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..i + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(answer).await.is_err() || s.flush().await.is_err() {
+                                return;
+                            }
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+        (format!("https://localhost:{port}/up"), conns, dir)
+    }
+
+    async fn forward_tls(
+        up: &Upstream,
+        uri: &str,
+        insecure: bool,
+    ) -> Result<Response, GatewayError> {
+        let fixed = Target::fixed(uri, insecure);
+        up.forward(uri, "", fixed.as_ref(), insecure, &[], &parts("GET", "/x", &[])).await
+    }
+
+    #[tokio::test]
+    async fn https_upstreams_are_verified_unless_the_route_opts_out_and_connections_are_reused() {
+        use std::sync::atomic::Ordering;
+        let (uri, conns, _dir) = tls_upstream(&["localhost"]).await;
+        let up = Upstream::new();
+        // Self-signed: no trusted root vouches for it.
+        assert_eq!(
+            forward_tls(&up, &uri, false).await.unwrap_err(),
+            GatewayError::InternalServerError
+        );
+        // Opted out: the issuer is not checked, the connection is kept and reused.
+        for _ in 0..3 {
+            let r = forward_tls(&up, &uri, true).await.unwrap();
+            assert_eq!((r.status, r.body.as_ref()), (StatusCode::OK, &b"ok"[..]));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "one TLS connection for three requests");
+        // A path with parameters builds its target per request, opted out the same way.
+        let template = uri.replace("/up", "/{proxy}");
+        let params = vec![("proxy".to_owned(), "p".to_owned())];
+        let r =
+            up.forward(&template, "{proxy+}", None, true, &params, &parts("GET", "/x", &[])).await;
+        assert_eq!(r.unwrap().status, StatusCode::OK);
+        let r =
+            up.forward(&template, "{proxy+}", None, false, &params, &parts("GET", "/x", &[])).await;
+        assert_eq!(r.unwrap_err(), GatewayError::InternalServerError);
+    }
+
+    #[tokio::test]
+    async fn opting_out_still_checks_the_name() {
+        let (uri, conns, _dir) = tls_upstream(&["other.example"]).await;
+        let up = Upstream::new();
+        assert_eq!(
+            forward_tls(&up, &uri, true).await.unwrap_err(),
+            GatewayError::InternalServerError
+        );
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 0, "no handshake completed");
     }
 }

@@ -313,8 +313,16 @@ impl Default for Cors {
 pub enum Integration {
     /// The function behind the event, with the REST payload 1.0 event (the default).
     LambdaProxy,
-    /// Forward to `uri` (with `{proxy}` and path parameters substituted).
-    HttpProxy { uri: String },
+    /// Forward to `uri` (with `{proxy}` and path parameters substituted). An `https://`
+    /// upstream's certificate is verified against the system's roots, unless
+    /// `insecure_skip_verification` (API Gateway's `tlsConfig.insecureSkipVerification`): then a
+    /// chain that ends at an unknown CA or a self-signed certificate is accepted, and the name,
+    /// the validity dates and the signatures are still checked.
+    HttpProxy {
+        uri: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        insecure_skip_verification: bool,
+    },
     /// Answer 200 with an empty body without calling anything, as API Gateway's MOCK does by default.
     Mock,
 }

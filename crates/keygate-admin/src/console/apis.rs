@@ -51,7 +51,12 @@ async fn view(store: &keygate_control::Store, api: Api) -> keygate_control::Resu
 fn integration(i: &Integration, function: &str) -> String {
     match i {
         Integration::LambdaProxy => format!("Lambda proxy: {function}"),
-        Integration::HttpProxy { uri } => format!("HTTP proxy: {uri}"),
+        Integration::HttpProxy { uri, insecure_skip_verification: false } => {
+            format!("HTTP proxy: {uri}")
+        }
+        Integration::HttpProxy { uri, insecure_skip_verification: true } => {
+            format!("HTTP proxy: {uri} (certificate issuer not verified)")
+        }
         Integration::Mock => "Mock".to_owned(),
     }
 }

@@ -12,9 +12,10 @@ pub(super) async fn forward(
     call: &Call<'_>,
     uri: &str,
     fixed: Option<&Target>,
+    insecure: bool,
 ) -> Response {
     let resource = &call.route.event.path;
-    match upstream.forward(uri, resource, fixed, call.params, call.req).await {
+    match upstream.forward(uri, resource, fixed, insecure, call.params, call.req).await {
         Ok(res) => res,
         Err(e) => respond::error(e, call.cors.clone()),
     }

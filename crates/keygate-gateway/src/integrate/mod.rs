@@ -22,7 +22,8 @@ pub(crate) enum Target {
     Lambda { function: usize },
     /// `http-proxy`: the URI template, and the parsed upstream when it has no parameters to
     /// substitute (so a request does not parse it again).
-    Http { uri: String, fixed: Option<crate::upstream::Target> },
+    /// `insecure`: `tlsConfig.insecureSkipVerification`.
+    Http { uri: String, fixed: Option<crate::upstream::Target>, insecure: bool },
     /// `mock`: an empty 200.
     Mock,
 }
@@ -32,8 +33,10 @@ impl Target {
     pub(crate) fn of(integration: &keygate_types::Integration, function: usize) -> Self {
         match integration {
             keygate_types::Integration::LambdaProxy => Self::Lambda { function },
-            keygate_types::Integration::HttpProxy { uri } => {
-                Self::Http { uri: uri.clone(), fixed: crate::upstream::Target::fixed(uri) }
+            keygate_types::Integration::HttpProxy { uri, insecure_skip_verification } => {
+                let insecure = *insecure_skip_verification;
+                let fixed = crate::upstream::Target::fixed(uri, insecure);
+                Self::Http { uri: uri.clone(), fixed, insecure }
             }
             keygate_types::Integration::Mock => Self::Mock,
         }
@@ -60,8 +63,8 @@ pub(crate) struct Call<'a> {
 pub(crate) async fn run(gateway: &Gateway, call: &Call<'_>) -> Response {
     match &call.route.target {
         Target::Mock => mock::answer(),
-        Target::Http { uri, fixed } => {
-            http::forward(&gateway.upstream, call, uri, fixed.as_ref()).await
+        Target::Http { uri, fixed, insecure } => {
+            http::forward(&gateway.upstream, call, uri, fixed.as_ref(), *insecure).await
         }
         Target::Lambda { function } => lambda::invoke(&gateway.functions, call, *function).await,
     }

@@ -212,3 +212,125 @@ async fn https_serves_the_key_story_and_sighup_swaps_the_certificate() {
     let out = env.run(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", oc]);
     assert!(!out.status.success(), "a certificate without its key is refused");
 }
+
+/// An HTTPS upstream answering `hello from <name>` on keep-alive connections with the
+/// certificate in `cert` / `key`: its port.
+async fn https_upstream(cert: &Path, key: &Path, name: &'static str) -> u16 {
+    let tls = keygate_http::Tls::load(cert, key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = tls.accept(tcp).await else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..i + 4);
+                        let body = format!("hello from {name}");
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() || s.flush().await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `http-proxy` to `https://` upstreams: verified against the system's roots (here the test
+/// CA, through `SSL_CERT_FILE`); a certificate for another name, or self-signed, is a 502 whose
+/// reason is logged; `tlsConfig.insecureSkipVerification` accepts the self-signed one.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstreams_are_verified_and_a_bad_certificate_is_a_logged_502() {
+    let env = Env::new();
+    let ca = Ca::new();
+    let ca_file = env.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (good_cert, good_key, _) = ca.leaf(env.path(), "localhost-leaf");
+    let good = https_upstream(&good_cert, &good_key, "good").await;
+    // Signed by the trusted CA, but for another name.
+    let mut params = CertificateParams::new(vec!["wrong.example".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "wrong.example");
+    let wrong_key = KeyPair::generate().unwrap();
+    let wrong_cert = params.signed_by(&wrong_key, &ca.cert, &ca.key).unwrap();
+    let (wc, wk) = (env.path().join("wrong.crt"), env.path().join("wrong.key"));
+    std::fs::write(&wc, wrong_cert.pem()).unwrap();
+    std::fs::write(&wk, wrong_key.serialize_pem()).unwrap();
+    let wrong = https_upstream(&wc, &wk, "wrong").await;
+    // Self-signed, for the right name.
+    let own = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (sc, sk) = (env.path().join("self.crt"), env.path().join("self.key"));
+    std::fs::write(&sc, own.cert.pem()).unwrap();
+    std::fs::write(&sk, own.key_pair.serialize_pem()).unwrap();
+    let selfsigned = https_upstream(&sc, &sk, "self-signed").await;
+
+    let yml = env.write(
+        "serverless.yml",
+        &format!(
+            "service: tlsup
+provider:
+  name: aws
+  runtime: provided.al2023
+functions:
+  proxied:
+    handler: unused
+    events:
+      - http: {{path: good, method: get, integration: http-proxy, request: {{uri: 'https://localhost:{good}/hello'}}}}
+      - http: {{path: wrongname, method: get, integration: http-proxy, request: {{uri: 'https://localhost:{wrong}/hello'}}}}
+      - http: {{path: selfsigned, method: get, integration: http-proxy, request: {{uri: 'https://localhost:{selfsigned}/hello'}}}}
+      - http:
+          path: selfsigned-allowed
+          method: get
+          integration: http-proxy
+          request:
+            uri: 'https://localhost:{selfsigned}/hello'
+            tlsConfig:
+              insecureSkipVerification: true
+"
+        ),
+    );
+    env.deploy(&yml, &[]);
+    let ca_path = ca_file.to_str().unwrap();
+    let srv = env.start(&["serve", "--listen", "127.0.0.1:0"], &[("SSL_CERT_FILE", ca_path)]);
+    for _ in 0..3 {
+        let r = crate::support::get(&srv.url("/dev/good"), None).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "hello from good"), "{r:?}");
+    }
+    let r = crate::support::get(&srv.url("/dev/selfsigned-allowed"), None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "hello from self-signed"), "{r:?}");
+    for path in ["/dev/wrongname", "/dev/selfsigned"] {
+        let r = crate::support::get(&srv.url(path), None).await;
+        assert_eq!(r.status, 502, "{path}: {r:?}");
+        assert_eq!(r.body, r#"{"message": "Internal server error"}"#, "{path}");
+    }
+    let log = srv.log.clone();
+    srv.stop();
+    let logs = std::fs::read_to_string(log).unwrap();
+    let failed: Vec<&str> =
+        logs.lines().filter(|l| l.contains("http-proxy upstream failed")).collect();
+    assert!(
+        failed.iter().any(|l| l.contains(&format!("localhost:{wrong}"))
+            && l.contains("certificate not valid for name")),
+        "{failed:#?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains(&format!("localhost:{selfsigned}")) && l.contains("UnknownIssuer")),
+        "{failed:#?}"
+    );
+}
