@@ -53,7 +53,7 @@ use keygate_types::health::Health;
 use keygate_types::response::GatewayError;
 use tokio::net::TcpListener;
 
-use crate::access::{AccessLog, Entry, Finished};
+use crate::access::{AccessLog, Finished};
 use crate::meter::{Admission, Meter};
 use crate::metrics::{KeyDecision, Metrics};
 use crate::router::Lookup;
@@ -317,9 +317,10 @@ impl Gateway {
                 Admit::Proceed(Admitted { started, table, stage, route, params, key, rate_headers })
             }
             Err(refused) => {
-                let took = started.elapsed();
+                let at = Instant::now();
+                let took = at - started;
                 self.count_refusal(&refused, took);
-                Admit::Respond(self.finish(refused, head, peer, took))
+                Admit::Respond(self.finish(refused, head, peer, at, took))
             }
         }
     }
@@ -350,6 +351,7 @@ impl Gateway {
         refused: Refused<'_>,
         head: &Request,
         peer: SocketAddr,
+        at: Instant,
         took: Duration,
     ) -> Response {
         let Refused { mut res, key_id, reason, hint, route } = refused;
@@ -357,6 +359,7 @@ impl Gateway {
         let request_id = new_request_id(&mut id_buf);
         set_request_id(&mut res, request_id);
         self.log(&Finished {
+            at,
             request_id,
             method: &head.method,
             path: head.path(),
@@ -385,6 +388,7 @@ impl Gateway {
             "busy"
         };
         self.log(&Finished {
+            at: Instant::now(),
             request_id,
             method: &head.method,
             path: head.path(),
@@ -404,7 +408,7 @@ impl Gateway {
     /// Queues the access-log line of a request, when the log is on (never blocks).
     fn log(&self, finished: &Finished<'_>) {
         if let Some(log) = &self.access {
-            log.record(Entry::new(finished));
+            log.record(finished);
         }
     }
 
@@ -457,8 +461,10 @@ impl Gateway {
             h.push_value("ratelimit", ratelimit);
         }
         set_request_id(&mut res, request_id);
-        let took = started.elapsed();
+        let at = Instant::now();
+        let took = at - started;
         self.log(&Finished {
+            at,
             request_id,
             method: &req.method,
             path: req.path(),
