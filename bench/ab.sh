@@ -8,7 +8,9 @@
 #
 # Usage: bench/ab.sh
 #   Needs the data and configs bench/run.sh prepared (run it once, even with --quick).
-# Env knobs: WORK (target/bench), ROUNDS (5), DURATION (5s), WARMUP (2s), CONNS ("32 128"),
+#   AGAINST=log compares keygate with its default access log on (no RUST_LOG: a line per request
+#   to stderr, here a file) against keygate with it off, instead of against nginx.
+# Env knobs: WORK (target/bench), AGAINST (nginx), ROUNDS (5), DURATION (5s), WARMUP (2s), CONNS ("32 128"),
 #   DENY_CONNS (32), SERVER_CPU / CLIENT_CPU (0 / 1), PIN (1), KEYGATE_BIN
 #   (target/release/keygate), OUT (default $WORK/ab/<UTC time>).
 # Output: $OUT/ab.md (also printed) and $OUT/results.tsv (every run).
@@ -20,6 +22,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 parse_args "$@"
 WORK="${WORK:-$REPO/target/bench}"
 ROUNDS="${ROUNDS:-5}"
+AGAINST="${AGAINST:-nginx}"
 DURATION="${DURATION:-5s}"
 WARMUP="${WARMUP:-2s}"
 CONNS="${CONNS:-32 128}"
@@ -41,9 +44,18 @@ pin_to_client_cpu
 
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
-start_server nginx http://127.0.0.1:18081/dev/candidates \
-  nginx -p "$WORK" -e "$WORK/logs/nginx-gateway.error.log" -c "$WORK/nginx-gateway.conf"
-NGINX_PID=$SERVER_PID
+case "$AGAINST" in
+  nginx)
+    OTHER=nginx OTHER_PORT=18081
+    start_server nginx http://127.0.0.1:18081/dev/candidates \
+      nginx -p "$WORK" -e "$WORK/logs/nginx-gateway.error.log" -c "$WORK/nginx-gateway.conf" ;;
+  log)
+    OTHER=keygate-log OTHER_PORT=18087
+    start_server keygate-log http://127.0.0.1:18087/dev/candidates \
+      env -u RUST_LOG "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18087 --admin-listen 127.0.0.1:18088 ;;
+  *) die "AGAINST is nginx or log, not $AGAINST" ;;
+esac
+OTHER_PID=$SERVER_PID
 start_server keygate http://127.0.0.1:18085/dev/candidates \
   env RUST_LOG=warn "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
 KEYGATE_PID=$SERVER_PID
@@ -51,7 +63,7 @@ KEYGATE_PID=$SERVER_PID
 # one PEER CASE CONNS: the case on one peer.
 one() {
   local peer="$1" case="$2" conns="$3" port pid
-  if [ "$peer" = nginx ]; then port=18081 pid=$NGINX_PID; else port=18085 pid=$KEYGATE_PID; fi
+  if [ "$peer" = "$OTHER" ]; then port=$OTHER_PORT pid=$OTHER_PID; else port=18085 pid=$KEYGATE_PID; fi
   case "$case" in
     valid) measure "$peer" valid "$conns" 200 "http://127.0.0.1:$port/dev/candidates" "$pid" "$VALID_KEY" ;;
     missing) measure "$peer" missing "$conns" 403 "http://127.0.0.1:$port/dev/candidates" "$pid" "" ;;
@@ -60,28 +72,31 @@ one() {
 
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round of $ROUNDS"
-  if [ $(( round % 2 )) = 1 ]; then order="nginx keygate"; else order="keygate nginx"; fi
+  if [ $(( round % 2 )) = 1 ]; then order="$OTHER keygate"; else order="keygate $OTHER"; fi
   for c in $CONNS; do
     for peer in $order; do one "$peer" valid "$c"; done
   done
   for peer in $order; do one "$peer" missing "$DENY_CONNS"; done
 done
 
-python3 - "$TSV" "$ROUNDS" > "$OUT/ab.md" <<'EOF'
+python3 - "$TSV" "$ROUNDS" "$OTHER" > "$OUT/ab.md" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 rounds = int(sys.argv[2])
+other = sys.argv[3]
+# Against nginx: keygate's rate over nginx's. Against keygate-log: the log-on rate over log-off.
+a, b = ("nginx", "keygate") if other == "nginx" else ("keygate", "keygate-log")
 cases = []
 for r in rows:
     if (r["case"], r["conns"]) not in cases:
         cases.append((r["case"], r["conns"]))
-print(f"# keygate against the nginx gateway, interleaved ({rounds} rounds)\n")
-print("| case | conns | nginx req/s (median) | keygate req/s (median) | ratio (median) | ratio (min–max) "
-      "| nginx CPU µs/req | keygate CPU µs/req |")
+print(f"# {b} against {a}, interleaved ({rounds} rounds)\n")
+print(f"| case | conns | {a} req/s (median) | {b} req/s (median) | ratio (median) | ratio (min–max) "
+      f"| {a} CPU µs/req | {b} CPU µs/req |")
 print("|---|---:|---:|---:|---:|---|---:|---:|")
 for case, conns in cases:
     side = lambda p: [r for r in rows if r["peer"] == p and r["case"] == case and r["conns"] == conns]
-    n, k = side("nginx"), side("keygate")
+    n, k = side(a), side(b)
     ratios = [float(b["rps"]) / float(a["rps"]) for a, b in zip(n, k) if float(a["rps"]) > 0]
     med = lambda xs, f: statistics.median(float(x[f]) for x in xs)
     print(f"| {case} | {conns} | {med(n, 'rps'):,.0f} | {med(k, 'rps'):,.0f} | "
