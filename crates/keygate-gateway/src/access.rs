@@ -316,8 +316,12 @@ struct Clock {
 
 impl Default for Clock {
     fn default() -> Self {
-        let mut clock =
-            Self { anchor: (Instant::now(), 0), second: None, prefix: String::new(), last_ip: None };
+        let mut clock = Self {
+            anchor: (Instant::now(), 0),
+            second: None,
+            prefix: String::new(),
+            last_ip: None,
+        };
         clock.set_anchor();
         clock
     }

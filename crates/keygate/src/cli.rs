@@ -18,6 +18,12 @@ pub(crate) struct Cli {
     #[arg(short = 'v', long, global = true)]
     pub(crate) verbose: bool,
 
+    /// A keygate.toml whose settings are the defaults of the flags with an environment variable
+    /// (`listen = "0.0.0.0:4000"`, `tls-cert = "/etc/keygate/cert.pem"`, ...): a flag, then its
+    /// variable, then the file, then keygate's default. `keygate config settings` lists them.
+    #[arg(long, global = true, env = "KEYGATE_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -128,9 +134,25 @@ pub(crate) enum Command {
     /// Requests per key and day with the quota remaining (AWS get-usage); `set-remaining`
     /// changes the quota left in the current period (AWS update-usage).
     Usage(UsageArgs),
+    /// keygate.toml: check a file, or list the settings it may hold.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Internal: the watchdog a server starts (see the `watchdog` module); not for users.
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Checks a keygate.toml (default: the --config file): every setting known, every value
+    /// accepted by its flag's parser, TLS files usable. Exits non-zero with file:line:column
+    /// errors otherwise.
+    Check {
+        /// The file (default: --config, or KEYGATE_CONFIG).
+        file: Option<PathBuf>,
+    },
+    /// Lists the settings a keygate.toml may hold, their environment variables and meaning.
+    Settings,
 }
 
 #[derive(Debug, Args)]
@@ -181,7 +203,7 @@ impl Command {
             Self::Up { .. } | Self::Deploy { .. } | Self::Serve { .. } | Self::Invoke { .. } => {
                 false
             }
-            Self::Watchdog => false,
+            Self::Watchdog | Self::Config(_) => false,
             Self::Keys(cmd) => !cmd.creates(),
             Self::Plans(cmd) => !cmd.creates(),
             Self::Admin(cmd) => !cmd.creates(),

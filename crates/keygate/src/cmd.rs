@@ -166,6 +166,32 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let store = open_audited(&data_dir).await?;
             run_usage(&store, args).await
         }
+        Command::Config(crate::cli::ConfigCommand::Check { file }) => {
+            let Some(path) = file.or(cli.config) else {
+                bail!(
+                    "no file to check: give one (`keygate config check keygate.toml`) or --config"
+                );
+            };
+            let checked = crate::config_file::check(
+                &path,
+                &<crate::cli::Cli as clap::CommandFactory>::command(),
+            );
+            match checked {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(errors) => bail!("{errors}"),
+            }
+        }
+        Command::Config(crate::cli::ConfigCommand::Settings) => {
+            for (key, (env, help)) in
+                crate::config_file::known(&<crate::cli::Cli as clap::CommandFactory>::command())
+            {
+                println!("{key:<24} {env:<32} {help}");
+            }
+            Ok(())
+        }
         // `main` runs it before anything else.
         Command::Watchdog => bail!("the watchdog is started by `keygate serve` and `keygate up`"),
     }

@@ -7,6 +7,7 @@
 mod cgroup;
 mod cli;
 mod cmd;
+mod config_file;
 mod dynamodb;
 mod function_log;
 mod output;
@@ -17,7 +18,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// Log lines queued for the writer thread before new ones are dropped (and counted). Function
@@ -37,7 +37,13 @@ pub(crate) fn log_lines_dropped() -> u64 {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("keygate: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     if matches!(cli.command, cli::Command::Watchdog) {
         return watchdog::run();
     }
@@ -61,6 +67,22 @@ fn main() -> ExitCode {
         eprintln!("keygate: {lost} log lines were dropped because stderr could not keep up");
     }
     code
+}
+
+/// The command line, with a keygate.toml's settings (`--config`, `KEYGATE_CONFIG`) as the
+/// defaults of the flags they stand for. Exits as clap does on a bad command line.
+fn parse_cli() -> Result<cli::Cli, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = cli::Cli::command();
+    // `config check` reports the file's problems itself, all of them.
+    let checking = args.get(1).is_some_and(|a| a == "config");
+    if let Some(path) = config_file::path_from(&args).filter(|_| !checking) {
+        let settings = config_file::load(&path, &cmd)?;
+        cmd = config_file::apply(cmd, &settings);
+    }
+    let matches = cmd.get_matches_from(args);
+    cli::Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
 }
 
 /// Raises the soft open-file limit to the hard one, as nginx (`worker_rlimit_nofile`) and Go do:

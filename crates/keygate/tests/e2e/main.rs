@@ -11,6 +11,7 @@
 
 mod admin;
 mod config_errors;
+mod config_file;
 mod console;
 mod deploy;
 mod first_hour;
