@@ -8,8 +8,10 @@
 //! so order per shard holds. After each handled batch the last sequence number is written to a
 //! checkpoint file, so a restarted keygate resumes where it stopped instead of re-reading from
 //! the stream's start or losing what came in meanwhile. The first start reads from
-//! `startingPosition` (`TRIM_HORIZON` or `LATEST`; with `LATEST`, records written while keygate
-//! is down before the mapping's first batch are not read). An idle shard is polled every 250 ms.
+//! `startingPosition`: `TRIM_HORIZON`, or `LATEST`, which keygate takes as the end of every
+//! shard at that moment and saves (`position_latest`), so records written while keygate is down
+//! are read after a restart even when none had been read before. An idle shard is polled every
+//! 250 ms.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,6 +60,11 @@ struct Checkpoint {
     stream_arn: String,
     positions: BTreeMap<String, String>,
     finished: Vec<String>,
+    /// Set once the mapping has its first position: from then on a shard without a position is
+    /// read from its start (with `LATEST`, the records before the first position are behind the
+    /// position saved for them).
+    #[serde(default)]
+    started: bool,
 }
 
 /// Starts the poller of `mapping`; it ends when `stop` turns true.
@@ -141,6 +148,13 @@ async fn poll_stream(
         .await
         .map_err(|e| e.to_string())?;
     let shards = description["StreamDescription"]["Shards"].as_array().cloned().unwrap_or_default();
+    if !checkpoint.started {
+        if m.starting_position == "LATEST" {
+            position_latest(client, &stream_arn, &shards, &mut checkpoint).await?;
+        }
+        checkpoint.started = true;
+        save_checkpoint(m, &checkpoint);
+    }
     for shard in ordered(&shards) {
         let id = shard["ShardId"].as_str().unwrap_or_default().to_owned();
         if id.is_empty() || checkpoint.finished.contains(&id) {
@@ -194,10 +208,8 @@ async fn read_shard(
             request["ShardIteratorType"] = json!("AFTER_SEQUENCE_NUMBER");
             request["SequenceNumber"] = json!(seq);
         }
-        // A shard that appeared after the first start is read whole.
-        None if checkpoint.positions.is_empty() && checkpoint.finished.is_empty() => {
-            request["ShardIteratorType"] = json!(m.starting_position);
-        }
+        // No position: everything in the shard is after the mapping's start (`position_latest`
+        // left the shards that were there at a `LATEST` start with one, or finished).
         None => request["ShardIteratorType"] = json!("TRIM_HORIZON"),
     }
     let answer =
@@ -243,6 +255,62 @@ async fn read_shard(
         }
     }
     Ok(())
+}
+
+/// `LATEST`, the first time a mapping starts: every shard there now is read to its current end
+/// without delivering anything, and that end saved (a closed shard as finished, an open one as
+/// the sequence number of its last record; an empty open shard needs none). DynamoDB's own
+/// `LATEST` iterator has no position to save, so a keygate stopped before the first record
+/// would have lost, once restarted, what was written meanwhile; from this checkpoint it reads
+/// every record written after the start.
+async fn position_latest(
+    client: &Client,
+    stream_arn: &str,
+    shards: &[Value],
+    checkpoint: &mut Checkpoint,
+) -> Result<(), String> {
+    for shard in ordered(shards) {
+        let Some(id) = shard["ShardId"].as_str().filter(|id| !id.is_empty()) else { continue };
+        let request =
+            json!({"StreamArn": stream_arn, "ShardId": id, "ShardIteratorType": "TRIM_HORIZON"});
+        let answer =
+            client.call_streams("GetShardIterator", &request).await.map_err(|e| e.to_string())?;
+        let iterator = answer["ShardIterator"].as_str().map(str::to_owned);
+        let (open, last) = skip_to_end(client, iterator).await?;
+        if !open {
+            checkpoint.finished.push(id.to_owned());
+        } else if let Some(last) = last {
+            checkpoint.positions.insert(id.to_owned(), last);
+        }
+    }
+    Ok(())
+}
+
+/// Reads a shard from `iterator` to its current end without delivering anything: whether the
+/// shard is still open, and the sequence number of the last record passed, if any.
+async fn skip_to_end(
+    client: &Client,
+    mut iterator: Option<String>,
+) -> Result<(bool, Option<String>), String> {
+    let mut last = None;
+    while let Some(current) = iterator {
+        let records = client
+            .call_streams("GetRecords", &json!({"ShardIterator": current, "Limit": 1000}))
+            .await
+            .map_err(|e| e.to_string())?;
+        let next = records["NextShardIterator"].as_str().map(str::to_owned);
+        let batch = records["Records"].as_array().map_or(&[][..], Vec::as_slice);
+        match batch.last() {
+            Some(record) => {
+                last = record["dynamodb"]["SequenceNumber"].as_str().map(str::to_owned);
+                iterator = next;
+            }
+            // Nothing more for now: the end of an open shard.
+            None => return Ok((next.is_some(), last)),
+        }
+    }
+    // A closed shard read to its end: nothing follows in it.
+    Ok((false, last))
 }
 
 /// Invokes the function with `records` until it succeeds or the retries are spent.
@@ -318,6 +386,11 @@ fn load_checkpoint(m: &Mapping, stream_arn: &str) -> Checkpoint {
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Checkpoint>(&bytes).ok())
         .filter(|c| c.stream_arn == stream_arn)
+        .map(|mut c| {
+            // Written before `started` existed: a position means it had started.
+            c.started |= !c.positions.is_empty() || !c.finished.is_empty();
+            c
+        })
         .unwrap_or_else(|| Checkpoint {
             stream_arn: stream_arn.to_owned(),
             ..Checkpoint::default()

@@ -293,3 +293,45 @@ async fn remove_stops_the_stage_keeps_retained_tables_and_keys_unless_asked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no deployed stage prod"));
 }
+
+/// `startingPosition: LATEST` is a position keygate saves when the mapping starts: a record
+/// written while keygate is stopped, before the mapping ever read one, is delivered after the
+/// restart (DynamoDB's `LATEST` iterator alone would lose it); one written before the first
+/// start is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_latest_mapping_reads_what_was_written_while_keygate_was_stopped() {
+    let env = Env::new();
+    let yml = node_example(&env);
+    env.deploy(&yml, &[]);
+    let submit = |name: &str| {
+        // Through the function itself, run once with no stream poller (`sls invoke local`).
+        let body = serde_json::json!({"fullname": name, "email": "x@example.com", "experience": 1});
+        let event = serde_json::json!({"body": body.to_string()}).to_string();
+        let out = env.ok(&["invoke", "-f", "candidateSubmission", "-d", &event]);
+        let answer: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        body["candidateId"].as_str().unwrap().to_owned()
+    };
+    let before = submit("Before Start");
+    let srv = env.serve();
+    assert!(srv.logs().contains("stream mapping enabled"), "{}", srv.logs());
+    srv.stop();
+    let meanwhile = submit("While Stopped");
+    let srv = env.serve();
+    let restarted = std::time::Instant::now();
+    let mut notified = String::new();
+    while restarted.elapsed() < std::time::Duration::from_secs(30) && !notified.contains(&meanwhile)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let out = env.run(&["logs", "-f", "candidateNotification"]);
+        notified = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    assert!(
+        notified.contains(&format!("New candidate While Stopped <x@example.com> ({meanwhile})")),
+        "the record written while keygate was stopped was not delivered: {notified}\n{}",
+        srv.logs()
+    );
+    assert!(!notified.contains(&before), "{notified}");
+    srv.stop();
+}
