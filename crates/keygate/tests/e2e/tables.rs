@@ -24,6 +24,20 @@ fn node_example(env: &Env) -> std::path::PathBuf {
     env.write("serverless.yml", &std::fs::read_to_string(example.join("serverless.yml")).unwrap())
 }
 
+/// The stream function's log (`keygate logs -f candidateNotification`) once it mentions `id`,
+/// or as it is after `within`.
+fn notified(env: &Env, id: &str, within: std::time::Duration) -> String {
+    let since = std::time::Instant::now();
+    loop {
+        let out = env.run(&["logs", "-f", "candidateNotification"]);
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        if log.contains(id) || since.elapsed() >= within {
+            return log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     let env = Env::new();
@@ -55,15 +69,7 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     let id = submitted.json()["candidateId"].as_str().unwrap().to_owned();
     // The stream function gets the INSERT (Lambda's event source mapping).
     let inserted = std::time::Instant::now();
-    let mut notified = String::new();
-    while inserted.elapsed() < std::time::Duration::from_secs(10) {
-        let out = env.run(&["logs", "-f", "candidateNotification"]);
-        notified = String::from_utf8_lossy(&out.stdout).into_owned();
-        if notified.contains(&id) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let notified = notified(&env, &id, std::time::Duration::from_secs(10));
     assert!(
         notified.contains(&format!("New candidate Ada Lovelace <ada@example.com> ({id})")),
         "the stream function did not report the insert: {notified}\n{}",
@@ -137,13 +143,7 @@ async fn a_stream_event_deployed_beside_a_serving_keygate_runs_without_a_restart
     let after = submit("After Stream").await;
     assert_eq!(after.status, 200, "{after:?}\n{}", srv.logs());
     let after = after.json()["candidateId"].as_str().unwrap().to_owned();
-    let inserted = std::time::Instant::now();
-    let mut notified = String::new();
-    while inserted.elapsed() < std::time::Duration::from_secs(30) && !notified.contains(&after) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = env.run(&["logs", "-f", "candidateNotification"]);
-        notified = String::from_utf8_lossy(&out.stdout).into_owned();
-    }
+    let notified = notified(&env, &after, std::time::Duration::from_secs(30));
     assert!(
         notified.contains(&format!("New candidate After Stream <x@example.com> ({after})")),
         "the new stream function did not report the insert: {notified}\n{}",
@@ -319,14 +319,7 @@ async fn a_latest_mapping_reads_what_was_written_while_keygate_was_stopped() {
     srv.stop();
     let meanwhile = submit("While Stopped");
     let srv = env.serve();
-    let restarted = std::time::Instant::now();
-    let mut notified = String::new();
-    while restarted.elapsed() < std::time::Duration::from_secs(30) && !notified.contains(&meanwhile)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let out = env.run(&["logs", "-f", "candidateNotification"]);
-        notified = String::from_utf8_lossy(&out.stdout).into_owned();
-    }
+    let notified = notified(&env, &meanwhile, std::time::Duration::from_secs(30));
     assert!(
         notified.contains(&format!("New candidate While Stopped <x@example.com> ({meanwhile})")),
         "the record written while keygate was stopped was not delivered: {notified}\n{}",
