@@ -4,8 +4,8 @@
 #   nginx      nginx as an API-key gateway (map of the keys, limit_req, keep-alive pool) on :18081
 #   sls        serverless-offline 13 with the Node handler of the same route on :18090
 #   keygate    `keygate serve` on :18085 (RUST_LOG=warn: access log off, as nginx's): the proxy
-#              route, the 429 route, then the proxy and 403 routes again with the default access
-#              log on (peer keygate-log), the Rust function
+#              route, the 429 route, then the proxy and 403 routes with the default access log
+#              on (peer keygate-log) interleaved with log off (keygate-nolog), the Rust function
 #              route (the example's candidates.list, lambda_http), and serverless-offline's own
 #              Node handler (also as a managed-instances function, and the same in Python) on
 #              the machine's node / python3
@@ -17,7 +17,7 @@
 #               speed threshold
 #   --no-setup  skip installing packages (apt, npm) and building keygate
 # Env knobs: WORK (scratch dir, default target/bench), KEY_COUNT (10000), DURATION (10s),
-#   WARMUP (3s), CONNS ("32 128"), DENY_CONNS (32), PEERS ("upstream nginx sls keygate"),
+#   WARMUP (3s), CONNS ("32 128"), DENY_CONNS (32), LOG_ROUNDS (3; quick 1), PEERS ("upstream nginx sls keygate"),
 #   RUN_DIR (where the data directory and the functions' database go, default
 #   /tmp/keygate-bench-<uid>: the function user must reach them),
 #   SERVER_CPU / CLIENT_CPU (0 / 1), PIN (1; 0 = no CPU pinning), KEYGATE_BIN
@@ -36,6 +36,8 @@ DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-3s}"
 CONNS="${CONNS:-32 128}"
 DENY_CONNS="${DENY_CONNS:-32}"
+if [ "$QUICK" = 1 ]; then LOG_ROUNDS="${LOG_ROUNDS:-1}"; fi
+LOG_ROUNDS="${LOG_ROUNDS:-3}"
 PEERS="${PEERS:-upstream nginx sls keygate}"
 KEYGATE_LOG="${KEYGATE_LOG:-warn}"
 CANDIDATE_BIN="${CANDIDATE_BIN:-$REPO/target/$PROFILE/candidate-service}"
@@ -129,8 +131,8 @@ start_keygate() {
     env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
 }
 start_keygate_logging() {
-  start_server keygate-log http://127.0.0.1:18085/dev/candidates \
-    env -u RUST_LOG "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+  start_server keygate-log http://127.0.0.1:18087/dev/candidates \
+    env -u RUST_LOG "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18087 --admin-listen 127.0.0.1:18088
 }
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
@@ -164,13 +166,29 @@ for peer in $PEERS; do
       for c in $CONNS; do measure keygate valid "$c" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$VALID_KEY"; done
       measure keygate missing "$DENY_CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
       measure keygate limited "$DENY_CONNS" 429 http://127.0.0.1:18085/limited/candidates "$SERVER_PID" "$VALID_KEY"
-      measure keygate function 32 200 http://127.0.0.1:18085/dev/fn/candidates "$SERVER_PID" "$VALID_KEY"
-      stop_pid "$SERVER_PID"
-      # The same proxy and 403 cases with the access log on, as a user runs keygate (no
-      # RUST_LOG: one line per request to stderr, here a file), against the log-off rows above.
+      # The proxy and 403 cases with the access log on, as a user runs keygate (no RUST_LOG: a
+      # line per request to stderr, here a file), interleaved with the same cases on the log-off
+      # keygate (peer keygate-nolog), LOG_ROUNDS rounds in alternating order: run minutes
+      # apart, ratios this close to 1 land either side of a target on these VMs.
+      OFF_PID=$SERVER_PID
       start_keygate_logging
-      measure keygate-log valid 32 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$VALID_KEY"
-      measure keygate-log missing "$DENY_CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
+      ON_PID=$SERVER_PID
+      for round in $(seq 1 "$LOG_ROUNDS"); do
+        if [ $(( round % 2 )) = 1 ]; then order="off on"; else order="on off"; fi
+        for case in valid missing; do
+          for side in $order; do
+            if [ "$side" = on ]; then peer=keygate-log port=18087 pid=$ON_PID; else peer=keygate-nolog port=18085 pid=$OFF_PID; fi
+            if [ "$case" = valid ]; then
+              measure "$peer" valid 32 200 "http://127.0.0.1:$port/dev/candidates" "$pid" "$VALID_KEY"
+            else
+              measure "$peer" missing "$DENY_CONNS" 403 "http://127.0.0.1:$port/dev/candidates" "$pid" ""
+            fi
+          done
+        done
+      done
+      stop_pid "$ON_PID"
+      SERVER_PID=$OFF_PID
+      measure keygate function 32 200 http://127.0.0.1:18085/dev/fn/candidates "$SERVER_PID" "$VALID_KEY"
       stop_pid "$SERVER_PID"
       # The managed-instances function on a fresh keygate, so the tree's RSS holds only its process.
       start_keygate
