@@ -234,6 +234,35 @@ async fn a_key_made_in_the_console_is_shown_once_and_audited_as_the_console() {
     assert!(page.contains(&actor));
 }
 
+/// Expiries and "today" are the console's clock's, not the machine's: a key made to expire in
+/// 30 minutes shows as expired once that clock has moved past it.
+#[tokio::test]
+async fn expiries_are_judged_by_the_consoles_clock() {
+    let admin = start().await;
+    let (b, _) = admin.browser().await;
+    let res = admin
+        .post(
+            &b.cookie,
+            "/console/keys",
+            &[
+                ("csrf", b.csrf.as_str()),
+                ("name", "short-lived"),
+                ("enabled", "on"),
+                ("expires", "+30m"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let key = admin.state.store.get_key_by_name("short-lived").await.unwrap().unwrap();
+    let now = admin.clock.now_unix_ms() / 1000;
+    assert_eq!(key.expires, Some(now + 1800), "+30m from the console's clock");
+    let (_, list) = admin.page(&b.cookie, "/console/keys?q=short").await;
+    assert!(list.contains("Enabled") && !list.contains("Expired"), "{list}");
+    admin.clock.advance(Duration::from_secs(1801));
+    let (_, list) = admin.page(&b.cookie, "/console/keys?q=short").await;
+    assert!(list.contains("Expired"), "{list}");
+}
+
 #[tokio::test]
 async fn a_session_ends_when_it_expires_when_its_token_is_revoked_and_at_sign_out() {
     let admin = start().await;

@@ -27,12 +27,6 @@ fn notice(code: &str) -> Option<&'static str> {
     }
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn status(key: &ApiKey, now: i64) -> &'static str {
     if !key.enabled {
         "Disabled"
@@ -83,7 +77,7 @@ pub(crate) async fn list(signed: Signed, Query(q): Query<HashMap<String, String>
         ),
         None => format!("/console/keys?position={position}"),
     });
-    let now = now_secs();
+    let now = signed.now_secs();
     let csrf = &signed.session.csrf;
     let body = html! {
         @if let Some(text) = q.get("notice").and_then(|c| notice(c)) {
@@ -296,7 +290,7 @@ pub(crate) async fn create(Posted(signed, form): Posted<CreateForm>) -> Response
     };
     let expires = match form.expires.trim() {
         "" => None,
-        text => match keys::parse_expiry(text, now_secs()) {
+        text => match keys::parse_expiry(text, signed.now_secs()) {
             Ok(e) => e,
             Err(e) => return invalid(Field::Expires, &e.to_string()),
         },
@@ -451,7 +445,7 @@ async fn key_page(
             (Err(e), _) => return control_error(&e),
             (_, Err(e)) => return control_error(&e.into()),
         };
-    let now = now_secs();
+    let now = signed.now_secs();
     let csrf = &signed.session.csrf;
     let state_text = status(&key, now);
     let body = html! {
@@ -533,7 +527,7 @@ pub(crate) async fn set_expiry(
 ) -> Response {
     let expires = match form.expires.trim() {
         "" => None,
-        text => match keys::parse_expiry(text, now_secs()) {
+        text => match keys::parse_expiry(text, signed.now_secs()) {
             Ok(e) => e,
             Err(e) => {
                 return key_page(&signed, &id, None, Some((KeyPageForm::Expiry, &e.to_string())))

@@ -129,10 +129,19 @@ async fn page_headers(mut res: Response) -> Response {
     res
 }
 
-/// A signed-in request: its session and the store acting as `console:<token id>`.
+/// A signed-in request: its session, the store acting as `console:<token id>`, and when it
+/// came by the console's clock (what expiries and "today" are judged by).
 pub(crate) struct Signed {
     pub(crate) session: Session,
     pub(crate) store: Store,
+    pub(crate) now_ms: i64,
+}
+
+impl Signed {
+    /// Now in unix seconds.
+    pub(crate) fn now_secs(&self) -> i64 {
+        self.now_ms.div_euclid(1000)
+    }
 }
 
 /// The request's live session, its admin token still active; otherwise the way to sign in.
@@ -149,7 +158,7 @@ pub(crate) async fn signed_in(state: &AdminState, headers: &HeaderMap) -> Result
         Err(e) => return Err(failure(&e.to_string())),
     }
     let store = state.store.acting_as(format!("console:{}", session.token_id));
-    Ok(Signed { session, store })
+    Ok(Signed { session, store, now_ms: state.console.sessions.now_unix_ms() })
 }
 
 /// A state-changing request: from the console's own pages (when the browser says where it comes

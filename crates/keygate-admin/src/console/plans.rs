@@ -29,14 +29,6 @@ fn notice(code: &str) -> Option<&'static str> {
     }
 }
 
-fn today() -> Date {
-    Date::from_unix_ms(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-    )
-}
-
 fn throttle_text(t: Option<&Throttle>) -> String {
     t.map_or_else(
         || "none".to_owned(),
@@ -643,11 +635,11 @@ pub(crate) async fn delete(
     }
 }
 
-/// The days a usage page shows: `from`/`to` of the query, else the last 14 days.
-fn range(q: &HashMap<String, String>) -> keygate_control::Result<(Date, Date)> {
+/// The days a usage page shows: `from`/`to` of the query, else the 14 days to `today`.
+fn range(q: &HashMap<String, String>, today: Date) -> keygate_control::Result<(Date, Date)> {
     let to = match q.get("to").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         Some(s) => usage::parse_day(s, "to")?,
-        None => today(),
+        None => today,
     };
     let from = match q.get("from").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         Some(s) => usage::parse_day(s, "from")?,
@@ -703,7 +695,7 @@ pub(crate) async fn usage_page(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (from, to) = match range(&q) {
+    let (from, to) = match range(&q, Date::from_unix_ms(signed.now_ms)) {
         Ok(r) => r,
         Err(e) => return control_error(&e),
     };
@@ -765,7 +757,7 @@ pub(crate) async fn usage_csv(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let report = match range(&q) {
+    let report = match range(&q, Date::from_unix_ms(signed.now_ms)) {
         Ok((from, to)) => usage::report(&signed.store, &id, None, from, to).await,
         Err(e) => Err(e),
     };

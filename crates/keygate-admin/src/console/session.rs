@@ -57,6 +57,11 @@ fn digest(id: &str) -> [u8; 32] {
 }
 
 impl Sessions {
+    /// Now by the sessions' clock (unix milliseconds): the time every console page works with.
+    pub(crate) fn now_unix_ms(&self) -> i64 {
+        self.clock.now_unix_ms()
+    }
+
     /// Sessions that last `ttl` from sign-in, timed by `clock`.
     pub fn new(ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         Self { by_digest: Mutex::new(HashMap::new()), ttl, clock }
