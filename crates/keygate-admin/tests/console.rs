@@ -8,56 +8,37 @@ use std::time::Duration;
 
 use keygate_admin::AdminState;
 use keygate_admin::console::Console;
-use keygate_control::admin::{MasterKey, create_token, revoke_token};
+use keygate_control::admin::{create_token, revoke_token};
 use keygate_types::clock::{Clock, ManualClock};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
-use tokio::net::TcpListener;
+
+mod support;
 
 struct Admin {
     base: String,
     state: Arc<AdminState>,
     clock: Arc<ManualClock>,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    _running: support::Running,
 }
 
 const TTL: Duration = Duration::from_secs(3600);
 
 async fn start() -> Admin {
-    let dir = tempfile::tempdir().unwrap();
-    let store = keygate_control::Store::new(
-        keygate_control::open(dir.path()).await.unwrap(),
-        "test:console",
-    );
     let clock =
         Arc::new(ManualClock::starting_at(keygate_types::clock::Nanos::ZERO, 1_800_000_000_000));
-    let state = Arc::new(AdminState {
-        store,
-        master: MasterKey::load(dir.path(), None).unwrap(),
-        region: "us-east-1".to_owned(),
-        console: Console::new(TTL, Arc::clone(&clock) as Arc<dyn Clock>, false),
-        health: Arc::new(keygate_types::health::Health::new()),
-        metrics: Arc::new(prometheus_client::registry::Registry::default()),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    tokio::spawn(keygate_admin::serve(listener, Arc::clone(&state), shutdown));
+    let console = Console::new(TTL, Arc::clone(&clock) as Arc<dyn Clock>, false);
+    let running =
+        support::start(console, keygate_admin::ServeLimits::default(), "test:console").await;
     let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
-    Admin { base, state, clock, http, _dir: dir, stop: Some(stop) }
+    Admin {
+        base: format!("http://{}", running.addr),
+        state: Arc::clone(&running.state),
+        clock,
+        http,
+        _running: running,
+    }
 }
 
 /// A signed-in browser: its cookie header and the session's CSRF token.

@@ -1,28 +1,16 @@
 //! The admin listener against hostile clients: silent, idle and trickling connections are
 //! closed, and a SigV4 signature made for another service or region is refused.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keygate_admin::{AdminState, ServeLimits, sigv4};
-use keygate_control::admin::{MasterKey, create_credential, create_token};
+use keygate_admin::{ServeLimits, sigv4};
+use keygate_control::admin::{create_credential, create_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-struct Admin {
-    addr: std::net::SocketAddr,
-    state: Arc<AdminState>,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
+mod support;
 
-impl Drop for Admin {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+use support::Running as Admin;
 
 /// Short limits, so the tests wait a second or two instead of the defaults' tens.
 fn limits() -> ServeLimits {
@@ -39,27 +27,7 @@ async fn start() -> Admin {
 }
 
 async fn start_with(limits: ServeLimits) -> Admin {
-    let dir = tempfile::tempdir().unwrap();
-    let store = keygate_control::Store::new(
-        keygate_control::open(dir.path()).await.unwrap(),
-        "test:listener",
-    );
-    let state = Arc::new(AdminState {
-        store,
-        master: MasterKey::load(dir.path(), None).unwrap(),
-        region: "us-east-1".to_owned(),
-        console: keygate_admin::console::Console::default(),
-        health: Arc::new(keygate_types::health::Health::new()),
-        metrics: Arc::new(prometheus_client::registry::Registry::default()),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits, None));
-    Admin { addr, state, _dir: dir, stop: Some(stop) }
+    support::start(keygate_admin::console::Console::default(), limits, "test:listener").await
 }
 
 /// Reads until the server closes the connection (bounded: a server that never closes fails the
