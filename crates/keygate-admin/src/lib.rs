@@ -254,15 +254,12 @@ pub async fn serve_with(
         let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = match tls {
-                None => keygate_http::Stream::Plain(stream),
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "admin API: TLS handshake failed");
-                        return;
-                    }
-                },
+            let stream = match keygate_http::Stream::accept(stream, tls.as_ref()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "admin API: TLS handshake failed");
+                    return;
+                }
             };
             let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);

@@ -86,7 +86,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Shard {
     buf: String,
-    clock: Clock,
+    cache: LineCache,
 }
 
 impl Shared {
@@ -149,10 +149,10 @@ impl AccessLog {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Shard { buf, clock } = &mut *shard;
+        let Shard { buf, cache } = &mut *shard;
         match self.shared.format {
-            Format::Text => text(f, clock, buf),
-            Format::Json => json(f, clock, buf),
+            Format::Text => text(f, cache, buf),
+            Format::Json => json(f, cache, buf),
         }
     }
 }
@@ -208,13 +208,13 @@ fn micros(d: Duration) -> u64 {
 /// The text line, written piece by piece (`core::fmt` with `{:?}` and `Ipv4Addr`'s `Display`
 /// cost more than the whole 403 answer). Writing into a stack buffer first, then appending it
 /// whole, cost more still (zeroing it, checking it as UTF-8): bench/callgrind.sh.
-fn text(f: &Finished<'_>, clock: &mut Clock, out: &mut String) {
+fn text(f: &Finished<'_>, cache: &mut LineCache, out: &mut String) {
     let mut n = itoa::Buffer::new();
-    clock.write_time(f.at, out);
+    cache.write_time(f.at, out);
     out.push_str("  INFO keygate::access: request_id=");
     out.push_str(f.request_id);
     out.push_str(" ip=");
-    clock.write_ip(f.ip, out);
+    cache.write_ip(f.ip, out);
     out.push_str(" method=");
     out.push_str(f.method.as_str());
     out.push_str(" path=");
@@ -246,7 +246,7 @@ fn text(f: &Finished<'_>, clock: &mut Clock, out: &mut String) {
     out.push('\n');
 }
 
-fn json(f: &Finished<'_>, clock: &mut Clock, out: &mut String) {
+fn json(f: &Finished<'_>, cache: &mut LineCache, out: &mut String) {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Line<'a> {
@@ -266,9 +266,9 @@ fn json(f: &Finished<'_>, clock: &mut Clock, out: &mut String) {
         response_length: usize,
     }
     let mut time = String::with_capacity(27);
-    clock.write_time(f.at, &mut time);
+    cache.write_time(f.at, &mut time);
     let mut ip = String::with_capacity(15);
-    clock.write_ip(f.ip, &mut ip);
+    cache.write_ip(f.ip, &mut ip);
     let line = Line {
         request_time: &time,
         request_id: f.request_id,
@@ -302,12 +302,13 @@ fn quoted(s: &str, out: &mut String) {
     }
 }
 
-/// Formats times as RFC 3339 in UTC with microseconds, as keygate's other log lines: the date
-/// and the second once per second, an `Instant` turned into wall-clock time through an anchor
-/// the writer sets again every few milliseconds (so a clock step shows at once). Also keeps the
-/// last client address's text: most lines repeat the one before.
+/// What lines are formatted with, kept from one line to the next. Times are RFC 3339 in UTC
+/// with microseconds, as keygate's other log lines: the date and the second formatted once per
+/// second, an `Instant` turned into wall-clock time through an anchor the writer sets again
+/// every few milliseconds (so a clock step shows at once). Also the last client address's text:
+/// most lines repeat the one before.
 #[derive(Debug)]
-struct Clock {
+struct LineCache {
     /// An instant and the wall-clock time then, in microseconds since the Unix epoch.
     anchor: (Instant, u64),
     second: Option<u64>,
@@ -316,7 +317,7 @@ struct Clock {
     last_ip: Option<(IpAddr, String)>,
 }
 
-impl Default for Clock {
+impl Default for LineCache {
     fn default() -> Self {
         let mut clock = Self {
             anchor: (Instant::now(), 0),
@@ -329,7 +330,7 @@ impl Default for Clock {
     }
 }
 
-impl Clock {
+impl LineCache {
     fn set_anchor(&mut self) {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, micros);
         self.anchor = (Instant::now(), wall);
@@ -467,7 +468,7 @@ fn write_loop(shared: &Shared, mut out: Output) {
         for i in 0..SHARDS {
             {
                 let mut shard = shared.shard(i);
-                shard.clock.set_anchor();
+                shard.cache.set_anchor();
                 if shard.buf.is_empty() {
                     continue;
                 }
@@ -517,7 +518,7 @@ mod tests {
     #[test]
     fn text_lines_quote_what_a_client_sent() {
         let mut s = String::new();
-        text(&finished("/dev/candidates/a\"b\n", Some("k1")), &mut Clock::default(), &mut s);
+        text(&finished("/dev/candidates/a\"b\n", Some("k1")), &mut LineCache::default(), &mut s);
         assert!(s.ends_with('\n') && s.matches('\n').count() == 1, "{s}");
         assert!(s.contains(" INFO keygate::access: request_id=0f6b1c2e-8a44-4c1e-9a57-1b2f3c4d5e6f ip=127.0.0.1 method=GET path=\"/dev/candidates/a\\\"b\\n\" route=\"/candidates/{id}\" status=200 key_id=\"k1\" reason=\"-\" micros=250 integration_micros=200 bytes=17"), "{s}");
     }
@@ -526,14 +527,14 @@ mod tests {
     fn a_line_longer_than_the_stack_buffer_is_written_whole() {
         let path = format!("/dev/{}", "a".repeat(3000));
         let mut s = String::new();
-        text(&finished(&path, None), &mut Clock::default(), &mut s);
+        text(&finished(&path, None), &mut LineCache::default(), &mut s);
         assert!(s.contains(&format!("path=\"{path}\" route=")), "{s}");
         assert!(s.ends_with(" bytes=17\n"), "{s}");
     }
 
     #[test]
     fn times_are_utc_with_microseconds_and_the_second_is_formatted_once() {
-        let mut clock = Clock::default();
+        let mut clock = LineCache::default();
         let mut s = String::new();
         clock.write(1_000_001, &mut s);
         s.push(' ');
@@ -549,7 +550,7 @@ mod tests {
     #[test]
     fn json_lines_use_api_gateway_names() {
         let mut s = String::new();
-        json(&finished("/dev/candidates/1", None), &mut Clock::default(), &mut s);
+        json(&finished("/dev/candidates/1", None), &mut LineCache::default(), &mut s);
         let v: serde_json::Value = serde_json::from_str(s.trim_end()).unwrap();
         assert_eq!(v["requestId"], "0f6b1c2e-8a44-4c1e-9a57-1b2f3c4d5e6f");
         assert_eq!(v["httpMethod"], "GET");

@@ -320,7 +320,7 @@ impl Gateway {
                 let at = Instant::now();
                 let took = at - started;
                 self.count_refusal(&refused, took);
-                Admit::Respond(self.finish(refused, head, peer, at, took))
+                Admit::Respond(self.finish(refused, head, Some(peer.ip()), at, took))
             }
         }
     }
@@ -350,7 +350,7 @@ impl Gateway {
         &self,
         refused: Refused<'_>,
         head: &Request,
-        peer: SocketAddr,
+        ip: Option<std::net::IpAddr>,
         at: Instant,
         took: Duration,
     ) -> Response {
@@ -363,7 +363,7 @@ impl Gateway {
             request_id,
             method: &head.method,
             path: head.path(),
-            ip: Some(peer.ip()),
+            ip,
             route: route.map(|r| r.event.path.as_str()),
             key_id,
             status: res.status.as_u16(),
@@ -378,31 +378,14 @@ impl Gateway {
 
     /// Gives an answer the server asked for (the body could not be read) its request id and an
     /// access-log line.
-    fn refused_before_routing(&self, mut res: Response, head: &Request) -> Response {
-        let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let request_id = new_request_id(&mut id_buf);
-        set_request_id(&mut res, request_id);
+    fn refused_before_routing(&self, res: Response, head: &Request) -> Response {
         let reason = if res.status == http::StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
         } else {
             "busy"
         };
-        self.log(&Finished {
-            at: Instant::now(),
-            request_id,
-            method: &head.method,
-            path: head.path(),
-            ip: None,
-            route: None,
-            key_id: None,
-            status: res.status.as_u16(),
-            latency: Duration::ZERO,
-            integration: None,
-            bytes: res.body.len(),
-            reason,
-            hint: None,
-        });
-        res
+        let refused = Refused { res, key_id: None, reason, hint: None, route: None };
+        self.finish(refused, head, None, Instant::now(), Duration::ZERO)
     }
 
     /// Queues the access-log line of a request, when the log is on (never blocks).
@@ -447,7 +430,9 @@ impl Gateway {
         };
         let integration_started = Instant::now();
         let mut res = integrate::run(self, &call).await;
-        let integration = integration_started.elapsed();
+        // One clock read gives both the integration's time and the request's.
+        let at = Instant::now();
+        let integration = at - integration_started;
         if let Some(values) = rate_headers {
             let h = &mut res.headers;
             // The gateway's own figures replace any the integration sent.
@@ -461,7 +446,6 @@ impl Gateway {
             h.push_value("ratelimit", ratelimit);
         }
         set_request_id(&mut res, request_id);
-        let at = Instant::now();
         let took = at - started;
         self.log(&Finished {
             at,

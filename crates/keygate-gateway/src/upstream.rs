@@ -372,22 +372,21 @@ async fn connect(target: &Target) -> Result<Pooled, Failure> {
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let stream = match target.tls {
-        Tls::Plain => Stream::Plain(stream),
-        Tls::Verified | Tls::AnyIssuer => {
-            let connector = match target.tls {
-                Tls::AnyIssuer => upstream_tls::any_issuer(),
-                _ => upstream_tls::verified().map_err(Failure::Broken)?,
-            };
+    let connector = match target.tls {
+        Tls::Plain => None,
+        Tls::Verified => Some(upstream_tls::verified().map_err(Failure::Broken)?),
+        Tls::AnyIssuer => Some(upstream_tls::any_issuer()),
+    };
+    let stream = match connector {
+        None => Stream::Plain(stream),
+        Some(connector) => {
             let name = ServerName::try_from(target.host.clone()).map_err(|e| {
                 Failure::Broken(format!("{:?} cannot be a TLS server name: {e}", target.host))
             })?;
-            match tokio::time::timeout_at(started + TIMEOUT, connector.connect(name, stream)).await
-            {
+            let handshake = connector.connect(name, stream);
+            match tokio::time::timeout_at(started + TIMEOUT, handshake).await {
                 Err(_) => return Err(Failure::TimedOut),
-                Ok(Err(e)) => {
-                    return Err(Failure::Broken(format!("TLS handshake failed: {e}")));
-                }
+                Ok(Err(e)) => return Err(Failure::Broken(format!("TLS handshake failed: {e}"))),
                 Ok(Ok(s)) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
             }
         }

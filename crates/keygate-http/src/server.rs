@@ -154,6 +154,8 @@ pub async fn serve<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop, stopped) = watch::channel(false);
+    // Shared by the connections' tasks (they need it past the TLS handshake).
+    let options = Arc::new(options);
     let budget = Arc::new(AtomicUsize::new(options.max_buffered));
     let max_connections = connection_cap(options.max_connections);
     let clients = Arc::new(Clients::new(options.max_per_client));
@@ -189,24 +191,19 @@ pub async fn serve<S: Service>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = Arc::clone(&service);
-        let options_ = options.clone();
-        let budget = Arc::clone(&budget);
-        let stopped = stopped.clone();
+        let (service, options, budget, stopped) =
+            (Arc::clone(&service), Arc::clone(&options), Arc::clone(&budget), stopped.clone());
         connections.spawn(async move {
-            let stream = match &options_.tls {
-                None => Stream::Plain(stream),
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        // A scanner, a client that distrusts the certificate, plain HTTP on
-                        // the HTTPS port: nothing to answer.
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+            let stream = match Stream::accept(stream, options.tls.as_ref()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // A scanner, a client that distrusts the certificate, plain HTTP on the
+                    // HTTPS port: nothing to answer.
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
             };
-            Connection::new(stream, peer, service, &options_, budget, stopped).run().await;
+            Connection::new(stream, peer, service, &options, budget, stopped).run().await;
             drop(slot);
         });
     }

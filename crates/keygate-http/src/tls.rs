@@ -44,18 +44,20 @@ pub enum TlsError {
     Unusable { cert: PathBuf, key: PathBuf, source: rustls::Error },
 }
 
-/// A listener's TLS: the files, the certificate served now and the acceptor using it.
+/// A listener's TLS: the files, the certificate served now and the acceptor using it. Cheap to
+/// clone (clones share the certificate a reload swaps).
 #[derive(Clone)]
 pub struct Tls {
-    cert: PathBuf,
-    key: PathBuf,
+    /// The certificate and key files.
+    files: Arc<(PathBuf, PathBuf)>,
     current: Arc<Current>,
     acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("cert", &self.cert).field("key", &self.key).finish()
+        let (cert, key) = &*self.files;
+        f.debug_struct("Tls").field("cert", cert).field("key", key).finish()
     }
 }
 
@@ -89,8 +91,7 @@ impl Tls {
             .with_cert_resolver(Arc::clone(&current) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            files: Arc::new((cert.to_owned(), key.to_owned())),
             current,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })
@@ -102,8 +103,8 @@ impl Tls {
     /// # Errors
     /// As [`Tls::load`].
     pub fn reload(&self) -> Result<(), TlsError> {
-        let certified = certified_key(&self.cert, &self.key)?;
-        self.current.0.store(Arc::new(certified));
+        let (cert, key) = &*self.files;
+        self.current.0.store(Arc::new(certified_key(cert, key)?));
         Ok(())
     }
 

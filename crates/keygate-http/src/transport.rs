@@ -26,6 +26,18 @@ impl From<TcpStream> for Stream {
 }
 
 impl Stream {
+    /// An accepted connection as the listener serves it: plain, or after the TLS handshake
+    /// with `tls` (within [`crate::tls::HANDSHAKE_TIMEOUT`]).
+    ///
+    /// # Errors
+    /// The handshake failed or took too long.
+    pub async fn accept(tcp: TcpStream, tls: Option<&crate::Tls>) -> io::Result<Self> {
+        match tls {
+            None => Ok(Self::Plain(tcp)),
+            Some(tls) => tls.accept(tcp).await,
+        }
+    }
+
     /// The TCP connection underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

@@ -172,10 +172,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                     "no file to check: give one (`keygate config check keygate.toml`) or --config"
                 );
             };
-            let checked = crate::config_file::check(
-                &path,
-                &<crate::cli::Cli as clap::CommandFactory>::command(),
-            );
+            use clap::CommandFactory;
+            let checked = crate::config_file::check(&path, &crate::cli::Cli::command());
             match checked {
                 Ok(summary) => {
                     println!("{summary}");
@@ -185,9 +183,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Config(crate::cli::ConfigCommand::Settings) => {
-            for (key, (env, help)) in
-                crate::config_file::known(&<crate::cli::Cli as clap::CommandFactory>::command())
-            {
+            use clap::CommandFactory;
+            for (key, (env, help)) in crate::config_file::known(&crate::cli::Cli::command()) {
                 println!("{key:<24} {env:<32} {help}");
             }
             Ok(())
