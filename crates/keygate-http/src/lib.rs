@@ -6,7 +6,12 @@
 //! registration per read) was most of what keygate added per request (docs/benchmarks.md,
 //! change 20). Heads are parsed with `httparse`, what hyper uses inside; the messages keep their
 //! header fields as flat lists rather than `http::HeaderMap`s ([`message`]).
+//!
+//! HTTP/2 (a TLS listener whose [`Tls`] offers `h2`) is hyper's and the `h2` crate's framing in
+//! front of the same [`Service`]: each request head goes through the HTTP/1.1 parser, so both
+//! protocols read a request the same way (`h2`, private).
 
+mod h2;
 pub mod message;
 pub mod server;
 pub mod tls;

@@ -203,7 +203,11 @@ pub async fn serve<S: Service>(
                     return;
                 }
             };
-            Connection::new(stream, peer, service, &options, budget, stopped).run().await;
+            if stream.is_http2() {
+                crate::h2::serve_connection(stream, peer, service, options, budget, stopped).await;
+            } else {
+                Connection::new(stream, peer, service, &options, budget, stopped).run().await;
+            }
             drop(slot);
         });
     }
@@ -483,7 +487,14 @@ impl<S: Service> Connection<S> {
             let written = self.write(&res, head_request, version, keep_alive).await;
             drop(res);
             self.release();
-            if written.is_err() || !keep_alive {
+            if written.is_err() {
+                return;
+            }
+            if !keep_alive {
+                // Over TLS this sends close_notify, so the client can tell the end of the
+                // answer from a cut connection.
+                let shutdown = self.wire.stream.shutdown();
+                let _ = tokio::time::timeout(self.write_timeout.unwrap_or(LINGER), shutdown).await;
                 return;
             }
         }
@@ -835,6 +846,11 @@ fn encode_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Hands the `date` header's value (formatted once per second per thread) to `f`.
+pub(crate) fn date_header(f: impl FnOnce(&[u8])) {
+    date::with(f);
 }
 
 /// The `date` header's value, formatted once per second per thread.

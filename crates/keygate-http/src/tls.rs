@@ -2,7 +2,7 @@
 //! PEM files, served to every new handshake and swapped in place by [`Tls::reload`] (SIGHUP), so
 //! a renewed certificate takes effect without dropping a connection: sessions already open keep
 //! theirs. rustls's defaults: TLS 1.3 and 1.2 with forward-secret AEAD suites only. ALPN offers
-//! `http/1.1`.
+//! `http/1.1`, and `h2` first on a listener that serves HTTP/2 ([`Tls::offering_http2`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -95,6 +95,19 @@ impl Tls {
             current,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })
+    }
+
+    /// The same certificate (reloads included) with ALPN offering `h2` before `http/1.1`: a
+    /// client that speaks HTTP/2 gets it ([`crate::h2`]), any other HTTP/1.1.
+    #[must_use]
+    pub fn offering_http2(&self) -> Self {
+        let mut config = rustls::ServerConfig::clone(self.acceptor.config());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            files: Arc::clone(&self.files),
+            current: Arc::clone(&self.current),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
     }
 
     /// Reads the files again and serves what they hold to every new handshake; on any error

@@ -51,6 +51,14 @@ impl Stream {
         matches!(self, Self::Tls(_))
     }
 
+    /// Whether the client chose HTTP/2 in the TLS handshake (ALPN `h2`).
+    pub fn is_http2(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// Whether nothing (no bytes, no close) has arrived: an idle pooled connection that is not
     /// quiet was closed or broke the protocol. Never waits; on plain TCP no syscall unless the
     /// reactor saw the socket become readable. Over TLS, records that carry no data (session

@@ -44,11 +44,16 @@ impl Ca {
     }
 
     fn connector(&self) -> tokio_rustls::TlsConnector {
+        self.connector_offering(&[b"http/1.1"])
+    }
+
+    /// A client trusting the CA, offering `alpn`.
+    fn connector_offering(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
         let mut config =
             rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 }
@@ -59,6 +64,31 @@ async fn connect(ca: &Ca, base: &str) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     ca.connector().connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// One GET over HTTP/2 (ALPN `h2`, which the server must choose): (status, body).
+async fn h2_get(ca: &Ca, base: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let tcp = TcpStream::connect(base.strip_prefix("https://").unwrap()).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = ca.connector_offering(&[b"h2", b"http/1.1"]).connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "the traffic listener offers h2");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get(format!("https://localhost{path}"));
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    let res = send.send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap());
+    let res = res.await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The certificate the server presented on `s`.
@@ -122,6 +152,20 @@ async fn https_serves_the_key_story_and_sighup_swaps_the_certificate() {
     assert_eq!((status, body.as_str()), (403, r#"{"message":"Forbidden"}"#));
     let (status, _, body) = exchange(&mut open, &get("/dev/candidates", Some(&key))).await;
     assert_eq!(status, 200, "{body}");
+
+    // HTTP/2 for a client that negotiates it: the same story.
+    let (status, body) = h2_get(&ca, &srv.base, "/dev/candidates", None).await;
+    assert_eq!((status, body.as_str()), (403, r#"{"message":"Forbidden"}"#));
+    let (status, body) = h2_get(&ca, &srv.base, "/dev/candidates", Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
+    // The admin listener speaks HTTP/1.1 only.
+    let tcp = TcpStream::connect(srv.admin.strip_prefix("https://").unwrap()).await.unwrap();
+    let admin_alpn = ca
+        .connector_offering(&[b"h2", b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(admin_alpn.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 
     // The admin listener: its API, and the console's cookie marked Secure.
     let mut admin = connect(&ca, &srv.admin).await;
