@@ -676,8 +676,8 @@ pub async fn serve(
         max_per_client: MAX_CONNECTIONS_PER_CLIENT,
         max_buffered: MAX_BUFFERED,
         drain: DRAIN_TIMEOUT,
-        // Clients that negotiate HTTP/2 get it (docs/operations.md).
-        tls: tls.map(|tls| tls.offering_http2()),
+        // HTTP/2 too when `tls` offers it (`Tls::offering_http2`).
+        tls,
     };
     keygate_http::serve(listener, gateway, options, shutdown).await;
 }

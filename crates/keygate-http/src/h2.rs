@@ -65,11 +65,13 @@ pub(crate) async fn serve_connection<S: Service>(
             let open = streams.open();
             let (service, options, budget) =
                 (Arc::clone(&service), Arc::clone(&options), Arc::clone(&budget));
-            async move {
+            // Boxed: the service's future is large, and hyper moves the stream's future (into
+            // the task it spawns, and on); a pointer moves cheaper than kilobytes.
+            Box::pin(async move {
                 let res = answer(&*service, &options, &budget, peer, req).await;
                 drop(open);
                 Ok::<_, Infallible>(res)
-            }
+            })
         })
     };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -266,6 +266,10 @@ pub(crate) struct ListenArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or SEC1 EC).
     #[arg(long, env = "KEYGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// With --tls-cert, serve HTTP/1.1 only on the traffic listener. By default a client that
+    /// offers HTTP/2 in the TLS handshake (ALPN `h2`) gets it; the admin listener is HTTP/1.1.
+    #[arg(long, env = "KEYGATE_NO_HTTP2")]
+    pub(crate) no_http2: bool,
     /// Write the access log (one line per request) to FILE instead of stderr: appended to,
     /// created with mode 0640, reopened on SIGHUP (for logrotate).
     #[arg(long, env = "KEYGATE_ACCESS_LOG", value_name = "FILE", conflicts_with = "no_access_log")]

@@ -885,7 +885,11 @@ async fn serve(
          token create`)"
     );
     tracing::info!(%addr, %admin_addr, "gateway listening");
-    keygate_gateway::serve(listener, Arc::clone(&gateway), tls, shutdown).await;
+    let traffic_tls = match &tls {
+        Some(tls) if !listen.no_http2 => Some(tls.offering_http2()),
+        other => other.clone(),
+    };
+    keygate_gateway::serve(listener, Arc::clone(&gateway), traffic_tls, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     refresh.abort();

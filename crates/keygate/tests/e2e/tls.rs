@@ -239,6 +239,19 @@ async fn https_serves_the_key_story_and_sighup_swaps_the_certificate() {
     let logs = std::fs::read_to_string(log).unwrap();
     assert!(!logs.contains("not base64"), "key file contents in the logs");
 
+    // --no-http2: HTTP/1.1 only, whatever the client offers.
+    let (h1_cert, h1_key, _) = ca.leaf(env.path(), "h1only");
+    let (hc, hk) = (h1_cert.to_str().unwrap(), h1_key.to_str().unwrap());
+    let srv = env.start(
+        &["serve", "--listen", "127.0.0.1:0", "--tls-cert", hc, "--tls-key", hk, "--no-http2"],
+        &[],
+    );
+    let tcp = TcpStream::connect(srv.base.strip_prefix("https://").unwrap()).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let offered = ca.connector_offering(&[b"h2", b"http/1.1"]).connect(name, tcp).await.unwrap();
+    assert_eq!(offered.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    srv.stop();
+
     // Unusable files stop keygate at start, saying which and what to do.
     let (other_cert, _, _) = ca.leaf(env.path(), "other");
     let oc = other_cert.to_str().unwrap();
