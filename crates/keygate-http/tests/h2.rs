@@ -285,3 +285,40 @@ async fn an_idle_h2_connection_is_closed_and_shutdown_says_goaway() {
         .expect("the server stops")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_rapid_reset_flood_neither_runs_the_service_nor_stops_the_server() {
+    let server = start(Duration::from_secs(30)).await;
+    let tls = server.tls_connect(&[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    let flood_conn = tokio::spawn(conn);
+    // CVE-2023-44487: open a stream, reset it at once, again and again. Each is a POST whose
+    // body never comes, so nothing may reach `call`.
+    let mut client = Some(client);
+    let mut opened = 0;
+    for _ in 0..20_000 {
+        let Some(ready) = client.take() else { break };
+        // An error: the server had enough (GOAWAY), which is fine too.
+        let Ok(mut ready) = ready.ready().await else { break };
+        let req = http::Request::post("https://localhost/flood").body(()).unwrap();
+        let Ok((_answer, mut stream)) = ready.send_request(req, false) else { break };
+        stream.send_reset(h2::Reason::CANCEL);
+        opened += 1;
+        client = Some(ready);
+    }
+    assert!(opened > 0);
+    drop(client);
+    // Another client is served at once, and the flood reached no handler.
+    let (mut other, _done) = server.h2().await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        send(&mut other, get("https://localhost/after").body(Full::default()).unwrap()),
+    )
+    .await
+    .expect("the server answers while and after being flooded");
+    assert_eq!(answer.0, StatusCode::OK);
+    assert_eq!(server.echo.calls.load(Ordering::SeqCst), 1, "only /after was called");
+    // The flooding connection ends (the client dropped its handle; the server closes it idle
+    // or has sent GOAWAY) rather than lingering with its streams.
+    let _ = tokio::time::timeout(Duration::from_secs(5), flood_conn).await;
+}
