@@ -10,7 +10,8 @@
 //!   that differs from `:authority` is a 400 (RFC 9113 §8.3.1).
 //! - [`Service::admit`] decides on the head before any body byte is read; a refused request's body
 //!   is never read (its stream is reset once the answer is sent).
-//! - Bodies are read whole, within [`Options::body_timeout`], at most [`Options::max_body`] bytes
+//! - Bodies are read whole, within [`Options::body_timeout`] (else 408, the stream's own answer;
+//!   the connection's other streams go on), at most [`Options::max_body`] bytes
 //!   ([`Service::too_large`]), held against the server's shared budget ([`Service::busy`]).
 //! - A connection idle (no open stream) for [`Options::read_timeout`] is closed with GOAWAY, as
 //!   one that stops answering pings is; on shutdown every connection gets a GOAWAY and finishes

@@ -79,6 +79,10 @@ fn tls(dir: &Path) -> (Tls, CertificateDer<'static>) {
 }
 
 async fn start(read_timeout: Duration) -> Server {
+    start_with(read_timeout, Duration::from_secs(5)).await
+}
+
+async fn start_with(read_timeout: Duration, body_timeout: Duration) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (tls, der) = tls(dir.path());
     let mut roots = rustls::RootCertStore::empty();
@@ -89,7 +93,7 @@ async fn start(read_timeout: Duration) -> Server {
     let options = Options {
         max_body: MAX_BODY,
         read_timeout: Some(read_timeout),
-        body_timeout: Some(Duration::from_secs(5)),
+        body_timeout: Some(body_timeout),
         write_timeout: Some(Duration::from_secs(5)),
         max_connections: 64,
         max_per_client: 0,
@@ -321,4 +325,23 @@ async fn a_rapid_reset_flood_neither_runs_the_service_nor_stops_the_server() {
     // The flooding connection ends (the client dropped its handle; the server closes it idle
     // or has sent GOAWAY) rather than lingering with its streams.
     let _ = tokio::time::timeout(Duration::from_secs(5), flood_conn).await;
+}
+
+#[tokio::test]
+async fn an_h2_body_that_does_not_come_in_time_is_a_408_and_no_call() {
+    let slow = start_with(Duration::from_secs(30), Duration::from_millis(300)).await;
+    let tls = slow.tls_connect(&[b"h2"]).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post("https://localhost/slow").body(()).unwrap();
+    // The head, then one piece of the body, then nothing.
+    let (answer, mut body) = client.send_request(req, false).unwrap();
+    body.send_data(Bytes::from_static(b"part"), false).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered within the body timeout")
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(slow.echo.calls.load(Ordering::SeqCst), 0);
 }

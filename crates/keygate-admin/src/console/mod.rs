@@ -372,21 +372,22 @@ pub(crate) fn control_error(e: &keygate_control::Error) -> Response {
 
 /// A date (UTC) of unix seconds, as the console shows it.
 pub(crate) fn date(unix_secs: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp(unix_secs)
-        .ok()
-        .and_then(|t| t.format(FORMAT).ok())
-        .unwrap_or_else(|| unix_secs.to_string())
+    utc(unix_secs, time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"))
 }
 
 /// A time (UTC) of unix seconds as keygate's inputs accept it (`2027-01-31T12:00:00Z`).
 pub(crate) fn iso(unix_secs: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    utc(
+        unix_secs,
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"),
+    )
+}
+
+/// Unix seconds in UTC as `format` writes them; the number itself if out of range.
+fn utc(unix_secs: i64, format: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
-        .and_then(|t| t.format(FORMAT).ok())
+        .and_then(|t| t.format(format).ok())
         .unwrap_or_else(|| unix_secs.to_string())
 }
 
