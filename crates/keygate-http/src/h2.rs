@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::message::{Request, Response};
-use crate::server::{Admit, Options, Service};
+use crate::server::{Admit, Held, Options, Service};
 use crate::transport::Stream;
 use crate::wire::MAX_HEAD;
 
@@ -69,7 +69,7 @@ pub(crate) async fn serve_connection<S: Service>(
             // Boxed: the service's future is large, and hyper moves the stream's future (into
             // the task it spawns, and on); a pointer moves cheaper than kilobytes.
             Box::pin(async move {
-                let res = answer(&*service, &options, &budget, peer, req).await;
+                let res = answer(&*service, &options, budget, peer, req).await;
                 drop(open);
                 Ok::<_, Infallible>(res)
             })
@@ -160,38 +160,11 @@ impl Drop for OpenStream {
     }
 }
 
-/// Body bytes a stream took from the server's budget, given back when dropped.
-struct Reserved<'a> {
-    budget: &'a AtomicUsize,
-    n: usize,
-}
-
-impl Reserved<'_> {
-    fn take(&mut self, n: usize) -> bool {
-        let taken = self
-            .budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
-            .is_ok();
-        if taken {
-            self.n += n;
-        }
-        taken
-    }
-}
-
-impl Drop for Reserved<'_> {
-    fn drop(&mut self) {
-        if self.n > 0 {
-            self.budget.fetch_add(self.n, Ordering::AcqRel);
-        }
-    }
-}
-
 /// One stream: its head through the strict parser, admission, its body, the call.
 async fn answer<S: Service>(
     service: &S,
     options: &Options,
-    budget: &AtomicUsize,
+    budget: Arc<AtomicUsize>,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
@@ -212,12 +185,12 @@ async fn answer<S: Service>(
         Admit::Proceed(admitted) => admitted,
         Admit::Respond(res) => return to_hyper(res, head_request),
     };
-    let mut reserved = Reserved { budget, n: 0 };
+    let mut held = Held::new(budget);
     if !incoming.is_end_stream() {
         let deadline = options.body_timeout.map(|limit| Instant::now() + limit);
-        let mut body = BytesMut::new();
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
         if let Some(n) = declared
-            && !reserved.take(n)
+            && !held.take(n)
         {
             return to_hyper(service.busy(&head), head_request);
         }
@@ -241,7 +214,7 @@ async fn answer<S: Service>(
             if data.len() > options.max_body - body.len() {
                 return to_hyper(service.too_large(&head), head_request);
             }
-            if declared.is_none() && !reserved.take(data.len()) {
+            if declared.is_none() && !held.take(data.len()) {
                 return to_hyper(service.busy(&head), head_request);
             }
             body.extend_from_slice(&data);
@@ -250,7 +223,7 @@ async fn answer<S: Service>(
     }
     let res = service.call(head, admitted, peer).await;
     let res = to_hyper(res, head_request);
-    drop(reserved);
+    drop(held);
     res
 }
 
@@ -337,7 +310,7 @@ fn to_hyper(res: Response, head_request: bool) -> hyper::Response<Full<Bytes>> {
         }
     }
     if !headers.contains_key(http::header::DATE) {
-        crate::server::date_header(|date| {
+        crate::server::date::with(|date| {
             if let Ok(value) = HeaderValue::from_bytes(date) {
                 headers.insert(http::header::DATE, value);
             }

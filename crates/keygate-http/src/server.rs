@@ -386,14 +386,44 @@ struct Connection<S> {
     read_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Body bytes the server may still hold, shared by all connections.
-    budget: Arc<AtomicUsize>,
-    /// What this connection took from `budget` for the request it is on.
-    reserved: usize,
+    /// What this connection holds of the server's body budget for the request it is on.
+    held: Held,
 }
 
-impl<S> Drop for Connection<S> {
-    /// A connection dropped mid-request (aborted, cancelled) gives its bytes back too.
+/// Request-body bytes taken from the budget all of a server's connections share
+/// ([`Options::max_buffered`]), given back by [`Held::release`] or when dropped (a connection or
+/// stream dropped mid-request gives its bytes back too).
+pub(crate) struct Held {
+    budget: Arc<AtomicUsize>,
+    n: usize,
+}
+
+impl Held {
+    pub(crate) fn new(budget: Arc<AtomicUsize>) -> Self {
+        Self { budget, n: 0 }
+    }
+
+    /// Takes `n` more bytes; `false` (nothing taken) when the budget has not that many left.
+    pub(crate) fn take(&mut self, n: usize) -> bool {
+        let taken = self
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+            .is_ok();
+        if taken {
+            self.n += n;
+        }
+        taken
+    }
+
+    /// Gives back everything taken.
+    pub(crate) fn release(&mut self) {
+        if self.n > 0 {
+            self.budget.fetch_add(std::mem::take(&mut self.n), Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         self.release();
     }
@@ -402,18 +432,12 @@ impl<S> Drop for Connection<S> {
 impl<S> Connection<S> {
     /// Takes `n` bytes from the shared budget for the current request.
     fn reserve(&mut self, n: usize) -> Result<(), Stop> {
-        self.budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
-            .map_err(|_| Stop::Busy)?;
-        self.reserved += n;
-        Ok(())
+        if self.held.take(n) { Ok(()) } else { Err(Stop::Busy) }
     }
 
     /// Gives back what the current request took.
     fn release(&mut self) {
-        if self.reserved > 0 {
-            self.budget.fetch_add(std::mem::take(&mut self.reserved), Ordering::AcqRel);
-        }
+        self.held.release();
     }
 }
 
@@ -443,8 +467,7 @@ impl<S: Service> Connection<S> {
             read_timeout: options.read_timeout,
             body_timeout: options.body_timeout,
             write_timeout: options.write_timeout,
-            budget,
-            reserved: 0,
+            held: Held::new(budget),
         }
     }
 
@@ -848,13 +871,8 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Hands the `date` header's value (formatted once per second per thread) to `f`.
-pub(crate) fn date_header(f: impl FnOnce(&[u8])) {
-    date::with(f);
-}
-
 /// The `date` header's value, formatted once per second per thread.
-mod date {
+pub(crate) mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -862,7 +880,7 @@ mod date {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
 
-    pub(super) fn with(f: impl FnOnce(&[u8])) {
+    pub(crate) fn with(f: impl FnOnce(&[u8])) {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         CACHED.with(|c| {
