@@ -181,7 +181,9 @@ fn split_target(target: &[u8]) -> Option<(Span, Option<Span>)> {
         [b'/', ..] => 0,
         b"*" => return Some((span(0, 1), None)),
         _ => {
-            // Absolute form: `scheme://authority[/path][?query]`.
+            // Absolute form: `scheme://authority[/path][?query][#fragment]`; the authority ends
+            // at the first of `/`, `?` or `#` (a `#` in it would otherwise end the target before
+            // the path starts).
             let scheme_end = target.windows(3).position(|w| w == b"://")?;
             if scheme_end == 0 || !target[..scheme_end].iter().all(u8::is_ascii_alphabetic) {
                 return None;
@@ -189,7 +191,7 @@ fn split_target(target: &[u8]) -> Option<(Span, Option<Span>)> {
             let rest = scheme_end + 3;
             rest + target[rest..]
                 .iter()
-                .position(|&b| b == b'/' || b == b'?')
+                .position(|&b| b == b'/' || b == b'?' || b == b'#')
                 .unwrap_or(target.len() - rest)
         }
     };
@@ -357,13 +359,16 @@ mod tests {
     fn targets_split_into_path_and_query() {
         /// Path and query.
         type Split<'a> = Option<(&'a str, Option<&'a str>)>;
-        let cases: [(&str, Split<'_>); 9] = [
+        let cases: [(&str, Split<'_>); 11] = [
             ("/dev/candidates", Some(("/dev/candidates", None))),
             ("/a?b=1&c", Some(("/a", Some("b=1&c")))),
             ("/a?", Some(("/a", Some("")))),
             ("/a#frag", Some(("/a", None))),
             ("http://h:1/x/y?q", Some(("/x/y", Some("q")))),
             ("http://h?q", Some(("/", Some("q")))),
+            // A fragment right after the authority (found by fuzzing: it panicked).
+            ("st://++#ebketaates_x=1", Some(("/", None))),
+            ("http://h#f?q", Some(("/", None))),
             ("*", Some(("*", None))),
             ("h:80", None),
             ("://x", None),
