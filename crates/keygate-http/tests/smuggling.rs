@@ -168,6 +168,15 @@ fn cases() -> Vec<Case> {
         refused("no Host on HTTP/1.1", b"GET / HTTP/1.1\r\nx-a: b\r\n\r\n", &[400]),
         case("no Host on HTTP/1.0 (allowed; closes)", b"GET /old HTTP/1.0\r\n\r\n", &[200], 1),
         Case {
+            first_body: Some("/ 0"),
+            ..case(
+                "absolute-form target with a fragment right after the authority (panicked once)",
+                b"GET http://other.example#f HTTP/1.1\r\nhost: h\r\n\r\n",
+                &[200, 200],
+                2,
+            )
+        },
+        Case {
             first_body: Some("/x 0"),
             ..case(
                 "absolute-form target: the path is the target's",
