@@ -8,6 +8,14 @@
 //! fullest one with several slots); a process that fails in any way other than a handler error
 //! is killed (whatever else it was running fails with it) and replaced on the next demand.
 //!
+//! Queued delivery (a Node.js function one at a time, `runtime_api`): each process also has
+//! `queue_depth` slots for events queued behind the one it runs, used only when no process is
+//! free and the busy one keeps up (answers in under a millisecond lately): an event that would
+//! wait for a slot anyway waits in the process's socket instead, and one wakeup of the process
+//! serves several. A free process is always preferred to a queue. When a process dies, the
+//! events queued behind the one it ran never started and run on another process; one that
+//! times out while queued is a 504 without stopping the process (the bootstrap skips it).
+//!
 //! Scale-out on demand: when every process is busy, a permit holder first waits up to
 //! `scale_out_after` for one to come back, and starts another process only if none does; while
 //! the only process is still starting, it waits for that start rather than starting its own.
@@ -29,12 +37,44 @@ use tokio::time::Instant;
 use crate::process::{Handed, Launch, ProcShared, Process, Spawn};
 use crate::stats::Counters;
 
+use crate::{FunctionRef, InvokeError};
+
 /// The right to hand one invocation to a process. A process lives as long as one of its slots.
 pub(crate) struct Slot {
     process: Arc<Process>,
     idle_since: Instant,
+    /// Handed out (counted in the process's [`Process::handed`]) rather than idle.
+    taken: bool,
 }
-use crate::{FunctionRef, InvokeError};
+
+impl Slot {
+    fn new(process: Arc<Process>) -> Self {
+        Self { process, idle_since: Instant::now(), taken: false }
+    }
+
+    /// Marks the slot handed out to an invocation.
+    fn hand_out(mut self) -> Self {
+        if !self.taken {
+            self.taken = true;
+            self.process.handed(1);
+        }
+        self
+    }
+
+    /// Marks the slot back from its invocation.
+    fn give_back(&mut self) {
+        if self.taken {
+            self.taken = false;
+            self.process.handed(-1);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
 
 /// Everything that affects a function's processes. Invocations of a function matching a key
 /// ([`PoolKey::is_for`]) share its warm processes; a redeploy that changes any of it gets a fresh
@@ -64,6 +104,10 @@ pub(crate) struct Pool {
     room: Mutex<Option<(Instant, bool)>>,
     scale_out_after: Duration,
     max_invocations: u64,
+    /// Slots per process: `slots()` plus the queue depth.
+    slots_per_process: u32,
+    /// Queued delivery ([`crate::process::Launch::queue_depth`] > 0).
+    queued: bool,
     spawn_with: Spawn,
     /// The function's counters (shared with its other pools).
     counters: Arc<Counters>,
@@ -100,6 +144,8 @@ impl Pool {
         counters: Arc<Counters>,
     ) -> Self {
         let max_invocations = max_invocations.saturating_mul(u64::from(key.launch.slots()));
+        let queue_depth = key.launch.queue_depth();
+        let slots_per_process = key.launch.slots() + queue_depth;
         let permits = Arc::new(Semaphore::new(key.concurrency as usize));
         let state = PoolState {
             idle: Vec::new(),
@@ -117,6 +163,8 @@ impl Pool {
             room: Mutex::new(None),
             scale_out_after,
             max_invocations,
+            slots_per_process,
+            queued: queue_depth > 0,
             spawn_with,
             counters,
         }
@@ -237,9 +285,13 @@ impl Pool {
                     }
                     return result;
                 }
-                Err(InvokeError::Timeout) if self.key.launch.slots() > 1 => {
-                    // Lambda Managed Instances: a timeout fails that invocation only; the process
-                    // and its other invocations run on. The slot (and the permit) stay taken
+                Err(InvokeError::Timeout)
+                    if self.key.launch.slots() > 1 || (self.queued && !delivered) =>
+                {
+                    // Lambda Managed Instances, or an event still queued (never started): a
+                    // timeout fails that invocation only; the process and its other invocations
+                    // run on (a queued event past its deadline is skipped by the bootstrap, which
+                    // answers it so). The slot (and the permit) stay taken
                     // until the process answers, so it never holds more events than it asked
                     // for and a function whose handlers hang cannot make the pool grow without
                     // bound. One that has not answered after another timeout's length is stuck:
@@ -298,6 +350,14 @@ impl Pool {
                     // fresh process cannot run the handler twice. A fresh process that dies is
                     // the function's own fault and is reported.
                     if warm && !delivered && !matches!(err, InvokeError::Timeout) {
+                        if self.queued {
+                            tracing::info!(
+                                function = %self.function(),
+                                pid,
+                                "an event queued on a process that stopped never started; \
+                                 running it on another process"
+                            );
+                        }
                         continue;
                     }
                     return result;
@@ -307,13 +367,25 @@ impl Pool {
     }
 
     fn take_idle(&self) -> Option<Slot> {
-        Self::take_idle_from(&mut self.lock())
+        self.take_idle_from(&mut self.lock())
     }
 
-    fn take_idle_from(state: &mut PoolState) -> Option<Slot> {
+    fn take_idle_from(&self, state: &mut PoolState) -> Option<Slot> {
+        if self.queued {
+            // Dead or retired: dropping the slot makes sure the process is stopped and reaped.
+            state.idle.retain(|s| s.process.is_usable());
+            // A process with nothing to do first (the most recently used), else a place in
+            // the queue of one that keeps up.
+            let at = state
+                .idle
+                .iter()
+                .rposition(|s| s.process.in_flight() == 0)
+                .or_else(|| state.idle.iter().rposition(|s| s.process.keeps_up()))?;
+            return Some(state.idle.remove(at).hand_out());
+        }
         while let Some(slot) = state.idle.pop() {
             if slot.process.is_usable() {
-                return Some(slot);
+                return Some(slot.hand_out());
             }
             // Dead or retired: dropping the slot makes sure the process is stopped and reaped.
         }
@@ -353,7 +425,7 @@ impl Pool {
             look_again.as_mut().enable();
             {
                 let mut state = self.lock();
-                if let Some(slot) = Self::take_idle_from(&mut state) {
+                if let Some(slot) = self.take_idle_from(&mut state) {
                     break Some(slot);
                 }
                 // Only a process that will give a slot back is worth waiting for: not one
@@ -457,15 +529,23 @@ impl Pool {
     fn put_idle(&self, mut slot: Slot) {
         {
             let mut state = self.lock();
+            slot.give_back();
             state.last_used = Instant::now();
             if state.closed || !slot.process.is_usable() {
                 return; // `slot` is dropped on return (the last one kills the process).
             }
             slot.idle_since = Instant::now();
-            while let Some(waiter) = state.waiting.pop_front() {
-                match waiter.send(slot) {
+            // With queued delivery, a place in the queue of a process that does not keep up is
+            // no use to a waiter (it would wait behind a slow invocation rather than for a free
+            // process): it goes back to the idle list.
+            let handy = !self.queued || slot.process.in_flight() == 0 || slot.process.keeps_up();
+            while handy && let Some(waiter) = state.waiting.pop_front() {
+                match waiter.send(slot.hand_out()) {
                     Ok(()) => return,
-                    Err(back) => slot = back, // That one stopped waiting.
+                    Err(mut back) => {
+                        back.give_back(); // That one stopped waiting.
+                        slot = back;
+                    }
                 }
             }
             state.idle.push(slot);
@@ -487,10 +567,8 @@ impl Pool {
                 Ok(process) if !state.closed => {
                     state.live.retain(|p| !p.is_reaped());
                     state.live.push(process.shared());
-                    for _ in 1..self.key.launch.slots() {
-                        let slot =
-                            Slot { process: Arc::clone(process), idle_since: Instant::now() };
-                        state.idle.push(slot);
+                    for _ in 1..self.slots_per_process {
+                        state.idle.push(Slot::new(Arc::clone(process)));
                     }
                     true
                 }
@@ -502,7 +580,7 @@ impl Pool {
         self.look_again.notify_waiters();
         let process = spawned?;
         if kept {
-            return Ok(Slot { process, idle_since: Instant::now() });
+            return Ok(Slot::new(process).hand_out());
         }
         process.kill_and_wait().await;
         Err(InvokeError::Spawn("the function host is shutting down".to_owned()))

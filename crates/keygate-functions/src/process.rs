@@ -26,7 +26,7 @@ use keygate_types::Runtime;
 
 use crate::launcher::{self, Program};
 use crate::output::{self, OutputBudget};
-use crate::runtime_api::{self, Failure, Invocation, Outcome, Owner, Phase, RuntimeApi};
+use crate::runtime_api::{self, Failure, Invocation, Outcome, Owner, Phase, RuntimeApi, Start};
 use crate::{FunctionRef, GroupWatch, InvokeError, RunAs};
 
 /// Host variables a function inherits; everything else in the host's environment (keygate's own
@@ -59,6 +59,10 @@ const RESERVED_ENV: &[&str] = &[
 /// How long to wait for a killed process to be reaped before giving up waiting (the reaper
 /// keeps waiting in the background). SIGKILL normally takes milliseconds.
 const REAP_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the Runtime API connections of a dead process may take to be read to their end
+/// (milliseconds, normally: the kernel closed them with the process).
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// The shell that sets a function's umask before it becomes the function's program.
 const SHELL: &str = "/bin/sh";
@@ -228,6 +232,10 @@ impl Launch {
         if let Some(n) = self.max_concurrency {
             env.insert("AWS_LAMBDA_MAX_CONCURRENCY".to_owned(), n.to_string().into());
         }
+        let queue_depth = self.queue_depth();
+        if queue_depth > 0 {
+            env.insert("KEYGATE_QUEUE_DEPTH".to_owned(), queue_depth.to_string().into());
+        }
         for (key, value) in &program.env {
             env.insert((*key).to_owned(), value.clone());
         }
@@ -247,6 +255,15 @@ impl Launch {
     /// Invocations one process takes at once.
     pub(crate) fn slots(&self) -> u32 {
         slots(self.max_concurrency)
+    }
+
+    /// Events one process may hold queued behind the one it runs (queued delivery, see
+    /// `runtime_api`): its launcher's depth for a one-at-a-time function, 0 otherwise.
+    pub(crate) fn queue_depth(&self) -> u32 {
+        if self.max_concurrency.is_some() {
+            return 0;
+        }
+        launcher::for_kind(self.runtime.kind()).queue_depth()
     }
 }
 
@@ -310,7 +327,12 @@ pub(crate) struct Process {
     inbox: mpsc::Sender<Invocation>,
     /// Invocations this process has answered (see `HostOptions::max_invocations`).
     answered: AtomicU64,
-    /// For Lambda's platform lines (`START`, `END`, `REPORT`).
+    /// Events queued behind the one it runs, at most ([`Launch::queue_depth`]).
+    queue_depth: u32,
+    /// The pool's slots of this process handed out to invocations (changed under the pool's
+    /// lock).
+    in_flight: std::sync::atomic::AtomicI64,
+    /// For Lambda's platform lines (`END`, `REPORT`).
     report: Report,
 }
 
@@ -406,7 +428,9 @@ impl Process {
         let addr = listener
             .local_addr()
             .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
-        let (api, inbox) = RuntimeApi::new(&launch.arn(), launch.slots());
+        let log = spawn.output.has_log().then(|| Arc::clone(&spawn.output));
+        let (api, inbox) =
+            RuntimeApi::new(&launch.arn(), launch.slots(), launch.queue_depth(), log);
         let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
 
         // With a group shared by the service's functions, files they make are the group's to
@@ -543,8 +567,11 @@ impl Process {
                 format!("the process exited {phase} ({status})")
             };
             // Record the death first: from now on the pool skips this process and a `/next`
-            // still parked for it hands out no event.
+            // still parked for it hands out no event. Then read what it sent to its end: an
+            // answer it wrote just before dying still counts (and says which queued event
+            // started).
             shared.api.fail(Failure::Exited(message));
+            shared.api.drain(DRAIN_WAIT).await;
             server.abort();
             if killed {
                 tracing::debug!(function = %function, pid, %status, "function process stopped");
@@ -561,7 +588,14 @@ impl Process {
             first: AtomicBool::new(true),
             peak: std::sync::Mutex::new(None),
         };
-        Ok(Self { shared, inbox, answered: AtomicU64::new(0), report })
+        Ok(Self {
+            shared,
+            inbox,
+            answered: AtomicU64::new(0),
+            queue_depth: launch.queue_depth(),
+            in_flight: std::sync::atomic::AtomicI64::new(0),
+            report,
+        })
     }
 
     pub(crate) fn shared(&self) -> Arc<ProcShared> {
@@ -591,6 +625,22 @@ impl Process {
         self.answered.load(Ordering::Acquire)
     }
 
+    /// Counts a slot handed out (`1`) or given back (`-1`).
+    pub(crate) fn handed(&self, change: i64) {
+        self.in_flight.fetch_add(change, Ordering::AcqRel);
+    }
+
+    /// Slots of this process handed out to invocations now.
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether an event may be queued behind the one this process runs: it takes queued events
+    /// and answers them fast ([`RuntimeApi::keeps_up`]).
+    pub(crate) fn keeps_up(&self) -> bool {
+        self.queue_depth > 0 && self.shared.api.keeps_up()
+    }
+
     /// Takes no new invocations from now on; those running finish.
     pub(crate) fn retire(&self) {
         self.shared.retired.store(true, Ordering::Release);
@@ -604,22 +654,19 @@ impl Process {
             return Handed::refused(f.into());
         }
         let (reply, answer) = oneshot::channel();
-        let delivered = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(Start::default());
         let mut request_id = [0; uuid::fmt::Hyphenated::LENGTH];
         let request_id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut request_id).to_owned();
-        // Platform lines only with a function log: no copy of the id otherwise.
+        // Platform lines only with a function log: no copy of the id otherwise. (`START` is the
+        // Runtime API's, said when the event starts.)
         let logged = self.report.output.has_log().then(|| request_id.clone());
-        let handed = std::time::Instant::now();
-        if let Some(id) = &logged {
-            self.report.output.platform(&format!("START RequestId: {id} Version: $LATEST"));
-        }
         let invocation = Invocation {
             request_id,
             event,
             deadline_ms: epoch_ms(deadline),
             trace_id: runtime_api::new_trace_id(),
             reply,
-            delivered: Arc::clone(&delivered),
+            start: Arc::clone(&start),
         };
         // The caller holds one of the process's slots, and the inbox has room for one event per
         // slot, so it is never full; a closed inbox means the process is unusable.
@@ -633,40 +680,51 @@ impl Process {
         // `biased`: an answer that arrived just before the process exited still counts.
         let result = tokio::select! {
             biased;
-            answer = &mut answer => match answer {
+            answer = &mut answer => Ok(match answer {
                 Ok(Outcome::Response(body)) => Ok(body),
                 Ok(Outcome::Error { error_type, message }) => {
                     Err(InvokeError::FunctionError { error_type, message })
                 }
                 Err(_) => Err(InvokeError::Crashed("the runtime dropped the invocation".to_owned())),
-            },
-            failed = failure.wait_for(Option::is_some) => {
-                let failed = failed.ok().and_then(|f| f.clone());
-                Err(failed.map_or_else(|| InvokeError::Crashed("the process is gone".to_owned()), InvokeError::from))
-            }
+            }),
+            // (The failure, cloned: the watch's guard must not be held across an await.)
+            failed = failure.wait_for(Option::is_some) => Err(failed.ok().and_then(|f| f.clone())),
             () = tokio::time::sleep_until(deadline) => {
                 late = Some(answer);
-                Err(InvokeError::Timeout)
+                Ok(Err(InvokeError::Timeout))
             }
         };
-        if let Some(id) = &logged {
-            self.log_end(id, handed, &result);
+        let result = match result {
+            Err(failed) => {
+                // Queued delivery: whether this event started is known once what the dead
+                // process sent has been read (the reaper drains its connections right after).
+                if matches!(failed, Some(Failure::Exited(_))) && self.queue_depth > 0 {
+                    self.shared.api.until_drained().await;
+                }
+                Err(failed.map_or_else(
+                    || InvokeError::Crashed("the process is gone".to_owned()),
+                    InvokeError::from,
+                ))
+            }
+            Ok(answered) => answered,
+        };
+        let started = start.at();
+        if let (Some(id), Some(started)) = (&logged, started) {
+            self.log_end(id, started, &result);
         }
-        Handed { result, delivered: delivered.load(Ordering::Acquire), late }
+        Handed { result, delivered: started.is_some(), late }
     }
 
-    /// Lambda's `END` and `REPORT` lines for an invocation handed over at `handed` (and a
+    /// Lambda's `END` and `REPORT` lines for an invocation the runtime `started` (and a
     /// `Task timed out` line before them for a timeout).
     fn log_end(
         &self,
         request_id: &str,
-        handed: std::time::Instant,
+        started: std::time::Instant,
         result: &Result<Bytes, InvokeError>,
     ) {
         let now = std::time::Instant::now();
         let init_end = self.shared.api.initialized_at();
-        // The run starts when the runtime could take the event: after init on a cold start.
-        let started = init_end.map_or(handed, |at| at.max(handed));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let duration = ms(now.saturating_duration_since(started));
         let out = &self.report.output;

@@ -15,12 +15,23 @@
 //! hold up to N events at once: it polls `/next` from N workers, and each `/response` or `/error`
 //! names the request id it answers. A `/next` beyond N outstanding events is a state error.
 //!
+//! Queued delivery (keygate's own bootstraps for one-at-a-time functions, `KEYGATE_QUEUE_DEPTH`
+//! = Q): the runtime keeps up to Q more `/next` polls open on a second connection, so that the
+//! events waiting for the process are already in its socket when it finishes one, and one wakeup
+//! of the process serves several. It runs them strictly one after another, in the order handed
+//! out, and starts one only once the previous answer is written. So the host knows which event
+//! may have started: the first handed out and unanswered ([`Start`]); the ones behind it have
+//! not, and when the process dies they are run elsewhere. That judgement waits until every
+//! connection of the dead process has been read to its end ([`RuntimeApi::drain`]), so that an
+//! answer it wrote just before dying is seen. A `/next` beyond the Q + 1 outstanding events waits
+//! for room instead of failing (the runtime polls ahead on another connection than it answers
+//! on, so the two may arrive in either order).
+//!
 //! Event and response bodies pass through untouched and are never logged.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -46,9 +57,25 @@ pub(crate) struct Invocation {
     pub(crate) deadline_ms: u64,
     pub(crate) trace_id: String,
     pub(crate) reply: oneshot::Sender<Outcome>,
-    /// Set once the event has been handed to the process; an event that never was may be retried
-    /// on another process without running the handler twice.
-    pub(crate) delivered: Arc<AtomicBool>,
+    /// Set once the process may have started the event; one that never was may be retried on
+    /// another process without running the handler twice.
+    pub(crate) start: Arc<Start>,
+}
+
+/// When the runtime may have started an invocation: handed out with nothing ahead of it, or the
+/// one ahead of it answered. Set once, never unset.
+#[derive(Debug, Default)]
+pub(crate) struct Start(OnceLock<std::time::Instant>);
+
+impl Start {
+    fn mark(&self) -> bool {
+        self.0.set(std::time::Instant::now()).is_ok()
+    }
+
+    /// When the event may have started; `None`: it has not.
+    pub(crate) fn at(&self) -> Option<std::time::Instant> {
+        self.0.get().copied()
+    }
 }
 
 /// What the runtime posted for an invocation.
@@ -75,9 +102,21 @@ pub(crate) struct RuntimeApi {
     /// so the channel has room for that many; `/next` takes the receiver's lock so that runtime
     /// workers polling at once get each event once.
     inbox: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
-    /// Events the process may hold at once (`AWS_LAMBDA_MAX_CONCURRENCY`, 1 for classic Lambda).
+    /// Events the process may hold at once (`AWS_LAMBDA_MAX_CONCURRENCY`, 1 for classic Lambda,
+    /// plus the queue depth with queued delivery).
     max_concurrency: usize,
+    /// Queued delivery: the runtime runs its events one after another, in order.
+    sequential: bool,
+    /// Signalled when an event is answered (room for a `/next` waiting for it).
+    room: tokio::sync::Notify,
     state: Mutex<State>,
+    /// Admitted connections still open.
+    open: watch::Sender<usize>,
+    /// Set once the process is dead and its connections were read to their end (or given up
+    /// on): which events started is final.
+    drained: watch::Sender<bool>,
+    /// `START` lines, when the function has a log.
+    log: Option<Arc<crate::output::OutputBudget>>,
     failure: watch::Sender<Option<Failure>>,
     /// Who may connect, known once the process has started ([`RuntimeApi::set_owner`]).
     owner: watch::Sender<Option<Owner>>,
@@ -106,14 +145,25 @@ struct State {
     initialized: bool,
     /// When the first `/next` came (the end of init, for `Init Duration`).
     initialized_at: Option<std::time::Instant>,
-    /// The events handed out and not yet answered (at most `max_concurrency`).
+    /// The events handed out and not yet answered (at most `max_concurrency`), in the order
+    /// handed out.
     current: Vec<Current>,
+    /// How long the process took per event lately (an exponential average, microseconds), and
+    /// over how many events.
+    pace_us: u64,
+    paced: u32,
 }
 
 struct Current {
     request_id: String,
     reply: oneshot::Sender<Outcome>,
+    start: Arc<Start>,
 }
+
+/// A process "keeps up" once it has answered this many events at an average under
+/// [`KEEPS_UP_UNDER`]: events are then queued behind the one it runs.
+const PACED_AFTER: u32 = 8;
+const KEEPS_UP_UNDER: Duration = Duration::from_millis(1);
 
 /// The phase a process was in, for crash messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,10 +174,18 @@ pub(crate) enum Phase {
 }
 
 impl RuntimeApi {
-    /// A fresh API in the init state for a process that takes `max_concurrency` events at once,
-    /// and the sender the pool hands events in through.
-    pub(crate) fn new(arn: &str, max_concurrency: u32) -> (Arc<Self>, mpsc::Sender<Invocation>) {
-        let max_concurrency = (max_concurrency as usize).max(1);
+    /// A fresh API in the init state for a process that takes `max_concurrency` events at once
+    /// and `queue_depth` more queued behind one running (queued delivery, only with one at
+    /// once), and the sender the pool hands events in through. `log` takes the `START` lines.
+    pub(crate) fn new(
+        arn: &str,
+        max_concurrency: u32,
+        queue_depth: u32,
+        log: Option<Arc<crate::output::OutputBudget>>,
+    ) -> (Arc<Self>, mpsc::Sender<Invocation>) {
+        let sequential = max_concurrency <= 1 && queue_depth > 0;
+        let queued = if sequential { queue_depth as usize } else { 0 };
+        let max_concurrency = (max_concurrency as usize).max(1) + queued;
         let (tx, rx) = mpsc::channel(max_concurrency);
         let arn = match HeaderValue::from_str(arn) {
             Ok(_) => Bytes::copy_from_slice(arn.as_bytes()),
@@ -137,7 +195,12 @@ impl RuntimeApi {
             arn,
             inbox: tokio::sync::Mutex::new(rx),
             max_concurrency,
+            sequential,
+            room: tokio::sync::Notify::new(),
             state: Mutex::new(State::default()),
+            open: watch::channel(0).0,
+            drained: watch::channel(false).0,
+            log,
             failure: watch::channel(None).0,
             owner: watch::channel(None).0,
             refusals: Mutex::new((0, None)),
@@ -163,7 +226,10 @@ impl RuntimeApi {
             tokio::task::spawn_blocking(move || peer::is_descendant_peer(expected, peer, listener))
                 .await;
         let why = match checked {
-            Ok(Ok(true)) => return true,
+            Ok(Ok(true)) => {
+                self.open.send_modify(|n| *n += 1);
+                return true;
+            }
             Ok(Ok(false)) => "from a process that is not the function's".to_owned(),
             Ok(Err(err)) => format!("whose process cannot be checked ({err})"),
             Err(err) => format!("whose check failed ({err})"),
@@ -226,33 +292,30 @@ impl RuntimeApi {
     }
 
     async fn next(&self) -> Response {
-        {
-            let mut state = self.lock();
-            if self.failure.borrow().is_some() {
-                return invalid_state("the runtime already failed; it must exit");
+        let mut failure = self.failure.subscribe();
+        loop {
+            // Registered before looking, so an answer in between is not missed.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.take_turn() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(refused) => return refused,
             }
-            if state.current.len() >= self.max_concurrency {
-                let message = if self.max_concurrency == 1 {
-                    format!(
-                        "State transition from Invoke to Ready failed for runtime: invocation {} \
-                         has no response or error yet",
-                        state.current[0].request_id
-                    )
-                } else {
-                    format!(
-                        "State transition from Invoke to Ready failed for runtime: all {} \
-                         invocations (AWS_LAMBDA_MAX_CONCURRENCY) have no response or error yet",
-                        self.max_concurrency
-                    )
-                };
-                return invalid_state(&message);
+            // Polled ahead on the other connection: wait for the answer that makes room.
+            tokio::select! {
+                () = &mut room => {}
+                _ = failure.wait_for(Option::is_some) => {}
             }
-            state.initialized = true;
-            state.initialized_at.get_or_insert_with(std::time::Instant::now);
         }
-        // Long poll: no timeout (the runtime must wait as long as it takes). Cancel-safe: if the
-        // connection goes away while waiting, no event has been taken.
-        let invocation = self.inbox.lock().await.recv().await;
+        // Long poll: no timeout (the runtime must wait as long as it takes), but over when the
+        // process dies. Cancel-safe: if the connection goes away while waiting, no event has been
+        // taken.
+        let invocation = tokio::select! {
+            invocation = async { self.inbox.lock().await.recv().await } => invocation,
+            _ = failure.wait_for(Option::is_some) => None,
+        };
         let Some(invocation) = invocation else {
             return json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -271,8 +334,7 @@ impl RuntimeApi {
         }
         // No await between taking the event and recording it as current: either the event is
         // still in the channel or the state knows it was handed out.
-        invocation.delivered.store(true, Ordering::Release);
-        let Invocation { request_id, event, deadline_ms, trace_id, reply, .. } = invocation;
+        let Invocation { request_id, event, deadline_ms, trace_id, reply, start } = invocation;
         let mut response = Response::new(StatusCode::OK, event);
         let headers = &mut response.headers;
         headers.push_static("content-type", "application/json");
@@ -282,8 +344,53 @@ impl RuntimeApi {
         // Both made by keygate (a UUID, an X-Ray header), so valid header values.
         headers.push_value("lambda-runtime-aws-request-id", Bytes::from(request_id.clone()));
         headers.push_value("lambda-runtime-trace-id", Bytes::from(trace_id));
-        self.lock().current.push(Current { request_id, reply });
+        let mut state = self.lock();
+        // Queued behind another, it starts when that one is answered.
+        if !self.sequential || state.current.is_empty() {
+            self.started(&request_id, &start);
+        }
+        state.current.push(Current { request_id, reply, start });
         response
+    }
+
+    /// Marks an invocation as (maybe) started, saying `START` in the function log.
+    fn started(&self, request_id: &str, start: &Start) {
+        if start.mark()
+            && let Some(log) = &self.log
+        {
+            log.platform(&format!("START RequestId: {request_id} Version: $LATEST"));
+        }
+    }
+
+    /// Whether a `/next` may wait for an event now (`false`: not yet, there is no room in the
+    /// queue), or the refusal when it may not at all.
+    fn take_turn(&self) -> Result<bool, Response> {
+        let mut state = self.lock();
+        if self.failure.borrow().is_some() {
+            return Err(invalid_state("the runtime already failed; it must exit"));
+        }
+        if state.current.len() >= self.max_concurrency {
+            if self.sequential {
+                return Ok(false);
+            }
+            let message = if self.max_concurrency == 1 {
+                format!(
+                    "State transition from Invoke to Ready failed for runtime: invocation {} \
+                     has no response or error yet",
+                    state.current[0].request_id
+                )
+            } else {
+                format!(
+                    "State transition from Invoke to Ready failed for runtime: all {} \
+                     invocations (AWS_LAMBDA_MAX_CONCURRENCY) have no response or error yet",
+                    self.max_concurrency
+                )
+            };
+            return Err(invalid_state(&message));
+        }
+        state.initialized = true;
+        state.initialized_at.get_or_insert_with(std::time::Instant::now);
+        Ok(true)
     }
 
     /// Takes the pending reply for `request_id` (`take`), or only checks that it is pending so a
@@ -299,9 +406,76 @@ impl RuntimeApi {
         }
         match state.current.iter().position(|c| c.request_id == request_id) {
             None => Err(Refusal::WrongRequestId),
-            Some(at) if take => Ok(Some(state.current.swap_remove(at).reply)),
+            Some(at) if take => {
+                if !self.sequential {
+                    return Ok(Some(state.current.swap_remove(at).reply));
+                }
+                // Answered out of order, the runtime may have started any event before this
+                // one: count them all as started (never run twice elsewhere).
+                for c in &state.current[..=at] {
+                    self.started(&c.request_id, &c.start);
+                }
+                let answered = state.current.remove(at);
+                let now = std::time::Instant::now();
+                let took = answered.start.at().map_or(Duration::ZERO, |t| now.duration_since(t));
+                let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                state.pace_us = if state.paced == 0 {
+                    took_us
+                } else {
+                    (state.pace_us.saturating_mul(7).saturating_add(took_us)) / 8
+                };
+                state.paced = state.paced.saturating_add(1);
+                // The next in line starts now.
+                if let Some(next) = state.current.first() {
+                    self.started(&next.request_id, &next.start);
+                }
+                drop(state);
+                self.room.notify_waiters();
+                Ok(Some(answered.reply))
+            }
             Some(_) => Ok(None),
         }
+    }
+
+    /// After an answer saying the runtime exits ([`exiting`]): the process is failed now, not
+    /// when it is gone.
+    /// (Queued delivery only: a Lambda Managed Instances runtime answers its other events before
+    /// it exits, and those must not fail meanwhile.)
+    fn exiting(&self, exiting: bool) {
+        if exiting && self.sequential {
+            self.fail(Failure::Exited(
+                "the runtime is exiting after an uncaught exception".to_owned(),
+            ));
+        }
+    }
+
+    /// Whether the process answers its events fast enough (under a millisecond on average,
+    /// lately) that an event may wait behind the one it runs rather than for another process.
+    pub(crate) fn keeps_up(&self) -> bool {
+        let state = self.lock();
+        self.sequential
+            && state.paced >= PACED_AFTER
+            && state.pace_us < KEEPS_UP_UNDER.as_micros() as u64
+    }
+
+    /// After the process died ([`RuntimeApi::fail`]): waits until every connection it had open
+    /// has been read to its end (so every answer it wrote is taken), at most `within`; if some is
+    /// still open then, every event handed out counts as started. Then which events started is
+    /// final ([`RuntimeApi::until_drained`]).
+    pub(crate) async fn drain(&self, within: Duration) {
+        let mut open = self.open.subscribe();
+        if tokio::time::timeout(within, open.wait_for(|n| *n == 0)).await.is_err() {
+            let state = self.lock();
+            for c in &state.current {
+                self.started(&c.request_id, &c.start);
+            }
+        }
+        self.drained.send_replace(true);
+    }
+
+    /// Waits until [`RuntimeApi::drain`] is over.
+    pub(crate) async fn until_drained(&self) {
+        let _ = self.drained.subscribe().wait_for(|d| *d).await;
     }
 
     fn complete(&self, request_id: &str, outcome: Outcome) -> Response {
@@ -386,6 +560,10 @@ impl keygate_http::Service for RuntimeApi {
     fn admit_connection(&self, peer: SocketAddr) -> impl Future<Output = bool> + Send {
         self.admits_peer(peer)
     }
+
+    fn connection_closed(&self, _peer: SocketAddr) {
+        self.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Serves the Runtime API on `listener` until the task is aborted. Connections belong to this
@@ -406,9 +584,19 @@ pub(crate) async fn serve(listener: TcpListener, api: Arc<RuntimeApi>) {
         max_buffered: 8 * MAX_RESPONSE_BYTES,
         drain: Duration::ZERO,
         tls: None,
+        read_after_peer_gone: true,
     };
     keygate_http::serve(listener, api, options, std::future::pending()).await;
 }
+
+/// Whether an answer says the runtime exits after it (`keygate-runtime-exiting`, keygate's
+/// bootstrap after an uncaught exception): the process takes no event from then on, so none is
+/// handed to it (and taken for started) while it exits.
+fn exiting(headers: &Fields) -> bool {
+    headers.get(EXITING_HEADER).is_some()
+}
+
+const EXITING_HEADER: &str = "keygate-runtime-exiting";
 
 enum Route {
     Next,
@@ -438,8 +626,17 @@ fn route(method: &Method, path: &str) -> Route {
 async fn handle(api: &RuntimeApi, req: Request) -> Response {
     match route(&req.method, req.path()) {
         Route::Next => api.next().await,
-        Route::Response(id) => api.response(&id, req.body),
-        Route::Error(id) => api.error(&id, &req.headers, &req.body),
+        Route::Response(id) => {
+            let exiting = exiting(&req.headers);
+            let res = api.response(&id, req.body);
+            api.exiting(exiting);
+            res
+        }
+        Route::Error(id) => {
+            let res = api.error(&id, &req.headers, &req.body);
+            api.exiting(exiting(&req.headers));
+            res
+        }
         Route::InitError => api.init_error(&req.headers, &req.body),
         Route::MethodNotAllowed => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "Method Not Allowed")
@@ -587,11 +784,17 @@ mod tests {
     }
 
     async fn harness_with(max_concurrency: u32) -> Harness {
+        harness_queued(max_concurrency, 0).await
+    }
+
+    async fn harness_queued(max_concurrency: u32, queue_depth: u32) -> Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (api, inbox) = RuntimeApi::new(
             "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f",
             max_concurrency,
+            queue_depth,
+            None,
         );
         // The test process itself plays the function.
         let expected = crate::peer::Expected {
@@ -648,7 +851,7 @@ mod tests {
             deadline_ms: 1_700_000_000_000,
             trace_id: new_trace_id(),
             reply,
-            delivered: Arc::new(AtomicBool::new(false)),
+            start: Arc::new(Start::default()),
         };
         (inv, rx)
     }
@@ -670,7 +873,7 @@ mod tests {
     async fn next_hands_out_the_event_with_lambda_headers() {
         let h = harness().await;
         let (inv, _rx) = invocation("req-1", r#"{"k":"v"}"#);
-        let delivered = Arc::clone(&inv.delivered);
+        let start = Arc::clone(&inv.start);
         h.inbox.send(inv).await.unwrap();
         let r = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -684,8 +887,105 @@ mod tests {
         let trace = r.headers["lambda-runtime-trace-id"].to_str().unwrap();
         assert!(trace.starts_with("Root=1-") && trace.ends_with(";Sampled=0"), "{trace}");
         assert_eq!(r.headers["content-type"], "application/json");
-        assert!(delivered.load(Ordering::Acquire));
+        assert!(start.at().is_some());
         assert_eq!(h.api.phase(), Phase::Busy);
+    }
+
+    /// Queued delivery: events handed out behind a running one start, in order, as the one ahead
+    /// is answered; a poll past the queue waits for room instead of failing; and when the process
+    /// dies, the events never started are known once its connections are read to their end.
+    #[tokio::test]
+    async fn queued_events_start_in_order_as_the_ones_ahead_are_answered() {
+        let h = harness_queued(1, 2).await;
+        let mut starts = Vec::new();
+        let mut replies = Vec::new();
+        let mut events = Vec::new();
+        for id in ["q-1", "q-2", "q-3", "q-4"] {
+            let (inv, rx) = invocation(id, "{}");
+            starts.push(Arc::clone(&inv.start));
+            replies.push(rx);
+            events.push(inv);
+        }
+        let fourth_event = events.pop().unwrap();
+        // (The pool hands a process at most as many events as it holds, the inbox's room.)
+        for inv in events {
+            h.inbox.send(inv).await.unwrap();
+        }
+        for id in ["q-1", "q-2", "q-3"] {
+            let r = send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+            assert_eq!(r.headers["lambda-runtime-aws-request-id"], id);
+        }
+        h.inbox.send(fourth_event).await.unwrap();
+        let started = |starts: &[Arc<Start>]| -> Vec<bool> {
+            starts.iter().map(|s| s.at().is_some()).collect()
+        };
+        assert_eq!(started(&starts), [true, false, false, false]);
+        // A fourth poll has no room (1 running + 2 queued) and waits.
+        let addr = h.addr;
+        let fourth = tokio::spawn(async move { send(addr, Method::GET, NEXT, &[], vec![]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!fourth.is_finished(), "a poll past the queue must wait, not fail");
+        let route = |id: &str| format!("/2018-06-01/runtime/invocation/{id}/response");
+        let ok = send(h.addr, Method::POST, &route("q-1"), &[], b"1".to_vec()).await;
+        assert_eq!(ok.status, StatusCode::ACCEPTED);
+        assert_eq!(started(&starts), [true, true, false, false]);
+        let r = fourth.await.unwrap();
+        assert_eq!(r.headers["lambda-runtime-aws-request-id"], "q-4");
+        // Answered out of order, every event up to it counts as started.
+        send(h.addr, Method::POST, &route("q-3"), &[], b"3".to_vec()).await;
+        assert_eq!(started(&starts), [true, true, true, false]);
+        assert!(!h.api.keeps_up(), "too few events to judge the pace");
+        // Answered in order from here: each answer starts the next.
+        send(h.addr, Method::POST, &route("q-2"), &[], b"2".to_vec()).await;
+        assert_eq!(started(&starts), [true, true, true, true]);
+        for (rx, body) in replies.into_iter().zip(["1", "2", "3"]) {
+            assert_eq!(rx.await.unwrap(), Outcome::Response(Bytes::from(body)));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_drain_waits_for_open_connections_then_counts_the_rest_as_started() {
+        let h = harness_queued(1, 1).await;
+        let (a, _ra) = invocation("d-1", "{}");
+        let (b, _rb) = invocation("d-2", "{}");
+        let (sa, sb) = (Arc::clone(&a.start), Arc::clone(&b.start));
+        h.inbox.send(a).await.unwrap();
+        h.inbox.send(b).await.unwrap();
+        // Both handed out on one kept-alive connection that stays open.
+        let mut conn = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let poll = format!("GET {NEXT} HTTP/1.1\r\nhost: x\r\n\r\n").repeat(2);
+        tokio::io::AsyncWriteExt::write_all(&mut conn, poll.as_bytes()).await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while h.api.lock().current.len() < 2 {
+            assert!(std::time::Instant::now() < until, "the events were not handed out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sa.at().is_some() && sb.at().is_none());
+        h.api.fail(Failure::Exited("gone".to_owned()));
+        // The connection is still open: the drain gives up after its time, and then nothing
+        // can tell whether d-2 started, so it counts as started.
+        h.api.drain(Duration::from_millis(100)).await;
+        assert!(sb.at().is_some());
+        drop(conn);
+    }
+
+    #[tokio::test]
+    async fn the_drain_ends_when_the_connections_close_and_keeps_unstarted_events_unstarted() {
+        let h = harness_queued(1, 1).await;
+        let (a, _ra) = invocation("e-1", "{}");
+        let (b, _rb) = invocation("e-2", "{}");
+        let sb = Arc::clone(&b.start);
+        h.inbox.send(a).await.unwrap();
+        h.inbox.send(b).await.unwrap();
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        send(h.addr, Method::GET, NEXT, &[], vec![]).await;
+        h.api.fail(Failure::Exited("gone".to_owned()));
+        // The test's connections closed (each `send` drops its own).
+        let drained =
+            tokio::time::timeout(Duration::from_secs(5), h.api.drain(Duration::from_secs(30)));
+        drained.await.expect("the drain ends once the connections are closed");
+        assert!(sb.at().is_none(), "e-2 never started: it may run elsewhere");
+        tokio::time::timeout(Duration::from_secs(1), h.api.until_drained()).await.unwrap();
     }
 
     #[tokio::test]

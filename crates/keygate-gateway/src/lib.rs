@@ -678,6 +678,7 @@ pub async fn serve(
         drain: DRAIN_TIMEOUT,
         // HTTP/2 too when `tls` offers it (`Tls::offering_http2`).
         tls,
+        read_after_peer_gone: false,
     };
     keygate_http::serve(listener, gateway, options, shutdown).await;
 }

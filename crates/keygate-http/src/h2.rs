@@ -55,9 +55,9 @@ pub(crate) async fn serve_connection<S: Service>(
     budget: Arc<AtomicUsize>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    if !service.admit_connection(peer).await {
+    let Some(_admitted) = crate::server::AdmittedConnection::admit(&service, peer).await else {
         return;
-    }
+    };
     let streams = Arc::new(Streams::default());
     let handler = {
         let streams = Arc::clone(&streams);

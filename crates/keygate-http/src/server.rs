@@ -86,6 +86,11 @@ pub struct Options {
     /// Serve HTTPS with this certificate (`None`: plain HTTP). The handshake happens on the
     /// connection's own task, within [`crate::tls::HANDSHAKE_TIMEOUT`].
     pub tls: Option<crate::Tls>,
+    /// After an answer cannot be written (the client went away), go on reading and calling the
+    /// requests the client had sent before it went, dropping their answers, until the end of
+    /// what it sent. The Runtime API needs every answer a dead process posted; a public listener
+    /// has no use for it (`false`).
+    pub read_after_peer_gone: bool,
 }
 /// Bodies up to this size are copied behind the head and sent with it in one write.
 const COALESCE: usize = 16 * 1024;
@@ -142,6 +147,33 @@ pub trait Service: Send + Sync + 'static {
     fn admit_connection(&self, peer: SocketAddr) -> impl Future<Output = bool> + Send {
         let _ = peer;
         std::future::ready(true)
+    }
+
+    /// Told when a connection [`Service::admit_connection`] admitted has ended: every request
+    /// read from it has been answered (or the connection failed) and it is closed. The Runtime
+    /// API waits for its dead process's connections to end this way before it judges which
+    /// events were started.
+    fn connection_closed(&self, peer: SocketAddr) {
+        let _ = peer;
+    }
+}
+
+/// An admitted connection; tells its service when it ends, however it ends.
+pub(crate) struct AdmittedConnection<S: Service> {
+    service: Arc<S>,
+    peer: SocketAddr,
+}
+
+impl<S: Service> AdmittedConnection<S> {
+    /// Asks `service` whether `peer` may connect; the guard of the admitted connection.
+    pub(crate) async fn admit(service: &Arc<S>, peer: SocketAddr) -> Option<Self> {
+        service.admit_connection(peer).await.then(|| Self { service: Arc::clone(service), peer })
+    }
+}
+
+impl<S: Service> Drop for AdmittedConnection<S> {
+    fn drop(&mut self) {
+        self.service.connection_closed(self.peer);
     }
 }
 
@@ -388,6 +420,10 @@ struct Connection<S> {
     write_timeout: Option<Duration>,
     /// What this connection holds of the server's body budget for the request it is on.
     held: Held,
+    /// [`Options::read_after_peer_gone`].
+    read_after_peer_gone: bool,
+    /// An answer could not be written: the later ones are dropped unwritten.
+    peer_gone: bool,
 }
 
 /// Request-body bytes taken from the budget all of a server's connections share
@@ -468,13 +504,15 @@ impl<S: Service> Connection<S> {
             body_timeout: options.body_timeout,
             write_timeout: options.write_timeout,
             held: Held::new(budget),
+            read_after_peer_gone: options.read_after_peer_gone,
+            peer_gone: false,
         }
     }
 
     async fn run(mut self) {
-        if !self.service.admit_connection(self.peer).await {
+        let Some(_admitted) = AdmittedConnection::admit(&self.service, self.peer).await else {
             return;
-        }
+        };
         loop {
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
@@ -507,11 +545,18 @@ impl<S: Service> Connection<S> {
             };
             let Some(res) = self.call(request, admitted).await else { return };
             let keep_alive = keep_alive && !*self.stopped.borrow();
-            let written = self.write(&res, head_request, version, keep_alive).await;
+            let written = if self.peer_gone {
+                Ok(())
+            } else {
+                self.write(&res, head_request, version, keep_alive).await
+            };
             drop(res);
             self.release();
             if written.is_err() {
-                return;
+                if !self.read_after_peer_gone {
+                    return;
+                }
+                self.peer_gone = true;
             }
             if !keep_alive {
                 // Over TLS this sends close_notify, so the client can tell the end of the
@@ -1001,6 +1046,64 @@ mod tests {
         server.abort();
     }
 
+    /// Counts calls, and the calls made by the time each connection was told closed.
+    #[derive(Default)]
+    struct Counting {
+        calls: std::sync::atomic::AtomicUsize,
+        closed: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Service for Counting {
+        type Admitted = ();
+
+        fn admit(&self, _head: &Request, _peer: SocketAddr) -> Admit<()> {
+            Admit::Proceed(())
+        }
+
+        async fn call(&self, _req: Request, (): (), _peer: SocketAddr) -> Response {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Response::new(StatusCode::ACCEPTED, Bytes::new())
+        }
+
+        fn too_large(&self, _head: &Request) -> Response {
+            Response::empty(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+
+        fn connection_closed(&self, _peer: SocketAddr) {
+            let calls = self.calls.load(std::sync::atomic::Ordering::SeqCst);
+            self.closed.lock().unwrap().push(calls);
+        }
+    }
+
+    /// A client that pipelines requests and resets the connection at once (as a process that
+    /// dies with unread bytes does), so that answers cannot be written: with
+    /// `read_after_peer_gone` every request it sent is still read and called, and only then is
+    /// the service told the connection ended (the Runtime API relies on both to see a dead
+    /// process's last answers).
+    #[tokio::test]
+    async fn a_connection_is_reported_closed_after_every_request_sent_on_it_was_called() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(Counting::default());
+        let options = Options { read_after_peer_gone: true, ..options() };
+        let server = tokio::spawn(serve(listener, Arc::clone(&service), options, async {
+            std::future::pending::<()>().await;
+        }));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let one: &[u8] = b"POST /r HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc";
+        s.write_all(&one.repeat(50)).await.unwrap();
+        #[allow(deprecated)] // (`set_zero_linger` is newer than the tokio this builds with.)
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+        let started = std::time::Instant::now();
+        while service.closed.lock().unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never told of the close");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*service.closed.lock().unwrap(), [50]);
+        server.abort();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_goes_away_cancels_the_call() {
         let srv = start().await;
@@ -1038,6 +1141,7 @@ mod tests {
             max_buffered: 4 * MAX_REQUEST_BODY,
             drain: Duration::from_secs(5),
             tls: None,
+            read_after_peer_gone: false,
         }
     }
 

@@ -100,6 +100,7 @@ async fn start_with(read_timeout: Duration, body_timeout: Duration) -> Server {
         max_buffered: 4 * MAX_BODY,
         drain: Duration::from_secs(5),
         tls: Some(tls),
+        read_after_peer_gone: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, Arc::clone(&echo), options, async {

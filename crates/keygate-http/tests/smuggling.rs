@@ -365,6 +365,7 @@ async fn smuggling_vectors_are_framed_one_way_only() {
             max_buffered: 4 * MAX_BODY,
             drain: Duration::from_secs(1),
             tls: None,
+            read_after_peer_gone: false,
         };
         let server =
             tokio::spawn(serve(listener, Arc::clone(&echo), options, std::future::pending()));

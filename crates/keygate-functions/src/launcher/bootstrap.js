@@ -10,7 +10,11 @@
 //   to drain unless `context.callbackWaitsForEmptyEventLoop` is false;
 // - reports errors as `{errorType, errorMessage, trace}`; an uncaught exception or unhandled
 //   rejection fails the invocation, then the process exits (129, 128) and keygate replaces it;
-// - prefixes console output with the time, the request id and the level, as Lambda does.
+// - prefixes console output with the time, the request id and the level, as Lambda does;
+// - with KEYGATE_QUEUE_DEPTH = Q (one invocation at a time), keeps Q polls open ahead of the
+//   event it runs, on a second connection, and runs the events strictly in the order they come,
+//   each only once the previous answer is written to the socket (so keygate knows which event
+//   may have started), skipping one whose deadline passed while it waited.
 // Pinned by crates/keygate-functions/tests/functions/node.rs.
 'use strict';
 
@@ -26,6 +30,7 @@ const [HOST, PORT] = (() => {
   return [API.slice(0, i), Number(API.slice(i + 1))];
 })();
 const SLOTS = Math.max(1, Number(process.env.AWS_LAMBDA_MAX_CONCURRENCY) || 1);
+const QUEUE_DEPTH = SLOTS === 1 ? Math.max(0, Number(process.env.KEYGATE_QUEUE_DEPTH) || 0) : 0;
 const PREFIX = '/2018-06-01/runtime';
 const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || process.cwd();
 
@@ -41,12 +46,23 @@ let currentRequestId;
 // Content-Length (anything else is refused). A connection with nothing pending is unref'd, so
 // that it does not keep the event loop alive (callbackWaitsForEmptyEventLoop waits for the loop
 // to drain).
+// With `passive`, requests do not keep the event loop alive (the queued polls: the loop must
+// still drain while a handler runs); the poll loop holds it while it waits ([`hold`]). Without
+// `cork`, each request leaves at once.
 class Connection {
-  constructor() {
+  constructor({ passive = false, cork = true } = {}) {
     this.socket = null;
     this.buffer = null;
     this.pending = [];
     this.corked = false;
+    this.passive = passive;
+    this.cork = cork;
+  }
+
+  hold(held) {
+    if (!this.socket) return;
+    if (held) this.socket.ref();
+    else this.socket.unref();
   }
 
   connect() {
@@ -70,14 +86,16 @@ class Connection {
     for (const p of pending) p.reject(err);
   }
 
-  request(method, route, body, headers) {
+  // `written` is called once the request is in the kernel's hands.
+  request(method, route, body, headers, written) {
     return new Promise((resolve, reject) => {
       if (!this.socket) this.connect();
       this.pending.push({ resolve, reject });
-      this.socket.ref();
+      if (this.passive) this.socket.unref();
+      else this.socket.ref();
       // Writes made in the same turn of the event loop (an answer, then the next poll) leave
       // together.
-      if (!this.corked) {
+      if (this.cork && !this.corked) {
         this.corked = true;
         this.socket.cork();
         const socket = this.socket;
@@ -90,9 +108,9 @@ class Connection {
       if (headers) for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
       if (body) {
         head += `content-length: ${body.length}\r\n\r\n`;
-        this.socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body]));
+        this.socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body]), written);
       } else {
-        this.socket.write(head + '\r\n', 'latin1');
+        this.socket.write(head + '\r\n', 'latin1', written);
       }
     });
   }
@@ -125,18 +143,21 @@ class Connection {
         this.socket = null;
         socket.destroy();
         this.failed(new Error('the Runtime API closed the connection'));
-      } else if (this.pending.length === 0) {
+      } else if (this.pending.length === 0 && !this.passive) {
         this.socket.unref();
       }
       pending.resolve({ status, headers, body });
     }
   }
 
-  post(route, payload, headers) {
-    return this.request('POST', route, Buffer.from(payload), {
-      'content-type': 'application/json',
-      ...headers,
-    });
+  post(route, payload, headers, written) {
+    return this.request(
+      'POST',
+      route,
+      Buffer.from(payload),
+      { 'content-type': 'application/json', ...headers },
+      written,
+    );
   }
 }
 
@@ -293,7 +314,8 @@ function parseJsonHeader(value) {
   }
 }
 
-function invoke(handler, next, conn) {
+// Runs one invocation; settles once its answer is posted (`queued`: written to the socket).
+function invoke(handler, next, conn, queued) {
   const id = next.headers['lambda-runtime-aws-request-id'];
   const deadline = Number(next.headers['lambda-runtime-deadline-ms']);
   const trace = next.headers['lambda-runtime-trace-id'];
@@ -326,12 +348,16 @@ function invoke(handler, next, conn) {
           });
         }
       }
-      posted = conn.post(route, payload).then(
+      // After an uncaught exception the process exits behind this answer: keygate hands it no
+      // more events (one already polled for would be taken for started, and lost).
+      const headers = crashing ? { 'keygate-runtime-exiting': '1' } : undefined;
+      posted = conn.post(route, payload, headers, queued ? () => settled() : undefined).then(
         () => {},
         (e) => fatal('cannot post the answer to the Runtime API', e),
       );
-      // The next poll goes out behind the answer, in the same write.
-      settled();
+      // The next poll goes out behind the answer, in the same write; a queued event starts
+      // only once the answer is written (`settled` then).
+      if (!queued) settled();
       return posted;
     };
     const entry = { id, onDrain: () => answer(null, undefined) };
@@ -365,6 +391,11 @@ function invoke(handler, next, conn) {
     };
     current.set(id, answer);
     waitingForDrain.add(entry);
+    if (queued && Date.now() >= deadline) {
+      // Its time ran out while it waited behind another: keygate answered it already (504).
+      answer(new RuntimeError('Sandbox.Timedout', 'Task timed out before it started'));
+      return;
+    }
     let returned;
     try {
       returned = handler(JSON.parse(next.body.toString('utf8')), context, callback);
@@ -401,8 +432,9 @@ function fatal(what, err) {
 // An uncaught exception or unhandled rejection: the invocations in flight fail with it, then
 // the process exits as Lambda's runtime does (keygate starts a fresh one).
 function crash(err, code) {
-  // No poll goes out behind these answers: an event handed to a process about to exit would be
-  // lost with it, while one never taken is run by the next process.
+  // No poll goes out behind these answers, and they say the process exits (with queued polls
+  // open): an event handed to a process about to exit would be lost with it, while one never
+  // taken, or queued and never started, is run by the next process.
   crashing = true;
   if (current.size === 0) logError('Uncaught Exception', errorBody(err));
   const posts = [...current.values()].map((answer) => answer(err));
@@ -417,6 +449,33 @@ async function poll(handler) {
       fatal(`GET /invocation/next answered ${next.status}`, next.body.toString('utf8'));
     }
     await invoke(handler, next, conn);
+  }
+}
+
+// Queued delivery: the first poll on the answers' connection (so that it is open, and admitted,
+// before any event comes), then QUEUE_DEPTH polls kept open on the events' connection, taken in
+// order.
+async function pollQueued(handler) {
+  const answers = new Connection({ cork: false });
+  const events = new Connection({ passive: true, cork: false });
+  const ahead = [];
+  const poll = () => {
+    const p = events.request('GET', '/invocation/next');
+    p.catch(() => {}); // Awaited in turn; a failed connection is fatal there.
+    ahead.push(p);
+  };
+  let next = await answers.request('GET', '/invocation/next');
+  for (let i = 0; i < QUEUE_DEPTH; i++) poll();
+  while (!crashing) {
+    if (next.status !== 200) {
+      fatal(`GET /invocation/next answered ${next.status}`, next.body.toString('utf8'));
+    }
+    await invoke(handler, next, answers, true);
+    if (crashing) return;
+    poll();
+    events.hold(true);
+    next = await ahead.shift();
+    events.hold(false);
   }
 }
 
@@ -436,6 +495,7 @@ async function main() {
   }
   process.on('uncaughtException', (err) => crash(err, 129));
   process.on('unhandledRejection', (err) => crash(err, 128));
+  if (QUEUE_DEPTH > 0) return pollQueued(handler);
   const loops = [];
   for (let i = 0; i < SLOTS; i++) loops.push(poll(handler));
   await Promise.all(loops);

@@ -48,6 +48,13 @@ pub(crate) trait Launcher: Sync {
 
     /// Whether the handler's code is in the staged code at `task_root`; the problem otherwise.
     fn check_handler(&self, handler: &str, task_root: &Path) -> Result<(), String>;
+
+    /// How many events a one-at-a-time process may hold queued behind the one it runs (queued
+    /// delivery, `runtime_api`): only a bootstrap of keygate's own that runs them in order, one
+    /// after another, each only once the previous answer is written, may take any.
+    fn queue_depth(&self) -> u32 {
+        0
+    }
 }
 
 /// The launcher of a runtime kind.

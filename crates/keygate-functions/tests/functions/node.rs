@@ -1,14 +1,17 @@
 //! Node.js functions through keygate's bootstrap (`src/launcher/bootstrap.js`), pinned to what
 //! Lambda's Node.js runtime does: handler resolution, the callback, promise and `context.*`
 //! styles, `callbackWaitsForEmptyEventLoop`, `context`, errors with Lambda's shape, init once per
-//! process, console lines with the request id, timeouts and exits. Needs `node` on PATH.
+//! process, console lines with the request id, timeouts and exits; queued delivery (events
+//! waiting in a process that keeps up run once each, in order, and those queued behind an
+//! invocation whose process dies run on another). Needs `node` on PATH.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use keygate_functions::{FunctionHost, HostOptions, InvokeError};
 use serde_json::json;
 
-use crate::common::{Service, body, code_function, invoke, json};
+use crate::common::{Service, body, code_function, fref, invoke, json};
 
 const HANDLER_JS: &str = r#"
 const fs = require('fs');
@@ -65,6 +68,12 @@ exports.log = async (event, context) => {
   return respond({ requestId: context.awsRequestId });
 };
 exports.nested = { deeper: { handler: async () => 'nested' } };
+exports.record = async (event) => {
+  fs.appendFileSync(event.file, `${event.n}\n`);
+  if (event.ms) await new Promise((resolve) => setTimeout(resolve, event.ms));
+  if (event.exit) process.exit(1);
+  return respond({ pid: process.pid, n: event.n });
+};
 "#;
 
 fn node(handler: &str) -> (tempfile::TempDir, keygate_types::FunctionSpec) {
@@ -292,5 +301,125 @@ async fn console_lines_carry_the_request_id_and_level() {
         assert!(std::time::Instant::now() < deadline, "console lines not seen: {lines:#?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    host.shutdown().await;
+}
+
+/// A host that keeps one process per function (no scale-out within the tests' time), with room
+/// for `concurrency` invocations at once.
+fn one_process_host(concurrency: u32) -> Arc<FunctionHost> {
+    Arc::new(FunctionHost::new(HostOptions {
+        default_concurrency: concurrency,
+        scale_out_after: Duration::from_secs(30),
+        ..HostOptions::default()
+    }))
+}
+
+/// Warms `spec`'s process with quick invocations, so that it keeps up and events queue on it.
+async fn warm_up(host: &FunctionHost, svc: &Service, spec: &keygate_types::FunctionSpec) -> u64 {
+    let file = svc.base_dir().join("warm-up");
+    let mut pid = 0;
+    for n in 0..20 {
+        let answer = invoke(host, &svc.f(spec), json!({"file": file, "n": n})).await.unwrap();
+        pid = body(&answer)["pid"].as_u64().unwrap();
+    }
+    pid
+}
+
+/// Runs `events` at once, each in a task of its own; their results in order.
+async fn all_at_once(
+    host: &Arc<FunctionHost>,
+    svc: &Service,
+    spec: &keygate_types::FunctionSpec,
+    events: impl IntoIterator<Item = serde_json::Value>,
+) -> Vec<Result<bytes::Bytes, InvokeError>> {
+    let tasks: Vec<_> = events
+        .into_iter()
+        .map(|event| {
+            let (host, spec, base) = (Arc::clone(host), spec.clone(), svc.base_dir().to_owned());
+            tokio::spawn(async move { invoke(&host, &fref(&spec, &base), event).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+/// The numbers each recorded invocation wrote, sorted.
+fn recorded(file: &std::path::Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut ns: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    ns.sort_unstable();
+    ns
+}
+
+#[tokio::test]
+async fn many_invocations_at_once_queue_on_one_process_and_each_runs_once() {
+    let host = one_process_host(32);
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.record");
+    let pid = warm_up(&host, &svc, &spec).await;
+    let file = svc.base_dir().join("ran");
+    let events = (0..300u64).map(|n| json!({"file": file, "n": n}));
+    let answers = all_at_once(&host, &svc, &spec, events).await;
+    for (n, answer) in answers.into_iter().enumerate() {
+        let answer = body(&answer.unwrap());
+        assert_eq!(answer["n"], n as u64);
+        assert_eq!(answer["pid"], pid, "one process served them all");
+    }
+    assert_eq!(recorded(&file), (0..300).collect::<Vec<_>>(), "each ran exactly once");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn events_queued_behind_a_process_that_dies_run_once_on_a_fresh_one() {
+    let (captured, _guard) = crate::logs::capture();
+    let host = one_process_host(8);
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.record");
+    let pid = warm_up(&host, &svc, &spec).await;
+    let file = svc.base_dir().join("ran");
+    let f = svc.f(&spec);
+    let dies = invoke(&host, &f, json!({"file": file, "n": 0, "ms": 400, "exit": true}));
+    let queued = async {
+        // Behind the one that dies, while it runs.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_at_once(&host, &svc, &spec, (1..=4u64).map(|n| json!({"file": file, "n": n}))).await
+    };
+    let (died, queued) = tokio::join!(dies, queued);
+    assert!(matches!(died, Err(InvokeError::Crashed(_))), "{died:?}");
+    for answer in queued {
+        let answer = body(&answer.unwrap());
+        assert_ne!(answer["pid"], pid, "ran on a fresh process");
+    }
+    assert_eq!(recorded(&file), [0, 1, 2, 3, 4], "each ran exactly once");
+    let retried = captured
+        .events()
+        .into_iter()
+        .filter(|(_, fields)| fields.contains("queued on a process that stopped never started"))
+        .count();
+    assert!(retried >= 1, "no event was queued on the process that died");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_queued_behind_one_that_times_out_runs_on_a_fresh_process() {
+    let host = one_process_host(8);
+    let svc = Service::new();
+    let (_code, mut spec) = node("api/handler.record");
+    spec.timeout_secs = 2;
+    let pid = warm_up(&host, &svc, &spec).await;
+    let file = svc.base_dir().join("ran");
+    let f = svc.f(&spec);
+    let slow = invoke(&host, &f, json!({"file": file, "n": 0, "ms": 10_000}));
+    let queued = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        invoke(&host, &svc.f(&spec), json!({"file": file, "n": 1})).await
+    };
+    let (slow, queued) = tokio::join!(slow, queued);
+    assert_eq!(slow, Err(InvokeError::Timeout));
+    assert_ne!(body(&queued.unwrap())["pid"], pid, "ran on a fresh process");
+    assert_eq!(recorded(&file), [0, 1], "each ran exactly once");
     host.shutdown().await;
 }
