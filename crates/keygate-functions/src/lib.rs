@@ -37,6 +37,11 @@
 //! another `timeout` at most; then the process is taken as stuck and stopped). As on Lambda, a function runs with its task root (its staged
 //! code) as its working directory.
 //!
+//! A one-at-a-time Node.js process that keeps up also holds up to 8 events queued behind the
+//! one it runs (queued delivery: see `runtime_api` and `pool`): one wakeup serves several, the
+//! handler still sees one event at a time, and none runs twice. Queued events are not running,
+//! so they do not count against `reserved_concurrency`, which then bounds the processes.
+//!
 //! The Runtime API listeners are on loopback only, and each admits connections only from its own
 //! process and that process's descendants (`peer`: the client socket's owner uid from a netlink
 //! lookup, and where functions share a uid its holder, found through `/proc`); any other local

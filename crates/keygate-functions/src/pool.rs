@@ -12,7 +12,9 @@
 //! `queue_depth` slots for events queued behind the one it runs, used only when no process is
 //! free and the busy one keeps up (answers in under a millisecond lately): an event that would
 //! wait for a slot anyway waits in the process's socket instead, and one wakeup of the process
-//! serves several. A free process is always preferred to a queue. When a process dies, the
+//! serves several. A free process is always preferred to a queue. Queued events are not
+//! running: the concurrency bounds the processes, and the permits are the concurrency times one
+//! plus the depth. When a process dies, the
 //! events queued behind the one it ran never started and run on another process; one that
 //! times out while queued is a 504 without stopping the process (the bootstrap skips it).
 //!
@@ -108,6 +110,11 @@ pub(crate) struct Pool {
     slots_per_process: u32,
     /// Queued delivery ([`crate::process::Launch::queue_depth`] > 0).
     queued: bool,
+    /// Processes at most: the concurrency (with queued delivery the permits also cover queued
+    /// events, so the permits alone do not bound the processes).
+    max_processes: usize,
+    /// Invocations let in at once: the concurrency, times one plus the queue depth.
+    total_permits: usize,
     spawn_with: Spawn,
     /// The function's counters (shared with its other pools).
     counters: Arc<Counters>,
@@ -146,7 +153,11 @@ impl Pool {
         let max_invocations = max_invocations.saturating_mul(u64::from(key.launch.slots()));
         let queue_depth = key.launch.queue_depth();
         let slots_per_process = key.launch.slots() + queue_depth;
-        let permits = Arc::new(Semaphore::new(key.concurrency as usize));
+        // Queued events are not running: the concurrency bounds the processes (each runs one
+        // event at a time), and each may hold its queue besides.
+        let max_processes = (key.concurrency as usize).max(1);
+        let total_permits = max_processes.saturating_mul(1 + queue_depth as usize);
+        let permits = Arc::new(Semaphore::new(total_permits));
         let state = PoolState {
             idle: Vec::new(),
             waiting: VecDeque::new(),
@@ -165,6 +176,8 @@ impl Pool {
             max_invocations,
             slots_per_process,
             queued: queue_depth > 0,
+            max_processes,
+            total_permits,
             spawn_with,
             counters,
         }
@@ -182,8 +195,8 @@ impl Pool {
     /// Processes running and slots in use now.
     pub(crate) fn load(&self) -> (u64, u64) {
         let processes = self.lock().live.iter().filter(|p| !p.is_reaped()).count() as u64;
-        let free = self.permits.available_permits() as u64;
-        (processes, u64::from(self.key.concurrency).saturating_sub(free))
+        let free = self.permits.available_permits();
+        (processes, self.total_permits.saturating_sub(free) as u64)
     }
 
     fn function(&self) -> &str {
@@ -252,7 +265,12 @@ impl Pool {
                 Some(slot) => (slot, true),
                 None => match self.wait_for_idle(deadline).await {
                     Some(slot) => (slot, true),
-                    None => (self.spawn().await?, false),
+                    None => match self.spawn().await? {
+                        Some(slot) => (slot, false),
+                        // As many processes as the concurrency allows: wait for one of theirs.
+                        None if Instant::now() < deadline => continue,
+                        None => return Err(InvokeError::Timeout),
+                    },
                 },
             };
             let process = &slot.process;
@@ -445,7 +463,15 @@ impl Pool {
                         self.scale_out_after.saturating_mul(WARMING_FACTOR)
                     };
                     let at = Instant::now() + delay;
-                    scale_out_at = Some(scale_out_at.map_or(at, |t| t.min(at)));
+                    scale_out_at = Some(match scale_out_at {
+                        // Only warming processes busy now (a retired one's successor, say):
+                        // they get their whole delay from now, whatever was due before (a
+                        // waiter from the warm one's time would otherwise start another beside
+                        // a successor still loading, and the pool kept both).
+                        Some(t) if !warm => t.max(at),
+                        Some(t) => t.min(at),
+                        None => at,
+                    });
                 }
                 if queued.is_none() {
                     let (tx, rx) = oneshot::channel();
@@ -553,9 +579,17 @@ impl Pool {
     }
 
     /// Starts a process: returns one of its slots, and puts the others (a Lambda Managed
-    /// Instances function's) in the idle list for the invocations waiting meanwhile.
-    async fn spawn(&self) -> Result<Slot, InvokeError> {
-        self.lock().starting += 1;
+    /// Instances function's, or its queue's) in the idle list for the invocations waiting
+    /// meanwhile. `None`: as many processes run (or start) as the pool may have.
+    async fn spawn(&self) -> Result<Option<Slot>, InvokeError> {
+        {
+            let mut state = self.lock();
+            let running = state.live.iter().filter(|p| !p.is_reaped() && !p.is_retired()).count();
+            if running + state.starting >= self.max_processes {
+                return Ok(None);
+            }
+            state.starting += 1;
+        }
         let spawned = Process::spawn(&self.key.launch, &self.spawn_with).await.map(Arc::new);
         if spawned.is_ok() {
             self.counters.cold_start();
@@ -580,7 +614,7 @@ impl Pool {
         self.look_again.notify_waiters();
         let process = spawned?;
         if kept {
-            return Ok(Slot::new(process).hand_out());
+            return Ok(Some(Slot::new(process).hand_out()));
         }
         process.kill_and_wait().await;
         Err(InvokeError::Spawn("the function host is shutting down".to_owned()))

@@ -16,7 +16,7 @@ const BOOTSTRAP: &str = include_str!("bootstrap.js");
 /// Events queued behind the one a process runs (see `runtime_api`): each wakeup of the process
 /// serves up to this many more, while one that keeps up delays an event by at most this many
 /// short invocations.
-const QUEUE_DEPTH: u32 = 4;
+const QUEUE_DEPTH: u32 = 8;
 
 /// Extensions tried for a handler module, in the bootstrap's order.
 const EXTENSIONS: &[&str] = &["", ".js", ".mjs", ".cjs"];

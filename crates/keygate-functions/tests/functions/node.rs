@@ -423,3 +423,24 @@ async fn an_event_queued_behind_one_that_times_out_runs_on_a_fresh_process() {
     assert_eq!(recorded(&file), [0, 1], "each ran exactly once");
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn queued_events_do_not_raise_the_process_count_past_the_concurrency() {
+    // Slow invocations (no process keeps up, nothing is queued): as many processes as the
+    // concurrency, though the pool lets in more invocations than that (its permits also cover
+    // queues).
+    let host = Arc::new(FunctionHost::new(HostOptions {
+        default_concurrency: 2,
+        ..HostOptions::default()
+    }));
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.record");
+    let file = svc.base_dir().join("ran");
+    let events = (0..8u64).map(|n| json!({"file": file, "n": n, "ms": 300}));
+    let answers = all_at_once(&host, &svc, &spec, events).await;
+    let pids: std::collections::HashSet<u64> =
+        answers.into_iter().map(|a| body(&a.unwrap())["pid"].as_u64().unwrap()).collect();
+    assert!(pids.len() <= 2, "{} processes for a concurrency of 2", pids.len());
+    assert_eq!(recorded(&file), (0..8).collect::<Vec<_>>());
+    host.shutdown().await;
+}
