@@ -76,6 +76,13 @@ class Connection {
     });
     this.socket = socket;
     this.buffer = null;
+    this.answered = 0;
+  }
+
+  // Whether nothing has been answered on this connection yet (keygate may not even have
+  // accepted it): a new one when the last was closed.
+  isFresh() {
+    return !this.socket || this.answered === 0;
   }
 
   failed(err) {
@@ -137,6 +144,7 @@ class Connection {
       const rest = this.buffer.subarray(end + 4 + length);
       this.buffer = rest.length ? rest : null;
       const pending = this.pending.shift();
+      this.answered++;
       if (headers.connection === 'close') {
         // What was pipelined behind this answer will not be answered.
         const socket = this.socket;
@@ -351,13 +359,18 @@ function invoke(handler, next, conn, queued) {
       // After an uncaught exception the process exits behind this answer: keygate hands it no
       // more events (one already polled for would be taken for started, and lost).
       const headers = crashing ? { 'keygate-runtime-exiting': '1' } : undefined;
-      posted = conn.post(route, payload, headers, queued ? () => settled() : undefined).then(
+      // A queued event starts only once this answer is written, or, on a connection keygate
+      // has not answered on yet (made again after one was closed), once it is answered: an
+      // answer on a connection keygate never accepted would be lost if the process died, and
+      // keygate would take the next event for never started.
+      const onWritten = queued && !conn.isFresh() ? () => settled() : undefined;
+      posted = conn.post(route, payload, headers, onWritten).then(
         () => {},
         (e) => fatal('cannot post the answer to the Runtime API', e),
       );
-      // The next poll goes out behind the answer, in the same write; a queued event starts
-      // only once the answer is written (`settled` then).
+      // The next poll goes out behind the answer, in the same write.
       if (!queued) settled();
+      else if (!onWritten) posted.then(() => settled());
       return posted;
     };
     const entry = { id, onDrain: () => answer(null, undefined) };

@@ -72,6 +72,7 @@ exports.record = async (event) => {
   fs.appendFileSync(event.file, `${event.n}\n`);
   if (event.ms) await new Promise((resolve) => setTimeout(resolve, event.ms));
   if (event.exit) process.exit(1);
+  if (event.big) return 'x'.repeat(7 * 1024 * 1024);
   return respond({ pid: process.pid, n: event.n });
 };
 "#;
@@ -442,5 +443,31 @@ async fn queued_events_do_not_raise_the_process_count_past_the_concurrency() {
         answers.into_iter().map(|a| body(&a.unwrap())["pid"].as_u64().unwrap()).collect();
     assert!(pids.len() <= 2, "{} processes for a concurrency of 2", pids.len());
     assert_eq!(recorded(&file), (0..8).collect::<Vec<_>>());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_fails_only_its_invocation_with_events_queued_behind_it() {
+    let host = one_process_host(16);
+    let svc = Service::new();
+    let (_code, spec) = node("api/handler.record");
+    let pid = warm_up(&host, &svc, &spec).await;
+    let file = svc.base_dir().join("ran");
+    // Keygate closes the connection the too-large answer came on; the bootstrap makes another.
+    let events = std::iter::once(json!({"file": file, "n": 0, "big": true}))
+        .chain((1..=10u64).map(|n| json!({"file": file, "n": n})));
+    let mut answers = all_at_once(&host, &svc, &spec, events).await.into_iter();
+    match answers.next().unwrap() {
+        Err(InvokeError::FunctionError { error_type, .. }) => {
+            assert_eq!(error_type, "Function.ResponseSizeTooLarge");
+        }
+        other => panic!("expected the size error, got {other:?}"),
+    }
+    for answer in answers {
+        assert_eq!(body(&answer.unwrap())["pid"], pid, "the process serves on");
+    }
+    let after = invoke(&host, &svc.f(&spec), json!({"file": file, "n": 11})).await.unwrap();
+    assert_eq!(body(&after)["pid"], pid);
+    assert_eq!(recorded(&file), (0..=11).collect::<Vec<_>>());
     host.shutdown().await;
 }
