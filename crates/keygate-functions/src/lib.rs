@@ -37,7 +37,7 @@
 //! another `timeout` at most; then the process is taken as stuck and stopped). As on Lambda, a function runs with its task root (its staged
 //! code) as its working directory.
 //!
-//! A one-at-a-time Node.js process that keeps up also holds up to 8 events queued behind the
+//! A one-at-a-time Node.js or Python process that keeps up also holds up to 8 events queued behind the
 //! one it runs (queued delivery: see `runtime_api` and `pool`): one wakeup serves several, the
 //! handler still sees one event at a time, and none runs twice. Queued events are not running,
 //! so they do not count against `reserved_concurrency`, which then bounds the processes.

@@ -8,7 +8,7 @@
 //! fullest one with several slots); a process that fails in any way other than a handler error
 //! is killed (whatever else it was running fails with it) and replaced on the next demand.
 //!
-//! Queued delivery (a Node.js function one at a time, `runtime_api`): each process also has
+//! Queued delivery (a Node.js or Python function one at a time, `runtime_api`): each process also has
 //! `queue_depth` slots for events queued behind the one it runs, used only when no process is
 //! free and the busy one keeps up (answers in under a millisecond lately): an event that would
 //! wait for a slot anyway waits in the process's socket instead, and one wakeup of the process

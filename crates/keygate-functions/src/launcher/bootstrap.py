@@ -8,7 +8,11 @@
 # - runs init once per process (the module's top level);
 # - calls `handler(event, context)` and posts the result as JSON (Decimal as a number), or the
 #   exception as `{errorMessage, errorType, requestId, stackTrace}`;
-# - logs through `logging` in Lambda's format, with the request id.
+# - logs through `logging` in Lambda's format, with the request id;
+# - with KEYGATE_QUEUE_DEPTH = Q, keeps Q polls open ahead of the event it runs, on a second
+#   connection, and runs the events strictly in the order they come, each only once the previous
+#   answer is in the kernel's hands (so keygate knows which event may have started), skipping
+#   one whose deadline passed while it waited.
 # Pinned by crates/keygate-functions/tests/functions/python.rs.
 import decimal
 import importlib
@@ -59,6 +63,53 @@ class Client:
         if self.sock is not None:
             self.sock.close()
         self.sock = None
+
+    def send(self, requests):
+        """Sends `requests` in one write, their answers left to read later (queued delivery).
+        When this returns, they are in the kernel's hands. Whether the connection is new (keygate
+        has answered nothing on it yet) is returned."""
+        fresh = self.sock is None
+        if fresh:
+            self.sock = socket.create_connection(self.address)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buffer = bytearray()
+        self.sock.sendall(b"".join(self._request(*r) for r in requests))
+        return fresh
+
+    def answer(self):
+        """The next answer on this connection, waiting for it."""
+        return self._answer()
+
+    def answers_ready(self):
+        """Reads what has arrived without waiting and takes the complete answers out; how many
+        there were."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+        taken = 0
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end].decode("latin-1").lower()
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip() == "content-length":
+                    length = int(value.strip())
+            if len(self.buffer) < end + 4 + length:
+                break
+            del self.buffer[: end + 4 + length]
+            taken += 1
+            if "connection: close" in head:
+                self.close()
+                break
+        return taken
 
     @staticmethod
     def _request(method, path, body=None, headers=None):
@@ -207,10 +258,29 @@ def main():
         error_type = {"Lambda-Runtime-Function-Error-Type": body["errorType"]}
         client.exchange([("POST", "/init/error", to_json(body).encode("utf-8"), {**JSON, **error_type})])
         sys.exit(1)
+    depth = int(os.environ.get("KEYGATE_QUEUE_DEPTH", "0") or 0)
     # The previous invocation's answer, sent with the next poll.
     answer = []
+    # Queued delivery: the first poll on the answers' connection (so that it is open, and
+    # admitted, before any event comes), then `depth` polls kept open on a second one; events are
+    # run strictly in the order they come, each once the previous answer is in the kernel's hands.
+    events = Client(API) if depth > 0 else None
     while True:
-        *_, (status, headers, raw) = client.exchange(answer + [("GET", "/invocation/next")])
+        if events is None or events.sock is None and not answer:
+            *_, (status, headers, raw) = client.exchange(answer + [("GET", "/invocation/next")])
+            if events is not None:
+                events.send([("GET", "/invocation/next")] * depth)
+        else:
+            if answer:
+                if client.send(answer):
+                    # On a connection keygate has not answered on yet: wait until it has (an
+                    # answer on a connection never accepted would be lost if the process died).
+                    client.answer()
+                else:
+                    client.answers_ready()
+                events.send([("GET", "/invocation/next")])
+            status, headers, raw = events.answer()
+        answer = []
         if status != 200:
             sys.stderr.write(f"keygate bootstrap: GET /invocation/next answered {status}\n")
             sys.exit(1)
@@ -229,9 +299,15 @@ def main():
             except ValueError:
                 return None
 
+        deadline_ms = int(headers.get("lambda-runtime-deadline-ms", "0"))
+        if events is not None and time.time() * 1000 >= deadline_ms:
+            # Its time ran out while it waited behind another: keygate answered it already (504).
+            body = {"errorMessage": "Task timed out before it started", "errorType": "Sandbox.Timedout"}
+            answer = [("POST", f"/invocation/{request_id}/error", to_json(body).encode("utf-8"), JSON)]
+            continue
         context = Context(
             request_id,
-            int(headers.get("lambda-runtime-deadline-ms", "0")),
+            deadline_ms,
             headers.get("lambda-runtime-invoked-function-arn"),
             header_json("lambda-runtime-cognito-identity"),
             header_json("lambda-runtime-client-context"),

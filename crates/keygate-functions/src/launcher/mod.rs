@@ -19,6 +19,11 @@ use keygate_types::{Runtime, RuntimeKind};
 use crate::process::Launch;
 use crate::{InvokeError, RunAs};
 
+/// Events queued behind the one a process runs, for keygate's own bootstraps (see
+/// `runtime_api`): each wakeup of the process serves up to this many more, while one that keeps
+/// up delays an event by at most this many short invocations.
+const QUEUE_DEPTH: u32 = 8;
+
 /// What to execute for one process of a function.
 #[derive(Debug)]
 pub(crate) struct Program {

@@ -13,11 +13,6 @@ use crate::{InvokeError, RunAs};
 /// The bootstrap, pinned by `tests/functions/node.rs`.
 const BOOTSTRAP: &str = include_str!("bootstrap.js");
 
-/// Events queued behind the one a process runs (see `runtime_api`): each wakeup of the process
-/// serves up to this many more, while one that keeps up delays an event by at most this many
-/// short invocations.
-const QUEUE_DEPTH: u32 = 8;
-
 /// Extensions tried for a handler module, in the bootstrap's order.
 const EXTENSIONS: &[&str] = &["", ".js", ".mjs", ".cjs"];
 
@@ -50,7 +45,7 @@ impl Launcher for Node {
 
     /// `bootstrap.js` keeps this many `/next` polls open behind the event it runs.
     fn queue_depth(&self) -> u32 {
-        QUEUE_DEPTH
+        super::QUEUE_DEPTH
     }
 
     fn check_handler(&self, handler: &str, task_root: &Path) -> Result<(), String> {

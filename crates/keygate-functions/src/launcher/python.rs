@@ -35,6 +35,11 @@ impl Launcher for Python {
         })
     }
 
+    /// `bootstrap.py` keeps this many `/next` polls open behind the event it runs.
+    fn queue_depth(&self) -> u32 {
+        super::QUEUE_DEPTH
+    }
+
     fn check_handler(&self, handler: &str, task_root: &Path) -> Result<(), String> {
         let (module, function) = handler
             .rsplit_once('.')

@@ -307,7 +307,7 @@ async fn console_lines_carry_the_request_id_and_level() {
 
 /// A host that keeps one process per function (no scale-out within the tests' time), with room
 /// for `concurrency` invocations at once.
-fn one_process_host(concurrency: u32) -> Arc<FunctionHost> {
+pub(crate) fn one_process_host(concurrency: u32) -> Arc<FunctionHost> {
     Arc::new(FunctionHost::new(HostOptions {
         default_concurrency: concurrency,
         scale_out_after: Duration::from_secs(30),
@@ -316,7 +316,11 @@ fn one_process_host(concurrency: u32) -> Arc<FunctionHost> {
 }
 
 /// Warms `spec`'s process with quick invocations, so that it keeps up and events queue on it.
-async fn warm_up(host: &FunctionHost, svc: &Service, spec: &keygate_types::FunctionSpec) -> u64 {
+pub(crate) async fn warm_up(
+    host: &FunctionHost,
+    svc: &Service,
+    spec: &keygate_types::FunctionSpec,
+) -> u64 {
     let file = svc.base_dir().join("warm-up");
     let mut pid = 0;
     for n in 0..20 {
@@ -327,7 +331,7 @@ async fn warm_up(host: &FunctionHost, svc: &Service, spec: &keygate_types::Funct
 }
 
 /// Runs `events` at once, each in a task of its own; their results in order.
-async fn all_at_once(
+pub(crate) async fn all_at_once(
     host: &Arc<FunctionHost>,
     svc: &Service,
     spec: &keygate_types::FunctionSpec,
@@ -348,7 +352,7 @@ async fn all_at_once(
 }
 
 /// The numbers each recorded invocation wrote, sorted.
-fn recorded(file: &std::path::Path) -> Vec<u64> {
+pub(crate) fn recorded(file: &std::path::Path) -> Vec<u64> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let mut ns: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
     ns.sort_unstable();
