@@ -216,11 +216,13 @@ async fn logs_show_the_functions_lines_with_request_ids_and_reports() {
         send(c.post(srv.url("/dev/candidates")).header("x-api-key", &key).body("{}")).await;
     assert_eq!(invalid.status, 502);
 
-    // Lines reach the file shortly after the request (a writer thread of their own).
+    // Lines reach the file shortly after the request (a writer thread of their own, which makes
+    // the file with the first lines: until then `logs` says there are none yet).
     let mut text = String::new();
     for _ in 0..100 {
-        text = env.ok(&["logs", "-f", "candidateSubmission"]);
-        if text.contains("REPORT") {
+        let out = env.run(&["logs", "-f", "candidateSubmission"]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("REPORT") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
