@@ -113,6 +113,10 @@ pub struct HostOptions {
     /// on as few processes as its load needs; one that waits on I/O scales out to its reserved
     /// concurrency, each new process that much later.
     pub scale_out_after: Duration,
+    /// Queued delivery (Node.js and Python, one invocation at a time): with every process busy,
+    /// waiting invocations are handed ahead of time to one whose recent invocations took under
+    /// this long on average (default 1 ms), so that one wakeup of it serves several. Zero: never.
+    pub queue_behind: Duration,
     /// A process that has answered this many invocations per slot (one, or a managed-instances
     /// function's `maxConcurrency`) is stopped and replaced on the next demand (default 25,000),
     /// as Lambda recycles execution environments: what a long-lived process accumulates is
@@ -167,6 +171,7 @@ impl Default for HostOptions {
             idle_timeout: Duration::from_secs(600),
             default_concurrency: default_reserved_concurrency(),
             scale_out_after: Duration::from_millis(20),
+            queue_behind: Duration::from_millis(1),
             max_invocations: 25_000,
             users: FunctionUsers::Own,
             output_limit: OutputLimit::default(),
@@ -400,6 +405,7 @@ impl FunctionHost {
             run_as,
             shared_group,
             group_watch: opts.group_watch.clone(),
+            queue_behind: opts.queue_behind,
             output: Arc::new(output::OutputBudget::new(
                 &key.launch.function_name,
                 opts.output_limit,

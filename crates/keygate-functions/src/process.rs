@@ -83,6 +83,8 @@ pub(crate) struct Spawn {
     pub(crate) group_watch: Option<Arc<dyn GroupWatch>>,
     /// The function's output budget, shared by all its processes.
     pub(crate) output: Arc<OutputBudget>,
+    /// `HostOptions::queue_behind`.
+    pub(crate) queue_behind: Duration,
 }
 
 /// Everything that shapes a function's process, as deployed. Invocations whose function matches
@@ -429,8 +431,13 @@ impl Process {
             .local_addr()
             .map_err(|e| InvokeError::Spawn(format!("cannot open a Runtime API listener: {e}")))?;
         let log = spawn.output.has_log().then(|| Arc::clone(&spawn.output));
-        let (api, inbox) =
-            RuntimeApi::new(&launch.arn(), launch.slots(), launch.queue_depth(), log);
+        let (api, inbox) = RuntimeApi::new(
+            &launch.arn(),
+            launch.slots(),
+            launch.queue_depth(),
+            spawn.queue_behind,
+            log,
+        );
         let server = tokio::spawn(runtime_api::serve(listener, Arc::clone(&api)));
 
         // With a group shared by the service's functions, files they make are the group's to

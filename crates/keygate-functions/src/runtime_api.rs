@@ -107,6 +107,8 @@ pub(crate) struct RuntimeApi {
     max_concurrency: usize,
     /// Queued delivery: the runtime runs its events one after another, in order.
     sequential: bool,
+    /// Events are queued behind the one it runs while it answers faster than this on average.
+    queue_behind: Duration,
     /// Signalled when an event is answered (room for a `/next` waiting for it).
     room: tokio::sync::Notify,
     state: Mutex<State>,
@@ -160,10 +162,9 @@ struct Current {
     start: Arc<Start>,
 }
 
-/// A process "keeps up" once it has answered this many events at an average under
-/// [`KEEPS_UP_UNDER`]: events are then queued behind the one it runs.
+/// A process "keeps up" once it has answered this many events at an average under its
+/// `queue_behind`: events are then queued behind the one it runs.
 const PACED_AFTER: u32 = 8;
-const KEEPS_UP_UNDER: Duration = Duration::from_millis(1);
 
 /// The phase a process was in, for crash messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,11 +177,13 @@ pub(crate) enum Phase {
 impl RuntimeApi {
     /// A fresh API in the init state for a process that takes `max_concurrency` events at once
     /// and `queue_depth` more queued behind one running (queued delivery, only with one at
-    /// once), and the sender the pool hands events in through. `log` takes the `START` lines.
+    /// once), and the sender the pool hands events in through. Events are queued while the
+    /// process answers faster than `queue_behind`. `log` takes the `START` lines.
     pub(crate) fn new(
         arn: &str,
         max_concurrency: u32,
         queue_depth: u32,
+        queue_behind: Duration,
         log: Option<Arc<crate::output::OutputBudget>>,
     ) -> (Arc<Self>, mpsc::Sender<Invocation>) {
         let sequential = max_concurrency <= 1 && queue_depth > 0;
@@ -196,6 +199,7 @@ impl RuntimeApi {
             inbox: tokio::sync::Mutex::new(rx),
             max_concurrency,
             sequential,
+            queue_behind,
             room: tokio::sync::Notify::new(),
             state: Mutex::new(State::default()),
             open: watch::channel(0).0,
@@ -455,7 +459,7 @@ impl RuntimeApi {
         let state = self.lock();
         self.sequential
             && state.paced >= PACED_AFTER
-            && state.pace_us < KEEPS_UP_UNDER.as_micros() as u64
+            && u128::from(state.pace_us) < self.queue_behind.as_micros()
     }
 
     /// After the process died ([`RuntimeApi::fail`]): waits until every connection it had open
@@ -794,6 +798,7 @@ mod tests {
             "arn:aws:lambda:eu-west-1:000000000000:function:svc-dev-f",
             max_concurrency,
             queue_depth,
+            Duration::from_millis(1),
             None,
         );
         // The test process itself plays the function.

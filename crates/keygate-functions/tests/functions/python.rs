@@ -7,7 +7,6 @@ use keygate_functions::{FunctionHost, InvokeError};
 use serde_json::json;
 
 use crate::common::{Service, body, code_function, invoke, json};
-use crate::node::{all_at_once, one_process_host, recorded, warm_up};
 
 const HANDLER_PY: &str = r#"
 import decimal
@@ -232,47 +231,12 @@ async fn print_and_logging_reach_the_log_with_the_request_id() {
 
 #[tokio::test]
 async fn many_invocations_at_once_queue_on_one_process_and_each_runs_once() {
-    let host = one_process_host(32);
-    let svc = Service::new();
     let (_code, spec) = python("handler.record");
-    let pid = warm_up(&host, &svc, &spec).await;
-    let file = svc.base_dir().join("ran");
-    let events = (0..300u64).map(|n| json!({"file": file, "n": n}));
-    let answers = all_at_once(&host, &svc, &spec, events).await;
-    for (n, answer) in answers.into_iter().enumerate() {
-        let answer = body(&answer.unwrap());
-        assert_eq!(answer["n"], n as u64);
-        assert_eq!(answer["pid"], pid, "one process served them all");
-    }
-    assert_eq!(recorded(&file), (0..300).collect::<Vec<_>>(), "each ran exactly once");
-    host.shutdown().await;
+    crate::node::many_at_once_run_once_each(&spec).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn events_queued_behind_a_process_that_dies_run_once_on_a_fresh_one() {
-    let (captured, _guard) = crate::logs::capture();
-    let host = one_process_host(8);
-    let svc = Service::new();
     let (_code, spec) = python("handler.record");
-    let pid = warm_up(&host, &svc, &spec).await;
-    let file = svc.base_dir().join("ran");
-    let f = svc.f(&spec);
-    let dies = invoke(&host, &f, json!({"file": file, "n": 0, "ms": 400, "exit": true}));
-    let queued = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        all_at_once(&host, &svc, &spec, (1..=4u64).map(|n| json!({"file": file, "n": n}))).await
-    };
-    let (died, queued) = tokio::join!(dies, queued);
-    assert!(matches!(died, Err(InvokeError::Crashed(_))), "{died:?}");
-    for answer in queued {
-        assert_ne!(body(&answer.unwrap())["pid"], pid, "ran on a fresh process");
-    }
-    assert_eq!(recorded(&file), [0, 1, 2, 3, 4], "each ran exactly once");
-    let retried = captured
-        .events()
-        .into_iter()
-        .filter(|(_, fields)| fields.contains("queued on a process that stopped never started"))
-        .count();
-    assert!(retried >= 1, "no event was queued on the process that died");
-    host.shutdown().await;
+    crate::node::queued_behind_a_death_run_once_elsewhere(&spec).await;
 }
