@@ -398,7 +398,7 @@ impl Pool {
                 .idle
                 .iter()
                 .rposition(|s| s.process.in_flight() == 0)
-                .or_else(|| state.idle.iter().rposition(|s| s.process.keeps_up()))?;
+                .or_else(|| state.idle.iter().rposition(|s| s.process.takes_another()))?;
             return Some(state.idle.remove(at).hand_out());
         }
         while let Some(slot) = state.idle.pop() {
@@ -564,7 +564,7 @@ impl Pool {
             // With queued delivery, a place in the queue of a process that does not keep up is
             // no use to a waiter (it would wait behind a slow invocation rather than for a free
             // process): it goes back to the idle list.
-            let handy = !self.queued || slot.process.in_flight() == 0 || slot.process.keeps_up();
+            let handy = !self.queued || slot.process.takes_another();
             while handy && let Some(waiter) = state.waiting.pop_front() {
                 match waiter.send(slot.hand_out()) {
                     Ok(()) => return,

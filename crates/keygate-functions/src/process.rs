@@ -642,6 +642,12 @@ impl Process {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// Whether a free slot of this process is of use to an invocation now: it runs nothing, or
+    /// it [keeps up](Process::keeps_up) so an event may wait behind the one it runs.
+    pub(crate) fn takes_another(&self) -> bool {
+        self.in_flight() == 0 || self.keeps_up()
+    }
+
     /// Whether an event may be queued behind the one this process runs: it takes queued events
     /// and answers them fast ([`RuntimeApi::keeps_up`]).
     pub(crate) fn keeps_up(&self) -> bool {
