@@ -32,6 +32,8 @@ const [HOST, PORT] = (() => {
 const SLOTS = Math.max(1, Number(process.env.AWS_LAMBDA_MAX_CONCURRENCY) || 1);
 const QUEUE_DEPTH = SLOTS === 1 ? Math.max(0, Number(process.env.KEYGATE_QUEUE_DEPTH) || 0) : 0;
 const PREFIX = '/2018-06-01/runtime';
+// A request body over this size may be refused with `connection: close` (see `request`).
+const MAY_BE_REFUSED = 1024 * 1024;
 const TASK_ROOT = process.env.LAMBDA_TASK_ROOT || process.cwd();
 
 // The request id console lines carry (`undefined` before the first invocation, as on Lambda).
@@ -93,33 +95,55 @@ class Connection {
     for (const p of pending) p.reject(err);
   }
 
-  // `written` is called once the request is in the kernel's hands.
+  // `written` is called once the request is in the kernel's hands and no large request ahead of
+  // it on this connection is still unanswered: keygate may refuse a large body (over the limit,
+  // or over its budget for bodies) with `connection: close`, and then reads nothing behind it.
   request(method, route, body, headers, written) {
     return new Promise((resolve, reject) => {
-      if (!this.socket) this.connect();
-      this.pending.push({ resolve, reject });
-      if (this.passive) this.socket.unref();
-      else this.socket.ref();
-      // Writes made in the same turn of the event loop (an answer, then the next poll) leave
-      // together.
-      if (this.cork && !this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        const socket = this.socket;
-        setImmediate(() => {
-          this.corked = false;
-          socket.uncork();
-        });
-      }
       let head = `${method} ${PREFIX}${route} HTTP/1.1\r\nhost: ${API}\r\n`;
       if (headers) for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
-      if (body) {
-        head += `content-length: ${body.length}\r\n\r\n`;
-        this.socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body]), written);
-      } else {
-        this.socket.write(head + '\r\n', 'latin1', written);
-      }
+      const data = body
+        ? Buffer.concat([Buffer.from(`${head}content-length: ${body.length}\r\n\r\n`, 'latin1'), body])
+        : head + '\r\n';
+      const large = data.length > MAY_BE_REFUSED;
+      const entry = { resolve, reject, data, written, inKernel: false, large };
+      this.pending.push(entry);
+      this.send(entry);
     });
+  }
+
+  send(entry) {
+    if (!this.socket) this.connect();
+    if (this.passive) this.socket.unref();
+    else this.socket.ref();
+    // Writes made in the same turn of the event loop (an answer, then the next poll) leave
+    // together.
+    if (this.cork && !this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      const socket = this.socket;
+      setImmediate(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    this.socket.write(entry.data, 'latin1', (err) => {
+      if (err) return;
+      entry.inKernel = true;
+      this.tellWritten();
+    });
+  }
+
+  // Calls `written` of the requests in the kernel's hands with no large one unanswered ahead.
+  tellWritten() {
+    for (const entry of this.pending) {
+      if (entry.written && entry.inKernel) {
+        const written = entry.written;
+        entry.written = undefined;
+        written();
+      }
+      if (entry.large) return;
+    }
   }
 
   received(chunk) {
@@ -146,13 +170,24 @@ class Connection {
       const pending = this.pending.shift();
       this.answered++;
       if (headers.connection === 'close') {
-        // What was pipelined behind this answer will not be answered.
+        // keygate read nothing pipelined behind this answer (RFC 9112, 9.6): send it again on a
+        // new connection. Its `written` is dropped: the request is done once it is answered.
         const socket = this.socket;
+        const behind = this.pending;
         this.socket = null;
+        this.buffer = null;
+        this.pending = [];
         socket.destroy();
-        this.failed(new Error('the Runtime API closed the connection'));
-      } else if (this.pending.length === 0 && !this.passive) {
-        this.socket.unref();
+        for (const entry of behind) {
+          entry.written = undefined;
+          entry.inKernel = false;
+          this.pending.push(entry);
+          this.send(entry);
+        }
+      } else if (this.pending.length === 0) {
+        if (!this.passive) this.socket.unref();
+      } else if (pending.large) {
+        this.tellWritten();
       }
       pending.resolve({ status, headers, body });
     }
@@ -368,9 +403,10 @@ function invoke(handler, next, conn, queued) {
         () => {},
         (e) => fatal('cannot post the answer to the Runtime API', e),
       );
-      // The next poll goes out behind the answer, in the same write.
+      // The next poll goes out behind the answer, in the same write. A queued one that was
+      // sent again (keygate closed the connection ahead of it) starts once it is answered.
       if (!queued) settled();
-      else if (!onWritten) posted.then(() => settled());
+      else posted.then(() => settled());
       return posted;
     };
     const entry = { id, onDrain: () => answer(null, undefined) };

@@ -26,6 +26,8 @@ import traceback
 
 API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
 PREFIX = "/2018-06-01/runtime"
+# A request body over this size may be refused with `connection: close`.
+MAY_BE_REFUSED = 1024 * 1024
 
 
 class Client:
@@ -40,29 +42,46 @@ class Client:
         self.address = (host, int(port))
         self.sock = None
         self.buffer = bytearray()
+        # Requests sent on this connection and not answered yet.
+        self.outstanding = 0
 
     def exchange(self, requests):
         """Sends `requests` ((method, path, body, headers) each) in one write and returns their
-        answers ((status, headers, body) each, header names in lower case), in order. A broken
-        connection is made again and the whole exchange sent once more."""
-        data = b"".join(self._request(*r) for r in requests)
-        for attempt in (0, 1):
+        answers ((status, headers, body) each, header names in lower case), in order. What keygate
+        did not read (behind an answer saying `connection: close`, as a refused too-large answer
+        does) is sent again on a new connection; a broken connection is made again and what was
+        not answered sent once more."""
+        answers = []
+        broken = 0
+        while len(answers) < len(requests):
+            todo = requests[len(answers) :]
             try:
                 if self.sock is None:
-                    self.sock = socket.create_connection(self.address)
-                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self.buffer = bytearray()
-                self.sock.sendall(data)
-                return [self._answer() for _ in requests]
+                    self._connect()
+                self.sock.sendall(b"".join(self._request(*r) for r in todo))
+                self.outstanding += len(todo)
+                for _ in todo:
+                    answers.append(self._answer())
+                    if self.sock is None:
+                        break
             except OSError:
                 self.close()
-                if attempt == 1:
+                broken += 1
+                if broken == 2:
                     raise
+        return answers
+
+    def _connect(self):
+        self.sock = socket.create_connection(self.address)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+        self.outstanding = 0
 
     def close(self):
         if self.sock is not None:
             self.sock.close()
         self.sock = None
+        self.outstanding = 0
 
     def send(self, requests):
         """Sends `requests` in one write, their answers left to read later (queued delivery).
@@ -70,15 +89,19 @@ class Client:
         has answered nothing on it yet) is returned."""
         fresh = self.sock is None
         if fresh:
-            self.sock = socket.create_connection(self.address)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.buffer = bytearray()
+            self._connect()
         self.sock.sendall(b"".join(self._request(*r) for r in requests))
+        self.outstanding += len(requests)
         return fresh
 
     def answer(self):
         """The next answer on this connection, waiting for it."""
         return self._answer()
+
+    def answer_all(self):
+        """Waits for the answers to everything sent on this connection."""
+        while self.outstanding > 0 and self.sock is not None:
+            self._answer()
 
     def answers_ready(self):
         """Reads what has arrived without waiting and takes the complete answers out; how many
@@ -105,6 +128,7 @@ class Client:
             if len(self.buffer) < end + 4 + length:
                 break
             del self.buffer[: end + 4 + length]
+            self.outstanding -= 1
             taken += 1
             if "connection: close" in head:
                 self.close()
@@ -142,6 +166,7 @@ class Client:
             self._fill()
         body = bytes(self.buffer[end + 4 : end + 4 + length])
         del self.buffer[: end + 4 + length]
+        self.outstanding -= 1
         if headers.get("connection", "").lower() == "close":
             self.close()
         return status, headers, body
@@ -272,10 +297,13 @@ def main():
                 events.send([("GET", "/invocation/next")] * depth)
         else:
             if answer:
-                if client.send(answer):
-                    # On a connection keygate has not answered on yet: wait until it has (an
-                    # answer on a connection never accepted would be lost if the process died).
-                    client.answer()
+                fresh = client.send(answer)
+                if fresh or len(answer[0][2]) > MAY_BE_REFUSED:
+                    # On a connection keygate has not answered on yet, wait until it has (an
+                    # answer on a connection never accepted would be lost if the process died);
+                    # after a large answer too, which keygate may refuse with `connection: close`
+                    # (over the limit, or over its budget for bodies) and then read nothing behind.
+                    client.answer_all()
                 else:
                     client.answers_ready()
                 events.send([("GET", "/invocation/next")])

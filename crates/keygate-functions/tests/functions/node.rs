@@ -467,15 +467,30 @@ async fn queued_events_do_not_raise_the_process_count_past_the_concurrency() {
 
 #[tokio::test]
 async fn an_answer_over_the_limit_fails_only_its_invocation_with_events_queued_behind_it() {
+    let (_code, spec) = node("api/handler.record");
+    too_large_fails_only_its_invocation(&spec).await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_fails_only_its_invocation_on_a_managed_instances_process() {
+    let (_code, spec) = node("api/handler.record");
+    let spec = keygate_types::FunctionSpec { max_concurrency: Some(4), ..spec };
+    too_large_fails_only_its_invocation(&spec).await;
+}
+
+/// A too-large answer of `spec` (a `record` handler) while ten more invocations wait behind it
+/// (queued on its one-at-a-time process, or running beside it on a managed-instances one): only
+/// it fails, the process serves on and each invocation runs once. keygate closes the connection
+/// the too-large answer came on without reading what follows it; the bootstrap sends that again
+/// on a new connection.
+pub(crate) async fn too_large_fails_only_its_invocation(spec: &keygate_types::FunctionSpec) {
     let host = one_process_host(16);
     let svc = Service::new();
-    let (_code, spec) = node("api/handler.record");
-    let pid = warm_up(&host, &svc, &spec).await;
+    let pid = warm_up(&host, &svc, spec).await;
     let file = svc.base_dir().join("ran");
-    // Keygate closes the connection the too-large answer came on; the bootstrap makes another.
     let events = std::iter::once(json!({"file": file, "n": 0, "big": true}))
         .chain((1..=10u64).map(|n| json!({"file": file, "n": n})));
-    let mut answers = all_at_once(&host, &svc, &spec, events).await.into_iter();
+    let mut answers = all_at_once(&host, &svc, spec, events).await.into_iter();
     match answers.next().unwrap() {
         Err(InvokeError::FunctionError { error_type, .. }) => {
             assert_eq!(error_type, "Function.ResponseSizeTooLarge");
@@ -485,8 +500,8 @@ async fn an_answer_over_the_limit_fails_only_its_invocation_with_events_queued_b
     for answer in answers {
         assert_eq!(body(&answer.unwrap())["pid"], pid, "the process serves on");
     }
-    let after = invoke(&host, &svc.f(&spec), json!({"file": file, "n": 11})).await.unwrap();
+    let after = invoke(&host, &svc.f(spec), json!({"file": file, "n": 11})).await.unwrap();
     assert_eq!(body(&after)["pid"], pid);
-    assert_eq!(recorded(&file), (0..=11).collect::<Vec<_>>());
+    assert_eq!(recorded(&file), (0..=11).collect::<Vec<_>>(), "each ran exactly once");
     host.shutdown().await;
 }

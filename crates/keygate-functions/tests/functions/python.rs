@@ -59,6 +59,8 @@ def record(event, context):
         time.sleep(event["ms"] / 1000)
     if event.get("exit"):
         os._exit(1)
+    if event.get("big"):
+        return "x" * (7 * 1024 * 1024)
     return respond({"pid": os.getpid(), "n": event["n"]})
 
 
@@ -239,4 +241,19 @@ async fn many_invocations_at_once_queue_on_one_process_and_each_runs_once() {
 async fn events_queued_behind_a_process_that_dies_run_once_on_a_fresh_one() {
     let (_code, spec) = python("handler.record");
     crate::node::queued_behind_a_death_run_once_elsewhere(&spec).await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_fails_only_its_invocation_with_events_queued_behind_it() {
+    let (_code, spec) = python("handler.record");
+    crate::node::too_large_fails_only_its_invocation(&spec).await;
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_fails_only_its_invocation_without_queued_delivery() {
+    // With maxConcurrency the Python bootstrap (one event at a time, as the process is) sends
+    // each answer and the next poll in one write, the exchange path.
+    let (_code, spec) = python("handler.record");
+    let spec = keygate_types::FunctionSpec { max_concurrency: Some(4), ..spec };
+    crate::node::too_large_fails_only_its_invocation(&spec).await;
 }
