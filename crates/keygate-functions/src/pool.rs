@@ -136,6 +136,44 @@ struct PoolState {
     closed: bool,
 }
 
+/// What waiting for a free slot came to ([`Pool::wait_for_idle`]).
+enum Waited<'a> {
+    Slot(Slot),
+    /// None came back: start a process, this one reserved already (none was running or
+    /// starting), or, past the scale-out delay, another if the pool may have it.
+    Start(Option<Starting<'a>>),
+}
+
+/// A process start counted in [`PoolState::starting`] (so that other invocations wait for it);
+/// the count is given back when it is dropped unless [`Starting::end`] did.
+struct Starting<'a> {
+    pool: &'a Pool,
+    ended: bool,
+}
+
+impl<'a> Starting<'a> {
+    fn reserve(pool: &'a Pool, state: &mut PoolState) -> Self {
+        state.starting += 1;
+        Self { pool, ended: false }
+    }
+
+    /// Ends the start inside the critical section that records its outcome.
+    fn end(mut self, state: &mut PoolState) {
+        state.starting -= 1;
+        self.ended = true;
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.pool.lock().starting -= 1;
+            // Those waiting for this start look again.
+            self.pool.look_again.notify_waiters();
+        }
+    }
+}
+
 /// How many scale-out delays invocations wait for a busy process that has not answered yet
 /// before another starts: a cold Node.js process's first invocations (30-60 ms on the
 /// benchmark's host) otherwise made the pool start a second process it then kept.
@@ -264,8 +302,8 @@ impl Pool {
             let (slot, warm) = match self.take_idle() {
                 Some(slot) => (slot, true),
                 None => match self.wait_for_idle(deadline).await {
-                    Some(slot) => (slot, true),
-                    None => match self.spawn().await? {
+                    Waited::Slot(slot) => (slot, true),
+                    Waited::Start(reserved) => match self.spawn(reserved).await? {
                         Some(slot) => (slot, false),
                         // As many processes as the concurrency allows: wait for one of theirs.
                         None if Instant::now() < deadline => continue,
@@ -430,9 +468,9 @@ impl Pool {
 
     /// With every slot busy, waits up to `scale_out_after` (counted from when one is busy, so a
     /// cold start in progress is waited for, up to `until`) for one to come back, in line behind
-    /// the invocations that waited first. `None`: none did (or none will), so the caller starts
-    /// a new process.
-    async fn wait_for_idle(&self, until: Instant) -> Option<Slot> {
+    /// the invocations that waited first. [`Waited::Start`]: none did (or none will), so the
+    /// caller starts a new process.
+    async fn wait_for_idle(&self, until: Instant) -> Waited<'_> {
         let mut scale_out_at: Option<Instant> = None;
         // This invocation's place in `waiting`, once it has one.
         let mut queued: Option<oneshot::Receiver<Slot>> = None;
@@ -444,14 +482,17 @@ impl Pool {
             {
                 let mut state = self.lock();
                 if let Some(slot) = self.take_idle_from(&mut state) {
-                    break Some(slot);
+                    break Waited::Slot(slot);
                 }
                 // Only a process that will give a slot back is worth waiting for: not one
                 // retiring (it finishes what it runs, then stops).
                 let usable = |p: &&Arc<ProcShared>| !p.is_reaped() && !p.is_retired();
                 let busy = state.live.iter().any(|p| usable(&p));
                 if !busy && state.starting == 0 {
-                    break None; // Nothing will come back.
+                    // Nothing will come back. The start is counted before the lock is let go,
+                    // so that the invocations arriving with this one wait for it rather than
+                    // each starting a process of its own.
+                    break Waited::Start(Some(Starting::reserve(self, &mut state)));
                 }
                 if busy {
                     // A process that has not answered yet is still warming up (cold code, a
@@ -484,7 +525,7 @@ impl Pool {
             let Some(rx) = queued.as_mut() else { continue };
             tokio::select! {
                 handed = rx => match handed {
-                    Ok(slot) => return Some(slot),
+                    Ok(slot) => return Waited::Slot(slot),
                     // The pool dropped the queue (shutdown): look again.
                     Err(_) => queued = None,
                 },
@@ -497,7 +538,7 @@ impl Pool {
                         scale_out_at = Some(Instant::now() + self.scale_out_after);
                         continue;
                     }
-                    break None;
+                    break Waited::Start(None);
                 }
             }
         };
@@ -506,8 +547,9 @@ impl Pool {
             rx.close();
             if let Ok(slot) = rx.try_recv() {
                 match found {
-                    None => return Some(slot),
-                    Some(_) => self.put_idle(slot),
+                    // (A reserved start is given back.)
+                    Waited::Start(_) => return Waited::Slot(slot),
+                    Waited::Slot(_) => self.put_idle(slot),
                 }
             }
         }
@@ -578,25 +620,30 @@ impl Pool {
         }
     }
 
-    /// Starts a process: returns one of its slots, and puts the others (a Lambda Managed
-    /// Instances function's, or its queue's) in the idle list for the invocations waiting
-    /// meanwhile. `None`: as many processes run (or start) as the pool may have.
-    async fn spawn(&self) -> Result<Option<Slot>, InvokeError> {
-        {
-            let mut state = self.lock();
-            let running = state.live.iter().filter(|p| !p.is_reaped() && !p.is_retired()).count();
-            if running + state.starting >= self.max_processes {
-                return Ok(None);
+    /// Starts a process (`reserved` already, or if the pool may have another): returns one of
+    /// its slots, and puts the others (a Lambda Managed Instances function's, or its queue's) in
+    /// the idle list for the invocations waiting meanwhile. `None`: as many processes run (or
+    /// start) as the pool may have.
+    async fn spawn(&self, reserved: Option<Starting<'_>>) -> Result<Option<Slot>, InvokeError> {
+        let starting = match reserved {
+            Some(starting) => starting,
+            None => {
+                let mut state = self.lock();
+                let running =
+                    state.live.iter().filter(|p| !p.is_reaped() && !p.is_retired()).count();
+                if running + state.starting >= self.max_processes {
+                    return Ok(None);
+                }
+                Starting::reserve(self, &mut state)
             }
-            state.starting += 1;
-        }
+        };
         let spawned = Process::spawn(&self.key.launch, &self.spawn_with).await.map(Arc::new);
         if spawned.is_ok() {
             self.counters.cold_start();
         }
         let kept = {
             let mut state = self.lock();
-            state.starting -= 1;
+            starting.end(&mut state);
             match &spawned {
                 Ok(process) if !state.closed => {
                     state.live.retain(|p| !p.is_reaped());

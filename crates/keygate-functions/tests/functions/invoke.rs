@@ -1,6 +1,7 @@
 //! Invocations: answers passed through verbatim, handler errors, crashes, timeouts, concurrency.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -281,6 +282,32 @@ async fn a_managed_instances_process_runs_its_max_concurrency_at_once() {
     let first_end = spans.iter().map(|s| s.1).min().unwrap();
     assert!(last_start < first_end, "the invocations did not overlap: {spans:?}");
     host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invocations_arriving_together_at_a_cold_function_start_one_process() {
+    // On several threads, the first invocations all find nothing running; the first to look
+    // counts its start before it lets go of the pool, and the others wait for that start instead
+    // of each starting a process (the e2e managed-instances test once saw two).
+    for round in 0..10 {
+        let host = Arc::new(FunctionHost::default());
+        let svc = Arc::new(Service::new());
+        let spec = managed("sleep", 8);
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (host, svc, spec) = (Arc::clone(&host), Arc::clone(&svc), spec.clone());
+                tokio::spawn(async move {
+                    invoke(&host, &svc.f(&spec), json!({"sleep_ms": 300})).await.map(|a| pid(&a))
+                })
+            })
+            .collect();
+        let mut pids = Vec::new();
+        for call in calls {
+            pids.push(call.await.unwrap().unwrap());
+        }
+        assert!(pids.iter().all(|&p| p == pids[0]), "round {round}: {pids:?}");
+        host.shutdown().await;
+    }
 }
 
 /// A managed `sleep` function with two slots and `timeout_secs`.
