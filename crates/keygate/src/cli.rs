@@ -137,9 +137,6 @@ pub(crate) enum Command {
     /// keygate.toml: check a file, or list the settings it may hold.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Internal: the watchdog a server starts (see the `watchdog` module); not for users.
-    #[command(name = "__watchdog", hide = true)]
-    Watchdog,
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,7 +200,7 @@ impl Command {
             Self::Up { .. } | Self::Deploy { .. } | Self::Serve { .. } | Self::Invoke { .. } => {
                 false
             }
-            Self::Watchdog | Self::Config(_) => false,
+            Self::Config(_) => false,
             Self::Keys(cmd) => !cmd.creates(),
             Self::Plans(cmd) => !cmd.creates(),
             Self::Admin(cmd) => !cmd.creates(),

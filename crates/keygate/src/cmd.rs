@@ -189,8 +189,6 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        // `main` runs it before anything else.
-        Command::Watchdog => bail!("the watchdog is started by `keygate serve` and `keygate up`"),
     }
 }
 
