@@ -127,11 +127,15 @@ class Connection {
         socket.uncork();
       });
     }
-    this.socket.write(entry.data, 'latin1', (err) => {
-      if (err) return;
-      entry.inKernel = true;
-      this.tellWritten();
-    });
+    // Only a request someone waits on to be written needs to hear of it.
+    const done = entry.written
+      ? (err) => {
+          if (err) return;
+          entry.inKernel = true;
+          this.tellWritten();
+        }
+      : undefined;
+    this.socket.write(entry.data, 'latin1', done);
   }
 
   // Calls `written` of the requests in the kernel's hands with no large one unanswered ahead.
@@ -180,7 +184,6 @@ class Connection {
         socket.destroy();
         for (const entry of behind) {
           entry.written = undefined;
-          entry.inKernel = false;
           this.pending.push(entry);
           this.send(entry);
         }

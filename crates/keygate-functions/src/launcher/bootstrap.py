@@ -75,7 +75,6 @@ class Client:
         self.sock = socket.create_connection(self.address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
-        self.outstanding = 0
 
     def close(self):
         if self.sock is not None:
