@@ -10,6 +10,7 @@
 //!   not changes.
 //! - [`sqlite`]: the embedded default implementation (one file in the data directory), one file
 //!   per concern.
+//! - [`postgres`]: the same for several gateway nodes sharing one PostgreSQL database.
 //! - [`private`]: the modes of the data directory (`0711`) and its private files (`0600`).
 //!
 //! Only `keygate-types` values cross this boundary; no sqlx type appears in the trait, so a
@@ -24,9 +25,11 @@ use keygate_types::model::{
 };
 use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 
+pub mod postgres;
 pub mod private;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// The backend's own error under a store error, kept so callers can show the whole chain.
@@ -73,10 +76,26 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A failed migration of the database `db`, in words: a database migrated by a newer keygate
+/// (a migration this one does not know) is refused, and says so.
+pub(crate) fn migrate_error(db: &str, e: sqlx::migrate::MigrateError) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => Error::unavailable(
+            format!("cannot use {db}"),
+            format!(
+                "the database was migrated by a newer keygate (its migration {v} is unknown to \
+                 this one); run a keygate at least as new as the one that migrated it"
+            ),
+        ),
+        e => Error::unavailable(format!("cannot migrate {db}"), e),
+    }
+}
+
 /// Opens the store a URL names, choosing the backend by its scheme: `sqlite:<data directory>`
 /// (also `sqlite://<data directory>`; the path is taken as it is written, not percent-decoded)
-/// is the embedded store, created if needed. Any other scheme is refused, naming the ones this
-/// build has, so a mistyped URL never falls back to another store.
+/// is the embedded store, created if needed; `postgres://` (or `postgresql://`) is a PostgreSQL
+/// database ([`PgStore::open`]). Any other scheme is refused, naming the ones this build has,
+/// so a mistyped URL never falls back to another store. Pending migrations are applied.
 ///
 /// # Errors
 /// [`Error::Unavailable`] for an unknown scheme or a store that cannot be opened.
@@ -93,9 +112,14 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn ConfigStore>> {
             }
             Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
         }
+        "postgres" | "postgresql" => Ok(std::sync::Arc::new(PgStore::open(url).await?)),
         _ => Err(Error::unavailable(
             "opening the store",
-            format!("{url:?}: unknown store; this keygate has sqlite:<data directory>"),
+            format!(
+                "{:?}: unknown store; this keygate has sqlite:<data directory> and \
+                 postgres://user@host/database",
+                scheme
+            ),
         )),
     }
 }

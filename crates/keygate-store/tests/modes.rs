@@ -65,16 +65,21 @@ async fn a_tighter_data_dir_is_left_as_it_is() {
 /// `open` chooses the backend by the URL's scheme and refuses one it does not have, rather than
 /// opening another store.
 #[tokio::test]
-async fn open_takes_a_sqlite_url_and_refuses_other_schemes() {
+async fn open_takes_a_store_url_and_refuses_other_schemes() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("by-url");
     let store = keygate_store::open(&format!("sqlite:{}", dir.display())).await.unwrap();
     store.list_keys(keygate_store::Page::first(1), None).await.unwrap();
     assert!(dir.join("keygate.db").is_file());
     keygate_store::open(&format!("sqlite://{}", dir.display())).await.unwrap();
-    for url in ["postgres://localhost/keygate", "sqlit:/tmp/x", "sqlite:", "/tmp/x"] {
+    for url in ["postgress://localhost/keygate", "sqlit:/tmp/x", "sqlite:", "/tmp/x"] {
         let Err(e) = keygate_store::open(url).await else { panic!("{url} opened") };
         let why = format!("{e}: {}", std::error::Error::source(&e).unwrap());
         assert!(why.contains("sqlite:<"), "{url}: {why}");
     }
+    // A password in a URL never shows in the error.
+    let url = "postgres://keygate:s3cret-pw@127.0.0.1:1/keygate";
+    let Err(e) = keygate_store::open(url).await else { panic!("{url} opened") };
+    let why = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(why.contains("keygate:***@127.0.0.1:1") && !why.contains("s3cret"), "{why}");
 }

@@ -192,10 +192,67 @@ fn request(stage: &str, keys: &[&str]) -> Declared {
     }
 }
 
-async fn store() -> (tempfile::TempDir, Arc<dyn ConfigStore>) {
+async fn store() -> Option<(tempfile::TempDir, Arc<dyn ConfigStore>)> {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("data")).await.unwrap();
-    (dir, Arc::new(s))
+    Some((dir, Arc::new(s)))
+}
+
+/// The PostgreSQL server the tests use: `KEYGATE_TEST_DATABASE_URL`, or the local one `.ci/run`
+/// starts (user postgres, trust).
+fn postgres_url() -> String {
+    std::env::var("KEYGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A schema of its own on the test server, dropped when the test ends (tests run in parallel).
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Drop runs inside the test's runtime: the cleanup gets a thread and a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&postgres_url()).await {
+                    // A test that failed inside a transaction may leave it open: never wait long.
+                    let drop =
+                        format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh, empty PostgreSQL store in a schema of its own. Without a server the test is
+/// skipped, except under `CI=true`, where it fails.
+async fn postgres_store() -> Option<(Schema, Arc<dyn ConfigStore>)> {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let url = postgres_url();
+    let mut admin = match sqlx::PgConnection::connect(&url).await {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("PostgreSQL at {url} is needed under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no PostgreSQL at {url} ({e}); CI=true makes this a failure");
+            return None;
+        }
+    };
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("keygate_test_{}_{n}", std::process::id());
+    let create = format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.unwrap();
+    let schema = Schema(name);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options=-c%20search_path%3D{}", schema.0);
+    let store = keygate_store::open(&url).await.unwrap();
+    Some((schema, store))
 }
 
 async fn deploy_creates_keys_once_and_snapshots(s: Arc<dyn ConfigStore>) {
@@ -767,6 +824,58 @@ async fn lists_come_in_pages_by_name(s: Arc<dyn ConfigStore>) {
     assert_eq!(plans.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["p-b"]);
 }
 
+/// The same for the embedded store: a database file migrated by a newer keygate is refused.
+#[tokio::test]
+async fn sqlite_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    SqliteStore::open(&data).await.unwrap().close().await;
+    {
+        use sqlx::Connection;
+        let file = data.join(keygate_store::sqlite::DB_FILE);
+        let mut c =
+            sqlx::SqliteConnection::connect(&format!("sqlite:{}", file.display())).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', 1, x'00', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    let Err(err) = SqliteStore::open(&data).await else { panic!("a newer schema was opened") };
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("newer keygate") && chain.contains("9999"), "{chain}");
+}
+
+/// A database migrated by a newer keygate is refused with a message that says so, and nothing
+/// is written to it.
+#[tokio::test]
+async fn postgres_refuses_a_newer_schema() {
+    let Some((schema, store)) = postgres_store().await else { return };
+    drop(store);
+    let url = format!(
+        "{}{}options=-c%20search_path%3D{}",
+        postgres_url(),
+        if postgres_url().contains('?') { '&' } else { '?' },
+        schema.0
+    );
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', true, '\\x00', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    let Err(err) = keygate_store::open(&url).await else { panic!("a newer schema was opened") };
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("newer keygate") && chain.contains("9999"), "{chain}");
+}
+
 /// The behaviour every backend must have, run once per backend: a backend adds one line here
 /// with the function that opens a fresh, empty store of its own (and whatever keeps it alive).
 macro_rules! suite {
@@ -775,7 +884,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let (_alive, store) = $open().await;
+                    let Some((_alive, store)) = $open().await else { return };
                     super::$test(store).await;
                 }
             )*
@@ -786,6 +895,24 @@ macro_rules! suite {
 suite!(
     sqlite,
     super::store,
+    [
+        deploy_creates_keys_once_and_snapshots,
+        undeclared_keys_are_reported_not_deleted,
+        key_crud_and_conflicts,
+        plans_keep_their_id_and_usage_across_deploys,
+        plan_memberships_and_checked_changes,
+        the_snapshot_has_every_key_across_chunks,
+        the_snapshot_matches_memberships_stored_in_any_order,
+        a_rotation_without_grace_ends_every_older_value,
+        old_values_can_be_revoked,
+        every_change_is_recorded_in_the_audit_log,
+        lists_come_in_pages_by_name,
+    ]
+);
+
+suite!(
+    postgres,
+    super::postgres_store,
     [
         deploy_creates_keys_once_and_snapshots,
         undeclared_keys_are_reported_not_deleted,

@@ -84,7 +84,7 @@ impl SqliteStore {
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| Error::unavailable(format!("cannot migrate {}", path.display()), e))?;
+            .map_err(|e| crate::migrate_error(&path.display().to_string(), e))?;
         Ok(Self { pool })
     }
 

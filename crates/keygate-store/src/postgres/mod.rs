@@ -1,0 +1,466 @@
+//! The PostgreSQL store, for several gateway nodes sharing one database: `postgres://` URLs
+//! (`--database-url`), schema from the embedded migrations in `migrations/postgres` (the same
+//! tables and meaning as the SQLite schema, in PostgreSQL's types).
+//!
+//! Layout as in the SQLite store, one file per concern. What differs is PostgreSQL's, not the
+//! rules: changes are serialised by a row lock on `meta` (the role of SQLite's `BEGIN
+//! IMMEDIATE`), a snapshot is one repeatable-read transaction, bulk writes bind arrays
+//! (`UNNEST`), and names sort bytewise (`COLLATE "C"`) as they do in SQLite.
+
+mod admin;
+mod apis;
+mod keys;
+mod plans;
+mod snapshot;
+mod usage;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use keygate_types::model::{
+    AdminCredential, AdminToken, Api, ApiKey, AuditEntry, DailyUsage, Deployment, GatewaySnapshot,
+    Stage, UsageGrant, UsagePlan,
+};
+use keygate_types::{KeyDigest, ServiceDefinition};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+use crate::{Applied, Change, ConfigStore, Error, Page, Reads, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// PostgreSQL implementation of [`ConfigStore`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// The audit entry of the change being applied.
+pub(super) struct Record<'a> {
+    actor: &'a str,
+    action: &'static str,
+    target: String,
+}
+
+impl PgStore {
+    /// Connects to the database `url` names (`postgres://user@host:port/database`, with
+    /// libpq's parameters such as `sslmode` or `options=-c search_path=...`) and applies pending
+    /// migrations, one node at a time (sqlx takes an advisory lock).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the URL is malformed, the server cannot be reached, or the
+    /// database holds a newer schema than this keygate knows (it says which migration).
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| {
+            Error::unavailable("opening the store", format!("{}: {e}", redact(url)))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot connect to {}", redact(url)), e))?;
+        MIGRATOR.run(&pool).await.map_err(|e| crate::migrate_error(&redact(url), e))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// [`ConfigStore::apply`], from the version `at` when given ([`ConfigStore::apply_at`]).
+    async fn apply_inner(&self, actor: &str, change: Change, at: Option<i64>) -> Result<Applied> {
+        let action = change.action();
+        let target = change.target();
+        if let Change::ImportKeys(rows) = change {
+            let record = Record { actor, action, target: target.unwrap_or_default() };
+            return Ok(Applied::Keys(keys::import_keys(&self.pool, &record, rows, at).await?));
+        }
+        let served = change.is_served();
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let mut tx = begin(&mut conn).await?;
+        let made = async {
+            if served || at.is_some() {
+                bump_at(&mut tx, at).await?;
+            }
+            let applied = Self::make(&mut tx, change).await?;
+            let target = target.unwrap_or_else(|| applied.target());
+            admin::append_audit(&mut tx, &Record { actor, action, target }).await?;
+            Ok(applied)
+        }
+        .await;
+        finish(tx, made).await
+    }
+
+    /// Makes one change in the open transaction `tx`.
+    async fn make(tx: &mut PgConnection, change: Change) -> Result<Applied> {
+        use Change as C;
+        Ok(match change {
+            C::Deploy(req) => Applied::Deployed(Box::new(apis::deploy(tx, req).await?)),
+            C::DeleteStage { api_id, stage } => {
+                apis::delete_stage(tx, &api_id, &stage).await?;
+                Applied::Done
+            }
+            C::PutApiDefinition { api_id, definition } => {
+                apis::put_api_definition(tx, &api_id, &definition).await?;
+                Applied::Done
+            }
+            C::CreateDeployment { api_id, stage } => {
+                Applied::Deployment(apis::create_deployment(tx, &api_id, &stage).await?)
+            }
+            C::CreateKey { key, plan_ids } => {
+                Applied::Key(keys::create_key(tx, key, &plan_ids).await?)
+            }
+            C::ImportKeys(_) => unreachable!("imports have a connection of their own"),
+            C::RotateKey { id, value, grace_secs } => {
+                Applied::Key(keys::rotate_key(tx, &id, value, grace_secs).await?)
+            }
+            C::RevokeOldValues { id } => Applied::Count(keys::revoke_old_values(tx, &id).await?),
+            C::UpdateKey { id, patch } => Applied::Key(keys::update_key(tx, &id, patch).await?),
+            C::DeleteKey { id } => {
+                keys::delete_key(tx, &id).await?;
+                Applied::Done
+            }
+            C::CreatePlan { plan, stages } => {
+                Applied::Plan(plans::create_plan(tx, plan, stages).await?)
+            }
+            C::UpdatePlan { id, patch } => Applied::Plan(plans::update_plan(tx, &id, patch).await?),
+            C::DeletePlan { id } => {
+                plans::delete_plan(tx, &id).await?;
+                Applied::Done
+            }
+            C::AddPlanKey { plan_id, key_id } => {
+                plans::add_plan_key(tx, &plan_id, &key_id).await?;
+                Applied::Done
+            }
+            C::RemovePlanKey { plan_id, key_id } => {
+                plans::remove_plan_key(tx, &plan_id, &key_id).await?;
+                Applied::Done
+            }
+            C::PutPlanStage { plan_id, stage } => {
+                plans::put_plan_stage(tx, &plan_id, stage).await?;
+                Applied::Done
+            }
+            C::RemovePlanStage { plan_id, api_id, stage } => {
+                plans::remove_plan_stage(tx, &plan_id, &api_id, &stage).await?;
+                Applied::Done
+            }
+            C::PutGrant(grant) => {
+                usage::put_grant(tx, grant).await?;
+                Applied::Done
+            }
+            C::CreateAdminCredential(c) => {
+                admin::create_admin_credential(tx, c).await?;
+                Applied::Done
+            }
+            C::RevokeAdminCredential { access_key_id } => {
+                admin::revoke_admin_credential(tx, &access_key_id).await?;
+                Applied::Done
+            }
+            C::CreateAdminToken(t) => {
+                admin::create_admin_token(tx, t).await?;
+                Applied::Done
+            }
+            C::RevokeAdminToken { id } => {
+                admin::revoke_admin_token(tx, &id).await?;
+                Applied::Done
+            }
+        })
+    }
+}
+
+/// Starts a write transaction and takes the lock every change takes first (the `meta` row), so
+/// changes are made one at a time, on every node, as SQLite's `BEGIN IMMEDIATE` makes them:
+/// what a change checks in its transaction still holds when it commits.
+pub(super) async fn begin(
+    conn: &mut PgConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(map_err)?;
+    sqlx::query("SELECT version FROM meta WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    Ok(tx)
+}
+
+/// Ends the write transaction `tx`: commits when `made` is a success; otherwise rolls it back
+/// at once, not when its connection next goes back to the pool (until then it would hold the
+/// lock on `meta` that every change waits for), and returns `made`'s error.
+pub(super) async fn finish<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    made: Result<T>,
+) -> Result<T> {
+    match made {
+        Ok(v) => {
+            tx.commit().await.map_err(map_err)?;
+            Ok(v)
+        }
+        Err(e) => {
+            // A connection that cannot roll back is broken: the server ends its transaction.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(super) fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub(super) fn map_err(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::Conflict(format!("already exists ({})", db.message()))
+        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            Error::NotFound(format!("a referenced record does not exist ({})", db.message()))
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => Error::unavailable("cannot reach the database", e),
+        _ => Error::other("a database operation failed", e),
+    }
+}
+
+/// [`bump`], only from `at` when given: [`Error::Stale`] (and nothing moved) when the version
+/// is no longer `at` ([`ConfigStore::apply_at`]).
+pub(super) async fn bump_at(conn: &mut PgConnection, at: Option<i64>) -> Result<()> {
+    let Some(at) = at else { return bump(conn).await };
+    let done = sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1 AND version = $1")
+        .bind(at)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::Stale);
+    }
+    Ok(())
+}
+
+/// Moves the version gateways poll: what they serve changed.
+pub(super) async fn bump(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1")
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// `query` with the conditions of `page` on the name column `name` (after `query`'s own `WHERE`
+/// condition, if it ends with one), ordered by `name` and limited; its parameters are numbered
+/// after the `used` that `query` has, and [`bind_page`] binds them after `query`'s own. Only
+/// this crate's constant SQL goes in.
+pub(super) fn paged(query: &str, name: &str, page: Page<'_>, used: usize) -> String {
+    let mut sql = query.to_owned();
+    let mut join = if query.contains(" WHERE ") { " AND " } else { " WHERE " };
+    let mut n = used;
+    let mut cond = |op: &str| {
+        n += 1;
+        sql.push_str(join);
+        sql.push_str(&format!("{name} {op} ${n}"));
+        join = " AND ";
+    };
+    if page.after.is_some() {
+        cond(">");
+    }
+    if page.prefix.is_some() {
+        cond(">=");
+        if page.prefix_end().is_some() {
+            cond("<");
+        }
+    }
+    sql.push_str(&format!(" ORDER BY {name} LIMIT {}", page.limit));
+    sql
+}
+
+/// Binds the values [`paged`] asked for, in its order.
+pub(super) fn bind_page<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    page: Page<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    if let Some(after) = page.after {
+        q = q.bind(after);
+    }
+    if let Some(prefix) = page.prefix {
+        q = q.bind(prefix);
+        if let Some(end) = page.prefix_end() {
+            q = q.bind(end);
+        }
+    }
+    q
+}
+
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::other(format!("stored {what} is unreadable"), e))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::other("cannot encode a record", e))
+}
+
+#[async_trait]
+impl ConfigStore for PgStore {
+    async fn apply(&self, actor: &str, change: Change) -> Result<Applied> {
+        self.apply_inner(actor, change, None).await
+    }
+
+    async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied> {
+        self.apply_inner(actor, change, Some(version)).await
+    }
+
+    async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
+        usage::add_usage(&self.pool, usage).await
+    }
+
+    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
+        usage::set_last_used(&self.pool, used).await
+    }
+}
+
+#[async_trait]
+impl Reads for PgStore {
+    async fn list_apis(&self) -> Result<Vec<Api>> {
+        apis::list_apis(&self.pool).await
+    }
+
+    async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>> {
+        apis::get_api_by_name(&self.pool, name).await
+    }
+
+    async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
+        apis::list_stages(&self.pool, api_id).await
+    }
+
+    async fn get_api(&self, id: &str) -> Result<Option<Api>> {
+        apis::get_api(&self.pool, id).await
+    }
+
+    async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>> {
+        apis::get_api_definition(&self.pool, api_id).await
+    }
+
+    async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>> {
+        apis::list_deployments(&self.pool, api_id).await
+    }
+
+    async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>> {
+        apis::get_deployment(&self.pool, id).await
+    }
+
+    async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool> {
+        keys::key_digest_exists(&self.pool, digest).await
+    }
+
+    async fn existing_key_digests(
+        &self,
+        digests: &[KeyDigest],
+    ) -> Result<std::collections::HashSet<KeyDigest>> {
+        keys::existing_key_digests(&self.pool, digests).await
+    }
+
+    async fn existing_key_names(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashSet<String>> {
+        keys::existing_key_names(&self.pool, names).await
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        keys::get_key(&self.pool, id).await
+    }
+
+    async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>> {
+        keys::get_key_by_name(&self.pool, name).await
+    }
+
+    async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        keys::list_keys(&self.pool, page, customer_id).await
+    }
+
+    async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>> {
+        plans::get_plan(&self.pool, id).await
+    }
+
+    async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>> {
+        plans::get_plan_by_name(&self.pool, name).await
+    }
+
+    async fn list_plans(&self, page: Page<'_>) -> Result<Vec<UsagePlan>> {
+        plans::list_plans(&self.pool, page).await
+    }
+
+    async fn list_plan_keys(&self, plan_id: &str, page: Page<'_>) -> Result<Vec<ApiKey>> {
+        plans::list_plan_keys(&self.pool, plan_id, page).await
+    }
+
+    async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>> {
+        plans::key_plan_ids(&self.pool, key_id).await
+    }
+
+    async fn plans_covering(&self, api_id: &str, stage: &str) -> Result<Vec<UsagePlan>> {
+        plans::plans_covering(&self.pool, api_id, stage).await
+    }
+
+    async fn shared_key(&self, plan_a: &str, plan_b: &str) -> Result<Option<String>> {
+        plans::shared_key(&self.pool, plan_a, plan_b).await
+    }
+
+    async fn usage(
+        &self,
+        plan_id: Option<&str>,
+        key_id: Option<&str>,
+        from: keygate_types::date::Date,
+        to: keygate_types::date::Date,
+    ) -> Result<Vec<DailyUsage>> {
+        usage::usage(&self.pool, plan_id, key_id, from, to).await
+    }
+
+    async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>> {
+        usage::usage_grants(&self.pool, plan_id).await
+    }
+
+    async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>> {
+        admin::get_admin_credential(&self.pool, access_key_id).await
+    }
+
+    async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>> {
+        admin::list_admin_credentials(&self.pool).await
+    }
+
+    async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>> {
+        admin::find_admin_token(&self.pool, digest).await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>> {
+        admin::list_admin_tokens(&self.pool).await
+    }
+
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        admin::list_audit(&self.pool, after_seq, limit).await
+    }
+
+    async fn version(&self) -> Result<i64> {
+        snapshot::version(&self.pool).await
+    }
+
+    async fn snapshot(&self) -> Result<GatewaySnapshot> {
+        snapshot::snapshot(&self.pool).await
+    }
+}
