@@ -152,6 +152,21 @@ pub async fn open(data_dir: &std::path::Path) -> Result<Arc<dyn ConfigStore>, St
     Ok(Arc::new(keygate_store::SqliteStore::open(data_dir).await?))
 }
 
+/// Opens the store `url` names (`postgres://...`, or `sqlite:<data directory>`) and applies
+/// pending migrations: see [`keygate_store::open`].
+///
+/// # Errors
+/// [`StoreError::Unavailable`] for an unknown scheme, an unreachable database, or one migrated
+/// by a newer keygate.
+pub async fn open_url(url: &str) -> Result<Arc<dyn ConfigStore>, StoreError> {
+    keygate_store::open(url).await
+}
+
+/// `url` without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    keygate_store::redact_url(url)
+}
+
 /// Whether `data_dir` holds keygate's database (without creating anything).
 pub fn has_store(data_dir: &std::path::Path) -> bool {
     data_dir.join(keygate_store::sqlite::DB_FILE).is_file()

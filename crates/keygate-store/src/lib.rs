@@ -76,6 +76,20 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `url` without its password (`postgres://user:***@host/db`), for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A failed migration of the database `db`, in words: a database migrated by a newer keygate
 /// (a migration this one does not know) is refused, and says so.
 pub(crate) fn migrate_error(db: &str, e: sqlx::migrate::MigrateError) -> Error {

@@ -13,6 +13,19 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "KEYGATE_DATA_DIR", default_value = ".keygate")]
     pub(crate) data_dir: PathBuf,
 
+    /// The store, when it is not the embedded one in --data-dir: a PostgreSQL database
+    /// (`postgres://user:password@host:5432/database`, libpq parameters such as `sslmode`
+    /// allowed) that several keygate nodes share. The data directory still holds each node's
+    /// staged code, function logs and master key.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) database_url: Option<String>,
+
     /// More detail on stderr (as `sls -v`): commands log at `info`, servers at `debug` for
     /// keygate's own crates. `RUST_LOG`, when set, decides instead.
     #[arg(short = 'v', long, global = true)]
@@ -41,6 +54,11 @@ pub(crate) enum Command {
         #[command(flatten)]
         dynamodb: DynamoArgs,
     },
+    /// Create or upgrade the store's schema (the embedded store, or --database-url's database)
+    /// and say so. Every command does this on first use; run it once before starting several
+    /// nodes on a new PostgreSQL version of keygate. A database migrated by a newer keygate is
+    /// refused.
+    Migrate,
     /// Deploy a service to a stage: snapshot its definition, create its keys and usage plan.
     Deploy {
         #[command(flatten)]
@@ -200,7 +218,7 @@ impl Command {
             Self::Up { .. } | Self::Deploy { .. } | Self::Serve { .. } | Self::Invoke { .. } => {
                 false
             }
-            Self::Config(_) => false,
+            Self::Config(_) | Self::Migrate => false,
             Self::Keys(cmd) => !cmd.creates(),
             Self::Plans(cmd) => !cmd.creates(),
             Self::Admin(cmd) => !cmd.creates(),

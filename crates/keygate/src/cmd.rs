@@ -35,7 +35,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     // of whoever reads them: function processes run in the service's directory.
     let data_dir = std::path::absolute(&cli.data_dir)
         .with_context(|| format!("invalid --data-dir {}", cli.data_dir.display()))?;
-    if cli.command.needs_data() {
+    let at = StoreAt { data_dir: data_dir.clone(), url: cli.database_url.clone() };
+    if cli.command.needs_data() && at.url.is_none() {
         require_data(&data_dir)?;
     }
     match cli.command {
@@ -46,7 +47,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
             let base = format!("http://{}", listener.local_addr()?);
-            let store = open(&data_dir).await?;
+            let store = open(&at).await?;
             let audited = Store::new(Arc::clone(&store), cli_actor());
             let report =
                 match deploy(&audited, &service, &data_dir, &base, &mut dynamo, false).await {
@@ -60,7 +61,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             serve(store, host, watchdog, dynamo, &data_dir, listener, admin, &listen).await
         }
         Command::Deploy { service, dynamodb, json } => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
             let mut dynamo = Dynamo::new(&dynamodb, &data_dir);
             let report = deploy(&store, &service, &data_dir, &base, &mut dynamo, true).await;
@@ -73,8 +74,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let dynamo = Dynamo::new(&dynamodb, &data_dir).watched_by(watch);
             let listener = bind(listen.listen).await?;
             let admin = bind(listen.admin()).await?;
-            let created = !keygate_control::has_store(&data_dir);
-            let store = open(&data_dir).await?;
+            let created = at.url.is_none() && !keygate_control::has_store(&data_dir);
+            let store = open(&at).await?;
             let base = format!("http://{}", listener.local_addr()?);
             output::served(
                 &keygate_control::info::served(&Store::new(Arc::clone(&store), cli_actor()), &base)
@@ -98,7 +99,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
                 .await?
         }
         Command::Remove { service, dynamodb, keys, json } => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             let loaded = load(&service)?;
             let def = &loaded.definition;
             let mut dynamo = Dynamo::new(&dynamodb, &data_dir);
@@ -126,7 +127,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::remove_report(&result?, json)
         }
         Command::Info { service, json } => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             let loaded = load(&service)?;
             let base = std::env::var("KEYGATE_URL").unwrap_or_else(|_| DEFAULT_BASE_URL.to_owned());
             let info = keygate_control::info::info(
@@ -139,19 +140,24 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::info(&info, json)
         }
         Command::Keys(cmd) => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             run_keys(&store, cmd).await
         }
         Command::Plans(cmd) => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             run_plans(&store, cmd).await
         }
         Command::Admin(cmd) => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             run_admin(&store, &data_dir, cmd).await
         }
+        Command::Migrate => {
+            open(&at).await?;
+            println!("keygate's schema is up to date in {}", at.describe());
+            Ok(())
+        }
         Command::Audit { json } => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             let mut entries = Vec::new();
             let mut after = 0;
             loop {
@@ -163,7 +169,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             output::audit(&entries, json)
         }
         Command::Usage(args) => {
-            let store = open_audited(&data_dir).await?;
+            let store = open_audited(&at).await?;
             run_usage(&store, args).await
         }
         Command::Config(crate::cli::ConfigCommand::Check { file }) => {
@@ -418,9 +424,26 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
     }
 }
 
+/// Where the store is: the embedded one in the data directory, or the database
+/// `--database-url` names.
+struct StoreAt {
+    data_dir: PathBuf,
+    url: Option<String>,
+}
+
+impl StoreAt {
+    /// For messages: the data directory, or the URL without its password.
+    fn describe(&self) -> String {
+        match &self.url {
+            Some(url) => keygate_control::redact_url(url),
+            None => self.data_dir.display().to_string(),
+        }
+    }
+}
+
 /// The store as the CLI's user: every change is recorded in the audit log as `cli:<user>`.
-async fn open_audited(data_dir: &Path) -> Result<Store> {
-    Ok(Store::new(open(data_dir).await?, cli_actor()))
+async fn open_audited(at: &StoreAt) -> Result<Store> {
+    Ok(Store::new(open(at).await?, cli_actor()))
 }
 
 /// The audit log's name for changes made with the CLI.
@@ -526,10 +549,12 @@ fn require_data(data_dir: &Path) -> Result<()> {
 }
 
 /// The store itself: for the gateway, and for a [`Store`] handle naming who acts.
-async fn open(data_dir: &Path) -> Result<Arc<dyn ConfigStore>> {
-    keygate_control::open(data_dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+async fn open(at: &StoreAt) -> Result<Arc<dyn ConfigStore>> {
+    let store = match &at.url {
+        Some(url) => keygate_control::open_url(url).await,
+        None => keygate_control::open(&at.data_dir).await,
+    };
+    store.with_context(|| format!("cannot open the store in {}", at.describe()))
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {

@@ -53,15 +53,17 @@ impl PgStore {
     /// database holds a newer schema than this keygate knows (it says which migration).
     pub async fn open(url: &str) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url).map_err(|e| {
-            Error::unavailable("opening the store", format!("{}: {e}", redact(url)))
+            Error::unavailable("opening the store", format!("{}: {e}", crate::redact_url(url)))
         })?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
-            .map_err(|e| Error::unavailable(format!("cannot connect to {}", redact(url)), e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| crate::migrate_error(&redact(url), e))?;
+            .map_err(|e| {
+                Error::unavailable(format!("cannot connect to {}", crate::redact_url(url)), e)
+            })?;
+        MIGRATOR.run(&pool).await.map_err(|e| crate::migrate_error(&crate::redact_url(url), e))?;
         Ok(Self { pool })
     }
 
@@ -202,20 +204,6 @@ pub(super) async fn finish<T>(
             let _ = tx.rollback().await;
             Err(e)
         }
-    }
-}
-
-/// `url` without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -20,6 +20,7 @@ mod functions;
 mod integrations;
 mod keys;
 mod logs;
+mod multi_node;
 mod plans;
 mod readme;
 mod runtimes;

@@ -32,6 +32,8 @@ pub fn example_yml() -> PathBuf {
 /// One isolated keygate installation: its own data directory and candidate database.
 pub struct Env {
     pub dir: TempDir,
+    /// `KEYGATE_DATABASE_URL` for every command (none: the embedded store).
+    pub database_url: Option<String>,
 }
 
 impl Env {
@@ -42,7 +44,7 @@ impl Env {
         // directory's artifacts (search bit only, as for any data directory under a private
         // parent). The example keeps its candidates in each stage's state directory there.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        Self { dir }
+        Self { dir, database_url: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -65,7 +67,11 @@ impl Env {
             .env_remove("CANDIDATE_DB")
             .env_remove("RUST_LOG")
             .env_remove("KEYGATE_LISTEN")
+            .env_remove("KEYGATE_DATABASE_URL")
             .current_dir(self.path());
+        if let Some(url) = &self.database_url {
+            c.env("KEYGATE_DATABASE_URL", url);
+        }
         c
     }
 
