@@ -263,8 +263,23 @@ impl Gateway {
             let mut tick = tokio::time::interval(REFRESH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
+            // A backend that notifies changes (PostgreSQL) wakes the loop at once; the tick
+            // stays, for a missed notification and for backends without one.
+            let mut changes = weak.upgrade().and_then(|gw| gw.store.change_signal());
             loop {
-                tick.tick().await;
+                match changes.as_mut() {
+                    Some(signal) => tokio::select! {
+                        _ = tick.tick() => {}
+                        moved = signal.changed() => {
+                            if moved.is_err() {
+                                changes = None;
+                            }
+                        }
+                    },
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 let Some(gw) = weak.upgrade() else { return };
                 match gw.refresh().await {
                     Ok(_) if failing => {

@@ -561,6 +561,13 @@ pub trait Reads: Send + Sync + 'static {
 
     /// A number that changes whenever anything gateways serve changes. Cheap: gateways poll it.
     async fn version(&self) -> Result<i64>;
+    /// A signal that moves when the [`version`](Self::version) may have moved, on any node, so a
+    /// gateway can reload at once instead of at its next poll; it may also move for nothing
+    /// (after a lost connection, say), and it is never the only way a change arrives: the poll
+    /// stays. `None` (the default): the backend has no such signal.
+    fn change_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Everything the data plane serves from, read consistently.
     async fn snapshot(&self) -> Result<GatewaySnapshot>;
 }

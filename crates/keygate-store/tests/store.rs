@@ -824,6 +824,36 @@ async fn lists_come_in_pages_by_name(s: Arc<dyn ConfigStore>) {
     assert_eq!(plans.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["p-b"]);
 }
 
+/// A change made through one PostgreSQL store (one node) moves every other's change signal
+/// (NOTIFY on commit), so their gateways reload without waiting for the poll; a rolled-back
+/// change does not.
+#[tokio::test]
+async fn postgres_signals_changes_to_every_node() {
+    let Some((schema, a)) = postgres_store().await else { return };
+    let url = format!(
+        "{}{}options=-c%20search_path%3D{}",
+        postgres_url(),
+        if postgres_url().contains('?') { '&' } else { '?' },
+        schema.0
+    );
+    let b = keygate_store::open(&url).await.unwrap();
+    let mut signal = a.change_signal().expect("PostgreSQL signals changes");
+    let wait = std::time::Duration::from_secs(10);
+    // A change that fails (a key in a plan that does not exist) is rolled back: no signal.
+    b.create_key(new_key("lost"), &["no-such-plan".to_owned()]).await.unwrap_err();
+    b.create_key(new_key("k1"), &[]).await.unwrap();
+    tokio::time::timeout(wait, signal.changed()).await.expect("signalled").unwrap();
+    assert!(a.get_key_by_name("k1").await.unwrap().is_some());
+    assert!(!signal.has_changed().unwrap(), "one change, one signal");
+    assert!(
+        SqliteStore::open(&tempfile::tempdir().unwrap().path().join("d"))
+            .await
+            .unwrap()
+            .change_signal()
+            .is_none()
+    );
+}
+
 /// The same for the embedded store: a database file migrated by a newer keygate is refused.
 #[tokio::test]
 async fn sqlite_refuses_a_newer_schema() {

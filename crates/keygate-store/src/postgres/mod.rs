@@ -30,10 +30,50 @@ use crate::{Applied, Change, ConfigStore, Error, Page, Reads, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The channel every change that moves the version notifies (on commit), so every node's
+/// [`Reads::change_signal`] moves within milliseconds.
+const CHANNEL: &str = "keygate_changes";
+
 /// PostgreSQL implementation of [`ConfigStore`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// The task listening on [`CHANNEL`], stopped with the last clone.
+    _listener: std::sync::Arc<Listening>,
+}
+
+/// Aborts the listening task when dropped.
+#[derive(Debug)]
+struct Listening(tokio::task::JoinHandle<()>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Listens on [`CHANNEL`] and moves `signal` for each notification, and also when the
+/// connection was lost (a change may have been missed meanwhile). sqlx reconnects and listens
+/// again on the next receive.
+async fn listen(mut listener: sqlx::postgres::PgListener, signal: tokio::sync::watch::Sender<u64>) {
+    let mut failing = false;
+    loop {
+        match listener.try_recv().await {
+            Ok(_) => {
+                failing = false;
+                signal.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "lost the change notifications; polling meanwhile");
+                    failing = true;
+                }
+                signal.send_modify(|n| *n = n.wrapping_add(1));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// The audit entry of the change being applied.
@@ -64,7 +104,15 @@ impl PgStore {
                 Error::unavailable(format!("cannot connect to {}", crate::redact_url(url)), e)
             })?;
         MIGRATOR.run(&pool).await.map_err(|e| crate::migrate_error(&crate::redact_url(url), e))?;
-        Ok(Self { pool })
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.map_err(|e| {
+            Error::unavailable(format!("cannot listen to {}", crate::redact_url(url)), e)
+        })?;
+        listener.listen(CHANNEL).await.map_err(|e| {
+            Error::unavailable(format!("cannot listen to {}", crate::redact_url(url)), e)
+        })?;
+        let (signal, changes) = tokio::sync::watch::channel(0);
+        let task = tokio::spawn(listen(listener, signal));
+        Ok(Self { pool, changes, _listener: std::sync::Arc::new(Listening(task)) })
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -233,21 +281,27 @@ pub(super) async fn bump_at(conn: &mut PgConnection, at: Option<i64>) -> Result<
     let Some(at) = at else { return bump(conn).await };
     let done = sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1 AND version = $1")
         .bind(at)
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
     if done.rows_affected() == 0 {
         return Err(Error::Stale);
     }
-    Ok(())
+    notify(conn).await
 }
 
 /// Moves the version gateways poll: what they serve changed.
 pub(super) async fn bump(conn: &mut PgConnection) -> Result<()> {
     sqlx::query("UPDATE meta SET version = version + 1 WHERE id = 1")
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
+    notify(conn).await
+}
+
+/// Tells every node's listener, when the transaction commits, that the version moved.
+async fn notify(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(conn).await.map_err(map_err)?;
     Ok(())
 }
 
@@ -446,6 +500,10 @@ impl Reads for PgStore {
 
     async fn version(&self) -> Result<i64> {
         snapshot::version(&self.pool).await
+    }
+
+    fn change_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.clone())
     }
 
     async fn snapshot(&self) -> Result<GatewaySnapshot> {

@@ -17,7 +17,7 @@ fn server_url() -> String {
 }
 
 /// A schema of its own on the test server, and the URL that makes it keygate's store.
-async fn fresh_database() -> Option<String> {
+async fn fresh_database() -> Option<(String, String)> {
     let url = server_url();
     let mut c = match sqlx::PgConnection::connect(&url).await {
         Ok(c) => c,
@@ -37,7 +37,7 @@ async fn fresh_database() -> Option<String> {
         .await
         .unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+    Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), schema))
 }
 
 /// Two nodes, each with its own data directory, share one database: a deploy and a key made
@@ -45,7 +45,7 @@ async fn fresh_database() -> Option<String> {
 /// a second, and `keygate usage` on either shows what both admitted.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_share_keys_changes_and_usage() {
-    let Some(url) = fresh_database().await else { return };
+    let Some((url, schema)) = fresh_database().await else { return };
     let mut a = Env::new();
     a.database_url = Some(url.clone());
     let mut b = Env::new();
@@ -95,6 +95,9 @@ async fn two_nodes_share_keys_changes_and_usage() {
     .await;
     node_a.stop();
     node_b.stop();
+    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+    let drop = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
 }
 
 /// The requests a `keygate usage --json` report counts for one key, over all its days.
