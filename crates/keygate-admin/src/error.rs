@@ -44,6 +44,18 @@ impl From<keygate_control::Error> for AwsError {
             E::Conflict(m) => {
                 Self { status: StatusCode::CONFLICT, error_type: "ConflictException", message: m }
             }
+            // The database is down or unreachable (several nodes on PostgreSQL): nothing was
+            // changed, gateways keep serving what they have; the client may retry (AWS's 503).
+            E::Store(e @ keygate_control::StoreError::Unavailable { .. }) => {
+                tracing::warn!(error = %e, "admin request refused: the store is unavailable");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error_type: "ServiceUnavailableException",
+                    message: "keygate's store is unavailable: nothing was changed; gateways keep \
+                              serving the keys and plans they have. Retry when the database is back"
+                        .to_owned(),
+                }
+            }
             other => {
                 tracing::error!(error = %other, "admin request failed");
                 Self {

@@ -267,12 +267,26 @@ pub(super) fn map_err(e: sqlx::Error) -> Error {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
             Error::NotFound(format!("a referenced record does not exist ({})", db.message()))
         }
+        // A connection that broke or could not be made (the server or the network is down, a
+        // handshake cut short), or a server that refuses work for now: unavailable, so callers
+        // answer 503 and retry, rather than report a failed operation.
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => Error::unavailable("cannot reach the database", e),
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Error::unavailable("cannot reach the database", e),
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| unavailable_code(&c)) => {
+            Error::unavailable("the database refuses work for now", e)
+        }
         _ => Error::other("a database operation failed", e),
     }
+}
+
+/// SQLSTATEs of a server that cannot serve now: connection exceptions (class 08), too many
+/// connections (53300), shutting down or starting (57P01-57P03), read-only (25006: a standby).
+fn unavailable_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "53300" | "57P01" | "57P02" | "57P03" | "25006")
 }
 
 /// [`bump`], only from `at` when given: [`Error::Stale`] (and nothing moved) when the version

@@ -108,3 +108,137 @@ fn used_by(report: &str, key_id: &str) -> u64 {
         .map(|days| days.iter().map(|d| d[0].as_u64().unwrap_or(0)).sum())
         .unwrap_or(0)
 }
+
+/// A TCP link to the PostgreSQL server that the test cuts and restores: the database as a node
+/// sees it when the server or the network fails (connections drop, new ones are refused).
+struct Link {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Forwards a port of its own to the test server.
+    async fn new() -> Self {
+        let upstream = server_address();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, open2) = (cut.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if cut2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                open2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { port, cut, open, accept }
+    }
+
+    /// The database URL `url` names, through this link.
+    fn url(&self, url: &str) -> String {
+        url.replacen(&server_address(), &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `host:port` of the test server, as its URL writes it.
+fn server_address() -> String {
+    let url = server_url();
+    let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.trim_start_matches("postgres://").trim_start_matches("postgresql://");
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    host.to_owned()
+}
+
+/// PostgreSQL down: the node keeps serving from memory (known keys work, a key disabled before
+/// the outage stays refused), changes are refused (the CLI with a clear error, the admin API
+/// with 503) and nothing is lost: once the database is back the node serves what is changed
+/// then, and the usage it counted during the outage is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_serves_through_a_database_outage_and_catches_up() {
+    let Some((url, schema)) = fresh_database().await else { return };
+    let link = Link::new().await;
+    let mut env = Env::new();
+    env.database_url = Some(link.url(&url));
+    let report = env.deploy(&example_yml(), &[]);
+    let key = Env::key_value(&report);
+    let key_id = report["apiKeys"][0]["id"].as_str().unwrap().to_owned();
+    let disabled =
+        env.json(&["keys", "create", "--name", "off", "--usage-plan", "candidate-service-dev"]);
+    env.json(&["keys", "disable", "off"]);
+    let disabled = disabled["value"].as_str().unwrap().to_owned();
+    let token = env.json(&["admin", "token", "create"]);
+    let token = token["token"].as_str().unwrap().to_owned();
+    let node = env.serve();
+    let route = node.url("/dev/candidates");
+    assert_eq!(get(&route, Some(&key)).await.status, 200);
+
+    link.cut();
+    for _ in 0..5 {
+        assert_eq!(get(&route, Some(&key)).await.status, 200, "a known key works");
+        get(&route, Some(&disabled)).await.assert_forbidden();
+        get(&route, None).await.assert_forbidden();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = env.run(&["keys", "create", "--name", "during"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unavailable") || err.contains("cannot connect"), "{err}");
+    let r = send(
+        client()
+            .post(format!("{}/apikeys", node.admin))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "during-api", "enabled": true})),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}\n{}", r.body, node.logs());
+    assert_eq!(r.header("x-amzn-errortype"), Some("ServiceUnavailableException"));
+    assert!(r.body.contains("nothing was changed"), "{}", r.body);
+    assert_eq!(get(&route, Some(&key)).await.status, 200, "still serving");
+
+    link.restore();
+    let after =
+        env.json(&["keys", "create", "--name", "after", "--usage-plan", "candidate-service-dev"]);
+    let after = after["value"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(15), || async { get(&route, Some(&after)).await.status == 200 })
+        .await;
+    // 1 before, 5 during and 1 after the outage (the last `still serving` one), all stored.
+    eventually(Duration::from_secs(15), || async {
+        let usage = env.ok(&["usage", "--plan", "candidate-service-dev", "--json"]);
+        used_by(&usage, &key_id) >= 7
+    })
+    .await;
+    node.stop();
+    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+    let drop = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
+}
