@@ -25,6 +25,166 @@ use keygate_types::model::{
 };
 use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 
+/// The trait impls of a backend whose module has the same per-concern files (`apis`, `keys`,
+/// `plans`, `usage`, `admin`, `snapshot`, each function taking `&self.pool`) and an
+/// `apply_inner`: every method forwards to them, so each backend states only its storage.
+/// `$extra` are further [`Reads`] methods (a backend's own `change_signal`).
+macro_rules! backend_impls {
+    ($store:ty { $($extra:item)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::ConfigStore for $store {
+            async fn apply(&self, actor: &str, change: Change) -> Result<Applied> {
+                self.apply_inner(actor, change, None).await
+            }
+
+            async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied> {
+                self.apply_inner(actor, change, Some(version)).await
+            }
+
+            async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
+                usage::add_usage(&self.pool, usage).await
+            }
+
+            async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
+                usage::set_last_used(&self.pool, used).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Reads for $store {
+            async fn list_apis(&self) -> Result<Vec<Api>> {
+                apis::list_apis(&self.pool).await
+            }
+
+            async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>> {
+                apis::get_api_by_name(&self.pool, name).await
+            }
+
+            async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>> {
+                apis::list_stages(&self.pool, api_id).await
+            }
+
+            async fn get_api(&self, id: &str) -> Result<Option<Api>> {
+                apis::get_api(&self.pool, id).await
+            }
+
+            async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>> {
+                apis::get_api_definition(&self.pool, api_id).await
+            }
+
+            async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>> {
+                apis::list_deployments(&self.pool, api_id).await
+            }
+
+            async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>> {
+                apis::get_deployment(&self.pool, id).await
+            }
+
+            async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool> {
+                keys::key_digest_exists(&self.pool, digest).await
+            }
+
+            async fn existing_key_digests(
+                &self,
+                digests: &[KeyDigest],
+            ) -> Result<std::collections::HashSet<KeyDigest>> {
+                keys::existing_key_digests(&self.pool, digests).await
+            }
+
+            async fn existing_key_names(
+                &self,
+                names: &[&str],
+            ) -> Result<std::collections::HashSet<String>> {
+                keys::existing_key_names(&self.pool, names).await
+            }
+
+            async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+                keys::get_key(&self.pool, id).await
+            }
+
+            async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>> {
+                keys::get_key_by_name(&self.pool, name).await
+            }
+
+            async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>> {
+                keys::list_keys(&self.pool, page, customer_id).await
+            }
+
+            async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>> {
+                plans::get_plan(&self.pool, id).await
+            }
+
+            async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>> {
+                plans::get_plan_by_name(&self.pool, name).await
+            }
+
+            async fn list_plans(&self, page: Page<'_>) -> Result<Vec<UsagePlan>> {
+                plans::list_plans(&self.pool, page).await
+            }
+
+            async fn list_plan_keys(&self, plan_id: &str, page: Page<'_>) -> Result<Vec<ApiKey>> {
+                plans::list_plan_keys(&self.pool, plan_id, page).await
+            }
+
+            async fn key_plan_ids(&self, key_id: &str) -> Result<Vec<String>> {
+                plans::key_plan_ids(&self.pool, key_id).await
+            }
+
+            async fn plans_covering(&self, api_id: &str, stage: &str) -> Result<Vec<UsagePlan>> {
+                plans::plans_covering(&self.pool, api_id, stage).await
+            }
+
+            async fn shared_key(&self, plan_a: &str, plan_b: &str) -> Result<Option<String>> {
+                plans::shared_key(&self.pool, plan_a, plan_b).await
+            }
+
+            async fn usage(
+                &self,
+                plan_id: Option<&str>,
+                key_id: Option<&str>,
+                from: keygate_types::date::Date,
+                to: keygate_types::date::Date,
+            ) -> Result<Vec<DailyUsage>> {
+                usage::usage(&self.pool, plan_id, key_id, from, to).await
+            }
+
+            async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>> {
+                usage::usage_grants(&self.pool, plan_id).await
+            }
+
+            async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>> {
+                admin::get_admin_credential(&self.pool, access_key_id).await
+            }
+
+            async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>> {
+                admin::list_admin_credentials(&self.pool).await
+            }
+
+            async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>> {
+                admin::find_admin_token(&self.pool, digest).await
+            }
+
+            async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>> {
+                admin::list_admin_tokens(&self.pool).await
+            }
+
+            async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+                admin::list_audit(&self.pool, after_seq, limit).await
+            }
+
+            async fn version(&self) -> Result<i64> {
+                snapshot::version(&self.pool).await
+            }
+
+            async fn snapshot(&self) -> Result<GatewaySnapshot> {
+                snapshot::snapshot(&self.pool).await
+            }
+
+            $($extra)*
+        }
+    };
+}
+
 pub mod postgres;
 pub mod private;
 pub mod sqlite;
