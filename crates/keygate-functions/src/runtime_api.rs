@@ -541,7 +541,7 @@ impl keygate_http::Service for RuntimeApi {
 
     /// Every request goes ahead: its own process is the only client, and `handle` refuses a bad
     /// one.
-    fn admit(&self, _head: &Request, _peer: SocketAddr) -> keygate_http::Admit<()> {
+    async fn admit(&self, _head: &Request, _peer: SocketAddr) -> keygate_http::Admit<()> {
         keygate_http::Admit::Proceed(())
     }
 

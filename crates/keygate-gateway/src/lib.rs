@@ -25,6 +25,7 @@
 //! background when the store's version moves); key values are never logged.
 
 pub mod access;
+pub mod limiter;
 pub mod meter;
 pub mod metrics;
 pub mod router;
@@ -54,6 +55,7 @@ use keygate_types::response::GatewayError;
 use tokio::net::TcpListener;
 
 use crate::access::{AccessLog, Finished};
+use crate::limiter::{Ask, Limiter};
 use crate::meter::{Admission, Meter};
 use crate::metrics::{KeyDecision, Metrics};
 use crate::router::Lookup;
@@ -92,6 +94,8 @@ pub struct Gateway {
     functions: FunctionHost,
     upstream: upstream::Upstream,
     meter: Arc<Meter>,
+    /// Decides usage-plan limits (in this process unless `Options::limiter` says otherwise).
+    limiter: Arc<dyn Limiter>,
     /// Written at load and on every refresh; read by the readiness endpoints.
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
@@ -111,6 +115,8 @@ pub struct Options {
     pub ready_path: Option<String>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
+    /// Where usage-plan limits are decided ([`limiter::Local`] unless set).
+    pub limiter: Arc<dyn Limiter>,
 }
 
 impl Default for Options {
@@ -118,6 +124,7 @@ impl Default for Options {
         Self {
             health: Arc::new(Health::new()),
             ready_path: None,
+            limiter: Arc::new(limiter::Local),
             metrics: Metrics::unregistered(),
             access_log: None,
         }
@@ -157,7 +164,7 @@ impl Gateway {
         clock: Arc<dyn Clock>,
         opts: Options,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        let Options { health, ready_path, metrics, access_log } = opts;
+        let Options { health, ready_path, metrics, access_log, limiter } = opts;
         let meter = Arc::new(Meter::new(Arc::clone(&clock)));
         let snapshot = load_snapshot(&*store).await?;
         let quota_plans: Vec<&str> =
@@ -178,12 +185,18 @@ impl Gateway {
             functions,
             upstream: upstream::Upstream::new(),
             meter,
+            limiter,
             health,
             clock,
             ready_path,
             metrics,
             access: access_log,
         }))
+    }
+
+    /// Where usage-plan limits are decided.
+    pub fn limiter(&self) -> &dyn Limiter {
+        &*self.limiter
     }
 
     /// The table currently served.
@@ -304,7 +317,7 @@ impl Gateway {
     /// Handles one request whose body is already read: [`Gateway::admit`] on its head, then
     /// [`Gateway::call`]. The server does the two apart, reading the body in between.
     pub async fn handle(&self, req: Request, peer: SocketAddr) -> Response {
-        match self.admit(&req, peer) {
+        match self.admit(&req, peer).await {
             Admit::Proceed(admitted) => self.call(req, admitted, peer).await,
             Admit::Respond(res) => res,
         }
@@ -315,7 +328,7 @@ impl Gateway {
     /// check on a private route (403 Forbidden) and the usage plan's limits (429). A refusal
     /// gets its request id and access-log line here; an admission carries the table, the route
     /// and the key on to [`Gateway::call`], so nothing is looked up twice.
-    pub fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Admitted> {
+    pub async fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Admitted> {
         let started = Instant::now();
         if let Some(path) = &self.ready_path
             && head.path() == path.as_str()
@@ -324,7 +337,7 @@ impl Gateway {
             return Admit::Respond(self.ready_response());
         }
         let table = self.table.load_full();
-        match self.decide(&table, head) {
+        match self.decide(&table, head).await {
             Ok(Decision { stage, route, params, key, rate_headers }) => {
                 if key.is_some() {
                     self.metrics.key_decision(KeyDecision::Allowed);
@@ -483,7 +496,7 @@ impl Gateway {
 
     /// Routes `req`, checks its key and counts it against its usage plan: the route to run, or
     /// the answer and why (with the key id, when the value presented is a known key's).
-    fn decide<'t>(&self, table: &'t Table, req: &Request) -> Result<Decision, Refused<'t>> {
+    async fn decide<'t>(&self, table: &'t Table, req: &Request) -> Result<Decision, Refused<'t>> {
         let refuse =
             |res, reason| Err(Refused { res, key_id: None, reason, hint: None, route: None });
         let (stage, path) = split_stage(req.path());
@@ -571,7 +584,14 @@ impl Gateway {
             let reason = refusal_reason(err);
             Err(Refused { res, key_id: Some(key_id), reason, hint: None, route: Some(route) })
         };
-        match auth.counters().admit(&grant.limits, method_throttle, clock.now_mono(), now_ms) {
+        let ask = Ask {
+            counters: auth.counters(),
+            limits: &grant.limits,
+            method_throttle,
+            mono: clock.now_mono(),
+            unix_ms: now_ms,
+        };
+        match self.limiter.admit(ask).resolve().await {
             Admission::Allowed { headers } => decision.rate_headers = headers,
             Admission::Throttled { retry_after } => {
                 return limited(GatewayError::TooManyRequests, retry_after);
@@ -771,7 +791,11 @@ fn refusal_reason(err: GatewayError) -> &'static str {
 impl keygate_http::Service for Gateway {
     type Admitted = Admitted;
 
-    fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Admitted> {
+    fn admit(
+        &self,
+        head: &Request,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Admit<Admitted>> + Send {
         Gateway::admit(self, head, peer)
     }
 

@@ -117,7 +117,7 @@ pub struct RateLimitValues {
 }
 
 impl RateLimitValues {
-    fn new(burst: Option<&BurstInfo>, quota: Option<&QuotaInfo>) -> Option<Self> {
+    pub(crate) fn new(burst: Option<&BurstInfo>, quota: Option<&QuotaInfo>) -> Option<Self> {
         let mut buf = String::with_capacity(96);
         if !keygate_limits::headers::write_ratelimit_policy(&mut buf, burst, quota) {
             return None;
@@ -262,6 +262,18 @@ impl KeyPlan {
         if let Some(b) = plan {
             c.bucket = Some(b);
         }
+        self.count(&mut c, unix_ms);
+        Admission::Allowed { headers: RateLimitValues::new(burst.as_ref(), quota_info.as_ref()) }
+    }
+
+    /// Counts one request another limiter admitted at `unix_ms`: in the usage written to the
+    /// store and in this process's own quota count.
+    pub fn record_admitted(self: &Arc<Self>, unix_ms: i64) {
+        let mut c = self.lock();
+        self.count(&mut c, unix_ms);
+    }
+
+    fn count(self: &Arc<Self>, c: &mut Counters, unix_ms: i64) {
         c.used += 1;
         *c.pending.entry(Date::from_unix_ms(unix_ms)).or_default() += 1;
         c.last_used = Some(unix_ms.div_euclid(1000));
@@ -269,7 +281,23 @@ impl KeyPlan {
             c.queued = true;
             locked(&self.dirty).push(Arc::clone(self));
         }
-        Admission::Allowed { headers: RateLimitValues::new(burst.as_ref(), quota_info.as_ref()) }
+    }
+
+    /// The requests of `window` this process knows of (stored before it started, then counted
+    /// by it): where a shared counter that lost its value starts again.
+    pub fn known_usage(&self, window: &QuotaWindow) -> u64 {
+        let c = self.lock();
+        let start = window.start_date();
+        if c.window == Some(*window) {
+            return c.used;
+        }
+        c.stored.range(start..).map(|(_, n)| n).sum::<u64>()
+            + c.pending.range(start..).map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// The usage grant (`extra`) of the period starting `start`, 0 without one.
+    pub fn grant(&self, start: Date) -> i64 {
+        self.lock().grants.get(&start).copied().unwrap_or(0)
     }
 }
 

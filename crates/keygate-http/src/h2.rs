@@ -181,7 +181,7 @@ async fn answer<S: Service>(
     if declared.is_some_and(|n| n > options.max_body) {
         return to_hyper(service.too_large(&head), head_request);
     }
-    let admitted = match service.admit(&head, peer) {
+    let admitted = match service.admit(&head, peer).await {
         Admit::Proceed(admitted) => admitted,
         Admit::Respond(res) => return to_hyper(res, head_request),
     };

@@ -115,8 +115,14 @@ pub trait Service: Send + Sync + 'static {
 
     /// Decides on a request from its head alone (its body is empty: not read yet), before any
     /// body byte is read or held: a refusal (or any answer the head is enough for) is written
-    /// without reading the body.
-    fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Self::Admitted>;
+    /// without reading the body. Most decisions are made at once (the future is ready on its
+    /// first poll); one that asks another server (a shared limiter) waits for it here, with
+    /// nothing read yet.
+    fn admit(
+        &self,
+        head: &Request,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Admit<Self::Admitted>> + Send;
 
     /// Answers one admitted request whose body has been read.
     fn call(
@@ -525,7 +531,7 @@ impl<S: Service> Connection<S> {
             }
             let head_request = request.method == Method::HEAD;
             let version = request.version;
-            let admitted = match self.service.admit(&request, self.peer) {
+            let admitted = match self.service.admit(&request, self.peer).await {
                 Admit::Proceed(admitted) => admitted,
                 Admit::Respond(res) => {
                     // The body is not wanted: dropped if it is all here already, else the
@@ -956,7 +962,7 @@ mod tests {
         type Admitted = ();
 
         /// Refuses `/refuse` on its head; admits the rest.
-        fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<()> {
+        async fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<()> {
             if head.path() == "/refuse" {
                 return Admit::Respond(Response::new(StatusCode::FORBIDDEN, Bytes::from("no")));
             }
@@ -1010,7 +1016,7 @@ mod tests {
     impl Service for Closed {
         type Admitted = ();
 
-        fn admit(&self, _head: &Request, _peer: SocketAddr) -> Admit<()> {
+        async fn admit(&self, _head: &Request, _peer: SocketAddr) -> Admit<()> {
             Admit::Proceed(())
         }
 
@@ -1056,7 +1062,7 @@ mod tests {
     impl Service for Counting {
         type Admitted = ();
 
-        fn admit(&self, _head: &Request, _peer: SocketAddr) -> Admit<()> {
+        async fn admit(&self, _head: &Request, _peer: SocketAddr) -> Admit<()> {
             Admit::Proceed(())
         }
 

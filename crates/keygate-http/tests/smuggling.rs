@@ -30,7 +30,7 @@ struct Echo {
 impl Service for Echo {
     type Admitted = ();
 
-    fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<()> {
+    async fn admit(&self, head: &Request, _peer: SocketAddr) -> Admit<()> {
         if head.path() == "/refuse" {
             return Admit::Respond(Response::empty(StatusCode::FORBIDDEN));
         }

@@ -145,6 +145,13 @@ impl BucketLimits {
         if self.is_blocked() { NEVER } else { Duration::from_nanos(self.window_ns()) }
     }
 
+    /// The state of a bucket under these limits that has accumulated `refill` of refill time
+    /// (capped by the window): for a bucket kept elsewhere (a shared counter that reports it).
+    pub fn state_after(&self, refill: Duration) -> BucketState {
+        let refill = u64::try_from(refill.as_nanos()).unwrap_or(u64::MAX);
+        state_of(0, self, refill)
+    }
+
     fn window_ns(&self) -> u64 {
         // ≤ MAX_WINDOW_NS by construction of `capacity`.
         u64::from(self.capacity) * self.interval_ns
@@ -283,6 +290,21 @@ mod tests {
         assert!((2999..=3001).contains(&n), "rate 1000 burst 1 over 3 s admitted {n}");
         let n = hammer(3.0, 2, 3);
         assert!((10..=12).contains(&n), "rate 3 burst 2 over 3 s admitted {n}");
+    }
+
+    #[test]
+    fn state_after_a_refill_time_counts_whole_tokens() {
+        let l = limits(10.0, 5); // 100 ms per token, 500 ms window
+        let st = l.state_after(Duration::from_millis(250));
+        assert_eq!(st.available, 2);
+        assert_eq!(st.next_token, Duration::from_millis(50));
+        assert_eq!(st.until_full, Duration::from_millis(250));
+        let full = l.state_after(Duration::from_secs(9));
+        assert_eq!(
+            (full.available, full.next_token, full.until_full),
+            (5, Duration::ZERO, Duration::ZERO)
+        );
+        assert_eq!(BucketLimits::blocked().state_after(Duration::ZERO).available, 0);
     }
 
     #[test]

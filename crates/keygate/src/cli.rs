@@ -303,6 +303,21 @@ pub(crate) struct ListenArgs {
     /// such as RUST_LOG=warn).
     #[arg(long, env = "KEYGATE_NO_ACCESS_LOG")]
     pub(crate) no_access_log: bool,
+    /// Share usage-plan throttles and quotas among every node through this Redis
+    /// (`redis://[:password@]host:6379[/db]`): a plan's limits then hold in total across the
+    /// nodes that name it, not per node. Without it each node counts alone.
+    #[arg(long, env = "KEYGATE_REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub(crate) redis_url: Option<String>,
+    /// What decides limits while --redis-url's Redis does not answer (within 100 ms): `local`
+    /// (each node applies the plans' limits alone until Redis is back) or `refuse` (a request
+    /// under a throttle or quota gets 429). A warning says which is in force.
+    #[arg(
+        long,
+        env = "KEYGATE_REDIS_UNAVAILABLE",
+        value_name = "local|refuse",
+        default_value = "local"
+    )]
+    pub(crate) redis_unavailable: keygate_gateway::limiter::redis::Unavailable,
 }
 
 fn ready_path(s: &str) -> Result<String, String> {

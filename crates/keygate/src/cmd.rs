@@ -888,11 +888,20 @@ async fn serve(
     let log_file = access_log.clone().filter(|_| listen.access_log.is_some());
     let reload =
         (log_file.is_some() || tls.is_some()).then(|| reload_on_hangup(log_file, tls.clone()));
+    let limiter: Arc<dyn keygate_gateway::limiter::Limiter> = match &listen.redis_url {
+        Some(url) => Arc::new(keygate_gateway::limiter::redis::Redis::new(
+            url,
+            Arc::clone(&clock) as _,
+            listen.redis_unavailable,
+        )?),
+        None => Arc::new(keygate_gateway::limiter::Local),
+    };
     let options = keygate_gateway::Options {
         health,
         ready_path: listen.ready_path.clone(),
         metrics,
         access_log,
+        limiter,
     };
     let gateway = Gateway::with_options(store, functions, clock, options)
         .await
@@ -901,6 +910,9 @@ async fn serve(
     let flush = gateway.spawn_flush();
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if listen.redis_url.is_some() {
+        println!("keygate limits: {}", gateway.limiter().describe());
+    }
     println!("keygate listening on {scheme}://{addr}");
     println!("keygate admin listening on {scheme}://{admin_addr}");
     println!(

@@ -242,3 +242,148 @@ async fn a_node_serves_through_a_database_outage_and_catches_up() {
     let drop = format!("DROP SCHEMA {schema} CASCADE");
     sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
 }
+
+/// The Redis the tests share limits through (`KEYGATE_TEST_REDIS_URL`, else the one `.ci/run`
+/// starts), or `None` (the test is skipped) when there is none and CI is not `true`.
+async fn redis_url() -> Option<String> {
+    let url = std::env::var("KEYGATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let addr = url.trim_start_matches("redis://");
+    let addr = addr.rsplit_once('@').map_or(addr, |(_, a)| a);
+    let addr = addr.split('/').next().unwrap_or(addr);
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => Some(url),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("Redis at {url} is needed under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no Redis at {url} ({e}); CI=true makes this a failure");
+            None
+        }
+    }
+}
+
+/// Statuses of `n` requests with `key`, sent to the nodes in turn.
+async fn alternate(nodes: &[&Server], key: &str, n: usize) -> Vec<u16> {
+    let mut got = Vec::new();
+    for i in 0..n {
+        got.push(get(&nodes[i % nodes.len()].url("/dev/candidates"), Some(key)).await.status);
+    }
+    got
+}
+
+/// With `--redis-url`, a plan's throttle and quota hold in total across two nodes: a burst of 4
+/// admits 4 requests between them (each node alone would admit 4), a daily quota of 6 admits 6,
+/// and the usage both counted lands in one report.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_a_plans_limits_through_redis() {
+    let Some(redis) = redis_url().await else { return };
+    let Some((url, schema)) = fresh_database().await else { return };
+    let mut a = Env::new();
+    a.database_url = Some(url.clone());
+    let mut b = Env::new();
+    b.database_url = Some(url);
+    let report = a.deploy(&example_yml(), &[]);
+    let key = Env::key_value(&report);
+    // A token every 1,000 s: only the burst is admitted during the test.
+    a.ok(&["plans", "update", "candidate-service-dev", "--rate", "0.001", "--burst", "4"]);
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--redis-url", redis.as_str()];
+    let node_a = a.start(&serve, &[]);
+    let node_b = b.start(&serve, &[]);
+    let nodes = [&node_a, &node_b];
+    let said = node_a.stdout.join("\n");
+    assert!(said.contains("keygate limits: redis at redis://"), "{said}");
+
+    let got = alternate(&nodes, &key, 10).await;
+    assert_eq!(got.iter().filter(|s| **s == 200).count(), 4, "{got:?}\n{}", node_a.logs());
+    assert!(got.iter().all(|s| [200, 429].contains(s)), "{got:?}");
+    let refused = get(&node_b.url("/dev/candidates"), Some(&key)).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.body.contains("Too Many Requests"), "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+
+    // A daily quota of 6, for a key made now: 6 admitted between the two nodes.
+    a.ok(&[
+        "plans",
+        "update",
+        "candidate-service-dev",
+        "--rate",
+        "1000",
+        "--burst",
+        "1000",
+        "--quota-limit",
+        "6",
+        "--quota-period",
+        "DAY",
+    ]);
+    // Both nodes serve the new plan (the first key now has quota of its own to spend)...
+    for node in nodes {
+        let url = node.url("/dev/candidates");
+        eventually(Duration::from_secs(2), || async {
+            let r = get(&url, Some(&key)).await;
+            r.header("ratelimit-policy").is_some_and(|p| p.contains(";q=6;"))
+        })
+        .await;
+    }
+    let made =
+        a.json(&["keys", "create", "--name", "quota", "--usage-plan", "candidate-service-dev"]);
+    let quota_key = made["value"].as_str().unwrap().to_owned();
+    // ... and the new key: the first request that is not refused as unknown spends one.
+    for node in nodes {
+        let url = node.url("/dev/candidates");
+        eventually(Duration::from_secs(2), || async {
+            get(&url, Some(&quota_key)).await.status != 403
+        })
+        .await;
+    }
+    let got = alternate(&nodes, &quota_key, 10).await;
+    let admitted = got.iter().filter(|s| **s == 200).count();
+    assert_eq!(admitted, 4, "6 in all, 2 spent while waiting for the plan: {got:?}");
+    let over = get(&node_a.url("/dev/candidates"), Some(&quota_key)).await;
+    assert_eq!(over.status, 429);
+    assert!(over.body.contains("Limit Exceeded"), "{}", over.body);
+
+    let key_id = made["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(5), || async {
+        let usage = b.ok(&["usage", "--plan", "candidate-service-dev", "--json"]);
+        used_by(&usage, &key_id) == 6
+    })
+    .await;
+    node_a.stop();
+    node_b.stop();
+    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+    let drop = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
+}
+
+/// A Redis that does not answer (a port that accepts connections and never replies) holds no
+/// request up: by default the node applies the plan's limits alone and says so in its log;
+/// with `--redis-unavailable refuse` a limited request gets 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_redis_falls_back_to_the_policy() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = format!("redis://{}", silent.local_addr().unwrap());
+    let env = Env::new();
+    let report = env.deploy(&example_yml(), &[]);
+    let key = Env::key_value(&report);
+    env.ok(&["plans", "update", "candidate-service-dev", "--rate", "0.001", "--burst", "3"]);
+
+    let node = env.start(&["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis], &[]);
+    let got = alternate(&[&node], &key, 5).await;
+    assert_eq!(got, [200, 200, 200, 429, 429], "the plan's limits, on this node alone");
+    eventually(Duration::from_secs(2), || async {
+        node.logs().contains("the Redis limiter is unavailable")
+    })
+    .await;
+    assert!(!node.logs().contains(&key), "no key value in the log");
+    node.stop();
+
+    let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis];
+    let node = env.start(&[&args[..], &["--redis-unavailable", "refuse"]].concat(), &[]);
+    let refused = get(&node.url("/dev/candidates"), Some(&key)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    get(&node.url("/dev/candidates"), None).await.assert_forbidden();
+    node.stop();
+    drop(silent);
+}

@@ -1,0 +1,134 @@
+//! The shared limiter against a real Redis: two limiters (two nodes) admit a plan's burst and
+//! quota exactly once between them, however their requests interleave.
+//!
+//! Needs the Redis `.ci/run` starts (or `KEYGATE_TEST_REDIS_URL`): without one these tests are
+//! skipped, except under `CI=true`, where they fail.
+
+use std::sync::Arc;
+
+use keygate_gateway::limiter::redis::{Redis, Unavailable};
+use keygate_gateway::limiter::{Ask, Limiter};
+use keygate_gateway::meter::{Admission, KeyPlan, Meter, StageLimits};
+use keygate_limits::bucket::BucketLimits;
+use keygate_limits::clock::{Clock, SystemClock};
+use keygate_types::plan::{Quota, QuotaPeriod};
+
+async fn redis_url() -> Option<String> {
+    let url = std::env::var("KEYGATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let addr = url.trim_start_matches("redis://");
+    let addr = addr.rsplit_once('@').map_or(addr, |(_, a)| a);
+    let addr = addr.split('/').next().unwrap_or(addr);
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => Some(url),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("Redis at {url} is needed under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no Redis at {url} ({e}); CI=true makes this a failure");
+            None
+        }
+    }
+}
+
+/// A plan id no earlier run used (Redis keeps counters between test runs).
+fn fresh_plan() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("plan{nanos}")
+}
+
+/// One node: its limiter and its counters for the key.
+struct Node {
+    limiter: Redis,
+    counters: Arc<KeyPlan>,
+    meter: Meter,
+}
+
+fn node(url: &str, plan: &str) -> Node {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let limiter = Redis::new(url, Arc::clone(&clock), Unavailable::Refuse).unwrap();
+    let meter = Meter::new(clock);
+    let (counters, _) = meter.get_or_create("key1", plan);
+    Node { limiter, counters, meter }
+}
+
+impl Node {
+    async fn ask(&self, limits: &StageLimits) -> Admission {
+        let clock = SystemClock;
+        let ask = Ask {
+            counters: &self.counters,
+            limits,
+            method_throttle: None,
+            mono: clock.now_mono(),
+            unix_ms: clock.now_unix_ms(),
+        };
+        self.limiter.admit(ask).resolve().await
+    }
+}
+
+/// `n` requests from each node at once; how many were admitted.
+async fn race(nodes: &[Arc<Node>], limits: &StageLimits, n: usize) -> (usize, Vec<Admission>) {
+    let mut tasks = Vec::new();
+    for node in nodes {
+        for _ in 0..n {
+            let (node, limits) = (Arc::clone(node), limits.clone());
+            tasks.push(tokio::spawn(async move { node.ask(&limits).await }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    let admitted = all.iter().filter(|a| matches!(a, Admission::Allowed { .. })).count();
+    (admitted, all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_admit_a_burst_once_between_them() {
+    let Some(url) = redis_url().await else { return };
+    let plan = fresh_plan();
+    let nodes = [Arc::new(node(&url, &plan)), Arc::new(node(&url, &plan))];
+    // 50 tokens, one more every 1,000 s.
+    let limits = StageLimits { throttle: Some(BucketLimits::new(0.001, 50)), ..Default::default() };
+    let (admitted, all) = race(&nodes, &limits, 60).await;
+    assert_eq!(admitted, 50, "{all:?}");
+    let refused = all.iter().find(|a| !matches!(a, Admission::Allowed { .. })).unwrap();
+    assert!(
+        matches!(refused, Admission::Throttled { retry_after: Some(s) } if (999..=1000).contains(s)),
+        "{refused:?}"
+    );
+    // Each node counted what it admitted, for the store.
+    let clock = SystemClock;
+    let flushed: u64 =
+        nodes.iter().map(|n| pending(&n.meter, &n.counters, clock.now_unix_ms())).sum();
+    assert_eq!(flushed, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_admit_a_quota_once_between_them() {
+    let Some(url) = redis_url().await else { return };
+    let plan = fresh_plan();
+    let nodes = [Arc::new(node(&url, &plan)), Arc::new(node(&url, &plan))];
+    let quota = Quota { limit: 30, period: QuotaPeriod::Day, offset: 0 };
+    let limits = StageLimits { quota: Some(quota), ..Default::default() };
+    let (admitted, all) = race(&nodes, &limits, 40).await;
+    assert_eq!(admitted, 30, "{all:?}");
+    assert!(all.iter().any(|a| matches!(a, Admission::QuotaExceeded { .. })));
+    // The headers of an admitted request say what is left of the quota.
+    let fresh = fresh_plan();
+    let one = node(&url, &fresh);
+    let Admission::Allowed { headers: Some(h) } = one.ask(&limits).await else { panic!() };
+    assert!(h.policy().contains("\"quota\";q=30;"), "{}", h.policy());
+    assert!(h.ratelimit().contains("\"quota\";r=29;"), "{}", h.ratelimit());
+}
+
+/// The usage `counters` hold for the store (what a flush would write).
+fn pending(meter: &Meter, counters: &Arc<KeyPlan>, unix_ms: i64) -> u64 {
+    let _ = meter;
+    let window = keygate_limits::calendar::QuotaWindow::for_quota(
+        unix_ms,
+        &Quota { limit: 1, period: QuotaPeriod::Day, offset: 0 },
+    );
+    counters.known_usage(&window)
+}
