@@ -10,6 +10,9 @@
 #   Needs the data and configs bench/run.sh prepared (run it once, even with --quick).
 #   AGAINST=log compares keygate with its default access log on (no RUST_LOG: a line per request
 #   to stderr, here a file) against keygate with it off, instead of against nginx.
+#   AGAINST=redis compares keygate with --redis-url (limits shared through a redis-server this
+#   script starts on :18379, pinned to the servers' CPU: the node pays for its Redis) against
+#   keygate alone; the proxy route's plan has a throttle, so every valid request asks Redis.
 # Env knobs: WORK (target/bench), AGAINST (nginx), ROUNDS (5), DURATION (5s), WARMUP (2s), CONNS ("32 128"),
 #   DENY_CONNS (32), SERVER_CPU / CLIENT_CPU (0 / 1), PIN (1), KEYGATE_BIN
 #   (target/release/keygate), OUT (default $WORK/ab/<UTC time>).
@@ -53,7 +56,17 @@ case "$AGAINST" in
     OTHER=keygate-log OTHER_PORT=18087
     start_server keygate-log http://127.0.0.1:18087/dev/candidates \
       env -u RUST_LOG "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18087 --admin-listen 127.0.0.1:18088 ;;
-  *) die "AGAINST is nginx or log, not $AGAINST" ;;
+  redis)
+    OTHER=keygate-redis OTHER_PORT=18089
+    command -v redis-server >/dev/null || die "AGAINST=redis needs redis-server (apt-get install redis-server)"
+    pin=(); [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
+    "${pin[@]}" redis-server --bind 127.0.0.1 --port 18379 --save "" --appendonly no >"$WORK/logs/redis.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    for _ in $(seq 1 100); do redis-cli -p 18379 ping >/dev/null 2>&1 && break; sleep 0.05; done
+    start_server keygate-redis http://127.0.0.1:18089/dev/candidates \
+      env RUST_LOG=warn "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18089 --admin-listen 127.0.0.1:18091 \
+      --redis-url redis://127.0.0.1:18379 ;;
+  *) die "AGAINST is nginx, log or redis, not $AGAINST" ;;
 esac
 OTHER_PID=$SERVER_PID
 start_server keygate http://127.0.0.1:18085/dev/candidates \
@@ -84,8 +97,9 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 rounds = int(sys.argv[2])
 other = sys.argv[3]
-# Against nginx: keygate's rate over nginx's. Against keygate-log: the log-on rate over log-off.
-a, b = ("nginx", "keygate") if other == "nginx" else ("keygate", "keygate-log")
+# Against nginx: keygate's rate over nginx's. Against keygate-log (keygate-redis): the log-on
+# (Redis) rate over log-off (no Redis).
+a, b = ("nginx", "keygate") if other == "nginx" else ("keygate", other)
 cases = []
 for r in rows:
     if (r["case"], r["conns"]) not in cases:

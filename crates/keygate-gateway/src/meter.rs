@@ -163,6 +163,27 @@ struct Counters {
     last_used: Option<i64>,
     /// Whether this is in the meter's list of counters to flush.
     queued: bool,
+    /// Admissions a shared limiter granted ahead of requests (none with the in-process one).
+    lease: Option<Box<Lease>>,
+}
+
+/// Admissions a shared limiter ([`crate::limiter::redis`]) granted this node ahead of its
+/// requests: `units` more requests of one bucket and quota period, usable until `until`.
+#[derive(Debug, Clone, Default)]
+pub struct Lease {
+    /// The bucket the units were taken from: a method throttle's key, or `None` for the plan
+    /// throttle (or none).
+    pub bucket: Option<Arc<str>>,
+    /// The quota period's start (unix ms) the units count in, if the plan has a quota.
+    pub period: Option<i64>,
+    /// Requests left in the lease.
+    pub units: u32,
+    /// Monotonic ns after which the lease is void.
+    pub until: u64,
+    /// The shared bucket's refill time when the lease was granted (for `RateLimit`).
+    pub refill: Duration,
+    /// The shared quota's remaining count when the lease was granted (for `RateLimit`).
+    pub quota_remaining: u64,
 }
 
 /// The counters of one key in one plan.
@@ -293,6 +314,11 @@ impl KeyPlan {
         }
         c.stored.range(start..).map(|(_, n)| n).sum::<u64>()
             + c.pending.range(start..).map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// Runs `f` on the key's lease slot, under the counters' lock (keep `f` short).
+    pub fn with_lease<R>(&self, f: impl FnOnce(&mut Option<Box<Lease>>) -> R) -> R {
+        f(&mut self.lock().lease)
     }
 
     /// The usage grant (`extra`) of the period starting `start`, 0 without one.

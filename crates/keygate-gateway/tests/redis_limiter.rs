@@ -132,3 +132,33 @@ fn pending(meter: &Meter, counters: &Arc<KeyPlan>, unix_ms: i64) -> u64 {
     );
     counters.known_usage(&window)
 }
+
+/// A plan with room takes leases: a node takes a 1,000th of a quota of 100,000 at once, uses
+/// it without asking Redis, and gives back what it did not use once the lease is void.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_taken_from_the_shared_count_and_given_back() {
+    let Some(url) = redis_url().await else { return };
+    let plan = fresh_plan();
+    let (a, b) = (node(&url, &plan), node(&url, &plan));
+    let quota = Quota { limit: 100_000, period: QuotaPeriod::Day, offset: 0 };
+    let limits = StageLimits { quota: Some(quota), ..Default::default() };
+    let remaining = |a: Admission| {
+        let Admission::Allowed { headers: Some(h) } = a else { panic!("{a:?}") };
+        let r = h.ratelimit().to_owned();
+        let n = r.split("\"quota\";r=").nth(1).unwrap().split(';').next().unwrap();
+        n.parse::<u64>().unwrap()
+    };
+    // A takes 100 (this request and 99 more): Redis counts 100.
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 100 + 99);
+    // B takes 100 more: Redis counts 200; B holds 99.
+    assert_eq!(remaining(b.ask(&limits).await), 100_000 - 200 + 99);
+    // A's second request comes from its lease.
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 100 + 98);
+    // Void after 100 ms: A gives its 98 back and takes 100 again (200 - 98 + 100 = 202).
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 202 + 99);
+    // Each node counted only what it admitted.
+    let clock = SystemClock;
+    assert_eq!(pending(&a.meter, &a.counters, clock.now_unix_ms()), 3);
+    assert_eq!(pending(&b.meter, &b.counters, clock.now_unix_ms()), 1);
+}

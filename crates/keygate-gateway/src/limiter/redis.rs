@@ -31,7 +31,7 @@ use keygate_limits::headers::{BurstInfo, QuotaInfo};
 use keygate_limits::quota::allowance;
 
 use super::{Ask, Limiter, Local, Verdict};
-use crate::meter::{Admission, KeyPlan, MethodThrottle, RateLimitValues, StageLimits};
+use crate::meter::{Admission, KeyPlan, Lease, MethodThrottle, RateLimitValues, StageLimits};
 
 /// Longest a request waits for Redis.
 pub const TIMEOUT: Duration = Duration::from_millis(100);
@@ -61,17 +61,20 @@ impl std::str::FromStr for Unavailable {
     }
 }
 
-/// The decision and commit, atomic on the server. KEYS: the bucket, the quota count. ARGV:
-/// the bucket's interval in µs (0: no throttle) and capacity, the quota's allowance (-1: no
-/// quota), the count to start from when Redis has none, and when that count expires (unix
-/// ms). Returns `{verdict, refill µs, quota remaining}`: verdict 1 admitted (refill: what the
-/// bucket holds after this request), 0 throttled (refill: µs until a token), 2 over quota.
+/// The decision and commit, atomic on the server, for up to `want` requests at once (a lease).
+/// KEYS: the bucket, the quota count. ARGV: [1] the bucket's interval in µs (0: no throttle),
+/// [2] its capacity, [3] the quota's allowance (-1: no quota), [4] the count to start from when
+/// Redis has none, [5] when that count expires (unix ms), [6] `want`, [7] quota units of an
+/// earlier lease given back. Returns `{verdict, refill µs, quota remaining, granted}`: verdict 1
+/// admitted `granted` (1..=want) requests (refill: what the bucket holds after them; quota
+/// remaining after them), 0 throttled (refill: µs until a token), 2 over quota.
 const SOURCE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local allowance = tonumber(ARGV[3])
-local z, avail
+local n = tonumber(ARGV[6])
+local avail = 0
 if interval > 0 then
   local window = interval * tonumber(ARGV[2])
   local last = redis.call('GET', KEYS[1])
@@ -80,27 +83,38 @@ if interval > 0 then
   else
     avail = window
   end
-  if avail < interval then
-    return {0, interval - avail, 0}
+  local can = math.floor(avail / interval)
+  if can < 1 then
+    return {0, interval - avail, 0, 0}
   end
-  z = now - avail + interval
+  if can < n then n = can end
 end
 local used = 0
 if allowance >= 0 then
-  used = tonumber(redis.call('GET', KEYS[2]) or ARGV[4])
-  if used >= allowance then
-    return {2, 0, 0}
+  local stored = redis.call('GET', KEYS[2])
+  if stored then
+    used = math.max(tonumber(stored) - tonumber(ARGV[7]), 0)
+  else
+    used = tonumber(ARGV[4])
   end
+  local left = allowance - used
+  if left < 1 then
+    if stored and tonumber(ARGV[7]) > 0 then
+      redis.call('SET', KEYS[2], string.format('%d', used), 'PXAT', ARGV[5])
+    end
+    return {2, 0, 0, 0}
+  end
+  if left < n then n = left end
 end
-if z then
+if interval > 0 then
   local ttl = math.ceil(interval * tonumber(ARGV[2]) / 1000) + 1000
-  redis.call('SET', KEYS[1], string.format('%d', z), 'PX', ttl)
+  redis.call('SET', KEYS[1], string.format('%d', now - avail + n * interval), 'PX', ttl)
 end
 if allowance >= 0 then
-  redis.call('SET', KEYS[2], string.format('%d', used + 1), 'PXAT', ARGV[5])
-  return {1, (avail or 0) - interval, allowance - used - 1}
+  redis.call('SET', KEYS[2], string.format('%d', used + n), 'PXAT', ARGV[5])
+  return {1, avail - n * interval, allowance - used - n, n}
 end
-return {1, (avail or 0) - interval, 0}
+return {1, avail - n * interval, 0, n}
 ";
 
 static SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(SOURCE));
@@ -180,6 +194,12 @@ struct Call {
     /// The quota, its period and its allowance in it.
     quota: Option<(keygate_types::plan::Quota, QuotaWindow, u64)>,
     seed: u64,
+    /// Requests to take at once (the lease's size, this one included).
+    want: u32,
+    /// Quota units of this node's last lease it did not use, given back.
+    returned: u64,
+    /// The bucket's identity in a [`Lease`].
+    bucket: Option<Arc<str>>,
 }
 
 impl Limiter for Redis {
@@ -201,22 +221,47 @@ impl Limiter for Redis {
             counters.record_admitted(unix_ms);
             return Verdict::Ready(Admission::Allowed { headers: None });
         }
-        let tag = format!("keygate:{{{}:{}}}", counters.plan_id, counters.key_id);
-        let bucket_key = match method_throttle {
-            Some(m) => format!("{tag}:m:{}", m.key),
-            None => format!("{tag}:t"),
-        };
         let quota = limits.quota.map(|q| {
             let window = QuotaWindow::for_quota(unix_ms, &q);
             let extra = counters.grant(window.start_date());
             (q, window, allowance(q.limit, extra))
         });
+        let bucket: Option<Arc<str>> = method_throttle.map(|m| Arc::clone(&m.key));
+        let period = quota.as_ref().map(|(_, w, _)| w.start_ms);
+        // This node's lease first: no round trip while it lasts.
+        let leased = counters.with_lease(|slot| {
+            let lease = slot.as_deref_mut()?;
+            if lease.units == 0 || mono.0 >= lease.until || lease.bucket != bucket {
+                return None;
+            }
+            if lease.period != period {
+                return None;
+            }
+            lease.units -= 1;
+            Some((lease.refill, lease.quota_remaining, lease.units))
+        });
+        if let Some((refill, quota_remaining, left)) = leased {
+            counters.record_admitted(unix_ms);
+            let headers = headers(throttle, quota.as_ref(), refill, quota_remaining, left, unix_ms);
+            return Verdict::Ready(Admission::Allowed { headers });
+        }
+        // The lease is spent, void or for another bucket: its quota units go back.
+        let returned = counters.with_lease(|slot| match slot.take() {
+            Some(old) if old.period.is_some() && old.period == period => u64::from(old.units),
+            _ => 0,
+        });
+        let tag = format!("keygate:{{{}:{}}}", counters.plan_id, counters.key_id);
+        let bucket_key = match method_throttle {
+            Some(m) => format!("{tag}:m:{}", m.key),
+            None => format!("{tag}:t"),
+        };
         let quota_key = match &quota {
             Some((_, w, _)) => format!("{tag}:q:{}", w.start_ms),
             None => format!("{tag}:q"),
         };
         let seed = quota.as_ref().map_or(0, |(_, w, _)| counters.known_usage(w));
-        let call = Call { bucket_key, quota_key, throttle, quota, seed };
+        let want = lease_size(throttle, quota.as_ref().map(|(_, _, a)| *a));
+        let call = Call { bucket_key, quota_key, throttle, quota, seed, want, returned, bucket };
         // Owned copies for the fallback, should Redis not answer.
         let fallback = Fallback {
             limits: StageLimits {
@@ -293,6 +338,8 @@ impl Inner {
             .arg(allowance)
             .arg(call.seed)
             .arg(expire_at)
+            .arg(call.want)
+            .arg(call.returned)
             .invoke_async(&mut conn)
             .await
     }
@@ -304,19 +351,47 @@ impl Inner {
         counters: &Arc<KeyPlan>,
         unix_ms: i64,
     ) -> Admission {
-        let (verdict, refill_us, remaining) = match reply {
-            [v, r, q, ..] => (*v, *r, *q),
-            _ => (-1, 0, 0),
+        let (verdict, refill_us, remaining, granted) = match reply {
+            [v, r, q, n, ..] => (*v, *r, *q, *n),
+            _ => (-1, 0, 0, 0),
         };
         match verdict {
-            1 => {
+            1 if granted >= 1 => {
                 counters.record_admitted(unix_ms);
                 let refill = Duration::from_micros(refill_us.max(0).unsigned_abs());
-                let burst = call.throttle.map(|t| BurstInfo::new(&t, &t.state_after(refill)));
-                let quota = call.quota.as_ref().map(|(q, w, _)| {
-                    QuotaInfo::new(q.limit, remaining.max(0).unsigned_abs(), w, unix_ms)
-                });
-                Admission::Allowed { headers: RateLimitValues::new(burst.as_ref(), quota.as_ref()) }
+                let quota_remaining = remaining.max(0).unsigned_abs();
+                let left = u32::try_from(granted - 1).unwrap_or(0).min(call.want);
+                if left > 0 {
+                    let until = self.clock.now_mono().0.saturating_add(nanos(LEASE_TTL));
+                    let period = call.quota.as_ref().map(|(_, w, _)| w.start_ms);
+                    counters.with_lease(|slot| match slot.as_deref_mut() {
+                        // Another request's lease of the same kind, granted meanwhile: one pool.
+                        Some(l) if l.bucket == call.bucket && l.period == period => {
+                            l.units = l.units.saturating_add(left);
+                            (l.until, l.refill, l.quota_remaining) =
+                                (until, refill, quota_remaining);
+                        }
+                        _ => {
+                            *slot = Some(Box::new(Lease {
+                                bucket: call.bucket.clone(),
+                                period,
+                                units: left,
+                                until,
+                                refill,
+                                quota_remaining,
+                            }));
+                        }
+                    });
+                }
+                let headers = headers(
+                    call.throttle,
+                    call.quota.as_ref(),
+                    refill,
+                    quota_remaining,
+                    left,
+                    unix_ms,
+                );
+                Admission::Allowed { headers }
             }
             0 => {
                 let wait = Duration::from_micros(refill_us.max(1).unsigned_abs());
@@ -363,8 +438,71 @@ impl Inner {
     }
 }
 
+/// A lease takes at most this much of a plan's rate...
+pub const LEASE_SPAN: Duration = Duration::from_millis(10);
+/// ... and is used within this long; what is left then is void (its quota units go back).
+pub const LEASE_TTL: Duration = Duration::from_millis(100);
+
+/// How many requests one round trip takes at once: [`LEASE_SPAN`] of the throttle's rate, at
+/// most a 16th of its burst and a 1,000th of the quota's allowance, at least 1 (exact: every
+/// request asks Redis, as for any plan below 100 requests/s).
+pub fn lease_size(throttle: Option<BucketLimits>, quota_allowance: Option<u64>) -> u32 {
+    let mut n = u64::MAX;
+    if let Some(t) = throttle {
+        let per_span = nanos(LEASE_SPAN) / nanos(t.interval()).max(1);
+        n = n.min(per_span).min(u64::from(t.capacity()) / 16);
+    }
+    if let Some(allowance) = quota_allowance {
+        n = n.min(allowance / 1000);
+    }
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The `RateLimit` values of an admission: the shared bucket and quota as Redis reported them
+/// (`refill`, `quota_remaining`), plus the `left` requests this node holds in its lease.
+fn headers(
+    throttle: Option<BucketLimits>,
+    quota: Option<&(keygate_types::plan::Quota, QuotaWindow, u64)>,
+    refill: Duration,
+    quota_remaining: u64,
+    left: u32,
+    unix_ms: i64,
+) -> Option<RateLimitValues> {
+    let burst = throttle.map(|t| {
+        let mut state = t.state_after(refill);
+        state.available = state.available.saturating_add(left).min(t.capacity());
+        BurstInfo::new(&t, &state)
+    });
+    let quota = quota.map(|(q, w, _)| {
+        QuotaInfo::new(q.limit, quota_remaining.saturating_add(u64::from(left)), w, unix_ms)
+    });
+    RateLimitValues::new(burst.as_ref(), quota.as_ref())
+}
+
 /// The bucket's interval in whole microseconds (Redis's clock), at least 1.
 fn interval_us(limits: &BucketLimits) -> u64 {
     let ns = limits.interval().as_nanos();
     u64::try_from(ns.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_ten_ms_of_the_rate_a_16th_of_the_burst_a_1000th_of_the_quota() {
+        let t = |rate, burst| Some(BucketLimits::new(rate, burst));
+        assert_eq!(lease_size(t(0.001, 50), None), 1, "slow plans ask Redis every time");
+        assert_eq!(lease_size(t(99.0, 10_000), None), 1);
+        assert_eq!(lease_size(t(1_000_000.0, 1_000_000), None), 10_000);
+        assert_eq!(lease_size(t(1_000.0, 1_600), None), 10);
+        assert_eq!(lease_size(t(1_000.0, 32), None), 2, "a 16th of the burst");
+        assert_eq!(lease_size(None, Some(100_000)), 100);
+        assert_eq!(lease_size(None, Some(30)), 1);
+        assert_eq!(lease_size(t(1_000_000.0, 1_000_000), Some(5_000)), 5, "the smaller");
+    }
 }
