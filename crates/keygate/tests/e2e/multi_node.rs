@@ -40,6 +40,13 @@ async fn fresh_database() -> Option<(String, String)> {
     Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), schema))
 }
 
+/// Drops a schema [`fresh_database`] made.
+async fn drop_schema(schema: &str) {
+    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
+    let drop = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
+}
+
 /// Two nodes, each with its own data directory, share one database: a deploy and a key made
 /// through one are served by both, a key disabled through the other is refused by both within
 /// a second, and `keygate usage` on either shows what both admitted.
@@ -95,9 +102,7 @@ async fn two_nodes_share_keys_changes_and_usage() {
     .await;
     node_a.stop();
     node_b.stop();
-    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
-    let drop = format!("DROP SCHEMA {schema} CASCADE");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
+    drop_schema(&schema).await;
 }
 
 /// The requests a `keygate usage --json` report counts for one key, over all its days.
@@ -238,9 +243,7 @@ async fn a_node_serves_through_a_database_outage_and_catches_up() {
     })
     .await;
     node.stop();
-    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
-    let drop = format!("DROP SCHEMA {schema} CASCADE");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
+    drop_schema(&schema).await;
 }
 
 /// The Redis the tests share limits through (`KEYGATE_TEST_REDIS_URL`, else the one `.ci/run`
@@ -263,11 +266,11 @@ async fn redis_url() -> Option<String> {
     }
 }
 
-/// Statuses of `n` requests with `key`, sent to the nodes in turn.
-async fn alternate(nodes: &[&Server], key: &str, n: usize) -> Vec<u16> {
+/// Statuses of `n` requests with `key` to `path`, sent to the nodes in turn.
+async fn alternate(nodes: &[&Server], path: &str, key: &str, n: usize) -> Vec<u16> {
     let mut got = Vec::new();
     for i in 0..n {
-        got.push(get(&nodes[i % nodes.len()].url("/dev/candidates"), Some(key)).await.status);
+        got.push(get(&nodes[i % nodes.len()].url(path), Some(key)).await.status);
     }
     got
 }
@@ -294,7 +297,7 @@ async fn two_nodes_share_a_plans_limits_through_redis() {
     let said = node_a.stdout.join("\n");
     assert!(said.contains("keygate limits: redis at redis://"), "{said}");
 
-    let got = alternate(&nodes, &key, 10).await;
+    let got = alternate(&nodes, "/dev/candidates", &key, 10).await;
     assert_eq!(got.iter().filter(|s| **s == 200).count(), 4, "{got:?}\n{}", node_a.logs());
     assert!(got.iter().all(|s| [200, 429].contains(s)), "{got:?}");
     let refused = get(&node_b.url("/dev/candidates"), Some(&key)).await;
@@ -336,7 +339,7 @@ async fn two_nodes_share_a_plans_limits_through_redis() {
         })
         .await;
     }
-    let got = alternate(&nodes, &quota_key, 10).await;
+    let got = alternate(&nodes, "/dev/candidates", &quota_key, 10).await;
     let admitted = got.iter().filter(|s| **s == 200).count();
     assert_eq!(admitted, 4, "6 in all, 2 spent while waiting for the plan: {got:?}");
     let over = get(&node_a.url("/dev/candidates"), Some(&quota_key)).await;
@@ -351,9 +354,7 @@ async fn two_nodes_share_a_plans_limits_through_redis() {
     .await;
     node_a.stop();
     node_b.stop();
-    let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
-    let drop = format!("DROP SCHEMA {schema} CASCADE");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut c).await.unwrap();
+    drop_schema(&schema).await;
 }
 
 /// A Redis that does not answer (a port that accepts connections and never replies) holds no
@@ -369,7 +370,7 @@ async fn a_silent_redis_falls_back_to_the_policy() {
     env.ok(&["plans", "update", "candidate-service-dev", "--rate", "0.001", "--burst", "3"]);
 
     let node = env.start(&["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis], &[]);
-    let got = alternate(&[&node], &key, 5).await;
+    let got = alternate(&[&node], "/dev/candidates", &key, 5).await;
     assert_eq!(got, [200, 200, 200, 429, 429], "the plan's limits, on this node alone");
     eventually(Duration::from_secs(2), || async {
         node.logs().contains("the Redis limiter is unavailable")
@@ -386,4 +387,194 @@ async fn a_silent_redis_falls_back_to_the_policy() {
     get(&node.url("/dev/candidates"), None).await.assert_forbidden();
     node.stop();
     drop(silent);
+}
+
+/// A service of mock routes (`paths`), each private, under `plan` (a `usagePlan:` in flow
+/// style).
+fn mock_service(name: &str, plan: &str, paths: &[&str]) -> String {
+    let mut yml = format!(
+        "service: {name}
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys: [{name}-key]
+    usagePlan: {plan}
+functions:
+  mocked:
+    handler: unused
+    events:
+"
+    );
+    for path in paths {
+        yml.push_str(&format!(
+            "      - http: {{path: {path}, method: get, private: true, integration: mock}}\n"
+        ));
+    }
+    yml
+}
+
+/// Requests with `key` to `path` on every node at once, four clients a node, for `span`; the
+/// statuses (each request bounded to 5 s: none may hang).
+async fn drive(nodes: &[&Server], path: &str, key: &str, span: Duration) -> Vec<u16> {
+    let end = std::time::Instant::now() + span;
+    let mut tasks = Vec::new();
+    for node in nodes {
+        for _ in 0..4 {
+            let (url, key) = (node.url(path), key.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while std::time::Instant::now() < end {
+                    let r = tokio::time::timeout(Duration::from_secs(5), get(&url, Some(&key)));
+                    got.push(r.await.expect("no request may hang").status);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                got
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Issue 16's acceptance on two nodes sharing PostgreSQL and Redis: a deploy on A changes B's
+/// routes within a second; a plan of 10 requests/s (burst 10) driven through both nodes at once
+/// for 3 s admits 40 within 5%; a quota of 50 a day admits exactly 50 across both.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_postgres_and_redis_hold_a_plan_in_total() {
+    let Some(redis) = redis_url().await else { return };
+    let Some((url, schema)) = fresh_database().await else { return };
+    let mut a = Env::new();
+    a.database_url = Some(url.clone());
+    let mut b = Env::new();
+    b.database_url = Some(url);
+    let rate = "{throttle: {rateLimit: 10, burstLimit: 10}}";
+    let yml = a.write("rate.yml", &mock_service("rate", rate, &["limited"]));
+    let key = Env::key_value(&a.deploy(&yml, &[]));
+    let quota = "{quota: {limit: 50, period: DAY}}";
+    let quota_yml = a.write("quota.yml", &mock_service("quota", quota, &["counted"]));
+    let quota_key = Env::key_value(&a.deploy(&quota_yml, &[]));
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--redis-url", redis.as_str()];
+    let (node_a, node_b) = (a.start(&serve, &[]), b.start(&serve, &[]));
+    let nodes = [&node_a, &node_b];
+
+    // A deploy on A: B serves the new route within a second.
+    let more = a.write("rate.yml", &mock_service("rate", rate, &["limited", "later"]));
+    a.deploy(&more, &[]);
+    let later = node_b.url("/dev/later");
+    let waited = eventually(Duration::from_secs(1), || async {
+        let r = get(&later, Some(&key)).await;
+        !r.body.contains("Missing Authentication Token")
+    })
+    .await;
+    eprintln!("route deployed on A served by B after {waited:?}");
+
+    // Let the bucket fill again, then 3 s through both nodes at once: 10 + 3 x 10.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let got = drive(&nodes, "/dev/limited", &key, Duration::from_secs(3)).await;
+    let admitted = got.iter().filter(|s| **s == 200).count();
+    assert!((38..=42).contains(&admitted), "admitted {admitted} of {}, want 40 ±5%", got.len());
+    assert!(got.iter().all(|s| [200, 429].contains(s)));
+
+    let got = alternate(&nodes, "/dev/counted", &quota_key, 120).await;
+    assert_eq!(got.iter().filter(|s| **s == 200).count(), 50, "{got:?}");
+    node_a.stop();
+    node_b.stop();
+    drop_schema(&schema).await;
+}
+
+/// A redis-server of the test's own on a free port (so the test can stop it), or `None` when the
+/// machine has none (a failure under CI=true).
+fn own_redis(port: u16) -> Option<std::process::Child> {
+    let spawned = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly"])
+        .arg("no")
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => {
+            let addr = format!("127.0.0.1:{port}");
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(&addr).is_ok() {
+                    return Some(child);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("redis-server on {addr} did not start");
+        }
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("redis-server is needed under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run redis-server ({e}); CI=true makes this a failure");
+            None
+        }
+    }
+}
+
+/// Redis stopped mid-test: the node with `--redis-unavailable local` applies the plan alone,
+/// the one with `refuse` answers 429, no request hangs; once Redis is back both share the plan
+/// again.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_stopped_and_restarted() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(mut redis) = own_redis(port) else { return };
+    let Some((url, schema)) = fresh_database().await else { return };
+    let mut a = Env::new();
+    a.database_url = Some(url.clone());
+    let mut b = Env::new();
+    b.database_url = Some(url);
+    let plan = "{throttle: {rateLimit: 0.001, burstLimit: 3}}";
+    let yml = a.write("s.yml", &mock_service("stopped", plan, &["limited"]));
+    let key = Env::key_value(&a.deploy(&yml, &[]));
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--redis-url", redis_url.as_str()];
+    let node_a = a.start(&serve, &[]);
+    let node_b = b.start(&[&serve[..], &["--redis-unavailable", "refuse"]].concat(), &[]);
+    let bounded = |node: &Server| {
+        let url = node.url("/dev/limited");
+        let key = key.clone();
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(5), get(&url, Some(&key))).await;
+            r.expect("no request may hang")
+        }
+    };
+    let got = alternate(&[&node_a, &node_b], "/dev/limited", &key, 4).await;
+    assert_eq!(got, [200, 200, 200, 429], "3 in all while Redis runs");
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let mut on_a = Vec::new();
+    for _ in 0..4 {
+        on_a.push(bounded(&node_a).await.status);
+    }
+    assert_eq!(on_a, [200, 200, 200, 429], "A applies the plan alone");
+    let refused = bounded(&node_b).await;
+    assert_eq!(refused.status, 429, "B refuses");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    for node in [&node_a, &node_b] {
+        eventually(Duration::from_secs(2), || async {
+            node.logs().contains("the Redis limiter is unavailable")
+        })
+        .await;
+    }
+
+    // Back, empty (no persistence): the plan's bucket is full again, and shared.
+    let Some(mut redis) = own_redis(port) else { return };
+    eventually(Duration::from_secs(5), || async { bounded(&node_a).await.status == 200 }).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // B's pause after its last failure
+    let mut on_b = Vec::new();
+    for _ in 0..3 {
+        on_b.push(bounded(&node_b).await.status);
+    }
+    assert_eq!(on_b, [200, 200, 429], "one of 3 spent on A: the bucket is shared again");
+    assert!(node_a.logs().contains("answers again"), "{}", node_a.logs());
+    node_a.stop();
+    node_b.stop();
+    redis.kill().unwrap();
+    let _ = redis.wait();
+    drop_schema(&schema).await;
 }
