@@ -51,8 +51,13 @@ pub(crate) async fn create(
         .map_err(|e| AwsError::bad_request(format!("invalid request body: {e}")))?;
     let name = b.name.ok_or_else(|| AwsError::bad_request("name is required"))?;
     let store = audited(&state, &actor);
-    let plan =
-        NewUsagePlan { name, description: b.description, throttle: b.throttle, quota: b.quota };
+    let plan = NewUsagePlan {
+        name,
+        description: b.description,
+        throttle: b.throttle,
+        quota: b.quota,
+        fallback: None,
+    };
     let stages = b.api_stages.into_iter().map(|s| (s.api_id, s.stage, s.throttle)).collect();
     // All or nothing, as on AWS: the plan and its stages are one change.
     let plan = plans::create(&store, plan, stages).await?;

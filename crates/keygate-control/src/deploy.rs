@@ -185,6 +185,7 @@ pub async fn deploy(
             description: Some(format!("{} {} stage", definition.service, definition.stage)),
             throttle: p.throttle,
             quota: p.quota,
+            fallback: None,
         })
         .collect();
     if plans.is_empty() && !definition.api_keys.is_empty() {
@@ -193,6 +194,7 @@ pub async fn deploy(
             description: Some(format!("{} {} stage", definition.service, definition.stage)),
             throttle: None,
             quota: None,
+            fallback: None,
         });
     }
     let mut keys = Vec::with_capacity(definition.api_keys.len());

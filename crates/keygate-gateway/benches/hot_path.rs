@@ -124,6 +124,7 @@ fn key_fixture(n: usize) -> KeyFixture {
             stage: STAGE.to_owned(),
             throttle: BTreeMap::new(),
         }],
+        fallback: None,
     };
     let snapshot = GatewaySnapshot { version: 1, keys, plans: vec![plan], ..Default::default() };
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_at(Nanos::ZERO, NOW_SECS * 1000));

@@ -36,6 +36,8 @@ pub struct StageLimits {
     /// index in its stage table), most specific first: resolved when the table is built, so a
     /// request only scans a few entries (see [`StageLimits::method_throttle`]).
     pub routes: Vec<Box<[MethodThrottle]>>,
+    /// The plan's policy while a shared limiter does not answer (`None`: the node's).
+    pub fallback: Option<keygate_types::plan::Fallback>,
 }
 
 /// One method throttle of a plan's API stage, as it applies to a route.
@@ -543,6 +545,7 @@ mod tests {
                     })
                     .collect::<Vec<_>>(),
             )],
+            fallback: None,
         }
     }
 

@@ -263,6 +263,7 @@ impl Table {
                     throttle: p.throttle.as_ref().map(BucketLimits::from_throttle),
                     quota: p.quota,
                     routes,
+                    fallback: p.fallback,
                 };
                 grants.push((number(&s.api_id, &s.stage), Arc::new(l)));
             }
@@ -448,6 +449,7 @@ pub(crate) mod tests {
                 stage: stage.into(),
                 throttle: Default::default(),
             }],
+            fallback: None,
         }
     }
 

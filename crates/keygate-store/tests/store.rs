@@ -14,7 +14,7 @@ use keygate_types::model::{
     ApiKey, ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlan,
     UsagePlanPatch,
 };
-use keygate_types::plan::{Quota, QuotaPeriod, Throttle};
+use keygate_types::plan::{Fallback, Quota, QuotaPeriod, Throttle};
 use keygate_types::{
     ApiKeyValue, FunctionSpec, HttpEvent, HttpMethod, Integration, ServiceDefinition,
 };
@@ -397,9 +397,15 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     let mut req = request("dev", &["k"]);
     req.plans[0].quota = Some(Quota { limit: 100, period: QuotaPeriod::Day, offset: 0 });
     req.plans[0].throttle = Some(Throttle { rate_limit: 0.5, burst_limit: 2 });
+    // keygate's own per-plan setting: kept by the plan, and by a deploy that edits its limits.
+    let patch = UsagePlanPatch { fallback: Some(Some(Fallback::Refuse)), ..Default::default() };
+    assert_eq!(s.update_plan(&plan_id, patch).await.unwrap().fallback, Some(Fallback::Refuse));
     let second = s.deploy(req).await.unwrap();
     assert_eq!(second.plans[0].id, plan_id, "editing limits updates the plan");
     assert_eq!(second.plans[0].quota.unwrap().limit, 100);
+    assert_eq!(s.snapshot().await.unwrap().plans[0].fallback, Some(Fallback::Refuse));
+    let patch = UsagePlanPatch { fallback: Some(None), ..Default::default() };
+    assert_eq!(s.update_plan(&plan_id, patch).await.unwrap().fallback, None);
     assert_eq!(s.list_plans(Page::first(100)).await.unwrap().len(), 1);
     let used = s.usage(Some(&plan_id), None, date("2026-11-01"), date("2026-11-30")).await.unwrap();
     assert_eq!(

@@ -109,6 +109,10 @@ pub struct UsagePlan {
     pub throttle: Option<Throttle>,
     pub quota: Option<Quota>,
     pub api_stages: Vec<ApiStage>,
+    /// What decides its limits while the shared limiter does not answer (`None`: the node's
+    /// `--redis-unavailable`). keygate's own setting, not AWS's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<crate::plan::Fallback>,
 }
 
 /// An API stage a usage plan covers, with optional per-method throttles keyed like AWS
@@ -129,6 +133,7 @@ pub struct NewUsagePlan {
     pub description: Option<String>,
     pub throttle: Option<Throttle>,
     pub quota: Option<Quota>,
+    pub fallback: Option<crate::plan::Fallback>,
 }
 
 /// A change to a plan; `None` leaves a field as it is, `Some(None)` clears it.
@@ -138,6 +143,7 @@ pub struct UsagePlanPatch {
     pub description: Option<Option<String>>,
     pub throttle: Option<Option<Throttle>>,
     pub quota: Option<Option<Quota>>,
+    pub fallback: Option<Option<crate::plan::Fallback>>,
 }
 
 /// Requests a key made through a plan on one UTC day.

@@ -14,6 +14,33 @@ pub struct Throttle {
     pub burst_limit: u32,
 }
 
+/// What decides a plan's limits while the shared limiter (Redis, `--redis-url`) does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Each node applies the plan's limits alone.
+    Local,
+    /// Requests under the plan's limits get 429.
+    Refuse,
+}
+
+impl Fallback {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Self::Local),
+            "refuse" => Some(Self::Refuse),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Refuse => "refuse",
+        }
+    }
+}
+
 /// Quota period, in UTC calendar terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

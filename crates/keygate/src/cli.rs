@@ -310,14 +310,21 @@ pub(crate) struct ListenArgs {
     pub(crate) redis_url: Option<String>,
     /// What decides limits while --redis-url's Redis does not answer (within 100 ms): `local`
     /// (each node applies the plans' limits alone until Redis is back) or `refuse` (a request
-    /// under a throttle or quota gets 429). A warning says which is in force.
+    /// under a throttle or quota gets 429). A warning says which is in force. A plan's own
+    /// setting (`keygate plans update PLAN --redis-unavailable ...`) takes precedence.
     #[arg(
         long,
         env = "KEYGATE_REDIS_UNAVAILABLE",
         value_name = "local|refuse",
-        default_value = "local"
+        default_value = "local",
+        value_parser = node_fallback
     )]
-    pub(crate) redis_unavailable: keygate_gateway::limiter::redis::Unavailable,
+    pub(crate) redis_unavailable: keygate_types::plan::Fallback,
+}
+
+fn node_fallback(s: &str) -> Result<keygate_types::plan::Fallback, String> {
+    keygate_types::plan::Fallback::parse(s)
+        .ok_or_else(|| format!("{s:?} is not `local` or `refuse`"))
 }
 
 fn ready_path(s: &str) -> Result<String, String> {
@@ -565,6 +572,24 @@ pub(crate) struct LimitArgs {
     /// WEEK: weekday the week starts on (0 = Sunday .. 6); MONTH: days after the 1st (0-27).
     #[arg(long)]
     pub(crate) quota_offset: Option<u32>,
+    /// What decides this plan's limits while `serve --redis-url`'s Redis does not answer:
+    /// `local` (each node applies them alone), `refuse` (429), or `node` (each node's own
+    /// --redis-unavailable, the default).
+    #[arg(long, value_name = "local|refuse|node", value_parser = fallback)]
+    pub(crate) redis_unavailable: Option<PlanFallback>,
+}
+
+/// A plan's `--redis-unavailable`: its own policy, or `None` for the node's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanFallback(pub(crate) Option<keygate_types::plan::Fallback>);
+
+fn fallback(s: &str) -> Result<PlanFallback, String> {
+    if s == "node" {
+        return Ok(PlanFallback(None));
+    }
+    keygate_types::plan::Fallback::parse(s)
+        .map(|f| PlanFallback(Some(f)))
+        .ok_or_else(|| format!("{s:?} is not `local`, `refuse` or `node`"))
 }
 
 fn non_negative_rate(s: &str) -> Result<f64, String> {

@@ -257,7 +257,8 @@ async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {
     match cmd {
         PlansCommand::Create { name, description, limits: l, json } => {
             let (throttle, quota) = limits(&l, None)?;
-            let plan = NewUsagePlan { name, description, throttle, quota };
+            let fallback = l.redis_unavailable.and_then(|f| f.0);
+            let plan = NewUsagePlan { name, description, throttle, quota, fallback };
             let p = plans::create(store, plan, Vec::new()).await?;
             output::plan(store, &p, json).await
         }
@@ -285,6 +286,7 @@ async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {
                 description: description.map(Some),
                 throttle: if no_throttle { Some(None) } else { throttle.map(Some) },
                 quota: if no_quota { Some(None) } else { quota.map(Some) },
+                fallback: l.redis_unavailable.map(|f| f.0),
             };
             let p = plans::update(store, &current.id, patch).await?;
             output::plan(store, &p, json).await

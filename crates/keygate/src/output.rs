@@ -385,6 +385,9 @@ pub(crate) async fn plan(store: &Store, p: &UsagePlan, as_json: bool) -> Result<
         Some(q) => println!("quota: {} per {} (offset {})", q.limit, q.period, q.offset),
         None => println!("quota: none"),
     }
+    if let Some(f) = p.fallback {
+        println!("while Redis does not answer: {}", f.as_str());
+    }
     println!("api stages:");
     for s in &p.api_stages {
         println!("  {}/{}", s.api_id, s.stage);

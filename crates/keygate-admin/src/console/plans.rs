@@ -342,6 +342,7 @@ pub(crate) async fn create(Posted(signed, form): Posted<PlanForm>) -> Response {
         description: Some(form.description.trim().to_owned()).filter(|d| !d.is_empty()),
         throttle,
         quota,
+        fallback: None,
     };
     match plans::create(&signed.store, new, stage).await {
         Ok(plan) => {
@@ -496,6 +497,7 @@ pub(crate) async fn update(
         description: Some(Some(form.description.trim().to_owned()).filter(|d| !d.is_empty())),
         throttle: Some(throttle),
         quota: Some(quota),
+        fallback: None,
     };
     match plans::update(&signed.store, &plan.id, patch).await {
         Ok(_) => Redirect::to(&format!("/console/plans/{}?notice=saved", plan.id)).into_response(),

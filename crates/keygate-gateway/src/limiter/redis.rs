@@ -39,27 +39,10 @@ pub const TIMEOUT: Duration = Duration::from_millis(100);
 /// before Redis is asked again.
 pub const PAUSE: Duration = Duration::from_secs(1);
 
-/// What decides a request while Redis cannot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Unavailable {
-    /// The plan's limits, counted by this node alone (a plan's rate per node while it lasts).
-    #[default]
-    Local,
-    /// 429 Too Many Requests with `Retry-After: 1`.
-    Refuse,
-}
-
-impl std::str::FromStr for Unavailable {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "local" => Ok(Self::Local),
-            "refuse" => Ok(Self::Refuse),
-            other => Err(format!("{other:?} is not `local` or `refuse`")),
-        }
-    }
-}
+/// What decides a request while Redis cannot: the plan's own policy, else the node's
+/// (`--redis-unavailable`). `Local`: the plan's limits, counted by this node alone (a plan's
+/// rate per node while it lasts); `Refuse`: 429 Too Many Requests with `Retry-After: 1`.
+pub use keygate_types::plan::Fallback as Unavailable;
 
 /// The decision and commit, atomic on the server, for up to `want` requests at once (a lease).
 /// KEYS: the bucket, the quota count. ARGV: [1] the bucket's interval in µs (0: no throttle),
@@ -268,6 +251,7 @@ impl Limiter for Redis {
                 throttle: limits.throttle,
                 quota: limits.quota,
                 routes: Vec::new(),
+                fallback: limits.fallback,
             },
             method_throttle: method_throttle.cloned(),
         };
@@ -301,8 +285,10 @@ impl Limiter for Redis {
 
     fn describe(&self) -> String {
         let policy = match self.inner.unavailable {
-            Unavailable::Local => "each node applies the limits alone",
-            Unavailable::Refuse => "requests under a limit get 429",
+            Unavailable::Local => {
+                "each node applies the limits alone, unless a plan says otherwise"
+            }
+            Unavailable::Refuse => "requests under a limit get 429, unless a plan says otherwise",
         };
         format!(
             "redis at {} (shared by every node; while it is unavailable, {policy})",
@@ -413,7 +399,7 @@ impl Inner {
 
     /// The decision while Redis is unavailable.
     fn fallback(&self, ask: Ask<'_>) -> Verdict {
-        match self.unavailable {
+        match ask.limits.fallback.unwrap_or(self.unavailable) {
             Unavailable::Local => Local.admit(ask),
             Unavailable::Refuse => Verdict::Ready(Admission::Throttled { retry_after: Some(1) }),
         }
@@ -424,8 +410,14 @@ impl Inner {
         self.paused_until.store(until, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             let policy = match self.unavailable {
-                Unavailable::Local => "each node applies the plans' limits alone until it is back",
-                Unavailable::Refuse => "limited requests get 429 until it is back",
+                Unavailable::Local => {
+                    "each node applies the plans' limits alone until it is back (plans that \
+                     say `refuse`: 429)"
+                }
+                Unavailable::Refuse => {
+                    "limited requests get 429 until it is back (plans that say `local`: each \
+                     node applies them alone)"
+                }
             };
             tracing::warn!(redis = %self.shown, error = %why, "the Redis limiter is unavailable: {policy}");
         }

@@ -1,6 +1,7 @@
 //! Usage plans, their API stages (with method throttles) and their keys.
 
 use keygate_types::model::{ApiKey, ApiStage, NewUsagePlan, UsagePlan, UsagePlanPatch, new_id};
+use keygate_types::plan::Fallback;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
@@ -8,7 +9,7 @@ use super::keys::{KEY_COLUMNS, key_by, key_from_row};
 use super::{bind_page, map_err, now, paged, parse_json, to_json};
 use crate::{Error, Page, Result};
 
-pub(super) const PLAN_COLUMNS: &str = "id, name, description, throttle, quota";
+pub(super) const PLAN_COLUMNS: &str = "id, name, description, throttle, quota, fallback";
 
 pub(super) async fn plan_by(
     conn: &mut PgConnection,
@@ -52,9 +53,16 @@ pub(super) async fn plan_from_row(conn: &mut PgConnection, row: &PgRow) -> Resul
         description: row.get("description"),
         throttle: throttle.as_deref().map(|s| parse_json(s, "plan throttle")).transpose()?,
         quota: quota.as_deref().map(|s| parse_json(s, "plan quota")).transpose()?,
+        fallback: fallback_from(row.get("fallback"))?,
         api_stages,
         id,
     })
+}
+
+/// A plan's `fallback` column: NULL, `local` or `refuse`.
+fn fallback_from(v: Option<String>) -> Result<Option<Fallback>> {
+    v.map(|v| Fallback::parse(&v).ok_or_else(|| Error::corrupt(format!("plan fallback {v:?}"))))
+        .transpose()
 }
 
 pub(super) fn plan_name_conflict(e: sqlx::Error, name: &str) -> Error {
@@ -69,14 +77,15 @@ pub(super) fn plan_name_conflict(e: sqlx::Error, name: &str) -> Error {
 pub(super) async fn insert_plan(conn: &mut PgConnection, plan: &NewUsagePlan) -> Result<String> {
     let id = new_id(6);
     sqlx::query(
-        "INSERT INTO usage_plans (id, name, description, throttle, quota, created_date) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO usage_plans (id, name, description, throttle, quota, fallback, \
+         created_date) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&id)
     .bind(&plan.name)
     .bind(&plan.description)
     .bind(plan.throttle.as_ref().map(to_json).transpose()?)
     .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(plan.fallback.map(Fallback::as_str))
     .bind(now())
     .execute(conn)
     .await
@@ -143,13 +152,18 @@ pub(super) async fn update_plan(
     if let Some(q) = patch.quota {
         plan.quota = q;
     }
+    if let Some(f) = patch.fallback {
+        plan.fallback = f;
+    }
     sqlx::query(
-        "UPDATE usage_plans SET name = $1, description = $2, throttle = $3, quota = $4 WHERE id = $5",
+        "UPDATE usage_plans SET name = $1, description = $2, throttle = $3, quota = $4, \
+         fallback = $5 WHERE id = $6",
     )
     .bind(&plan.name)
     .bind(&plan.description)
     .bind(plan.throttle.as_ref().map(to_json).transpose()?)
     .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(plan.fallback.map(Fallback::as_str))
     .bind(id)
     .execute(&mut *tx)
     .await

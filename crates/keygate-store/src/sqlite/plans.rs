@@ -1,6 +1,7 @@
 //! Usage plans, their API stages (with method throttles) and their keys.
 
 use keygate_types::model::{ApiKey, ApiStage, NewUsagePlan, UsagePlan, UsagePlanPatch, new_id};
+use keygate_types::plan::Fallback;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
@@ -8,7 +9,7 @@ use super::keys::{KEY_COLUMNS, key_by, key_from_row};
 use super::{bind_page, map_err, now, paged, parse_json, to_json};
 use crate::{Error, Page, Result};
 
-pub(super) const PLAN_COLUMNS: &str = "id, name, description, throttle, quota";
+pub(super) const PLAN_COLUMNS: &str = "id, name, description, throttle, quota, fallback";
 
 pub(super) async fn plan_by(
     conn: &mut SqliteConnection,
@@ -55,9 +56,16 @@ pub(super) async fn plan_from_row(
         description: row.get("description"),
         throttle: throttle.as_deref().map(|s| parse_json(s, "plan throttle")).transpose()?,
         quota: quota.as_deref().map(|s| parse_json(s, "plan quota")).transpose()?,
+        fallback: fallback_from(row.get("fallback"))?,
         api_stages,
         id,
     })
+}
+
+/// A plan's `fallback` column: NULL, `local` or `refuse`.
+fn fallback_from(v: Option<String>) -> Result<Option<Fallback>> {
+    v.map(|v| Fallback::parse(&v).ok_or_else(|| Error::corrupt(format!("plan fallback {v:?}"))))
+        .transpose()
 }
 
 pub(super) fn plan_name_conflict(e: sqlx::Error, name: &str) -> Error {
@@ -75,14 +83,15 @@ pub(super) async fn insert_plan(
 ) -> Result<String> {
     let id = new_id(6);
     sqlx::query(
-        "INSERT INTO usage_plans (id, name, description, throttle, quota, created_date) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO usage_plans (id, name, description, throttle, quota, fallback, \
+         created_date) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(&plan.name)
     .bind(&plan.description)
     .bind(plan.throttle.as_ref().map(to_json).transpose()?)
     .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(plan.fallback.map(Fallback::as_str))
     .bind(now())
     .execute(conn)
     .await
@@ -147,13 +156,18 @@ pub(super) async fn update_plan(
     if let Some(q) = patch.quota {
         plan.quota = q;
     }
+    if let Some(f) = patch.fallback {
+        plan.fallback = f;
+    }
     sqlx::query(
-        "UPDATE usage_plans SET name = ?, description = ?, throttle = ?, quota = ? WHERE id = ?",
+        "UPDATE usage_plans SET name = ?, description = ?, throttle = ?, quota = ?, \
+         fallback = ? WHERE id = ?",
     )
     .bind(&plan.name)
     .bind(&plan.description)
     .bind(plan.throttle.as_ref().map(to_json).transpose()?)
     .bind(plan.quota.as_ref().map(to_json).transpose()?)
+    .bind(plan.fallback.map(Fallback::as_str))
     .bind(id)
     .execute(&mut *tx)
     .await

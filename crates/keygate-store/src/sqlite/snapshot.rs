@@ -8,7 +8,7 @@ use keygate_types::keyset::{KeyRecord, KeySet};
 use keygate_types::model::{DeployedStage, GatewaySnapshot};
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
-use super::plans::plan_from_row;
+use super::plans::{PLAN_COLUMNS, plan_from_row};
 use super::{map_err, parse_json};
 use crate::{Error, Result};
 
@@ -231,11 +231,12 @@ pub(super) async fn snapshot(pool: &SqlitePool) -> Result<GatewaySnapshot> {
         });
     }
     let keys = load_keys(&mut tx).await?;
-    let rows =
-        sqlx::query("SELECT id, name, description, throttle, quota FROM usage_plans ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PLAN_COLUMNS} FROM usage_plans ORDER BY id"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_err)?;
     let mut plans = Vec::with_capacity(rows.len());
     for r in &rows {
         plans.push(plan_from_row(&mut tx, r).await?);

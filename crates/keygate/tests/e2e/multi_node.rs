@@ -377,6 +377,34 @@ async fn a_silent_redis_falls_back_to_the_policy() {
     })
     .await;
     assert!(!node.logs().contains(&key), "no key value in the log");
+
+    // A plan's own policy wins over the node's: refuse, then back to the node's (local).
+    env.ok(&["plans", "update", "candidate-service-dev", "--redis-unavailable", "refuse"]);
+    let shown = env.ok(&["plans", "get", "candidate-service-dev"]);
+    assert!(shown.contains("while Redis does not answer: refuse"), "{shown}");
+    let fresh = |name: &'static str| {
+        let made =
+            env.json(&["keys", "create", "--name", name, "--usage-plan", "candidate-service-dev"]);
+        made["value"].as_str().unwrap().to_owned()
+    };
+    let first_answer = |key: String| {
+        let url = node.url("/dev/candidates");
+        async move {
+            // Until the node has the new key: 403.
+            for _ in 0..80 {
+                let status = get(&url, Some(&key)).await.status;
+                if status != 403 {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("the new key was not served within 2 s")
+        }
+    };
+    assert_eq!(first_answer(fresh("under-refuse")).await, 429, "the plan says refuse");
+    env.ok(&["plans", "update", "candidate-service-dev", "--redis-unavailable", "node"]);
+    assert!(!env.ok(&["plans", "get", "candidate-service-dev"]).contains("while Redis"));
+    assert_eq!(first_answer(fresh("under-node")).await, 200, "the node says local");
     node.stop();
 
     let args = ["serve", "--listen", "127.0.0.1:0", "--redis-url", &redis];
