@@ -260,6 +260,56 @@ impl Collector for LogDrops {
     }
 }
 
+/// A shared limiter's figures (`--redis-url`), read at each scrape: `keygate_limiter_up`
+/// (1 while Redis answers), `keygate_limiter_round_trips_total`, and
+/// `keygate_limiter_fallback_total{policy="local|refuse"}` (requests decided by the policy while
+/// Redis did not answer). Nothing without a shared limiter.
+pub struct LimiterMetrics(Arc<dyn crate::limiter::Limiter>);
+
+impl std::fmt::Debug for LimiterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LimiterMetrics").field(&self.0).finish()
+    }
+}
+
+impl LimiterMetrics {
+    /// Registers `limiter`'s figures in `registry` under `keygate_limiter_`.
+    pub fn register(registry: &mut Registry, limiter: Arc<dyn crate::limiter::Limiter>) {
+        registry.sub_registry_with_prefix("keygate").register_collector(Box::new(Self(limiter)));
+    }
+}
+
+impl Collector for LimiterMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.0.stats() else { return Ok(()) };
+        let up = encoder.encode_descriptor(
+            "limiter_up",
+            "1 while the shared limiter (Redis) answers, 0 while requests are decided by the \
+             policy for when it does not",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(stats.up)).encode(up)?;
+        let trips = encoder.encode_descriptor(
+            "limiter_round_trips",
+            "Round trips to the shared limiter (each decides a request or takes a lease)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(stats.round_trips).encode(trips)?;
+        let mut family = encoder.encode_descriptor(
+            "limiter_fallback",
+            "Requests decided by the policy for when the shared limiter does not answer",
+            None,
+            MetricType::Counter,
+        )?;
+        for (policy, n) in [("local", stats.fallback_local), ("refuse", stats.fallback_refuse)] {
+            ConstCounter::new(n).encode(family.encode_family(&[("policy", policy)])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The function host's figures, read at each scrape (`FunctionHost::stats`), by
 /// `function` (`AWS_LAMBDA_FUNCTION_NAME`): `keygate_function_processes`,
 /// `keygate_function_busy_slots`, and the counters `keygate_function_invocations_total`,

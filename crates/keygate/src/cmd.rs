@@ -849,8 +849,17 @@ async fn serve(
     let admin_addr = admin.local_addr()?;
     // Written by the gateway once its table is loaded: `/readyz` is 503 until then.
     let health = Arc::new(keygate_types::health::Health::new());
+    let limiter: Arc<dyn keygate_gateway::limiter::Limiter> = match &listen.redis_url {
+        Some(url) => Arc::new(keygate_gateway::limiter::redis::Redis::new(
+            url,
+            Arc::new(keygate_limits::clock::SystemClock),
+            listen.redis_unavailable,
+        )?),
+        None => Arc::new(keygate_gateway::limiter::Local),
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = keygate_gateway::metrics::Metrics::register(&mut registry);
+    keygate_gateway::metrics::LimiterMetrics::register(&mut registry, Arc::clone(&limiter));
     keygate_gateway::metrics::LogDrops::register(
         &mut registry,
         access_log.as_ref().map(keygate_gateway::access::AccessLog::dropped_counter),
@@ -890,14 +899,6 @@ async fn serve(
     let log_file = access_log.clone().filter(|_| listen.access_log.is_some());
     let reload =
         (log_file.is_some() || tls.is_some()).then(|| reload_on_hangup(log_file, tls.clone()));
-    let limiter: Arc<dyn keygate_gateway::limiter::Limiter> = match &listen.redis_url {
-        Some(url) => Arc::new(keygate_gateway::limiter::redis::Redis::new(
-            url,
-            Arc::clone(&clock) as _,
-            listen.redis_unavailable,
-        )?),
-        None => Arc::new(keygate_gateway::limiter::Local),
-    };
     let options = keygate_gateway::Options {
         health,
         ready_path: listen.ready_path.clone(),

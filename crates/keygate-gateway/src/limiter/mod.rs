@@ -77,6 +77,24 @@ pub trait Limiter: std::fmt::Debug + Send + Sync + 'static {
 
     /// What it is, for the log line at start (`in-process`, `redis at redis://host:6379`).
     fn describe(&self) -> String;
+
+    /// A shared limiter's figures for `/metrics` (`None`: in-process, nothing to report).
+    fn stats(&self) -> Option<Stats> {
+        None
+    }
+}
+
+/// A shared limiter's figures, read at each scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Whether its server answered the last time it was asked.
+    pub up: bool,
+    /// Round trips to its server (each decides one request or takes a lease).
+    pub round_trips: u64,
+    /// Requests decided by the `local` policy while the server did not answer.
+    pub fallback_local: u64,
+    /// Requests refused by the `refuse` policy while the server did not answer.
+    pub fallback_refuse: u64,
 }
 
 /// The in-process limiter: each (key, plan)'s buckets and quota count in its [`KeyPlan`], under

@@ -30,7 +30,7 @@ use keygate_limits::clock::Clock;
 use keygate_limits::headers::{BurstInfo, QuotaInfo};
 use keygate_limits::quota::allowance;
 
-use super::{Ask, Limiter, Local, Verdict};
+use super::{Ask, Limiter, Local, Stats, Verdict};
 use crate::meter::{Admission, KeyPlan, Lease, MethodThrottle, RateLimitValues, StageLimits};
 
 /// Longest a request waits for Redis.
@@ -118,6 +118,9 @@ struct Inner {
     paused_until: AtomicU64,
     /// Whether Redis is known to be down (for the warning when it is back).
     down: AtomicBool,
+    round_trips: AtomicU64,
+    fallback_local: AtomicU64,
+    fallback_refuse: AtomicU64,
 }
 
 impl std::fmt::Debug for Redis {
@@ -163,6 +166,9 @@ impl Redis {
             unavailable,
             paused_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
+            round_trips: AtomicU64::new(0),
+            fallback_local: AtomicU64::new(0),
+            fallback_refuse: AtomicU64::new(0),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -283,6 +289,16 @@ impl Limiter for Redis {
         }))
     }
 
+    fn stats(&self) -> Option<Stats> {
+        let i = &self.inner;
+        Some(Stats {
+            up: !i.down.load(Ordering::Relaxed),
+            round_trips: i.round_trips.load(Ordering::Relaxed),
+            fallback_local: i.fallback_local.load(Ordering::Relaxed),
+            fallback_refuse: i.fallback_refuse.load(Ordering::Relaxed),
+        })
+    }
+
     fn describe(&self) -> String {
         let policy = match self.inner.unavailable {
             Unavailable::Local => {
@@ -304,6 +320,7 @@ struct Fallback {
 
 impl Inner {
     async fn ask(&self, call: &Call) -> ::redis::RedisResult<Vec<i64>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let (interval_us, capacity) = match call.throttle {
             Some(t) => (interval_us(&t), t.capacity()),
             None => (0, 0),
@@ -400,8 +417,14 @@ impl Inner {
     /// The decision while Redis is unavailable.
     fn fallback(&self, ask: Ask<'_>) -> Verdict {
         match ask.limits.fallback.unwrap_or(self.unavailable) {
-            Unavailable::Local => Local.admit(ask),
-            Unavailable::Refuse => Verdict::Ready(Admission::Throttled { retry_after: Some(1) }),
+            Unavailable::Local => {
+                self.fallback_local.fetch_add(1, Ordering::Relaxed);
+                Local.admit(ask)
+            }
+            Unavailable::Refuse => {
+                self.fallback_refuse.fetch_add(1, Ordering::Relaxed);
+                Verdict::Ready(Admission::Throttled { retry_after: Some(1) })
+            }
         }
     }
 

@@ -589,6 +589,16 @@ async fn redis_stopped_and_restarted() {
         })
         .await;
     }
+    // ... and /metrics says so.
+    let metrics = |node: &Server| {
+        let url = format!("{}/metrics", node.admin);
+        async move { send(client().get(url)).await.body }
+    };
+    let on_a = metrics(&node_a).await;
+    assert!(on_a.contains("keygate_limiter_up 0"), "{on_a}");
+    assert!(on_a.contains("keygate_limiter_fallback_total{policy=\"local\"} 4"), "{on_a}");
+    let on_b = metrics(&node_b).await;
+    assert!(on_b.contains("keygate_limiter_fallback_total{policy=\"refuse\"} 1"), "{on_b}");
 
     // Back, empty (no persistence): the plan's bucket is full again, and shared.
     let Some(mut redis) = own_redis(port) else { return };
@@ -600,6 +610,9 @@ async fn redis_stopped_and_restarted() {
     }
     assert_eq!(on_b, [200, 200, 429], "one of 3 spent on A: the bucket is shared again");
     assert!(node_a.logs().contains("answers again"), "{}", node_a.logs());
+    let on_a = metrics(&node_a).await;
+    assert!(on_a.contains("keygate_limiter_up 1"), "{on_a}");
+    assert!(!on_a.contains("keygate_limiter_round_trips_total 0"), "{on_a}");
     node_a.stop();
     node_b.stop();
     redis.kill().unwrap();
