@@ -220,10 +220,11 @@ impl Limiter for Redis {
         // This node's lease first: no round trip while it lasts.
         let leased = counters.with_lease(|slot| {
             let lease = slot.as_deref_mut()?;
-            if lease.units == 0 || mono.0 >= lease.until || lease.bucket != bucket {
-                return None;
-            }
-            if lease.period != period {
+            let usable = lease.units > 0
+                && mono.0 < lease.until
+                && lease.bucket == bucket
+                && lease.period == period;
+            if !usable {
                 return None;
             }
             lease.units -= 1;

@@ -1,6 +1,6 @@
 //! A newcomer's first hour (issue 26): Serverless CLI habits and commands run in the wrong place.
 
-use crate::support::{Env, example_yml};
+use crate::support::{Env, example_yml, mock_service};
 
 /// `keygate deploy` in the service's directory finds serverless.yml itself, says which file it
 /// read, and takes `sls`'s `-v`, `-s` and `-r`; `info` there finds it too.
@@ -141,23 +141,7 @@ fn a_data_directory_the_function_user_cannot_reach_fails_deploy_and_serve() {
 async fn every_refusal_says_why_in_the_access_log() {
     use crate::support::{client, get, send};
     let env = Env::new();
-    let service = |name: &str, path: &str, plan: &str| {
-        format!(
-            "service: {name}
-provider:
-  name: aws
-  runtime: provided.al2023
-  apiGateway:
-    apiKeys: [{name}-key]
-    usagePlan: {plan}
-functions:
-  mocked:
-    handler: unused
-    events:
-      - http: {{path: {path}, method: get, private: true, integration: mock}}
-"
-        )
-    };
+    let service = |name: &str, path: &str, plan: &str| mock_service(name, plan, &[path]);
     let throttled =
         env.write("t.yml", &service("throttled", "a", "{throttle: {rateLimit: 1, burstLimit: 1}}"));
     let quota = env.write("q.yml", &service("quota", "b", "{quota: {limit: 1, period: DAY}}"));

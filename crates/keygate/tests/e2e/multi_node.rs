@@ -40,6 +40,15 @@ async fn fresh_database() -> Option<(String, String)> {
     Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), schema))
 }
 
+/// Two installations (their own data directories) on the database `url`.
+fn two_envs(url: &str) -> (Env, Env) {
+    let mut a = Env::new();
+    a.database_url = Some(url.to_owned());
+    let mut b = Env::new();
+    b.database_url = Some(url.to_owned());
+    (a, b)
+}
+
 /// Drops a schema [`fresh_database`] made.
 async fn drop_schema(schema: &str) {
     let mut c = sqlx::PgConnection::connect(&server_url()).await.unwrap();
@@ -53,10 +62,7 @@ async fn drop_schema(schema: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_share_keys_changes_and_usage() {
     let Some((url, schema)) = fresh_database().await else { return };
-    let mut a = Env::new();
-    a.database_url = Some(url.clone());
-    let mut b = Env::new();
-    b.database_url = Some(url);
+    let (a, b) = two_envs(&url);
 
     assert!(a.ok(&["migrate"]).contains("schema is up to date"));
     let report = a.deploy(&example_yml(), &[]);
@@ -282,10 +288,7 @@ async fn alternate(nodes: &[&Server], path: &str, key: &str, n: usize) -> Vec<u1
 async fn two_nodes_share_a_plans_limits_through_redis() {
     let Some(redis) = redis_url().await else { return };
     let Some((url, schema)) = fresh_database().await else { return };
-    let mut a = Env::new();
-    a.database_url = Some(url.clone());
-    let mut b = Env::new();
-    b.database_url = Some(url);
+    let (a, b) = two_envs(&url);
     let report = a.deploy(&example_yml(), &[]);
     let key = Env::key_value(&report);
     // A token every 1,000 s: only the burst is admitted during the test.
@@ -417,31 +420,6 @@ async fn a_silent_redis_falls_back_to_the_policy() {
     drop(silent);
 }
 
-/// A service of mock routes (`paths`), each private, under `plan` (a `usagePlan:` in flow
-/// style).
-fn mock_service(name: &str, plan: &str, paths: &[&str]) -> String {
-    let mut yml = format!(
-        "service: {name}
-provider:
-  name: aws
-  runtime: provided.al2023
-  apiGateway:
-    apiKeys: [{name}-key]
-    usagePlan: {plan}
-functions:
-  mocked:
-    handler: unused
-    events:
-"
-    );
-    for path in paths {
-        yml.push_str(&format!(
-            "      - http: {{path: {path}, method: get, private: true, integration: mock}}\n"
-        ));
-    }
-    yml
-}
-
 /// Requests with `key` to `path` on every node at once, four clients a node, for `span`; the
 /// statuses (each request bounded to 5 s: none may hang).
 async fn drive(nodes: &[&Server], path: &str, key: &str, span: Duration) -> Vec<u16> {
@@ -475,10 +453,7 @@ async fn drive(nodes: &[&Server], path: &str, key: &str, span: Duration) -> Vec<
 async fn two_nodes_on_postgres_and_redis_hold_a_plan_in_total() {
     let Some(redis) = redis_url().await else { return };
     let Some((url, schema)) = fresh_database().await else { return };
-    let mut a = Env::new();
-    a.database_url = Some(url.clone());
-    let mut b = Env::new();
-    b.database_url = Some(url);
+    let (a, b) = two_envs(&url);
     let rate = "{throttle: {rateLimit: 10, burstLimit: 10}}";
     let yml = a.write("rate.yml", &mock_service("rate", rate, &["limited"]));
     let key = Env::key_value(&a.deploy(&yml, &[]));
@@ -551,10 +526,7 @@ async fn redis_stopped_and_restarted() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let Some(mut redis) = own_redis(port) else { return };
     let Some((url, schema)) = fresh_database().await else { return };
-    let mut a = Env::new();
-    a.database_url = Some(url.clone());
-    let mut b = Env::new();
-    b.database_url = Some(url);
+    let (a, b) = two_envs(&url);
     let plan = "{throttle: {rateLimit: 0.001, burstLimit: 3}}";
     let yml = a.write("s.yml", &mock_service("stopped", plan, &["limited"]));
     let key = Env::key_value(&a.deploy(&yml, &[]));

@@ -293,6 +293,31 @@ where
     }
 }
 
+/// A service of mock routes (`paths`), each private, under `plan` (a `usagePlan:` in flow
+/// style).
+pub fn mock_service(name: &str, plan: &str, paths: &[&str]) -> String {
+    let mut yml = format!(
+        "service: {name}
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys: [{name}-key]
+    usagePlan: {plan}
+functions:
+  mocked:
+    handler: unused
+    events:
+"
+    );
+    for path in paths {
+        yml.push_str(&format!(
+            "      - http: {{path: {path}, method: get, private: true, integration: mock}}\n"
+        ));
+    }
+    yml
+}
+
 /// A serverless.yml whose functions are `keygate-testfn` handlers (see crates/keygate-testfn).
 pub fn testfn_yml(service: &str, extra_functions: &str) -> String {
     let artifact = workspace_bin("keygate-testfn");
