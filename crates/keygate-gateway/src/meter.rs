@@ -318,6 +318,34 @@ impl KeyPlan {
             + c.pending.range(start..).map(|(_, n)| n).sum::<u64>()
     }
 
+    /// One request from the key's lease, when it is usable for `bucket` and quota `period` at
+    /// `mono`: counted as admitted at `unix_ms`, with what the lease held when granted (refill,
+    /// quota remaining) and the units left. Otherwise the lease is dropped and `Err` has the
+    /// quota units it still held for `period` (to give back). One lock either way.
+    pub fn take_from_lease(
+        self: &Arc<Self>,
+        bucket: Option<&Arc<str>>,
+        period: Option<i64>,
+        mono: u64,
+        unix_ms: i64,
+    ) -> Result<(Duration, u64, u32), u64> {
+        let mut c = self.lock();
+        let usable = c.lease.as_deref().is_some_and(|l| {
+            l.units > 0 && mono < l.until && l.bucket.as_ref() == bucket && l.period == period
+        });
+        if !usable {
+            return Err(match c.lease.take() {
+                Some(old) if old.period.is_some() && old.period == period => u64::from(old.units),
+                _ => 0,
+            });
+        }
+        let Some(lease) = c.lease.as_deref_mut() else { return Err(0) };
+        lease.units -= 1;
+        let held = (lease.refill, lease.quota_remaining, lease.units);
+        self.count(&mut c, unix_ms);
+        Ok(held)
+    }
+
     /// Runs `f` on the key's lease slot, under the counters' lock (keep `f` short).
     pub fn with_lease<R>(&self, f: impl FnOnce(&mut Option<Box<Lease>>) -> R) -> R {
         f(&mut self.lock().lease)

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use keygate_gateway::limiter::redis::{Redis, Unavailable};
+use keygate_gateway::limiter::redis::Redis;
 use keygate_gateway::limiter::{Ask, Limiter};
 use keygate_gateway::meter::{Admission, KeyPlan, Meter, StageLimits};
 use keygate_limits::bucket::BucketLimits;
 use keygate_limits::clock::{Clock, SystemClock};
-use keygate_types::plan::{Quota, QuotaPeriod};
+use keygate_types::plan::{Fallback, Quota, QuotaPeriod};
 
 async fn redis_url() -> Option<String> {
     let url = std::env::var("KEYGATE_TEST_REDIS_URL")
@@ -47,7 +47,7 @@ struct Node {
 
 fn node(url: &str, plan: &str) -> Node {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let limiter = Redis::new(url, Arc::clone(&clock), Unavailable::Refuse).unwrap();
+    let limiter = Redis::new(url, Arc::clone(&clock), Fallback::Refuse).unwrap();
     let meter = Meter::new(clock);
     let (counters, _) = meter.get_or_create("key1", plan);
     Node { limiter, counters, meter }

@@ -15,7 +15,8 @@
 //! the usage this node knows for the period: the store's, as loaded, plus what it counted since.
 //!
 //! When Redis does not answer within [`TIMEOUT`] (down, unreachable, or slow), the request is
-//! decided by the [`Unavailable`] policy, and so is every request of the next [`PAUSE`]
+//! decided by the [`Fallback`] policy (the plan's, else
+//! the node's `--redis-unavailable`), and so is every request of the next [`PAUSE`]
 //! (no request waits on a Redis already known to be down); one warning says so, one more
 //! when Redis answers again.
 
@@ -29,20 +30,16 @@ use keygate_limits::calendar::QuotaWindow;
 use keygate_limits::clock::Clock;
 use keygate_limits::headers::{BurstInfo, QuotaInfo};
 use keygate_limits::quota::allowance;
+use keygate_types::plan::Fallback;
 
 use super::{Ask, Limiter, Local, Stats, Verdict};
 use crate::meter::{Admission, KeyPlan, Lease, MethodThrottle, RateLimitValues, StageLimits};
 
 /// Longest a request waits for Redis.
 pub const TIMEOUT: Duration = Duration::from_millis(100);
-/// After Redis failed to answer, how long requests go straight to the [`Unavailable`] policy
+/// After Redis failed to answer, how long requests go straight to the [`Fallback`] policy
 /// before Redis is asked again.
 pub const PAUSE: Duration = Duration::from_secs(1);
-
-/// What decides a request while Redis cannot: the plan's own policy, else the node's
-/// (`--redis-unavailable`). `Local`: the plan's limits, counted by this node alone (a plan's
-/// rate per node while it lasts); `Refuse`: 429 Too Many Requests with `Retry-After: 1`.
-pub use keygate_types::plan::Fallback as Unavailable;
 
 /// The decision and commit, atomic on the server, for up to `want` requests at once (a lease).
 /// KEYS: the bucket, the quota count. ARGV: [1] the bucket's interval in µs (0: no throttle),
@@ -113,7 +110,8 @@ struct Inner {
     /// The URL without its password, for messages.
     shown: String,
     clock: Arc<dyn Clock>,
-    unavailable: Unavailable,
+    /// The node's policy while Redis does not answer (a plan's own wins).
+    policy: Fallback,
     /// Monotonic ns until which Redis is not asked (0: ask).
     paused_until: AtomicU64,
     /// Whether Redis is known to be down (for the warning when it is back).
@@ -140,15 +138,11 @@ pub struct UrlError {
 impl Redis {
     /// A limiter on the Redis at `url` (`redis://[user:password@]host[:port][/db]`; `rediss://`
     /// for TLS is not built in). Connects lazily: a node starts while Redis is down, and decides
-    /// by `unavailable` until it answers.
+    /// by `policy` until it answers.
     ///
     /// # Errors
     /// A URL redis-rs cannot read (the message shows it without its password).
-    pub fn new(
-        url: &str,
-        clock: Arc<dyn Clock>,
-        unavailable: Unavailable,
-    ) -> Result<Self, UrlError> {
+    pub fn new(url: &str, clock: Arc<dyn Clock>, policy: Fallback) -> Result<Self, UrlError> {
         let shown = keygate_store::redact_url(url);
         let client = ::redis::Client::open(url)
             .map_err(|source| UrlError { shown: shown.clone(), source })?;
@@ -163,7 +157,7 @@ impl Redis {
             conn,
             shown,
             clock,
-            unavailable,
+            policy,
             paused_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
             round_trips: AtomicU64::new(0),
@@ -217,29 +211,16 @@ impl Limiter for Redis {
         });
         let bucket: Option<Arc<str>> = method_throttle.map(|m| Arc::clone(&m.key));
         let period = quota.as_ref().map(|(_, w, _)| w.start_ms);
-        // This node's lease first: no round trip while it lasts.
-        let leased = counters.with_lease(|slot| {
-            let lease = slot.as_deref_mut()?;
-            let usable = lease.units > 0
-                && mono.0 < lease.until
-                && lease.bucket == bucket
-                && lease.period == period;
-            if !usable {
-                return None;
+        // This node's lease first: no round trip while it lasts. A spent, void or other
+        // bucket's lease is dropped, its quota units going back with this round trip.
+        let returned = match counters.take_from_lease(bucket.as_ref(), period, mono.0, unix_ms) {
+            Ok((refill, quota_remaining, left)) => {
+                let headers =
+                    headers(throttle, quota.as_ref(), refill, quota_remaining, left, unix_ms);
+                return Verdict::Ready(Admission::Allowed { headers });
             }
-            lease.units -= 1;
-            Some((lease.refill, lease.quota_remaining, lease.units))
-        });
-        if let Some((refill, quota_remaining, left)) = leased {
-            counters.record_admitted(unix_ms);
-            let headers = headers(throttle, quota.as_ref(), refill, quota_remaining, left, unix_ms);
-            return Verdict::Ready(Admission::Allowed { headers });
-        }
-        // The lease is spent, void or for another bucket: its quota units go back.
-        let returned = counters.with_lease(|slot| match slot.take() {
-            Some(old) if old.period.is_some() && old.period == period => u64::from(old.units),
-            _ => 0,
-        });
+            Err(returned) => returned,
+        };
         let tag = format!("keygate:{{{}:{}}}", counters.plan_id, counters.key_id);
         let bucket_key = match method_throttle {
             Some(m) => format!("{tag}:m:{}", m.key),
@@ -253,7 +234,7 @@ impl Limiter for Redis {
         let want = lease_size(throttle, quota.as_ref().map(|(_, _, a)| *a));
         let call = Call { bucket_key, quota_key, throttle, quota, seed, want, returned, bucket };
         // Owned copies for the fallback, should Redis not answer.
-        let fallback = Fallback {
+        let fallback = OwnedAsk {
             limits: StageLimits {
                 throttle: limits.throttle,
                 quota: limits.quota,
@@ -301,11 +282,9 @@ impl Limiter for Redis {
     }
 
     fn describe(&self) -> String {
-        let policy = match self.inner.unavailable {
-            Unavailable::Local => {
-                "each node applies the limits alone, unless a plan says otherwise"
-            }
-            Unavailable::Refuse => "requests under a limit get 429, unless a plan says otherwise",
+        let policy = match self.inner.policy {
+            Fallback::Local => "each node applies the limits alone, unless a plan says otherwise",
+            Fallback::Refuse => "requests under a limit get 429, unless a plan says otherwise",
         };
         format!(
             "redis at {} (shared by every node; while it is unavailable, {policy})",
@@ -314,7 +293,7 @@ impl Limiter for Redis {
     }
 }
 
-struct Fallback {
+struct OwnedAsk {
     limits: StageLimits,
     method_throttle: Option<MethodThrottle>,
 }
@@ -417,12 +396,12 @@ impl Inner {
 
     /// The decision while Redis is unavailable.
     fn fallback(&self, ask: Ask<'_>) -> Verdict {
-        match ask.limits.fallback.unwrap_or(self.unavailable) {
-            Unavailable::Local => {
+        match ask.limits.fallback.unwrap_or(self.policy) {
+            Fallback::Local => {
                 self.fallback_local.fetch_add(1, Ordering::Relaxed);
                 Local.admit(ask)
             }
-            Unavailable::Refuse => {
+            Fallback::Refuse => {
                 self.fallback_refuse.fetch_add(1, Ordering::Relaxed);
                 Verdict::Ready(Admission::Throttled { retry_after: Some(1) })
             }
@@ -433,12 +412,12 @@ impl Inner {
         let until = self.clock.now_mono().0.saturating_add(PAUSE.as_nanos() as u64);
         self.paused_until.store(until, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
-            let policy = match self.unavailable {
-                Unavailable::Local => {
+            let policy = match self.policy {
+                Fallback::Local => {
                     "each node applies the plans' limits alone until it is back (plans that \
                      say `refuse`: 429)"
                 }
-                Unavailable::Refuse => {
+                Fallback::Refuse => {
                     "limited requests get 429 until it is back (plans that say `local`: each \
                      node applies them alone)"
                 }
