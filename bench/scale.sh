@@ -3,11 +3,14 @@
 # time, the time until the gateway answers, its RSS (and RSS per key against the same gateway
 # with no keys), the proxy route's throughput with a random valid key on every request, and how
 # long each page of the web console takes with every key in the store (all in one plan).
+# The random-key case also runs first on the same node with BASE_COUNT (10,000) keys, so the
+# report can say what a large key set costs: req/s and p99 against that node's, and the RSS
+# each key used in the run adds (the counters made on first use).
 #
 # Usage: bench/scale.sh [--quick] [--no-setup]
 #   --quick     100,000 keys and 2 s of load (CI runs this so the script never rots)
 # Env knobs: WORK (default target/bench-scale), KEY_COUNT, DURATION (10s), WARMUP (2s), CONNS (32),
-#   SERVER_CPU / CLIENT_CPU, PIN, KEYGATE_BIN, OUT.
+#   BASE_COUNT (10000; quick 2000), SERVER_CPU / CLIENT_CPU, PIN, KEYGATE_BIN, OUT.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -17,6 +20,8 @@ parse_args "$@"
 WORK="${WORK:-$REPO/target/bench-scale}"
 if [ "$QUICK" = 1 ]; then KEY_COUNT="${KEY_COUNT:-100000}" DURATION="${DURATION:-2s}" WARMUP="${WARMUP:-1s}"; fi
 KEY_COUNT="${KEY_COUNT:-1000000}"
+if [ "$QUICK" = 1 ]; then BASE_COUNT="${BASE_COUNT:-2000}"; fi
+BASE_COUNT="${BASE_COUNT:-10000}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONNS="${CONNS:-32}"
@@ -55,6 +60,19 @@ serve empty
 EMPTY_MS=$STARTUP_MS EMPTY_KB=$IDLE_RSS_KB
 stop_pid "$SERVER_PID"
 
+# The same node with BASE_COUNT keys (a data directory of its own), random keys from those.
+BASE_DIR="$WORK/base" BASE_DATA="$WORK/keygate-base"
+rm -rf "$BASE_DIR" "$BASE_DATA"
+"$KEYGATE_BIN" --data-dir "$BASE_DATA" deploy -c "$HERE/keygate/scale.yml" >/dev/null
+BASE_PLAN="$("$KEYGATE_BIN" --data-dir "$BASE_DATA" plans get keygate-bench-dev --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+python3 "$HERE/gen_keys.py" "$BASE_DIR" "$BASE_COUNT" "$BASE_PLAN"
+"$KEYGATE_BIN" --data-dir "$BASE_DATA" keys import "$BASE_DIR/keys.csv" --fail-on-warnings >/dev/null
+start_server keygate-base http://127.0.0.1:18085/dev/candidates \
+  env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$BASE_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
+KEYS_FILE="$BASE_DIR/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
+  measure keygate-base random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$BASE_DIR/valid_key.txt")"
+stop_pid "$SERVER_PID"
+
 t0=$(now_ms)
 kg keys import "$WORK/keys.csv" --fail-on-warnings >/dev/null
 IMPORT_MS=$(( $(now_ms) - t0 ))
@@ -65,6 +83,8 @@ serve full
 FULL_MS=$STARTUP_MS FULL_KB=$IDLE_RSS_KB
 KEYS_FILE="$WORK/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
   measure keygate random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$WORK/valid_key.txt")"
+# RSS once the random-key run is over: the counters of every key it used are still held.
+AFTER_RANDOM_KB=$(rss_kb "$SERVER_PID")
 measure keygate missing "$CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
 
 # The console's pages, signed in with a fresh admin token: each fetched CONSOLE_TRIES times by
@@ -94,6 +114,20 @@ done
 stop_pid "$SERVER_PID"
 
 PER_KEY=$(( (FULL_KB - EMPTY_KB) * 1024 / KEY_COUNT ))
+# The random-key figures against the BASE_COUNT node's: req/s and p99 ratios, and the RSS added
+# per key the run used (keys drawn uniformly: R requests touch N(1 - e^(-R/N)) distinct keys;
+# the warm-up sends one key only).
+read -r RPS_RATIO P99_RATIO PER_ACTIVE ACTIVE < <(python3 - "$TSV" "$KEY_COUNT" "$FULL_KB" "$AFTER_RANDOM_KB" <<'EOF'
+import csv, math, sys
+rows = {r["peer"]: r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if r["case"] == "random-key"}
+n, full_kb, after_kb = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+base, big = rows["keygate-base"], rows["keygate"]
+used = n * (1 - math.exp(-int(big["requests"]) / n))
+print(f'{float(big["rps"]) / float(base["rps"]):.2f} {float(big["p99_ms"]) / float(base["p99_ms"]):.2f} '
+      f'{int(max(0, after_kb - full_kb) * 1024 / used)} {int(used)}')
+EOF
+)
+met() { python3 -c "print('met' if $1 else 'not met')"; }
 # Quick runs (seconds of load, maybe a debug build) measure nothing: no target column then.
 if [ "$QUICK" = 1 ]; then T() { :; } else T() { printf ' %s |' "$1"; }; fi
 {
@@ -115,7 +149,10 @@ if [ "$QUICK" = 1 ]; then T() { :; } else T() { printf ' %s |' "$1"; }; fi
   echo "| idle RSS (no keys) | $(( EMPTY_KB / 1024 )) MiB |$(T '')"
   echo "| idle RSS ($KEY_COUNT keys) | $(( FULL_KB / 1024 )) MiB |$(T '')"
   echo "| RSS per key | ${PER_KEY} B |$(T '≤ 200 B')"
-  awk -F'\t' -v quick="$QUICK" 'NR>1 { printf "| %s, c%s: req/s (p50 / p99 ms) | %.0f (%s / %s), status %s |%s\n", $2, $3, $6, $7, $8, $4, (quick == 1 ? "" : " |") }' "$TSV"
+  awk -F'\t' -v quick="$QUICK" -v base="$BASE_COUNT" -v n="$KEY_COUNT" 'NR>1 { printf "| %s with %s keys, c%s: req/s (p50 / p99 ms) | %.0f (%s / %s), status %s |%s\n", $2, ($1 == "keygate-base" ? base : n), $3, $6, $7, $8, $4, (quick == 1 ? "" : " |") }' "$TSV"
+  echo "| random-key req/s, $KEY_COUNT keys against $BASE_COUNT | ${RPS_RATIO}× |$(T "≥ 0.8× ($(met "$RPS_RATIO >= 0.8"))")"
+  echo "| random-key p99, $KEY_COUNT keys against $BASE_COUNT | ${P99_RATIO}× |$(T "≤ 3× ($(met "$P99_RATIO <= 3"))")"
+  echo "| RSS added per key the random-key run used (~$ACTIVE keys) | ${PER_ACTIVE} B |$(T "≤ 100 B ($(met "$PER_ACTIVE <= 100"))")"
   awk -F'\t' -v quick="$QUICK" '{ printf "| console `GET %s`: median / max ms | %s / %s |%s\n", $1, $2, $3, (quick == 1 ? "" : " ≤ 100 ms |") }' "$CONSOLE_TSV"
 } > "$OUT/results.md"
 cat "$OUT/results.md"
