@@ -13,8 +13,14 @@
 //!
 //! One short `std::sync::Mutex` per (key, plan) guards its buckets and counters: uncontended
 //! unless one key is used from many connections at once, never held across an `.await`.
+//!
+//! A gateway with many keys in use holds one [`KeyPlan`] per (key, plan) used, so its layout is
+//! kept small: ids shared (`Arc<str>`, one allocation per key, one per plan), the registry a
+//! table of pointers, and per-day counts and grants in short vectors (one day, mostly) rather
+//! than maps whose first entry costs a node of a dozen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -148,19 +154,58 @@ impl RateLimitValues {
     }
 }
 
+/// Requests by UTC day, ordered by day: a short vector (one day, mostly), allocated for one
+/// entry at first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct DayCounts(Vec<(Date, u64)>);
+
+impl DayCounts {
+    fn add(&mut self, day: Date, n: u64) {
+        match self.0.binary_search_by_key(&day, |&(d, _)| d) {
+            Ok(i) => self.0[i].1 += n,
+            Err(i) => {
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(i, (day, n));
+            }
+        }
+    }
+
+    /// The requests of `start` and the days after it.
+    fn since(&self, start: Date) -> u64 {
+        let from = self.0.partition_point(|&(d, _)| d < start);
+        self.0[from..].iter().map(|&(_, n)| n).sum()
+    }
+
+    #[cfg(test)]
+    fn total(&self) -> u64 {
+        self.0.iter().map(|&(_, n)| n).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Date, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     bucket: Option<TokenBucket>,
-    methods: HashMap<String, TokenBucket>,
+    /// Method throttles' buckets, by the throttle's key (shared with the table's limits).
+    methods: Vec<(Arc<str>, TokenBucket)>,
     /// The quota period `used` counts in.
     window: Option<QuotaWindow>,
     used: u64,
     /// Usage grants by period start day (AWS update-usage).
-    grants: HashMap<Date, i64>,
+    grants: Grants,
     /// Admitted requests not yet written to the store, by UTC day.
-    pending: BTreeMap<Date, u64>,
+    pending: DayCounts,
     /// Usage already in the store for recent days, used to seed `used` when a period opens.
-    stored: BTreeMap<Date, u64>,
+    stored: DayCounts,
     /// Unix seconds of the last admitted request not yet written to the store.
     last_used: Option<i64>,
     /// Whether this is in the meter's list of counters to flush.
@@ -191,8 +236,8 @@ pub struct Lease {
 /// The counters of one key in one plan.
 #[derive(Debug)]
 pub struct KeyPlan {
-    pub key_id: String,
-    pub plan_id: String,
+    pub key_id: Arc<str>,
+    pub plan_id: Arc<str>,
     counters: Mutex<Counters>,
     /// The meter's list of counters with usage to write, which this joins on its first admitted
     /// request after a flush.
@@ -216,8 +261,11 @@ impl KeyPlan {
         let mut c = self.lock();
         // Check everything on copies first; commit only when all allow.
         let mut method = method_throttle.map(|m| {
-            let mut b =
-                c.methods.get(&*m.key).cloned().unwrap_or_else(|| TokenBucket::new(m.limits));
+            let mut b = c
+                .methods
+                .iter()
+                .find(|(k, _)| **k == *m.key)
+                .map_or_else(|| TokenBucket::new(m.limits), |(_, b)| b.clone());
             b.update_limits(m.limits);
             b
         });
@@ -257,12 +305,11 @@ impl KeyPlan {
                 // A new period (or the first request): count what the store and this process
                 // already recorded for its days.
                 let start = window.start_date();
-                let seeded: u64 = c.stored.range(start..).map(|(_, n)| n).sum::<u64>()
-                    + c.pending.range(start..).map(|(_, n)| n).sum::<u64>();
+                let seeded = c.stored.since(start) + c.pending.since(start);
                 c.window = Some(window);
                 c.used = seeded;
             }
-            let extra = c.grants.get(&window.start_date()).copied().unwrap_or(0);
+            let extra = grant_of(&c.grants, window.start_date());
             match check_quota(q, c.used, extra, unix_ms) {
                 QuotaDecision::Exceeded { retry_after_secs } => {
                     return Admission::QuotaExceeded { retry_after: retry_after_secs };
@@ -275,11 +322,9 @@ impl KeyPlan {
         }
         // Admitted: commit.
         if let (Some(b), Some(m)) = (method, method_throttle) {
-            match c.methods.get_mut(&*m.key) {
-                Some(slot) => *slot = b,
-                None => {
-                    c.methods.insert(m.key.to_string(), b);
-                }
+            match c.methods.iter_mut().find(|(k, _)| **k == *m.key) {
+                Some((_, slot)) => *slot = b,
+                None => c.methods.push((Arc::clone(&m.key), b)),
             }
         }
         if let Some(b) = plan {
@@ -298,7 +343,7 @@ impl KeyPlan {
 
     fn count(self: &Arc<Self>, c: &mut Counters, unix_ms: i64) {
         c.used += 1;
-        *c.pending.entry(Date::from_unix_ms(unix_ms)).or_default() += 1;
+        c.pending.add(Date::from_unix_ms(unix_ms), 1);
         c.last_used = Some(unix_ms.div_euclid(1000));
         if !c.queued {
             c.queued = true;
@@ -314,8 +359,7 @@ impl KeyPlan {
         if c.window == Some(*window) {
             return c.used;
         }
-        c.stored.range(start..).map(|(_, n)| n).sum::<u64>()
-            + c.pending.range(start..).map(|(_, n)| n).sum::<u64>()
+        c.stored.since(start) + c.pending.since(start)
     }
 
     /// One request from the key's lease, when it is usable for `bucket` and quota `period` at
@@ -353,8 +397,12 @@ impl KeyPlan {
 
     /// The usage grant (`extra`) of the period starting `start`, 0 without one.
     pub fn grant(&self, start: Date) -> i64 {
-        self.lock().grants.get(&start).copied().unwrap_or(0)
+        grant_of(&self.lock().grants, start)
     }
+}
+
+fn grant_of(grants: &[(Date, i64)], start: Date) -> i64 {
+    grants.iter().find(|(d, _)| *d == start).map_or(0, |&(_, extra)| extra)
 }
 
 fn retry_secs(d: Duration) -> Option<u64> {
@@ -369,13 +417,40 @@ fn retry_secs(d: Duration) -> Option<u64> {
 /// last snapshot; after that, every admitted request of the pair goes through it.
 pub struct Meter {
     clock: Arc<dyn Clock>,
-    states: Mutex<HashMap<(String, String), Arc<KeyPlan>>>,
+    states: Mutex<Registry>,
     /// Counters with usage not yet written: the flush visits only these.
     dirty: Arc<Mutex<Vec<Arc<KeyPlan>>>>,
     /// Stored usage of recent days by (key, plan), for counters not created yet.
-    recent: Mutex<HashMap<(String, String), BTreeMap<Date, u64>>>,
+    recent: Mutex<HashMap<(String, String), DayCounts>>,
     /// Usage grants by (key, plan) and period start, from the last snapshot.
-    grants: Mutex<HashMap<(String, String), HashMap<Date, i64>>>,
+    grants: Mutex<HashMap<(String, String), Grants>>,
+}
+
+/// Usage grants (extra quota) by period start day.
+type Grants = Vec<(Date, i64)>;
+
+/// Every [`KeyPlan`], found by its (key, plan) ids, which it holds itself (the table holds
+/// pointers only), and the plan ids they share.
+#[derive(Default)]
+struct Registry {
+    counters: hashbrown::HashTable<Arc<KeyPlan>>,
+    hasher: foldhash::fast::RandomState,
+    plan_ids: HashSet<Arc<str>>,
+}
+
+impl Registry {
+    fn hash(&self, key_id: &str, plan_id: &str) -> u64 {
+        self.hasher.hash_one((key_id, plan_id))
+    }
+
+    fn get(&self, key_id: &str, plan_id: &str) -> Option<&Arc<KeyPlan>> {
+        self.counters
+            .find(self.hash(key_id, plan_id), |kp| *kp.key_id == *key_id && *kp.plan_id == *plan_id)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<KeyPlan>> {
+        self.counters.iter()
+    }
 }
 
 impl std::fmt::Debug for Meter {
@@ -395,7 +470,7 @@ impl Meter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            states: Mutex::new(HashMap::new()),
+            states: Mutex::new(Registry::default()),
             dirty: Arc::new(Mutex::new(Vec::new())),
             recent: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
@@ -406,7 +481,7 @@ impl Meter {
         &*self.clock
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<KeyPlan>>> {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         locked(&self.states)
     }
 
@@ -414,22 +489,36 @@ impl Meter {
     /// and the grants known), and whether they were just created.
     pub fn get_or_create(&self, key_id: &str, plan_id: &str) -> (Arc<KeyPlan>, bool) {
         let mut reg = self.registry();
-        let pair = (key_id.to_owned(), plan_id.to_owned());
-        if let Some(kp) = reg.get(&pair) {
+        if let Some(kp) = reg.get(key_id, plan_id) {
             return (Arc::clone(kp), false);
         }
-        let counters = Counters {
-            stored: locked(&self.recent).remove(&pair).unwrap_or_default(),
-            grants: locked(&self.grants).get(&pair).cloned().unwrap_or_default(),
-            ..Counters::default()
+        let (stored, grants) = {
+            let (mut recent, grants) = (locked(&self.recent), locked(&self.grants));
+            // Only quota plans' usage and granted pairs are kept there: most lookups miss.
+            let pair = || (key_id.to_owned(), plan_id.to_owned());
+            let stored = if recent.is_empty() { None } else { recent.remove(&pair()) };
+            let grants = if grants.is_empty() { None } else { grants.get(&pair()).cloned() };
+            (stored.unwrap_or_default(), grants.unwrap_or_default())
+        };
+        let plan_id = match reg.plan_ids.get(plan_id) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(plan_id);
+                reg.plan_ids.insert(Arc::clone(&shared));
+                shared
+            }
         };
         let kp = Arc::new(KeyPlan {
-            key_id: key_id.to_owned(),
-            plan_id: plan_id.to_owned(),
-            counters: Mutex::new(counters),
+            key_id: Arc::from(key_id),
+            plan_id,
+            counters: Mutex::new(Counters { stored, grants, ..Counters::default() }),
             dirty: Arc::clone(&self.dirty),
         });
-        reg.insert(pair, Arc::clone(&kp));
+        let hash = reg.hash(key_id, &kp.plan_id);
+        let Registry { counters, hasher, .. } = &mut *reg;
+        counters.insert_unique(hash, Arc::clone(&kp), |kp| {
+            hasher.hash_one((&*kp.key_id, &*kp.plan_id))
+        });
         (kp, true)
     }
 
@@ -447,31 +536,32 @@ impl Meter {
     ) -> Result<(), keygate_store::Error> {
         let today = Date::from_unix_ms(self.clock.now_unix_ms());
         let (from, to) = (today.add_days(-SEED_DAYS), today);
-        let mut recent: HashMap<(String, String), BTreeMap<Date, u64>> = HashMap::new();
+        let mut recent: HashMap<(String, String), DayCounts> = HashMap::new();
         for plan in quota_plans {
             for r in store.usage(Some(plan), None, from, to).await? {
-                *recent.entry((r.key_id, r.plan_id)).or_default().entry(r.day).or_default() +=
-                    r.used;
+                recent.entry((r.key_id, r.plan_id)).or_default().add(r.day, r.used);
             }
         }
         let reg = self.registry();
-        recent.retain(|pair, _| !reg.contains_key(pair));
+        recent.retain(|(key, plan), _| reg.get(key, plan).is_none());
         *locked(&self.recent) = recent;
         Ok(())
     }
 
     /// Replaces every counter's usage grants (from a new snapshot).
     pub fn set_grants(&self, grants: &[keygate_types::model::UsageGrant]) {
-        let mut by_pair: HashMap<(String, String), HashMap<Date, i64>> = HashMap::new();
+        let mut by_pair: HashMap<(String, String), Grants> = HashMap::new();
         for g in grants {
-            by_pair
-                .entry((g.key_id.clone(), g.plan_id.clone()))
-                .or_default()
-                .insert(g.period_start, g.extra);
+            let periods = by_pair.entry((g.key_id.clone(), g.plan_id.clone())).or_default();
+            match periods.iter_mut().find(|(d, _)| *d == g.period_start) {
+                Some((_, extra)) => *extra = g.extra,
+                None => periods.push((g.period_start, g.extra)),
+            }
         }
         let reg = self.registry();
-        for (pair, kp) in reg.iter() {
-            kp.lock().grants = by_pair.get(pair).cloned().unwrap_or_default();
+        for kp in reg.iter() {
+            let pair = (kp.key_id.to_string(), kp.plan_id.to_string());
+            kp.lock().grants = by_pair.get(&pair).cloned().unwrap_or_default();
         }
         *locked(&self.grants) = by_pair;
     }
@@ -493,15 +583,15 @@ impl Meter {
                 (std::mem::take(&mut c.pending), c.last_used.take())
             };
             if let Some(at) = used_at {
-                let e = last_used.entry(kp.key_id.clone()).or_insert(at);
+                let e = last_used.entry(kp.key_id.to_string()).or_insert(at);
                 *e = (*e).max(at);
             }
-            for (day, used) in &pending {
+            for (day, used) in pending.iter() {
                 batch.push(DailyUsage {
-                    plan_id: kp.plan_id.clone(),
-                    key_id: kp.key_id.clone(),
-                    day: *day,
-                    used: *used,
+                    plan_id: kp.plan_id.to_string(),
+                    key_id: kp.key_id.to_string(),
+                    day,
+                    used,
                 });
             }
             if !pending.is_empty() {
@@ -522,8 +612,8 @@ impl Meter {
             Ok(()) => {
                 for (kp, pending) in taken {
                     let mut c = kp.lock();
-                    for (day, used) in pending {
-                        *c.stored.entry(day).or_default() += used;
+                    for (day, used) in pending.iter() {
+                        c.stored.add(day, used);
                     }
                 }
                 Ok(batch.len())
@@ -531,8 +621,8 @@ impl Meter {
             Err(e) => {
                 for (kp, pending) in taken {
                     let mut c = kp.lock();
-                    for (day, used) in pending {
-                        *c.pending.entry(day).or_default() += used;
+                    for (day, used) in pending.iter() {
+                        c.pending.add(day, used);
                     }
                     if !c.queued {
                         c.queued = true;
@@ -600,7 +690,7 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(allowed(&admit()));
         let pending = kp.lock().pending.clone();
-        assert_eq!(pending.values().sum::<u64>(), 4, "only admitted requests count: {pending:?}");
+        assert_eq!(pending.total(), 4, "only admitted requests count: {pending:?}");
     }
 
     #[test]
