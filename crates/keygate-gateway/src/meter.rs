@@ -421,13 +421,16 @@ pub struct Meter {
     /// Counters with usage not yet written: the flush visits only these.
     dirty: Arc<Mutex<Vec<Arc<KeyPlan>>>>,
     /// Stored usage of recent days by (key, plan), for counters not created yet.
-    recent: Mutex<HashMap<(String, String), DayCounts>>,
+    recent: Mutex<PairMap<DayCounts>>,
     /// Usage grants by (key, plan) and period start, from the last snapshot.
-    grants: Mutex<HashMap<(String, String), Grants>>,
+    grants: Mutex<PairMap<Grants>>,
 }
 
 /// Usage grants (extra quota) by period start day.
 type Grants = Vec<(Date, i64)>;
+
+/// Values by key id, then plan id: looked up with borrowed ids, no allocation.
+type PairMap<T> = HashMap<String, HashMap<String, T>>;
 
 /// Every [`KeyPlan`], found by its (key, plan) ids, which it holds itself (the table holds
 /// pointers only), and the plan ids they share.
@@ -439,13 +442,17 @@ struct Registry {
 }
 
 impl Registry {
-    fn hash(&self, key_id: &str, plan_id: &str) -> u64 {
-        self.hasher.hash_one((key_id, plan_id))
+    fn get(&self, key_id: &str, plan_id: &str) -> Option<&Arc<KeyPlan>> {
+        self.counters.find(self.hasher.hash_one((key_id, plan_id)), |kp| {
+            *kp.key_id == *key_id && *kp.plan_id == *plan_id
+        })
     }
 
-    fn get(&self, key_id: &str, plan_id: &str) -> Option<&Arc<KeyPlan>> {
-        self.counters
-            .find(self.hash(key_id, plan_id), |kp| *kp.key_id == *key_id && *kp.plan_id == *plan_id)
+    /// Adds `kp`, whose pair is not in yet.
+    fn insert(&mut self, kp: Arc<KeyPlan>) {
+        let Self { counters, hasher, .. } = self;
+        let hash = |kp: &Arc<KeyPlan>| hasher.hash_one((&*kp.key_id, &*kp.plan_id));
+        counters.insert_unique(hash(&kp), kp, hash);
     }
 
     fn iter(&self) -> impl Iterator<Item = &Arc<KeyPlan>> {
@@ -492,14 +499,15 @@ impl Meter {
         if let Some(kp) = reg.get(key_id, plan_id) {
             return (Arc::clone(kp), false);
         }
-        let (stored, grants) = {
-            let (mut recent, grants) = (locked(&self.recent), locked(&self.grants));
-            // Only quota plans' usage and granted pairs are kept there: most lookups miss.
-            let pair = || (key_id.to_owned(), plan_id.to_owned());
-            let stored = if recent.is_empty() { None } else { recent.remove(&pair()) };
-            let grants = if grants.is_empty() { None } else { grants.get(&pair()).cloned() };
-            (stored.unwrap_or_default(), grants.unwrap_or_default())
-        };
+        let stored = locked(&self.recent)
+            .get_mut(key_id)
+            .and_then(|plans| plans.remove(plan_id))
+            .unwrap_or_default();
+        let grants = locked(&self.grants)
+            .get(key_id)
+            .and_then(|plans| plans.get(plan_id))
+            .cloned()
+            .unwrap_or_default();
         let plan_id = match reg.plan_ids.get(plan_id) {
             Some(shared) => Arc::clone(shared),
             None => {
@@ -514,11 +522,7 @@ impl Meter {
             counters: Mutex::new(Counters { stored, grants, ..Counters::default() }),
             dirty: Arc::clone(&self.dirty),
         });
-        let hash = reg.hash(key_id, &kp.plan_id);
-        let Registry { counters, hasher, .. } = &mut *reg;
-        counters.insert_unique(hash, Arc::clone(&kp), |kp| {
-            hasher.hash_one((&*kp.key_id, &*kp.plan_id))
-        });
+        reg.insert(Arc::clone(&kp));
         (kp, true)
     }
 
@@ -536,23 +540,32 @@ impl Meter {
     ) -> Result<(), keygate_store::Error> {
         let today = Date::from_unix_ms(self.clock.now_unix_ms());
         let (from, to) = (today.add_days(-SEED_DAYS), today);
-        let mut recent: HashMap<(String, String), DayCounts> = HashMap::new();
+        let mut recent: PairMap<DayCounts> = HashMap::new();
         for plan in quota_plans {
             for r in store.usage(Some(plan), None, from, to).await? {
-                recent.entry((r.key_id, r.plan_id)).or_default().add(r.day, r.used);
+                recent
+                    .entry(r.key_id)
+                    .or_default()
+                    .entry(r.plan_id)
+                    .or_default()
+                    .add(r.day, r.used);
             }
         }
         let reg = self.registry();
-        recent.retain(|(key, plan), _| reg.get(key, plan).is_none());
+        recent.retain(|key, plans| {
+            plans.retain(|plan, _| reg.get(key, plan).is_none());
+            !plans.is_empty()
+        });
         *locked(&self.recent) = recent;
         Ok(())
     }
 
     /// Replaces every counter's usage grants (from a new snapshot).
     pub fn set_grants(&self, grants: &[keygate_types::model::UsageGrant]) {
-        let mut by_pair: HashMap<(String, String), Grants> = HashMap::new();
+        let mut by_pair: PairMap<Grants> = HashMap::new();
         for g in grants {
-            let periods = by_pair.entry((g.key_id.clone(), g.plan_id.clone())).or_default();
+            let periods =
+                by_pair.entry(g.key_id.clone()).or_default().entry(g.plan_id.clone()).or_default();
             match periods.iter_mut().find(|(d, _)| *d == g.period_start) {
                 Some((_, extra)) => *extra = g.extra,
                 None => periods.push((g.period_start, g.extra)),
@@ -560,8 +573,8 @@ impl Meter {
         }
         let reg = self.registry();
         for kp in reg.iter() {
-            let pair = (kp.key_id.to_string(), kp.plan_id.to_string());
-            kp.lock().grants = by_pair.get(&pair).cloned().unwrap_or_default();
+            let periods = by_pair.get(&*kp.key_id).and_then(|plans| plans.get(&*kp.plan_id));
+            kp.lock().grants = periods.cloned().unwrap_or_default();
         }
         *locked(&self.grants) = by_pair;
     }

@@ -265,6 +265,11 @@ pub(crate) fn migrate_error(db: &str, e: sqlx::migrate::MigrateError) -> Error {
     }
 }
 
+/// A plan's `fallback` column as both backends store it: NULL, `local` or `refuse`.
+pub(crate) fn fallback_from(v: Option<String>) -> Result<Option<keygate_types::plan::Fallback>> {
+    v.map(|v| v.parse().map_err(|_| Error::corrupt(format!("plan fallback {v:?}")))).transpose()
+}
+
 /// Opens the store a URL names, choosing the backend by its scheme: `sqlite:<data directory>`
 /// (also `sqlite://<data directory>`; the path is taken as it is written, not percent-decoded)
 /// is the embedded store, created if needed; `postgres://` (or `postgresql://`) is a PostgreSQL

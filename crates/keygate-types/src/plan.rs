@@ -24,15 +24,19 @@ pub enum Fallback {
     Refuse,
 }
 
-impl Fallback {
-    pub fn parse(s: &str) -> Option<Self> {
+impl std::str::FromStr for Fallback {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "local" => Some(Self::Local),
-            "refuse" => Some(Self::Refuse),
-            _ => None,
+            "local" => Ok(Self::Local),
+            "refuse" => Ok(Self::Refuse),
+            _ => Err(format!("{s:?} is not `local` or `refuse`")),
         }
     }
+}
 
+impl Fallback {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Local => "local",

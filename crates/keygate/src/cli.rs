@@ -316,15 +316,9 @@ pub(crate) struct ListenArgs {
         long,
         env = "KEYGATE_REDIS_UNAVAILABLE",
         value_name = "local|refuse",
-        default_value = "local",
-        value_parser = node_fallback
+        default_value = "local"
     )]
     pub(crate) redis_unavailable: keygate_types::plan::Fallback,
-}
-
-fn node_fallback(s: &str) -> Result<keygate_types::plan::Fallback, String> {
-    keygate_types::plan::Fallback::parse(s)
-        .ok_or_else(|| format!("{s:?} is not `local` or `refuse`"))
 }
 
 fn ready_path(s: &str) -> Result<String, String> {
@@ -587,9 +581,9 @@ fn fallback(s: &str) -> Result<PlanFallback, String> {
     if s == "node" {
         return Ok(PlanFallback(None));
     }
-    keygate_types::plan::Fallback::parse(s)
+    s.parse()
         .map(|f| PlanFallback(Some(f)))
-        .ok_or_else(|| format!("{s:?} is not `local`, `refuse` or `node`"))
+        .map_err(|_| format!("{s:?} is not `local`, `refuse` or `node`"))
 }
 
 fn non_negative_rate(s: &str) -> Result<f64, String> {

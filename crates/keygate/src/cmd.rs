@@ -849,10 +849,11 @@ async fn serve(
     let admin_addr = admin.local_addr()?;
     // Written by the gateway once its table is loaded: `/readyz` is 503 until then.
     let health = Arc::new(keygate_types::health::Health::new());
+    let clock = Arc::new(keygate_limits::clock::SystemClock);
     let limiter: Arc<dyn keygate_gateway::limiter::Limiter> = match &listen.redis_url {
         Some(url) => Arc::new(keygate_gateway::limiter::redis::Redis::new(
             url,
-            Arc::new(keygate_limits::clock::SystemClock),
+            Arc::clone(&clock) as _,
             listen.redis_unavailable,
         )?),
         None => Arc::new(keygate_gateway::limiter::Local),
@@ -893,7 +894,6 @@ async fn serve(
             tracing::error!(error = %e, "admin API failed");
         }
     });
-    let clock = Arc::new(keygate_limits::clock::SystemClock);
     // Only with a file to reopen or a certificate to reload: otherwise SIGHUP keeps its meaning
     // (a closed terminal stops `keygate up`).
     let log_file = access_log.clone().filter(|_| listen.access_log.is_some());

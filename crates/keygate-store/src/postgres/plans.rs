@@ -53,16 +53,10 @@ pub(super) async fn plan_from_row(conn: &mut PgConnection, row: &PgRow) -> Resul
         description: row.get("description"),
         throttle: throttle.as_deref().map(|s| parse_json(s, "plan throttle")).transpose()?,
         quota: quota.as_deref().map(|s| parse_json(s, "plan quota")).transpose()?,
-        fallback: fallback_from(row.get("fallback"))?,
+        fallback: crate::fallback_from(row.get("fallback"))?,
         api_stages,
         id,
     })
-}
-
-/// A plan's `fallback` column: NULL, `local` or `refuse`.
-fn fallback_from(v: Option<String>) -> Result<Option<Fallback>> {
-    v.map(|v| Fallback::parse(&v).ok_or_else(|| Error::corrupt(format!("plan fallback {v:?}"))))
-        .transpose()
 }
 
 pub(super) fn plan_name_conflict(e: sqlx::Error, name: &str) -> Error {
