@@ -35,6 +35,7 @@ async fn reports_count_remaining_within_each_quota_period() {
         key_id: key.to_owned(),
         day: crate::day(day),
         used,
+        last_used: None,
     };
     backend
         .add_usage(&[
@@ -93,6 +94,7 @@ async fn reports_count_remaining_within_each_quota_period() {
             key_id: k3.clone(),
             day: day("2026-12-05"),
             used: 7,
+            last_used: None,
         }])
         .await
         .unwrap();

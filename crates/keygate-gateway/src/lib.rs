@@ -67,6 +67,9 @@ pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// How often admitted usage is written to the store (so it is at most this far behind).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the usage the flushes appended is folded into the store's daily counters (reads
+/// see it either way; folding writes each key's counter once for many flushes).
+pub const FOLD_INTERVAL: Duration = Duration::from_secs(15);
 /// How long a client may take to send a whole request head (idle keep-alive included).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a whole request body, from the end of its head (not
@@ -252,17 +255,33 @@ impl Gateway {
         self.meter.flush(&*self.store).await
     }
 
-    /// Writes pending usage every [`FLUSH_INTERVAL`] until the gateway is dropped.
+    /// Folds the usage appended so far into the store's daily counters.
+    ///
+    /// # Errors
+    /// The store's error; nothing is lost (the log stays for the next fold).
+    pub async fn fold_usage(&self) -> Result<u64, keygate_store::Error> {
+        self.store.fold_usage().await
+    }
+
+    /// Writes pending usage every [`FLUSH_INTERVAL`] and folds it every [`FOLD_INTERVAL`] until
+    /// the gateway is dropped.
     pub fn spawn_flush(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut folded = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(gw) = weak.upgrade() else { return };
                 if let Err(e) = gw.flush_usage().await {
                     tracing::warn!(error = %e, "cannot write usage to the store; keeping it pending");
+                }
+                if folded.elapsed() >= FOLD_INTERVAL {
+                    folded = tokio::time::Instant::now();
+                    if let Err(e) = gw.fold_usage().await {
+                        tracing::warn!(error = %e, "cannot fold usage in the store; will try again");
+                    }
                 }
             }
         })
@@ -608,6 +627,8 @@ impl Gateway {
     pub async fn shutdown(&self) {
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "cannot write the last usage to the store; it is lost");
+        } else if let Err(e) = self.fold_usage().await {
+            tracing::warn!(error = %e, "cannot fold usage in the store; the next start will");
         }
         self.functions.shutdown().await;
     }
@@ -963,13 +984,14 @@ mod tests {
         admit(3);
         let raw = raw(dir.path()).await;
         sqlx::query(
-            "CREATE TRIGGER usage_fails BEFORE INSERT ON usage_days \
+            "CREATE TRIGGER usage_fails BEFORE INSERT ON usage_log \
              BEGIN SELECT RAISE(ABORT, 'disk full'); END",
         )
         .execute(&raw)
         .await
         .unwrap();
         gw.flush_usage().await.expect_err("the usage cannot be written");
+        let before = gw.meter.clock().now_unix_ms() / 1000;
         admit(2);
         gw.flush_usage().await.expect_err("still not");
         sqlx::query("DROP TRIGGER usage_fails").execute(&raw).await.unwrap();
@@ -977,7 +999,14 @@ mod tests {
         let today = keygate_limits::calendar::Date::from_unix_ms(gw.meter.clock().now_unix_ms());
         let stored = store.usage(Some(&plan.id), Some(&key.id), today, today).await.unwrap();
         assert_eq!(stored.iter().map(|u| u.used).sum::<u64>(), 5, "{stored:?}");
+        let now = gw.meter.clock().now_unix_ms() / 1000;
+        let last_used = store.get_key(&key.id).await.unwrap().unwrap().last_used_date;
+        let last_used = last_used.expect("the last use came through the failures too");
+        assert!((before..=now).contains(&last_used), "{before} <= {last_used} <= {now}");
         assert_eq!(gw.flush_usage().await.unwrap(), 0, "nothing is written twice");
+        assert_eq!(gw.fold_usage().await.unwrap(), 1, "the one row folded");
+        let folded = store.usage(Some(&plan.id), Some(&key.id), today, today).await.unwrap();
+        assert_eq!(folded, stored, "reads answer the same folded");
     }
 
     /// The gateway's own 503 (the server holds too many request bodies to read another): AWS's

@@ -588,34 +588,25 @@ impl Meter {
         let states: Vec<Arc<KeyPlan>> = std::mem::take(&mut *locked(&self.dirty));
         let mut batch = Vec::new();
         let mut taken = Vec::new();
-        let mut last_used: HashMap<String, i64> = HashMap::new();
         for kp in &states {
-            let (pending, used_at) = {
+            let (pending, last_used) = {
                 let mut c = kp.lock();
                 c.queued = false;
                 (std::mem::take(&mut c.pending), c.last_used.take())
             };
-            if let Some(at) = used_at {
-                let e = last_used.entry(kp.key_id.to_string()).or_insert(at);
-                *e = (*e).max(at);
-            }
+            // The last use goes with the row of its own day: lastUsedDate is the latest of them.
+            let last_day = last_used.map(|at| Date::from_unix_ms(at.saturating_mul(1000)));
             for (day, used) in pending.iter() {
                 batch.push(DailyUsage {
                     plan_id: kp.plan_id.to_string(),
                     key_id: kp.key_id.to_string(),
                     day,
                     used,
+                    last_used: last_used.filter(|_| last_day == Some(day)),
                 });
             }
             if !pending.is_empty() {
-                taken.push((Arc::clone(kp), pending));
-            }
-        }
-        if !last_used.is_empty() {
-            let list: Vec<(String, i64)> = last_used.into_iter().collect();
-            // Best effort: a missed lastUsedDate is corrected by the next request.
-            if let Err(e) = store.set_last_used(&list).await {
-                tracing::debug!(error = %e, "cannot record lastUsedDate");
+                taken.push((Arc::clone(kp), pending, last_used));
             }
         }
         if batch.is_empty() {
@@ -623,7 +614,7 @@ impl Meter {
         }
         match store.add_usage(&batch).await {
             Ok(()) => {
-                for (kp, pending) in taken {
+                for (kp, pending, _) in taken {
                     let mut c = kp.lock();
                     for (day, used) in pending.iter() {
                         c.stored.add(day, used);
@@ -632,11 +623,12 @@ impl Meter {
                 Ok(batch.len())
             }
             Err(e) => {
-                for (kp, pending) in taken {
+                for (kp, pending, last_used) in taken {
                     let mut c = kp.lock();
                     for (day, used) in pending.iter() {
                         c.pending.add(day, used);
                     }
+                    c.last_used = c.last_used.max(last_used);
                     if !c.queued {
                         c.queued = true;
                         locked(&self.dirty).push(Arc::clone(&kp));

@@ -6,7 +6,7 @@
 //! - [`ConfigStore`]: [`Reads`] plus the writes. Every change is one [`Change`] value, applied by
 //!   [`ConfigStore::apply`] together with its audit-log entry in one transaction: a change that
 //!   cannot be recorded is not made, and no write can skip the record (audited by construction).
-//!   The only other writes are the data plane's counters (`add_usage`, `set_last_used`): data,
+//!   The only other writes are the data plane's counters (`add_usage`, `fold_usage`): data,
 //!   not changes.
 //! - [`sqlite`]: the embedded default implementation (one file in the data directory), one file
 //!   per concern.
@@ -45,8 +45,8 @@ macro_rules! backend_impls {
                 usage::add_usage(&self.pool, usage).await
             }
 
-            async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()> {
-                usage::set_last_used(&self.pool, used).await
+            async fn fold_usage(&self) -> Result<u64> {
+                usage::fold_usage(&self.pool).await
             }
         }
 
@@ -248,6 +248,20 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Whether `sql` has a `WHERE` of its own, outside the parentheses of its subqueries: where a
+/// paged list adds its conditions with `AND` instead of `WHERE`.
+pub(crate) fn filters(sql: &str) -> bool {
+    let mut depth = 0usize;
+    sql.char_indices().any(|(i, c)| {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        depth == 0 && sql[i..].starts_with(" WHERE ")
+    })
 }
 
 /// A failed migration of the database `db`, in words: a database migrated by a newer keygate
@@ -750,10 +764,24 @@ pub trait ConfigStore: Reads {
     /// breaking the rule. Moves the version.
     async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied>;
 
-    /// Adds admitted requests to the daily counters (increments, never overwrites). Data, not a
-    /// change: not audited, and gateways do not reload for it.
+    /// Adds admitted requests to the daily counters (increments, never overwrites), and with
+    /// their [`last_used`](DailyUsage::last_used) to the keys' lastUsedDate (which never moves
+    /// back). Data, not a change: not audited, and gateways do not reload for it. Appended in
+    /// arrival order: cheap at any number of keys; reads see it at once.
     async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()>;
-    /// Records when keys were last used (`(key id, unix seconds)`); never moves a date back.
-    /// Data, as [`add_usage`](Self::add_usage).
-    async fn set_last_used(&self, used: &[(String, i64)]) -> Result<()>;
+    /// Folds what [`add_usage`](Self::add_usage) appended into the daily counters, in key order
+    /// (one write per key and day however many batches brought it); returns the appended rows
+    /// folded. Reads answer the same before and after. Any node may fold at any time.
+    async fn fold_usage(&self) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn filters_sees_only_the_outer_where() {
+        assert!(super::filters("SELECT a FROM t WHERE a = 1"));
+        assert!(!super::filters("SELECT a FROM t"));
+        assert!(!super::filters("SELECT (SELECT b FROM u WHERE u.a = t.a) AS b FROM t"));
+        assert!(super::filters("SELECT (SELECT b FROM u WHERE u.a = t.a) FROM t WHERE a > 0"));
+    }
 }

@@ -375,23 +375,45 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
         key_id: key_id.clone(),
         day: date(d),
         used: 3,
+        last_used: None,
     };
+    let at = |d: &str, at: i64| DailyUsage { last_used: Some(at), ..day(d) };
     let v = s.version().await.unwrap();
-    s.add_usage(&[day("2026-11-01"), day("2026-11-01"), day("2026-11-02")]).await.unwrap();
+    let report = async |s: &Arc<dyn ConfigStore>| {
+        let all = s.usage(None, None, date("2026-01-01"), date("2026-12-31")).await.unwrap();
+        all.iter().map(|u| (u.day.to_string(), u.used, u.last_used)).collect::<Vec<_>>()
+    };
+    let last_used = async |s: &Arc<dyn ConfigStore>| {
+        let by_id = s.get_key(&key_id).await.unwrap().unwrap().last_used_date;
+        let listed = s.list_keys(Page::first(100), None).await.unwrap()[0].last_used_date;
+        assert_eq!(by_id, listed, "one lastUsedDate, however the key is read");
+        by_id
+    };
+    assert_eq!(last_used(&s).await, None, "never used");
+    s.add_usage(&[day("2026-11-01"), at("2026-11-01", 200), day("2026-11-02")]).await.unwrap();
     assert_eq!(s.version().await.unwrap(), v, "usage is data: no reload for gateways");
-    assert_eq!(
-        s.usage(None, None, date("2026-01-01"), date("2026-12-31")).await.unwrap().len(),
-        2,
-        "recorded"
-    );
+    let expected = [("2026-11-01".to_owned(), 6, Some(200)), ("2026-11-02".to_owned(), 3, None)];
+    assert_eq!(report(&s).await, expected, "recorded, and read before it is folded");
+    assert_eq!(last_used(&s).await, Some(200));
+    assert_eq!(s.fold_usage().await.unwrap(), 3, "three appended rows folded");
+    assert_eq!(report(&s).await, expected, "the same after folding");
+    assert_eq!(s.fold_usage().await.unwrap(), 0, "nothing left to fold");
+
     // Usage of a deleted key or plan is dropped, not an error.
     s.add_usage(&[DailyUsage { key_id: "gone".into(), ..day("2026-11-02") }]).await.unwrap();
+    assert_eq!(s.fold_usage().await.unwrap(), 0, "nothing was appended");
 
-    // lastUsedDate only moves forward, whatever order a batch (or batches) bring.
-    let used = [(key_id.clone(), 200), ("gone".to_owned(), 300), (key_id.clone(), 150)];
-    s.set_last_used(&used).await.unwrap();
-    s.set_last_used(&[(key_id.clone(), 100)]).await.unwrap();
-    assert_eq!(s.get_key(&key_id).await.unwrap().unwrap().last_used_date, Some(200));
+    // lastUsedDate only moves forward, whatever order batches bring, folded or not.
+    s.add_usage(&[at("2026-11-01", 150), at("2026-11-02", 100)]).await.unwrap();
+    assert_eq!(last_used(&s).await, Some(200), "the latest use, not the last written");
+    s.add_usage(&[at("2026-11-02", 300)]).await.unwrap();
+    assert_eq!(last_used(&s).await, Some(300), "a later use, still in the log");
+    assert_eq!(s.fold_usage().await.unwrap(), 3);
+    assert_eq!(last_used(&s).await, Some(300), "and folded");
+    assert_eq!(
+        report(&s).await,
+        [("2026-11-01".to_owned(), 9, Some(200)), ("2026-11-02".to_owned(), 9, Some(300))]
+    );
     assert_eq!(s.version().await.unwrap(), v, "lastUsedDate is data too");
 
     let mut req = request("dev", &["k"]);
@@ -410,7 +432,7 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     let used = s.usage(Some(&plan_id), None, date("2026-11-01"), date("2026-11-30")).await.unwrap();
     assert_eq!(
         used.iter().map(|u| (u.day.to_string(), u.used)).collect::<Vec<_>>(),
-        [("2026-11-01".to_owned(), 6), ("2026-11-02".to_owned(), 3)]
+        [("2026-11-01".to_owned(), 9), ("2026-11-02".to_owned(), 9)]
     );
     assert_eq!(
         s.usage(None, Some(&key_id), date("2026-11-02"), date("2026-11-02")).await.unwrap().len(),
@@ -427,6 +449,52 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     .unwrap();
     assert!(s.version().await.unwrap() > v);
     assert_eq!(s.snapshot().await.unwrap().grants[0].extra, 7);
+}
+
+/// Usage appended while two folds run at once (two gateway nodes) is counted exactly once: a fold
+/// moves what it deletes, and rows appended meanwhile wait for the next fold.
+async fn usage_folded_while_appended_is_counted_once(s: Arc<dyn ConfigStore>) {
+    let out = s.deploy(request("dev", &["a", "b"])).await.unwrap();
+    let plan = out.plans[0].id.clone();
+    let keys: Vec<String> = out.keys.iter().map(|k| k.0.id.clone()).collect();
+    let writer = {
+        let (s, plan, keys) = (s.clone(), plan.clone(), keys.clone());
+        tokio::spawn(async move {
+            for i in 0..200i64 {
+                let row = |key: &String| DailyUsage {
+                    plan_id: plan.clone(),
+                    key_id: key.clone(),
+                    day: date(if i % 2 == 0 { "2026-11-01" } else { "2026-11-02" }),
+                    used: 1,
+                    last_used: Some(i),
+                };
+                s.add_usage(&keys.iter().map(row).collect::<Vec<_>>()).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let folder = || {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut moved = 0;
+            for _ in 0..50 {
+                moved += s.fold_usage().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            moved
+        })
+    };
+    let (a, b) = (folder(), folder());
+    writer.await.unwrap();
+    let moved = a.await.unwrap() + b.await.unwrap() + s.fold_usage().await.unwrap();
+    assert_eq!(moved, 400, "every appended row folded once");
+    let used = s.usage(Some(&plan), None, date("2026-11-01"), date("2026-11-30")).await.unwrap();
+    let total: u64 = used.iter().map(|u| u.used).sum();
+    assert_eq!(total, 400, "{used:?}");
+    assert!(used.iter().all(|u| u.used == 100), "100 per key and day: {used:?}");
+    for key in &keys {
+        assert_eq!(s.get_key(key).await.unwrap().unwrap().last_used_date, Some(199));
+    }
 }
 
 /// The store keeps memberships and stages as told (the one-plan-per-API-stage rule is
@@ -602,7 +670,7 @@ async fn store_errors_keep_their_source() {
 }
 
 /// A CLI's write transaction that reads before it writes (`revoke_old_values`, `update_key`)
-/// while a gateway flushes last uses into the same file: each waits for the other within the
+/// while a gateway flushes and folds usage into the same file: each waits for the other within the
 /// busy timeout. With deferred transactions, a flush committed between the read and the write
 /// made the CLI fail at once with "database is locked" (seen in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,17 +679,28 @@ async fn writers_in_two_processes_wait_for_each_other() {
     let data = dir.path().join("data");
     let cli = SqliteStore::open(&data).await.unwrap();
     let gateway = SqliteStore::open(&data).await.unwrap();
-    let key = cli.deploy(request("dev", &["k"])).await.unwrap().keys[0].0.id.clone();
+    let out = cli.deploy(request("dev", &["k"])).await.unwrap();
+    let (key, plan) = (out.keys[0].0.id.clone(), out.plans[0].id.clone());
     cli.rotate_key(&key, ApiKeyValue::generate(), 3600).await.unwrap();
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flusher = {
-        let (stop, key) = (stop.clone(), key.clone());
+        let (stop, key, plan) = (stop.clone(), key.clone(), plan.clone());
         tokio::spawn(async move {
             let mut at = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 at += 1;
-                gateway.set_last_used(&[(key.clone(), at)]).await.unwrap();
+                let used = DailyUsage {
+                    plan_id: plan.clone(),
+                    key_id: key.clone(),
+                    day: date("2026-11-01"),
+                    used: 1,
+                    last_used: Some(at),
+                };
+                gateway.add_usage(&[used]).await.unwrap();
+                if at % 10 == 0 {
+                    gateway.fold_usage().await.unwrap();
+                }
             }
             at
         })
@@ -936,6 +1015,7 @@ suite!(
         undeclared_keys_are_reported_not_deleted,
         key_crud_and_conflicts,
         plans_keep_their_id_and_usage_across_deploys,
+        usage_folded_while_appended_is_counted_once,
         plan_memberships_and_checked_changes,
         the_snapshot_has_every_key_across_chunks,
         the_snapshot_matches_memberships_stored_in_any_order,
@@ -954,6 +1034,7 @@ suite!(
         undeclared_keys_are_reported_not_deleted,
         key_crud_and_conflicts,
         plans_keep_their_id_and_usage_across_deploys,
+        usage_folded_while_appended_is_counted_once,
         plan_memberships_and_checked_changes,
         the_snapshot_has_every_key_across_chunks,
         the_snapshot_matches_memberships_stored_in_any_order,

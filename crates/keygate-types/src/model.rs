@@ -153,6 +153,9 @@ pub struct DailyUsage {
     pub key_id: String,
     pub day: crate::date::Date,
     pub used: u64,
+    /// When the last of these requests was admitted (unix seconds), where known: where a key's
+    /// lastUsedDate comes from.
+    pub last_used: Option<i64>,
 }
 
 /// Quota granted on top of a plan's limit for one period (AWS update-usage).

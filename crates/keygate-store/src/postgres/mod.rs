@@ -324,7 +324,7 @@ async fn notify(conn: &mut PgConnection) -> Result<()> {
 /// this crate's constant SQL goes in.
 pub(super) fn paged(query: &str, name: &str, page: Page<'_>, used: usize) -> String {
     let mut sql = query.to_owned();
-    let mut join = if query.contains(" WHERE ") { " AND " } else { " WHERE " };
+    let mut join = if crate::filters(query) { " AND " } else { " WHERE " };
     let mut n = used;
     let mut cond = |op: &str| {
         n += 1;

@@ -3,7 +3,7 @@
 use keygate_types::date::Date;
 use keygate_types::model::{DailyUsage, UsageGrant};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::map_err;
 use crate::{Error, Result};
@@ -28,57 +28,59 @@ pub(super) async fn add_usage(pool: &PgPool, usage: &[DailyUsage]) -> Result<()>
         return Ok(());
     }
     // Counters are data, not configuration: no version bump, so gateways do not reload.
-    // One statement for the batch (rows as four arrays), atomic as a whole; usage of a key or
-    // plan deleted meanwhile is dropped with it. Rows are grouped (one upsert may not touch a
-    // row twice) and taken in key order, so nodes flushing at once lock rows in the same order.
+    // Appended to the log (no row locks, no random page writes; `fold_usage` moves it into the
+    // days in key order). One statement for the batch (rows as arrays), atomic as a whole; usage
+    // of a key or plan deleted meanwhile is dropped with it.
     let mut plans = Vec::with_capacity(usage.len());
     let mut keys = Vec::with_capacity(usage.len());
     let mut days = Vec::with_capacity(usage.len());
     let mut used = Vec::with_capacity(usage.len());
+    let mut at = Vec::with_capacity(usage.len());
     for u in usage {
         plans.push(u.plan_id.as_str());
         keys.push(u.key_id.as_str());
         days.push(u.day.to_string());
         used.push(i64::try_from(u.used).unwrap_or(i64::MAX));
+        at.push(u.last_used);
     }
     sqlx::query(
-        "INSERT INTO usage_days (plan_id, key_id, day, used) \
-         SELECT u.plan_id, u.key_id, u.day, SUM(u.used)::BIGINT \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u (plan_id, key_id, day, used) \
+        "INSERT INTO usage_log (plan_id, key_id, day, used, at) \
+         SELECT u.plan_id, u.key_id, u.day, u.used, u.at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+           AS u (plan_id, key_id, day, used, at) \
          WHERE EXISTS (SELECT 1 FROM usage_plans WHERE id = u.plan_id) \
-           AND EXISTS (SELECT 1 FROM api_keys WHERE id = u.key_id) \
-         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
-         ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = usage_days.used + excluded.used",
+           AND EXISTS (SELECT 1 FROM api_keys WHERE id = u.key_id)",
     )
     .bind(&plans)
     .bind(&keys)
     .bind(&days)
     .bind(&used)
+    .bind(&at)
     .execute(pool)
     .await
     .map_err(map_err)?;
     Ok(())
 }
 
-pub(super) async fn set_last_used(pool: &PgPool, used: &[(String, i64)]) -> Result<()> {
-    if used.is_empty() {
-        return Ok(());
-    }
-    // Data, not configuration: no version bump. One statement for the whole batch.
-    let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
-    let at: Vec<i64> = used.iter().map(|&(_, at)| at).collect();
-    sqlx::query(
-        "UPDATE api_keys SET last_used_date = GREATEST(COALESCE(api_keys.last_used_date, 0), u.at) \
-         FROM (SELECT id, MAX(at) AS at FROM UNNEST($1::text[], $2::bigint[]) AS t (id, at) \
-               GROUP BY id ORDER BY id) AS u \
-         WHERE api_keys.id = u.id",
+/// Moves the usage log into the daily counters, in key order; returns the log rows moved. One
+/// statement: what it deletes is what it adds, so nodes folding at once never count a row twice
+/// (a row another fold deleted first is skipped), and they lock counters in the same order.
+pub(super) async fn fold_usage(pool: &PgPool) -> Result<u64> {
+    let moved: i64 = sqlx::query_scalar(
+        "WITH moved AS (DELETE FROM usage_log RETURNING plan_id, key_id, day, used, at), \
+         folded AS ( \
+           INSERT INTO usage_days (plan_id, key_id, day, used, at) \
+           SELECT plan_id, key_id, day, SUM(used)::BIGINT, MAX(at) FROM moved \
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
+           ON CONFLICT (plan_id, key_id, day) DO UPDATE \
+             SET used = usage_days.used + excluded.used, \
+                 at = GREATEST(usage_days.at, excluded.at)) \
+         SELECT COUNT(*) FROM moved",
     )
-    .bind(&ids)
-    .bind(&at)
-    .execute(pool)
+    .fetch_one(pool)
     .await
     .map_err(map_err)?;
-    Ok(())
+    Ok(u64::try_from(moved).unwrap_or(0))
 }
 
 pub(super) async fn usage(
@@ -88,27 +90,21 @@ pub(super) async fn usage(
     from: Date,
     to: Date,
 ) -> Result<Vec<DailyUsage>> {
-    // One statement per filter: `plan_id = COALESCE(?, plan_id)` would keep PostgreSQL from using
-    // the primary key (plan_id, key_id, day) and scan every row of every key.
-    let sql = match (plan_id.is_some(), key_id.is_some()) {
-        (true, true) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE plan_id = $1 AND key_id = $2 AND day >= $3 AND day <= $4 ORDER BY day"
-        }
-        (true, false) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE plan_id = $1 AND day >= $2 AND day <= $3 ORDER BY key_id, day"
-        }
-        (false, true) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE key_id = $1 AND day >= $2 AND day <= $3 ORDER BY plan_id, day"
-        }
-        (false, false) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE day >= $1 AND day <= $2 ORDER BY plan_id, key_id, day"
-        }
+    // The days plus the log not folded yet. One statement per filter: `plan_id = COALESCE(?,
+    // plan_id)` would keep PostgreSQL from using the indexes and scan every row of every key.
+    let (filter, order) = match (plan_id.is_some(), key_id.is_some()) {
+        (true, true) => ("plan_id = $1 AND key_id = $2 AND day >= $3 AND day <= $4", "day"),
+        (true, false) => ("plan_id = $1 AND day >= $2 AND day <= $3", "key_id, day"),
+        (false, true) => ("key_id = $1 AND day >= $2 AND day <= $3", "plan_id, day"),
+        (false, false) => ("day >= $1 AND day <= $2", "plan_id, key_id, day"),
     };
-    let mut query = sqlx::query(sql);
+    let sql = format!(
+        "SELECT plan_id, key_id, day, SUM(used)::BIGINT AS used, MAX(at) AS at FROM \
+           (SELECT plan_id, key_id, day, used, at FROM usage_days WHERE {filter} \
+            UNION ALL SELECT plan_id, key_id, day, used, at FROM usage_log WHERE {filter}) AS u \
+         GROUP BY plan_id, key_id, day ORDER BY {order}"
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
     if let Some(plan_id) = plan_id {
         query = query.bind(plan_id);
     }
@@ -124,6 +120,7 @@ pub(super) async fn usage(
                 key_id: r.get("key_id"),
                 day: stored_date(r.get("day"))?,
                 used: r.get::<i64, _>("used").max(0) as u64,
+                last_used: r.get("at"),
             })
         })
         .collect()

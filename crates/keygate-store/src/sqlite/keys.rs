@@ -10,8 +10,14 @@ use super::plans::add_key_to_plan;
 use super::{Record, bind_page, bump_at, map_err, now, paged};
 use crate::{Error, Page, Result};
 
+/// The columns of [`key_from_row`], selected `FROM api_keys`. lastUsedDate is the latest use in
+/// the usage rows (days and the log not folded yet; one index lookup each) or, for keys last used
+/// before usage rows carried it, the column.
 pub(super) const KEY_COLUMNS: &str = "id, name, prefix, description, customer_id, enabled, created_date, \
-                           last_updated_date, expires, last_used_date";
+     last_updated_date, expires, NULLIF(MAX(COALESCE(last_used_date, 0), \
+       COALESCE((SELECT MAX(at) FROM usage_days WHERE key_id = api_keys.id), 0), \
+       COALESCE((SELECT MAX(at) FROM usage_log WHERE key_id = api_keys.id), 0)), 0) \
+     AS last_used_date";
 
 pub(super) fn key_from_row(r: &SqliteRow) -> ApiKey {
     ApiKey {

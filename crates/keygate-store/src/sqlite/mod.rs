@@ -249,7 +249,7 @@ pub(super) async fn bump(conn: &mut SqliteConnection) -> Result<()> {
 /// page's values after `query`'s own. Only this crate's constant SQL goes in.
 pub(super) fn paged(query: &str, name: &str, page: Page<'_>) -> String {
     let mut sql = query.to_owned();
-    let mut join = if query.contains(" WHERE ") { " AND " } else { " WHERE " };
+    let mut join = if crate::filters(query) { " AND " } else { " WHERE " };
     let mut cond = |c: String| {
         sql.push_str(join);
         sql.push_str(&c);

@@ -3,7 +3,7 @@
 use keygate_types::date::Date;
 use keygate_types::model::{DailyUsage, UsageGrant};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
 use super::map_err;
 use crate::{Error, Result};
@@ -28,22 +28,23 @@ pub(super) async fn add_usage(pool: &SqlitePool, usage: &[DailyUsage]) -> Result
         return Ok(());
     }
     // Counters are data, not configuration: no version bump, so gateways do not reload.
-    // One statement for the batch (rows as one JSON array), atomic as a whole; usage of a
-    // key or plan deleted meanwhile is dropped with it.
-    let rows: Vec<(&str, &str, String, u64)> = usage
+    // Appended to the log (sequential pages; `fold_usage` moves it into the days in key order).
+    // One statement for the batch (rows as one JSON array), atomic as a whole; usage of a key or
+    // plan deleted meanwhile is dropped with it.
+    let rows: Vec<(&str, &str, String, u64, Option<i64>)> = usage
         .iter()
-        .map(|u| (u.plan_id.as_str(), u.key_id.as_str(), u.day.to_string(), u.used))
+        .map(|u| (u.plan_id.as_str(), u.key_id.as_str(), u.day.to_string(), u.used, u.last_used))
         .collect();
     let rows = serde_json::to_string(&rows).map_err(|e| Error::other("cannot encode usage", e))?;
     sqlx::query(
-        "INSERT INTO usage_days (plan_id, key_id, day, used) \
-         SELECT u.plan_id, u.key_id, u.day, u.used FROM \
+        "INSERT INTO usage_log (plan_id, key_id, day, used, at) \
+         SELECT u.plan_id, u.key_id, u.day, u.used, u.at FROM \
            (SELECT json_extract(value, '$[0]') AS plan_id, json_extract(value, '$[1]') AS key_id, \
-                   json_extract(value, '$[2]') AS day, json_extract(value, '$[3]') AS used \
+                   json_extract(value, '$[2]') AS day, json_extract(value, '$[3]') AS used, \
+                   json_extract(value, '$[4]') AS at \
             FROM json_each(?)) AS u \
          WHERE EXISTS (SELECT 1 FROM usage_plans WHERE id = u.plan_id) \
-           AND EXISTS (SELECT 1 FROM api_keys WHERE id = u.key_id) \
-         ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used",
+           AND EXISTS (SELECT 1 FROM api_keys WHERE id = u.key_id)",
     )
     .bind(rows)
     .execute(pool)
@@ -52,26 +53,38 @@ pub(super) async fn add_usage(pool: &SqlitePool, usage: &[DailyUsage]) -> Result
     Ok(())
 }
 
-pub(super) async fn set_last_used(pool: &SqlitePool, used: &[(String, i64)]) -> Result<()> {
-    if used.is_empty() {
-        return Ok(());
-    }
-    // Data, not configuration: no version bump. One statement for the whole batch (the rows
-    // travel as one JSON array): a flush after traffic on thousands of keys would otherwise
-    // cost a round trip to SQLite's worker thread per key.
-    let rows =
-        serde_json::to_string(used).map_err(|e| Error::other("cannot encode last uses", e))?;
+/// Moves the usage log into the daily counters, in key order, in one transaction; returns the
+/// log rows moved.
+pub(super) async fn fold_usage(pool: &SqlitePool) -> Result<u64> {
+    // Immediate: the write lock first, so no writer commits between the read of the log's end
+    // and the writes (a deferred transaction would fail with SQLITE_BUSY; `SqliteStore::begin`).
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+    let Some(last) = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(rowid) FROM usage_log")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?
+    else {
+        return Ok(0);
+    };
+    // `WHERE` keeps SQLite's parser from reading `ON CONFLICT` as a join constraint.
     sqlx::query(
-        "UPDATE api_keys SET last_used_date = MAX(COALESCE(last_used_date, 0), u.at) \
-         FROM (SELECT json_extract(value, '$[0]') AS id, MAX(json_extract(value, '$[1]')) AS at \
-               FROM json_each(?) GROUP BY 1) AS u \
-         WHERE api_keys.id = u.id",
+        "INSERT INTO usage_days (plan_id, key_id, day, used, at) \
+         SELECT plan_id, key_id, day, SUM(used), MAX(at) FROM usage_log WHERE rowid <= ? \
+         GROUP BY plan_id, key_id, day ORDER BY plan_id, key_id, day \
+         ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used, \
+           at = COALESCE(MAX(at, excluded.at), at, excluded.at)",
     )
-    .bind(rows)
-    .execute(pool)
+    .bind(last)
+    .execute(&mut *tx)
     .await
     .map_err(map_err)?;
-    Ok(())
+    let moved = sqlx::query("DELETE FROM usage_log WHERE rowid <= ?")
+        .bind(last)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(moved.rows_affected())
 }
 
 pub(super) async fn usage(
@@ -81,27 +94,21 @@ pub(super) async fn usage(
     from: Date,
     to: Date,
 ) -> Result<Vec<DailyUsage>> {
-    // One statement per filter: `plan_id = COALESCE(?, plan_id)` would keep SQLite from using
-    // the primary key (plan_id, key_id, day) and scan every row of every key.
-    let sql = match (plan_id.is_some(), key_id.is_some()) {
-        (true, true) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE plan_id = ? AND key_id = ? AND day >= ? AND day <= ? ORDER BY day"
-        }
-        (true, false) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE plan_id = ? AND day >= ? AND day <= ? ORDER BY key_id, day"
-        }
-        (false, true) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE key_id = ? AND day >= ? AND day <= ? ORDER BY plan_id, day"
-        }
-        (false, false) => {
-            "SELECT plan_id, key_id, day, used FROM usage_days \
-             WHERE day >= ? AND day <= ? ORDER BY plan_id, key_id, day"
-        }
+    // The days plus the log not folded yet. One statement per filter: `plan_id = COALESCE(?,
+    // plan_id)` would keep SQLite from using the indexes and scan every row of every key.
+    let (filter, order) = match (plan_id.is_some(), key_id.is_some()) {
+        (true, true) => ("plan_id = ?1 AND key_id = ?2 AND day >= ?3 AND day <= ?4", "day"),
+        (true, false) => ("plan_id = ?1 AND day >= ?2 AND day <= ?3", "key_id, day"),
+        (false, true) => ("key_id = ?1 AND day >= ?2 AND day <= ?3", "plan_id, day"),
+        (false, false) => ("day >= ?1 AND day <= ?2", "plan_id, key_id, day"),
     };
-    let mut query = sqlx::query(sql);
+    let sql = format!(
+        "SELECT plan_id, key_id, day, SUM(used) AS used, MAX(at) AS at FROM \
+           (SELECT plan_id, key_id, day, used, at FROM usage_days WHERE {filter} \
+            UNION ALL SELECT plan_id, key_id, day, used, at FROM usage_log WHERE {filter}) \
+         GROUP BY plan_id, key_id, day ORDER BY {order}"
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
     if let Some(plan_id) = plan_id {
         query = query.bind(plan_id);
     }
@@ -117,6 +124,7 @@ pub(super) async fn usage(
                 key_id: r.get("key_id"),
                 day: stored_date(r.get("day"))?,
                 used: r.get::<i64, _>("used").max(0) as u64,
+                last_used: r.get("at"),
             })
         })
         .collect()
