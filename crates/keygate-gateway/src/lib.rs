@@ -260,7 +260,10 @@ impl Gateway {
     /// # Errors
     /// The store's error; nothing is lost (the log stays for the next fold).
     pub async fn fold_usage(&self) -> Result<u64, keygate_store::Error> {
-        self.store.fold_usage().await
+        let started = std::time::Instant::now();
+        let rows = self.store.fold_usage().await?;
+        tracing::debug!(rows, took_ms = started.elapsed().as_millis() as u64, "usage folded");
+        Ok(rows)
     }
 
     /// Writes pending usage every [`FLUSH_INTERVAL`] and folds it every [`FOLD_INTERVAL`] until
@@ -1007,6 +1010,54 @@ mod tests {
         assert_eq!(gw.fold_usage().await.unwrap(), 1, "the one row folded");
         let folded = store.usage(Some(&plan.id), Some(&key.id), today, today).await.unwrap();
         assert_eq!(folded, stored, "reads answer the same folded");
+    }
+
+    /// A flush of more counters than one write takes fails in its second write: the first
+    /// write's usage is stored once, the rest stays pending and goes with the next flush.
+    #[tokio::test]
+    async fn a_flush_failing_halfway_keeps_the_rest_pending() {
+        let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
+        use keygate_control::plans;
+        use keygate_types::model::NewUsagePlan;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store) = gateway(dir.path()).await;
+        let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
+        let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
+        let plan = plans::create(&control, plan, vec![]).await.unwrap();
+        let count = meter::FLUSH_CHUNK + 4;
+        let mut csv = String::from("Name,Key,UsageplanIds\n");
+        for i in 0..count {
+            csv.push_str(&format!("k{i},value{i:0>30},{}\n", plan.id));
+        }
+        let ids = keygate_control::import::import(&control, &csv, true).await.unwrap().ids;
+        assert_eq!(ids.len(), count);
+        let limits = meter::StageLimits::default();
+        let clock = gw.meter.clock();
+        for id in &ids {
+            let (counters, _) = gw.meter.get_or_create(id, &plan.id);
+            let admitted = counters.admit(&limits, None, clock.now_mono(), clock.now_unix_ms());
+            assert!(matches!(admitted, Admission::Allowed { .. }));
+        }
+        let raw = raw(dir.path()).await;
+        let trigger = format!(
+            "CREATE TRIGGER usage_fails BEFORE INSERT ON usage_log \
+             WHEN (SELECT COUNT(*) FROM usage_log) >= {} \
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            meter::FLUSH_CHUNK
+        );
+        sqlx::query(sqlx::AssertSqlSafe(trigger)).execute(&raw).await.unwrap();
+        gw.flush_usage().await.expect_err("the second write fails");
+        let stored = async || {
+            let today = keygate_limits::calendar::Date::from_unix_ms(clock.now_unix_ms());
+            let rows = store.usage(Some(&plan.id), None, today, today).await.unwrap();
+            rows.iter().map(|u| u.used).sum::<u64>()
+        };
+        assert_eq!(stored().await, meter::FLUSH_CHUNK as u64, "the first write is stored");
+        sqlx::query("DROP TRIGGER usage_fails").execute(&raw).await.unwrap();
+        assert_eq!(gw.flush_usage().await.unwrap(), 4, "the rest, once");
+        assert_eq!(stored().await, count as u64);
+        assert_eq!(gw.flush_usage().await.unwrap(), 0, "nothing is written twice");
     }
 
     /// The gateway's own 503 (the server holds too many request bodies to read another): AWS's

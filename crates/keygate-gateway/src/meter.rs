@@ -466,6 +466,9 @@ impl std::fmt::Debug for Meter {
     }
 }
 
+/// Counters one store write of a flush takes at most.
+pub(crate) const FLUSH_CHUNK: usize = 4096;
+
 /// How far back stored usage is loaded to seed quota periods (the longest period is a month).
 const SEED_DAYS: i64 = 32;
 
@@ -579,16 +582,34 @@ impl Meter {
         *locked(&self.grants) = by_pair;
     }
 
-    /// Writes pending usage to the store. On failure the usage stays pending for the next try:
-    /// nothing counted is lost while the process lives.
+    /// Writes pending usage to the store, [`FLUSH_CHUNK`] counters per write (the serving
+    /// threads run between chunks, instead of waiting for one big batch to be built). On failure
+    /// the usage stays pending for the next try: nothing counted is lost while the process lives.
     ///
     /// # Errors
     /// The store's error.
     pub async fn flush(&self, store: &dyn ConfigStore) -> Result<usize, keygate_store::Error> {
         let states: Vec<Arc<KeyPlan>> = std::mem::take(&mut *locked(&self.dirty));
+        let mut written = 0;
+        for (i, chunk) in states.chunks(FLUSH_CHUNK).enumerate() {
+            if let Err(e) = self.flush_chunk(store, chunk, &mut written).await {
+                // The chunks not taken yet keep their usage and their place in the list.
+                locked(&self.dirty).extend(states.iter().skip((i + 1) * FLUSH_CHUNK).cloned());
+                return Err(e);
+            }
+        }
+        Ok(written)
+    }
+
+    async fn flush_chunk(
+        &self,
+        store: &dyn ConfigStore,
+        states: &[Arc<KeyPlan>],
+        written: &mut usize,
+    ) -> Result<(), keygate_store::Error> {
         let mut batch = Vec::new();
         let mut taken = Vec::new();
-        for kp in &states {
+        for kp in states {
             let (pending, last_used) = {
                 let mut c = kp.lock();
                 c.queued = false;
@@ -610,7 +631,7 @@ impl Meter {
             }
         }
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         match store.add_usage(&batch).await {
             Ok(()) => {
@@ -620,7 +641,8 @@ impl Meter {
                         c.stored.add(day, used);
                     }
                 }
-                Ok(batch.len())
+                *written += batch.len();
+                Ok(())
             }
             Err(e) => {
                 for (kp, pending, last_used) in taken {

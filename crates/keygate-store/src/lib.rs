@@ -26,8 +26,8 @@ use keygate_types::model::{
 use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 
 /// The trait impls of a backend whose module has the same per-concern files (`apis`, `keys`,
-/// `plans`, `usage`, `admin`, `snapshot`, each function taking `&self.pool`) and an
-/// `apply_inner`: every method forwards to them, so each backend states only its storage.
+/// `plans`, `usage`, `admin`, `snapshot`, each function taking `&self.pool`, the usage
+/// counters' writes `self.usage_pool()`) and an `apply_inner`: every method forwards to them, so each backend states only its storage.
 /// `$extra` are further [`Reads`] methods (a backend's own `change_signal`).
 macro_rules! backend_impls {
     ($store:ty { $($extra:item)* }) => {
@@ -42,11 +42,11 @@ macro_rules! backend_impls {
             }
 
             async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
-                usage::add_usage(&self.pool, usage).await
+                usage::add_usage(self.usage_pool(), usage).await
             }
 
             async fn fold_usage(&self) -> Result<u64> {
-                usage::fold_usage(&self.pool).await
+                usage::fold_usage(self.usage_pool()).await
             }
         }
 

@@ -497,6 +497,25 @@ async fn usage_folded_while_appended_is_counted_once(s: Arc<dyn ConfigStore>) {
     }
 }
 
+/// A log longer than one fold transaction takes (50,000 rows) is folded whole, once.
+async fn a_long_usage_log_folds_in_chunks(s: Arc<dyn ConfigStore>) {
+    let out = s.deploy(request("dev", &["k"])).await.unwrap();
+    let row = DailyUsage {
+        plan_id: out.plans[0].id.clone(),
+        key_id: out.keys[0].0.id.clone(),
+        day: date("2026-11-01"),
+        used: 1,
+        last_used: None,
+    };
+    let batch = vec![row; 60_000];
+    s.add_usage(&batch).await.unwrap();
+    s.add_usage(&batch).await.unwrap();
+    assert_eq!(s.fold_usage().await.unwrap(), 120_000);
+    assert_eq!(s.fold_usage().await.unwrap(), 0);
+    let used = s.usage(None, None, date("2026-11-01"), date("2026-11-01")).await.unwrap();
+    assert_eq!(used.iter().map(|u| u.used).collect::<Vec<_>>(), [120_000]);
+}
+
 /// The store keeps memberships and stages as told (the one-plan-per-API-stage rule is
 /// keygate-control's: `crates/keygate-control/tests/rules.rs`), and a change checked at a version
 /// the store has moved past is refused whole ([`ConfigStore::apply_at`]).
@@ -1016,6 +1035,7 @@ suite!(
         key_crud_and_conflicts,
         plans_keep_their_id_and_usage_across_deploys,
         usage_folded_while_appended_is_counted_once,
+        a_long_usage_log_folds_in_chunks,
         plan_memberships_and_checked_changes,
         the_snapshot_has_every_key_across_chunks,
         the_snapshot_matches_memberships_stored_in_any_order,
@@ -1035,6 +1055,7 @@ suite!(
         key_crud_and_conflicts,
         plans_keep_their_id_and_usage_across_deploys,
         usage_folded_while_appended_is_counted_once,
+        a_long_usage_log_folds_in_chunks,
         plan_memberships_and_checked_changes,
         the_snapshot_has_every_key_across_chunks,
         the_snapshot_matches_memberships_stored_in_any_order,

@@ -114,6 +114,11 @@ impl PgStore {
         Ok(Self { pool, changes, _listener: std::sync::Arc::new(Listening(task)) })
     }
 
+    /// Where the usage counters are written: the one pool (the work is the server's).
+    fn usage_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;

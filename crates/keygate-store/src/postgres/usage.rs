@@ -62,25 +62,44 @@ pub(super) async fn add_usage(pool: &PgPool, usage: &[DailyUsage]) -> Result<()>
     Ok(())
 }
 
-/// Moves the usage log into the daily counters, in key order; returns the log rows moved. One
-/// statement: what it deletes is what it adds, so nodes folding at once never count a row twice
-/// (a row another fold deleted first is skipped), and they lock counters in the same order.
+/// Log rows folded per statement: big enough that a fold writes each counter it touches about
+/// once, small enough that no transaction runs long.
+const FOLD_CHUNK: i64 = 50_000;
+/// Chunks one call folds at most: a node that cannot keep up leaves the rest to the next call
+/// instead of chasing appends forever.
+const FOLD_CHUNKS: u32 = 100;
+
+/// Moves the usage log into the daily counters, in key order, [`FOLD_CHUNK`] rows per statement;
+/// returns the log rows moved. Each statement deletes what it adds, and takes only rows no other
+/// fold holds (`SKIP LOCKED`): nodes folding at once share the log and never count a row twice;
+/// they lock counters in the same (key) order.
 pub(super) async fn fold_usage(pool: &PgPool) -> Result<u64> {
-    let moved: i64 = sqlx::query_scalar(
-        "WITH moved AS (DELETE FROM usage_log RETURNING plan_id, key_id, day, used, at), \
-         folded AS ( \
-           INSERT INTO usage_days (plan_id, key_id, day, used, at) \
-           SELECT plan_id, key_id, day, SUM(used)::BIGINT, MAX(at) FROM moved \
-           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
-           ON CONFLICT (plan_id, key_id, day) DO UPDATE \
-             SET used = usage_days.used + excluded.used, \
-                 at = GREATEST(usage_days.at, excluded.at)) \
-         SELECT COUNT(*) FROM moved",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(map_err)?;
-    Ok(u64::try_from(moved).unwrap_or(0))
+    let mut total = 0;
+    for _ in 0..FOLD_CHUNKS {
+        let moved: i64 = sqlx::query_scalar(
+            "WITH moved AS ( \
+               DELETE FROM usage_log WHERE ctid IN \
+                 (SELECT ctid FROM usage_log LIMIT $1 FOR UPDATE SKIP LOCKED) \
+               RETURNING plan_id, key_id, day, used, at), \
+             folded AS ( \
+               INSERT INTO usage_days (plan_id, key_id, day, used, at) \
+               SELECT plan_id, key_id, day, SUM(used)::BIGINT, MAX(at) FROM moved \
+               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
+               ON CONFLICT (plan_id, key_id, day) DO UPDATE \
+                 SET used = usage_days.used + excluded.used, \
+                     at = GREATEST(usage_days.at, excluded.at)) \
+             SELECT COUNT(*) FROM moved",
+        )
+        .bind(FOLD_CHUNK)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+        total += u64::try_from(moved).unwrap_or(0);
+        if moved < FOLD_CHUNK {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 pub(super) async fn usage(

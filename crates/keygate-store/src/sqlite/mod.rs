@@ -37,7 +37,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection of its own for the usage counters' writes, whose worker thread runs at a
+    /// lower CPU priority ([`USAGE_NICE`]): appending and folding usage is background work, and
+    /// with a million keys a fold is seconds of CPU that would otherwise share the serving
+    /// core evenly with requests.
+    usage: SqlitePool,
 }
+
+/// The name of the usage connection's worker thread (Linux keeps 15 bytes of it).
+const USAGE_THREAD: &str = "keygate-usage";
+/// How much lower [`USAGE_THREAD`]'s `nice` value is than the process's: when the CPU is busy
+/// with requests, usage writing gets about a tenth of a core (weight 110 against 1024), and all
+/// of what is idle.
+const USAGE_NICE: i32 = 10;
 
 /// The audit entry of the change being applied.
 pub(super) struct Record<'a> {
@@ -77,18 +89,35 @@ impl SqliteStore {
             .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| Error::unavailable(format!("cannot open {}", path.display()), e))?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| crate::migrate_error(&path.display().to_string(), e))?;
-        Ok(Self { pool })
+        let usage = SqlitePoolOptions::new()
+            .max_connections(1)
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    if let Err(e) = lower_usage_threads() {
+                        tracing::warn!(error = %e, "cannot lower the usage writer's CPU priority");
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(opts.thread_name(|_| USAGE_THREAD.to_owned()));
+        Ok(Self { pool, usage })
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Where the usage counters are written: [`SqliteStore::usage`].
+    fn usage_pool(&self) -> &SqlitePool {
+        &self.usage
+    }
+
+    /// Closes the pools, waiting for connections to finish.
     pub async fn close(&self) {
+        self.usage.close().await;
         self.pool.close().await;
     }
 
@@ -197,6 +226,26 @@ impl SqliteStore {
     }
 }
 
+/// Lowers the threads named [`USAGE_THREAD`] [`USAGE_NICE`] steps below the calling thread (on
+/// Linux each thread has its own priority; elsewhere, without `/proc/self/task`, nothing to do).
+fn lower_usage_threads() -> std::io::Result<()> {
+    use rustix::process::{Pid, getpriority_process, setpriority_process};
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Ok(()) };
+    let target = (getpriority_process(None)? + USAGE_NICE).min(19);
+    for task in tasks {
+        let task = task?;
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        if name.trim_end() == USAGE_THREAD
+            && let Some(tid) = tid.and_then(Pid::from_raw)
+            && getpriority_process(Some(tid))? < target
+        {
+            setpriority_process(Some(tid), target)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -294,3 +343,33 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 backend_impls!(SqliteStore {});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The usage connection's worker thread runs at the lower priority; the store's other
+    /// connections (answering the admin API, loading the gateway) do not.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn usage_is_written_at_a_lower_cpu_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        crate::ConfigStore::add_usage(&store, &[]).await.unwrap();
+        assert_eq!(crate::ConfigStore::fold_usage(&store).await.unwrap(), 0);
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap();
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            let Some(tid) = tid.and_then(rustix::process::Pid::from_raw) else { continue };
+            let prio = rustix::process::getpriority_process(Some(tid)).unwrap();
+            nice.push((name.trim_end().to_owned(), prio));
+        }
+        let usage: Vec<i32> =
+            nice.iter().filter(|(n, _)| n == USAGE_THREAD).map(|&(_, p)| p).collect();
+        let base = rustix::process::getpriority_process(None).unwrap();
+        assert_eq!(usage, [(base + USAGE_NICE).min(19)], "{nice:?}");
+        assert!(nice.iter().any(|(n, p)| n.starts_with("sqlx-sqlite") && *p == base), "{nice:?}");
+    }
+}

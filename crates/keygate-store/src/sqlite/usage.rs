@@ -53,38 +53,51 @@ pub(super) async fn add_usage(pool: &SqlitePool, usage: &[DailyUsage]) -> Result
     Ok(())
 }
 
-/// Moves the usage log into the daily counters, in key order, in one transaction; returns the
-/// log rows moved.
+/// Log rows folded per transaction: big enough that a fold writes each page of the counters
+/// it touches about once, small enough that other writers (the CLI, the admin API) never wait
+/// long for the write lock.
+const FOLD_CHUNK: i64 = 50_000;
+
+/// Moves the usage log (as far as it went when called) into the daily counters, in key order,
+/// [`FOLD_CHUNK`] rows per transaction; returns the log rows moved.
 pub(super) async fn fold_usage(pool: &SqlitePool) -> Result<u64> {
-    // Immediate: the write lock first, so no writer commits between the read of the log's end
-    // and the writes (a deferred transaction would fail with SQLITE_BUSY; `SqliteStore::begin`).
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-    let Some(last) = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(rowid) FROM usage_log")
-        .fetch_one(&mut *tx)
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(rowid) FROM usage_log")
+        .fetch_one(pool)
         .await
-        .map_err(map_err)?
-    else {
-        return Ok(0);
-    };
-    // `WHERE` keeps SQLite's parser from reading `ON CONFLICT` as a join constraint.
-    sqlx::query(
-        "INSERT INTO usage_days (plan_id, key_id, day, used, at) \
-         SELECT plan_id, key_id, day, SUM(used), MAX(at) FROM usage_log WHERE rowid <= ? \
-         GROUP BY plan_id, key_id, day ORDER BY plan_id, key_id, day \
-         ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used, \
-           at = COALESCE(MAX(at, excluded.at), at, excluded.at)",
-    )
-    .bind(last)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let moved = sqlx::query("DELETE FROM usage_log WHERE rowid <= ?")
-        .bind(last)
+        .map_err(map_err)?;
+    let Some(last) = last else { return Ok(0) };
+    let mut moved = 0;
+    loop {
+        // Immediate: the write lock first, so no writer commits between the read of the log's
+        // start and the writes (a deferred transaction would fail with SQLITE_BUSY; see
+        // `SqliteStore::begin`).
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(rowid) FROM usage_log")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some(first) = first.filter(|&first| first <= last) else { return Ok(moved) };
+        let end = last.min(first.saturating_add(FOLD_CHUNK - 1));
+        // `WHERE` keeps SQLite's parser from reading `ON CONFLICT` as a join constraint.
+        sqlx::query(
+            "INSERT INTO usage_days (plan_id, key_id, day, used, at) \
+             SELECT plan_id, key_id, day, SUM(used), MAX(at) FROM usage_log WHERE rowid <= ? \
+             GROUP BY plan_id, key_id, day ORDER BY plan_id, key_id, day \
+             ON CONFLICT (plan_id, key_id, day) DO UPDATE SET used = used + excluded.used, \
+               at = COALESCE(MAX(at, excluded.at), at, excluded.at)",
+        )
+        .bind(end)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)?;
-    Ok(moved.rows_affected())
+        let done = sqlx::query("DELETE FROM usage_log WHERE rowid <= ?")
+            .bind(end)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        moved += done.rows_affected();
+    }
 }
 
 pub(super) async fn usage(
