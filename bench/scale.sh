@@ -5,12 +5,14 @@
 # long each page of the web console takes with every key in the store (all in one plan).
 # The random-key case also runs first on the same node with BASE_COUNT (10,000) keys, so the
 # report can say what a large key set costs: req/s and p99 against that node's, and the RSS
-# each key used in the run adds (the counters made on first use).
+# each key used in the run adds (the counters made on first use). With REDIS=1 (the default) both
+# random-key runs are repeated with the limits in Redis (`--redis-url`, a redis-server this script
+# starts on :18379, pinned with the node), and reported the same way.
 #
 # Usage: bench/scale.sh [--quick] [--no-setup]
 #   --quick     100,000 keys and 2 s of load (CI runs this so the script never rots)
 # Env knobs: WORK (default target/bench-scale), KEY_COUNT, DURATION (10s), WARMUP (2s), CONNS (32),
-#   BASE_COUNT (10000; quick 2000), SERVER_CPU / CLIENT_CPU, PIN, KEYGATE_BIN, OUT.
+#   BASE_COUNT (10000; quick 2000), REDIS (1), SERVER_CPU / CLIENT_CPU, PIN, KEYGATE_BIN, OUT.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -25,6 +27,7 @@ BASE_COUNT="${BASE_COUNT:-10000}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONNS="${CONNS:-32}"
+REDIS="${REDIS:-1}"
 KEYGATE_LOG="${KEYGATE_LOG:-warn}"
 OUT="${OUT:-$WORK/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 REPORT_LUA="$HERE/report.lua"
@@ -33,8 +36,8 @@ FAILED=()
 mkdir -p "$OUT" "$WORK"/{run,logs,tmp}
 
 if [ "$SETUP" = 1 ]; then
-  for b in wrk nginx; do
-    command -v "$b" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; break; }
+  for b in wrk nginx redis-server; do
+    command -v "$b" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx redis-server >/dev/null; break; }
   done
   (cd "$REPO" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p keygate)
 fi
@@ -53,10 +56,25 @@ printf 'peer\tcase\tconns\tstatus\trequests\trps\tp50_ms\tp99_ms\trss_mb\tcpu_us
 pin_to_client_cpu
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
-serve() { start_server "keygate-$1" http://127.0.0.1:18085/dev/candidates \
-  env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$KG_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086; }
+# serve NAME DATA_DIR [serve args...]
+serve() { local name="$1" data="$2"; shift 2; start_server "$name" http://127.0.0.1:18085/dev/candidates \
+  env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$data" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086 "$@"; }
+REDIS_ARGS=()
+if [ "$REDIS" = 1 ]; then
+  pin=(); [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
+  "${pin[@]}" redis-server --bind 127.0.0.1 --port 18379 --save "" --appendonly no >"$WORK/logs/redis.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  for _ in $(seq 1 100); do redis-cli -p 18379 ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis-cli -p 18379 ping >/dev/null || die "redis-server on :18379 did not start (log: $WORK/logs/redis.log)"
+  REDIS_ARGS=(--redis-url redis://127.0.0.1:18379)
+fi
+# random_key PEER KEYS_DIR: the random-key case against the node just started.
+random_key() {
+  KEYS_FILE="$2/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
+    measure "$1" random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$2/valid_key.txt")"
+}
 
-serve empty
+serve keygate-empty "$KG_DATA"
 EMPTY_MS=$STARTUP_MS EMPTY_KB=$IDLE_RSS_KB
 stop_pid "$SERVER_PID"
 
@@ -67,11 +85,14 @@ rm -rf "$BASE_DIR" "$BASE_DATA"
 BASE_PLAN="$("$KEYGATE_BIN" --data-dir "$BASE_DATA" plans get keygate-bench-dev --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
 python3 "$HERE/gen_keys.py" "$BASE_DIR" "$BASE_COUNT" "$BASE_PLAN"
 "$KEYGATE_BIN" --data-dir "$BASE_DATA" keys import "$BASE_DIR/keys.csv" --fail-on-warnings >/dev/null
-start_server keygate-base http://127.0.0.1:18085/dev/candidates \
-  env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$BASE_DATA" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086
-KEYS_FILE="$BASE_DIR/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
-  measure keygate-base random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$BASE_DIR/valid_key.txt")"
+serve keygate-base "$BASE_DATA"
+random_key keygate-base "$BASE_DIR"
 stop_pid "$SERVER_PID"
+if [ "$REDIS" = 1 ]; then
+  serve keygate-base-redis "$BASE_DATA" "${REDIS_ARGS[@]}"
+  random_key keygate-base-redis "$BASE_DIR"
+  stop_pid "$SERVER_PID"
+fi
 
 t0=$(now_ms)
 kg keys import "$WORK/keys.csv" --fail-on-warnings >/dev/null
@@ -79,10 +100,9 @@ IMPORT_MS=$(( $(now_ms) - t0 ))
 log "bench: imported $KEY_COUNT keys in ${IMPORT_MS} ms"
 DB_MB=$(du -sm "$KG_DATA" | awk '{print $1}')
 
-serve full
+serve keygate-full "$KG_DATA"
 FULL_MS=$STARTUP_MS FULL_KB=$IDLE_RSS_KB
-KEYS_FILE="$WORK/keys.txt" REPORT_LUA="$REPORT_LUA" WRK_SCRIPT="$HERE/random_key.lua" \
-  measure keygate random-key "$CONNS" 200 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" "$(cat "$WORK/valid_key.txt")"
+random_key keygate "$WORK"
 # RSS once the random-key run is over: the counters of every key it used are still held.
 AFTER_RANDOM_KB=$(rss_kb "$SERVER_PID")
 measure keygate missing "$CONNS" 403 http://127.0.0.1:18085/dev/candidates "$SERVER_PID" ""
@@ -112,21 +132,34 @@ for path in /console/keys "/console/keys?q=bench-00050" "/console/keys/$KEY_ID" 
   printf '%s\n' "${times[@]}" | sort -n | awk -v p="$path" '{ t[NR] = $1 * 1000 } END { printf "%s\t%.1f\t%.1f\n", p, t[int((NR + 1) / 2)], t[NR] }' >> "$CONSOLE_TSV"
 done
 stop_pid "$SERVER_PID"
+if [ "$REDIS" = 1 ]; then
+  serve keygate-full-redis "$KG_DATA" "${REDIS_ARGS[@]}"
+  FULL_REDIS_KB=$IDLE_RSS_KB
+  random_key keygate-redis "$WORK"
+  AFTER_RANDOM_REDIS_KB=$(rss_kb "$SERVER_PID")
+  stop_pid "$SERVER_PID"
+fi
 
 PER_KEY=$(( (FULL_KB - EMPTY_KB) * 1024 / KEY_COUNT ))
 # The random-key figures against the BASE_COUNT node's: req/s and p99 ratios, and the RSS added
 # per key the run used (keys drawn uniformly: R requests touch N(1 - e^(-R/N)) distinct keys;
 # the warm-up sends one key only).
-read -r RPS_RATIO P99_RATIO PER_ACTIVE ACTIVE < <(python3 - "$TSV" "$KEY_COUNT" "$FULL_KB" "$AFTER_RANDOM_KB" <<'EOF'
+# ratios BASE_PEER PEER IDLE_KB AFTER_KB: "req/s-ratio p99-ratio bytes-per-key-used keys-used"
+ratios() {
+  python3 - "$TSV" "$KEY_COUNT" "$@" <<'EOF'
 import csv, math, sys
 rows = {r["peer"]: r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t") if r["case"] == "random-key"}
-n, full_kb, after_kb = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-base, big = rows["keygate-base"], rows["keygate"]
+n, base, big = int(sys.argv[2]), rows[sys.argv[3]], rows[sys.argv[4]]
+full_kb, after_kb = int(sys.argv[5]), int(sys.argv[6])
 used = n * (1 - math.exp(-int(big["requests"]) / n))
 print(f'{float(big["rps"]) / float(base["rps"]):.2f} {float(big["p99_ms"]) / float(base["p99_ms"]):.2f} '
       f'{int(max(0, after_kb - full_kb) * 1024 / used)} {int(used)}')
 EOF
-)
+}
+read -r RPS_RATIO P99_RATIO PER_ACTIVE ACTIVE < <(ratios keygate-base keygate "$FULL_KB" "$AFTER_RANDOM_KB")
+if [ "$REDIS" = 1 ]; then
+  read -r R_RPS_RATIO R_P99_RATIO R_PER_ACTIVE R_ACTIVE < <(ratios keygate-base-redis keygate-redis "$FULL_REDIS_KB" "$AFTER_RANDOM_REDIS_KB")
+fi
 met() { python3 -c "print('met' if $1 else 'not met')"; }
 # Quick runs (seconds of load, maybe a debug build) measure nothing: no target column then.
 if [ "$QUICK" = 1 ]; then T() { :; } else T() { printf ' %s |' "$1"; }; fi
@@ -149,10 +182,15 @@ if [ "$QUICK" = 1 ]; then T() { :; } else T() { printf ' %s |' "$1"; }; fi
   echo "| idle RSS (no keys) | $(( EMPTY_KB / 1024 )) MiB |$(T '')"
   echo "| idle RSS ($KEY_COUNT keys) | $(( FULL_KB / 1024 )) MiB |$(T '')"
   echo "| RSS per key | ${PER_KEY} B |$(T '≤ 200 B')"
-  awk -F'\t' -v quick="$QUICK" -v base="$BASE_COUNT" -v n="$KEY_COUNT" 'NR>1 { printf "| %s with %s keys, c%s: req/s (p50 / p99 ms) | %.0f (%s / %s), status %s |%s\n", $2, ($1 == "keygate-base" ? base : n), $3, $6, $7, $8, $4, (quick == 1 ? "" : " |") }' "$TSV"
+  awk -F'\t' -v quick="$QUICK" -v base="$BASE_COUNT" -v n="$KEY_COUNT" 'NR>1 { printf "| %s with %s keys%s, c%s: req/s (p50 / p99 ms) | %.0f (%s / %s), status %s |%s\n", $2, ($1 ~ /^keygate-base/ ? base : n), ($1 ~ /redis$/ ? ", Redis" : ""), $3, $6, $7, $8, $4, (quick == 1 ? "" : " |") }' "$TSV"
   echo "| random-key req/s, $KEY_COUNT keys against $BASE_COUNT | ${RPS_RATIO}× |$(T "≥ 0.8× ($(met "$RPS_RATIO >= 0.8"))")"
   echo "| random-key p99, $KEY_COUNT keys against $BASE_COUNT | ${P99_RATIO}× |$(T "≤ 3× ($(met "$P99_RATIO <= 3"))")"
   echo "| RSS added per key the random-key run used (~$ACTIVE keys) | ${PER_ACTIVE} B |$(T "≤ 100 B ($(met "$PER_ACTIVE <= 100"))")"
+  if [ "$REDIS" = 1 ]; then
+    echo "| with Redis: random-key req/s, $KEY_COUNT keys against $BASE_COUNT | ${R_RPS_RATIO}× |$(T "≥ 0.8× ($(met "$R_RPS_RATIO >= 0.8"))")"
+    echo "| with Redis: random-key p99, $KEY_COUNT keys against $BASE_COUNT | ${R_P99_RATIO}× |$(T "≤ 3× ($(met "$R_P99_RATIO <= 3"))")"
+    echo "| with Redis: RSS added per key the random-key run used (~$R_ACTIVE keys) | ${R_PER_ACTIVE} B |$(T "≤ 100 B ($(met "$R_PER_ACTIVE <= 100"))")"
+  fi
   awk -F'\t' -v quick="$QUICK" '{ printf "| console `GET %s`: median / max ms | %s / %s |%s\n", $1, $2, $3, (quick == 1 ? "" : " ≤ 100 ms |") }' "$CONSOLE_TSV"
 } > "$OUT/results.md"
 cat "$OUT/results.md"

@@ -266,27 +266,23 @@ impl Gateway {
         Ok(rows)
     }
 
-    /// Writes pending usage every [`FLUSH_INTERVAL`] and folds it every [`FOLD_INTERVAL`] until
-    /// the gateway is dropped.
+    /// Writes pending usage every [`FLUSH_INTERVAL`] and, beside it, folds it every
+    /// [`FOLD_INTERVAL`], until the gateway is dropped (or the task aborted). A fold at a million
+    /// keys may take seconds; flushes go on meanwhile.
     pub fn spawn_flush(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut folded = tokio::time::Instant::now();
-            loop {
-                tick.tick().await;
-                let Some(gw) = weak.upgrade() else { return };
-                if let Err(e) = gw.flush_usage().await {
-                    tracing::warn!(error = %e, "cannot write usage to the store; keeping it pending");
-                }
-                if folded.elapsed() >= FOLD_INTERVAL {
-                    folded = tokio::time::Instant::now();
-                    if let Err(e) = gw.fold_usage().await {
-                        tracing::warn!(error = %e, "cannot fold usage in the store; will try again");
-                    }
-                }
+        let flush = every(FLUSH_INTERVAL, weak.clone(), |gw| async move {
+            if let Err(e) = gw.flush_usage().await {
+                tracing::warn!(error = %e, "cannot write usage to the store; keeping it pending");
             }
+        });
+        let fold = every(FOLD_INTERVAL, weak, |gw| async move {
+            if let Err(e) = gw.fold_usage().await {
+                tracing::warn!(error = %e, "cannot fold usage in the store; will try again");
+            }
+        });
+        tokio::spawn(async move {
+            tokio::join!(flush, fold);
         })
     }
 
@@ -634,6 +630,22 @@ impl Gateway {
             tracing::warn!(error = %e, "cannot fold usage in the store; the next start will");
         }
         self.functions.shutdown().await;
+    }
+}
+
+/// Runs `step` with the gateway every `period` (first after one period), until it is dropped.
+async fn every<F, Fut>(period: Duration, weak: Weak<Gateway>, step: F)
+where
+    F: Fn(Arc<Gateway>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(gw) = weak.upgrade() else { return };
+        step(gw).await;
     }
 }
 
