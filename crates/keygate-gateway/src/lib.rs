@@ -973,19 +973,25 @@ mod tests {
         assert_eq!(gw.table().key_count(), 1, "with the key added while it failed");
     }
 
+    /// [`gateway`], the store's control handle, and a plan `p` without limits.
+    async fn gateway_with_plan(
+        dir: &std::path::Path,
+    ) -> (Arc<Gateway>, Arc<SqliteStore>, keygate_control::Store, keygate_types::model::UsagePlan)
+    {
+        let (gw, store) = gateway(dir).await;
+        let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
+        let plan = keygate_types::model::NewUsagePlan { name: "p".into(), ..Default::default() };
+        let plan = keygate_control::plans::create(&control, plan, vec![]).await.unwrap();
+        (gw, store, control, plan)
+    }
+
     /// Usage that cannot be written stays counted in memory and goes with the next flush:
     /// nothing admitted is lost while the process lives.
     #[tokio::test]
     async fn a_failed_usage_flush_keeps_its_counts_for_the_next() {
         let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
-        use keygate_control::plans;
-        use keygate_types::model::NewUsagePlan;
-
         let dir = tempfile::tempdir().unwrap();
-        let (gw, store) = gateway(dir.path()).await;
-        let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
-        let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
-        let plan = plans::create(&control, plan, vec![]).await.unwrap();
+        let (gw, store, control, plan) = gateway_with_plan(dir.path()).await;
         let (key, _) = keys::create(&control, key_in("k", &plan.id)).await.unwrap();
         let (counters, _) = gw.meter.get_or_create(&key.id, &plan.id);
         let limits = meter::StageLimits::default();
@@ -1029,14 +1035,8 @@ mod tests {
     #[tokio::test]
     async fn a_flush_failing_halfway_keeps_the_rest_pending() {
         let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
-        use keygate_control::plans;
-        use keygate_types::model::NewUsagePlan;
-
         let dir = tempfile::tempdir().unwrap();
-        let (gw, store) = gateway(dir.path()).await;
-        let control = keygate_control::Store::new(Arc::clone(&store) as _, "test:gateway");
-        let plan = NewUsagePlan { name: "p".into(), ..Default::default() };
-        let plan = plans::create(&control, plan, vec![]).await.unwrap();
+        let (gw, store, control, plan) = gateway_with_plan(dir.path()).await;
         let count = meter::FLUSH_CHUNK + 4;
         let mut csv = String::from("Name,Key,UsageplanIds\n");
         for i in 0..count {
