@@ -109,6 +109,18 @@ start_server() {
   log "  started $name (pid $SERVER_PID) in ${STARTUP_MS} ms, idle RSS $(( IDLE_RSS_KB / 1024 )) MiB"
 }
 
+# start_redis PORT : a redis-server of the run's own on PORT (nothing kept on disk), pinned with
+# the servers (when PIN=1); sets REDIS_PID once it answers.
+start_redis() {
+  local port="$1" pin=()
+  [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
+  "${pin[@]}" redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no >"$WORK/logs/redis.log" 2>&1 &
+  REDIS_PID=$!
+  STARTED_PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis-cli -p "$port" ping >/dev/null 2>&1 || die "redis-server on :$port did not start (log: $WORK/logs/redis.log)"
+}
+
 # measure PEER CASE CONNS EXPECT URL PID KEY [wrk args...] : one wrk run (after an unrecorded
 # warm-up) sending KEY (none when empty) in x-api-key, with the server tree sampled for RSS and
 # CPU; appends a row to $TSV and records a failure when the status is not EXPECT.

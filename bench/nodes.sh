@@ -69,11 +69,7 @@ sed "s#@WORK@#$WORK#g" "$HERE/peers/nginx-upstream.conf" > "$WORK/nginx-upstream
 pin_to_client_cpu
 start_server upstream http://127.0.0.1:18080/dev/candidates \
   nginx -p "$WORK" -e "$WORK/logs/nginx-upstream.error.log" -c "$WORK/nginx-upstream.conf"
-pin=(); [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
-"${pin[@]}" redis-server --bind 127.0.0.1 --port 18379 --save "" --appendonly no >"$WORK/logs/redis.log" 2>&1 &
-REDIS_PID=$!
-STARTED_PIDS+=("$REDIS_PID")
-for _ in $(seq 1 100); do redis-cli -p 18379 ping >/dev/null 2>&1 && break; sleep 0.05; done
+start_redis 18379
 
 # node NAME PORT [serve args...]: a node on PORT (admin on PORT+1000); sets NODE_PID.
 node() {

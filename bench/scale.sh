@@ -61,11 +61,7 @@ serve() { local name="$1" data="$2"; shift 2; start_server "$name" http://127.0.
   env RUST_LOG="$KEYGATE_LOG" "$KEYGATE_BIN" --data-dir "$data" serve --listen 127.0.0.1:18085 --admin-listen 127.0.0.1:18086 "$@"; }
 REDIS_ARGS=()
 if [ "$REDIS" = 1 ]; then
-  pin=(); [ "$PIN" = 1 ] && pin=(taskset -c "$SERVER_CPU")
-  "${pin[@]}" redis-server --bind 127.0.0.1 --port 18379 --save "" --appendonly no >"$WORK/logs/redis.log" 2>&1 &
-  STARTED_PIDS+=("$!")
-  for _ in $(seq 1 100); do redis-cli -p 18379 ping >/dev/null 2>&1 && break; sleep 0.05; done
-  redis-cli -p 18379 ping >/dev/null || die "redis-server on :18379 did not start (log: $WORK/logs/redis.log)"
+  start_redis 18379
   REDIS_ARGS=(--redis-url redis://127.0.0.1:18379)
 fi
 # random_key PEER KEYS_DIR: the random-key case against the node just started.
