@@ -36,6 +36,19 @@ PIN="${PIN:-1}"
 PROFILE="${PROFILE:-release}"
 KEYGATE_BIN="${KEYGATE_BIN:-$BENCH_REPO/target/$PROFILE/keygate}"
 
+# build_bins PKG...: builds the packages' binaries for PROFILE. A debug build is the test
+# phase's own (`cargo build --workspace`, nothing to rebuild): building a subset would resolve
+# other features and compile a second copy of the dependencies.
+build_bins() {
+  if [ "$PROFILE" = release ]; then
+    local args=() p
+    for p in "$@"; do args+=(-p "$p"); done
+    (cd "$BENCH_REPO" && cargo build --release -q "${args[@]}")
+  else
+    (cd "$BENCH_REPO" && cargo build -q --workspace)
+  fi
+}
+
 # Moves this script (the load's side: wrk's parent, the sampler) to CLIENT_CPU when pinning.
 pin_to_client_cpu() {
   if [ "$PIN" = 1 ]; then taskset -pc "$CLIENT_CPU" $$ >/dev/null; fi

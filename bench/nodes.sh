@@ -49,7 +49,7 @@ if [ "$SETUP" = 1 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
-  (cd "$REPO" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p keygate)
+  build_bins keygate
 fi
 [ -x "$KEYGATE_BIN" ] || die "$KEYGATE_BIN missing: cargo build --release -p keygate"
 psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null 2>&1 ||

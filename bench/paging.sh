@@ -25,7 +25,7 @@ mkdir -p "$OUT" "$WORK"/{run,logs,tmp}
 
 if [ "$SETUP" = 1 ]; then
   command -v curl >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
-  (cd "$REPO" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p keygate)
+  build_bins keygate
 fi
 [ -x "$KEYGATE_BIN" ] || die "$KEYGATE_BIN missing: cargo build --release -p keygate"
 

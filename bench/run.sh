@@ -60,7 +60,7 @@ if [ "$SETUP" = 1 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
-  (cd "$REPO" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p keygate -p candidate-service)
+  build_bins keygate candidate-service
 fi
 SLS_DIR="$WORK/sls"
 if [[ " $PEERS " == *" sls "* ]] && [ ! -d "$SLS_DIR/node_modules/serverless-offline" ]; then

@@ -39,7 +39,7 @@ if [ "$SETUP" = 1 ]; then
   for b in wrk nginx redis-server; do
     command -v "$b" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx redis-server >/dev/null; break; }
   done
-  (cd "$REPO" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p keygate)
+  build_bins keygate
 fi
 [ -x "$KEYGATE_BIN" ] || die "$KEYGATE_BIN missing: cargo build --release -p keygate"
 
