@@ -19,9 +19,11 @@
 //! table of pointers, and per-day counts and grants in short vectors (one day, mostly) rather
 //! than maps whose first entry costs a node of a dozen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use smallvec::SmallVec;
 use std::time::Duration;
 
 use keygate_limits::bucket::{BucketLimits, Decision, TokenBucket};
@@ -172,46 +174,231 @@ impl DayCounts {
         }
     }
 
-    /// The requests of `start` and the days after it.
-    fn since(&self, start: Date) -> u64 {
-        let from = self.0.partition_point(|&(d, _)| d < start);
-        self.0[from..].iter().map(|&(_, n)| n).sum()
-    }
-
-    #[cfg(test)]
-    fn total(&self) -> u64 {
-        self.0.iter().map(|&(_, n)| n).sum()
-    }
-
     fn iter(&self) -> impl Iterator<Item = (Date, u64)> + '_ {
         self.0.iter().copied()
     }
+}
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+/// A UTC day as days since 1970-01-01: 4 bytes in a slot, where a [`Date`] takes 8.
+type DayNo = i32;
+
+/// No day: no quota period seen yet, no usage known.
+const NO_DAY: DayNo = DayNo::MIN;
+
+fn day_no_of(unix_ms: i64) -> DayNo {
+    let days = keygate_types::date::day_number(unix_ms);
+    DayNo::try_from(days).unwrap_or(if days < 0 { NO_DAY + 1 } else { DayNo::MAX })
+}
+
+fn day_no(day: Date) -> DayNo {
+    day_no_of(day.start_unix_ms())
+}
+
+fn date_of(day: DayNo) -> Date {
+    Date::from_unix_ms(keygate_types::date::day_start_ms(i64::from(day)))
+}
+
+/// A key id as a slot holds it: inline up to 11 bytes (keygate's and AWS's ids have 10), longer
+/// ones in the slot's [`Rare`] part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmallId {
+    bytes: [u8; 11],
+    len: u8,
+}
+
+impl SmallId {
+    /// The `len` of an id kept in [`Rare::long_id`].
+    const LONG: u8 = u8::MAX;
+
+    fn new(id: &str) -> Self {
+        let mut bytes = [0; 11];
+        match bytes.get_mut(..id.len()) {
+            Some(inline) => {
+                inline.copy_from_slice(id.as_bytes());
+                Self { bytes, len: id.len() as u8 }
+            }
+            None => Self { bytes, len: Self::LONG },
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        let bytes = self.bytes.get(..usize::from(self.len))?;
+        std::str::from_utf8(bytes).ok()
     }
 }
 
-#[derive(Debug, Default)]
+/// A key id read from a slot.
+#[derive(Debug, Clone)]
+pub enum KeyId {
+    Inline(SmallId),
+    Long(Arc<str>),
+}
+
+impl std::ops::Deref for KeyId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::Inline(id) => id.as_str().unwrap_or_default(),
+            Self::Long(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+/// The counters of one (key, plan), laid out small (64 bytes): a gateway with a million keys in
+/// use holds a million of them. What most pairs never need (method throttles, usage grants,
+/// usage of earlier days, a shared limiter's lease, a long key id) is in [`Rare`], allocated on
+/// first need.
+#[derive(Debug)]
 struct Counters {
-    bucket: Option<TokenBucket>,
-    /// Method throttles' buckets, by the throttle's key (shared with the table's limits).
-    methods: Vec<(Arc<str>, TokenBucket)>,
-    /// The quota period `used` counts in.
-    window: Option<QuotaWindow>,
+    id: SmallId,
+    /// The plan's number in [`Slots::plans`].
+    plan: u32,
+    /// The plan throttle's bucket ([`TokenBucket::raw`]; 0 is full).
+    bucket: u64,
+    /// Requests counted in the quota period that starts on day `window`.
     used: u64,
+    rare: Option<Box<Rare>>,
+    /// The first day of the quota period `used` counts in ([`NO_DAY`]: none yet).
+    window: DayNo,
+    /// The latest day with known usage ([`NO_DAY`]: none), its requests (stored before this
+    /// process started, or counted by it), and how many of them are not written yet.
+    day: DayNo,
+    day_used: u32,
+    day_pending: u32,
+    /// Unix seconds of the last admitted request not yet written (0: none).
+    last_used: u32,
+    /// Whether this is in the list of counters to flush.
+    queued: bool,
+}
+
+/// The parts of [`Counters`] few pairs need.
+#[derive(Debug, Default)]
+struct Rare {
+    /// The key id, when longer than a [`SmallId`] holds.
+    long_id: Option<Arc<str>>,
+    /// Method throttles' buckets ([`TokenBucket::raw`]), by the throttle's key (shared with
+    /// the table's limits).
+    methods: Vec<(Arc<str>, u64)>,
     /// Usage grants by period start day (AWS update-usage).
     grants: Grants,
-    /// Admitted requests not yet written to the store, by UTC day.
-    pending: DayCounts,
-    /// Usage already in the store for recent days, used to seed `used` when a period opens.
-    stored: DayCounts,
-    /// Unix seconds of the last admitted request not yet written to the store.
-    last_used: Option<i64>,
-    /// Whether this is in the meter's list of counters to flush.
-    queued: bool,
+    /// Days before `day` with known usage, oldest first: (day, requests, not yet written).
+    older: Vec<(DayNo, u64, u64)>,
     /// Admissions a shared limiter granted ahead of requests (none with the in-process one).
-    lease: Option<Box<Lease>>,
+    lease: Option<Lease>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.long_id.is_none()
+            && self.methods.is_empty()
+            && self.grants.is_empty()
+            && self.older.is_empty()
+            && self.lease.is_none()
+    }
+}
+
+impl Counters {
+    const EMPTY: Self = Self {
+        id: SmallId { bytes: [0; 11], len: 0 },
+        plan: 0,
+        bucket: 0,
+        used: 0,
+        rare: None,
+        window: NO_DAY,
+        day: NO_DAY,
+        day_used: 0,
+        day_pending: 0,
+        last_used: 0,
+        queued: false,
+    };
+
+    fn new(key_id: &str, plan: u32) -> Self {
+        let id = SmallId::new(key_id);
+        let mut c = Self { id, plan, ..Self::EMPTY };
+        if id.len == SmallId::LONG {
+            c.rare().long_id = Some(Arc::from(key_id));
+        }
+        c
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn key_id(&self) -> &str {
+        match self.id.as_str() {
+            Some(id) => id,
+            None => self.rare.as_ref().and_then(|r| r.long_id.as_deref()).unwrap_or_default(),
+        }
+    }
+
+    fn is(&self, key_id: &str, plan: u32) -> bool {
+        self.plan == plan && self.key_id() == key_id
+    }
+
+    fn grant(&self, start: DayNo) -> i64 {
+        self.rare.as_ref().map_or(0, |r| grant_of(&r.grants, start))
+    }
+
+    /// Adds `used` requests to the known usage of `day`, `pending` of them not written yet.
+    fn add_known(&mut self, day: DayNo, used: u64, pending: u64) {
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        if day == self.day {
+            self.day_used = self.day_used.saturating_add(narrow(used));
+            self.day_pending = self.day_pending.saturating_add(narrow(pending));
+        } else if self.day == NO_DAY || day > self.day {
+            if self.day != NO_DAY {
+                let latest = (self.day, u64::from(self.day_used), u64::from(self.day_pending));
+                self.rare().older.push(latest);
+            }
+            (self.day, self.day_used, self.day_pending) = (day, narrow(used), narrow(pending));
+        } else {
+            let older = &mut self.rare().older;
+            match older.binary_search_by_key(&day, |&(d, _, _)| d) {
+                Ok(i) => {
+                    older[i].1 = older[i].1.saturating_add(used);
+                    older[i].2 = older[i].2.saturating_add(pending);
+                }
+                Err(i) => older.insert(i, (day, used, pending)),
+            }
+        }
+    }
+
+    /// The known requests of `start` and the days after it.
+    fn known_since(&self, start: DayNo) -> u64 {
+        let latest = if self.day != NO_DAY && self.day >= start { self.day_used } else { 0 };
+        let older = self.rare.as_ref().map_or(0, |r| {
+            r.older.iter().filter(|&&(d, _, _)| d >= start).map(|&(_, n, _)| n).sum()
+        });
+        u64::from(latest) + older
+    }
+
+    /// Takes the usage not written yet, by day, and forgets written days before `keep_from`.
+    fn take_pending(&mut self, keep_from: DayNo) -> SmallVec<[(DayNo, u64); 1]> {
+        let mut taken = SmallVec::new();
+        if let Some(rare) = self.rare.as_deref_mut() {
+            for (day, _, pending) in &mut rare.older {
+                if *pending > 0 {
+                    taken.push((*day, std::mem::take(pending)));
+                }
+            }
+            rare.older.retain(|&(day, _, _)| day >= keep_from);
+            if rare.is_empty() {
+                self.rare = None;
+            }
+        }
+        if self.day_pending > 0 {
+            taken.push((self.day, u64::from(std::mem::take(&mut self.day_pending))));
+        }
+        taken
+    }
 }
 
 /// Admissions a shared limiter ([`crate::limiter::redis`]) granted this node ahead of its
@@ -233,26 +420,93 @@ pub struct Lease {
     pub quota_remaining: u64,
 }
 
-/// The counters of one key in one plan.
-#[derive(Debug)]
-pub struct KeyPlan {
-    pub key_id: Arc<str>,
-    pub plan_id: Arc<str>,
-    counters: Mutex<Counters>,
-    /// The meter's list of counters with usage to write, which this joins on its first admitted
-    /// request after a flush.
-    dirty: Arc<Mutex<Vec<Arc<KeyPlan>>>>,
+/// Slots per chunk of [`Slots`] (a chunk is about 1.2 MB).
+const CHUNK: usize = 16_384;
+
+/// Where every (key, plan)'s counters live: chunks of [`CHUNK`] slots, appended and never moved
+/// or freed, so a slot's number is its address for the life of the process. A counter costs its
+/// slot and its entry in the meter's registry, no allocation of its own.
+pub struct Slots {
+    chunks: boxcar::Vec<Box<[Mutex<Counters>]>>,
+    /// Plan ids by number (a slot keeps the number).
+    plans: RwLock<Vec<Arc<str>>>,
+    /// Slots with usage to write: the flush visits only these.
+    dirty: Mutex<Vec<u32>>,
 }
 
-impl KeyPlan {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+impl Slots {
+    fn slot(&self, index: u32) -> &Mutex<Counters> {
+        let i = index as usize;
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn plan_id(&self, plan: u32) -> Arc<str> {
+        let plans = self.plans.read().unwrap_or_else(PoisonError::into_inner);
+        plans.get(plan as usize).map_or_else(|| Arc::from(""), Arc::clone)
+    }
+}
+
+/// The counters of one key in one plan (a slot of the meter's, borrowed).
+#[derive(Clone, Copy)]
+pub struct KeyPlan<'m> {
+    slots: &'m Arc<Slots>,
+    index: u32,
+}
+
+/// A [`KeyPlan`] for work that outlives the request's borrow (a shared limiter's answer).
+#[derive(Clone)]
+pub struct OwnedKeyPlan {
+    slots: Arc<Slots>,
+    index: u32,
+}
+
+impl OwnedKeyPlan {
+    pub fn get(&self) -> KeyPlan<'_> {
+        KeyPlan { slots: &self.slots, index: self.index }
+    }
+}
+
+impl std::fmt::Debug for KeyPlan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPlan").field("slot", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl<'m> KeyPlan<'m> {
+    fn lock(&self) -> std::sync::MutexGuard<'m, Counters> {
+        locked(self.slots.slot(self.index))
+    }
+
+    /// The slot's number (see [`Meter::slot`]).
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn to_owned(&self) -> OwnedKeyPlan {
+        OwnedKeyPlan { slots: Arc::clone(self.slots), index: self.index }
+    }
+
+    /// The key's id.
+    pub fn key_id(&self) -> KeyId {
+        let c = self.lock();
+        match c.id.len {
+            SmallId::LONG => KeyId::Long(
+                c.rare.as_ref().and_then(|r| r.long_id.clone()).unwrap_or_else(|| Arc::from("")),
+            ),
+            _ => KeyId::Inline(c.id),
+        }
+    }
+
+    /// The plan's id.
+    pub fn plan_id(&self) -> Arc<str> {
+        let plan = self.lock().plan;
+        self.slots.plan_id(plan)
     }
 
     /// Decides one request at `now` under `limits` and the request's method throttle, if any,
     /// and, if admitted, counts it.
     pub fn admit(
-        self: &Arc<Self>,
+        &self,
         limits: &StageLimits,
         method_throttle: Option<&MethodThrottle>,
         mono: Nanos,
@@ -261,13 +515,12 @@ impl KeyPlan {
         let mut c = self.lock();
         // Check everything on copies first; commit only when all allow.
         let mut method = method_throttle.map(|m| {
-            let mut b = c
-                .methods
-                .iter()
-                .find(|(k, _)| **k == *m.key)
-                .map_or_else(|| TokenBucket::new(m.limits), |(_, b)| b.clone());
-            b.update_limits(m.limits);
-            b
+            let raw = c
+                .rare
+                .as_ref()
+                .and_then(|r| r.methods.iter().find(|(k, _)| **k == *m.key))
+                .map_or(0, |&(_, raw)| raw);
+            TokenBucket::from_raw(m.limits, raw)
         });
         if let Some(b) = method.as_mut()
             && let Decision::Limited { retry_after } = b.try_acquire(mono)
@@ -278,11 +531,7 @@ impl KeyPlan {
         let mut plan = if method.is_some() {
             None
         } else {
-            limits.throttle.map(|l| {
-                let mut b = c.bucket.clone().unwrap_or_else(|| TokenBucket::new(l));
-                b.update_limits(l);
-                b
-            })
+            limits.throttle.map(|l| TokenBucket::from_raw(l, c.bucket))
         };
         let mut burst = None;
         if let Some(b) = method.as_ref() {
@@ -301,16 +550,14 @@ impl KeyPlan {
         let mut quota_info = None;
         if let Some(q) = &limits.quota {
             let window = QuotaWindow::for_quota(unix_ms, q);
-            if c.window != Some(window) {
+            let start = day_no_of(window.start_ms);
+            if c.window != start {
                 // A new period (or the first request): count what the store and this process
                 // already recorded for its days.
-                let start = window.start_date();
-                let seeded = c.stored.since(start) + c.pending.since(start);
-                c.window = Some(window);
-                c.used = seeded;
+                c.used = c.known_since(start);
+                c.window = start;
             }
-            let extra = grant_of(&c.grants, window.start_date());
-            match check_quota(q, c.used, extra, unix_ms) {
+            match check_quota(q, c.used, c.grant(start), unix_ms) {
                 QuotaDecision::Exceeded { retry_after_secs } => {
                     return Admission::QuotaExceeded { retry_after: retry_after_secs };
                 }
@@ -322,13 +569,14 @@ impl KeyPlan {
         }
         // Admitted: commit.
         if let (Some(b), Some(m)) = (method, method_throttle) {
-            match c.methods.iter_mut().find(|(k, _)| **k == *m.key) {
-                Some((_, slot)) => *slot = b,
-                None => c.methods.push((Arc::clone(&m.key), b)),
+            let methods = &mut c.rare().methods;
+            match methods.iter_mut().find(|(k, _)| **k == *m.key) {
+                Some((_, raw)) => *raw = b.raw(),
+                None => methods.push((Arc::clone(&m.key), b.raw())),
             }
         }
         if let Some(b) = plan {
-            c.bucket = Some(b);
+            c.bucket = b.raw();
         }
         self.count(&mut c, unix_ms);
         Admission::Allowed { headers: RateLimitValues::new(burst.as_ref(), quota_info.as_ref()) }
@@ -336,18 +584,18 @@ impl KeyPlan {
 
     /// Counts one request another limiter admitted at `unix_ms`: in the usage written to the
     /// store and in this process's own quota count.
-    pub fn record_admitted(self: &Arc<Self>, unix_ms: i64) {
+    pub fn record_admitted(&self, unix_ms: i64) {
         let mut c = self.lock();
         self.count(&mut c, unix_ms);
     }
 
-    fn count(self: &Arc<Self>, c: &mut Counters, unix_ms: i64) {
-        c.used += 1;
-        c.pending.add(Date::from_unix_ms(unix_ms), 1);
-        c.last_used = Some(unix_ms.div_euclid(1000));
+    fn count(&self, c: &mut Counters, unix_ms: i64) {
+        c.used = c.used.saturating_add(1);
+        c.add_known(day_no_of(unix_ms), 1, 1);
+        c.last_used = u32::try_from(unix_ms.div_euclid(1000)).unwrap_or(u32::MAX).max(1);
         if !c.queued {
             c.queued = true;
-            locked(&self.dirty).push(Arc::clone(self));
+            locked(&self.slots.dirty).push(self.index);
         }
     }
 
@@ -355,11 +603,11 @@ impl KeyPlan {
     /// by it): where a shared counter that lost its value starts again.
     pub fn known_usage(&self, window: &QuotaWindow) -> u64 {
         let c = self.lock();
-        let start = window.start_date();
-        if c.window == Some(*window) {
+        let start = day_no_of(window.start_ms);
+        if c.window == start {
             return c.used;
         }
-        c.stored.since(start) + c.pending.since(start)
+        c.known_since(start)
     }
 
     /// One request from the key's lease, when it is usable for `bucket` and quota `period` at
@@ -367,41 +615,50 @@ impl KeyPlan {
     /// quota remaining) and the units left. Otherwise the lease is dropped and `Err` has the
     /// quota units it still held for `period` (to give back). One lock either way.
     pub fn take_from_lease(
-        self: &Arc<Self>,
+        &self,
         bucket: Option<&Arc<str>>,
         period: Option<i64>,
         mono: u64,
         unix_ms: i64,
     ) -> Result<(Duration, u64, u32), u64> {
         let mut c = self.lock();
-        let usable = c.lease.as_deref().is_some_and(|l| {
-            l.units > 0 && mono < l.until && l.bucket.as_ref() == bucket && l.period == period
-        });
-        if !usable {
-            return Err(match c.lease.take() {
-                Some(old) if old.period.is_some() && old.period == period => u64::from(old.units),
-                _ => 0,
-            });
-        }
-        let Some(lease) = c.lease.as_deref_mut() else { return Err(0) };
-        lease.units -= 1;
-        let held = (lease.refill, lease.quota_remaining, lease.units);
+        let lease = c.rare.as_deref_mut().and_then(|r| r.lease.as_mut());
+        let held = match lease {
+            Some(l)
+                if l.units > 0
+                    && mono < l.until
+                    && l.bucket.as_ref() == bucket
+                    && l.period == period =>
+            {
+                l.units -= 1;
+                (l.refill, l.quota_remaining, l.units)
+            }
+            _ => {
+                let old = c.rare.as_deref_mut().and_then(|r| r.lease.take());
+                return Err(match old {
+                    Some(old) if old.period.is_some() && old.period == period => {
+                        u64::from(old.units)
+                    }
+                    _ => 0,
+                });
+            }
+        };
         self.count(&mut c, unix_ms);
         Ok(held)
     }
 
     /// Runs `f` on the key's lease slot, under the counters' lock (keep `f` short).
-    pub fn with_lease<R>(&self, f: impl FnOnce(&mut Option<Box<Lease>>) -> R) -> R {
-        f(&mut self.lock().lease)
+    pub fn with_lease<R>(&self, f: impl FnOnce(&mut Option<Lease>) -> R) -> R {
+        f(&mut self.lock().rare().lease)
     }
 
     /// The usage grant (`extra`) of the period starting `start`, 0 without one.
     pub fn grant(&self, start: Date) -> i64 {
-        grant_of(&self.lock().grants, start)
+        self.lock().grant(day_no(start))
     }
 }
 
-fn grant_of(grants: &[(Date, i64)], start: Date) -> i64 {
+fn grant_of(grants: &[(DayNo, i64)], start: DayNo) -> i64 {
     grants.iter().find(|(d, _)| *d == start).map_or(0, |&(_, extra)| extra)
 }
 
@@ -417,9 +674,8 @@ fn retry_secs(d: Duration) -> Option<u64> {
 /// last snapshot; after that, every admitted request of the pair goes through it.
 pub struct Meter {
     clock: Arc<dyn Clock>,
-    states: Mutex<Registry>,
-    /// Counters with usage not yet written: the flush visits only these.
-    dirty: Arc<Mutex<Vec<Arc<KeyPlan>>>>,
+    slots: Arc<Slots>,
+    registry: Mutex<Registry>,
     /// Stored usage of recent days by (key, plan), for counters not created yet.
     recent: Mutex<PairMap<DayCounts>>,
     /// Usage grants by (key, plan) and period start, from the last snapshot.
@@ -427,36 +683,27 @@ pub struct Meter {
 }
 
 /// Usage grants (extra quota) by period start day.
-type Grants = Vec<(Date, i64)>;
+type Grants = Vec<(DayNo, i64)>;
 
 /// Values by key id, then plan id: looked up with borrowed ids, no allocation.
 type PairMap<T> = HashMap<String, HashMap<String, T>>;
 
-/// Every [`KeyPlan`], found by its (key, plan) ids, which it holds itself (the table holds
-/// pointers only), and the plan ids they share.
+/// Which slot holds each (key, plan): slot numbers hashed by (key id, plan number), the ids
+/// being in the slots themselves; and the plans' numbers.
 #[derive(Default)]
 struct Registry {
-    counters: hashbrown::HashTable<Arc<KeyPlan>>,
+    table: hashbrown::HashTable<u32>,
     hasher: foldhash::fast::RandomState,
-    plan_ids: HashSet<Arc<str>>,
+    plans: HashMap<Arc<str>, u32>,
+    /// Slots handed out so far.
+    len: u32,
 }
 
 impl Registry {
-    fn get(&self, key_id: &str, plan_id: &str) -> Option<&Arc<KeyPlan>> {
-        self.counters.find(self.hasher.hash_one((key_id, plan_id)), |kp| {
-            *kp.key_id == *key_id && *kp.plan_id == *plan_id
-        })
-    }
-
-    /// Adds `kp`, whose pair is not in yet.
-    fn insert(&mut self, kp: Arc<KeyPlan>) {
-        let Self { counters, hasher, .. } = self;
-        let hash = |kp: &Arc<KeyPlan>| hasher.hash_one((&*kp.key_id, &*kp.plan_id));
-        counters.insert_unique(hash(&kp), kp, hash);
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Arc<KeyPlan>> {
-        self.counters.iter()
+    fn find(&self, slots: &Slots, key_id: &str, plan_id: &str) -> Option<u32> {
+        let plan = *self.plans.get(plan_id)?;
+        let hash = self.hasher.hash_one((key_id, plan));
+        self.table.find(hash, |&i| locked(slots.slot(i)).is(key_id, plan)).copied()
     }
 }
 
@@ -480,8 +727,12 @@ impl Meter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            states: Mutex::new(Registry::default()),
-            dirty: Arc::new(Mutex::new(Vec::new())),
+            slots: Arc::new(Slots {
+                chunks: boxcar::Vec::new(),
+                plans: RwLock::new(Vec::new()),
+                dirty: Mutex::new(Vec::new()),
+            }),
+            registry: Mutex::new(Registry::default()),
             recent: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
         }
@@ -492,41 +743,62 @@ impl Meter {
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        locked(&self.states)
+        locked(&self.registry)
+    }
+
+    /// The counters in slot `index` (a number [`KeyPlan::index`] gave).
+    pub(crate) fn slot(&self, index: u32) -> KeyPlan<'_> {
+        self.handle(index)
+    }
+
+    fn handle(&self, index: u32) -> KeyPlan<'_> {
+        KeyPlan { slots: &self.slots, index }
     }
 
     /// The counters of `key_id` in `plan_id`, created on first use (seeded from the stored usage
     /// and the grants known), and whether they were just created.
-    pub fn get_or_create(&self, key_id: &str, plan_id: &str) -> (Arc<KeyPlan>, bool) {
+    pub fn get_or_create(&self, key_id: &str, plan_id: &str) -> (KeyPlan<'_>, bool) {
         let mut reg = self.registry();
-        if let Some(kp) = reg.get(key_id, plan_id) {
-            return (Arc::clone(kp), false);
+        if let Some(index) = reg.find(&self.slots, key_id, plan_id) {
+            return (self.handle(index), false);
         }
-        let stored = locked(&self.recent)
-            .get_mut(key_id)
-            .and_then(|plans| plans.remove(plan_id))
-            .unwrap_or_default();
-        let grants = locked(&self.grants)
-            .get(key_id)
-            .and_then(|plans| plans.get(plan_id))
-            .cloned()
-            .unwrap_or_default();
-        let plan_id = match reg.plan_ids.get(plan_id) {
-            Some(shared) => Arc::clone(shared),
+        let plan = match reg.plans.get(plan_id) {
+            Some(&plan) => plan,
             None => {
+                let mut plans = self.slots.plans.write().unwrap_or_else(PoisonError::into_inner);
+                let plan = u32::try_from(plans.len()).expect("fewer than 2^32 plans");
                 let shared: Arc<str> = Arc::from(plan_id);
-                reg.plan_ids.insert(Arc::clone(&shared));
-                shared
+                plans.push(Arc::clone(&shared));
+                reg.plans.insert(shared, plan);
+                plan
             }
         };
-        let kp = Arc::new(KeyPlan {
-            key_id: Arc::from(key_id),
-            plan_id,
-            counters: Mutex::new(Counters { stored, grants, ..Counters::default() }),
-            dirty: Arc::clone(&self.dirty),
+        let index = reg.len;
+        reg.len = index.checked_add(1).expect("fewer than 2^32 counters");
+        if (index as usize).is_multiple_of(CHUNK) {
+            let chunk = std::iter::repeat_with(|| Mutex::new(Counters::EMPTY)).take(CHUNK);
+            self.slots.chunks.push(chunk.collect());
+        }
+        {
+            let mut c = locked(self.slots.slot(index));
+            *c = Counters::new(key_id, plan);
+            let stored = locked(&self.recent).get_mut(key_id).and_then(|p| p.remove(plan_id));
+            for (day, used) in stored.iter().flat_map(DayCounts::iter) {
+                c.add_known(day_no(day), used, 0);
+            }
+            let grants = locked(&self.grants);
+            if let Some(grants) = grants.get(key_id).and_then(|p| p.get(plan_id)) {
+                c.rare().grants.clone_from(grants);
+            }
+        }
+        let Registry { table, hasher, .. } = &mut *reg;
+        let slots = &*self.slots;
+        let hash = hasher.hash_one((key_id, plan));
+        table.insert_unique(hash, index, |&i| {
+            let c = locked(slots.slot(i));
+            hasher.hash_one((c.key_id(), c.plan))
         });
-        reg.insert(Arc::clone(&kp));
-        (kp, true)
+        (self.handle(index), true)
     }
 
     /// Loads the usage stored for the last [`SEED_DAYS`] days in the plans that have a quota
@@ -556,7 +828,7 @@ impl Meter {
         }
         let reg = self.registry();
         recent.retain(|key, plans| {
-            plans.retain(|plan, _| reg.get(key, plan).is_none());
+            plans.retain(|plan, _| reg.find(&self.slots, key, plan).is_none());
             !plans.is_empty()
         });
         *locked(&self.recent) = recent;
@@ -569,15 +841,29 @@ impl Meter {
         for g in grants {
             let periods =
                 by_pair.entry(g.key_id.clone()).or_default().entry(g.plan_id.clone()).or_default();
-            match periods.iter_mut().find(|(d, _)| *d == g.period_start) {
+            let start = day_no(g.period_start);
+            match periods.iter_mut().find(|(d, _)| *d == start) {
                 Some((_, extra)) => *extra = g.extra,
-                None => periods.push((g.period_start, g.extra)),
+                None => periods.push((start, g.extra)),
             }
         }
         let reg = self.registry();
-        for kp in reg.iter() {
-            let periods = by_pair.get(&*kp.key_id).and_then(|plans| plans.get(&*kp.plan_id));
-            kp.lock().grants = periods.cloned().unwrap_or_default();
+        let plans: Vec<Arc<str>> =
+            self.slots.plans.read().unwrap_or_else(PoisonError::into_inner).clone();
+        for index in 0..reg.len {
+            let mut c = locked(self.slots.slot(index));
+            let plan_id = plans.get(c.plan as usize).map_or("", |p| &**p);
+            let periods = by_pair.get(c.key_id()).and_then(|plans| plans.get(plan_id));
+            match (periods, c.rare.as_deref_mut()) {
+                (Some(periods), _) => c.rare().grants.clone_from(periods),
+                (None, Some(rare)) => {
+                    rare.grants.clear();
+                    if rare.is_empty() {
+                        c.rare = None;
+                    }
+                }
+                (None, None) => {}
+            }
         }
         *locked(&self.grants) = by_pair;
     }
@@ -589,12 +875,13 @@ impl Meter {
     /// # Errors
     /// The store's error.
     pub async fn flush(&self, store: &dyn ConfigStore) -> Result<usize, keygate_store::Error> {
-        let states: Vec<Arc<KeyPlan>> = std::mem::take(&mut *locked(&self.dirty));
+        let states: Vec<u32> = std::mem::take(&mut *locked(&self.slots.dirty));
         let mut written = 0;
         for (i, chunk) in states.chunks(FLUSH_CHUNK).enumerate() {
             if let Err(e) = self.flush_chunk(store, chunk, &mut written).await {
                 // The chunks not taken yet keep their usage and their place in the list.
-                locked(&self.dirty).extend(states.iter().skip((i + 1) * FLUSH_CHUNK).cloned());
+                let rest = states.iter().skip((i + 1) * FLUSH_CHUNK);
+                locked(&self.slots.dirty).extend(rest);
                 return Err(e);
             }
         }
@@ -604,30 +891,35 @@ impl Meter {
     async fn flush_chunk(
         &self,
         store: &dyn ConfigStore,
-        states: &[Arc<KeyPlan>],
+        states: &[u32],
         written: &mut usize,
     ) -> Result<(), keygate_store::Error> {
+        // Written days older than this are forgotten (no quota period reaches that far back).
+        let keep_from = day_no_of(self.clock.now_unix_ms()).saturating_sub(SEED_DAYS as DayNo);
         let mut batch = Vec::new();
         let mut taken = Vec::new();
-        for kp in states {
-            let (pending, last_used) = {
-                let mut c = kp.lock();
+        {
+            let plans = self.slots.plans.read().unwrap_or_else(PoisonError::into_inner);
+            for &index in states {
+                let mut c = locked(self.slots.slot(index));
                 c.queued = false;
-                (std::mem::take(&mut c.pending), c.last_used.take())
-            };
-            // The last use goes with the row of its own day: lastUsedDate is the latest of them.
-            let last_day = last_used.map(|at| Date::from_unix_ms(at.saturating_mul(1000)));
-            for (day, used) in pending.iter() {
-                batch.push(DailyUsage {
-                    plan_id: kp.plan_id.to_string(),
-                    key_id: kp.key_id.to_string(),
-                    day,
-                    used,
-                    last_used: last_used.filter(|_| last_day == Some(day)),
-                });
-            }
-            if !pending.is_empty() {
-                taken.push((Arc::clone(kp), pending, last_used));
+                let last_used = std::mem::take(&mut c.last_used);
+                let pending = c.take_pending(keep_from);
+                // The last use goes with the row of its own day: lastUsedDate is the latest.
+                let last_used = (last_used > 0).then_some(i64::from(last_used));
+                let last_day = last_used.map(|at| day_no_of(at.saturating_mul(1000)));
+                for &(day, used) in &pending {
+                    batch.push(DailyUsage {
+                        plan_id: plans.get(c.plan as usize).map_or("", |p| &**p).to_owned(),
+                        key_id: c.key_id().to_owned(),
+                        day: date_of(day),
+                        used,
+                        last_used: last_used.filter(|_| last_day == Some(day)),
+                    });
+                }
+                if !pending.is_empty() {
+                    taken.push((index, pending, last_used));
+                }
             }
         }
         if batch.is_empty() {
@@ -635,25 +927,20 @@ impl Meter {
         }
         match store.add_usage(&batch).await {
             Ok(()) => {
-                for (kp, pending, _) in taken {
-                    let mut c = kp.lock();
-                    for (day, used) in pending.iter() {
-                        c.stored.add(day, used);
-                    }
-                }
                 *written += batch.len();
                 Ok(())
             }
             Err(e) => {
-                for (kp, pending, last_used) in taken {
-                    let mut c = kp.lock();
-                    for (day, used) in pending.iter() {
-                        c.pending.add(day, used);
+                for (index, pending, last_used) in taken {
+                    let mut c = locked(self.slots.slot(index));
+                    for (day, used) in pending {
+                        c.add_known(day, 0, used);
                     }
-                    c.last_used = c.last_used.max(last_used);
+                    let restored = last_used.and_then(|at| u32::try_from(at).ok()).unwrap_or(0);
+                    c.last_used = c.last_used.max(restored);
                     if !c.queued {
                         c.queued = true;
-                        locked(&self.dirty).push(Arc::clone(&kp));
+                        locked(&self.slots.dirty).push(index);
                     }
                 }
                 Err(e)
@@ -716,8 +1003,54 @@ mod tests {
         // Midnight UTC: a new period.
         clock.advance(Duration::from_secs(1));
         assert!(allowed(&admit()));
-        let pending = kp.lock().pending.clone();
-        assert_eq!(pending.total(), 4, "only admitted requests count: {pending:?}");
+        let c = kp.lock();
+        let older: Vec<_> = c.rare.as_ref().map(|r| r.older.clone()).unwrap_or_default();
+        assert_eq!(older.len(), 1, "the day before midnight: {older:?}");
+        let pending = u64::from(c.day_pending) + older.iter().map(|&(_, _, p)| p).sum::<u64>();
+        assert_eq!(pending, 4, "only admitted requests count");
+        assert_eq!((c.day_used, older[0].1), (1, 3), "by day");
+    }
+
+    /// A gateway with a million keys in use holds a million counters: each is one slot, with
+    /// nothing allocated for the common case (one plan, a plan throttle, a quota, usage of one
+    /// day).
+    #[test]
+    fn a_counter_is_one_small_slot() {
+        assert!(std::mem::size_of::<Mutex<Counters>>() <= 72);
+        let meter = Meter::new(Arc::new(ManualClock::new()));
+        let (kp, _) = meter.get_or_create("abcdefghij", "plan01");
+        let l = limits(Some((100.0, 10)), Some(1000), &[]);
+        assert!(allowed(&kp.admit(&l, None, Nanos(1_000_000_000), NEAR_MIDNIGHT_MS)));
+        assert!(kp.lock().rare.is_none(), "nothing allocated besides the slot");
+    }
+
+    /// Ids longer than a slot holds inline, and many keys: each (key, plan) finds its own slot
+    /// again, across chunks.
+    #[test]
+    fn counters_are_found_again_by_key_and_plan() {
+        let meter = Meter::new(Arc::new(ManualClock::new()));
+        let long = "a-key-id-longer-than-eleven-bytes";
+        let (kp, fresh) = meter.get_or_create(long, "p");
+        assert!(fresh);
+        assert_eq!(&*kp.key_id(), long);
+        assert_eq!(&*kp.plan_id(), "p");
+        let (again, fresh) = meter.get_or_create(long, "p");
+        assert!(!fresh);
+        assert_eq!(again.index(), kp.index());
+        let (other_plan, fresh) = meter.get_or_create(long, "q");
+        assert!(fresh && other_plan.index() != kp.index());
+        let n = CHUNK + 10;
+        for i in 0..n {
+            let (kp, fresh) = meter.get_or_create(&format!("k{i}"), "p");
+            assert!(fresh);
+            kp.record_admitted(NEAR_MIDNIGHT_MS);
+        }
+        for i in (0..n).step_by(997) {
+            let (kp, fresh) = meter.get_or_create(&format!("k{i}"), "p");
+            assert!(!fresh);
+            assert_eq!(&*kp.key_id(), format!("k{i}"));
+            assert_eq!(kp.lock().day_pending, 1);
+        }
     }
 
     #[test]

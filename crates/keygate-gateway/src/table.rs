@@ -11,7 +11,8 @@
 //! Rate and quota counters are attached to a key the first time it is used.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use hashbrown::HashTable;
 use keygate_limits::bucket::BucketLimits;
@@ -137,18 +138,23 @@ impl<'t> Authorized<'t> {
     }
 
     /// The key's counters in the grant's plan, created on first use.
-    pub fn counters(&self) -> &'t Arc<KeyPlan> {
+    pub fn counters(&self) -> KeyPlan<'t> {
         let t = self.table;
+        let link = match self.grant.plan_pos {
+            0 => t.links.get(self.index as usize),
+            pos => t.more_links.get(&self.index).and_then(|links| links.get(pos - 1)),
+        };
+        // Acquire: the slot was made before its number was published.
+        if let Some(index) = link.map(|l| l.load(Ordering::Acquire)).filter(|&i| i != UNLINKED) {
+            return t.meter.slot(index);
+        }
         let record = &t.records[self.index as usize];
-        let all = t.counters[self.index as usize].get_or_init(|| {
-            let key_id = t.key_id(self.index);
-            t.plan_sets[record.plans as usize]
-                .plan_ids
-                .iter()
-                .map(|plan| t.meter.get_or_create(key_id, plan).0)
-                .collect()
-        });
-        &all[self.grant.plan_pos]
+        let plan = &t.plan_sets[record.plans as usize].plan_ids[self.grant.plan_pos];
+        let (counters, _) = t.meter.get_or_create(t.key_id(self.index), plan);
+        if let Some(link) = link {
+            link.store(counters.index(), Ordering::Release);
+        }
+        counters
     }
 }
 
@@ -167,11 +173,17 @@ pub struct Table {
     ids: String,
     by_digest: HashTable<u32>,
     plan_sets: Vec<PlanSet>,
-    /// Each record's counters per plan, attached on first use.
-    counters: Vec<OnceLock<Box<[Arc<KeyPlan>]>>>,
+    /// Each record's counters in its first plan: a slot number of the meter's, [`UNLINKED`]
+    /// until the key's first use (4 bytes a key, where a pointer to a list would take 24).
+    links: Vec<AtomicU32>,
+    /// The same for the other plans of the records in several, by record.
+    more_links: HashMap<u32, Box<[AtomicU32]>, foldhash::fast::RandomState>,
     meter: Arc<Meter>,
     api_stages: HashMap<(String, String), u32>,
 }
+
+/// A record not linked to its counters yet.
+const UNLINKED: u32 = u32::MAX;
 
 /// The hash of a digest: its first eight bytes (SHA-256 output is uniform, and presented values
 /// only look up, so nobody can fill a bucket).
@@ -269,7 +281,7 @@ impl Table {
             }
         }
         let (records, ids, sets) = snapshot.keys.into_parts();
-        let plan_sets = sets
+        let plan_sets: Vec<PlanSet> = sets
             .into_iter()
             .map(|plans| {
                 let mut grants = Vec::new();
@@ -294,7 +306,17 @@ impl Table {
                 digest_hash(&records[j as usize].digest)
             });
         }
-        let counters = std::iter::repeat_with(OnceLock::new).take(records.len()).collect();
+        let links =
+            std::iter::repeat_with(|| AtomicU32::new(UNLINKED)).take(records.len()).collect();
+        let mut more_links: HashMap<u32, Box<[AtomicU32]>, _> = HashMap::default();
+        for (i, r) in records.iter().enumerate() {
+            let plans = plan_sets.get(r.plans as usize).map_or(0, |s| s.plan_ids.len());
+            if plans > 1 {
+                let i = u32::try_from(i).expect("fewer than 2^32 key values");
+                let rest = std::iter::repeat_with(|| AtomicU32::new(UNLINKED)).take(plans - 1);
+                more_links.insert(i, rest.collect());
+            }
+        }
         meter.set_grants(&snapshot.grants);
         Self {
             version: snapshot.version,
@@ -304,7 +326,8 @@ impl Table {
             ids,
             by_digest,
             plan_sets,
-            counters,
+            links,
+            more_links,
             meter: Arc::clone(meter),
             api_stages,
         }

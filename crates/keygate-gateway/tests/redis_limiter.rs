@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use keygate_gateway::limiter::redis::Redis;
 use keygate_gateway::limiter::{Ask, Limiter};
-use keygate_gateway::meter::{Admission, KeyPlan, Meter, StageLimits};
+use keygate_gateway::meter::{Admission, Meter, OwnedKeyPlan, StageLimits};
 use keygate_limits::bucket::BucketLimits;
 use keygate_limits::clock::{Clock, SystemClock};
 use keygate_types::plan::{Fallback, Quota, QuotaPeriod};
@@ -41,7 +41,7 @@ fn fresh_plan() -> String {
 /// One node: its limiter and its counters for the key.
 struct Node {
     limiter: Redis,
-    counters: Arc<KeyPlan>,
+    counters: OwnedKeyPlan,
     meter: Meter,
 }
 
@@ -49,7 +49,7 @@ fn node(url: &str, plan: &str) -> Node {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let limiter = Redis::new(url, Arc::clone(&clock), Fallback::Refuse).unwrap();
     let meter = Meter::new(clock);
-    let (counters, _) = meter.get_or_create("key1", plan);
+    let counters = meter.get_or_create("key1", plan).0.to_owned();
     Node { limiter, counters, meter }
 }
 
@@ -57,7 +57,7 @@ impl Node {
     async fn ask(&self, limits: &StageLimits) -> Admission {
         let clock = SystemClock;
         let ask = Ask {
-            counters: &self.counters,
+            counters: self.counters.get(),
             limits,
             method_throttle: None,
             mono: clock.now_mono(),
@@ -124,13 +124,13 @@ async fn two_nodes_admit_a_quota_once_between_them() {
 }
 
 /// The usage `counters` hold for the store (what a flush would write).
-fn pending(meter: &Meter, counters: &Arc<KeyPlan>, unix_ms: i64) -> u64 {
+fn pending(meter: &Meter, counters: &OwnedKeyPlan, unix_ms: i64) -> u64 {
     let _ = meter;
     let window = keygate_limits::calendar::QuotaWindow::for_quota(
         unix_ms,
         &Quota { limit: 1, period: QuotaPeriod::Day, offset: 0 },
     );
-    counters.known_usage(&window)
+    counters.get().known_usage(&window)
 }
 
 /// A plan with room takes leases: a node takes a 1,000th of a quota of 100,000 at once, uses

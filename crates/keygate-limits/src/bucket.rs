@@ -247,6 +247,17 @@ impl TokenBucket {
     pub fn update_limits(&mut self, limits: BucketLimits) {
         self.limits = limits;
     }
+
+    /// A bucket in the state [`TokenBucket::raw`] gave, under `limits`: for callers that keep
+    /// many buckets and their limits apart (`0` is a full bucket, as [`TokenBucket::new`]).
+    pub fn from_raw(limits: BucketLimits, raw: u64) -> Self {
+        Self { limits, empty_at: raw }
+    }
+
+    /// The bucket's state without its limits (see [`TokenBucket::from_raw`]).
+    pub fn raw(&self) -> u64 {
+        self.empty_at
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use keygate_limits::clock::Nanos;
 
@@ -29,7 +28,7 @@ use crate::meter::{Admission, KeyPlan, MethodThrottle, StageLimits};
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
     /// The key's counters in its plan (ids, usage to record, local state).
-    pub counters: &'a Arc<KeyPlan>,
+    pub counters: KeyPlan<'a>,
     /// The plan's throttle and quota on the route's API stage.
     pub limits: &'a StageLimits,
     /// The plan's method throttle for the request's route and method, which takes the place of

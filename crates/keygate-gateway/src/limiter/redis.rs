@@ -221,7 +221,7 @@ impl Limiter for Redis {
             }
             Err(returned) => returned,
         };
-        let tag = format!("keygate:{{{}:{}}}", counters.plan_id, counters.key_id);
+        let tag = format!("keygate:{{{}:{}}}", counters.plan_id(), counters.key_id());
         let bucket_key = match method_throttle {
             Some(m) => format!("{tag}:m:{}", m.key),
             None => format!("{tag}:t"),
@@ -244,12 +244,12 @@ impl Limiter for Redis {
             method_throttle: method_throttle.cloned(),
         };
         let inner = Arc::clone(inner);
-        let counters = Arc::clone(counters);
+        let counters = counters.to_owned();
         Verdict::Pending(Box::pin(async move {
             match tokio::time::timeout(TIMEOUT, inner.ask(&call)).await {
                 Ok(Ok(reply)) => {
                     inner.answered();
-                    inner.admission(&call, &reply, &counters, unix_ms)
+                    inner.admission(&call, &reply, counters.get(), unix_ms)
                 }
                 failed => {
                     let why = match failed {
@@ -259,7 +259,7 @@ impl Limiter for Redis {
                     inner.failed(&why);
                     let now = inner.clock.now_mono();
                     let ask = Ask {
-                        counters: &counters,
+                        counters: counters.get(),
                         limits: &fallback.limits,
                         method_throttle: fallback.method_throttle.as_ref(),
                         mono: now,
@@ -331,7 +331,7 @@ impl Inner {
         &self,
         call: &Call,
         reply: &[i64],
-        counters: &Arc<KeyPlan>,
+        counters: KeyPlan<'_>,
         unix_ms: i64,
     ) -> Admission {
         let (verdict, refill_us, remaining, granted) = match reply {
@@ -347,7 +347,7 @@ impl Inner {
                 if left > 0 {
                     let until = self.clock.now_mono().0.saturating_add(nanos(LEASE_TTL));
                     let period = call.quota.as_ref().map(|(_, w, _)| w.start_ms);
-                    counters.with_lease(|slot| match slot.as_deref_mut() {
+                    counters.with_lease(|slot| match slot.as_mut() {
                         // Another request's lease of the same kind, granted meanwhile: one pool.
                         Some(l) if l.bucket == call.bucket && l.period == period => {
                             l.units = l.units.saturating_add(left);
@@ -355,14 +355,14 @@ impl Inner {
                                 (until, refill, quota_remaining);
                         }
                         _ => {
-                            *slot = Some(Box::new(Lease {
+                            *slot = Some(Lease {
                                 bucket: call.bucket.clone(),
                                 period,
                                 units: left,
                                 until,
                                 refill,
                                 quota_remaining,
-                            }));
+                            });
                         }
                     });
                 }
