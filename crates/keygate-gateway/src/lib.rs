@@ -985,6 +985,36 @@ mod tests {
         (gw, store, control, plan)
     }
 
+    /// A shared limiter's lease without quota units is dropped by the flush once void (a key
+    /// used once keeps no lease); a live one stays until a later flush finds it void; one with
+    /// quota units stays for the key's next request to give them back.
+    #[tokio::test]
+    async fn flushes_drop_void_throttle_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, store, control, plan) = gateway_with_plan(dir.path()).await;
+        let now = gw.meter.clock().now_mono().0;
+        let now_ms = gw.meter.clock().now_unix_ms();
+        let lease = |until, period| meter::Lease { units: 5, until, period, ..Default::default() };
+        let mut counters = Vec::new();
+        for (name, until, period) in
+            [("live", now + 60_000_000_000, None), ("void", 0, None), ("quota", 0, Some(1))]
+        {
+            let (key, _) = keys::create(&control, key_in(name, &plan.id)).await.unwrap();
+            let (kp, _) = gw.meter.get_or_create(&key.id, &plan.id);
+            kp.with_lease(|l| *l = Some(lease(until, period)));
+            kp.record_admitted(now_ms);
+            counters.push(kp);
+        }
+        let has_lease = |kp: &meter::KeyPlan<'_>| kp.with_lease(|l| l.is_some());
+        gw.meter.flush(&*store).await.unwrap();
+        let [live, void, quota] = &counters[..] else { unreachable!() };
+        assert!(has_lease(live) && !has_lease(void) && has_lease(quota));
+        live.with_lease(|l| l.as_mut().unwrap().until = 0);
+        gw.meter.flush(&*store).await.unwrap();
+        assert!(!has_lease(live), "the flush came back for it");
+        assert!(has_lease(quota));
+    }
+
     /// Usage that cannot be written stays counted in memory and goes with the next flush:
     /// nothing admitted is lost while the process lives.
     #[tokio::test]

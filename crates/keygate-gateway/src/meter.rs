@@ -380,6 +380,25 @@ impl Counters {
         u64::from(latest) + older
     }
 
+    /// Drops a shared limiter's lease that holds no quota units once it is void (it has nothing
+    /// to give back: its throttle tokens lapse), so that a key used once does not keep one.
+    /// Whether such a lease is still live at `mono` (the flush comes back for it).
+    fn expire_lease(&mut self, mono: u64) -> bool {
+        let Some(rare) = self.rare.as_deref_mut() else { return false };
+        match &rare.lease {
+            // Its quota units go back with the key's next request.
+            None | Some(Lease { period: Some(_), .. }) => false,
+            Some(lease) if mono < lease.until => true,
+            Some(_) => {
+                rare.lease = None;
+                if rare.is_empty() {
+                    self.rare = None;
+                }
+                false
+            }
+        }
+    }
+
     /// Takes the usage not written yet, by day, and forgets written days before `keep_from`.
     fn take_pending(&mut self, keep_from: DayNo) -> SmallVec<[(DayNo, u64); 1]> {
         let mut taken = SmallVec::new();
@@ -896,13 +915,18 @@ impl Meter {
     ) -> Result<(), keygate_store::Error> {
         // Written days older than this are forgotten (no quota period reaches that far back).
         let keep_from = day_no_of(self.clock.now_unix_ms()).saturating_sub(SEED_DAYS as DayNo);
+        let mono = self.clock.now_mono().0;
         let mut batch = Vec::new();
         let mut taken = Vec::new();
+        let mut revisit = Vec::new();
         {
             let plans = self.slots.plans.read().unwrap_or_else(PoisonError::into_inner);
             for &index in states {
                 let mut c = locked(self.slots.slot(index));
-                c.queued = false;
+                c.queued = c.expire_lease(mono);
+                if c.queued {
+                    revisit.push(index);
+                }
                 let last_used = std::mem::take(&mut c.last_used);
                 let pending = c.take_pending(keep_from);
                 // The last use goes with the row of its own day: lastUsedDate is the latest.
@@ -921,6 +945,9 @@ impl Meter {
                     taken.push((index, pending, last_used));
                 }
             }
+        }
+        if !revisit.is_empty() {
+            locked(&self.slots.dirty).extend(revisit);
         }
         if batch.is_empty() {
             return Ok(());
