@@ -439,6 +439,17 @@ pub struct Lease {
     pub quota_remaining: u64,
 }
 
+/// Why [`KeyPlan::take_from_lease`] found no usable lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseMiss {
+    /// Quota units the dropped lease held for the same period, to give back.
+    pub returned: u64,
+    /// Whether the key was admitted lately (since the last usage flush, under a second ago):
+    /// only then is a lease worth taking. A key's first request in a while asks for itself
+    /// alone, so keys used once strand no units and hold no lease.
+    pub warm: bool,
+}
+
 /// Slots per chunk of [`Slots`] (a chunk is about 1.2 MB).
 const CHUNK: usize = 16_384;
 
@@ -631,15 +642,15 @@ impl<'m> KeyPlan<'m> {
 
     /// One request from the key's lease, when it is usable for `bucket` and quota `period` at
     /// `mono`: counted as admitted at `unix_ms`, with what the lease held when granted (refill,
-    /// quota remaining) and the units left. Otherwise the lease is dropped and `Err` has the
-    /// quota units it still held for `period` (to give back). One lock either way.
+    /// quota remaining) and the units left. Otherwise the lease is dropped and [`LeaseMiss`]
+    /// says what it held and whether the key is warm. One lock either way.
     pub fn take_from_lease(
         &self,
         bucket: Option<&Arc<str>>,
         period: Option<i64>,
         mono: u64,
         unix_ms: i64,
-    ) -> Result<(Duration, u64, u32), u64> {
+    ) -> Result<(Duration, u64, u32), LeaseMiss> {
         let mut c = self.lock();
         let lease = c.rare.as_deref_mut().and_then(|r| r.lease.as_mut());
         let held = match lease {
@@ -653,13 +664,20 @@ impl<'m> KeyPlan<'m> {
                 (l.refill, l.quota_remaining, l.units)
             }
             _ => {
-                let old = c.rare.as_deref_mut().and_then(|r| r.lease.take());
-                return Err(match old {
+                let mut old = None;
+                if let Some(rare) = c.rare.as_deref_mut() {
+                    old = rare.lease.take();
+                    if rare.is_empty() {
+                        c.rare = None;
+                    }
+                }
+                let returned = match old {
                     Some(old) if old.period.is_some() && old.period == period => {
                         u64::from(old.units)
                     }
                     _ => 0,
-                });
+                };
+                return Err(LeaseMiss { returned, warm: c.last_used != 0 });
             }
         };
         self.count(&mut c, unix_ms);

@@ -133,8 +133,9 @@ fn pending(meter: &Meter, counters: &OwnedKeyPlan, unix_ms: i64) -> u64 {
     counters.get().known_usage(&window)
 }
 
-/// A plan with room takes leases: a node takes a 1,000th of a quota of 100,000 at once, uses
-/// it without asking Redis, and gives back what it did not use once the lease is void.
+/// A plan with room takes leases: a node whose key is in use takes a 1,000th of a quota of
+/// 100,000 at once, uses it without asking Redis, and gives back what it did not use once the
+/// lease is void. A key's first request in a while takes nothing ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_taken_from_the_shared_count_and_given_back() {
     let Some(url) = redis_url().await else { return };
@@ -148,17 +149,23 @@ async fn leases_are_taken_from_the_shared_count_and_given_back() {
         let n = r.split("\"quota\";r=").nth(1).unwrap().split(';').next().unwrap();
         n.parse::<u64>().unwrap()
     };
-    // A takes 100 (this request and 99 more): Redis counts 100.
-    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 100 + 99);
-    // B takes 100 more: Redis counts 200; B holds 99.
-    assert_eq!(remaining(b.ask(&limits).await), 100_000 - 200 + 99);
-    // A's second request comes from its lease.
-    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 100 + 98);
-    // Void after 100 ms: A gives its 98 back and takes 100 again (200 - 98 + 100 = 202).
+    let leased = |n: &Node| n.counters.get().with_lease(|l| l.as_ref().map_or(0, |l| l.units));
+    // Cold keys: each node asks for its request alone (Redis counts 2).
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 1);
+    assert_eq!(remaining(b.ask(&limits).await), 100_000 - 2);
+    assert_eq!((leased(&a), leased(&b)), (0, 0), "no lease for a cold key");
+    // In use: A takes 100 (this request and 99 more): Redis counts 102.
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 102 + 99);
+    // B takes 100 more: Redis counts 202; B holds 99.
+    assert_eq!(remaining(b.ask(&limits).await), 100_000 - 202 + 99);
+    // A's next request comes from its lease.
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 102 + 98);
+    assert_eq!(leased(&a), 98);
+    // Void after 100 ms: A gives its 98 back and takes 100 again (202 - 98 + 100 = 204).
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 202 + 99);
+    assert_eq!(remaining(a.ask(&limits).await), 100_000 - 204 + 99);
     // Each node counted only what it admitted.
     let clock = SystemClock;
-    assert_eq!(pending(&a.meter, &a.counters, clock.now_unix_ms()), 3);
-    assert_eq!(pending(&b.meter, &b.counters, clock.now_unix_ms()), 1);
+    assert_eq!(pending(&a.meter, &a.counters, clock.now_unix_ms()), 4);
+    assert_eq!(pending(&b.meter, &b.counters, clock.now_unix_ms()), 2);
 }

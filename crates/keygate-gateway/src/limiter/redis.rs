@@ -213,13 +213,13 @@ impl Limiter for Redis {
         let period = quota.as_ref().map(|(_, w, _)| w.start_ms);
         // This node's lease first: no round trip while it lasts. A spent, void or other
         // bucket's lease is dropped, its quota units going back with this round trip.
-        let returned = match counters.take_from_lease(bucket.as_ref(), period, mono.0, unix_ms) {
+        let miss = match counters.take_from_lease(bucket.as_ref(), period, mono.0, unix_ms) {
             Ok((refill, quota_remaining, left)) => {
                 let headers =
                     headers(throttle, quota.as_ref(), refill, quota_remaining, left, unix_ms);
                 return Verdict::Ready(Admission::Allowed { headers });
             }
-            Err(returned) => returned,
+            Err(miss) => miss,
         };
         let tag = format!("keygate:{{{}:{}}}", counters.plan_id(), counters.key_id());
         let bucket_key = match method_throttle {
@@ -231,7 +231,10 @@ impl Limiter for Redis {
             None => format!("{tag}:q"),
         };
         let seed = quota.as_ref().map_or(0, |(_, w, _)| counters.known_usage(w));
-        let want = lease_size(throttle, quota.as_ref().map(|(_, _, a)| *a));
+        // A lease only for a key in use: a cold key's first request takes nothing ahead.
+        let want =
+            if miss.warm { lease_size(throttle, quota.as_ref().map(|(_, _, a)| *a)) } else { 1 };
+        let returned = miss.returned;
         let call = Call { bucket_key, quota_key, throttle, quota, seed, want, returned, bucket };
         // Owned copies for the fallback, should Redis not answer.
         let fallback = OwnedAsk {
