@@ -169,3 +169,100 @@ async fn leases_are_taken_from_the_shared_count_and_given_back() {
     assert_eq!(pending(&a.meter, &a.counters, clock.now_unix_ms()), 4);
     assert_eq!(pending(&b.meter, &b.counters, clock.now_unix_ms()), 2);
 }
+
+/// A `redis-server` of its own serving TLS only, with a certificate for `localhost` signed by
+/// nobody the system trusts: its port, its certificate (PEM) and the process (killed on drop).
+struct TlsRedis {
+    port: u16,
+    cert: Vec<u8>,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn tls_redis() -> Option<TlsRedis> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let dir = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spawned = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) if ci => panic!("redis-server is needed under CI=true: {e}"),
+        Err(e) => {
+            eprintln!("skipped: cannot run redis-server ({e}); CI=true makes this a failure");
+            return None;
+        }
+    };
+    let redis = TlsRedis { port, cert: generated.cert.pem().into_bytes(), child, _dir: dir };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Some(redis);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("redis-server with TLS did not listen on {port}");
+}
+
+/// `rediss://`: the limiter talks TLS to Redis and verifies its certificate, against the CA
+/// given (`--redis-ca`) or else the system's roots. A server the limiter cannot verify is a
+/// Redis that does not answer: the plan's policy decides (here `refuse`), nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_verifies_the_server_against_the_given_ca() {
+    let Some(server) = tls_redis().await else { return };
+    let url = format!("rediss://localhost:{}", server.port);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let limits =
+        StageLimits { throttle: Some(BucketLimits::new(100.0, 100)), ..Default::default() };
+    let ask = |limiter: &Redis, meter: &Meter| {
+        let (counters, _) = meter.get_or_create("key1", "tlsplan");
+        let ask = Ask {
+            counters,
+            limits: &limits,
+            method_throttle: None,
+            mono: clock.now_mono(),
+            unix_ms: clock.now_unix_ms(),
+        };
+        limiter.admit(ask)
+    };
+
+    let trusted =
+        Redis::with_ca(&url, Some(server.cert.clone()), Arc::clone(&clock), Fallback::Refuse)
+            .unwrap();
+    let meter = Meter::new(Arc::clone(&clock));
+    let admitted = ask(&trusted, &meter).resolve().await;
+    assert!(matches!(admitted, Admission::Allowed { .. }), "{admitted:?}");
+    let stats = trusted.stats().unwrap();
+    assert!(stats.up && stats.round_trips == 1 && stats.fallback_refuse == 0, "{stats:?}");
+
+    let untrusted = Redis::new(&url, Arc::clone(&clock), Fallback::Refuse).unwrap();
+    let refused = ask(&untrusted, &meter).resolve().await;
+    assert!(matches!(refused, Admission::Throttled { .. }), "{refused:?}");
+    let stats = untrusted.stats().unwrap();
+    assert!(!stats.up && stats.fallback_refuse == 1, "{stats:?}");
+
+    // A CA for a connection without TLS is refused when the limiter is made.
+    let plain = format!("redis://127.0.0.1:{}", server.port);
+    let err =
+        Redis::with_ca(&plain, Some(server.cert.clone()), clock, Fallback::Refuse).unwrap_err();
+    assert!(err.to_string().contains("rediss://"), "{err}");
+}

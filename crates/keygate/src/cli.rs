@@ -304,10 +304,14 @@ pub(crate) struct ListenArgs {
     #[arg(long, env = "KEYGATE_NO_ACCESS_LOG")]
     pub(crate) no_access_log: bool,
     /// Share usage-plan throttles and quotas among every node through this Redis
-    /// (`redis://[:password@]host:6379[/db]`): a plan's limits then hold in total across the
-    /// nodes that name it, not per node. Without it each node counts alone.
+    /// (`redis://[:password@]host:6379[/db]`, `rediss://` for TLS): a plan's limits then hold in
+    /// total across the nodes that name it, not per node. Without it each node counts alone.
     #[arg(long, env = "KEYGATE_REDIS_URL", hide_env_values = true, value_name = "URL")]
     pub(crate) redis_url: Option<String>,
+    /// The CA certificate(s), PEM, that signed a `rediss://` Redis's certificate, when the
+    /// system does not trust it (a private CA). Needs a rediss:// URL.
+    #[arg(long, env = "KEYGATE_REDIS_CA", value_name = "FILE")]
+    pub(crate) redis_ca: Option<std::path::PathBuf>,
     /// What decides limits while --redis-url's Redis does not answer (within 100 ms): `local`
     /// (each node applies the plans' limits alone until Redis is back) or `refuse` (a request
     /// under a throttle or quota gets 429). A warning says which is in force. A plan's own

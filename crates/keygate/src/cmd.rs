@@ -851,11 +851,20 @@ async fn serve(
     let health = Arc::new(keygate_types::health::Health::new());
     let clock = Arc::new(keygate_limits::clock::SystemClock);
     let limiter: Arc<dyn keygate_gateway::limiter::Limiter> = match &listen.redis_url {
-        Some(url) => Arc::new(keygate_gateway::limiter::redis::Redis::new(
-            url,
-            Arc::clone(&clock) as _,
-            listen.redis_unavailable,
-        )?),
+        Some(url) => {
+            let ca = match &listen.redis_ca {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --redis-ca {}: {e}", path.display())
+                })?),
+                None => None,
+            };
+            Arc::new(keygate_gateway::limiter::redis::Redis::with_ca(
+                url,
+                ca,
+                Arc::clone(&clock) as _,
+                listen.redis_unavailable,
+            )?)
+        }
         None => Arc::new(keygate_gateway::limiter::Local),
     };
     let mut registry = prometheus_client::registry::Registry::default();

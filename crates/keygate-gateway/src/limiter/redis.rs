@@ -136,16 +136,43 @@ pub struct UrlError {
 }
 
 impl Redis {
-    /// A limiter on the Redis at `url` (`redis://[user:password@]host[:port][/db]`; `rediss://`
-    /// for TLS is not built in). Connects lazily: a node starts while Redis is down, and decides
-    /// by `policy` until it answers.
+    /// A limiter on the Redis at `url` (`redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://` for TLS, the server verified against the system's root certificates).
+    /// Connects lazily: a node starts while Redis is down, and decides by `policy` until it
+    /// answers.
     ///
     /// # Errors
     /// A URL redis-rs cannot read (the message shows it without its password).
     pub fn new(url: &str, clock: Arc<dyn Clock>, policy: Fallback) -> Result<Self, UrlError> {
+        Self::with_ca(url, None, clock, policy)
+    }
+
+    /// [`Redis::new`], with `ca` (PEM certificates) instead of the system's roots to verify a
+    /// `rediss://` server: a private CA's. Refused with a `redis://` URL (a CA for a connection
+    /// without TLS is a mistake that would send the limits in clear).
+    ///
+    /// # Errors
+    /// A URL redis-rs cannot read, or `ca` with a URL without TLS.
+    pub fn with_ca(
+        url: &str,
+        ca: Option<Vec<u8>>,
+        clock: Arc<dyn Clock>,
+        policy: Fallback,
+    ) -> Result<Self, UrlError> {
         let shown = keygate_store::redact_url(url);
-        let client = ::redis::Client::open(url)
-            .map_err(|source| UrlError { shown: shown.clone(), source })?;
+        let error = |source| UrlError { shown: shown.clone(), source };
+        let client = match ca {
+            None => ::redis::Client::open(url).map_err(error)?,
+            Some(_) if !url.starts_with("rediss://") => {
+                let kind = ::redis::ErrorKind::InvalidClientConfig;
+                let why = "a CA certificate (--redis-ca) needs a rediss:// URL (TLS)";
+                return Err(error(::redis::RedisError::from((kind, why))));
+            }
+            Some(ca) => {
+                let certs = ::redis::TlsCertificates { client_tls: None, root_cert: Some(ca) };
+                ::redis::Client::build_with_tls(url, certs).map_err(error)?
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))

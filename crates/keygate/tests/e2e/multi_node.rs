@@ -420,6 +420,25 @@ async fn a_silent_redis_falls_back_to_the_policy() {
     drop(silent);
 }
 
+/// `--redis-ca` (a private CA for `rediss://`): a file that cannot be read, or a CA given with a
+/// URL without TLS, stops `serve` with a message that says so, before it serves anything.
+#[test]
+fn serve_refuses_a_redis_ca_it_cannot_use() {
+    let env = Env::new();
+    env.deploy(&example_yml(), &[]);
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let missing = env.path().join("missing.pem");
+    let args = ["--redis-url", "rediss://localhost:6380", "--redis-ca", missing.to_str().unwrap()];
+    let out = env.run(&[&serve[..], &args[..]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cannot read --redis-ca"), "{stderr}");
+    let ca = env.write("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    let args = ["--redis-url", "redis://127.0.0.1:6379", "--redis-ca", ca.to_str().unwrap()];
+    let out = env.run(&[&serve[..], &args[..]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("needs a rediss:// URL"), "{stderr}");
+}
+
 /// Requests with `key` to `path` on every node at once, four clients a node, for `span`; the
 /// statuses (each request bounded to 5 s: none may hang).
 async fn drive(nodes: &[&Server], path: &str, key: &str, span: Duration) -> Vec<u16> {
