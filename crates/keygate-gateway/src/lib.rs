@@ -25,6 +25,7 @@
 //! background when the store's version moves); key values are never logged.
 
 pub mod access;
+pub mod client;
 pub mod limiter;
 pub mod meter;
 pub mod metrics;
@@ -107,6 +108,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Where each request's access-log line goes (`None`: off).
     access: Option<AccessLog>,
+    /// Whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    trusted_proxies: client::TrustedProxies,
 }
 
 /// What a serving process shares with its gateway beyond the store: readiness, the opt-in
@@ -120,6 +123,8 @@ pub struct Options {
     pub access_log: Option<AccessLog>,
     /// Where usage-plan limits are decided ([`limiter::Local`] unless set).
     pub limiter: Arc<dyn Limiter>,
+    /// The load balancers whose `X-Forwarded-For` names the client (none unless set).
+    pub trusted_proxies: client::TrustedProxies,
 }
 
 impl Default for Options {
@@ -130,6 +135,7 @@ impl Default for Options {
             limiter: Arc::new(limiter::Local),
             metrics: Metrics::unregistered(),
             access_log: None,
+            trusted_proxies: client::TrustedProxies::default(),
         }
     }
 }
@@ -167,7 +173,7 @@ impl Gateway {
         clock: Arc<dyn Clock>,
         opts: Options,
     ) -> Result<Arc<Self>, keygate_store::Error> {
-        let Options { health, ready_path, metrics, access_log, limiter } = opts;
+        let Options { health, ready_path, metrics, access_log, limiter, trusted_proxies } = opts;
         let meter = Arc::new(Meter::new(Arc::clone(&clock)));
         let snapshot = load_snapshot(&*store).await?;
         let quota_plans: Vec<&str> =
@@ -194,6 +200,7 @@ impl Gateway {
             ready_path,
             metrics,
             access: access_log,
+            trusted_proxies,
         }))
     }
 
@@ -348,6 +355,7 @@ impl Gateway {
     /// and the key on to [`Gateway::call`], so nothing is looked up twice.
     pub async fn admit(&self, head: &Request, peer: SocketAddr) -> Admit<Admitted> {
         let started = Instant::now();
+        let peer = self.trusted_proxies.client(&head.headers, peer);
         if let Some(path) = &self.ready_path
             && head.path() == path.as_str()
             && head.method == http::Method::GET
@@ -457,6 +465,7 @@ impl Gateway {
 
     /// Runs the integration of a request [`Gateway::admit`] let through.
     pub async fn call(&self, req: Request, admitted: Admitted, peer: SocketAddr) -> Response {
+        let peer = self.trusted_proxies.client(&req.headers, peer);
         let Admitted { started, table, stage, route, params, key, rate_headers } = admitted;
         let route = &table.stage_at(stage).routes[route];
         let key_id = key.map(|index| table.key_id_at(index));

@@ -308,6 +308,17 @@ pub(crate) struct ListenArgs {
     /// total across the nodes that name it, not per node. Without it each node counts alone.
     #[arg(long, env = "KEYGATE_REDIS_URL", hide_env_values = true, value_name = "URL")]
     pub(crate) redis_url: Option<String>,
+    /// A load balancer (address or network, repeatable or comma-separated) whose
+    /// `X-Forwarded-For` names the client: the access log's address and a function's
+    /// `sourceIp` then are the client's, not the balancer's. Anyone else's header is ignored.
+    #[arg(
+        long,
+        env = "KEYGATE_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = keygate_gateway::client::TrustedProxies::parse
+    )]
+    pub(crate) trusted_proxy: Vec<keygate_gateway::client::IpNet>,
     /// The CA certificate(s), PEM, that signed a `rediss://` Redis's certificate, when the
     /// system does not trust it (a private CA). Needs a rediss:// URL.
     #[arg(long, env = "KEYGATE_REDIS_CA", value_name = "FILE")]

@@ -914,6 +914,7 @@ async fn serve(
         metrics,
         access_log,
         limiter,
+        trusted_proxies: keygate_gateway::client::TrustedProxies::new(listen.trusted_proxy.clone()),
     };
     let gateway = Gateway::with_options(store, functions, clock, options)
         .await

@@ -420,6 +420,45 @@ async fn a_silent_redis_falls_back_to_the_policy() {
     drop(silent);
 }
 
+/// Behind a balancer (`--trusted-proxy`): the access log names the client `X-Forwarded-For`
+/// gives, on a connection from the balancer only; without the flag the header is ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_balancer_names_the_client() {
+    use crate::support::{client, send};
+    let env = Env::new();
+    let yml = env.write(
+        "m.yml",
+        &crate::support::mock_service(
+            "behind",
+            "{throttle: {rateLimit: 100, burstLimit: 100}}",
+            &["a"],
+        ),
+    );
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let serve = ["serve", "--listen", "127.0.0.1:0"];
+    let log = [("RUST_LOG", "info")];
+    let ask = |url: String| {
+        let key = key.clone();
+        async move {
+            let req = client().get(url).header("x-api-key", key);
+            let forwarded = req.header("x-forwarded-for", "1.1.1.1, 198.51.100.7");
+            assert_eq!(send(forwarded).await.status, 200);
+        }
+    };
+    let behind =
+        env.start(&[&serve[..], &["--trusted-proxy", "10.0.0.0/8,127.0.0.1"]].concat(), &log);
+    ask(behind.url("/dev/a")).await;
+    eventually(Duration::from_secs(2), || async { behind.logs().contains("ip=198.51.100.7") })
+        .await;
+    assert!(!behind.logs().contains("ip=1.1.1.1"), "what the client wrote is not believed");
+    behind.stop();
+    let direct = env.start(&serve, &log);
+    ask(direct.url("/dev/a")).await;
+    eventually(Duration::from_secs(2), || async { direct.logs().contains("ip=127.0.0.1") }).await;
+    assert!(!direct.logs().contains("ip=198.51.100.7"), "no trusted proxy: the header is ignored");
+    direct.stop();
+}
+
 /// `--redis-ca` (a private CA for `rediss://`): a file that cannot be read, or a CA given with a
 /// URL without TLS, stops `serve` with a message that says so, before it serves anything.
 #[test]
