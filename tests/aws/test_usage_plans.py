@@ -376,3 +376,18 @@ def test_plans_and_plan_keys_page_with_limit_position_and_name(kg, apigw, make_p
     # A position that no page returned is refused, as AWS refuses a bad token.
     bad = kg.admin("GET", f"/usageplans/{plan['id']}/keys?position=zz")
     assert bad.status == 400, bad.body
+
+
+def test_a_plans_redis_policy_through_awscli(kg, make_plan):
+    """keygate's own `fallback` (what decides a plan's limits while Redis does not answer) goes
+    through awscli's patch operations as they are; awscli's output leaves the field out (its
+    model has none), keygate's shows it."""
+    plan = make_plan()
+    kg.aws("update-usage-plan", "--usage-plan-id", plan["id"], "--patch-operations",
+           "op=replace,path=/fallback,value=refuse")
+    assert kg.keygate_json("plans", "get", plan["name"], "--json")["fallback"] == "refuse"
+    kg.aws("update-usage-plan", "--usage-plan-id", plan["id"], "--patch-operations", "op=remove,path=/fallback")
+    assert "fallback" not in kg.keygate_json("plans", "get", plan["name"], "--json")
+    e = kg.aws_error("update-usage-plan", "--usage-plan-id", plan["id"], "--patch-operations",
+                     "op=replace,path=/fallback,value=open")
+    assert "BadRequestException" in str(e)

@@ -40,6 +40,9 @@ struct CreateBody {
     quota: Option<Quota>,
     #[serde(default)]
     api_stages: Vec<ApiStageBody>,
+    /// keygate's own: what decides the plan's limits while Redis does not answer (`local` or
+    /// `refuse`; absent: the node's `--redis-unavailable`).
+    fallback: Option<keygate_types::plan::Fallback>,
 }
 
 pub(crate) async fn create(
@@ -56,7 +59,7 @@ pub(crate) async fn create(
         description: b.description,
         throttle: b.throttle,
         quota: b.quota,
-        fallback: None,
+        fallback: b.fallback,
     };
     let stages = b.api_stages.into_iter().map(|s| (s.api_id, s.stage, s.throttle)).collect();
     // All or nothing, as on AWS: the plan and its stages are one change.
@@ -149,6 +152,16 @@ pub(crate) async fn update(
                 })?;
             }
             ("remove", "/quota") => quota = None,
+            ("replace", "/fallback") => {
+                let policy = v.unwrap_or_default().parse().map_err(|e: String| {
+                    AwsError::bad_request(format!(
+                        "/fallback: {e} (what decides the plan's \
+                         limits while Redis does not answer)"
+                    ))
+                })?;
+                p.fallback = Some(Some(policy));
+            }
+            ("remove", "/fallback") => p.fallback = Some(None),
             ("add" | "remove", "/apiStages") => {
                 let (api, stage) = v.and_then(|v| v.split_once(':')).ok_or_else(|| {
                     AwsError::bad_request("/apiStages takes the value <apiId>:<stage>")
@@ -163,7 +176,8 @@ pub(crate) async fn update(
                 return Err(AwsError::bad_request(format!(
                     "Invalid patch operation {o} {path}: supported are replace /name, \
                      /description, /throttle/rateLimit, /throttle/burstLimit, /quota/limit, \
-                     /quota/period, /quota/offset; remove /throttle, /quota; add/remove /apiStages"
+                     /quota/period, /quota/offset, /fallback; remove /throttle, /quota, \
+                     /fallback; add/remove /apiStages"
                 )));
             }
         }

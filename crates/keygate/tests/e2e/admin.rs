@@ -93,6 +93,54 @@ async fn admin_api_authenticates_and_audits() {
     srv.stop();
 }
 
+/// A plan's policy while Redis does not answer (keygate's own `fallback`) is set through the
+/// admin API as through the CLI: in the create body, and with `replace`/`remove /fallback`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plans_redis_policy_through_the_admin_api() {
+    let env = Env::new();
+    let token = env.json(&["admin", "token", "create"]);
+    let token = token["token"].as_str().unwrap().to_owned();
+    let srv = env.serve();
+    let plans = format!("{}/usageplans", srv.admin);
+    let shown = || env.ok(&["plans", "get", "strict"]);
+    let r = send(
+        client()
+            .post(&plans)
+            .bearer_auth(&token)
+            .json(&json!({"name": "strict", "fallback": "refuse"})),
+    )
+    .await;
+    assert_eq!((r.status, &r.json()["fallback"]), (201, &json!("refuse")), "{r:?}");
+    assert!(shown().contains("while Redis does not answer: refuse"), "{}", shown());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let patch = |op: &str, value: Option<&str>| {
+        let mut op = json!({"op": op, "path": "/fallback"});
+        if let Some(v) = value {
+            op["value"] = json!(v);
+        }
+        send(
+            client()
+                .patch(format!("{plans}/{id}"))
+                .bearer_auth(&token)
+                .json(&json!({"patchOperations": [op]})),
+        )
+    };
+    let r = patch("replace", Some("local")).await;
+    assert_eq!(r.json()["fallback"], "local", "{r:?}");
+    let r = patch("remove", None).await;
+    assert!(r.json().get("fallback").is_none(), "{r:?}");
+    assert!(!shown().contains("while Redis"), "the node's policy again: {}", shown());
+    let r = patch("replace", Some("maybe")).await;
+    assert_eq!((r.status, r.header("x-amzn-errortype")), (400, Some("BadRequestException")));
+    assert!(r.body.contains("/fallback"), "{}", r.body);
+    let r = send(
+        client().post(&plans).bearer_auth(&token).json(&json!({"name": "x", "fallback": "open"})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "an unknown policy is refused: {r:?}");
+    srv.stop();
+}
+
 /// Every change the CLI makes is in the audit log as `cli:<user>`, under its AWS action, with a
 /// target and never a key value (the admin API's side: tests/aws/test_zz_audit.py).
 #[test]
