@@ -516,21 +516,23 @@ impl<'m> KeyPlan<'m> {
         OwnedKeyPlan { slots: Arc::clone(self.slots), index: self.index }
     }
 
-    /// The key's id.
-    pub fn key_id(&self) -> KeyId {
-        let c = self.lock();
-        match c.id.len {
-            SmallId::LONG => KeyId::Long(
-                c.rare.as_ref().and_then(|r| r.long_id.clone()).unwrap_or_else(|| Arc::from("")),
-            ),
-            _ => KeyId::Inline(c.id),
-        }
-    }
-
-    /// The plan's id.
-    pub fn plan_id(&self) -> Arc<str> {
-        let plan = self.lock().plan;
-        self.slots.plan_id(plan)
+    /// The key's id and the plan's (one lock of the slot, released before the plans are read:
+    /// the flush reads the plans, then locks slots).
+    pub fn ids(&self) -> (KeyId, Arc<str>) {
+        let (key_id, plan) = {
+            let c = self.lock();
+            let key_id = match c.id.len {
+                SmallId::LONG => KeyId::Long(
+                    c.rare
+                        .as_ref()
+                        .and_then(|r| r.long_id.clone())
+                        .unwrap_or_else(|| Arc::from("")),
+                ),
+                _ => KeyId::Inline(c.id),
+            };
+            (key_id, c.plan)
+        };
+        (key_id, self.slots.plan_id(plan))
     }
 
     /// Decides one request at `now` under `limits` and the request's method throttle, if any,
@@ -1077,8 +1079,8 @@ mod tests {
         let long = "a-key-id-longer-than-eleven-bytes";
         let (kp, fresh) = meter.get_or_create(long, "p");
         assert!(fresh);
-        assert_eq!(&*kp.key_id(), long);
-        assert_eq!(&*kp.plan_id(), "p");
+        let (key_id, plan_id) = kp.ids();
+        assert_eq!((&*key_id, &*plan_id), (long, "p"));
         let (again, fresh) = meter.get_or_create(long, "p");
         assert!(!fresh);
         assert_eq!(again.index(), kp.index());
@@ -1093,7 +1095,7 @@ mod tests {
         for i in (0..n).step_by(997) {
             let (kp, fresh) = meter.get_or_create(&format!("k{i}"), "p");
             assert!(!fresh);
-            assert_eq!(&*kp.key_id(), format!("k{i}"));
+            assert_eq!(&*kp.ids().0, format!("k{i}"));
             assert_eq!(kp.lock().day_pending, 1);
         }
     }

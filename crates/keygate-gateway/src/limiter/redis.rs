@@ -248,7 +248,8 @@ impl Limiter for Redis {
             }
             Err(miss) => miss,
         };
-        let tag = format!("keygate:{{{}:{}}}", counters.plan_id(), counters.key_id());
+        let (key_id, plan_id) = counters.ids();
+        let tag = format!("keygate:{{{plan_id}:{key_id}}}");
         let bucket_key = match method_throttle {
             Some(m) => format!("{tag}:m:{}", m.key),
             None => format!("{tag}:t"),
