@@ -136,7 +136,8 @@ start_redis() {
 
 # measure PEER CASE CONNS EXPECT URL PID KEY [wrk args...] : one wrk run (after an unrecorded
 # warm-up) sending KEY (none when empty) in x-api-key, with the server tree sampled for RSS and
-# CPU; appends a row to $TSV and records a failure when the status is not EXPECT.
+# CPU; appends a row to $TSV and records a failure when the status is not EXPECT. Sets
+# WARM_RSS_KB (the server's RSS right after the warm-up, which sends KEY only).
 measure() {
   local peer="$1" case="$2" conns="$3" expect="$4" url="$5" pid="$6" key="$7"; shift 7
   local hdr=() pin=() status raw rssmax=0 r c0 c1 res
@@ -144,6 +145,7 @@ measure() {
   local args=("${hdr[@]}" "$@")
   [ "$PIN" = 1 ] && pin=(taskset -c "$CLIENT_CPU")
   "${pin[@]}" wrk -t1 -c"$conns" -d"$WARMUP" --timeout 5s "${args[@]}" "$url" >/dev/null 2>&1 || true
+  WARM_RSS_KB=$(rss_kb "$pid")
   # Right after the warm-up and twice, so a 1 r/s route shows its 429 even if a token came back.
   http_code "${hdr[@]}" "$url" >/dev/null
   status=$(http_code "${hdr[@]}" "$url")

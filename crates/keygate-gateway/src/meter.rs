@@ -444,11 +444,16 @@ pub struct Lease {
 pub struct LeaseMiss {
     /// Quota units the dropped lease held for the same period, to give back.
     pub returned: u64,
-    /// Whether the key was admitted lately (since the last usage flush, under a second ago):
-    /// only then is a lease worth taking. A key's first request in a while asks for itself
-    /// alone, so keys used once strand no units and hold no lease.
+    /// Whether the key was admitted lately (in this or the previous second, and not yet
+    /// written by a usage flush): only then is a lease worth taking. A key's first request in
+    /// a while asks for itself alone, so keys used once strand no units and hold no lease, even
+    /// while a long flush leaves many keys' last use unwritten.
     pub warm: bool,
 }
+
+/// How recent (whole seconds of the clock) a key's last admission must be for it to count as
+/// warm ([`LeaseMiss::warm`]).
+const WARM_SECS: u32 = 1;
 
 /// Slots per chunk of [`Slots`] (a chunk is about 1.2 MB).
 const CHUNK: usize = 16_384;
@@ -679,7 +684,9 @@ impl<'m> KeyPlan<'m> {
                     }
                     _ => 0,
                 };
-                return Err(LeaseMiss { returned, warm: c.last_used != 0 });
+                let now = u32::try_from(unix_ms.div_euclid(1000)).unwrap_or(u32::MAX);
+                let warm = c.last_used != 0 && now.saturating_sub(c.last_used) <= WARM_SECS;
+                return Err(LeaseMiss { returned, warm });
             }
         };
         self.count(&mut c, unix_ms);
@@ -1034,6 +1041,21 @@ mod tests {
 
     // 2026-11-28T23:59:59Z
     const NEAR_MIDNIGHT_MS: i64 = 1_795_910_399_000;
+
+    #[test]
+    fn only_a_key_admitted_in_the_last_second_or_two_is_warm() {
+        let meter = Meter::new(Arc::new(ManualClock::new()));
+        let (kp, _) = meter.get_or_create("k", "p");
+        let at = NEAR_MIDNIGHT_MS - 10_000;
+        let warm = |unix_ms| kp.take_from_lease(None, None, 0, unix_ms).unwrap_err().warm;
+        assert!(!warm(at), "never admitted");
+        kp.record_admitted(at);
+        assert!(warm(at + 300));
+        assert!(warm(at + 1_000), "the next second");
+        // Not written by a flush yet (a long flush at a million keys), but long ago.
+        assert!(!warm(at + 5_000));
+        assert!(kp.lock().rare.is_none(), "a miss allocates nothing");
+    }
 
     #[test]
     fn quota_is_exact_refusals_are_free_and_periods_roll_over() {
