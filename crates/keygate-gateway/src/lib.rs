@@ -25,6 +25,7 @@
 //! background when the store's version moves); key values are never logged.
 
 pub mod access;
+pub mod authorizer;
 pub mod client;
 pub mod limiter;
 pub mod meter;
