@@ -12,6 +12,9 @@
 //! number or boolean, a missing principal id) makes the whole answer [`BadAnswer`], which the
 //! gateway turns into API Gateway's 500 `AuthorizerConfigurationException`, never into access.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use keygate_http::Fields;
 use serde_json::{Map, Value};
 
@@ -342,6 +345,63 @@ pub fn token_event(token: &str, method_arn: &str) -> Vec<u8> {
     event.to_string().into_bytes()
 }
 
+/// An authorizer's answers by identity, each kept for the authorizer's `resultTtlInSeconds`
+/// (API Gateway's default 300; 0 turns caching off) and applied to every method its policy
+/// covers, as on API Gateway. Bounded in entries (the least used go first when full). Entries
+/// are found by a SHA-256 of the identity's values, so the cache holds no token.
+pub struct AnswerCache {
+    /// `None`: caching is off.
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<Answer>>>,
+}
+
+impl AnswerCache {
+    /// API Gateway's default TTL for authorizer results.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+    /// API Gateway's largest TTL (one hour).
+    pub const MAX_TTL: Duration = Duration::from_secs(3600);
+
+    /// A cache for one authorizer; `ttl` zero turns it off.
+    pub fn new(ttl: Duration, max_entries: u64) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(ttl).build()
+        });
+        Self { cache }
+    }
+
+    /// The entry of an identity (its values in the identity source's order).
+    pub fn key(values: &[String]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for value in values {
+            // Length-prefixed, so ["ab", "c"] and ["a", "bc"] differ.
+            hash.update((value.len() as u64).to_le_bytes());
+            hash.update(value.as_bytes());
+        }
+        hash.finalize().into()
+    }
+
+    /// The answer kept for `key`, while its TTL lasts.
+    pub fn get(&self, key: &[u8; 32]) -> Option<Arc<Answer>> {
+        self.cache.as_ref()?.get(key)
+    }
+
+    /// Keeps `answer` for `key` (nothing when caching is off).
+    pub fn insert(&self, key: [u8; 32], answer: Arc<Answer>) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key, answer);
+        }
+    }
+}
+
+impl std::fmt::Debug for AnswerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cache {
+            Some(cache) => write!(f, "AnswerCache({} entries)", cache.entry_count()),
+            None => f.write_str("AnswerCache(off)"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -403,6 +463,43 @@ mod tests {
             event,
             json!({"type": "TOKEN", "authorizationToken": "Bearer \"x\"", "methodArn": ARN})
         );
+    }
+
+    fn allowed_answer() -> Arc<Answer> {
+        Arc::new(answer(json!({"Statement": [allow(json!("*"))]})).unwrap())
+    }
+
+    #[test]
+    fn answers_are_kept_by_identity_for_their_ttl() {
+        let cache = AnswerCache::new(Duration::from_millis(300), 100);
+        let alice = AnswerCache::key(&["Bearer alice".to_owned()]);
+        let bob = AnswerCache::key(&["Bearer bob".to_owned()]);
+        assert_ne!(alice, bob);
+        assert_ne!(
+            AnswerCache::key(&["ab".to_owned(), "c".to_owned()]),
+            AnswerCache::key(&["a".to_owned(), "bc".to_owned()])
+        );
+        cache.insert(alice, allowed_answer());
+        assert!(cache.get(&alice).is_some());
+        assert!(cache.get(&bob).is_none());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(cache.get(&alice).is_none(), "past its TTL");
+    }
+
+    #[test]
+    fn a_zero_ttl_keeps_nothing_and_the_cache_is_bounded() {
+        let off = AnswerCache::new(Duration::ZERO, 100);
+        let key = AnswerCache::key(&["t".to_owned()]);
+        off.insert(key, allowed_answer());
+        assert!(off.get(&key).is_none());
+        assert_eq!(format!("{off:?}"), "AnswerCache(off)");
+        let small = AnswerCache::new(AnswerCache::DEFAULT_TTL, 10);
+        for i in 0..1_000 {
+            small.insert(AnswerCache::key(&[i.to_string()]), allowed_answer());
+        }
+        let inner = small.cache.as_ref().unwrap();
+        inner.run_pending_tasks();
+        assert!(inner.entry_count() <= 10, "{} entries", inner.entry_count());
     }
 
     #[test]
