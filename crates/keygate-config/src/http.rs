@@ -187,6 +187,7 @@ impl Ctx<'_> {
                     private: false,
                     cors: None,
                     integration: Integration::LambdaProxy,
+                    authorizer: None,
                 };
                 (route.shape, event)
             }
@@ -291,6 +292,8 @@ impl Ctx<'_> {
                 }
                 // Fail closed: a route whose authorizer keygate would skip must not deploy open.
                 "authorizer" => {
+                    // Read in full, so its own mistakes are named too, then refused.
+                    let _ = self.authorizer(&e.value, e.key_mark, &p);
                     self.error(
                         e.key_mark,
                         &p,
@@ -368,6 +371,7 @@ impl Ctx<'_> {
             private,
             cors,
             integration: integration?,
+            authorizer: None,
         };
         Some((route.shape, event))
     }

@@ -19,6 +19,7 @@
 //! Every problem found is reported, not only the first, and no message or note ever contains an
 //! API key value.
 
+mod authorizer;
 mod build;
 mod ctx;
 mod diag;

@@ -780,10 +780,72 @@ fn http_events() {
                  authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot enforce this one and would serve the route without it; remove \
                  `authorizer` and protect the route with `private: true` and API keys, or keep \
                  this service where its authorizer runs",
+                "serverless.yml:18:23: functions.f.events[0].http.authorizer: AWS_IAM \
+                 authorization (SigV4-signed requests checked against IAM policies) is not run by \
+                 keygate; protect the route with `private: true` and API keys",
                 "serverless.yml:23:11: functions.f.events[1].http.authorizer: keygate does not run \
                  authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot enforce this one and would serve the route without it; remove \
                  `authorizer` and protect the route with `private: true` and API keys, or keep \
                  this service where its authorizer runs",
+            ]),
+        ),
+        case(
+            "an authorizer's own mistakes are named before it is refused",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          authorizer:
+                |            name: auth
+                |            identitySorce: method.request.header.Auth
+                |            identitySource: stageVariables.token
+                |            resultTtlInSeconds: 7200
+                |            identityValidationExpression: '^Bearer ('
+                |      - http:
+                |          path: b
+                |          method: get
+                |          authorizer:
+                |            arn: arn:aws:cognito-idp:us-east-1:1:userpool/x
+                |            type: COGNITO_USER_POOLS
+                |            scopes: [read]
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:12:11: functions.f.events[0].http.authorizer: keygate does not run authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot \
+                 enforce this one and would serve the route without it; remove `authorizer` and \
+                 protect the route with `private: true` and API keys, or keep this service where \
+                 its authorizer runs",
+                "serverless.yml:14:13: functions.f.events[0].http.authorizer.identitySorce: \
+                 unknown key in authorizer (did you mean `identitySource`?); expected one of \
+                 name, arn, type, identitySource, identityValidationExpression, \
+                 resultTtlInSeconds, managedExternally, claims, scopes",
+                "serverless.yml:15:29: functions.f.events[0].http.authorizer.identitySource: \
+                 identitySource \"stageVariables.token\" is not one keygate reads; write \
+                 method.request.header.NAME or method.request.querystring.NAME (several \
+                 separated by commas)",
+                "serverless.yml:16:33: functions.f.events[0].http.authorizer.resultTtlInSeconds: \
+                 expected whole seconds from 0 to 3600, found 7200",
+                "serverless.yml:17:43: \
+                 functions.f.events[0].http.authorizer.identityValidationExpression: is not a \
+                 regular expression keygate can read: unclosed group",
+                "serverless.yml:21:11: functions.f.events[1].http.authorizer: keygate does not run authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot \
+                 enforce this one and would serve the route without it; remove `authorizer` and \
+                 protect the route with `private: true` and API keys, or keep this service where \
+                 its authorizer runs",
+                "serverless.yml:22:13: functions.f.events[1].http.authorizer.arn: an authorizer \
+                 given by ARN (a Cognito user pool or a function outside this service) is not run \
+                 by keygate yet; name a function of this service with `name:`",
+                "serverless.yml:23:19: functions.f.events[1].http.authorizer.type: \
+                 \"COGNITO_USER_POOLS\" authorizers are not run by keygate yet (Lambda \
+                 authorizers of type token or request are); protect the route with `private: \
+                 true` and API keys instead",
+                "serverless.yml:24:13: functions.f.events[1].http.authorizer.scopes: scopes \
+                 applies to Cognito authorizers, which keygate does not run yet; remove it",
             ]),
         ),
         case(

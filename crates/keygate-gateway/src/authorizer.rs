@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keygate_http::Fields;
+use keygate_types::authorizer::{IdentitySource, Source};
 use serde_json::{Map, Value};
 
 /// A Lambda authorizer's answer, checked.
@@ -257,82 +258,31 @@ pub fn method_arn(
     format!("arn:aws:execute-api:{region}:{account}:{api_id}/{stage}/{method}/{path}")
 }
 
-/// Where an authorizer's identity comes from (`identitySource`): request headers and query
-/// string parameters, in the order written. A request that lacks any of them, or sends one
-/// empty, gets 401 `Unauthorized` without the authorizer being called, as on API Gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentitySource {
-    sources: Vec<Source>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    /// `method.request.header.NAME` (compared without case).
-    Header(String),
-    /// `method.request.querystring.NAME`.
-    Query(String),
-}
-
-impl IdentitySource {
-    /// A TOKEN authorizer's default: `method.request.header.Authorization`.
-    pub fn authorization_header() -> Self {
-        Self { sources: vec![Source::Header("Authorization".into())] }
-    }
-
-    /// Reads `identitySource` as the yml writes it: mapping expressions separated by commas.
-    ///
-    /// # Errors
-    /// An empty list or an expression keygate cannot read from a request (stage variables and
-    /// `context` values are not sources keygate has), with what to write instead.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut sources = Vec::new();
-        for expr in text.split(',').map(str::trim) {
-            let source = if let Some(name) = expr.strip_prefix("method.request.header.") {
-                Source::Header(name.to_owned())
-            } else if let Some(name) = expr.strip_prefix("method.request.querystring.") {
-                Source::Query(name.to_owned())
-            } else {
-                return Err(format!(
-                    "identitySource {expr:?} is not one keygate reads; write \
-                     method.request.header.NAME or method.request.querystring.NAME \
-                     (several separated by commas)"
-                ));
+/// The identity's values in the request, in `source`'s order; `None` when one is missing or
+/// empty (401 without calling the authorizer).
+pub fn identity(
+    source: &IdentitySource,
+    headers: &Fields,
+    query: Option<&str>,
+) -> Option<Vec<String>> {
+    source
+        .sources()
+        .iter()
+        .map(|source| {
+            let value = match source {
+                Source::Header(name) => {
+                    std::str::from_utf8(headers.get(name)?).ok()?.trim().to_owned()
+                }
+                // The last value of the name, as `queryStringParameters` has it.
+                Source::Query(name) => form_urlencoded::parse(query?.as_bytes())
+                    .filter(|(n, _)| n == name)
+                    .last()?
+                    .1
+                    .into_owned(),
             };
-            let name = match &source {
-                Source::Header(n) | Source::Query(n) => n,
-            };
-            if name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(format!("identitySource {expr:?} has no name after its last dot"));
-            }
-            sources.push(source);
-        }
-        if sources.is_empty() {
-            return Err("identitySource is empty".into());
-        }
-        Ok(Self { sources })
-    }
-
-    /// The identity's values in the request, in the source's order; `None` when one is
-    /// missing or empty (401 without calling the authorizer).
-    pub fn values(&self, headers: &Fields, query: Option<&str>) -> Option<Vec<String>> {
-        self.sources
-            .iter()
-            .map(|source| {
-                let value = match source {
-                    Source::Header(name) => {
-                        std::str::from_utf8(headers.get(name)?).ok()?.trim().to_owned()
-                    }
-                    // The last value of the name, as `queryStringParameters` has it.
-                    Source::Query(name) => form_urlencoded::parse(query?.as_bytes())
-                        .filter(|(n, _)| n == name)
-                        .last()?
-                        .1
-                        .into_owned(),
-                };
-                (!value.is_empty()).then_some(value)
-            })
-            .collect()
-    }
+            (!value.is_empty()).then_some(value)
+        })
+        .collect()
 }
 
 /// A TOKEN authorizer's event, as API Gateway sends it.
@@ -432,28 +382,23 @@ mod tests {
     }
 
     #[test]
-    fn identity_sources_read_headers_and_query_strings_and_refuse_the_rest() {
+    fn the_identity_is_read_from_headers_and_query_strings() {
         let source = IdentitySource::parse(
             "method.request.header.Authorization, method.request.querystring.token",
         )
         .unwrap();
         let headers = fields(&[("authorization", "Bearer abc")]);
         assert_eq!(
-            source.values(&headers, Some("token=t%201&token=t2&x=1")),
+            identity(&source, &headers, Some("token=t%201&token=t2&x=1")),
             Some(vec!["Bearer abc".to_owned(), "t2".to_owned()]),
             "header without case, the query's last value, decoded"
         );
-        assert_eq!(source.values(&headers, None), None, "no query string");
-        assert_eq!(source.values(&headers, Some("token=")), None, "an empty value");
-        assert_eq!(source.values(&fields(&[]), Some("token=a")), None, "no header");
-        assert_eq!(source.values(&fields(&[("Authorization", " ")]), Some("token=a")), None);
+        assert_eq!(identity(&source, &headers, None), None, "no query string");
+        assert_eq!(identity(&source, &headers, Some("token=")), None, "an empty value");
+        assert_eq!(identity(&source, &fields(&[]), Some("token=a")), None, "no header");
+        assert_eq!(identity(&source, &fields(&[("Authorization", " ")]), Some("token=a")), None);
         let default = IdentitySource::authorization_header();
-        assert_eq!(default.values(&headers, None), Some(vec!["Bearer abc".to_owned()]));
-        for bad in ["", "stageVariables.x", "context.user", "method.request.header.", "header.Auth"]
-        {
-            let err = IdentitySource::parse(bad).unwrap_err();
-            assert!(err.contains("identitySource"), "{bad}: {err}");
-        }
+        assert_eq!(identity(&default, &headers, None), Some(vec!["Bearer abc".to_owned()]));
     }
 
     #[test]

@@ -441,6 +441,7 @@ pub(crate) mod tests {
                         private: true,
                         cors: None,
                         integration: Integration::Mock,
+                        authorizer: None,
                     })
                     .collect(),
                 streams: vec![],

@@ -147,6 +147,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
                 private,
                 cors: None,
                 integration: Integration::LambdaProxy,
+                authorizer: None,
             }],
             streams: vec![],
         }],

@@ -4,7 +4,8 @@
 //! - [`clock`]: time as keygate reads it (a monotonic instant, UTC unix milliseconds), with a
 //!   system and a manual clock; shared by the limiters, the gateway and the admin API.
 //! - [`service`]: the validated form of a `serverless.yml` (what `keygate-config` produces and what
-//!   a deployment snapshots); [`runtime`]: a function's runtime as a type (which launcher runs it).
+//!   a deployment snapshots); [`runtime`]: a function's runtime as a type (which launcher runs it);
+//!   [`authorizer`]: a route's Lambda authorizer as declared.
 //! - [`health`]: whether the process is ready (table loaded, store answering), for `/readyz`.
 //! - [`key`]: API keys, their secret values and digests.
 //! - [`keyset`]: every accepted key value, packed for the gateway (millions of keys).
@@ -14,6 +15,7 @@
 //!
 //! Architecture invariant: this crate does no IO and knows nothing of tokio, hyper or sqlx.
 
+pub mod authorizer;
 pub mod clock;
 pub mod date;
 pub mod health;
@@ -25,6 +27,7 @@ pub mod response;
 pub mod runtime;
 pub mod service;
 
+pub use authorizer::{Authorizer, AuthorizerKind, IdentitySource};
 pub use key::{ApiKeyValue, KeyDigest};
 pub use runtime::{Runtime, RuntimeKind};
 pub use service::{

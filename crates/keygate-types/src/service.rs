@@ -212,6 +212,10 @@ pub struct HttpEvent {
     pub private: bool,
     pub cors: Option<Cors>,
     pub integration: Integration,
+    /// `authorizer:`: a Lambda authorizer run before the key check. Absent from snapshots of
+    /// routes without one (and of deployments made before authorizers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorizer: Option<crate::Authorizer>,
 }
 
 /// HTTP methods Serverless accepts for `http` events.
