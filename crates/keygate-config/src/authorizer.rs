@@ -21,6 +21,10 @@ const KEYS: &[&str] = &[
     "scopes",
 ];
 
+/// Why an authorizer named by ARN is refused.
+const BY_ARN: &str = "an authorizer given by ARN (a Cognito user pool or a function outside \
+                      this service) is not run by keygate yet; name a function of this service";
+
 impl Ctx<'_> {
     /// Reads `authorizer:` at `path` (`key_mark`: where the key is written).
     pub(crate) fn authorizer(
@@ -30,17 +34,12 @@ impl Ctx<'_> {
         path: &FieldPath,
     ) -> Option<Authorizer> {
         let v = self.expand(node, path);
-        let entries = match v.value {
+        // The short form names the function and leaves the rest to API Gateway's defaults.
+        let (entries, mut function) = match v.value {
             Value::Str(name) if v.tag.is_none() => {
-                return self.function_name(&name, v.mark, path).map(|function| Authorizer {
-                    function,
-                    kind: AuthorizerKind::Token,
-                    identity_source: IdentitySource::authorization_header(),
-                    validation: None,
-                    ttl_secs: Authorizer::DEFAULT_TTL_SECS,
-                });
+                (Vec::new(), Some(self.function_name(&name, v.mark, path)?))
             }
-            Value::Map(entries) if v.tag.is_none() => entries,
+            Value::Map(entries) if v.tag.is_none() => (entries, None),
             Value::Invalid => return None,
             _ => {
                 self.mismatch(
@@ -52,7 +51,6 @@ impl Ctx<'_> {
             }
         };
         let mut ok = true;
-        let mut function = None;
         let mut kind = AuthorizerKind::Token;
         let mut identity = None;
         let mut validation = None;
@@ -129,13 +127,7 @@ impl Ctx<'_> {
                 }
                 "managedExternally" => self.ignore(&p),
                 "arn" => {
-                    self.error(
-                        e.key_mark,
-                        &p,
-                        "an authorizer given by ARN (a Cognito user pool or a function outside \
-                         this service) is not run by keygate yet; name a function of this \
-                         service with `name:`",
-                    );
+                    self.error(e.key_mark, &p, format!("{BY_ARN} with `name:`"));
                     ok = false;
                 }
                 "claims" | "scopes" => {
@@ -194,12 +186,7 @@ impl Ctx<'_> {
     /// A function name as an authorizer names it.
     fn function_name(&mut self, name: &str, mark: Mark, path: &FieldPath) -> Option<String> {
         if name.starts_with("arn:") {
-            self.error(
-                mark,
-                path,
-                "an authorizer given by ARN (a Cognito user pool or a function outside this \
-                 service) is not run by keygate yet; name a function of this service",
-            );
+            self.error(mark, path, BY_ARN);
             return None;
         }
         if name.eq_ignore_ascii_case("aws_iam") {

@@ -76,8 +76,9 @@ pub enum Decision {
     ImplicitDeny,
 }
 
-/// The action an authorizer's policy must allow for a request to pass.
-const INVOKE: &str = "execute-api:Invoke";
+/// The action an authorizer's policy must allow for a request to pass (`execute-api:Invoke`),
+/// in lower case: IAM compares actions without case.
+const INVOKE: &str = "execute-api:invoke";
 
 impl Answer {
     /// Reads an authorizer function's answer (its JSON result).
@@ -211,7 +212,7 @@ fn strings(value: Option<Value>, field: &str) -> Result<Vec<String>, String> {
 
 /// Whether an action pattern covers `execute-api:Invoke` (IAM compares actions without case).
 fn action_matches(pattern: &str) -> bool {
-    glob(&pattern.to_ascii_lowercase(), &INVOKE.to_ascii_lowercase())
+    glob(&pattern.to_ascii_lowercase(), INVOKE)
 }
 
 /// IAM's wildcard match: `*` any run of characters (`/` and `:` included), `?` any one.
@@ -305,12 +306,8 @@ pub struct AnswerCache {
 }
 
 impl AnswerCache {
-    /// API Gateway's default TTL for authorizer results.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-    /// API Gateway's largest TTL (one hour).
-    pub const MAX_TTL: Duration = Duration::from_secs(3600);
-
-    /// A cache for one authorizer; `ttl` zero turns it off.
+    /// A cache for one authorizer (its `ttl_secs`, [`keygate_types::Authorizer::DEFAULT_TTL_SECS`] unless the
+    /// yml says otherwise); `ttl` zero turns it off.
     pub fn new(ttl: Duration, max_entries: u64) -> Self {
         let cache = (!ttl.is_zero()).then(|| {
             moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(ttl).build()
@@ -354,6 +351,7 @@ impl std::fmt::Debug for AnswerCache {
 
 #[cfg(test)]
 mod tests {
+    use keygate_types::Authorizer;
     use serde_json::json;
 
     use super::*;
@@ -438,7 +436,7 @@ mod tests {
         off.insert(key, allowed_answer());
         assert!(off.get(&key).is_none());
         assert_eq!(format!("{off:?}"), "AnswerCache(off)");
-        let small = AnswerCache::new(AnswerCache::DEFAULT_TTL, 10);
+        let small = AnswerCache::new(Duration::from_secs(Authorizer::DEFAULT_TTL_SECS.into()), 10);
         for i in 0..1_000 {
             small.insert(AnswerCache::key(&[i.to_string()]), allowed_answer());
         }

@@ -369,7 +369,16 @@ impl Gateway {
                 if key.is_some() {
                     self.metrics.key_decision(KeyDecision::Allowed);
                 }
-                Admit::Proceed(Admitted { started, table, stage, route, params, key, rate_headers })
+                Admit::Proceed(Admitted {
+                    started,
+                    client: peer,
+                    table,
+                    stage,
+                    route,
+                    params,
+                    key,
+                    rate_headers,
+                })
             }
             Err(refused) => {
                 let at = Instant::now();
@@ -465,9 +474,11 @@ impl Gateway {
     }
 
     /// Runs the integration of a request [`Gateway::admit`] let through.
-    pub async fn call(&self, req: Request, admitted: Admitted, peer: SocketAddr) -> Response {
-        let peer = self.trusted_proxies.client(&req.headers, peer);
-        let Admitted { started, table, stage, route, params, key, rate_headers } = admitted;
+    /// The client's address is the one [`Gateway::admit`] found (behind trusted balancers, from
+    /// `X-Forwarded-For`); `_peer` is the connection's, as the server passes it.
+    pub async fn call(&self, req: Request, admitted: Admitted, _peer: SocketAddr) -> Response {
+        let Admitted { started, client: peer, table, stage, route, params, key, rate_headers } =
+            admitted;
         let route = &table.stage_at(stage).routes[route];
         let key_id = key.map(|index| table.key_id_at(index));
         let (_, path) = split_stage(req.path());
@@ -765,10 +776,13 @@ pub async fn serve(
 }
 
 /// What [`Gateway::admit`] found, carried to [`Gateway::call`]: the table it was decided on
-/// (a route and a key are numbers into it), the route, its path parameters, the key that passed
-/// the check and the rate-limit header values of the admission.
+/// (a route and a key are numbers into it), the client's address, the route, its path
+/// parameters, the key that passed the check and the rate-limit header values of the admission.
 pub struct Admitted {
     started: Instant,
+    /// The client's address: the connection's peer, or behind a trusted balancer the address
+    /// it forwarded (read once, here).
+    client: SocketAddr,
     table: Arc<Table>,
     stage: u32,
     route: usize,

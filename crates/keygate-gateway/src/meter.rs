@@ -455,6 +455,11 @@ pub struct LeaseMiss {
 /// warm ([`LeaseMiss::warm`]).
 const WARM_SECS: u32 = 1;
 
+/// Unix seconds as [`Counters::last_used`] keeps them.
+fn unix_secs(unix_ms: i64) -> u32 {
+    u32::try_from(unix_ms.div_euclid(1000)).unwrap_or(u32::MAX)
+}
+
 /// Slots per chunk of [`Slots`] (a chunk is about 1.2 MB).
 const CHUNK: usize = 16_384;
 
@@ -629,7 +634,7 @@ impl<'m> KeyPlan<'m> {
     fn count(&self, c: &mut Counters, unix_ms: i64) {
         c.used = c.used.saturating_add(1);
         c.add_known(day_no_of(unix_ms), 1, 1);
-        c.last_used = u32::try_from(unix_ms.div_euclid(1000)).unwrap_or(u32::MAX).max(1);
+        c.last_used = unix_secs(unix_ms).max(1);
         if !c.queued {
             c.queued = true;
             locked(&self.slots.dirty).push(self.index);
@@ -684,8 +689,8 @@ impl<'m> KeyPlan<'m> {
                     }
                     _ => 0,
                 };
-                let now = u32::try_from(unix_ms.div_euclid(1000)).unwrap_or(u32::MAX);
-                let warm = c.last_used != 0 && now.saturating_sub(c.last_used) <= WARM_SECS;
+                let since = unix_secs(unix_ms).saturating_sub(c.last_used);
+                let warm = c.last_used != 0 && since <= WARM_SECS;
                 return Err(LeaseMiss { returned, warm });
             }
         };
