@@ -2,7 +2,7 @@
 //! into [`Authorizer`]. Every key in it is an auth setting, so an unknown one is an error even
 //! with `--allow-unknown`, and what keygate cannot enforce is refused, never skipped.
 
-use keygate_types::{Authorizer, AuthorizerKind, IdentitySource};
+use keygate_types::{Authorizer, AuthorizerKind, FunctionSpec, IdentitySource};
 
 use crate::ctx::Ctx;
 use crate::diag::{FieldPath, Mark, suggest};
@@ -202,6 +202,40 @@ impl Ctx<'_> {
             self.error(mark, path, "empty; the authorizer function's name");
             return None;
         }
+        // Checked once every function is read.
+        self.authorizer_refs.push(AuthorizerRef {
+            function: name.to_owned(),
+            mark,
+            path: path.clone(),
+        });
         Some(name.to_owned())
     }
+
+    /// Every authorizer names a function of this service (`functions:`).
+    pub(crate) fn check_authorizers(&mut self, functions: &[FunctionSpec]) {
+        for r in std::mem::take(&mut self.authorizer_refs) {
+            if functions.iter().any(|f| f.name == r.function) {
+                continue;
+            }
+            let names = functions.iter().map(|f| f.name.as_str());
+            let hint = suggest(&r.function, names.clone())
+                .map(|g| format!(" (did you mean `{g}`?)"))
+                .unwrap_or_default();
+            let known: Vec<&str> = names.collect();
+            let message = format!(
+                "no function {} in this service's functions{hint}; an authorizer names a function \
+                 declared under `functions:` (it has {})",
+                quote(&r.function),
+                known.join(", ")
+            );
+            self.error(r.mark, &r.path, message);
+        }
+    }
+}
+
+/// An authorizer's function, as written: checked against `functions:` once all are read.
+pub(crate) struct AuthorizerRef {
+    function: String,
+    mark: Mark,
+    path: FieldPath,
 }

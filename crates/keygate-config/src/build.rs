@@ -370,9 +370,9 @@ impl Ctx<'_> {
             "AUTHORIZER" => self.error(
                 node.mark,
                 path,
-                "keygate reads API keys from the x-api-key header only and does not run \
-                 authorizers yet, so it cannot take keys from one; remove apiKeySourceType (or \
-                 set it to HEADER) and send the key in x-api-key",
+                "keygate reads API keys from the x-api-key header only and does not take them \
+                 from an authorizer's usageIdentifierKey yet; remove apiKeySourceType (or set \
+                 it to HEADER) and send the key in x-api-key",
             ),
             _ => self.error(
                 node.mark,
@@ -1021,8 +1021,9 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         };
         definition.functions = cx.functions(entry, &svc);
     }
-    // Stream events name tables of `resources`.
+    // Stream events name tables of `resources`; authorizers name functions.
     cx.check_streams(&definition.tables);
+    cx.check_authorizers(&definition.functions);
     // Said only when nothing else is wrong: a broken file is fixed first, and a typo such as
     // `functons:` already has its own error.
     if cx.http_declared == 0 && cx.r.diags.is_empty() {

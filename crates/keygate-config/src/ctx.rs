@@ -55,6 +55,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stream_refs: Vec<crate::streams::StreamRef>,
     /// Tables named by `Ref`/`Fn::GetAtt` in environment values, resolved at the end.
     pub(crate) table_refs: Vec<crate::streams::TableRef>,
+    /// Authorizers' functions, checked once `functions` is read.
+    pub(crate) authorizer_refs: Vec<crate::authorizer::AuthorizerRef>,
 }
 
 /// Keys that lock or unlock routes: a key that looks like one of them misspelt is an error even
@@ -85,6 +87,7 @@ impl<'a> Ctx<'a> {
             pending_streams: Vec::new(),
             stream_refs: Vec::new(),
             table_refs: Vec::new(),
+            authorizer_refs: Vec::new(),
         }
     }
 

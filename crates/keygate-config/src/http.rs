@@ -239,6 +239,7 @@ impl Ctx<'_> {
         let mut integration: Option<(String, Mark, FieldPath)> = None;
         let mut uri: Option<(String, Mark, FieldPath)> = None;
         let mut skip_verification: Option<(bool, Mark, FieldPath)> = None;
+        let mut authorizer = None;
         let mut ok = true;
         let (mut has_path, mut has_method) = (false, false);
         for e in entries {
@@ -290,19 +291,9 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                // Fail closed: a route whose authorizer keygate would skip must not deploy open.
                 "authorizer" => {
-                    // Read in full, so its own mistakes are named too, then refused.
-                    let _ = self.authorizer(&e.value, e.key_mark, &p);
-                    self.error(
-                        e.key_mark,
-                        &p,
-                        "keygate does not run authorizers yet (Lambda, Cognito, JWT or AWS_IAM), \
-                         so it cannot enforce this one and would serve the route without it; \
-                         remove `authorizer` and protect the route with `private: true` and API \
-                         keys, or keep this service where its authorizer runs",
-                    );
-                    ok = false;
+                    authorizer = self.authorizer(&e.value, e.key_mark, &p);
+                    ok &= authorizer.is_some();
                 }
                 "async" => {
                     if self.boolean(&e.value, &p) == Some(true) {
@@ -371,7 +362,7 @@ impl Ctx<'_> {
             private,
             cors,
             integration: integration?,
-            authorizer: None,
+            authorizer,
         };
         Some((route.shape, event))
     }

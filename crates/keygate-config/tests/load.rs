@@ -769,28 +769,23 @@ fn http_events() {
                  restrict callers with API keys (`private: true`) and the address keygate listens \
                  on (--listen)",
                 "serverless.yml:9:23: provider.apiGateway.apiKeySourceType: keygate reads API keys \
-                 from the x-api-key header only and does not run authorizers yet, so it cannot \
-                 take keys from one; remove apiKeySourceType (or set it to HEADER) and send the \
-                 key in x-api-key",
+                 from the x-api-key header only and does not take them from an authorizer's \
+                 usageIdentifierKey yet; remove apiKeySourceType (or set it to HEADER) and send \
+                 the key in x-api-key",
                 "serverless.yml:10:5: provider.apiGateway.resourcePolicy: keygate does not evaluate \
                  API Gateway resource policies, so it cannot enforce this one and would serve the API to every caller it restricts; remove resourcePolicy and \
                  restrict callers with API keys (`private: true`) and the address keygate listens \
                  on (--listen)",
-                "serverless.yml:18:11: functions.f.events[0].http.authorizer: keygate does not run \
-                 authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot enforce this one and would serve the route without it; remove \
-                 `authorizer` and protect the route with `private: true` and API keys, or keep \
-                 this service where its authorizer runs",
                 "serverless.yml:18:23: functions.f.events[0].http.authorizer: AWS_IAM \
                  authorization (SigV4-signed requests checked against IAM policies) is not run by \
                  keygate; protect the route with `private: true` and API keys",
-                "serverless.yml:23:11: functions.f.events[1].http.authorizer: keygate does not run \
-                 authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot enforce this one and would serve the route without it; remove \
-                 `authorizer` and protect the route with `private: true` and API keys, or keep \
-                 this service where its authorizer runs",
+                "serverless.yml:24:19: functions.f.events[1].http.authorizer.name: no function \
+                 \"auth\" in this service's functions; an authorizer names a function declared \
+                 under `functions:` (it has f)",
             ]),
         ),
         case(
-            "an authorizer's own mistakes are named before it is refused",
+            "an authorizer's own mistakes are named",
             with_head(
                 "
                 |functions:
@@ -816,10 +811,9 @@ fn http_events() {
                 ",
             ),
             Expect::Err(&[
-                "serverless.yml:12:11: functions.f.events[0].http.authorizer: keygate does not run authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot \
-                 enforce this one and would serve the route without it; remove `authorizer` and \
-                 protect the route with `private: true` and API keys, or keep this service where \
-                 its authorizer runs",
+                "serverless.yml:13:19: functions.f.events[0].http.authorizer.name: no function \
+                 \"auth\" in this service's functions; an authorizer names a function declared \
+                 under `functions:` (it has f)",
                 "serverless.yml:14:13: functions.f.events[0].http.authorizer.identitySorce: \
                  unknown key in authorizer (did you mean `identitySource`?); expected one of \
                  name, arn, type, identitySource, identityValidationExpression, \
@@ -833,10 +827,6 @@ fn http_events() {
                 "serverless.yml:17:43: \
                  functions.f.events[0].http.authorizer.identityValidationExpression: is not a \
                  regular expression keygate can read: unclosed group",
-                "serverless.yml:21:11: functions.f.events[1].http.authorizer: keygate does not run authorizers yet (Lambda, Cognito, JWT or AWS_IAM), so it cannot \
-                 enforce this one and would serve the route without it; remove `authorizer` and \
-                 protect the route with `private: true` and API keys, or keep this service where \
-                 its authorizer runs",
                 "serverless.yml:22:13: functions.f.events[1].http.authorizer.arn: an authorizer \
                  given by ARN (a Cognito user pool or a function outside this service) is not run \
                  by keygate yet; name a function of this service with `name:`",
@@ -847,6 +837,102 @@ fn http_events() {
                 "serverless.yml:24:13: functions.f.events[1].http.authorizer.scopes: scopes \
                  applies to Cognito authorizers, which keygate does not run yet; remove it",
             ]),
+        ),
+        case(
+            "an authorizer names a function of this service and is kept on its route",
+            with_head(
+                "
+                |functions:
+                |  auth:
+                |    handler: auth.check
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          authorizer: auth
+                |      - http:
+                |          path: b
+                |          method: get
+                |          private: true
+                |          authorizer:
+                |            name: auth
+                |            type: REQUEST
+                |            identitySource: method.request.header.X-User, method.request.querystring.t
+                |            resultTtlInSeconds: 0
+                |      - http:
+                |          path: c
+                |          method: get
+                |          authorizer:
+                |            name: auht
+                |            identityValidationExpression: 'Bearer .+'
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:28:19: functions.f.events[2].http.authorizer.name: no function \
+                 \"auht\" in this service's functions (did you mean `auth`?); an authorizer names \
+                 a function declared under `functions:` (it has auth, f)",
+            ]),
+        ),
+        case(
+            "authorizers load",
+            with_head(
+                "
+                |functions:
+                |  auth:
+                |    handler: auth.check
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          authorizer: auth
+                |      - http:
+                |          path: b
+                |          method: get
+                |          private: true
+                |          authorizer:
+                |            name: auth
+                |            type: REQUEST
+                |            identitySource: method.request.header.X-User, method.request.querystring.t
+                |            resultTtlInSeconds: 0
+                |      - http:
+                |          path: c
+                |          method: get
+                |          authorizer:
+                |            name: auth
+                |            identityValidationExpression: 'Bearer .+'
+                ",
+            ),
+            Expect::Ok(|l| {
+                use keygate_types::{Authorizer, AuthorizerKind, IdentitySource};
+                let events = &l.definition.functions[1].events;
+                assert_eq!(
+                    events[0].authorizer,
+                    Some(Authorizer {
+                        function: "auth".into(),
+                        kind: AuthorizerKind::Token,
+                        identity_source: IdentitySource::authorization_header(),
+                        validation: None,
+                        ttl_secs: Authorizer::DEFAULT_TTL_SECS,
+                    })
+                );
+                let b = events[1].authorizer.as_ref().unwrap();
+                assert_eq!((b.kind, b.ttl_secs), (AuthorizerKind::Request, 0));
+                assert_eq!(
+                    b.identity_source,
+                    IdentitySource::parse(
+                        "method.request.header.X-User, method.request.querystring.t"
+                    )
+                    .unwrap()
+                );
+                assert!(events[1].private);
+                let c = events[2].authorizer.as_ref().unwrap();
+                assert_eq!(c.validation.as_deref(), Some("Bearer .+"));
+                assert!(l.notes.is_empty(), "{:?}", l.notes);
+            }),
         ),
         case(
             "the auth settings keygate does enforce load",

@@ -327,12 +327,20 @@ fn stage_functions(
     let mut interpreters: Vec<(RuntimeKind, bool)> = Vec::new();
     // Why the function user cannot reach the staged code, if it cannot.
     let mut unreachable: Option<String> = None;
+    // Functions that guard routes as Lambda authorizers run too, whatever their own events.
+    let authorizers: std::collections::BTreeSet<String> = definition
+        .functions
+        .iter()
+        .flat_map(|f| &f.events)
+        .filter_map(|e| e.authorizer.as_ref().map(|a| a.function.clone()))
+        .collect();
     for f in &mut definition.functions {
         match only {
             Some(name) if f.name != name => continue,
             Some(_) => {}
             // A function reached only through http-proxy or mock events never runs.
             None if f.streams.is_empty()
+                && !authorizers.contains(&f.name)
                 && !f.events.iter().any(|e| e.integration == Integration::LambdaProxy) =>
             {
                 continue;

@@ -129,7 +129,12 @@ fn key_fixture(n: usize) -> KeyFixture {
     let snapshot = GatewaySnapshot { version: 1, keys, plans: vec![plan], ..Default::default() };
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_at(Nanos::ZERO, NOW_SECS * 1000));
     let meter = Arc::new(Meter::new(clock));
-    let table = Table::build(snapshot, &meter, &keygate_gateway::metrics::Metrics::unregistered());
+    let table = Table::build(
+        snapshot,
+        &meter,
+        &keygate_gateway::metrics::Metrics::unregistered(),
+        &keygate_gateway::authorizer::Caches::default(),
+    );
     assert_eq!(table.key_count(), n);
     let api_stage = table.api_stage(API_ID, STAGE).expect("the plan names the API stage");
     let mut f = KeyFixture { n, table, api_stage, probes: Vec::new() };
@@ -341,6 +346,8 @@ fn event_bench(c: &mut Criterion) {
         deployment_id: "dpl001",
         api_key: Some((&key, "k000000042")),
         time,
+        authorizer: None,
+        authorizer_request: None,
     };
 
     let body = post_body();

@@ -12,6 +12,8 @@
 //! number or boolean, a missing principal id) makes the whole answer [`BadAnswer`], which the
 //! gateway turns into API Gateway's 500 `AuthorizerConfigurationException`, never into access.
 
+mod run;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +31,17 @@ pub struct Answer {
     pub context: Map<String, Value>,
     /// `usageIdentifierKey`: the API key value, for `apiKeySourceType: AUTHORIZER`.
     pub usage_identifier_key: Option<String>,
+}
+
+pub(crate) use run::{Ask, Refusal, RouteAuthorizer, authorize};
+pub use run::{Caches, MAX_CACHED_ANSWERS};
+
+/// What an authorizer let through: the function sees it in `requestContext.authorizer`.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub answer: Arc<Answer>,
+    /// How long the authorizer took (`integrationLatency`; 0 for a cached answer).
+    pub latency_ms: u64,
 }
 
 /// Why an authorizer's answer cannot be used (API Gateway: 500, `AuthorizerConfigurationException`).

@@ -52,6 +52,12 @@ pub struct EventInput<'a> {
     pub api_key: Option<(&'a str, &'a str)>,
     /// When the request was received (`requestTime`, `requestTimeEpoch`).
     pub time: time::OffsetDateTime,
+    /// What the route's Lambda authorizer let through (`requestContext.authorizer`; `null`
+    /// without one).
+    pub authorizer: Option<&'a crate::authorizer::Authorized>,
+    /// `Some(methodArn)`: the event of a REQUEST authorizer instead of the function's (`type`
+    /// and `methodArn` first, no body), as API Gateway sends it.
+    pub authorizer_request: Option<&'a str>,
 }
 
 const CLF: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
@@ -75,7 +81,13 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
     let host = header("host").unwrap_or("127.0.0.1");
     let query = i.query.filter(|q| !q.is_empty()).map(Query::parse);
     let mut o = Json(Vec::with_capacity(capacity_hint(i)));
-    o.field("{\"resource\":", i.resource);
+    match i.authorizer_request {
+        Some(method_arn) => {
+            o.field("{\"type\":\"REQUEST\",\"methodArn\":", method_arn);
+            o.field(",\"resource\":", i.resource);
+        }
+        None => o.field("{\"resource\":", i.resource),
+    }
     o.field(",\"path\":", i.path);
     o.field(",\"httpMethod\":", i.method);
     o.raw(",\"headers\":");
@@ -117,8 +129,17 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
         ",\"accountId\":null,\"caller\":null,\"user\":null,\"userArn\":null,\"accessKey\":null,\
          \"cognitoIdentityPoolId\":null,\"cognitoIdentityId\":null,\
          \"cognitoAuthenticationType\":null,\"cognitoAuthenticationProvider\":null,\
-         \"principalOrgId\":null,\"clientCert\":null},\"authorizer\":null},\"body\":",
+         \"principalOrgId\":null,\"clientCert\":null},\"authorizer\":",
     );
+    match i.authorizer {
+        Some(authorized) => authorizer(&mut o, authorized),
+        None => o.raw("null"),
+    }
+    if i.authorizer_request.is_some() {
+        o.raw("}}");
+        return Bytes::from(o.0);
+    }
+    o.raw("},\"body\":");
     if i.body.is_empty() {
         o.raw("null,\"isBase64Encoded\":false}");
     } else {
@@ -136,6 +157,29 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
         }
     }
     Bytes::from(o.0)
+}
+
+/// `requestContext.authorizer`: the principal, the authorizer's latency, and its `context`
+/// with every value as a string (API Gateway's REST payload turns numbers and booleans into
+/// text).
+fn authorizer(o: &mut Json, a: &crate::authorizer::Authorized) {
+    o.field("{\"principalId\":", &a.answer.principal_id);
+    o.raw(",\"integrationLatency\":");
+    o.raw(itoa::Buffer::new().format(a.latency_ms));
+    for (name, value) in &a.answer.context {
+        // `principalId` and `integrationLatency` are API Gateway's own.
+        if name == "principalId" || name == "integrationLatency" {
+            continue;
+        }
+        o.raw(",");
+        o.str(name);
+        o.raw(":");
+        match value {
+            serde_json::Value::String(s) => o.str(s),
+            other => o.str(&other.to_string()),
+        }
+    }
+    o.raw("}");
 }
 
 /// Roughly how long the event will be, so it is written without reallocating: the fixed part
@@ -830,7 +874,7 @@ mod tests {
             Some((v, id)) => (json!(v), json!(id)),
             None => (Value::Null, Value::Null),
         };
-        json!({
+        let mut event = json!({
             "resource": i.resource,
             "path": i.path,
             "httpMethod": i.method,
@@ -869,7 +913,28 @@ mod tests {
             },
             "body": body,
             "isBase64Encoded": is_b64,
-        })
+        });
+        if let Some(a) = i.authorizer {
+            let mut authorizer = serde_json::Map::new();
+            for (k, v) in &a.answer.context {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                authorizer.insert(k.clone(), Value::String(text));
+            }
+            authorizer.insert("principalId".into(), json!(a.answer.principal_id));
+            authorizer.insert("integrationLatency".into(), json!(a.latency_ms));
+            event["requestContext"]["authorizer"] = Value::Object(authorizer);
+        }
+        if let Some(arn) = i.authorizer_request {
+            let o = event.as_object_mut().unwrap();
+            o.remove("body");
+            o.remove("isBase64Encoded");
+            o.insert("type".into(), json!("REQUEST"));
+            o.insert("methodArn".into(), json!(arn));
+        }
+        event
     }
 
     /// The fields of a request head holding `pairs`, parsed as the server parses them.
@@ -931,6 +996,8 @@ mod tests {
                     deployment_id: "dep123",
                     api_key: (q % 2 == 1).then_some(("secret-key-value", "key-id-1")),
                     time: times[(h + q) % times.len()],
+                    authorizer: None,
+                    authorizer_request: None,
                 };
                 let built: Value = serde_json::from_slice(&build(&input)).unwrap();
                 assert_eq!(built, reference_build(&input), "headers #{h}, query {query:?}");
@@ -958,9 +1025,34 @@ mod tests {
             deployment_id: "d\n",
             api_key: Some(("v\"", "i\\")),
             time: times[0],
+            authorizer: None,
+            authorizer_request: None,
         };
         let built: Value = serde_json::from_slice(&build(&input)).unwrap();
         assert_eq!(built, reference_build(&input));
+
+        // What an authorizer let through, and a REQUEST authorizer's own event.
+        let answer = crate::authorizer::Answer::parse(
+            br#"{"principalId":"u\"1","policyDocument":{"Version":"2012-10-17","Statement":[]},
+                "context":{"n":12,"b":true,"s":"x\ny","principalId":"spoof"}}"#,
+        )
+        .unwrap();
+        let authorized =
+            crate::authorizer::Authorized { answer: std::sync::Arc::new(answer), latency_ms: 7 };
+        let with = EventInput { authorizer: Some(&authorized), ..input };
+        let built: Value = serde_json::from_slice(&build(&with)).unwrap();
+        assert_eq!(built, reference_build(&with));
+        assert_eq!(
+            built["requestContext"]["authorizer"],
+            json!({"principalId": "u\"1", "integrationLatency": 7, "n": "12", "b": "true",
+                   "s": "x\ny"})
+        );
+        let request =
+            EventInput { authorizer_request: Some("arn:aws:execute-api:r:a:i/s/GET/x"), ..input };
+        let built: Value = serde_json::from_slice(&build(&request)).unwrap();
+        assert_eq!(built, reference_build(&request));
+        assert_eq!(built["type"], "REQUEST");
+        assert!(built.get("body").is_none());
     }
 
     #[test]
@@ -981,6 +1073,8 @@ mod tests {
             deployment_id: "dep",
             api_key: None,
             time: time::macros::datetime!(2026-11-18 09:05:07.123 UTC),
+            authorizer: None,
+            authorizer_request: None,
         };
         let ev: Value = serde_json::from_slice(&build(&input)).unwrap();
         assert_eq!(ev["headers"], json!({"host": "abc.execute-api.eu-west-1.amazonaws.com"}));

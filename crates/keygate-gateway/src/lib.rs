@@ -111,6 +111,8 @@ pub struct Gateway {
     access: Option<AccessLog>,
     /// Whose `X-Forwarded-For` names the client (`--trusted-proxy`).
     trusted_proxies: client::TrustedProxies,
+    /// The Lambda authorizers' answer caches, kept across table builds.
+    caches: Arc<authorizer::Caches>,
 }
 
 /// What a serving process shares with its gateway beyond the store: readiness, the opt-in
@@ -180,7 +182,8 @@ impl Gateway {
         let quota_plans: Vec<&str> =
             snapshot.plans.iter().filter(|p| p.quota.is_some()).map(|p| p.id.as_str()).collect();
         meter.load_recent(&*store, &quota_plans).await?;
-        let table = match build_table(snapshot, &meter, &metrics).await {
+        let caches = Arc::new(authorizer::Caches::default());
+        let table = match build_table(snapshot, &meter, &metrics, &caches).await {
             Ok(table) => table,
             // Nothing to serve yet: as if the build had run on this task.
             Err(RefreshError::Build(panic)) => std::panic::resume_unwind(panic),
@@ -202,6 +205,7 @@ impl Gateway {
             metrics,
             access: access_log,
             trusted_proxies,
+            caches,
         }))
     }
 
@@ -242,8 +246,13 @@ impl Gateway {
         if self.store.version().await? == current {
             return Ok(false);
         }
-        let table =
-            build_table(load_snapshot(&*self.store).await?, &self.meter, &self.metrics).await?;
+        let table = build_table(
+            load_snapshot(&*self.store).await?,
+            &self.meter,
+            &self.metrics,
+            &self.caches,
+        )
+        .await?;
         tracing::debug!(version = table.version, "gateway table reloaded");
         self.health.table_loaded(table.version);
         self.table.store(Arc::new(table));
@@ -364,8 +373,8 @@ impl Gateway {
             return Admit::Respond(self.ready_response());
         }
         let table = self.table.load_full();
-        match self.decide(&table, head).await {
-            Ok(Decision { stage, route, params, key, rate_headers }) => {
+        match self.decide(&table, head, peer).await {
+            Ok(Decision { stage, route, params, key, rate_headers, authorized }) => {
                 if key.is_some() {
                     self.metrics.key_decision(KeyDecision::Allowed);
                 }
@@ -378,6 +387,7 @@ impl Gateway {
                     params,
                     key,
                     rate_headers,
+                    authorized,
                 })
             }
             Err(refused) => {
@@ -477,8 +487,17 @@ impl Gateway {
     /// The client's address is the one [`Gateway::admit`] found (behind trusted balancers, from
     /// `X-Forwarded-For`); `_peer` is the connection's, as the server passes it.
     pub async fn call(&self, req: Request, admitted: Admitted, _peer: SocketAddr) -> Response {
-        let Admitted { started, client: peer, table, stage, route, params, key, rate_headers } =
-            admitted;
+        let Admitted {
+            started,
+            client: peer,
+            table,
+            stage,
+            route,
+            params,
+            key,
+            rate_headers,
+            authorized,
+        } = admitted;
         let route = &table.stage_at(stage).routes[route];
         let key_id = key.map(|index| table.key_id_at(index));
         let (_, path) = split_stage(req.path());
@@ -494,6 +513,7 @@ impl Gateway {
             request_id,
             key_id,
             cors,
+            authorized: authorized.as_ref(),
         };
         let integration_started = Instant::now();
         let mut res = integrate::run(self, &call).await;
@@ -533,9 +553,15 @@ impl Gateway {
         res
     }
 
-    /// Routes `req`, checks its key and counts it against its usage plan: the route to run, or
-    /// the answer and why (with the key id, when the value presented is a known key's).
-    async fn decide<'t>(&self, table: &'t Table, req: &Request) -> Result<Decision, Refused<'t>> {
+    /// Routes `req`, runs the route's authorizer, checks its key and counts it against its usage
+    /// plan: the route to run, or the answer and why (with the key id, when the value presented
+    /// is a known key's). `client`: the client's address.
+    async fn decide<'t>(
+        &self,
+        table: &'t Table,
+        req: &Request,
+        client: SocketAddr,
+    ) -> Result<Decision, Refused<'t>> {
         let refuse =
             |res, reason| Err(Refused { res, key_id: None, reason, hint: None, route: None });
         let (stage, path) = split_stage(req.path());
@@ -576,12 +602,39 @@ impl Gateway {
             params: found.params,
             key: None,
             rate_headers: None,
+            authorized: None,
         };
+        // Refusals from here on carry the route's CORS headers.
+        let cors_origin = || respond::cors_origin(route.event.cors.as_ref(), req);
+        // The authorizer runs before the key check, as on API Gateway.
+        if let Some(authorizer) = &route.authorizer {
+            let ask = authorizer::Ask {
+                req,
+                path,
+                resource: &route.event.path,
+                params: &decision.params,
+                peer: client,
+                api_id: &route.api_id,
+                deployment_id: &route.deployment_id,
+                definition: &route.definition,
+            };
+            match authorizer::authorize(&self.functions, authorizer, &ask).await {
+                Ok(authorized) => decision.authorized = Some(authorized),
+                Err(authorizer::Refusal { error, reason }) => {
+                    let res = respond::error(error, cors_origin());
+                    return Err(Refused {
+                        res,
+                        key_id: None,
+                        reason,
+                        hint: None,
+                        route: Some(route),
+                    });
+                }
+            }
+        }
         if !route.event.private {
             return Ok(decision);
         }
-        // Refusals from here on carry the route's CORS headers.
-        let cors_origin = || respond::cors_origin(route.event.cors.as_ref(), req);
 
         // The key check: digest the presented value and look it up; no store access.
         let mut values = req.headers.get_all("x-api-key");
@@ -716,15 +769,17 @@ async fn build_table(
     snapshot: keygate_types::model::GatewaySnapshot,
     meter: &Arc<Meter>,
     metrics: &Arc<Metrics>,
+    caches: &Arc<authorizer::Caches>,
 ) -> Result<Table, RefreshError> {
     let meter = Arc::clone(meter);
     let metrics = Arc::clone(metrics);
+    let caches = Arc::clone(caches);
     let started = Instant::now();
     let keys = snapshot.keys.len();
     let build = move || {
         #[cfg(test)]
         tests::maybe_panic();
-        Table::build(snapshot, &meter, &metrics)
+        Table::build(snapshot, &meter, &metrics, &caches)
     };
     match tokio::task::spawn_blocking(build).await {
         Ok(table) => {
@@ -789,6 +844,8 @@ pub struct Admitted {
     params: Vec<(String, String)>,
     key: Option<u32>,
     rate_headers: Option<meter::RateLimitValues>,
+    /// What the route's authorizer let through.
+    authorized: Option<authorizer::Authorized>,
 }
 
 impl std::fmt::Debug for Admitted {
@@ -807,6 +864,7 @@ struct Decision {
     params: Vec<(String, String)>,
     key: Option<u32>,
     rate_headers: Option<meter::RateLimitValues>,
+    authorized: Option<authorizer::Authorized>,
 }
 
 /// `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.

@@ -38,6 +38,8 @@ pub struct Route {
     pub(crate) target: crate::integrate::Target,
     /// Its requests' counters and histograms.
     pub(crate) metrics: crate::metrics::RouteMetrics,
+    /// Its Lambda authorizer, run before the key check.
+    pub(crate) authorizer: Option<crate::authorizer::RouteAuthorizer>,
 }
 
 /// The routes of one stage name (across APIs).
@@ -200,6 +202,7 @@ impl Table {
         snapshot: GatewaySnapshot,
         meter: &Arc<Meter>,
         metrics: &crate::metrics::Metrics,
+        caches: &crate::authorizer::Caches,
     ) -> Self {
         let mut api_stages: HashMap<(String, String), u32> = HashMap::new();
         let mut number = |api: &str, stage: &str| -> u32 {
@@ -236,6 +239,15 @@ impl Table {
                                 &e.path,
                                 e.method.as_str(),
                             ),
+                            authorizer: e.authorizer.as_ref().map(|a| {
+                                crate::authorizer::RouteAuthorizer::new(
+                                    a,
+                                    &definition,
+                                    &deployed.api_id,
+                                    &deployed.deployment_id,
+                                    caches,
+                                )
+                            }),
                         }),
                         Err(AddError::Duplicate(other)) => tracing::warn!(
                             stage = %deployed.stage,
@@ -503,6 +515,7 @@ pub(crate) mod tests {
             snapshot,
             &Arc::new(Meter::new(clock)),
             &crate::metrics::Metrics::unregistered(),
+            &crate::authorizer::Caches::default(),
         )
     }
 

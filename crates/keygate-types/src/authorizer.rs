@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A Lambda authorizer guarding a route: run before the key check, as on API Gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Authorizer {
     /// The function of this service that decides (`authorizer: fnName`, or `name:`).
@@ -27,7 +27,7 @@ impl Authorizer {
 }
 
 /// `type:` of a Lambda authorizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum AuthorizerKind {
     /// The function gets `{type: TOKEN, authorizationToken, methodArn}`.
@@ -39,14 +39,14 @@ pub enum AuthorizerKind {
 /// Where an authorizer's identity comes from (`identitySource`): request headers and query
 /// string parameters, in the order written. A request that lacks any of them, or sends one
 /// empty, gets 401 `Unauthorized` without the authorizer being called, as on API Gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct IdentitySource {
     sources: Vec<Source>,
 }
 
 /// One part of an [`IdentitySource`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     /// `method.request.header.NAME` (compared without case).
     Header(String),

@@ -24,6 +24,18 @@ pub enum GatewayError {
     /// BAD_REQUEST_PARAMETERS: a path parameter bound for an `http-proxy` upstream would leave
     /// the integration's URI (a `.` or `..` segment, a backslash or NUL).
     BadRequestPath,
+    /// UNAUTHORIZED: a Lambda authorizer's identity source missing or empty, a token that fails
+    /// `identityValidationExpression`, or the authorizer answered `Unauthorized`.
+    Unauthorized,
+    /// ACCESS_DENIED: the authorizer's policy denies the method explicitly. (AWS's REST APIs
+    /// spell this one body's key `Message`; keygate writes `message` as in every other answer.)
+    ExplicitDeny,
+    /// ACCESS_DENIED: no statement of the authorizer's policy allows the method.
+    ImplicitDeny,
+    /// AUTHORIZER_CONFIGURATION_ERROR / AUTHORIZER_FAILURE: the authorizer failed, timed out or
+    /// answered something that is not a policy keygate can evaluate. (AWS answers
+    /// `{"message": null}`; keygate says what kind of failure it was.)
+    AuthorizerFailure,
 }
 
 /// One row of the table.
@@ -64,6 +76,20 @@ impl GatewayError {
             }
             Self::BadRequestPath => {
                 (400, "BadRequestException", r#"{"message":"Invalid request path"}"#)
+            }
+            Self::Unauthorized => (401, "UnauthorizedException", r#"{"message":"Unauthorized"}"#),
+            Self::ExplicitDeny => (
+                403,
+                "AccessDeniedException",
+                r#"{"message":"User is not authorized to access this resource with an explicit deny"}"#,
+            ),
+            Self::ImplicitDeny => (
+                403,
+                "AccessDeniedException",
+                r#"{"message":"User is not authorized to access this resource"}"#,
+            ),
+            Self::AuthorizerFailure => {
+                (500, "AuthorizerConfigurationException", r#"{"message": "Authorizer error"}"#)
             }
         };
         ResponseSpec { status, error_type, body }

@@ -33,6 +33,8 @@ pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: 
             Some((v, id))
         }),
         time: time::OffsetDateTime::now_utc(),
+        authorizer: call.authorized,
+        authorizer_request: None,
     });
     let f = FunctionRef {
         spec,

@@ -57,6 +57,8 @@ pub(crate) struct Call<'a> {
     pub(crate) key_id: Option<&'a str>,
     /// The route's CORS settings and the request's `Origin`, for error answers.
     pub(crate) cors: CorsOrigin<'a>,
+    /// What the route's authorizer let through (`requestContext.authorizer`).
+    pub(crate) authorized: Option<&'a crate::authorizer::Authorized>,
 }
 
 /// Runs the route's integration.

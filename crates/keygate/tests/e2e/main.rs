@@ -10,6 +10,7 @@
 //! (`cargo build --workspace` does it; the README's test command runs it first).
 
 mod admin;
+mod authorizers;
 mod config_errors;
 mod config_file;
 mod console;
