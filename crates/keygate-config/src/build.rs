@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use keygate_types::{FunctionSpec, Runtime, RuntimeKind, ServiceDefinition};
+use keygate_types::{ApiKeySource, FunctionSpec, Runtime, RuntimeKind, ServiceDefinition};
 
 use crate::LoadOptions;
 use crate::ctx::{Ctx, Section};
@@ -289,6 +289,8 @@ struct Provider {
     keys: Option<(Node, FieldPath)>,
     /// The `usagePlan:` to read, with its path.
     plan: Option<(Node, FieldPath)>,
+    /// `apiGateway.apiKeySourceType: AUTHORIZER`, where it is written.
+    keys_from_authorizer: Option<(Mark, FieldPath)>,
 }
 
 /// What every function is read against.
@@ -360,26 +362,50 @@ impl Ctx<'_> {
             .map(|n| n as u32)
     }
 
-    /// `apiKeySourceType`: `HEADER` (API Gateway's default) is what keygate does; `AUTHORIZER`
-    /// (the key comes from an authorizer's `usageIdentifierKey`) it cannot, and skipping it
-    /// would admit requests without a key: an error.
-    fn api_key_source(&mut self, node: &Node, path: &FieldPath) {
-        let Some(source) = self.string(node, path, "HEADER or AUTHORIZER") else { return };
+    /// `apiKeySourceType`: `HEADER` (API Gateway's default, the `x-api-key` header) or
+    /// `AUTHORIZER` (the key is the route's authorizer's `usageIdentifierKey`); `true` for
+    /// `AUTHORIZER`.
+    fn api_key_source(&mut self, node: &Node, path: &FieldPath) -> bool {
+        let Some(source) = self.string(node, path, "HEADER or AUTHORIZER") else { return false };
         match source.to_ascii_uppercase().as_str() {
-            "HEADER" => {}
-            "AUTHORIZER" => self.error(
-                node.mark,
-                path,
-                "keygate reads API keys from the x-api-key header only and does not take them \
-                 from an authorizer's usageIdentifierKey yet; remove apiKeySourceType (or set \
-                 it to HEADER) and send the key in x-api-key",
-            ),
-            _ => self.error(
-                node.mark,
-                path,
-                format!("expected HEADER or AUTHORIZER, found {}", quote(&source)),
-            ),
+            "HEADER" => false,
+            "AUTHORIZER" => true,
+            _ => {
+                let message = format!("expected HEADER or AUTHORIZER, found {}", quote(&source));
+                self.error(node.mark, path, message);
+                false
+            }
         }
+    }
+
+    /// With `apiKeySourceType: AUTHORIZER`, a private route takes its key from its authorizer:
+    /// one without an authorizer would refuse every request, which is a mistake to say at
+    /// deploy rather than a 403 to find later.
+    fn check_keys_from_authorizer(
+        &mut self,
+        functions: &[FunctionSpec],
+        mark: Mark,
+        path: &FieldPath,
+    ) {
+        let bare: Vec<String> = functions
+            .iter()
+            .flat_map(|f| f.events.iter().map(move |e| (f, e)))
+            .filter(|(_, e)| e.private && e.authorizer.is_none())
+            .map(|(f, e)| format!("{} {} ({})", e.method, e.path, f.name))
+            .collect();
+        if bare.is_empty() {
+            return;
+        }
+        let message = format!(
+            "AUTHORIZER takes each private route's API key from its authorizer's \
+             usageIdentifierKey, and {} {} no authorizer, so every request to {} would get 403; \
+             add an `authorizer:` to {} or set apiKeySourceType to HEADER",
+            bare.join(", "),
+            if bare.len() == 1 { "has" } else { "have" },
+            if bare.len() == 1 { "it" } else { "them" },
+            if bare.len() == 1 { "it" } else { "each" },
+        );
+        self.error(mark, path, message);
     }
 
     /// `resourcePolicy` restricts who may call the API (source IPs, VPCs, accounts); keygate
@@ -525,7 +551,11 @@ impl Ctx<'_> {
                         match g.key.as_str() {
                             "apiKeys" => keys = Some((g.value, gp)),
                             "usagePlan" => plan = Some((g.value, gp)),
-                            "apiKeySourceType" => self.api_key_source(&g.value, &gp),
+                            "apiKeySourceType" => {
+                                if self.api_key_source(&g.value, &gp) {
+                                    out.keys_from_authorizer = Some((g.value.mark, gp));
+                                }
+                            }
                             "resourcePolicy" => self.resource_policy(g.key_mark, &gp),
                             k => self.other_key(k, g.key_mark, &gp, &API_GATEWAY),
                         }
@@ -908,6 +938,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         api_keys: Vec::new(),
         usage_plans: Vec::new(),
         tables: Vec::new(),
+        api_key_source: Default::default(),
     };
     let top = FieldPath::root();
     let Value::Map(entries) = &root.value else {
@@ -976,7 +1007,8 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
             Provider::default()
         }
     };
-    let Provider { defaults, stage: provider_stage, region, keys, plan } = provider;
+    let Provider { defaults, stage: provider_stage, region, keys, plan, keys_from_authorizer } =
+        provider;
 
     if let Some(stage) = &opts.stage
         && !stage_ok(stage)
@@ -1024,6 +1056,10 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     // Stream events name tables of `resources`; authorizers name functions.
     cx.check_streams(&definition.tables);
     cx.check_authorizers(&definition.functions);
+    if let Some((mark, path)) = keys_from_authorizer {
+        cx.check_keys_from_authorizer(&definition.functions, mark, &path);
+        definition.api_key_source = ApiKeySource::Authorizer;
+    }
     // Said only when nothing else is wrong: a broken file is fixed first, and a typo such as
     // `functons:` already has its own error.
     if cx.http_declared == 0 && cx.r.diags.is_empty() {

@@ -768,10 +768,6 @@ fn http_events() {
                  resource policies, so it cannot enforce this one and would serve the API to every caller it restricts; remove resourcePolicy and \
                  restrict callers with API keys (`private: true`) and the address keygate listens \
                  on (--listen)",
-                "serverless.yml:9:23: provider.apiGateway.apiKeySourceType: keygate reads API keys \
-                 from the x-api-key header only and does not take them from an authorizer's \
-                 usageIdentifierKey yet; remove apiKeySourceType (or set it to HEADER) and send \
-                 the key in x-api-key",
                 "serverless.yml:10:5: provider.apiGateway.resourcePolicy: keygate does not evaluate \
                  API Gateway resource policies, so it cannot enforce this one and would serve the API to every caller it restricts; remove resourcePolicy and \
                  restrict callers with API keys (`private: true`) and the address keygate listens \
@@ -932,6 +928,61 @@ fn http_events() {
                 let c = events[2].authorizer.as_ref().unwrap();
                 assert_eq!(c.validation.as_deref(), Some("Bearer .+"));
                 assert!(l.notes.is_empty(), "{:?}", l.notes);
+            }),
+        ),
+        case(
+            "keys from an authorizer need an authorizer on every private route",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeySourceType: authorizer
+                |functions:
+                |  auth:
+                |    handler: auth.check
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          private: true
+                |          authorizer: auth
+                |      - http:
+                |          path: b
+                |          method: get
+                |          private: true
+                |      - http: GET c
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:6:23: provider.apiGateway.apiKeySourceType: AUTHORIZER takes each \
+                 private route's API key from its authorizer's usageIdentifierKey, and GET /b (f) \
+                 has no authorizer, so every request to it would get 403; add an `authorizer:` to \
+                 it or set apiKeySourceType to HEADER",
+            ]),
+        ),
+        case(
+            "keys from an authorizer load",
+            with_head(
+                "
+                |  apiGateway:
+                |    apiKeySourceType: AUTHORIZER
+                |functions:
+                |  auth:
+                |    handler: auth.check
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          private: true
+                |          authorizer: auth
+                |      - http: GET c
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(l.definition.api_key_source, keygate_types::ApiKeySource::Authorizer);
             }),
         ),
         case(

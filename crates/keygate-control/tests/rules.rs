@@ -35,6 +35,7 @@ fn service(stage: &str, keys: &[&str]) -> ServiceDefinition {
             .collect(),
         usage_plans: vec![],
         tables: vec![],
+        api_key_source: Default::default(),
     }
 }
 

@@ -51,9 +51,9 @@ use keygate_functions::FunctionHost;
 use keygate_http::{Admit, Request, Response};
 use keygate_limits::clock::Clock;
 use keygate_store::ConfigStore;
-use keygate_types::HttpMethod;
 use keygate_types::health::Health;
 use keygate_types::response::GatewayError;
+use keygate_types::{ApiKeySource, HttpMethod};
 use tokio::net::TcpListener;
 
 use crate::access::{AccessLog, Finished};
@@ -637,15 +637,24 @@ impl Gateway {
         }
 
         // The key check: digest the presented value and look it up; no store access.
-        let mut values = req.headers.get_all("x-api-key");
-        let presented = values.next().filter(|v| !v.is_empty());
-        // Two keys: which one is checked and which one the function sees could differ (its
-        // event shows the last). Refused, as a bad key is.
-        if values.next().is_some() {
-            let res = respond::error(GatewayError::Forbidden, cors_origin());
-            let reason = "several_keys";
-            return Err(Refused { res, key_id: None, reason, hint: None, route: Some(route) });
-        }
+        let from_authorizer = route.definition.api_key_source == ApiKeySource::Authorizer;
+        let answer = decision.authorized.as_ref().map(|a| Arc::clone(&a.answer));
+        let presented = if from_authorizer {
+            // `apiKeySourceType: AUTHORIZER`: the authorizer's `usageIdentifierKey` or none.
+            answer.as_deref().and_then(|a| a.usage_identifier_key.as_deref()).map(str::as_bytes)
+        } else {
+            let mut values = req.headers.get_all("x-api-key");
+            let presented = values.next();
+            // Two keys: which one is checked and which one the function sees could differ (its
+            // event shows the last). Refused, as a bad key is.
+            if values.next().is_some() {
+                let res = respond::error(GatewayError::Forbidden, cors_origin());
+                let reason = "several_keys";
+                return Err(Refused { res, key_id: None, reason, hint: None, route: Some(route) });
+            }
+            presented
+        };
+        let presented = presented.filter(|v| !v.is_empty());
         let clock = self.meter.clock();
         let now_ms = clock.now_unix_ms();
         let authorized = match presented {
@@ -659,8 +668,10 @@ impl Gateway {
                 let (reason, key_id) =
                     denied.map_or(("missing_key", None), |d| (d.reason(), d.key_id()));
                 // A key sent the way other APIs take tokens: said in the log, never its value.
-                let hint = (denied.is_none() && req.headers.get("authorization").is_some())
-                    .then_some(AUTHORIZATION_HINT);
+                let hint = (denied.is_none()
+                    && route.authorizer.is_none()
+                    && req.headers.get("authorization").is_some())
+                .then_some(AUTHORIZATION_HINT);
                 return Err(Refused { res, key_id, reason, hint, route: Some(route) });
             }
         };

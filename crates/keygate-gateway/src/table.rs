@@ -461,6 +461,7 @@ pub(crate) mod tests {
             api_keys: vec![],
             usage_plans: vec![],
             tables: vec![],
+            api_key_source: Default::default(),
         }
     }
 

@@ -154,6 +154,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
         api_keys: vec![],
         usage_plans: vec![],
         tables: vec![],
+        api_key_source: Default::default(),
     }
 }
 

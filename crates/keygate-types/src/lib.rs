@@ -31,6 +31,6 @@ pub use authorizer::{Authorizer, AuthorizerKind, IdentitySource};
 pub use key::{ApiKeyValue, KeyDigest};
 pub use runtime::{Runtime, RuntimeKind};
 pub use service::{
-    Cors, FunctionPlaces, FunctionSpec, HttpEvent, HttpMethod, IndexSpec, Integration, KeySchema,
-    ServiceDefinition, StreamEvent, StreamTable, TableSpec,
+    ApiKeySource, Cors, FunctionPlaces, FunctionSpec, HttpEvent, HttpMethod, IndexSpec,
+    Integration, KeySchema, ServiceDefinition, StreamEvent, StreamTable, TableSpec,
 };

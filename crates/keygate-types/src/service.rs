@@ -36,6 +36,26 @@ pub struct ServiceDefinition {
     /// file order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<TableSpec>,
+    /// `provider.apiGateway.apiKeySourceType`: where private routes take their API key from.
+    #[serde(default, skip_serializing_if = "ApiKeySource::is_header")]
+    pub api_key_source: ApiKeySource,
+}
+
+/// Where a private route's API key comes from (`apiKeySourceType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ApiKeySource {
+    /// The `x-api-key` header (API Gateway's default).
+    #[default]
+    Header,
+    /// The route's Lambda authorizer's `usageIdentifierKey`.
+    Authorizer,
+}
+
+impl ApiKeySource {
+    pub fn is_header(&self) -> bool {
+        *self == Self::Header
+    }
 }
 
 /// One `AWS::DynamoDB::Table` of `resources.Resources`, validated: what keygate creates (or

@@ -5,6 +5,7 @@
 
 use keygate_functions::{FunctionHost, FunctionRef, InvokeError};
 use keygate_http::Response;
+use keygate_types::ApiKeySource;
 use keygate_types::response::GatewayError;
 
 use super::Call;
@@ -27,9 +28,15 @@ pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: 
         request_id,
         api_id: &route.api_id,
         deployment_id: &route.deployment_id,
-        // The value as presented (the route is private when a key id is known).
+        // The value as presented (the route is private when a key id is known): the header's,
+        // or with `apiKeySourceType: AUTHORIZER` the authorizer's.
         api_key: key_id.and_then(|id| {
-            let v = std::str::from_utf8(req.headers.get("x-api-key")?).ok()?;
+            let v = match def.api_key_source {
+                ApiKeySource::Header => std::str::from_utf8(req.headers.get("x-api-key")?).ok()?,
+                ApiKeySource::Authorizer => {
+                    call.authorized?.answer.usage_identifier_key.as_deref()?
+                }
+            };
             Some((v, id))
         }),
         time: time::OffsetDateTime::now_utc(),

@@ -294,3 +294,79 @@ async fn a_request_authorizer_reads_two_sources_and_one_answer_covers_every_meth
     let bob = tenant(reqwest::Method::GET, Some("bob"), "?tenant=t1").await;
     assert_eq!((bob.status, bob.header("x-amzn-errortype")), (403, Some("AccessDeniedException")));
 }
+
+const KEYED_YML: &str = "service: keyed
+provider:
+  name: aws
+  runtime: nodejs20.x
+  stage: dev
+  apiGateway:
+    apiKeySourceType: AUTHORIZER
+    apiKeys:
+      - name: tenant-key
+        value: TenantKeyValue0123456789abc
+    usagePlan:
+      throttle:
+        rateLimit: 1
+        burstLimit: 2
+functions:
+  auth:
+    handler: keyauth.check
+  hello:
+    handler: hello.show
+    events:
+      - http:
+          path: hello
+          method: get
+          private: true
+          authorizer:
+            name: auth
+            resultTtlInSeconds: 0
+";
+
+/// Maps tokens to API keys, as an authorizer that knows its tenants would.
+const KEYAUTH_JS: &str = r#"'use strict';
+const keys = { good: 'TenantKeyValue0123456789abc', stranger: 'NotAKeyOfThisKeygate000000' };
+module.exports.check = async (event) => ({
+  principalId: event.authorizationToken,
+  policyDocument: { Version: '2012-10-17', Statement: [
+    { Action: 'execute-api:Invoke', Effect: 'Allow', Resource: event.methodArn }] },
+  usageIdentifierKey: keys[event.authorizationToken],
+});
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_from_the_authorizer_are_checked_and_throttled_by_their_plan() {
+    let env = Env::new();
+    env.write("keyauth.js", KEYAUTH_JS);
+    env.write("hello.js", HELLO_JS);
+    let yml = env.write("serverless.yml", KEYED_YML);
+    env.deploy(&yml, &[]);
+    let srv = env.serve();
+    let c = client();
+    let url = srv.url("/dev/hello");
+    let with = |token: &str| send(c.get(&url).header("authorization", token));
+
+    // The authorizer's key passes, and is the one the function sees.
+    let ok = with("good").await;
+    assert_eq!(ok.status, 200, "{ok:?}\n{}", srv.logs());
+    assert_eq!(ok.json()["apiKey"], "TenantKeyValue0123456789abc");
+    // A key sent in x-api-key counts for nothing: the key is the authorizer's.
+    let header_only = send(
+        c.get(&url)
+            .header("authorization", "stranger")
+            .header("x-api-key", "TenantKeyValue0123456789abc"),
+    )
+    .await;
+    header_only.assert_forbidden();
+    // An authorizer that names no key, or one keygate does not know: 403.
+    with("nobody").await.assert_forbidden();
+    with("stranger").await.assert_forbidden();
+    // The key's plan throttles it (burst 2, 1 a second): of the one above and four more, at
+    // most two more pass unless these take seconds.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(with("good").await.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
