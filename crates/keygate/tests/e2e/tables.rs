@@ -12,7 +12,7 @@ use crate::support::*;
 fn node_example(env: &Env) -> std::path::PathBuf {
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/candidate-service-node");
-    for file in ["api/candidates.js", "api/notify.js"] {
+    for file in ["api/candidates.js", "api/notify.js", "api/recruiters.js"] {
         env.write(file, &std::fs::read_to_string(example.join(file)).unwrap());
     }
     env.write("package.json", &std::fs::read_to_string(example.join("package.json")).unwrap());
@@ -27,11 +27,17 @@ fn node_example(env: &Env) -> std::path::PathBuf {
 /// The stream function's log (`keygate logs -f candidateNotification`) once it mentions `id`,
 /// or as it is after `within`.
 fn notified(env: &Env, id: &str, within: std::time::Duration) -> String {
+    log_of(env, "candidateNotification", id, within)
+}
+
+/// `function`'s log (`keygate logs -f FUNCTION`) once it mentions `text`, or as it is after
+/// `within`.
+fn log_of(env: &Env, function: &str, text: &str, within: std::time::Duration) -> String {
     let since = std::time::Instant::now();
     loop {
-        let out = env.run(&["logs", "-f", "candidateNotification"]);
+        let out = env.run(&["logs", "-f", function]);
         let log = String::from_utf8_lossy(&out.stdout).into_owned();
-        if log.contains(id) || since.elapsed() >= within {
+        if log.contains(text) || since.elapsed() >= within {
             return log;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -99,6 +105,26 @@ async fn the_seeds_dynamodb_service_runs_unchanged_and_keeps_its_data() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let notified = env.ok(&["logs", "-f", "candidateNotification"]);
     assert_eq!(notified.matches(&format!("({id})")).count(), 1, "{notified}");
+
+    // Removing is for recruiters: the key and a recruiter's token (the example's TOKEN
+    // authorizer, `RECRUITER_TOKENS` defaulting to ada:change-me).
+    let one = srv.url(&format!("/dev/candidates/{id}"));
+    let unauthorized = r#"{"message":"Unauthorized"}"#;
+    let no_token = send(c.delete(&one).header("x-api-key", &key)).await;
+    assert_eq!((no_token.status, no_token.body.as_str()), (401, unauthorized));
+    let wrong = send(c.delete(&one).header("x-api-key", &key).header("authorization", "Bearer x"));
+    let wrong = wrong.await;
+    assert_eq!((wrong.status, wrong.body.as_str()), (401, unauthorized), "{wrong:?}");
+    let recruiter = "Bearer change-me";
+    send(c.delete(&one).header("authorization", recruiter)).await.assert_forbidden();
+    let removed = send(c.delete(&one).header("x-api-key", &key).header("authorization", recruiter));
+    let removed = removed.await;
+    assert_eq!(removed.status, 204, "{removed:?}\n{}", srv.logs());
+    let said = format!("Candidate {id} removed by ada");
+    let logs = log_of(&env, "candidateRemoval", &said, std::time::Duration::from_secs(10));
+    assert!(logs.contains(&said), "{logs}");
+    let listed = get(&srv.url("/dev/candidates"), Some(&key)).await.json();
+    assert_eq!(listed, serde_json::json!({"candidates": []}));
     srv.stop();
 }
 
