@@ -1056,6 +1056,14 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     // Stream events name tables of `resources`; authorizers name functions.
     cx.check_streams(&definition.tables);
     cx.check_authorizers(&definition.functions);
+    // A JWT authorizer's key file is named relative to the yml.
+    let base_dir = definition.base_dir.clone();
+    let jwts = definition.functions.iter_mut().flat_map(|f| &mut f.events);
+    for jwt in jwts.filter_map(|e| e.authorizer.as_mut()?.jwt.as_mut()) {
+        if !jwt.jwks.starts_with("https://") && !jwt.jwks.starts_with("http://") {
+            jwt.jwks = absolute(&base_dir, Path::new(&jwt.jwks)).display().to_string();
+        }
+    }
     if let Some((mark, path)) = keys_from_authorizer {
         cx.check_keys_from_authorizer(&definition.functions, mark, &path);
         definition.api_key_source = ApiKeySource::Authorizer;

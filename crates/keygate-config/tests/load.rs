@@ -801,19 +801,45 @@ fn http_events() {
                 |          path: b
                 |          method: get
                 |          authorizer:
-                |            arn: arn:aws:cognito-idp:us-east-1:1:userpool/x
-                |            type: COGNITO_USER_POOLS
-                |            scopes: [read]
+                |            arn: arn:aws:lambda:us-east-1:1:function:elsewhere
+                |      - http:
+                |          path: c
+                |          method: get
+                |          authorizer:
+                |            type: jwt
+                |            issuerUrl: http://idp.example.com/
+                |      - http:
+                |          path: d
+                |          method: get
+                |          authorizer:
+                |            type: cognito_user_pools
+                |            arn: arn:aws:cognito-idp:us-east-1:1:pool/x
+                |      - http:
+                |          path: e
+                |          method: get
+                |          authorizer:
+                |            type: jwt
+                |            audience: [app]
+                |      - http:
+                |          path: g
+                |          method: get
+                |          authorizer:
+                |            name: f
+                |            audience: [app]
+                |            type: Basic
+                |      - http:
+                |          path: h
+                |          method: get
+                |          authorizer:
+                |            name: f
+                |            audience: [app]
                 ",
             ),
             Expect::Err(&[
-                "serverless.yml:13:19: functions.f.events[0].http.authorizer.name: no function \
-                 \"auth\" in this service's functions; an authorizer names a function declared \
-                 under `functions:` (it has f)",
                 "serverless.yml:14:13: functions.f.events[0].http.authorizer.identitySorce: \
                  unknown key in authorizer (did you mean `identitySource`?); expected one of \
                  name, arn, type, identitySource, identityValidationExpression, \
-                 resultTtlInSeconds, managedExternally, claims, scopes",
+                 resultTtlInSeconds, managedExternally, claims, scopes, issuerUrl, audience, jwks",
                 "serverless.yml:15:29: functions.f.events[0].http.authorizer.identitySource: \
                  identitySource \"stageVariables.token\" is not one keygate reads; write \
                  method.request.header.NAME or method.request.querystring.NAME (several \
@@ -823,15 +849,22 @@ fn http_events() {
                 "serverless.yml:17:43: \
                  functions.f.events[0].http.authorizer.identityValidationExpression: is not a \
                  regular expression keygate can read: unclosed group",
-                "serverless.yml:22:13: functions.f.events[1].http.authorizer.arn: an authorizer \
-                 given by ARN (a Cognito user pool or a function outside this service) is not run \
-                 by keygate yet; name a function of this service with `name:`",
-                "serverless.yml:23:19: functions.f.events[1].http.authorizer.type: \
-                 \"COGNITO_USER_POOLS\" authorizers are not run by keygate yet (Lambda \
-                 authorizers of type token or request are); protect the route with `private: \
-                 true` and API keys instead",
-                "serverless.yml:24:13: functions.f.events[1].http.authorizer.scopes: scopes \
-                 applies to Cognito authorizers, which keygate does not run yet; remove it",
+                "serverless.yml:22:18: functions.f.events[1].http.authorizer.arn: an authorizer \
+                 given by a function ARN (a function outside this service) is not run by \
+                 keygate; name a function of this service with `name:`",
+                "serverless.yml:28:24: functions.f.events[2].http.authorizer.issuerUrl: the \
+                 issuer \"http://idp.example.com/\" is plain http on another machine, so its keys \
+                 could be swapped on the way; use https:// (http:// is accepted for 127.0.0.1 \
+                 and localhost only)",
+                "serverless.yml:34:18: functions.f.events[3].http.authorizer.arn: expected a user \
+                 pool's ARN, arn:aws:cognito-idp:REGION:ACCOUNT:userpool/POOL_ID, found \
+                 \"arn:aws:cognito-idp:us-east-1:1:pool/x\"",
+                "serverless.yml:38:11: functions.f.events[4].http.authorizer.issuerUrl: missing; \
+                 the URL of the tokens' issuer (their `iss`)",
+                "serverless.yml:47:19: functions.f.events[5].http.authorizer.type: expected \
+                 token, request, COGNITO_USER_POOLS or jwt, found \"Basic\"",
+                "serverless.yml:53:13: functions.f.events[6].http.authorizer.audience: applies to \
+                 JWT and Cognito authorizers only; remove it",
             ]),
         ),
         case(
@@ -913,6 +946,7 @@ fn http_events() {
                         identity_source: IdentitySource::authorization_header(),
                         validation: None,
                         ttl_secs: Authorizer::DEFAULT_TTL_SECS,
+                        jwt: None,
                     })
                 );
                 let b = events[1].authorizer.as_ref().unwrap();
@@ -928,6 +962,67 @@ fn http_events() {
                 let c = events[2].authorizer.as_ref().unwrap();
                 assert_eq!(c.validation.as_deref(), Some("Bearer .+"));
                 assert!(l.notes.is_empty(), "{:?}", l.notes);
+            }),
+        ),
+        case(
+            "JWT and Cognito authorizers load",
+            with_head(
+                "
+                |functions:
+                |  f:
+                |    handler: h.h
+                |    events:
+                |      - http:
+                |          path: a
+                |          method: get
+                |          authorizer: arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_Ab
+                |      - http:
+                |          path: b
+                |          method: get
+                |          authorizer:
+                |            name: pool
+                |            arn: arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_Ab
+                |            scopes: [candidates/read]
+                |            claims: [email]
+                |      - http:
+                |          path: c
+                |          method: get
+                |          authorizer:
+                |            type: jwt
+                |            issuerUrl: https://login.example.com/
+                |            audience: app-1, app-2
+                |            jwks: keys/jwks.json
+                ",
+            ),
+            Expect::Ok(|l| {
+                use keygate_types::{AuthorizerKind, Jwt};
+                let events = &l.definition.functions[0].events;
+                let a = events[0].authorizer.as_ref().unwrap();
+                assert_eq!((a.kind, a.function.as_str()), (AuthorizerKind::Jwt, "cognito"));
+                let pool = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Ab";
+                assert_eq!(
+                    a.jwt,
+                    Some(Jwt {
+                        issuer: pool.into(),
+                        jwks: format!("{pool}/.well-known/jwks.json"),
+                        audience: vec![],
+                        scopes: vec![],
+                        cognito: true,
+                    })
+                );
+                let b = events[1].authorizer.as_ref().unwrap();
+                assert_eq!(b.function, "pool");
+                assert_eq!(b.jwt.as_ref().unwrap().scopes, ["candidates/read"]);
+                let c = events[2].authorizer.as_ref().unwrap().jwt.as_ref().unwrap();
+                assert_eq!(c.issuer, "https://login.example.com/");
+                assert_eq!(c.audience, ["app-1", "app-2"]);
+                assert!(c.jwks.starts_with('/') && c.jwks.ends_with("keys/jwks.json"), "{}", c.jwks);
+                assert!(!c.cognito);
+                // `claims` picks the claims passed on; keygate passes all.
+                assert_eq!(
+                    l.notes,
+                    ["ignored (not used by keygate): functions.f.events[1].http.authorizer.claims"]
+                );
             }),
         ),
         case(

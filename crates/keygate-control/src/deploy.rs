@@ -332,7 +332,7 @@ fn stage_functions(
         .functions
         .iter()
         .flat_map(|f| &f.events)
-        .filter_map(|e| e.authorizer.as_ref().map(|a| a.function.clone()))
+        .filter_map(|e| e.authorizer.as_ref()?.lambda_function().map(str::to_owned))
         .collect();
     for f in &mut definition.functions {
         match only {

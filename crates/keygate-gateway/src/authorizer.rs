@@ -12,6 +12,7 @@
 //! number or boolean, a missing principal id) makes the whole answer [`BadAnswer`], which the
 //! gateway turns into API Gateway's 500 `AuthorizerConfigurationException`, never into access.
 
+mod jwt;
 mod run;
 
 use std::sync::Arc;
@@ -36,12 +37,29 @@ pub struct Answer {
 pub(crate) use run::{Ask, Refusal, RouteAuthorizer, authorize};
 pub use run::{Caches, MAX_CACHED_ANSWERS};
 
+pub use jwt::{Claims, LEEWAY_SECS, REFETCH_EVERY};
+
 /// What an authorizer let through: the function sees it in `requestContext.authorizer`.
 #[derive(Debug, Clone)]
-pub struct Authorized {
-    pub answer: Arc<Answer>,
-    /// How long the authorizer took (`integrationLatency`; 0 for a cached answer).
-    pub latency_ms: u64,
+pub enum Authorized {
+    /// A Lambda authorizer's answer (`principalId`, `context`, `usageIdentifierKey`).
+    Lambda {
+        answer: Arc<Answer>,
+        /// How long the authorizer took (`integrationLatency`; 0 for a cached answer).
+        latency_ms: u64,
+    },
+    /// A JWT authorizer's verified token (`claims`).
+    Jwt(Arc<Claims>),
+}
+
+impl Authorized {
+    /// The API key a Lambda authorizer named (`usageIdentifierKey`).
+    pub fn usage_identifier_key(&self) -> Option<&str> {
+        match self {
+            Self::Lambda { answer, .. } => answer.usage_identifier_key.as_deref(),
+            Self::Jwt(_) => None,
+        }
+    }
 }
 
 /// Why an authorizer's answer cannot be used (API Gateway: 500, `AuthorizerConfigurationException`).

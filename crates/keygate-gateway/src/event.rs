@@ -159,27 +159,47 @@ pub fn build(i: &EventInput<'_>) -> Bytes {
     Bytes::from(o.0)
 }
 
-/// `requestContext.authorizer`: the principal, the authorizer's latency, and its `context`
-/// with every value as a string (API Gateway's REST payload turns numbers and booleans into
-/// text).
+/// `requestContext.authorizer`: a Lambda authorizer's principal, latency and `context`, or a
+/// JWT authorizer's `claims`; every value a string, as API Gateway's REST payload has them
+/// (numbers and booleans as text, arrays and objects as JSON text).
 fn authorizer(o: &mut Json, a: &crate::authorizer::Authorized) {
-    o.field("{\"principalId\":", &a.answer.principal_id);
-    o.raw(",\"integrationLatency\":");
-    o.raw(itoa::Buffer::new().format(a.latency_ms));
-    for (name, value) in &a.answer.context {
-        // `principalId` and `integrationLatency` are API Gateway's own.
-        if name == "principalId" || name == "integrationLatency" {
-            continue;
+    use crate::authorizer::Authorized;
+    match a {
+        Authorized::Lambda { answer, latency_ms } => {
+            o.field("{\"principalId\":", &answer.principal_id);
+            o.raw(",\"integrationLatency\":");
+            o.raw(itoa::Buffer::new().format(*latency_ms));
+            for (name, value) in &answer.context {
+                // `principalId` and `integrationLatency` are API Gateway's own.
+                if name == "principalId" || name == "integrationLatency" {
+                    continue;
+                }
+                o.raw(",");
+                string_pair(o, name, value);
+            }
+            o.raw("}");
         }
-        o.raw(",");
-        o.str(name);
-        o.raw(":");
-        match value {
-            serde_json::Value::String(s) => o.str(s),
-            other => o.str(&other.to_string()),
+        Authorized::Jwt(claims) => {
+            o.raw("{\"claims\":{");
+            for (i, (name, value)) in claims.iter().enumerate() {
+                if i > 0 {
+                    o.raw(",");
+                }
+                string_pair(o, name, value);
+            }
+            o.raw("}}");
         }
     }
-    o.raw("}");
+}
+
+/// `"name":"value"`, the value as text.
+fn string_pair(o: &mut Json, name: &str, value: &serde_json::Value) {
+    o.str(name);
+    o.raw(":");
+    match value {
+        serde_json::Value::String(s) => o.str(s),
+        other => o.str(&other.to_string()),
+    }
 }
 
 /// Roughly how long the event will be, so it is written without reallocating: the fixed part
@@ -914,18 +934,26 @@ mod tests {
             "body": body,
             "isBase64Encoded": is_b64,
         });
-        if let Some(a) = i.authorizer {
-            let mut authorizer = serde_json::Map::new();
-            for (k, v) in &a.answer.context {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                authorizer.insert(k.clone(), Value::String(text));
+        let text = |v: &Value| match v {
+            Value::String(s) => Value::String(s.clone()),
+            other => Value::String(other.to_string()),
+        };
+        match i.authorizer {
+            Some(crate::authorizer::Authorized::Lambda { answer, latency_ms }) => {
+                let mut authorizer = serde_json::Map::new();
+                for (k, v) in &answer.context {
+                    authorizer.insert(k.clone(), text(v));
+                }
+                authorizer.insert("principalId".into(), json!(answer.principal_id));
+                authorizer.insert("integrationLatency".into(), json!(latency_ms));
+                event["requestContext"]["authorizer"] = Value::Object(authorizer);
             }
-            authorizer.insert("principalId".into(), json!(a.answer.principal_id));
-            authorizer.insert("integrationLatency".into(), json!(a.latency_ms));
-            event["requestContext"]["authorizer"] = Value::Object(authorizer);
+            Some(crate::authorizer::Authorized::Jwt(claims)) => {
+                let claims: serde_json::Map<_, _> =
+                    claims.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+                event["requestContext"]["authorizer"] = json!({ "claims": claims });
+            }
+            None => {}
         }
         if let Some(arn) = i.authorizer_request {
             let o = event.as_object_mut().unwrap();
@@ -1037,8 +1065,10 @@ mod tests {
                 "context":{"n":12,"b":true,"s":"x\ny","principalId":"spoof"}}"#,
         )
         .unwrap();
-        let authorized =
-            crate::authorizer::Authorized { answer: std::sync::Arc::new(answer), latency_ms: 7 };
+        let authorized = crate::authorizer::Authorized::Lambda {
+            answer: std::sync::Arc::new(answer),
+            latency_ms: 7,
+        };
         let with = EventInput { authorizer: Some(&authorized), ..input };
         let built: Value = serde_json::from_slice(&build(&with)).unwrap();
         assert_eq!(built, reference_build(&with));
@@ -1046,6 +1076,19 @@ mod tests {
             built["requestContext"]["authorizer"],
             json!({"principalId": "u\"1", "integrationLatency": 7, "n": "12", "b": "true",
                    "s": "x\ny"})
+        );
+        let claims: crate::authorizer::Claims = serde_json::from_value(json!({
+            "sub": "u\"1", "exp": 1_700_000_000, "email_verified": true, "groups": ["a", "b"]
+        }))
+        .unwrap();
+        let authorized = crate::authorizer::Authorized::Jwt(std::sync::Arc::new(claims));
+        let with = EventInput { authorizer: Some(&authorized), ..input };
+        let built: Value = serde_json::from_slice(&build(&with)).unwrap();
+        assert_eq!(built, reference_build(&with));
+        assert_eq!(
+            built["requestContext"]["authorizer"],
+            json!({"claims": {"sub": "u\"1", "exp": "1700000000", "email_verified": "true",
+                              "groups": "[\"a\",\"b\"]"}})
         );
         let request =
             EventInput { authorizer_request: Some("arn:aws:execute-api:r:a:i/s/GET/x"), ..input };

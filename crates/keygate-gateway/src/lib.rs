@@ -618,7 +618,7 @@ impl Gateway {
                 deployment_id: &route.deployment_id,
                 definition: &route.definition,
             };
-            match authorizer::authorize(&self.functions, authorizer, &ask).await {
+            match authorizer::authorize(&self.functions, &self.upstream, authorizer, &ask).await {
                 Ok(authorized) => decision.authorized = Some(authorized),
                 Err(authorizer::Refusal { error, reason }) => {
                     let res = respond::error(error, cors_origin());
@@ -638,10 +638,10 @@ impl Gateway {
 
         // The key check: digest the presented value and look it up; no store access.
         let from_authorizer = route.definition.api_key_source == ApiKeySource::Authorizer;
-        let answer = decision.authorized.as_ref().map(|a| Arc::clone(&a.answer));
+        let authorized = decision.authorized.clone();
         let presented = if from_authorizer {
             // `apiKeySourceType: AUTHORIZER`: the authorizer's `usageIdentifierKey` or none.
-            answer.as_deref().and_then(|a| a.usage_identifier_key.as_deref()).map(str::as_bytes)
+            authorized.as_ref().and_then(|a| a.usage_identifier_key()).map(str::as_bytes)
         } else {
             let mut values = req.headers.get_all("x-api-key");
             let presented = values.next();

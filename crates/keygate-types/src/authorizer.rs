@@ -1,12 +1,14 @@
-//! Lambda authorizers declared on http events (`authorizer:`), as checked at deploy.
+//! Authorizers declared on http events (`authorizer:`), as checked at deploy: Lambda
+//! authorizers (TOKEN, REQUEST) and JWT authorizers (Cognito user pools, or any issuer).
 
 use serde::{Deserialize, Serialize};
 
-/// A Lambda authorizer guarding a route: run before the key check, as on API Gateway.
+/// An authorizer guarding a route: run before the key check, as on API Gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Authorizer {
-    /// The function of this service that decides (`authorizer: fnName`, or `name:`).
+    /// TOKEN and REQUEST: the function of this service that decides (`authorizer: fnName`, or
+    /// `name:`); JWT: the authorizer's name.
     pub function: String,
     pub kind: AuthorizerKind,
     /// `identitySource`: where the identity is read from.
@@ -17,9 +19,42 @@ pub struct Authorizer {
     pub validation: Option<String>,
     /// `resultTtlInSeconds`: how long an answer is kept per identity (0: not kept).
     pub ttl_secs: u32,
+    /// What a JWT authorizer checks (`Some` exactly when `kind` is [`AuthorizerKind::Jwt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<Jwt>,
+}
+
+/// A JWT authorizer: the token is verified with the issuer's keys (JWKS), no function runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Jwt {
+    /// The `iss` a token must have (a Cognito user pool's
+    /// `https://cognito-idp.{region}.amazonaws.com/{poolId}`).
+    pub issuer: String,
+    /// Where the signing keys are: an `http(s)://` URL or an absolute file path (the issuer's
+    /// `/.well-known/jwks.json` unless the yml says otherwise).
+    pub jwks: String,
+    /// Accepted audiences (`aud`, or an access token's `client_id`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
+    /// `scopes`: the token's `scope` must hold one of them (empty: no scope needed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// A Cognito user pool's authorizer: an ID token without `scopes`, an access token with
+    /// them (`token_use`), as API Gateway's `COGNITO_USER_POOLS`.
+    #[serde(default)]
+    pub cognito: bool,
 }
 
 impl Authorizer {
+    /// The function a Lambda authorizer runs (`None` for a JWT authorizer).
+    pub fn lambda_function(&self) -> Option<&str> {
+        match self.kind {
+            AuthorizerKind::Token | AuthorizerKind::Request => Some(&self.function),
+            AuthorizerKind::Jwt => None,
+        }
+    }
+
     /// API Gateway's default `resultTtlInSeconds`.
     pub const DEFAULT_TTL_SECS: u32 = 300;
     /// API Gateway's largest `resultTtlInSeconds`.
@@ -34,6 +69,8 @@ pub enum AuthorizerKind {
     Token,
     /// The function gets the request's headers, query string, path parameters and context.
     Request,
+    /// No function: a JWT verified against the issuer's keys ([`Jwt`]).
+    Jwt,
 }
 
 /// Where an authorizer's identity comes from (`identitySource`): request headers and query
@@ -158,6 +195,7 @@ mod tests {
             kind: AuthorizerKind::Token,
             identity_source: IdentitySource::authorization_header(),
             validation: Some("^Bearer .+$".into()),
+            jwt: None,
             ttl_secs: Authorizer::DEFAULT_TTL_SECS,
         };
         let json = serde_json::to_value(&authorizer).unwrap();

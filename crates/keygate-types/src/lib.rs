@@ -27,7 +27,7 @@ pub mod response;
 pub mod runtime;
 pub mod service;
 
-pub use authorizer::{Authorizer, AuthorizerKind, IdentitySource};
+pub use authorizer::{Authorizer, AuthorizerKind, IdentitySource, Jwt};
 pub use key::{ApiKeyValue, KeyDigest};
 pub use runtime::{Runtime, RuntimeKind};
 pub use service::{

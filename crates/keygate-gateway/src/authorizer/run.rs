@@ -20,7 +20,9 @@ use keygate_http::Request;
 use keygate_types::response::GatewayError;
 use keygate_types::{Authorizer, AuthorizerKind, ServiceDefinition};
 
+use super::jwt::{Reject, Verifier};
 use super::{Answer, AnswerCache, Authorized, Decision, identity, method_arn, token_event};
+use crate::upstream::Upstream;
 
 /// Answers kept per authorizer at most (the least used go first).
 pub const MAX_CACHED_ANSWERS: u64 = 10_000;
@@ -44,6 +46,8 @@ pub(crate) struct RouteAuthorizer {
     /// Shared by every route of the deployment with the same authorizer, so a cached policy
     /// applies to every method it covers.
     cache: Arc<AnswerCache>,
+    /// A JWT authorizer's verifier (its keys shared by every route with the same settings).
+    jwt: Option<Arc<Verifier>>,
 }
 
 impl RouteAuthorizer {
@@ -65,7 +69,8 @@ impl RouteAuthorizer {
             stage: definition.stage.clone(),
             decl: decl.clone(),
         };
-        Self { decl: decl.clone(), function, validation, cache: caches.get(id) }
+        let jwt = decl.jwt.as_ref().map(|jwt| caches.verifier(jwt));
+        Self { decl: decl.clone(), function, validation, cache: caches.get(id), jwt }
     }
 }
 
@@ -92,9 +97,11 @@ pub(crate) struct Ask<'a> {
     pub(crate) definition: &'a ServiceDefinition,
 }
 
-/// Runs `authorizer` for the request: what it let through, or the refusal.
+/// Runs `authorizer` for the request: what it let through, or the refusal. `upstream` fetches
+/// a JWT authorizer's keys.
 pub(crate) async fn authorize(
     functions: &FunctionHost,
+    upstream: &Upstream,
     authorizer: &RouteAuthorizer,
     ask: &Ask<'_>,
 ) -> Result<Authorized, Refusal> {
@@ -102,7 +109,7 @@ pub(crate) async fn authorize(
     let Some(values) = identity(&authorizer.decl.identity_source, &req.headers, req.query()) else {
         return refuse(GatewayError::Unauthorized, "authorizer_identity_missing");
     };
-    if authorizer.decl.kind == AuthorizerKind::Token {
+    if authorizer.decl.kind != AuthorizerKind::Request {
         match &authorizer.validation {
             Some(Ok(expr)) if !expr.is_match(&values[0]) => {
                 return refuse(GatewayError::Unauthorized, "authorizer_token_invalid");
@@ -112,6 +119,13 @@ pub(crate) async fn authorize(
             }
             _ => {}
         }
+    }
+    if let Some(verifier) = &authorizer.jwt {
+        return match verifier.verify(upstream, &values[0]).await {
+            Ok(claims) => Ok(Authorized::Jwt(Arc::new(claims))),
+            Err(Reject::Token(reason)) => refuse(GatewayError::Unauthorized, reason),
+            Err(Reject::Keys) => refuse(GatewayError::AuthorizerFailure, "jwt_keys_unavailable"),
+        };
     }
     let def = ask.definition;
     let arn =
@@ -127,7 +141,7 @@ pub(crate) async fn authorize(
         }
     };
     match answer.policy.decide(&arn) {
-        Decision::Allow => Ok(Authorized { answer, latency_ms }),
+        Decision::Allow => Ok(Authorized::Lambda { answer, latency_ms }),
         Decision::ExplicitDeny => refuse(GatewayError::ExplicitDeny, "authorizer_denied"),
         Decision::ImplicitDeny => refuse(GatewayError::ImplicitDeny, "authorizer_not_allowed"),
     }
@@ -150,7 +164,8 @@ async fn call(
         return refuse(GatewayError::AuthorizerFailure, "authorizer_misconfigured");
     };
     let event = match authorizer.decl.kind {
-        AuthorizerKind::Token => Bytes::from(token_event(token, arn)),
+        // A JWT authorizer runs no function (its verifier decided before).
+        AuthorizerKind::Token | AuthorizerKind::Jwt => Bytes::from(token_event(token, arn)),
         AuthorizerKind::Request => {
             let req = ask.req;
             crate::event::build(&crate::event::EventInput {
@@ -217,14 +232,26 @@ struct CacheId {
     decl: Authorizer,
 }
 
-/// The authorizers' answer caches, kept across table rebuilds (a key created does not empty
-/// them): each table holds its caches, and a rebuild finds the ones it shares here.
+/// The authorizers' answer caches and JWT verifiers, kept across table rebuilds (a key created
+/// does not empty them): each table holds its own, and a rebuild finds the ones it shares here.
 #[derive(Debug, Default)]
 pub struct Caches {
     by_id: Mutex<HashMap<CacheId, Weak<AnswerCache>>>,
+    verifiers: Mutex<HashMap<keygate_types::Jwt, Weak<Verifier>>>,
 }
 
 impl Caches {
+    fn verifier(&self, jwt: &keygate_types::Jwt) -> Arc<Verifier> {
+        let mut verifiers = self.verifiers.lock().unwrap_or_else(PoisonError::into_inner);
+        verifiers.retain(|_, v| v.strong_count() > 0);
+        if let Some(v) = verifiers.get(jwt).and_then(Weak::upgrade) {
+            return v;
+        }
+        let v = Arc::new(Verifier::new(jwt.clone()));
+        verifiers.insert(jwt.clone(), Arc::downgrade(&v));
+        v
+    }
+
     fn get(&self, id: CacheId) -> Arc<AnswerCache> {
         let mut by_id = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
         // Caches no table holds any more go.

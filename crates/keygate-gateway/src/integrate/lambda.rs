@@ -33,9 +33,7 @@ pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: 
         api_key: key_id.and_then(|id| {
             let v = match def.api_key_source {
                 ApiKeySource::Header => std::str::from_utf8(req.headers.get("x-api-key")?).ok()?,
-                ApiKeySource::Authorizer => {
-                    call.authorized?.answer.usage_identifier_key.as_deref()?
-                }
+                ApiKeySource::Authorizer => call.authorized?.usage_identifier_key()?,
             };
             Some((v, id))
         }),

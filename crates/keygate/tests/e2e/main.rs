@@ -19,6 +19,7 @@ mod first_hour;
 mod flood;
 mod functions;
 mod integrations;
+mod jwt;
 mod keys;
 mod logs;
 mod multi_node;
