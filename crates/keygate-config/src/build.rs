@@ -24,7 +24,6 @@ const TOP_IGNORED: &[&str] = &[
     "enableLocalInstallationFallback",
     "build",
     "console",
-    "custom",
     "dashboard",
     "deprecationNotificationMode",
     "disabledDeprecations",
@@ -106,7 +105,15 @@ const API_GATEWAY_IGNORED: &[&str] = &[
 
 const TOP: Section = Section {
     what: "top-level key",
-    used: &["service", "provider", "functions", "resources", "package", "configValidationMode"],
+    used: &[
+        "service",
+        "provider",
+        "functions",
+        "resources",
+        "package",
+        "configValidationMode",
+        "custom",
+    ],
     ignored: TOP_IGNORED,
 };
 
@@ -972,8 +979,10 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     let mut functions = None;
     let mut resources = None;
     let mut package = None;
+    let mut custom = crate::custom::Custom::default();
     for e in entries {
         match e.key.as_str() {
+            "custom" => custom = cx.custom(&e.value, &top.key("custom")),
             "service" => service = Some(e),
             "provider" => provider = Some(e),
             "functions" => functions = Some(e),
@@ -1087,6 +1096,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     }
     definition.api_keys = cx.finish_keys(records, &service, &stage);
     definition.usage_plans = plans.decls;
+    cx.apply_custom(custom, &mut definition.usage_plans);
 
     definition.service = service;
     definition.stage = stage;

@@ -22,6 +22,7 @@
 mod authorizer;
 mod build;
 mod ctx;
+mod custom;
 mod diag;
 mod http;
 mod keys;

@@ -87,6 +87,7 @@ impl Ctx<'_> {
                     short_name: None,
                     throttle,
                     quota,
+                    fallback: None,
                 });
                 out.declared = Declared::Single;
             }
@@ -172,6 +173,7 @@ impl Ctx<'_> {
                 short_name: Some(entry.key.clone()),
                 throttle,
                 quota,
+                fallback: None,
             });
         }
         Declared::Named { names: names.into_iter().map(|(n, _)| n).collect(), complete }

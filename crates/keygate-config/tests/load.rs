@@ -1806,6 +1806,7 @@ fn usage_plans() {
                         short_name: None,
                         throttle: Some(Throttle { rate_limit: 100.0, burst_limit: 200 }),
                         quota: Some(Quota { limit: 5000, period: QuotaPeriod::Month, offset: 2 }),
+                        fallback: None,
                     }]
                 );
                 assert_eq!(key_plans(l), vec![("k1", None), ("k2", None)]);
@@ -1833,6 +1834,75 @@ fn usage_plans() {
                 );
                 assert!(l.definition.api_keys.is_empty());
             }),
+        ),
+        case(
+            "custom.keygate says each plan's policy while Redis does not answer",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      - free:
+                |          throttle: {burstLimit: 1, rateLimit: 0.5}
+                |      - paid:
+                |          quota: {limit: 10, period: DAY}
+                |      - internal:
+                |custom:
+                |  otherPlugin: {x: 1}
+                |  keygate:
+                |    redisUnavailable:
+                |      paid: refuse
+                |      free: local
+                ",
+            ),
+            Expect::Ok(|l| {
+                use keygate_types::plan::Fallback;
+                let policies: Vec<Option<Fallback>> =
+                    l.definition.usage_plans.iter().map(|p| p.fallback).collect();
+                assert_eq!(policies, [Some(Fallback::Local), Some(Fallback::Refuse), None]);
+                assert_eq!(l.notes, ["ignored (not used by keygate): custom.otherPlugin"]);
+            }),
+        ),
+        case(
+            "custom.keygate's one policy for every plan",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      quota: {limit: 10, period: DAY}
+                |custom:
+                |  keygate:
+                |    redisUnavailable: refuse
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(plan(l, 0).fallback, Some(keygate_types::plan::Fallback::Refuse));
+            }),
+        ),
+        case(
+            "custom.keygate's mistakes",
+            with_head(
+                "
+                |  apiGateway:
+                |    usagePlan:
+                |      - free:
+                |          quota: {limit: 10, period: DAY}
+                |custom:
+                |  keygate:
+                |    redisUnavailible: refuse
+                |    redisUnavailable:
+                |      gold: refuse
+                |      free: maybe
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:11:5: custom.keygate.redisUnavailible: unknown key in \
+                 custom.keygate (did you mean `redisUnavailable`?); expected one of \
+                 redisUnavailable",
+                "serverless.yml:13:7: custom.keygate.redisUnavailable.gold: no usage plan named \
+                 \"gold\" in provider.apiGateway.usagePlan (it has free)",
+                "serverless.yml:14:13: custom.keygate.redisUnavailable.free: expected local or \
+                 refuse, found \"maybe\"",
+            ]),
         ),
         case(
             "list form: named plans, grouped keys, fractional rate, numbers as strings",

@@ -185,7 +185,7 @@ pub async fn deploy(
             description: Some(format!("{} {} stage", definition.service, definition.stage)),
             throttle: p.throttle,
             quota: p.quota,
-            fallback: None,
+            fallback: p.fallback,
         })
         .collect();
     if plans.is_empty() && !definition.api_keys.is_empty() {

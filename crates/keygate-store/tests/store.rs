@@ -428,6 +428,11 @@ async fn plans_keep_their_id_and_usage_across_deploys(s: Arc<dyn ConfigStore>) {
     assert_eq!(second.plans[0].id, plan_id, "editing limits updates the plan");
     assert_eq!(second.plans[0].quota.unwrap().limit, 100);
     assert_eq!(s.snapshot().await.unwrap().plans[0].fallback, Some(Fallback::Refuse));
+    // A deploy that says the policy (`custom.keygate.redisUnavailable`) sets it.
+    let mut req = request("dev", &["k"]);
+    req.plans[0].fallback = Some(Fallback::Local);
+    s.deploy(req).await.unwrap();
+    assert_eq!(s.snapshot().await.unwrap().plans[0].fallback, Some(Fallback::Local));
     let patch = UsagePlanPatch { fallback: Some(None), ..Default::default() };
     assert_eq!(s.update_plan(&plan_id, patch).await.unwrap().fallback, None);
     assert_eq!(s.list_plans(Page::first(100)).await.unwrap().len(), 1);

@@ -111,4 +111,8 @@ pub struct UsagePlanDecl {
     pub short_name: Option<String>,
     pub throttle: Option<Throttle>,
     pub quota: Option<Quota>,
+    /// `custom.keygate.redisUnavailable`: what decides the plan's limits while Redis does not
+    /// answer (`None`: the yml does not say; the plan keeps what it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
 }

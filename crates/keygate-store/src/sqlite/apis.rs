@@ -68,10 +68,15 @@ pub(super) async fn deploy(tx: &mut SqliteConnection, req: DeployRequest) -> Res
         let id = match existing {
             Some(id) => {
                 let done =
-                    sqlx::query("UPDATE usage_plans SET throttle = ?, quota = ? WHERE id = ?")
-                        .bind(plan.throttle.as_ref().map(to_json).transpose()?)
-                        .bind(plan.quota.as_ref().map(to_json).transpose()?)
-                        .bind(id)
+                    // A deploy that does not say the Redis policy keeps the plan's.
+                    sqlx::query(
+                        "UPDATE usage_plans SET throttle = ?, quota = ?, \
+                         fallback = COALESCE(?, fallback) WHERE id = ?",
+                    )
+                    .bind(plan.throttle.as_ref().map(to_json).transpose()?)
+                    .bind(plan.quota.as_ref().map(to_json).transpose()?)
+                    .bind(plan.fallback.map(keygate_types::plan::Fallback::as_str))
+                    .bind(id)
                         .execute(&mut *tx)
                         .await
                         .map_err(map_err)?;

@@ -459,3 +459,26 @@ async fn wildcard_method_throttles_are_enforced() {
     assert_eq!(statuses("/dev/b", 10).await, [200; 10], "/b/GET (burst 50) wins for GET /b");
     srv.stop();
 }
+
+/// `custom.keygate.redisUnavailable` sets a plan's policy while Redis does not answer at
+/// deploy; a deploy whose yml does not say it keeps what the plan has (set by the CLI, say).
+#[test]
+fn the_yml_says_a_plans_policy_while_redis_does_not_answer() {
+    let env = Env::new();
+    let plain =
+        crate::support::mock_service("guarded", "{quota: {limit: 10, period: DAY}}", &["a"]);
+    let policy = |p: &str| format!("{plain}custom:\n  keygate:\n    redisUnavailable: {p}\n");
+    let shown = || env.ok(&["plans", "get", "guarded-dev"]);
+    let yml = env.write("serverless.yml", &policy("refuse"));
+    env.deploy(&yml, &[]);
+    assert!(shown().contains("while Redis does not answer: refuse"), "{}", shown());
+
+    env.ok(&["plans", "update", "guarded-dev", "--redis-unavailable", "local"]);
+    env.write("serverless.yml", &plain);
+    env.deploy(&yml, &[]);
+    assert!(shown().contains("while Redis does not answer: local"), "{}", shown());
+
+    env.write("serverless.yml", &policy("refuse"));
+    env.deploy(&yml, &[]);
+    assert!(shown().contains("while Redis does not answer: refuse"), "{}", shown());
+}
