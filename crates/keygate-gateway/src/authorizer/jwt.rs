@@ -24,6 +24,8 @@ use crate::upstream::{Target, Upstream};
 pub const LEEWAY_SECS: u64 = 5;
 /// Least time between two fetches of the keys for unknown key ids.
 pub const REFETCH_EVERY: Duration = Duration::from_secs(2);
+/// Longest a fetch of the keys may take (requests wait for it).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The signature algorithms accepted (asymmetric only).
 const ALGORITHMS: &[Algorithm] = &[
@@ -165,12 +167,18 @@ impl Verifier {
         // Another request may have fetched them meanwhile.
         let current = held();
         if let Some(keys) = &current
-            && (keys.find(kid).is_some() || fetched.is_some_and(|at| at.elapsed() < REFETCH_EVERY))
+            && keys.find(kid).is_some()
         {
             return Ok(Arc::clone(keys));
         }
+        // Fetched (or tried) a moment ago: what is held decides, without asking again, so
+        // neither made-up key ids nor a down issuer make a fetch per request.
+        if fetched.is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
+            return current.ok_or(Reject::Keys);
+        }
         *fetched = Some(Instant::now());
-        match self.fetch(upstream).await {
+        let fetch = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(upstream));
+        match fetch.await.unwrap_or_else(|_| Err("no answer within 5 s".to_owned())) {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 *self.keys.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&keys));

@@ -117,6 +117,12 @@ functions:
             arn: arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Test
             scopes: [candidates/read]
             jwks: pool-keys.json
+      - http:
+          path: down
+          method: get
+          authorizer:
+            type: jwt
+            issuerUrl: http://127.0.0.1:1/
 ";
 
 const HELLO_JS: &str = r#"'use strict';
@@ -219,6 +225,17 @@ async fn jwt_authorizers_verify_tokens_against_the_issuers_keys() {
         );
     }
     assert!(issuer.fetches.load(Ordering::SeqCst) <= fetched + 1, "one fetch at most");
+
+    // An issuer whose keys cannot be had: 500, never a pass, and said in the log.
+    let down = srv.url("/dev/down");
+    let token = sign(Algorithm::ES256, "ec1", &ec, &claims(json!({})));
+    let failed = call(&down, Some(&token)).await;
+    assert_eq!(failed.status, 500, "{failed:?}");
+    assert_eq!(failed.header("x-amzn-errortype"), Some("AuthorizerConfigurationException"));
+    eventually(Duration::from_secs(5), || async {
+        srv.logs().contains("cannot read the JWT authorizer's keys")
+    })
+    .await;
 
     // A Cognito user pool's authorizer with scopes: an access token holding one of them.
     let pool = srv.url("/dev/pool");
