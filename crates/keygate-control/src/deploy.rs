@@ -110,6 +110,9 @@ pub struct Endpoint {
     pub method: HttpMethod,
     pub url: String,
     pub private: bool,
+    /// The route's authorizer: a Lambda authorizer's function, or a JWT authorizer's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorizer: Option<String>,
 }
 
 /// A function of a deployment: its name in the file and its deployed name.
@@ -488,6 +491,7 @@ pub fn endpoints(def: &ServiceDefinition, base_url: &str) -> Vec<Endpoint> {
                 method: e.method,
                 url: format!("{base}/{}{path}", def.stage),
                 private: e.private,
+                authorizer: e.authorizer.as_ref().map(|a| a.function.clone()),
             });
         }
     }

@@ -107,12 +107,7 @@ pub(crate) fn deploy_report(r: &DeployReport, as_json: bool) -> Result<()> {
     );
     println!("endpoint{}:", if r.endpoints.len() == 1 { "" } else { "s" });
     for e in &r.endpoints {
-        println!(
-            "  {} - {}{}",
-            e.method,
-            e.url,
-            if e.private { "  (api key required)" } else { "" }
-        );
+        println!("  {} - {}{}", e.method, e.url, guards(e));
     }
     println!("functions:");
     for f in &r.functions {
@@ -194,7 +189,7 @@ pub(crate) fn info(i: &Info, as_json: bool) -> Result<()> {
     }
     println!("endpoint{}:", if i.endpoints.len() == 1 { "" } else { "s" });
     for e in &i.endpoints {
-        println!("  {} - {}", e.method, e.url);
+        println!("  {} - {}{}", e.method, e.url, guards(e));
     }
     println!("functions:");
     for f in &i.functions {
@@ -229,13 +224,18 @@ pub(crate) fn served(stages: &[ServedStage], data_dir: &std::path::Path, created
             s.service, s.stage, s.api_id, s.deployment_id
         );
         for e in &s.endpoints {
-            println!(
-                "  {} - {}{}",
-                e.method,
-                e.url,
-                if e.private { "  (api key required)" } else { "" }
-            );
+            println!("  {} - {}{}", e.method, e.url, guards(e));
         }
+    }
+}
+
+/// What guards an endpoint, as deploy and info print it after its URL.
+fn guards(e: &keygate_control::deploy::Endpoint) -> String {
+    match (e.private, &e.authorizer) {
+        (true, Some(a)) => format!("  (authorizer {a}, api key required)"),
+        (false, Some(a)) => format!("  (authorizer {a})"),
+        (true, None) => "  (api key required)".to_owned(),
+        (false, None) => String::new(),
     }
 }
 

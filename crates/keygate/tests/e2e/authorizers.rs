@@ -164,6 +164,10 @@ async fn a_token_authorizer_decides_caches_and_answers_as_api_gateway() {
     let yml = service(&env);
     let report = env.deploy(&yml, &[]);
     let key = Env::key_value(&report);
+    assert_eq!(report["endpoints"][0]["authorizer"], "auth", "{report}");
+    let info = env.ok(&["info"]);
+    assert!(info.contains("/dev/hello  (authorizer auth)\n"), "{info}");
+    assert!(info.contains("/dev/keyed  (authorizer auth, api key required)"), "{info}");
     let srv = env.serve();
 
     // Allowed: the function sees the principal and the context, every value a string.
