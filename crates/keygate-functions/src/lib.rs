@@ -74,7 +74,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keygate_types::FunctionSpec;
+use keygate_types::{FunctionSpec, ServiceDefinition};
 use tokio::time::Instant;
 
 pub use artifact::{ArtifactError, stage_artifact, stage_code};
@@ -195,6 +195,19 @@ pub struct FunctionRef<'a> {
     /// ([`HostOptions::state_root`]).
     pub service: &'a str,
     pub stage: &'a str,
+}
+
+impl<'a> FunctionRef<'a> {
+    /// `spec`, a function of `def`, with the service facts `def` holds.
+    pub fn of(def: &'a ServiceDefinition, spec: &'a FunctionSpec) -> Self {
+        Self {
+            spec,
+            base_dir: &def.base_dir,
+            region: &def.region,
+            service: &def.service,
+            stage: &def.stage,
+        }
+    }
 }
 
 /// Why an invocation produced no response.

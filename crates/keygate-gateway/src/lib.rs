@@ -111,7 +111,7 @@ pub struct Gateway {
     access: Option<AccessLog>,
     /// Whose `X-Forwarded-For` names the client (`--trusted-proxy`).
     trusted_proxies: client::TrustedProxies,
-    /// The Lambda authorizers' answer caches, kept across table builds.
+    /// The authorizers' answer caches and JWT verifiers, kept across table builds.
     caches: Arc<authorizer::Caches>,
 }
 
@@ -638,7 +638,8 @@ impl Gateway {
 
         // The key check: digest the presented value and look it up; no store access.
         let from_authorizer = route.definition.api_key_source == ApiKeySource::Authorizer;
-        let authorized = decision.authorized.clone();
+        // (An Arc's count, and only where the key comes from the authorizer.)
+        let authorized = if from_authorizer { decision.authorized.clone() } else { None };
         let presented = if from_authorizer {
             // `apiKeySourceType: AUTHORIZER`: the authorizer's `usageIdentifierKey` or none.
             authorized.as_ref().and_then(|a| a.usage_identifier_key()).map(str::as_bytes)

@@ -656,13 +656,7 @@ async fn invoke(
             host.set_service_env(dynamo.function_env());
         }
         let spec = definition.functions.iter().find(|f| f.name == function).context("staged")?;
-        let f = keygate_functions::FunctionRef {
-            spec,
-            base_dir: &definition.base_dir,
-            region: &definition.region,
-            service: &definition.service,
-            stage: &definition.stage,
-        };
+        let f = keygate_functions::FunctionRef::of(&definition, spec);
         Ok::<_, anyhow::Error>(host.invoke(&f, bytes::Bytes::from(event.to_string())).await)
     }
     .await;

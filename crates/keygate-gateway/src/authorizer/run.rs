@@ -188,13 +188,7 @@ async fn call(
             })
         }
     };
-    let f = FunctionRef {
-        spec,
-        base_dir: &def.base_dir,
-        region: &def.region,
-        service: &def.service,
-        stage: &def.stage,
-    };
+    let f = FunctionRef::of(def, spec);
     let function = spec.name.as_str();
     match functions.invoke(&f, event).await {
         Ok(raw) => Answer::parse(&raw).or_else(|why| {

@@ -41,13 +41,7 @@ pub(super) async fn invoke(functions: &FunctionHost, call: &Call<'_>, function: 
         authorizer: call.authorized,
         authorizer_request: None,
     });
-    let f = FunctionRef {
-        spec,
-        base_dir: &def.base_dir,
-        region: &def.region,
-        service: &def.service,
-        stage: &def.stage,
-    };
+    let f = FunctionRef::of(def, spec);
     let raw = match functions.invoke(&f, event).await {
         Ok(raw) => raw,
         Err(InvokeError::Timeout) => {
