@@ -75,6 +75,7 @@ impl RouteAuthorizer {
 }
 
 /// Why a request did not pass its authorizer: the gateway's answer and the access log's reason.
+#[derive(Debug)]
 pub(crate) struct Refusal {
     pub(crate) error: GatewayError,
     pub(crate) reason: &'static str,
@@ -120,7 +121,12 @@ pub(crate) async fn authorize(
             _ => {}
         }
     }
-    if let Some(verifier) = &authorizer.jwt {
+    if authorizer.decl.kind == AuthorizerKind::Jwt {
+        // A JWT authorizer without its settings (a snapshot the config would not write)
+        // decides nothing: never a function of the same name.
+        let Some(verifier) = &authorizer.jwt else {
+            return refuse(GatewayError::AuthorizerFailure, "authorizer_misconfigured");
+        };
         return match verifier.verify(upstream, &values[0]).await {
             Ok(claims) => Ok(Authorized::Jwt(Arc::new(claims))),
             Err(Reject::Token(reason)) => refuse(GatewayError::Unauthorized, reason),
@@ -164,8 +170,11 @@ async fn call(
         return refuse(GatewayError::AuthorizerFailure, "authorizer_misconfigured");
     };
     let event = match authorizer.decl.kind {
-        // A JWT authorizer runs no function (its verifier decided before).
-        AuthorizerKind::Token | AuthorizerKind::Jwt => Bytes::from(token_event(token, arn)),
+        AuthorizerKind::Token => Bytes::from(token_event(token, arn)),
+        // Decided by its verifier before any function is looked at.
+        AuthorizerKind::Jwt => {
+            return refuse(GatewayError::AuthorizerFailure, "authorizer_misconfigured");
+        }
         AuthorizerKind::Request => {
             let req = ask.req;
             crate::event::build(&crate::event::EventInput {
@@ -257,5 +266,48 @@ impl Caches {
         let cache = Arc::new(AnswerCache::new(ttl, MAX_CACHED_ANSWERS));
         by_id.insert(id, Arc::downgrade(&cache));
         cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keygate_types::IdentitySource;
+
+    use super::*;
+
+    /// A snapshot could say JWT without the settings (the config never writes one): the
+    /// request is refused, and a function that happens to bear the authorizer's name never runs.
+    #[tokio::test]
+    async fn a_jwt_authorizer_without_its_settings_refuses_and_runs_no_function() {
+        let mut definition = crate::table::tests::definition("svc", "dev", &["/a"]);
+        definition.functions[0].name = "pool".into();
+        let decl = Authorizer {
+            function: "pool".into(),
+            kind: AuthorizerKind::Jwt,
+            identity_source: IdentitySource::authorization_header(),
+            validation: None,
+            ttl_secs: 0,
+            jwt: None,
+        };
+        let authorizer = RouteAuthorizer::new(&decl, &definition, "api", "dep", &Caches::default());
+        let req = keygate_http::Request::build("GET", "/dev/a", &[("authorization", b"t")])
+            .expect("a valid head");
+        let ask = Ask {
+            req: &req,
+            path: "/a",
+            resource: "/a",
+            params: &[],
+            peer: "127.0.0.1:1".parse().unwrap(),
+            api_id: "api",
+            deployment_id: "dep",
+            definition: &definition,
+        };
+        let refused = authorize(&FunctionHost::default(), &Upstream::new(), &authorizer, &ask)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.error, refused.reason),
+            (GatewayError::AuthorizerFailure, "authorizer_misconfigured")
+        );
     }
 }
