@@ -245,28 +245,30 @@ pub struct Caches {
 
 impl Caches {
     fn verifier(&self, jwt: &keygate_types::Jwt) -> Arc<Verifier> {
-        let mut verifiers = self.verifiers.lock().unwrap_or_else(PoisonError::into_inner);
-        verifiers.retain(|_, v| v.strong_count() > 0);
-        if let Some(v) = verifiers.get(jwt).and_then(Weak::upgrade) {
-            return v;
-        }
-        let v = Arc::new(Verifier::new(jwt.clone()));
-        verifiers.insert(jwt.clone(), Arc::downgrade(&v));
-        v
+        shared(&self.verifiers, jwt.clone(), || Verifier::new(jwt.clone()))
     }
 
     fn get(&self, id: CacheId) -> Arc<AnswerCache> {
-        let mut by_id = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
-        // Caches no table holds any more go.
-        by_id.retain(|_, cache| cache.strong_count() > 0);
-        if let Some(cache) = by_id.get(&id).and_then(Weak::upgrade) {
-            return cache;
-        }
         let ttl = Duration::from_secs(u64::from(id.decl.ttl_secs));
-        let cache = Arc::new(AnswerCache::new(ttl, MAX_CACHED_ANSWERS));
-        by_id.insert(id, Arc::downgrade(&cache));
-        cache
+        shared(&self.by_id, id, || AnswerCache::new(ttl, MAX_CACHED_ANSWERS))
     }
+}
+
+/// The value `map` holds for `key` while some table holds it, else a new one from `make`;
+/// values no table holds any more go.
+fn shared<K: std::hash::Hash + Eq, V>(
+    map: &Mutex<HashMap<K, Weak<V>>>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> Arc<V> {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    map.retain(|_, v| v.strong_count() > 0);
+    if let Some(v) = map.get(&key).and_then(Weak::upgrade) {
+        return v;
+    }
+    let v = Arc::new(make());
+    map.insert(key, Arc::downgrade(&v));
+    v
 }
 
 #[cfg(test)]
