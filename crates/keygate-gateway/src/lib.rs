@@ -806,7 +806,7 @@ async fn build_table(
 
 /// Reads the store's snapshot, logging how long it took (at debug level).
 async fn load_snapshot(
-    store: &dyn ConfigStore,
+    store: &dyn keygate_store::SnapshotReads,
 ) -> Result<keygate_types::model::GatewaySnapshot, keygate_store::Error> {
     let started = Instant::now();
     let snapshot = store.snapshot().await?;
@@ -958,7 +958,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use keygate_control::keys::{self, CreateKey};
-    use keygate_store::{Reads, SqliteStore};
+    use keygate_store::{KeyReads, SqliteStore, UsageReads};
 
     use super::*;
 

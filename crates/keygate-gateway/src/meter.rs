@@ -31,7 +31,7 @@ use keygate_limits::calendar::{Date, QuotaWindow};
 use keygate_limits::clock::{Clock, Nanos};
 use keygate_limits::headers::{BurstInfo, QuotaInfo};
 use keygate_limits::quota::{QuotaDecision, check_quota};
-use keygate_store::ConfigStore;
+use keygate_store::{UsageCounters, UsageReads};
 use keygate_types::model::DailyUsage;
 use keygate_types::plan::Quota;
 
@@ -861,7 +861,7 @@ impl Meter {
     /// The store's error.
     pub async fn load_recent(
         &self,
-        store: &dyn ConfigStore,
+        store: &dyn UsageReads,
         quota_plans: &[&str],
     ) -> Result<(), keygate_store::Error> {
         let today = Date::from_unix_ms(self.clock.now_unix_ms());
@@ -925,7 +925,7 @@ impl Meter {
     ///
     /// # Errors
     /// The store's error.
-    pub async fn flush(&self, store: &dyn ConfigStore) -> Result<usize, keygate_store::Error> {
+    pub async fn flush(&self, store: &dyn UsageCounters) -> Result<usize, keygate_store::Error> {
         let states: Vec<u32> = std::mem::take(&mut *locked(&self.slots.dirty));
         let mut written = 0;
         for (i, chunk) in states.chunks(FLUSH_CHUNK).enumerate() {
@@ -941,7 +941,7 @@ impl Meter {
 
     async fn flush_chunk(
         &self,
-        store: &dyn ConfigStore,
+        store: &dyn UsageCounters,
         states: &[u32],
         written: &mut usize,
     ) -> Result<(), keygate_store::Error> {

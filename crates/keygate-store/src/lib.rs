@@ -1,13 +1,17 @@
 //! keygate storage.
 //!
 //! Layout:
-//! - [`Reads`]: everything the store answers (APIs, stages, deployments, API keys, usage plans and
-//!   their associations, usage, admin credentials, the audit log, the gateway's snapshot).
-//! - [`ConfigStore`]: [`Reads`] plus the writes. Every change is one [`Change`] value, applied by
-//!   [`ConfigStore::apply`] together with its audit-log entry in one transaction: a change that
-//!   cannot be recorded is not made, and no write can skip the record (audited by construction).
-//!   The only other writes are the data plane's counters (`add_usage`, `fold_usage`): data,
-//!   not changes.
+//! - The read traits, one per concern: [`ServiceReads`] (APIs, stages, definitions,
+//!   deployments), [`KeyReads`], [`PlanReads`] (plans, their stages, keys and grants),
+//!   [`UsageReads`], [`AdminReads`] (credentials, tokens, the audit log) and [`SnapshotReads`]
+//!   (what gateways serve from and its version). [`Reads`] is all of them.
+//! - [`UsageCounters`]: the data plane's counters (`add_usage`, `fold_usage`): data, not changes.
+//! - [`ConfigStore`]: [`Reads`], [`UsageCounters`] and the one door for changes. Every change is
+//!   one [`Change`] value, applied by [`ConfigStore::apply`] together with its audit-log entry in
+//!   one transaction: a change that cannot be recorded is not made, and no write can skip the
+//!   record (audited by construction). The rules a change must keep (one plan per stage, patch
+//!   merging, deploy planning) live above the store, in keygate-control: a backend stores.
+//! - [`prelude`]: the traits, for calling their methods on a `dyn ConfigStore`.
 //! - [`sqlite`]: the embedded default implementation (one file in the data directory), one file
 //!   per concern.
 //! - [`postgres`]: the same for several gateway nodes sharing one PostgreSQL database.
@@ -28,30 +32,11 @@ use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 /// The trait impls of a backend whose module has the same per-concern files (`apis`, `keys`,
 /// `plans`, `usage`, `admin`, `snapshot`, each function taking `&self.pool`, the usage
 /// counters' writes `self.usage_pool()`) and an `apply_inner`: every method forwards to them, so each backend states only its storage.
-/// `$extra` are further [`Reads`] methods (a backend's own `change_signal`).
+/// `$extra` are further [`SnapshotReads`] methods (a backend's own `change_signal`).
 macro_rules! backend_impls {
     ($store:ty { $($extra:item)* }) => {
         #[async_trait::async_trait]
-        impl $crate::ConfigStore for $store {
-            async fn apply(&self, actor: &str, change: Change) -> Result<Applied> {
-                self.apply_inner(actor, change, None).await
-            }
-
-            async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied> {
-                self.apply_inner(actor, change, Some(version)).await
-            }
-
-            async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
-                usage::add_usage(self.usage_pool(), usage).await
-            }
-
-            async fn fold_usage(&self) -> Result<u64> {
-                usage::fold_usage(self.usage_pool()).await
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::Reads for $store {
+        impl $crate::ServiceReads for $store {
             async fn list_apis(&self) -> Result<Vec<Api>> {
                 apis::list_apis(&self.pool).await
             }
@@ -79,7 +64,10 @@ macro_rules! backend_impls {
             async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>> {
                 apis::get_deployment(&self.pool, id).await
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::KeyReads for $store {
             async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool> {
                 keys::key_digest_exists(&self.pool, digest).await
             }
@@ -109,7 +97,10 @@ macro_rules! backend_impls {
             async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>> {
                 keys::list_keys(&self.pool, page, customer_id).await
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::PlanReads for $store {
             async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>> {
                 plans::get_plan(&self.pool, id).await
             }
@@ -138,6 +129,13 @@ macro_rules! backend_impls {
                 plans::shared_key(&self.pool, plan_a, plan_b).await
             }
 
+            async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>> {
+                usage::usage_grants(&self.pool, plan_id).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::UsageReads for $store {
             async fn usage(
                 &self,
                 plan_id: Option<&str>,
@@ -147,11 +145,10 @@ macro_rules! backend_impls {
             ) -> Result<Vec<DailyUsage>> {
                 usage::usage(&self.pool, plan_id, key_id, from, to).await
             }
+        }
 
-            async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>> {
-                usage::usage_grants(&self.pool, plan_id).await
-            }
-
+        #[async_trait::async_trait]
+        impl $crate::AdminReads for $store {
             async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>> {
                 admin::get_admin_credential(&self.pool, access_key_id).await
             }
@@ -171,7 +168,10 @@ macro_rules! backend_impls {
             async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
                 admin::list_audit(&self.pool, after_seq, limit).await
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::SnapshotReads for $store {
             async fn version(&self) -> Result<i64> {
                 snapshot::version(&self.pool).await
             }
@@ -181,6 +181,28 @@ macro_rules! backend_impls {
             }
 
             $($extra)*
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::UsageCounters for $store {
+            async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()> {
+                usage::add_usage(self.usage_pool(), usage).await
+            }
+
+            async fn fold_usage(&self) -> Result<u64> {
+                usage::fold_usage(self.usage_pool()).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::ConfigStore for $store {
+            async fn apply(&self, actor: &str, change: Change) -> Result<Applied> {
+                self.apply_inner(actor, change, None).await
+            }
+
+            async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied> {
+                self.apply_inner(actor, change, Some(version)).await
+            }
         }
     };
 }
@@ -676,10 +698,9 @@ impl Page<'_> {
     }
 }
 
-/// Everything the store answers. Reads never change anything, so a handle that only reads (a
-/// report, the admin API's GETs) needs nothing else.
+/// What the store answers of services: APIs, their stages, definitions and deployments.
 #[async_trait]
-pub trait Reads: Send + Sync + 'static {
+pub trait ServiceReads: Send + Sync + 'static {
     async fn list_apis(&self) -> Result<Vec<Api>>;
     async fn get_api_by_name(&self, name: &str) -> Result<Option<Api>>;
     async fn list_stages(&self, api_id: &str) -> Result<Vec<Stage>>;
@@ -688,7 +709,11 @@ pub trait Reads: Send + Sync + 'static {
     async fn get_api_definition(&self, api_id: &str) -> Result<Option<ServiceDefinition>>;
     async fn list_deployments(&self, api_id: &str) -> Result<Vec<Deployment>>;
     async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>>;
+}
 
+/// What the store answers of API keys (never a value: only their digests).
+#[async_trait]
+pub trait KeyReads: Send + Sync + 'static {
     /// Whether a key with this value digest exists.
     async fn key_digest_exists(&self, digest: &KeyDigest) -> Result<bool>;
     /// Which of `digests` a key has, as its value or as a rotated-out value still kept: what
@@ -705,7 +730,11 @@ pub trait Reads: Send + Sync + 'static {
     async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>>;
     /// Keys by name: one [`Page`], optionally only those of one customer.
     async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>>;
+}
 
+/// What the store answers of usage plans, their stages, keys and grants.
+#[async_trait]
+pub trait PlanReads: Send + Sync + 'static {
     async fn get_plan(&self, id: &str) -> Result<Option<UsagePlan>>;
     async fn get_plan_by_name(&self, name: &str) -> Result<Option<UsagePlan>>;
     /// Plans by name: one [`Page`].
@@ -718,7 +747,13 @@ pub trait Reads: Send + Sync + 'static {
     async fn plans_covering(&self, api_id: &str, stage: &str) -> Result<Vec<UsagePlan>>;
     /// The name of a key in both plans, if any.
     async fn shared_key(&self, plan_a: &str, plan_b: &str) -> Result<Option<String>>;
+    /// The extra quota granted in a plan (every key, every period).
+    async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>>;
+}
 
+/// What the store answers of usage: the daily counters.
+#[async_trait]
+pub trait UsageReads: Send + Sync + 'static {
     /// Daily usage between two days (inclusive), optionally for one plan and key.
     async fn usage(
         &self,
@@ -727,17 +762,22 @@ pub trait Reads: Send + Sync + 'static {
         from: keygate_types::date::Date,
         to: keygate_types::date::Date,
     ) -> Result<Vec<DailyUsage>>;
+}
 
-    /// The extra quota granted in a plan (every key, every period).
-    async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>>;
-
+/// What the store answers of the admin side: credentials, tokens and the audit log.
+#[async_trait]
+pub trait AdminReads: Send + Sync + 'static {
     async fn get_admin_credential(&self, access_key_id: &str) -> Result<Option<AdminCredential>>;
     async fn list_admin_credentials(&self) -> Result<Vec<AdminCredential>>;
     async fn find_admin_token(&self, digest: &[u8]) -> Result<Option<AdminToken>>;
     async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>>;
     /// Audit entries after `after_seq`, oldest first, at most `limit`.
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
+}
 
+/// What gateways serve from: the snapshot, and how they learn that it changed.
+#[async_trait]
+pub trait SnapshotReads: Send + Sync + 'static {
     /// A number that changes whenever anything gateways serve changes. Cheap: gateways poll it.
     async fn version(&self) -> Result<i64>;
     /// A signal that moves when the [`version`](Self::version) may have moved, on any node, so a
@@ -751,28 +791,54 @@ pub trait Reads: Send + Sync + 'static {
     async fn snapshot(&self) -> Result<GatewaySnapshot>;
 }
 
-/// The store: its [`Reads`], the one door for changes, and the data plane's counters.
+/// Everything the store answers: every focused read trait. Reads never change anything, so a
+/// handle that only reads (a report, the admin API's GETs) needs nothing else; code that needs
+/// one concern takes that trait. Implemented for every type that has them all.
+pub trait Reads:
+    ServiceReads + KeyReads + PlanReads + UsageReads + AdminReads + SnapshotReads
+{
+}
+
+impl<T> Reads for T where
+    T: ServiceReads + KeyReads + PlanReads + UsageReads + AdminReads + SnapshotReads + ?Sized
+{
+}
+
+/// The data plane's counters: admitted requests, appended as they come and folded later. Data,
+/// not changes: not audited, and gateways do not reload for them.
 #[async_trait]
-pub trait ConfigStore: Reads {
-    /// Makes `change` and appends its audit entry (`actor`, [`Change::action`], its target) in
-    /// one transaction: all or nothing. Errors of the change come back unchanged.
-    async fn apply(&self, actor: &str, change: Change) -> Result<Applied>;
-
-    /// [`apply`](Self::apply), only if the store's [`version`](Reads::version) is still
-    /// `version`: the version read before the change's rules were checked against the store, so
-    /// a change that raced the check is refused with [`Error::Stale`] (nothing made) instead of
-    /// breaking the rule. Moves the version.
-    async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied>;
-
+pub trait UsageCounters: Send + Sync + 'static {
     /// Adds admitted requests to the daily counters (increments, never overwrites), and with
     /// their [`last_used`](DailyUsage::last_used) to the keys' lastUsedDate (which never moves
-    /// back). Data, not a change: not audited, and gateways do not reload for it. Appended in
-    /// arrival order: cheap at any number of keys; reads see it at once.
+    /// back). Appended in arrival order: cheap at any number of keys; reads see it at once.
     async fn add_usage(&self, usage: &[DailyUsage]) -> Result<()>;
     /// Folds what [`add_usage`](Self::add_usage) appended into the daily counters, in key order
     /// (one write per key and day however many batches brought it); returns the appended rows
     /// folded. Reads answer the same before and after. Any node may fold at any time.
     async fn fold_usage(&self) -> Result<u64>;
+}
+
+/// The store: its [`Reads`], the data plane's [`UsageCounters`], and the one door for changes.
+#[async_trait]
+pub trait ConfigStore: Reads + UsageCounters {
+    /// Makes `change` and appends its audit entry (`actor`, [`Change::action`], its target) in
+    /// one transaction: all or nothing. Errors of the change come back unchanged.
+    async fn apply(&self, actor: &str, change: Change) -> Result<Applied>;
+
+    /// [`apply`](Self::apply), only if the store's [`version`](SnapshotReads::version) is still
+    /// `version`: the version read before the change's rules were checked against the store, so
+    /// a change that raced the check is refused with [`Error::Stale`] (nothing made) instead of
+    /// breaking the rule. Moves the version.
+    async fn apply_at(&self, actor: &str, change: Change, version: i64) -> Result<Applied>;
+}
+
+/// The store's traits, for code that calls their methods on a `dyn` [`ConfigStore`] or
+/// [`Reads`] (`use keygate_store::prelude::*`).
+pub mod prelude {
+    pub use crate::{
+        AdminReads, ConfigStore, KeyReads, PlanReads, Reads, ServiceReads, SnapshotReads,
+        UsageCounters, UsageReads,
+    };
 }
 
 #[cfg(test)]

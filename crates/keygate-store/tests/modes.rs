@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use keygate_store::{Change, ConfigStore, Reads, SqliteStore};
+use keygate_store::{Change, ConfigStore, KeyReads, SqliteStore};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use keygate_store::prelude::*;
 use keygate_store::{
-    Change, ConfigStore, DeployOutcome, DeployRequest, Error, KeyStatus, Page, Placed, PlacedKey,
-    Reads, SqliteStore,
+    Change, DeployOutcome, DeployRequest, Error, KeyStatus, Page, Placed, PlacedKey, SqliteStore,
 };
 use keygate_types::model::{
     ApiKey, ApiKeyPatch, ApiStage, DailyUsage, NewApiKey, NewUsagePlan, UsageGrant, UsagePlan,

@@ -30,10 +30,10 @@ use crate::{Applied, Change, Error, Page, Result};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The channel every change that moves the version notifies (on commit), so every node's
-/// [`Reads::change_signal`](crate::Reads::change_signal) moves within milliseconds.
+/// [`SnapshotReads::change_signal`](crate::SnapshotReads::change_signal) moves within milliseconds.
 const CHANNEL: &str = "keygate_changes";
 
-/// PostgreSQL implementation of [`ConfigStore`]. Cheap to clone.
+/// PostgreSQL implementation of [`ConfigStore`](crate::ConfigStore). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,

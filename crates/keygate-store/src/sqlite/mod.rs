@@ -33,7 +33,7 @@ pub const DB_FILE: &str = "keygate.db";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// SQLite implementation of [`ConfigStore`]. Cheap to clone.
+/// SQLite implementation of [`ConfigStore`](crate::ConfigStore). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -355,8 +355,8 @@ mod tests {
     async fn usage_is_written_at_a_lower_cpu_priority() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        crate::ConfigStore::add_usage(&store, &[]).await.unwrap();
-        assert_eq!(crate::ConfigStore::fold_usage(&store).await.unwrap(), 0);
+        crate::UsageCounters::add_usage(&store, &[]).await.unwrap();
+        assert_eq!(crate::UsageCounters::fold_usage(&store).await.unwrap(), 0);
         let mut nice = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
             let task = task.unwrap();
