@@ -946,6 +946,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
         usage_plans: Vec::new(),
         tables: Vec::new(),
         api_key_source: Default::default(),
+        key_introspection: None,
     };
     let top = FieldPath::root();
     let Value::Map(entries) = &root.value else {
@@ -1096,7 +1097,7 @@ pub(crate) fn build(root: &Node, base_dir: PathBuf, opts: &LoadOptions<'_>) -> B
     }
     definition.api_keys = cx.finish_keys(records, &service, &stage);
     definition.usage_plans = plans.decls;
-    cx.apply_custom(custom, &mut definition.usage_plans);
+    cx.apply_custom(custom, &mut definition);
 
     definition.service = service;
     definition.stage = stage;

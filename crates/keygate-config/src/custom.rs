@@ -7,21 +7,25 @@
 //!   keygate:
 //!     redisUnavailable: refuse        # every plan of the service, or per plan:
 //!     # redisUnavailable: {free: local, paid: refuse}
+//!     keyIntrospection: true          # GET /{stage}/.keygate/key; or a path: /me/key
 //! ```
 
-use keygate_types::plan::{Fallback, UsagePlanDecl};
+use keygate_types::plan::Fallback;
+use keygate_types::{DEFAULT_INTROSPECTION_PATH, ServiceDefinition};
 
 use crate::ctx::Ctx;
 use crate::diag::{FieldPath, Mark, suggest};
 use crate::yaml::{Node, Value, quote};
 
 /// The keys of `custom.keygate`.
-const KEYS: &[&str] = &["redisUnavailable"];
+const KEYS: &[&str] = &["keyIntrospection", "redisUnavailable"];
 
 /// `custom.keygate`, read.
 #[derive(Default)]
 pub(crate) struct Custom {
     redis_unavailable: Option<RedisUnavailable>,
+    /// `keyIntrospection`: the path when on, with where it was written.
+    introspection: Option<(String, Mark, FieldPath)>,
 }
 
 /// `redisUnavailable`: one policy for every plan, or one per plan's short name.
@@ -48,6 +52,11 @@ impl Ctx<'_> {
                 match k.key.as_str() {
                     "redisUnavailable" => {
                         out.redis_unavailable = self.redis_unavailable(&k.value, &kp)
+                    }
+                    "keyIntrospection" => {
+                        out.introspection = self
+                            .introspection(&k.value, &kp)
+                            .map(|path| (path, k.value.mark, kp.clone()));
                     }
                     other => {
                         let hint = suggest(other, KEYS.iter().copied())
@@ -82,6 +91,44 @@ impl Ctx<'_> {
         }
     }
 
+    /// `keyIntrospection`: `true` (the default path), `false`, or a path of its own.
+    fn introspection(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+        const WHAT: &str = "true, false or a path such as /.keygate/key";
+        let from_variable = matches!(node.value, Value::Template(_));
+        let v = self.expand(node, path);
+        let text = match &v.value {
+            Value::Bool(true) if v.tag.is_none() => return Some(DEFAULT_INTROSPECTION_PATH.into()),
+            Value::Bool(false) if v.tag.is_none() => return None,
+            Value::Str(s) if from_variable && s.eq_ignore_ascii_case("true") => {
+                return Some(DEFAULT_INTROSPECTION_PATH.into());
+            }
+            Value::Str(s) if from_variable && s.eq_ignore_ascii_case("false") => return None,
+            Value::Str(s) if v.tag.is_none() => s.clone(),
+            Value::Invalid => return None,
+            _ => {
+                self.mismatch(&v, path, WHAT);
+                return None;
+            }
+        };
+        let literal = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
+        if text.len() < 2
+            || text.len() > 256
+            || !text.starts_with('/')
+            || text.ends_with('/')
+            || text.contains("//")
+            || !text.chars().all(literal)
+        {
+            let message = format!(
+                "expected {WHAT} (a literal path: letters, digits, `-._~` and `/`, starting \
+                 with `/`, no `{{parameters}}`), found {}",
+                quote(&text)
+            );
+            self.error(v.mark, path, message);
+            return None;
+        }
+        Some(text)
+    }
+
     fn fallback(&mut self, node: &Node, path: &FieldPath) -> Option<Fallback> {
         let text = self.string(node, path, "local or refuse")?;
         match text.parse() {
@@ -94,9 +141,26 @@ impl Ctx<'_> {
         }
     }
 
-    /// Gives the service's plans what `custom.keygate` says of them; a plan name that is not
-    /// one of the service's is an error.
-    pub(crate) fn apply_custom(&mut self, custom: Custom, plans: &mut [UsagePlanDecl]) {
+    /// Gives the service what `custom.keygate` says of it; a plan name that is not one of the
+    /// service's, or an introspection path that is also a route of the service, is an error.
+    pub(crate) fn apply_custom(&mut self, custom: Custom, definition: &mut ServiceDefinition) {
+        if let Some((at, mark, path)) = custom.introspection {
+            let events = definition.functions.iter().flat_map(|f| &f.events);
+            match events.clone().find(|e| e.path.trim_end_matches('/') == at) {
+                Some(e) => {
+                    let message = format!(
+                        "key introspection's path {} is also a route of the service ({} {}): \
+                         choose another path, e.g. `keyIntrospection: {DEFAULT_INTROSPECTION_PATH}`",
+                        quote(&at),
+                        e.method,
+                        e.path
+                    );
+                    self.error(mark, &path, message);
+                }
+                None => definition.key_introspection = Some(at),
+            }
+        }
+        let plans = &mut definition.usage_plans[..];
         match custom.redis_unavailable {
             None => {}
             Some(RedisUnavailable::All(policy)) => {

@@ -1897,11 +1897,100 @@ fn usage_plans() {
             Expect::Err(&[
                 "serverless.yml:11:5: custom.keygate.redisUnavailible: unknown key in \
                  custom.keygate (did you mean `redisUnavailable`?); expected one of \
-                 redisUnavailable",
+                 keyIntrospection, redisUnavailable",
                 "serverless.yml:13:7: custom.keygate.redisUnavailable.gold: no usage plan named \
                  \"gold\" in provider.apiGateway.usagePlan (it has free)",
                 "serverless.yml:14:13: custom.keygate.redisUnavailable.free: expected local or \
                  refuse, found \"maybe\"",
+            ]),
+        ),
+        case(
+            "key introspection is off unless custom.keygate turns it on",
+            with_head("|  stage: dev\n"),
+            Expect::Ok(|l| assert_eq!(l.definition.key_introspection, None)),
+        ),
+        case(
+            "keyIntrospection: true answers on the default path",
+            with_head("|custom:\n|  keygate:\n|    keyIntrospection: true\n"),
+            Expect::Ok(|l| {
+                assert_eq!(l.definition.key_introspection.as_deref(), Some("/.keygate/key"));
+            }),
+        ),
+        case(
+            "keyIntrospection: a path of its own, or false, also from a variable",
+            with_head(
+                "
+                |custom:
+                |  on: {dev: /me/key, prod: false}
+                |  keygate:
+                |    keyIntrospection: ${self:custom.on.${sls:stage}}
+                ",
+            ),
+            Expect::Ok(|l| {
+                assert_eq!(l.definition.key_introspection.as_deref(), Some("/me/key"));
+            }),
+        ),
+        staged(
+            "prod",
+            case(
+                "keyIntrospection: false from a variable",
+                with_head(
+                    "
+                    |custom:
+                    |  on: {dev: /me/key, prod: false}
+                    |  keygate:
+                    |    keyIntrospection: ${self:custom.on.${sls:stage}}
+                    ",
+                ),
+                Expect::Ok(|l| assert_eq!(l.definition.key_introspection, None)),
+            ),
+        ),
+        case(
+            "keyIntrospection's mistakes: not a literal path, a route's path, not a path at all",
+            with_head(
+                "
+                |custom:
+                |  keygate:
+                |    keyIntrospection: /keys/{id}
+                |functions:
+                |  a:
+                |    handler: a.h
+                |    events:
+                |      - http: GET me/key
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:23: custom.keygate.keyIntrospection: expected true, false or a \
+                 path such as /.keygate/key (a literal path: letters, digits, `-._~` and `/`, \
+                 starting with `/`, no `{parameters}`), found \"/keys/{id}\"",
+            ]),
+        ),
+        case(
+            "keyIntrospection on a route's own path",
+            with_head(
+                "
+                |custom:
+                |  keygate:
+                |    keyIntrospection: /me/key
+                |functions:
+                |  a:
+                |    handler: a.h
+                |    events:
+                |      - http: GET me/key
+                ",
+            ),
+            Expect::Err(&[
+                "serverless.yml:7:23: custom.keygate.keyIntrospection: key introspection's path \
+                 \"/me/key\" is also a route of the service (GET /me/key): choose another path, \
+                 e.g. `keyIntrospection: /.keygate/key`",
+            ]),
+        ),
+        case(
+            "keyIntrospection: neither a boolean nor a path",
+            with_head("|custom:\n|  keygate:\n|    keyIntrospection: 3\n"),
+            Expect::Err(&[
+                "serverless.yml:7:23: custom.keygate.keyIntrospection: expected true, false or a \
+                 path such as /.keygate/key, found 3",
             ]),
         ),
         case(

@@ -36,6 +36,7 @@ fn service(stage: &str, keys: &[&str]) -> ServiceDefinition {
         usage_plans: vec![],
         tables: vec![],
         api_key_source: Default::default(),
+        key_introspection: None,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod table;
 #[doc(hidden)]
 pub mod event;
 mod integrate;
+mod introspect;
 mod respond;
 mod upstream;
 mod upstream_tls;
@@ -569,6 +570,16 @@ impl Gateway {
             let res = respond::error(GatewayError::MissingAuthenticationToken, None);
             return refuse(res, "no_such_stage");
         };
+        // Key introspection, when the stage has it, before the routes (a deploy refuses a
+        // route on its path; a parameter route such as `/{proxy+}` would otherwise take it).
+        if !stage_table.introspection.is_empty()
+            && req.method == http::Method::GET
+            && let Some(at) = stage_table.introspection(path)
+        {
+            let answer = self.introspect(table, stage, at, req).await;
+            let introspect::Answer { res, reason, key_id } = answer;
+            return Err(Refused { res, key_id, reason, hint: None, route: None });
+        }
         let found = match stage_table.router.lookup(path, req.method.as_str()) {
             Lookup::Found(m) => m,
             Lookup::NoMethod { routes } => {

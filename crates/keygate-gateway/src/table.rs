@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use hashbrown::HashTable;
 use keygate_limits::bucket::BucketLimits;
 use keygate_types::keyset::KeyRecord;
-use keygate_types::model::GatewaySnapshot;
+use keygate_types::model::{GatewaySnapshot, UsagePlan};
 use keygate_types::{HttpEvent, KeyDigest, ServiceDefinition};
 
 use crate::meter::{KeyPlan, Meter, StageLimits};
@@ -47,9 +47,26 @@ pub struct Route {
 pub struct StageTable {
     pub router: Router,
     pub routes: Vec<Route>,
+    /// Where keys may read their own standing (`custom.keygate.keyIntrospection`), by path;
+    /// usually none.
+    pub(crate) introspection: Vec<Introspection>,
+}
+
+/// A deployment's key introspection path on its stage.
+#[derive(Debug)]
+pub(crate) struct Introspection {
+    /// The path under the stage, e.g. `/.keygate/key`.
+    pub(crate) path: String,
+    /// The API stage whose plan grants are shown.
+    pub(crate) api_stage: u32,
 }
 
 impl StageTable {
+    /// The key introspection answering on `path`, if any.
+    pub(crate) fn introspection(&self, path: &str) -> Option<&Introspection> {
+        self.introspection.iter().find(|i| i.path == path)
+    }
+
     /// The CORS settings of a resource, given its `routes`: the first route's that has any.
     pub(crate) fn cors_of(&self, routes: &[usize]) -> Option<&keygate_types::Cors> {
         routes.iter().find_map(|&r| self.routes[r].event.cors.as_ref())
@@ -139,6 +156,18 @@ impl<'t> Authorized<'t> {
         self.table.key_id(self.index)
     }
 
+    /// Unix seconds from which this value is refused (the key's expiry or the end of its
+    /// rotation grace), `None`: never.
+    pub fn value_expires(&self) -> Option<i64> {
+        let expires = self.table.records[self.index as usize].expires;
+        (expires != i64::MAX).then_some(expires)
+    }
+
+    /// The usage plan of the grant, as the store has it.
+    pub fn plan(&self) -> Option<&'t UsagePlan> {
+        self.table.plans.get(&*self.grant.plan_id)
+    }
+
     /// The key's counters in the grant's plan, created on first use.
     pub fn counters(&self) -> KeyPlan<'t> {
         let t = self.table;
@@ -182,6 +211,9 @@ pub struct Table {
     more_links: HashMap<u32, Box<[AtomicU32]>, foldhash::fast::RandomState>,
     meter: Arc<Meter>,
     api_stages: HashMap<(String, String), u32>,
+    /// The usage plans by id, as the store has them (names and declared limits, for key
+    /// introspection; the limits enforced are the grants').
+    plans: HashMap<String, UsagePlan>,
 }
 
 /// A record not linked to its counters yet.
@@ -221,6 +253,19 @@ impl Table {
                 stages.push(StageTable::default());
             }
             let table = &mut stages[at as usize];
+            if let Some(path) = &definition.key_introspection {
+                match table.introspection(path) {
+                    None => {
+                        table.introspection.push(Introspection { path: path.clone(), api_stage })
+                    }
+                    Some(_) => tracing::warn!(
+                        stage = %deployed.stage,
+                        path = %path,
+                        api = %deployed.api_id,
+                        "key introspection path is served by another API on this stage; ignored"
+                    ),
+                }
+            }
             for (fi, f) in definition.functions.iter().enumerate() {
                 for e in &f.events {
                     let idx = table.routes.len();
@@ -330,7 +375,9 @@ impl Table {
             }
         }
         meter.set_grants(&snapshot.grants);
+        let plans = snapshot.plans.into_iter().map(|p| (p.id.clone(), p)).collect();
         Self {
+            plans,
             version: snapshot.version,
             stage_numbers,
             stages,
@@ -462,6 +509,7 @@ pub(crate) mod tests {
             usage_plans: vec![],
             tables: vec![],
             api_key_source: Default::default(),
+            key_introspection: None,
         }
     }
 

@@ -155,6 +155,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
         usage_plans: vec![],
         tables: vec![],
         api_key_source: Default::default(),
+        key_introspection: None,
     }
 }
 

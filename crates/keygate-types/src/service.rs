@@ -39,7 +39,15 @@ pub struct ServiceDefinition {
     /// `provider.apiGateway.apiKeySourceType`: where private routes take their API key from.
     #[serde(default, skip_serializing_if = "ApiKeySource::is_header")]
     pub api_key_source: ApiKeySource,
+    /// `custom.keygate.keyIntrospection`: the path under the stage (`/.keygate/key` by default)
+    /// where a client sends its key to read its own plan, limits and quota standing; `None`
+    /// (the default): off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_introspection: Option<String>,
 }
+
+/// The path key introspection answers on when `keyIntrospection: true`.
+pub const DEFAULT_INTROSPECTION_PATH: &str = "/.keygate/key";
 
 /// Where a private route's API key comes from (`apiKeySourceType`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
+use keygate_limits::calendar::QuotaWindow;
 use keygate_limits::clock::Nanos;
 
 use crate::meter::{Admission, KeyPlan, MethodThrottle, StageLimits};
@@ -39,6 +40,9 @@ pub struct Ask<'a> {
     /// UTC unix milliseconds (quota periods and usage days).
     pub unix_ms: i64,
 }
+
+/// What [`Limiter::quota_used`] answers, when it can.
+pub type Used = Pin<Box<dyn Future<Output = u64> + Send>>;
 
 /// A limiter's answer.
 pub enum Verdict {
@@ -73,6 +77,13 @@ impl std::fmt::Debug for Verdict {
 /// counts (against every limit and in the key's usage).
 pub trait Limiter: std::fmt::Debug + Send + Sync + 'static {
     fn admit(&self, ask: Ask<'_>) -> Verdict;
+
+    /// How many requests of the quota period `window` the key has used in its plan, counting
+    /// nothing (key introspection). By default this process's count: the store's usage as
+    /// loaded, plus what it admitted since.
+    fn quota_used(&self, counters: KeyPlan<'_>, window: &QuotaWindow) -> Used {
+        Box::pin(std::future::ready(counters.known_usage(window)))
+    }
 
     /// What it is, for the log line at start (`in-process`, `redis at redis://host:6379`).
     fn describe(&self) -> String;

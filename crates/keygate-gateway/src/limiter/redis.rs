@@ -32,7 +32,7 @@ use keygate_limits::headers::{BurstInfo, QuotaInfo};
 use keygate_limits::quota::allowance;
 use keygate_types::plan::Fallback;
 
-use super::{Ask, Limiter, Local, Stats, Verdict};
+use super::{Ask, Limiter, Local, Stats, Used, Verdict};
 use crate::meter::{Admission, KeyPlan, Lease, MethodThrottle, RateLimitValues, StageLimits};
 
 /// Longest a request waits for Redis.
@@ -300,6 +300,33 @@ impl Limiter for Redis {
                 }
             }
         }))
+    }
+
+    /// The period's count in Redis (every node's admissions, and the units of their leases not
+    /// used yet, less this node's), else this node's own count when Redis holds none or does
+    /// not answer within [`TIMEOUT`].
+    fn quota_used(&self, counters: KeyPlan<'_>, window: &QuotaWindow) -> Used {
+        let known = counters.known_usage(window);
+        let inner = &self.inner;
+        if inner.clock.now_mono().0 < inner.paused_until.load(Ordering::Relaxed) {
+            return Box::pin(std::future::ready(known));
+        }
+        let (key_id, plan_id) = counters.ids();
+        let key = format!("keygate:{{{plan_id}:{key_id}}}:q:{}", window.start_ms);
+        let period = Some(window.start_ms);
+        let leased = counters.with_lease(|lease| match lease {
+            Some(l) if l.period == period => u64::from(l.units),
+            _ => 0,
+        });
+        let mut conn = inner.conn.clone();
+        Box::pin(async move {
+            let mut cmd = ::redis::cmd("GET");
+            let get = cmd.arg(&key).query_async::<Option<u64>>(&mut conn);
+            match tokio::time::timeout(TIMEOUT, get).await {
+                Ok(Ok(Some(stored))) => stored.saturating_sub(leased),
+                _ => known,
+            }
+        })
     }
 
     fn stats(&self) -> Option<Stats> {

@@ -19,6 +19,7 @@ mod first_hour;
 mod flood;
 mod functions;
 mod integrations;
+mod introspection;
 mod jwt;
 mod keys;
 mod logs;

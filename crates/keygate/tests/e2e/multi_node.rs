@@ -506,7 +506,8 @@ async fn drive(nodes: &[&Server], path: &str, key: &str, span: Duration) -> Vec<
 
 /// Issue 16's acceptance on two nodes sharing PostgreSQL and Redis: a deploy on A changes B's
 /// routes within a second; a plan of 10 requests/s (burst 10) driven through both nodes at once
-/// for 3 s admits 40 within 5%; a quota of 50 a day admits exactly 50 across both.
+/// for 3 s admits 40 within 5%; a quota of 50 a day admits exactly 50 across both, and key
+/// introspection on either node shows what both used.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_on_postgres_and_redis_hold_a_plan_in_total() {
     let Some(redis) = redis_url().await else { return };
@@ -516,7 +517,9 @@ async fn two_nodes_on_postgres_and_redis_hold_a_plan_in_total() {
     let yml = a.write("rate.yml", &mock_service("rate", rate, &["limited"]));
     let key = Env::key_value(&a.deploy(&yml, &[]));
     let quota = "{quota: {limit: 50, period: DAY}}";
-    let quota_yml = a.write("quota.yml", &mock_service("quota", quota, &["counted"]));
+    let introspection = "custom:\n  keygate:\n    keyIntrospection: true\n";
+    let quota_service = mock_service("quota", quota, &["counted"]) + introspection;
+    let quota_yml = a.write("quota.yml", &quota_service);
     let quota_key = Env::key_value(&a.deploy(&quota_yml, &[]));
     let serve = ["serve", "--listen", "127.0.0.1:0", "--redis-url", redis.as_str()];
     let (node_a, node_b) = (a.start(&serve, &[]), b.start(&serve, &[]));
@@ -540,8 +543,16 @@ async fn two_nodes_on_postgres_and_redis_hold_a_plan_in_total() {
     assert!((38..=42).contains(&admitted), "admitted {admitted} of {}, want 40 ±5%", got.len());
     assert!(got.iter().all(|s| [200, 429].contains(s)));
 
-    let got = alternate(&nodes, "/dev/counted", &quota_key, 120).await;
-    assert_eq!(got.iter().filter(|s| **s == 200).count(), 50, "{got:?}");
+    let got = alternate(&nodes, "/dev/counted", &quota_key, 10).await;
+    assert!(got.iter().all(|s| *s == 200), "{got:?}");
+    // Each node admitted 5; each reads the key's standing from Redis: 10 used in all.
+    for node in nodes {
+        let standing = get(&node.url("/dev/.keygate/key"), Some(&quota_key)).await.json();
+        let quota = &standing["usagePlan"]["quota"];
+        assert_eq!((&quota["used"], &quota["remaining"]), (&10.into(), &40.into()), "{standing}");
+    }
+    let got = alternate(&nodes, "/dev/counted", &quota_key, 110).await;
+    assert_eq!(got.iter().filter(|s| **s == 200).count(), 40, "{got:?}");
     node_a.stop();
     node_b.stop();
     drop_schema(&schema).await;
