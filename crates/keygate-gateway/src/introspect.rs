@@ -20,7 +20,7 @@ use keygate_limits::quota::allowance;
 use keygate_types::response::GatewayError;
 use serde_json::{Value, json};
 
-use crate::table::{Denied, Introspection, Table};
+use crate::table::{Introspection, Table};
 
 /// Longest the answer waits for the key's name from the store.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,7 +56,6 @@ impl crate::Gateway {
         let now_ms = self.clock.now_unix_ms();
         let auth = match table.authorize(presented, at.api_stage, now_ms.div_euclid(1000)) {
             Ok(auth) => auth,
-            Err(denied @ Denied::Unknown) => return forbidden(denied.reason(), None),
             Err(denied) => return forbidden(denied.reason(), denied.key_id()),
         };
         let key_id = auth.key_id();

@@ -409,8 +409,8 @@ impl Gateway {
             None => self.metrics.unrouted(status, took),
         }
         let decision = match refused.reason {
-            "missing_key" | "several_keys" | "unknown_key" | "disabled_key" | "expired_key"
-            | "key_not_in_plan" => Some(KeyDecision::Forbidden),
+            "missing_key" | "several_keys" | "unknown_key" | "bad_checksum" | "disabled_key"
+            | "expired_key" | "key_not_in_plan" => Some(KeyDecision::Forbidden),
             "throttled" => Some(KeyDecision::Throttled),
             "quota_exceeded" => Some(KeyDecision::QuotaExceeded),
             _ => None,

@@ -111,6 +111,8 @@ struct PlanSet {
 pub enum Denied<'t> {
     /// No key has this value (or it is empty).
     Unknown,
+    /// A value of the self-checking form whose checksum is wrong: refused before any lookup.
+    BadChecksum,
     Disabled(&'t str),
     Expired(&'t str),
     /// The key is in no usage plan that covers the route's API stage.
@@ -122,6 +124,7 @@ impl<'t> Denied<'t> {
     pub fn reason(self) -> &'static str {
         match self {
             Self::Unknown => "unknown_key",
+            Self::BadChecksum => "bad_checksum",
             Self::Disabled(_) => "disabled_key",
             Self::Expired(_) => "expired_key",
             Self::NotInPlan(_) => "key_not_in_plan",
@@ -131,7 +134,7 @@ impl<'t> Denied<'t> {
     /// The refused key's id, when its value is known.
     pub fn key_id(self) -> Option<&'t str> {
         match self {
-            Self::Unknown => None,
+            Self::Unknown | Self::BadChecksum => None,
             Self::Disabled(id) | Self::Expired(id) | Self::NotInPlan(id) => Some(id),
         }
     }
@@ -211,6 +214,9 @@ pub struct Table {
     more_links: HashMap<u32, Box<[AtomicU32]>, foldhash::fast::RandomState>,
     meter: Arc<Meter>,
     api_stages: HashMap<(String, String), u32>,
+    /// Whether a value of the self-checking form with a bad checksum is refused without a
+    /// lookup: unless the store may hold a value of that form which is not self-checking.
+    checks_values: bool,
     /// The usage plans by id, as the store has them (names and declared limits, for key
     /// introspection; the limits enforced are the grants').
     plans: HashMap<String, UsagePlan>,
@@ -378,6 +384,7 @@ impl Table {
         let plans = snapshot.plans.into_iter().map(|p| (p.id.clone(), p)).collect();
         Self {
             plans,
+            checks_values: !snapshot.lookalikes,
             version: snapshot.version,
             stage_numbers,
             stages,
@@ -395,7 +402,8 @@ impl Table {
     /// The key check of a private route (the refusal says why, for the access log; the answer
     /// is the same 403 whatever the reason, as on AWS): the presented `x-api-key` value is
     /// known, enabled, not expired and one of its usage plans grants `api_stage`. One SHA-256
-    /// and one hash probe; no store access, no allocation.
+    /// and one hash probe; no store access, no allocation. A value of the self-checking form
+    /// with a wrong checksum (a typo, a guess) is refused before either.
     pub fn authorize(
         &self,
         presented: &[u8],
@@ -404,6 +412,9 @@ impl Table {
     ) -> Result<Authorized<'_>, Denied<'_>> {
         if presented.is_empty() {
             return Err(Denied::Unknown);
+        }
+        if self.checks_values && keygate_types::key::fails_checksum(presented) {
+            return Err(Denied::BadChecksum);
         }
         let digest = KeyDigest::of(presented);
         let &index = self
@@ -549,6 +560,11 @@ pub(crate) mod tests {
         keys.push("loner", KeyDigest::of(b"loner-value"), true, None, &[]);
         let live = keys.records()[0];
         keys.push_alias(&live, KeyDigest::of(b"old-live-value"), Some(500));
+        build(keys, false)
+    }
+
+    /// The table of [`table`]'s stages and plan with `keys`.
+    fn build(keys: KeySet, lookalikes: bool) -> Table {
         let snapshot = GatewaySnapshot {
             version: 7,
             stages: vec![
@@ -558,6 +574,7 @@ pub(crate) mod tests {
             keys,
             plans: vec![plan("p1", "api-a", "dev")],
             grants: vec![],
+            lookalikes,
         };
         let clock = Arc::new(keygate_limits::clock::SystemClock);
         Table::build(
@@ -588,6 +605,48 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(reasons, ["unknown_key", "disabled_key", "expired_key"]);
         assert_eq!(Denied::Unknown.key_id(), None);
+    }
+
+    /// A generated value with one character wrong is refused by its checksum, before the
+    /// lookup ([`Denied::BadChecksum`] comes from nowhere else); other forms are looked up. While
+    /// the store may hold a value of the self-checking form that is not self-checking, every
+    /// value is looked up, and that one works.
+    #[test]
+    fn self_checking_values_with_a_bad_checksum_are_refused_before_the_lookup() {
+        use keygate_types::ApiKeyValue;
+        let generated = ApiKeyValue::generate();
+        let value = generated.expose().as_bytes().to_vec();
+        let mut typo = value.clone();
+        typo[20] = if typo[20] == b'x' { b'y' } else { b'x' };
+        let lookalike = format!("kgk1{}", "A".repeat(36)).into_bytes();
+        let aws = b"Sd8fJk2lQp4ZxY7uN0vB1mC3rT5wE9aH6gL8kJ2d";
+        let keyset = |with_lookalike: bool| {
+            let mut keys = KeySet::with_capacity(3, 32);
+            keys.push("gen", generated.digest(), true, None, &["p1"]);
+            keys.push("aws", KeyDigest::of(aws), true, None, &["p1"]);
+            if with_lookalike {
+                keys.push("look", KeyDigest::of(&lookalike), true, None, &["p1"]);
+            }
+            keys
+        };
+
+        let t = build(keyset(false), false);
+        let a = t.api_stage("api-a", "dev").unwrap();
+        assert_eq!(t.authorize(&value, a, 1).unwrap().key_id(), "gen");
+        assert_eq!(t.authorize(&typo, a, 1).unwrap_err(), Denied::BadChecksum);
+        assert_eq!(t.authorize(&lookalike, a, 1).unwrap_err(), Denied::BadChecksum);
+        assert_eq!(t.authorize(aws, a, 1).unwrap().key_id(), "aws", "imported values work");
+        assert_eq!(t.authorize(&aws[..39], a, 1).unwrap_err(), Denied::Unknown);
+        assert_eq!(
+            (Denied::BadChecksum.reason(), Denied::BadChecksum.key_id()),
+            ("bad_checksum", None)
+        );
+
+        let t = build(keyset(true), true);
+        let a = t.api_stage("api-a", "dev").unwrap();
+        assert_eq!(t.authorize(&lookalike, a, 1).unwrap().key_id(), "look");
+        assert_eq!(t.authorize(&typo, a, 1).unwrap_err(), Denied::Unknown, "looked up");
+        assert_eq!(t.authorize(&value, a, 1).unwrap().key_id(), "gen");
     }
 
     /// A key expiring at second 1000 works through second 999 and is refused from 1000 on; a

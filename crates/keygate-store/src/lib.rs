@@ -843,6 +843,12 @@ pub mod prelude {
 
 #[cfg(test)]
 mod tests {
+    /// The migrations' partial index and the snapshots' query spell the marker out.
+    #[test]
+    fn the_sql_spells_the_self_checking_marker() {
+        assert_eq!(keygate_types::key::MARKER, "kgk1");
+    }
+
     #[test]
     fn filters_sees_only_the_outer_where() {
         assert!(super::filters("SELECT a FROM t WHERE a = 1"));

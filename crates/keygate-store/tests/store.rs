@@ -307,7 +307,7 @@ async fn key_crud_and_conflicts(s: Arc<dyn ConfigStore>) {
     let k = new_key("one");
     let value = k.value.clone();
     let created = s.create_key(k, &[]).await.unwrap();
-    assert_eq!(created.prefix, value.expose()[..4]);
+    assert_eq!(created.prefix, value.expose()[..8]);
     assert_eq!(s.get_key(&created.id).await.unwrap().unwrap(), created);
     assert_eq!(s.get_key_by_name("one").await.unwrap().unwrap().id, created.id);
 
@@ -681,6 +681,34 @@ async fn old_values_can_be_revoked(s: Arc<dyn ConfigStore>) {
     assert!(matches!(s.revoke_old_values("nope").await, Err(Error::NotFound(_))));
 }
 
+/// Generated values check themselves; the snapshot says whether the store holds a value of
+/// their form that does not (an imported lookalike, or one rotated out and still in its grace
+/// period), and stops saying so once it is gone.
+async fn the_snapshot_says_when_a_lookalike_value_is_stored(s: Arc<dyn ConfigStore>) {
+    let lookalikes = async |s: &Arc<dyn ConfigStore>| s.snapshot().await.unwrap().lookalikes;
+    let k = s.create_key(new_key("generated"), &[]).await.unwrap();
+    assert!(k.prefix.starts_with("kgk1") && k.prefix.len() == 8, "{}", k.prefix);
+    s.rotate_key(&k.id, ApiKeyValue::generate(), 3600).await.unwrap();
+    assert!(!lookalikes(&s).await, "generated values only");
+
+    let value = ApiKeyValue::parse(&format!("kgk1{}", "Q".repeat(36))).unwrap();
+    let imported = NewApiKey { value, ..new_key("imported") };
+    let look = s.create_key(imported, &[]).await.unwrap();
+    assert_eq!(look.prefix, "kgk1");
+    assert!(lookalikes(&s).await, "an imported value of the form");
+    // Rotated out with a grace period: still accepted for an hour, so still a lookalike.
+    s.rotate_key(&look.id, ApiKeyValue::generate(), 3600).await.unwrap();
+    assert!(lookalikes(&s).await, "the old value in its grace period");
+    s.revoke_old_values(&look.id).await.unwrap();
+    assert!(!lookalikes(&s).await, "gone");
+
+    let value = ApiKeyValue::parse(&format!("kgk1{}", "R".repeat(36))).unwrap();
+    let other = s.create_key(NewApiKey { value, ..new_key("other") }, &[]).await.unwrap();
+    assert!(lookalikes(&s).await);
+    s.delete_key(&other.id).await.unwrap();
+    assert!(!lookalikes(&s).await, "deleted");
+}
+
 /// A store error keeps the backend's error as its source, so callers can show the whole chain.
 #[tokio::test]
 async fn store_errors_keep_their_source() {
@@ -1049,6 +1077,7 @@ suite!(
         the_snapshot_matches_memberships_stored_in_any_order,
         a_rotation_without_grace_ends_every_older_value,
         old_values_can_be_revoked,
+        the_snapshot_says_when_a_lookalike_value_is_stored,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]
@@ -1069,6 +1098,7 @@ suite!(
         the_snapshot_matches_memberships_stored_in_any_order,
         a_rotation_without_grace_ends_every_older_value,
         old_values_can_be_revoked,
+        the_snapshot_says_when_a_lookalike_value_is_stored,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]

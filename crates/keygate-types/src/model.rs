@@ -179,6 +179,10 @@ pub struct GatewaySnapshot {
     pub keys: crate::keyset::KeySet,
     pub plans: Vec<UsagePlan>,
     pub grants: Vec<UsageGrant>,
+    /// Whether a value of the self-checking form that is not self-checking may be among
+    /// `keys` (imported, or generated before values checked themselves): then a bad checksum
+    /// proves nothing and every value is looked up (`keygate_types::key::fails_checksum`).
+    pub lookalikes: bool,
 }
 
 /// A stage and the definition of the deployment it serves.

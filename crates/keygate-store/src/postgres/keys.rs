@@ -113,12 +113,14 @@ pub(super) async fn rotate_key(
     value: ApiKeyValue,
     grace_secs: i64,
 ) -> Result<ApiKey> {
-    let old: Option<Vec<u8>> = sqlx::query_scalar("SELECT digest FROM api_keys WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    let old = old.ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
+    let old: Option<(Vec<u8>, String)> =
+        sqlx::query_as("SELECT digest, prefix FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    let (old, old_prefix) =
+        old.ok_or_else(|| Error::NotFound(format!("API key {id} not found")))?;
     let t = now();
     let grace_end = t.saturating_add(grace_secs);
     // Every older value ends with the grace period at the latest: a rotation because a
@@ -130,13 +132,17 @@ pub(super) async fn rotate_key(
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        sqlx::query("INSERT INTO api_key_old_values (digest, key_id, expires) VALUES ($1, $2, $3)")
-            .bind(&old)
-            .bind(id)
-            .bind(grace_end)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO api_key_old_values (digest, key_id, expires, prefix) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&old)
+        .bind(id)
+        .bind(grace_end)
+        .bind(&old_prefix)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
     } else {
         sqlx::query("DELETE FROM api_key_old_values WHERE key_id = $1")
             .bind(id)

@@ -191,5 +191,14 @@ async fn read(tx: &mut PgConnection) -> Result<GatewaySnapshot> {
         .iter()
         .map(super::usage::grant_from_row)
         .collect::<Result<Vec<_>>>()?;
-    Ok(GatewaySnapshot { version, stages, keys, plans, grants })
+    let lookalikes: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE prefix = 'kgk1') \
+         OR EXISTS (SELECT 1 FROM api_key_old_values \
+                    WHERE (prefix IS NULL OR prefix = 'kgk1') AND expires >= $1)",
+    )
+    .bind(super::now())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    Ok(GatewaySnapshot { version, stages, keys, plans, grants, lookalikes })
 }

@@ -248,8 +248,17 @@ pub(super) async fn snapshot(pool: &SqlitePool) -> Result<GatewaySnapshot> {
         .iter()
         .map(super::usage::grant_from_row)
         .collect::<Result<Vec<_>>>()?;
+    let lookalikes: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE prefix = 'kgk1') \
+         OR EXISTS (SELECT 1 FROM api_key_old_values \
+                    WHERE (prefix IS NULL OR prefix = 'kgk1') AND expires >= ?)",
+    )
+    .bind(super::now())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
     tx.commit().await.map_err(map_err)?;
-    Ok(GatewaySnapshot { version, stages, keys, plans, grants })
+    Ok(GatewaySnapshot { version, stages, keys, plans, grants, lookalikes })
 }
 #[cfg(test)]
 mod tests {

@@ -399,3 +399,73 @@ fn keys_list_pages_by_name() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid position"));
 }
+
+/// Generated values check themselves: the one deploy makes has keygate's form, and with one
+/// character changed it is refused before any lookup (the access log says `bad_checksum`);
+/// imported values of other forms work as they are. Once the store holds a value of the
+/// self-checking form that is not one (an imported lookalike), every value is looked up: the
+/// lookalike works, and the same typo is an unknown key.
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_values_check_themselves_and_imported_ones_still_work() {
+    let env = Env::new();
+    let aws = "Sd8fJk2lQp4ZxY7uN0vB1mC3rT5wE9aH6gL8kJ2d";
+    let lookalike = format!("kgk1{}", "Q".repeat(36));
+    let yml = |keys: &str| {
+        env.write(
+            "serverless.yml",
+            &format!(
+                "service: sc
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys:
+      - sc-generated
+{keys}functions:
+  mocked:
+    handler: unused
+    events:
+      - http: {{path: a, method: get, private: true, integration: mock}}
+"
+            ),
+        )
+    };
+    let imported = format!("      - {{name: sc-aws, value: {aws}}}\n");
+    let report = env.deploy(&yml(&imported), &[]);
+    let key = Env::key_value(&report);
+    assert!(key.starts_with("kgk1") && key.len() == 40, "the generated form");
+    let listed = env.ok(&["keys", "list"]);
+    assert!(listed.contains(&format!("{}…", &key[..8])), "{listed}");
+    let mut typo = key.clone().into_bytes();
+    typo[17] = if typo[17] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    assert_eq!(get(&url, Some(&key)).await.status, 200);
+    assert_eq!(get(&url, Some(aws)).await.status, 200, "an imported AWS value works");
+    get(&url, Some(&typo)).await.assert_forbidden();
+    let first_log = srv.log.clone();
+    srv.stop();
+
+    // An imported value of the generated form without its checksum: looked up like any other.
+    let both = format!("{imported}      - {{name: sc-look, value: {lookalike}}}\n");
+    env.deploy(&yml(&both), &[]);
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    assert_eq!(get(&url, Some(&lookalike)).await.status, 200, "the lookalike works");
+    get(&url, Some(&typo)).await.assert_forbidden();
+    assert_eq!(get(&url, Some(&key)).await.status, 200);
+    let log = srv.log.clone();
+    srv.stop();
+    let logs = std::fs::read_to_string(first_log).unwrap() + &std::fs::read_to_string(log).unwrap();
+    let reasons: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("keygate::access") && l.contains("status=403"))
+        .filter_map(|l| l.split("reason=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(reasons, ["\"bad_checksum\"", "\"unknown_key\""], "{logs}");
+    for secret in [key.as_str(), &typo, aws, &lookalike] {
+        assert!(!logs.contains(secret), "a key value is in the logs");
+    }
+}

@@ -12,7 +12,7 @@
 //!   letters and digits), admin tokens, ids (10 or 6 lowercase letters and digits, at least one of each), access
 //!   key ids, UUIDs, dates. The first time the README shows one, the value printed in its place is
 //!   remembered: later commands get the real value (the key the README's curl sends is the one
-//!   `up` printed), and later outputs must show the same one (a key prefix `F8Wp…` is the
+//!   `up` printed), and later outputs must show the same one (a key prefix `kgk1F8Wp…` is the
 //!   prefix of the value it came from).
 //! - A line `...` stands for any number of lines. Log lines (`<date> INFO ...`) are not
 //!   compared: the README leaves them out. stderr is compared with stdout, in the order written.
@@ -99,6 +99,8 @@ fn token_kinds() -> Vec<(Regex, &'static str)> {
         // Admin tokens (`kgt_` and 40 letters and digits).
         (r"\bkgt_[A-Za-z0-9]{40}\b", r"kgt_[A-Za-z0-9]{40}"),
         (r"\b[A-Za-z0-9]{40}\b", r"[A-Za-z0-9]{40}"),
+        // Display prefixes: a self-checking value's marker and 4 characters, else 4 characters.
+        (r"\bkgk1[A-Za-z0-9]{4}…", r"kgk1[A-Za-z0-9]{4}…"),
         (r"\b[A-Za-z0-9]{4}…", r"[A-Za-z0-9]{4}…"),
         (r"\b[a-z0-9]{10}\b", r"[a-z0-9]{10}"),
         (r"\b[a-z0-9]{6}\b", r"[a-z0-9]{6}"),
@@ -185,10 +187,12 @@ fn match_line(
     Some(out)
 }
 
-/// Binds `token` to `value`, and a key value's 4-character display prefix too.
+/// Binds `token` to `value`, and a key value's display prefix too (8 characters for a
+/// self-checking value, `kgk1` and 4 more; else 4).
 fn bind(bound: &mut Bindings, token: String, value: String) {
     if token.len() == 40 && value.len() == 40 {
-        bound.insert(format!("{}…", &token[..4]), format!("{}…", &value[..4]));
+        let n = if token.starts_with("kgk1") && value.starts_with("kgk1") { 8 } else { 4 };
+        bound.insert(format!("{}…", &token[..n]), format!("{}…", &value[..n]));
     }
     bound.insert(token, value);
 }
@@ -445,6 +449,16 @@ fn the_harness_catches_drift() {
         format!("curl -H \"x-api-key: {}\"", "x".repeat(40))
     );
     assert_eq!(bound["F8Wp…"], "xxxx…");
+    // A self-checking value's prefix is its marker and four more characters.
+    let value = "kgk1F8WpE6V72RobQrQInJMFhZsUV0MMU41hhExX";
+    let real = "kgk1AbCdE6V72RobQrQInJMFhZsUV0MMU4000000";
+    bind(&mut bound, value.into(), real.into());
+    assert_eq!(bound["kgk1F8Wp…"], "kgk1AbCd…");
+    let shown = vec!["4uliwezn2d  k  kgk1F8Wp…  enabled".to_owned()];
+    let printed = vec!["9s4rpaqu5y  k  kgk1AbCd…  enabled".to_owned()];
+    assert!(match_output(&shown, &printed, &kinds, &bound).is_some());
+    let printed = vec!["9s4rpaqu5y  k  kgk1Zzzz…  enabled".to_owned()];
+    assert!(match_output(&shown, &printed, &kinds, &bound).is_none(), "not the same key");
 }
 
 /// Every `cargo install` the docs show pins the versions the tests ran (`--locked`): without it
