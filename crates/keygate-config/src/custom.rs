@@ -8,6 +8,7 @@
 //!     redisUnavailable: refuse        # every plan of the service, or per plan:
 //!     # redisUnavailable: {free: local, paid: refuse}
 //!     keyIntrospection: true          # GET /{stage}/.keygate/key; or a path: /me/key
+//!     enforcement: report             # every `private: true` route as `private: report`
 //! ```
 
 use keygate_types::plan::Fallback;
@@ -18,7 +19,7 @@ use crate::diag::{FieldPath, Mark, suggest};
 use crate::yaml::{Node, Value, quote};
 
 /// The keys of `custom.keygate`.
-const KEYS: &[&str] = &["keyIntrospection", "redisUnavailable"];
+const KEYS: &[&str] = &["enforcement", "keyIntrospection", "redisUnavailable"];
 
 /// `custom.keygate`, read.
 #[derive(Default)]
@@ -26,6 +27,8 @@ pub(crate) struct Custom {
     redis_unavailable: Option<RedisUnavailable>,
     /// `keyIntrospection`: the path when on, with where it was written.
     introspection: Option<(String, Mark, FieldPath)>,
+    /// `enforcement: report`: the service's private routes report instead of refusing.
+    report_only: bool,
 }
 
 /// `redisUnavailable`: one policy for every plan, or one per plan's short name.
@@ -52,6 +55,17 @@ impl Ctx<'_> {
                 match k.key.as_str() {
                     "redisUnavailable" => {
                         out.redis_unavailable = self.redis_unavailable(&k.value, &kp)
+                    }
+                    "enforcement" => {
+                        let what = "enforce or report";
+                        match self.string(&k.value, &kp, what).as_deref() {
+                            Some("report") => out.report_only = true,
+                            Some("enforce") | None => {}
+                            Some(other) => {
+                                let message = format!("expected {what}, found {}", quote(other));
+                                self.error(k.value.mark, &kp, message);
+                            }
+                        }
                     }
                     "keyIntrospection" => {
                         out.introspection = self
@@ -144,6 +158,12 @@ impl Ctx<'_> {
     /// Gives the service what `custom.keygate` says of it; a plan name that is not one of the
     /// service's, or an introspection path that is also a route of the service, is an error.
     pub(crate) fn apply_custom(&mut self, custom: Custom, definition: &mut ServiceDefinition) {
+        if custom.report_only {
+            let events = definition.functions.iter_mut().flat_map(|f| &mut f.events);
+            for e in events.filter(|e| e.private) {
+                (e.private, e.report) = (false, true);
+            }
+        }
         if let Some((at, mark, path)) = custom.introspection {
             let events = definition.functions.iter().flat_map(|f| &f.events);
             match events.clone().find(|e| e.path.trim_end_matches('/') == at) {

@@ -82,7 +82,34 @@ const EVENTS: Section = Section {
     ],
 };
 
+/// What `private:` says of a route.
+enum Private {
+    No,
+    Yes,
+    /// `private: report`: checked, not enforced (would-be refusals recorded).
+    Report,
+}
+
 impl Ctx<'_> {
+    /// `private:`: `true`, `false` (YAML booleans, or those words from a variable, as
+    /// [`Ctx::boolean`]) or `report`. Anything else is an error: `private: yes` locks nothing by
+    /// accident.
+    fn private(&mut self, node: &Node, path: &FieldPath) -> Option<Private> {
+        let from_variable = matches!(node.value, Value::Template(_));
+        let v = self.expand(node, path);
+        match &v.value {
+            Value::Bool(b) if v.tag.is_none() => Some(if *b { Private::Yes } else { Private::No }),
+            Value::Str(s) if v.tag.is_none() && s == "report" => Some(Private::Report),
+            Value::Str(s) if from_variable && s.eq_ignore_ascii_case("true") => Some(Private::Yes),
+            Value::Str(s) if from_variable && s.eq_ignore_ascii_case("false") => Some(Private::No),
+            Value::Invalid => None,
+            _ => {
+                self.mismatch(&v, path, "true or false (a YAML boolean, unquoted), or report");
+                None
+            }
+        }
+    }
+
     /// The `http` events of `events:`; other event types are noted and skipped.
     pub(crate) fn events(&mut self, node: &Node, path: &FieldPath) -> Vec<HttpEvent> {
         let mut out = Vec::new();
@@ -185,6 +212,7 @@ impl Ctx<'_> {
                     path: route.path.clone(),
                     method,
                     private: false,
+                    report: false,
                     cors: None,
                     integration: Integration::LambdaProxy,
                     authorizer: None,
@@ -234,7 +262,7 @@ impl Ctx<'_> {
     ) -> Option<(String, HttpEvent)> {
         let mut route = None;
         let mut method = None;
-        let mut private = false;
+        let (mut private, mut report) = (false, false);
         let mut cors = None;
         let mut integration: Option<(String, Mark, FieldPath)> = None;
         let mut uri: Option<(String, Mark, FieldPath)> = None;
@@ -261,7 +289,13 @@ impl Ctx<'_> {
                         .and_then(|m| self.method(&m, v.mark, &p));
                     ok &= method.is_some();
                 }
-                "private" => private = self.boolean(&e.value, &p).unwrap_or(false),
+                "private" => {
+                    (private, report) = match self.private(&e.value, &p) {
+                        Some(Private::Yes) => (true, false),
+                        Some(Private::Report) => (false, true),
+                        Some(Private::No) | None => (false, false),
+                    };
+                }
                 "cors" => cors = self.cors(&e.value, &p),
                 "integration" => {
                     integration = self
@@ -360,6 +394,7 @@ impl Ctx<'_> {
             path: route.path,
             method: method?,
             private,
+            report,
             cors,
             integration: integration?,
             authorizer,

@@ -1314,7 +1314,7 @@ fn http_events() {
                 "serverless.yml:14:18: functions.f.events[0].http.request.uri: expected a URL \
                  starting with http:// or https://, found \"ftp://files.example/a\"",
                 "serverless.yml:18:20: functions.f.events[1].http.private: expected true or false \
-                 (a YAML boolean, unquoted), found \"yes\"",
+                 (a YAML boolean, unquoted), or report, found \"yes\"",
                 "serverless.yml:19:17: functions.f.events[1].http.cors: expected true, false or a \
                  map of CORS settings, found a list",
                 "serverless.yml:20:9: functions.f.events[2]: expected an event such as `- http: \
@@ -1897,7 +1897,7 @@ fn usage_plans() {
             Expect::Err(&[
                 "serverless.yml:11:5: custom.keygate.redisUnavailible: unknown key in \
                  custom.keygate (did you mean `redisUnavailable`?); expected one of \
-                 keyIntrospection, redisUnavailable",
+                 enforcement, keyIntrospection, redisUnavailable",
                 "serverless.yml:13:7: custom.keygate.redisUnavailable.gold: no usage plan named \
                  \"gold\" in provider.apiGateway.usagePlan (it has free)",
                 "serverless.yml:14:13: custom.keygate.redisUnavailable.free: expected local or \
@@ -3096,41 +3096,50 @@ fn booleans_are_strict() {
         with("${env:PRIVATE}"),
         Expect::Err(&[
             "serverless.yml:12:20: functions.f.events[0].http.private: expected true or \
-              false (a YAML boolean, unquoted), found \"yes\"",
+              false (a YAML boolean, unquoted), or report, found \"yes\"",
         ]),
     );
     bad_env.env = &[("PRIVATE", "yes")];
+    let reporting = |l: &Loaded| {
+        let e = &l.definition.functions[0].events[0];
+        assert!(e.report && !e.private, "{e:?}");
+    };
+    let mut report_env =
+        case("report from a variable", with("${env:PRIVATE}"), Expect::Ok(reporting));
+    report_env.env = &[("PRIVATE", "report")];
     run(vec![
+        case("report", with("report"), Expect::Ok(reporting)),
+        report_env,
         case(
             "yes",
             with("yes"),
             Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
-                  true or false (a YAML boolean, unquoted), found \"yes\""]),
+                  true or false (a YAML boolean, unquoted), or report, found \"yes\""]),
         ),
         case(
             "quoted true",
             with("\"true\""),
             Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
-                  true or false (a YAML boolean, unquoted), found \"true\""]),
+                  true or false (a YAML boolean, unquoted), or report, found \"true\""]),
         ),
         case(
             "quoted false",
             with("'false'"),
             Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
-                  true or false (a YAML boolean, unquoted), found \"false\""]),
+                  true or false (a YAML boolean, unquoted), or report, found \"false\""]),
         ),
         case(
             "1",
             with("1"),
             Expect::Err(&["serverless.yml:12:20: functions.f.events[0].http.private: expected \
-                  true or false (a YAML boolean, unquoted), found 1"]),
+                  true or false (a YAML boolean, unquoted), or report, found 1"]),
         ),
         case(
             "nothing",
             with(""),
             Expect::Err(&[
                 "serverless.yml:14:1: functions.f.events[0].http.private: expected true \
-                  or false (a YAML boolean, unquoted), found nothing",
+                  or false (a YAML boolean, unquoted), or report, found nothing",
             ]),
         ),
         case("True", with("True"), Expect::Ok(private)),

@@ -27,7 +27,8 @@ pub async fn set_key_required(
     let mut found = false;
     for e in definition.functions.iter_mut().flat_map(|f| f.events.iter_mut()) {
         if e.path == path && e.method == method {
-            e.private = required;
+            // apiKeyRequired says it outright: enforced, or not checked at all (no report mode).
+            (e.private, e.report) = (required, false);
             found = true;
         }
     }

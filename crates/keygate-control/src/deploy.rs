@@ -110,6 +110,9 @@ pub struct Endpoint {
     pub method: HttpMethod,
     pub url: String,
     pub private: bool,
+    /// `private: report`: keys checked, would-be refusals recorded, nothing refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub report: bool,
     /// The route's authorizer: a Lambda authorizer's function, or a JWT authorizer's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorizer: Option<String>,
@@ -491,6 +494,7 @@ pub fn endpoints(def: &ServiceDefinition, base_url: &str) -> Vec<Endpoint> {
                 method: e.method,
                 url: format!("{base}/{}{path}", def.stage),
                 private: e.private,
+                report: e.report && !e.private,
                 authorizer: e.authorizer.as_ref().map(|a| a.function.clone()),
             });
         }

@@ -20,6 +20,7 @@ pub use keygate_store::{ConfigStore, Reads};
 pub mod admin;
 pub mod apis;
 pub mod deploy;
+pub mod enforcement;
 pub mod import;
 pub mod info;
 pub mod keys;

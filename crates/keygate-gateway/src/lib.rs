@@ -37,6 +37,7 @@ pub mod table;
 pub mod event;
 mod integrate;
 mod introspect;
+pub mod report;
 mod respond;
 mod upstream;
 mod upstream_tls;
@@ -114,6 +115,8 @@ pub struct Gateway {
     trusted_proxies: client::TrustedProxies,
     /// The authorizers' answer caches and JWT verifiers, kept across table builds.
     caches: Arc<authorizer::Caches>,
+    /// Report-only routes' would-be refusals not written yet.
+    reports: report::Reports,
 }
 
 /// What a serving process shares with its gateway beyond the store: readiness, the opt-in
@@ -207,6 +210,7 @@ impl Gateway {
             access: access_log,
             trusted_proxies,
             caches,
+            reports: report::Reports::default(),
         }))
     }
 
@@ -270,7 +274,27 @@ impl Gateway {
     /// # Errors
     /// The store's error; the usage stays pending.
     pub async fn flush_usage(&self) -> Result<usize, keygate_store::Error> {
-        self.meter.flush(&*self.store).await
+        let written = self.meter.flush(&*self.store).await?;
+        self.flush_reports().await?;
+        Ok(written)
+    }
+
+    /// Writes report-only routes' pending would-be refusals to the store.
+    ///
+    /// # Errors
+    /// The store's error; the tallies stay pending (as far as [`report::MAX_PENDING`] allows).
+    async fn flush_reports(&self) -> Result<(), keygate_store::Error> {
+        let rows = self.reports.take();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self.store.add_would_refuse(&rows).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.reports.restore(rows);
+                Err(e)
+            }
+        }
     }
 
     /// Folds the usage appended so far into the store's daily counters.
@@ -375,8 +399,8 @@ impl Gateway {
         }
         let table = self.table.load_full();
         match self.decide(&table, head, peer).await {
-            Ok(Decision { stage, route, params, key, rate_headers, authorized }) => {
-                if key.is_some() {
+            Ok(Decision { stage, route, params, key, rate_headers, authorized, would_refuse }) => {
+                if key.is_some() && !would_refuse {
                     self.metrics.key_decision(KeyDecision::Allowed);
                 }
                 Admit::Proceed(Admitted {
@@ -614,6 +638,7 @@ impl Gateway {
             key: None,
             rate_headers: None,
             authorized: None,
+            would_refuse: false,
         };
         // Refusals from here on carry the route's CORS headers.
         let cors_origin = || respond::cors_origin(route.event.cors.as_ref(), req);
@@ -643,10 +668,55 @@ impl Gateway {
                 }
             }
         }
-        if !route.event.private {
+        if !route.event.private && !route.event.report {
             return Ok(decision);
         }
+        match self.check_key(table, route, req, &mut decision).await {
+            Ok(()) => Ok(decision),
+            // Report-only: what enforcement would refuse is let through and recorded (`private`
+            // wins over `report`, should a snapshot ever have both).
+            Err(refused) if !route.event.private => {
+                self.would_refuse(route, &refused, req, client);
+                decision.would_refuse = true;
+                Ok(decision)
+            }
+            Err(refused) => Err(refused),
+        }
+    }
 
+    /// Records a request a report-only route let through that `refused` says enforcement
+    /// would have refused.
+    fn would_refuse(
+        &self,
+        route: &Route,
+        refused: &Refused<'_>,
+        req: &Request,
+        client: SocketAddr,
+    ) {
+        self.metrics.would_refuse(refused.reason);
+        self.reports.record(&report::Seen {
+            api_id: &route.api_id,
+            stage: &route.stage,
+            method: req.method.as_str(),
+            path: &route.event.path,
+            reason: refused.reason,
+            key_id: refused.key_id,
+            client: client.ip(),
+            user_agent: req.headers.get("user-agent"),
+            unix_secs: self.clock.now_unix_ms().div_euclid(1000),
+        });
+    }
+
+    /// The key check of a private (or report-only) route and its usage plan's limits, with
+    /// `decision` given the key and its `RateLimit` values; the refusal otherwise.
+    async fn check_key<'t>(
+        &self,
+        table: &'t Table,
+        route: &'t Route,
+        req: &Request,
+        decision: &mut Decision,
+    ) -> Result<(), Refused<'t>> {
+        let cors_origin = || respond::cors_origin(route.event.cors.as_ref(), req);
         // The key check: digest the presented value and look it up; no store access.
         let from_authorizer = route.definition.api_key_source == ApiKeySource::Authorizer;
         // (An Arc's count, and only where the key comes from the authorizer.)
@@ -715,7 +785,7 @@ impl Gateway {
                 return limited(GatewayError::LimitExceeded, Some(retry_after));
             }
         }
-        Ok(decision)
+        Ok(())
     }
 
     /// Writes the last pending usage and stops every function process. Call after the server
@@ -888,6 +958,8 @@ struct Decision {
     key: Option<u32>,
     rate_headers: Option<meter::RateLimitValues>,
     authorized: Option<authorizer::Authorized>,
+    /// A report-only route let the request through that enforcement would refuse.
+    would_refuse: bool,
 }
 
 /// `/{stage}/{path}`: the stage is the first segment, the rest is the resource path.

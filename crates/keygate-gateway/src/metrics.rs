@@ -49,6 +49,11 @@ struct DecisionLabels {
     decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -68,6 +73,8 @@ pub struct Metrics {
     forbidden: Counter,
     throttled: Counter,
     quota_exceeded: Counter,
+    /// Requests report-only routes let through that enforcement would refuse, by reason.
+    would_refuse: Family<ReasonLabels, Counter>,
     refresh_failures: Counter,
     last_refresh: Gauge,
     table_version: Gauge,
@@ -109,6 +116,7 @@ impl Metrics {
             forbidden: decision("forbidden"),
             throttled: decision("throttled"),
             quota_exceeded: decision("quota_exceeded"),
+            would_refuse: Family::default(),
             requests,
             overhead,
             integration,
@@ -140,6 +148,12 @@ impl Metrics {
             "key_decisions",
             "Decisions on the API key of requests to private routes",
             decisions,
+        );
+        r.register(
+            "would_refuse",
+            "Requests to report-only routes (private: report) let through that the key check or \
+             the usage plan would have refused, by the reason",
+            metrics.would_refuse.clone(),
         );
         r.register(
             "store_refresh_failures",
@@ -202,6 +216,11 @@ impl Metrics {
             KeyDecision::QuotaExceeded => &self.quota_exceeded,
         }
         .inc();
+    }
+
+    /// Counts a request a report-only route let through that enforcement would refuse.
+    pub(crate) fn would_refuse(&self, reason: &'static str) {
+        self.would_refuse.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// A refresh read the store at `now_unix_ms`, serving table `version`.

@@ -509,6 +509,7 @@ pub(crate) mod tests {
                         path: (*p).into(),
                         method: HttpMethod::Get,
                         private: true,
+                        report: false,
                         cors: None,
                         integration: Integration::Mock,
                         authorizer: None,

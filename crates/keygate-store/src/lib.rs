@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, ApiKeyPatch, ApiStage, AuditEntry, DailyUsage,
     Deployment, GatewaySnapshot, NewApiKey, NewUsagePlan, Stage, UsageGrant, UsagePlan,
-    UsagePlanPatch,
+    UsagePlanPatch, WouldRefuse,
 };
 use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 
@@ -145,6 +145,10 @@ macro_rules! backend_impls {
             ) -> Result<Vec<DailyUsage>> {
                 usage::usage(&self.pool, plan_id, key_id, from, to).await
             }
+
+            async fn would_refuse(&self, stage: Option<&str>, since: i64) -> Result<Vec<WouldRefuse>> {
+                refusals::would_refuse(&self.pool, stage, since).await
+            }
         }
 
         #[async_trait::async_trait]
@@ -191,6 +195,10 @@ macro_rules! backend_impls {
 
             async fn fold_usage(&self) -> Result<u64> {
                 usage::fold_usage(self.usage_pool()).await
+            }
+
+            async fn add_would_refuse(&self, rows: &[WouldRefuse]) -> Result<()> {
+                refusals::add_would_refuse(self.usage_pool(), rows).await
             }
         }
 
@@ -751,7 +759,8 @@ pub trait PlanReads: Send + Sync + 'static {
     async fn usage_grants(&self, plan_id: &str) -> Result<Vec<UsageGrant>>;
 }
 
-/// What the store answers of usage: the daily counters.
+/// What the store answers of usage: the daily counters, and report-only routes' would-be
+/// refusals.
 #[async_trait]
 pub trait UsageReads: Send + Sync + 'static {
     /// Daily usage between two days (inclusive), optionally for one plan and key.
@@ -762,6 +771,10 @@ pub trait UsageReads: Send + Sync + 'static {
         from: keygate_types::date::Date,
         to: keygate_types::date::Date,
     ) -> Result<Vec<DailyUsage>>;
+
+    /// The would-be refusals of report-only routes seen since `since` (unix seconds), of one
+    /// stage or all, by hour, route, reason and client.
+    async fn would_refuse(&self, stage: Option<&str>, since: i64) -> Result<Vec<WouldRefuse>>;
 }
 
 /// What the store answers of the admin side: credentials, tokens and the audit log.
@@ -804,8 +817,9 @@ impl<T> Reads for T where
 {
 }
 
-/// The data plane's counters: admitted requests, appended as they come and folded later. Data,
-/// not changes: not audited, and gateways do not reload for them.
+/// The data plane's counters: admitted requests, appended as they come and folded later, and
+/// report-only routes' would-be refusals. Data, not changes: not audited, and gateways do not
+/// reload for them.
 #[async_trait]
 pub trait UsageCounters: Send + Sync + 'static {
     /// Adds admitted requests to the daily counters (increments, never overwrites), and with
@@ -816,6 +830,9 @@ pub trait UsageCounters: Send + Sync + 'static {
     /// (one write per key and day however many batches brought it); returns the appended rows
     /// folded. Reads answer the same before and after. Any node may fold at any time.
     async fn fold_usage(&self) -> Result<u64>;
+    /// Adds would-be refusals of report-only routes to their hours' counts (those older than
+    /// 31 days are dropped).
+    async fn add_would_refuse(&self, rows: &[WouldRefuse]) -> Result<()>;
 }
 
 /// The store: its [`Reads`], the data plane's [`UsageCounters`], and the one door for changes.

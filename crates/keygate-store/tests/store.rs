@@ -145,6 +145,7 @@ fn definition(stage: &str, private: bool) -> ServiceDefinition {
                 path: "/x".into(),
                 method: HttpMethod::Get,
                 private,
+                report: false,
                 cors: None,
                 integration: Integration::LambdaProxy,
                 authorizer: None,
@@ -709,6 +710,54 @@ async fn the_snapshot_says_when_a_lookalike_value_is_stored(s: Arc<dyn ConfigSto
     assert!(!lookalikes(&s).await, "deleted");
 }
 
+/// Would-be refusals add up per hour, route, reason and client; reads filter by stage and by
+/// the last time seen; rows older than 31 days go.
+async fn would_be_refusals_add_up_by_hour_and_client(s: Arc<dyn ConfigStore>) {
+    use keygate_types::model::WouldRefuse;
+    let row = |hour: i64, stage: &str, client: &str, key: Option<&str>, count: u64, at: i64| {
+        WouldRefuse {
+            hour,
+            api_id: "api1".into(),
+            stage: stage.into(),
+            method: "GET".into(),
+            path: "/candidates/{id}".into(),
+            reason: if key.is_some() { "throttled" } else { "missing_key" }.into(),
+            key_id: key.map(str::to_owned),
+            client: client.into(),
+            user_agent: "curl/8.5.0".into(),
+            count,
+            first_seen: at,
+            last_seen: at,
+        }
+    };
+    let h = 1_800_000_000 / 3600 * 3600;
+    s.add_would_refuse(&[row(h, "dev", "10.0.0.1", None, 2, h + 5)]).await.unwrap();
+    s.add_would_refuse(&[
+        row(h, "dev", "10.0.0.1", None, 3, h + 1),
+        row(h, "dev", "10.0.0.2", Some("k1"), 1, h + 9),
+        row(h, "prod", "10.0.0.1", None, 7, h + 9),
+        row(h + 3600, "dev", "10.0.0.1", None, 1, h + 3700),
+    ])
+    .await
+    .unwrap();
+    let all = s.would_refuse(None, 0).await.unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    let first = &all[0];
+    assert_eq!((first.count, first.first_seen, first.last_seen), (5, h + 1, h + 5));
+    assert_eq!(first.key_id, None);
+    let dev = s.would_refuse(Some("dev"), 0).await.unwrap();
+    assert_eq!(dev.iter().map(|r| r.count).sum::<u64>(), 7);
+    assert!(dev.iter().any(|r| r.key_id.as_deref() == Some("k1") && r.reason == "throttled"));
+    let recent = s.would_refuse(Some("dev"), h + 3600).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].hour, h + 3600);
+    // 31 days on, the first hour is gone.
+    let later = h + 31 * 86_400 + 3600;
+    s.add_would_refuse(&[row(later, "dev", "10.0.0.3", None, 1, later)]).await.unwrap();
+    let all = s.would_refuse(None, 0).await.unwrap();
+    assert!(all.iter().all(|r| r.hour > h), "{all:?}");
+}
+
 /// A store error keeps the backend's error as its source, so callers can show the whole chain.
 #[tokio::test]
 async fn store_errors_keep_their_source() {
@@ -1078,6 +1127,7 @@ suite!(
         a_rotation_without_grace_ends_every_older_value,
         old_values_can_be_revoked,
         the_snapshot_says_when_a_lookalike_value_is_stored,
+        would_be_refusals_add_up_by_hour_and_client,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]
@@ -1099,6 +1149,7 @@ suite!(
         a_rotation_without_grace_ends_every_older_value,
         old_values_can_be_revoked,
         the_snapshot_says_when_a_lookalike_value_is_stored,
+        would_be_refusals_add_up_by_hour_and_client,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]

@@ -158,6 +158,31 @@ pub struct DailyUsage {
     pub last_used: Option<i64>,
 }
 
+/// Requests a report-only route (`private: report`) let through that its key check or usage
+/// plan would have refused, counted per UTC hour, route, reason and client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WouldRefuse {
+    /// Start of the UTC hour (unix seconds).
+    pub hour: i64,
+    pub api_id: String,
+    pub stage: String,
+    pub method: String,
+    /// The route's path template (`/candidates/{id}`).
+    pub path: String,
+    /// What would have been refused, as the access log says it (`missing_key`, `throttled`, ...).
+    pub reason: String,
+    /// The key, when the value sent is a known key's.
+    pub key_id: Option<String>,
+    /// The client's address (behind trusted balancers, from `X-Forwarded-For`).
+    pub client: String,
+    /// Its `User-Agent` (at most 256 characters; empty when it sent none).
+    pub user_agent: String,
+    pub count: u64,
+    /// The first and the last of these requests (unix seconds).
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
 /// Quota granted on top of a plan's limit for one period (AWS update-usage).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageGrant {

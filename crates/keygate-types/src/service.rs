@@ -238,6 +238,12 @@ pub struct HttpEvent {
     pub path: String,
     pub method: HttpMethod,
     pub private: bool,
+    /// `private: report` (or `custom.keygate.enforcement: report`): the key and the usage plan
+    /// are checked as on a private route, but a request they would refuse is let through and
+    /// recorded as a would-be refusal instead. Never set together with `private` (a snapshot
+    /// that had both would be enforced: `private` wins).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report: bool,
     pub cors: Option<Cors>,
     pub integration: Integration,
     /// `authorizer:`: a Lambda authorizer run before the key check. Absent from snapshots of

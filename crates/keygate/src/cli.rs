@@ -152,9 +152,29 @@ pub(crate) enum Command {
     /// Requests per key and day with the quota remaining (AWS get-usage); `set-remaining`
     /// changes the quota left in the current period (AWS update-usage).
     Usage(UsageArgs),
+    /// Report-only enforcement (`private: report`): who keys and plans would refuse.
+    #[command(subcommand)]
+    Enforcement(EnforcementCommand),
     /// keygate.toml: check a file, or list the settings it may hold.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EnforcementCommand {
+    /// The clients that routes in report mode (`private: report`, or `custom.keygate.enforcement:
+    /// report`) let through although their key check or usage plan would have refused them,
+    /// grouped by client: who would break if those routes became `private: true`.
+    Report {
+        /// Only this stage.
+        #[arg(long, short = 's')]
+        stage: Option<String>,
+        /// How far back: e.g. 30m, 2h, 7d.
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,7 +246,8 @@ impl Command {
             | Self::Remove { .. }
             | Self::Info { .. }
             | Self::Audit { .. }
-            | Self::Usage(_) => true,
+            | Self::Usage(_)
+            | Self::Enforcement(_) => true,
         }
     }
 

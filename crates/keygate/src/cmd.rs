@@ -172,6 +172,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let store = open_audited(&at).await?;
             run_usage(&store, args).await
         }
+        Command::Enforcement(crate::cli::EnforcementCommand::Report { stage, since, json }) => {
+            let store = open_audited(&at).await?;
+            let since_secs = i64::try_from(function_log::parse_since(&since)? / 1000)?;
+            let clients =
+                keygate_control::enforcement::by_client(&store, stage.as_deref(), since_secs)
+                    .await?;
+            output::would_refuse(&clients, since_secs, stage.as_deref(), json)
+        }
         Command::Config(crate::cli::ConfigCommand::Check { file }) => {
             let Some(path) = file.or(cli.config) else {
                 bail!(

@@ -231,11 +231,16 @@ pub(crate) fn served(stages: &[ServedStage], data_dir: &std::path::Path, created
 
 /// What guards an endpoint, as deploy and info print it after its URL.
 fn guards(e: &keygate_control::deploy::Endpoint) -> String {
-    match (e.private, &e.authorizer) {
-        (true, Some(a)) => format!("  (authorizer {a}, api key required)"),
-        (false, Some(a)) => format!("  (authorizer {a})"),
-        (true, None) => "  (api key required)".to_owned(),
-        (false, None) => String::new(),
+    let key = match (e.private, e.report) {
+        (true, _) => Some("api key required"),
+        (false, true) => Some("api key: report only, nothing refused"),
+        (false, false) => None,
+    };
+    match (key, &e.authorizer) {
+        (Some(k), Some(a)) => format!("  (authorizer {a}, {k})"),
+        (None, Some(a)) => format!("  (authorizer {a})"),
+        (Some(k), None) => format!("  ({k})"),
+        (None, None) => String::new(),
     }
 }
 
@@ -484,6 +489,65 @@ pub(crate) fn audit(entries: &[keygate_types::model::AuditEntry], as_json: bool)
     }
     for e in &lines {
         println!("{:>6}  {}  {:<24}  {:<32}  {}", e.seq, e.time, e.actor, e.action, e.target);
+    }
+    Ok(())
+}
+
+/// `keygate enforcement report`: the clients report-only routes would refuse, since `since`.
+pub(crate) fn would_refuse(
+    clients: &[keygate_control::enforcement::Client],
+    since: i64,
+    stage: Option<&str>,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return json(&serde_json::json!({
+            "since": date(since),
+            "stage": stage,
+            "clients": clients,
+        }));
+    }
+    let scope = stage.map(|s| format!(" on stage {}", shown(s))).unwrap_or_default();
+    if clients.is_empty() {
+        println!(
+            "nothing would have been refused{scope} since {} (routes with private: report)",
+            date(since)
+        );
+        return Ok(());
+    }
+    let total: u64 = clients.iter().map(|c| c.count).sum();
+    println!(
+        "{total} request(s) from {} client(s) would have been refused{scope} since {} (routes \
+         with private: report):",
+        clients.len(),
+        date(since)
+    );
+    for c in clients {
+        let agent = if c.user_agent.is_empty() { "-".into() } else { shown(&c.user_agent) };
+        println!();
+        println!("{}  {agent}", shown(&c.client));
+        let reasons: Vec<String> = c.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!(
+            "  {} request(s), {} to {}: {}",
+            c.count,
+            date(c.first_seen),
+            date(c.last_seen),
+            reasons.join(", ")
+        );
+        for r in &c.routes {
+            println!(
+                "  {} /{}{}  ({}, {} request(s))",
+                r.method,
+                shown(&r.stage),
+                shown(&r.path),
+                shown(&r.api),
+                r.count
+            );
+        }
+        if !c.keys.is_empty() {
+            let keys: Vec<String> = c.keys.iter().map(|k| shown(k).into_owned()).collect();
+            println!("  keys: {}", keys.join(", "));
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod admin;
 mod apis;
 mod keys;
 mod plans;
+mod refusals;
 mod snapshot;
 mod usage;
 
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, AuditEntry, DailyUsage, Deployment, GatewaySnapshot,
-    Stage, UsageGrant, UsagePlan,
+    Stage, UsageGrant, UsagePlan, WouldRefuse,
 };
 use keygate_types::{KeyDigest, ServiceDefinition};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -15,6 +15,7 @@ mod config_errors;
 mod config_file;
 mod console;
 mod deploy;
+mod enforcement;
 mod first_hour;
 mod flood;
 mod functions;

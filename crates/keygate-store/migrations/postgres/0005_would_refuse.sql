@@ -1,0 +1,17 @@
+-- Report-only enforcement (`private: report`): requests let through that the key check or the
+-- usage plan would have refused, counted per UTC hour, route, reason and client. Kept 31 days.
+CREATE TABLE would_refuse (
+    hour       BIGINT NOT NULL,
+    api_id     TEXT NOT NULL,
+    stage      TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    key_id     TEXT NOT NULL,    -- '' when the value sent is no key's
+    client     TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    count      BIGINT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    last_seen  BIGINT NOT NULL,
+    PRIMARY KEY (hour, api_id, stage, method, path, reason, key_id, client, user_agent)
+);
