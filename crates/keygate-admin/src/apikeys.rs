@@ -262,6 +262,6 @@ pub(crate) async fn rotate(
         Some(g) => keys::parse_duration(g)?,
         None => 0,
     };
-    let (key, value) = keys::rotate(&audited(&state, &actor), &id, grace).await?;
+    let (key, value) = keys::rotate(&audited(&state, &actor), &id, grace, None).await?;
     Ok(Json(key_json(&key, Some(value.expose()))))
 }

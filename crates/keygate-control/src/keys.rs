@@ -226,15 +226,59 @@ pub async fn rotate(
     store: &Store,
     id_or_name: &str,
     grace_secs: i64,
+    retire_idle: Option<i64>,
 ) -> Result<(ApiKey, ApiKeyValue)> {
     if grace_secs < 0 {
         return Err(Error::Invalid("the grace period cannot be negative".to_owned()));
     }
+    match retire_idle {
+        Some(idle) if idle < 1 => {
+            return Err(Error::Invalid(
+                "--retire-when-idle must be at least 1 second (e.g. 10m, 1h)".to_owned(),
+            ));
+        }
+        Some(_) if grace_secs == 0 => {
+            return Err(Error::Invalid(
+                "--retire-when-idle needs a grace period (--grace): with none the old value \
+                 stops at once"
+                    .to_owned(),
+            ));
+        }
+        _ => {}
+    }
     let key = find(store, id_or_name).await?;
     let value = ApiKeyValue::generate();
-    let change = Change::RotateKey { id: key.id, value: value.clone(), grace_secs };
+    let change = Change::RotateKey { id: key.id, value: value.clone(), grace_secs, retire_idle };
     let key = store.apply(change).await?.into_key()?;
     Ok((key, value))
+}
+
+/// The values a rotation replaced that still work, with the clients still sending them (what
+/// gateways have written, about a second behind).
+///
+/// # Errors
+/// The store's error.
+pub async fn old_values(
+    store: &Store,
+    key_id: &str,
+) -> Result<Vec<keygate_types::model::OldValue>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    Ok(store.old_values(key_id, now).await?)
+}
+
+/// Ends the rotated-out values whose `--retire-when-idle` time has passed without a request
+/// (as far as gateways have written their uses), as this handle's actor; returns how many. Made
+/// only when there are some, so a server calling it every second writes nothing otherwise.
+///
+/// # Errors
+/// The store's error.
+pub async fn retire_idle(store: &Store, now: i64) -> Result<u64> {
+    if store.idle_old_values(now).await? == 0 {
+        return Ok(0);
+    }
+    Ok(store.apply(Change::RetireIdleOldValues { now }).await?.into_count()?)
 }
 
 /// Until when the values a rotation replaced keep working (unix seconds): the grace period's end,

@@ -39,6 +39,8 @@ mod integrate;
 mod introspect;
 pub mod report;
 mod respond;
+mod rotation;
+pub mod tally;
 mod upstream;
 mod upstream_tls;
 
@@ -74,6 +76,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the usage the flushes appended is folded into the store's daily counters (reads
 /// see it either way; folding writes each key's counter once for many flushes).
 pub const FOLD_INTERVAL: Duration = Duration::from_secs(15);
+
 /// How long a client may take to send a whole request head (idle keep-alive included).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a whole request body, from the end of its head (not
@@ -117,6 +120,8 @@ pub struct Gateway {
     caches: Arc<authorizer::Caches>,
     /// Report-only routes' would-be refusals not written yet.
     reports: report::Reports,
+    /// Requests with rotated-out values not written yet.
+    old_value_uses: rotation::OldValueUses,
 }
 
 /// What a serving process shares with its gateway beyond the store: readiness, the opt-in
@@ -211,6 +216,7 @@ impl Gateway {
             trusted_proxies,
             caches,
             reports: report::Reports::default(),
+            old_value_uses: rotation::OldValueUses::default(),
         }))
     }
 
@@ -282,19 +288,29 @@ impl Gateway {
     /// Writes report-only routes' pending would-be refusals to the store.
     ///
     /// # Errors
-    /// The store's error; the tallies stay pending (as far as [`report::MAX_PENDING`] allows).
+    /// The store's error; the tallies stay pending (as far as [`tally::MAX_PENDING`] allows).
     async fn flush_reports(&self) -> Result<(), keygate_store::Error> {
         let rows = self.reports.take();
-        if rows.is_empty() {
-            return Ok(());
+        if !rows.is_empty()
+            && let Err(e) = self.store.add_would_refuse(&rows).await
+        {
+            self.reports.restore(rows);
+            return Err(e);
         }
-        match self.store.add_would_refuse(&rows).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.reports.restore(rows);
-                Err(e)
-            }
+        let uses = self.old_value_uses.take();
+        if !uses.is_empty()
+            && let Err(e) = self.store.add_old_value_uses(&uses).await
+        {
+            self.old_value_uses.restore(uses);
+            return Err(e);
         }
+        Ok(())
+    }
+
+    /// Whether the table being served accepts any value a rotation replaced (whose uses this
+    /// gateway records, and which `--retire-when-idle` may retire).
+    pub fn has_old_values(&self) -> bool {
+        self.table.load().has_old_values()
     }
 
     /// Folds the usage appended so far into the store's daily counters.
@@ -671,7 +687,7 @@ impl Gateway {
         if !route.event.private && !route.event.report {
             return Ok(decision);
         }
-        match self.check_key(table, route, req, &mut decision).await {
+        match self.check_key(table, route, req, client, &mut decision).await {
             Ok(()) => Ok(decision),
             // Report-only: what enforcement would refuse is let through and recorded (`private`
             // wins over `report`, should a snapshot ever have both).
@@ -714,6 +730,7 @@ impl Gateway {
         table: &'t Table,
         route: &'t Route,
         req: &Request,
+        client: SocketAddr,
         decision: &mut Decision,
     ) -> Result<(), Refused<'t>> {
         let cors_origin = || respond::cors_origin(route.event.cors.as_ref(), req);
@@ -760,6 +777,11 @@ impl Gateway {
         let grant = auth.grant;
         let key_id = auth.key_id();
         decision.key = Some(auth.index());
+        if let Some(digest) = auth.old_value() {
+            let client = client.ip();
+            let user_agent = req.headers.get("user-agent");
+            self.old_value_uses.record(digest, client, user_agent, now_ms.div_euclid(1000));
+        }
 
         // Usage plan: method throttle, plan throttle, quota (no store access either). The
         // route's method throttles were resolved when the table was built.

@@ -3,19 +3,13 @@
 //! reason, key and client, and written to the store with the usage (`keygate enforcement
 //! report` reads them back, grouped by client).
 //!
-//! Bounded: at most [`MAX_PENDING`] distinct tallies wait for the next write; a would-be refusal
-//! that finds the tally full is counted in [`Reports::dropped`] (and by the metric every would-be
-//! refusal goes to) instead of growing the gateway's memory.
+//! Bounded: see [`crate::tally`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use keygate_types::model::WouldRefuse;
 
-/// Distinct (hour, route, reason, key, client, user agent) tallies held between two writes.
-pub const MAX_PENDING: usize = 10_000;
+use crate::tally::{Counts, Tallies};
 /// The reasons a key check or a usage plan refuses with (the access log's).
 const REASONS: &[&str] = &[
     "missing_key",
@@ -58,27 +52,15 @@ struct Tally {
     user_agent: String,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Counts {
-    count: u64,
-    first_seen: i64,
-    last_seen: i64,
-}
-
 /// The would-be refusals not written yet.
 #[derive(Debug, Default)]
 pub struct Reports {
-    pending: Mutex<HashMap<Tally, Counts>>,
-    dropped: AtomicU64,
+    tallies: Tallies<Tally>,
 }
 
 impl Reports {
     /// Tallies one would-be refusal.
     pub(crate) fn record(&self, seen: &Seen<'_>) {
-        let user_agent = seen.user_agent.map_or_else(String::new, |ua| {
-            let text = String::from_utf8_lossy(ua);
-            text.chars().take(USER_AGENT_LEN).collect()
-        });
         let tally = Tally {
             hour: seen.unix_secs - seen.unix_secs.rem_euclid(3600),
             api_id: seen.api_id.to_owned(),
@@ -88,31 +70,15 @@ impl Reports {
             reason: seen.reason,
             key_id: seen.key_id.map(str::to_owned),
             client: seen.client,
-            user_agent,
+            user_agent: user_agent(seen.user_agent),
         };
-        let at = seen.unix_secs;
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let full = pending.len() >= MAX_PENDING;
-        match pending.get_mut(&tally) {
-            Some(c) => {
-                c.count += 1;
-                c.last_seen = c.last_seen.max(at);
-            }
-            None if full => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                pending.insert(tally, Counts { count: 1, first_seen: at, last_seen: at });
-            }
-        }
+        self.tallies.record(tally, seen.unix_secs);
     }
 
     /// Takes what is pending, as the store's rows.
     pub(crate) fn take(&self) -> Vec<WouldRefuse> {
-        let pending = std::mem::take(
-            &mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        pending
+        self.tallies
+            .take()
             .into_iter()
             .map(|(t, c)| WouldRefuse {
                 hour: t.hour,
@@ -133,7 +99,6 @@ impl Reports {
 
     /// Puts rows a write could not store back (as far as there is room), to try again.
     pub(crate) fn restore(&self, rows: Vec<WouldRefuse>) {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for r in rows {
             let Ok(client) = r.client.parse() else { continue };
             let Some(&reason) = REASONS.iter().find(|&&x| x == r.reason) else { continue };
@@ -150,27 +115,21 @@ impl Reports {
             };
             let counts =
                 Counts { count: r.count, first_seen: r.first_seen, last_seen: r.last_seen };
-            let full = pending.len() >= MAX_PENDING;
-            match pending.get_mut(&tally) {
-                Some(c) => {
-                    c.count += counts.count;
-                    c.first_seen = c.first_seen.min(counts.first_seen);
-                    c.last_seen = c.last_seen.max(counts.last_seen);
-                }
-                None if full => {
-                    self.dropped.fetch_add(counts.count, Ordering::Relaxed);
-                }
-                None => {
-                    pending.insert(tally, counts);
-                }
-            }
+            self.tallies.add(tally, counts);
         }
     }
 
     /// Would-be refusals not tallied because the tally was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.tallies.dropped()
     }
+}
+
+/// A client's `User-Agent` as kept: at most [`USER_AGENT_LEN`] characters, lossy UTF-8.
+pub(crate) fn user_agent(value: Option<&[u8]>) -> String {
+    value.map_or_else(String::new, |ua| {
+        String::from_utf8_lossy(ua).chars().take(USER_AGENT_LEN).collect()
+    })
 }
 
 #[cfg(test)]
@@ -217,7 +176,7 @@ mod tests {
         r.restore(rows);
         assert_eq!(r.take().iter().map(|w| w.count).sum::<u64>(), 4);
         // Bounded.
-        for i in 0..MAX_PENDING + 5 {
+        for i in 0..crate::tally::MAX_PENDING + 5 {
             let client = format!("10.1.{}.{}", i / 256, i % 256);
             r.record(&Seen {
                 client: client.parse().unwrap(),
@@ -225,6 +184,6 @@ mod tests {
             });
         }
         assert_eq!(r.dropped(), 5);
-        assert_eq!(r.take().len(), MAX_PENDING);
+        assert_eq!(r.take().len(), crate::tally::MAX_PENDING);
     }
 }

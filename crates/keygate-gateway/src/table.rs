@@ -159,6 +159,12 @@ impl<'t> Authorized<'t> {
         self.table.key_id(self.index)
     }
 
+    /// The digest of the value, when it is one a rotation replaced (its uses are recorded).
+    pub fn old_value(&self) -> Option<KeyDigest> {
+        let r = &self.table.records[self.index as usize];
+        r.old.then_some(r.digest)
+    }
+
     /// Unix seconds from which this value is refused (the key's expiry or the end of its
     /// rotation grace), `None`: never.
     pub fn value_expires(&self) -> Option<i64> {
@@ -459,6 +465,11 @@ impl Table {
     /// plan names it.
     pub fn api_stage(&self, api_id: &str, stage: &str) -> Option<u32> {
         self.api_stages.get(&(api_id.to_owned(), stage.to_owned())).copied()
+    }
+
+    /// Whether any value a rotation replaced is still accepted.
+    pub fn has_old_values(&self) -> bool {
+        self.records.iter().any(|r| r.old)
     }
 
     /// Number of accepted key values.

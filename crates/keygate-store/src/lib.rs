@@ -24,8 +24,8 @@
 use async_trait::async_trait;
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, ApiKeyPatch, ApiStage, AuditEntry, DailyUsage,
-    Deployment, GatewaySnapshot, NewApiKey, NewUsagePlan, Stage, UsageGrant, UsagePlan,
-    UsagePlanPatch, WouldRefuse,
+    Deployment, GatewaySnapshot, NewApiKey, NewUsagePlan, OldValue, OldValueUse, Stage, UsageGrant,
+    UsagePlan, UsagePlanPatch, WouldRefuse,
 };
 use keygate_types::{ApiKeyValue, KeyDigest, ServiceDefinition};
 
@@ -96,6 +96,14 @@ macro_rules! backend_impls {
 
             async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>> {
                 keys::list_keys(&self.pool, page, customer_id).await
+            }
+
+            async fn old_values(&self, key_id: &str, now: i64) -> Result<Vec<OldValue>> {
+                rotation::old_values(&self.pool, key_id, now).await
+            }
+
+            async fn idle_old_values(&self, now: i64) -> Result<u64> {
+                rotation::idle_old_values(&self.pool, now).await
             }
         }
 
@@ -199,6 +207,10 @@ macro_rules! backend_impls {
 
             async fn add_would_refuse(&self, rows: &[WouldRefuse]) -> Result<()> {
                 refusals::add_would_refuse(self.usage_pool(), rows).await
+            }
+
+            async fn add_old_value_uses(&self, uses: &[OldValueUse]) -> Result<()> {
+                rotation::add_old_value_uses(self.usage_pool(), uses).await
             }
         }
 
@@ -442,6 +454,14 @@ pub enum Change {
         id: String,
         value: ApiKeyValue,
         grace_secs: i64,
+        /// `--retire-when-idle`: the replaced value is refused once unused this many seconds.
+        retire_idle: Option<i64>,
+    },
+    /// Ends now every rotated-out value with a `retire_idle` that has not been used for that
+    /// long (its last use, else its rotation); gateways make it when
+    /// [`KeyReads::idle_old_values`] finds some. [`Applied::Count`]: how many.
+    RetireIdleOldValues {
+        now: i64,
     },
     /// Ends every rotated-out value of a key now (its current value keeps working).
     /// [`Applied::Count`]: how many were still working.
@@ -516,6 +536,7 @@ impl Change {
             Self::ImportKeys(_) => "ImportApiKeys",
             Self::RotateKey { .. } => "RotateApiKey",
             Self::RevokeOldValues { .. } => "RevokeOldApiKeyValues",
+            Self::RetireIdleOldValues { .. } => "RetireIdleOldApiKeyValues",
             Self::UpdateKey { .. } => "UpdateApiKey",
             Self::DeleteKey { .. } => "DeleteApiKey",
             Self::CreatePlan { .. } => "CreateUsagePlan",
@@ -564,6 +585,7 @@ impl Change {
             Self::CreateAdminCredential(c) => c.access_key_id.clone(),
             Self::RevokeAdminCredential { access_key_id } => access_key_id.clone(),
             Self::CreateAdminToken(t) => t.id.clone(),
+            Self::RetireIdleOldValues { .. } => "idle old values".to_owned(),
         })
     }
 
@@ -738,6 +760,10 @@ pub trait KeyReads: Send + Sync + 'static {
     async fn get_key_by_name(&self, name: &str) -> Result<Option<ApiKey>>;
     /// Keys by name: one [`Page`], optionally only those of one customer.
     async fn list_keys(&self, page: Page<'_>, customer_id: Option<&str>) -> Result<Vec<ApiKey>>;
+    /// The values a rotation replaced that still work at `now`, with who still sends them.
+    async fn old_values(&self, key_id: &str, now: i64) -> Result<Vec<OldValue>>;
+    /// How many rotated-out values [`Change::RetireIdleOldValues`] would end at `now`.
+    async fn idle_old_values(&self, now: i64) -> Result<u64>;
 }
 
 /// What the store answers of usage plans, their stages, keys and grants.
@@ -833,6 +859,9 @@ pub trait UsageCounters: Send + Sync + 'static {
     /// Adds would-be refusals of report-only routes to their hours' counts (those older than
     /// 31 days are dropped).
     async fn add_would_refuse(&self, rows: &[WouldRefuse]) -> Result<()>;
+    /// Adds requests sent with rotated-out values to their clients' counts (uses of a value
+    /// that is gone are dropped).
+    async fn add_old_value_uses(&self, uses: &[OldValueUse]) -> Result<()>;
 }
 
 /// The store: its [`Reads`], the data plane's [`UsageCounters`], and the one door for changes.

@@ -62,7 +62,9 @@ trait Writes: Reads {
         grace_secs: i64,
     ) -> keygate_store::Result<ApiKey> {
         let id = id.to_owned();
-        self.change(Change::RotateKey { id, value, grace_secs }).await?.into_key()
+        self.change(Change::RotateKey { id, value, grace_secs, retire_idle: None })
+            .await?
+            .into_key()
     }
     async fn revoke_old_values(&self, id: &str) -> keygate_store::Result<u64> {
         self.change(Change::RevokeOldValues { id: id.to_owned() }).await?.into_count()
@@ -758,6 +760,52 @@ async fn would_be_refusals_add_up_by_hour_and_client(s: Arc<dyn ConfigStore>) {
     assert!(all.iter().all(|r| r.hour > h), "{all:?}");
 }
 
+/// A rotated-out value's uses add up per client; `--retire-when-idle` ends it once unused for
+/// its idle time (counted from its last use, else from the rotation), not before.
+async fn idle_old_values_are_retired_and_their_clients_kept(s: Arc<dyn ConfigStore>) {
+    use keygate_types::model::OldValueUse;
+    let k = s.create_key(new_key("rot"), &[]).await.unwrap();
+    let old_digest = s.snapshot().await.unwrap().keys.records()[0].digest;
+    let rotate = Change::RotateKey {
+        id: k.id.clone(),
+        value: ApiKeyValue::generate(),
+        grace_secs: 86_400,
+        retire_idle: Some(60),
+    };
+    let rotated = s.change(rotate).await.unwrap().into_key().unwrap();
+    let t = rotated.last_updated_date;
+    let used = |client: &str, at: i64| OldValueUse {
+        digest: old_digest,
+        client: client.into(),
+        user_agent: "ua".into(),
+        count: 1,
+        first_seen: at,
+        last_seen: at,
+    };
+    s.add_old_value_uses(&[used("10.0.0.1", t + 10), used("10.0.0.2", t + 30)]).await.unwrap();
+    s.add_old_value_uses(&[used("10.0.0.1", t + 40)]).await.unwrap();
+    // A value that is no old value: dropped, not an error.
+    let stranger =
+        OldValueUse { digest: keygate_types::KeyDigest::of(b"x"), ..used("10.0.0.9", t) };
+    s.add_old_value_uses(&[stranger]).await.unwrap();
+    let old = s.old_values(&k.id, t + 41).await.unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!((old[0].rotated_at, old[0].retire_idle), (Some(t), Some(60)));
+    let clients: Vec<(&str, u64, i64)> =
+        old[0].uses.iter().map(|u| (u.client.as_str(), u.count, u.last_seen)).collect();
+    assert_eq!(clients, [("10.0.0.1", 2, t + 40), ("10.0.0.2", 1, t + 30)]);
+    // Idle from its last use (t + 40): not at t + 99, at t + 100.
+    assert_eq!(s.idle_old_values(t + 99).await.unwrap(), 0);
+    assert_eq!(s.idle_old_values(t + 100).await.unwrap(), 1);
+    let before = s.snapshot().await.unwrap().version;
+    let n = s.change(Change::RetireIdleOldValues { now: t + 100 }).await.unwrap().into_count();
+    assert_eq!(n.unwrap(), 1);
+    assert!(s.snapshot().await.unwrap().version > before, "gateways reload");
+    assert!(s.old_values(&k.id, t + 100).await.unwrap().is_empty());
+    assert_eq!(s.idle_old_values(t + 200).await.unwrap(), 0, "retired once");
+    assert_eq!(values_of(&s, &k.id).await.len(), 2, "kept until cleaned, refused from t + 100");
+}
+
 /// A store error keeps the backend's error as its source, so callers can show the whole chain.
 #[tokio::test]
 async fn store_errors_keep_their_source() {
@@ -1128,6 +1176,7 @@ suite!(
         old_values_can_be_revoked,
         the_snapshot_says_when_a_lookalike_value_is_stored,
         would_be_refusals_add_up_by_hour_and_client,
+        idle_old_values_are_retired_and_their_clients_kept,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]
@@ -1150,6 +1199,7 @@ suite!(
         old_values_can_be_revoked,
         the_snapshot_says_when_a_lookalike_value_is_stored,
         would_be_refusals_add_up_by_hour_and_client,
+        idle_old_values_are_retired_and_their_clients_kept,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]

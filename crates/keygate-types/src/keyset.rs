@@ -21,6 +21,8 @@ pub struct KeyRecord {
     id_start: u32,
     id_len: u16,
     pub enabled: bool,
+    /// A value a rotation replaced, still in its grace period (its uses are recorded).
+    pub old: bool,
     /// Index of the key's usage-plan list in [`KeySet::plan_sets`].
     pub plans: u32,
 }
@@ -60,7 +62,7 @@ impl KeySet {
         plan_ids: &[&str],
     ) {
         let plans = self.intern(plan_ids);
-        self.push_record(id, digest, enabled, expires, plans);
+        self.push_record(id, digest, enabled, expires, plans, false);
     }
 
     /// Replaces the usage plans of the record at `index` (for stores that read memberships
@@ -76,7 +78,7 @@ impl KeySet {
     /// Adds another value of a key already pushed (a rotated key's old value), sharing its plans.
     pub fn push_alias(&mut self, of: &KeyRecord, digest: KeyDigest, expires: Option<i64>) {
         let id = self.id(of).to_owned();
-        self.push_record(&id, digest, of.enabled, expires, of.plans);
+        self.push_record(&id, digest, of.enabled, expires, of.plans, true);
     }
 
     fn push_record(
@@ -86,6 +88,7 @@ impl KeySet {
         enabled: bool,
         expires: Option<i64>,
         plans: u32,
+        old: bool,
     ) {
         let id_start = u32::try_from(self.ids.len()).expect("key ids exceed 4 GiB");
         let id_len = u16::try_from(id.len()).expect("a key id exceeds 64 KiB");
@@ -96,6 +99,7 @@ impl KeySet {
             id_start,
             id_len,
             enabled,
+            old,
             plans,
         });
     }

@@ -158,6 +158,34 @@ pub struct DailyUsage {
     pub last_used: Option<i64>,
 }
 
+/// A value a rotation replaced: until when it works, and who still sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldValue {
+    /// Its display prefix (`None`: rotated before prefixes were kept).
+    pub prefix: Option<String>,
+    /// Unix seconds from which it is refused.
+    pub expires: i64,
+    /// When the rotation replaced it (unix seconds; `None`: before this was kept).
+    pub rotated_at: Option<i64>,
+    /// `--retire-when-idle`: it is refused once it has not been used for this many seconds.
+    pub retire_idle: Option<i64>,
+    /// The clients that sent it during its grace period, most recent first.
+    pub uses: Vec<OldValueUse>,
+}
+
+/// Requests one client sent with a rotated-out value (counted by gateways, ~1 s behind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldValueUse {
+    /// The old value's digest (what a gateway knows of it).
+    pub digest: crate::KeyDigest,
+    pub client: String,
+    pub user_agent: String,
+    pub count: u64,
+    /// The first and the last of these requests (unix seconds).
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
 /// Requests a report-only route (`private: report`) let through that its key check or usage
 /// plan would have refused, counted per UTC hour, route, reason and client.
 #[derive(Debug, Clone, PartialEq, Eq)]

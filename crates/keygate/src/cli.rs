@@ -519,6 +519,10 @@ pub(crate) enum KeysCommand {
         /// older value is refused at once (for a leaked key).
         #[arg(long, default_value = "24h")]
         grace: String,
+        /// Retire the old value before the grace period ends, once no request has used it for
+        /// this long (e.g. 10m, 1h): `keys get` shows who still sends it meanwhile.
+        #[arg(long, value_name = "DURATION")]
+        retire_when_idle: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -361,9 +361,10 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             .await?;
             output::created_key(&key, &value, json)
         }
-        KeysCommand::Rotate { key, grace, json } => {
+        KeysCommand::Rotate { key, grace, retire_when_idle, json } => {
             let grace = keys::parse_duration(&grace)?;
-            let (key, value) = keys::rotate(store, &key, grace).await?;
+            let idle = retire_when_idle.as_deref().map(keys::parse_duration).transpose()?;
+            let (key, value) = keys::rotate(store, &key, grace, idle).await?;
             output::rotated_key(&key, &value, keys::old_values_end(&key, grace), json)
         }
         KeysCommand::RevokeOld { key, json } => {
@@ -410,6 +411,7 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             let now = keygate_limits::clock::SystemClock.now_unix_ms() / 1000;
             output::key(
                 &keys::set_expiry(store, &key, keys::parse_expiry(&when, now)?).await?,
+                &[],
                 json,
             )
         }
@@ -418,7 +420,11 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
             let all = listed(&list, |q| async move { keys::list(store, &q, None).await }).await?;
             output::keys(&all, json)
         }
-        KeysCommand::Get { key, json } => output::key(&keys::find(store, &key).await?, json),
+        KeysCommand::Get { key, json } => {
+            let key = keys::find(store, &key).await?;
+            let old = keys::old_values(store, &key.id).await?;
+            output::key(&key, &old, json)
+        }
         KeysCommand::Enable { key, json } => {
             let k = keys::set_enabled(store, &key, true).await?;
             output::key_changed(&k, "enabled", "accept", json)
@@ -800,6 +806,7 @@ async fn serve(
     // The deployed services' tables and stream events: their engine runs as long as the gateway.
     // Reads, and the admin API's changes (each request acts as its authenticated caller).
     let control = Store::new(Arc::clone(&store), "keygate:serve");
+    let retiring = control.clone();
     // Read before the definitions: a change made in between is seen by the stream follower.
     let version = control.version().await?;
     let definitions = keygate_control::info::deployed_definitions(&control).await?;
@@ -923,6 +930,7 @@ async fn serve(
         .context("cannot read the deployed stages from the store")?;
     let refresh = gateway.spawn_refresh();
     let flush = gateway.spawn_flush();
+    let retire = spawn_retire_idle(&gateway, retiring);
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
     if listen.redis_url.is_some() {
@@ -944,6 +952,7 @@ async fn serve(
     let _ = admin_task.await;
     refresh.abort();
     flush.abort();
+    retire.abort();
     if let Some(reload) = reload {
         reload.abort();
     }
@@ -964,6 +973,48 @@ async fn serve(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// How often a server looks for rotated-out key values idle for their `--retire-when-idle`
+/// time (only while its gateway accepts old values).
+const RETIRE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Retires, every [`RETIRE_INTERVAL`], the rotated-out values no request has used for their
+/// `--retire-when-idle` time: this gateway's uses written first, then the change made through
+/// keygate-control (audited as `actor`) and served at once; other gateways reload within 1 s.
+fn spawn_retire_idle(gateway: &Arc<Gateway>, store: Store) -> tokio::task::JoinHandle<()> {
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETIRE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(gateway) = gateway.upgrade() else { return };
+            if !gateway.has_old_values() {
+                continue;
+            }
+            let retired = async {
+                gateway.flush_usage().await?;
+                let now = keygate_limits::clock::SystemClock.now_unix_ms().div_euclid(1000);
+                anyhow::Ok(keys::retire_idle(&store, now).await?)
+            };
+            match retired.await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(
+                        values = n,
+                        "retired rotated-out key values idle for their --retire-when-idle time"
+                    );
+                    if let Err(e) = gateway.refresh().await {
+                        tracing::warn!(error = %e, "cannot reload after retiring old key values");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot retire idle old key values; will try again")
+                }
+            }
+        }
+    })
 }
 
 /// The access log `listen` asks for: `None` when it is off (`--no-access-log`, or a `RUST_LOG`

@@ -316,9 +316,13 @@ pub(crate) fn key_changed(k: &ApiKey, what: &str, effect: &str, as_json: bool) -
     Ok(())
 }
 
-pub(crate) fn key(k: &ApiKey, as_json: bool) -> Result<()> {
+pub(crate) fn key(k: &ApiKey, old: &[keygate_types::model::OldValue], as_json: bool) -> Result<()> {
     if as_json {
-        return json(k);
+        let mut v = serde_json::to_value(k)?;
+        if !old.is_empty() {
+            v["oldValues"] = old.iter().map(old_value_json).collect();
+        }
+        return json(&v);
     }
     println!("id: {}", k.id);
     println!("name: {}", shown(&k.name));
@@ -338,7 +342,43 @@ pub(crate) fn key(k: &ApiKey, as_json: bool) -> Result<()> {
     if let Some(u) = k.last_used_date {
         println!("lastUsedDate: {}", date(u));
     }
+    for o in old {
+        let prefix =
+            o.prefix.as_deref().map_or_else(|| "an older value".to_owned(), |p| format!("{p}…"));
+        let idle = o.retire_idle.map(|s| format!(", or once unused for {s} s")).unwrap_or_default();
+        println!("old value {prefix}: works until {}{idle}", date(o.expires));
+        if o.uses.is_empty() {
+            println!("  no request has used it since the rotation");
+        }
+        for u in &o.uses {
+            let agent = if u.user_agent.is_empty() { "-".into() } else { shown(&u.user_agent) };
+            println!(
+                "  still sent by {}  {agent}: {} request(s), last {}",
+                shown(&u.client),
+                u.count,
+                date(u.last_seen)
+            );
+        }
+    }
     Ok(())
+}
+
+/// A rotated-out value as `keys get --json` shows it.
+fn old_value_json(o: &keygate_types::model::OldValue) -> serde_json::Value {
+    serde_json::json!({
+        "prefix": o.prefix,
+        "worksUntil": date(o.expires),
+        "rotatedAt": o.rotated_at.map(date),
+        "retireWhenIdleSeconds": o.retire_idle,
+        "lastUsed": o.uses.iter().map(|u| u.last_seen).max().map(date),
+        "clients": o.uses.iter().map(|u| serde_json::json!({
+            "client": u.client,
+            "userAgent": u.user_agent,
+            "requests": u.count,
+            "firstSeen": date(u.first_seen),
+            "lastSeen": date(u.last_seen),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub(crate) fn keys(list: &[ApiKey], as_json: bool) -> Result<()> {

@@ -556,7 +556,7 @@ pub(crate) async fn rotate(
             Ok(g) => g,
             Err(e) => return control_error(&e),
         };
-    let (key, value) = match keys::rotate(&signed.store, &id, grace).await {
+    let (key, value) = match keys::rotate(&signed.store, &id, grace, None).await {
         Ok(r) => r,
         Err(e) => return control_error(&e),
     };

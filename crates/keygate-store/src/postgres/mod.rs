@@ -12,6 +12,7 @@ mod apis;
 mod keys;
 mod plans;
 mod refusals;
+mod rotation;
 mod snapshot;
 mod usage;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keygate_types::model::{
     AdminCredential, AdminToken, Api, ApiKey, AuditEntry, DailyUsage, Deployment, GatewaySnapshot,
-    Stage, UsageGrant, UsagePlan, WouldRefuse,
+    OldValue, OldValueUse, Stage, UsageGrant, UsagePlan, WouldRefuse,
 };
 use keygate_types::{KeyDigest, ServiceDefinition};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -169,8 +170,11 @@ impl PgStore {
                 Applied::Key(keys::create_key(tx, key, &plan_ids).await?)
             }
             C::ImportKeys(_) => unreachable!("imports have a connection of their own"),
-            C::RotateKey { id, value, grace_secs } => {
-                Applied::Key(keys::rotate_key(tx, &id, value, grace_secs).await?)
+            C::RotateKey { id, value, grace_secs, retire_idle } => {
+                Applied::Key(keys::rotate_key(tx, &id, value, grace_secs, retire_idle).await?)
+            }
+            C::RetireIdleOldValues { now } => {
+                Applied::Count(rotation::retire_idle_old_values(tx, now).await?)
             }
             C::RevokeOldValues { id } => Applied::Count(keys::revoke_old_values(tx, &id).await?),
             C::UpdateKey { id, patch } => Applied::Key(keys::update_key(tx, &id, patch).await?),

@@ -113,6 +113,7 @@ pub(super) async fn rotate_key(
     id: &str,
     value: ApiKeyValue,
     grace_secs: i64,
+    retire_idle: Option<i64>,
 ) -> Result<ApiKey> {
     let old: Option<(Vec<u8>, String)> =
         sqlx::query_as("SELECT digest, prefix FROM api_keys WHERE id = ?")
@@ -134,12 +135,15 @@ pub(super) async fn rotate_key(
             .await
             .map_err(map_err)?;
         sqlx::query(
-            "INSERT INTO api_key_old_values (digest, key_id, expires, prefix) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_key_old_values (digest, key_id, expires, prefix, rotated_at, \
+                                             retire_idle) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&old)
         .bind(id)
         .bind(grace_end)
         .bind(&old_prefix)
+        .bind(t)
+        .bind(retire_idle)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

@@ -469,3 +469,88 @@ provider:
         assert!(!logs.contains(secret), "a key value is in the logs");
     }
 }
+
+/// Traffic-aware rotation: during the grace period `keys get` shows who still sends the old
+/// value; with `--retire-when-idle` a gateway retires it once no request has used it for that
+/// long, and it is then refused while the new value works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_value_shows_who_still_sends_it_and_retires_when_idle() {
+    let env = Env::new();
+    let yml = env.write(
+        "serverless.yml",
+        "service: rot
+provider:
+  name: aws
+  runtime: provided.al2023
+  apiGateway:
+    apiKeys:
+      - rot-key
+functions:
+  mocked:
+    handler: unused
+    events:
+      - http: {path: a, method: get, private: true, integration: mock}
+",
+    );
+    let old = Env::key_value(&env.deploy(&yml, &[]));
+    let out = env.run(&["keys", "rotate", "rot-key", "--grace", "0", "--retire-when-idle", "5s"]);
+    assert!(!out.status.success(), "no grace, nothing to retire");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--retire-when-idle needs a grace period")
+    );
+
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    let rotated =
+        env.json(&["keys", "rotate", "rot-key", "--grace", "1h", "--retire-when-idle", "3s"]);
+    let new = rotated["value"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(2), || async { get(&url, Some(&new)).await.status == 200 })
+        .await;
+    // One client still sends the old value, for two seconds (never idle for 3 s).
+    let by_old_client = || {
+        send(client().get(&url).header("x-api-key", &old).header("user-agent", "old-client/1.0"))
+    };
+    for _ in 0..4 {
+        assert_eq!(by_old_client().await.status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut shown = serde_json::Value::Null;
+    eventually(Duration::from_secs(2), || {
+        shown = env.json(&["keys", "get", "rot-key"]);
+        std::future::ready(shown["oldValues"][0]["clients"][0]["requests"] == 4)
+    })
+    .await;
+    let client = &shown["oldValues"][0]["clients"][0];
+    assert_eq!(
+        (&client["client"], &client["userAgent"]),
+        (&"127.0.0.1".into(), &"old-client/1.0".into()),
+        "{shown}"
+    );
+    assert_eq!(shown["oldValues"][0]["retireWhenIdleSeconds"], 3, "{shown}");
+    assert_eq!(shown["oldValues"][0]["prefix"], serde_json::json!(&old[..8]), "{shown}");
+    let text = env.ok(&["keys", "get", "rot-key"]);
+    assert!(text.contains("still sent by 127.0.0.1  old-client/1.0: 4 request(s)"), "{text}");
+    assert!(text.contains("or once unused for 3 s"), "{text}");
+
+    // Idle from now on (asking with the old value would be a use): retired within its 3 s (and
+    // a check a second), then refused by the gateway.
+    let waited = eventually(Duration::from_secs(8), || {
+        std::future::ready(env.json(&["keys", "get", "rot-key"]).get("oldValues").is_none())
+    })
+    .await;
+    assert!(waited >= Duration::from_secs(2), "retired after {waited:?}, before it was idle");
+    eventually(Duration::from_secs(2), || async { get(&url, Some(&old)).await.status == 403 })
+        .await;
+    get(&url, Some(&old)).await.assert_forbidden();
+    assert_eq!(get(&url, Some(&new)).await.status, 200, "the new value works");
+    let audit = env.ok(&["audit"]);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("keygate:serve") && l.contains("RetireIdleOldApiKeyValues")),
+        "{audit}"
+    );
+    let after = env.json(&["keys", "get", "rot-key"]);
+    assert!(after.get("oldValues").is_none(), "{after}");
+    srv.stop();
+}
