@@ -28,6 +28,7 @@ pub mod plans;
 pub mod remove;
 mod rules;
 pub mod usage;
+pub mod whatif;
 
 pub use deploy::{DeployReport, deploy};
 

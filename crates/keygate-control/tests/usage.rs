@@ -101,3 +101,64 @@ async fn reports_count_remaining_within_each_quota_period() {
     let report = usage::report(&store, &free, None, day("2026-12-05"), day("2026-12-05"));
     assert_eq!(report.await.unwrap().values[&k3], [(7, None)]);
 }
+
+/// What-if over a recorded history: a proposed daily quota of 5 replayed over three days of two
+/// keys' stored usage gives each key's cut-off requests and days; the plan is unchanged.
+#[tokio::test]
+async fn what_if_replays_the_stored_history_against_a_proposed_quota() {
+    use keygate_control::whatif;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = keygate_control::open(dir.path()).await.unwrap();
+    let store = Store::new(backend.clone(), "test:whatif");
+    let open_plan = NewUsagePlan { name: "open".into(), ..Default::default() };
+    let plan = plans::create(&store, open_plan, vec![]).await.unwrap().id;
+    let (heavy, light) = (key(&store, "heavy", &plan).await, key(&store, "light", &plan).await);
+    let used = |key: &str, day: &str, used: u64| DailyUsage {
+        plan_id: plan.clone(),
+        key_id: key.to_owned(),
+        day: crate::day(day),
+        used,
+        last_used: None,
+    };
+    backend
+        .add_usage(&[
+            used(&heavy, "2026-12-01", 3), // before the days replayed
+            used(&heavy, "2026-12-02", 9),
+            used(&heavy, "2026-12-03", 5),
+            used(&heavy, "2026-12-04", 7),
+            used(&light, "2026-12-03", 2),
+        ])
+        .await
+        .unwrap();
+    let daily = Quota { limit: 5, period: QuotaPeriod::Day, offset: 0 };
+    let w = whatif::quota(&store, "open", daily, 3, day("2026-12-04")).await.unwrap();
+    assert_eq!((w.start_date.as_str(), w.end_date.as_str()), ("2026-12-02", "2026-12-04"));
+    let got: Vec<_> = w
+        .keys
+        .iter()
+        .map(|k| (k.key_name.as_deref().unwrap(), k.requests, k.cut_off, k.cut_off_days.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("heavy", 21, 6, vec!["2026-12-02".to_owned(), "2026-12-04".to_owned()]),
+            ("light", 2, 0, vec![]),
+        ]
+    );
+    // A weekly quota of 15 (weeks from Sunday: 2026-11-29): the 1st's 3 count, so the week's
+    // allowance runs out on the 3rd.
+    let weekly = Quota { limit: 15, period: QuotaPeriod::Week, offset: 0 };
+    let w = whatif::quota(&store, &plan, weekly, 3, day("2026-12-04")).await.unwrap();
+    assert_eq!((w.keys[0].cut_off, w.keys[0].cut_off_days.len()), (9, 2), "{w:?}");
+    // Bad input changes nothing and says why.
+    let bad = whatif::quota(&store, "open", daily, 0, day("2026-12-04")).await;
+    assert!(matches!(bad, Err(Error::Invalid(m)) if m.contains("--days must be 1 to 366")));
+    let bad_offset = Quota { offset: 9, ..weekly };
+    let bad = whatif::quota(&store, "open", bad_offset, 3, day("2026-12-04")).await;
+    assert!(matches!(bad, Err(Error::Invalid(m)) if m.contains("--quota-offset 9")));
+    assert!(matches!(
+        whatif::quota(&store, "nope", daily, 3, day("2026-12-04")).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(plans::find(&store, "open").await.unwrap().quota, None, "nothing changed");
+}

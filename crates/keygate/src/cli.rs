@@ -683,6 +683,26 @@ pub(crate) enum PlansCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the plan's stored daily usage against a proposed quota: which keys would have
+    /// been cut off (429 Limit Exceeded), on which days, for how many requests. Changes nothing.
+    WhatIf {
+        /// Plan id or name.
+        plan: String,
+        /// Requests allowed per period, proposed.
+        #[arg(long)]
+        quota_limit: u64,
+        /// DAY, WEEK or MONTH (UTC calendar periods).
+        #[arg(long, value_parser = quota_period)]
+        quota_period: keygate_types::plan::QuotaPeriod,
+        /// WEEK: weekday the week starts on (0 = Sunday .. 6); MONTH: days after the 1st (0-27).
+        #[arg(long, default_value_t = 0)]
+        quota_offset: u32,
+        /// Days of history replayed, up to today.
+        #[arg(long, default_value_t = 7)]
+        days: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a plan (its keys stay, but lose access to its stages).
     Delete {
         /// Plan id or name.

@@ -299,6 +299,17 @@ async fn run_plans(store: &Store, cmd: PlansCommand) -> Result<()> {
             let p = plans::update(store, &current.id, patch).await?;
             output::plan(store, &p, json).await
         }
+        PlansCommand::WhatIf { plan, quota_limit, quota_period, quota_offset, days, json } => {
+            let quota = keygate_types::plan::Quota {
+                limit: quota_limit,
+                period: quota_period,
+                offset: quota_offset,
+            };
+            let now = keygate_limits::clock::SystemClock.now_unix_ms();
+            let today = keygate_limits::calendar::Date::from_unix_ms(now);
+            let outcome = keygate_control::whatif::quota(store, &plan, quota, days, today).await?;
+            output::what_if(&outcome, json)
+        }
         PlansCommand::Delete { plan, json } => {
             let p = plans::delete(store, &plan).await?;
             if json {

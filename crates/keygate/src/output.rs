@@ -533,6 +533,45 @@ pub(crate) fn audit(entries: &[keygate_types::model::AuditEntry], as_json: bool)
     Ok(())
 }
 
+/// `keygate plans what-if`: the keys a proposed quota would have cut off.
+pub(crate) fn what_if(w: &keygate_control::whatif::WhatIf, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(w);
+    }
+    let q = &w.quota;
+    let offset = if q.offset > 0 { format!(" (offset {})", q.offset) } else { String::new() };
+    println!(
+        "usage plan {} ({}) with a quota of {} per {:?}{offset}, replayed over {} to {}:",
+        shown(&w.usage_plan_name),
+        w.usage_plan_id,
+        q.limit,
+        q.period,
+        w.start_date,
+        w.end_date
+    );
+    let cut: Vec<_> = w.keys.iter().filter(|k| k.cut_off > 0).collect();
+    let refused: u64 = cut.iter().map(|k| k.cut_off).sum();
+    println!(
+        "{} of {} key(s) with usage would have been cut off (429 Limit Exceeded), {refused} \
+         request(s) in all",
+        cut.len(),
+        w.keys.len()
+    );
+    for k in &w.keys {
+        let name = k.key_name.as_deref().map_or_else(|| "(deleted)".into(), shown);
+        let days = if k.cut_off_days.is_empty() {
+            String::new()
+        } else {
+            format!(" on {} day(s): {}", k.cut_off_days.len(), k.cut_off_days.join(", "))
+        };
+        println!(
+            "  {}  {:<30}  {} request(s), {} cut off{days}",
+            k.key_id, name, k.requests, k.cut_off
+        );
+    }
+    Ok(())
+}
+
 /// `keygate enforcement report`: the clients report-only routes would refuse, since `since`.
 pub(crate) fn would_refuse(
     clients: &[keygate_control::enforcement::Client],

@@ -482,3 +482,27 @@ fn the_yml_says_a_plans_policy_while_redis_does_not_answer() {
     env.deploy(&yml, &[]);
     assert!(shown().contains("while Redis does not answer: refuse"), "{}", shown());
 }
+
+/// `plans what-if`: today's recorded usage replayed against a stricter quota names the key it
+/// would have cut off and by how much, and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_if_names_the_keys_a_stricter_quota_would_cut_off() {
+    let env = Env::new();
+    let yml = mock_service(&env, "      quota: {limit: 100, period: DAY}");
+    let key = Env::key_value(&env.deploy(&yml, &[]));
+    let srv = env.serve();
+    for _ in 0..7 {
+        assert_eq!(get(&srv.url("/dev/a"), Some(&key)).await.status, 200);
+    }
+    srv.stop(); // writes the last usage
+    let args = ["plans", "what-if", "lim-dev", "--quota-limit", "5", "--quota-period", "DAY"];
+    let w = env.json(&[&args[..], &["--days", "1"]].concat());
+    assert_eq!(w["keys"][0]["keyName"], "lim-key", "{w}");
+    assert_eq!((&w["keys"][0]["requests"], &w["keys"][0]["cutOff"]), (&7.into(), &2.into()), "{w}");
+    let text = env.ok(&args);
+    assert!(text.contains("1 of 1 key(s) with usage would have been cut off (429 Limit Exceeded), 2 request(s) in all"), "{text}");
+    let plan = env.json(&["plans", "get", "lim-dev"]);
+    assert_eq!(plan["quota"]["limit"], 100, "unchanged: {plan}");
+    let out = env.run(&[&args[..], &["--days", "400"]].concat());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--days must be 1 to 366"));
+}
