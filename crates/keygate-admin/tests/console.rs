@@ -18,6 +18,7 @@ mod support;
 struct Admin {
     base: String,
     state: Arc<AdminState>,
+    backend: Arc<dyn keygate_control::ConfigStore>,
     clock: Arc<ManualClock>,
     http: reqwest::Client,
     _running: support::Running,
@@ -35,6 +36,7 @@ async fn start() -> Admin {
     Admin {
         base: format!("http://{}", running.addr),
         state: Arc::clone(&running.state),
+        backend: Arc::clone(&running.backend),
         clock,
         http,
         _running: running,
@@ -327,4 +329,50 @@ async fn a_plan_is_made_edited_and_deleted_with_errors_next_to_their_fields() {
     let audit = admin.state.store.list_audit(0, 100).await.unwrap();
     let actor = format!("console:{token_id}");
     assert_eq!(audit.iter().filter(|e| e.actor == actor).count(), 3, "{audit:?}");
+}
+
+/// A key's page lists the values a rotation replaced that still work and who still sends them
+/// (as gateways wrote it), the client's user agent escaped.
+#[tokio::test]
+async fn a_keys_page_shows_who_still_sends_its_rotated_out_value() {
+    let admin = start().await;
+    let (b, _) = admin.browser().await;
+    let form = [
+        ("csrf", b.csrf.as_str()),
+        ("name", "rotating"),
+        ("value_mode", "custom"),
+        ("value", "RotatingOldValue0123456789"),
+        ("enabled", "on"),
+    ];
+    assert_eq!(admin.post(&b.cookie, "/console/keys", &form).await.status(), StatusCode::OK);
+    let key = admin.state.store.get_key_by_name("rotating").await.unwrap().unwrap();
+    let page = format!("/console/keys/{}", key.id);
+    let (_, before) = admin.page(&b.cookie, &page).await;
+    assert!(!before.contains("Old values still accepted"), "{before}");
+    // Rotated from the page's form, with a grace past the console's clock (which runs ahead of
+    // the machine's) and a retirement once idle for an hour.
+    let form = [("csrf", b.csrf.as_str()), ("grace", "100d"), ("retire_when_idle", "1h")];
+    let res = admin.post(&b.cookie, &format!("{page}/rotate"), &form).await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let (_, quiet) = admin.page(&b.cookie, &page).await;
+    assert!(quiet.contains("No request has used it since the rotation."), "{quiet}");
+    let at = admin.clock.now_unix_ms() / 1000;
+    let used = keygate_types::model::OldValueUse {
+        digest: keygate_types::KeyDigest::of(b"RotatingOldValue0123456789"),
+        client: "10.1.2.3".into(),
+        user_agent: "<script>alert(1)</script> legacy/1.0".into(),
+        count: 3,
+        first_seen: at - 60,
+        last_seen: at,
+    };
+    admin.backend.add_old_value_uses(&[used]).await.unwrap();
+    let (status, html) = admin.page(&b.cookie, &page).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Old values still accepted"), "{html}");
+    assert!(html.contains("<code>Rota…</code>"), "{html}");
+    assert!(html.contains("or once unused for 3600 s"), "{html}");
+    assert!(html.contains("<code>10.1.2.3</code>"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; legacy/1.0"), "{html}");
+    assert!(!html.contains("<script>alert"), "escaped");
+    assert!(!html.contains("RotatingOldValue"), "never the value");
 }

@@ -253,18 +253,16 @@ pub async fn rotate(
     Ok((key, value))
 }
 
-/// The values a rotation replaced that still work, with the clients still sending them (what
-/// gateways have written, about a second behind).
+/// The values a rotation replaced that still work at `now` (unix seconds), with the clients
+/// still sending them (what gateways have written, about a second behind).
 ///
 /// # Errors
 /// The store's error.
 pub async fn old_values(
     store: &Store,
     key_id: &str,
+    now: i64,
 ) -> Result<Vec<keygate_types::model::OldValue>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     Ok(store.old_values(key_id, now).await?)
 }
 

@@ -433,7 +433,8 @@ async fn run_keys(store: &Store, cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Get { key, json } => {
             let key = keys::find(store, &key).await?;
-            let old = keys::old_values(store, &key.id).await?;
+            let now = keygate_limits::clock::SystemClock.now_unix_ms().div_euclid(1000);
+            let old = keys::old_values(store, &key.id, now).await?;
             output::key(&key, &old, json)
         }
         KeysCommand::Enable { key, json } => {

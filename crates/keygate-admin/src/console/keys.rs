@@ -446,6 +446,10 @@ async fn key_page(
             (_, Err(e)) => return control_error(&e.into()),
         };
     let now = signed.now_secs();
+    let old_values = match keys::old_values(&signed.store, &key.id, now).await {
+        Ok(old) => old,
+        Err(e) => return control_error(&e),
+    };
     let csrf = &signed.session.csrf;
     let state_text = status(&key, now);
     let body = html! {
@@ -467,6 +471,36 @@ async fn key_page(
             dt { "Expires" } dd { @match key.expires { Some(t) => (date(t)), None => "never" } }
             @if let Some(d) = &key.description { dt { "Description" } dd { (d) } }
             @if let Some(c) = &key.customer_id { dt { "Customer id" } dd { (c) } }
+        }
+        @if !old_values.is_empty() {
+            h2 { "Old values still accepted" }
+            p.muted { "Values a rotation replaced, in their grace period, and the clients that still send them." }
+            @for o in &old_values {
+                section.card {
+                    p {
+                        code { @match &o.prefix { Some(p) => { (p) "…" }, None => "an older value" } }
+                        " works until " (date(o.expires))
+                        @if let Some(idle) = o.retire_idle { ", or once unused for " (idle) " s" }
+                    }
+                    @if o.uses.is_empty() {
+                        p.muted { "No request has used it since the rotation." }
+                    } @else {
+                        table {
+                            thead { tr { th { "Client" } th { "User agent" } th { "Requests" } th { "Last used" } } }
+                            tbody {
+                                @for u in &o.uses {
+                                    tr {
+                                        td { code { (u.client) } }
+                                        td { @if u.user_agent.is_empty() { span.muted { "none" } } @else { (u.user_agent) } }
+                                        td { (u.count) }
+                                        td { (date(u.last_seen)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         h2 { "Add to a usage plan" }
         form.card method="post" action={ "/console/keys/" (key.id) "/plans" } {
@@ -505,6 +539,11 @@ async fn key_page(
                     aria-invalid=[error_for(KeyPageForm::Rotate).map(|_| "true")];
                 p.help #grace-help { "How long the current value keeps working beside the new one: 0, 30m, 24h, 7d." }
                 (shown("grace", KeyPageForm::Rotate))
+            }
+            div.field {
+                label for="retire-when-idle" { "Retire it sooner, once unused for (optional)" }
+                input #retire-when-idle type="text" name="retire_when_idle" value="" aria-describedby="retire-help";
+                p.help #retire-help { "e.g. 1h: the current value stops as soon as no request has used it for that long; this page shows who still sends it meanwhile." }
             }
             button type="submit" { "Rotate: make a new value" }
         }
@@ -545,6 +584,8 @@ pub(crate) async fn set_expiry(
 pub(crate) struct RotateForm {
     #[serde(default)]
     grace: String,
+    #[serde(default)]
+    retire_when_idle: String,
 }
 
 pub(crate) async fn rotate(
@@ -556,7 +597,14 @@ pub(crate) async fn rotate(
             Ok(g) => g,
             Err(e) => return control_error(&e),
         };
-    let (key, value) = match keys::rotate(&signed.store, &id, grace, None).await {
+    let idle = match form.retire_when_idle.trim() {
+        "" => None,
+        text => match keys::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(e) => return control_error(&e),
+        },
+    };
+    let (key, value) = match keys::rotate(&signed.store, &id, grace, idle).await {
         Ok(r) => r,
         Err(e) => return control_error(&e),
     };

@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 pub(crate) struct Running {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) state: Arc<AdminState>,
+    /// The store itself, for what gateways write (usage, uses of old key values).
+    #[allow(dead_code, reason = "not every test binary writes as a gateway")]
+    pub(crate) backend: Arc<dyn keygate_control::ConfigStore>,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -26,8 +29,8 @@ impl Drop for Running {
 /// Serves a new admin API with `console` within `limits`; changes are audited as `actor`.
 pub(crate) async fn start(console: Console, limits: ServeLimits, actor: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        keygate_control::Store::new(keygate_control::open(dir.path()).await.unwrap(), actor);
+    let backend = keygate_control::open(dir.path()).await.unwrap();
+    let store = keygate_control::Store::new(Arc::clone(&backend), actor);
     let state = Arc::new(AdminState {
         store,
         master: MasterKey::load(dir.path(), None).unwrap(),
@@ -43,5 +46,5 @@ pub(crate) async fn start(console: Console, limits: ServeLimits, actor: &str) ->
         let _ = stopped.await;
     };
     tokio::spawn(keygate_admin::serve_with(listener, Arc::clone(&state), shutdown, limits, None));
-    Running { addr, state, _dir: dir, stop: Some(stop) }
+    Running { addr, state, backend, _dir: dir, stop: Some(stop) }
 }
