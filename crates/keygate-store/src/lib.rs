@@ -229,6 +229,7 @@ macro_rules! backend_impls {
 
 pub mod postgres;
 pub mod private;
+mod rows;
 pub mod sqlite;
 
 pub use postgres::PgStore;

@@ -1,7 +1,7 @@
 //! Would-be refusals of report-only routes: counted per hour, route, reason and client.
 
 use keygate_types::model::WouldRefuse;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::map_err;
 use crate::Result;
@@ -61,7 +61,7 @@ pub(super) async fn would_refuse(
     stage: Option<&str>,
     since: i64,
 ) -> Result<Vec<WouldRefuse>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, crate::rows::WouldRefuseRow>(
         "SELECT hour, api_id, stage, method, path, reason, key_id, client, user_agent, count, \
                 first_seen, last_seen \
          FROM would_refuse WHERE last_seen >= $1 AND ($2::text IS NULL OR stage = $2) \
@@ -72,23 +72,5 @@ pub(super) async fn would_refuse(
     .fetch_all(pool)
     .await
     .map_err(map_err)?;
-    Ok(rows.iter().map(from_row).collect())
-}
-
-fn from_row(r: &sqlx::postgres::PgRow) -> WouldRefuse {
-    let key_id: String = r.get("key_id");
-    WouldRefuse {
-        hour: r.get("hour"),
-        api_id: r.get("api_id"),
-        stage: r.get("stage"),
-        method: r.get("method"),
-        path: r.get("path"),
-        reason: r.get("reason"),
-        key_id: (!key_id.is_empty()).then_some(key_id),
-        client: r.get("client"),
-        user_agent: r.get("user_agent"),
-        count: u64::try_from(r.get::<i64, _>("count")).unwrap_or(0),
-        first_seen: r.get("first_seen"),
-        last_seen: r.get("last_seen"),
-    }
+    Ok(rows.into_iter().map(WouldRefuse::from).collect())
 }

@@ -1,12 +1,11 @@
 //! Traffic-aware rotation: who still sends a value a rotation replaced, and retiring values
 //! whose `--retire-when-idle` time has passed without traffic.
 
-use keygate_types::KeyDigest;
 use keygate_types::model::{OldValue, OldValueUse};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::map_err;
-use crate::{Error, Result};
+use crate::Result;
 
 /// The old values `--retire-when-idle` ends at `?1`: still working, and unused for their idle
 /// time (their last use, else their rotation).
@@ -57,7 +56,7 @@ pub(super) async fn old_values(pool: &SqlitePool, key_id: &str, now: i64) -> Res
     let mut out = Vec::with_capacity(values.len());
     for v in &values {
         let digest: Vec<u8> = v.get("digest");
-        let uses = sqlx::query(
+        let uses = sqlx::query_as::<_, crate::rows::OldValueUseRow>(
             "SELECT digest, client, user_agent, count, first_seen, last_seen FROM old_value_uses \
              WHERE digest = ? ORDER BY last_seen DESC, client, user_agent",
         )
@@ -70,23 +69,10 @@ pub(super) async fn old_values(pool: &SqlitePool, key_id: &str, now: i64) -> Res
             expires: v.get("expires"),
             rotated_at: v.get("rotated_at"),
             retire_idle: v.get("retire_idle"),
-            uses: uses.iter().map(use_from_row).collect::<Result<_>>()?,
+            uses: uses.into_iter().map(OldValueUse::try_from).collect::<Result<_>>()?,
         });
     }
     Ok(out)
-}
-
-fn use_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OldValueUse> {
-    let digest: Vec<u8> = r.get("digest");
-    Ok(OldValueUse {
-        digest: KeyDigest::from_slice(&digest)
-            .ok_or_else(|| Error::corrupt("a stored key use is corrupt"))?,
-        client: r.get("client"),
-        user_agent: r.get("user_agent"),
-        count: u64::try_from(r.get::<i64, _>("count")).unwrap_or(0),
-        first_seen: r.get("first_seen"),
-        last_seen: r.get("last_seen"),
-    })
 }
 
 pub(super) async fn idle_old_values(pool: &SqlitePool, now: i64) -> Result<u64> {
