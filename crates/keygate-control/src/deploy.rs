@@ -240,7 +240,23 @@ pub async fn deploy(
     .into_deployed()?;
 
     let def = &outcome.deployment.definition;
-    let endpoints = endpoints(def, base_url);
+    // An operator's switch of the stage's key checks outlives deploys: the endpoints as served.
+    let switch = store
+        .list_stages(&outcome.api.id)
+        .await?
+        .into_iter()
+        .find(|s| s.name == def.stage)
+        .and_then(|s| s.enforcement);
+    if let Some(switch) = switch {
+        notes.push(format!(
+            "stage {} is switched to `{}` by `keygate enforcement set` (kept across deploys; \
+             `keygate enforcement set --stage {} deployed` hands its key checks back to the file)",
+            def.stage,
+            switch.as_str(),
+            def.stage
+        ));
+    }
+    let endpoints = endpoints(&def.clone().switched(switch), base_url);
     let api_keys = outcome
         .keys
         .iter()

@@ -1,13 +1,17 @@
 //! Report-only enforcement (`private: report`): who the routes in report mode let through that
 //! their key check or usage plan would have refused, grouped by client, so an open API can be
 //! moved to keys knowing who would break. Gateways count the would-be refusals per hour, route,
-//! reason and client; this reads them back.
+//! reason and client; this reads them back. An operator may also switch a deployed stage's key
+//! checks to report or enforce without a deploy ([`set`]); the switch outlives deploys.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::{Result, Store};
+use keygate_store::Change;
+use keygate_types::Enforcement;
+
+use crate::{Error, Result, Store};
 
 /// One client (address and user agent) that enforcement would refuse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,4 +98,45 @@ pub async fn by_client(store: &Store, stage: Option<&str>, since: i64) -> Result
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.client.cmp(&b.client)));
     Ok(out)
+}
+
+/// Switches the key checks of every service deployed to `stage` (or of `service` only):
+/// `Some(Report)` makes their private routes report-only, `Some(Enforce)` their report-only
+/// routes private, `None` hands them back to what was deployed. Gateways serve the switch within
+/// a second; deploys keep it. Returns the services switched, by name.
+///
+/// # Errors
+/// [`Error::NotFound`] when no service (or not `service`) is deployed to `stage`.
+pub async fn set(
+    store: &Store,
+    stage: &str,
+    service: Option<&str>,
+    switch: Option<Enforcement>,
+) -> Result<Vec<String>> {
+    let mut switched = Vec::new();
+    for api in store.list_apis().await? {
+        if service.is_some_and(|s| s != api.name) {
+            continue;
+        }
+        if !store.list_stages(&api.id).await?.iter().any(|s| s.name == stage) {
+            continue;
+        }
+        let change = Change::SetStageEnforcement {
+            api_id: api.id.clone(),
+            stage: stage.to_owned(),
+            enforcement: switch,
+        };
+        store.apply(change).await?;
+        switched.push(api.name);
+    }
+    if switched.is_empty() {
+        let what = service.map_or_else(|| "no service".to_owned(), |s| format!("service {s}"));
+        let has = if service.is_some() { "has no" } else { "is deployed to" };
+        return Err(Error::NotFound(format!(
+            "{what} {has} stage {stage}{}; run `keygate deploy -c <file> --stage {stage}` first",
+            if service.is_some() { " deployed" } else { "" }
+        )));
+    }
+    switched.sort();
+    Ok(switched)
 }

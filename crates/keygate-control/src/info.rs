@@ -49,8 +49,8 @@ pub struct InfoTable {
 /// [`Error::NotFound`] when the service or stage was never deployed.
 pub async fn info(store: &Store, service: &str, stage: &str, base_url: &str) -> Result<Info> {
     let hint = format!("run `keygate deploy -c <file> --stage {stage}`");
-    let (api, deployment, plans) = deployed_stage(store, service, stage, &hint).await?;
-    let def = &deployment.definition;
+    let (api, deployment, plans, switch) = deployed_stage(store, service, stage, &hint).await?;
+    let def = &deployment.definition.clone().switched(switch);
     let mut api_keys = Vec::new();
     for p in &plans {
         api_keys.extend(crate::plans::all_keys(store, &p.id).await?);
@@ -95,14 +95,20 @@ pub struct ServedStage {
 ///
 /// # Errors
 /// A store error.
-/// A deployed stage: its API, current deployment and the usage plans covering it.
+/// A deployed stage: its API, current deployment, the usage plans covering it and the
+/// operator's switch of its key checks.
 /// [`Error::NotFound`] (ending with `hint`) when the service or stage is not deployed.
 pub(crate) async fn deployed_stage(
     store: &Store,
     service: &str,
     stage: &str,
     hint: &str,
-) -> Result<(keygate_types::model::Api, keygate_types::model::Deployment, Vec<UsagePlan>)> {
+) -> Result<(
+    keygate_types::model::Api,
+    keygate_types::model::Deployment,
+    Vec<UsagePlan>,
+    Option<keygate_types::Enforcement>,
+)> {
     let not_deployed =
         || Error::NotFound(format!("service {service} has no deployed stage {stage}; {hint}"));
     let api = store.get_api_by_name(service).await?.ok_or_else(not_deployed)?;
@@ -118,7 +124,7 @@ pub(crate) async fn deployed_stage(
         .into_iter()
         .filter(|p| p.api_stages.iter().any(|s| s.api_id == api.id && s.stage == stage))
         .collect();
-    Ok((api, deployment, plans))
+    Ok((api, deployment, plans, st.enforcement))
 }
 
 /// The definition of every stage's current deployment.
@@ -148,7 +154,7 @@ pub async fn served(store: &Store, base_url: &str) -> Result<Vec<ServedStage>> {
                 stage: st.name.clone(),
                 api_id: api.id.clone(),
                 deployment_id: d.id.clone(),
-                endpoints: endpoints(&d.definition, base_url),
+                endpoints: endpoints(&d.definition.clone().switched(st.enforcement), base_url),
             });
         }
     }

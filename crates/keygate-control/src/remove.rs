@@ -41,7 +41,7 @@ pub async fn remove(
     keys: bool,
 ) -> Result<RemoveReport> {
     // The plans of this stage are read before the stage (and so their link to it) goes.
-    let (api, deployment, plans) =
+    let (api, deployment, plans, _) =
         crate::info::deployed_stage(store, service, stage, "nothing to remove").await?;
     let definition: ServiceDefinition = deployment.definition;
     store.apply(Change::DeleteStage { api_id: api.id.clone(), stage: stage.to_owned() }).await?;

@@ -258,7 +258,8 @@ impl Table {
         let mut stages: Vec<StageTable> = Vec::new();
         for deployed in snapshot.stages {
             let api_stage = number(&deployed.api_id, &deployed.stage);
-            let definition = Arc::new(deployed.definition);
+            // Served as the stage's switch (`keygate enforcement set`) says, if it has one.
+            let definition = Arc::new(deployed.definition.switched(deployed.enforcement));
             let next = u32::try_from(stages.len()).expect("fewer than 2^32 stages");
             let at = *stage_numbers.entry(deployed.stage.clone()).or_insert(next);
             if at == next {
@@ -542,6 +543,7 @@ pub(crate) mod tests {
             stage: stage.into(),
             deployment_id: format!("d-{api}"),
             definition: definition(api, stage, paths),
+            enforcement: None,
         }
     }
 

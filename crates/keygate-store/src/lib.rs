@@ -322,6 +322,13 @@ pub(crate) fn migrate_error(db: &str, e: sqlx::migrate::MigrateError) -> Error {
     }
 }
 
+/// A stage's stored switch of its key checks (unknown text is a corrupt row: refused, never
+/// served unlocked).
+pub(crate) fn enforcement_from(text: Option<String>) -> Result<Option<keygate_types::Enforcement>> {
+    text.map(|t| t.parse().map_err(|()| Error::corrupt("a stored stage's enforcement is corrupt")))
+        .transpose()
+}
+
 /// A plan's `fallback` column as both backends store it: NULL, `local` or `refuse`.
 pub(crate) fn fallback_from(v: Option<String>) -> Result<Option<keygate_types::plan::Fallback>> {
     v.map(|v| v.parse().map_err(|_| Error::corrupt(format!("plan fallback {v:?}")))).transpose()
@@ -458,6 +465,13 @@ pub enum Change {
         /// `--retire-when-idle`: the replaced value is refused once unused this many seconds.
         retire_idle: Option<i64>,
     },
+    /// Sets (or with `None` clears) an operator's switch of a deployed stage's key checks; the
+    /// stage keeps it across deploys. [`Error::NotFound`] for a stage that is not deployed.
+    SetStageEnforcement {
+        api_id: String,
+        stage: String,
+        enforcement: Option<keygate_types::Enforcement>,
+    },
     /// Ends now every rotated-out value with a `retire_idle` that has not been used for that
     /// long (its last use, else its rotation); gateways make it when
     /// [`KeyReads::idle_old_values`] finds some. [`Applied::Count`]: how many.
@@ -538,6 +552,7 @@ impl Change {
             Self::RotateKey { .. } => "RotateApiKey",
             Self::RevokeOldValues { .. } => "RevokeOldApiKeyValues",
             Self::RetireIdleOldValues { .. } => "RetireIdleOldApiKeyValues",
+            Self::SetStageEnforcement { .. } => "SetStageEnforcement",
             Self::UpdateKey { .. } => "UpdateApiKey",
             Self::DeleteKey { .. } => "DeleteApiKey",
             Self::CreatePlan { .. } => "CreateUsagePlan",
@@ -560,7 +575,9 @@ impl Change {
     pub fn target(&self) -> Option<String> {
         Some(match self {
             Self::Deploy(req) => format!("{}/{}", req.definition.service, req.definition.stage),
-            Self::DeleteStage { api_id, stage } | Self::CreateDeployment { api_id, stage } => {
+            Self::DeleteStage { api_id, stage }
+            | Self::CreateDeployment { api_id, stage }
+            | Self::SetStageEnforcement { api_id, stage, .. } => {
                 format!("{api_id}/{stage}")
             }
             Self::PutApiDefinition { api_id, .. } => api_id.clone(),

@@ -806,6 +806,35 @@ async fn idle_old_values_are_retired_and_their_clients_kept(s: Arc<dyn ConfigSto
     assert_eq!(values_of(&s, &k.id).await.len(), 2, "kept until cleaned, refused from t + 100");
 }
 
+/// An operator's switch of a stage's key checks: set and cleared through a change (gateways
+/// reload), read in the snapshot and the stage list, kept by a redeploy, refused for a stage that
+/// is not deployed.
+async fn a_stage_keeps_its_enforcement_switch_across_deploys(s: Arc<dyn ConfigStore>) {
+    use keygate_types::Enforcement;
+    let first = s.deploy(request("dev", &["k1"])).await.unwrap();
+    let api_id = first.api.id.clone();
+    let switch = |e: Option<Enforcement>| Change::SetStageEnforcement {
+        api_id: api_id.clone(),
+        stage: "dev".into(),
+        enforcement: e,
+    };
+    assert_eq!(s.snapshot().await.unwrap().stages[0].enforcement, None);
+    let before = s.version().await.unwrap();
+    s.change(switch(Some(Enforcement::Report))).await.unwrap();
+    assert!(s.version().await.unwrap() > before, "gateways reload");
+    s.deploy(request("dev", &["k1"])).await.unwrap();
+    assert_eq!(s.snapshot().await.unwrap().stages[0].enforcement, Some(Enforcement::Report));
+    assert_eq!(s.list_stages(&api_id).await.unwrap()[0].enforcement, Some(Enforcement::Report));
+    s.change(switch(None)).await.unwrap();
+    assert_eq!(s.snapshot().await.unwrap().stages[0].enforcement, None);
+    let nowhere = Change::SetStageEnforcement {
+        api_id: api_id.clone(),
+        stage: "prod".into(),
+        enforcement: Some(Enforcement::Report),
+    };
+    assert!(matches!(s.change(nowhere).await, Err(Error::NotFound(_))));
+}
+
 /// A store error keeps the backend's error as its source, so callers can show the whole chain.
 #[tokio::test]
 async fn store_errors_keep_their_source() {
@@ -1177,6 +1206,7 @@ suite!(
         the_snapshot_says_when_a_lookalike_value_is_stored,
         would_be_refusals_add_up_by_hour_and_client,
         idle_old_values_are_retired_and_their_clients_kept,
+        a_stage_keeps_its_enforcement_switch_across_deploys,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]
@@ -1200,6 +1230,7 @@ suite!(
         the_snapshot_says_when_a_lookalike_value_is_stored,
         would_be_refusals_add_up_by_hour_and_client,
         idle_old_values_are_retired_and_their_clients_kept,
+        a_stage_keeps_its_enforcement_switch_across_deploys,
         every_change_is_recorded_in_the_audit_log,
         lists_come_in_pages_by_name,
     ]

@@ -31,7 +31,7 @@ pub use authorizer::{Authorizer, AuthorizerKind, IdentitySource, Jwt};
 pub use key::{ApiKeyValue, KeyDigest};
 pub use runtime::{Runtime, RuntimeKind};
 pub use service::{
-    ApiKeySource, Cors, DEFAULT_INTROSPECTION_PATH, FunctionPlaces, FunctionSpec, HttpEvent,
-    HttpMethod, IndexSpec, Integration, KeySchema, ServiceDefinition, StreamEvent, StreamTable,
-    TableSpec,
+    ApiKeySource, Cors, DEFAULT_INTROSPECTION_PATH, Enforcement, FunctionPlaces, FunctionSpec,
+    HttpEvent, HttpMethod, IndexSpec, Integration, KeySchema, ServiceDefinition, StreamEvent,
+    StreamTable, TableSpec,
 };

@@ -45,6 +45,9 @@ pub struct Stage {
     pub deployment_id: String,
     pub created_date: i64,
     pub last_updated_date: i64,
+    /// The operator's switch of its key checks, if any (keygate's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<crate::Enforcement>,
 }
 
 /// An immutable snapshot of a service definition. Deploying creates one; nothing edits it.
@@ -244,7 +247,10 @@ pub struct DeployedStage {
     pub api_id: String,
     pub stage: String,
     pub deployment_id: String,
+    /// As deployed; gateways serve it [`switched`](ServiceDefinition::switched) by
+    /// `enforcement`.
     pub definition: ServiceDefinition,
+    pub enforcement: Option<crate::Enforcement>,
 }
 
 /// An admin credential for AWS Signature Version 4. The secret is sealed (encrypted) at rest.

@@ -46,6 +46,60 @@ pub struct ServiceDefinition {
     pub key_introspection: Option<String>,
 }
 
+/// An operator's switch for a deployed stage's key checks (`keygate enforcement set`, the
+/// console), kept across deploys until switched back; without one, the yml decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Every private route of the stage is report-only (`private: report`).
+    Report,
+    /// Every report-only route of the stage is private (`private: true`).
+    Enforce,
+}
+
+impl Enforcement {
+    /// Its name as the CLI and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+impl std::str::FromStr for Enforcement {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "report" => Ok(Self::Report),
+            "enforce" => Ok(Self::Enforce),
+            _ => Err(()),
+        }
+    }
+}
+
+impl ServiceDefinition {
+    /// The definition as a stage with `switch` serves it: its routes' key checks switched.
+    pub fn switched(mut self, switch: Option<Enforcement>) -> Self {
+        let events = self.functions.iter_mut().flat_map(|f| &mut f.events);
+        match switch {
+            None => {}
+            Some(Enforcement::Report) => {
+                for e in events.filter(|e| e.private) {
+                    (e.private, e.report) = (false, true);
+                }
+            }
+            Some(Enforcement::Enforce) => {
+                for e in events.filter(|e| e.report) {
+                    (e.private, e.report) = (true, false);
+                }
+            }
+        }
+        self
+    }
+}
+
 /// The path key introspection answers on when `keyIntrospection: true`.
 pub const DEFAULT_INTROSPECTION_PATH: &str = "/.keygate/key";
 

@@ -175,6 +175,23 @@ pub(crate) enum EnforcementCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Switch a deployed stage's key checks without a deploy: `report` (its private routes let
+    /// everything through and record what they would refuse), `enforce` (its report-only
+    /// routes refuse), or `deployed` (as the files deployed say). Running gateways follow
+    /// within a second; deploys keep the switch.
+    Set {
+        /// report, enforce or deployed.
+        #[arg(value_parser = ["report", "enforce", "deployed"])]
+        mode: String,
+        /// The stage.
+        #[arg(long, short = 's')]
+        stage: String,
+        /// Only this service (default: every service deployed to the stage).
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

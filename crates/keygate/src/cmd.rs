@@ -172,6 +172,40 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let store = open_audited(&at).await?;
             run_usage(&store, args).await
         }
+        Command::Enforcement(crate::cli::EnforcementCommand::Set {
+            mode,
+            stage,
+            service,
+            json,
+        }) => {
+            let store = open_audited(&at).await?;
+            let switch = mode.parse::<keygate_types::Enforcement>().ok();
+            let switched =
+                keygate_control::enforcement::set(&store, &stage, service.as_deref(), switch)
+                    .await?;
+            if json {
+                return output::json(&serde_json::json!({
+                    "stage": stage,
+                    "enforcement": mode,
+                    "services": switched,
+                }));
+            }
+            let what = match switch {
+                Some(keygate_types::Enforcement::Report) => {
+                    "private routes now let every request through and record what they would refuse"
+                }
+                Some(keygate_types::Enforcement::Enforce) => "report-only routes now refuse",
+                None => "key checks are as deployed again",
+            };
+            for s in &switched {
+                println!(
+                    "{} stage {}: {what} (running gateways within 1 s)",
+                    output::shown(s),
+                    output::shown(&stage)
+                );
+            }
+            Ok(())
+        }
         Command::Enforcement(crate::cli::EnforcementCommand::Report { stage, since, json }) => {
             let store = open_audited(&at).await?;
             let since_secs = i64::try_from(function_log::parse_since(&since)? / 1000)?;

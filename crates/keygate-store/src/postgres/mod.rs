@@ -159,6 +159,10 @@ impl PgStore {
                 apis::delete_stage(tx, &api_id, &stage).await?;
                 Applied::Done
             }
+            C::SetStageEnforcement { api_id, stage, enforcement } => {
+                apis::set_stage_enforcement(tx, &api_id, &stage, enforcement).await?;
+                Applied::Done
+            }
             C::PutApiDefinition { api_id, definition } => {
                 apis::put_api_definition(tx, &api_id, &definition).await?;
                 Applied::Done

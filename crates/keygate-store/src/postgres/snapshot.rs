@@ -158,7 +158,7 @@ async fn read(tx: &mut PgConnection) -> Result<GatewaySnapshot> {
         .await
         .map_err(map_err)?;
     let rows = sqlx::query(
-        "SELECT s.api_id, s.name, s.deployment_id, d.definition FROM stages s \
+        "SELECT s.api_id, s.name, s.deployment_id, s.enforcement, d.definition FROM stages s \
          JOIN deployments d ON d.id = s.deployment_id ORDER BY s.api_id, s.name",
     )
     .fetch_all(&mut *tx)
@@ -171,6 +171,7 @@ async fn read(tx: &mut PgConnection) -> Result<GatewaySnapshot> {
             stage: r.get("name"),
             deployment_id: r.get("deployment_id"),
             definition: parse_json(r.get("definition"), "deployment")?,
+            enforcement: crate::enforcement_from(r.get("enforcement"))?,
         });
     }
     let keys = load_keys(&mut *tx).await?;

@@ -288,7 +288,8 @@ pub(super) async fn get_api_by_name(pool: &SqlitePool, name: &str) -> Result<Opt
 
 pub(super) async fn list_stages(pool: &SqlitePool, api_id: &str) -> Result<Vec<Stage>> {
     let rows = sqlx::query(
-        "SELECT api_id, name, deployment_id, created_date, last_updated_date FROM stages \
+        "SELECT api_id, name, deployment_id, created_date, last_updated_date, enforcement \
+         FROM stages \
          WHERE api_id = ? ORDER BY name",
     )
     .bind(api_id)
@@ -303,6 +304,7 @@ pub(super) async fn list_stages(pool: &SqlitePool, api_id: &str) -> Result<Vec<S
             deployment_id: r.get("deployment_id"),
             created_date: r.get("created_date"),
             last_updated_date: r.get("last_updated_date"),
+            enforcement: r.get::<Option<String>, _>("enforcement").and_then(|e| e.parse().ok()),
         })
         .collect())
 }
@@ -348,4 +350,23 @@ pub(super) async fn get_deployment(pool: &SqlitePool, id: &str) -> Result<Option
             .await
             .map_err(map_err)?;
     row.as_ref().map(deployment_from_row).transpose()
+}
+
+pub(super) async fn set_stage_enforcement(
+    tx: &mut SqliteConnection,
+    api_id: &str,
+    stage: &str,
+    enforcement: Option<keygate_types::Enforcement>,
+) -> Result<()> {
+    let done = sqlx::query("UPDATE stages SET enforcement = ? WHERE api_id = ? AND name = ?")
+        .bind(enforcement.map(keygate_types::Enforcement::as_str))
+        .bind(api_id)
+        .bind(stage)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("API {api_id} has no stage {stage}")));
+    }
+    Ok(())
 }

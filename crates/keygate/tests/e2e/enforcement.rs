@@ -164,3 +164,54 @@ async fn the_service_wide_switch_reports_instead_of_refusing() {
         "{err}"
     );
 }
+
+/// `keygate enforcement set`: an operator switches a deployed stage to report without a deploy,
+/// the switch outlives a deploy, and `deployed` hands the key checks back to the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_switches_a_stage_to_report_and_back() {
+    let env = Env::new();
+    let yml = service(&env, "true", "");
+    let yml_arg = yml.to_str().unwrap().to_owned();
+    env.deploy(&yml, &[]);
+    let srv = env.serve();
+    let url = srv.url("/dev/a");
+    get_as(&url, None, "old-client").await.assert_forbidden();
+
+    let said = env.ok(&["enforcement", "set", "report", "--stage", "dev"]);
+    assert!(
+        said.contains("opening stage dev: private routes now let every request through"),
+        "{said}"
+    );
+    eventually(Duration::from_secs(2), || async {
+        get_as(&url, None, "old-client").await.status == 200
+    })
+    .await;
+    let info = env.ok(&["info", "-c", &yml_arg]);
+    assert!(info.contains("(api key: report only, nothing refused)"), "{info}");
+    // A deploy keeps the switch, and says so.
+    let deployed = env.deploy(&yml, &[]);
+    let notes = deployed["notes"].to_string();
+    assert!(notes.contains("switched to `report` by `keygate enforcement set`"), "{notes}");
+    assert_eq!(deployed["endpoints"][0]["report"], json!(true), "{deployed}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get_as(&url, None, "old-client").await.status, 200);
+    let r = report(&env, 2).await;
+    assert_eq!(r["clients"][0]["userAgent"], json!("old-client"), "{r}");
+
+    env.ok(&["enforcement", "set", "deployed", "--stage", "dev"]);
+    eventually(Duration::from_secs(2), || async {
+        get_as(&url, None, "old-client").await.status == 403
+    })
+    .await;
+    let audit = env.ok(&["audit"]);
+    assert_eq!(audit.matches("SetStageEnforcement").count(), 2, "{audit}");
+    // Nothing deployed there: said, nothing changed.
+    let out = env.run(&["enforcement", "set", "report", "--stage", "prod"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service is deployed to stage prod"));
+    let out = env.run(&["enforcement", "set", "report", "--stage", "dev", "--service", "other"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("service other has no stage dev deployed")
+    );
+    srv.stop();
+}
