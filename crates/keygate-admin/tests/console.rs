@@ -376,3 +376,75 @@ async fn a_keys_page_shows_who_still_sends_its_rotated_out_value() {
     assert!(!html.contains("<script>alert"), "escaped");
     assert!(!html.contains("RotatingOldValue"), "never the value");
 }
+
+/// An API's page switches a stage's key checks to report and back (audited as the console) and
+/// lists what would have been refused there in the last 24 hours, by client, escaped.
+#[tokio::test]
+async fn an_api_page_switches_a_stage_to_report_and_shows_who_would_break() {
+    let admin = start().await;
+    let (b, token_id) = admin.browser().await;
+    let definition = keygate_types::ServiceDefinition {
+        service: "opening".into(),
+        stage: "dev".into(),
+        region: "us-east-1".into(),
+        base_dir: std::path::PathBuf::from("/tmp"),
+        functions: vec![],
+        api_keys: vec![],
+        usage_plans: vec![],
+        tables: vec![],
+        api_key_source: Default::default(),
+        key_introspection: None,
+    };
+    let artifacts = tempfile::tempdir().unwrap();
+    let places = std::collections::BTreeMap::new();
+    let base = "http://127.0.0.1:0";
+    let store = &admin.state.store;
+    let deployed =
+        keygate_control::deploy(store, definition, vec![], &places, artifacts.path(), base, None)
+            .await
+            .unwrap();
+    let page = format!("/console/apis/{}", deployed.api_id);
+    let (_, html) = admin.page(&b.cookie, &page).await;
+    assert!(html.contains("Nothing would have been refused in the last 24 hours."), "{html}");
+    assert!(html.contains(r#"<option value="deployed" selected>"#), "{html}");
+
+    let form = [("csrf", b.csrf.as_str()), ("stage", "dev"), ("mode", "report")];
+    let res = admin.post(&b.cookie, &format!("{page}/enforcement"), &form).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let stages = store.list_stages(&deployed.api_id).await.unwrap();
+    assert_eq!(stages[0].enforcement, Some(keygate_types::Enforcement::Report));
+    let at = admin.clock.now_unix_ms() / 1000;
+    let row = keygate_types::model::WouldRefuse {
+        hour: at - at % 3600,
+        api_id: deployed.api_id.clone(),
+        stage: "dev".into(),
+        method: "GET".into(),
+        path: "/a".into(),
+        reason: "missing_key".into(),
+        key_id: None,
+        client: "10.9.8.7".into(),
+        user_agent: "<b>old</b>-client".into(),
+        count: 5,
+        first_seen: at - 10,
+        last_seen: at,
+    };
+    admin.backend.add_would_refuse(&[row]).await.unwrap();
+    let (_, html) = admin.page(&b.cookie, &page).await;
+    assert!(html.contains(r#"<option value="report" selected>"#), "{html}");
+    assert!(html.contains("<code>10.9.8.7</code>"), "{html}");
+    assert!(html.contains("&lt;b&gt;old&lt;/b&gt;-client"), "{html}");
+    assert!(html.contains("<code>missing_key</code> 5"), "{html}");
+
+    let form = [("csrf", b.csrf.as_str()), ("stage", "dev"), ("mode", "sometimes")];
+    let res = admin.post(&b.cookie, &format!("{page}/enforcement"), &form).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let form = [("csrf", b.csrf.as_str()), ("stage", "dev"), ("mode", "deployed")];
+    admin.post(&b.cookie, &format!("{page}/enforcement"), &form).await;
+    assert_eq!(store.list_stages(&deployed.api_id).await.unwrap()[0].enforcement, None);
+    let audit = store.list_audit(0, 100).await.unwrap();
+    let switches = audit
+        .iter()
+        .filter(|e| e.action == "SetStageEnforcement" && e.actor == format!("console:{token_id}"))
+        .count();
+    assert_eq!(switches, 2, "{audit:?}");
+}

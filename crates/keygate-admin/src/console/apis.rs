@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use keygate_control::apis;
+use keygate_control::{apis, enforcement};
 use keygate_types::model::{Api, Deployment, Stage};
-use keygate_types::{HttpMethod, Integration, ServiceDefinition};
+use keygate_types::{Enforcement, HttpMethod, Integration, ServiceDefinition};
 use maud::html;
 use serde::Deserialize;
 
@@ -21,6 +21,9 @@ fn notice(code: &str) -> Option<&'static str> {
             Some("Saved in the API's definition. Deploy it to a stage for the stage to serve it.")
         }
         "deployed" => Some("Deployed: the stage serves the new deployment within a second."),
+        "enforcement" => {
+            Some("Switched: the stage's key checks change on every gateway within a second.")
+        }
         _ => None,
     }
 }
@@ -139,8 +142,26 @@ async fn api_page(
     };
     let behind: Vec<&str> =
         v.stages.iter().filter(|(_, current)| !current).map(|(s, _)| s.name.as_str()).collect();
+    // The would-be refusals of the last 24 hours, per stage of this API.
+    let since = signed.now_secs() - 86_400;
+    let mut refusals: HashMap<&str, Vec<enforcement::Client>> = HashMap::new();
+    for (s, _) in &v.stages {
+        match enforcement::by_client(&signed.store, Some(&s.name), since).await {
+            Ok(all) => {
+                let ours = all
+                    .into_iter()
+                    .filter_map(|mut c| {
+                        c.routes.retain(|r| r.api == v.api.name);
+                        (!c.routes.is_empty()).then_some(c)
+                    })
+                    .collect();
+                refusals.insert(s.name.as_str(), ours);
+            }
+            Err(e) => return control_error(&e),
+        }
+    }
     let csrf = &signed.session.csrf;
-    let mut methods: Vec<(&str, HttpMethod, bool, String)> = v
+    let mut methods: Vec<(&str, HttpMethod, bool, bool, String)> = v
         .definition
         .iter()
         .flat_map(|d| &d.functions)
@@ -150,6 +171,7 @@ async fn api_page(
                     e.path.as_str(),
                     e.method,
                     e.private,
+                    e.report,
                     integration(&e.integration, &f.function_name),
                 )
             })
@@ -205,7 +227,7 @@ async fn api_page(
                     th scope="col" { "Integration" } th scope="col" { "API key required" }
                 } }
                 tbody {
-                    @for (path, method, private, integration) in &methods {
+                    @for (path, method, private, report, integration) in &methods {
                         tr {
                             th scope="row" { code { (path) } }
                             td { (method.as_str()) }
@@ -219,7 +241,60 @@ async fn api_page(
                                     button.switch type="submit" role="switch"
                                         aria-checked=(if *private { "true" } else { "false" })
                                         aria-label={ "API key required: " (method.as_str()) " " (path) } {
-                                        (if *private { "Required" } else { "Not required" })
+                                        (match (*private, *report) {
+                                            (true, _) => "Required",
+                                            (false, true) => "Report only",
+                                            (false, false) => "Not required",
+                                        })
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Key checks per stage" }
+        p.help {
+            "Report mode lets through what keys and usage plans would refuse and records it, so "
+            "an open API can move to keys knowing who would break. The switch is kept across "
+            "deploys until set back to “as deployed”."
+        }
+        @for (s, _) in &v.stages {
+            @let clients = refusals.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            section.card {
+                h3 { "Stage " (s.name) }
+                form method="post" action={ "/console/apis/" (v.api.id) "/enforcement" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="stage" value=(s.name);
+                    div.field {
+                        label for={ "enforcement-" (s.name) } { "Key checks" }
+                        select id={ "enforcement-" (s.name) } name="mode" {
+                            option value="deployed" selected[s.enforcement.is_none()] { "As deployed" }
+                            option value="report" selected[s.enforcement == Some(Enforcement::Report)] { "Report only: refuse nothing, record what would be refused" }
+                            option value="enforce" selected[s.enforcement == Some(Enforcement::Enforce)] { "Enforce: report-only routes refuse" }
+                        }
+                    }
+                    button type="submit" { "Switch" }
+                }
+                @if clients.is_empty() {
+                    p.muted { "Nothing would have been refused in the last 24 hours." }
+                } @else {
+                    div.table-wrap {
+                        table {
+                            caption { "Would have been refused in the last 24 hours, by client" }
+                            thead { tr {
+                                th scope="col" { "Client" } th scope="col" { "User agent" }
+                                th scope="col" { "Requests" } th scope="col" { "Why" } th scope="col" { "Last" }
+                            } }
+                            tbody {
+                                @for c in clients {
+                                    tr {
+                                        th scope="row" { code { (c.client) } }
+                                        td { (c.user_agent) }
+                                        td { (c.count) }
+                                        td { @for (reason, n) in &c.reasons { code { (reason) } " " (n) " " } }
+                                        td { (date(c.last_seen)) }
                                     }
                                 }
                             }
@@ -300,6 +375,45 @@ pub(crate) async fn deploy(
         Err(e @ keygate_control::Error::Invalid(_)) => {
             api_page(&signed, &id, None, Some(&e.to_string())).await
         }
+        Err(e) => control_error(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EnforcementForm {
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    mode: String,
+}
+
+/// Switches a stage's key checks (report, enforce, or as deployed) for this API.
+pub(crate) async fn set_enforcement(
+    Path(id): Path<String>,
+    Posted(signed, form): Posted<EnforcementForm>,
+) -> Response {
+    let switch = match form.mode.as_str() {
+        "deployed" => None,
+        other => match other.parse::<Enforcement>() {
+            Ok(e) => Some(e),
+            Err(()) => {
+                return control_error(&keygate_control::Error::Invalid(format!(
+                    "the key checks are report, enforce or deployed, not {other:?}"
+                )));
+            }
+        },
+    };
+    let api = match signed.store.get_api(&id).await {
+        Ok(Some(api)) => api,
+        Ok(None) => {
+            return control_error(&keygate_control::Error::NotFound(format!(
+                "no REST API with id {id:?}"
+            )));
+        }
+        Err(e) => return control_error(&e.into()),
+    };
+    match enforcement::set(&signed.store, &form.stage, Some(&api.name), switch).await {
+        Ok(_) => Redirect::to(&format!("/console/apis/{id}?notice=enforcement")).into_response(),
         Err(e) => control_error(&e),
     }
 }

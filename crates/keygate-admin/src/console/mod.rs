@@ -90,6 +90,7 @@ pub(crate) fn router() -> Router<Arc<AdminState>> {
         .route("/console/apis/{id}", get(apis::show))
         .route("/console/apis/{id}/methods", post(apis::set_method))
         .route("/console/apis/{id}/deploy", post(apis::deploy))
+        .route("/console/apis/{id}/enforcement", post(apis::set_enforcement))
         .route("/console/plans", get(plans::list).post(plans::create))
         .route("/console/plans/new", get(plans::new_page))
         .route("/console/plans/{id}", get(plans::show).post(plans::update))
