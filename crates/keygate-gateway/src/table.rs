@@ -223,6 +223,8 @@ pub struct Table {
     /// Whether a value of the self-checking form with a bad checksum is refused without a
     /// lookup: unless the store may hold a value of that form which is not self-checking.
     checks_values: bool,
+    /// Whether any record is a value a rotation replaced.
+    old_values: bool,
     /// The usage plans by id, as the store has them (names and declared limits, for key
     /// introspection; the limits enforced are the grants').
     plans: HashMap<String, UsagePlan>,
@@ -392,6 +394,7 @@ impl Table {
         Self {
             plans,
             checks_values: !snapshot.lookalikes,
+            old_values: records.iter().any(|r| r.old),
             version: snapshot.version,
             stage_numbers,
             stages,
@@ -468,9 +471,9 @@ impl Table {
         self.api_stages.get(&(api_id.to_owned(), stage.to_owned())).copied()
     }
 
-    /// Whether any value a rotation replaced is still accepted.
+    /// Whether any value a rotation replaced is accepted (counted when the table was built).
     pub fn has_old_values(&self) -> bool {
-        self.records.iter().any(|r| r.old)
+        self.old_values
     }
 
     /// Number of accepted key values.
