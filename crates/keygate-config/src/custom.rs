@@ -159,10 +159,7 @@ impl Ctx<'_> {
     /// service's, or an introspection path that is also a route of the service, is an error.
     pub(crate) fn apply_custom(&mut self, custom: Custom, definition: &mut ServiceDefinition) {
         if custom.report_only {
-            let events = definition.functions.iter_mut().flat_map(|f| &mut f.events);
-            for e in events.filter(|e| e.private) {
-                (e.private, e.report) = (false, true);
-            }
+            definition.switch(Some(keygate_types::Enforcement::Report));
         }
         if let Some((at, mark, path)) = custom.introspection {
             let events = definition.functions.iter().flat_map(|f| &f.events);

@@ -82,6 +82,12 @@ impl std::str::FromStr for Enforcement {
 impl ServiceDefinition {
     /// The definition as a stage with `switch` serves it: its routes' key checks switched.
     pub fn switched(mut self, switch: Option<Enforcement>) -> Self {
+        self.switch(switch);
+        self
+    }
+
+    /// Switches the routes' key checks in place ([`switched`](Self::switched)).
+    pub fn switch(&mut self, switch: Option<Enforcement>) {
         let events = self.functions.iter_mut().flat_map(|f| &mut f.events);
         match switch {
             None => {}
@@ -96,7 +102,6 @@ impl ServiceDefinition {
                 }
             }
         }
-        self
     }
 }
 

@@ -37,17 +37,8 @@ functions:
 /// The next UTC midnight, as RFC 3339.
 fn next_midnight() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let days = now / 86_400 + 1;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let days = i64::try_from(now / 86_400 + 1).unwrap();
+    let (y, m, d) = keygate_types::date::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T00:00:00Z")
 }
 
