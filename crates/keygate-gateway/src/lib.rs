@@ -1189,6 +1189,7 @@ mod tests {
     /// quota units stays for the key's next request to give them back.
     #[tokio::test]
     async fn flushes_drop_void_throttle_leases() {
+        let _one = BUILDS.lock().await; // Builds tables: no injected panic may hit them.
         let dir = tempfile::tempdir().unwrap();
         let (gw, store, control, plan) = gateway_with_plan(dir.path()).await;
         let now = gw.meter.clock().now_mono().0;
